@@ -1,0 +1,1 @@
+//! The edge node: Modbus acquisition, the Sparkplug edge session and store-and-forward.

@@ -1,0 +1,1 @@
+//! The host application: primary host session, history and the panel's API.

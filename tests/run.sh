@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's whole default test run: installs what the tests need, then
+# formatting, lints and every test of the workspace. Long soaks and benchmarks
+# have their own commands (see README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '\n== %s\n' "$*"; }
+
+# Debian packages the tests drive as real, independent peers.
+need_debs=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
+command -v socat >/dev/null 2>&1 || need_debs+=(socat)
+if [ ${#need_debs[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_debs[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
+  # The tests start their own broker on a free port; the packaged service is not wanted.
+  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+fi
+
+# Independent Python implementations (Sparkplug, Modbus) in a private venv.
+say "python tools (.venv)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+export SYSTEM_TESTS_PYTHON="$root/.venv/bin/python"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --workspace --locked

@@ -1,0 +1,1 @@
+//! What the edge-node and host web panels share.
