@@ -1,1 +1,4 @@
 //! The host application: primary host session, history and the panel's API.
+
+pub mod inspect;
+pub mod json;
