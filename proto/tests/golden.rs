@@ -14,7 +14,7 @@ use sparkplug::{
 
 fn hex(s: &str) -> Vec<u8> {
     let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(digits.len() % 2 == 0, "odd hex literal");
+    assert!(digits.len().is_multiple_of(2), "odd hex literal");
     (0..digits.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex digit"))
