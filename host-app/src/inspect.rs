@@ -42,7 +42,9 @@ fn resolve(payload: &mut Payload, birth: &Payload) -> Result<(), InspectError> {
     let mut by_alias: HashMap<u64, (&str, Option<DataType>)> = HashMap::new();
     let mut by_name: HashMap<&str, Option<DataType>> = HashMap::new();
     for m in &birth.metrics {
-        let Some(name) = m.name.as_deref() else { continue };
+        let Some(name) = m.name.as_deref() else {
+            continue;
+        };
         if let Some(alias) = m.alias {
             by_alias.insert(alias, (name, m.datatype));
         }

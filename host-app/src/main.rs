@@ -39,7 +39,8 @@ fn decode(file: Option<PathBuf>, birth: Option<PathBuf>) -> ExitCode {
     let run = || -> Result<String, String> {
         let bytes = read_input(file.as_ref())?;
         let birth = birth.as_ref().map(|p| read_input(Some(p))).transpose()?;
-        let json = host_app::inspect::decode(&bytes, birth.as_deref()).map_err(|e| e.to_string())?;
+        let json =
+            host_app::inspect::decode(&bytes, birth.as_deref()).map_err(|e| e.to_string())?;
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
     };
     match run() {
@@ -60,7 +61,8 @@ fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     let (name, result) = match path.filter(|p| p.as_os_str() != "-") {
         Some(p) => (
             p.display().to_string(),
-            std::fs::File::open(p).and_then(|f| f.take(MAX_PAYLOAD_FILE + 1).read_to_end(&mut bytes)),
+            std::fs::File::open(p)
+                .and_then(|f| f.take(MAX_PAYLOAD_FILE + 1).read_to_end(&mut bytes)),
         ),
         None => (
             "standard input".to_owned(),
@@ -71,7 +73,9 @@ fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     };
     result.map_err(|e| format!("{name}: {e}"))?;
     if bytes.len() as u64 > MAX_PAYLOAD_FILE {
-        return Err(format!("{name}: larger than {MAX_PAYLOAD_FILE} bytes, not a payload"));
+        return Err(format!(
+            "{name}: larger than {MAX_PAYLOAD_FILE} bytes, not a payload"
+        ));
     }
     Ok(bytes)
 }

@@ -39,7 +39,10 @@ fn sample() -> Payload {
         )
         .with_metric(Metric::null("Pump/Speed", DataType::Double))
         .with_metric(Metric::new("Raw", Value::Bytes(vec![1, 2, 3])))
-        .with_metric(Metric::new("Alarm/Bits", Value::BooleanArray(vec![true, false, true])))
+        .with_metric(Metric::new(
+            "Alarm/Bits",
+            Value::BooleanArray(vec![true, false, true]),
+        ))
 }
 
 #[test]
@@ -47,7 +50,11 @@ fn prints_every_field_as_json() {
     let mut bytes = Vec::new();
     sample().encode(&mut bytes).expect("encode");
     let out = decode_stdin(&bytes, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["timestamp"], json!(1_700_000_000_000u64));
     assert_eq!(v["seq"], json!(3));
@@ -60,8 +67,14 @@ fn prints_every_field_as_json() {
     assert_eq!(level["is_historical"], json!(false));
     assert_eq!(level["is_transient"], json!(false));
     assert_eq!(level["is_null"], json!(false));
-    assert_eq!(level["properties"]["engUnit"], json!({"type": "String", "value": "m"}));
-    assert_eq!(level["properties"]["Quality"], json!({"type": "Int32", "value": 192}));
+    assert_eq!(
+        level["properties"]["engUnit"],
+        json!({"type": "String", "value": "m"})
+    );
+    assert_eq!(
+        level["properties"]["Quality"],
+        json!({"type": "Int32", "value": 192})
+    );
     let speed = &v["metrics"][1];
     assert_eq!(speed["is_null"], json!(true));
     assert_eq!(speed["value"], json!(null));
@@ -77,7 +90,11 @@ fn reads_compressed_payloads() {
         let mut bytes = Vec::new();
         envelope.encode(&mut bytes).expect("encode");
         let out = decode_stdin(&bytes, &["-"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         assert_eq!(v["metrics"][0]["value"], json!(42.5), "{algorithm:?}");
     }

@@ -187,9 +187,14 @@ def encode(out: pathlib.Path) -> None:
             metrics=(sp.Metric(timestamp=T0 + 9000, name="Tank/Setpoint", datatype=DataType.FLOAT, value=42.5),),
         ),
     }
+    birth = cases["nbirth_every_type"]
     for name, payload in cases.items():
         include = name != "ddata_aliases"  # report by exception drops datatypes, as edge nodes do
-        (out / f"{name}.bin").write_bytes(payload.encode(include_dtypes=include))
+        raw = payload.encode(include_dtypes=include)
+        (out / f"{name}.bin").write_bytes(raw)
+        if name == "ddata_aliases":
+            # What a host sees: names and datatypes come from the birth.
+            payload = sp.DData.decode(raw, birth=birth)
         (out / f"{name}.json").write_text(json.dumps(payload_json(payload), indent=1))
 
 
