@@ -397,3 +397,42 @@ async fn clean_session_does_not_keep_subscriptions() {
     );
     broker.stop().await;
 }
+
+/// A CONNECT (MQTT 3.1.1) with a QoS 1 will, written by hand so the client can then fall
+/// silent while its socket stays open, as over a half-open satellite link.
+fn connect_with_will(client_id: &str, keep_alive: u16, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02 | 0x04 | 0x08];
+    body.extend(keep_alive.to_be_bytes());
+    for field in [client_id.as_bytes(), topic.as_bytes(), payload] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field);
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+#[tokio::test]
+async fn will_is_published_when_a_silent_client_outlives_its_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+
+    let mut edge = tokio::net::TcpStream::connect(addr).await.unwrap();
+    edge.write_all(&connect_with_will("edge-1", 1, NDEATH, b"bdSeq=3"))
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    edge.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+
+    // No PINGREQ: the broker gives up after 1.5 keep-alive periods.
+    let p = next_publish(&mut host_loop).await;
+    assert_eq!(&p.topic[..], NDEATH.as_bytes());
+    assert_eq!(&p.payload[..], b"bdSeq=3");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    drop(edge);
+    broker.stop().await;
+}

@@ -26,8 +26,8 @@ const READY_PAUSE: Duration = Duration::from_millis(25);
 /// Extra rumqttd connections beyond the client limit: will relays and readiness probes.
 const INTERNAL_CONNECTIONS: usize = 64;
 
-/// A running embedded broker. Dropping it without [`EmbeddedBroker::stop`] leaves its
-/// listeners open until the runtime shuts down.
+/// A running embedded broker. Dropping it closes its listeners and connections in the
+/// background; [`EmbeddedBroker::stop`] also waits for that.
 pub struct EmbeddedBroker {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -161,6 +161,12 @@ impl EmbeddedBroker {
     }
 }
 
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.front.shutdown.cancel();
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
     TcpListener::bind(addr)
         .await
@@ -174,16 +180,19 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, BrokerError> {
     })
 }
 
-/// A loopback port free right now. rumqttd cannot report the port it bound, so the port
-/// is chosen here and released for rumqttd to bind; the readiness probe then proves that
-/// it is rumqttd (with our internal credential) that answers on it.
-fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
+/// Two distinct loopback ports free right now. rumqttd cannot report the port it bound,
+/// so ports are chosen here and released for rumqttd to bind; the readiness probe then
+/// proves that it is rumqttd (with our internal credential) that answers on them.
+fn free_loopback_ports() -> Result<(SocketAddr, SocketAddr), BrokerError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let listener =
-        StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    listener
-        .local_addr()
-        .map_err(|source| BrokerError::Bind { addr, source })
+    let bind = || StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source });
+    // Both held at once, so they differ.
+    let (one, two) = (bind()?, bind()?);
+    let local = |l: &StdTcpListener| {
+        l.local_addr()
+            .map_err(|source| BrokerError::Bind { addr, source })
+    };
+    Ok((local(&one)?, local(&two)?))
 }
 
 fn random_secret() -> String {
@@ -193,9 +202,10 @@ fn random_secret() -> String {
 }
 
 fn start_rumqttd(config: &EmbeddedConfig) -> Result<Upstream, BrokerError> {
+    let (v4, v5) = free_loopback_ports()?;
     let upstream = Upstream {
-        v4: free_loopback_port()?,
-        v5: free_loopback_port()?,
+        v4,
+        v5,
         username: format!("host-broker-{}", random_secret()),
         password: Secret::new(random_secret()),
     };
