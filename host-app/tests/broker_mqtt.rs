@@ -436,3 +436,50 @@ async fn will_is_published_when_a_silent_client_outlives_its_keep_alive() {
     drop(edge);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn mqtt5_disconnect_with_will_reason_publishes_the_will() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+
+    // MQTT 5 CONNECT: clean start, QoS 1 will, keep alive 30, no properties.
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        5,
+        0x02 | 0x04 | 0x08,
+        0,
+        30,
+        0,
+    ];
+    body.extend([0, 6]);
+    body.extend(b"edge-5");
+    body.push(0); // will properties
+    for field in [NDEATH.as_bytes(), b"bdSeq=5"] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field);
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    let mut edge = tokio::net::TcpStream::connect(addr).await.unwrap();
+    edge.write_all(&packet).await.unwrap();
+    let mut head = [0u8; 2];
+    edge.read_exact(&mut head).await.unwrap();
+    let mut connack = vec![0u8; usize::from(head[1])];
+    edge.read_exact(&mut connack).await.unwrap();
+    assert_eq!((head[0], connack[1]), (0x20, 0), "CONNACK success");
+
+    // DISCONNECT with reason 0x04 "Disconnect with Will Message".
+    edge.write_all(&[0xe0, 1, 0x04]).await.unwrap();
+    let p = next_publish(&mut host_loop).await;
+    assert_eq!(&p.topic[..], NDEATH.as_bytes());
+    assert_eq!(&p.payload[..], b"bdSeq=5");
+    broker.stop().await;
+}

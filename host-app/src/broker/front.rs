@@ -477,6 +477,10 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
             if upstream_tx.write_all(&buf).await.is_err() {
                 break;
             }
+            if scanner.ending() != Ending::Open {
+                // After DISCONNECT the server closes the connection (MQTT 3.1.1 3.14.4).
+                break;
+            }
         }
         let _ = upstream_tx.shutdown().await;
     };
