@@ -253,41 +253,15 @@ async fn retained_will_is_kept_for_later_subscribers() {
     let addr = broker.plain_addr().unwrap();
     let (_edge, edge_loop) = connect(edge_with_will("edge-1", addr, b"gone", true)).await;
     drop(edge_loop);
+    // Reconnecting with the same id waits until the old session has ended and its will
+    // is published.
+    let (edge, edge_loop) = connect(options("edge-1", addr)).await;
+    disconnect(edge, edge_loop).await;
 
-    // The will is published asynchronously; poll with a fresh subscriber until it shows.
-    let mut found = None;
-    for attempt in 0..50 {
-        let (c, mut l) = connect(options(&format!("late-{attempt}"), addr)).await;
-        subscribe(&c, &mut l, NDEATH, QoS::AtLeastOnce).await;
-        publish_once(
-            addr,
-            "marker",
-            NDEATH.replace("NDEATH", "NDATA").as_str(),
-            b"m",
-            QoS::AtMostOnce,
-            false,
-        )
-        .await;
-        c.subscribe(NDEATH.replace("NDEATH", "NDATA"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        publish_once(
-            addr,
-            "marker",
-            &NDEATH.replace("NDEATH", "NDATA"),
-            b"marker",
-            QoS::AtLeastOnce,
-            false,
-        )
-        .await;
-        let p = next_publish(&mut l).await;
-        disconnect(c, l).await;
-        if p.topic == NDEATH.as_bytes() {
-            found = Some(p);
-            break;
-        }
-    }
-    let p = found.expect("retained will never showed up");
+    let (late, mut late_loop) = connect(options("late", addr)).await;
+    subscribe(&late, &mut late_loop, NDEATH, QoS::AtLeastOnce).await;
+    let p = next_publish(&mut late_loop).await;
+    assert_eq!(&p.topic[..], NDEATH.as_bytes());
     assert_eq!(&p.payload[..], b"gone");
     assert!(p.retain);
     broker.stop().await;
@@ -302,11 +276,11 @@ async fn clean_disconnect_discards_the_will() {
 
     let (edge, edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=7", false)).await;
     disconnect(edge, edge_loop).await;
-    // A will would be published on the close; the marker comes strictly later.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Reconnecting with the same id waits until the old session has fully ended (its
+    // will, had it one, published), so the marker comes strictly after any will.
     publish_once(
         addr,
-        "edge-2",
+        "edge-1",
         "spBv1.0/plant/NDATA/edge-2",
         b"marker",
         QoS::AtLeastOnce,

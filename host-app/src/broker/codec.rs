@@ -381,11 +381,6 @@ pub fn encode_publish(will: &Will, qos: u8, packet_id: u16, out: &mut BytesMut) 
     out.put_slice(&will.payload);
 }
 
-/// Encodes an MQTT 3.1.1 DISCONNECT.
-pub fn encode_disconnect(out: &mut BytesMut) {
-    out.put_slice(&[DISCONNECT << 4, 0]);
-}
-
 /// How a client's session ended, as far as its packets tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {

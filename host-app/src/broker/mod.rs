@@ -59,7 +59,9 @@
 //! - Any publish with an empty payload, retained or not, clears the retained message of
 //!   its topic (MQTT says only retained ones do). Sparkplug never publishes empty payloads.
 //! - Retained messages are sent on a filter's first SUBSCRIBE in a session only, and at
-//!   most as many as the subscriber's free in-flight slots (`max_inflight` for QoS 1).
+//!   most as many as the subscriber's free in-flight slots (100 for QoS 1).
+//! - QoS 1/2 messages in flight to a subscriber are fixed at 100 per connection; there is
+//!   no setting for it (rumqttd's `max_inflight_count` only sizes read batches).
 //! - Data is kept per subscription filter in an in-memory log (8 segments of
 //!   max(1 MiB, 2 × `max_payload_size`)); a subscriber further behind than that skips
 //!   messages.
