@@ -16,7 +16,9 @@
 //!
 //! # What rumqttd 0.20 gets wrong, and what the front does about it
 //!
-//! Each point was seen against a bare rumqttd 0.20 with a real client.
+//! Seen with a real client (the poisoned listener, takeover, wrong password, keep alive 0,
+//! the double disconnect) or read in rumqttd's source (`server/broker.rs`,
+//! `router/routing.rs`, `router/iobufs.rs`).
 //!
 //! - **A failed CONNECT poisons the listener.** When a CONNECT passes rumqttd's login but
 //!   then fails (for instance a client id holding one of `+$#/`, which rumqttd refuses
@@ -38,6 +40,12 @@
 //!   an MQTT 5 DISCONNECT with reason 0x04 publishes it. QoS and retain are kept (QoS 2
 //!   wills go out at QoS 1); MQTT 5 will properties and the will delay are not kept (the
 //!   will goes out at once). A stop of the broker publishes no wills.
+//! - **A DISCONNECT can drop another client.** When the socket closes while rumqttd is
+//!   still handling the DISCONNECT, it disconnects the connection id twice; ids are
+//!   reused, so the second disconnect can drop a client that just connected (which would
+//!   then lose its session and have its will published). The front leaves the upstream
+//!   socket open after a DISCONNECT until rumqttd closes it (at most 5 s), and its own
+//!   probes and will relays close without DISCONNECT.
 //! - **Wrong password.** rumqttd closes the socket without a CONNACK. The front checks
 //!   logins itself and answers CONNACK 4 "bad username or password" (5 "not authorized"
 //!   without credentials; 0x86/0x87 for MQTT 5), then closes.
