@@ -34,6 +34,8 @@ pub enum CodecError {
     UnexpectedType { expected: u8, got: u8 },
     #[error("malformed {0}")]
     Malformed(&'static str),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
     #[error("unsupported protocol {name:?} level {level}")]
     UnsupportedProtocol { name: String, level: u8 },
 }
@@ -76,8 +78,15 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
     if len > max_body {
         return Err(CodecError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    // Grown as bytes arrive: a header alone does not reserve `max_body` bytes.
+    let mut body = Vec::with_capacity(len.min(4096));
+    (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(CodecError::Closed);
+    }
     Ok(RawPacket {
         header,
         body: Bytes::from(body),

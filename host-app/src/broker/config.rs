@@ -76,7 +76,7 @@ pub struct EmbeddedConfig {
     pub max_connections: usize,
     /// Time a new socket has to finish TLS and send CONNECT before it is dropped.
     pub connection_timeout_ms: u64,
-    /// Largest MQTT packet body accepted, in bytes.
+    /// Largest MQTT packet body accepted, in bytes (a CONNECT is further held to 32 KiB).
     pub max_payload_size: usize,
 }
 

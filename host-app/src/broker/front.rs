@@ -30,6 +30,9 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 /// How long a taken-over connection may still deliver what its client already sent.
 const TAKEOVER_DRAIN: Duration = Duration::from_millis(100);
+/// Largest CONNECT read (client id, will and login): bounds what a socket that has not
+/// logged in yet can make the front hold.
+const MAX_CONNECT_SIZE: usize = 32 * 1024;
 /// Keep alive forwarded for a client that asked for none: rumqttd refuses 0.
 const NO_KEEP_ALIVE: u16 = u16::MAX;
 
@@ -168,7 +171,8 @@ impl Front {
     }
 
     async fn read_connect<S: AsyncRead + Unpin>(&self, stream: &mut S) -> Option<RawPacket> {
-        match codec::read_packet(stream, self.max_packet_size).await {
+        let limit = self.max_packet_size.min(MAX_CONNECT_SIZE);
+        match codec::read_packet(stream, limit).await {
             Ok(p) => Some(p),
             Err(CodecError::Closed) => None,
             Err(e) => {
@@ -414,7 +418,7 @@ impl Front {
         };
         match timeout(UPSTREAM_TIMEOUT, relay_will).await {
             Ok(r) => r,
-            Err(_) => Err(CodecError::Malformed("will relay timed out")),
+            Err(_) => Err(CodecError::Timeout("will relay")),
         }
     }
 }
