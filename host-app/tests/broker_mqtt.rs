@@ -457,3 +457,29 @@ async fn mqtt5_disconnect_with_will_reason_publishes_the_will() {
     assert_eq!(&p.payload[..], b"bdSeq=5");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn persistent_session_keeps_subscription_and_queued_qos1_message() {
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let mut persistent = options("historian", addr);
+    persistent.set_clean_session(false);
+    let (client, mut eventloop) = connect(persistent.clone()).await;
+    subscribe(&client, &mut eventloop, "spBv1.0/plant/#", QoS::AtLeastOnce).await;
+    disconnect(client, eventloop).await;
+
+    publish_once(
+        addr,
+        "edge-1",
+        "spBv1.0/plant/NDATA/edge-1",
+        b"queued",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+
+    let (_client, mut eventloop) = connect(persistent).await;
+    let p = next_publish(&mut eventloop).await;
+    assert_eq!(&p.payload[..], b"queued");
+    broker.stop().await;
+}

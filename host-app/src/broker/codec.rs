@@ -407,6 +407,7 @@ pub struct PacketScanner {
     level: u8,
     state: ScanState,
     ending: Ending,
+    disconnect_len: Option<usize>,
 }
 
 enum ScanState {
@@ -429,11 +430,21 @@ impl PacketScanner {
             level,
             state: ScanState::Header,
             ending: Ending::Open,
+            disconnect_len: None,
         }
     }
 
     pub fn ending(&self) -> Ending {
         self.ending
+    }
+
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// The remaining length of the DISCONNECT seen, if any.
+    pub fn disconnect_len(&self) -> Option<usize> {
+        self.disconnect_len
     }
 
     /// Feeds the next bytes of the stream.
@@ -458,6 +469,7 @@ impl PacketScanner {
                         if kind == DISCONNECT {
                             // A 3.1.1 DISCONNECT or a 5.0 one without reason is "normal".
                             self.ending = Ending::Clean;
+                            self.disconnect_len = Some(len);
                         }
                         self.state = if len == 0 {
                             ScanState::Header

@@ -474,7 +474,8 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
-    // Ends when the client is gone (false) or has sent DISCONNECT (true).
+    // Ends when the client is gone (false) or has sent a DISCONNECT that rumqttd will act
+    // on (true).
     let to_broker = async {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         loop {
@@ -488,7 +489,9 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
                 return false;
             }
             if scanner.ending() != Ending::Open {
-                return true;
+                // rumqttd 0.20 waits forever for a properties length after an MQTT 5
+                // DISCONNECT of one byte (reason code only), so it never acts on it.
+                return !(scanner.level() == LEVEL_5 && scanner.disconnect_len() == Some(1));
             }
         }
     };

@@ -46,6 +46,9 @@
 //!   then lose its session and have its will published). The front leaves the upstream
 //!   socket open after a DISCONNECT until rumqttd closes it (at most 5 s), and its own
 //!   probes and will relays close without DISCONNECT.
+//! - **MQTT 5 DISCONNECT with a reason code only** (remaining length 1, which MQTT 5
+//!   allows) is never acted on: rumqttd waits for a properties length that does not come.
+//!   The front closes such a connection itself (and publishes the will for reason 0x04).
 //! - **Wrong password.** rumqttd closes the socket without a CONNACK. The front checks
 //!   logins itself and answers CONNACK 4 "bad username or password" (5 "not authorized"
 //!   without credentials; 0x86/0x87 for MQTT 5), then closes.
