@@ -60,9 +60,10 @@ impl EmbeddedBroker {
         };
 
         // Front listeners first: a taken port is reported before rumqttd is started.
-        let plain = match config.plain.enabled {
-            true => Some(bind(config.plain.listen).await?),
-            false => None,
+        let plain = if config.plain.enabled {
+            Some(bind(config.plain.listen).await?)
+        } else {
+            None
         };
         let tls = match tls {
             Some((addr, acceptor)) => Some((bind(addr).await?, acceptor)),

@@ -76,6 +76,9 @@
 //! - Data is kept per subscription filter in an in-memory log (8 segments of
 //!   max(1 MiB, 2 × `max_payload_size`)); a subscriber further behind than that skips
 //!   messages.
+//! - A clean-session CONNECT does not discard an earlier persistent session of the same
+//!   client id inside rumqttd (clean sessions run under upstream ids of their own); that
+//!   session stays parked until a persistent CONNECT with the id resumes it.
 //! - rumqttd logs ordinary disconnections at ERROR level; filter target `rumqttd` in the
 //!   host's log configuration.
 //!
