@@ -483,3 +483,62 @@ async fn persistent_session_keeps_subscription_and_queued_qos1_message() {
     assert_eq!(&p.payload[..], b"queued");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn short_sessions_coming_and_going_do_not_disturb_long_lived_ones() {
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    // A long-lived edge node with an NDEATH will that must not go out.
+    let (_edge, mut edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=1", false)).await;
+    let edge_alive = tokio::spawn(async move {
+        // Keeps the edge's session serviced (PINGREQ) until the test ends.
+        while edge_loop.poll().await.is_ok() {}
+    });
+
+    // Connection ids inside rumqttd are reused by each new short session.
+    const SHORT_SESSIONS: usize = 40;
+    for i in 0..SHORT_SESSIONS {
+        let topic = format!("spBv1.0/plant/NDATA/short-{i}");
+        publish_once(
+            addr,
+            &format!("short-{i}"),
+            &topic,
+            b"x",
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    }
+    publish_once(
+        addr,
+        "last",
+        "spBv1.0/plant/NDATA/last",
+        b"marker",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+
+    let mut seen = 0;
+    loop {
+        let p = next_publish(&mut host_loop).await;
+        assert_ne!(
+            &p.topic[..],
+            NDEATH.as_bytes(),
+            "the live edge's will went out"
+        );
+        if &p.payload[..] == b"marker" {
+            break;
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, SHORT_SESSIONS);
+    assert!(
+        !edge_alive.is_finished(),
+        "the long-lived edge was disconnected"
+    );
+    edge_alive.abort();
+    broker.stop().await;
+}
