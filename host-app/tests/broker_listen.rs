@@ -351,3 +351,16 @@ async fn start_reports_an_address_in_use() {
     }
     one.stop().await;
 }
+
+#[tokio::test]
+async fn start_validates_its_configuration() {
+    let mut config = config();
+    config.max_connections = 0;
+    match host_app::broker::EmbeddedBroker::start(&config).await {
+        Err(host_app::broker::BrokerError::Config(e)) => {
+            assert_eq!(e.key, "broker.embedded.max_connections")
+        }
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("expected a configuration error"),
+    }
+}

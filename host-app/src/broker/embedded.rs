@@ -35,15 +35,18 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Binds the configured listeners, starts rumqttd and returns once both accept MQTT
-    /// clients. Must be called within a tokio runtime; `config` must be validated.
+    /// Validates `config`, binds the configured listeners, starts rumqttd and returns once
+    /// both accept MQTT clients. Must be called within a tokio runtime.
     pub async fn start(config: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
+        let mut config = config.clone();
+        config.validate()?;
+        let config = &config;
         let mut users = Vec::with_capacity(config.users.len());
         for (i, user) in config.users.iter().enumerate() {
             let password = user.password().cloned().ok_or_else(|| {
                 ConfigError::new(
                     format!("broker.embedded.users[{i}].password"),
-                    "not resolved: validate the configuration before starting",
+                    "not resolved",
                 )
             })?;
             users.push(User {
