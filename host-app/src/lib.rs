@@ -1,1 +1,3 @@
 //! The host application: primary host session, history and the panel's API.
+
+pub mod history;
