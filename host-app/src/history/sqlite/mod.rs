@@ -110,6 +110,22 @@ impl SqliteStore {
             .map_err(self.sql("checkpoint"))
     }
 
+    /// The `synchronous` setting in force on the writer connection.
+    pub fn synchronous(&self) -> Result<Synchronous> {
+        let conn = lock(&self.writer);
+        let level: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(self.sql("read synchronous"))?;
+        match level {
+            1 => Ok(Synchronous::Normal),
+            2 => Ok(Synchronous::Full),
+            other => Err(HistoryError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("unexpected synchronous level {other}"),
+            }),
+        }
+    }
+
     /// Bytes the database occupies (pages in use and free), excluding the WAL.
     pub fn database_bytes(&self) -> Result<u64> {
         let conn = lock(&self.writer);
@@ -452,9 +468,7 @@ impl HistoryStore for SqliteStore {
 
         let (_, free) = page_counts(&conn).map_err(self.sql("read page counts"))?;
         if free > 0 {
-            // Hands the pages freed by this step back to the filesystem.
-            conn.execute_batch(&format!("PRAGMA incremental_vacuum({free})"))
-                .map_err(self.sql("incremental vacuum"))?;
+            incremental_vacuum(&conn, free).map_err(self.sql("incremental vacuum"))?;
         }
         let (pages, _) = page_counts(&conn).map_err(self.sql("read page counts"))?;
         let bytes_in_use = pages * u64::from(schema::PAGE_SIZE);
@@ -636,6 +650,15 @@ fn check_schema(path: &Path, conn: &Connection) -> Result<()> {
             schema::SCHEMA_VERSION
         ))),
     }
+}
+
+/// Hands up to `pages` free pages back to the filesystem. The pragma frees one page per
+/// result row, so it is stepped to the end.
+fn incremental_vacuum(conn: &Connection, pages: u64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 fn page_counts(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
