@@ -1,1 +1,249 @@
-fn main() {}
+//! History store throughput and trend latency, each beside its limit measured in the same run.
+//!
+//!     cargo bench -p host-app --bench history
+//!
+//! Environment: `HISTORY_BENCH_SAMPLES` (default 2000000) and `HISTORY_BENCH_METRICS`
+//! (default 1000) scale the ingest flood.
+//!
+//! - ingest: a flood of samples (one message per timestamp carrying every metric, as a
+//!   Sparkplug DATA payload would) through the real path: channel -> batch writer ->
+//!   SQLite. The limit is a plain prepared INSERT of the same rows in one transaction into an
+//!   equivalent table with the same settings, on the same disk.
+//! - trend: a day of 1 Hz samples of one metric downsampled to 1,000 points; the limit shown
+//!   beside it is reading those 86,400 rows raw.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use host_app::history::{
+    HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, Quality, Sample, SampleValue,
+    SqliteOptions, SqliteStore, TimeRange, WriterConfig,
+};
+
+const T0: u64 = 1_700_000_000_000;
+const INGEST_RATIO_TARGET: f64 = 0.5;
+const INGEST_ABSOLUTE_TARGET: f64 = 500_000.0;
+const TREND_TARGET_MS: f64 = 50.0;
+const TREND_RUNS: usize = 21;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn value_of(metric: u64, step: u64) -> f64 {
+    (metric * 31 + step) as f64 * 0.25
+}
+
+/// The plain-SQLite limit: same table, same settings, one transaction, prepared INSERT.
+fn raw_insert(path: &std::path::Path, samples: u64, metrics: u64) -> (Duration, u64) {
+    let conn = rusqlite::Connection::open(path).expect("open raw database");
+    conn.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;
+         CREATE TABLE samples (metric_id INTEGER NOT NULL, ts INTEGER NOT NULL,
+             kind INTEGER NOT NULL, value ANY, quality INTEGER NOT NULL,
+             is_historical INTEGER NOT NULL, PRIMARY KEY (metric_id, ts)) STRICT, WITHOUT ROWID;",
+    )
+    .expect("create raw table");
+    let started = Instant::now();
+    conn.execute_batch("BEGIN").expect("begin");
+    {
+        let mut insert = conn
+            .prepare("INSERT INTO samples VALUES (?1, ?2, 4, ?3, 192, 0)")
+            .expect("prepare");
+        for i in 0..samples {
+            let (step, metric) = (i / metrics, i % metrics);
+            insert
+                .execute(rusqlite::params![
+                    (metric + 1) as i64,
+                    (T0 + step * 1_000) as i64,
+                    value_of(metric, step)
+                ])
+                .expect("insert");
+        }
+    }
+    conn.execute_batch("COMMIT").expect("commit");
+    let elapsed = started.elapsed();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    drop(conn);
+    (elapsed, std::fs::metadata(path).expect("raw file").len())
+}
+
+/// The real path: producers -> bounded channel -> batch writer -> SQLite.
+fn store_ingest(
+    runtime: &tokio::runtime::Runtime,
+    store: &Arc<SqliteStore>,
+    ids: &[MetricId],
+    samples: u64,
+) -> (Duration, u64) {
+    let metrics = ids.len() as u64;
+    let steps = samples / metrics;
+    runtime.block_on(async {
+        let started = Instant::now();
+        let (writer, task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
+        for step in 0..steps {
+            let payload: Vec<Sample> = ids
+                .iter()
+                .enumerate()
+                .map(|(m, &metric)| Sample {
+                    metric,
+                    ts: T0 + step * 1_000,
+                    value: SampleValue::F64(value_of(m as u64, step)),
+                    quality: Quality::GOOD,
+                    is_historical: false,
+                })
+                .collect();
+            writer.append(payload).await.expect("append");
+        }
+        writer.shutdown().await.expect("shutdown");
+        let stats = task.join().await.expect("writer task");
+        assert_eq!(
+            stats.stored.inserted,
+            steps * metrics,
+            "every sample stored"
+        );
+        (started.elapsed(), stats.stored.inserted)
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn time_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f(); // warm the page cache and statement cache
+    let times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let max = times.iter().copied().fold(0.0, f64::max);
+    (median(times), max)
+}
+
+fn main() {
+    let samples = env_u64("HISTORY_BENCH_SAMPLES", 2_000_000);
+    let metrics = env_u64("HISTORY_BENCH_METRICS", 1_000).max(1);
+    let samples = samples / metrics * metrics;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("bench dir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // Limit first, on a cold file like ours.
+    let (raw_time, raw_bytes) = raw_insert(&dir.path().join("raw.db"), samples, metrics);
+    let raw_rate = samples as f64 / raw_time.as_secs_f64();
+
+    let path = dir.path().join("history.db");
+    let store = Arc::new(SqliteStore::open(&path, &SqliteOptions::default()).expect("open store"));
+    let ids: Vec<MetricId> = (0..metrics)
+        .map(|m| {
+            store
+                .register_metric(
+                    &MetricKey::device("Bench", "Edge1", "PLC1", &format!("Tag{m}")),
+                    &MetricMeta {
+                        datatype: "Double".into(),
+                        units: None,
+                    },
+                )
+                .expect("register")
+        })
+        .collect();
+    let (ours_time, stored) = store_ingest(&runtime, &store, &ids, samples);
+    let ours_rate = stored as f64 / ours_time.as_secs_f64();
+    store.checkpoint().expect("checkpoint");
+    let ours_bytes = std::fs::metadata(&path).expect("store file").len();
+
+    // Trend: one day at 1 Hz for one more metric, written through the store's append.
+    let trend_id = store
+        .register_metric(
+            &MetricKey::node("Bench", "Edge1", "Trend"),
+            &MetricMeta {
+                datatype: "Double".into(),
+                units: None,
+            },
+        )
+        .expect("register trend");
+    let day: Vec<Sample> = (0..86_400u64)
+        .map(|s| Sample {
+            metric: trend_id,
+            ts: T0 + s * 1_000,
+            value: SampleValue::F64((s as f64 / 600.0).sin()),
+            quality: Quality::GOOD,
+            is_historical: false,
+        })
+        .collect();
+    for chunk in day.chunks(5_000) {
+        store.append(chunk).expect("append day");
+    }
+    let range = TimeRange::new(T0, T0 + 86_400_000);
+    let mut points = 0;
+    let (trend_ms, trend_max_ms) = time_ms(TREND_RUNS, || {
+        points = store
+            .downsample(trend_id, range, 1_000)
+            .expect("trend")
+            .len();
+    });
+    let reader = rusqlite::Connection::open(&path).expect("raw reader");
+    let (scan_ms, _) = time_ms(TREND_RUNS, || {
+        let mut stmt = reader
+            .prepare_cached(
+                "SELECT ts, value FROM samples WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3",
+            )
+            .expect("prepare scan");
+        let mut rows = stmt
+            .query(rusqlite::params![
+                trend_id.0,
+                range.from as i64,
+                range.to as i64
+            ])
+            .expect("scan");
+        let mut n = 0;
+        while let Some(row) = rows.next().expect("row") {
+            let _: f64 = row.get(1).expect("value");
+            n += 1;
+        }
+        assert_eq!(n, 86_400);
+    });
+
+    println!("## host history benchmark");
+    println!();
+    println!(
+        "{samples} samples over {metrics} metrics, writer batch 5000 / 250 ms, synchronous=NORMAL, WAL, page 4096"
+    );
+    println!();
+    println!("| measure | ours | limit / target | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ingest, channel -> writer -> SQLite | {:.0} samples/s ({:.2} s) | raw prepared INSERT, one transaction: {:.0} samples/s ({:.2} s) | ours/raw = {:.2} (target >= {INGEST_RATIO_TARGET:.2}) |",
+        ours_rate,
+        ours_time.as_secs_f64(),
+        raw_rate,
+        raw_time.as_secs_f64(),
+        ours_rate / raw_rate
+    );
+    println!(
+        "| ingest, absolute | {:.0} samples/s | target {INGEST_ABSOLUTE_TARGET:.0} samples/s | {:.2} |",
+        ours_rate,
+        ours_rate / INGEST_ABSOLUTE_TARGET
+    );
+    println!(
+        "| 24 h 1 Hz trend -> 1000 points ({points} buckets) | {trend_ms:.1} ms median, {trend_max_ms:.1} ms max of {TREND_RUNS} | target {TREND_TARGET_MS:.0} ms; raw read of the 86,400 rows {scan_ms:.1} ms | {:.2} of target |",
+        trend_ms / TREND_TARGET_MS
+    );
+    println!(
+        "| disk per stored sample | {:.1} bytes | raw table {:.1} bytes | {:.2} |",
+        ours_bytes as f64 / stored as f64,
+        raw_bytes as f64 / samples as f64,
+        (ours_bytes as f64 / stored as f64) / (raw_bytes as f64 / samples as f64)
+    );
+}

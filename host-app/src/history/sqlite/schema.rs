@@ -15,8 +15,12 @@ pub(super) const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// Reader page cache (KiB) per connection: a 24-hour trend of one metric is ~2.5 MB.
 pub(super) const READER_CACHE_KIB: i64 = 2 * 1024;
 
+/// Checkpoints normally run on their own thread (`checkpoint`); the writer checkpoints
+/// itself only if the WAL reaches this many pages (64 MiB), which bounds the WAL.
+pub(super) const WAL_BACKSTOP_PAGES: i64 = 16 * 1024;
+
 /// After a checkpoint the WAL file is truncated to at most this many bytes.
-pub(super) const JOURNAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
+pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How long a connection waits for a lock held by another process before failing.
 pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -80,6 +84,7 @@ pub(super) fn configure_writer(conn: &Connection, synchronous: &str) -> rusqlite
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
     conn.pragma_update(None, "foreign_keys", false)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
