@@ -3,7 +3,8 @@
 //!     cargo bench -p host-app --bench history
 //!
 //! Environment: `HISTORY_BENCH_SAMPLES` (default 2000000) and `HISTORY_BENCH_METRICS`
-//! (default 1000) scale the ingest flood.
+//! (default 1000) scale the ingest flood; `HISTORY_BENCH_ROUNDS` (default 2) is how many
+//! alternating rounds of the three ingest runs are made (best of each is reported).
 //!
 //! - ingest: a flood of samples (one message per timestamp carrying every metric, as a
 //!   Sparkplug DATA payload would) through the real path: channel -> batch writer ->
@@ -38,15 +39,22 @@ fn value_of(metric: u64, step: u64) -> f64 {
 }
 
 /// The plain-SQLite limit: same table, same settings, one transaction, prepared INSERT.
-fn raw_insert(path: &std::path::Path, samples: u64, metrics: u64) -> (Duration, u64) {
+/// `cache_kib` 8192 is the store's own writer cache; a larger one shows SQLite's ceiling
+/// when a single huge transaction never spills its cache.
+fn raw_insert(
+    path: &std::path::Path,
+    samples: u64,
+    metrics: u64,
+    cache_kib: u64,
+) -> (Duration, u64) {
     let conn = rusqlite::Connection::open(path).expect("open raw database");
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA page_size = 4096; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;
+         PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{cache_kib};
          CREATE TABLE samples (metric_id INTEGER NOT NULL, ts INTEGER NOT NULL,
              kind INTEGER NOT NULL, value ANY, quality INTEGER NOT NULL,
-             is_historical INTEGER NOT NULL, PRIMARY KEY (metric_id, ts)) STRICT, WITHOUT ROWID;",
-    )
+             is_historical INTEGER NOT NULL, PRIMARY KEY (metric_id, ts)) STRICT, WITHOUT ROWID;"
+    ))
     .expect("create raw table");
     let started = Instant::now();
     conn.execute_batch("BEGIN").expect("begin");
@@ -79,7 +87,7 @@ fn store_ingest(
     store: &Arc<SqliteStore>,
     ids: &[MetricId],
     samples: u64,
-) -> (Duration, u64) {
+) -> (Duration, u64, u64) {
     let metrics = ids.len() as u64;
     let steps = samples / metrics;
     runtime.block_on(async {
@@ -106,7 +114,7 @@ fn store_ingest(
             steps * metrics,
             "every sample stored"
         );
-        (started.elapsed(), stats.stored.inserted)
+        (started.elapsed(), stats.stored.inserted, stats.commits)
     })
 }
 
@@ -140,15 +148,27 @@ fn main() {
         .expect("runtime");
 
     // Limit first, on a cold file like ours.
-    let (raw_time, raw_bytes) = raw_insert(&dir.path().join("raw.db"), samples, metrics);
-    let raw_rate = samples as f64 / raw_time.as_secs_f64();
+    // Rounds alternate the three ingest runs so a burst of load from other processes does
+    // not fall on one side only; each side keeps its best round.
+    let rounds = env_u64("HISTORY_BENCH_ROUNDS", 2).max(1);
+    let (mut raw_time, mut big_time, mut ours_time) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut raw_bytes, mut ours_bytes, mut commits, mut stored) = (0, 0, 0, 0);
+    let mut store = None;
+    for round in 0..rounds {
+        let (t, bytes) = raw_insert(
+            &dir.path().join(format!("raw-{round}.db")),
+            samples,
+            metrics,
+            8_192,
+        );
+        (raw_time, raw_bytes) = (raw_time.min(t), bytes);
 
-    let path = dir.path().join("history.db");
-    let store = Arc::new(SqliteStore::open(&path, &SqliteOptions::default()).expect("open store"));
-    let ids: Vec<MetricId> = (0..metrics)
-        .map(|m| {
-            store
-                .register_metric(
+        let path = dir.path().join(format!("history-{round}.db"));
+        let ours =
+            Arc::new(SqliteStore::open(&path, &SqliteOptions::default()).expect("open store"));
+        let ids: Vec<MetricId> = (0..metrics)
+            .map(|m| {
+                ours.register_metric(
                     &MetricKey::device("Bench", "Edge1", "PLC1", &format!("Tag{m}")),
                     &MetricMeta {
                         datatype: "Double".into(),
@@ -156,12 +176,30 @@ fn main() {
                     },
                 )
                 .expect("register")
-        })
-        .collect();
-    let (ours_time, stored) = store_ingest(&runtime, &store, &ids, samples);
+            })
+            .collect();
+        let (t, n, c) = store_ingest(&runtime, &ours, &ids, samples);
+        if t < ours_time {
+            (ours_time, stored, commits) = (t, n, c);
+        }
+        ours.checkpoint().expect("checkpoint");
+        ours_bytes = std::fs::metadata(&path).expect("store file").len();
+        store = Some((ours, path));
+
+        let (t, _) = raw_insert(
+            &dir.path().join(format!("raw-big-{round}.db")),
+            samples,
+            metrics,
+            512 * 1024,
+        );
+        big_time = big_time.min(t);
+    }
+    let raw_rate = samples as f64 / raw_time.as_secs_f64();
+    let big_rate = samples as f64 / big_time.as_secs_f64();
     let ours_rate = stored as f64 / ours_time.as_secs_f64();
-    store.checkpoint().expect("checkpoint");
-    let ours_bytes = std::fs::metadata(&path).expect("store file").len();
+    let Some((store, path)) = store else {
+        unreachable!("at least one round runs")
+    };
 
     // Trend: one day at 1 Hz for one more metric, written through the store's append.
     let trend_id = store
@@ -215,21 +253,51 @@ fn main() {
         assert_eq!(n, 86_400);
     });
 
+    // The single-statement SQL alternative, for the record of why the store scans instead.
+    let (group_by_ms, _) = time_ms(TREND_RUNS, || {
+        let mut stmt = reader
+            .prepare_cached(
+                "SELECT (ts - ?2) / ?4 AS bucket, count(*), min(value), max(value), avg(value), \
+                        max(ts) FROM samples WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 \
+                 GROUP BY bucket",
+            )
+            .expect("prepare group by");
+        let width = range.bucket_width(1_000) as i64;
+        let n = stmt
+            .query_map(
+                rusqlite::params![trend_id.0, range.from as i64, range.to as i64, width],
+                |_| Ok(()),
+            )
+            .expect("group by")
+            .count();
+        assert_eq!(n, points);
+    });
+
     println!("## host history benchmark");
     println!();
     println!(
-        "{samples} samples over {metrics} metrics, writer batch 5000 / 250 ms, synchronous=NORMAL, WAL, page 4096"
+        "{samples} samples over {metrics} metrics, writer batch 5000 / 250 ms, synchronous=NORMAL, WAL, page 4096; \
+         best of {rounds} alternating rounds; the writer made {commits} commits \
+         ({:.0} samples each on average)",
+        stored as f64 / commits.max(1) as f64
     );
     println!();
     println!("| measure | ours | limit / target | ratio |");
     println!("|---|---|---|---|");
     println!(
-        "| ingest, channel -> writer -> SQLite | {:.0} samples/s ({:.2} s) | raw prepared INSERT, one transaction: {:.0} samples/s ({:.2} s) | ours/raw = {:.2} (target >= {INGEST_RATIO_TARGET:.2}) |",
+        "| ingest, channel -> writer -> SQLite | {:.0} samples/s ({:.2} s) | raw prepared INSERT, one transaction, same 8 MiB cache: {:.0} samples/s ({:.2} s) | ours/raw = {:.2} (target >= {INGEST_RATIO_TARGET:.2}) |",
         ours_rate,
         ours_time.as_secs_f64(),
         raw_rate,
         raw_time.as_secs_f64(),
         ours_rate / raw_rate
+    );
+    println!(
+        "| ingest, same path | {:.0} samples/s | raw INSERT, one transaction, 512 MiB cache (no spill): {:.0} samples/s ({:.2} s) | ours/raw = {:.2} (target >= {INGEST_RATIO_TARGET:.2}) |",
+        ours_rate,
+        big_rate,
+        big_time.as_secs_f64(),
+        ours_rate / big_rate
     );
     println!(
         "| ingest, absolute | {:.0} samples/s | target {INGEST_ABSOLUTE_TARGET:.0} samples/s | {:.2} |",
@@ -239,6 +307,10 @@ fn main() {
     println!(
         "| 24 h 1 Hz trend -> 1000 points ({points} buckets) | {trend_ms:.1} ms median, {trend_max_ms:.1} ms max of {TREND_RUNS} | target {TREND_TARGET_MS:.0} ms; raw read of the 86,400 rows {scan_ms:.1} ms | {:.2} of target |",
         trend_ms / TREND_TARGET_MS
+    );
+    println!(
+        "| same trend as one SQL `GROUP BY bucket` (not used) | {group_by_ms:.1} ms median | | {:.2} of ours |",
+        group_by_ms / trend_ms
     );
     println!(
         "| disk per stored sample | {:.1} bytes | raw table {:.1} bytes | {:.2} |",
