@@ -386,3 +386,22 @@ fn a_timestamp_beyond_the_store_range_is_rejected_not_stored() {
     assert_eq!(count(&*t.store, id), 1);
     assert_eq!(count(&*t.store, MetricId(id.0 + 99)), 0);
 }
+
+#[test]
+fn closing_the_store_folds_the_wal_into_the_database_file() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    t.store.append(&series(id, T0, 10_000, 1_000)).unwrap();
+    let wal = t.path().with_extension("db-wal");
+    assert!(wal.exists(), "ingest goes through the WAL");
+    let path = t.path();
+    let TempStore { dir, store } = t;
+    drop(store);
+    assert!(
+        !wal.exists(),
+        "the last connection to close checkpoints and removes the WAL"
+    );
+    let again = history_support::open(&path);
+    assert_eq!(count(&again, id), 10_000);
+    drop(dir);
+}

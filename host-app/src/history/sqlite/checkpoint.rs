@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,8 +20,16 @@ pub(super) struct Checkpointer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Held by whoever checkpoints in this process: two checkpoints at once make the second
+/// one return busy without doing anything.
+pub(super) type CheckpointGate = Arc<Mutex<()>>;
+
 impl Checkpointer {
-    pub(super) fn start(path: &Path, synchronous: &str) -> Result<Self, rusqlite::Error> {
+    pub(super) fn start(
+        path: &Path,
+        synchronous: &str,
+        gate: CheckpointGate,
+    ) -> Result<Self, rusqlite::Error> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -33,6 +42,7 @@ impl Checkpointer {
             .name("history-checkpoint".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
+                    let _gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
                     // PASSIVE never waits for the writer or readers; it copies what it can.
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {

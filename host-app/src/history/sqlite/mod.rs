@@ -64,6 +64,7 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Oldest timestamp kept by the size-retention pass under way, if one is.
     size_cutoff: Mutex<Option<i64>>,
+    checkpoint_gate: checkpoint::CheckpointGate,
     /// Declared last: its connection closes last and folds the WAL into the file.
     _checkpointer: checkpoint::Checkpointer,
 }
@@ -88,14 +89,19 @@ impl SqliteStore {
         .map_err(|e| open_error(&path, e))?;
         initialize(&conn, options).map_err(|e| open_error(&path, e))?;
         check_schema(&path, &conn)?;
-        let checkpointer =
-            checkpoint::Checkpointer::start(&path, options.synchronous.pragma_value())
-                .map_err(|e| open_error(&path, e))?;
+        let checkpoint_gate = checkpoint::CheckpointGate::default();
+        let checkpointer = checkpoint::Checkpointer::start(
+            &path,
+            options.synchronous.pragma_value(),
+            checkpoint_gate.clone(),
+        )
+        .map_err(|e| open_error(&path, e))?;
         let store = SqliteStore {
             path,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             size_cutoff: Mutex::new(None),
+            checkpoint_gate,
             _checkpointer: checkpointer,
         };
         // Fail at open, not at the first trend query, if readers cannot attach.
@@ -113,9 +119,19 @@ impl SqliteStore {
     /// Copies the WAL into the database file and truncates the WAL, so the file size on
     /// disk is the database size. Retention and shutdown use it; ingest never waits on it.
     pub fn checkpoint(&self) -> Result<()> {
+        let _gate = lock(&self.checkpoint_gate);
         let conn = lock(&self.writer);
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(self.sql("checkpoint"))
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(self.sql("checkpoint"))?;
+        if busy != 0 {
+            return Err(HistoryError::Backend {
+                path: self.path.clone(),
+                what: "checkpoint",
+                source: "a reader kept an old snapshot open past the busy timeout".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The `synchronous` setting in force on the writer connection.
