@@ -28,7 +28,8 @@ impl RetentionTask {
     /// history benchmark for the measured step time).
     pub const STEP_ROWS: u32 = 10_000;
 
-    /// Starts applying `policy` now and then every `every`, on the current tokio runtime.
+    /// Starts applying `policy` now and then every `every`. Must be called from within a
+    /// tokio runtime.
     pub fn spawn(store: Arc<dyn HistoryStore>, policy: RetentionPolicy, every: Duration) -> Self {
         let (stop, stopped) = oneshot::channel();
         let handle = tokio::spawn(

@@ -64,7 +64,8 @@ pub struct WriterTask {
 }
 
 impl HistoryWriter {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task. Must be called from within a tokio runtime (it spawns a task
+    /// and runs commits on the runtime's blocking pool).
     pub fn spawn(
         store: Arc<dyn HistoryStore>,
         config: WriterConfig,
