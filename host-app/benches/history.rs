@@ -184,7 +184,7 @@ fn main() {
         }
         ours.checkpoint().expect("checkpoint");
         ours_bytes = std::fs::metadata(&path).expect("store file").len();
-        store = Some((ours, path));
+        store = Some((ours, path, ids));
 
         let (t, _) = raw_insert(
             &dir.path().join(format!("raw-big-{round}.db")),
@@ -197,7 +197,7 @@ fn main() {
     let raw_rate = samples as f64 / raw_time.as_secs_f64();
     let big_rate = samples as f64 / big_time.as_secs_f64();
     let ours_rate = stored as f64 / ours_time.as_secs_f64();
-    let Some((store, path)) = store else {
+    let Some((store, path, ids)) = store else {
         unreachable!("at least one round runs")
     };
 
@@ -273,6 +273,32 @@ fn main() {
         assert_eq!(n, points);
     });
 
+    // Steady state on a gateway: one commit holding 1 s (or 10 s) of 1 Hz data from every
+    // metric. The WAL is empty before the commit, so its size is what the commit wrote.
+    let wal = path.with_extension("db-wal");
+    let mut steady = Vec::new();
+    for (seconds, first_step) in [
+        (1_u64, samples / metrics + 10),
+        (10, samples / metrics + 20),
+    ] {
+        store.checkpoint().expect("checkpoint");
+        let mut batch: Vec<Sample> = (0..seconds)
+            .flat_map(|k| {
+                ids.iter().enumerate().map(move |(m, &metric)| Sample {
+                    metric,
+                    ts: T0 + (first_step + k) * 1_000,
+                    value: SampleValue::F64(value_of(m as u64, first_step + k)),
+                    quality: Quality::GOOD,
+                    is_historical: false,
+                })
+            })
+            .collect();
+        batch.sort_by_key(|s| (s.metric, s.ts));
+        store.append(&batch).expect("steady-state commit");
+        let written = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        steady.push((seconds, batch.len(), written));
+    }
+
     // Retention: age-based deletion of the oldest 200 s of the flood (200,000 samples) in
     // the store's bounded steps; each step holds the writer for its duration.
     let policy = RetentionPolicy {
@@ -340,6 +366,14 @@ fn main() {
         "| retention step ({} rows max) | {step_median_ms:.1} ms median, {step_max_ms:.1} ms max over {steps} steps ({retained_deleted} samples deleted) | | |",
         RetentionTask::STEP_ROWS
     );
+    for (seconds, n, written) in steady {
+        println!(
+            "| steady-state commit of {seconds} s of 1 Hz data ({n} samples, one per metric per s) | {written} WAL bytes = {:.0} bytes per sample | the sample itself: {:.0} bytes on disk | {:.0}x write amplification |",
+            written as f64 / n as f64,
+            ours_bytes as f64 / stored as f64,
+            (written as f64 / n as f64) / (ours_bytes as f64 / stored as f64)
+        );
+    }
     println!(
         "| disk per stored sample | {:.1} bytes | raw table {:.1} bytes | {:.2} |",
         ours_bytes as f64 / stored as f64,
