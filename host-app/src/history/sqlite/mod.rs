@@ -11,6 +11,9 @@
 //!   retention can give space back, writer cache 8 MiB, reader caches 2 MiB each.
 //! - checkpoints every second on their own connection and thread (PASSIVE: they wait for no
 //!   one); the writer checkpoints itself only if the WAL reaches 64 MiB.
+//! - small batches land in `samples_recent` (keyed by time, so a commit appends a few
+//!   pages) and are folded into `samples` (keyed by metric, time) every minute or 64k rows;
+//!   queries read both. See `schema` for why: flash wear on gateways.
 
 mod checkpoint;
 mod codec;
@@ -577,7 +580,11 @@ impl HistoryStore for SqliteStore {
         let budget = u64::from(max_rows.max(1));
         let mut conn = lock(&self.writer);
         // Replayed old samples may still be recent: fold so the policy sees every sample.
-        self.fold_now(&mut conn, &mut lock(&self.fold))?;
+        let mut fold = lock(&self.fold);
+        if fold.rows > 0 {
+            self.fold_now(&mut conn, &mut fold)?;
+        }
+        drop(fold);
         let mut size_cutoff = lock(&self.size_cutoff);
 
         if policy.max_bytes.is_none() {
