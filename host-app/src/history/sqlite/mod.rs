@@ -129,7 +129,7 @@ impl SqliteStore {
     /// refused here with [`HistoryError::Corrupt`] naming the file.
     pub fn open(path: impl AsRef<Path>, options: &SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -138,7 +138,6 @@ impl SqliteStore {
         .map_err(|e| open_error(&path, e))?;
         initialize(&conn, options).map_err(|e| open_error(&path, e))?;
         check_schema(&path, &conn)?;
-        let mut conn = conn;
         // Samples left recent by the previous run go where queries expect most of them.
         fold_recent(&mut conn).map_err(|e| sql_error(&path, "fold recent samples", e))?;
         let checkpoint_gate = checkpoint::CheckpointGate::default();
@@ -173,7 +172,8 @@ impl SqliteStore {
     }
 
     /// Copies the WAL into the database file and truncates the WAL, so the file size on
-    /// disk is the database size. Retention and shutdown use it; ingest never waits on it.
+    /// disk is the database size (for tools, backups and size checks). Fails if a reader
+    /// holds an old snapshot past the busy timeout. Routine checkpoints need no call.
     pub fn checkpoint(&self) -> Result<()> {
         let _gate = lock(&self.checkpoint_gate);
         let conn = lock(&self.writer);
