@@ -125,8 +125,10 @@ const SAMPLES_IN_RANGE: &str = "SELECT ts, kind, value, quality, is_historical F
 
 impl SqliteStore {
     /// Opens (creating if absent) the history database at `path`. A file that is not a
-    /// SQLite database, is corrupt, belongs to another program or to a newer schema is
-    /// refused here with [`HistoryError::Corrupt`] naming the file.
+    /// SQLite database, has a damaged header or schema, belongs to another program or to a
+    /// newer schema is refused here with [`HistoryError::Corrupt`] naming the file. Damage
+    /// deeper in the file (no full integrity check at open: it would read every page) is
+    /// reported as [`HistoryError::Corrupt`] by the first operation that reaches it.
     pub fn open(path: impl AsRef<Path>, options: &SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open_with_flags(
