@@ -11,13 +11,18 @@
 //!   retention can give space back, writer cache 8 MiB, reader caches 2 MiB each.
 //! - checkpoints every second on their own connection and thread (PASSIVE: they wait for no
 //!   one); the writer checkpoints itself only if the WAL reaches 64 MiB.
+//! - small batches land in `samples_recent` (keyed by time, so a commit appends a few
+//!   pages) and are folded into `samples` (keyed by metric, time) every minute or 64k rows;
+//!   queries read both. See `schema` for why: flash wear on gateways.
 
 mod checkpoint;
 mod codec;
 mod schema;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{
@@ -32,6 +37,15 @@ use super::types::{
     MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample, TimeRange,
     TimestampMs,
 };
+
+/// `samples_recent` is folded into `samples` once it holds this many rows ...
+const FOLD_ROWS: u64 = 64 * 1024;
+/// ... or this long after the previous fold, whichever comes first.
+const FOLD_EVERY: Duration = Duration::from_secs(60);
+
+/// A batch this large goes straight into `samples`: sorted by key, it writes each metric's
+/// pages about once anyway, and skipping the recent table halves the work under a flood.
+const DIRECT_ROWS: usize = 16 * 1024;
 
 /// Idle reader connections kept open for reuse; more are opened on demand.
 const MAX_IDLE_READERS: usize = 4;
@@ -74,23 +88,50 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Oldest timestamp kept by the size-retention pass under way, if one is.
     size_cutoff: Mutex<Option<i64>>,
+    /// Locked after `writer`, like `size_cutoff`.
+    fold: Mutex<FoldState>,
     checkpoint_gate: checkpoint::CheckpointGate,
     /// Declared last: its connection closes last and folds the WAL into the file.
     _checkpointer: checkpoint::Checkpointer,
 }
 
-const INSERT_SAMPLE: &str = "INSERT OR IGNORE INTO samples \
+/// Samples in `samples_recent` since the last fold into `samples`.
+struct FoldState {
+    rows: u64,
+    last: Instant,
+}
+
+/// Exactly once: the recent table's key refuses a second copy of a recent (metric, ts), the
+/// NOT EXISTS probe (a read, no page written) one already folded.
+const INSERT_SAMPLE: &str = "INSERT OR IGNORE INTO samples_recent \
+     (ts, metric_id, kind, value, quality, is_historical) \
+     SELECT ?2, ?1, ?3, ?4, ?5, ?6 \
+     WHERE NOT EXISTS (SELECT 1 FROM samples WHERE metric_id = ?1 AND ts = ?2)";
+
+/// Straight into the main table; only used while `samples_recent` is empty.
+const INSERT_SAMPLE_DIRECT: &str = "INSERT OR IGNORE INTO samples \
      (metric_id, ts, kind, value, quality, is_historical) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 const SAMPLE_COLUMNS: &str = "ts, kind, value, quality, is_historical";
 
+/// A metric's samples in `[?2, ?3)` from both tables, in time order (SQLite merges the two
+/// ordered scans; no sort).
+const SAMPLES_IN_RANGE: &str = "SELECT ts, kind, value, quality, is_historical FROM samples \
+     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 \
+     UNION ALL \
+     SELECT ts, kind, value, quality, is_historical FROM samples_recent \
+     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 \
+     ORDER BY ts";
+
 impl SqliteStore {
     /// Opens (creating if absent) the history database at `path`. A file that is not a
-    /// SQLite database, is corrupt, belongs to another program or to a newer schema is
-    /// refused here with [`HistoryError::Corrupt`] naming the file.
+    /// SQLite database, has a damaged header or schema, belongs to another program or to a
+    /// newer schema is refused here with [`HistoryError::Corrupt`] naming the file. Damage
+    /// deeper in the file (no full integrity check at open: it would read every page) is
+    /// reported as [`HistoryError::Corrupt`] by the first operation that reaches it.
     pub fn open(path: impl AsRef<Path>, options: &SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -99,6 +140,8 @@ impl SqliteStore {
         .map_err(|e| open_error(&path, e))?;
         initialize(&conn, options).map_err(|e| open_error(&path, e))?;
         check_schema(&path, &conn)?;
+        // Samples left recent by the previous run go where queries expect most of them.
+        fold_recent(&mut conn).map_err(|e| sql_error(&path, "fold recent samples", e))?;
         let checkpoint_gate = checkpoint::CheckpointGate::default();
         let checkpointer = checkpoint::Checkpointer::start(
             &path,
@@ -111,6 +154,10 @@ impl SqliteStore {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             size_cutoff: Mutex::new(None),
+            fold: Mutex::new(FoldState {
+                rows: 0,
+                last: Instant::now(),
+            }),
             checkpoint_gate,
             _checkpointer: checkpointer,
         };
@@ -127,7 +174,8 @@ impl SqliteStore {
     }
 
     /// Copies the WAL into the database file and truncates the WAL, so the file size on
-    /// disk is the database size. Retention and shutdown use it; ingest never waits on it.
+    /// disk is the database size (for tools, backups and size checks). Fails if a reader
+    /// holds an old snapshot past the busy timeout. Routine checkpoints need no call.
     pub fn checkpoint(&self) -> Result<()> {
         let _gate = lock(&self.checkpoint_gate);
         let conn = lock(&self.writer);
@@ -233,6 +281,16 @@ impl SqliteStore {
             ),
             is_historical,
         })
+    }
+
+    fn fold_now(&self, conn: &mut Connection, fold: &mut FoldState) -> Result<()> {
+        let moved = fold_recent(conn).map_err(self.sql("fold recent samples"))?;
+        tracing::debug!(moved, "recent samples folded");
+        *fold = FoldState {
+            rows: 0,
+            last: Instant::now(),
+        };
+        Ok(())
     }
 
     /// Deletes up to `budget` samples older than `cutoff`, oldest first within each metric.
@@ -354,12 +412,21 @@ impl HistoryStore for SqliteStore {
             return Ok(outcome);
         }
         let mut conn = lock(&self.writer);
+        let mut fold = lock(&self.fold);
+        let direct = samples.len() >= DIRECT_ROWS;
+        if direct && fold.rows > 0 {
+            self.fold_now(&mut conn, &mut fold)?;
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin sample batch"))?;
         {
             let mut insert = tx
-                .prepare_cached(INSERT_SAMPLE)
+                .prepare_cached(if direct {
+                    INSERT_SAMPLE_DIRECT
+                } else {
+                    INSERT_SAMPLE
+                })
                 .map_err(self.sql("prepare sample insert"))?;
             for sample in samples {
                 let Ok(ts) = i64::try_from(sample.ts) else {
@@ -386,6 +453,16 @@ impl HistoryStore for SqliteStore {
             }
         }
         tx.commit().map_err(self.sql("commit sample batch"))?;
+        if direct {
+            return Ok(outcome);
+        }
+        fold.rows += outcome.inserted;
+        if fold.rows >= FOLD_ROWS || (fold.rows > 0 && fold.last.elapsed() >= FOLD_EVERY) {
+            // The batch is committed whatever happens here; a failed fold is retried later.
+            if let Err(e) = self.fold_now(&mut conn, &mut fold) {
+                tracing::error!(error = %e, "folding recent samples failed; will retry");
+            }
+        }
         Ok(outcome)
     }
 
@@ -395,10 +472,7 @@ impl HistoryStore for SqliteStore {
         }
         self.with_reader(|conn| {
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {SAMPLE_COLUMNS} FROM samples \
-                     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts LIMIT ?4"
-                ))
+                .prepare_cached(&format!("{SAMPLES_IN_RANGE} LIMIT ?4"))
                 .map_err(self.sql("query range"))?;
             let mut rows = stmt
                 .query(params![
@@ -426,10 +500,7 @@ impl HistoryStore for SqliteStore {
         // that the primary key already yields in time order.
         self.with_reader(|conn| {
             let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {SAMPLE_COLUMNS} FROM samples \
-                     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts"
-                ))
+                .prepare_cached(SAMPLES_IN_RANGE)
                 .map_err(self.sql("query trend"))?;
             let mut rows = stmt
                 .query(params![
@@ -463,20 +534,42 @@ impl HistoryStore for SqliteStore {
 
     fn latest(&self, metrics: &[MetricId]) -> Result<Vec<Sample>> {
         self.with_reader(|conn| {
-            let mut stmt = conn
+            // Folded samples: one key lookup per metric.
+            let mut newest: Vec<Option<Sample>> = Vec::with_capacity(metrics.len());
+            let mut folded = conn
                 .prepare_cached(&format!(
                     "SELECT {SAMPLE_COLUMNS} FROM samples WHERE metric_id = ?1 \
                      ORDER BY ts DESC LIMIT 1"
                 ))
                 .map_err(self.sql("query latest"))?;
-            let mut out = Vec::with_capacity(metrics.len());
             for &metric in metrics {
-                let mut rows = stmt.query([metric.0]).map_err(self.sql("query latest"))?;
-                if let Some(row) = rows.next().map_err(self.sql("query latest"))? {
-                    out.push(self.row_to_sample(metric, row)?);
+                let mut rows = folded.query([metric.0]).map_err(self.sql("query latest"))?;
+                newest.push(match rows.next().map_err(self.sql("query latest"))? {
+                    Some(row) => Some(self.row_to_sample(metric, row)?),
+                    None => None,
+                });
+            }
+            // Recent samples: one pass, newest first, until each metric has been seen.
+            let mut unseen: HashMap<i64, usize> =
+                metrics.iter().enumerate().map(|(i, m)| (m.0, i)).collect();
+            let mut recent = conn
+                .prepare_cached(&format!(
+                    "SELECT {SAMPLE_COLUMNS}, metric_id FROM samples_recent ORDER BY ts DESC"
+                ))
+                .map_err(self.sql("query latest"))?;
+            let mut rows = recent.query([]).map_err(self.sql("query latest"))?;
+            while !unseen.is_empty()
+                && let Some(row) = rows.next().map_err(self.sql("query latest"))?
+            {
+                let id: i64 = row.get(5).map_err(self.sql("query latest"))?;
+                if let Some(i) = unseen.remove(&id) {
+                    let sample = self.row_to_sample(MetricId(id), row)?;
+                    if newest[i].as_ref().is_none_or(|s| s.ts < sample.ts) {
+                        newest[i] = Some(sample);
+                    }
                 }
             }
-            Ok(out)
+            Ok(newest.into_iter().flatten().collect())
         })
     }
 
@@ -488,6 +581,12 @@ impl HistoryStore for SqliteStore {
     ) -> Result<RetentionStep> {
         let budget = u64::from(max_rows.max(1));
         let mut conn = lock(&self.writer);
+        // Replayed old samples may still be recent: fold so the policy sees every sample.
+        let mut fold = lock(&self.fold);
+        if fold.rows > 0 {
+            self.fold_now(&mut conn, &mut fold)?;
+        }
+        drop(fold);
         let mut size_cutoff = lock(&self.size_cutoff);
 
         if policy.max_bytes.is_none() {
@@ -768,6 +867,20 @@ fn check_schema(path: &Path, conn: &Connection) -> Result<()> {
             schema::SCHEMA_VERSION
         ))),
     }
+}
+
+/// Moves every recent sample into `samples`, in key order, in one transaction.
+fn fold_recent(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let moved = tx.execute(
+        "INSERT OR IGNORE INTO samples (metric_id, ts, kind, value, quality, is_historical) \
+         SELECT metric_id, ts, kind, value, quality, is_historical FROM samples_recent \
+         ORDER BY metric_id, ts",
+        [],
+    )?;
+    tx.execute("DELETE FROM samples_recent", [])?;
+    tx.commit()?;
+    Ok(moved)
 }
 
 /// Hands up to `pages` free pages back to the filesystem. The pragma frees one page per
