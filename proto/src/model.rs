@@ -88,6 +88,21 @@ pub enum MetricValue {
 }
 
 impl Metric {
+    /// A metric with nothing set and a null value (the decoder's starting point).
+    pub(crate) const fn empty() -> Metric {
+        Metric {
+            name: None,
+            alias: None,
+            timestamp: None,
+            datatype: None,
+            is_historical: false,
+            is_transient: false,
+            metadata: None,
+            properties: None,
+            value: MetricValue::Null,
+        }
+    }
+
     /// A named metric with a typed value; the datatype follows the value.
     pub fn new(name: impl Into<String>, value: impl Into<Value>) -> Metric {
         let value = value.into();

@@ -495,7 +495,7 @@ fn truncated_and_malformed_bytes_are_typed_errors() {
         );
     }
     assert_eq!(kind(&[0x12, 0x05, 0x0A]), DecodeErrorKind::Truncated);
-    assert_eq!(kind(&[0x00]), DecodeErrorKind::InvalidTag { tag: 0 });
+    assert_eq!(kind(&[0x00]), DecodeErrorKind::InvalidTag);
     assert_eq!(
         kind(&[0x37]),
         DecodeErrorKind::InvalidWireType { wire_type: 7 }
