@@ -622,6 +622,34 @@ fn property_value_types_and_quality() {
 }
 
 #[test]
+fn property_value_type_is_required() {
+    let pb = sparkplug::pb::Payload {
+        metrics: vec![raw::Metric {
+            name: Some("m".into()),
+            datatype: Some(11),
+            properties: Some(raw::PropertySet {
+                keys: vec!["engUnit".into()],
+                values: vec![raw::PropertyValue {
+                    r#type: None,
+                    value: Some(raw::property_value::Value::StringValue("degC".into())),
+                    ..Default::default()
+                }],
+            }),
+            value: Some(raw::metric::Value::BooleanValue(true)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Payload::decode(&pb.encode_to_vec()).unwrap_err();
+    assert_eq!(e.kind(), &DecodeErrorKind::MissingField { field: "type" });
+    assert!(
+        e.to_string()
+            .starts_with("metrics[0] (name \"m\").properties.values[0]: "),
+        "{e}"
+    );
+}
+
+#[test]
 fn eng_unit_properties_round_trip() {
     let props = PropertySet::new()
         .with_eng_unit("degC")
