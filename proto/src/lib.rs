@@ -25,6 +25,8 @@
 //! assert_eq!(back.metrics[0].typed_value(), Some(&Value::Double(21.5)));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod alias;
 pub mod compression;
 mod datatype;
