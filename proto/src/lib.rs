@@ -13,6 +13,9 @@
 //! - [`compress`]/[`decompress`]: the `SPBV1.0_COMPRESSED` envelope.
 //! - [`pb`]: the raw protobuf types generated from `sparkplug_b.proto`.
 //!
+//! The model types implement `serde::Serialize` (datatypes as the spec's names)
+//! for JSON views of decoded payloads.
+//!
 //! ```
 //! use sparkplug::{Metric, Payload, Seq, Value};
 //!

@@ -8,7 +8,7 @@ use crate::value::{BasicValue, Value, WireValue};
 use crate::{DataType, ValueError};
 
 /// A Sparkplug B payload (the body of NBIRTH, NDATA, DDATA, NCMD, ...).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Payload {
     /// Publish time, milliseconds since the Unix epoch, UTC.
     pub timestamp: Option<u64>,
@@ -52,7 +52,7 @@ impl Payload {
 }
 
 /// One metric: a name and/or alias, a timestamp, a datatype and a value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Metric {
     /// Slash-delimited metric name; omitted in DATA/CMD once an alias is born.
     pub name: Option<String>,
@@ -76,7 +76,7 @@ pub struct Metric {
 }
 
 /// What a metric carries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum MetricValue {
     /// `is_null` is set: the metric has no value.
     Null,
@@ -194,7 +194,7 @@ impl Metric {
 }
 
 /// Metadata describing bytes, file and multi-part values.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 #[allow(missing_docs)] // Field names are the spec's.
 pub struct MetaData {
     pub is_multi_part: Option<bool>,
@@ -209,14 +209,14 @@ pub struct MetaData {
 
 /// A PropertySet: key/value pairs in order (the wire's parallel `keys`/`values`
 /// arrays, which must be of equal length, become one list).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct PropertySet {
     /// The properties, in wire order.
     pub properties: Vec<Property>,
 }
 
 /// One property of a [`PropertySet`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Property {
     /// The property name.
     pub key: String,
@@ -225,7 +225,7 @@ pub struct Property {
 }
 
 /// The value of a property.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum PropertyValue {
     /// A value of a basic type.
     Value(BasicValue),
@@ -300,7 +300,7 @@ impl PropertySet {
 }
 
 /// A DataSet: typed columns and rows of cells.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct DataSet {
     /// The columns, each a name and a basic datatype.
     pub columns: Vec<Column>,
@@ -309,7 +309,7 @@ pub struct DataSet {
 }
 
 /// One DataSet column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Column {
     /// Column header.
     pub name: String,
@@ -420,7 +420,7 @@ impl DataSet {
 }
 
 /// A Template (user-defined type): a definition, or an instance of one.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Template {
     /// Optional version string.
     pub version: Option<String>,
@@ -466,7 +466,7 @@ impl Template {
 }
 
 /// A Template parameter: a name, a basic datatype and an optional value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Parameter {
     /// The parameter name.
     pub name: String,

@@ -95,7 +95,7 @@ macro_rules! to_scalar {
 }
 
 /// A metric value of any metric datatype.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // Variant names are the spec's datatype names.
 pub enum Value {
     Int8(i8),
@@ -138,7 +138,7 @@ pub enum Value {
 
 /// A value of one of the spec's basic types (Int8 ..= Text): what DataSet cells,
 /// Template parameters and PropertyValues hold.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // Variant names are the spec's datatype names.
 pub enum BasicValue {
     Int8(i8),
@@ -161,7 +161,7 @@ pub enum BasicValue {
 /// A value exactly as found in a protobuf `value` oneof, before a datatype gives it
 /// meaning. Metrics in NDATA/DDATA may omit `datatype` (it is known from the
 /// birth); such values stay in this form until [`WireValue::into_value`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // Variants are named after the oneof fields.
 pub enum WireValue {
     Int(u32),

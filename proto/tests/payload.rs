@@ -1173,3 +1173,16 @@ fn untyped_metric_resolved_through_alias_table() {
     assert_eq!(decoded.metrics[0].name.as_deref(), Some("Temp"));
     assert_eq!(decoded.metrics[0].typed_value(), Some(&Value::Int16(-3)));
 }
+
+#[test]
+fn model_serializes_to_json_with_spec_names() {
+    let p = one(Metric::aliased(3, -1i8).with_timestamp(7));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["metrics"][0]["datatype"], "Int8");
+    assert_eq!(
+        json["metrics"][0]["value"],
+        serde_json::json!({ "Value": { "Int8": -1 } })
+    );
+    assert_eq!(json["metrics"][0]["alias"], 3);
+    assert_eq!(serde_json::to_value(DataType::Uuid).unwrap(), "UUID");
+}
