@@ -1108,6 +1108,38 @@ fn limit_max_items() {
 }
 
 #[test]
+fn limit_counts_string_array_elements() {
+    let p = one(Metric::new(
+        "s",
+        Value::StringArray(vec![String::new(); 40]),
+    ));
+    let bytes = encode(&p);
+    assert_eq!(
+        Payload::decode_with(
+            &bytes,
+            &DecodeLimits {
+                max_items: 39,
+                ..DecodeLimits::default()
+            }
+        )
+        .unwrap_err()
+        .kind(),
+        &DecodeErrorKind::TooManyItems { limit: 39 }
+    );
+    assert_eq!(
+        Payload::decode_with(
+            &bytes,
+            &DecodeLimits {
+                max_items: 40,
+                ..DecodeLimits::default()
+            }
+        )
+        .unwrap(),
+        p
+    );
+}
+
+#[test]
 fn datatype_names_and_codes_both_ways() {
     let expected = [
         (1, "Int8"),
