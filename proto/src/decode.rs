@@ -17,7 +17,7 @@ use crate::model::{
     PropertyValue, Row, Template,
 };
 use crate::value::{
-    BasicValue, Scalar, Value, ValueError, WireValue, basic_from_scalar, unpack_array,
+    BasicValue, Scalar, Value, ValueError, WireValue, basic_from_scalar, bytes_value,
     value_from_scalar,
 };
 use crate::wire::{FIXED32, FIXED64, LEN, Reader, VARINT, WireError};
@@ -718,14 +718,13 @@ fn metric_value(t: DataType, raw: Raw<'_>, ctx: &mut Ctx<'_>) -> Result<Value, D
         (DataType::Template, Raw::Template(b)) => {
             Value::Template(Box::new(ctx.nested(|ctx| decode_template(b, ctx))?))
         }
-        (DataType::Bytes, Raw::Bytes(b)) => Value::Bytes(b.to_vec()),
-        (DataType::File, Raw::Bytes(b)) => Value::File(b.to_vec()),
-        (DataType::StringArray, Raw::Bytes(b)) => {
-            // Each element costs a String however short it is on the wire.
-            ctx.take_items(b.iter().filter(|&&c| c == 0).count())?;
-            unpack_array(DataType::StringArray, b)?
+        (t, Raw::Bytes(b)) => {
+            if t == DataType::StringArray {
+                // Each element costs a String however short it is on the wire.
+                ctx.take_items(b.iter().filter(|&&c| c == 0).count())?;
+            }
+            bytes_value(t, b)?
         }
-        (t, Raw::Bytes(b)) if t.is_array() => unpack_array(t, b)?,
         (t, Raw::Scalar(s)) => value_from_scalar(t, s, owned_str)?,
         _ => return Err(wrong()),
     })

@@ -490,12 +490,16 @@ pub(crate) fn basic_from_scalar<S>(
     Ok(from_scalar!(BasicValue, datatype, s, string,))
 }
 
-/// A metric value carried in `bytes_value`: Bytes, File or a packed array.
-pub(crate) fn bytes_value(datatype: DataType, b: Vec<u8>) -> Result<Value, ValueError> {
+/// A metric value carried in `bytes_value`: Bytes, File or a packed array
+/// (borrowed input is copied only for Bytes and File).
+pub(crate) fn bytes_value<B>(datatype: DataType, b: B) -> Result<Value, ValueError>
+where
+    B: AsRef<[u8]> + Into<Vec<u8>>,
+{
     match datatype {
-        DataType::Bytes => Ok(Value::Bytes(b)),
-        DataType::File => Ok(Value::File(b)),
-        t if t.is_array() => unpack_array(t, &b),
+        DataType::Bytes => Ok(Value::Bytes(b.into())),
+        DataType::File => Ok(Value::File(b.into())),
+        t if t.is_array() => unpack_array(t, b.as_ref()),
         DataType::PropertySet | DataType::PropertySetList => Err(ValueError::NotAllowed {
             datatype,
             context: "metric",
