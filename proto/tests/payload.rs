@@ -1218,3 +1218,21 @@ fn model_serializes_to_json_with_spec_names() {
     assert_eq!(json["metrics"][0]["alias"], 3);
     assert_eq!(serde_json::to_value(DataType::Uuid).unwrap(), "UUID");
 }
+
+#[test]
+fn encode_appends_to_a_reused_buffer() {
+    let p = one(Metric::aliased(1, 2.5f64).with_timestamp(9));
+    let alone = p.encode_to_vec().unwrap();
+    let mut buf = b"head".to_vec();
+    p.encode(&mut buf).unwrap();
+    assert_eq!(&buf[..4], b"head");
+    assert_eq!(&buf[4..], &alone[..]);
+    // Cleared and reused: same bytes, no growth past the first encode.
+    let capacity = buf.capacity();
+    for _ in 0..3 {
+        buf.clear();
+        p.encode(&mut buf).unwrap();
+        assert_eq!(buf, alone);
+    }
+    assert_eq!(buf.capacity(), capacity);
+}
