@@ -9,7 +9,8 @@
 //! - [`State`]: the 3.0 host STATE payload.
 //! - [`Seq`], [`BdSeq`]: the two 0..=255 wrapping counters.
 //! - [`AliasTable`]: name <-> alias from a birth.
-//! - [`Quality`] and [`properties::keys`]: well-known properties.
+//! - [`Quality`] and [`properties::keys`]: well-known properties; [`names`]:
+//!   well-known metric names (`bdSeq`, `Node Control/Rebirth`, ...).
 //! - [`compress`]/[`decompress`]: the `SPBV1.0_COMPRESSED` envelope.
 //! - [`pb`]: the raw protobuf types generated from `sparkplug_b.proto`.
 //!
@@ -36,6 +37,7 @@ mod datatype;
 mod decode;
 mod encode;
 mod model;
+pub mod names;
 pub mod pb;
 pub mod properties;
 pub mod seq;
