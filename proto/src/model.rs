@@ -184,7 +184,7 @@ impl Metric {
     /// records the datatype. Typed and null metrics are returned unchanged.
     pub fn resolve(&mut self, datatype: DataType) -> Result<(), ValueError> {
         if let MetricValue::Untyped(w) = &self.value {
-            self.value = MetricValue::Value(w.clone().into_value(datatype)?);
+            self.value = MetricValue::Value(w.to_value(datatype)?);
         }
         if self.datatype.is_none() {
             self.datatype = Some(datatype);

@@ -438,6 +438,19 @@ impl WireValue {
         }
     }
 
+    /// Like [`WireValue::into_value`], leaving `self` as it is (strings and
+    /// bytes are copied once).
+    pub fn to_value(&self, datatype: DataType) -> Result<Value, ValueError> {
+        match (self, self.scalar()) {
+            (_, Some(s)) => value_from_scalar(datatype, s, |s: &str| Ok(s.to_owned())),
+            (WireValue::Bytes(b), None) => bytes_value(datatype, b.as_slice()),
+            (_, None) => Err(ValueError::WrongField {
+                datatype,
+                field: self.field_name(),
+            }),
+        }
+    }
+
     /// The scalar members; `Err` with the bytes of `bytes_value`.
     fn into_scalar(self) -> Result<Scalar<String>, Vec<u8>> {
         Ok(match self {
