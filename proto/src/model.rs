@@ -37,6 +37,12 @@ impl Payload {
         self
     }
 
+    /// The sequence number as a [`crate::Seq`]: `Ok(None)` when absent, an error
+    /// when above 255.
+    pub fn sequence(&self) -> Result<Option<crate::Seq>, crate::CounterOutOfRange> {
+        self.seq.map(crate::Seq::try_from).transpose()
+    }
+
     /// Appends a metric.
     pub fn with_metric(mut self, metric: Metric) -> Payload {
         self.metrics.push(metric);
