@@ -7,6 +7,18 @@
 //! says is trusted for an allocation: counts are checked against [`DecodeLimits`]
 //! and against the bytes actually present, and nesting depth is capped, so
 //! recursion and memory stay bounded whatever arrives.
+//!
+//! What is refused, beyond malformed protobuf: unknown datatype codes; datatypes
+//! used where the spec does not allow them (PropertySet as a metric, UUID as a
+//! property, non-basic DataSet columns and template parameters); a value in a
+//! field its datatype does not use; a metric or property that is neither null
+//! nor has a value; PropertySet keys/values of different lengths; DataSet
+//! columns/types/num_of_columns that disagree and rows of the wrong width;
+//! templates without `is_definition`, definitions with a `template_ref` and
+//! instances without one; parameters without name or type. What is accepted
+//! leniently: signed integers with or without sign extension, UInt32 in
+//! `long_value`, values alongside `is_null` (the value is dropped), unknown
+//! fields and extensions (skipped), packed DataSet `types`.
 
 use std::fmt;
 
