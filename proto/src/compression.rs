@@ -165,11 +165,16 @@ pub(crate) fn inflate_body(p: &Payload, limit: usize) -> Result<Vec<u8>, DecodeE
         .body
         .as_deref()
         .ok_or_else(|| DecodeError::new(CompressionError::MissingBody.into()))?;
+    let raw = || read_capped(flate2::read::DeflateDecoder::new(body), limit);
     let result = match algorithm {
+        // Bare DEFLATE data can look like a zlib header by chance: fall back.
         Algorithm::Deflate if has_zlib_header(body) => {
-            read_capped(flate2::read::ZlibDecoder::new(body), limit)
+            match read_capped(flate2::read::ZlibDecoder::new(body), limit) {
+                Err(CapError::Io(e)) => raw().map_err(|_| CapError::Io(e)),
+                other => other,
+            }
         }
-        Algorithm::Deflate => read_capped(flate2::read::DeflateDecoder::new(body), limit),
+        Algorithm::Deflate => raw(),
         Algorithm::Gzip => read_capped(flate2::read::GzDecoder::new(body), limit),
     };
     result.map_err(|e| {

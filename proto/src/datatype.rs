@@ -167,6 +167,13 @@ impl DataType {
     }
 }
 
+/// Serialized as the spec's name (`"Int16"`), as in the spec's JSON examples.
+impl serde::Serialize for DataType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 impl fmt::Display for DataType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -7,6 +7,18 @@
 //! says is trusted for an allocation: counts are checked against [`DecodeLimits`]
 //! and against the bytes actually present, and nesting depth is capped, so
 //! recursion and memory stay bounded whatever arrives.
+//!
+//! What is refused, beyond malformed protobuf: unknown datatype codes; datatypes
+//! used where the spec does not allow them (PropertySet as a metric, UUID as a
+//! property, non-basic DataSet columns and template parameters); a value in a
+//! field its datatype does not use; a metric or property that is neither null
+//! nor has a value; PropertySet keys/values of different lengths; DataSet
+//! columns/types/num_of_columns that disagree and rows of the wrong width;
+//! templates without `is_definition`, definitions with a `template_ref` and
+//! instances without one; parameters without name or type. What is accepted
+//! leniently: signed integers with or without sign extension, UInt32 in
+//! `long_value`, values alongside `is_null` (the value is dropped), unknown
+//! fields and extensions (skipped), packed DataSet `types`.
 
 use std::fmt;
 
@@ -16,16 +28,24 @@ use crate::model::{
     Column, DataSet, MetaData, Metric, MetricValue, Parameter, Payload, Property, PropertySet,
     PropertyValue, Row, Template,
 };
-use crate::value::{BasicValue, Value, ValueError, WireValue, unpack_array};
-use crate::wire::{FIXED32, FIXED64, LEN, Reader, VARINT};
+use crate::value::{
+    BasicValue, Scalar, Value, ValueError, WireValue, basic_from_scalar, bytes_value,
+    value_from_scalar,
+};
+use crate::wire::{FIXED32, FIXED64, LEN, Reader, VARINT, WireError};
 
 /// Caps on what one decode may allocate and how deep it may recurse.
+///
+/// The defaults bound one decode to roughly 15 MB for metrics plus 16 MB for
+/// other entries however the input is crafted, while leaving room for any real
+/// birth (100,000 metrics, a 20,000-row dataset of 10 columns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Metrics in the payload, counting template members at any depth.
     pub max_metrics: usize,
     /// Other repeated entries, all kinds together: properties, property sets in
-    /// lists, dataset columns, rows and cells, template parameters.
+    /// lists, dataset columns, rows and cells, template parameters, StringArray
+    /// elements.
     pub max_items: usize,
     /// Nesting of templates, datasets and property sets (a metric's own
     /// properties are depth 1).
@@ -38,7 +58,7 @@ impl Default for DecodeLimits {
     fn default() -> DecodeLimits {
         DecodeLimits {
             max_metrics: 100_000,
-            max_items: 1_000_000,
+            max_items: 250_000,
             max_depth: 16,
             max_decompressed_len: 16 * 1024 * 1024,
         }
@@ -56,11 +76,8 @@ pub enum DecodeErrorKind {
     #[error("varint overflows 64 bits")]
     VarintOverflow,
     /// A field key with field number 0 or out of range.
-    #[error("invalid field key {tag}")]
-    InvalidTag {
-        /// The key as read.
-        tag: u64,
-    },
+    #[error("invalid field key (field number 0 or above 2^29)")]
+    InvalidTag,
     /// A wire type protobuf does not define (6, 7) or a stray end-group.
     #[error("invalid wire type {wire_type}")]
     InvalidWireType {
@@ -272,6 +289,24 @@ impl From<CompressionError> for DecodeError {
     }
 }
 
+impl From<WireError> for DecodeErrorKind {
+    fn from(e: WireError) -> DecodeErrorKind {
+        match e {
+            WireError::Truncated => DecodeErrorKind::Truncated,
+            WireError::VarintOverflow => DecodeErrorKind::VarintOverflow,
+            WireError::InvalidTag => DecodeErrorKind::InvalidTag,
+            WireError::InvalidWireType(wire_type) => DecodeErrorKind::InvalidWireType { wire_type },
+        }
+    }
+}
+
+impl From<WireError> for DecodeError {
+    #[cold]
+    fn from(e: WireError) -> DecodeError {
+        DecodeError::new(e.into())
+    }
+}
+
 impl From<DecodeErrorKind> for DecodeError {
     fn from(kind: DecodeErrorKind) -> DecodeError {
         DecodeError::new(kind)
@@ -336,9 +371,13 @@ impl<'l> Ctx<'l> {
     }
 
     fn take_item(&mut self) -> Result<(), DecodeError> {
+        self.take_items(1)
+    }
+
+    fn take_items(&mut self, n: usize) -> Result<(), DecodeError> {
         self.items_left = self
             .items_left
-            .checked_sub(1)
+            .checked_sub(n)
             .ok_or(DecodeErrorKind::TooManyItems {
                 limit: self.limits.max_items,
             })?;
@@ -386,10 +425,14 @@ fn expect(field: &'static str, expected: u8, found: u8) -> Result<(), DecodeErro
 }
 
 #[inline]
-fn in_field<T>(r: Result<T, DecodeErrorKind>, field: &'static str) -> Result<T, DecodeError> {
-    r.map_err(|k| DecodeError::new(k).at_field(field))
+fn in_field<T>(r: Result<T, WireError>, field: &'static str) -> Result<T, DecodeError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => Err(DecodeError::from(e).at_field(field)),
+    }
 }
 
+#[inline]
 fn utf8(b: &[u8], field: &'static str) -> Result<String, DecodeError> {
     match std::str::from_utf8(b) {
         Ok(s) => Ok(s.to_owned()),
@@ -397,11 +440,13 @@ fn utf8(b: &[u8], field: &'static str) -> Result<String, DecodeError> {
     }
 }
 
+#[inline]
 fn varint_field(r: &mut Reader<'_>, field: &'static str, wt: u8) -> Result<u64, DecodeError> {
     expect(field, VARINT, wt)?;
     in_field(r.varint(), field)
 }
 
+#[inline]
 fn bytes_field<'a>(
     r: &mut Reader<'a>,
     field: &'static str,
@@ -411,11 +456,13 @@ fn bytes_field<'a>(
     in_field(r.bytes(), field)
 }
 
+#[inline]
 fn string_field(r: &mut Reader<'_>, field: &'static str, wt: u8) -> Result<String, DecodeError> {
     let b = bytes_field(r, field, wt)?;
     utf8(b, field)
 }
 
+#[inline]
 fn key(r: &mut Reader<'_>) -> Result<(u32, u8), DecodeError> {
     Ok(r.key()?)
 }
@@ -427,12 +474,7 @@ fn skip(r: &mut Reader<'_>, field: u32, wt: u8) -> Result<(), DecodeError> {
 /// A `value` oneof as found, borrowing from the input until its datatype is known.
 #[derive(Clone, Copy)]
 enum Raw<'a> {
-    Int(u32),
-    Long(u64),
-    Float(f32),
-    Double(f64),
-    Bool(bool),
-    Str(&'a [u8]),
+    Scalar(Scalar<&'a [u8]>),
     Bytes(&'a [u8]),
     DataSet(&'a [u8]),
     Template(&'a [u8]),
@@ -441,15 +483,19 @@ enum Raw<'a> {
     Extension,
 }
 
+/// UTF-8 check for string members (the path names the field).
+#[inline]
+fn owned_str(b: &[u8]) -> Result<String, ValueError> {
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .map_err(|_| ValueError::InvalidUtf8)
+}
+
 impl<'a> Raw<'a> {
+    #[inline]
     fn field_name(self) -> &'static str {
         match self {
-            Raw::Int(_) => "int_value",
-            Raw::Long(_) => "long_value",
-            Raw::Float(_) => "float_value",
-            Raw::Double(_) => "double_value",
-            Raw::Bool(_) => "boolean_value",
-            Raw::Str(_) => "string_value",
+            Raw::Scalar(s) => s.field_name(),
             Raw::Bytes(_) => "bytes_value",
             Raw::DataSet(_) => "dataset_value",
             Raw::Template(_) => "template_value",
@@ -459,55 +505,49 @@ impl<'a> Raw<'a> {
         }
     }
 
-    /// The scalar oneof fields shared by every value message, in schema order
-    /// (uint32, uint64, float, double, bool, string).
+    /// Reads scalar member `slot` (0 uint32, 1 uint64, 2 float, 3 double,
+    /// 4 bool, 5 string) of a value oneof.
+    #[inline(always)]
     fn scalar(r: &mut Reader<'a>, slot: u32, wt: u8) -> Result<Raw<'a>, DecodeError> {
-        Ok(match slot {
-            0 => Raw::Int(varint_field(r, "int_value", wt)? as u32),
-            1 => Raw::Long(varint_field(r, "long_value", wt)?),
+        Ok(Raw::Scalar(match slot {
+            0 => Scalar::Int(varint_field(r, "int_value", wt)? as u32),
+            1 => Scalar::Long(varint_field(r, "long_value", wt)?),
             2 => {
                 expect("float_value", FIXED32, wt)?;
-                Raw::Float(f32::from_le_bytes(in_field(r.fixed32(), "float_value")?))
+                Scalar::Float(f32::from_le_bytes(in_field(r.fixed32(), "float_value")?))
             }
             3 => {
                 expect("double_value", FIXED64, wt)?;
-                Raw::Double(f64::from_le_bytes(in_field(r.fixed64(), "double_value")?))
+                Scalar::Double(f64::from_le_bytes(in_field(r.fixed64(), "double_value")?))
             }
-            4 => Raw::Bool(varint_field(r, "boolean_value", wt)? != 0),
-            _ => Raw::Str(bytes_field(r, "string_value", wt)?),
-        })
+            4 => Scalar::Bool(varint_field(r, "boolean_value", wt)? != 0),
+            _ => Scalar::Str(bytes_field(r, "string_value", wt)?),
+        }))
     }
 
-    /// The value as a wire scalar (copying a string once).
+    /// The value as sent, for a metric without datatype (copying once).
     fn into_wire(self) -> Result<WireValue, DecodeError> {
         Ok(match self {
-            Raw::Int(v) => WireValue::Int(v),
-            Raw::Long(v) => WireValue::Long(v),
-            Raw::Float(v) => WireValue::Float(v),
-            Raw::Double(v) => WireValue::Double(v),
-            Raw::Bool(v) => WireValue::Boolean(v),
-            Raw::Str(b) => WireValue::String(utf8(b, "string_value")?),
+            Raw::Scalar(Scalar::Int(v)) => WireValue::Int(v),
+            Raw::Scalar(Scalar::Long(v)) => WireValue::Long(v),
+            Raw::Scalar(Scalar::Float(v)) => WireValue::Float(v),
+            Raw::Scalar(Scalar::Double(v)) => WireValue::Double(v),
+            Raw::Scalar(Scalar::Bool(v)) => WireValue::Boolean(v),
+            Raw::Scalar(Scalar::Str(b)) => WireValue::String(utf8(b, "string_value")?),
             Raw::Bytes(b) => WireValue::Bytes(b.to_vec()),
             Raw::Extension => return Err(DecodeErrorKind::ExtensionValue.into()),
-            other => {
-                // Compound fields have no scalar form; report them against the field.
-                return Err(DecodeError::new(DecodeErrorKind::WrongWireType {
-                    field: other.field_name(),
-                    expected: VARINT,
-                    found: LEN,
-                }));
+            // Only scalars and bytes reach here; compound values describe themselves.
+            Raw::DataSet(_) | Raw::Template(_) | Raw::PropertySet(_) | Raw::PropertySetList(_) => {
+                return Err(DecodeErrorKind::MissingField { field: "datatype" }.into());
             }
         })
     }
 
+    /// A DataSet cell, template parameter or property of basic `datatype`.
+    #[inline]
     fn into_basic(self, datatype: DataType) -> Result<BasicValue, DecodeError> {
         match self {
-            Raw::Int(_)
-            | Raw::Long(_)
-            | Raw::Float(_)
-            | Raw::Double(_)
-            | Raw::Bool(_)
-            | Raw::Str(_) => Ok(self.into_wire()?.into_basic(datatype)?),
+            Raw::Scalar(s) => Ok(basic_from_scalar(datatype, s, owned_str)?),
             Raw::Extension => Err(DecodeErrorKind::ExtensionValue.into()),
             other => Err(ValueError::WrongField {
                 datatype,
@@ -551,8 +591,11 @@ fn decode_payload(b: &[u8], ctx: &mut Ctx<'_>) -> Result<Payload, DecodeError> {
                     // Only reachable if the count scan stopped early on bad bytes.
                     ctx.take_metrics(1)?;
                 }
-                p.metrics
-                    .push(decode_metric(m, ctx).map_err(|e| in_metric(e, index, m))?);
+                // Decoded in place: a metric is too big to move through results.
+                p.metrics.push(Metric::empty());
+                if let Some(slot) = p.metrics.last_mut() {
+                    decode_metric(m, ctx, slot).map_err(|e| in_metric(e, index, m))?;
+                }
             }
             3 => p.seq = Some(varint_field(&mut r, "seq", wt)?),
             4 => p.uuid = Some(string_field(&mut r, "uuid", wt)?),
@@ -589,18 +632,8 @@ fn in_metric(e: DecodeError, index: usize, b: &[u8]) -> DecodeError {
     e.at(PathSegment::Metric { index, name, alias })
 }
 
-fn decode_metric(b: &[u8], ctx: &mut Ctx<'_>) -> Result<Metric, DecodeError> {
-    let mut m = Metric {
-        name: None,
-        alias: None,
-        timestamp: None,
-        datatype: None,
-        is_historical: false,
-        is_transient: false,
-        metadata: None,
-        properties: None,
-        value: MetricValue::Null,
-    };
+/// Decodes one metric into `m`, which starts as [`Metric::empty`].
+fn decode_metric(b: &[u8], ctx: &mut Ctx<'_>, m: &mut Metric) -> Result<(), DecodeError> {
     let mut code = None;
     let mut is_null = false;
     let mut raw = None;
@@ -675,9 +708,11 @@ fn decode_metric(b: &[u8], ctx: &mut Ctx<'_>) -> Result<Metric, DecodeError> {
         (false, Some(datatype), None) => return Err(ValueError::Missing { datatype }.into()),
         (false, None, None) => return Err(DecodeErrorKind::MissingField { field: "value" }.into()),
     };
-    Ok(m)
+    Ok(())
 }
 
+// Inlined: returning the enums through memory stalls on store forwarding.
+#[inline(always)]
 fn metric_value(t: DataType, raw: Raw<'_>, ctx: &mut Ctx<'_>) -> Result<Value, DecodeError> {
     let wrong = || {
         DecodeError::new(
@@ -695,11 +730,14 @@ fn metric_value(t: DataType, raw: Raw<'_>, ctx: &mut Ctx<'_>) -> Result<Value, D
         (DataType::Template, Raw::Template(b)) => {
             Value::Template(Box::new(ctx.nested(|ctx| decode_template(b, ctx))?))
         }
-        (DataType::Bytes, Raw::Bytes(b)) => Value::Bytes(b.to_vec()),
-        (DataType::File, Raw::Bytes(b)) => Value::File(b.to_vec()),
-        (t, Raw::Bytes(b)) if t.is_array() => unpack_array(t, b)?,
-        (DataType::Uuid, Raw::Str(b)) => Value::Uuid(utf8(b, "string_value")?),
-        (t, raw) if t.is_basic() => raw.into_basic(t)?.into(),
+        (t, Raw::Bytes(b)) => {
+            if t == DataType::StringArray {
+                // Each element costs a String however short it is on the wire.
+                ctx.take_items(b.iter().filter(|&&c| c == 0).count())?;
+            }
+            bytes_value(t, b)?
+        }
+        (t, Raw::Scalar(s)) => value_from_scalar(t, s, owned_str)?,
         _ => return Err(wrong()),
     })
 }
@@ -996,8 +1034,10 @@ fn decode_template(b: &[u8], ctx: &mut Ctx<'_>) -> Result<Template, DecodeError>
                 let m = bytes_field(&mut r, "metrics", wt)?;
                 ctx.take_metrics(1)?;
                 let index = t.metrics.len();
-                t.metrics
-                    .push(decode_metric(m, ctx).map_err(|e| in_metric(e, index, m))?);
+                t.metrics.push(Metric::empty());
+                if let Some(slot) = t.metrics.last_mut() {
+                    decode_metric(m, ctx, slot).map_err(|e| in_metric(e, index, m))?;
+                }
             }
             3 => {
                 ctx.take_item()?;

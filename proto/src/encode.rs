@@ -8,7 +8,7 @@ use crate::model::{
     DataSet, MetaData, Metric, MetricValue, Parameter, Payload, PropertySet, PropertyValue,
     Template,
 };
-use crate::value::{BasicValue, Value, WireValue, pack_array, packed_len};
+use crate::value::{BasicValue, Scalar, Value, WireValue, pack_array, packed_len};
 use crate::wire::{
     FIXED32, FIXED64, LEN, key_len, len_field_len, put_bytes_field, put_key, put_varint,
     put_varint_field, varint_field_len,
@@ -145,19 +145,8 @@ fn write_metrics(field: u32, metrics: &[Metric], out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-/// A scalar oneof member, borrowed. Value messages put these six in the same
-/// order at consecutive field numbers from a per-message base.
-#[derive(Clone, Copy)]
-enum Scalar<'a> {
-    Int(u32),
-    Long(u64),
-    Float(f32),
-    Double(f64),
-    Bool(bool),
-    Str(&'a str),
-}
-
-impl Scalar<'_> {
+/// Scalar members go at consecutive field numbers from a per-message base.
+impl Scalar<&str> {
     #[inline]
     fn len(self, base: u32) -> usize {
         match self {
@@ -189,40 +178,9 @@ impl Scalar<'_> {
     }
 }
 
-#[inline]
-fn basic_scalar(v: &BasicValue) -> Scalar<'_> {
-    match v {
-        // Sign extension into the uint32 field: Int8 -1 is 0xFFFFFFFF.
-        BasicValue::Int8(v) => Scalar::Int(i32::from(*v) as u32),
-        BasicValue::Int16(v) => Scalar::Int(i32::from(*v) as u32),
-        BasicValue::Int32(v) => Scalar::Int(*v as u32),
-        BasicValue::Int64(v) => Scalar::Long(*v as u64),
-        BasicValue::UInt8(v) => Scalar::Int(u32::from(*v)),
-        BasicValue::UInt16(v) => Scalar::Int(u32::from(*v)),
-        BasicValue::UInt32(v) => Scalar::Int(*v),
-        BasicValue::UInt64(v) | BasicValue::DateTime(v) => Scalar::Long(*v),
-        BasicValue::Float(v) => Scalar::Float(*v),
-        BasicValue::Double(v) => Scalar::Double(*v),
-        BasicValue::Boolean(v) => Scalar::Bool(*v),
-        BasicValue::String(s) | BasicValue::Text(s) => Scalar::Str(s),
-    }
-}
-
-fn wire_scalar(v: &WireValue) -> Option<Scalar<'_>> {
-    Some(match v {
-        WireValue::Int(v) => Scalar::Int(*v),
-        WireValue::Long(v) => Scalar::Long(*v),
-        WireValue::Float(v) => Scalar::Float(*v),
-        WireValue::Double(v) => Scalar::Double(*v),
-        WireValue::Boolean(v) => Scalar::Bool(*v),
-        WireValue::String(s) => Scalar::Str(s),
-        WireValue::Bytes(_) => return None,
-    })
-}
-
 /// How a metric value goes on the wire.
 enum Repr<'a> {
-    Scalar(Scalar<'a>),
+    Scalar(Scalar<&'a str>),
     Bytes(&'a [u8]),
     Array(&'a Value, usize),
     DataSet(&'a DataSet),
@@ -233,19 +191,10 @@ const METRIC_VALUE_BASE: u32 = 10;
 
 #[inline]
 fn value_repr(v: &Value) -> Repr<'_> {
+    if let Some(s) = v.scalar() {
+        return Repr::Scalar(s);
+    }
     match v {
-        Value::Int8(v) => Repr::Scalar(Scalar::Int(i32::from(*v) as u32)),
-        Value::Int16(v) => Repr::Scalar(Scalar::Int(i32::from(*v) as u32)),
-        Value::Int32(v) => Repr::Scalar(Scalar::Int(*v as u32)),
-        Value::Int64(v) => Repr::Scalar(Scalar::Long(*v as u64)),
-        Value::UInt8(v) => Repr::Scalar(Scalar::Int(u32::from(*v))),
-        Value::UInt16(v) => Repr::Scalar(Scalar::Int(u32::from(*v))),
-        Value::UInt32(v) => Repr::Scalar(Scalar::Int(*v)),
-        Value::UInt64(v) | Value::DateTime(v) => Repr::Scalar(Scalar::Long(*v)),
-        Value::Float(v) => Repr::Scalar(Scalar::Float(*v)),
-        Value::Double(v) => Repr::Scalar(Scalar::Double(*v)),
-        Value::Boolean(v) => Repr::Scalar(Scalar::Bool(*v)),
-        Value::String(s) | Value::Text(s) | Value::Uuid(s) => Repr::Scalar(Scalar::Str(s)),
         Value::Bytes(b) | Value::File(b) => Repr::Bytes(b),
         Value::DataSet(d) => Repr::DataSet(d),
         Value::Template(t) => Repr::Template(t),
@@ -263,7 +212,7 @@ fn metric_value_len(value: &MetricValue) -> usize {
             Repr::DataSet(d) => len_field_len(17, dataset_len(d)),
             Repr::Template(t) => len_field_len(18, template_len(t)),
         },
-        MetricValue::Untyped(w) => match wire_scalar(w) {
+        MetricValue::Untyped(w) => match w.scalar() {
             Some(s) => s.len(METRIC_VALUE_BASE),
             None => match w {
                 WireValue::Bytes(b) => len_field_len(16, b.len()),
@@ -373,7 +322,7 @@ fn write_metric(m: &Metric, out: &mut Vec<u8>) -> Result<(), EncodeError> {
                 write_template(t, out)?;
             }
         },
-        MetricValue::Untyped(w) => match (wire_scalar(w), w) {
+        MetricValue::Untyped(w) => match (w.scalar(), w) {
             (Some(s), _) => s.put(METRIC_VALUE_BASE, out),
             (None, WireValue::Bytes(b)) => put_bytes_field(out, 16, b),
             (None, _) => {}
@@ -463,7 +412,7 @@ fn property_set_list_len(sets: &[PropertySet]) -> usize {
 fn property_value_len(v: &PropertyValue) -> usize {
     varint_field_len(1, u64::from(v.datatype().code()))
         + match v {
-            PropertyValue::Value(b) => basic_scalar(b).len(PROPERTY_VALUE_BASE),
+            PropertyValue::Value(b) => b.scalar().len(PROPERTY_VALUE_BASE),
             PropertyValue::PropertySet(s) => len_field_len(9, property_set_len(s)),
             PropertyValue::PropertySetList(l) => len_field_len(10, property_set_list_len(l)),
             PropertyValue::Null(_) => 2,
@@ -480,7 +429,7 @@ fn write_property_value(v: &PropertyValue, out: &mut Vec<u8>) -> Result<(), Enco
     }
     put_varint_field(out, 1, u64::from(t.code()));
     match v {
-        PropertyValue::Value(b) => basic_scalar(b).put(PROPERTY_VALUE_BASE, out),
+        PropertyValue::Value(b) => b.scalar().put(PROPERTY_VALUE_BASE, out),
         PropertyValue::PropertySet(s) => {
             put_key(out, 9, LEN);
             put_varint(out, property_set_len(s) as u64);
@@ -503,8 +452,7 @@ fn write_property_value(v: &PropertyValue, out: &mut Vec<u8>) -> Result<(), Enco
 const DATASET_VALUE_BASE: u32 = 1;
 
 fn cell_len(c: &Option<BasicValue>) -> usize {
-    c.as_ref()
-        .map_or(0, |v| basic_scalar(v).len(DATASET_VALUE_BASE))
+    c.as_ref().map_or(0, |v| v.scalar().len(DATASET_VALUE_BASE))
 }
 
 fn row_len(row: &[Option<BasicValue>]) -> usize {
@@ -544,7 +492,7 @@ fn write_dataset(d: &DataSet, out: &mut Vec<u8>) {
             put_key(out, 1, LEN);
             put_varint(out, cell_len(cell) as u64);
             if let Some(v) = cell {
-                basic_scalar(v).put(DATASET_VALUE_BASE, out);
+                v.scalar().put(DATASET_VALUE_BASE, out);
             }
         }
     }
@@ -557,7 +505,7 @@ fn parameter_len(p: &Parameter) -> usize {
         + varint_field_len(2, u64::from(p.datatype.code()))
         + p.value
             .as_ref()
-            .map_or(0, |v| basic_scalar(v).len(PARAMETER_VALUE_BASE))
+            .map_or(0, |v| v.scalar().len(PARAMETER_VALUE_BASE))
 }
 
 fn template_len(t: &Template) -> usize {
@@ -598,7 +546,7 @@ fn write_template(t: &Template, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         put_bytes_field(out, 1, p.name.as_bytes());
         put_varint_field(out, 2, u64::from(p.datatype.code()));
         if let Some(v) = &p.value {
-            basic_scalar(v).put(PARAMETER_VALUE_BASE, out);
+            v.scalar().put(PARAMETER_VALUE_BASE, out);
         }
     }
     put_opt_str(out, 4, &t.template_ref);

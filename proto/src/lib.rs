@@ -9,9 +9,13 @@
 //! - [`State`]: the 3.0 host STATE payload.
 //! - [`Seq`], [`BdSeq`]: the two 0..=255 wrapping counters.
 //! - [`AliasTable`]: name <-> alias from a birth.
-//! - [`Quality`] and [`properties::keys`]: well-known properties.
+//! - [`Quality`] and [`properties::keys`]: well-known properties; [`names`]:
+//!   well-known metric names (`bdSeq`, `Node Control/Rebirth`, ...).
 //! - [`compress`]/[`decompress`]: the `SPBV1.0_COMPRESSED` envelope.
 //! - [`pb`]: the raw protobuf types generated from `sparkplug_b.proto`.
+//!
+//! The model types implement `serde::Serialize` (datatypes as the spec's names)
+//! for JSON views of decoded payloads.
 //!
 //! ```
 //! use sparkplug::{Metric, Payload, Seq, Value};
@@ -25,12 +29,15 @@
 //! assert_eq!(back.metrics[0].typed_value(), Some(&Value::Double(21.5)));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod alias;
 pub mod compression;
 mod datatype;
 mod decode;
 mod encode;
 mod model;
+pub mod names;
 pub mod pb;
 pub mod properties;
 pub mod seq;

@@ -8,7 +8,7 @@ use crate::value::{BasicValue, Value, WireValue};
 use crate::{DataType, ValueError};
 
 /// A Sparkplug B payload (the body of NBIRTH, NDATA, DDATA, NCMD, ...).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Payload {
     /// Publish time, milliseconds since the Unix epoch, UTC.
     pub timestamp: Option<u64>,
@@ -37,6 +37,12 @@ impl Payload {
         self
     }
 
+    /// The sequence number as a [`crate::Seq`]: `Ok(None)` when absent, an error
+    /// when above 255.
+    pub fn sequence(&self) -> Result<Option<crate::Seq>, crate::CounterOutOfRange> {
+        self.seq.map(crate::Seq::try_from).transpose()
+    }
+
     /// Appends a metric.
     pub fn with_metric(mut self, metric: Metric) -> Payload {
         self.metrics.push(metric);
@@ -52,7 +58,7 @@ impl Payload {
 }
 
 /// One metric: a name and/or alias, a timestamp, a datatype and a value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Metric {
     /// Slash-delimited metric name; omitted in DATA/CMD once an alias is born.
     pub name: Option<String>,
@@ -76,7 +82,7 @@ pub struct Metric {
 }
 
 /// What a metric carries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum MetricValue {
     /// `is_null` is set: the metric has no value.
     Null,
@@ -88,6 +94,21 @@ pub enum MetricValue {
 }
 
 impl Metric {
+    /// A metric with nothing set and a null value (the decoder's starting point).
+    pub(crate) const fn empty() -> Metric {
+        Metric {
+            name: None,
+            alias: None,
+            timestamp: None,
+            datatype: None,
+            is_historical: false,
+            is_transient: false,
+            metadata: None,
+            properties: None,
+            value: MetricValue::Null,
+        }
+    }
+
     /// A named metric with a typed value; the datatype follows the value.
     pub fn new(name: impl Into<String>, value: impl Into<Value>) -> Metric {
         let value = value.into();
@@ -169,7 +190,7 @@ impl Metric {
     /// records the datatype. Typed and null metrics are returned unchanged.
     pub fn resolve(&mut self, datatype: DataType) -> Result<(), ValueError> {
         if let MetricValue::Untyped(w) = &self.value {
-            self.value = MetricValue::Value(w.clone().into_value(datatype)?);
+            self.value = MetricValue::Value(w.to_value(datatype)?);
         }
         if self.datatype.is_none() {
             self.datatype = Some(datatype);
@@ -179,7 +200,7 @@ impl Metric {
 }
 
 /// Metadata describing bytes, file and multi-part values.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 #[allow(missing_docs)] // Field names are the spec's.
 pub struct MetaData {
     pub is_multi_part: Option<bool>,
@@ -194,14 +215,14 @@ pub struct MetaData {
 
 /// A PropertySet: key/value pairs in order (the wire's parallel `keys`/`values`
 /// arrays, which must be of equal length, become one list).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct PropertySet {
     /// The properties, in wire order.
     pub properties: Vec<Property>,
 }
 
 /// One property of a [`PropertySet`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Property {
     /// The property name.
     pub key: String,
@@ -210,7 +231,7 @@ pub struct Property {
 }
 
 /// The value of a property.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum PropertyValue {
     /// A value of a basic type.
     Value(BasicValue),
@@ -285,7 +306,7 @@ impl PropertySet {
 }
 
 /// A DataSet: typed columns and rows of cells.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct DataSet {
     /// The columns, each a name and a basic datatype.
     pub columns: Vec<Column>,
@@ -294,7 +315,7 @@ pub struct DataSet {
 }
 
 /// One DataSet column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Column {
     /// Column header.
     pub name: String,
@@ -405,7 +426,7 @@ impl DataSet {
 }
 
 /// A Template (user-defined type): a definition, or an instance of one.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Template {
     /// Optional version string.
     pub version: Option<String>,
@@ -451,7 +472,7 @@ impl Template {
 }
 
 /// A Template parameter: a name, a basic datatype and an optional value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Parameter {
     /// The parameter name.
     pub name: String,

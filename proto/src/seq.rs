@@ -100,7 +100,7 @@ pub enum BdSeqError {
 
 impl BdSeq {
     /// The metric name in NBIRTH and NDEATH.
-    pub const METRIC_NAME: &'static str = "bdSeq";
+    pub const METRIC_NAME: &'static str = crate::names::BD_SEQ;
 
     /// The `bdSeq` metric (datatype UInt64, as in the spec's examples).
     pub fn to_metric(self, timestamp: u64) -> Metric {

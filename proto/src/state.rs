@@ -4,7 +4,7 @@
 use serde_json::Value as Json;
 
 /// A host application's STATE: online or not, as of a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct State {
     /// The host is online.
     pub online: bool,

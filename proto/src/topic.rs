@@ -4,7 +4,9 @@
 //!
 //! Parsing borrows from the topic string (no allocation on the host's hot path);
 //! formatting can append into a reused `String`. Ids are checked on both paths:
-//! non-empty, and free of the MQTT separators and wildcards `/`, `+`, `#`.
+//! non-empty, free of the MQTT separator and wildcards `/`, `+`, `#` and of
+//! NUL (which MQTT forbids in topic names); a whole topic fits MQTT's 65535
+//! bytes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +16,9 @@ pub const NAMESPACE: &str = "spBv1.0";
 
 /// The topic level of host STATE topics.
 pub const STATE: &str = "STATE";
+
+/// The longest topic name MQTT can carry, in bytes.
+pub const MAX_TOPIC_LEN: usize = 65_535;
 
 /// The eight Sparkplug message types of edge node topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,13 +133,19 @@ pub enum TopicError {
     /// An id is empty.
     #[error("{0} is empty")]
     EmptyId(IdPart),
-    /// An id contains `/`, `+` or `#`.
+    /// An id contains `/`, `+`, `#` or NUL.
     #[error("{part} contains the reserved character {found:?}")]
     ReservedChar {
         /// Which id.
         part: IdPart,
         /// The character found.
         found: char,
+    },
+    /// The topic is longer than MQTT allows.
+    #[error("topic of {len} bytes exceeds MQTT's {MAX_TOPIC_LEN}")]
+    TopicTooLong {
+        /// Its length in bytes.
+        len: usize,
     },
     /// A device message type without a device_id.
     #[error("{0} needs a device_id")]
@@ -144,12 +155,12 @@ pub enum TopicError {
     DeviceIdNotAllowed(MessageType),
 }
 
-/// Checks one id: non-empty, no `/`, `+` or `#`.
+/// Checks one id: non-empty, no `/`, `+`, `#` or NUL.
 pub fn validate_id(part: IdPart, id: &str) -> Result<(), TopicError> {
     if id.is_empty() {
         return Err(TopicError::EmptyId(part));
     }
-    match id.chars().find(|c| matches!(c, '/' | '+' | '#')) {
+    match id.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')) {
         Some(found) => Err(TopicError::ReservedChar { part, found }),
         None => Ok(()),
     }
@@ -182,12 +193,32 @@ impl<S: AsRef<str>> Topic<S> {
             (Some(_), false) => return Err(TopicError::DeviceIdNotAllowed(message_type)),
             (None, false) => {}
         }
-        Ok(Topic {
+        let topic = Topic {
             group_id,
             message_type,
             edge_node_id,
             device_id,
-        })
+        };
+        let len = topic.len();
+        if len > MAX_TOPIC_LEN {
+            return Err(TopicError::TopicTooLong { len });
+        }
+        Ok(topic)
+    }
+
+    /// Length of the topic string in bytes.
+    pub fn len(&self) -> usize {
+        NAMESPACE.len()
+            + self.group_id().len()
+            + self.message_type.as_str().len()
+            + self.edge_node_id().len()
+            + self.device_id().map_or(0, |d| d.len() + 1)
+            + 3
+    }
+
+    /// Never true: a valid topic has every level (`len` has a partner for lints).
+    pub fn is_empty(&self) -> bool {
+        false
     }
 
     /// The group_id.
@@ -212,13 +243,7 @@ impl<S: AsRef<str>> Topic<S> {
 
     /// Appends the topic string to `out` (reuse it on the hot path).
     pub fn write_to(&self, out: &mut String) {
-        out.reserve(
-            NAMESPACE.len()
-                + self.group_id().len()
-                + self.edge_node_id().len()
-                + self.device_id().map_or(0, |d| d.len() + 1)
-                + 10,
-        );
+        out.reserve(self.len());
         out.push_str(NAMESPACE);
         out.push('/');
         out.push_str(self.group_id());
@@ -305,6 +330,10 @@ impl<S: AsRef<str>> StateTopic<S> {
     /// The STATE topic of a host id, after checking it.
     pub fn new(host_id: S) -> Result<StateTopic<S>, TopicError> {
         validate_id(IdPart::HostId, host_id.as_ref())?;
+        let len = NAMESPACE.len() + STATE.len() + 2 + host_id.as_ref().len();
+        if len > MAX_TOPIC_LEN {
+            return Err(TopicError::TopicTooLong { len });
+        }
         Ok(StateTopic { host_id })
     }
 

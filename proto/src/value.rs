@@ -12,8 +12,90 @@
 use crate::DataType;
 use crate::model::{DataSet, Template};
 
+/// The six scalar members every value oneof shares, in schema order (uint32,
+/// uint64, float, double, bool, string), generic over how the string is held
+/// (borrowed input bytes when decoding, `&str` when encoding).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Scalar<S> {
+    Int(u32),
+    Long(u64),
+    Float(f32),
+    Double(f64),
+    Bool(bool),
+    Str(S),
+}
+
+impl<S> Scalar<S> {
+    /// The metric oneof field name of this member.
+    pub(crate) fn field_name(&self) -> &'static str {
+        match self {
+            Scalar::Int(_) => "int_value",
+            Scalar::Long(_) => "long_value",
+            Scalar::Float(_) => "float_value",
+            Scalar::Double(_) => "double_value",
+            Scalar::Bool(_) => "boolean_value",
+            Scalar::Str(_) => "string_value",
+        }
+    }
+}
+
+/// The read rules for the basic types, written once and expanded for each
+/// target enum (`Value`, `BasicValue`) so no intermediate value is built on the
+/// hot path. Extra arms (e.g. UUID for `Value`) come last.
+macro_rules! from_scalar {
+    ($out:ident, $t:expr, $s:expr, $string:expr, $($extra:tt)*) => {{
+        let datatype: DataType = $t;
+        match (datatype, $s) {
+            // Truncation to the width undoes the sign extension (and accepts
+            // senders that did not sign-extend).
+            (DataType::Int8, Scalar::Int(v)) => $out::Int8(v as u8 as i8),
+            (DataType::Int16, Scalar::Int(v)) => $out::Int16(v as u16 as i16),
+            (DataType::Int32, Scalar::Int(v)) => $out::Int32(v as i32),
+            (DataType::Int64, Scalar::Long(v)) => $out::Int64(v as i64),
+            (DataType::UInt8, Scalar::Int(v)) => $out::UInt8(v as u8),
+            (DataType::UInt16, Scalar::Int(v)) => $out::UInt16(v as u16),
+            (DataType::UInt32, Scalar::Int(v)) => $out::UInt32(v),
+            // UInt32 is also accepted from long_value, if it fits.
+            (DataType::UInt32, Scalar::Long(v)) => {
+                $out::UInt32(u32::try_from(v).map_err(|_| ValueError::OutOfRange { datatype, value: v })?)
+            }
+            (DataType::UInt64, Scalar::Long(v)) => $out::UInt64(v),
+            (DataType::DateTime, Scalar::Long(v)) => $out::DateTime(v),
+            (DataType::Float, Scalar::Float(v)) => $out::Float(v),
+            (DataType::Double, Scalar::Double(v)) => $out::Double(v),
+            (DataType::Boolean, Scalar::Bool(v)) => $out::Boolean(v),
+            (DataType::String, Scalar::Str(s)) => $out::String($string(s)?),
+            (DataType::Text, Scalar::Str(s)) => $out::Text($string(s)?),
+            $($extra)*
+            (datatype, s) => return Err(ValueError::WrongField { datatype, field: s.field_name() }),
+        }
+    }};
+}
+
+/// The write rules for the basic types: Int8/16/32 sign-extended into uint32,
+/// Int64 two's complement into uint64. Extra arms for other variants come last.
+macro_rules! to_scalar {
+    ($enum:ident, $v:expr, $($extra:tt)*) => {
+        match $v {
+            $enum::Int8(v) => Scalar::Int(i32::from(*v) as u32),
+            $enum::Int16(v) => Scalar::Int(i32::from(*v) as u32),
+            $enum::Int32(v) => Scalar::Int(*v as u32),
+            $enum::Int64(v) => Scalar::Long(*v as u64),
+            $enum::UInt8(v) => Scalar::Int(u32::from(*v)),
+            $enum::UInt16(v) => Scalar::Int(u32::from(*v)),
+            $enum::UInt32(v) => Scalar::Int(*v),
+            $enum::UInt64(v) | $enum::DateTime(v) => Scalar::Long(*v),
+            $enum::Float(v) => Scalar::Float(*v),
+            $enum::Double(v) => Scalar::Double(*v),
+            $enum::Boolean(v) => Scalar::Bool(*v),
+            $enum::String(s) | $enum::Text(s) => Scalar::Str(s.as_str()),
+            $($extra)*
+        }
+    };
+}
+
 /// A metric value of any metric datatype.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // Variant names are the spec's datatype names.
 pub enum Value {
     Int8(i8),
@@ -56,7 +138,7 @@ pub enum Value {
 
 /// A value of one of the spec's basic types (Int8 ..= Text): what DataSet cells,
 /// Template parameters and PropertyValues hold.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // Variant names are the spec's datatype names.
 pub enum BasicValue {
     Int8(i8),
@@ -79,7 +161,7 @@ pub enum BasicValue {
 /// A value exactly as found in a protobuf `value` oneof, before a datatype gives it
 /// meaning. Metrics in NDATA/DDATA may omit `datatype` (it is known from the
 /// birth); such values stay in this form until [`WireValue::into_value`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[allow(missing_docs)] // Variants are named after the oneof fields.
 pub enum WireValue {
     Int(u32),
@@ -263,24 +345,25 @@ impl BasicValue {
 
     /// The protobuf oneof form of this value (the rules of the module docs).
     pub fn to_wire(&self) -> WireValue {
-        match self {
-            BasicValue::Int8(v) => WireValue::Int(i32::from(*v) as u32),
-            BasicValue::Int16(v) => WireValue::Int(i32::from(*v) as u32),
-            BasicValue::Int32(v) => WireValue::Int(*v as u32),
-            BasicValue::Int64(v) => WireValue::Long(*v as u64),
-            BasicValue::UInt8(v) => WireValue::Int(u32::from(*v)),
-            BasicValue::UInt16(v) => WireValue::Int(u32::from(*v)),
-            BasicValue::UInt32(v) => WireValue::Int(*v),
-            BasicValue::UInt64(v) | BasicValue::DateTime(v) => WireValue::Long(*v),
-            BasicValue::Float(v) => WireValue::Float(*v),
-            BasicValue::Double(v) => WireValue::Double(*v),
-            BasicValue::Boolean(v) => WireValue::Boolean(*v),
-            BasicValue::String(v) | BasicValue::Text(v) => WireValue::String(v.clone()),
+        match self.scalar() {
+            Scalar::Int(v) => WireValue::Int(v),
+            Scalar::Long(v) => WireValue::Long(v),
+            Scalar::Float(v) => WireValue::Float(v),
+            Scalar::Double(v) => WireValue::Double(v),
+            Scalar::Bool(v) => WireValue::Boolean(v),
+            Scalar::Str(s) => WireValue::String(s.to_owned()),
         }
+    }
+
+    /// The scalar oneof member this value is written as.
+    #[inline]
+    pub(crate) fn scalar(&self) -> Scalar<&str> {
+        to_scalar!(BasicValue, self,)
     }
 }
 
 impl From<BasicValue> for Value {
+    #[inline]
     fn from(v: BasicValue) -> Value {
         match v {
             BasicValue::Int8(v) => Value::Int8(v),
@@ -349,48 +432,107 @@ impl WireValue {
     /// from the birth for this alias). DataSet and Template are never in this form:
     /// their fields describe themselves.
     pub fn into_value(self, datatype: DataType) -> Result<Value, ValueError> {
-        if datatype.is_basic() {
-            return self.into_basic(datatype).map(Value::from);
-        }
-        let field = self.field_name();
-        match (datatype, self) {
-            (DataType::Uuid, WireValue::String(s)) => Ok(Value::Uuid(s)),
-            (DataType::Bytes, WireValue::Bytes(b)) => Ok(Value::Bytes(b)),
-            (DataType::File, WireValue::Bytes(b)) => Ok(Value::File(b)),
-            (t, WireValue::Bytes(b)) if t.is_array() => unpack_array(t, &b),
-            (DataType::PropertySet | DataType::PropertySetList, _) => Err(ValueError::NotAllowed {
-                datatype,
-                context: "metric",
-            }),
-            _ => Err(ValueError::WrongField { datatype, field }),
+        match self.into_scalar() {
+            Ok(s) => value_from_scalar(datatype, s, Ok),
+            Err(b) => bytes_value(datatype, b),
         }
     }
 
-    /// Reads a value of a basic datatype; any other datatype is a wrong field.
-    pub(crate) fn into_basic(self, datatype: DataType) -> Result<BasicValue, ValueError> {
-        let field = self.field_name();
-        Ok(match (datatype, self) {
-            // Truncation to the width undoes the sign extension (and accepts
-            // senders that did not sign-extend).
-            (DataType::Int8, WireValue::Int(v)) => BasicValue::Int8(v as u8 as i8),
-            (DataType::Int16, WireValue::Int(v)) => BasicValue::Int16(v as u16 as i16),
-            (DataType::Int32, WireValue::Int(v)) => BasicValue::Int32(v as i32),
-            (DataType::Int64, WireValue::Long(v)) => BasicValue::Int64(v as i64),
-            (DataType::UInt8, WireValue::Int(v)) => BasicValue::UInt8(v as u8),
-            (DataType::UInt16, WireValue::Int(v)) => BasicValue::UInt16(v as u16),
-            (DataType::UInt32, WireValue::Int(v)) => BasicValue::UInt32(v),
-            (DataType::UInt32, WireValue::Long(v)) => BasicValue::UInt32(
-                u32::try_from(v).map_err(|_| ValueError::OutOfRange { datatype, value: v })?,
-            ),
-            (DataType::UInt64, WireValue::Long(v)) => BasicValue::UInt64(v),
-            (DataType::DateTime, WireValue::Long(v)) => BasicValue::DateTime(v),
-            (DataType::Float, WireValue::Float(v)) => BasicValue::Float(v),
-            (DataType::Double, WireValue::Double(v)) => BasicValue::Double(v),
-            (DataType::Boolean, WireValue::Boolean(v)) => BasicValue::Boolean(v),
-            (DataType::String, WireValue::String(s)) => BasicValue::String(s),
-            (DataType::Text, WireValue::String(s)) => BasicValue::Text(s),
-            _ => return Err(ValueError::WrongField { datatype, field }),
+    /// Like [`WireValue::into_value`], leaving `self` as it is (strings and
+    /// bytes are copied once).
+    pub fn to_value(&self, datatype: DataType) -> Result<Value, ValueError> {
+        match (self, self.scalar()) {
+            (_, Some(s)) => value_from_scalar(datatype, s, |s: &str| Ok(s.to_owned())),
+            (WireValue::Bytes(b), None) => bytes_value(datatype, b.as_slice()),
+            (_, None) => Err(ValueError::WrongField {
+                datatype,
+                field: self.field_name(),
+            }),
+        }
+    }
+
+    /// The scalar members; `Err` with the bytes of `bytes_value`.
+    fn into_scalar(self) -> Result<Scalar<String>, Vec<u8>> {
+        Ok(match self {
+            WireValue::Int(v) => Scalar::Int(v),
+            WireValue::Long(v) => Scalar::Long(v),
+            WireValue::Float(v) => Scalar::Float(v),
+            WireValue::Double(v) => Scalar::Double(v),
+            WireValue::Boolean(v) => Scalar::Bool(v),
+            WireValue::String(s) => Scalar::Str(s),
+            WireValue::Bytes(b) => return Err(b),
         })
+    }
+
+    /// The scalar member this value is written as; `None` for `bytes_value`.
+    pub(crate) fn scalar(&self) -> Option<Scalar<&str>> {
+        Some(match self {
+            WireValue::Int(v) => Scalar::Int(*v),
+            WireValue::Long(v) => Scalar::Long(*v),
+            WireValue::Float(v) => Scalar::Float(*v),
+            WireValue::Double(v) => Scalar::Double(*v),
+            WireValue::Boolean(v) => Scalar::Bool(*v),
+            WireValue::String(s) => Scalar::Str(s),
+            WireValue::Bytes(_) => return None,
+        })
+    }
+}
+
+/// A metric value of a basic type or UUID from its scalar member.
+#[inline(always)]
+pub(crate) fn value_from_scalar<S>(
+    datatype: DataType,
+    s: Scalar<S>,
+    string: impl FnOnce(S) -> Result<String, ValueError>,
+) -> Result<Value, ValueError> {
+    Ok(from_scalar!(Value, datatype, s, string,
+        (DataType::Uuid, Scalar::Str(s)) => Value::Uuid(string(s)?),
+        (DataType::PropertySet | DataType::PropertySetList, _) => {
+            return Err(ValueError::NotAllowed { datatype, context: "metric" })
+        }
+    ))
+}
+
+/// A basic value from its scalar member.
+#[inline(always)]
+pub(crate) fn basic_from_scalar<S>(
+    datatype: DataType,
+    s: Scalar<S>,
+    string: impl FnOnce(S) -> Result<String, ValueError>,
+) -> Result<BasicValue, ValueError> {
+    Ok(from_scalar!(BasicValue, datatype, s, string,))
+}
+
+/// A metric value carried in `bytes_value`: Bytes, File or a packed array
+/// (borrowed input is copied only for Bytes and File).
+pub(crate) fn bytes_value<B>(datatype: DataType, b: B) -> Result<Value, ValueError>
+where
+    B: AsRef<[u8]> + Into<Vec<u8>>,
+{
+    match datatype {
+        DataType::Bytes => Ok(Value::Bytes(b.into())),
+        DataType::File => Ok(Value::File(b.into())),
+        t if t.is_array() => unpack_array(t, b.as_ref()),
+        DataType::PropertySet | DataType::PropertySetList => Err(ValueError::NotAllowed {
+            datatype,
+            context: "metric",
+        }),
+        _ => Err(ValueError::WrongField {
+            datatype,
+            field: "bytes_value",
+        }),
+    }
+}
+
+impl Value {
+    /// The scalar member this value is written as; `None` for bytes, arrays,
+    /// DataSet and Template.
+    #[inline]
+    pub(crate) fn scalar(&self) -> Option<Scalar<&str>> {
+        Some(to_scalar!(Value, self,
+            Value::Uuid(s) => Scalar::Str(s.as_str()),
+            _ => return None,
+        ))
     }
 }
 

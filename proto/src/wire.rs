@@ -1,14 +1,22 @@
 //! Protobuf wire format primitives: varints, keys, length-delimited fields.
 //! Reading never panics and never reads past the slice.
 
-use crate::decode::DecodeErrorKind;
-
 pub(crate) const VARINT: u8 = 0;
 pub(crate) const FIXED64: u8 = 1;
 pub(crate) const LEN: u8 = 2;
 const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 pub(crate) const FIXED32: u8 = 5;
+
+/// What can go wrong at the wire level. Kept to two bytes so reader results
+/// travel in registers on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WireError {
+    Truncated,
+    VarintOverflow,
+    InvalidTag,
+    InvalidWireType(u8),
+}
 
 /// A cursor over one protobuf message.
 pub(crate) struct Reader<'a> {
@@ -26,51 +34,56 @@ impl<'a> Reader<'a> {
         self.pos < self.buf.len()
     }
 
-    #[inline]
-    pub(crate) fn varint(&mut self) -> Result<u64, DecodeErrorKind> {
-        let Some(&first) = self.buf.get(self.pos) else {
-            return Err(DecodeErrorKind::Truncated);
-        };
-        if first < 0x80 {
-            self.pos += 1;
-            return Ok(u64::from(first));
+    #[inline(always)]
+    pub(crate) fn varint(&mut self) -> Result<u64, WireError> {
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.varint_multi_byte(),
         }
+    }
+
+    fn varint_multi_byte(&mut self) -> Result<u64, WireError> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
         let mut value = 0u64;
-        for i in 0..10 {
-            let Some(&b) = self.buf.get(self.pos + i) else {
-                return Err(DecodeErrorKind::Truncated);
-            };
+        for (i, &b) in rest.iter().take(10).enumerate() {
             value |= u64::from(b & 0x7F) << (7 * i);
             if b < 0x80 {
                 // The tenth byte may only carry the top bit of a u64.
                 if i == 9 && b > 1 {
-                    return Err(DecodeErrorKind::VarintOverflow);
+                    return Err(WireError::VarintOverflow);
                 }
                 self.pos += i + 1;
                 return Ok(value);
             }
         }
-        Err(DecodeErrorKind::VarintOverflow)
+        if rest.len() >= 10 {
+            Err(WireError::VarintOverflow)
+        } else {
+            Err(WireError::Truncated)
+        }
     }
 
     /// The next field's number and wire type.
-    #[inline]
-    pub(crate) fn key(&mut self) -> Result<(u32, u8), DecodeErrorKind> {
+    #[inline(always)]
+    pub(crate) fn key(&mut self) -> Result<(u32, u8), WireError> {
         let key = self.varint()?;
         let wire_type = (key & 7) as u8;
         let field = key >> 3;
         if field == 0 || field > u64::from(u32::MAX >> 3) {
-            return Err(DecodeErrorKind::InvalidTag { tag: key });
+            return Err(WireError::InvalidTag);
         }
         Ok((field as u32, wire_type))
     }
 
     #[inline]
-    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeErrorKind> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.varint()?;
         let remaining = self.buf.len() - self.pos;
         if len > remaining as u64 {
-            return Err(DecodeErrorKind::Truncated);
+            return Err(WireError::Truncated);
         }
         let start = self.pos;
         self.pos += len as usize;
@@ -78,11 +91,11 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    pub(crate) fn fixed32(&mut self) -> Result<[u8; 4], DecodeErrorKind> {
+    pub(crate) fn fixed32(&mut self) -> Result<[u8; 4], WireError> {
         let b = self
             .buf
             .get(self.pos..self.pos + 4)
-            .ok_or(DecodeErrorKind::Truncated)?;
+            .ok_or(WireError::Truncated)?;
         self.pos += 4;
         let mut a = [0u8; 4];
         a.copy_from_slice(b);
@@ -90,11 +103,11 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    pub(crate) fn fixed64(&mut self) -> Result<[u8; 8], DecodeErrorKind> {
+    pub(crate) fn fixed64(&mut self) -> Result<[u8; 8], WireError> {
         let b = self
             .buf
             .get(self.pos..self.pos + 8)
-            .ok_or(DecodeErrorKind::Truncated)?;
+            .ok_or(WireError::Truncated)?;
         self.pos += 8;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -103,7 +116,7 @@ impl<'a> Reader<'a> {
 
     /// Skips an unknown field (extensions, newer fields). Groups are skipped
     /// iteratively, so nesting cannot exhaust the stack.
-    pub(crate) fn skip(&mut self, field: u32, wire_type: u8) -> Result<(), DecodeErrorKind> {
+    pub(crate) fn skip(&mut self, field: u32, wire_type: u8) -> Result<(), WireError> {
         match wire_type {
             VARINT => self.varint().map(drop),
             FIXED64 => self.fixed64().map(drop),
@@ -119,14 +132,14 @@ impl<'a> Reader<'a> {
                             open.pop();
                         }
                         END_GROUP => {
-                            return Err(DecodeErrorKind::InvalidWireType { wire_type: wt });
+                            return Err(WireError::InvalidWireType(wt));
                         }
                         _ => self.skip(f, wt)?,
                     }
                 }
                 Ok(())
             }
-            other => Err(DecodeErrorKind::InvalidWireType { wire_type: other }),
+            other => Err(WireError::InvalidWireType(other)),
         }
     }
 }
@@ -209,18 +222,15 @@ mod tests {
         let eleven = [0xFFu8; 11];
         assert_eq!(
             Reader::new(&eleven).varint(),
-            Err(DecodeErrorKind::VarintOverflow)
+            Err(WireError::VarintOverflow)
         );
         let mut tenth_too_big = [0xFFu8; 10];
         tenth_too_big[9] = 0x02;
         assert_eq!(
             Reader::new(&tenth_too_big).varint(),
-            Err(DecodeErrorKind::VarintOverflow)
+            Err(WireError::VarintOverflow)
         );
-        assert_eq!(
-            Reader::new(&[0x80]).varint(),
-            Err(DecodeErrorKind::Truncated)
-        );
+        assert_eq!(Reader::new(&[0x80]).varint(), Err(WireError::Truncated));
     }
 
     #[test]

@@ -27,6 +27,26 @@ fn seq_wraps_255_to_0() {
 }
 
 #[test]
+fn payload_sequence_is_range_checked() {
+    assert_eq!(
+        Payload::new(1).with_seq(Seq::new(255)).sequence(),
+        Ok(Some(Seq::new(255)))
+    );
+    assert_eq!(Payload::new(1).sequence(), Ok(None));
+    let wide = Payload {
+        seq: Some(256),
+        ..Payload::default()
+    };
+    assert_eq!(
+        wide.sequence(),
+        Err(CounterOutOfRange {
+            counter: "seq",
+            value: 256
+        })
+    );
+}
+
+#[test]
 fn bdseq_wraps_255_to_0() {
     assert_eq!(BdSeq::new(255).next(), BdSeq::ZERO);
     assert!(BdSeq::ZERO.follows(BdSeq::new(255)));

@@ -4,7 +4,8 @@
 //! 5 fixed32); varints little-endian base 128; fields in field-number order.
 //! Each test checks that the typed model encodes to exactly these bytes and that
 //! the bytes decode back to the model, so a wrong field number in the schema or
-//! the codec fails here.
+//! the codec fails here. Together they use every field of the schema except the
+//! `extension_value` placeholders, which no Sparkplug datatype uses.
 
 use prost::Message;
 use sparkplug::{
@@ -378,5 +379,198 @@ fn untyped_metric_resolves_with_birth_datatype() {
     assert_eq!(
         value,
         Some(sparkplug::pb::payload::metric::Value::IntValue(0xFFFF_FFFE))
+    );
+}
+
+/// A String metric in string_value (field 15).
+#[test]
+fn string_metric() {
+    let bytes = hex(concat!(
+        "12 09",       // Payload.metrics (2, len) 9 bytes:
+        "0A 01 73",    //   Metric.name (1, len) "s"
+        "20 0C",       //   Metric.datatype (4, varint) = 12 String
+        "7A 02 68 69", // Metric.string_value (15, len: key 122 = 7A) "hi"
+    ));
+    let model = Payload {
+        metrics: vec![Metric::new("s", "hi")],
+        ..Payload::default()
+    };
+    check(&model, &bytes);
+}
+
+/// Every MetaData field on a File metric.
+#[test]
+fn file_with_all_metadata_fields() {
+    let bytes = hex(concat!(
+        "12 21",                // Payload.metrics (2, len) 33 bytes:
+        "0A 01 66",             //   Metric.name (1, len) "f"
+        "20 12",                //   Metric.datatype (4, varint) = 18 File
+        "42 16",                //   Metric.metadata (8, len) 22 bytes:
+        "08 01",                //     MetaData.is_multi_part (1, varint) = true
+        "20 02",                //     MetaData.seq (4, varint) = 2
+        "2A 05 61 2E 74 78 74", //     MetaData.file_name (5, len) "a.txt"
+        "32 03 74 78 74",       //     MetaData.file_type (6, len) "txt"
+        "3A 01 78",             //     MetaData.md5 (7, len) "x"
+        "42 01 64",             //     MetaData.description (8, len) "d"
+        "82 01 01 01",          //   Metric.bytes_value (16, len) 01
+    ));
+    let mut m = Metric::new("f", Value::File(vec![1]));
+    m.metadata = Some(Box::new(MetaData {
+        is_multi_part: Some(true),
+        seq: Some(2),
+        file_name: Some("a.txt".into()),
+        file_type: Some("txt".into()),
+        md5: Some("x".into()),
+        description: Some("d".into()),
+        ..MetaData::default()
+    }));
+    check(
+        &Payload {
+            metrics: vec![m],
+            ..Payload::default()
+        },
+        &bytes,
+    );
+}
+
+/// PropertyValue fields: long (4), float (5), double (6), string (8), is_null (2)
+/// and a nested PropertySet (9). Keys all come first, then the values.
+#[test]
+fn property_value_fields() {
+    let bytes = hex(concat!(
+        "12 5D",                            // Payload.metrics (2, len) 93 bytes:
+        "0A 01 70",                         //   Metric.name (1, len) "p"
+        "20 0B",                            //   Metric.datatype (4, varint) = 11 Boolean
+        "4A 54",                            //   Metric.properties (9, len) 84 bytes:
+        "0A 01 6C",                         //     PropertySet.keys (1, len) "l"
+        "0A 01 66",                         //     PropertySet.keys (1, len) "f"
+        "0A 01 64",                         //     PropertySet.keys (1, len) "d"
+        "0A 01 73",                         //     PropertySet.keys (1, len) "s"
+        "0A 01 6E",                         //     PropertySet.keys (1, len) "n"
+        "0A 02 70 73",                      //     PropertySet.keys (1, len) "ps"
+        "12 0D",                            //     PropertySet.values (2, len) 13 bytes:
+        "08 04",                            //       PropertyValue.type (1) = 4 Int64
+        "20 FF FF FF FF FF FF FF FF FF 01", //       PropertyValue.long_value (4, varint) = -1
+        "12 07",                            //     PropertySet.values (2, len) 7 bytes:
+        "08 09",                            //       PropertyValue.type (1) = 9 Float
+        "2D 00 00 80 3F",                   //       PropertyValue.float_value (5, fixed32) = 1.0
+        "12 0B",                            //     PropertySet.values (2, len) 11 bytes:
+        "08 0A",                            //       PropertyValue.type (1) = 10 Double
+        "31 00 00 00 00 00 00 F0 3F",       //       PropertyValue.double_value (6, fixed64) = 1.0
+        "12 05",                            //     PropertySet.values (2, len) 5 bytes:
+        "08 0C",                            //       PropertyValue.type (1) = 12 String
+        "42 01 76",                         //       PropertyValue.string_value (8, len) "v"
+        "12 04",                            //     PropertySet.values (2, len) 4 bytes:
+        "08 03",                            //       PropertyValue.type (1) = 3 Int32
+        "10 01",                            //       PropertyValue.is_null (2, varint) = true
+        "12 0D",                            //     PropertySet.values (2, len) 13 bytes:
+        "08 14",                            //       PropertyValue.type (1) = 20 PropertySet
+        "4A 09",    //       PropertyValue.propertyset_value (9, len) 9 bytes:
+        "0A 01 6B", //         PropertySet.keys (1, len) "k"
+        "12 04",    //         PropertySet.values (2, len) 4 bytes:
+        "08 05",    //           PropertyValue.type (1) = 5 UInt8
+        "18 07",    //           PropertyValue.int_value (3, varint) = 7
+        "70 01",    //   Metric.boolean_value (14, varint) = true
+    ));
+    let props = PropertySet::new()
+        .with("l", -1i64)
+        .with("f", 1.0f32)
+        .with("d", 1.0f64)
+        .with("s", "v")
+        .with("n", PropertyValue::Null(DataType::Int32))
+        .with(
+            "ps",
+            PropertyValue::PropertySet(PropertySet::new().with("k", 7u8)),
+        );
+    let model = Payload {
+        metrics: vec![Metric::new("p", true).with_properties(props)],
+        ..Payload::default()
+    };
+    check(&model, &bytes);
+}
+
+/// DataSetValue fields: long (2), float (3), double (4), bool (5) and an empty
+/// (null) cell.
+#[test]
+fn dataset_value_fields() {
+    let bytes = hex(concat!(
+        "12 4A",                                        // Payload.metrics (2, len) 74 bytes:
+        "0A 01 64",                                     //   Metric.name (1, len) "d"
+        "20 10",    //   Metric.datatype (4, varint) = 16 DataSet
+        "8A 01 42", //   Metric.dataset_value (17, len) 66 bytes:
+        "08 05",    //     DataSet.num_of_columns (1) = 5
+        "12 01 61 12 01 62 12 01 63 12 01 64 12 01 65", // DataSet.columns (2) "a".."e"
+        "18 04 18 09 18 0A 18 0B 18 0D", //     DataSet.types (3) Int64 Float Double Boolean DateTime
+        "22 25",                         //     DataSet.rows (4, len) 37 bytes:
+        "0A 0B",                         //       Row.elements (1, len) 11 bytes:
+        "10 FF FF FF FF FF FF FF FF FF 01", //         DataSetValue.long_value (2, varint) = -1
+        "0A 05",                         //       Row.elements (1, len) 5 bytes:
+        "1D 00 00 80 3F",                //         DataSetValue.float_value (3, fixed32) = 1.0
+        "0A 09",                         //       Row.elements (1, len) 9 bytes:
+        "21 00 00 00 00 00 00 F0 3F",    //         DataSetValue.double_value (4, fixed64) = 1.0
+        "0A 02",                         //       Row.elements (1, len) 2 bytes:
+        "28 01",                         //         DataSetValue.boolean_value (5, varint) = true
+        "0A 00",                         //       Row.elements (1, len) 0 bytes: null cell
+    ));
+    let mut ds = DataSet::new([
+        ("a".to_owned(), DataType::Int64),
+        ("b".to_owned(), DataType::Float),
+        ("c".to_owned(), DataType::Double),
+        ("d".to_owned(), DataType::Boolean),
+        ("e".to_owned(), DataType::DateTime),
+    ])
+    .unwrap();
+    ds.push_row(vec![
+        Some(BasicValue::Int64(-1)),
+        Some(BasicValue::Float(1.0)),
+        Some(BasicValue::Double(1.0)),
+        Some(BasicValue::Boolean(true)),
+        None,
+    ])
+    .unwrap();
+    check(
+        &Payload {
+            metrics: vec![Metric::new("d", ds)],
+            ..Payload::default()
+        },
+        &bytes,
+    );
+}
+
+/// A Template definition: version (1), parameters with long (4), float (5),
+/// double (6), bool (7) and string (8) values, is_definition true, no ref.
+#[test]
+fn template_definition_with_version_and_parameters() {
+    let bytes = hex(concat!(
+        "12 47",                      // Payload.metrics (2, len) 71 bytes:
+        "0A 01 54",                   //   Metric.name (1, len) "T"
+        "20 13",                      //   Metric.datatype (4, varint) = 19 Template
+        "92 01 3F",                   //   Metric.template_value (18, len) 63 bytes:
+        "0A 03 31 2E 30",             //     Template.version (1, len) "1.0"
+        "1A 07 0A 01 61 10 04",       //     Template.parameters (3): name "a", type 4 Int64,
+        "20 05",                      //       Parameter.long_value (4, varint) = 5
+        "1A 0A 0A 01 62 10 09",       //     Template.parameters (3): name "b", type 9 Float,
+        "2D 00 00 80 3F",             //       Parameter.float_value (5, fixed32) = 1.0
+        "1A 0E 0A 01 63 10 0A",       //     Template.parameters (3): name "c", type 10 Double,
+        "31 00 00 00 00 00 00 F0 3F", //       Parameter.double_value (6, fixed64) = 1.0
+        "1A 07 0A 01 64 10 0B",       //     Template.parameters (3): name "d", type 11 Boolean,
+        "38 01",                      //       Parameter.boolean_value (7, varint) = true
+        "1A 08 0A 01 65 10 0C",       //     Template.parameters (3): name "e", type 12 String,
+        "42 01 76",                   //       Parameter.string_value (8, len) "v"
+        "28 01",                      //     Template.is_definition (5, varint) = true
+    ));
+    let mut t = Template::definition()
+        .with_parameter(Parameter::new("a", 5i64))
+        .with_parameter(Parameter::new("b", 1.0f32))
+        .with_parameter(Parameter::new("c", 1.0f64))
+        .with_parameter(Parameter::new("d", true))
+        .with_parameter(Parameter::new("e", "v"));
+    t.version = Some("1.0".into());
+    check(
+        &Payload {
+            metrics: vec![Metric::new("T", t)],
+            ..Payload::default()
+        },
+        &bytes,
     );
 }

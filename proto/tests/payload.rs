@@ -495,7 +495,7 @@ fn truncated_and_malformed_bytes_are_typed_errors() {
         );
     }
     assert_eq!(kind(&[0x12, 0x05, 0x0A]), DecodeErrorKind::Truncated);
-    assert_eq!(kind(&[0x00]), DecodeErrorKind::InvalidTag { tag: 0 });
+    assert_eq!(kind(&[0x00]), DecodeErrorKind::InvalidTag);
     assert_eq!(
         kind(&[0x37]),
         DecodeErrorKind::InvalidWireType { wire_type: 7 }
@@ -618,6 +618,34 @@ fn property_value_types_and_quality() {
             datatype: DataType::Boolean,
             field: "int_value"
         })
+    );
+}
+
+#[test]
+fn property_value_type_is_required() {
+    let pb = sparkplug::pb::Payload {
+        metrics: vec![raw::Metric {
+            name: Some("m".into()),
+            datatype: Some(11),
+            properties: Some(raw::PropertySet {
+                keys: vec!["engUnit".into()],
+                values: vec![raw::PropertyValue {
+                    r#type: None,
+                    value: Some(raw::property_value::Value::StringValue("degC".into())),
+                    ..Default::default()
+                }],
+            }),
+            value: Some(raw::metric::Value::BooleanValue(true)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Payload::decode(&pb.encode_to_vec()).unwrap_err();
+    assert_eq!(e.kind(), &DecodeErrorKind::MissingField { field: "type" });
+    assert!(
+        e.to_string()
+            .starts_with("metrics[0] (name \"m\").properties.values[0]: "),
+        "{e}"
     );
 }
 
@@ -1080,6 +1108,38 @@ fn limit_max_items() {
 }
 
 #[test]
+fn limit_counts_string_array_elements() {
+    let p = one(Metric::new(
+        "s",
+        Value::StringArray(vec![String::new(); 40]),
+    ));
+    let bytes = encode(&p);
+    assert_eq!(
+        Payload::decode_with(
+            &bytes,
+            &DecodeLimits {
+                max_items: 39,
+                ..DecodeLimits::default()
+            }
+        )
+        .unwrap_err()
+        .kind(),
+        &DecodeErrorKind::TooManyItems { limit: 39 }
+    );
+    assert_eq!(
+        Payload::decode_with(
+            &bytes,
+            &DecodeLimits {
+                max_items: 40,
+                ..DecodeLimits::default()
+            }
+        )
+        .unwrap(),
+        p
+    );
+}
+
+#[test]
 fn datatype_names_and_codes_both_ways() {
     let expected = [
         (1, "Int8"),
@@ -1144,4 +1204,35 @@ fn untyped_metric_resolved_through_alias_table() {
     table.resolve(&mut decoded.metrics[0]).unwrap();
     assert_eq!(decoded.metrics[0].name.as_deref(), Some("Temp"));
     assert_eq!(decoded.metrics[0].typed_value(), Some(&Value::Int16(-3)));
+}
+
+#[test]
+fn model_serializes_to_json_with_spec_names() {
+    let p = one(Metric::aliased(3, -1i8).with_timestamp(7));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["metrics"][0]["datatype"], "Int8");
+    assert_eq!(
+        json["metrics"][0]["value"],
+        serde_json::json!({ "Value": { "Int8": -1 } })
+    );
+    assert_eq!(json["metrics"][0]["alias"], 3);
+    assert_eq!(serde_json::to_value(DataType::Uuid).unwrap(), "UUID");
+}
+
+#[test]
+fn encode_appends_to_a_reused_buffer() {
+    let p = one(Metric::aliased(1, 2.5f64).with_timestamp(9));
+    let alone = p.encode_to_vec().unwrap();
+    let mut buf = b"head".to_vec();
+    p.encode(&mut buf).unwrap();
+    assert_eq!(&buf[..4], b"head");
+    assert_eq!(&buf[4..], &alone[..]);
+    // Cleared and reused: same bytes, no growth past the first encode.
+    let capacity = buf.capacity();
+    for _ in 0..3 {
+        buf.clear();
+        p.encode(&mut buf).unwrap();
+        assert_eq!(buf, alone);
+    }
+    assert_eq!(buf.capacity(), capacity);
 }

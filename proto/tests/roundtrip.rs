@@ -42,6 +42,33 @@ fn every_metric_datatype_round_trips() {
 }
 
 #[test]
+fn every_metric_datatype_round_trips_without_datatype_on_the_wire() {
+    // DATA messages may leave the datatype to the birth: the value arrives
+    // untyped and the birth's datatype gives it back exactly.
+    for t in common::metric_types() {
+        let mut runner = TestRunner::new(Config {
+            cases: 32,
+            ..Config::default()
+        });
+        runner
+            .run(&common::value_of(t, 1), |v| {
+                let p = Payload {
+                    metrics: vec![Metric::aliased(1, v.clone()).without_datatype()],
+                    ..Payload::default()
+                };
+                let mut back = Payload::decode(&p.encode_to_vec().unwrap())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let m = &mut back.metrics[0];
+                m.resolve(t)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(m.typed_value(), Some(&v));
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+}
+
+#[test]
 fn every_property_datatype_round_trips() {
     let property_types: Vec<DataType> = DataType::ALL
         .iter()

@@ -168,6 +168,44 @@ fn reserved_characters_are_refused_naming_the_part() {
 }
 
 #[test]
+fn nul_and_oversized_topics_are_refused() {
+    // MQTT forbids U+0000 in topic names and caps them at 65535 bytes.
+    assert_eq!(
+        Topic::new("g\0", MessageType::NData, "n", None),
+        Err(TopicError::ReservedChar {
+            part: IdPart::GroupId,
+            found: '\0'
+        })
+    );
+    assert_eq!(
+        Topic::parse("spBv1.0/g/DDATA/n/\0"),
+        Err(TopicError::ReservedChar {
+            part: IdPart::DeviceId,
+            found: '\0'
+        })
+    );
+    let long = "x".repeat(65_535 - "spBv1.0/g/NDATA/".len());
+    assert_eq!(
+        Topic::new("g", MessageType::NData, long.as_str(), None)
+            .unwrap()
+            .len(),
+        65_535
+    );
+    let longer = format!("{long}x");
+    assert_eq!(
+        Topic::new("g", MessageType::NData, longer.as_str(), None),
+        Err(TopicError::TopicTooLong { len: 65_536 })
+    );
+    assert!(matches!(
+        StateTopic::new("h".repeat(65_535)),
+        Err(TopicError::TopicTooLong { .. })
+    ));
+    // Any other UTF-8 is a valid id.
+    let t = Topic::new("Zone Ö-1", MessageType::DData, "Ведущий", Some("泵 3")).unwrap();
+    assert_eq!(Topic::parse(&t.to_string()).unwrap(), t);
+}
+
+#[test]
 fn device_id_only_on_device_message_types() {
     assert_eq!(
         Topic::parse("spBv1.0/g/DDATA/n"),
