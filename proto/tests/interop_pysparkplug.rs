@@ -11,27 +11,13 @@
 //! pysparkplug refuses the sign-extended one.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use sparkplug::{DataType, Metric, MetricValue, Payload, Seq, State, Value};
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SYSTEM_TESTS_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python for the pysparkplug interop test: set SYSTEM_TESTS_PYTHON or create {} (bash tests/run.sh does)",
-        venv.display()
-    );
-    venv
-}
-
 /// Runs a Python snippet with `input` on stdin; returns stdout.
 fn run_python(script: &str, input: &str) -> String {
-    let mut child = Command::new(python())
+    let mut child = Command::new(system_tests::python())
         .arg("-c")
         .arg(script)
         .stdin(Stdio::piped())
