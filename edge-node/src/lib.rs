@@ -1,1 +1,3 @@
 //! The edge node: Modbus acquisition, the Sparkplug edge session and store-and-forward.
+
+pub mod simulator;
