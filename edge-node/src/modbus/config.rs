@@ -107,6 +107,8 @@ pub struct DeviceConfig {
     pub offline_after_failures: Option<u32>,
     pub reconnect_min_ms: Option<u64>,
     pub reconnect_max_ms: Option<u64>,
+    /// Write one register or coil with 16/15 instead of 06/05, for devices lacking 05/06.
+    pub use_multiple_writes: Option<bool>,
     #[serde(default)]
     pub tags: Vec<TagConfig>,
 }
@@ -249,6 +251,8 @@ pub struct Device {
     pub timeout: Duration,
     pub limits: RequestLimits,
     pub health: HealthPolicy,
+    /// Single registers and coils are written with 16/15 instead of 06/05.
+    pub use_multiple_writes: bool,
 }
 
 /// How large one request may be (protocol maxima: 125 registers, 2000 bits).
@@ -518,6 +522,7 @@ impl ModbusConfig {
                 timeout,
                 limits,
                 health,
+                use_multiple_writes: dev.use_multiple_writes.unwrap_or(false),
             });
             let mut names = HashSet::new();
             for t in &dev.tags {
