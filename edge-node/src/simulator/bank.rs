@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub const MAX_TABLE_SIZE: usize = 65_536;
 
 /// One of the four Modbus data tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     Coils,
@@ -231,11 +231,9 @@ impl RegisterBank {
     }
 
     /// Marks `start..start+count` of `table` as answering "illegal data address".
-    pub fn mark_invalid(&self, table: Table, start: u16, count: u16) {
+    pub fn mark_invalid(&self, table: Table, start: u16, count: u32) {
         let start = u32::from(start);
-        self.write()
-            .invalid
-            .push((table, start..start + u32::from(count)));
+        self.write().invalid.push((table, start..start + count));
     }
 
     /// Copies `count` words of a register table.

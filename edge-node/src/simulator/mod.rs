@@ -1,5 +1,14 @@
-//! A Modbus plant simulator: simulated units (register banks), a transport-agnostic Modbus
-//! service answering from them, a TCP server with fault injection for tests and demos.
+//! A Modbus plant simulator for tests, benchmarks and demos.
+//!
+//! - [`RegisterBank`]: one unit's coils, discrete inputs, holding and input registers;
+//! - [`Plant`]: the units served together, with per-unit fault injection;
+//! - [`PlantService`]: the transport-agnostic Modbus service answering from a plant;
+//! - [`PlantServer`]: Modbus TCP with link faults (drop connections, stop/restart the port);
+//! - [`SimulatorConfig`] (TOML), [`SignalEngine`], [`Tank`]: live signals and a tank process;
+//! - [`Simulator`]: a configured plant served and animated; [`control`]: text fault commands.
+//!
+//! Multi-register values are big-endian (`abcd`) unless a signal sets `order`; see [`value`].
+//! The built-in plant's register map is in `README.md` beside this file.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -17,13 +26,31 @@
 //! ```
 
 mod bank;
+mod config;
+pub mod control;
+mod engine;
 mod plant;
+mod plants;
+mod running;
 mod server;
 mod service;
+mod signal;
+mod tank;
+pub mod value;
 
 pub use bank::{BankError, BankSizes, MAX_TABLE_SIZE, RegisterBank, Table, Tables};
+pub use config::{
+    ConfigError, DEFAULT_TICK_MS, PointConfig, RangeConfig, SignalConfig, SimulatorConfig,
+    TankConfig, UnitConfig, WaveKind,
+};
+pub use engine::{SignalEngine, UnitModel};
 pub use plant::{
     BROADCAST_UNIT, ExceptionRule, Plant, PlantError, Unit, UnitFaults, UnitId, UnknownUnitReply,
 };
+pub use plants::{BENCH_BLOCK_WORDS, BENCH_MAX_UNITS};
+pub use running::{Simulator, StartError};
 pub use server::PlantServer;
 pub use service::{PlantService, ServiceResult, answer};
+pub use signal::{Point, Signal, Wave};
+pub use tank::{PUMP_MODE_AUTO, PUMP_MODE_OFF, PUMP_MODE_ON, Tank, TankParameters, TankPoints};
+pub use value::{DataType, WordOrder};
