@@ -777,3 +777,23 @@ fn push_sample(
         timestamp,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_stay_on_the_grid_and_skip_missed_ticks() {
+        let t0 = Instant::now();
+        let p = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        // On time: the next tick.
+        assert_eq!(next_on_grid(t0, p, t0 + ms(50)), t0 + ms(100));
+        // Exactly on a tick: the one after.
+        assert_eq!(next_on_grid(t0, p, t0 + ms(100)), t0 + ms(200));
+        // A scan that overran 3.5 periods skips the missed ticks, stays on the grid.
+        let next = next_on_grid(t0, p, t0 + ms(350));
+        let err = next.max(t0 + ms(400)) - next.min(t0 + ms(400));
+        assert!(err < Duration::from_micros(1), "{next:?}");
+    }
+}
