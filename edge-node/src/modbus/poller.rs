@@ -410,10 +410,20 @@ impl LineTask {
                     .sum::<usize>()
             })
             .sum();
+        // A scan where nothing changed allocates nothing; otherwise one buffer per report,
+        // sized for every tag (full report) or for a typical burst of changes.
         let mut report = Report {
             device: dev.id,
             scan_class: class.map(|c| dev.classes[c].class),
-            samples: Vec::with_capacity(if full { capacity } else { capacity.min(64) }),
+            samples: if full {
+                Vec::with_capacity(capacity)
+            } else {
+                Vec::new()
+            },
+        };
+        let mode = ReportMode {
+            full,
+            reserve: capacity.min(64),
         };
         for c in classes {
             let mut i = 0;
@@ -455,7 +465,7 @@ impl LineTask {
                                 }
                                 None => Quality::Bad,
                             };
-                            push_sample(dev, &site, bt.id, quality, timestamp, full, &mut report);
+                            push_sample(dev, &site, bt.id, quality, timestamp, mode, &mut report);
                         }
                         let block = &mut dev.classes[c].blocks[i];
                         remember(&mut block.previous, &response, usize::from(block.count));
@@ -476,16 +486,15 @@ impl LineTask {
                         }
                         _ => {
                             debug!(device = %device.name, error = %e, "tags unreadable");
-                            let ids: Vec<TagId> =
-                                dev.classes[c].blocks[i].tags.iter().map(|t| t.id).collect();
-                            for id in ids {
+                            for k in 0..dev.classes[c].blocks[i].tags.len() {
+                                let id = dev.classes[c].blocks[i].tags[k].id;
                                 push_sample(
                                     dev,
                                     &site,
                                     id,
                                     Quality::Bad,
                                     timestamp,
-                                    full,
+                                    mode,
                                     &mut report,
                                 );
                             }
@@ -743,6 +752,14 @@ fn decode(tag: &super::tag::Tag, bt: &planner::BlockTag, response: &Response) ->
     }
 }
 
+/// How a scan reports: every tag (`full`, a device birth) or changes only; `reserve` sizes
+/// the report's buffer on its first sample.
+#[derive(Clone, Copy)]
+struct ReportMode {
+    full: bool,
+    reserve: usize,
+}
+
 /// Adds a sample to the report if it is a full report, or if it moved beyond the deadband
 /// or changed quality since last reported.
 fn push_sample(
@@ -751,7 +768,7 @@ fn push_sample(
     id: TagId,
     quality: Quality,
     timestamp: SystemTime,
-    full: bool,
+    mode: ReportMode,
     report: &mut Report,
 ) {
     let local = id.index() - dev.first_tag;
@@ -760,7 +777,7 @@ fn push_sample(
         None => true,
         Some((last, q)) => *q != quality || site.tags[id.index()].exceeds_deadband(last, value),
     };
-    if !(full || changed) {
+    if !(mode.full || changed) {
         return;
     }
     match &mut dev.reported[local] {
@@ -769,6 +786,9 @@ fn push_sample(
             *q = quality;
         }
         slot @ None => *slot = Some((value.clone(), quality)),
+    }
+    if report.samples.capacity() == 0 {
+        report.samples.reserve(mode.reserve);
     }
     report.samples.push(Sample {
         tag: id,
