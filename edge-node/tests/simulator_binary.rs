@@ -205,7 +205,7 @@ async fn bench_map_and_tick_options_shape_the_plant() {
     );
     // The u16 counter at address 0 moves with the ticks.
     let mut moved = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         let now = bounded(ctx.read_holding_registers(0, 1))
             .await
             .unwrap()

@@ -249,7 +249,7 @@ impl SignalConfig {
     }
 }
 
-/// A tank with its inlet valve and pump; see [`super::tank`].
+/// A tank with its inlet valve and pump; see [`super::Tank`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TankConfig {
