@@ -176,15 +176,17 @@ async fn dead_and_slow_devices_do_not_delay_a_healthy_one() {
     let stats = h.stats(hid);
     let expected = (elapsed.as_millis() / 50) as u64;
     acq.shutdown().await;
-    // The healthy device kept its 50 ms scan: at least 80% of the scans the period allows
-    // in the time this test measured, and its samples changed in most of them.
+    // The healthy device kept its 50 ms scan: at least 70% of the scans the period allows
+    // in the time this test measured, and its samples changed in most of them. (The margin
+    // is for a loaded machine; waiting on the others' 200 ms timeouts or 400 ms answers
+    // would leave it a fraction of that.)
     assert!(
-        stats.scans * 10 >= expected * 8,
+        stats.scans * 10 >= expected * 7,
         "healthy scans {} of {expected}: {stats:?}",
         stats.scans
     );
     assert!(
-        u64::from(healthy_reports) * 10 >= expected * 6,
+        u64::from(healthy_reports) * 10 >= expected * 5,
         "reports {healthy_reports} of {expected}"
     );
     let slow_stats = h.stats(h.device_id("slow").unwrap());
