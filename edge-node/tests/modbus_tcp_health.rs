@@ -213,7 +213,21 @@ async fn reconnects_after_the_server_restarts() {
     );
     toml.push_str(&tag("v", 0, "u16"));
     let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let d = h.device_id("d").unwrap();
     wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
+    // A snapshot (for a rebirth) has every tag, without a request.
+    let requests = h.stats(d).requests;
+    let (online, snap) = h.snapshot(d).await.unwrap();
+    assert!(online);
+    assert_eq!(
+        (snap.samples[0].quality, &snap.samples[0].value),
+        (Quality::Good, &Value::U16(1))
+    );
+    assert!(
+        h.stats(d).requests <= requests + 1,
+        "at most a scan's request in between"
+    );
     srv.stop_listening().await;
     let offline = wait_for(&mut events, |e| match e {
         Event::Offline { report, .. } => Some(report.clone()),
@@ -221,6 +235,9 @@ async fn reconnects_after_the_server_restarts() {
     })
     .await;
     assert!(offline.samples.iter().all(|s| s.quality == Quality::Stale));
+    let (online, snap) = h.snapshot(d).await.unwrap();
+    assert!(!online);
+    assert_eq!(snap.samples[0].quality, Quality::Stale);
     assert_eq!(
         offline.samples[0].value,
         Value::U16(1),

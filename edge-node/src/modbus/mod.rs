@@ -30,6 +30,9 @@
 //!   forever. A device that answers with an exception is online: the refused tags are
 //!   [`Quality::Bad`].
 //!
+//! [`AcquisitionHandle::snapshot`] returns every tag's current sample of a device without
+//! any request, for a rebirth.
+//!
 //! Timestamps are taken when the response arrived. Hot-path allocation: a scan whose
 //! registers did not change decodes and allocates nothing of ours; a report allocates one
 //! sample buffer; string values allocate their text. tokio-modbus returns each answer as a

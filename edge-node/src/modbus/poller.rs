@@ -81,6 +81,17 @@ pub(crate) struct WriteCommand {
     pub reply: oneshot::Sender<Result<(), WriteOutcome>>,
 }
 
+/// A request to a link's task, served between scans.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Write(WriteCommand),
+    /// The current sample of every tag of a device, without any I/O.
+    Snapshot {
+        device: DeviceId,
+        reply: oneshot::Sender<Option<(bool, Report)>>,
+    },
+}
+
 /// Why the line did not complete a write.
 #[derive(Debug)]
 pub(crate) enum WriteOutcome {
@@ -119,7 +130,7 @@ pub(crate) struct LineTask {
     /// The link's request timer, reset for every request.
     timer: Pin<Box<Sleep>>,
     events: mpsc::Sender<Event>,
-    commands: Option<mpsc::Receiver<WriteCommand>>,
+    commands: Option<mpsc::Receiver<Command>>,
     cancel: CancellationToken,
 }
 
@@ -129,7 +140,7 @@ const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 /// Why the line task woke up.
 enum Wake {
     Stop,
-    Command(Option<WriteCommand>),
+    Command(Option<Command>),
     Due,
 }
 
@@ -147,7 +158,7 @@ impl LineTask {
         link: usize,
         counters: &[Arc<DeviceCounters>],
         events: mpsc::Sender<Event>,
-        commands: mpsc::Receiver<WriteCommand>,
+        commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) -> LineTask {
         let start = Instant::now();
@@ -221,7 +232,7 @@ impl LineTask {
                     if let Some(rx) = &mut self.commands {
                         match rx.try_recv() {
                             Ok(cmd) => {
-                                self.write(cmd).await;
+                                self.serve(cmd).await;
                                 continue;
                             }
                             Err(mpsc::error::TryRecvError::Disconnected) => self.commands = None,
@@ -257,7 +268,7 @@ impl LineTask {
                 };
                 match wake {
                     Wake::Stop => break,
-                    Wake::Command(Some(cmd)) => self.write(cmd).await,
+                    Wake::Command(Some(cmd)) => self.serve(cmd).await,
                     Wake::Command(None) => self.commands = None,
                     Wake::Due => {
                         if let Some((d, c, due)) = next
@@ -509,6 +520,42 @@ impl LineTask {
             return Err(ScanError::Closed);
         }
         Ok(report)
+    }
+
+    async fn serve(&mut self, cmd: Command) {
+        match cmd {
+            Command::Write(w) => self.write(w).await,
+            Command::Snapshot { device, reply } => {
+                let _ = reply.send(self.snapshot(device));
+            }
+        }
+    }
+
+    /// Every tag of `device` with its last good value and last reported quality (tags not
+    /// yet read are Stale zeros); `None` if the device is not on this link.
+    fn snapshot(&self, device: DeviceId) -> Option<(bool, Report)> {
+        let dev = self.devices.iter().find(|d| d.id == device)?;
+        let timestamp = SystemTime::now();
+        let samples = dev
+            .last_good
+            .iter()
+            .zip(&dev.reported)
+            .enumerate()
+            .map(|(i, (value, reported))| Sample {
+                tag: TagId((dev.first_tag + i) as u32),
+                value: value.clone(),
+                quality: reported.as_ref().map_or(Quality::Stale, |(_, q)| *q),
+                timestamp,
+            })
+            .collect();
+        Some((
+            dev.online,
+            Report {
+                device,
+                scan_class: None,
+                samples,
+            },
+        ))
     }
 
     async fn write(&mut self, cmd: WriteCommand) {
