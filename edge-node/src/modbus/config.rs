@@ -195,6 +195,8 @@ pub struct Site {
     pub scan_classes: Vec<ScanClass>,
     pub links: Vec<Link>,
     pub devices: Vec<Device>,
+    /// Grouped by device, in device order (as [`ModbusConfig::validate`] builds them): the
+    /// engine addresses a device's tags as one contiguous range.
     pub tags: Vec<Tag>,
 }
 

@@ -331,6 +331,7 @@ impl LineTask {
                 Ok(report) => {
                     let dev = &mut self.devices[d];
                     // The full scan just read every class: their next scans follow the grid.
+                    let now = Instant::now();
                     for class in &mut dev.classes {
                         class.next = next_on_grid(class.next, class.period, now);
                     }
