@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The whole product on loopback: the plant simulator, an edge node polling it, the host
+# with its embedded broker, history and HTTP API. Runs until Ctrl-C.
+#
+#   ./demo.sh [--broker-port 1883] [--http-port 8080] [--state-dir DIR]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+broker_port=1883
+http_port=8080
+state_dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --broker-port) broker_port="${2:?--broker-port needs a port}"; shift 2 ;;
+    --http-port) http_port="${2:?--http-port needs a port}"; shift 2 ;;
+    --state-dir) state_dir="${2:?--state-dir needs a directory}"; shift 2 ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$broker_port:broker (--broker-port)" "$http_port:HTTP API (--http-port)"; do
+  port=${p%%:*}
+  if port_taken "$port"; then
+    echo "demo.sh: 127.0.0.1:$port is already in use; the ${p#*:} needs it. Stop what holds it or pick another port." >&2
+    exit 1
+  fi
+done
+
+echo "building (release)..."
+cargo build --release --locked -q -p edge-node -p host-app --bins
+bin=target/release
+
+state_dir=${state_dir:-$(mktemp -d -t sparkplug-demo.XXXXXX)}
+mkdir -p "$state_dir"
+logs="$state_dir/logs"
+mkdir -p "$logs"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping..."
+  # Reverse order: the edge node publishes NDEATH, the host its STATE offline.
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
+  echo "stopped; history and logs stay in $state_dir"
+}
+trap stop INT TERM EXIT
+
+# The plant picks its own port and says which.
+"$bin/plant-sim" --listen 127.0.0.1:0 >"$logs/plant-sim.out" 2>"$logs/plant-sim.log" &
+pids+=($!)
+plant_addr=""
+for _ in $(seq 1 100); do
+  plant_addr=$(sed -n 's/^listening on //p' "$logs/plant-sim.out" | head -n 1)
+  [ -n "$plant_addr" ] && break
+  sleep 0.1
+done
+[ -n "$plant_addr" ] || { echo "demo.sh: plant-sim did not start; see $logs/plant-sim.log" >&2; exit 1; }
+
+fill() {
+  sed -e "s|@PLANT_PORT@|${plant_addr##*:}|g" -e "s|@BROKER_PORT@|$broker_port|g" \
+      -e "s|@HTTP_PORT@|$http_port|g" -e "s|@STATE_DIR@|$state_dir|g" "$1" >"$2"
+}
+fill config/demo/host-app.toml "$state_dir/host-app.toml"
+fill config/demo/edge-node.toml "$state_dir/edge-node.toml"
+
+"$bin/host-app" run --config "$state_dir/host-app.toml" >"$logs/host-app.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  port_taken "$http_port" && port_taken "$broker_port" && break
+  kill -0 "${pids[1]}" 2>/dev/null || { echo "demo.sh: host-app stopped; see $logs/host-app.log" >&2; tail -n 5 "$logs/host-app.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+"$bin/edge-node" --config "$state_dir/edge-node.toml" >"$logs/edge-node.log" 2>&1 &
+pids+=($!)
+
+cat <<MSG
+
+The demo is running (Ctrl-C stops it):
+  plant simulator   modbus://$plant_addr  (units 1 tank farm, 2 compressor, 3 power meter)
+  MQTT broker       mqtt://127.0.0.1:$broker_port
+  host HTTP API     http://127.0.0.1:$http_port/api/tree
+                    http://127.0.0.1:$http_port/api/events  (live changes)
+  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port
+  history, logs     $state_dir
+MSG
+
+# Ends when any part stops by itself (or on Ctrl-C through the trap).
+wait -n "${pids[@]}"
+echo "demo.sh: a part stopped by itself; see $logs" >&2
+exit 1
