@@ -1,0 +1,203 @@
+//! The engine's front door: [`Acquisition::start`] spawns one polling task per link and
+//! returns the [`Event`] stream; an [`AcquisitionHandle`] writes tags and reads counters.
+//!
+//! ```no_run
+//! # async fn demo(site: edge_node::modbus::Site) {
+//! use edge_node::modbus::{Acquisition, Event, Value};
+//! let (acquisition, mut events) = Acquisition::start(site, Default::default());
+//! let handle = acquisition.handle();
+//! if let Some(tag) = handle.tag_id("boiler", "setpoint") {
+//!     let _ = handle.write(tag, Value::F64(72.5)).await;
+//! }
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Online(full) => { /* device birth with every tag */ }
+//!         Event::Data(changes) => { /* samples beyond deadband */ }
+//!         Event::Offline { .. } => { /* device death */ }
+//!     }
+//! }
+//! acquisition.shutdown().await;
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::config::Site;
+use super::error::WriteError;
+use super::poller::{DeviceCounters, DeviceStats, LineTask, WriteCommand, WriteOutcome};
+use super::sample::{DeviceId, Event};
+use super::tag::{Table, TagId};
+use super::value::{self, Value};
+
+/// Tuning of the engine itself (not of devices).
+#[derive(Debug, Clone, Copy)]
+pub struct AcquisitionOptions {
+    /// Events buffered before polling waits for the consumer (backpressure, never loss).
+    pub event_capacity: usize,
+}
+
+impl Default for AcquisitionOptions {
+    fn default() -> Self {
+        AcquisitionOptions {
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Running polling tasks. Dropping it without [`Acquisition::shutdown`] also stops them.
+#[derive(Debug)]
+pub struct Acquisition {
+    handle: AcquisitionHandle,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Cheap to clone; writes tags and reads counters of a running acquisition.
+#[derive(Debug, Clone)]
+pub struct AcquisitionHandle {
+    site: Arc<Site>,
+    /// One command queue per link, indexed like `site.links`.
+    links: Arc<Vec<mpsc::Sender<WriteCommand>>>,
+    counters: Arc<Vec<Arc<DeviceCounters>>>,
+}
+
+impl Acquisition {
+    /// Spawns one task per link on the current tokio runtime.
+    pub fn start(site: Site, options: AcquisitionOptions) -> (Acquisition, mpsc::Receiver<Event>) {
+        let site = Arc::new(site);
+        let (events_tx, events_rx) = mpsc::channel(options.event_capacity.max(1));
+        let cancel = CancellationToken::new();
+        let counters: Vec<Arc<DeviceCounters>> = site
+            .devices
+            .iter()
+            .map(|_| Arc::new(DeviceCounters::default()))
+            .collect();
+        let mut links = Vec::with_capacity(site.links.len());
+        let mut tasks = Vec::with_capacity(site.links.len());
+        for link in 0..site.links.len() {
+            let (tx, rx) = mpsc::channel(32);
+            links.push(tx);
+            if !site.devices.iter().any(|d| d.link == link) {
+                continue;
+            }
+            let task = LineTask::new(
+                Arc::clone(&site),
+                link,
+                &counters,
+                events_tx.clone(),
+                rx,
+                cancel.child_token(),
+            );
+            tasks.push(tokio::spawn(task.run()));
+        }
+        let handle = AcquisitionHandle {
+            site,
+            links: Arc::new(links),
+            counters: Arc::new(counters),
+        };
+        (
+            Acquisition {
+                handle,
+                cancel,
+                tasks,
+            },
+            events_rx,
+        )
+    }
+
+    pub fn handle(&self) -> AcquisitionHandle {
+        self.handle.clone()
+    }
+
+    /// Stops every task and waits for them to close their connections.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Acquisition {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl AcquisitionHandle {
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    pub fn device_id(&self, device: &str) -> Option<DeviceId> {
+        let i = self.site.devices.iter().position(|d| d.name == device)?;
+        Some(DeviceId(i as u32))
+    }
+
+    pub fn tag_id(&self, device: &str, tag: &str) -> Option<TagId> {
+        let d = self.device_id(device)?.index();
+        let i = self
+            .site
+            .tags
+            .iter()
+            .position(|t| t.device == d && t.name == tag)?;
+        Some(TagId(i as u32))
+    }
+
+    /// Counters of a device (requests, scans, exceptions, failures, splits).
+    pub fn stats(&self, device: DeviceId) -> DeviceStats {
+        self.counters
+            .get(device.index())
+            .map(|c| c.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Writes an engineering value to a tag: checks access and range, undoes scaling,
+    /// encodes in the tag's type and order, then sends 05/06/15/16 as fits (a bit of a
+    /// holding register is a read-modify-write). Returns once the device acknowledged.
+    pub async fn write(&self, tag: TagId, value: Value) -> Result<(), WriteError> {
+        let Some(t) = self.site.tags.get(tag.index()) else {
+            return Err(WriteError::UnknownTag(format!("#{}", tag.0)));
+        };
+        let device = &self.site.devices[t.device];
+        let refused = |reason| WriteError::Refused {
+            device: device.name.clone(),
+            tag: t.name.clone(),
+            reason,
+        };
+        let raw = t.raw_for_write(&value).map_err(refused)?;
+        let mut words = Vec::new();
+        let mut bit = false;
+        if t.table == Table::Coil || t.bit.is_some() {
+            bit = matches!(raw, Value::Bool(true));
+        } else {
+            value::encode(t.data_type, t.order, &raw, t.span, &mut words)
+                .map_err(|e| refused(e.into()))?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let cmd = WriteCommand {
+            tag,
+            words,
+            bit,
+            reply,
+        };
+        let line = self.links.get(device.link).ok_or(WriteError::Stopped)?;
+        line.send(cmd).await.map_err(|_| WriteError::Stopped)?;
+        match answer.await {
+            Err(_) => Err(WriteError::Stopped),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(WriteOutcome::Offline)) => Err(WriteError::Offline {
+                device: device.name.clone(),
+                tag: t.name.clone(),
+            }),
+            Ok(Err(WriteOutcome::Failed(source))) => Err(WriteError::Request {
+                tag: t.name.clone(),
+                source,
+            }),
+        }
+    }
+}

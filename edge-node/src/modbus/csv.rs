@@ -1,0 +1,172 @@
+//! Tag lists as CSV, one row per tag, the way integrators keep them in a spreadsheet.
+//!
+//! The header row names the columns; only `device`, `name`, `address` and `type` are
+//! required, any other column may be left out or left empty. Columns are the keys of a
+//! TOML tag ([`TagConfig`]) plus `device`:
+//!
+//! `device,name,table,address,bit,type,length,order,scan_class,access,units,gain,offset,raw_min,raw_max,eng_min,eng_max,deadband,deadband_percent,description`
+//!
+//! Errors name the file, the line and the column.
+
+use std::io::{Read, Write};
+
+use super::config::{ConfigError, ModbusConfig, RowSource, TagConfig};
+
+/// Reads tag rows; each keeps its line for later validation messages.
+pub fn import_tags(reader: impl Read, file: &str) -> Result<Vec<TagConfig>, ConfigError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let headers = rdr
+        .headers()
+        .map_err(|e| csv_error(file, &e, None))?
+        .clone();
+    let mut rows = Vec::new();
+    for record in rdr.records() {
+        let record = record.map_err(|e| csv_error(file, &e, None))?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let mut row: TagConfig = record
+            .deserialize(Some(&headers))
+            .map_err(|e| csv_error(file, &e, Some((&headers, &record))))?;
+        row.source = Some(RowSource {
+            file: file.to_owned(),
+            line,
+        });
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn csv_error(
+    file: &str,
+    e: &csv::Error,
+    row: Option<(&csv::StringRecord, &csv::StringRecord)>,
+) -> ConfigError {
+    let mut line = e.position().map_or(0, csv::Position::line);
+    let mut column = "?".to_owned();
+    let mut message = e.to_string();
+    if let csv::ErrorKind::Deserialize { pos, err } = e.kind() {
+        line = pos.as_ref().map_or(line, csv::Position::line);
+        message = err.kind().to_string();
+        let named = err
+            .field()
+            .and_then(|i| row.and_then(|(h, _)| h.get(i as usize)))
+            .or_else(|| row.and_then(|(h, r)| column_in_message(&message, h, r)));
+        if let Some(name) = named {
+            column = name.to_owned();
+        }
+    }
+    ConfigError::Invalid {
+        place: format!("{file} line {line}"),
+        key: column,
+        message,
+    }
+}
+
+/// Serde's own messages (unknown variant `x`, unknown field `y`) carry no column index:
+/// find the column by the quoted name or value.
+fn column_in_message<'a>(
+    message: &str,
+    headers: &'a csv::StringRecord,
+    record: &csv::StringRecord,
+) -> Option<&'a str> {
+    let quoted = message.split('`').nth(1)?;
+    if let Some(h) = headers.iter().find(|h| *h == quoted) {
+        return Some(h);
+    }
+    let i = record.iter().position(|v| v == quoted)?;
+    headers.get(i)
+}
+
+/// Writes every tag of every device, one row each, with the header row.
+pub fn export_tags(config: &ModbusConfig, writer: impl Write) -> Result<(), csv::Error> {
+    let mut wtr = csv::Writer::from_writer(writer);
+    for device in &config.devices {
+        for tag in &device.tags {
+            let mut row = tag.clone();
+            row.device = Some(device.name.clone());
+            wtr.serialize(&row)?;
+        }
+    }
+    wtr.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modbus::tag::Table;
+    use crate::modbus::value::{ByteOrder, DataType};
+
+    const SHEET: &str = "\
+device,name,table,address,bit,type,length,order,scan_class,access,units,gain,offset,eng_min,eng_max,deadband
+boiler,temp,,40001,,f32,,CDAB,fast,,degC,,,0,200,0.5
+boiler,run,,00003,,bool,,,,read_write,,,,,,
+boiler,alarm_word_b3,holding,10,3,bool,,,,,,,,,,
+";
+
+    const TOML: &str = r#"
+        [[modbus.scan_classes]]
+        name = "fast"
+        period_ms = 100
+        [[modbus.devices]]
+        name = "boiler"
+        host = "127.0.0.1"
+    "#;
+
+    #[test]
+    fn import_attach_validate_and_export_round_trip() {
+        let rows = import_tags(SHEET.as_bytes(), "tags.csv").unwrap();
+        assert_eq!(rows.len(), 3);
+        let mut config = ModbusConfig::from_toml(TOML, "t.toml").unwrap();
+        config.attach_rows(rows).unwrap();
+        let site = config.validate().unwrap();
+        assert_eq!(site.tags[0].order, ByteOrder::CDAB);
+        assert_eq!(site.tags[0].data_type, DataType::F32);
+        // Leading zeros survive: 00003 is coil 2, not holding register 2.
+        assert_eq!((site.tags[1].table, site.tags[1].address), (Table::Coil, 2));
+        assert_eq!(site.tags[2].bit, Some(3));
+
+        let mut out = Vec::new();
+        export_tags(&config, &mut out).unwrap();
+        let again = import_tags(out.as_slice(), "export.csv").unwrap();
+        let mut config2 = ModbusConfig::from_toml(TOML, "t.toml").unwrap();
+        config2.attach_rows(again).unwrap();
+        assert_eq!(config2.validate().unwrap().tags, site.tags);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let bad_type = "device,name,address,type\nboiler,a,40001,u16\nboiler,b,40002,float\n";
+        let e = import_tags(bad_type.as_bytes(), "tags.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tags.csv line 3") && e.contains("`type`"), "{e}");
+
+        let bad_column = "device,name,address,type,colour\nboiler,a,40001,u16,red\n";
+        let e = import_tags(bad_column.as_bytes(), "tags.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("colour"), "{e}");
+
+        let bad_value =
+            "device,name,address,type,access\nboiler,a,40001,u16,\nboiler,b,30001,u16,read_write\n";
+        let rows = import_tags(bad_value.as_bytes(), "tags.csv").unwrap();
+        let mut config = ModbusConfig::from_toml(TOML, "t.toml").unwrap();
+        config.attach_rows(rows).unwrap();
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("tags.csv line 3") && e.contains("`access`"),
+            "{e}"
+        );
+
+        let unknown_device = "device,name,address,type\npump,a,40001,u16\n";
+        let rows = import_tags(unknown_device.as_bytes(), "tags.csv").unwrap();
+        let mut config = ModbusConfig::from_toml(TOML, "t.toml").unwrap();
+        let e = config.attach_rows(rows).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2") && e.contains("`device`") && e.contains("pump"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Opening the three transports (Modbus TCP, RTU on a serial port, RTU over TCP) and making
+//! one request with a timeout, mapping every outcome to a typed [`Failure`].
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_modbus::client::{Client, Context};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::{Request, Response, Slave};
+
+use super::config::{Parity, SerialSettings, Transport};
+use super::error::Failure;
+
+/// Opens the link, within `timeout`.
+pub(crate) async fn connect(transport: &Transport, timeout: Duration) -> Result<Context, Failure> {
+    let opening = async {
+        match transport {
+            Transport::Tcp { host, port } => {
+                let stream = tcp_connect(host, *port).await?;
+                Ok::<Context, io::Error>(tokio_modbus::client::tcp::attach(stream))
+            }
+            Transport::RtuOverTcp { host, port, .. } => {
+                let stream = tcp_connect(host, *port).await?;
+                Ok(tokio_modbus::client::rtu::attach(Draining::new(stream)))
+            }
+            Transport::Rtu(serial) => {
+                let stream = open_serial(serial)?;
+                Ok(tokio_modbus::client::rtu::attach(Draining::new(stream)))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, opening).await {
+        Ok(Ok(ctx)) => Ok(ctx),
+        Ok(Err(e)) => Err(Failure::Transport(e.to_string())),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+async fn tcp_connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect((host, port)).await?;
+    // Requests are small and latency-bound.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
+    use tokio_serial::SerialPortBuilderExt as _;
+    let data_bits = match s.data_bits {
+        5 => tokio_serial::DataBits::Five,
+        6 => tokio_serial::DataBits::Six,
+        7 => tokio_serial::DataBits::Seven,
+        _ => tokio_serial::DataBits::Eight,
+    };
+    let stop_bits = if s.stop_bits == 2 {
+        tokio_serial::StopBits::Two
+    } else {
+        tokio_serial::StopBits::One
+    };
+    let parity = match s.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
+    };
+    tokio_serial::new(&s.path, s.baud)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .parity(parity)
+        .open_native_async()
+        .map_err(io::Error::from)
+}
+
+/// Sends one request to `unit` and waits at most `timeout` for its answer.
+pub(crate) async fn call(
+    ctx: &mut Context,
+    unit: u8,
+    request: Request<'_>,
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    ctx.set_slave(Slave(unit));
+    match tokio::time::timeout(timeout, ctx.call(request)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => Err(Failure::Transport(e.to_string())),
+        Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(Failure::Protocol(e.to_string())),
+        Ok(Ok(Err(code))) => Err(Failure::Exception(code)),
+        Ok(Ok(Ok(response))) => Ok(response),
+    }
+}
+
+/// An RTU line wrapper that throws away bytes pending before each request is written, so a
+/// slave answering after its timeout cannot have its late answer taken for the next one.
+#[derive(Debug)]
+pub(crate) struct Draining<T> {
+    inner: T,
+}
+
+impl<T> Draining<T> {
+    pub(crate) fn new(inner: T) -> Self {
+        Draining { inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> Draining<T> {
+    fn drain(&mut self, cx: &mut TaskContext<'_>) {
+        let mut scratch = [0u8; 256];
+        // Bounded: a line cannot hold more than a few frames of stale bytes.
+        for _ in 0..64 {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Draining<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Draining<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.drain(cx);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,281 @@
+//! Planner and device health over Modbus TCP against the plant simulator: request counts,
+//! bad-tag isolation, dead and slow devices beside a healthy one, reconnects.
+
+mod modbus_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_node::modbus::{Acquisition, Event, Quality, Value};
+use edge_node::simulator::{BankSizes, Plant, PlantServer, Table as SimTable};
+use modbus_support::{free_port, site, wait_for};
+
+async fn server(unit: u8) -> PlantServer {
+    let mut plant = Plant::new();
+    plant.add_unit(unit, BankSizes::uniform(2000)).unwrap();
+    PlantServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(plant))
+        .await
+        .unwrap()
+}
+
+fn device(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[modbus.devices]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = 1\n{extra}\n"
+    )
+}
+
+fn tag(name: &str, address: u16, ty: &str) -> String {
+    format!(
+        "[[modbus.devices.tags]]\nname = \"{name}\"\ntable = \"holding\"\naddress = {address}\ntype = \"{ty}\"\n"
+    )
+}
+
+const FAST: &str = "[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 50\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_reads_300_registers_in_3_requests() {
+    let srv = server(1).await;
+    let mut toml = format!("{FAST}{}", device("d", srv.local_addr().port(), ""));
+    // 150 u16 then 75 f32: 300 contiguous registers -> 125 + 125 + 50.
+    for i in 0..150 {
+        toml.push_str(&tag(&format!("u{i}"), i, "u16"));
+    }
+    for i in 0..75 {
+        toml.push_str(&tag(&format!("f{i}"), 150 + 2 * i, "f32"));
+    }
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let d = h.device_id("d").unwrap();
+    let online = wait_for(&mut events, |e| match e {
+        Event::Online(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(online.samples.len(), 225);
+    assert_eq!(h.stats(d).requests, 3, "one full scan is three requests");
+    // Let it scan a while; every scan costs exactly three requests.
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if h.stats(d).scans >= 6 {
+            break;
+        }
+    }
+    acq.shutdown().await;
+    let stats = h.stats(d);
+    assert!(stats.scans >= 6, "{stats:?}");
+    assert_eq!(stats.requests, 3 * stats.scans, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn illegal_address_isolates_the_bad_tag_and_the_split_is_kept() {
+    let srv = server(1).await;
+    let bank = Arc::clone(srv.bank(1).unwrap());
+    for i in 0..8u16 {
+        bank.set_holding_register(i, 100 + i).unwrap();
+    }
+    bank.mark_invalid(SimTable::HoldingRegisters, 5, 1);
+    let mut toml = format!("{FAST}{}", device("d", srv.local_addr().port(), ""));
+    for i in 0..8 {
+        toml.push_str(&tag(&format!("r{i}"), i, "u16"));
+    }
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let d = h.device_id("d").unwrap();
+    let online = wait_for(&mut events, |e| match e {
+        Event::Online(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    for i in 0..8u16 {
+        let id = h.tag_id("d", &format!("r{i}")).unwrap();
+        let s = online.samples.iter().find(|s| s.tag == id).unwrap();
+        if i == 5 {
+            assert_eq!(s.quality, Quality::Bad, "the wrong tag is BAD");
+        } else {
+            assert_eq!(
+                (s.quality, &s.value),
+                (Quality::Good, &Value::U16(100 + i)),
+                "r{i}"
+            );
+        }
+    }
+    // First scan: 0-7 refused, 0-3 ok, 4-7 refused, 4-5 refused, 4 ok, 5 refused, 6-7 ok.
+    let first = h.stats(d);
+    assert_eq!((first.requests, first.splits), (7, 3), "{first:?}");
+    // The plan keeps the split: 0-3, 4, 5, 6-7 = four requests per scan from now on.
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if h.stats(d).scans >= first.scans + 5 {
+            break;
+        }
+    }
+    acq.shutdown().await;
+    let now = h.stats(d);
+    assert!(now.scans >= first.scans + 5, "{now:?}");
+    assert_eq!(
+        now.requests - first.requests,
+        4 * (now.scans - first.scans),
+        "{now:?}"
+    );
+    assert_eq!(now.splits, 3, "no further splitting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_slow_devices_do_not_delay_a_healthy_one() {
+    let healthy = server(1).await;
+    let slow = server(1).await;
+    slow.plant()
+        .set_response_delay(1, Duration::from_millis(400))
+        .unwrap();
+    let dead_silent = server(1).await;
+    dead_silent.plant().set_silent(1, true).unwrap();
+    let refused_port = free_port();
+
+    let mut toml = FAST.to_string();
+    let timeouts = "timeout_ms = 200\noffline_after_failures = 2\nreconnect_min_ms = 100\nreconnect_max_ms = 400";
+    toml.push_str(&device("healthy", healthy.local_addr().port(), timeouts));
+    toml.push_str(&tag("v", 0, "u32"));
+    toml.push_str(&device(
+        "slow",
+        slow.local_addr().port(),
+        "timeout_ms = 1000",
+    ));
+    toml.push_str(&tag("v", 0, "u32"));
+    toml.push_str(&device("silent", dead_silent.local_addr().port(), timeouts));
+    toml.push_str(&tag("v", 0, "u32"));
+    toml.push_str(&device("refused", refused_port, timeouts));
+    toml.push_str(&tag("v", 0, "u32"));
+
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let hid = h.device_id("healthy").unwrap();
+    let healthy_bank = Arc::clone(healthy.bank(1).unwrap());
+    // Change the healthy value every few ms and count the data reports it produces.
+    let started = tokio::time::Instant::now();
+    let run = Duration::from_millis(1500);
+    let mut counter = 0u32;
+    let mut healthy_reports = 0u32;
+    while started.elapsed() < run {
+        counter += 1;
+        healthy_bank
+            .write_words(
+                SimTable::HoldingRegisters,
+                0,
+                &[0, (counter % 60000) as u16],
+            )
+            .unwrap();
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(5), events.recv()).await
+            && event.device() == hid
+            && let Event::Data(r) | Event::Online(r) = &event
+        {
+            healthy_reports += 1;
+            assert_eq!(r.samples[0].quality, Quality::Good);
+        }
+    }
+    let elapsed = started.elapsed();
+    let stats = h.stats(hid);
+    let expected = (elapsed.as_millis() / 50) as u64;
+    acq.shutdown().await;
+    // The healthy device kept its 50 ms scan: at least 80% of the scans the period allows
+    // in the time this test measured, and its samples changed in most of them.
+    assert!(
+        stats.scans * 10 >= expected * 8,
+        "healthy scans {} of {expected}: {stats:?}",
+        stats.scans
+    );
+    assert!(
+        u64::from(healthy_reports) * 10 >= expected * 6,
+        "reports {healthy_reports} of {expected}"
+    );
+    let slow_stats = h.stats(h.device_id("slow").unwrap());
+    assert!(
+        slow_stats.scans >= 1,
+        "the slow device answers, slowly: {slow_stats:?}"
+    );
+    assert!(h.stats(h.device_id("silent").unwrap()).failures >= 1);
+    assert!(h.stats(h.device_id("refused").unwrap()).failures >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_server_restarts() {
+    let srv = server(1).await;
+    let bank = Arc::clone(srv.bank(1).unwrap());
+    bank.set_holding_register(0, 1).unwrap();
+    let mut toml = format!(
+        "{FAST}{}",
+        device(
+            "d",
+            srv.local_addr().port(),
+            "timeout_ms = 200\noffline_after_failures = 1\nreconnect_min_ms = 50\nreconnect_max_ms = 200"
+        )
+    );
+    toml.push_str(&tag("v", 0, "u16"));
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
+    srv.stop_listening().await;
+    let offline = wait_for(&mut events, |e| match e {
+        Event::Offline { report, .. } => Some(report.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(offline.samples.iter().all(|s| s.quality == Quality::Stale));
+    assert_eq!(
+        offline.samples[0].value,
+        Value::U16(1),
+        "stale keeps the last good value"
+    );
+    bank.set_holding_register(0, 2).unwrap();
+    srv.start_listening().await.unwrap();
+    let back = wait_for(&mut events, |e| match e {
+        Event::Online(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (back.samples[0].quality, &back.samples[0].value),
+        (Quality::Good, &Value::U16(2))
+    );
+    acq.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_down_at_start_up_comes_online_later() {
+    let port = free_port();
+    let mut toml = format!(
+        "{FAST}{}",
+        device(
+            "late",
+            port,
+            "timeout_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 100"
+        )
+    );
+    toml.push_str(&tag("v", 0, "u16"));
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let id = h.device_id("late").unwrap();
+    // Let it fail a few retries first.
+    for _ in 0..200 {
+        if h.stats(id).failures >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(h.stats(id).failures >= 3);
+    assert!(
+        events.try_recv().is_err(),
+        "nothing reported for a device never seen"
+    );
+    let mut plant = Plant::new();
+    plant.add_unit(1, BankSizes::uniform(10)).unwrap();
+    plant.bank(1).unwrap().set_holding_register(0, 77).unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = PlantServer::start(addr, Arc::new(plant)).await.unwrap();
+    let online = wait_for(&mut events, |e| match e {
+        Event::Online(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(online.samples[0].value, Value::U16(77));
+    acq.shutdown().await;
+    srv.shutdown().await;
+}
