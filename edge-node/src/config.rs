@@ -509,6 +509,19 @@ fn check_server(
             None
         }
     };
+    let files = [
+        ("ca_file", s.ca_file.as_ref()),
+        ("client_cert_file", client_auth.as_ref().map(|(c, _)| c)),
+        ("client_key_file", client_auth.as_ref().map(|(_, k)| k)),
+    ];
+    for (name, file) in files {
+        if let Some(file) = file {
+            let file = relative(base, file.clone());
+            if let Err(e) = std::fs::metadata(&file) {
+                problem(problems, key(name), format!("{}: {e}", file.display()));
+            }
+        }
+    }
     let tls = if tls {
         match s.ca_file {
             Some(ca) => Some(TlsSettings {
