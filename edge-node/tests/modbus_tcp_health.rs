@@ -6,8 +6,8 @@ mod modbus_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_node::modbus::{Acquisition, Event, Quality, Value};
-use edge_node::simulator::{BankSizes, Plant, PlantServer, Table as SimTable};
+use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
+use edge_node::simulator::{BankSizes, Plant, PlantServer, Table as SimTable, UnknownUnitReply};
 use modbus_support::{free_port, site, wait_for};
 
 async fn server(unit: u8) -> PlantServer {
@@ -278,4 +278,120 @@ async fn a_device_down_at_start_up_comes_online_later() {
     assert_eq!(online.samples[0].value, Value::U16(77));
     acq.shutdown().await;
     srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadband_filters_small_moves_and_errors_name_the_request() {
+    let srv = server(1).await;
+    let bank = Arc::clone(srv.bank(1).unwrap());
+    bank.set_holding_register(0, 100).unwrap();
+    bank.mark_invalid(SimTable::HoldingRegisters, 50, 1);
+    let mut toml = format!(
+        "{FAST}{}",
+        device(
+            "d",
+            srv.local_addr().port(),
+            "offline_after_failures = 1\ntimeout_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 100"
+        )
+    );
+    toml.push_str(&tag("level", 0, "u16"));
+    toml.push_str("deadband = 5.0\n");
+    toml.push_str(&tag("bad", 50, "u16"));
+    toml.push_str("access = \"read_write\"\n");
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let level = h.tag_id("d", "level").unwrap();
+    let d = h.device_id("d").unwrap();
+    wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
+
+    // +3 is inside the deadband: several scans pass without a report of `level`.
+    bank.set_holding_register(0, 103).unwrap();
+    let scans = h.stats(d).scans;
+    for _ in 0..300 {
+        if h.stats(d).scans >= scans + 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(h.stats(d).scans >= scans + 4);
+    while let Ok(e) = events.try_recv() {
+        if let Event::Data(r) = e {
+            assert!(
+                r.samples.iter().all(|s| s.tag != level),
+                "reported inside the deadband: {r:?}"
+            );
+        }
+    }
+    // +8 from the last report leaves it.
+    bank.set_holding_register(0, 108).unwrap();
+    let v = wait_for(&mut events, |e| match e {
+        Event::Data(r) => r
+            .samples
+            .iter()
+            .find(|s| s.tag == level)
+            .map(|s| s.value.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(v, Value::U16(108));
+
+    // An exception answer becomes an error naming device, unit, function and address.
+    let e = h
+        .write(h.tag_id("d", "bad").unwrap(), Value::U16(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device `d` unit 1 function 06 address 50") && e.contains("exception 02"),
+        "{e}"
+    );
+    // Writes to an offline device are refused, not queued.
+    srv.stop_listening().await;
+    wait_for(&mut events, |e| {
+        matches!(e, Event::Offline { .. }).then_some(())
+    })
+    .await;
+    let e = h
+        .write(h.tag_id("d", "bad").unwrap(), Value::U16(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WriteError::Offline { .. }), "{e}");
+    acq.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_exception_for_a_missing_unit_counts_as_unreachable() {
+    let srv = server(1).await;
+    srv.plant()
+        .set_unknown_unit_reply(UnknownUnitReply::GatewayTargetDevice);
+    let mut toml = FAST.to_string();
+    toml.push_str(&format!(
+        "[[modbus.devices]]\nname = \"missing\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = 9\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n",
+        srv.local_addr().port()
+    ));
+    toml.push_str(&tag("v", 0, "u16"));
+    toml.push_str(&device("present", srv.local_addr().port(), ""));
+    toml.push_str(&tag("v", 0, "u16"));
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let present = h.device_id("present").unwrap();
+    let online = wait_for(&mut events, |e| match e {
+        Event::Online(r) => Some(r.device),
+        _ => None,
+    })
+    .await;
+    assert_eq!(online, present, "only the unit that exists comes online");
+    let missing = h.device_id("missing").unwrap();
+    for _ in 0..200 {
+        if h.stats(missing).exceptions >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = h.stats(missing);
+    acq.shutdown().await;
+    assert!(stats.exceptions >= 2 && stats.scans == 0, "{stats:?}");
+    while let Ok(e) = events.try_recv() {
+        assert_ne!(e.device(), missing, "{e:?}");
+    }
 }

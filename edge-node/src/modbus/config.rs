@@ -50,7 +50,8 @@ pub struct ModbusConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScanClassConfig {
     pub name: String,
-    pub period_ms: u64,
+    /// Scan period in milliseconds; fractions allowed down to 0.1 ms.
+    pub period_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,12 +393,12 @@ impl ModbusConfig {
             if site.scan_classes.iter().any(|s| s.name == sc.name) {
                 return Err(invalid(place, "name", "defined twice"));
             }
-            if sc.period_ms == 0 {
-                return Err(invalid(place, "period_ms", "must be at least 1"));
+            if !(sc.period_ms.is_finite() && (0.1..=86_400_000.0).contains(&sc.period_ms)) {
+                return Err(invalid(place, "period_ms", "must be 0.1 ms ..= 1 day"));
             }
             site.scan_classes.push(ScanClass {
                 name: sc.name.clone(),
-                period: Duration::from_millis(sc.period_ms),
+                period: Duration::from_secs_f64(sc.period_ms / 1000.0),
             });
         }
         for bus in &self.buses {

@@ -14,6 +14,9 @@ pub struct Block {
     /// Registers or bits read.
     pub count: u16,
     pub tags: Vec<BlockTag>,
+    /// The block's previous answer (bits as 0/1), kept so tags whose registers did not
+    /// change are not decoded again; empty until the first answer.
+    pub previous: Vec<u16>,
 }
 
 /// Where a tag sits in its block's answer.
@@ -43,6 +46,7 @@ impl Block {
             // The tags fitted one request before, so the span fits u16.
             count: (hi - u32::from(lo)) as u16,
             tags,
+            previous: Vec::new(),
         }
     }
 
@@ -102,6 +106,7 @@ pub fn plan<'a>(
                 offset: 0,
                 span: tag.span,
             }],
+            previous: Vec::new(),
         });
     }
     blocks

@@ -12,13 +12,14 @@
 //! the start instant (no drift). A scan that overruns skips the ticks it missed rather than
 //! running them back to back (the effect of `MissedTickBehavior::Skip`).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_modbus::client::Context;
 use tokio_modbus::{ExceptionCode, Request, Response};
 use tokio_util::sync::CancellationToken;
@@ -115,10 +116,15 @@ pub(crate) struct LineTask {
     link: usize,
     devices: Vec<DeviceRun>,
     conn: Option<Context>,
+    /// The link's request timer, reset for every request.
+    timer: Pin<Box<Sleep>>,
     events: mpsc::Sender<Event>,
     commands: Option<mpsc::Receiver<WriteCommand>>,
     cancel: CancellationToken,
 }
+
+/// Granularity of tokio's timer wheel.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// Why the line task woke up.
 enum Wake {
@@ -191,6 +197,7 @@ impl LineTask {
             link,
             devices,
             conn: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             events,
             commands: Some(commands),
             cancel,
@@ -202,6 +209,32 @@ impl LineTask {
         async move {
             loop {
                 let next = self.next_due();
+                // Timers tick in whole milliseconds: a deadline nearer than that (a sub-ms
+                // period, or a scan that overran) runs now instead of sleeping a full tick.
+                if let Some((d, c, due)) = next
+                    && due <= Instant::now() + TIMER_RESOLUTION
+                {
+                    if self.cancel.is_cancelled() {
+                        break;
+                    }
+                    // Writes are never starved by back-to-back scans.
+                    if let Some(rx) = &mut self.commands {
+                        match rx.try_recv() {
+                            Ok(cmd) => {
+                                self.write(cmd).await;
+                                continue;
+                            }
+                            Err(mpsc::error::TryRecvError::Disconnected) => self.commands = None,
+                            Err(mpsc::error::TryRecvError::Empty) => {}
+                        }
+                    }
+                    if self.run_due(d, c, due).await.is_err() {
+                        break;
+                    }
+                    // Every request awaits I/O, so the task still yields (and tokio's
+                    // cooperative budget bounds it) without an explicit yield here.
+                    continue;
+                }
                 let wake = {
                     let sleep = async {
                         match next {
@@ -386,13 +419,34 @@ impl LineTask {
             let mut i = 0;
             while i < dev.classes[c].blocks.len() {
                 let block = &dev.classes[c].blocks[i];
-                let result =
-                    read_block(&mut self.conn, transport, device, block, &dev.counters).await;
+                let result = read_block(
+                    &mut self.conn,
+                    &mut self.timer,
+                    transport,
+                    device,
+                    block,
+                    &dev.counters,
+                )
+                .await;
                 let timestamp = SystemTime::now();
                 match result {
                     Ok(response) => {
+                        let known = dev.classes[c].blocks[i].previous.len()
+                            == usize::from(dev.classes[c].blocks[i].count);
                         for k in 0..dev.classes[c].blocks[i].tags.len() {
                             let bt = dev.classes[c].blocks[i].tags[k];
+                            // Same registers as last scan and reported good: same value,
+                            // nothing to decode or report.
+                            if !full
+                                && known
+                                && matches!(
+                                    dev.reported[bt.id.index() - dev.first_tag],
+                                    Some((_, Quality::Good))
+                                )
+                                && unchanged(&dev.classes[c].blocks[i].previous, &bt, &response)
+                            {
+                                continue;
+                            }
                             let tag = &site.tags[bt.id.index()];
                             let quality = match decode(tag, &bt, &response) {
                                 Some(v) => {
@@ -403,6 +457,8 @@ impl LineTask {
                             };
                             push_sample(dev, &site, bt.id, quality, timestamp, full, &mut report);
                         }
+                        let block = &mut dev.classes[c].blocks[i];
+                        remember(&mut block.previous, &response, usize::from(block.count));
                         i += 1;
                     }
                     Err(e) => match &e.failure {
@@ -470,18 +526,26 @@ impl LineTask {
                     // Read-modify-write of one bit: another master writing the same register
                     // between our read and write would lose its change (documented).
                     let read = Request::ReadHoldingRegisters(tag.address, 1);
-                    let word =
-                        match request(&mut self.conn, transport, device, read, &counters).await? {
-                            Response::ReadHoldingRegisters(w) if w.len() == 1 => w[0],
-                            other => {
-                                return Err(located(
-                                    device,
-                                    3,
-                                    tag.address,
-                                    Failure::Protocol(format!("unexpected answer {other:?}")),
-                                ));
-                            }
-                        };
+                    let word = match request(
+                        &mut self.conn,
+                        &mut self.timer,
+                        transport,
+                        device,
+                        read,
+                        &counters,
+                    )
+                    .await?
+                    {
+                        Response::ReadHoldingRegisters(w) if w.len() == 1 => w[0],
+                        other => {
+                            return Err(located(
+                                device,
+                                3,
+                                tag.address,
+                                Failure::Protocol(format!("unexpected answer {other:?}")),
+                            ));
+                        }
+                    };
                     let mask = 1u16 << bit;
                     let word = if cmd.bit { word | mask } else { word & !mask };
                     if multiple {
@@ -495,9 +559,16 @@ impl LineTask {
                 }
                 _ => Request::WriteMultipleRegisters(tag.address, cmd.words.as_slice().into()),
             };
-            request(&mut self.conn, transport, device, req, &counters)
-                .await
-                .map(drop)
+            request(
+                &mut self.conn,
+                &mut self.timer,
+                transport,
+                device,
+                req,
+                &counters,
+            )
+            .await
+            .map(drop)
         }
         .await;
         let _ = cmd.reply.send(result.map_err(WriteOutcome::Failed));
@@ -534,6 +605,7 @@ fn located(
 /// stays open across a slave's timeout and drains stale bytes before the next request.
 async fn request(
     conn: &mut Option<Context>,
+    timer: &mut Pin<Box<Sleep>>,
     transport: &Transport,
     device: &super::config::Device,
     req: Request<'_>,
@@ -570,7 +642,7 @@ async fn request(
         Transport::Tcp { .. } => {}
     }
     counters.requests.fetch_add(1, Ordering::Relaxed);
-    match transport::call(ctx, device.unit_id, req, device.timeout).await {
+    match transport::call(ctx, device.unit_id, req, device.timeout, timer).await {
         Ok(r) => Ok(r),
         Err(f @ Failure::Exception(_)) => {
             counters.exceptions.fetch_add(1, Ordering::Relaxed);
@@ -590,6 +662,7 @@ async fn request(
 
 async fn read_block(
     conn: &mut Option<Context>,
+    timer: &mut Pin<Box<Sleep>>,
     transport: &Transport,
     device: &super::config::Device,
     block: &Block,
@@ -601,7 +674,7 @@ async fn read_block(
         Table::InputRegister => Request::ReadInputRegisters(block.start, block.count),
         Table::HoldingRegister => Request::ReadHoldingRegisters(block.start, block.count),
     };
-    let response = request(conn, transport, device, req, counters).await?;
+    let response = request(conn, timer, transport, device, req, counters).await?;
     let n = usize::from(block.count);
     let ok = match &response {
         Response::ReadCoils(b) | Response::ReadDiscreteInputs(b) => b.len() >= n,
@@ -618,6 +691,41 @@ async fn read_block(
         ));
     }
     Ok(response)
+}
+
+/// Whether the tag's registers (or bit) equal those of the previous answer.
+fn unchanged(previous: &[u16], bt: &planner::BlockTag, response: &Response) -> bool {
+    let range = usize::from(bt.offset)..usize::from(bt.offset) + usize::from(bt.span);
+    match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+            match (bits.get(range.clone()), previous.get(range)) {
+                (Some(now), Some(before)) => {
+                    now.iter().zip(before).all(|(b, p)| u16::from(*b) == *p)
+                }
+                _ => false,
+            }
+        }
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            matches!((words.get(range.clone()), previous.get(range)), (Some(a), Some(b)) if a == b)
+        }
+        _ => false,
+    }
+}
+
+/// Keeps a copy of the answer in the block's reused buffer.
+fn remember(previous: &mut Vec<u16>, response: &Response, count: usize) {
+    previous.clear();
+    match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+            previous.extend(bits.iter().map(|b| u16::from(*b)));
+        }
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            previous.extend_from_slice(words);
+        }
+        _ => {}
+    }
+    // Bit answers are padded to whole bytes.
+    previous.truncate(count);
 }
 
 /// Decodes one tag straight from the block's answer; `None` if it does not decode.
@@ -668,4 +776,24 @@ fn push_sample(
         quality,
         timestamp,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_stay_on_the_grid_and_skip_missed_ticks() {
+        let t0 = Instant::now();
+        let p = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        // On time: the next tick.
+        assert_eq!(next_on_grid(t0, p, t0 + ms(50)), t0 + ms(100));
+        // Exactly on a tick: the one after.
+        assert_eq!(next_on_grid(t0, p, t0 + ms(100)), t0 + ms(200));
+        // A scan that overran 3.5 periods skips the missed ticks, stays on the grid.
+        let next = next_on_grid(t0, p, t0 + ms(350));
+        let err = next.max(t0 + ms(400)) - next.min(t0 + ms(400));
+        assert!(err < Duration::from_micros(1), "{next:?}");
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{Request, Response, Slave};
@@ -74,19 +75,29 @@ fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
 }
 
 /// Sends one request to `unit` and waits at most `timeout` for its answer.
+///
+/// `timer` is the link's one reusable timer: moving a registered deadline later is an
+/// atomic update in tokio, where a fresh timeout per request would insert into and remove
+/// from the timer wheel every time.
 pub(crate) async fn call(
     ctx: &mut Context,
     unit: u8,
     request: Request<'_>,
     timeout: Duration,
+    timer: &mut Pin<Box<Sleep>>,
 ) -> Result<Response, Failure> {
     ctx.set_slave(Slave(unit));
-    match tokio::time::timeout(timeout, ctx.call(request)).await {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Err(tokio_modbus::Error::Transport(e))) => Err(Failure::Transport(e.to_string())),
-        Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(Failure::Protocol(e.to_string())),
-        Ok(Ok(Err(code))) => Err(Failure::Exception(code)),
-        Ok(Ok(Ok(response))) => Ok(response),
+    timer.as_mut().reset(Instant::now() + timeout);
+    let answer = tokio::select! {
+        biased;
+        answer = ctx.call(request) => answer,
+        () = timer.as_mut() => return Err(Failure::Timeout),
+    };
+    match answer {
+        Err(tokio_modbus::Error::Transport(e)) => Err(Failure::Transport(e.to_string())),
+        Err(tokio_modbus::Error::Protocol(e)) => Err(Failure::Protocol(e.to_string())),
+        Ok(Err(code)) => Err(Failure::Exception(code)),
+        Ok(Ok(response)) => Ok(response),
     }
 }
 
