@@ -325,6 +325,8 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
     let ddeath = host.next_kind("DDEATH").await;
     assert_eq!(ddeath.topic, topic("DDEATH", Some(DEVICE)));
     assert!(ddeath.seq().is_some());
+    assert!(!ddeath.retain);
+    assert!(ddeath.payload().timestamp.is_some());
     plant.start_listening().await.unwrap();
     let dbirth = host.next_kind("DBIRTH").await;
     assert!(dbirth.seq().unwrap() > ddeath.seq().unwrap());
@@ -336,4 +338,45 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
         .clone();
     assert!(q.is_none_or(|p| p.quality().unwrap() != Some(Quality::Bad)));
     node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
+    let broker = start_rumqttd();
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let nbirth = host.next_kind("NBIRTH").await.payload();
+    host.next_kind("DBIRTH").await;
+    let scan_rate = alias_in(&nbirth, "Node Control/Scan Rate");
+    let published = alias_in(&nbirth, "Link/Messages Published");
+
+    let command = Payload::new(1).with_metric(Metric::new("Node Control/Scan Rate", 250i64));
+    host.publish(
+        &topic("NCMD", None),
+        command.encode_to_vec().unwrap(),
+        false,
+    )
+    .await;
+    let ndata = host.next_kind("NDATA").await;
+    assert!(!ndata.retain);
+    assert!(ndata.seq().is_some());
+    let p = ndata.payload();
+    let metric = p
+        .metrics
+        .iter()
+        .find(|m| m.alias == Some(scan_rate))
+        .expect("Scan Rate in NDATA");
+    assert_eq!(metric.name, None);
+    let mut typed = metric.clone();
+    typed.resolve(DataType::Int64).unwrap();
+    assert_eq!(typed.typed_value(), Some(&Value::Int64(250)));
+    assert!(
+        p.metrics.iter().any(|m| m.alias == Some(published)),
+        "counters that moved are in the same NDATA"
+    );
+    // The acquisition restarted at the new rate: the device is born again.
+    host.next_kind("DBIRTH").await;
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
 }

@@ -326,6 +326,28 @@ mod tests {
     }
 
     #[test]
+    fn data_metrics_carry_quality_only_when_not_good() {
+        let good = data_metric(70, &modbus::Value::U16(1), modbus::Quality::Good, 5);
+        assert_eq!(good.properties, None);
+        assert_eq!(good.datatype, None);
+        assert_eq!(good.name, None);
+        let bad = data_metric(70, &modbus::Value::U16(1), modbus::Quality::Bad, 5);
+        let props = bad.properties.unwrap();
+        assert_eq!(props.quality(), Ok(Some(Quality::Bad)));
+        assert_eq!(
+            props.get("Quality"),
+            Some(&sparkplug::PropertyValue::Value(
+                sparkplug::BasicValue::Int32(0)
+            ))
+        );
+        let stale = data_metric(70, &modbus::Value::U16(1), modbus::Quality::Stale, 5);
+        assert_eq!(
+            stale.properties.unwrap().quality(),
+            Ok(Some(Quality::Stale))
+        );
+    }
+
+    #[test]
     fn values_round_trip_between_modbus_and_sparkplug() {
         for v in [
             modbus::Value::Bool(true),

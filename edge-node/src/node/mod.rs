@@ -250,7 +250,9 @@ impl EdgeNode {
         let mut born = false;
         let connect_deadline = tokio::time::sleep(self.config.mqtt.connect_timeout);
         tokio::pin!(connect_deadline);
-        let mut tick = tokio::time::interval(self.config.sparkplug.metrics_period);
+        let period = self.config.sparkplug.metrics_period;
+        // The first check is one period after the connect, not at once.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
             tokio::select! {
