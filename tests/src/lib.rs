@@ -63,6 +63,12 @@ impl Mosquitto {
     /// Writes a config (`listener PORT 127.0.0.1`, anonymous allowed), starts the broker and
     /// waits (bounded) until it accepts connections.
     pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// Like [`Mosquitto::start`], with more configuration lines after the plain listener
+    /// (e.g. a second, TLS listener).
+    pub fn start_with(extra: &str) -> Mosquitto {
         assert!(
             std::path::Path::new(Self::BINARY).exists(),
             "{} is missing: run `bash tests/run.sh` once (it installs the mosquitto package)",
@@ -75,15 +81,17 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+                "allow_anonymous true\npersistence false\nlog_dest stderr\nlistener {port} 127.0.0.1\n{extra}\n"
             ),
         )
         .expect("temp dir is writable");
+        let log_path = dir.join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).expect("temp dir is writable");
         let child = Command::new(Self::BINARY)
             .arg("-c")
             .arg(&conf)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("mosquitto starts");
         let broker = Mosquitto {
@@ -97,7 +105,8 @@ impl Mosquitto {
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
-        panic!("mosquitto did not accept connections on port {port} within 5 s");
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("mosquitto did not accept connections on port {port} within 5 s:\n{log}");
     }
 
     pub fn port(&self) -> u16 {
