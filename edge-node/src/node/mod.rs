@@ -105,8 +105,10 @@ pub struct EdgeNode {
     /// Accepted CONNECTs since start.
     connects: u64,
     server: usize,
-    /// The newest primary host STATE timestamp seen; older STATEs are ignored.
+    /// The newest primary host STATE seen on any server; older STATEs are ignored.
     host_state: Option<State>,
+    /// The primary host's STATE online was seen on the current connection.
+    host_online_here: bool,
     last_rebirth: Option<Instant>,
 }
 
@@ -139,6 +141,7 @@ impl EdgeNode {
             connects: 0,
             server: 0,
             host_state: None,
+            host_online_here: false,
             last_rebirth: None,
         };
         let cancel = CancellationToken::new();
@@ -235,6 +238,7 @@ impl EdgeNode {
             return (Ending::Lost("no server configured".into()), false);
         };
         let bd_seq = self.bdseq.next();
+        self.host_online_here = false;
         let will = LastWill::new(
             self.publisher.topic(MessageType::NDeath, None),
             Publisher::ndeath_payload(bd_seq, millis(SystemTime::now())),
@@ -341,7 +345,7 @@ impl EdgeNode {
                             pending: pending - 1,
                         };
                     } else if self.config.sparkplug.primary_host_id.is_some()
-                        && !self.host_state.is_some_and(|s| s.online)
+                        && !self.host_online_here
                     {
                         info!("waiting for the primary host's STATE online");
                         *phase = Phase::AwaitingHost;
@@ -427,20 +431,19 @@ impl EdgeNode {
             return Ok(None);
         }
         self.host_state = Some(state);
+        self.host_online_here = state.online;
         info!(host_id, online = state.online, "primary host STATE");
-        match (*phase, state.online) {
-            (Phase::AwaitingHost, true) => {
-                self.births(link, bd_seq).await?;
-                *phase = Phase::Born;
-            }
-            (Phase::Born, false) => {
-                info!(
-                    host_id,
-                    "primary host offline here: moving to the next server"
-                );
-                return Ok(Some(Ending::NextServer));
-            }
-            _ => {}
+        if !state.online {
+            // The host cannot see this server: leave it for the next one.
+            info!(
+                host_id,
+                "primary host offline here: moving to the next server"
+            );
+            return Ok(Some(Ending::NextServer));
+        }
+        if *phase == Phase::AwaitingHost {
+            self.births(link, bd_seq).await?;
+            *phase = Phase::Born;
         }
         Ok(None)
     }
