@@ -176,15 +176,17 @@ async fn dead_and_slow_devices_do_not_delay_a_healthy_one() {
     let stats = h.stats(hid);
     let expected = (elapsed.as_millis() / 50) as u64;
     acq.shutdown().await;
-    // The healthy device kept its 50 ms scan: at least 80% of the scans the period allows
-    // in the time this test measured, and its samples changed in most of them.
+    // The healthy device kept its 50 ms scan: at least 70% of the scans the period allows
+    // in the time this test measured, and its samples changed in most of them. (The margin
+    // is for a loaded machine; waiting on the others' 200 ms timeouts or 400 ms answers
+    // would leave it a fraction of that.)
     assert!(
-        stats.scans * 10 >= expected * 8,
+        stats.scans * 10 >= expected * 7,
         "healthy scans {} of {expected}: {stats:?}",
         stats.scans
     );
     assert!(
-        u64::from(healthy_reports) * 10 >= expected * 6,
+        u64::from(healthy_reports) * 10 >= expected * 5,
         "reports {healthy_reports} of {expected}"
     );
     let slow_stats = h.stats(h.device_id("slow").unwrap());
@@ -211,7 +213,21 @@ async fn reconnects_after_the_server_restarts() {
     );
     toml.push_str(&tag("v", 0, "u16"));
     let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let d = h.device_id("d").unwrap();
     wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
+    // A snapshot (for a rebirth) has every tag, without a request.
+    let requests = h.stats(d).requests;
+    let (online, snap) = h.snapshot(d).await.unwrap();
+    assert!(online);
+    assert_eq!(
+        (snap.samples[0].quality, &snap.samples[0].value),
+        (Quality::Good, &Value::U16(1))
+    );
+    assert!(
+        h.stats(d).requests <= requests + 1,
+        "at most a scan's request in between"
+    );
     srv.stop_listening().await;
     let offline = wait_for(&mut events, |e| match e {
         Event::Offline { report, .. } => Some(report.clone()),
@@ -219,6 +235,9 @@ async fn reconnects_after_the_server_restarts() {
     })
     .await;
     assert!(offline.samples.iter().all(|s| s.quality == Quality::Stale));
+    let (online, snap) = h.snapshot(d).await.unwrap();
+    assert!(!online);
+    assert_eq!(snap.samples[0].quality, Quality::Stale);
     assert_eq!(
         offline.samples[0].value,
         Value::U16(1),

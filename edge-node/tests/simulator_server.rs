@@ -434,32 +434,21 @@ async fn rejected_connections_are_closed_at_once() {
     server.shutdown().await;
 }
 
-/// The service does not depend on TCP framing: serve it with RTU framing (over a socket,
-/// standing in for a serial line) and talk RTU to it.
+/// The service does not depend on TCP: serve it with tokio-modbus's RTU server on one end
+/// of a pseudo-terminal pair and talk RTU to it from the other.
+#[cfg(unix)]
 #[tokio::test]
-async fn the_service_answers_rtu_frames_too() {
+async fn the_service_answers_over_a_serial_line() {
     let mut plant = Plant::new();
     plant.add_unit(3, BankSizes::uniform(16)).unwrap();
     plant.bank(3).unwrap().set_input_register(1, 31).unwrap();
     let plant = Arc::new(plant);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (device_end, client_end) = tokio_serial::SerialStream::pair().unwrap();
     let service = PlantService::new(Arc::clone(&plant));
-    let server = tokio::spawn(async move {
-        let server = tokio_modbus::server::rtu_over_tcp::Server::new(listener);
-        let on_connected = |stream, peer| {
-            let service = service.clone();
-            async move {
-                tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, peer, |_| {
-                    Ok(Some(service.clone()))
-                })
-            }
-        };
-        server.serve(&on_connected, |_| {}).await
-    });
+    let server =
+        tokio::spawn(tokio_modbus::server::rtu::Server::new(device_end).serve_forever(service));
 
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut ctx = rtu::attach_slave(stream, Slave(3));
+    let mut ctx = rtu::attach_slave(client_end, Slave(3));
     assert_eq!(
         bounded(ctx.read_input_registers(0, 2)).await.unwrap(),
         Ok(vec![0, 31])
@@ -473,5 +462,47 @@ async fn the_service_answers_rtu_frames_too() {
         bounded(ctx.read_holding_registers(15, 2)).await.unwrap(),
         Err(ExceptionCode::IllegalDataAddress)
     );
+    // Another slave address on the line stays silent, as RTU devices do.
+    ctx.set_slave(Slave(4));
+    let silent =
+        tokio::time::timeout(Duration::from_millis(300), ctx.read_input_registers(0, 1)).await;
+    assert!(silent.is_err());
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients_each_get_their_own_units_data() {
+    let units = [1u8, 2, 3, 4];
+    let server = server_with_units(&units).await;
+    for unit in units {
+        let values: Vec<u16> = (0..100).map(|i| u16::from(unit) * 1000 + i).collect();
+        server
+            .bank(unit)
+            .unwrap()
+            .write_words(Table::HoldingRegisters, 0, &values)
+            .unwrap();
+    }
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..16u8)
+        .map(|n| {
+            tokio::spawn(async move {
+                let mut ctx = client(addr, 1).await;
+                for round in 0..50u8 {
+                    let unit = units[usize::from((n + round) % 4)];
+                    ctx.set_slave(Slave(unit));
+                    let words = bounded(ctx.read_holding_registers(0, 100))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(words[0], u16::from(unit) * 1000);
+                    assert_eq!(words[99], u16::from(unit) * 1000 + 99);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        bounded(client).await.unwrap();
+    }
+    assert!(server.wait_for_connections(|&n| n == 0, WAIT).await);
+    server.shutdown().await;
 }

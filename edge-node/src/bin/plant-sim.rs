@@ -72,6 +72,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.tick_ms = tick_ms;
     }
     let simulator = Simulator::start(&config, args.listen).await?;
+    // Installed before announcing readiness, so a SIGTERM right after it is not fatal.
+    let shutdown = shutdown_signal()?;
 
     let mut stdout = tokio::io::stdout();
     let ready = format!("listening on {}\n", simulator.local_addr());
@@ -88,7 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tokio::select! {
         () = commands => {}
-        signal = shutdown_signal() => {
+        signal = shutdown => {
             signal?;
         }
     }
@@ -97,20 +99,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); the handlers are installed when this returns.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
             _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
+        Ok(())
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    Ok(async { tokio::signal::ctrl_c().await.context("waiting for Ctrl-C") })
 }

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::Site;
 use super::error::WriteError;
-use super::poller::{DeviceCounters, DeviceStats, LineTask, WriteCommand, WriteOutcome};
-use super::sample::{DeviceId, Event};
+use super::poller::{Command, DeviceCounters, DeviceStats, LineTask, WriteCommand, WriteOutcome};
+use super::sample::{DeviceId, Event, Report};
 use super::tag::{Table, TagId};
 use super::value::{self, Value};
 
@@ -61,7 +61,7 @@ pub struct Acquisition {
 pub struct AcquisitionHandle {
     site: Arc<Site>,
     /// One command queue per link, indexed like `site.links`.
-    links: Arc<Vec<mpsc::Sender<WriteCommand>>>,
+    links: Arc<Vec<mpsc::Sender<Command>>>,
     counters: Arc<Vec<Arc<DeviceCounters>>>,
 }
 
@@ -148,6 +148,21 @@ impl AcquisitionHandle {
         Some(TagId(i as u32))
     }
 
+    /// Every tag of a device as the engine knows it now — last good value, last reported
+    /// quality — and whether the device is online; for a rebirth. No request is sent; the
+    /// answer comes between two scans of the device's link. `None` once stopped or for an
+    /// unknown device.
+    pub async fn snapshot(&self, device: DeviceId) -> Option<(bool, Report)> {
+        let link = self.site.devices.get(device.index())?.link;
+        let (reply, answer) = oneshot::channel();
+        self.links
+            .get(link)?
+            .send(Command::Snapshot { device, reply })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
     /// Counters of a device (requests, scans, exceptions, failures, splits).
     pub fn stats(&self, device: DeviceId) -> DeviceStats {
         self.counters
@@ -186,7 +201,9 @@ impl AcquisitionHandle {
             reply,
         };
         let line = self.links.get(device.link).ok_or(WriteError::Stopped)?;
-        line.send(cmd).await.map_err(|_| WriteError::Stopped)?;
+        line.send(Command::Write(cmd))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
         match answer.await {
             Err(_) => Err(WriteError::Stopped),
             Ok(Ok(())) => Ok(()),

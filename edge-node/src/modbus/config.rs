@@ -195,6 +195,8 @@ pub struct Site {
     pub scan_classes: Vec<ScanClass>,
     pub links: Vec<Link>,
     pub devices: Vec<Device>,
+    /// Grouped by device, in device order (as [`ModbusConfig::validate`] builds them): the
+    /// engine addresses a device's tags as one contiguous range.
     pub tags: Vec<Tag>,
 }
 
@@ -525,6 +527,13 @@ impl ModbusConfig {
                 health,
                 use_multiple_writes: dev.use_multiple_writes.unwrap_or(false),
             });
+            if dev.tags.is_empty() {
+                return Err(invalid(
+                    place,
+                    "tags",
+                    "a device needs at least one tag (in TOML or a tag file)",
+                ));
+            }
             let mut names = HashSet::new();
             for t in &dev.tags {
                 let tag_place = match &t.source {
@@ -914,6 +923,14 @@ mod tests {
             name = "meter"
             bus = "line1"
             unit_id = 7
+            [[modbus.devices.tags]]
+            name = "t"
+            address = "30001"
+            type = "u16"
+            scan_class = "x"
+            [[modbus.scan_classes]]
+            name = "x"
+            period_ms = 1000
             "#,
         )
         .unwrap();
@@ -928,10 +945,17 @@ mod tests {
             name = "line1"
             transport = "rtu"
             path = "/dev/ttyUSB0"
+            [[modbus.scan_classes]]
+            name = "x"
+            period_ms = 1000
             [[modbus.devices]]
             name = "a"
             bus = "line1"
             unit_id = 7
+            [[modbus.devices.tags]]
+            name = "t"
+            address = "30001"
+            type = "u16"
             [[modbus.devices]]
             name = "b"
             bus = "line1"
@@ -942,7 +966,10 @@ mod tests {
 
     #[test]
     fn other_sections_are_ignored() {
-        let text = format!("[mqtt]\nhost = \"x\"\n{BASE}");
+        let text = format!(
+            "[mqtt]\nhost = \"x\"\n{}",
+            with_tag("name = \"t\"\naddress = 1\ntable = \"coil\"\ntype = \"bool\"")
+        );
         assert_eq!(parse(&text).unwrap().devices.len(), 1);
     }
 }

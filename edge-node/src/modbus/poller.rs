@@ -81,6 +81,17 @@ pub(crate) struct WriteCommand {
     pub reply: oneshot::Sender<Result<(), WriteOutcome>>,
 }
 
+/// A request to a link's task, served between scans.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Write(WriteCommand),
+    /// The current sample of every tag of a device, without any I/O.
+    Snapshot {
+        device: DeviceId,
+        reply: oneshot::Sender<Option<(bool, Report)>>,
+    },
+}
+
 /// Why the line did not complete a write.
 #[derive(Debug)]
 pub(crate) enum WriteOutcome {
@@ -119,7 +130,7 @@ pub(crate) struct LineTask {
     /// The link's request timer, reset for every request.
     timer: Pin<Box<Sleep>>,
     events: mpsc::Sender<Event>,
-    commands: Option<mpsc::Receiver<WriteCommand>>,
+    commands: Option<mpsc::Receiver<Command>>,
     cancel: CancellationToken,
 }
 
@@ -129,7 +140,7 @@ const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 /// Why the line task woke up.
 enum Wake {
     Stop,
-    Command(Option<WriteCommand>),
+    Command(Option<Command>),
     Due,
 }
 
@@ -147,7 +158,7 @@ impl LineTask {
         link: usize,
         counters: &[Arc<DeviceCounters>],
         events: mpsc::Sender<Event>,
-        commands: mpsc::Receiver<WriteCommand>,
+        commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) -> LineTask {
         let start = Instant::now();
@@ -221,7 +232,7 @@ impl LineTask {
                     if let Some(rx) = &mut self.commands {
                         match rx.try_recv() {
                             Ok(cmd) => {
-                                self.write(cmd).await;
+                                self.serve(cmd).await;
                                 continue;
                             }
                             Err(mpsc::error::TryRecvError::Disconnected) => self.commands = None,
@@ -257,7 +268,7 @@ impl LineTask {
                 };
                 match wake {
                     Wake::Stop => break,
-                    Wake::Command(Some(cmd)) => self.write(cmd).await,
+                    Wake::Command(Some(cmd)) => self.serve(cmd).await,
                     Wake::Command(None) => self.commands = None,
                     Wake::Due => {
                         if let Some((d, c, due)) = next
@@ -320,6 +331,7 @@ impl LineTask {
                 Ok(report) => {
                     let dev = &mut self.devices[d];
                     // The full scan just read every class: their next scans follow the grid.
+                    let now = Instant::now();
                     for class in &mut dev.classes {
                         class.next = next_on_grid(class.next, class.period, now);
                     }
@@ -410,10 +422,20 @@ impl LineTask {
                     .sum::<usize>()
             })
             .sum();
+        // A scan where nothing changed allocates nothing; otherwise one buffer per report,
+        // sized for every tag (full report) or for a typical burst of changes.
         let mut report = Report {
             device: dev.id,
             scan_class: class.map(|c| dev.classes[c].class),
-            samples: Vec::with_capacity(if full { capacity } else { capacity.min(64) }),
+            samples: if full {
+                Vec::with_capacity(capacity)
+            } else {
+                Vec::new()
+            },
+        };
+        let mode = ReportMode {
+            full,
+            reserve: capacity.min(64),
         };
         for c in classes {
             let mut i = 0;
@@ -455,7 +477,7 @@ impl LineTask {
                                 }
                                 None => Quality::Bad,
                             };
-                            push_sample(dev, &site, bt.id, quality, timestamp, full, &mut report);
+                            push_sample(dev, &site, bt.id, quality, timestamp, mode, &mut report);
                         }
                         let block = &mut dev.classes[c].blocks[i];
                         remember(&mut block.previous, &response, usize::from(block.count));
@@ -476,16 +498,15 @@ impl LineTask {
                         }
                         _ => {
                             debug!(device = %device.name, error = %e, "tags unreadable");
-                            let ids: Vec<TagId> =
-                                dev.classes[c].blocks[i].tags.iter().map(|t| t.id).collect();
-                            for id in ids {
+                            for k in 0..dev.classes[c].blocks[i].tags.len() {
+                                let id = dev.classes[c].blocks[i].tags[k].id;
                                 push_sample(
                                     dev,
                                     &site,
                                     id,
                                     Quality::Bad,
                                     timestamp,
-                                    full,
+                                    mode,
                                     &mut report,
                                 );
                             }
@@ -500,6 +521,42 @@ impl LineTask {
             return Err(ScanError::Closed);
         }
         Ok(report)
+    }
+
+    async fn serve(&mut self, cmd: Command) {
+        match cmd {
+            Command::Write(w) => self.write(w).await,
+            Command::Snapshot { device, reply } => {
+                let _ = reply.send(self.snapshot(device));
+            }
+        }
+    }
+
+    /// Every tag of `device` with its last good value and last reported quality (tags not
+    /// yet read are Stale zeros); `None` if the device is not on this link.
+    fn snapshot(&self, device: DeviceId) -> Option<(bool, Report)> {
+        let dev = self.devices.iter().find(|d| d.id == device)?;
+        let timestamp = SystemTime::now();
+        let samples = dev
+            .last_good
+            .iter()
+            .zip(&dev.reported)
+            .enumerate()
+            .map(|(i, (value, reported))| Sample {
+                tag: TagId((dev.first_tag + i) as u32),
+                value: value.clone(),
+                quality: reported.as_ref().map_or(Quality::Stale, |(_, q)| *q),
+                timestamp,
+            })
+            .collect();
+        Some((
+            dev.online,
+            Report {
+                device,
+                scan_class: None,
+                samples,
+            },
+        ))
     }
 
     async fn write(&mut self, cmd: WriteCommand) {
@@ -743,6 +800,14 @@ fn decode(tag: &super::tag::Tag, bt: &planner::BlockTag, response: &Response) ->
     }
 }
 
+/// How a scan reports: every tag (`full`, a device birth) or changes only; `reserve` sizes
+/// the report's buffer on its first sample.
+#[derive(Clone, Copy)]
+struct ReportMode {
+    full: bool,
+    reserve: usize,
+}
+
 /// Adds a sample to the report if it is a full report, or if it moved beyond the deadband
 /// or changed quality since last reported.
 fn push_sample(
@@ -751,7 +816,7 @@ fn push_sample(
     id: TagId,
     quality: Quality,
     timestamp: SystemTime,
-    full: bool,
+    mode: ReportMode,
     report: &mut Report,
 ) {
     let local = id.index() - dev.first_tag;
@@ -760,7 +825,7 @@ fn push_sample(
         None => true,
         Some((last, q)) => *q != quality || site.tags[id.index()].exceeds_deadband(last, value),
     };
-    if !(full || changed) {
+    if !(mode.full || changed) {
         return;
     }
     match &mut dev.reported[local] {
@@ -769,6 +834,9 @@ fn push_sample(
             *q = quality;
         }
         slot @ None => *slot = Some((value.clone(), quality)),
+    }
+    if report.samples.capacity() == 0 {
+        report.samples.reserve(mode.reserve);
     }
     report.samples.push(Sample {
         tag: id,

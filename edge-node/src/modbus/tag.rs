@@ -202,6 +202,16 @@ impl Tag {
         u32::from(self.address) + u32::from(self.span) - 1
     }
 
+    /// The type of the values this tag delivers (a birth's metric type): `f64` when scaled,
+    /// otherwise its data type.
+    pub fn value_type(&self) -> DataType {
+        if self.scaling.is_some() {
+            DataType::F64
+        } else {
+            self.data_type
+        }
+    }
+
     /// The value a tag reports before its first good read.
     pub fn zero(&self) -> Value {
         if self.scaling.is_some() {
@@ -324,6 +334,7 @@ mod tests {
         let mut t = tag(DataType::U16);
         t.scaling = Some(Scaling::from_ranges((0.0, 4000.0), (0.0, 100.0)));
         t.eng_range = Some((0.0, 100.0));
+        assert_eq!(t.value_type(), DataType::F64);
         assert_eq!(t.decode_registers(&[2000]).unwrap(), Value::F64(50.0));
         assert_eq!(
             t.raw_for_write(&Value::F64(25.0)).unwrap(),

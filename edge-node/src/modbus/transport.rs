@@ -156,3 +156,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Draining<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn stale_bytes_are_dropped_before_a_request() {
+        let (ours, mut line) = tokio::io::duplex(256);
+        let mut ours = Draining::new(ours);
+        // A late answer arrives after its request timed out...
+        line.write_all(&[0x02, 0x03, 0x02, 0xAA, 0xBB])
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        // ...then the next request goes out and its answer comes back.
+        ours.write_all(&[0x01, 0x03]).await.unwrap();
+        let mut sent = [0u8; 2];
+        line.read_exact(&mut sent).await.unwrap();
+        assert_eq!(sent, [0x01, 0x03]);
+        line.write_all(&[0x01, 0x83, 0x02]).await.unwrap();
+        let mut answer = [0u8; 3];
+        ours.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer, [0x01, 0x83, 0x02], "only the fresh answer is read");
+    }
+}

@@ -54,17 +54,17 @@ pub const DEFAULT_TICK_MS: u64 = 100;
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: String,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message, so not also chained as a source.
+        error: std::io::Error,
     },
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {error}")]
     Parse {
         origin: String,
-        #[source]
-        source: toml::de::Error,
+        /// Shown in the message, so not also chained as a source.
+        error: toml::de::Error,
     },
     /// `location` is e.g. "unit 1, signal `level`"; `key` the offending key.
     #[error("{location}: key `{key}`: {problem}")]
@@ -249,7 +249,7 @@ impl SignalConfig {
     }
 }
 
-/// A tank with its inlet valve and pump; see [`super::tank`].
+/// A tank with its inlet valve and pump; see [`super::Tank`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TankConfig {
@@ -277,9 +277,9 @@ pub struct TankConfig {
 impl SimulatorConfig {
     /// Parses and validates a configuration; `origin` names it in errors (a path, "built-in").
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let config: Self = toml::from_str(text).map_err(|error| ConfigError::Parse {
             origin: origin.to_owned(),
-            source,
+            error,
         })?;
         config.validate()?;
         Ok(config)
@@ -288,9 +288,9 @@ impl SimulatorConfig {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: origin.clone(),
-            source,
+            error,
         })?;
         Self::from_toml_str(&text, &origin)
     }

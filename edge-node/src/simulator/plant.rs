@@ -25,11 +25,11 @@ pub enum PlantError {
     DuplicateUnit(UnitId),
     #[error("unit 0 is the broadcast address and cannot hold data")]
     BroadcastUnit,
-    #[error("unit {unit}: {source}")]
+    #[error("unit {unit}: {error}")]
     Bank {
         unit: UnitId,
-        #[source]
-        source: BankError,
+        /// Shown in the message, so not also chained as a source.
+        error: BankError,
     },
 }
 
@@ -126,7 +126,7 @@ impl Plant {
             return Err(PlantError::DuplicateUnit(id));
         }
         let bank =
-            RegisterBank::new(sizes).map_err(|source| PlantError::Bank { unit: id, source })?;
+            RegisterBank::new(sizes).map_err(|error| PlantError::Bank { unit: id, error })?;
         let unit = Arc::new(Unit {
             id,
             bank: Arc::new(bank),

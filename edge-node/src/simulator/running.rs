@@ -17,11 +17,11 @@ use super::server::PlantServer;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        #[source]
-        source: io::Error,
+        /// Shown in the message, so not also chained as a source.
+        error: io::Error,
     },
 }
 
@@ -42,7 +42,7 @@ impl Simulator {
         let engine = SignalEngine::new(models, config.tick_period());
         let server = PlantServer::start(addr, Arc::new(plant))
             .await
-            .map_err(|source| StartError::Listen { addr, source })?;
+            .map_err(|error| StartError::Listen { addr, error })?;
         let stop_engine = CancellationToken::new();
         let engine = engine.spawn(stop_engine.clone());
         Ok(Self {

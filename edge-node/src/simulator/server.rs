@@ -208,7 +208,7 @@ fn spawn_listener(listener: TcpListener, plant: Arc<Plant>, links: Arc<Links>) -
                 }
                 tracing::debug!(%peer, "client connected");
                 let closed = links.current_generation();
-                let service = PlantService::for_connection(plant, closed.clone());
+                let service = PlantService::for_connection(plant, peer, closed.clone());
                 Ok(Some((service, Connection::new(stream, closed, &links))))
             }
         };

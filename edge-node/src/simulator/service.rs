@@ -12,11 +12,13 @@
 //! reach every unit and nothing is answered.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::bank::{BankError, Table, Tables};
 use super::plant::{BROADCAST_UNIT, Plant, Unit, UnknownUnitReply};
@@ -37,6 +39,8 @@ pub struct PlantService {
     plant: Arc<Plant>,
     /// Cancelled when the connection this service answers is dropped; ends injected delays early.
     connection_closed: Option<CancellationToken>,
+    /// The client, for the request spans (TCP only).
+    peer: Option<SocketAddr>,
 }
 
 impl PlantService {
@@ -44,15 +48,17 @@ impl PlantService {
         Self {
             plant,
             connection_closed: None,
+            peer: None,
         }
     }
 
-    /// A service bound to one connection: a pending delayed answer is abandoned when
-    /// `closed` is cancelled.
-    pub fn for_connection(plant: Arc<Plant>, closed: CancellationToken) -> Self {
+    /// A service bound to the connection from `peer`: a pending delayed answer is abandoned
+    /// when `closed` is cancelled.
+    pub fn for_connection(plant: Arc<Plant>, peer: SocketAddr, closed: CancellationToken) -> Self {
         Self {
             plant,
             connection_closed: Some(closed),
+            peer: Some(peer),
         }
     }
 
@@ -70,7 +76,13 @@ impl tokio_modbus::server::Service for PlantService {
     fn call(&self, req: Self::Request) -> Self::Future {
         let plant = Arc::clone(&self.plant);
         let closed = self.connection_closed.clone();
-        Box::pin(async move {
+        let span = tracing::debug_span!(
+            "modbus_request",
+            peer = self.peer.map(tracing::field::display),
+            unit = req.slave,
+            function = req.request.function_code().value(),
+        );
+        let answered = async move {
             let SlaveRequest { slave, request } = req;
             if slave == BROADCAST_UNIT {
                 broadcast(&plant, &request);
@@ -103,7 +115,8 @@ impl tokio_modbus::server::Service for PlantService {
                 return Ok(None);
             }
             answer(unit, &request).map(Some)
-        })
+        };
+        Box::pin(answered.instrument(span))
     }
 }
 
@@ -112,7 +125,12 @@ pub fn answer(unit: &Unit, request: &Request<'_>) -> Result<Response, ExceptionC
     let function = request.function_code().value();
     {
         let faults = unit.lock_faults();
-        for (start, count) in touched_ranges(request) {
+        let ranges = if faults.exceptions.is_empty() {
+            Vec::new()
+        } else {
+            touched_ranges(request)
+        };
+        for (start, count) in ranges {
             if let Some(rule) = faults
                 .exceptions
                 .iter()
@@ -274,7 +292,7 @@ fn check_len(len: usize, max: usize) -> Result<u16, ExceptionCode> {
 }
 
 fn address_error(error: BankError) -> ExceptionCode {
-    tracing::debug!(%error, "request refused");
+    tracing::debug!(%error, "illegal data address");
     ExceptionCode::IllegalDataAddress
 }
 

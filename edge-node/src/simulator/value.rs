@@ -13,7 +13,7 @@
 use serde::Deserialize;
 
 /// How a value is stored in registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataType {
     /// A coil or discrete input; in a register table, 0 or 1.
@@ -59,7 +59,7 @@ impl DataType {
 }
 
 /// Byte and word order of multi-register values; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WordOrder {
     #[default]
