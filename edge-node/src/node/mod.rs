@@ -1,7 +1,7 @@
 //! The Sparkplug B 3.0 edge node: one MQTT session at a time, births, data by
 //! exception, deaths, commands, primary host, failover.
 //!
-//! Per connect ([`EdgeNode::run`]): the will is NDEATH with the next bdSeq (QoS 1, not
+//! Per connect: the will is NDEATH with the next bdSeq (QoS 1, not
 //! retained); once CONNACK arrives the bdSeq is committed; NCMD, DCMD (and the primary
 //! host's STATE) are subscribed at QoS 1 and their SUBACKs awaited; with a primary host
 //! births wait for its STATE `online: true`; then NBIRTH (seq 0) and one DBIRTH per
