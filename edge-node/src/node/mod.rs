@@ -38,6 +38,10 @@ use commands::NodeCommand;
 use metrics::{NodeMetrics, NodeStatus};
 use publisher::{PublishCounters, PublishError, Publisher};
 
+/// Device writes from DCMDs waiting for their device at once; more are refused, so a
+/// command flood cannot grow memory without bound.
+const MAX_WRITES_IN_FLIGHT: usize = 64;
+
 /// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -110,6 +114,7 @@ pub struct EdgeNode {
     /// The primary host's STATE online was seen on the current connection.
     host_online_here: bool,
     last_rebirth: Option<Instant>,
+    writes_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl EdgeNode {
@@ -143,6 +148,7 @@ impl EdgeNode {
             host_state: None,
             host_online_here: false,
             last_rebirth: None,
+            writes_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -513,6 +519,14 @@ impl EdgeNode {
             warn!(device, metric = %r.metric, reason = %r.reason, "DCMD write refused");
         }
         for (tag, value) in writes {
+            let Ok(permit) = Arc::clone(&self.writes_in_flight).try_acquire_owned() else {
+                warn!(
+                    device,
+                    tag = tag.0,
+                    "DCMD write refused: {MAX_WRITES_IN_FLIGHT} writes already in flight"
+                );
+                continue;
+            };
             let handle = self.handle.clone();
             let device = device.to_owned();
             // The new value comes back through polling, in the next DDATA.
@@ -521,6 +535,7 @@ impl EdgeNode {
                     Ok(()) => info!(device, tag = tag.0, %value, "DCMD write done"),
                     Err(e) => warn!(device, error = %e, "DCMD write failed"),
                 }
+                drop(permit);
             });
         }
     }
