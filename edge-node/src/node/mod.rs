@@ -45,11 +45,11 @@ const MAX_WRITES_IN_FLIGHT: usize = 64;
 /// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Why the edge node stopped on its own.
+/// Why the edge node could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(transparent)]
-    BdSeq(#[from] bdseq::BdSeqFileError),
+    #[error("the edge node task failed: {0}")]
+    Task(String),
 }
 
 /// A running edge node: stop it with [`NodeHandle::shutdown`].
@@ -63,7 +63,9 @@ impl NodeHandle {
     /// Publishes NDEATH, disconnects, stops polling and waits for all of it.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.cancel.cancel();
-        self.task.await.unwrap_or(Ok(()))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Task(e.to_string())))
     }
 
     /// The node stopped by itself (only on a fatal error).
@@ -121,7 +123,12 @@ impl EdgeNode {
     /// Starts Modbus acquisition and the MQTT session on the current runtime.
     pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
         let bdseq = match &config.sparkplug.state_file {
-            Some(path) => BdSeqStore::open(path.clone())?,
+            // An unreadable file (SD card damage) must not keep the node offline: hosts
+            // only match NDEATH to NBIRTH by bdSeq, so starting again at 0 is safe.
+            Some(path) => BdSeqStore::open(path.clone()).unwrap_or_else(|e| {
+                error!(error = %e, "bdSeq state unreadable; starting at 0 and rewriting it");
+                BdSeqStore::starting_over(path.clone())
+            }),
             None => BdSeqStore::in_memory(),
         };
         let (acquisition, events) =
