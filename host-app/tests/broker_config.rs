@@ -38,7 +38,7 @@ fn example_file_loads() {
 
 #[test]
 fn commented_parts_of_the_example_load_when_enabled() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let secret = pki.dir.path().join("mqtt-host");
     std::fs::write(&secret, "pa55word\n").unwrap();
     let mut doc = String::new();
@@ -168,7 +168,7 @@ fn unknown_keys_and_bad_values_are_reported() {
 
 #[test]
 fn client_certificates_need_a_client_ca() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let doc = format!(
         "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_certificates = \"optional\"\n",
         toml_path(&pki.server_cert),
@@ -179,7 +179,7 @@ fn client_certificates_need_a_client_ca() {
 
 #[test]
 fn a_key_file_that_is_not_a_key_is_reported_at_load() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let doc = format!(
         "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         toml_path(&pki.server_cert),
@@ -190,7 +190,7 @@ fn a_key_file_that_is_not_a_key_is_reported_at_load() {
 
 #[tokio::test]
 async fn external_mode_gives_the_configured_endpoint() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let secret = pki.dir.path().join("pw");
     std::fs::write(&secret, "hunter2\n").unwrap();
     let doc = format!(

@@ -47,7 +47,7 @@ async fn refused(options: MqttOptions) -> bool {
 
 #[tokio::test]
 async fn tls_listener_carries_mqtt_for_rumqttc_over_rustls_ring() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::None)).await;
     assert_ne!(broker.tls_addr().unwrap().port(), 0);
 
@@ -82,7 +82,7 @@ async fn tls_listener_carries_mqtt_for_rumqttc_over_rustls_ring() {
 
 #[tokio::test]
 async fn required_client_certificate_from_our_ca_is_accepted() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::Required)).await;
     let options = tls_options(
         "edge-1",
@@ -97,7 +97,7 @@ async fn required_client_certificate_from_our_ca_is_accepted() {
 
 #[tokio::test]
 async fn required_client_certificate_missing_is_refused() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::Required)).await;
     assert!(refused(tls_options("edge-1", &broker, &pki, None)).await);
     broker.stop().await;
@@ -105,7 +105,7 @@ async fn required_client_certificate_missing_is_refused() {
 
 #[tokio::test]
 async fn client_certificate_from_another_ca_is_refused() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     for mode in [ClientCertificates::Required, ClientCertificates::Optional] {
         let broker = start(&tls_config(&pki, mode)).await;
         let options = tls_options(
@@ -121,7 +121,7 @@ async fn client_certificate_from_another_ca_is_refused() {
 
 #[tokio::test]
 async fn optional_client_certificate_may_be_absent() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::Optional)).await;
     let (client, eventloop) = connect(tls_options("edge-1", &broker, &pki, None)).await;
     disconnect(client, eventloop).await;
@@ -138,7 +138,7 @@ async fn optional_client_certificate_may_be_absent() {
 
 #[tokio::test]
 async fn plain_mqtt_on_the_tls_port_is_dropped() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::None)).await;
     let addr = broker.tls_addr().unwrap();
     assert!(refused(options("edge-1", addr)).await);
@@ -148,7 +148,7 @@ async fn plain_mqtt_on_the_tls_port_is_dropped() {
 #[tokio::test]
 async fn socket_without_tls_handshake_is_dropped() {
     use tokio::io::AsyncReadExt;
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let mut config = tls_config(&pki, ClientCertificates::None);
     config.connection_timeout_ms = 200;
     let broker = start(&config).await;

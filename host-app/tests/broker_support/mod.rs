@@ -3,14 +3,9 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use host_app::broker::{EmbeddedBroker, EmbeddedConfig, PlainListenerConfig, Secret, UserConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Publish, PublishOptions,
 };
@@ -194,70 +189,4 @@ pub async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
         .await
         .expect("DISCONNECT not sent in time");
 }
-
-/// Throwaway PKI written as PEM files: a CA, a server certificate for 127.0.0.1 and
-/// localhost, a client certificate from the same CA, and one from an unrelated CA.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-    pub rogue_client_cert: PathBuf,
-    pub rogue_client_key: PathBuf,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn leaf(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, pem: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, pem).unwrap();
-            path
-        };
-        let ca_issuer = ca("test CA");
-        let (server_cert, server_key) = leaf(
-            &ca_issuer,
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) =
-            leaf(&ca_issuer, &["edge-1"], ExtendedKeyUsagePurpose::ClientAuth);
-        let rogue = ca("rogue CA");
-        let (rogue_cert, rogue_key) =
-            leaf(&rogue, &["edge-1"], ExtendedKeyUsagePurpose::ClientAuth);
-        Pki {
-            ca: write("ca.pem", &ca_issuer.pem()),
-            server_cert: write("server.pem", &server_cert),
-            server_key: write("server.key", &server_key),
-            client_cert: write("client.pem", &client_cert),
-            client_key: write("client.key", &client_key),
-            rogue_client_cert: write("rogue.pem", &rogue_cert),
-            rogue_client_key: write("rogue.key", &rogue_key),
-            dir,
-        }
-    }
-}
+pub use system_tests::pki::Pki;
