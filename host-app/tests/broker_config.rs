@@ -2,8 +2,8 @@
 
 mod broker_support;
 
-use broker_support::Pki;
 use host_app::broker::{Broker, BrokerConfig, BrokerMode, ClientCertificates};
+use system_tests::pki::Pki;
 
 fn example() -> String {
     let path = concat!(

@@ -189,4 +189,3 @@ pub async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
         .await
         .expect("DISCONNECT not sent in time");
 }
-pub use system_tests::pki::Pki;
