@@ -1,0 +1,153 @@
+//! The `[history]` table of the host configuration, validated at load.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::sqlite::{SqliteOptions, Synchronous};
+use super::types::RetentionPolicy;
+use super::writer::WriterConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryConfigError {
+    #[error("host configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("host configuration: table [history] is missing")]
+    Missing,
+    #[error("host configuration: key `history.{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// `[history]` in the host configuration. Example:
+///
+/// ```toml
+/// [history]
+/// path = "/var/lib/sparkplug-host/history.db"
+/// batch_size = 5000
+/// flush_interval_ms = 250
+/// retention_days = 90
+/// max_size_mb = 4096
+/// synchronous = "normal"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// The SQLite database file (created if absent).
+    pub path: PathBuf,
+    /// Commit once this many samples are pending.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Commit pending samples at most this long after the first arrived.
+    #[serde(default = "defaults::flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Sample batches queued before ingest waits for the disk.
+    #[serde(default = "defaults::channel_capacity")]
+    pub channel_capacity: usize,
+    /// Delete samples older than this many days; 0 keeps them for ever.
+    #[serde(default)]
+    pub retention_days: u32,
+    /// Keep the database file under this many MiB by deleting the oldest samples; 0 = no
+    /// limit.
+    #[serde(default)]
+    pub max_size_mb: u64,
+    /// Seconds between retention runs.
+    #[serde(default = "defaults::retention_interval_s")]
+    pub retention_interval_s: u64,
+    /// `normal` (WAL: never corrupts, may lose the last commits on power loss) or `full`
+    /// (an fsync per commit).
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+mod defaults {
+    pub fn batch_size() -> usize {
+        5_000
+    }
+    pub fn flush_interval_ms() -> u64 {
+        250
+    }
+    pub fn channel_capacity() -> usize {
+        256
+    }
+    pub fn retention_interval_s() -> u64 {
+        60
+    }
+}
+
+#[derive(Deserialize)]
+struct Document {
+    history: Option<HistoryConfig>,
+}
+
+impl HistoryConfig {
+    /// Reads `[history]` from a host configuration document (other tables are left to
+    /// their owners) and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, HistoryConfigError> {
+        let document: Document = toml::from_str(text)?;
+        let config = document.history.ok_or(HistoryConfigError::Missing)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value is in its working range.
+    pub fn validate(&self) -> Result<(), HistoryConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(HistoryConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.path.as_os_str().is_empty() {
+            return invalid("path", "must name the database file");
+        }
+        if self.path.is_dir() {
+            return invalid("path", "is a directory; name the database file");
+        }
+        if !(1..=1_000_000).contains(&self.batch_size) {
+            return invalid("batch_size", "must be 1 to 1000000 samples");
+        }
+        if !(1..=60_000).contains(&self.flush_interval_ms) {
+            return invalid("flush_interval_ms", "must be 1 to 60000 ms");
+        }
+        if !(1..=65_536).contains(&self.channel_capacity) {
+            return invalid("channel_capacity", "must be 1 to 65536 batches");
+        }
+        if self.retention_days > 36_500 {
+            return invalid("retention_days", "must be 0 (keep) to 36500 days");
+        }
+        if self.max_size_mb > 16 * 1024 * 1024 {
+            return invalid("max_size_mb", "must be 0 (no limit) to 16777216 MiB");
+        }
+        if !(1..=86_400).contains(&self.retention_interval_s) {
+            return invalid("retention_interval_s", "must be 1 to 86400 s");
+        }
+        Ok(())
+    }
+
+    pub fn store_options(&self) -> SqliteOptions {
+        SqliteOptions {
+            synchronous: self.synchronous,
+        }
+    }
+
+    pub fn writer_config(&self) -> WriterConfig {
+        WriterConfig {
+            batch_size: self.batch_size,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            channel_capacity: self.channel_capacity,
+        }
+    }
+
+    pub fn retention_policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: (self.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400)),
+            max_bytes: (self.max_size_mb > 0).then(|| self.max_size_mb * 1024 * 1024),
+        }
+    }
+
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_secs(self.retention_interval_s)
+    }
+}

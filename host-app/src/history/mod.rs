@@ -1,0 +1,96 @@
+//! History: every sample the host ingests, kept exactly once per (metric, timestamp), plus the
+//! audit log of operator commands.
+//!
+//! The store sits behind [`HistoryStore`], a narrow synchronous seam that a PostgreSQL or
+//! TimescaleDB backend can implement; [`SqliteStore`] is the embedded implementation.
+//!
+//! The seam is **blocking** on purpose: embedded SQLite is blocking, and one trait shape
+//! keeps every backend simple. Async code never calls it on a runtime worker:
+//! - ingest sends sample batches to a [`HistoryWriter`] (bounded channel, backpressure by
+//!   `.await`); its task groups them into commits by size or time and runs each commit on
+//!   the blocking pool;
+//! - [`RetentionTask`] runs retention in bounded steps the same way;
+//! - queries (trend, latest, audit) are called through `tokio::task::spawn_blocking` or from
+//!   a blocking handler; the SQLite backend answers them on reader connections that never
+//!   wait for the writer.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), host_app::history::HistoryError> {
+//! use std::sync::Arc;
+//! use host_app::history::*;
+//! let store = Arc::new(SqliteStore::open("history.db", &SqliteOptions::default())?);
+//! let id = store.register_metric(
+//!     &MetricKey::node("Plant1", "Edge1", "Pump/Speed"),
+//!     &MetricMeta { datatype: "Double".into(), units: Some("rpm".into()) },
+//! )?;
+//! let (writer, task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
+//! writer.append(vec![Sample {
+//!     metric: id, ts: 1_700_000_000_000, value: SampleValue::F64(1480.0),
+//!     quality: Quality::GOOD, is_historical: false,
+//! }]).await?;
+//! drop(writer);
+//! task.join().await?; // flushes what was queued
+//! let trend = store.downsample(id, TimeRange::new(1_700_000_000_000, 1_700_086_400_000), 1000)?;
+//! # let _ = trend; Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod retention;
+mod sqlite;
+mod types;
+mod writer;
+
+pub use config::{HistoryConfig, HistoryConfigError};
+pub use error::{BoxError, HistoryError, Result};
+pub use retention::RetentionTask;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use types::{
+    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, CommandOutcome, MetricId,
+    MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
+    SampleValue, TimeRange, TimestampMs,
+};
+pub use writer::{HistoryWriter, WriterConfig, WriterStats, WriterTask};
+
+/// The seam between the host and its history backend. All methods block; see the module
+/// docs for how async code drives them.
+pub trait HistoryStore: Send + Sync {
+    /// Registers a metric (or updates its birth metadata) and returns its compact id; the
+    /// same key always maps to the same id.
+    fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId>;
+
+    /// The id of a registered metric, if any.
+    fn resolve_metric(&self, key: &MetricKey) -> Result<Option<MetricId>>;
+
+    /// Every registered metric, by id.
+    fn metrics(&self) -> Result<Vec<MetricInfo>>;
+
+    /// Stores a batch atomically. A sample whose (metric, ts) is already stored is ignored
+    /// (counted as a duplicate): replays and re-sent windows never double the record.
+    fn append(&self, samples: &[Sample]) -> Result<AppendOutcome>;
+
+    /// Samples of one metric in `range`, oldest first, at most `limit`.
+    fn range(&self, metric: MetricId, range: TimeRange, limit: u32) -> Result<Vec<Sample>>;
+
+    /// `range` split into `buckets` equal buckets (see [`Bucket`]); empty buckets left out.
+    fn downsample(&self, metric: MetricId, range: TimeRange, buckets: u32) -> Result<Vec<Bucket>>;
+
+    /// The newest stored sample of each listed metric that has one.
+    fn latest(&self, metrics: &[MetricId]) -> Result<Vec<Sample>>;
+
+    /// Deletes at most `max_rows` samples that the policy no longer keeps, and reclaims the
+    /// space. Bounded so ingest waits at most one short step; call again while `more`.
+    fn apply_retention(
+        &self,
+        policy: &RetentionPolicy,
+        now: TimestampMs,
+        max_rows: u32,
+    ) -> Result<RetentionStep>;
+
+    /// Appends one command to the audit log and returns its sequence number. Durable when
+    /// this returns (not batched).
+    fn audit_append(&self, entry: &AuditEntry) -> Result<i64>;
+
+    /// Audit entries matching the query, newest first.
+    fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
+}

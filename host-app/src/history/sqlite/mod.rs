@@ -1,0 +1,722 @@
+//! The embedded SQLite history backend: one writer connection (ingest, retention, audit
+//! appends, metric registration) and a small pool of read-only connections, in WAL mode so
+//! trend queries read a snapshot while ingest commits.
+
+mod codec;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
+use serde::Deserialize;
+
+use super::HistoryStore;
+use super::error::{HistoryError, Result};
+use super::types::{
+    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, CommandOutcome, MetricId,
+    MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample, TimeRange,
+    TimestampMs,
+};
+
+/// Idle reader connections kept open for reuse; more are opened on demand.
+const MAX_IDLE_READERS: usize = 4;
+
+/// A size-retention pass deletes down to this share of `max_bytes` so it does not re-run on
+/// every new batch.
+const SIZE_TARGET_PERCENT: u64 = 90;
+
+/// When a commit is durable. In WAL mode `Normal` never corrupts the database and loses
+/// at most the last commits on power loss (not on a crash of the process); `Full` syncs the
+/// WAL on every commit, which costs an fsync per batch on an SD card.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+impl Synchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How to open the SQLite history database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+}
+
+/// SQLite implementation of [`HistoryStore`]. Open one per database file and share it
+/// (`Arc`); it is `Send + Sync`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Oldest timestamp kept by the size-retention pass under way, if one is.
+    size_cutoff: Mutex<Option<i64>>,
+}
+
+const INSERT_SAMPLE: &str = "INSERT OR IGNORE INTO samples \
+     (metric_id, ts, kind, value, quality, is_historical) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+const SAMPLE_COLUMNS: &str = "ts, kind, value, quality, is_historical";
+
+impl SqliteStore {
+    /// Opens (creating if absent) the history database at `path`. A file that is not a
+    /// SQLite database, is corrupt, belongs to another program or to a newer schema is
+    /// refused here with [`HistoryError::Corrupt`] naming the file.
+    pub fn open(path: impl AsRef<Path>, options: &SqliteOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&path, e))?;
+        initialize(&conn, options).map_err(|e| open_error(&path, e))?;
+        check_schema(&path, &conn)?;
+        let store = SqliteStore {
+            path,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            size_cutoff: Mutex::new(None),
+        };
+        // Fail at open, not at the first trend query, if readers cannot attach.
+        let reader = store.open_reader()?;
+        lock(&store.readers).push(reader);
+        tracing::info!(path = %store.path.display(), synchronous = ?options.synchronous, "history database open");
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Copies the WAL into the database file and truncates the WAL, so the file size on
+    /// disk is the database size. Retention and shutdown use it; ingest never waits on it.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = lock(&self.writer);
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(self.sql("checkpoint"))
+    }
+
+    /// The `synchronous` setting in force on the writer connection.
+    pub fn synchronous(&self) -> Result<Synchronous> {
+        let conn = lock(&self.writer);
+        let level: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(self.sql("read synchronous"))?;
+        match level {
+            1 => Ok(Synchronous::Normal),
+            2 => Ok(Synchronous::Full),
+            other => Err(HistoryError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("unexpected synchronous level {other}"),
+            }),
+        }
+    }
+
+    /// Bytes the database occupies (pages in use and free), excluding the WAL.
+    pub fn database_bytes(&self) -> Result<u64> {
+        let conn = lock(&self.writer);
+        let (pages, _) = page_counts(&conn).map_err(self.sql("read page counts"))?;
+        Ok(pages * u64::from(schema::PAGE_SIZE))
+    }
+
+    fn open_reader(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&self.path, e))?;
+        schema::configure_reader(&conn).map_err(|e| open_error(&self.path, e))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on a reader connection from the pool (opening one if all are busy).
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = lock(&self.readers).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open_reader()?,
+        };
+        let result = f(&conn);
+        let mut idle = lock(&self.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Maps a SQLite error to one naming this database and the operation.
+    fn sql(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> HistoryError + '_ {
+        move |e| sql_error(&self.path, what, e)
+    }
+
+    fn row_to_sample(&self, metric: MetricId, row: &Row<'_>) -> Result<Sample> {
+        let sql = |e| sql_error(&self.path, "read sample", e);
+        let ts: i64 = row.get(0).map_err(sql)?;
+        let bad = |reason: String| HistoryError::BadRow {
+            path: self.path.clone(),
+            metric,
+            ts,
+            reason,
+        };
+        let kind: i64 = row.get(1).map_err(sql)?;
+        let value = codec::decode(kind, row.get_ref(2).map_err(sql)?).map_err(bad)?;
+        let quality: i64 = row.get(3).map_err(sql)?;
+        let is_historical: bool = row.get(4).map_err(sql)?;
+        Ok(Sample {
+            metric,
+            ts: u64::try_from(ts).map_err(|_| bad("negative timestamp".into()))?,
+            value,
+            quality: Quality(
+                i32::try_from(quality).map_err(|_| bad(format!("quality {quality}")))?,
+            ),
+            is_historical,
+        })
+    }
+
+    /// Deletes up to `budget` samples older than `cutoff`, oldest first within each metric.
+    fn delete_older_than(
+        conn: &mut Connection,
+        cutoff: i64,
+        mut budget: u64,
+    ) -> rusqlite::Result<u64> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut deleted = 0;
+        {
+            let mut with_old = tx.prepare_cached(
+                "SELECT id FROM metrics AS m \
+                 WHERE (SELECT min(ts) FROM samples WHERE metric_id = m.id) < ?1 ORDER BY id",
+            )?;
+            let ids = with_old
+                .query_map([cutoff], |row| row.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM samples WHERE metric_id = ?1 AND ts IN \
+                 (SELECT ts FROM samples WHERE metric_id = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)",
+            )?;
+            for id in ids {
+                if budget == 0 {
+                    break;
+                }
+                let n = delete.execute(params![id, cutoff, budget as i64])? as u64;
+                deleted += n;
+                budget -= n;
+            }
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+impl HistoryStore for SqliteStore {
+    fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId> {
+        let conn = lock(&self.writer);
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO metrics (group_id, edge_node_id, device_id, name, datatype, units) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (group_id, edge_node_id, device_id, name) \
+                 DO UPDATE SET datatype = excluded.datatype, units = excluded.units \
+                 RETURNING id",
+            )
+            .map_err(self.sql("register metric"))?;
+        let id = stmt
+            .query_row(
+                params![
+                    key.group_id,
+                    key.edge_node_id,
+                    key.device_id.as_deref().unwrap_or(""),
+                    key.name,
+                    meta.datatype,
+                    meta.units
+                ],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&self.path, "register metric", e))?;
+        Ok(MetricId(id))
+    }
+
+    fn resolve_metric(&self, key: &MetricKey) -> Result<Option<MetricId>> {
+        self.with_reader(|conn| {
+            conn.prepare_cached(
+                "SELECT id FROM metrics \
+                 WHERE group_id = ?1 AND edge_node_id = ?2 AND device_id = ?3 AND name = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        key.group_id,
+                        key.edge_node_id,
+                        key.device_id.as_deref().unwrap_or(""),
+                        key.name
+                    ],
+                    |row| row.get(0).map(MetricId),
+                )
+                .optional()
+            })
+            .map_err(self.sql("resolve metric"))
+        })
+    }
+
+    fn metrics(&self) -> Result<Vec<MetricInfo>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, group_id, edge_node_id, device_id, name, datatype, units \
+                     FROM metrics ORDER BY id",
+                )
+                .map_err(self.sql("list metrics"))?;
+            stmt.query_map([], |row| {
+                let device_id: String = row.get(3)?;
+                Ok(MetricInfo {
+                    id: MetricId(row.get(0)?),
+                    key: MetricKey {
+                        group_id: row.get(1)?,
+                        edge_node_id: row.get(2)?,
+                        device_id: (!device_id.is_empty()).then_some(device_id),
+                        name: row.get(4)?,
+                    },
+                    meta: MetricMeta {
+                        datatype: row.get(5)?,
+                        units: row.get(6)?,
+                    },
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("list metrics"))
+        })
+    }
+
+    fn append(&self, samples: &[Sample]) -> Result<AppendOutcome> {
+        let mut outcome = AppendOutcome::default();
+        if samples.is_empty() {
+            return Ok(outcome);
+        }
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin sample batch"))?;
+        {
+            let mut insert = tx
+                .prepare_cached(INSERT_SAMPLE)
+                .map_err(self.sql("prepare sample insert"))?;
+            for sample in samples {
+                let Ok(ts) = i64::try_from(sample.ts) else {
+                    tracing::warn!(metric = %sample.metric, ts = sample.ts, "sample timestamp out of range; not stored");
+                    outcome.rejected += 1;
+                    continue;
+                };
+                let (kind, value) = codec::encode(&sample.value);
+                let changed = insert
+                    .execute(params![
+                        sample.metric.0,
+                        ts,
+                        kind,
+                        value,
+                        sample.quality.0,
+                        sample.is_historical
+                    ])
+                    .map_err(self.sql("insert sample"))?;
+                if changed == 1 {
+                    outcome.inserted += 1;
+                } else {
+                    outcome.duplicates += 1;
+                }
+            }
+        }
+        tx.commit().map_err(self.sql("commit sample batch"))?;
+        Ok(outcome)
+    }
+
+    fn range(&self, metric: MetricId, range: TimeRange, limit: u32) -> Result<Vec<Sample>> {
+        if range.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {SAMPLE_COLUMNS} FROM samples \
+                     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts LIMIT ?4"
+                ))
+                .map_err(self.sql("query range"))?;
+            let mut rows = stmt
+                .query(params![
+                    metric.0,
+                    to_sql_ts(range.from),
+                    to_sql_ts(range.to),
+                    limit
+                ])
+                .map_err(self.sql("query range"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(self.sql("query range"))? {
+                out.push(self.row_to_sample(metric, row)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn downsample(&self, metric: MetricId, range: TimeRange, buckets: u32) -> Result<Vec<Bucket>> {
+        if range.is_empty() || buckets == 0 {
+            return Ok(Vec::new());
+        }
+        let width = range.bucket_width(buckets);
+        let from = to_sql_ts(range.from);
+        self.with_reader(|conn| {
+            // Aggregates per bucket in one pass over the metric's contiguous key range; the
+            // last sample of each bucket is then one primary-key lookup at its max(ts).
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "WITH b AS ( \
+                       SELECT (ts - ?2) / ?4 AS bucket, count(*) AS n, min(x) AS lo, \
+                              max(x) AS hi, avg(x) AS mean, max(ts) AS last_ts \
+                       FROM (SELECT ts, {} AS x FROM samples \
+                             WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3) \
+                       GROUP BY bucket) \
+                     SELECT s.ts, s.kind, s.value, s.quality, s.is_historical, \
+                            b.bucket, b.n, b.lo, b.hi, b.mean \
+                     FROM b JOIN samples AS s ON s.metric_id = ?1 AND s.ts = b.last_ts \
+                     ORDER BY b.bucket",
+                    codec::NUMERIC_VALUE_SQL
+                ))
+                .map_err(self.sql("query trend"))?;
+            let mut rows = stmt
+                .query(params![metric.0, from, to_sql_ts(range.to), width as i64])
+                .map_err(self.sql("query trend"))?;
+            let mut out = Vec::with_capacity(buckets as usize);
+            while let Some(row) = rows.next().map_err(self.sql("query trend"))? {
+                let sql = |e| sql_error(&self.path, "query trend", e);
+                let index: i64 = row.get(5).map_err(sql)?;
+                let start = range.from + index as u64 * width;
+                out.push(Bucket {
+                    start,
+                    end: (start + width).min(range.to),
+                    count: row.get::<_, i64>(6).map_err(sql)? as u64,
+                    min: row.get(7).map_err(sql)?,
+                    max: row.get(8).map_err(sql)?,
+                    avg: row.get(9).map_err(sql)?,
+                    last: self.row_to_sample(metric, row)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn latest(&self, metrics: &[MetricId]) -> Result<Vec<Sample>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {SAMPLE_COLUMNS} FROM samples WHERE metric_id = ?1 \
+                     ORDER BY ts DESC LIMIT 1"
+                ))
+                .map_err(self.sql("query latest"))?;
+            let mut out = Vec::with_capacity(metrics.len());
+            for &metric in metrics {
+                let mut rows = stmt.query([metric.0]).map_err(self.sql("query latest"))?;
+                if let Some(row) = rows.next().map_err(self.sql("query latest"))? {
+                    out.push(self.row_to_sample(metric, row)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn apply_retention(
+        &self,
+        policy: &RetentionPolicy,
+        now: TimestampMs,
+        max_rows: u32,
+    ) -> Result<RetentionStep> {
+        let budget = u64::from(max_rows.max(1));
+        let mut conn = lock(&self.writer);
+        let mut size_cutoff = lock(&self.size_cutoff);
+
+        if size_cutoff.is_none()
+            && let Some(max_bytes) = policy.max_bytes
+        {
+            let live = live_bytes(&conn).map_err(self.sql("read page counts"))?;
+            if live > max_bytes {
+                *size_cutoff = size_cutoff_for(&conn, live, max_bytes)
+                    .map_err(self.sql("find oldest samples"))?;
+                tracing::info!(live, max_bytes, cutoff = ?*size_cutoff, "history over its size limit; deleting oldest samples");
+            }
+        }
+        let age_cutoff = policy.max_age.map(|age| {
+            to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+        });
+        let deleted = match age_cutoff.max(*size_cutoff) {
+            Some(cutoff) => Self::delete_older_than(&mut conn, cutoff, budget)
+                .map_err(self.sql("delete old samples"))?,
+            None => 0,
+        };
+        let mut more = deleted == budget;
+        if !more {
+            *size_cutoff = None;
+        }
+
+        let (_, free) = page_counts(&conn).map_err(self.sql("read page counts"))?;
+        if free > 0 {
+            incremental_vacuum(&conn, free).map_err(self.sql("incremental vacuum"))?;
+        }
+        let (pages, _) = page_counts(&conn).map_err(self.sql("read page counts"))?;
+        let bytes_in_use = pages * u64::from(schema::PAGE_SIZE);
+        if !more && deleted > 0 && policy.max_bytes.is_some_and(|max| bytes_in_use > max) {
+            more = true; // still over: the next step picks a new cutoff
+        }
+        Ok(RetentionStep {
+            deleted,
+            bytes_in_use,
+            more,
+        })
+    }
+
+    fn audit_append(&self, entry: &AuditEntry) -> Result<i64> {
+        let conn = lock(&self.writer);
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO audit_log \
+                 (ts, user, group_id, edge_node_id, device_id, metric, value, outcome, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(self.sql("append audit entry"))?;
+        let key = &entry.metric;
+        stmt.execute(params![
+            to_sql_ts(entry.ts),
+            entry.user,
+            key.group_id,
+            key.edge_node_id,
+            key.device_id.as_deref().unwrap_or(""),
+            key.name,
+            entry.value,
+            entry.outcome.as_str(),
+            entry.detail
+        ])
+        .map_err(self.sql("append audit entry"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        if query.range.is_empty() || query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = query.metric.as_ref();
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, ts, user, group_id, edge_node_id, device_id, metric, value, \
+                            outcome, detail \
+                     FROM audit_log \
+                     WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR user = ?3) \
+                       AND (?4 IS NULL OR (group_id = ?4 AND edge_node_id = ?5 \
+                                           AND device_id = ?6 AND metric = ?7)) \
+                     ORDER BY ts DESC, id DESC LIMIT ?8",
+                )
+                .map_err(self.sql("query audit log"))?;
+            let mut rows = stmt
+                .query(params![
+                    to_sql_ts(query.range.from),
+                    to_sql_ts(query.range.to),
+                    query.user,
+                    key.map(|k| &k.group_id),
+                    key.map(|k| &k.edge_node_id),
+                    key.map(|k| k.device_id.as_deref().unwrap_or("")),
+                    key.map(|k| &k.name),
+                    query.limit
+                ])
+                .map_err(self.sql("query audit log"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(self.sql("query audit log"))? {
+                out.push(self.row_to_audit(row)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl SqliteStore {
+    fn row_to_audit(&self, row: &Row<'_>) -> Result<AuditRecord> {
+        let sql = |e| sql_error(&self.path, "read audit entry", e);
+        let id: i64 = row.get(0).map_err(sql)?;
+        let bad = |reason: String| HistoryError::BadAuditRow {
+            path: self.path.clone(),
+            id,
+            reason,
+        };
+        let ts: i64 = row.get(1).map_err(sql)?;
+        let device_id: String = row.get(5).map_err(sql)?;
+        let outcome: String = row.get(8).map_err(sql)?;
+        Ok(AuditRecord {
+            id,
+            entry: AuditEntry {
+                ts: u64::try_from(ts).map_err(|_| bad(format!("timestamp {ts}")))?,
+                user: row.get(2).map_err(sql)?,
+                metric: MetricKey {
+                    group_id: row.get(3).map_err(sql)?,
+                    edge_node_id: row.get(4).map_err(sql)?,
+                    device_id: (!device_id.is_empty()).then_some(device_id),
+                    name: row.get(6).map_err(sql)?,
+                },
+                value: row.get(7).map_err(sql)?,
+                outcome: CommandOutcome::parse(&outcome)
+                    .ok_or_else(|| bad(format!("unknown outcome {outcome:?}")))?,
+                detail: row.get(9).map_err(sql)?,
+            },
+        })
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves a connection whose open
+/// transaction was rolled back on unwind, so the guard is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Timestamps beyond i64 cannot be stored; clamping query bounds keeps ranges meaningful.
+fn to_sql_ts(ts: TimestampMs) -> i64 {
+    i64::try_from(ts).unwrap_or(i64::MAX)
+}
+
+fn initialize(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    // Reading the header here is what detects a file that is not a database.
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    if tables == 0 {
+        schema::set_new_file_layout(conn)?;
+    }
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot switch to WAL journal (still {mode})")),
+        ));
+    }
+    schema::configure_writer(conn, options.synchronous.pragma_value())
+}
+
+/// Creates the schema in an empty file, or checks that an existing file holds ours.
+fn check_schema(path: &Path, conn: &Connection) -> Result<()> {
+    let sql = |e| open_error(path, e);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql)?;
+    let corrupt = |reason: String| HistoryError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match version {
+        0 if tables.is_empty() => {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                schema::CREATE,
+                schema::SCHEMA_VERSION
+            ))
+            .map_err(sql)?;
+            let auto_vacuum: i64 = conn
+                .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+                .map_err(sql)?;
+            if auto_vacuum != 2 {
+                tracing::warn!(path = %path.display(), "history database without incremental auto-vacuum; size retention cannot shrink the file");
+            }
+            Ok(())
+        }
+        0 => Err(corrupt(format!(
+            "holds tables of another program ({})",
+            tables.join(", ")
+        ))),
+        schema::SCHEMA_VERSION => match schema::TABLES
+            .iter()
+            .find(|t| !tables.iter().any(|n| n == *t))
+        {
+            Some(missing) => Err(corrupt(format!("table `{missing}` is missing"))),
+            None => Ok(()),
+        },
+        other => Err(corrupt(format!(
+            "schema version {other}; this build reads version {}",
+            schema::SCHEMA_VERSION
+        ))),
+    }
+}
+
+/// Hands up to `pages` free pages back to the filesystem. The pragma frees one page per
+/// result row, so it is stepped to the end.
+fn incremental_vacuum(conn: &Connection, pages: u64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+fn page_counts(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    Ok((pages as u64, free as u64))
+}
+
+/// Bytes in pages that hold data (free pages excluded, so a database without auto-vacuum
+/// is not emptied chasing a file size it cannot reach).
+fn live_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let (pages, free) = page_counts(conn)?;
+    Ok(pages.saturating_sub(free) * u64::from(schema::PAGE_SIZE))
+}
+
+/// The timestamp below which deleting samples brings the database to the size target,
+/// assuming samples spread evenly over time (the pass repeats if they did not).
+fn size_cutoff_for(conn: &Connection, live: u64, max_bytes: u64) -> rusqlite::Result<Option<i64>> {
+    // Per-metric min/max are primary-key lookups; a global min(ts) would scan the table.
+    let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT min((SELECT min(ts) FROM samples WHERE metric_id = m.id)), \
+                max((SELECT max(ts) FROM samples WHERE metric_id = m.id)) FROM metrics AS m",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
+        return Ok(None);
+    };
+    let target = max_bytes / 100 * SIZE_TARGET_PERCENT;
+    let share = (live - target.min(live)) as f64 / live as f64;
+    let span = (newest - oldest).saturating_add(1) as f64;
+    let advance = ((span * share).ceil() as i64).max(1);
+    Ok(Some(oldest.saturating_add(advance)))
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> HistoryError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => HistoryError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        _ => HistoryError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        },
+    }
+}
+
+fn sql_error(path: &Path, what: &'static str, e: rusqlite::Error) -> HistoryError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => HistoryError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{what}: {e}"),
+        },
+        _ => HistoryError::Backend {
+            path: path.to_path_buf(),
+            what,
+            source: Box::new(e),
+        },
+    }
+}

@@ -1,0 +1,241 @@
+//! The ingest side of history: a task that takes sample batches from a bounded channel and
+//! commits them to the store by size or by time, one commit in flight while the next batch
+//! fills, and flushes everything queued when it is shut down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::HistoryStore;
+use super::error::{HistoryError, Result};
+use super::types::{AppendOutcome, Sample};
+
+/// How the writer groups samples into commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Commit once this many samples are pending.
+    pub batch_size: usize,
+    /// Commit pending samples at most this long after the first of them arrived.
+    pub flush_interval: Duration,
+    /// Sample batches (messages) the channel holds before `append` waits.
+    pub channel_capacity: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 5_000,
+            flush_interval: Duration::from_millis(250),
+            channel_capacity: 256,
+        }
+    }
+}
+
+/// What the writer did over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub received: u64,
+    pub commits: u64,
+    pub stored: AppendOutcome,
+    /// Samples in batches whose commit failed (logged at error level).
+    pub lost: u64,
+}
+
+enum Command {
+    Samples(Vec<Sample>),
+    Flush(oneshot::Sender<Result<()>>),
+    Shutdown,
+}
+
+/// Queues samples for the writer task. Cheap to clone; the task stops, after committing
+/// everything queued, on [`HistoryWriter::shutdown`] or when every clone is dropped.
+#[derive(Clone)]
+pub struct HistoryWriter {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The running writer task; [`WriterTask::join`] waits for its final flush.
+pub struct WriterTask {
+    handle: JoinHandle<WriterStats>,
+}
+
+impl HistoryWriter {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn spawn(
+        store: Arc<dyn HistoryStore>,
+        config: WriterConfig,
+    ) -> (HistoryWriter, WriterTask) {
+        let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
+        let batcher = Batcher::new(store, config.batch_size.max(1));
+        let handle = tokio::spawn(
+            run(batcher, rx, config.flush_interval)
+                .instrument(tracing::info_span!("history_writer")),
+        );
+        (HistoryWriter { tx }, WriterTask { handle })
+    }
+
+    /// Queues a batch of samples (typically one Sparkplug payload's metrics); waits while
+    /// the channel is full, which is how ingest feels a slow disk.
+    pub async fn append(&self, samples: Vec<Sample>) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Command::Samples(samples))
+            .await
+            .map_err(|_| HistoryError::WriterClosed)
+    }
+
+    /// Commits everything queued before this call; returns the first commit failure since
+    /// the previous flush, if any.
+    pub async fn flush(&self) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| HistoryError::WriterClosed)?;
+        done.await.map_err(|_| HistoryError::WriterClosed)?
+    }
+
+    /// Asks the task to commit everything queued before this call and stop.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.tx
+            .send(Command::Shutdown)
+            .await
+            .map_err(|_| HistoryError::WriterClosed)
+    }
+}
+
+impl WriterTask {
+    /// Waits for the task to finish its final flush.
+    pub async fn join(self) -> Result<WriterStats> {
+        self.handle
+            .await
+            .map_err(|e| HistoryError::TaskFailed(e.to_string()))
+    }
+}
+
+async fn run(
+    mut batcher: Batcher,
+    mut rx: mpsc::Receiver<Command>,
+    flush_interval: Duration,
+) -> WriterStats {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let command = tokio::select! {
+            command = rx.recv() => command,
+            () = sleep_until(deadline) => {
+                deadline = None;
+                batcher.start_commit().await;
+                continue;
+            }
+        };
+        match command {
+            Some(Command::Samples(mut samples)) => {
+                if batcher.pending.is_empty() {
+                    deadline = Some(Instant::now() + flush_interval);
+                }
+                batcher.stats.received += samples.len() as u64;
+                batcher.pending.append(&mut samples);
+                if batcher.pending.len() >= batcher.batch_size {
+                    deadline = None;
+                    batcher.start_commit().await;
+                }
+            }
+            Some(Command::Flush(reply)) => {
+                deadline = None;
+                batcher.start_commit().await;
+                batcher.finish_commit().await;
+                let result = match batcher.failure.take() {
+                    Some(message) => Err(HistoryError::CommitFailed(message)),
+                    None => Ok(()),
+                };
+                let _ = reply.send(result); // the caller may have stopped waiting
+            }
+            Some(Command::Shutdown) | None => break,
+        }
+    }
+    batcher.start_commit().await;
+    batcher.finish_commit().await;
+    tracing::info!(stats = ?batcher.stats, "history writer stopped");
+    batcher.stats
+}
+
+/// Sleeps until the deadline, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+type Commit = JoinHandle<(Vec<Sample>, Result<AppendOutcome>)>;
+
+/// Pending samples, the commit in flight and a spare buffer, so steady ingest reuses two
+/// allocations instead of one per batch.
+struct Batcher {
+    store: Arc<dyn HistoryStore>,
+    batch_size: usize,
+    pending: Vec<Sample>,
+    spare: Vec<Sample>,
+    in_flight: Option<Commit>,
+    stats: WriterStats,
+    failure: Option<String>,
+}
+
+impl Batcher {
+    fn new(store: Arc<dyn HistoryStore>, batch_size: usize) -> Self {
+        Self {
+            store,
+            batch_size,
+            pending: Vec::with_capacity(batch_size),
+            spare: Vec::with_capacity(batch_size),
+            in_flight: None,
+            stats: WriterStats::default(),
+            failure: None,
+        }
+    }
+
+    /// Hands the pending samples to a blocking-pool commit, after the previous one ends.
+    async fn start_commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.finish_commit().await;
+        let batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let store = Arc::clone(&self.store);
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let result = store.append(&batch);
+            (batch, result)
+        }));
+    }
+
+    /// Waits for the commit in flight, if any, and records how it went.
+    async fn finish_commit(&mut self) {
+        let Some(commit) = self.in_flight.take() else {
+            return;
+        };
+        match commit.await {
+            Ok((mut batch, result)) => {
+                self.stats.commits += 1;
+                match result {
+                    Ok(outcome) => self.stats.stored.add(outcome),
+                    Err(e) => self.record_failure(batch.len(), e.to_string()),
+                }
+                batch.clear();
+                self.spare = batch;
+            }
+            Err(e) => self.record_failure(0, format!("commit task failed: {e}")),
+        }
+    }
+
+    fn record_failure(&mut self, samples: usize, message: String) {
+        tracing::error!(samples, error = %message, "history batch not stored");
+        self.stats.lost += samples as u64;
+        self.failure.get_or_insert(message);
+    }
+}

@@ -1,0 +1,130 @@
+//! The `[history]` configuration: the example file loads, bad values are refused naming the
+//! key, and each option reaches the part it configures.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use host_app::history::{HistoryConfig, HistoryConfigError, SqliteStore, Synchronous};
+
+fn example() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/host-app.example.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn with(key: &str, value: &str) -> String {
+    example()
+        .lines()
+        .map(|line| {
+            if line.starts_with(&format!("{key} =")) {
+                format!("{key} = {value}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_example_file_loads_and_maps_to_store_writer_and_retention_settings() {
+    let config = HistoryConfig::from_toml(&example()).unwrap();
+    assert_eq!(
+        config.path,
+        PathBuf::from("/var/lib/sparkplug-host/history.db")
+    );
+    let writer = config.writer_config();
+    assert_eq!(
+        (
+            writer.batch_size,
+            writer.flush_interval,
+            writer.channel_capacity
+        ),
+        (5_000, Duration::from_millis(250), 256)
+    );
+    let policy = config.retention_policy();
+    assert_eq!(policy.max_age, Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!(policy.max_bytes, Some(4_096 * 1024 * 1024));
+    assert_eq!(config.retention_interval(), Duration::from_secs(60));
+    assert_eq!(config.store_options().synchronous, Synchronous::Normal);
+}
+
+#[test]
+fn zero_limits_mean_keep_everything() {
+    let text = with("retention_days", "0").replace("max_size_mb = 4096", "max_size_mb = 0");
+    let policy = HistoryConfig::from_toml(&text).unwrap().retention_policy();
+    assert_eq!((policy.max_age, policy.max_bytes), (None, None));
+}
+
+#[test]
+fn out_of_range_values_are_refused_naming_the_key() {
+    for (key, value) in [
+        ("batch_size", "0"),
+        ("flush_interval_ms", "0"),
+        ("channel_capacity", "0"),
+        ("retention_days", "100000"),
+        ("max_size_mb", "99999999999"),
+        ("retention_interval_s", "0"),
+        ("path", "\"\""),
+    ] {
+        let err = HistoryConfig::from_toml(&with(key, value)).unwrap_err();
+        assert!(
+            matches!(err, HistoryConfigError::Invalid { .. }),
+            "{key}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("history.{key}")),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_wrong_types_and_bad_choices_are_refused_naming_the_key() {
+    let typo = example().replace("batch_size =", "batch_sise =");
+    let err = HistoryConfig::from_toml(&typo).unwrap_err().to_string();
+    assert!(err.contains("batch_sise"), "{err}");
+
+    let err = HistoryConfig::from_toml(&with("batch_size", "\"many\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch_size"), "{err}");
+
+    let err = HistoryConfig::from_toml(&with("synchronous", "\"off\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("synchronous") && err.contains("off"), "{err}");
+
+    let err = HistoryConfig::from_toml("[broker]\nport = 1883\n").unwrap_err();
+    assert!(matches!(err, HistoryConfigError::Missing), "{err:?}");
+
+    let err = HistoryConfig::from_toml("[history]\nbatch_size = 10\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("path"), "{err}");
+}
+
+#[test]
+fn other_tables_of_the_host_file_are_left_to_their_owners() {
+    let text = format!("[broker]\nport = 1883\n\n{}", example());
+    assert!(HistoryConfig::from_toml(&text).is_ok());
+}
+
+#[test]
+fn the_synchronous_choice_reaches_the_database_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    for (choice, expected) in [
+        ("\"full\"", Synchronous::Full),
+        ("\"normal\"", Synchronous::Normal),
+    ] {
+        let path = dir
+            .path()
+            .join(format!("h-{}.db", choice.trim_matches('"')));
+        let text = with("synchronous", choice).replace(
+            "path = \"/var/lib/sparkplug-host/history.db\"",
+            &format!("path = {:?}", path.display().to_string()),
+        );
+        let config = HistoryConfig::from_toml(&text).unwrap();
+        let store = SqliteStore::open(&config.path, &config.store_options()).unwrap();
+        assert_eq!(store.synchronous().unwrap(), expected);
+    }
+}

@@ -1,0 +1,84 @@
+//! Helpers shared by the history tests: a store on a real file in a temporary directory.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use host_app::history::{
+    HistoryStore, MetricId, MetricKey, MetricMeta, Quality, Sample, SampleValue, SqliteOptions,
+    SqliteStore,
+};
+
+pub struct TempStore {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+}
+
+impl TempStore {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(open(&dir.path().join("history.db")));
+        Self { dir, store }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("history.db")
+    }
+
+    /// Closes the store and opens the same file again.
+    pub fn reopen(&mut self) {
+        let path = self.path();
+        self.store = Arc::new(open(&path)); // the old store drops here, closing its connections
+    }
+}
+
+pub fn open(path: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(path, &SqliteOptions::default()).expect("open history store")
+}
+
+pub fn register(store: &dyn HistoryStore, name: &str) -> MetricId {
+    store
+        .register_metric(
+            &MetricKey::device("Plant1", "Edge1", "PLC1", name),
+            &MetricMeta {
+                datatype: "Double".into(),
+                units: Some("bar".into()),
+            },
+        )
+        .expect("register metric")
+}
+
+pub fn sample(metric: MetricId, ts: u64, value: SampleValue) -> Sample {
+    Sample {
+        metric,
+        ts,
+        value,
+        quality: Quality::GOOD,
+        is_historical: false,
+    }
+}
+
+/// 1 Hz samples of one metric, value = f(ts).
+pub fn series(metric: MetricId, start: u64, count: u64, step_ms: u64) -> Vec<Sample> {
+    (0..count)
+        .map(|i| {
+            let ts = start + i * step_ms;
+            sample(
+                metric,
+                ts,
+                SampleValue::F64((ts as f64 / 1000.0).sin() * 100.0),
+            )
+        })
+        .collect()
+}
+
+pub fn count(store: &dyn HistoryStore, metric: MetricId) -> usize {
+    store
+        .range(
+            metric,
+            host_app::history::TimeRange::new(0, u64::MAX),
+            u32::MAX,
+        )
+        .expect("range")
+        .len()
+}

@@ -1,0 +1,231 @@
+//! The batch writer: channel -> batches -> SQLite; commits by size and by time, flushes on
+//! shutdown, de-duplicates replays, and readers work while it ingests.
+
+mod history_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use history_support::{TempStore, count, register, series};
+use host_app::history::{
+    HistoryStore, HistoryWriter, Sample, SampleValue, TimeRange, WriterConfig,
+};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn config(batch_size: usize, flush_interval: Duration) -> WriterConfig {
+    WriterConfig {
+        batch_size,
+        flush_interval,
+        channel_capacity: 8,
+    }
+}
+
+/// Polls `f` until it is true, at most 500 times 10 ms apart.
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_everything_queued_from_every_producer() {
+    let t = TempStore::new();
+    let ids: Vec<_> = (0..4)
+        .map(|i| register(&*t.store, &format!("P{i}")))
+        .collect();
+    // Neither size nor time would ever commit: only the shutdown flush can.
+    let (writer, task) = HistoryWriter::spawn(
+        t.store.clone(),
+        config(1_000_000, Duration::from_secs(3_600)),
+    );
+    let producers: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for chunk in series(id, T0, 5_000, 1_000).chunks(7) {
+                    writer.append(chunk.to_vec()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.await.unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    let stats = task.join().await.unwrap();
+    assert_eq!(
+        (stats.received, stats.stored.inserted, stats.lost),
+        (20_000, 20_000, 0)
+    );
+    for &id in &ids {
+        assert_eq!(count(&*t.store, id), 5_000);
+    }
+    assert!(
+        writer.append(series(ids[0], T0, 1, 1)).await.is_err(),
+        "a stopped writer refuses samples"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_writer_handle_also_flushes() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    let (writer, task) = HistoryWriter::spawn(
+        t.store.clone(),
+        config(1_000_000, Duration::from_secs(3_600)),
+    );
+    writer.append(series(id, T0, 123, 1_000)).await.unwrap();
+    drop(writer);
+    let stats = task.join().await.unwrap();
+    assert_eq!(stats.stored.inserted, 123);
+    assert_eq!(count(&*t.store, id), 123);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_by_size_without_waiting_for_the_interval() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    let (writer, task) =
+        HistoryWriter::spawn(t.store.clone(), config(100, Duration::from_secs(3_600)));
+    for chunk in series(id, T0, 250, 1_000).chunks(50) {
+        writer.append(chunk.to_vec()).await.unwrap();
+    }
+    assert!(eventually(|| count(&*t.store, id) >= 200).await);
+    // The last 50 are below the batch size and the interval is an hour: still pending.
+    assert_eq!(count(&*t.store, id), 200);
+    writer.shutdown().await.unwrap();
+    task.join().await.unwrap();
+    assert_eq!(count(&*t.store, id), 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_by_time_when_the_batch_stays_small() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    let (writer, task) = HistoryWriter::spawn(
+        t.store.clone(),
+        config(1_000_000, Duration::from_millis(20)),
+    );
+    writer.append(series(id, T0, 3, 1_000)).await.unwrap();
+    assert!(
+        eventually(|| count(&*t.store, id) == 3).await,
+        "the flush interval commits a small batch"
+    );
+    writer.shutdown().await.unwrap();
+    let stats = task.join().await.unwrap();
+    assert_eq!(stats.commits, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_through_the_writer_is_stored_once() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    let (writer, task) =
+        HistoryWriter::spawn(t.store.clone(), config(64, Duration::from_millis(50)));
+    let live = series(id, T0, 1_000, 1_000);
+    writer.append(live.clone()).await.unwrap();
+    writer.flush().await.unwrap();
+    let replay: Vec<Sample> = live
+        .iter()
+        .map(|s| Sample {
+            is_historical: true,
+            ..s.clone()
+        })
+        .collect();
+    writer.append(replay).await.unwrap();
+    writer.shutdown().await.unwrap();
+    let stats = task.join().await.unwrap();
+    assert_eq!(
+        (stats.stored.inserted, stats.stored.duplicates),
+        (1_000, 1_000)
+    );
+    let stored = t
+        .store
+        .range(id, TimeRange::new(0, u64::MAX), u32::MAX)
+        .unwrap();
+    assert_eq!(stored, live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_query_consistent_snapshots_while_ingest_runs() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    let total = 100_000_u64;
+
+    // An independent connection holding a read snapshot open: WAL lets ingest commit anyway.
+    let snapshot = rusqlite::Connection::open(t.path()).unwrap();
+    snapshot.execute_batch("BEGIN").unwrap();
+    let before: i64 = snapshot
+        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (t.store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut queries, mut last_count) = (0_u64, 0_usize);
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let got = store
+                    .range(id, TimeRange::new(0, u64::MAX), u32::MAX)
+                    .unwrap();
+                // Each read is a committed prefix of the series, in order, never shrinking.
+                assert!(got.len() >= last_count);
+                assert!(
+                    got.iter()
+                        .enumerate()
+                        .all(|(i, s)| s.ts == T0 + i as u64 * 1_000)
+                );
+                let trend = store
+                    .downsample(id, TimeRange::new(T0, T0 + total * 1_000), 100)
+                    .unwrap();
+                assert!(trend.iter().map(|b| b.count).sum::<u64>() >= got.len() as u64);
+                last_count = got.len();
+                queries += 1;
+                if finished || queries >= 100_000 {
+                    return (queries, last_count);
+                }
+            }
+        })
+    };
+
+    let (writer, task) =
+        HistoryWriter::spawn(t.store.clone(), config(5_000, Duration::from_millis(250)));
+    for chunk in series(id, T0, total, 1_000).chunks(1_000) {
+        writer.append(chunk.to_vec()).await.unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    let stats = task.join().await.unwrap();
+    done.store(true, Ordering::Release);
+    let (queries, last_seen) = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(stats.stored.inserted, total);
+    assert!(queries >= 1);
+    assert_eq!(
+        last_seen as u64, total,
+        "the read after ingest ended sees everything"
+    );
+    let still: i64 = snapshot
+        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        still, before,
+        "the open snapshot kept its view while ingest committed"
+    );
+    snapshot.execute_batch("COMMIT").unwrap();
+    let latest = t.store.latest(&[id]).unwrap();
+    assert_eq!(latest[0].ts, T0 + (total - 1) * 1_000);
+    assert_eq!(
+        latest[0].value,
+        SampleValue::F64((latest[0].ts as f64 / 1000.0).sin() * 100.0)
+    );
+}
