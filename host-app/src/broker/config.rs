@@ -1,0 +1,439 @@
+//! The `[broker]` section of the host configuration, validated at load: either an
+//! embedded broker with its listeners and users, or an external MQTT endpoint.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What is wrong in the configuration, and under which key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A password or other secret: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub mode: BrokerMode,
+    #[serde(default)]
+    pub embedded: EmbeddedConfig,
+    pub external: Option<ExternalConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    /// An MQTT broker inside this process.
+    Embedded,
+    /// An MQTT 3.1.1/5 broker elsewhere (a cluster at fleet scale).
+    External,
+}
+
+/// `[broker.embedded]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    pub plain: PlainListenerConfig,
+    pub tls: Option<TlsListenerConfig>,
+    pub users: Vec<UserConfig>,
+    /// The user the host's own session logs in as (required when `users` is not empty).
+    pub host_username: Option<String>,
+    /// Client connections at once, over all listeners.
+    pub max_connections: usize,
+    /// Unacknowledged QoS 1/2 messages per connection.
+    pub max_inflight: usize,
+    /// Time a new socket has to finish TLS and send CONNECT before it is dropped.
+    pub connection_timeout_ms: u64,
+    /// Largest MQTT packet body accepted, in bytes.
+    pub max_payload_size: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            plain: PlainListenerConfig::default(),
+            tls: None,
+            users: Vec::new(),
+            host_username: None,
+            max_connections: 256,
+            max_inflight: 100,
+            connection_timeout_ms: 5_000,
+            max_payload_size: 256 * 1024,
+        }
+    }
+}
+
+/// `[broker.embedded.plain]`: the unencrypted listener, loopback by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlainListenerConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for PlainListenerConfig {
+    fn default() -> Self {
+        PlainListenerConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        }
+    }
+}
+
+/// `[broker.embedded.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    /// Clients are not asked for a certificate.
+    #[default]
+    None,
+    /// A certificate, if presented, must chain to `client_ca_file`.
+    Optional,
+    /// Every client must present a certificate chaining to `client_ca_file`.
+    Required,
+}
+
+/// `[[broker.embedded.users]]`: exactly one of `password` and `password_file`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(skip)]
+    resolved: Option<Secret>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserConfig {
+    pub fn new(username: impl Into<String>, password: Secret) -> UserConfig {
+        UserConfig {
+            username: username.into(),
+            password: None,
+            password_file: None,
+            resolved: Some(password),
+        }
+    }
+
+    /// The password, once the configuration is validated.
+    pub fn password(&self) -> Option<&Secret> {
+        self.resolved.as_ref()
+    }
+}
+
+/// `[broker.external]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalConfig {
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<ExternalTlsConfig>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[broker.external.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTlsConfig {
+    /// PEM CA certificates the broker's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Name checked against the broker's certificate (default: `host`).
+    pub server_name: Option<String>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// Reads a secret from a file; one trailing line break is not part of it.
+fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let value = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(Secret::new(value))
+}
+
+fn require_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{} is not a readable file", path.display()),
+        ))
+    }
+}
+
+impl BrokerConfig {
+    /// Parses the `[broker]` table out of a whole TOML document and validates it.
+    pub fn from_toml(document: &str) -> Result<BrokerConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct Document {
+            broker: Option<toml::Value>,
+        }
+        let doc: Document =
+            toml::from_str(document).map_err(|e| ConfigError::new("broker", e.message()))?;
+        let table = doc
+            .broker
+            .ok_or_else(|| ConfigError::new("broker", "missing section"))?;
+        let mut config: BrokerConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new("broker", e.message()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every key and reads password files; the broker starts only from a
+    /// validated configuration.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        match self.mode {
+            BrokerMode::Embedded => self.embedded.validate(),
+            BrokerMode::External => match &self.external {
+                Some(external) => external.validate(),
+                None => Err(ConfigError::new(
+                    "broker.external",
+                    "required when broker.mode = \"external\"",
+                )),
+            },
+        }
+    }
+}
+
+impl EmbeddedConfig {
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let key = "broker.embedded";
+        if !self.plain.enabled && self.tls.is_none() {
+            return Err(ConfigError::new(
+                key,
+                "no listener: enable broker.embedded.plain or add broker.embedded.tls",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "broker.embedded.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_inflight == 0 || self.max_inflight > usize::from(u16::MAX) {
+            return Err(ConfigError::new(
+                "broker.embedded.max_inflight",
+                "must be between 1 and 65535",
+            ));
+        }
+        if self.connection_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "broker.embedded.connection_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        // An MQTT remaining length is at most 268435455 bytes.
+        if self.max_payload_size < 128 || self.max_payload_size > 268_435_455 {
+            return Err(ConfigError::new(
+                "broker.embedded.max_payload_size",
+                "must be between 128 and 268435455 bytes",
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, user) in self.users.iter_mut().enumerate() {
+            let key = format!("broker.embedded.users[{i}]");
+            if user.username.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}.username"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(user.username.clone()) {
+                return Err(ConfigError::new(
+                    format!("{key}.username"),
+                    format!("{:?} is listed twice", user.username),
+                ));
+            }
+            user.resolved = match (&user.password, &user.password_file, &user.resolved) {
+                (Some(p), None, _) if !p.is_empty() => Some(Secret::new(p.clone())),
+                (None, Some(path), _) => Some(read_secret(&format!("{key}.password_file"), path)?),
+                (None, None, Some(resolved)) => Some(resolved.clone()),
+                (Some(_), Some(_), _) => {
+                    return Err(ConfigError::new(
+                        key,
+                        "give either password or password_file, not both",
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{key}.password"),
+                        "missing or empty (or give password_file)",
+                    ));
+                }
+            };
+        }
+        match &self.host_username {
+            Some(name) if !self.users.iter().any(|u| &u.username == name) => {
+                return Err(ConfigError::new(
+                    "broker.embedded.host_username",
+                    format!("{name:?} is not in broker.embedded.users"),
+                ));
+            }
+            None if !self.users.is_empty() => {
+                return Err(ConfigError::new(
+                    "broker.embedded.host_username",
+                    "required when users are configured (the host logs in as one of them)",
+                ));
+            }
+            _ => {}
+        }
+        if !self.plain.enabled {
+            return Err(ConfigError::new(
+                "broker.embedded.plain.enabled",
+                "the host's own session connects over the plain listener; keep it enabled \
+                 (bind it to 127.0.0.1 to keep it local)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TlsListenerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        require_file("broker.embedded.tls.cert_file", &self.cert_file)?;
+        require_file("broker.embedded.tls.key_file", &self.key_file)?;
+        match (&self.client_ca_file, self.client_certificates) {
+            (Some(path), _) => require_file("broker.embedded.tls.client_ca_file", path)?,
+            (None, ClientCertificates::None) => {}
+            (None, _) => {
+                return Err(ConfigError::new(
+                    "broker.embedded.tls.client_ca_file",
+                    "required when client_certificates is \"optional\" or \"required\"",
+                ));
+            }
+        }
+        // Parse the files now so a bad PEM is reported at load, not at start.
+        super::tls::server_config(self).map(|_| ())
+    }
+}
+
+impl ExternalConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.is_empty() {
+            return Err(ConfigError::new(
+                "broker.external.host",
+                "must not be empty",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(ConfigError::new("broker.external.port", "must not be 0"));
+        }
+        if let Some(path) = &self.password_file {
+            if self.username.is_none() {
+                return Err(ConfigError::new(
+                    "broker.external.username",
+                    "required with password_file",
+                ));
+            }
+            read_secret("broker.external.password_file", path)?;
+        }
+        if let Some(tls) = &self.tls {
+            require_file("broker.external.tls.ca_file", &tls.ca_file)?;
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(cert), Some(key)) => {
+                    require_file("broker.external.tls.client_cert_file", cert)?;
+                    require_file("broker.external.tls.client_key_file", key)?;
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(ConfigError::new(
+                        "broker.external.tls.client_key_file",
+                        "required with client_cert_file",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::new(
+                        "broker.external.tls.client_cert_file",
+                        "required with client_key_file",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's port: as configured, else 8883 with TLS and 1883 without.
+    pub fn port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
+    }
+
+    /// The password read from `password_file`.
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        self.password_file
+            .as_deref()
+            .map(|p| read_secret("broker.external.password_file", p))
+            .transpose()
+    }
+}

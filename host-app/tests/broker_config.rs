@@ -1,0 +1,237 @@
+//! The `[broker]` configuration: the example file, defaults, and errors that name the key.
+
+mod broker_support;
+
+use broker_support::Pki;
+use host_app::broker::{Broker, BrokerConfig, BrokerMode, ClientCertificates};
+
+fn example() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/host-app.example.toml"
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn error_key(document: &str) -> String {
+    match BrokerConfig::from_toml(document) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.key,
+    }
+}
+
+fn toml_path(p: &std::path::Path) -> String {
+    p.display().to_string().replace('\\', "/")
+}
+
+#[test]
+fn example_file_loads() {
+    let config = BrokerConfig::from_toml(&example()).unwrap();
+    assert_eq!(config.mode, BrokerMode::Embedded);
+    assert_eq!(
+        config.embedded.plain.listen,
+        "127.0.0.1:1883".parse().unwrap()
+    );
+    assert_eq!(config.embedded.max_connections, 256);
+    assert!(config.embedded.tls.is_none());
+}
+
+#[test]
+fn commented_parts_of_the_example_load_when_enabled() {
+    let pki = Pki::new();
+    let secret = pki.dir.path().join("mqtt-host");
+    std::fs::write(&secret, "pa55word\n").unwrap();
+    let mut doc = String::new();
+    let mut external_part = false;
+    for line in example().lines() {
+        external_part |= line.contains("[broker.external");
+        // Uncomment the embedded TLS and users parts, pointing at real files.
+        let enabled = line.strip_prefix("# ").filter(|l| {
+            !external_part
+                && (l.starts_with('[')
+                    || l.starts_with("listen = \"0.0.0.0")
+                    || l.starts_with("cert_file")
+                    || l.starts_with("key_file")
+                    || l.starts_with("client_ca_file")
+                    || l.starts_with("client_certificates")
+                    || l.starts_with("username")
+                    || l.starts_with("password_file")
+                    || l.starts_with("host_username"))
+        });
+        let line = match enabled {
+            Some(l) => l
+                .replace(
+                    "/etc/sparkplug-edge/tls/server.pem",
+                    &toml_path(&pki.server_cert),
+                )
+                .replace(
+                    "/etc/sparkplug-edge/tls/server.key",
+                    &toml_path(&pki.server_key),
+                )
+                .replace(
+                    "/etc/sparkplug-edge/tls/clients-ca.pem",
+                    &toml_path(&pki.ca),
+                )
+                .replace("/etc/sparkplug-edge/secrets/mqtt-host", &toml_path(&secret))
+                .replace("/etc/sparkplug-edge/secrets/mqtt-edge", &toml_path(&secret)),
+            None => line.to_owned(),
+        };
+        doc.push_str(&line);
+        doc.push('\n');
+    }
+    let config = BrokerConfig::from_toml(&doc).unwrap();
+    let tls = config.embedded.tls.as_ref().unwrap();
+    assert_eq!(tls.client_certificates, ClientCertificates::Required);
+    assert_eq!(config.embedded.users.len(), 2);
+    assert_eq!(
+        config.embedded.users[0].password().unwrap().expose(),
+        "pa55word",
+        "one trailing line break is not part of the password"
+    );
+    assert_eq!(config.embedded.host_username.as_deref(), Some("host"));
+}
+
+#[test]
+fn passwords_are_never_printed() {
+    let doc = r#"
+        [broker]
+        mode = "embedded"
+        [broker.embedded]
+        host_username = "host"
+        [[broker.embedded.users]]
+        username = "host"
+        password = "do-not-print-me"
+    "#;
+    let config = BrokerConfig::from_toml(doc).unwrap();
+    let printed = format!("{config:?}");
+    assert!(printed.contains("host"));
+    assert!(!printed.contains("do-not-print-me"), "{printed}");
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\n",
+            "broker.embedded.users[0].password",
+        ),
+        (
+            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword = \"p\"\npassword_file = \"/nonexistent\"\n",
+            "broker.embedded.users[0]",
+        ),
+        (
+            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword_file = \"/nonexistent/secret\"\n",
+            "broker.embedded.users[0].password_file",
+        ),
+        (
+            "[broker]\nmode = \"embedded\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword = \"p\"\n",
+            "broker.embedded.host_username",
+        ),
+        (
+            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_connections = 0\n",
+            "broker.embedded.max_connections",
+        ),
+        (
+            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_payload_size = 10\n",
+            "broker.embedded.max_payload_size",
+        ),
+        (
+            "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n",
+            "broker.embedded.tls.cert_file",
+        ),
+        ("[broker]\nmode = \"external\"\n", "broker.external"),
+        (
+            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"\"\n",
+            "broker.external.host",
+        ),
+        (
+            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"b\"\npassword_file = \"/x\"\n",
+            "broker.external.username",
+        ),
+        ("[other]\nx = 1\n", "broker"),
+    ];
+    for (doc, key) in cases {
+        assert_eq!(&error_key(doc), key, "for:\n{doc}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_reported() {
+    let err = BrokerConfig::from_toml(
+        "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_conections = 5\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_conections"), "{err}");
+    let err = BrokerConfig::from_toml("[broker]\nmode = \"cluster\"\n").unwrap_err();
+    assert!(err.to_string().contains("cluster"), "{err}");
+}
+
+#[test]
+fn client_certificates_need_a_client_ca() {
+    let pki = Pki::new();
+    let doc = format!(
+        "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_certificates = \"optional\"\n",
+        toml_path(&pki.server_cert),
+        toml_path(&pki.server_key)
+    );
+    assert_eq!(error_key(&doc), "broker.embedded.tls.client_ca_file");
+}
+
+#[test]
+fn a_key_file_that_is_not_a_key_is_reported_at_load() {
+    let pki = Pki::new();
+    let doc = format!(
+        "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        toml_path(&pki.server_cert),
+        toml_path(&pki.server_cert)
+    );
+    assert_eq!(error_key(&doc), "broker.embedded.tls.key_file");
+}
+
+#[tokio::test]
+async fn external_mode_gives_the_configured_endpoint() {
+    let pki = Pki::new();
+    let secret = pki.dir.path().join("pw");
+    std::fs::write(&secret, "hunter2\n").unwrap();
+    let doc = format!(
+        "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"mqtt.plant.example\"\nusername = \"host\"\npassword_file = \"{}\"\n[broker.external.tls]\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        toml_path(&secret),
+        toml_path(&pki.ca),
+        toml_path(&pki.client_cert),
+        toml_path(&pki.client_key),
+    );
+    let config = BrokerConfig::from_toml(&doc).unwrap();
+    let broker = Broker::start(&config).await.unwrap();
+    assert!(broker.embedded().is_none());
+    let endpoint = broker.endpoint().clone();
+    assert_eq!(endpoint.host, "mqtt.plant.example");
+    assert_eq!(endpoint.port, 8883, "TLS default port");
+    let tls = endpoint.tls.as_ref().unwrap();
+    assert_eq!(tls.server_name, "mqtt.plant.example", "defaults to host");
+    assert!(tls.client_config().is_ok());
+    let credentials = endpoint.credentials.unwrap();
+    assert_eq!(credentials.username, "host");
+    assert_eq!(credentials.password.unwrap().expose(), "hunter2");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn embedded_mode_gives_a_loopback_endpoint() {
+    let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded.plain]\nlisten = \"0.0.0.0:0\"\n";
+    let config = BrokerConfig::from_toml(doc).unwrap();
+    let broker = Broker::start(&config).await.unwrap();
+    let endpoint = broker.endpoint().clone();
+    assert_eq!(
+        endpoint.host, "127.0.0.1",
+        "unspecified address reached over loopback"
+    );
+    assert_eq!(
+        endpoint.port,
+        broker.embedded().unwrap().plain_addr().unwrap().port()
+    );
+    assert!(endpoint.tls.is_none() && endpoint.credentials.is_none());
+    let options = rumqttc::MqttOptions::new("host", (endpoint.host.clone(), endpoint.port));
+    let (client, eventloop) = broker_support::connect(options).await;
+    broker_support::disconnect(client, eventloop).await;
+    broker.stop().await;
+}

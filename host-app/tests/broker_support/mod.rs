@@ -1,0 +1,263 @@
+//! Shared by the `broker_*` tests: a started embedded broker, throwaway certificates, and
+//! a real MQTT client (rumqttc) driven with bounded waits.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use host_app::broker::{EmbeddedBroker, EmbeddedConfig, PlainListenerConfig, Secret, UserConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Publish, PublishOptions,
+};
+
+/// Upper bound for any single wait in these tests; never a speed assertion.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// An embedded configuration on an OS-chosen loopback port, validated.
+pub fn config() -> EmbeddedConfig {
+    let mut config = EmbeddedConfig {
+        plain: PlainListenerConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        ..EmbeddedConfig::default()
+    };
+    config.validate().unwrap();
+    config
+}
+
+pub fn with_users(mut config: EmbeddedConfig, users: &[(&str, &str)]) -> EmbeddedConfig {
+    config.users = users
+        .iter()
+        .map(|(u, p)| UserConfig::new(*u, Secret::new(*p)))
+        .collect();
+    config.host_username = users.first().map(|(u, _)| u.to_string());
+    config.validate().unwrap();
+    config
+}
+
+/// Logs to the test's captured output, filtered by RUST_LOG (default: warnings).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn start(config: &EmbeddedConfig) -> EmbeddedBroker {
+    init_logs();
+    EmbeddedBroker::start(config).await.unwrap()
+}
+
+pub fn options(id: &str, addr: SocketAddr) -> MqttOptions {
+    let mut options = MqttOptions::new(id, (addr.ip().to_string(), addr.port()));
+    options.set_keep_alive(30);
+    options
+}
+
+/// Connects and waits for the CONNACK.
+pub async fn connect(options: MqttOptions) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::builder(options).build();
+    match wait_connack(&mut eventloop).await {
+        Ok(()) => (client, eventloop),
+        Err(e) => panic!("connect failed: {e:?}"),
+    }
+}
+
+/// Polls until the CONNACK (Ok) or the first connection error.
+pub async fn wait_connack(eventloop: &mut EventLoop) -> Result<(), ConnectionError> {
+    let poll = async {
+        loop {
+            match eventloop.poll().await? {
+                Event::Incoming(Incoming::ConnAck(_)) => return Ok(()),
+                _ => continue,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("no CONNACK or error in time")
+}
+
+/// Subscribes and waits for the SUBACK.
+pub async fn subscribe(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    filter: &str,
+    qos: rumqttc::QoS,
+) {
+    client.subscribe(filter, qos).await.unwrap();
+    let poll = async {
+        loop {
+            if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("no SUBACK in time");
+}
+
+/// The next PUBLISH delivered to this client.
+pub async fn next_publish(eventloop: &mut EventLoop) -> Publish {
+    let poll = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::Publish(p))) => return p,
+                Ok(_) => continue,
+                Err(e) => panic!("connection failed while waiting for a PUBLISH: {e:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("no PUBLISH in time")
+}
+
+/// Drives the event loop until the PUBACK of the last QoS 1 publish (or the first
+/// PUBLISH/PUBACK-free outgoing flush for QoS 0).
+pub async fn wait_puback(eventloop: &mut EventLoop) {
+    let poll = async {
+        loop {
+            if let Event::Incoming(Incoming::PubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("no PUBACK in time");
+}
+
+/// Drives the event loop until the outgoing PUBLISH has been written.
+pub async fn wait_sent(eventloop: &mut EventLoop) {
+    let poll = async {
+        loop {
+            if let Event::Outgoing(rumqttc::Outgoing::Publish(_)) = eventloop.poll().await.unwrap()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("PUBLISH not sent in time");
+}
+
+/// A client publishing one message and disconnecting cleanly.
+pub async fn publish_once(
+    addr: SocketAddr,
+    id: &str,
+    topic: &str,
+    payload: &[u8],
+    qos: rumqttc::QoS,
+    retain: bool,
+) {
+    let (client, mut eventloop) = connect(options(id, addr)).await;
+    client
+        .publish(
+            topic,
+            payload.to_vec(),
+            PublishOptions::new(qos).retain(retain),
+        )
+        .await
+        .unwrap();
+    match qos {
+        rumqttc::QoS::AtMostOnce => wait_sent(&mut eventloop).await,
+        _ => wait_puback(&mut eventloop).await,
+    }
+    disconnect(client, eventloop).await;
+}
+
+/// Sends DISCONNECT and drives the loop until the connection is closed.
+pub async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
+    client.disconnect().await.unwrap();
+    let poll = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => continue,
+                Err(_) => return,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("DISCONNECT not sent in time");
+}
+
+/// Throwaway PKI written as PEM files: a CA, a server certificate for 127.0.0.1 and
+/// localhost, a client certificate from the same CA, and one from an unrelated CA.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub rogue_client_cert: PathBuf,
+    pub rogue_client_key: PathBuf,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.extended_key_usages = vec![usage];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca_issuer = ca("test CA");
+        let (server_cert, server_key) = leaf(
+            &ca_issuer,
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) =
+            leaf(&ca_issuer, &["edge-1"], ExtendedKeyUsagePurpose::ClientAuth);
+        let rogue = ca("rogue CA");
+        let (rogue_cert, rogue_key) =
+            leaf(&rogue, &["edge-1"], ExtendedKeyUsagePurpose::ClientAuth);
+        Pki {
+            ca: write("ca.pem", &ca_issuer.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+            rogue_client_cert: write("rogue.pem", &rogue_cert),
+            rogue_client_key: write("rogue.key", &rogue_key),
+            dir,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The TLS listener (tokio-rustls, ring) with a throwaway PKI, driven by rumqttc over
+//! rustls with the ring provider: server authentication and client certificates
+//! required or optional.
+
+mod broker_support;
+
+use broker_support::*;
+use host_app::broker::{ClientCertificates, EmbeddedConfig, EndpointTls, TlsListenerConfig};
+use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+
+fn tls_config(pki: &Pki, client_certificates: ClientCertificates) -> EmbeddedConfig {
+    let mut config = config();
+    config.tls = Some(TlsListenerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_file: pki.server_cert.clone(),
+        key_file: pki.server_key.clone(),
+        client_ca_file: Some(pki.ca.clone()),
+        client_certificates,
+    });
+    config.validate().unwrap();
+    config
+}
+
+/// rumqttc options over TLS, built from the same endpoint description the host uses.
+fn tls_options(
+    id: &str,
+    broker: &host_app::broker::EmbeddedBroker,
+    pki: &Pki,
+    client_cert: Option<(&std::path::Path, &std::path::Path)>,
+) -> MqttOptions {
+    let endpoint = EndpointTls {
+        ca_file: pki.ca.clone(),
+        server_name: "localhost".to_owned(),
+        client_cert: client_cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+    };
+    let tls = endpoint.client_config().unwrap();
+    let addr = broker.tls_addr().unwrap();
+    let mut options = MqttOptions::new(id, ("localhost", addr.port()));
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    options
+}
+
+async fn refused(options: MqttOptions) -> bool {
+    let (_client, mut eventloop) = AsyncClient::builder(options).build();
+    wait_connack(&mut eventloop).await.is_err()
+}
+
+#[tokio::test]
+async fn tls_listener_carries_mqtt_for_rumqttc_over_rustls_ring() {
+    let pki = Pki::new();
+    let broker = start(&tls_config(&pki, ClientCertificates::None)).await;
+    assert_ne!(broker.tls_addr().unwrap().port(), 0);
+
+    let (host, mut host_loop) = connect(tls_options("host", &broker, &pki, None)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    // Published over the plain listener, received over TLS: one broker behind both.
+    publish_once(
+        broker.plain_addr().unwrap(),
+        "edge-1",
+        "spBv1.0/plant/NBIRTH/edge-1",
+        b"birth",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+    let p = next_publish(&mut host_loop).await;
+    assert_eq!(&p.payload[..], b"birth");
+
+    // And the other way round.
+    let (edge, mut edge_loop) = connect(tls_options("edge-2", &broker, &pki, None)).await;
+    edge.publish(
+        "spBv1.0/plant/NDATA/edge-2",
+        &b"data"[..],
+        rumqttc::PublishOptions::at_least_once(),
+    )
+    .await
+    .unwrap();
+    wait_puback(&mut edge_loop).await;
+    assert_eq!(&next_publish(&mut host_loop).await.payload[..], b"data");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn required_client_certificate_from_our_ca_is_accepted() {
+    let pki = Pki::new();
+    let broker = start(&tls_config(&pki, ClientCertificates::Required)).await;
+    let options = tls_options(
+        "edge-1",
+        &broker,
+        &pki,
+        Some((&pki.client_cert, &pki.client_key)),
+    );
+    let (client, eventloop) = connect(options).await;
+    disconnect(client, eventloop).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn required_client_certificate_missing_is_refused() {
+    let pki = Pki::new();
+    let broker = start(&tls_config(&pki, ClientCertificates::Required)).await;
+    assert!(refused(tls_options("edge-1", &broker, &pki, None)).await);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn client_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new();
+    for mode in [ClientCertificates::Required, ClientCertificates::Optional] {
+        let broker = start(&tls_config(&pki, mode)).await;
+        let options = tls_options(
+            "edge-1",
+            &broker,
+            &pki,
+            Some((&pki.rogue_client_cert, &pki.rogue_client_key)),
+        );
+        assert!(refused(options).await, "{mode:?}");
+        broker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn optional_client_certificate_may_be_absent() {
+    let pki = Pki::new();
+    let broker = start(&tls_config(&pki, ClientCertificates::Optional)).await;
+    let (client, eventloop) = connect(tls_options("edge-1", &broker, &pki, None)).await;
+    disconnect(client, eventloop).await;
+    let options = tls_options(
+        "edge-2",
+        &broker,
+        &pki,
+        Some((&pki.client_cert, &pki.client_key)),
+    );
+    let (client, eventloop) = connect(options).await;
+    disconnect(client, eventloop).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn plain_mqtt_on_the_tls_port_is_dropped() {
+    let pki = Pki::new();
+    let broker = start(&tls_config(&pki, ClientCertificates::None)).await;
+    let addr = broker.tls_addr().unwrap();
+    assert!(refused(options("edge-1", addr)).await);
+    broker.stop().await;
+}
