@@ -4,3 +4,4 @@ pub mod broker;
 pub mod history;
 pub mod inspect;
 pub mod json;
+pub mod tracker;
