@@ -7,6 +7,7 @@
 //! - [`tracker::Tracker`]: what the host knows of each edge node, as pure logic.
 //! - [`command`]: operator writes as NCMD/DCMD, audited.
 //! - [`api`]: the panel's HTTP API.
+//! - [`spy`]: every Sparkplug message on a broker, one JSON line each.
 
 pub mod api;
 pub mod broker;
@@ -19,4 +20,5 @@ pub mod json;
 pub mod mqtt;
 pub mod session;
 pub mod shared;
+pub mod spy;
 pub mod tracker;
