@@ -3,7 +3,9 @@
 mod history_support;
 
 use history_support::{TempStore, register, sample, series};
-use host_app::history::{Bucket, HistoryStore, MetricId, Sample, SampleValue, TimeRange};
+use host_app::history::{
+    Bucket, HistoryStore, MetricId, RetentionPolicy, Sample, SampleValue, TimeRange,
+};
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;
@@ -152,9 +154,12 @@ proptest! {
                 ..sample(id, T0 + offset, value)
             })
             .collect();
-        // Two batches in either order: storage order must not matter.
+        // Two batches in either order, the first moved from the recent table into the
+        // main one (a retention step with no limits only does that): neither storage order
+        // nor which table holds a sample may matter.
         let split = split.min(samples.len());
         t.store.append(&samples[split..]).unwrap();
+        t.store.apply_retention(&RetentionPolicy::default(), 0, 1).unwrap();
         t.store.append(&samples[..split]).unwrap();
         let range = TimeRange::new(T0 + from, T0 + from + span);
         let got = t.store.downsample(id, range, buckets).unwrap();

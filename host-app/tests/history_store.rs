@@ -386,3 +386,95 @@ fn a_timestamp_beyond_the_store_range_is_rejected_not_stored() {
     assert_eq!(count(&*t.store, id), 1);
     assert_eq!(count(&*t.store, MetricId(id.0 + 99)), 0);
 }
+
+#[test]
+fn closing_the_store_folds_the_wal_into_the_database_file() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "P");
+    t.store.append(&series(id, T0, 10_000, 1_000)).unwrap();
+    let wal = t.path().with_extension("db-wal");
+    assert!(wal.exists(), "ingest goes through the WAL");
+    let path = t.path();
+    let TempStore { dir, store } = t;
+    drop(store);
+    assert!(
+        !wal.exists(),
+        "the last connection to close checkpoints and removes the WAL"
+    );
+    let again = history_support::open(&path);
+    assert_eq!(count(&again, id), 10_000);
+    drop(dir);
+}
+
+#[test]
+fn exactly_once_holds_across_the_recent_and_main_tables() {
+    let mut t = TempStore::new();
+    let ids: Vec<MetricId> = (0..10)
+        .map(|i| register(&*t.store, &format!("M{i}")))
+        .collect();
+    // 80,000 samples: more than the recent table holds before it is folded into the main
+    // one, so the data ends up split across both.
+    let all: Vec<Sample> = (0..8_000_u64)
+        .flat_map(|step| {
+            ids.iter()
+                .map(move |&id| sample(id, T0 + step * 1_000, SampleValue::U64(step)))
+        })
+        .collect();
+    // Small batches go through the recent table; the 20,000 one goes straight to the main
+    // table (after folding the recent one).
+    let (small, rest) = all.split_at(30_000);
+    let (large, tail) = rest.split_at(20_000);
+    for chunk in small.chunks(5_000).chain([large]).chain(tail.chunks(5_000)) {
+        assert_eq!(t.store.append(chunk).unwrap().inserted, chunk.len() as u64);
+    }
+
+    let raw = rusqlite::Connection::open(t.path()).unwrap();
+    let rows = |table: &str| -> i64 {
+        raw.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(
+        rows("samples") > 0 && rows("samples_recent") > 0,
+        "data split across both"
+    );
+    drop(raw);
+
+    // Replayed in small batches (checked against both tables) and in one large batch.
+    let replay = |store: &dyn HistoryStore| {
+        for chunk in all.chunks(1_000) {
+            let o = store.append(chunk).unwrap();
+            assert_eq!((o.inserted, o.duplicates), (0, chunk.len() as u64));
+        }
+        let o = store.append(&all).unwrap();
+        assert_eq!((o.inserted, o.duplicates), (0, all.len() as u64));
+    };
+    replay(&*t.store);
+    t.reopen(); // folds what was recent
+    replay(&*t.store);
+    // A newer sample while older ones are folded: latest and range see both tables.
+    t.store
+        .append(&[sample(ids[3], T0 + 8_000_000, SampleValue::U64(u64::MAX))])
+        .unwrap();
+    let latest = t.store.latest(&ids).unwrap();
+    assert_eq!(latest.len(), ids.len());
+    assert_eq!(
+        (latest[3].ts, &latest[3].value),
+        (T0 + 8_000_000, &SampleValue::U64(u64::MAX))
+    );
+    assert_eq!(
+        (latest[0].ts, &latest[0].value),
+        (T0 + 7_999_000, &SampleValue::U64(7_999))
+    );
+    let stored = t
+        .store
+        .range(ids[3], TimeRange::new(0, u64::MAX), u32::MAX)
+        .unwrap();
+    assert_eq!(stored.len(), 8_001);
+    assert!(stored.windows(2).all(|w| w[0].ts < w[1].ts));
+    let trend = t
+        .store
+        .downsample(ids[3], TimeRange::new(T0, T0 + 8_001_000), 8)
+        .unwrap();
+    assert_eq!(trend.iter().map(|b| b.count).sum::<u64>(), 8_001);
+    assert_eq!(trend.last().unwrap().last.value, SampleValue::U64(u64::MAX));
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use history_support::{TempStore, count, register, series};
 use host_app::history::{
-    HistoryStore, HistoryWriter, Sample, SampleValue, TimeRange, WriterConfig,
+    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, HistoryError, HistoryStore,
+    HistoryWriter, MetricId, MetricInfo, MetricKey, MetricMeta, Result, RetentionPolicy,
+    RetentionStep, Sample, SampleValue, TimeRange, WriterConfig,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -64,6 +66,7 @@ async fn shutdown_flushes_everything_queued_from_every_producer() {
         (stats.received, stats.stored.inserted, stats.lost),
         (20_000, 20_000, 0)
     );
+    assert_eq!(stats.commits, 1, "only the shutdown flush committed");
     for &id in &ids {
         assert_eq!(count(&*t.store, id), 5_000);
     }
@@ -97,11 +100,11 @@ async fn commits_by_size_without_waiting_for_the_interval() {
     for chunk in series(id, T0, 250, 1_000).chunks(50) {
         writer.append(chunk.to_vec()).await.unwrap();
     }
+    // The interval is an hour: only reaching the batch size can have committed these.
     assert!(eventually(|| count(&*t.store, id) >= 200).await);
-    // The last 50 are below the batch size and the interval is an hour: still pending.
-    assert_eq!(count(&*t.store, id), 200);
     writer.shutdown().await.unwrap();
-    task.join().await.unwrap();
+    let stats = task.join().await.unwrap();
+    assert!(stats.commits >= 2, "{stats:?}");
     assert_eq!(count(&*t.store, id), 250);
 }
 
@@ -227,5 +230,66 @@ async fn readers_query_consistent_snapshots_while_ingest_runs() {
     assert_eq!(
         latest[0].value,
         SampleValue::F64((latest[0].ts as f64 / 1000.0).sin() * 100.0)
+    );
+}
+
+/// A backend whose disk is gone: every append fails. The writer must report it, count what
+/// was lost, and keep running.
+struct FailingStore;
+
+impl HistoryStore for FailingStore {
+    fn register_metric(&self, _: &MetricKey, _: &MetricMeta) -> Result<MetricId> {
+        Ok(MetricId(1))
+    }
+    fn resolve_metric(&self, _: &MetricKey) -> Result<Option<MetricId>> {
+        Ok(None)
+    }
+    fn metrics(&self) -> Result<Vec<MetricInfo>> {
+        Ok(Vec::new())
+    }
+    fn append(&self, samples: &[Sample]) -> Result<AppendOutcome> {
+        Err(HistoryError::Backend {
+            path: "/nonexistent/history.db".into(),
+            what: "insert sample",
+            source: format!("disk I/O error writing {} samples", samples.len()).into(),
+        })
+    }
+    fn range(&self, _: MetricId, _: TimeRange, _: u32) -> Result<Vec<Sample>> {
+        Ok(Vec::new())
+    }
+    fn downsample(&self, _: MetricId, _: TimeRange, _: u32) -> Result<Vec<Bucket>> {
+        Ok(Vec::new())
+    }
+    fn latest(&self, _: &[MetricId]) -> Result<Vec<Sample>> {
+        Ok(Vec::new())
+    }
+    fn apply_retention(&self, _: &RetentionPolicy, _: u64, _: u32) -> Result<RetentionStep> {
+        Ok(RetentionStep::default())
+    }
+    fn audit_append(&self, _: &AuditEntry) -> Result<i64> {
+        Ok(0)
+    }
+    fn audit_query(&self, _: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_commit_is_reported_at_flush_counted_and_ingest_goes_on() {
+    let (writer, task) = HistoryWriter::spawn(
+        Arc::new(FailingStore),
+        config(10, Duration::from_millis(20)),
+    );
+    let id = MetricId(1);
+    writer.append(series(id, T0, 25, 1_000)).await.unwrap();
+    let err = writer.flush().await.unwrap_err();
+    assert!(err.to_string().contains("disk I/O error"), "{err}");
+    // The failure was reported once; the writer still accepts samples.
+    writer.append(series(id, T0, 5, 1_000)).await.unwrap();
+    writer.shutdown().await.unwrap();
+    let stats = task.join().await.unwrap();
+    assert_eq!(
+        (stats.received, stats.lost, stats.stored.inserted),
+        (30, 30, 0)
     );
 }

@@ -8,11 +8,16 @@
 //! keeps every backend simple. Async code never calls it on a runtime worker:
 //! - ingest sends sample batches to a [`HistoryWriter`] (bounded channel, backpressure by
 //!   `.await`); its task groups them into commits by size or time and runs each commit on
-//!   the blocking pool;
+//!   the blocking pool, one commit in flight while the next fills (under a flood commits
+//!   grow, up to 8 batch sizes, so their fixed cost is amortised);
 //! - [`RetentionTask`] runs retention in bounded steps the same way;
 //! - queries (trend, latest, audit) are called through `tokio::task::spawn_blocking` or from
 //!   a blocking handler; the SQLite backend answers them on reader connections that never
 //!   wait for the writer.
+//!
+//! Exactly once: a sample is identified by (metric, timestamp). The first copy stored wins;
+//! live samples, replays flagged `is_historical` and windows re-sent after a half-open link
+//! are all de-duplicated by the store, across batches and restarts.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), host_app::history::HistoryError> {
@@ -67,6 +72,7 @@ pub trait HistoryStore: Send + Sync {
 
     /// Stores a batch atomically. A sample whose (metric, ts) is already stored is ignored
     /// (counted as a duplicate): replays and re-sent windows never double the record.
+    /// Metric ids must come from [`HistoryStore::register_metric`] on this store.
     fn append(&self, samples: &[Sample]) -> Result<AppendOutcome>;
 
     /// Samples of one metric in `range`, oldest first, at most `limit`.

@@ -11,9 +11,6 @@ use tracing::Instrument;
 use super::HistoryStore;
 use super::types::{RetentionPolicy, TimestampMs};
 
-/// Samples deleted per step: a few milliseconds of writer time on an SD card.
-pub const STEP_ROWS: u32 = 10_000;
-
 /// Pause between steps of one run, so queued ingest commits go first.
 const STEP_PAUSE: Duration = Duration::from_millis(20);
 
@@ -27,7 +24,12 @@ pub struct RetentionTask {
 }
 
 impl RetentionTask {
-    /// Starts applying `policy` now and then every `every`, on the current tokio runtime.
+    /// Samples deleted per step: bounds how long one step holds the writer (see the
+    /// history benchmark for the measured step time).
+    pub const STEP_ROWS: u32 = 10_000;
+
+    /// Starts applying `policy` now and then every `every`. Must be called from within a
+    /// tokio runtime.
     pub fn spawn(store: Arc<dyn HistoryStore>, policy: RetentionPolicy, every: Duration) -> Self {
         let (stop, stopped) = oneshot::channel();
         let handle = tokio::spawn(
@@ -62,7 +64,7 @@ async fn run(
         for _ in 0..MAX_STEPS_PER_RUN {
             let store = Arc::clone(&store);
             let step = tokio::task::spawn_blocking(move || {
-                store.apply_retention(&policy, now_ms(), STEP_ROWS)
+                store.apply_retention(&policy, now_ms(), RetentionTask::STEP_ROWS)
             })
             .await;
             match step {

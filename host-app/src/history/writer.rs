@@ -64,7 +64,8 @@ pub struct WriterTask {
 }
 
 impl HistoryWriter {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task. Must be called from within a tokio runtime (it spawns a task
+    /// and runs commits on the runtime's blocking pool).
     pub fn spawn(
         store: Arc<dyn HistoryStore>,
         config: WriterConfig,
@@ -119,44 +120,58 @@ impl WriterTask {
     }
 }
 
+/// While a commit is in flight, up to this many batch sizes keep accumulating (group
+/// commit): under a flood each commit grows to amortise its fixed cost; beyond it, intake
+/// stops and the channel's backpressure reaches ingest.
+const MAX_PENDING_BATCHES: usize = 8;
+
 async fn run(
     mut batcher: Batcher,
     mut rx: mpsc::Receiver<Command>,
     flush_interval: Duration,
 ) -> WriterStats {
+    let max_pending = batcher.batch_size.saturating_mul(MAX_PENDING_BATCHES);
     let mut deadline: Option<Instant> = None;
     loop {
-        let command = tokio::select! {
-            command = rx.recv() => command,
-            () = sleep_until(deadline) => {
-                deadline = None;
-                batcher.start_commit().await;
-                continue;
-            }
-        };
-        match command {
-            Some(Command::Samples(mut samples)) => {
-                if batcher.pending.is_empty() {
-                    deadline = Some(Instant::now() + flush_interval);
-                }
-                batcher.stats.received += samples.len() as u64;
-                batcher.pending.append(&mut samples);
-                if batcher.pending.len() >= batcher.batch_size {
+        tokio::select! {
+            biased;
+            done = in_flight(&mut batcher.in_flight) => {
+                batcher.in_flight = None;
+                batcher.record(done);
+                let due = deadline.is_some_and(|d| d <= Instant::now());
+                if batcher.pending.len() >= batcher.batch_size || due {
                     deadline = None;
                     batcher.start_commit().await;
                 }
             }
-            Some(Command::Flush(reply)) => {
+            command = rx.recv(), if batcher.pending.len() < max_pending => match command {
+                Some(Command::Samples(mut samples)) => {
+                    if batcher.pending.is_empty() {
+                        deadline = Some(Instant::now() + flush_interval);
+                    }
+                    batcher.stats.received += samples.len() as u64;
+                    batcher.pending.append(&mut samples);
+                    if batcher.pending.len() >= batcher.batch_size && batcher.in_flight.is_none() {
+                        deadline = None;
+                        batcher.start_commit().await;
+                    }
+                }
+                Some(Command::Flush(reply)) => {
+                    deadline = None;
+                    batcher.start_commit().await;
+                    batcher.finish_commit().await;
+                    let result = match batcher.failure.take() {
+                        Some(message) => Err(HistoryError::CommitFailed(message)),
+                        None => Ok(()),
+                    };
+                    let _ = reply.send(result); // the caller may have stopped waiting
+                }
+                Some(Command::Shutdown) | None => break,
+            },
+            () = sleep_until(deadline), if batcher.in_flight.is_none() => {
                 deadline = None;
                 batcher.start_commit().await;
-                batcher.finish_commit().await;
-                let result = match batcher.failure.take() {
-                    Some(message) => Err(HistoryError::CommitFailed(message)),
-                    None => Ok(()),
-                };
-                let _ = reply.send(result); // the caller may have stopped waiting
             }
-            Some(Command::Shutdown) | None => break,
         }
     }
     batcher.start_commit().await;
@@ -173,7 +188,17 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Waits for the commit in flight, or forever when there is none.
+async fn in_flight(commit: &mut Option<Commit>) -> CommitResult {
+    match commit {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
 type Commit = JoinHandle<(Vec<Sample>, Result<AppendOutcome>)>;
+type CommitResult =
+    std::result::Result<(Vec<Sample>, Result<AppendOutcome>), tokio::task::JoinError>;
 
 /// Pending samples, the commit in flight and a spare buffer, so steady ingest reuses two
 /// allocations instead of one per batch.
@@ -206,9 +231,12 @@ impl Batcher {
             return;
         }
         self.finish_commit().await;
-        let batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let mut batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         let store = Arc::clone(&self.store);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            // Key order: each metric's pages are visited once per commit. The sort is stable,
+            // so of two copies of one (metric, ts) in a batch the first to arrive is kept.
+            batch.sort_by_key(|s| (s.metric, s.ts));
             let result = store.append(&batch);
             (batch, result)
         }));
@@ -216,10 +244,14 @@ impl Batcher {
 
     /// Waits for the commit in flight, if any, and records how it went.
     async fn finish_commit(&mut self) {
-        let Some(commit) = self.in_flight.take() else {
-            return;
-        };
-        match commit.await {
+        if let Some(commit) = self.in_flight.take() {
+            let done = commit.await;
+            self.record(done);
+        }
+    }
+
+    fn record(&mut self, done: CommitResult) {
+        match done {
             Ok((mut batch, result)) => {
                 self.stats.commits += 1;
                 match result {
@@ -227,7 +259,9 @@ impl Batcher {
                     Err(e) => self.record_failure(batch.len(), e.to_string()),
                 }
                 batch.clear();
-                self.spare = batch;
+                if batch.capacity() > self.spare.capacity() {
+                    self.spare = batch;
+                }
             }
             Err(e) => self.record_failure(0, format!("commit task failed: {e}")),
         }

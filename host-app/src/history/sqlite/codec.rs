@@ -16,16 +16,6 @@ pub(super) const KIND_F64: i64 = 4;
 pub(super) const KIND_TEXT: i64 = 5;
 pub(super) const KIND_BYTES: i64 = 6;
 
-/// SQL expression giving the numeric value of a row as REAL for trend aggregates (NULL for
-/// NaN and non-numeric kinds). Kept beside the tags it depends on.
-pub(super) const NUMERIC_VALUE_SQL: &str = "CASE kind \
-     WHEN 1 THEN CAST(value AS REAL) \
-     WHEN 2 THEN CAST(value AS REAL) \
-     WHEN 4 THEN value \
-     WHEN 3 THEN CASE WHEN value < 0 THEN CAST(value AS REAL) + 18446744073709551616.0 \
-                      ELSE CAST(value AS REAL) END \
-     END";
-
 /// The tag and the borrowed column value for one sample value (no allocation).
 pub(super) fn encode(value: &SampleValue) -> (i64, ToSqlOutput<'_>) {
     match value {
@@ -66,4 +56,63 @@ pub(super) fn decode(kind: i64, value: ValueRef<'_>) -> Result<SampleValue, Stri
             ));
         }
     })
+}
+
+/// The value as a number for trend aggregates, read straight from the row: Bool as 0/1,
+/// `None` for NaN (stored NULL) and non-numeric kinds. Same rules as `SampleValue::as_f64`.
+pub(super) fn numeric(kind: i64, value: ValueRef<'_>) -> Option<f64> {
+    match (kind, value) {
+        (KIND_F64, ValueRef::Real(v)) => Some(v),
+        (KIND_I64 | KIND_BOOL, ValueRef::Integer(v)) => Some(v as f64),
+        (KIND_U64, ValueRef::Integer(v)) => Some(u64::from_ne_bytes(v.to_ne_bytes()) as f64),
+        _ => None,
+    }
+}
+
+/// A column value copied out of a row into storage that is reused row after row, so a scan
+/// can hold on to the latest row of a bucket without allocating per row.
+#[derive(Debug, Default)]
+pub(super) struct HeldValue {
+    held: Held,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum Held {
+    #[default]
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text,
+    Blob,
+}
+
+impl HeldValue {
+    pub(super) fn set(&mut self, value: ValueRef<'_>) {
+        self.held = match value {
+            ValueRef::Null => Held::Null,
+            ValueRef::Integer(v) => Held::Integer(v),
+            ValueRef::Real(v) => Held::Real(v),
+            ValueRef::Text(t) => {
+                self.bytes.clear();
+                self.bytes.extend_from_slice(t);
+                Held::Text
+            }
+            ValueRef::Blob(b) => {
+                self.bytes.clear();
+                self.bytes.extend_from_slice(b);
+                Held::Blob
+            }
+        };
+    }
+
+    pub(super) fn as_ref(&self) -> ValueRef<'_> {
+        match self.held {
+            Held::Null => ValueRef::Null,
+            Held::Integer(v) => ValueRef::Integer(v),
+            Held::Real(v) => ValueRef::Real(v),
+            Held::Text => ValueRef::Text(&self.bytes),
+            Held::Blob => ValueRef::Blob(&self.bytes),
+        }
+    }
 }

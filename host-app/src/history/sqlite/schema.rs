@@ -15,13 +15,22 @@ pub(super) const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// Reader page cache (KiB) per connection: a 24-hour trend of one metric is ~2.5 MB.
 pub(super) const READER_CACHE_KIB: i64 = 2 * 1024;
 
+/// Checkpoints normally run on their own thread (`checkpoint`); the writer checkpoints
+/// itself only if the WAL reaches this many pages (64 MiB), which bounds the WAL.
+pub(super) const WAL_BACKSTOP_PAGES: i64 = 16 * 1024;
+
 /// After a checkpoint the WAL file is truncated to at most this many bytes.
-pub(super) const JOURNAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
+pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How long a connection waits for a lock held by another process before failing.
 pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `device_id` is `''` for an edge node's own metrics: NULL would defeat the UNIQUE key.
+/// New samples land in `samples_recent`, keyed by time: live data appends to its end, so a
+/// commit writes a few pages instead of one page per metric. Every minute (or 64k rows) it
+/// is folded into `samples` in key order, one transaction, each metric's pages written
+/// once. Very large batches (a flood, a long replay) go straight into `samples` after a
+/// fold. A (metric, ts) is in at most one of the two tables.
 /// `samples` is clustered on (metric_id, ts) without a rowid: the key *is* the
 /// de-duplication (INSERT OR IGNORE), a trend is one contiguous range scan, and no second
 /// index is written per sample. `value` is `ANY` in a STRICT table so every type keeps its
@@ -48,6 +57,16 @@ CREATE TABLE samples (
     PRIMARY KEY (metric_id, ts)
 ) STRICT, WITHOUT ROWID;
 
+CREATE TABLE samples_recent (
+    ts            INTEGER NOT NULL,
+    metric_id     INTEGER NOT NULL,
+    kind          INTEGER NOT NULL,
+    value         ANY,
+    quality       INTEGER NOT NULL,
+    is_historical INTEGER NOT NULL,
+    PRIMARY KEY (ts, metric_id)
+) STRICT, WITHOUT ROWID;
+
 CREATE TABLE audit_log (
     id            INTEGER PRIMARY KEY,
     ts            INTEGER NOT NULL,
@@ -65,7 +84,7 @@ CREATE INDEX audit_log_ts ON audit_log (ts);
 ";
 
 /// Tables a history database must have.
-pub(super) const TABLES: [&str; 3] = ["metrics", "samples", "audit_log"];
+pub(super) const TABLES: [&str; 4] = ["metrics", "samples", "samples_recent", "audit_log"];
 
 /// Settings that only take effect before the first table is written: fixed page size, and
 /// incremental auto-vacuum so retention can hand freed pages back to the filesystem.
@@ -80,6 +99,7 @@ pub(super) fn configure_writer(conn: &Connection, synchronous: &str) -> rusqlite
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
     conn.pragma_update(None, "foreign_keys", false)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
