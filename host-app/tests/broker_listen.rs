@@ -290,3 +290,77 @@ async fn mqtt5_client_connects_subscribes_and_receives() {
     assert!(body.ends_with(b"hi"));
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn packet_over_max_payload_size_closes_the_connection() {
+    let mut config = config();
+    config.max_payload_size = 1024;
+    let broker = start(&config).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+
+    let (edge, mut edge_loop) = connect(options("edge-1", addr)).await;
+    edge.publish(
+        "spBv1.0/g/NDATA/e",
+        vec![0u8; 2000],
+        rumqttc::PublishOptions::at_least_once(),
+    )
+    .await
+    .unwrap();
+    let poll = async {
+        loop {
+            match edge_loop.poll().await {
+                Err(_) => return,
+                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => {
+                    panic!("oversized PUBLISH acknowledged")
+                }
+                Ok(_) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("connection closed after an oversized packet");
+
+    // A packet within the limit still goes through for others.
+    publish_once(
+        addr,
+        "edge-2",
+        "spBv1.0/g/NDATA/f",
+        &[1u8; 900],
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+    assert_eq!(next_publish(&mut host_loop).await.payload.len(), 900);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn start_reports_an_address_in_use() {
+    let one = start(&config()).await;
+    let mut config = config();
+    config.plain.listen = one.plain_addr().unwrap();
+    match host_app::broker::EmbeddedBroker::start(&config).await {
+        Err(host_app::broker::BrokerError::Bind { addr, .. }) => {
+            assert_eq!(addr, one.plain_addr().unwrap())
+        }
+        Err(other) => panic!("expected a bind error, got {other}"),
+        Ok(_) => panic!("expected a bind error"),
+    }
+    one.stop().await;
+}
+
+#[tokio::test]
+async fn start_validates_its_configuration() {
+    let mut config = config();
+    config.max_connections = 0;
+    match host_app::broker::EmbeddedBroker::start(&config).await {
+        Err(host_app::broker::BrokerError::Config(e)) => {
+            assert_eq!(e.key, "broker.embedded.max_connections")
+        }
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("expected a configuration error"),
+    }
+}

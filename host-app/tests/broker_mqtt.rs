@@ -253,41 +253,15 @@ async fn retained_will_is_kept_for_later_subscribers() {
     let addr = broker.plain_addr().unwrap();
     let (_edge, edge_loop) = connect(edge_with_will("edge-1", addr, b"gone", true)).await;
     drop(edge_loop);
+    // Reconnecting with the same id waits until the old session has ended and its will
+    // is published.
+    let (edge, edge_loop) = connect(options("edge-1", addr)).await;
+    disconnect(edge, edge_loop).await;
 
-    // The will is published asynchronously; poll with a fresh subscriber until it shows.
-    let mut found = None;
-    for attempt in 0..50 {
-        let (c, mut l) = connect(options(&format!("late-{attempt}"), addr)).await;
-        subscribe(&c, &mut l, NDEATH, QoS::AtLeastOnce).await;
-        publish_once(
-            addr,
-            "marker",
-            NDEATH.replace("NDEATH", "NDATA").as_str(),
-            b"m",
-            QoS::AtMostOnce,
-            false,
-        )
-        .await;
-        c.subscribe(NDEATH.replace("NDEATH", "NDATA"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        publish_once(
-            addr,
-            "marker",
-            &NDEATH.replace("NDEATH", "NDATA"),
-            b"marker",
-            QoS::AtLeastOnce,
-            false,
-        )
-        .await;
-        let p = next_publish(&mut l).await;
-        disconnect(c, l).await;
-        if p.topic == NDEATH.as_bytes() {
-            found = Some(p);
-            break;
-        }
-    }
-    let p = found.expect("retained will never showed up");
+    let (late, mut late_loop) = connect(options("late", addr)).await;
+    subscribe(&late, &mut late_loop, NDEATH, QoS::AtLeastOnce).await;
+    let p = next_publish(&mut late_loop).await;
+    assert_eq!(&p.topic[..], NDEATH.as_bytes());
     assert_eq!(&p.payload[..], b"gone");
     assert!(p.retain);
     broker.stop().await;
@@ -302,11 +276,11 @@ async fn clean_disconnect_discards_the_will() {
 
     let (edge, edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=7", false)).await;
     disconnect(edge, edge_loop).await;
-    // A will would be published on the close; the marker comes strictly later.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Reconnecting with the same id waits until the old session has fully ended (its
+    // will, had it one, published), so the marker comes strictly after any will.
     publish_once(
         addr,
-        "edge-2",
+        "edge-1",
         "spBv1.0/plant/NDATA/edge-2",
         b"marker",
         QoS::AtLeastOnce,
@@ -395,5 +369,176 @@ async fn clean_session_does_not_keep_subscriptions() {
         b"spBv1.0/STATE/host-2",
         "old subscription and queued message are gone"
     );
+    broker.stop().await;
+}
+
+/// A CONNECT (MQTT 3.1.1) with a QoS 1 will, written by hand so the client can then fall
+/// silent while its socket stays open, as over a half-open satellite link.
+fn connect_with_will(client_id: &str, keep_alive: u16, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02 | 0x04 | 0x08];
+    body.extend(keep_alive.to_be_bytes());
+    for field in [client_id.as_bytes(), topic.as_bytes(), payload] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field);
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+#[tokio::test]
+async fn will_is_published_when_a_silent_client_outlives_its_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+
+    let mut edge = tokio::net::TcpStream::connect(addr).await.unwrap();
+    edge.write_all(&connect_with_will("edge-1", 1, NDEATH, b"bdSeq=3"))
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    edge.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+
+    // No PINGREQ: the broker gives up after 1.5 keep-alive periods.
+    let p = next_publish(&mut host_loop).await;
+    assert_eq!(&p.topic[..], NDEATH.as_bytes());
+    assert_eq!(&p.payload[..], b"bdSeq=3");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    drop(edge);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt5_disconnect_with_will_reason_publishes_the_will() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+
+    // MQTT 5 CONNECT: clean start, QoS 1 will, keep alive 30, no properties.
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        5,
+        0x02 | 0x04 | 0x08,
+        0,
+        30,
+        0,
+    ];
+    body.extend([0, 6]);
+    body.extend(b"edge-5");
+    body.push(0); // will properties
+    for field in [NDEATH.as_bytes(), b"bdSeq=5"] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field);
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    let mut edge = tokio::net::TcpStream::connect(addr).await.unwrap();
+    edge.write_all(&packet).await.unwrap();
+    let mut head = [0u8; 2];
+    edge.read_exact(&mut head).await.unwrap();
+    let mut connack = vec![0u8; usize::from(head[1])];
+    edge.read_exact(&mut connack).await.unwrap();
+    assert_eq!((head[0], connack[1]), (0x20, 0), "CONNACK success");
+
+    // DISCONNECT with reason 0x04 "Disconnect with Will Message".
+    edge.write_all(&[0xe0, 1, 0x04]).await.unwrap();
+    let p = next_publish(&mut host_loop).await;
+    assert_eq!(&p.topic[..], NDEATH.as_bytes());
+    assert_eq!(&p.payload[..], b"bdSeq=5");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn persistent_session_keeps_subscription_and_queued_qos1_message() {
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let mut persistent = options("historian", addr);
+    persistent.set_clean_session(false);
+    let (client, mut eventloop) = connect(persistent.clone()).await;
+    subscribe(&client, &mut eventloop, "spBv1.0/plant/#", QoS::AtLeastOnce).await;
+    disconnect(client, eventloop).await;
+
+    publish_once(
+        addr,
+        "edge-1",
+        "spBv1.0/plant/NDATA/edge-1",
+        b"queued",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+
+    let (_client, mut eventloop) = connect(persistent).await;
+    let p = next_publish(&mut eventloop).await;
+    assert_eq!(&p.payload[..], b"queued");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn short_sessions_coming_and_going_do_not_disturb_long_lived_ones() {
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (host, mut host_loop) = connect(options("host", addr)).await;
+    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    // A long-lived edge node with an NDEATH will that must not go out.
+    let (_edge, mut edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=1", false)).await;
+    let edge_alive = tokio::spawn(async move {
+        // Keeps the edge's session serviced (PINGREQ) until the test ends.
+        while edge_loop.poll().await.is_ok() {}
+    });
+
+    // Connection ids inside rumqttd are reused by each new short session.
+    const SHORT_SESSIONS: usize = 40;
+    for i in 0..SHORT_SESSIONS {
+        let topic = format!("spBv1.0/plant/NDATA/short-{i}");
+        publish_once(
+            addr,
+            &format!("short-{i}"),
+            &topic,
+            b"x",
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    }
+    publish_once(
+        addr,
+        "last",
+        "spBv1.0/plant/NDATA/last",
+        b"marker",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+
+    let mut seen = 0;
+    loop {
+        let p = next_publish(&mut host_loop).await;
+        assert_ne!(
+            &p.topic[..],
+            NDEATH.as_bytes(),
+            "the live edge's will went out"
+        );
+        if &p.payload[..] == b"marker" {
+            break;
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, SHORT_SESSIONS);
+    assert!(
+        !edge_alive.is_finished(),
+        "the long-lived edge was disconnected"
+    );
+    edge_alive.abort();
     broker.stop().await;
 }

@@ -144,3 +144,27 @@ async fn plain_mqtt_on_the_tls_port_is_dropped() {
     assert!(refused(options("edge-1", addr)).await);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn socket_without_tls_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let mut config = tls_config(&pki, ClientCertificates::None);
+    config.connection_timeout_ms = 200;
+    let broker = start(&config).await;
+    let mut idle = tokio::net::TcpStream::connect(broker.tls_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle TLS socket must be dropped");
+    broker.stop().await;
+}

@@ -34,6 +34,8 @@ pub enum CodecError {
     UnexpectedType { expected: u8, got: u8 },
     #[error("malformed {0}")]
     Malformed(&'static str),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
     #[error("unsupported protocol {name:?} level {level}")]
     UnsupportedProtocol { name: String, level: u8 },
 }
@@ -76,8 +78,15 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
     if len > max_body {
         return Err(CodecError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    // Grown as bytes arrive: a header alone does not reserve `max_body` bytes.
+    let mut body = Vec::with_capacity(len.min(4096));
+    (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(CodecError::Closed);
+    }
     Ok(RawPacket {
         header,
         body: Bytes::from(body),
@@ -381,11 +390,6 @@ pub fn encode_publish(will: &Will, qos: u8, packet_id: u16, out: &mut BytesMut) 
     out.put_slice(&will.payload);
 }
 
-/// Encodes an MQTT 3.1.1 DISCONNECT.
-pub fn encode_disconnect(out: &mut BytesMut) {
-    out.put_slice(&[DISCONNECT << 4, 0]);
-}
-
 /// How a client's session ended, as far as its packets tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -403,6 +407,7 @@ pub struct PacketScanner {
     level: u8,
     state: ScanState,
     ending: Ending,
+    disconnect_len: Option<usize>,
 }
 
 enum ScanState {
@@ -425,11 +430,21 @@ impl PacketScanner {
             level,
             state: ScanState::Header,
             ending: Ending::Open,
+            disconnect_len: None,
         }
     }
 
     pub fn ending(&self) -> Ending {
         self.ending
+    }
+
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// The remaining length of the DISCONNECT seen, if any.
+    pub fn disconnect_len(&self) -> Option<usize> {
+        self.disconnect_len
     }
 
     /// Feeds the next bytes of the stream.
@@ -454,6 +469,7 @@ impl PacketScanner {
                         if kind == DISCONNECT {
                             // A 3.1.1 DISCONNECT or a 5.0 one without reason is "normal".
                             self.ending = Ending::Clean;
+                            self.disconnect_len = Some(len);
                         }
                         self.state = if len == 0 {
                             ScanState::Header

@@ -74,11 +74,9 @@ pub struct EmbeddedConfig {
     pub host_username: Option<String>,
     /// Client connections at once, over all listeners.
     pub max_connections: usize,
-    /// Unacknowledged QoS 1/2 messages per connection.
-    pub max_inflight: usize,
     /// Time a new socket has to finish TLS and send CONNECT before it is dropped.
     pub connection_timeout_ms: u64,
-    /// Largest MQTT packet body accepted, in bytes.
+    /// Largest MQTT packet body accepted, in bytes (a CONNECT is further held to 32 KiB).
     pub max_payload_size: usize,
 }
 
@@ -90,7 +88,6 @@ impl Default for EmbeddedConfig {
             users: Vec::new(),
             host_username: None,
             max_connections: 256,
-            max_inflight: 100,
             connection_timeout_ms: 5_000,
             max_payload_size: 256 * 1024,
         }
@@ -276,12 +273,6 @@ impl EmbeddedConfig {
             return Err(ConfigError::new(
                 "broker.embedded.max_connections",
                 "must be at least 1",
-            ));
-        }
-        if self.max_inflight == 0 || self.max_inflight > usize::from(u16::MAX) {
-            return Err(ConfigError::new(
-                "broker.embedded.max_inflight",
-                "must be between 1 and 65535",
             ));
         }
         if self.connection_timeout_ms == 0 {

@@ -26,8 +26,8 @@ const READY_PAUSE: Duration = Duration::from_millis(25);
 /// Extra rumqttd connections beyond the client limit: will relays and readiness probes.
 const INTERNAL_CONNECTIONS: usize = 64;
 
-/// A running embedded broker. Dropping it without [`EmbeddedBroker::stop`] leaves its
-/// listeners open until the runtime shuts down.
+/// A running embedded broker. Dropping it closes its listeners and connections in the
+/// background; [`EmbeddedBroker::stop`] also waits for that.
 pub struct EmbeddedBroker {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -35,15 +35,18 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Binds the configured listeners, starts rumqttd and returns once both accept MQTT
-    /// clients. Must be called within a tokio runtime; `config` must be validated.
+    /// Validates `config`, binds the configured listeners, starts rumqttd and returns once
+    /// both accept MQTT clients. Must be called within a tokio runtime.
     pub async fn start(config: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
+        let mut config = config.clone();
+        config.validate()?;
+        let config = &config;
         let mut users = Vec::with_capacity(config.users.len());
         for (i, user) in config.users.iter().enumerate() {
             let password = user.password().cloned().ok_or_else(|| {
                 ConfigError::new(
                     format!("broker.embedded.users[{i}].password"),
-                    "not resolved: validate the configuration before starting",
+                    "not resolved",
                 )
             })?;
             users.push(User {
@@ -60,9 +63,10 @@ impl EmbeddedBroker {
         };
 
         // Front listeners first: a taken port is reported before rumqttd is started.
-        let plain = match config.plain.enabled {
-            true => Some(bind(config.plain.listen).await?),
-            false => None,
+        let plain = if config.plain.enabled {
+            Some(bind(config.plain.listen).await?)
+        } else {
+            None
         };
         let tls = match tls {
             Some((addr, acceptor)) => Some((bind(addr).await?, acceptor)),
@@ -161,6 +165,12 @@ impl EmbeddedBroker {
     }
 }
 
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.front.shutdown.cancel();
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
     TcpListener::bind(addr)
         .await
@@ -174,16 +184,19 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, BrokerError> {
     })
 }
 
-/// A loopback port free right now. rumqttd cannot report the port it bound, so the port
-/// is chosen here and released for rumqttd to bind; the readiness probe then proves that
-/// it is rumqttd (with our internal credential) that answers on it.
-fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
+/// Two distinct loopback ports free right now. rumqttd cannot report the port it bound,
+/// so ports are chosen here and released for rumqttd to bind; the readiness probe then
+/// proves that it is rumqttd (with our internal credential) that answers on them.
+fn free_loopback_ports() -> Result<(SocketAddr, SocketAddr), BrokerError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let listener =
-        StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    listener
-        .local_addr()
-        .map_err(|source| BrokerError::Bind { addr, source })
+    let bind = || StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source });
+    // Both held at once, so they differ.
+    let (one, two) = (bind()?, bind()?);
+    let local = |l: &StdTcpListener| {
+        l.local_addr()
+            .map_err(|source| BrokerError::Bind { addr, source })
+    };
+    Ok((local(&one)?, local(&two)?))
 }
 
 fn random_secret() -> String {
@@ -193,9 +206,10 @@ fn random_secret() -> String {
 }
 
 fn start_rumqttd(config: &EmbeddedConfig) -> Result<Upstream, BrokerError> {
+    let (v4, v5) = free_loopback_ports()?;
     let upstream = Upstream {
-        v4: free_loopback_port()?,
-        v5: free_loopback_port()?,
+        v4,
+        v5,
         username: format!("host-broker-{}", random_secret()),
         password: Secret::new(random_secret()),
     };
@@ -203,7 +217,9 @@ fn start_rumqttd(config: &EmbeddedConfig) -> Result<Upstream, BrokerError> {
         // The front already waited for CONNECT; it forwards it at once.
         connection_timeout_ms: 10_000,
         max_payload_size: config.max_payload_size,
-        max_inflight_count: config.max_inflight,
+        // Only the batch of incoming packets read at once: rumqttd fixes the QoS 1/2
+        // messages in flight to a subscriber at 100 (iobufs.rs MAX_INFLIGHT).
+        max_inflight_count: 100,
         auth: Some(HashMap::from([(
             upstream.username.clone(),
             upstream.password.expose().to_owned(),
@@ -293,13 +309,8 @@ async fn probe(upstream: &Upstream, addr: SocketAddr, level: u8, attempt: u32) -
         stream.write_all(&out).await.ok()?;
         let connack = codec::read_packet(&mut stream, 1024).await.ok()?;
         let accepted = codec::connack_code(&connack).ok()? == 0;
-        out.clear();
-        codec::encode_disconnect(&mut out);
-        if level == LEVEL_5 {
-            out.clear();
-            out.extend_from_slice(&[codec::DISCONNECT << 4, 0]);
-        }
-        let _ = stream.write_all(&out).await;
+        // Closed without DISCONNECT: rumqttd must not see a DISCONNECT and a close race.
+        drop(stream);
         Some(accepted)
     };
     matches!(

@@ -26,6 +26,13 @@ use super::config::Secret;
 
 /// How long the front waits on rumqttd's own answers (CONNACK, PUBACK) on loopback.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long rumqttd may take to close a connection after DISCONNECT.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// How long a taken-over connection may still deliver what its client already sent.
+const TAKEOVER_DRAIN: Duration = Duration::from_millis(100);
+/// Largest CONNECT read (client id, will and login): bounds what a socket that has not
+/// logged in yet can make the front hold.
+const MAX_CONNECT_SIZE: usize = 32 * 1024;
 /// Keep alive forwarded for a client that asked for none: rumqttd refuses 0.
 const NO_KEEP_ALIVE: u16 = u16::MAX;
 
@@ -164,7 +171,8 @@ impl Front {
     }
 
     async fn read_connect<S: AsyncRead + Unpin>(&self, stream: &mut S) -> Option<RawPacket> {
-        match codec::read_packet(stream, self.max_packet_size).await {
+        let limit = self.max_packet_size.min(MAX_CONNECT_SIZE);
+        match codec::read_packet(stream, limit).await {
             Ok(p) => Some(p),
             Err(CodecError::Closed) => None,
             Err(e) => {
@@ -323,11 +331,9 @@ impl Front {
         }
         debug!(will = ?will, "session open");
 
-        let ending = tokio::select! {
-            ending = proxy(client, upstream, level) => ending,
-            _ = taken_over.cancelled() => Ending::Open,
-        };
-        match (ending, will) {
+        let mut scanner = PacketScanner::new(level);
+        proxy(client, upstream, &mut scanner, taken_over).await;
+        match (scanner.ending(), will) {
             (Ending::Clean, _) => debug!("closed with DISCONNECT"),
             (_, None) => debug!("closed without DISCONNECT; no will"),
             (_, Some(will)) => {
@@ -406,15 +412,13 @@ impl Front {
                     }
                 }
             }
-            out.clear();
-            codec::encode_disconnect(&mut out);
-            upstream.write_all(&out).await?;
-            let _ = upstream.shutdown().await;
+            // Closed without DISCONNECT: see `proxy` for why rumqttd must not see both.
+            drop(upstream);
             Ok(())
         };
         match timeout(UPSTREAM_TIMEOUT, relay_will).await {
             Ok(r) => r,
-            Err(_) => Err(CodecError::Malformed("will relay timed out")),
+            Err(_) => Err(CodecError::Timeout("will relay")),
         }
     }
 }
@@ -456,37 +460,68 @@ fn reencode(packet: &RawPacket, out: &mut BytesMut) {
     out.put_slice(&packet.body);
 }
 
-/// Copies both ways until either side closes; tells how the client ended its session.
+/// Copies both ways until either side closes or the session is taken over; `scanner`
+/// follows what the client sent.
+///
+/// After a DISCONNECT the upstream socket is left for rumqttd to close: when it sees the
+/// socket close while it handles the DISCONNECT, rumqttd disconnects the connection id
+/// twice, and the second one can hit a newer client that was given the same id.
 async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     client: S,
     upstream: TcpStream,
-    level: u8,
-) -> Ending {
+    scanner: &mut PacketScanner,
+    taken_over: &CancellationToken,
+) {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
-    let mut scanner = PacketScanner::new(level);
+    // Ends when the client is gone (false) or has sent a DISCONNECT that rumqttd will act
+    // on (true).
     let to_broker = async {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         loop {
             buf.clear();
             match client_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => return false,
                 Ok(_) => {}
             }
             scanner.feed(&buf);
             if upstream_tx.write_all(&buf).await.is_err() {
-                break;
+                return false;
+            }
+            if scanner.ending() != Ending::Open {
+                // rumqttd 0.20 waits forever for a properties length after an MQTT 5
+                // DISCONNECT of one byte (reason code only), so it never acts on it.
+                return !(scanner.level() == LEVEL_5 && scanner.disconnect_len() == Some(1));
             }
         }
-        let _ = upstream_tx.shutdown().await;
     };
+    // Ends when rumqttd closes; a client that stopped reading does not end it.
     let to_client = async {
-        let _ = tokio::io::copy(&mut upstream_rx, &mut client_tx).await;
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut client_open = true;
+        loop {
+            buf.clear();
+            match upstream_rx.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if client_open && client_tx.write_all(&buf).await.is_err() {
+                client_open = false;
+            }
+        }
         let _ = client_tx.shutdown().await;
     };
-    tokio::select! {
-        _ = to_broker => {}
-        _ = to_client => {}
+    tokio::pin!(to_broker);
+    tokio::pin!(to_client);
+    let disconnected = tokio::select! {
+        disconnected = &mut to_broker => disconnected,
+        _ = &mut to_client => return,
+        _ = taken_over.cancelled() => {
+            // What the client sent before the takeover still counts (a DISCONNECT).
+            timeout(TAKEOVER_DRAIN, &mut to_broker).await.unwrap_or(false)
+        }
+    };
+    if disconnected && timeout(DISCONNECT_GRACE, &mut to_client).await.is_err() {
+        debug!("broker kept the connection open after DISCONNECT; closing it");
     }
-    scanner.ending()
 }

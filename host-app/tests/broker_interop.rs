@@ -1,0 +1,57 @@
+//! An independent MQTT implementation (paho-mqtt 1.6.1, Python) against the embedded
+//! broker over MQTT 3.1.1 and 5: retained STATE and the QoS 1 will.
+
+mod broker_support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use broker_support::*;
+
+/// The Python with paho-mqtt: SYSTEM_TESTS_PYTHON, else the workspace's .venv.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("SYSTEM_TESTS_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python for the interop tests: set SYSTEM_TESTS_PYTHON or run `bash tests/run.sh` \
+         to create {}",
+        venv.display()
+    );
+    venv
+}
+
+#[tokio::test]
+async fn paho_retained_state_and_will_over_mqtt_311_and_5() {
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/broker_support/paho_check.py");
+    let python = python();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .output()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("paho check did not finish")
+        .unwrap()
+        .expect("cannot run Python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "paho check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ok 3.1.1") && stdout.contains("ok 5"),
+        "{stdout}"
+    );
+    broker.stop().await;
+}
