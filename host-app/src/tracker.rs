@@ -673,7 +673,7 @@ fn define_metrics(
             id,
             value: None,
             quality: Quality::GOOD,
-            ts,
+            ts: 0, // the birth value sets it, whatever its timestamp
         };
         match metrics.by_name.entry(name.to_owned()) {
             Entry::Occupied(e) => metrics.list[*e.get()] = state,
