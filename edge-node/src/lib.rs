@@ -2,3 +2,4 @@
 
 pub mod modbus;
 pub mod simulator;
+pub mod store;
