@@ -399,6 +399,20 @@ impl Store {
             .map_err(|e| map_err(&self.path, e))
     }
 
+    /// The `synchronous` level SQLite applies to this file.
+    pub fn synchronous(&self) -> Result<Synchronous, StoreError> {
+        let level: i64 = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(|e| map_err(&self.path, e))?;
+        // 1 = NORMAL, 2 = FULL (3 = EXTRA, only set outside this module).
+        Ok(if level >= 2 {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        })
+    }
+
     /// Bytes the database file occupies (pages in use times page size).
     pub fn file_bytes(&self) -> Result<u64, StoreError> {
         self.conn
