@@ -11,22 +11,33 @@
 //!
 //! # How the session's publisher drives it
 //!
-//! 1. Each scan, link up and primary host online: publish the scan live, then
-//!    `window.record(&sample, now)` for each published sample and
-//!    `pacer.spend_live(payload_len, now)`.
-//! 2. Each scan, link down / host offline / link not confirmed alive: `store.append(&samples)`
-//!    (one transaction per scan).
-//! 3. Link declared down (or host offline): `store.append(window.drain())` — the keep-alive
-//!    gap — then keep storing.
-//! 4. Link up again, after NBIRTH/DBIRTHs: nothing special; each replay tick below drains.
-//! 5. Each replay tick (after the live publish of the scan): while
-//!    `pacer.grant(now)` gives a budget, `store.peek_batch(grant.max_samples, grant.max_bytes)`,
-//!    publish the batch as historical metrics, `pacer.spend_replay(payload_len, now)`,
-//!    `store.ack(batch.id())` once the client accepted the publish.
-//! 6. Every tick: `store.expire(now)` for the age cap; `store.dropped()` is the node
-//!    metric `Store/Dropped`.
+//! The publisher owns one `Store`, one `SentWindow` and one `ReplayPacer` (all three
+//! built from [`StoreConfig`]); `now` is wall-clock ms for the store and window, and a
+//! monotonic ms clock for the pacer.
 //!
-//! A [`StoreError`] never stops live publishing: the caller logs it, counts it and goes on.
+//! 1. **Each scan, link up, host online, link confirmed alive:** publish the scan live,
+//!    then `window.record(&sample, now)` per published sample and
+//!    `pacer.spend_live(payload_len, now)`.
+//! 2. **Each scan otherwise** (link down, primary host offline, or not yet confirmed
+//!    alive after a reconnect): `store.append(&scan_samples)` — one transaction per scan.
+//! 3. **Link declared down / host offline** (keep-alive timeout, disconnect, STATE
+//!    offline): `window.drain_into(&mut gap); store.append(&gap)` — the samples that may
+//!    have vanished into a dead TCP link — then go on with step 2.
+//! 4. **Link up, after NBIRTH and the DBIRTHs:** nothing to call; the next replay ticks
+//!    drain the queue. Births carry current values, replay carries history.
+//! 5. **Each replay tick** (each scan, after its live publish, so live is never late):
+//!    `while let Some(grant) = pacer.grant(now)`: `store.peek_batch(grant.max_samples,
+//!    grant.max_bytes)`; stop if empty; publish its samples as metrics with
+//!    `is_historical = true`; `pacer.spend_replay(payload_len, now)`;
+//!    `store.ack(batch.id())` once the MQTT client accepted the publish.
+//! 6. **Every tick:** `store.expire(now)` for the age cap; `store.dropped()` (plus
+//!    `window.evicted_by_count()`) is the node metric `Store/Dropped`; `store.depth()` and
+//!    `store.oldest_age(now)` are worth publishing too.
+//!
+//! A [`StoreError`] never stops live publishing: the publisher logs it, counts it and
+//! goes on with the next scan (a refused append is lost data and must be counted).
+//! A [`BatchId`] is only valid for the `Store` that handed it out: after reopening,
+//! peek again.
 
 mod codec;
 mod config;
