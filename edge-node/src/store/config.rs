@@ -32,7 +32,8 @@ pub enum Synchronous {
 pub struct StoreConfig {
     /// The SQLite file.
     pub path: PathBuf,
-    /// Cap on stored bytes (values plus per-row overhead).
+    /// Cap on stored bytes, counted as values plus 16 bytes per row. The file is larger:
+    /// about 1.4x for numeric samples (b-tree pages are not full), plus a WAL of up to 4 MiB.
     pub max_bytes: u64,
     /// Samples older than this are dropped (0: no age cap).
     pub max_age_s: u64,
