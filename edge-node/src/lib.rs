@@ -3,7 +3,8 @@
 //! - [`config`]: the one TOML file (`[sparkplug]`, `[mqtt]`, `[modbus]`), checked at load;
 //! - [`link`]: one MQTT 3.1.1 connection (TLS, credentials, byte counts), backoff;
 //! - [`node`]: the Sparkplug B 3.0 edge node ([`EdgeNode::start`] -> [`NodeHandle`]);
-//! - [`modbus`]: Modbus acquisition; [`simulator`]: a Modbus plant for tests and demos.
+//! - [`modbus`]: Modbus acquisition; [`simulator`]: a Modbus plant for tests and demos;
+//! - [`store`]: the store-and-forward queue (SQLite), its sent window and replay pacer.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +21,7 @@ pub mod link;
 pub mod modbus;
 pub mod node;
 pub mod simulator;
+pub mod store;
 
 pub use config::Config;
 pub use node::{EdgeNode, NodeHandle};

@@ -1,6 +1,7 @@
 //! What the cross-process tests share: where the workspace is and how to reach the
 //! independent implementations (Python tools in the project's venv) they talk to.
 
+pub mod linksim;
 pub mod pki;
 pub mod process;
 

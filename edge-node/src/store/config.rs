@@ -1,0 +1,120 @@
+//! The `[store]` TOML section: where the queue lives, its bounds and its replay pacing.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// What `append` does once the byte cap is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Delete the oldest samples to make room (the newest data is the most useful).
+    #[default]
+    DropOldest,
+    /// Keep what is stored and refuse new samples until replay makes room.
+    StopStoring,
+}
+
+/// SQLite's `synchronous` level under WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// Committed rows survive a killed process; the last commits may be lost on power loss.
+    #[default]
+    Normal,
+    /// Every commit is fsynced: committed rows survive power loss, at a write cost.
+    Full,
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Cap on stored bytes, counted as values plus 16 bytes per row. The file is larger:
+    /// about 1.4x for numeric samples (b-tree pages are not full), plus a WAL of up to 4 MiB.
+    pub max_bytes: u64,
+    /// Samples older than this are dropped (0: no age cap).
+    pub max_age_s: u64,
+    pub overflow: Overflow,
+    /// Most samples replayed in one publish.
+    pub batch_size: usize,
+    /// Link share for the forwarder (live first, replay fills the rest), bytes per second.
+    pub replay_bytes_per_s: u64,
+    pub synchronous: Synchronous,
+    /// How long live publishes are kept for re-sending after a link loss, ms (~1.5 keep-alive).
+    pub sent_window_ms: u64,
+    /// Most samples the sent window holds, whatever their age.
+    pub sent_window_samples: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/edge-node/store.sqlite"),
+            max_bytes: 256 * 1024 * 1024,
+            max_age_s: 30 * 24 * 3600,
+            overflow: Overflow::DropOldest,
+            batch_size: 500,
+            replay_bytes_per_s: 4096,
+            synchronous: Synchronous::Normal,
+            sent_window_ms: 45_000,
+            sent_window_samples: 50_000,
+        }
+    }
+}
+
+/// A `[store]` section that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("store config: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("store config: `store.{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    store: StoreConfig,
+}
+
+impl StoreConfig {
+    /// Reads the `[store]` section of a TOML document (defaults when absent) and validates it.
+    pub fn from_toml(text: &str) -> Result<StoreConfig, ConfigError> {
+        let file: File = toml::from_str(text)?;
+        file.store.validate()?;
+        Ok(file.store)
+    }
+
+    /// Checks every key; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.path.as_os_str().is_empty() {
+            return invalid("path", "must not be empty");
+        }
+        if self.max_bytes < 1024 {
+            return invalid("max_bytes", "must be at least 1024");
+        }
+        if self.batch_size == 0 || self.batch_size > 100_000 {
+            return invalid("batch_size", "must be between 1 and 100000");
+        }
+        if self.replay_bytes_per_s == 0 {
+            return invalid("replay_bytes_per_s", "must be above 0");
+        }
+        if self.sent_window_ms == 0 {
+            return invalid("sent_window_ms", "must be above 0");
+        }
+        if self.sent_window_samples == 0 {
+            return invalid("sent_window_samples", "must be above 0");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! Store-and-forward: what the edge node keeps while it cannot deliver live, and how it
+//! sends it later, flagged historical, without starving live values.
+//!
+//! - [`Store`]: a durable FIFO of [`StoredSample`]s in one SQLite file (WAL), bounded in
+//!   bytes and age, replayed at-least-once by `peek_batch` + `ack`.
+//! - [`SentWindow`]: the samples published live during the last ~1.5 keep-alives, which
+//!   may have gone into a dead TCP link before anyone noticed; moved into the store when
+//!   the link is declared down.
+//! - [`ReplayPacer`]: how many stored bytes may go out now, so that replay only fills
+//!   what live data leaves of the configured link share.
+//!
+//! # How the session's publisher drives it
+//!
+//! The publisher owns one `Store`, one `SentWindow` and one `ReplayPacer` (all three
+//! built from [`StoreConfig`]); `now` is wall-clock ms for the store and window, and a
+//! monotonic ms clock for the pacer.
+//!
+//! 1. **Each scan, link up, host online, link confirmed alive:** publish the scan live,
+//!    then `window.record(&sample, now)` per published sample and
+//!    `pacer.spend_live(payload_len, now)`.
+//! 2. **Each scan otherwise** (link down, primary host offline, or not yet confirmed
+//!    alive after a reconnect): `store.append(&scan_samples)` — one transaction per scan.
+//! 3. **Link declared down / host offline** (keep-alive timeout, disconnect, STATE
+//!    offline): `window.drain_into(&mut gap); store.append(&gap)` — the samples that may
+//!    have vanished into a dead TCP link — then go on with step 2.
+//! 4. **Link up, after NBIRTH and the DBIRTHs:** nothing to call; the next replay ticks
+//!    drain the queue. Births carry current values, replay carries history.
+//! 5. **Each replay tick** (each scan, after its live publish, so live is never late):
+//!    `while let Some(grant) = pacer.grant(now)`: `store.peek_batch(grant.max_samples,
+//!    grant.max_bytes)`; stop if empty; publish its samples as metrics with
+//!    `is_historical = true`; `pacer.spend_replay(payload_len, now)`;
+//!    `store.ack(batch.id())` once the MQTT client accepted the publish.
+//! 6. **Every tick:** `store.expire(now)` for the age cap; `store.dropped()` (plus
+//!    `window.evicted_by_count()`) is the node metric `Store/Dropped`; `store.depth()` and
+//!    `store.oldest_age(now)` are worth publishing too.
+//!
+//! A [`StoreError`] never stops live publishing: the publisher logs it, counts it and
+//! goes on with the next scan (a refused append is lost data and must be counted).
+//! A [`BatchId`] is only valid for the `Store` that handed it out: after reopening,
+//! peek again.
+
+mod codec;
+mod config;
+mod pacer;
+mod queue;
+mod window;
+
+pub use codec::{CodecError, StoredSample};
+pub use config::{ConfigError, Overflow, StoreConfig, Synchronous};
+pub use pacer::{ReplayGrant, ReplayPacer};
+pub use queue::{Batch, BatchId, Store, StoreError};
+pub use window::SentWindow;

@@ -1,0 +1,236 @@
+//! Model-based tests of the store-and-forward queue: random sequences of append, peek,
+//! ack, expire and crash/reopen, checked after every step against a sorted in-memory
+//! model of what must still be delivered.
+
+use edge_node::modbus::{DeviceId, Quality, Value};
+use edge_node::store::{BatchId, Overflow, Store, StoreConfig, StoredSample};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Samples as (timestamp, alias, string padding or none).
+    Append(Vec<(u64, u64, Option<usize>)>),
+    Peek {
+        max_samples: usize,
+        max_bytes: usize,
+    },
+    /// Acks outstanding batch `i % outstanding`.
+    Ack(usize),
+    Expire(u64),
+    /// Drops the store with its outstanding batches un-acked, then reopens the file.
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((0u64..60, 0u64..4, prop::option::weighted(0.2, 0usize..40)), 0..25)
+            .prop_map(Op::Append),
+        3 => (0usize..12, 0usize..400).prop_map(|(max_samples, max_bytes)| Op::Peek { max_samples, max_bytes }),
+        3 => any::<usize>().prop_map(Op::Ack),
+        1 => (0u64..120).prop_map(Op::Expire),
+        1 => Just(Op::Crash),
+    ]
+}
+
+/// What must still be delivered, in delivery order: (timestamp, insertion number, sample).
+struct Model {
+    rows: Vec<(u64, u64, StoredSample)>,
+    next: u64,
+    bytes: u64,
+    dropped: u64,
+    max_bytes: u64,
+    max_age_ms: u64,
+    overflow: Overflow,
+}
+
+impl Model {
+    fn append(&mut self, samples: &[StoredSample]) -> usize {
+        let mut stored = 0;
+        for s in samples {
+            let len = s.stored_len() as u64;
+            if self.overflow == Overflow::StopStoring && self.bytes + len > self.max_bytes {
+                break;
+            }
+            let key = (s.timestamp_ms, self.next);
+            let at = self.rows.partition_point(|r| (r.0, r.1) < key);
+            self.rows.insert(at, (key.0, key.1, s.clone()));
+            self.next += 1;
+            self.bytes += len;
+            stored += 1;
+        }
+        self.dropped += (samples.len() - stored) as u64;
+        while self.bytes > self.max_bytes {
+            let (_, _, s) = self.rows.remove(0);
+            self.bytes -= s.stored_len() as u64;
+            self.dropped += 1;
+        }
+        stored
+    }
+
+    fn peek(&self, max_samples: usize, max_bytes: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (_, n, s) in self.rows.iter().take(max_samples) {
+            if !out.is_empty() && bytes + s.stored_len() > max_bytes {
+                break;
+            }
+            bytes += s.stored_len();
+            out.push(*n);
+        }
+        out
+    }
+
+    fn ack(&mut self, handed: &[u64]) -> u64 {
+        let before = self.rows.len();
+        self.rows.retain(|r| !handed.contains(&r.1));
+        self.bytes = self.rows.iter().map(|r| r.2.stored_len() as u64).sum();
+        (before - self.rows.len()) as u64
+    }
+
+    fn expire(&mut self, now: u64) {
+        if self.max_age_ms == 0 {
+            return;
+        }
+        let cutoff = now.saturating_sub(self.max_age_ms);
+        let before = self.rows.len();
+        self.rows.retain(|r| r.0 >= cutoff);
+        self.bytes = self.rows.iter().map(|r| r.2.stored_len() as u64).sum();
+        self.dropped += (before - self.rows.len()) as u64;
+    }
+}
+
+fn to_samples(specs: &[(u64, u64, Option<usize>)], id: &mut i64) -> Vec<StoredSample> {
+    specs
+        .iter()
+        .map(|&(ts, alias, pad)| {
+            *id += 1;
+            StoredSample {
+                device: (alias != 0).then_some(DeviceId(alias as u32)),
+                alias,
+                timestamp_ms: ts * 1000,
+                value: match pad {
+                    Some(n) => Value::String(format!("{id}:{}", "x".repeat(n))),
+                    None => Value::I64(*id),
+                },
+                quality: if *id % 5 == 0 {
+                    Quality::Stale
+                } else {
+                    Quality::Good
+                },
+            }
+        })
+        .collect()
+}
+
+fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let config = StoreConfig {
+        path: dir.path().join("store.sqlite"),
+        max_bytes: 1024,
+        max_age_s,
+        overflow,
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut model = Model {
+        rows: Vec::new(),
+        next: 0,
+        bytes: 0,
+        dropped: 0,
+        max_bytes: config.max_bytes,
+        max_age_ms: max_age_s * 1000,
+        overflow,
+    };
+    let mut outstanding: Vec<(BatchId, Vec<u64>)> = Vec::new();
+    let mut id = 0i64;
+    for op in ops {
+        match op {
+            Op::Append(specs) => {
+                let samples = to_samples(&specs, &mut id);
+                let stored = store
+                    .append(&samples)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(stored, model.append(&samples));
+            }
+            Op::Peek {
+                max_samples,
+                max_bytes,
+            } => {
+                let batch = store
+                    .peek_batch(max_samples, max_bytes)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let handed = model.peek(max_samples, max_bytes);
+                let expected: Vec<&StoredSample> = handed
+                    .iter()
+                    .map(|n| &model.rows.iter().find(|r| r.1 == *n).unwrap().2)
+                    .collect();
+                let got: Vec<&StoredSample> = batch.samples().iter().collect();
+                prop_assert_eq!(got, expected);
+                if let Some(batch_id) = batch.id() {
+                    outstanding.push((batch_id, handed));
+                }
+            }
+            Op::Ack(i) => {
+                if !outstanding.is_empty() {
+                    let (batch_id, handed) = outstanding.remove(i % outstanding.len());
+                    let acked = store
+                        .ack(batch_id)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(acked, model.ack(&handed));
+                }
+            }
+            Op::Expire(now_s) => {
+                store
+                    .expire(now_s * 1000)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                model.expire(now_s * 1000);
+            }
+            Op::Crash => {
+                drop(store);
+                outstanding.clear();
+                store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                model.dropped = 0;
+            }
+        }
+        prop_assert_eq!(store.depth(), model.rows.len() as u64);
+        prop_assert_eq!(store.bytes(), model.bytes);
+        prop_assert_eq!(store.dropped(), model.dropped);
+    }
+    // What the store will replay, after a final reopen, is the model's content in order.
+    drop(store);
+    let mut store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut replayed = Vec::new();
+    loop {
+        let batch = store
+            .peek_batch(7, 200)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Some(batch_id) = batch.id() else { break };
+        replayed.extend(batch.samples().iter().cloned());
+        store
+            .ack(batch_id)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    let expected: Vec<StoredSample> = model.rows.iter().map(|r| r.2.clone()).collect();
+    prop_assert_eq!(replayed, expected);
+    prop_assert_eq!(store.depth(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn drop_oldest_replays_exactly_the_unacked_in_order(ops in prop::collection::vec(op(), 1..40)) {
+        check(ops, Overflow::DropOldest, 0)?;
+    }
+
+    #[test]
+    fn stop_storing_replays_exactly_the_unacked_in_order(ops in prop::collection::vec(op(), 1..40)) {
+        check(ops, Overflow::StopStoring, 0)?;
+    }
+
+    #[test]
+    fn age_cap_drops_exactly_the_old(ops in prop::collection::vec(op(), 1..40)) {
+        check(ops, Overflow::DropOldest, 20)?;
+    }
+}
