@@ -12,6 +12,7 @@ say() { printf '\n== %s\n' "$*"; }
 need_debs=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
 command -v socat >/dev/null 2>&1 || need_debs+=(socat)
+command -v openssl >/dev/null 2>&1 || need_debs+=(openssl)
 if [ ${#need_debs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_debs[*]}"
   sudo_cmd=""

@@ -39,3 +39,97 @@ pub fn python_command(script: &str) -> Command {
     cmd.arg(python_script(script));
     cmd
 }
+
+/// A Mosquitto broker (the Debian package) on a free loopback port, killed on drop.
+///
+/// Panics with the fix when `/usr/sbin/mosquitto` is missing: `tests/run.sh` installs it.
+pub struct Mosquitto {
+    port: u16,
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop (no dependency needed for one helper).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Mosquitto {
+    /// The broker binary.
+    pub const BINARY: &'static str = "/usr/sbin/mosquitto";
+
+    /// Writes a config (`listener PORT 127.0.0.1`, anonymous allowed), starts the broker and
+    /// waits (bounded) until it accepts connections.
+    pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// Like [`Mosquitto::start`], with more configuration lines after the plain listener
+    /// (e.g. a second, TLS listener).
+    pub fn start_with(extra: &str) -> Mosquitto {
+        assert!(
+            std::path::Path::new(Self::BINARY).exists(),
+            "{} is missing: run `bash tests/run.sh` once (it installs the mosquitto package)",
+            Self::BINARY
+        );
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "allow_anonymous true\npersistence false\nlog_dest stderr\nlistener {port} 127.0.0.1\n{extra}\n"
+            ),
+        )
+        .expect("temp dir is writable");
+        let log_path = dir.join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).expect("temp dir is writable");
+        let child = Command::new(Self::BINARY)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts");
+        let broker = Mosquitto {
+            port,
+            child,
+            _dir: TempDir(dir),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return broker;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("mosquitto did not accept connections on port {port} within 5 s:\n{log}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the broker now (every client connection drops).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback port the OS says is free (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind");
+    listener.local_addr().expect("bound address").port()
+}

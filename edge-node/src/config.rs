@@ -1,0 +1,691 @@
+//! The edge node's one TOML file: `[sparkplug]` (ids, primary host, Rebirth debounce,
+//! bdSeq state file), `[mqtt]` with `[[mqtt.servers]]` (tried in order), and `[modbus]`
+//! (read by [`crate::modbus::ModbusConfig`]). Everything is checked at load; every
+//! problem names its key.
+//!
+//! ```toml
+//! [sparkplug]
+//! group_id = "plant-1"
+//! edge_node_id = "gateway-7"
+//! primary_host_id = "scada"      # optional: wait for its STATE before births
+//!
+//! [mqtt]
+//! password_file = "/etc/edge-node/mqtt-password"
+//! username = "gateway-7"
+//!
+//! [[mqtt.servers]]
+//! url = "mqtts://broker-a.plant:8883"
+//! ca_file = "/etc/edge-node/ca.pem"
+//!
+//! [[mqtt.servers]]
+//! url = "mqtt://broker-b.plant:1883"
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sparkplug::topic::{IdPart, validate_id};
+
+use crate::modbus::{self, ModbusConfig, Site};
+
+/// A checked configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sparkplug: SparkplugSettings,
+    pub mqtt: MqttSettings,
+    pub modbus: ModbusConfig,
+    pub site: Site,
+}
+
+/// The Sparkplug identity and behaviour of the edge node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparkplugSettings {
+    pub group_id: String,
+    pub edge_node_id: String,
+    /// Births wait for this host's STATE `online: true`; its `online: false` moves the
+    /// node to the next server.
+    pub primary_host_id: Option<String>,
+    /// At most one Rebirth per this period; requests inside it are dropped.
+    pub rebirth_debounce: Duration,
+    /// Where the last bdSeq is kept so a restart continues it; `None` keeps it in memory.
+    pub state_file: Option<PathBuf>,
+    /// How often node metrics are checked and changed ones sent in NDATA.
+    pub metrics_period: Duration,
+    /// The `Properties/Hardware` node metric.
+    pub hardware: String,
+}
+
+/// How the MQTT link connects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<Password>,
+    /// A random delay in `0..=startup_delay_max` before the first connect, so a fleet
+    /// rebooting after a power cut does not reach the broker all at once.
+    pub startup_delay_max: Duration,
+    pub backoff: BackoffSettings,
+    /// How long a connect may take before the next server is tried.
+    pub connect_timeout: Duration,
+    /// Tried in order; a failure or a `Next Server` command moves to the next one.
+    pub servers: Vec<ServerSettings>,
+}
+
+/// Exponential backoff between connect attempts, with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffSettings {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// One MQTT server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsSettings>,
+}
+
+impl fmt::Display for ServerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// TLS to one server: trust anchors, the name to verify, an optional client certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    /// PEM CA certificates; `None` trusts no one, so it is required (air-gapped sites
+    /// have no system roots worth trusting).
+    pub ca_file: PathBuf,
+    /// The name the server certificate must carry; defaults to `host`.
+    pub server_name: Option<String>,
+    /// PEM client certificate chain and key, for mutual TLS.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+}
+
+/// An MQTT password: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Password {
+        Password(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// Every problem found, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+    #[error(transparent)]
+    Modbus(#[from] modbus::ConfigError),
+}
+
+/// One invalid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `mqtt.servers[1].port`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    sparkplug: SparkplugSection,
+    mqtt: MqttSection,
+    /// Read by the Modbus engine's own loader.
+    #[serde(default)]
+    #[allow(dead_code)]
+    modbus: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparkplugSection {
+    group_id: String,
+    edge_node_id: String,
+    primary_host_id: Option<String>,
+    #[serde(default = "default_rebirth_debounce_ms")]
+    rebirth_debounce_ms: u64,
+    state_file: Option<PathBuf>,
+    #[serde(default = "default_metrics_period_ms")]
+    metrics_period_ms: u64,
+    hardware: Option<String>,
+}
+
+fn default_rebirth_debounce_ms() -> u64 {
+    5_000
+}
+fn default_metrics_period_ms() -> u64 {
+    10_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttSection {
+    client_id: Option<String>,
+    #[serde(default = "default_keep_alive_s")]
+    keep_alive_s: u64,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_startup_delay_max_ms")]
+    startup_delay_max_ms: u64,
+    #[serde(default = "default_backoff_min_ms")]
+    backoff_min_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    backoff_max_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default)]
+    servers: Vec<ServerSection>,
+}
+
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_startup_delay_max_ms() -> u64 {
+    5_000
+}
+fn default_backoff_min_ms() -> u64 {
+    1_000
+}
+fn default_backoff_max_ms() -> u64 {
+    60_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    url: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    #[serde(default)]
+    tls: bool,
+    ca_file: Option<PathBuf>,
+    server_name: Option<String>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and checks a whole edge-node file, Modbus tag files included.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (sparkplug, mqtt) = parse_sections(&text, &shown, base)?;
+        let (modbus, site) = ModbusConfig::load(path)?;
+        let config = Config {
+            sparkplug,
+            mqtt,
+            modbus,
+            site,
+        };
+        config.check_device_ids()?;
+        Ok(config)
+    }
+
+    /// Checks a document already in memory (the Modbus part must not name tag files).
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let (sparkplug, mqtt) = parse_sections(text, "<config>", base)?;
+        let modbus = ModbusConfig::from_toml(text, "<config>")?;
+        let site = modbus.validate()?;
+        let config = Config {
+            sparkplug,
+            mqtt,
+            modbus,
+            site,
+        };
+        config.check_device_ids()?;
+        Ok(config)
+    }
+
+    /// Modbus device names become Sparkplug device ids.
+    fn check_device_ids(&self) -> Result<(), ConfigError> {
+        let problems: Vec<Problem> = self
+            .site
+            .devices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                validate_id(IdPart::DeviceId, &d.name)
+                    .err()
+                    .map(|e| Problem {
+                        key: format!("modbus.devices[{i}].name"),
+                        message: format!("{:?} is not a Sparkplug device_id: {e}", d.name),
+                    })
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn parse_sections(
+    text: &str,
+    shown: &str,
+    base: &Path,
+) -> Result<(SparkplugSettings, MqttSettings), ConfigError> {
+    let doc: Document = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: shown.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut problems = Vec::new();
+    let sparkplug = check_sparkplug(doc.sparkplug, base, &mut problems);
+    let mqtt = check_mqtt(doc.mqtt, &sparkplug.edge_node_id, base, &mut problems);
+    if problems.is_empty() {
+        Ok((sparkplug, mqtt))
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn problem(problems: &mut Vec<Problem>, key: impl Into<String>, message: impl Into<String>) {
+    problems.push(Problem {
+        key: key.into(),
+        message: message.into(),
+    });
+}
+
+fn relative(base: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+fn check_sparkplug(
+    s: SparkplugSection,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> SparkplugSettings {
+    let ids = [
+        ("sparkplug.group_id", IdPart::GroupId, Some(&s.group_id)),
+        (
+            "sparkplug.edge_node_id",
+            IdPart::EdgeNodeId,
+            Some(&s.edge_node_id),
+        ),
+        (
+            "sparkplug.primary_host_id",
+            IdPart::HostId,
+            s.primary_host_id.as_ref(),
+        ),
+    ];
+    for (key, part, id) in ids {
+        if let Some(id) = id
+            && let Err(e) = validate_id(part, id)
+        {
+            problem(problems, key, e.to_string());
+        }
+    }
+    if s.metrics_period_ms < 100 {
+        problem(
+            problems,
+            "sparkplug.metrics_period_ms",
+            "must be at least 100",
+        );
+    }
+    SparkplugSettings {
+        group_id: s.group_id,
+        edge_node_id: s.edge_node_id,
+        primary_host_id: s.primary_host_id,
+        rebirth_debounce: Duration::from_millis(s.rebirth_debounce_ms),
+        state_file: s.state_file.map(|p| relative(base, p)),
+        metrics_period: Duration::from_millis(s.metrics_period_ms),
+        hardware: s
+            .hardware
+            .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
+    }
+}
+
+fn check_mqtt(
+    m: MqttSection,
+    edge_node_id: &str,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> MqttSettings {
+    if m.keep_alive_s == 0 || m.keep_alive_s > u64::from(u16::MAX) {
+        problem(problems, "mqtt.keep_alive_s", "must be 1..=65535 seconds");
+    }
+    if m.backoff_min_ms == 0 {
+        problem(problems, "mqtt.backoff_min_ms", "must be above 0");
+    }
+    if m.backoff_max_ms < m.backoff_min_ms {
+        problem(
+            problems,
+            "mqtt.backoff_max_ms",
+            "must not be below mqtt.backoff_min_ms",
+        );
+    }
+    if m.connect_timeout_ms == 0 {
+        problem(problems, "mqtt.connect_timeout_ms", "must be above 0");
+    }
+    let client_id = m.client_id.unwrap_or_else(|| edge_node_id.to_owned());
+    if client_id.is_empty() || client_id.len() > 65_535 {
+        problem(problems, "mqtt.client_id", "must be 1..=65535 bytes");
+    }
+    let password = m.password_file.and_then(|p| {
+        let p = relative(base, p);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => Some(Password(text.trim_end_matches(['\r', '\n']).to_owned())),
+            Err(e) => {
+                problem(
+                    problems,
+                    "mqtt.password_file",
+                    format!("{}: {e}", p.display()),
+                );
+                None
+            }
+        }
+    });
+    if password.is_some() && m.username.is_none() {
+        problem(
+            problems,
+            "mqtt.username",
+            "is required when mqtt.password_file is set",
+        );
+    }
+    if m.servers.is_empty() {
+        problem(problems, "mqtt.servers", "at least one server is required");
+    }
+    let servers = m
+        .servers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| check_server(i, s, base, problems))
+        .collect();
+    MqttSettings {
+        client_id,
+        keep_alive: Duration::from_secs(m.keep_alive_s),
+        username: m.username,
+        password,
+        startup_delay_max: Duration::from_millis(m.startup_delay_max_ms),
+        backoff: BackoffSettings {
+            min: Duration::from_millis(m.backoff_min_ms),
+            max: Duration::from_millis(m.backoff_max_ms),
+        },
+        connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+        servers,
+    }
+}
+
+fn check_server(
+    i: usize,
+    s: ServerSection,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<ServerSettings> {
+    let key = |k: &str| format!("mqtt.servers[{i}].{k}");
+    let (host, port, tls) = match (&s.url, &s.host) {
+        (Some(url), None) => match parse_url(url) {
+            Ok((tls, host, port)) => (host, s.port.or(port), tls || s.tls),
+            Err(message) => {
+                problem(problems, key("url"), message);
+                return None;
+            }
+        },
+        (None, Some(host)) => (host.clone(), s.port, s.tls),
+        (Some(_), Some(_)) => {
+            problem(
+                problems,
+                key("host"),
+                "give either `url` or `host`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            problem(problems, key("url"), "a server needs `url` or `host`");
+            return None;
+        }
+    };
+    if host.is_empty() {
+        problem(problems, key("host"), "is empty");
+        return None;
+    }
+    let tls = tls || s.ca_file.is_some();
+    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
+    if port == 0 {
+        problem(problems, key("port"), "must not be 0");
+    }
+    let client_auth = match (s.client_cert_file, s.client_key_file) {
+        (Some(c), Some(k)) => Some((relative(base, c), relative(base, k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            problem(
+                problems,
+                key("client_key_file"),
+                "is required with client_cert_file",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problem(
+                problems,
+                key("client_cert_file"),
+                "is required with client_key_file",
+            );
+            None
+        }
+    };
+    let files = [
+        ("ca_file", s.ca_file.as_ref()),
+        ("client_cert_file", client_auth.as_ref().map(|(c, _)| c)),
+        ("client_key_file", client_auth.as_ref().map(|(_, k)| k)),
+    ];
+    for (name, file) in files {
+        if let Some(file) = file {
+            let file = relative(base, file.clone());
+            if let Err(e) = std::fs::metadata(&file) {
+                problem(problems, key(name), format!("{}: {e}", file.display()));
+            }
+        }
+    }
+    let tls = if tls {
+        match s.ca_file {
+            Some(ca) => Some(TlsSettings {
+                ca_file: relative(base, ca),
+                server_name: s.server_name,
+                client_auth,
+            }),
+            None => {
+                problem(problems, key("ca_file"), "is required for TLS");
+                None
+            }
+        }
+    } else {
+        if client_auth.is_some() || s.server_name.is_some() {
+            problem(
+                problems,
+                key("tls"),
+                "client certificates and server_name need TLS (mqtts:// or tls = true)",
+            );
+        }
+        None
+    };
+    Some(ServerSettings { host, port, tls })
+}
+
+/// `mqtt://host[:port]`, `tcp://`, `mqtts://`, `ssl://` -> (tls, host, port).
+fn parse_url(url: &str) -> Result<(bool, String, Option<u16>), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} has no scheme (mqtt:// or mqtts://)"))?;
+    let tls = match scheme {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => return Err(format!("unknown scheme {other:?} (mqtt, tcp, mqtts, ssl)")),
+    };
+    let rest = rest.trim_end_matches('/');
+    // An IPv6 literal is bracketed: [::1]:1883.
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed ["))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {p:?} is not 1..=65535"))
+        })
+        .transpose()?;
+    Ok((tls, host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[sparkplug]
+group_id = "plant"
+edge_node_id = "gw1"
+primary_host_id = "scada"
+
+[mqtt]
+startup_delay_max_ms = 0
+
+[[mqtt.servers]]
+url = "mqtt://127.0.0.1:1883"
+
+[[mqtt.servers]]
+host = "backup"
+port = 1884
+"#;
+
+    #[test]
+    fn good_file_loads_with_defaults() {
+        let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.sparkplug.group_id, "plant");
+        assert_eq!(c.sparkplug.primary_host_id.as_deref(), Some("scada"));
+        assert_eq!(c.sparkplug.rebirth_debounce, Duration::from_secs(5));
+        assert_eq!(c.mqtt.client_id, "gw1");
+        assert_eq!(c.mqtt.servers.len(), 2);
+        assert_eq!(c.mqtt.servers[0].port, 1883);
+        assert_eq!(c.mqtt.servers[1].host, "backup");
+        assert_eq!(c.mqtt.servers[1].port, 1884);
+        assert_eq!(c.mqtt.startup_delay_max, Duration::ZERO);
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let text = r#"
+[sparkplug]
+group_id = "pl/ant"
+edge_node_id = "gw+1"
+
+[mqtt]
+keep_alive_s = 0
+backoff_min_ms = 5000
+backoff_max_ms = 10
+
+[[mqtt.servers]]
+url = "http://x"
+
+[[mqtt.servers]]
+url = "mqtts://secure:8883"
+"#;
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml(text, Path::new(".")) else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "sparkplug.group_id",
+                "sparkplug.edge_node_id",
+                "mqtt.keep_alive_s",
+                "mqtt.backoff_max_ms",
+                "mqtt.servers[0].url",
+                "mqtt.servers[1].ca_file",
+            ]
+        );
+    }
+
+    #[test]
+    fn password_is_read_from_its_file_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let text = GOOD.replace(
+            "[mqtt]\n",
+            "[mqtt]\nusername = \"gw1\"\npassword_file = \"pw\"\n",
+        );
+        let c = Config::from_toml(&text, dir.path()).unwrap();
+        assert_eq!(c.mqtt.password.as_ref().unwrap().expose(), "s3cret");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn urls_parse() {
+        assert_eq!(
+            parse_url("mqtts://[::1]:8883").unwrap(),
+            (true, "::1".into(), Some(8883))
+        );
+        assert_eq!(
+            parse_url("tcp://broker").unwrap(),
+            (false, "broker".into(), None)
+        );
+        assert!(parse_url("mqtt://broker:99999").is_err());
+    }
+
+    #[test]
+    fn device_names_must_be_sparkplug_ids() {
+        let text = format!(
+            "{GOOD}\n[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n\n[[modbus.devices]]\nname = \"a/b\"\nhost = \"127.0.0.1\"\n\n[[modbus.devices.tags]]\nname = \"t\"\naddress = \"40001\"\ntype = \"u16\"\n"
+        );
+        let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        let ConfigError::Invalid(problems) = e else {
+            panic!("expected problems, got {e}");
+        };
+        assert_eq!(problems[0].key, "modbus.devices[0].name");
+    }
+}

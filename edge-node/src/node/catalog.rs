@@ -1,0 +1,362 @@
+//! What the node knows about its devices' tags in Sparkplug terms: aliases, datatypes,
+//! last values and online state; and the device payloads built from them (DBIRTH,
+//! DDATA, DDEATH). Pure: no I/O, callers pass the time.
+//!
+//! Aliases are fixed by position: node metrics use `1..FIRST_TAG_ALIAS`, tag `i` of
+//! the site gets `FIRST_TAG_ALIAS + i`, so they are unique across the node and the
+//! same in every birth.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sparkplug::{DataType, Metric, MetricValue, Payload, PropertySet, Quality};
+
+use crate::modbus::{self, Event, Report, Site, Tag, TagId};
+
+/// Aliases below this belong to node metrics.
+pub const FIRST_TAG_ALIAS: u64 = 64;
+
+/// Milliseconds since the Unix epoch.
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The Sparkplug datatype a tag is born with (scaled tags are Double, bits Boolean).
+pub fn tag_datatype(tag: &Tag) -> DataType {
+    if tag.bit.is_some() {
+        return DataType::Boolean;
+    }
+    if tag.scaling.is_some() {
+        return DataType::Double;
+    }
+    match tag.data_type {
+        modbus::DataType::Bool => DataType::Boolean,
+        modbus::DataType::I16 => DataType::Int16,
+        modbus::DataType::U16 => DataType::UInt16,
+        modbus::DataType::I32 => DataType::Int32,
+        modbus::DataType::U32 => DataType::UInt32,
+        modbus::DataType::I64 => DataType::Int64,
+        modbus::DataType::U64 => DataType::UInt64,
+        modbus::DataType::F32 => DataType::Float,
+        modbus::DataType::F64 => DataType::Double,
+        modbus::DataType::String => DataType::String,
+    }
+}
+
+/// A Modbus value as the Sparkplug value of the same type.
+pub fn to_sparkplug(value: &modbus::Value) -> sparkplug::Value {
+    use sparkplug::Value as S;
+    match value {
+        modbus::Value::Bool(v) => S::Boolean(*v),
+        modbus::Value::I16(v) => S::Int16(*v),
+        modbus::Value::U16(v) => S::UInt16(*v),
+        modbus::Value::I32(v) => S::Int32(*v),
+        modbus::Value::U32(v) => S::UInt32(*v),
+        modbus::Value::I64(v) => S::Int64(*v),
+        modbus::Value::U64(v) => S::UInt64(*v),
+        modbus::Value::F32(v) => S::Float(*v),
+        modbus::Value::F64(v) => S::Double(*v),
+        modbus::Value::String(v) => S::String(v.clone()),
+    }
+}
+
+/// A Sparkplug value written by a host, as a Modbus value; `None` for types no tag has.
+pub fn from_sparkplug(value: &sparkplug::Value) -> Option<modbus::Value> {
+    use sparkplug::Value as S;
+    Some(match value {
+        S::Boolean(v) => modbus::Value::Bool(*v),
+        S::Int16(v) => modbus::Value::I16(*v),
+        S::UInt16(v) => modbus::Value::U16(*v),
+        S::Int32(v) => modbus::Value::I32(*v),
+        S::UInt32(v) => modbus::Value::U32(*v),
+        S::Int64(v) => modbus::Value::I64(*v),
+        S::UInt64(v) => modbus::Value::U64(*v),
+        S::Float(v) => modbus::Value::F32(*v),
+        S::Double(v) => modbus::Value::F64(*v),
+        S::String(v) | S::Text(v) => modbus::Value::String(v.clone()),
+        _ => return None,
+    })
+}
+
+fn quality(q: modbus::Quality) -> Quality {
+    match q {
+        modbus::Quality::Good => Quality::Good,
+        modbus::Quality::Bad => Quality::Bad,
+        modbus::Quality::Stale => Quality::Stale,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Last {
+    value: modbus::Value,
+    quality: modbus::Quality,
+    timestamp: u64,
+}
+
+/// What a device event means for the Sparkplug side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The device came online: publish its DBIRTH.
+    Born(usize),
+    /// New values: publish a DDATA.
+    Data(usize),
+    /// The device went offline: publish its DDEATH.
+    Died(usize),
+}
+
+/// Every device's tags with their aliases and last values.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    site: Arc<Site>,
+    datatypes: Vec<DataType>,
+    last: Vec<Option<Last>>,
+    online: Vec<bool>,
+}
+
+impl Catalog {
+    pub fn new(site: Arc<Site>) -> Catalog {
+        Catalog {
+            datatypes: site.tags.iter().map(tag_datatype).collect(),
+            last: vec![None; site.tags.len()],
+            online: vec![false; site.devices.len()],
+            site,
+        }
+    }
+
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Devices currently online (they have been born, or will be at the next birth).
+    pub fn online_devices(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.online.len()).filter(|&d| self.online[d])
+    }
+
+    pub fn device_name(&self, device: usize) -> &str {
+        &self.site.devices[device].name
+    }
+
+    pub fn device_index(&self, name: &str) -> Option<usize> {
+        self.site.devices.iter().position(|d| d.name == name)
+    }
+
+    pub fn alias(tag: TagId) -> u64 {
+        FIRST_TAG_ALIAS + u64::from(tag.0)
+    }
+
+    /// The tag of `device` with this alias or name.
+    pub fn find_tag(&self, device: usize, alias: Option<u64>, name: Option<&str>) -> Option<TagId> {
+        let index = match (alias, name) {
+            (Some(a), _) => usize::try_from(a.checked_sub(FIRST_TAG_ALIAS)?).ok()?,
+            (None, Some(n)) => self
+                .site
+                .tags
+                .iter()
+                .position(|t| t.device == device && t.name == n)?,
+            (None, None) => return None,
+        };
+        let tag = self.site.tags.get(index)?;
+        (tag.device == device).then_some(TagId(index as u32))
+    }
+
+    pub fn datatype(&self, tag: TagId) -> DataType {
+        self.datatypes[tag.index()]
+    }
+
+    pub fn tag(&self, tag: TagId) -> &Tag {
+        &self.site.tags[tag.index()]
+    }
+
+    /// Records an engine event; says what to publish.
+    pub fn apply(&mut self, event: &Event) -> Change {
+        let device = event.device().index();
+        let report = match event {
+            Event::Online(r) | Event::Data(r) | Event::Offline { report: r, .. } => r,
+        };
+        self.record(report);
+        match event {
+            Event::Online(_) => {
+                self.online[device] = true;
+                Change::Born(device)
+            }
+            Event::Data(_) => Change::Data(device),
+            Event::Offline { .. } => {
+                self.online[device] = false;
+                Change::Died(device)
+            }
+        }
+    }
+
+    fn record(&mut self, report: &Report) {
+        for s in &report.samples {
+            if let Some(slot) = self.last.get_mut(s.tag.index()) {
+                *slot = Some(Last {
+                    value: s.value.clone(),
+                    quality: s.quality,
+                    timestamp: millis(s.timestamp),
+                });
+            }
+        }
+    }
+
+    /// Every device is offline (the engine restarted); births follow its Online events.
+    pub fn forget_devices(&mut self) {
+        self.online.iter_mut().for_each(|o| *o = false);
+    }
+
+    /// A DBIRTH: every tag of the device with name, alias, datatype, last value (null
+    /// before the first read), timestamp, and engineering unit and Quality properties.
+    pub fn dbirth(&self, device: usize, now: u64) -> Payload {
+        let mut payload = Payload::new(now);
+        for (i, tag) in self.site.tags.iter().enumerate() {
+            if tag.device != device {
+                continue;
+            }
+            let id = TagId(i as u32);
+            let mut properties = PropertySet::new();
+            if let Some(unit) = &tag.units {
+                properties = properties.with_eng_unit(unit.clone());
+            }
+            if let Some((low, high)) = tag.eng_range {
+                properties = properties.with_eng_range(low, high);
+            }
+            let metric = match &self.last[i] {
+                Some(last) => {
+                    if last.quality != modbus::Quality::Good {
+                        properties = properties.with_quality(quality(last.quality));
+                    }
+                    Metric::new(tag.name.clone(), to_sparkplug(&last.value))
+                        .with_timestamp(last.timestamp)
+                }
+                None => Metric::null(tag.name.clone(), self.datatypes[i]).with_timestamp(now),
+            };
+            let mut metric = metric.with_alias(Self::alias(id));
+            // A value's own type may differ from the birth type only by scaling.
+            metric.datatype = Some(self.datatypes[i]);
+            if !properties.is_empty() {
+                metric = metric.with_properties(properties);
+            }
+            payload.metrics.push(metric);
+        }
+        payload
+    }
+
+    /// A DDATA with the report's samples: alias only, no datatype, own timestamp,
+    /// Quality when not GOOD.
+    pub fn ddata(report: &Report, now: u64) -> Payload {
+        let mut payload = Payload::new(now);
+        payload.metrics.reserve(report.samples.len());
+        for s in &report.samples {
+            payload.metrics.push(data_metric(
+                Self::alias(s.tag),
+                &s.value,
+                s.quality,
+                millis(s.timestamp),
+            ));
+        }
+        payload
+    }
+
+    /// A DDEATH: a timestamp (the publisher adds seq).
+    pub fn ddeath(now: u64) -> Payload {
+        Payload::new(now)
+    }
+}
+
+/// One DATA metric: alias, timestamp, value without datatype, Quality when not GOOD.
+pub fn data_metric(
+    alias: u64,
+    value: &modbus::Value,
+    q: modbus::Quality,
+    timestamp: u64,
+) -> Metric {
+    let mut metric = Metric::aliased(alias, to_sparkplug(value))
+        .without_datatype()
+        .with_timestamp(timestamp);
+    if q != modbus::Quality::Good {
+        metric = metric.with_properties(PropertySet::new().with_quality(quality(q)));
+    }
+    metric
+}
+
+/// The value of a command metric, typed with the datatype the birth gave it.
+pub fn command_value(metric: &Metric, datatype: DataType) -> Result<sparkplug::Value, String> {
+    if let Some(sent) = metric.datatype
+        && sent != datatype
+    {
+        return Err(format!("datatype {sent} where the birth says {datatype}"));
+    }
+    let mut typed = metric.clone();
+    typed
+        .resolve(datatype)
+        .map_err(|e| format!("value does not fit {datatype}: {e}"))?;
+    match typed.value {
+        MetricValue::Value(v) if v.datatype() == datatype => Ok(v),
+        MetricValue::Value(v) => Err(format!(
+            "value of type {} where the birth says {datatype}",
+            v.datatype()
+        )),
+        MetricValue::Null => Err("null value".into()),
+        MetricValue::Untyped(_) => Err("untyped value".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_values_must_match_the_birth_type() {
+        let ok = Metric::aliased(70, 5i32);
+        assert_eq!(
+            command_value(&ok, DataType::Int32),
+            Ok(sparkplug::Value::Int32(5))
+        );
+        let wrong = Metric::aliased(70, true);
+        assert!(
+            command_value(&wrong, DataType::Int32)
+                .unwrap_err()
+                .contains("Boolean")
+        );
+        let mut null = Metric::aliased(70, 1i32);
+        null.value = MetricValue::Null;
+        assert!(command_value(&null, DataType::Int32).is_err());
+    }
+
+    #[test]
+    fn data_metrics_carry_quality_only_when_not_good() {
+        let good = data_metric(70, &modbus::Value::U16(1), modbus::Quality::Good, 5);
+        assert_eq!(good.properties, None);
+        assert_eq!(good.datatype, None);
+        assert_eq!(good.name, None);
+        let bad = data_metric(70, &modbus::Value::U16(1), modbus::Quality::Bad, 5);
+        let props = bad.properties.unwrap();
+        assert_eq!(props.quality(), Ok(Some(Quality::Bad)));
+        assert_eq!(
+            props.get("Quality"),
+            Some(&sparkplug::PropertyValue::Value(
+                sparkplug::BasicValue::Int32(0)
+            ))
+        );
+        let stale = data_metric(70, &modbus::Value::U16(1), modbus::Quality::Stale, 5);
+        assert_eq!(
+            stale.properties.unwrap().quality(),
+            Ok(Some(Quality::Stale))
+        );
+    }
+
+    #[test]
+    fn values_round_trip_between_modbus_and_sparkplug() {
+        for v in [
+            modbus::Value::Bool(true),
+            modbus::Value::I16(-3),
+            modbus::Value::U32(7),
+            modbus::Value::F64(2.5),
+            modbus::Value::String("x".into()),
+        ] {
+            assert_eq!(from_sparkplug(&to_sparkplug(&v)), Some(v));
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The node's own metrics: Node Control, Properties and the health counters a host
+//! can trend (link, traffic, polling, store-and-forward depth). All are in NBIRTH;
+//! NDATA carries those that changed since they were last sent.
+
+use sparkplug::{Metric, Payload, Value};
+
+/// The Rebirth request: Boolean, no alias (hosts send it by name).
+pub const REBIRTH: &str = "Node Control/Rebirth";
+pub const NEXT_SERVER: &str = "Node Control/Next Server";
+pub const REBOOT: &str = "Node Control/Reboot";
+pub const SCAN_RATE: &str = "Node Control/Scan Rate";
+pub const SOFTWARE_VERSION: &str = "Properties/Software Version";
+pub const HARDWARE: &str = "Properties/Hardware";
+pub const LINK_STATE: &str = "Link/State";
+pub const LINK_SERVER: &str = "Link/Server";
+pub const RECONNECTS: &str = "Link/Reconnects";
+pub const BYTES_SENT: &str = "Link/Bytes Sent";
+pub const BYTES_RECEIVED: &str = "Link/Bytes Received";
+pub const MESSAGES_PUBLISHED: &str = "Link/Messages Published";
+pub const POLL_ERRORS: &str = "Modbus/Poll Errors";
+pub const STORE_DEPTH: &str = "Store/Depth";
+
+/// The node metrics with aliases, in birth order (Rebirth, alias-less, comes first).
+const ALIASED: [&str; 13] = [
+    NEXT_SERVER,
+    REBOOT,
+    SCAN_RATE,
+    SOFTWARE_VERSION,
+    HARDWARE,
+    LINK_STATE,
+    LINK_SERVER,
+    RECONNECTS,
+    BYTES_SENT,
+    BYTES_RECEIVED,
+    MESSAGES_PUBLISHED,
+    POLL_ERRORS,
+    STORE_DEPTH,
+];
+
+/// The alias of a node metric (1-based position), `None` for Rebirth and unknown names.
+pub fn alias_of(name: &str) -> Option<u64> {
+    ALIASED
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u64 + 1)
+}
+
+/// The name of a node metric alias.
+pub fn name_of(alias: u64) -> Option<&'static str> {
+    let i = usize::try_from(alias.checked_sub(1)?).ok()?;
+    ALIASED.get(i).copied()
+}
+
+/// What the node metrics say right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    pub scan_rate_ms: i64,
+    pub hardware: String,
+    pub link_state: &'static str,
+    pub server: String,
+    pub reconnects: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_published: u64,
+    pub poll_errors: u64,
+    pub store_depth: u64,
+}
+
+impl NodeStatus {
+    fn values(&self) -> [Value; 13] {
+        [
+            Value::Boolean(false),
+            Value::Boolean(false),
+            Value::Int64(self.scan_rate_ms),
+            Value::String(env!("CARGO_PKG_VERSION").to_owned()),
+            Value::String(self.hardware.clone()),
+            Value::String(self.link_state.to_owned()),
+            Value::String(self.server.clone()),
+            Value::UInt64(self.reconnects),
+            Value::UInt64(self.bytes_sent),
+            Value::UInt64(self.bytes_received),
+            Value::UInt64(self.messages_published),
+            Value::UInt64(self.poll_errors),
+            Value::UInt64(self.store_depth),
+        ]
+    }
+}
+
+/// Remembers what was last sent, to send only changes.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    sent: Option<[Value; 13]>,
+}
+
+impl NodeMetrics {
+    /// Appends every node metric (named, aliased, timestamped) to an NBIRTH.
+    pub fn birth(&mut self, status: &NodeStatus, now: u64, payload: &mut Payload) {
+        payload
+            .metrics
+            .push(Metric::new(REBIRTH, false).with_timestamp(now));
+        let values = status.values();
+        for (i, (name, value)) in ALIASED.iter().zip(values.iter()).enumerate() {
+            payload.metrics.push(
+                Metric::new(*name, value.clone())
+                    .with_alias(i as u64 + 1)
+                    .with_timestamp(now),
+            );
+        }
+        self.sent = Some(values);
+    }
+
+    /// An NDATA with the metrics that changed since the birth or last NDATA, if any.
+    pub fn changes(&mut self, status: &NodeStatus, now: u64) -> Option<Payload> {
+        let values = status.values();
+        let mut payload = Payload::new(now);
+        for (i, value) in values.iter().enumerate() {
+            let changed = self.sent.as_ref().is_none_or(|s| s[i] != *value);
+            if changed {
+                payload.metrics.push(
+                    Metric::aliased(i as u64 + 1, value.clone())
+                        .without_datatype()
+                        .with_timestamp(now),
+                );
+            }
+        }
+        self.sent = Some(values);
+        (!payload.metrics.is_empty()).then_some(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            scan_rate_ms: 1000,
+            hardware: "x86_64".into(),
+            link_state: "online",
+            server: "mqtt://a:1883".into(),
+            reconnects: 0,
+            bytes_sent: 10,
+            bytes_received: 5,
+            messages_published: 1,
+            poll_errors: 0,
+            store_depth: 0,
+        }
+    }
+
+    #[test]
+    fn birth_has_everything_and_data_only_changes() {
+        let mut m = NodeMetrics::default();
+        let mut birth = Payload::new(1);
+        m.birth(&status(), 1, &mut birth);
+        assert_eq!(birth.metrics.len(), 14);
+        let rebirth = birth.metric(REBIRTH).unwrap();
+        assert_eq!(rebirth.alias, None);
+        assert_eq!(rebirth.typed_value(), Some(&Value::Boolean(false)));
+        assert_eq!(
+            birth.metric(STORE_DEPTH).unwrap().alias,
+            alias_of(STORE_DEPTH)
+        );
+        assert_eq!(m.changes(&status(), 2), None);
+        let mut later = status();
+        later.bytes_sent = 99;
+        let ndata = m.changes(&later, 3).unwrap();
+        assert_eq!(ndata.metrics.len(), 1);
+        assert_eq!(ndata.metrics[0].alias, alias_of(BYTES_SENT));
+        assert_eq!(ndata.metrics[0].name, None);
+        assert_eq!(name_of(alias_of(REBOOT).unwrap()), Some(REBOOT));
+    }
+}

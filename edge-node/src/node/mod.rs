@@ -1,0 +1,665 @@
+//! The Sparkplug B 3.0 edge node: one MQTT session at a time, births, data by
+//! exception, deaths, commands, primary host, failover.
+//!
+//! Per connect ([`EdgeNode::run`]): the will is NDEATH with the next bdSeq (QoS 1, not
+//! retained); once CONNACK arrives the bdSeq is committed; NCMD, DCMD (and the primary
+//! host's STATE) are subscribed at QoS 1 and their SUBACKs awaited; with a primary host
+//! births wait for its STATE `online: true`; then NBIRTH (seq 0) and one DBIRTH per
+//! online device. Data follows as DDATA by alias; devices die (DDEATH) and are reborn.
+//! On shutdown: NDEATH at QoS 1, its PUBACK awaited (bounded), DISCONNECT.
+//!
+//! - [`catalog`]: tags, aliases and device payloads;
+//! - [`metrics`]: the node's own metrics; [`commands`]: NCMD/DCMD decoding;
+//! - [`publisher`]: seq, encoding, the seam for store-and-forward;
+//! - [`bdseq`]: the bdSeq state file.
+
+pub mod bdseq;
+pub mod catalog;
+pub mod commands;
+pub mod metrics;
+pub mod publisher;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::{LastWill, QoS};
+use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::config::Config;
+use crate::link::{Backoff, ByteCounters, Link, LinkEvent, startup_delay};
+use crate::modbus::{Acquisition, AcquisitionHandle, AcquisitionOptions, Event, Site};
+use bdseq::BdSeqStore;
+use catalog::{Catalog, Change, millis};
+use commands::NodeCommand;
+use metrics::{NodeMetrics, NodeStatus};
+use publisher::{PublishCounters, PublishError, Publisher};
+
+/// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why the edge node stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    BdSeq(#[from] bdseq::BdSeqFileError),
+}
+
+/// A running edge node: stop it with [`NodeHandle::shutdown`].
+#[derive(Debug)]
+pub struct NodeHandle {
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl NodeHandle {
+    /// Publishes NDEATH, disconnects, stops polling and waits for all of it.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.cancel.cancel();
+        self.task.await.unwrap_or(Ok(()))
+    }
+
+    /// The node stopped by itself (only on a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// How one MQTT session ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// Connect failed or the connection broke.
+    Lost(String),
+    /// A `Next Server` command or the primary host went offline here.
+    NextServer,
+    /// A `Reboot` command: reconnect to the same server.
+    Reboot,
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Subscribing { pending: usize },
+    AwaitingHost,
+    Born,
+}
+
+/// The edge node and everything it owns.
+pub struct EdgeNode {
+    config: Config,
+    acquisition: Option<Acquisition>,
+    handle: AcquisitionHandle,
+    events: mpsc::Receiver<Event>,
+    catalog: Catalog,
+    publisher: Publisher,
+    bdseq: BdSeqStore,
+    bytes: Arc<ByteCounters>,
+    published: Arc<PublishCounters>,
+    node_metrics: NodeMetrics,
+    /// Accepted CONNECTs since start.
+    connects: u64,
+    server: usize,
+    /// The newest primary host STATE timestamp seen; older STATEs are ignored.
+    host_state: Option<State>,
+    last_rebirth: Option<Instant>,
+}
+
+impl EdgeNode {
+    /// Starts Modbus acquisition and the MQTT session on the current runtime.
+    pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
+        let bdseq = match &config.sparkplug.state_file {
+            Some(path) => BdSeqStore::open(path.clone())?,
+            None => BdSeqStore::in_memory(),
+        };
+        let (acquisition, events) =
+            Acquisition::start(config.site.clone(), AcquisitionOptions::default());
+        let handle = acquisition.handle();
+        let published = Arc::new(PublishCounters::default());
+        let node = EdgeNode {
+            catalog: Catalog::new(Arc::new(config.site.clone())),
+            publisher: Publisher::new(
+                &config.sparkplug.group_id,
+                &config.sparkplug.edge_node_id,
+                Arc::clone(&published),
+            ),
+            config,
+            acquisition: Some(acquisition),
+            handle,
+            events,
+            bdseq,
+            bytes: Arc::default(),
+            published,
+            node_metrics: NodeMetrics::default(),
+            connects: 0,
+            server: 0,
+            host_state: None,
+            last_rebirth: None,
+        };
+        let cancel = CancellationToken::new();
+        let span = info_span!(
+            "edge_node",
+            group_id = %node.config.sparkplug.group_id,
+            edge_node_id = %node.config.sparkplug.edge_node_id
+        );
+        let task = tokio::spawn(node.run(cancel.clone()).instrument(span));
+        Ok(NodeHandle { cancel, task })
+    }
+
+    async fn run(mut self, cancel: CancellationToken) -> Result<(), NodeError> {
+        let mut backoff = Backoff::new(self.config.mqtt.backoff);
+        let delay = startup_delay(self.config.mqtt.startup_delay_max);
+        if self.wait(delay, &cancel).await {
+            loop {
+                let span = info_span!("mqtt", server = %self.current_server(), bd_seq = %self.bdseq.next());
+                let (ending, born) = self.session(&cancel).instrument(span).await;
+                if born {
+                    backoff.reset();
+                }
+                let pause = match &ending {
+                    Ending::Shutdown => break,
+                    Ending::Lost(reason) => {
+                        warn!(server = %self.current_server(), %reason, "MQTT link lost");
+                        self.next_server();
+                        backoff.next_delay()
+                    }
+                    Ending::NextServer => {
+                        self.next_server();
+                        backoff.next_delay()
+                    }
+                    Ending::Reboot => Duration::ZERO,
+                };
+                debug!(?pause, "before the next connect");
+                if !self.wait(pause, &cancel).await {
+                    break;
+                }
+            }
+        }
+        if let Some(acquisition) = self.acquisition.take() {
+            acquisition.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Sleeps while still taking in device events; false when shutdown came first.
+    async fn wait(&mut self, pause: Duration, cancel: &CancellationToken) -> bool {
+        let deadline = tokio::time::sleep(pause);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = &mut deadline => return true,
+                Some(event) = self.events.recv() => { self.catalog.apply(&event); }
+            }
+        }
+    }
+
+    fn current_server(&self) -> String {
+        self.config
+            .mqtt
+            .servers
+            .get(self.server)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    fn next_server(&mut self) {
+        self.server = (self.server + 1) % self.config.mqtt.servers.len().max(1);
+    }
+
+    fn topic_filters(&self) -> Vec<String> {
+        let g = &self.config.sparkplug.group_id;
+        let n = &self.config.sparkplug.edge_node_id;
+        let mut filters = vec![
+            format!("spBv1.0/{g}/NCMD/{n}"),
+            format!("spBv1.0/{g}/DCMD/{n}/+"),
+        ];
+        if let Some(host) = &self.config.sparkplug.primary_host_id {
+            let mut topic = String::new();
+            if let Ok(t) = StateTopic::new(host.as_str()) {
+                t.write_to(&mut topic);
+                filters.push(topic);
+            }
+        }
+        filters
+    }
+
+    /// One MQTT session; returns how it ended and whether births were published.
+    async fn session(&mut self, cancel: &CancellationToken) -> (Ending, bool) {
+        let Some(server) = self.config.mqtt.servers.get(self.server).cloned() else {
+            return (Ending::Lost("no server configured".into()), false);
+        };
+        let bd_seq = self.bdseq.next();
+        let will = LastWill::new(
+            self.publisher.topic(MessageType::NDeath, None),
+            Publisher::ndeath_payload(bd_seq, millis(SystemTime::now())),
+            QoS::AtLeastOnce,
+            false,
+        );
+        let mut link = match Link::open(&server, &self.config.mqtt, will, Arc::clone(&self.bytes)) {
+            Ok(link) => link,
+            Err(e) => return (Ending::Lost(e.to_string()), false),
+        };
+        info!("connecting");
+        let mut phase = Phase::Connecting;
+        let mut born = false;
+        let connect_deadline = tokio::time::sleep(self.config.mqtt.connect_timeout);
+        tokio::pin!(connect_deadline);
+        let period = self.config.sparkplug.metrics_period;
+        // The first check is one period after the connect, not at once.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ending = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break Ending::Shutdown,
+                _ = &mut connect_deadline, if phase == Phase::Connecting => {
+                    break Ending::Lost(format!("no CONNACK within {:?}", self.config.mqtt.connect_timeout));
+                }
+                event = link.recv() => {
+                    let Some(event) = event else { break Ending::Lost("connection closed".into()) };
+                    match self.on_link_event(&link, event, &mut phase, bd_seq).await {
+                        Ok(None) => {}
+                        Ok(Some(ending)) => break ending,
+                        Err(e) => break Ending::Lost(e.to_string()),
+                    }
+                    born |= phase == Phase::Born;
+                }
+                Some(event) = self.events.recv() => {
+                    if let Err(e) = self.on_device_event(&link, event, phase).await {
+                        break Ending::Lost(e.to_string());
+                    }
+                }
+                _ = tick.tick() => {
+                    if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
+                        break Ending::Lost(e.to_string());
+                    }
+                }
+            }
+        };
+        match &ending {
+            Ending::Lost(_) => link.abort(),
+            _ if phase == Phase::Connecting => link.abort(),
+            _ => self.say_goodbye(link, bd_seq).await,
+        }
+        (ending, born)
+    }
+
+    /// NDEATH at QoS 1, its PUBACK (bounded), then DISCONNECT.
+    async fn say_goodbye(&mut self, mut link: Link, bd_seq: BdSeq) {
+        info!("publishing NDEATH and disconnecting");
+        let now = millis(SystemTime::now());
+        if let Err(e) = self.publisher.publish_ndeath(&link, bd_seq, now).await {
+            warn!(error = %e, "NDEATH not sent");
+            link.abort();
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(event) = link.recv().await {
+                if matches!(event, LinkEvent::Acknowledged | LinkEvent::Lost(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        link.close(CLOSE_WAIT).await;
+    }
+
+    async fn on_link_event(
+        &mut self,
+        link: &Link,
+        event: LinkEvent,
+        phase: &mut Phase,
+        bd_seq: BdSeq,
+    ) -> Result<Option<Ending>, PublishError> {
+        match event {
+            LinkEvent::Connected => {
+                info!("connected");
+                self.connects += 1;
+                if let Err(e) = self.bdseq.commit(bd_seq) {
+                    error!(error = %e, "bdSeq not persisted; a restart may repeat it");
+                }
+                let filters = self.topic_filters();
+                for filter in &filters {
+                    link.subscribe(filter, QoS::AtLeastOnce).await?;
+                }
+                *phase = Phase::Subscribing {
+                    pending: filters.len(),
+                };
+            }
+            LinkEvent::Subscribed { granted } => {
+                if !granted {
+                    warn!("the server refused a subscription; commands may not arrive");
+                }
+                if let Phase::Subscribing { pending } = *phase {
+                    if pending > 1 {
+                        *phase = Phase::Subscribing {
+                            pending: pending - 1,
+                        };
+                    } else if self.config.sparkplug.primary_host_id.is_some()
+                        && !self.host_state.is_some_and(|s| s.online)
+                    {
+                        info!("waiting for the primary host's STATE online");
+                        *phase = Phase::AwaitingHost;
+                    } else {
+                        self.births(link, bd_seq).await?;
+                        *phase = Phase::Born;
+                    }
+                }
+            }
+            LinkEvent::Acknowledged => {}
+            LinkEvent::Message { topic, payload, .. } => {
+                return self.on_message(link, &topic, &payload, phase, bd_seq).await;
+            }
+            LinkEvent::Lost(reason) => return Ok(Some(Ending::Lost(reason))),
+        }
+        Ok(None)
+    }
+
+    async fn on_message(
+        &mut self,
+        link: &Link,
+        topic: &str,
+        payload: &[u8],
+        phase: &mut Phase,
+        bd_seq: BdSeq,
+    ) -> Result<Option<Ending>, PublishError> {
+        if let Ok(state_topic) = StateTopic::parse(topic) {
+            return self
+                .on_host_state(link, state_topic.host_id(), payload, phase, bd_seq)
+                .await;
+        }
+        let parsed = match sparkplug::Topic::parse(topic) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(topic, error = %e, "message on an unexpected topic ignored");
+                return Ok(None);
+            }
+        };
+        if *phase != Phase::Born {
+            warn!(topic, "command before births ignored");
+            return Ok(None);
+        }
+        match (parsed.message_type(), parsed.device_id()) {
+            (MessageType::NCmd, None) => self.on_ncmd(link, payload, bd_seq).await,
+            (MessageType::DCmd, Some(device)) => {
+                self.on_dcmd(device, payload);
+                Ok(None)
+            }
+            _ => {
+                warn!(topic, "message on an unexpected topic ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn on_host_state(
+        &mut self,
+        link: &Link,
+        host_id: &str,
+        payload: &[u8],
+        phase: &mut Phase,
+        bd_seq: BdSeq,
+    ) -> Result<Option<Ending>, PublishError> {
+        if self.config.sparkplug.primary_host_id.as_deref() != Some(host_id) {
+            return Ok(None);
+        }
+        let state = match State::parse(payload) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(host_id, error = %e, "malformed STATE ignored");
+                return Ok(None);
+            }
+        };
+        if let Some(seen) = self.host_state
+            && state.timestamp < seen.timestamp
+        {
+            debug!(
+                host_id,
+                ?state,
+                ?seen,
+                "STATE older than the last one ignored"
+            );
+            return Ok(None);
+        }
+        self.host_state = Some(state);
+        info!(host_id, online = state.online, "primary host STATE");
+        match (*phase, state.online) {
+            (Phase::AwaitingHost, true) => {
+                self.births(link, bd_seq).await?;
+                *phase = Phase::Born;
+            }
+            (Phase::Born, false) => {
+                info!(
+                    host_id,
+                    "primary host offline here: moving to the next server"
+                );
+                return Ok(Some(Ending::NextServer));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    async fn on_ncmd(
+        &mut self,
+        link: &Link,
+        payload: &[u8],
+        bd_seq: BdSeq,
+    ) -> Result<Option<Ending>, PublishError> {
+        let (commands, refused) = match commands::node_commands(payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                warn!(error = %e, "malformed NCMD ignored");
+                return Ok(None);
+            }
+        };
+        for r in refused {
+            warn!(metric = %r.metric, reason = %r.reason, "NCMD metric refused");
+        }
+        for command in commands {
+            match command {
+                NodeCommand::Rebirth => {
+                    let debounce = self.config.sparkplug.rebirth_debounce;
+                    if self.last_rebirth.is_some_and(|t| t.elapsed() < debounce) {
+                        info!(
+                            ?debounce,
+                            "Rebirth ignored: one was done within the debounce"
+                        );
+                        continue;
+                    }
+                    info!("Rebirth requested");
+                    self.births(link, bd_seq).await?;
+                }
+                NodeCommand::NextServer => {
+                    info!("Next Server requested");
+                    return Ok(Some(Ending::NextServer));
+                }
+                NodeCommand::Reboot => {
+                    info!("Reboot requested: restarting the MQTT session");
+                    return Ok(Some(Ending::Reboot));
+                }
+                NodeCommand::ScanRate(ms) => {
+                    info!(ms, "Scan Rate requested: restarting acquisition");
+                    self.restart_acquisition(Duration::from_millis(ms.unsigned_abs()))
+                        .await;
+                    self.publish_node_changes(link).await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_dcmd(&mut self, device: &str, payload: &[u8]) {
+        let Some(index) = self.catalog.device_index(device) else {
+            warn!(device, "DCMD for an unknown device ignored");
+            return;
+        };
+        let (writes, refused) = match commands::device_writes(&self.catalog, index, payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                warn!(device, error = %e, "malformed DCMD ignored");
+                return;
+            }
+        };
+        for r in refused {
+            warn!(device, metric = %r.metric, reason = %r.reason, "DCMD write refused");
+        }
+        for (tag, value) in writes {
+            let handle = self.handle.clone();
+            let device = device.to_owned();
+            // The new value comes back through polling, in the next DDATA.
+            tokio::spawn(async move {
+                match handle.write(tag, value.clone()).await {
+                    Ok(()) => info!(device, tag = tag.0, %value, "DCMD write done"),
+                    Err(e) => warn!(device, error = %e, "DCMD write failed"),
+                }
+            });
+        }
+    }
+
+    /// Scan Rate sets every scan class to the new period; the engine restarts and
+    /// devices are born again as they answer.
+    async fn restart_acquisition(&mut self, period: Duration) {
+        let mut site: Site = self.config.site.clone();
+        for class in &mut site.scan_classes {
+            class.period = period;
+        }
+        if let Some(old) = self.acquisition.take() {
+            old.shutdown().await;
+        }
+        self.config.site = site.clone();
+        let (acquisition, events) = Acquisition::start(site, AcquisitionOptions::default());
+        self.handle = acquisition.handle();
+        self.events = events;
+        self.acquisition = Some(acquisition);
+        self.catalog.forget_devices();
+    }
+
+    async fn on_device_event(
+        &mut self,
+        link: &Link,
+        event: Event,
+        phase: Phase,
+    ) -> Result<(), PublishError> {
+        let change = self.catalog.apply(&event);
+        if phase != Phase::Born {
+            return Ok(());
+        }
+        let now = millis(SystemTime::now());
+        match change {
+            Change::Born(d) => self.publish_dbirth(link, d, now).await,
+            Change::Data(d) => {
+                let Event::Data(report) = &event else {
+                    return Ok(());
+                };
+                if report.samples.is_empty() {
+                    return Ok(());
+                }
+                let name = self.catalog.device_name(d).to_owned();
+                self.publisher
+                    .publish(
+                        link,
+                        MessageType::DData,
+                        Some(&name),
+                        Catalog::ddata(report, now),
+                    )
+                    .await
+            }
+            Change::Died(d) => {
+                let name = self.catalog.device_name(d).to_owned();
+                info!(device = %name, "device offline: DDEATH");
+                self.publisher
+                    .publish(link, MessageType::DDeath, Some(&name), Catalog::ddeath(now))
+                    .await
+            }
+        }
+    }
+
+    async fn publish_dbirth(
+        &mut self,
+        link: &Link,
+        device: usize,
+        now: u64,
+    ) -> Result<(), PublishError> {
+        let name = self.catalog.device_name(device).to_owned();
+        let payload = self.catalog.dbirth(device, now);
+        self.publisher
+            .publish(link, MessageType::DBirth, Some(&name), payload)
+            .await
+    }
+
+    /// NBIRTH (seq 0, this session's bdSeq, every node metric), then a DBIRTH per
+    /// online device.
+    async fn births(&mut self, link: &Link, bd_seq: BdSeq) -> Result<(), PublishError> {
+        let now = millis(SystemTime::now());
+        let mut nbirth = Payload::new(now).with_metric(bd_seq.to_metric(now));
+        // bdSeq as Int64, like the will.
+        if let Some(m) = nbirth.metrics.first_mut() {
+            m.value =
+                sparkplug::MetricValue::Value(sparkplug::Value::Int64(i64::from(bd_seq.value())));
+            m.datatype = Some(sparkplug::DataType::Int64);
+        }
+        let status = self.status(link);
+        self.node_metrics.birth(&status, now, &mut nbirth);
+        self.publisher
+            .publish(link, MessageType::NBirth, None, nbirth)
+            .await?;
+        let online: Vec<usize> = self.catalog.online_devices().collect();
+        for device in online {
+            self.publish_dbirth(link, device, now).await?;
+        }
+        self.last_rebirth = Some(Instant::now());
+        info!(bd_seq = %bd_seq, "births published");
+        Ok(())
+    }
+
+    async fn publish_node_changes(&mut self, link: &Link) -> Result<(), PublishError> {
+        let now = millis(SystemTime::now());
+        let status = self.status(link);
+        match self.node_metrics.changes(&status, now) {
+            Some(ndata) => {
+                self.publisher
+                    .publish(link, MessageType::NData, None, ndata)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn status(&self, link: &Link) -> NodeStatus {
+        let site = self.handle.site();
+        let poll_errors = (0..site.devices.len())
+            .map(|d| {
+                let s = self.handle.stats(crate::modbus::DeviceId(d as u32));
+                s.failures + s.exceptions
+            })
+            .sum();
+        let scan_rate_ms = site
+            .scan_classes
+            .iter()
+            .map(|c| c.period)
+            .min()
+            .map(|p| i64::try_from(p.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        NodeStatus {
+            scan_rate_ms,
+            hardware: self.config.sparkplug.hardware.clone(),
+            link_state: "online",
+            server: link.server().to_owned(),
+            reconnects: self.connects.saturating_sub(1),
+            bytes_sent: self.bytes.sent(),
+            bytes_received: self.bytes.received(),
+            messages_published: self
+                .published
+                .messages
+                .load(std::sync::atomic::Ordering::Relaxed),
+            poll_errors,
+            store_depth: 0,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The one place every Sparkplug message of the node goes out: it numbers them (seq),
+//! encodes them into a reused buffer and hands them to the link.
+//!
+//! This is the seam for store-and-forward: a durable queue will sit here, between the
+//! node (which only calls [`Publisher`]) and the [`Link`], keeping DATA while the link
+//! is down and replaying it flagged historical. Births and deaths are not queued: they
+//! describe the live session and are rebuilt on each connect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rumqttc::QoS;
+use sparkplug::{BdSeq, MessageType, Payload, Seq, Topic};
+
+use crate::link::{Link, LinkError};
+
+/// Messages published since start, for the node metrics.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    pub messages: AtomicU64,
+}
+
+/// Numbers and sends the node's messages.
+#[derive(Debug)]
+pub struct Publisher {
+    group_id: String,
+    edge_node_id: String,
+    seq: Seq,
+    buffer: Vec<u8>,
+    topic: String,
+    counters: Arc<PublishCounters>,
+}
+
+/// A publish that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{topic}: {source}")]
+    Encode {
+        topic: String,
+        source: sparkplug::EncodeError,
+    },
+}
+
+impl Publisher {
+    pub fn new(group_id: &str, edge_node_id: &str, counters: Arc<PublishCounters>) -> Publisher {
+        Publisher {
+            group_id: group_id.to_owned(),
+            edge_node_id: edge_node_id.to_owned(),
+            seq: Seq::ZERO,
+            buffer: Vec::with_capacity(1024),
+            topic: String::with_capacity(128),
+            counters,
+        }
+    }
+
+    /// The topic string of a message of this node.
+    pub fn topic(&self, message_type: MessageType, device: Option<&str>) -> String {
+        let mut out = String::new();
+        self.write_topic(message_type, device, &mut out);
+        out
+    }
+
+    fn write_topic(&self, message_type: MessageType, device: Option<&str>, out: &mut String) {
+        out.clear();
+        // Ids were validated with the configuration.
+        if let Ok(t) = Topic::new(
+            self.group_id.as_str(),
+            message_type,
+            self.edge_node_id.as_str(),
+            device,
+        ) {
+            t.write_to(out);
+        }
+    }
+
+    /// The NDEATH payload: a timestamp and the bdSeq metric (Int64), no seq.
+    pub fn ndeath_payload(bd_seq: BdSeq, now: u64) -> Vec<u8> {
+        let mut metric = bd_seq.to_metric(now);
+        metric.value =
+            sparkplug::MetricValue::Value(sparkplug::Value::Int64(i64::from(bd_seq.value())));
+        metric.datatype = Some(sparkplug::DataType::Int64);
+        let payload = Payload::new(now).with_metric(metric);
+        // A payload of one scalar metric always encodes.
+        payload.encode_to_vec().unwrap_or_default()
+    }
+
+    /// Publishes a birth, data or device death at QoS 0, not retained, with the next
+    /// seq; an NBIRTH restarts seq at 0.
+    pub async fn publish(
+        &mut self,
+        link: &Link,
+        message_type: MessageType,
+        device: Option<&str>,
+        mut payload: Payload,
+    ) -> Result<(), PublishError> {
+        if message_type == MessageType::NBirth {
+            self.seq = Seq::ZERO;
+        }
+        payload.seq = Some(u64::from(self.seq.value()));
+        self.seq = self.seq.next();
+        let mut topic = std::mem::take(&mut self.topic);
+        self.write_topic(message_type, device, &mut topic);
+        self.buffer.clear();
+        let encoded = payload.encode(&mut self.buffer);
+        let result = match encoded {
+            Ok(()) => link
+                .publish(&topic, QoS::AtMostOnce, false, &self.buffer)
+                .await
+                .map_err(PublishError::from),
+            Err(source) => Err(PublishError::Encode {
+                topic: topic.clone(),
+                source,
+            }),
+        };
+        self.topic = topic;
+        if result.is_ok() {
+            self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Publishes NDEATH at QoS 1 before an intentional disconnect.
+    pub async fn publish_ndeath(
+        &mut self,
+        link: &Link,
+        bd_seq: BdSeq,
+        now: u64,
+    ) -> Result<(), PublishError> {
+        let topic = self.topic(MessageType::NDeath, None);
+        link.publish(
+            &topic,
+            QoS::AtLeastOnce,
+            false,
+            &Self::ndeath_payload(bd_seq, now),
+        )
+        .await?;
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndeath_carries_only_bdseq_as_int64_and_no_seq() {
+        let bytes = Publisher::ndeath_payload(BdSeq::new(9), 1_000);
+        let p = Payload::decode(&bytes).unwrap();
+        assert_eq!(p.seq, None);
+        assert_eq!(p.timestamp, Some(1_000));
+        assert_eq!(p.metrics.len(), 1);
+        assert_eq!(p.metrics[0].name.as_deref(), Some("bdSeq"));
+        assert_eq!(
+            p.metrics[0].typed_value(),
+            Some(&sparkplug::Value::Int64(9))
+        );
+        assert_eq!(BdSeq::from_payload(&p).unwrap(), BdSeq::new(9));
+    }
+
+    #[test]
+    fn topics_follow_the_namespace() {
+        let p = Publisher::new("g", "n", Arc::default());
+        assert_eq!(p.topic(MessageType::NBirth, None), "spBv1.0/g/NBIRTH/n");
+        assert_eq!(
+            p.topic(MessageType::DData, Some("pump")),
+            "spBv1.0/g/DDATA/n/pump"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The Sparkplug session against Mosquitto (Debian package): QoS on the wire, the will,
+//! the primary host's STATE (retained, so Mosquitto), failover between servers.
+
+mod session_support;
+
+use std::time::Duration;
+
+use edge_node::EdgeNode;
+use rumqttc::QoS;
+use session_support::*;
+use sparkplug::{Metric, Payload, State};
+use system_tests::Mosquitto;
+
+const STATE_TOPIC: &str = "spBv1.0/STATE/scada";
+
+fn state(online: bool, timestamp: u64) -> Vec<u8> {
+    State { online, timestamp }.to_json().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn births_and_data_are_qos0_the_will_qos1_and_subscriptions_come_first() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.port()).await;
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
+    let node = EdgeNode::start(node_config(&Setup {
+        servers: &[proxy.port],
+        modbus_port: plant.local_addr().port(),
+        sparkplug_extra: "",
+    }))
+    .unwrap();
+    let nbirth = host.next_kind("NBIRTH").await;
+    assert_eq!(nbirth.qos, QoS::AtMostOnce);
+    assert!(!nbirth.retain);
+    // The subscriptions exist before the birth: a command sent right after the
+    // NBIRTH is acted on (Rebirth answered by a second NBIRTH).
+    let dbirth = host.next_kind("DBIRTH").await;
+    assert_eq!(dbirth.qos, QoS::AtMostOnce);
+    assert!(!dbirth.retain);
+    let rebirth = Payload::new(1).with_metric(Metric::new("Node Control/Rebirth", true));
+    host.publish(
+        &topic("NCMD", None),
+        rebirth.encode_to_vec().unwrap(),
+        false,
+    )
+    .await;
+    let again = host.next_kind("NBIRTH").await;
+    assert_eq!(again.bd_seq(), nbirth.bd_seq());
+    plant.bank(1).unwrap().set_holding_register(0, 9).unwrap();
+    let ddata = host.next_kind("DDATA").await;
+    assert_eq!(ddata.qos, QoS::AtMostOnce);
+    assert!(!ddata.retain);
+
+    proxy.cut();
+    let will = host.next_kind("NDEATH").await;
+    assert_eq!(will.qos, QoS::AtLeastOnce);
+    assert!(!will.retain);
+    assert_eq!(will.bd_seq(), nbirth.bd_seq());
+    let next = host.next_kind("NBIRTH").await;
+    assert_eq!(next.bd_seq(), nbirth.bd_seq() + 1);
+
+    node.shutdown().await.unwrap();
+    let goodbye = host.next_kind("NDEATH").await;
+    assert_eq!(goodbye.qos, QoS::AtLeastOnce, "explicit NDEATH at QoS 1");
+    assert_eq!(goodbye.bd_seq(), next.bd_seq());
+    // DISCONNECT followed: the will is not also delivered.
+    let after = host.drain_for(Duration::from_millis(500)).await;
+    assert!(after.iter().all(|m| m.kind() != "NDEATH"), "{after:?}");
+    plant.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn births_wait_for_the_primary_host_and_its_offline_state_ends_the_session() {
+    let broker = Mosquitto::start();
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/+/+/gw1/#").await;
+    let node = EdgeNode::start(node_config(&Setup {
+        servers: &[broker.port()],
+        modbus_port: plant.local_addr().port(),
+        sparkplug_extra: "primary_host_id = \"scada\"",
+    }))
+    .unwrap();
+    let early = host.drain_for(Duration::from_millis(800)).await;
+    assert!(
+        early.is_empty(),
+        "no birth before the host is online: {early:?}"
+    );
+
+    host.publish(STATE_TOPIC, state(true, 1_000), true).await;
+    let nbirth = host.next_kind("NBIRTH").await;
+    host.next_kind("DBIRTH").await;
+
+    // An offline STATE older than the online one is ignored.
+    host.publish(STATE_TOPIC, state(false, 999), true).await;
+    let quiet = host.drain_for(Duration::from_millis(800)).await;
+    assert!(quiet.iter().all(|m| m.kind() != "NDEATH"), "{quiet:?}");
+
+    // A newer offline STATE: NDEATH, disconnect; the node waits again.
+    host.publish(STATE_TOPIC, state(false, 2_000), true).await;
+    let ndeath = host.next_kind("NDEATH").await;
+    assert_eq!(ndeath.bd_seq(), nbirth.bd_seq());
+    let waiting = host.drain_for(Duration::from_millis(800)).await;
+    assert!(
+        waiting.iter().all(|m| m.kind() != "NBIRTH"),
+        "no birth while the host is offline: {waiting:?}"
+    );
+
+    host.publish(STATE_TOPIC, state(true, 3_000), true).await;
+    let reborn = host.next_kind("NBIRTH").await;
+    assert_eq!(
+        reborn.bd_seq(),
+        nbirth.bd_seq() + 1,
+        "a new connect, a new bdSeq"
+    );
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_fails_over_to_the_second_server_and_moves_on_next_server() {
+    let mut first = Mosquitto::start();
+    let second = Mosquitto::start();
+    let plant = start_plant().await;
+    let mut on_first = Recorder::start(first.port(), "host-a", "spBv1.0/#").await;
+    let mut on_second = Recorder::start(second.port(), "host-b", "spBv1.0/#").await;
+    let node = EdgeNode::start(node_config(&Setup {
+        servers: &[first.port(), second.port()],
+        modbus_port: plant.local_addr().port(),
+        sparkplug_extra: "",
+    }))
+    .unwrap();
+    let a = on_first.next_kind("NBIRTH").await;
+    assert_eq!(a.bd_seq(), 0);
+
+    // Next Server: explicit NDEATH here, births on the second server.
+    let next = Payload::new(1).with_metric(Metric::new("Node Control/Next Server", true));
+    on_first
+        .publish(&topic("NCMD", None), next.encode_to_vec().unwrap(), false)
+        .await;
+    let ndeath = on_first.next_kind("NDEATH").await;
+    assert_eq!(ndeath.bd_seq(), 0);
+    let b = on_second.next_kind("NBIRTH").await;
+    assert_eq!(b.bd_seq(), 1);
+    on_second.next_kind("DBIRTH").await;
+
+    // Back to the first with Next Server, then the first dies: failover to the second.
+    on_second
+        .publish(&topic("NCMD", None), next.encode_to_vec().unwrap(), false)
+        .await;
+    let back = on_first.next_kind("NBIRTH").await;
+    assert_eq!(back.bd_seq(), 2);
+    drop(on_first);
+    first.kill();
+    let failover = on_second.next_kind("NBIRTH").await;
+    assert_eq!(failover.bd_seq(), 3);
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
+}
