@@ -1,10 +1,15 @@
 //! `host-app`: the Sparkplug B host application's command line.
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use host_app::broker::ExternalConfig;
+use host_app::config::HostConfig;
+use host_app::host::Host;
+use host_app::spy::{self, SpyOptions};
 
 /// Largest payload file `decode` reads; MQTT's own ceiling is 256 MiB, no real payload nears it.
 const MAX_PAYLOAD_FILE: u64 = 64 * 1024 * 1024;
@@ -26,12 +31,215 @@ enum Command {
         #[arg(long)]
         birth: Option<PathBuf>,
     },
+    /// Run the whole host (broker, Primary Host session, history, API) until SIGTERM or Ctrl-C.
+    Run {
+        /// The host configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Load and validate a host configuration file, naming the first wrong key.
+    CheckConfig {
+        /// The host configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Subscribe to a broker and print every Sparkplug message as one JSON line.
+    Spy {
+        /// mqtt://HOST[:PORT] or mqtts://HOST[:PORT].
+        #[arg(long)]
+        broker: String,
+        /// MQTT topic filter.
+        #[arg(long, default_value = "spBv1.0/#")]
+        topic: String,
+        #[arg(long)]
+        username: Option<String>,
+        /// A file holding the password (one line); requires --username.
+        #[arg(long, requires = "username")]
+        password_file: Option<PathBuf>,
+        /// CA certificates (PEM) for mqtts.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode { file, birth } => decode(file, birth),
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Spy {
+            broker,
+            topic,
+            username,
+            password_file,
+            ca,
+            count,
+            duration,
+        } => spy(broker, topic, username, password_file, ca, count, duration),
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match HostConfig::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: ok (host_id {}, broker {:?}, history {}, API {})",
+                file.display(),
+                config.sparkplug.host_id,
+                config.broker.mode,
+                config.history.path.display(),
+                config.api.listen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("host-app check-config: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(file: &Path) -> ExitCode {
+    let config = match HostConfig::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("host-app run: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    init_logs();
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let host = Host::start(&config).await.map_err(|e| e.to_string())?;
+            let endpoint = host.broker().endpoint();
+            println!(
+                "host-app: running as {}; MQTT {}:{}; API http://{}",
+                config.sparkplug.host_id,
+                endpoint.host,
+                endpoint.port,
+                host.api_addr()
+            );
+            wait_for_stop_signal().await;
+            tracing::info!("stopping");
+            let stats = host.stop().await.map_err(|e| e.to_string())?;
+            tracing::info!(?stats, "stopped");
+            Ok(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("host-app run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (systemd) or Ctrl-C.
+async fn wait_for_stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGTERM not watched");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spy(
+    broker: String,
+    topic: String,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    count: Option<u64>,
+    duration: Option<f64>,
+) -> ExitCode {
+    let setup = || -> Result<SpyOptions, String> {
+        let password = match &password_file {
+            // Read the way the host reads its own broker password file.
+            Some(path) => ExternalConfig {
+                host: String::new(),
+                port: None,
+                tls: None,
+                username: username.clone(),
+                password_file: Some(path.clone()),
+            }
+            .password()
+            .map_err(|e| format!("--password-file: {}", e.reason))?,
+            None => None,
+        };
+        let duration = duration
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("--duration {s}: must be a positive number of seconds"))
+            })
+            .transpose()?;
+        Ok(SpyOptions {
+            endpoint: spy::endpoint(&broker, username.clone(), password, ca.clone())
+                .map_err(|e| e.to_string())?,
+            filter: topic.clone(),
+            count,
+            duration,
+        })
+    };
+    let options = match setup() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("host-app spy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut ready = || eprintln!("host-app spy: subscribed to {}", options.filter);
+            tokio::select! {
+                r = spy::run(&options, &mut out, &mut ready) => r.map_err(|e| e.to_string()),
+                _ = tokio::signal::ctrl_c() => Ok(0),
+            }
+        })
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("host-app spy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,154 @@
+//! The whole host: broker (embedded or external), history store and writer, retention,
+//! the Primary Host session and the API, started in order and stopped in reverse with
+//! the STATE offline published and history flushed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, ApiServer};
+use crate::broker::{Broker, BrokerError};
+use crate::config::HostConfig;
+use crate::history::{
+    HistoryError, HistoryStore, HistoryWriter, RetentionTask, SqliteStore, WriterStats, WriterTask,
+};
+use crate::session::{Publisher, Session, SessionError};
+use crate::shared::HostShared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("history: {0}")]
+    History(#[from] HistoryError),
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
+    #[error("API: {0}")]
+    Api(#[from] ApiError),
+}
+
+/// A running host.
+pub struct Host {
+    broker: Broker,
+    shared: Arc<HostShared>,
+    publisher: Publisher,
+    writer: HistoryWriter,
+    writer_task: WriterTask,
+    retention: RetentionTask,
+    session: JoinHandle<()>,
+    session_stop: CancellationToken,
+    api: ApiServer,
+    api_stop: CancellationToken,
+}
+
+impl Host {
+    /// Starts every part; on an error, what was started is stopped again.
+    pub async fn start(config: &HostConfig) -> Result<Host, HostError> {
+        let broker = Broker::start(&config.broker).await?;
+        let store: Arc<dyn HistoryStore> =
+            match SqliteStore::open(&config.history.path, &config.history.store_options()) {
+                Ok(store) => Arc::new(store),
+                Err(e) => {
+                    broker.stop().await;
+                    return Err(e.into());
+                }
+            };
+        let (writer, writer_task) =
+            HistoryWriter::spawn(Arc::clone(&store), config.history.writer_config());
+        let retention = RetentionTask::spawn(
+            Arc::clone(&store),
+            config.history.retention_policy(),
+            config.history.retention_interval(),
+        );
+        let shared = HostShared::new(
+            &config.sparkplug.host_id,
+            Arc::clone(&store),
+            config.sparkplug.tracker(),
+        );
+        let started = Session::new(broker.endpoint(), Arc::clone(&shared), writer.clone());
+        let (session, publisher) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = stop_storage(&writer, writer_task, retention).await; // the start error matters more
+                broker.stop().await;
+                return Err(e.into());
+            }
+        };
+        let api_stop = CancellationToken::new();
+        let api = match ApiServer::start(
+            config.api.listen,
+            Arc::clone(&shared),
+            publisher.clone(),
+            api_stop.clone(),
+        )
+        .await
+        {
+            Ok(api) => api,
+            Err(e) => {
+                drop(session);
+                let _ = stop_storage(&writer, writer_task, retention).await; // the start error matters more
+                broker.stop().await;
+                return Err(e.into());
+            }
+        };
+        let session_stop = CancellationToken::new();
+        let session = tokio::spawn(session.run(session_stop.clone()));
+        Ok(Host {
+            broker,
+            shared,
+            publisher,
+            writer,
+            writer_task,
+            retention,
+            session,
+            session_stop,
+            api,
+            api_stop,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<HostShared> {
+        &self.shared
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.addr()
+    }
+
+    /// Commits every sample queued so far (for tests and the CLI).
+    pub async fn flush(&self) -> Result<(), HistoryError> {
+        self.writer.flush().await
+    }
+
+    /// Stops in reverse order: API, session (STATE offline, disconnect, edge nodes
+    /// offline), history writer (flush), retention, broker.
+    pub async fn stop(self) -> Result<WriterStats, HistoryError> {
+        self.api_stop.cancel();
+        self.api.join().await;
+        self.session_stop.cancel();
+        let _ = self.session.await;
+        let stats = stop_storage(&self.writer, self.writer_task, self.retention).await;
+        self.broker.stop().await;
+        stats
+    }
+}
+
+async fn stop_storage(
+    writer: &HistoryWriter,
+    task: WriterTask,
+    retention: RetentionTask,
+) -> Result<WriterStats, HistoryError> {
+    retention.shutdown().await;
+    let _ = writer.shutdown().await;
+    task.join().await
+}

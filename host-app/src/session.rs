@@ -1,0 +1,444 @@
+//! The Primary Host session (Sparkplug B 3.0): the host's MQTT connection with its STATE
+//! will and birth, the subscription to the whole namespace, ingest of every edge node
+//! message through the [`Tracker`](crate::tracker::Tracker) into history, Rebirth
+//! requests, and the clean offline STATE at shutdown.
+//!
+//! Every connection uses a fresh STATE timestamp `T`: the will is
+//! `{"online":false,"timestamp":T}` and, once the subscriptions are acknowledged, the birth
+//! `{"online":true,"timestamp":T}` (both retained, QoS 1, on `spBv1.0/STATE/<host_id>`).
+//! An offline STATE on its own topic after the birth (or with a timestamp not older than
+//! `T`) is answered by publishing the birth again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, Outgoing, Publish,
+    PublishOptions, QoS,
+};
+use sparkplug::{AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::broker::{ConfigError, MqttEndpoint};
+use crate::history::{HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, Sample};
+use crate::mqtt::now_ms;
+use crate::shared::{HostEvent, HostShared};
+use crate::tracker::{Action, MetricRegistry, NodeId};
+
+/// The metric an NCMD sets to ask an edge node for a new birth.
+pub const REBIRTH_METRIC: &str = "Node Control/Rebirth";
+
+/// Pause before reconnecting after the broker is lost.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for the offline STATE to be acknowledged at shutdown.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+/// Outgoing requests queued in the client (commands, Rebirths, STATE).
+const REQUEST_CAPACITY: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("MQTT endpoint: {0}")]
+    Endpoint(#[from] ConfigError),
+    #[error("host_id {0:?} is not a valid Sparkplug host id")]
+    HostId(String),
+}
+
+/// Sends commands to edge nodes on the host's connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+}
+
+impl Publisher {
+    /// Publishes an NCMD (device `None`) or DCMD carrying `metrics`, at QoS 0 as Sparkplug
+    /// commands are sent.
+    pub async fn command(
+        &self,
+        node: &NodeId,
+        device: Option<&str>,
+        metrics: Vec<Metric>,
+    ) -> Result<(), String> {
+        let message_type = if device.is_some() {
+            MessageType::DCmd
+        } else {
+            MessageType::NCmd
+        };
+        let topic = Topic::new(
+            node.group_id.as_str(),
+            message_type,
+            node.edge_node_id.as_str(),
+            device,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut payload = Payload::new(now_ms());
+        payload.metrics = metrics;
+        let mut bytes = Vec::new();
+        payload.encode(&mut bytes).map_err(|e| e.to_string())?;
+        let mut name = String::new();
+        topic.write_to(&mut name);
+        self.client
+            .publish(name, bytes, PublishOptions::new(QoS::AtMostOnce))
+            .await
+            .map_err(|e| format!("MQTT client: {e}"))
+    }
+
+    /// Asks an edge node to publish its births again.
+    pub async fn rebirth(&self, node: &NodeId) -> Result<(), String> {
+        let metric = Metric::new(REBIRTH_METRIC, true).with_timestamp(now_ms());
+        self.command(node, None, vec![metric]).await
+    }
+}
+
+/// Registers metrics in the history store; remembers keys for live events.
+struct StoreRegistry {
+    store: Arc<dyn HistoryStore>,
+    keys: HashMap<MetricId, MetricKey>,
+}
+
+impl MetricRegistry for StoreRegistry {
+    fn register(&mut self, key: &MetricKey, meta: &MetricMeta) -> Option<MetricId> {
+        // Blocking, but only on births (rare) and SQLite answers in microseconds.
+        match self.store.register_metric(key, meta) {
+            Ok(id) => {
+                self.keys.insert(id, key.clone());
+                Some(id)
+            }
+            Err(e) => {
+                warn!(metric = %key, error = %e, "metric not registered; its samples are not kept");
+                None
+            }
+        }
+    }
+}
+
+/// The Primary Host session; [`Session::run`] drives it until shutdown.
+pub struct Session {
+    shared: Arc<HostShared>,
+    writer: HistoryWriter,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    state_topic: String,
+    /// The STATE timestamp of the current connection (will and birth).
+    state_ts: u64,
+    /// The birth of this connection has been published.
+    born: bool,
+    registry: StoreRegistry,
+    limits: DecodeLimits,
+    samples: Vec<Sample>,
+    actions: Vec<Action>,
+}
+
+impl Session {
+    /// Prepares the session (nothing is sent before [`Session::run`]).
+    pub fn new(
+        endpoint: &MqttEndpoint,
+        shared: Arc<HostShared>,
+        writer: HistoryWriter,
+    ) -> Result<(Session, Publisher), SessionError> {
+        let host_id = shared.host_id.clone();
+        let topic =
+            StateTopic::new(host_id.as_str()).map_err(|_| SessionError::HostId(host_id.clone()))?;
+        let mut state_topic = String::new();
+        topic.write_to(&mut state_topic);
+        let state_ts = now_ms();
+        let mut options = crate::mqtt::options(endpoint, &format!("host-{host_id}"))?;
+        options.set_last_will(state_will(&state_topic, state_ts));
+        let (client, eventloop) = AsyncClient::builder(options)
+            .capacity(REQUEST_CAPACITY)
+            .build();
+        let registry = StoreRegistry {
+            store: Arc::clone(&shared.store),
+            keys: HashMap::new(),
+        };
+        let publisher = Publisher {
+            client: client.clone(),
+        };
+        Ok((
+            Session {
+                shared,
+                writer,
+                client,
+                eventloop,
+                state_topic,
+                state_ts,
+                born: false,
+                registry,
+                limits: DecodeLimits::default(),
+                samples: Vec::new(),
+                actions: Vec::new(),
+            },
+            publisher,
+        ))
+    }
+
+    /// Runs until `shutdown` is cancelled, then publishes the offline STATE and
+    /// disconnects. Losing the broker marks every edge node offline and reconnects.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let span = tracing::info_span!("primary_host", host_id = %self.shared.host_id);
+        self.run_until(shutdown).instrument(span).await;
+    }
+
+    async fn run_until(mut self, shutdown: CancellationToken) {
+        loop {
+            let deadline = self.shared.tracker().next_deadline();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = sleep_until_ms(deadline) => {
+                    let now = now_ms();
+                    {
+                        let mut tracker = self.shared.tracker();
+                        tracker.tick(now, &mut self.registry, &mut self.samples, &mut self.actions);
+                    }
+                    self.after_message().await;
+                }
+                event = self.eventloop.poll() => match event {
+                    Ok(event) => self.on_event(event).await,
+                    Err(e) => {
+                        self.on_connection_lost(&e).await;
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(RECONNECT_DELAY) => {}
+                        }
+                    }
+                }
+            }
+        }
+        self.stop().await;
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Incoming::ConnAck(_)) => {
+                info!(state_ts = self.state_ts, "connected; subscribing");
+                self.born = false;
+                let filters = [
+                    ("spBv1.0/#".to_owned(), QoS::AtLeastOnce),
+                    (self.state_topic.clone(), QoS::AtLeastOnce),
+                ];
+                for (filter, qos) in filters {
+                    if let Err(e) = self.client.subscribe(filter, qos).await {
+                        warn!(error = %e, "subscribe not queued");
+                    }
+                }
+            }
+            Event::Incoming(Incoming::SubAck(_)) if !self.born => {
+                self.born = true;
+                self.publish_state(true).await;
+                self.shared.set_connected(true);
+                self.shared.publish(HostEvent::Host {
+                    connected: true,
+                    ts: now_ms(),
+                });
+                info!("STATE online published");
+            }
+            Event::Incoming(Incoming::Publish(publish)) => self.on_publish(publish).await,
+            _ => {}
+        }
+    }
+
+    async fn on_publish(&mut self, publish: Publish) {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            debug!("topic is not UTF-8; ignored");
+            return;
+        };
+        match AnyTopic::parse(topic) {
+            Ok(AnyTopic::State(state)) => {
+                if state.host_id() == self.shared.host_id {
+                    self.on_own_state(&publish);
+                    if self.reassert_needed(&publish) {
+                        info!("own STATE seen offline; publishing online again");
+                        self.publish_state(true).await;
+                    }
+                }
+            }
+            Ok(AnyTopic::Edge(edge)) => {
+                let payload = match Payload::decode_envelope(&publish.payload, &self.limits) {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        warn!(topic, error = %e, "undecodable payload ignored");
+                        return;
+                    }
+                };
+                let now = now_ms();
+                self.shared.tracker().handle(
+                    edge.group_id(),
+                    edge.message_type(),
+                    edge.edge_node_id(),
+                    edge.device_id(),
+                    payload,
+                    now,
+                    &mut self.registry,
+                    &mut self.samples,
+                    &mut self.actions,
+                );
+                self.after_message().await;
+            }
+            Err(e) => debug!(topic, error = %e, "not a Sparkplug topic; ignored"),
+        }
+    }
+
+    fn on_own_state(&self, publish: &Publish) {
+        if let Err(e) = State::parse(&publish.payload) {
+            warn!(error = %e, "own STATE topic carries an invalid payload");
+        }
+    }
+
+    /// Our STATE offline is a lie while we are connected: answer it, unless it is the
+    /// retained message of an earlier session delivered on subscribe (the birth follows).
+    fn reassert_needed(&self, publish: &Publish) -> bool {
+        match State::parse(&publish.payload) {
+            Ok(state) if !state.online => {
+                self.born && (state.timestamp >= self.state_ts || !publish.retain)
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the samples and actions one message (or a tick) produced.
+    async fn after_message(&mut self) {
+        if self.shared.has_listeners() {
+            for sample in &self.samples {
+                if let Some(key) = self.registry.keys.get(&sample.metric) {
+                    self.shared.publish(HostEvent::value(key, sample));
+                }
+            }
+        }
+        if !self.samples.is_empty() {
+            let batch = std::mem::replace(&mut self.samples, Vec::with_capacity(16));
+            if let Err(e) = self.writer.append(batch).await {
+                warn!(error = %e, "history writer closed; samples dropped");
+            }
+        }
+        for action in std::mem::take(&mut self.actions) {
+            match action {
+                Action::Rebirth { node, reason } => {
+                    info!(%node, ?reason, "requesting Rebirth");
+                    let publisher = Publisher {
+                        client: self.client.clone(),
+                    };
+                    if let Err(e) = publisher.rebirth(&node).await {
+                        warn!(%node, error = %e, "Rebirth request not sent");
+                    }
+                }
+                Action::Liveness {
+                    node,
+                    device,
+                    state,
+                    ts,
+                } => {
+                    info!(%node, device = device.as_deref(), ?state, "liveness");
+                    self.shared.publish(HostEvent::State {
+                        group: node.group_id,
+                        node: node.edge_node_id,
+                        device,
+                        state,
+                        ts,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn on_connection_lost(&mut self, error: &ConnectionError) {
+        let was_connected = self.shared.is_connected();
+        self.shared.set_connected(false);
+        self.born = false;
+        if was_connected {
+            warn!(%error, "broker connection lost; every edge node is now offline");
+            self.mark_all_offline().await;
+            self.shared.publish(HostEvent::Host {
+                connected: false,
+                ts: now_ms(),
+            });
+        } else {
+            debug!(%error, "cannot reach the broker");
+        }
+        // Next connection: a new STATE timestamp for both the will and the birth.
+        self.state_ts = now_ms();
+        self.eventloop
+            .mqtt_options
+            .set_last_will(state_will(&self.state_topic, self.state_ts));
+    }
+
+    async fn mark_all_offline(&mut self) {
+        let now = now_ms();
+        self.shared
+            .tracker()
+            .all_offline(now, &mut self.samples, &mut self.actions);
+        self.after_message().await;
+    }
+
+    async fn publish_state(&self, online: bool) {
+        let state = if online {
+            State::online(self.state_ts)
+        } else {
+            State::offline(self.state_ts)
+        };
+        let options = PublishOptions::new(QoS::AtLeastOnce).retain(true);
+        if let Err(e) = self
+            .client
+            .publish(
+                self.state_topic.clone(),
+                state.to_json().into_bytes(),
+                options,
+            )
+            .await
+        {
+            warn!(error = %e, online, "STATE not queued");
+        }
+    }
+
+    /// Clean stop: STATE offline (retained, acknowledged), DISCONNECT, edge nodes marked
+    /// offline in history.
+    async fn stop(mut self) {
+        if self.shared.is_connected() {
+            self.publish_state(false).await;
+            let acked = tokio::time::timeout(SHUTDOWN_WAIT, async {
+                loop {
+                    match self.eventloop.poll().await {
+                        Ok(Event::Incoming(Incoming::PubAck(_))) => return true,
+                        Ok(_) => {}
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .await
+            .unwrap_or(false);
+            let _ = self.client.disconnect().await;
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
+                loop {
+                    match self.eventloop.poll().await {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            info!(acked, "STATE offline published; disconnected");
+        }
+        self.shared.set_connected(false);
+        self.mark_all_offline().await;
+    }
+}
+
+fn state_will(topic: &str, ts: u64) -> LastWill {
+    LastWill::new(
+        topic,
+        State::offline(ts).to_json().into_bytes(),
+        QoS::AtLeastOnce,
+        true,
+    )
+}
+
+/// Sleeps until the wall-clock deadline (ms since the epoch), or forever without one.
+async fn sleep_until_ms(deadline: Option<u64>) {
+    match deadline {
+        Some(at) => {
+            let wait = at.saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,121 @@
+//! What the session, the command path and the API share: the tracker's picture of every
+//! edge node, the history store, the live event stream and the host's connection state.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+use tokio::sync::broadcast;
+
+use crate::history::{HistoryStore, MetricKey, SampleValue};
+use crate::tracker::{Liveness, Tracker, TrackerConfig};
+
+/// Live changes buffered for slow `/api/events` listeners before they skip ahead.
+const EVENT_BUFFER: usize = 1024;
+
+/// One live change, as `/api/events` streams it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum HostEvent {
+    /// A node (device `None`) or device came online or went offline.
+    State {
+        group: String,
+        node: String,
+        device: Option<String>,
+        state: Liveness,
+        ts: u64,
+    },
+    /// A metric's new value.
+    Value {
+        group: String,
+        node: String,
+        device: Option<String>,
+        metric: String,
+        value: Json,
+        quality: i32,
+        ts: u64,
+        is_historical: bool,
+    },
+    /// The host's own MQTT session went up or down.
+    Host { connected: bool, ts: u64 },
+}
+
+impl HostEvent {
+    pub fn value(key: &MetricKey, sample: &crate::history::Sample) -> HostEvent {
+        HostEvent::Value {
+            group: key.group_id.clone(),
+            node: key.edge_node_id.clone(),
+            device: key.device_id.clone(),
+            metric: key.name.clone(),
+            value: sample_json(&sample.value),
+            quality: sample.quality.0,
+            ts: sample.ts,
+            is_historical: sample.is_historical,
+        }
+    }
+}
+
+/// A stored value as JSON: numbers as numbers (non-finite floats as strings, as the
+/// payload view writes them), bytes as base64.
+pub fn sample_json(value: &SampleValue) -> Json {
+    use base64::Engine as _;
+    match value {
+        SampleValue::Null => Json::Null,
+        SampleValue::Bool(b) => Json::Bool(*b),
+        SampleValue::I64(v) => Json::from(*v),
+        SampleValue::U64(v) => Json::from(*v),
+        SampleValue::F64(v) => crate::json::value(&sparkplug::Value::Double(*v)),
+        SampleValue::Text(s) => Json::String(s.clone()),
+        SampleValue::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+}
+
+/// The host's shared state.
+pub struct HostShared {
+    pub host_id: String,
+    pub store: Arc<dyn HistoryStore>,
+    tracker: Mutex<Tracker>,
+    events: broadcast::Sender<HostEvent>,
+    connected: AtomicBool,
+}
+
+impl HostShared {
+    pub fn new(host_id: &str, store: Arc<dyn HistoryStore>, config: TrackerConfig) -> Arc<Self> {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Arc::new(Self {
+            host_id: host_id.to_owned(),
+            store,
+            tracker: Mutex::new(Tracker::new(config)),
+            events,
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    /// The tracker, locked. Held only for the handling of one message or one read.
+    pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether anyone listens: value events are only built for listeners.
+    pub fn has_listeners(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    pub fn publish(&self, event: HostEvent) {
+        let _ = self.events.send(event); // no listener is fine
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
+}

@@ -1,0 +1,246 @@
+//! `host-app spy`: subscribe to any broker and print every Sparkplug message as one JSON
+//! line (topic parts and the decoded payload; STATE as its JSON; an undecodable payload
+//! as a line with the error), bounded by a message count and a duration.
+
+use std::io::Write;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, QoS};
+use serde_json::{Map, Value as Json, json};
+use sparkplug::{AnyTopic, DecodeLimits, Payload, State};
+
+use crate::broker::{ConfigError, Credentials, EndpointTls, MqttEndpoint, Secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpyError {
+    #[error("--broker {0:?}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")]
+    Url(String),
+    #[error("--broker {0:?}: mqtts needs --ca FILE (the broker's CA certificates, PEM)")]
+    NoCa(String),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("--topic {0:?} is not a valid MQTT topic filter")]
+    Filter(String),
+    #[error("MQTT connection: {0}")]
+    Connection(#[from] ConnectionError),
+    #[error("output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What to watch and for how long.
+#[derive(Debug, Clone)]
+pub struct SpyOptions {
+    pub endpoint: MqttEndpoint,
+    pub filter: String,
+    /// Stop after this many messages.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// The endpoint for `--broker URL`, with optional login and CA file.
+pub fn endpoint(
+    url: &str,
+    username: Option<String>,
+    password: Option<Secret>,
+    ca: Option<std::path::PathBuf>,
+) -> Result<MqttEndpoint, SpyError> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+    {
+        (false, rest)
+    } else {
+        return Err(SpyError::Url(url.to_owned()));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| SpyError::Url(url.to_owned()))?;
+            (host, port)
+        }
+        _ => (rest, if tls { 8883 } else { 1883 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(SpyError::Url(url.to_owned()));
+    }
+    let tls = match (tls, ca) {
+        (true, Some(ca_file)) => Some(EndpointTls {
+            ca_file,
+            server_name: host.to_owned(),
+            client_cert: None,
+        }),
+        (true, None) => return Err(SpyError::NoCa(url.to_owned())),
+        (false, _) => None,
+    };
+    Ok(MqttEndpoint {
+        host: host.to_owned(),
+        port,
+        tls,
+        credentials: username.map(|username| Credentials { username, password }),
+    })
+}
+
+/// Subscribes and writes one JSON line per message to `out` until the count or the
+/// duration is reached (or for ever without either). Returns the messages printed.
+/// `ready` is told once the subscription is acknowledged.
+pub async fn run(
+    options: &SpyOptions,
+    out: &mut dyn Write,
+    ready: &mut dyn FnMut(),
+) -> Result<u64, SpyError> {
+    if !rumqttc::valid_filter(&options.filter) {
+        return Err(SpyError::Filter(options.filter.clone()));
+    }
+    let client_id = format!("spy-{:08x}", rand::random::<u32>());
+    let mqtt = crate::mqtt::options(&options.endpoint, &client_id)?;
+    let (client, mut eventloop) = AsyncClient::builder(mqtt).build();
+    let limits = DecodeLimits::default();
+    let mut printed = 0u64;
+    let watch = async {
+        if options.count == Some(0) {
+            return Ok(());
+        }
+        loop {
+            match eventloop.poll().await? {
+                Event::Incoming(Incoming::ConnAck(_)) => {
+                    client
+                        .subscribe(options.filter.clone(), QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| SpyError::Output(std::io::Error::other(e.to_string())))?;
+                }
+                Event::Incoming(Incoming::SubAck(_)) => ready(),
+                Event::Incoming(Incoming::Publish(p)) => {
+                    let topic = String::from_utf8_lossy(&p.topic);
+                    let line = message_json(&topic, &p.payload, p.retain, &limits);
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
+                    printed += 1;
+                    if options.count.is_some_and(|n| printed >= n) {
+                        return Ok::<(), SpyError>(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    match options.duration {
+        Some(d) => {
+            if let Ok(result) = tokio::time::timeout(d, watch).await {
+                result?;
+            }
+        }
+        None => watch.await?,
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    Ok(printed)
+}
+
+/// One message as the spy prints it.
+pub fn message_json(topic: &str, payload: &[u8], retain: bool, limits: &DecodeLimits) -> Json {
+    let mut line = Map::new();
+    line.insert("topic".into(), json!(topic));
+    if retain {
+        line.insert("retain".into(), json!(true));
+    }
+    match AnyTopic::parse(topic) {
+        Ok(AnyTopic::Edge(t)) => {
+            line.insert("group".into(), json!(t.group_id()));
+            line.insert("type".into(), json!(t.message_type().to_string()));
+            line.insert("node".into(), json!(t.edge_node_id()));
+            if let Some(device) = t.device_id() {
+                line.insert("device".into(), json!(device));
+            }
+            match Payload::decode_envelope(payload, limits) {
+                Ok(p) => {
+                    line.insert("payload".into(), crate::json::payload(&p));
+                }
+                Err(e) => {
+                    line.insert("error".into(), json!(e.to_string()));
+                    line.insert("bytes".into(), json!(payload.len()));
+                }
+            }
+        }
+        Ok(AnyTopic::State(t)) => {
+            line.insert("type".into(), json!("STATE"));
+            line.insert("host_id".into(), json!(t.host_id()));
+            match State::parse(payload) {
+                Ok(s) => {
+                    line.insert(
+                        "state".into(),
+                        json!({ "online": s.online, "timestamp": s.timestamp }),
+                    );
+                }
+                Err(e) => {
+                    line.insert("error".into(), json!(e.to_string()));
+                }
+            }
+        }
+        Err(e) => {
+            line.insert("error".into(), json!(format!("not a Sparkplug topic: {e}")));
+            line.insert("bytes".into(), json!(payload.len()));
+        }
+    }
+    Json::Object(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let e = endpoint("mqtt://10.0.0.5", None, None, None).unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("10.0.0.5", 1883));
+        let e = endpoint("mqtt://localhost:1884", Some("u".into()), None, None).unwrap();
+        assert_eq!(e.port, 1884);
+        assert_eq!(e.credentials.unwrap().username, "u");
+        let e = endpoint("mqtts://broker.site", None, None, Some("/ca.pem".into())).unwrap();
+        assert_eq!(e.port, 8883);
+        assert_eq!(e.tls.unwrap().server_name, "broker.site");
+        assert!(matches!(
+            endpoint("mqtts://b", None, None, None),
+            Err(SpyError::NoCa(_))
+        ));
+        assert!(matches!(
+            endpoint("http://b", None, None, None),
+            Err(SpyError::Url(_))
+        ));
+        assert!(matches!(
+            endpoint("mqtt://b:0", None, None, None),
+            Err(SpyError::Url(_))
+        ));
+        let e = endpoint("mqtt://[::1]:1883", None, None, None).unwrap();
+        assert_eq!(e.host, "::1");
+    }
+
+    #[test]
+    fn lines_for_each_kind_of_message() {
+        let limits = DecodeLimits::default();
+        let mut bytes = Vec::new();
+        Payload::new(5)
+            .with_metric(sparkplug::Metric::new("a", 1i32))
+            .encode(&mut bytes)
+            .unwrap();
+        let line = message_json("spBv1.0/G/DDATA/E/D", &bytes, false, &limits);
+        assert_eq!(line["type"], "DDATA");
+        assert_eq!(line["device"], "D");
+        assert_eq!(line["payload"]["metrics"][0]["name"], "a");
+        let line = message_json("spBv1.0/G/NDATA/E", &[0xff, 0xff], false, &limits);
+        assert!(line["error"].is_string());
+        let state = State::online(9).to_json();
+        let line = message_json("spBv1.0/STATE/h", state.as_bytes(), true, &limits);
+        assert_eq!(line["state"]["online"], true);
+        assert_eq!(line["retain"], true);
+        let line = message_json("other/topic", b"x", false, &limits);
+        assert!(line["error"].as_str().unwrap().contains("not a Sparkplug"));
+    }
+}

@@ -1,0 +1,295 @@
+//! The panel's API against a running host: the tree, trends, a write reaching the edge
+//! node's DCMD topic with its audit entry, the live event stream, and bad input answered
+//! with clear errors.
+
+mod common;
+
+use common::*;
+use host_app::host::Host;
+use host_app::tracker::{Liveness, NodeId};
+use serde_json::json;
+use sparkplug::{Metric, MetricValue, PropertySet, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
+    let host = start_host(dir, None).await;
+    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Edge1", 0).await;
+    edge.nbirth(vec![
+        Metric::new("Temp", 20.5f64)
+            .with_alias(1)
+            .with_properties(PropertySet::new().with_eng_unit("degC")),
+    ])
+    .await;
+    edge.dbirth(
+        "Pump",
+        vec![
+            Metric::new("Setpoint", 50u16).with_alias(2),
+            Metric::new("Running", true).with_alias(3),
+        ],
+    )
+    .await;
+    let shared = host.shared().clone();
+    wait_until("births tracked", || {
+        shared
+            .tracker()
+            .node(&NodeId::new("Plant", "Edge1"))
+            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Online))
+            .unwrap_or(false)
+    })
+    .await;
+    (host, edge)
+}
+
+#[tokio::test]
+async fn tree_shows_nodes_devices_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _edge) = born(dir.path()).await;
+    let (status, tree) = http(host.api_addr(), "GET", "/api/tree", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(tree["host_id"], "scada");
+    assert_eq!(tree["connected"], true);
+    let node = &tree["groups"][0]["nodes"][0];
+    assert_eq!(tree["groups"][0]["group"], "Plant");
+    assert_eq!(node["node"], "Edge1");
+    assert_eq!(node["state"], "online");
+    let temp = node["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Temp")
+        .unwrap();
+    assert_eq!(temp["datatype"], "Double");
+    assert_eq!(temp["units"], "degC");
+    assert_eq!(temp["value"], 20.5);
+    assert_eq!(temp["quality"], 192);
+    let pump = &node["devices"][0];
+    assert_eq!(pump["device"], "Pump");
+    assert_eq!(pump["metrics"][0]["name"], "Setpoint");
+    assert_eq!(pump["metrics"][0]["datatype"], "UInt16");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn history_returns_the_downsampled_trend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born(dir.path()).await;
+    let t = now() - 10_000;
+    let samples: Vec<Metric> = (0..10)
+        .map(|i| Metric::aliased(1, 10.0 * f64::from(i)).with_timestamp(t + i as u64 * 100))
+        .collect();
+    edge.ndata(samples).await;
+    let shared = host.shared().clone();
+    wait_until("NDATA applied", || shared.tracker().stats().messages >= 3).await;
+    host.flush().await.unwrap();
+    let path = format!(
+        "/api/history?metric=Plant/Edge1:Temp&from={t}&to={}&points=2",
+        t + 1_000
+    );
+    let (status, trend) = http(host.api_addr(), "GET", &path, None).await;
+    assert_eq!(status, 200, "{trend}");
+    let points = trend["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["count"], 5);
+    assert_eq!(points[0]["min"], 0.0);
+    assert_eq!(points[0]["max"], 40.0);
+    assert_eq!(points[1]["last"]["value"], 90.0);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn write_reaches_the_dcmd_topic_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born(dir.path()).await;
+    let body = json!({
+        "group": "Plant", "node": "Edge1", "device": "Pump",
+        "metric": "Setpoint", "value": 75, "user": "alice"
+    });
+    let (status, reply) = http(
+        host.api_addr(),
+        "POST",
+        "/api/write",
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["message"], "DCMD");
+
+    let cmd = edge.next_matching("/DCMD/").await;
+    assert_eq!(cmd.topic, "spBv1.0/Plant/DCMD/Edge1/Pump");
+    let payload = cmd.sparkplug();
+    assert_eq!(payload.metrics.len(), 1);
+    let m = &payload.metrics[0];
+    assert_eq!(m.name.as_deref(), Some("Setpoint"));
+    assert_eq!(m.alias, Some(2));
+    assert_eq!(m.value, MetricValue::Value(Value::UInt16(75)));
+
+    let (status, audit) = http(host.api_addr(), "GET", "/api/audit", None).await;
+    assert_eq!(status, 200);
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["user"], "alice");
+    assert_eq!(entry["metric"], "Plant/Edge1/Pump:Setpoint");
+    assert_eq!(entry["value"], 75);
+    assert_eq!(entry["outcome"], "sent");
+    assert_eq!(entry["id"], reply["audit_id"]);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_message_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _edge) = born(dir.path()).await;
+    let api = host.api_addr();
+    let write = |body: serde_json::Value| async move {
+        http(api, "POST", "/api/write", Some(&body.to_string())).await
+    };
+    let base = json!({
+        "group": "Plant", "node": "Edge1", "device": "Pump",
+        "metric": "Setpoint", "value": 75, "user": "bob"
+    });
+    let with = |key: &str, value: serde_json::Value| {
+        let mut b = base.clone();
+        b[key] = value;
+        b
+    };
+
+    let (status, e) = write(with("value", json!(70_000))).await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"].as_str().unwrap().contains("does not fit UInt16"),
+        "{e}"
+    );
+    let (status, e) = write(with("value", json!("fast"))).await;
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().contains("integer"), "{e}");
+    let (status, e) = write(with("metric", json!("Nope"))).await;
+    assert_eq!(status, 404);
+    assert!(e["error"].as_str().unwrap().contains("Nope"), "{e}");
+    let (status, e) = write(with("device", json!("Valve"))).await;
+    assert_eq!(status, 404);
+    assert!(e["error"].as_str().unwrap().contains("Valve"), "{e}");
+    let (status, e) = write(with("node", json!("Edge9"))).await;
+    assert_eq!(status, 404);
+    assert!(e["error"].as_str().unwrap().contains("Edge9"), "{e}");
+    let (status, e) = write(with("user", json!(""))).await;
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().contains("user"), "{e}");
+    let (status, e) = http(api, "POST", "/api/write", Some("{not json")).await;
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().contains("request body"), "{e}");
+    let (status, e) = write(json!({"group": "Plant"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"].as_str().unwrap().contains("missing field"),
+        "{e}"
+    );
+
+    for (path, word) in [
+        ("/api/history", "metric"),
+        ("/api/history?metric=nocolon", "group/node"),
+        ("/api/history?metric=Plant/Edge1:Temp&from=x", "from"),
+        ("/api/history?metric=Plant/Edge1:Temp&from=5&to=5", "before"),
+        ("/api/history?metric=Plant/Edge1:Temp&points=0", "points"),
+        ("/api/audit?limit=-3", "limit"),
+    ] {
+        let (status, e) = http(api, "GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {e}");
+        assert!(e["error"].as_str().unwrap().contains(word), "{path}: {e}");
+    }
+    let (status, _) = http(api, "GET", "/api/history?metric=Plant/Edge1:Nope", None).await;
+    assert_eq!(status, 404);
+
+    // Refused writes with a known user are in the audit log too.
+    let (_, audit) = http(api, "GET", "/api/audit?user=bob", None).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 5);
+    assert!(entries.iter().all(|e| e["outcome"] == "rejected"));
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn write_to_an_offline_device_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born(dir.path()).await;
+    edge.ddeath("Pump").await;
+    let shared = host.shared().clone();
+    wait_until("device offline", || {
+        shared
+            .tracker()
+            .node(&NodeId::new("Plant", "Edge1"))
+            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Offline))
+            .unwrap_or(false)
+    })
+    .await;
+    let body = json!({
+        "group": "Plant", "node": "Edge1", "device": "Pump",
+        "metric": "Setpoint", "value": 1, "user": "carol"
+    });
+    let (status, e) = http(
+        host.api_addr(),
+        "POST",
+        "/api/write",
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(e["error"].as_str().unwrap().contains("offline"), "{e}");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_stream_live_values_and_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born(dir.path()).await;
+    let mut stream = tokio::net::TcpStream::connect(host.api_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let shared = host.shared().clone();
+    wait_until("listener subscribed", || shared.has_listeners()).await;
+    edge.ndata(vec![Metric::aliased(1, 33.5f64).with_timestamp(now())])
+        .await;
+    edge.ddeath("Pump").await;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while !(text.contains("33.5") && text.contains("\"offline\"")) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stream closed early: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("events in time");
+    assert!(text.contains("text/event-stream"));
+    assert!(text.contains(r#""type":"value""#), "{text}");
+    assert!(text.contains(r#""metric":"Temp""#), "{text}");
+    assert!(text.contains(r#""device":"Pump""#), "{text}");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn api_refuses_to_start_on_a_taken_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = config_text(dir.path(), None).replace(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!("listen = \"{addr}\"\n"),
+    );
+    // The broker's own listen line comes first; only the API's is the last one.
+    let (head, tail) = text.rsplit_once("[api]").unwrap();
+    let text = format!(
+        "{}[api]{}",
+        head.replace(&format!("listen = \"{addr}\""), "listen = \"127.0.0.1:0\""),
+        tail
+    );
+    let config = host_app::config::HostConfig::from_toml(&text).unwrap();
+    let e = Host::start(&config).await.err().expect("port is taken");
+    let message = e.to_string();
+    assert!(message.contains("already in use"), "{message}");
+    assert!(message.contains(&addr.to_string()), "{message}");
+}

@@ -1,0 +1,198 @@
+//! The `host-app` binary: `check-config`, `spy` against a live broker, and `run` stopped
+//! by SIGTERM with its STATE offline published and history flushed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
+use sparkplug::{Metric, State};
+
+fn host_app() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_host-app"))
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_a_wrong_key() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("config")
+        .join("host-app.example.toml");
+    let out = host_app()
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("scada-host"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text =
+        config_text(dir.path(), None).replace("reorder_timeout_ms = 300", "reorder_timeout_ms = 0");
+    std::fs::write(&bad, text).unwrap();
+    let out = host_app().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sparkplug.reorder_timeout_ms"), "{err}");
+}
+
+#[tokio::test]
+async fn spy_prints_each_message_as_a_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), None).await;
+    let addr = broker_addr(&host);
+    let mut spy = tokio::process::Command::new(env!("CARGO_BIN_EXE_host-app"))
+        .args([
+            "spy",
+            "--broker",
+            &format!("mqtt://{addr}"),
+            "--count",
+            "4",
+            "--duration",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = spy.stderr.take().unwrap();
+    let mut stderr = tokio::io::BufReader::new(stderr);
+    let mut line = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(line.contains("subscribed"), "{line}");
+
+    let mut edge = ScriptedEdge::connect(addr, "G", "E", 3).await;
+    edge.nbirth(vec![Metric::new("Temp", 1.5f64).with_alias(1)])
+        .await;
+    edge.ndata(vec![Metric::aliased(1, 2.5f64)]).await;
+    // A payload that is not protobuf, on a DDATA topic.
+    let options = rumqttc::MqttOptions::new("junk", (addr.ip().to_string(), addr.port()));
+    let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
+    client
+        .publish(
+            "spBv1.0/G/DDATA/E/D",
+            vec![0xffu8, 0xff, 0xff],
+            rumqttc::PublishOptions::new(rumqttc::QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        for _ in 0..20 {
+            if eventloop.poll().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let out = tokio::time::timeout(WAIT, spy.wait_with_output())
+        .await
+        .expect("spy stops after --count")
+        .unwrap();
+    drive.abort();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let state = lines.iter().find(|l| l["type"] == "STATE").unwrap();
+    assert_eq!(state["host_id"], "scada");
+    assert_eq!(state["state"]["online"], true);
+    let birth = lines.iter().find(|l| l["type"] == "NBIRTH").unwrap();
+    assert_eq!(birth["group"], "G");
+    assert_eq!(birth["node"], "E");
+    assert_eq!(birth["payload"]["seq"], 0);
+    let data = lines.iter().find(|l| l["type"] == "NDATA").unwrap();
+    assert_eq!(data["payload"]["metrics"][0]["alias"], 1);
+    let junk = lines.iter().find(|l| l["type"] == "DDATA").unwrap();
+    assert_eq!(junk["device"], "D");
+    assert!(junk["error"].is_string(), "{junk}");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_stops_cleanly_on_sigterm() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    // An external broker so the edge node outlives the host process.
+    let mut broker_config = host_app::broker::EmbeddedConfig {
+        plain: host_app::broker::PlainListenerConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        ..Default::default()
+    };
+    broker_config.validate().unwrap();
+    let broker = host_app::broker::EmbeddedBroker::start(&broker_config)
+        .await
+        .unwrap();
+    let addr = broker.plain_addr().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, config_text(dir.path(), Some(addr))).unwrap();
+    let mut edge = ScriptedEdge::connect(addr, "G", "E", 0).await;
+
+    let mut child = host_app()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    assert!(banner.contains("running as scada"), "{banner}");
+    let online = edge.next_matching("STATE/scada").await.state();
+    assert!(online.online);
+    edge.nbirth(vec![Metric::new("Temp", 7.0f64)]).await;
+    // The banner names the API; wait until the tree shows the node.
+    let api: std::net::SocketAddr = banner
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, tree) = http(api, "GET", "/api/tree", None).await;
+        if tree["groups"][0]["nodes"][0]["node"] == "E" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node not in tree");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let offline = edge.next_matching("STATE/scada").await;
+    assert_eq!(offline.state(), State::offline(online.timestamp));
+
+    let store =
+        SqliteStore::open(dir.path().join("history.db"), &SqliteOptions::default()).unwrap();
+    let id = store
+        .resolve_metric(&MetricKey::node("G", "E", "Temp"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.latest(&[id]).unwrap().len(), 1, "history flushed");
+    broker.stop().await;
+}

@@ -1,0 +1,160 @@
+//! The Primary Host session on a real broker: STATE will and birth (retained, same
+//! timestamp), re-asserting online, a clean stop and a restart as an edge node sees them.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use host_app::broker::{EmbeddedBroker, EmbeddedConfig, MqttEndpoint, PlainListenerConfig};
+use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
+use host_app::session::Session;
+use host_app::shared::HostShared;
+use host_app::tracker::TrackerConfig;
+use rumqttc::{PublishOptions, QoS};
+use sparkplug::{Metric, State};
+
+async fn embedded_broker() -> EmbeddedBroker {
+    init_logs();
+    let mut config = EmbeddedConfig {
+        plain: PlainListenerConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        ..EmbeddedConfig::default()
+    };
+    config.validate().unwrap();
+    EmbeddedBroker::start(&config).await.unwrap()
+}
+
+/// A client that publishes one message and disconnects.
+async fn publish(addr: std::net::SocketAddr, topic: &str, payload: Vec<u8>, retain: bool) {
+    let options = rumqttc::MqttOptions::new("tester", (addr.ip().to_string(), addr.port()));
+    let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
+    client
+        .publish(
+            topic,
+            payload,
+            PublishOptions::new(QoS::AtLeastOnce).retain(retain),
+        )
+        .await
+        .unwrap();
+    let acked = async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, acked).await.unwrap();
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, eventloop.poll()).await;
+}
+
+#[tokio::test]
+async fn state_will_and_birth_are_retained_with_the_same_timestamp() {
+    let broker = embedded_broker().await;
+    let addr = broker.plain_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn HistoryStore> =
+        Arc::new(SqliteStore::open(dir.path().join("h.db"), &SqliteOptions::default()).unwrap());
+    let (writer, _task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
+    let shared = HostShared::new(HOST_ID, store, TrackerConfig::default());
+    let endpoint = MqttEndpoint {
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+        tls: None,
+        credentials: None,
+    };
+    let mut observer = ScriptedEdge::connect(addr, "G", "observer", 0).await;
+    let (session, _publisher) = Session::new(&endpoint, shared.clone(), writer).unwrap();
+    let running = tokio::spawn(session.run(tokio_util::sync::CancellationToken::new()));
+
+    let birth = observer.next_matching("STATE/scada").await;
+    let birth_state = birth.state();
+    assert!(birth_state.online);
+
+    // The connection drops without DISCONNECT: the broker publishes the will.
+    running.abort();
+    let will = observer.next_matching("STATE/scada").await;
+    assert_eq!(will.state(), State::offline(birth_state.timestamp));
+
+    // Both were retained: a newcomer sees the will as the topic's retained message.
+    let mut newcomer = ScriptedEdge::connect(addr, "G", "newcomer", 0).await;
+    let retained = newcomer.next_matching("STATE/scada").await;
+    assert!(retained.retain);
+    assert_eq!(retained.state(), State::offline(birth_state.timestamp));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn own_state_offline_is_answered_with_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), None).await;
+    let addr = broker_addr(&host);
+    let mut edge = ScriptedEdge::connect(addr, "G", "E", 0).await;
+    let online = edge.next_matching("STATE/scada").await.state();
+    assert!(online.online);
+
+    let lie = State::offline(online.timestamp + 1_000)
+        .to_json()
+        .into_bytes();
+    publish(addr, "spBv1.0/STATE/scada", lie, true).await;
+    let seen = edge.next_matching("STATE/scada").await.state();
+    assert!(!seen.online);
+    let again = edge.next_matching("STATE/scada").await;
+    assert_eq!(again.state(), State::online(online.timestamp));
+
+    // The retained message is the online one again.
+    let mut newcomer = ScriptedEdge::connect(addr, "G", "E2", 0).await;
+    let retained = newcomer.next_matching("STATE/scada").await;
+    assert!(retained.retain);
+    assert_eq!(retained.state(), State::online(online.timestamp));
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn host_restart_is_seen_as_state_offline_then_online() {
+    let broker = embedded_broker().await;
+    let addr = broker.plain_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = ScriptedEdge::connect(addr, "G", "E", 1).await;
+
+    let host = start_host(dir.path(), Some(addr)).await;
+    let first = edge.next_matching("STATE/scada").await.state();
+    assert!(first.online);
+    edge.nbirth(vec![Metric::new("Temp", 20.5f64).with_alias(1)])
+        .await;
+    let shared = host.shared().clone();
+    wait_until("NBIRTH tracked", || {
+        shared
+            .tracker()
+            .node(&host_app::tracker::NodeId::new("G", "E"))
+            .is_some()
+    })
+    .await;
+
+    let stats = host.stop().await.unwrap();
+    assert!(stats.stored.inserted >= 2, "birth values flushed at stop");
+    let offline = edge.next_matching("STATE/scada").await;
+    assert_eq!(offline.state(), State::offline(first.timestamp));
+
+    let host = start_host(dir.path(), Some(addr)).await;
+    let second = edge.next_matching("STATE/scada").await.state();
+    assert!(second.online);
+    assert!(second.timestamp >= first.timestamp);
+    host.stop().await.unwrap();
+
+    // History survived the restart: the birth value is in the file.
+    let store =
+        SqliteStore::open(dir.path().join("history.db"), &SqliteOptions::default()).unwrap();
+    let id = store
+        .resolve_metric(&host_app::history::MetricKey::node("G", "E", "Temp"))
+        .unwrap()
+        .unwrap();
+    let latest = store.latest(&[id]).unwrap();
+    assert_eq!(latest.len(), 1);
+    broker.stop().await;
+}
