@@ -673,7 +673,9 @@ fn define_metrics(
             id,
             value: None,
             quality: Quality::GOOD,
-            ts,
+            // 0, not the birth's time: metric timestamps in a birth may precede the
+            // payload's, and the birth value must land whatever they are.
+            ts: 0,
         };
         match metrics.by_name.entry(name.to_owned()) {
             Entry::Occupied(e) => metrics.list[*e.get()] = state,
@@ -683,7 +685,11 @@ fn define_metrics(
             }
         }
         let index = metrics.by_name[name];
-        update(&mut metrics.list[index], m, ts, out.samples);
+        let state = &mut metrics.list[index];
+        update(state, m, ts, out.samples);
+        if state.ts == 0 {
+            state.ts = ts;
+        }
     }
     unplaced
 }
