@@ -2,6 +2,7 @@
 //! independent implementations (Python tools in the project's venv) they talk to.
 
 pub mod process;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::process::Command;
