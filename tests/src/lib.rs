@@ -1,6 +1,7 @@
 //! What the cross-process tests share: where the workspace is and how to reach the
 //! independent implementations (Python tools in the project's venv) they talk to.
 
+pub mod mqtt_proxy;
 pub mod process;
 pub mod stack;
 

@@ -59,10 +59,16 @@ impl Stack {
     }
 
     pub fn start_with(broker: Broker) -> Stack {
+        Self::start_via(broker, broker.port())
+    }
+
+    /// Like [`Stack::start_with`], the edge node reaching the broker at `edge_port`
+    /// (e.g. through a proxy) instead of its own port.
+    pub fn start_via(broker: Broker, edge_port: u16) -> Stack {
         let dir = tempfile::tempdir().expect("temp dir");
         let plant = Plant::start();
         let host = HostApp::start(dir.path(), broker);
-        let edge = EdgeNode::start(dir.path(), broker.port(), plant.port());
+        let edge = EdgeNode::start(dir.path(), edge_port, plant.port());
         Stack {
             plant,
             host,
@@ -411,6 +417,12 @@ impl EdgeNode {
     /// Starts again with the same config (same bdSeq file).
     pub fn restart(&mut self) {
         self.proc = Self::spawn(&self.config);
+    }
+
+    /// Waits for a log line containing every one of `parts`.
+    pub fn wait_for_log(&mut self, parts: &[&str]) -> String {
+        self.proc
+            .wait_for_line(WAIT, |l| parts.iter().all(|p| l.contains(p)))
     }
 
     pub fn output(&mut self) -> Vec<String> {
