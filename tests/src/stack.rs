@@ -225,11 +225,17 @@ impl HostApp {
         let config = dir.join("host-app.toml");
         std::fs::write(&config, host_config(dir, broker, http.port()))
             .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        Self::start_config(config, broker, http.port())
+    }
+
+    /// Starts the host with a config file already written, which uses `broker` and
+    /// serves its API on `http_port`.
+    pub fn start_config(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
         let proc = Self::spawn(&config);
         HostApp {
             proc,
             config,
-            http,
+            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
             broker,
         }
     }
@@ -399,6 +405,11 @@ impl EdgeNode {
         let config = dir.join("edge-node.toml");
         std::fs::write(&config, edge_config(dir, broker_port, plant_port))
             .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        Self::start_config(config)
+    }
+
+    /// Starts the node with a config file already written.
+    pub fn start_config(config: PathBuf) -> EdgeNode {
         let proc = Self::spawn(&config);
         EdgeNode { proc, config }
     }
