@@ -673,9 +673,7 @@ fn define_metrics(
             id,
             value: None,
             quality: Quality::GOOD,
-            // 0, not the birth's time: metric timestamps in a birth may precede the
-            // payload's, and the birth value must land whatever they are.
-            ts: 0,
+            ts: 0, // the birth value sets it, whatever its timestamp
         };
         match metrics.by_name.entry(name.to_owned()) {
             Entry::Occupied(e) => metrics.list[*e.get()] = state,
@@ -685,11 +683,7 @@ fn define_metrics(
             }
         }
         let index = metrics.by_name[name];
-        let state = &mut metrics.list[index];
-        update(state, m, ts, out.samples);
-        if state.ts == 0 {
-            state.ts = ts;
-        }
+        update(&mut metrics.list[index], m, ts, out.samples);
     }
     unplaced
 }

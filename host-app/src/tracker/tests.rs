@@ -388,3 +388,16 @@ fn rebirth_keeps_metric_ids_and_replaces_aliases() {
     h.send(MessageType::NData, None, ddata(2, 1, 1, T0), T0 + 102);
     assert_eq!(h.rebirths(), 1, "the old alias is gone");
 }
+
+#[test]
+fn birth_value_is_current_even_when_older_than_the_payload() {
+    let mut h = Harness::new();
+    let p = Payload::new(T0)
+        .with_seq(Seq::new(0))
+        .with_metric(BdSeq::new(0).to_metric(T0))
+        .with_metric(Metric::new("Count", 7u32).with_timestamp(T0 - 5));
+    h.send(MessageType::NBirth, None, p, T0);
+    let count = h.node().metrics.get("Count").unwrap();
+    assert_eq!(count.value, Some(SampleValue::I64(7)));
+    assert_eq!(count.ts, T0 - 5);
+}
