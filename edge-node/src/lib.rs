@@ -1,4 +1,19 @@
 //! The edge node: Modbus acquisition, the Sparkplug edge session and store-and-forward.
+//!
+//! - [`config`]: the one TOML file (`[sparkplug]`, `[mqtt]`, `[modbus]`), checked at load;
+//! - [`link`]: one MQTT 3.1.1 connection (TLS, credentials, byte counts), backoff;
+//! - [`node`]: the Sparkplug B 3.0 edge node ([`EdgeNode::start`] -> [`NodeHandle`]);
+//! - [`modbus`]: Modbus acquisition; [`simulator`]: a Modbus plant for tests and demos.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = edge_node::Config::load(std::path::Path::new("/etc/edge-node/edge-node.toml"))?;
+//! let node = edge_node::EdgeNode::start(config)?;
+//! // ... until SIGTERM:
+//! node.shutdown().await?; // NDEATH, DISCONNECT, acquisition stopped
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod link;

@@ -380,3 +380,34 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
     node.shutdown().await.unwrap();
     plant.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_restarts_the_mqtt_session_with_a_new_bdseq_and_traffic_is_counted() {
+    let broker = start_rumqttd();
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let first = host.next_kind("NBIRTH").await;
+    host.next_kind("DBIRTH").await;
+    let reboot = Payload::new(1).with_metric(Metric::new("Node Control/Reboot", true));
+    host.publish(&topic("NCMD", None), reboot.encode_to_vec().unwrap(), false)
+        .await;
+    let ndeath = host.next_kind("NDEATH").await;
+    assert_eq!(ndeath.bd_seq(), first.bd_seq());
+    let second = host.next_kind("NBIRTH").await;
+    assert_eq!(second.bd_seq(), first.bd_seq() + 1);
+    let p = second.payload();
+    let counter = |name: &str| match p.metric(name).and_then(|m| m.typed_value().cloned()) {
+        Some(Value::UInt64(v)) => v,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert!(counter("Link/Bytes Sent") > 0);
+    assert!(counter("Link/Bytes Received") > 0);
+    assert!(
+        counter("Link/Messages Published") >= 3,
+        "NBIRTH, DBIRTH, NDEATH"
+    );
+    assert_eq!(counter("Link/Reconnects"), 1);
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
+}

@@ -95,7 +95,8 @@ async fn births_wait_for_the_primary_host_and_its_offline_state_ends_the_session
     let quiet = host.drain_for(Duration::from_millis(800)).await;
     assert!(quiet.iter().all(|m| m.kind() != "NDEATH"), "{quiet:?}");
 
-    // A newer offline STATE: NDEATH, disconnect; the node waits again.
+    // A newer offline STATE: NDEATH, disconnect, next server (here the same one, after
+    // backoff), where the retained offline STATE sends it on again without births.
     host.publish(STATE_TOPIC, state(false, 2_000), true).await;
     let ndeath = host.next_kind("NDEATH").await;
     assert_eq!(ndeath.bd_seq(), nbirth.bd_seq());
@@ -104,12 +105,16 @@ async fn births_wait_for_the_primary_host_and_its_offline_state_ends_the_session
         waiting.iter().all(|m| m.kind() != "NBIRTH"),
         "no birth while the host is offline: {waiting:?}"
     );
+    let walked = waiting.iter().filter(|m| m.kind() == "NDEATH").count();
+    assert!(
+        walked >= 1,
+        "the node keeps walking the server list: {waiting:?}"
+    );
 
     host.publish(STATE_TOPIC, state(true, 3_000), true).await;
     let reborn = host.next_kind("NBIRTH").await;
-    assert_eq!(
-        reborn.bd_seq(),
-        nbirth.bd_seq() + 1,
+    assert!(
+        reborn.bd_seq() > nbirth.bd_seq(),
         "a new connect, a new bdSeq"
     );
     node.shutdown().await.unwrap();
@@ -153,6 +158,46 @@ async fn the_node_fails_over_to_the_second_server_and_moves_on_next_server() {
     first.kill();
     let failover = on_second.next_kind("NBIRTH").await;
     assert_eq!(failover.bd_seq(), 3);
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_walks_past_a_server_where_the_primary_host_is_offline() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("edge_node=debug")
+        .try_init();
+    let first = Mosquitto::start();
+    let second = Mosquitto::start();
+    let plant = start_plant().await;
+    let mut on_first = Recorder::start(first.port(), "host-a", "spBv1.0/#").await;
+    let mut on_second = Recorder::start(second.port(), "host-b", "spBv1.0/#").await;
+    on_first
+        .publish(STATE_TOPIC, state(false, 5_000), true)
+        .await;
+    on_second
+        .publish(STATE_TOPIC, state(true, 5_000), true)
+        .await;
+    on_first.next().await;
+    on_second.next().await;
+    let node = EdgeNode::start(node_config(&Setup {
+        servers: &[first.port(), second.port()],
+        modbus_port: plant.local_addr().port(),
+        sparkplug_extra: "primary_host_id = \"scada\"",
+    }))
+    .unwrap();
+    let nbirth = on_second.next_kind("NBIRTH").await;
+    assert_eq!(
+        nbirth.bd_seq(),
+        1,
+        "bdSeq 0 went to the first server's CONNECT"
+    );
+    let seen_first = on_first.drain_for(Duration::from_millis(300)).await;
+    assert!(
+        seen_first.iter().all(|m| m.kind() != "NBIRTH"),
+        "no birth where the host is offline: {seen_first:?}"
+    );
     node.shutdown().await.unwrap();
     plant.shutdown().await;
 }

@@ -29,6 +29,14 @@ impl BdSeqStore {
         }
     }
 
+    /// Ignores what the file holds (unreadable): the next connect uses 0 and rewrites it.
+    pub fn starting_over(path: PathBuf) -> BdSeqStore {
+        BdSeqStore {
+            path: Some(path),
+            last: None,
+        }
+    }
+
     /// Reads the file; a missing file means no connect yet.
     pub fn open(path: PathBuf) -> Result<BdSeqStore, BdSeqFileError> {
         let error = |message: String| BdSeqFileError {
@@ -103,7 +111,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bdseq");
         std::fs::write(&path, "300").unwrap();
-        let e = BdSeqStore::open(path).unwrap_err().to_string();
+        let e = BdSeqStore::open(path.clone()).unwrap_err().to_string();
         assert!(e.contains("bdseq") && e.contains("300"), "{e}");
+        let mut fresh = BdSeqStore::starting_over(path.clone());
+        assert_eq!(fresh.next(), BdSeq::ZERO);
+        fresh.commit(BdSeq::ZERO).unwrap();
+        assert_eq!(BdSeqStore::open(path).unwrap().next(), BdSeq::new(1));
     }
 }

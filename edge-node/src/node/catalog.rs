@@ -28,10 +28,7 @@ pub fn tag_datatype(tag: &Tag) -> DataType {
     if tag.bit.is_some() {
         return DataType::Boolean;
     }
-    if tag.scaling.is_some() {
-        return DataType::Double;
-    }
-    match tag.data_type {
+    match tag.value_type() {
         modbus::DataType::Bool => DataType::Boolean,
         modbus::DataType::I16 => DataType::Int16,
         modbus::DataType::U16 => DataType::UInt16,

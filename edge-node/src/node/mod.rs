@@ -1,7 +1,7 @@
 //! The Sparkplug B 3.0 edge node: one MQTT session at a time, births, data by
 //! exception, deaths, commands, primary host, failover.
 //!
-//! Per connect ([`EdgeNode::run`]): the will is NDEATH with the next bdSeq (QoS 1, not
+//! Per connect: the will is NDEATH with the next bdSeq (QoS 1, not
 //! retained); once CONNACK arrives the bdSeq is committed; NCMD, DCMD (and the primary
 //! host's STATE) are subscribed at QoS 1 and their SUBACKs awaited; with a primary host
 //! births wait for its STATE `online: true`; then NBIRTH (seq 0) and one DBIRTH per
@@ -38,14 +38,18 @@ use commands::NodeCommand;
 use metrics::{NodeMetrics, NodeStatus};
 use publisher::{PublishCounters, PublishError, Publisher};
 
+/// Device writes from DCMDs waiting for their device at once; more are refused, so a
+/// command flood cannot grow memory without bound.
+const MAX_WRITES_IN_FLIGHT: usize = 64;
+
 /// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Why the edge node stopped on its own.
+/// Why the edge node could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(transparent)]
-    BdSeq(#[from] bdseq::BdSeqFileError),
+    #[error("the edge node task failed: {0}")]
+    Task(String),
 }
 
 /// A running edge node: stop it with [`NodeHandle::shutdown`].
@@ -59,7 +63,9 @@ impl NodeHandle {
     /// Publishes NDEATH, disconnects, stops polling and waits for all of it.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.cancel.cancel();
-        self.task.await.unwrap_or(Ok(()))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Task(e.to_string())))
     }
 
     /// The node stopped by itself (only on a fatal error).
@@ -105,16 +111,24 @@ pub struct EdgeNode {
     /// Accepted CONNECTs since start.
     connects: u64,
     server: usize,
-    /// The newest primary host STATE timestamp seen; older STATEs are ignored.
+    /// The newest primary host STATE seen on any server; older STATEs are ignored.
     host_state: Option<State>,
+    /// The primary host's STATE online was seen on the current connection.
+    host_online_here: bool,
     last_rebirth: Option<Instant>,
+    writes_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl EdgeNode {
     /// Starts Modbus acquisition and the MQTT session on the current runtime.
     pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
         let bdseq = match &config.sparkplug.state_file {
-            Some(path) => BdSeqStore::open(path.clone())?,
+            // An unreadable file (SD card damage) must not keep the node offline: hosts
+            // only match NDEATH to NBIRTH by bdSeq, so starting again at 0 is safe.
+            Some(path) => BdSeqStore::open(path.clone()).unwrap_or_else(|e| {
+                error!(error = %e, "bdSeq state unreadable; starting at 0 and rewriting it");
+                BdSeqStore::starting_over(path.clone())
+            }),
             None => BdSeqStore::in_memory(),
         };
         let (acquisition, events) =
@@ -139,7 +153,9 @@ impl EdgeNode {
             connects: 0,
             server: 0,
             host_state: None,
+            host_online_here: false,
             last_rebirth: None,
+            writes_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -235,6 +251,7 @@ impl EdgeNode {
             return (Ending::Lost("no server configured".into()), false);
         };
         let bd_seq = self.bdseq.next();
+        self.host_online_here = false;
         let will = LastWill::new(
             self.publisher.topic(MessageType::NDeath, None),
             Publisher::ndeath_payload(bd_seq, millis(SystemTime::now())),
@@ -341,7 +358,7 @@ impl EdgeNode {
                             pending: pending - 1,
                         };
                     } else if self.config.sparkplug.primary_host_id.is_some()
-                        && !self.host_state.is_some_and(|s| s.online)
+                        && !self.host_online_here
                     {
                         info!("waiting for the primary host's STATE online");
                         *phase = Phase::AwaitingHost;
@@ -427,20 +444,19 @@ impl EdgeNode {
             return Ok(None);
         }
         self.host_state = Some(state);
+        self.host_online_here = state.online;
         info!(host_id, online = state.online, "primary host STATE");
-        match (*phase, state.online) {
-            (Phase::AwaitingHost, true) => {
-                self.births(link, bd_seq).await?;
-                *phase = Phase::Born;
-            }
-            (Phase::Born, false) => {
-                info!(
-                    host_id,
-                    "primary host offline here: moving to the next server"
-                );
-                return Ok(Some(Ending::NextServer));
-            }
-            _ => {}
+        if !state.online {
+            // The host cannot see this server: leave it for the next one.
+            info!(
+                host_id,
+                "primary host offline here: moving to the next server"
+            );
+            return Ok(Some(Ending::NextServer));
+        }
+        if *phase == Phase::AwaitingHost {
+            self.births(link, bd_seq).await?;
+            *phase = Phase::Born;
         }
         Ok(None)
     }
@@ -510,6 +526,14 @@ impl EdgeNode {
             warn!(device, metric = %r.metric, reason = %r.reason, "DCMD write refused");
         }
         for (tag, value) in writes {
+            let Ok(permit) = Arc::clone(&self.writes_in_flight).try_acquire_owned() else {
+                warn!(
+                    device,
+                    tag = tag.0,
+                    "DCMD write refused: {MAX_WRITES_IN_FLIGHT} writes already in flight"
+                );
+                continue;
+            };
             let handle = self.handle.clone();
             let device = device.to_owned();
             // The new value comes back through polling, in the next DDATA.
@@ -518,6 +542,7 @@ impl EdgeNode {
                     Ok(()) => info!(device, tag = tag.0, %value, "DCMD write done"),
                     Err(e) => warn!(device, error = %e, "DCMD write failed"),
                 }
+                drop(permit);
             });
         }
     }
