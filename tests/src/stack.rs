@@ -628,6 +628,8 @@ impl Tree {
 #[derive(Debug, Clone)]
 pub struct Message {
     pub topic: String,
+    /// The QoS it was delivered at (the lower of the publish's and the subscription's).
+    pub qos: QoS,
     pub retain: bool,
     pub payload: Vec<u8>,
 }
@@ -670,6 +672,7 @@ impl Watcher {
                     Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                         let message = Message {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            qos: p.qos,
                             retain: p.retain,
                             payload: p.payload.to_vec(),
                         };

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use system_tests::free_port;
+use rumqttc::QoS;
+use system_tests::Mosquitto;
 use system_tests::mqtt_proxy::DroppingProxy;
 use system_tests::stack::{Broker, GROUP, NODE, Stack, Tree, WAIT, Watcher, now_ms, wait_until};
 
@@ -60,6 +61,16 @@ fn killed_edge_node_goes_stale_by_its_will_and_rebirths_with_the_next_bdseq() {
     let tree = stack.wait_tree("node and devices offline, STALE", |tree| {
         tree.node_state() == Some("offline") && DEVICES.iter().all(|d| all_stale(tree, d))
     });
+    let node_qualities: Vec<i64> = tree.node(GROUP, NODE).expect("node")["metrics"]
+        .as_array()
+        .expect("node metrics")
+        .iter()
+        .filter_map(|m| m["quality"].as_i64())
+        .collect();
+    assert!(
+        !node_qualities.is_empty() && node_qualities.iter().all(|&q| q == STALE),
+        "the node's own metrics are STALE: {node_qualities:?}"
+    );
     assert_eq!(tree.bd_seq(), Some(bd_seq));
 
     stack.edge.restart();
@@ -107,13 +118,17 @@ fn silent_unit_gets_ddeath_then_dbirth_when_it_answers_again() {
 
 #[test]
 fn lost_data_message_leads_to_exactly_one_rebirth() {
-    let broker_port = free_port();
+    // Mosquitto delivers at the lower of the publish and subscription QoS, so the
+    // watcher sees the QoS the host published its NCMD at.
+    let mosquitto = Mosquitto::start();
+    let broker_port = mosquitto.port();
     let proxy = DroppingProxy::start(broker_port);
-    let mut stack = Stack::start_via(Broker::Embedded { port: broker_port }, proxy.port());
+    let mut stack = Stack::start_via(Broker::External { port: broker_port }, proxy.port());
     let tree = wait_all_online(&mut stack);
     let bd_seq = tree.bd_seq().expect("bdSeq");
     let watcher = Watcher::start(broker_port, "e2e-watch", "spBv1.0/e2e/#");
 
+    let started = now_ms();
     proxy.drop_next("/DDATA/");
     wait_until("one DDATA dropped on its way to the broker", WAIT, || {
         (proxy.dropped() == 1).then_some(())
@@ -121,8 +136,14 @@ fn lost_data_message_leads_to_exactly_one_rebirth() {
 
     let ncmd = watcher.next_matching("NCMD after the gap", WAIT, |m| m.kind() == "NCMD");
     assert_eq!(ncmd.topic, format!("spBv1.0/{GROUP}/NCMD/{NODE}"));
-    let rebirth = ncmd
-        .sparkplug()
+    // Subscribed at QoS 1: a QoS 0 delivery means it was published at QoS 0.
+    assert_eq!(ncmd.qos, QoS::AtMostOnce, "NCMD at QoS 0");
+    assert!(!ncmd.retain, "NCMD not retained");
+    let payload = ncmd.sparkplug();
+    assert_eq!(payload.seq, None, "an NCMD carries no seq");
+    let sent = payload.timestamp.expect("NCMD timestamp");
+    assert!((started..=now_ms()).contains(&sent), "NCMD sent at {sent}");
+    let rebirth = payload
         .metrics
         .iter()
         .find(|m| m.name.as_deref() == Some("Node Control/Rebirth"))

@@ -1,9 +1,12 @@
 //! The plant's values through the whole product: plant-sim -> edge-node -> broker ->
 //! host-app -> history and API, and an operator write back down to a register.
 
+use rumqttc::QoS;
 use serde_json::{Value as Json, json};
 use system_tests::Mosquitto;
-use system_tests::stack::{Api, Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms, wait_until};
+use system_tests::stack::{
+    Api, Broker, GROUP, NODE, Stack, Tree, WAIT, Watcher, now_ms, wait_until,
+};
 
 /// The metrics the test edge node is configured with, per device.
 const CONFIGURED: [(&str, &[&str]); 3] = [
@@ -124,15 +127,22 @@ fn plant_values_reach_the_host_tree_and_history() {
     );
 }
 
-#[test]
-fn api_write_reaches_the_register_is_audited_and_comes_back() {
-    let mut stack = Stack::start();
+/// Writes 4.5 m to the tank's start level through the API and follows it: the DCMD on
+/// the wire, the register in the plant, the audit entry and the value back in the tree.
+/// `exact_qos`: the broker delivers at the lower of publish and subscription QoS
+/// (Mosquitto does; the embedded rumqttd delivers at the subscription's).
+fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact_qos: bool) {
     let api = stack.api();
-    wait_all_online(&mut stack);
-    let plant = &mut stack.plant;
+    wait_all_online(stack);
     // Default start level 4.0 m: f32 0x40800000.
-    assert_eq!(plant.get(1, "hr", 1, 2), [0x4080, 0x0000]);
+    assert_eq!(stack.plant.get(1, "hr", 1, 2), [0x4080, 0x0000]);
 
+    let watcher = Watcher::start(
+        stack.host.broker().port(),
+        "e2e-watch",
+        "spBv1.0/e2e/DCMD/gw-1/#",
+    );
+    let sent_after = now_ms();
     let request = json!({
         "group": GROUP,
         "node": NODE,
@@ -147,7 +157,30 @@ fn api_write_reaches_the_register_is_audited_and_comes_back() {
     assert_eq!(answer["message"], "DCMD");
     let audit_id = answer["audit_id"].as_i64().expect("audit id");
 
+    let dcmd = watcher.next_matching("the DCMD", WAIT, |m| m.kind() == "DCMD");
+    assert_eq!(dcmd.topic, "spBv1.0/e2e/DCMD/gw-1/tank-farm");
+    if exact_qos {
+        assert_eq!(dcmd.qos, QoS::AtMostOnce, "DCMD published at QoS 0");
+    }
+    assert!(!dcmd.retain, "DCMD not retained");
+    let payload = dcmd.sparkplug();
+    assert_eq!(payload.seq, None, "a DCMD carries no seq");
+    let sent = payload.timestamp.expect("DCMD timestamp");
+    assert!(
+        (sent_after..=now_ms()).contains(&sent),
+        "DCMD sent at {sent}"
+    );
+    assert_eq!(payload.metrics.len(), 1, "one metric written: {payload:?}");
+    let metric = &payload.metrics[0];
+    assert_eq!(metric.name.as_deref(), Some("Tank 1/Start Level"));
+    assert_eq!(
+        metric.typed_value().cloned(),
+        Some(sparkplug::Value::Float(4.5)),
+        "the birth's datatype (Float) with the written value"
+    );
+
     // 4.5 as f32 is 0x40900000.
+    let plant = &mut stack.plant;
     wait_until("4.5 m in holding registers 1..2 of unit 1", WAIT, || {
         (plant.get(1, "hr", 1, 2) == [0x4090, 0x0000]).then_some(())
     });
@@ -165,12 +198,12 @@ fn api_write_reaches_the_register_is_audited_and_comes_back() {
     assert_eq!(entry["value"], 4.5);
     assert_eq!(entry["outcome"], "sent");
 
-    wait_until("4.5 back in the tree", WAIT, || {
-        let tree = api.tree();
-        (value(&tree, "tank-farm", "Tank 1/Start Level") == 4.5).then_some(())
+    stack.wait_tree("4.5 back in the tree", |tree| {
+        tree.metric(GROUP, NODE, Some("tank-farm"), "Tank 1/Start Level")
+            .is_some_and(|m| m["value"] == 4.5)
     });
 
-    // A write the edge node cannot place is refused at the API and audited as such.
+    // A metric the edge node never declared is refused at the API and never sent.
     let (status, answer) = api.post(
         "/api/write",
         &json!({
@@ -179,7 +212,18 @@ fn api_write_reaches_the_register_is_audited_and_comes_back() {
         }),
     );
     assert_eq!(status, 404, "unknown metric: {answer}");
-    assert_eq!(plant.get(1, "hr", 1, 2), [0x4090, 0x0000]);
+    let after = watcher.drain_for(std::time::Duration::from_millis(300));
+    assert!(
+        after.is_empty(),
+        "nothing published for a refused write: {after:?}"
+    );
+    assert_eq!(stack.plant.get(1, "hr", 1, 2), [0x4090, 0x0000]);
+}
+
+#[test]
+fn api_write_reaches_the_register_is_audited_and_comes_back() {
+    let mut stack = Stack::start();
+    write_reaches_the_register_is_audited_and_comes_back(&mut stack, false);
 }
 
 #[test]
@@ -195,4 +239,5 @@ fn values_flow_through_mosquitto() {
     check_live_values(&tree, started);
     let points = wait_rising_history(&api, "e2e/gw-1/compressor:Run Seconds", started, 3);
     check_history(&points, started);
+    write_reaches_the_register_is_audited_and_comes_back(&mut stack, true);
 }
