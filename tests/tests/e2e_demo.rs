@@ -147,3 +147,44 @@ fn demo_configs_read_the_built_in_plant_end_to_end() {
         host.output().join("\n")
     );
 }
+
+fn run_demo(args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .arg(workspace_root().join("demo.sh"))
+        .args(args)
+        .output()
+        .expect("run demo.sh")
+}
+
+#[test]
+fn demo_refuses_a_taken_port_naming_it_before_building_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback bind");
+    let port = taken.local_addr().expect("address").port().to_string();
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().join("demo");
+    let free = free_port().to_string();
+    for (flag, other, what) in [
+        ("--broker-port", "--http-port", "the broker (--broker-port)"),
+        ("--http-port", "--broker-port", "the HTTP API (--http-port)"),
+    ] {
+        let output = run_demo(&[
+            flag,
+            &port,
+            other,
+            &free,
+            "--state-dir",
+            &state_dir.display().to_string(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag} taken: {stderr}");
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port} is already in use"))
+                && stderr.contains(what),
+            "{flag} taken: the message names the port and its use: {stderr}"
+        );
+        assert!(!state_dir.exists(), "nothing created when refusing");
+    }
+    let output = run_demo(&["--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument '--no-such-flag'"));
+}
