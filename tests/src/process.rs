@@ -129,22 +129,29 @@ impl Proc {
 
     /// Waits (at most `timeout`) for an output line that `pred` accepts, and returns it.
     pub fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.try_wait_for_line(timeout, pred).unwrap_or_else(|| {
+            panic!(
+                "{}: no expected line within {timeout:?}; output so far:\n{}",
+                self.name,
+                self.seen.join("\n")
+            )
+        })
+    }
+
+    /// [`Proc::wait_for_line`], `None` when no such line comes in time.
+    pub fn try_wait_for_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = pred(&line);
-                    self.seen.push(line.clone());
-                    if hit {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no expected line within {timeout:?}; output so far:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
+            let line = self.lines.recv_timeout(left).ok()?;
+            let hit = pred(&line);
+            self.seen.push(line.clone());
+            if hit {
+                return Some(line);
             }
         }
     }

@@ -101,6 +101,18 @@ impl Stack {
         })
     }
 
+    /// Waits for an edge node log line containing every one of `parts`; panics with
+    /// every process's output when none comes.
+    pub fn wait_for_edge_log(&mut self, parts: &[&str]) -> String {
+        match self.edge.wait_for_log(parts) {
+            Some(line) => line,
+            None => panic!(
+                "no edge-node log line with {parts:?} within {WAIT:?}\n{}",
+                self.dump()
+            ),
+        }
+    }
+
     /// Every process's output so far, for a failure message.
     pub fn dump(&mut self) -> String {
         format!(
@@ -430,10 +442,10 @@ impl EdgeNode {
         self.proc = Self::spawn(&self.config);
     }
 
-    /// Waits for a log line containing every one of `parts`.
-    pub fn wait_for_log(&mut self, parts: &[&str]) -> String {
+    /// Waits for a log line containing every one of `parts`; `None` when none comes in time.
+    pub fn wait_for_log(&mut self, parts: &[&str]) -> Option<String> {
         self.proc
-            .wait_for_line(WAIT, |l| parts.iter().all(|p| l.contains(p)))
+            .try_wait_for_line(WAIT, |l| parts.iter().all(|p| l.contains(p)))
     }
 
     pub fn output(&mut self) -> Vec<String> {

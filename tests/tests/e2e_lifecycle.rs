@@ -205,18 +205,12 @@ fn host_restart_is_followed_by_the_edge_node_and_history_continues() {
 
     stack.host.stop();
     // The host's STATE offline: the edge node ends its session with an NDEATH.
-    stack
-        .edge
-        .wait_for_log(&["primary host STATE", "online=false"]);
-    stack
-        .edge
-        .wait_for_log(&["publishing NDEATH and disconnecting"]);
+    stack.wait_for_edge_log(&["primary host STATE", "online=false"]);
+    stack.wait_for_edge_log(&["publishing NDEATH and disconnecting"]);
 
     let restarted = now_ms();
     stack.host.restart();
-    stack
-        .edge
-        .wait_for_log(&["primary host STATE", "online=true"]);
+    stack.wait_for_edge_log(&["primary host STATE", "online=true"]);
     let tree = wait_all_online(&mut stack);
     let new_bd_seq = tree.bd_seq().expect("bdSeq after the restart");
     assert_ne!(new_bd_seq, bd_seq, "a new MQTT session has a new bdSeq");
