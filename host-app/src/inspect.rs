@@ -38,7 +38,7 @@ pub fn decode(bytes: &[u8], birth: Option<&[u8]>) -> Result<Json, InspectError> 
 }
 
 /// Completes metrics from a birth: by alias or by name, whichever the birth gave.
-fn resolve(payload: &mut Payload, birth: &Payload) -> Result<(), InspectError> {
+pub fn resolve(payload: &mut Payload, birth: &Payload) -> Result<(), InspectError> {
     let mut by_alias: HashMap<u64, (&str, Option<DataType>)> = HashMap::new();
     let mut by_name: HashMap<&str, Option<DataType>> = HashMap::new();
     for m in &birth.metrics {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, Outgoing, Publish,
-    PublishOptions, QoS,
+    PublishOptions, QoS, SubscribeFilter,
 };
 use sparkplug::{AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic};
 use tokio_util::sync::CancellationToken;
@@ -213,14 +213,13 @@ impl Session {
             Event::Incoming(Incoming::ConnAck(_)) => {
                 info!(state_ts = self.state_ts, "connected; subscribing");
                 self.born = false;
+                // One SUBSCRIBE for both, so its SUBACK means both are in place.
                 let filters = [
-                    ("spBv1.0/#".to_owned(), QoS::AtLeastOnce),
-                    (self.state_topic.clone(), QoS::AtLeastOnce),
+                    SubscribeFilter::new("spBv1.0/#".to_owned(), QoS::AtLeastOnce),
+                    SubscribeFilter::new(self.state_topic.clone(), QoS::AtLeastOnce),
                 ];
-                for (filter, qos) in filters {
-                    if let Err(e) = self.client.subscribe(filter, qos).await {
-                        warn!(error = %e, "subscribe not queued");
-                    }
+                if let Err(e) = self.client.subscribe_many(filters).await {
+                    warn!(error = %e, "subscribe not queued");
                 }
             }
             Event::Incoming(Incoming::SubAck(_)) if !self.born => {

@@ -1,13 +1,15 @@
 //! `host-app spy`: subscribe to any broker and print every Sparkplug message as one JSON
 //! line (topic parts and the decoded payload; STATE as its JSON; an undecodable payload
-//! as a line with the error), bounded by a message count and a duration.
+//! as a line with the error), bounded by a message count and a duration. Births seen are
+//! remembered, so DATA and CMD metrics sent by alias are printed with their names.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, QoS};
 use serde_json::{Map, Value as Json, json};
-use sparkplug::{AnyTopic, DecodeLimits, Payload, State};
+use sparkplug::{AnyTopic, DecodeLimits, MessageType, Payload, State};
 
 use crate::broker::{ConfigError, Credentials, EndpointTls, MqttEndpoint, Secret};
 
@@ -103,6 +105,7 @@ pub async fn run(
     let mqtt = crate::mqtt::options(&options.endpoint, &client_id)?;
     let (client, mut eventloop) = AsyncClient::builder(mqtt).build();
     let limits = DecodeLimits::default();
+    let mut births = Births::default();
     let mut printed = 0u64;
     let watch = async {
         if options.count == Some(0) {
@@ -119,7 +122,7 @@ pub async fn run(
                 Event::Incoming(Incoming::SubAck(_)) => ready(),
                 Event::Incoming(Incoming::Publish(p)) => {
                     let topic = String::from_utf8_lossy(&p.topic);
-                    let line = message_json(&topic, &p.payload, p.retain, &limits);
+                    let line = message_json(&topic, &p.payload, p.retain, &limits, &mut births);
                     writeln!(out, "{line}")?;
                     out.flush()?;
                     printed += 1;
@@ -144,8 +147,61 @@ pub async fn run(
     Ok(printed)
 }
 
-/// One message as the spy prints it.
-pub fn message_json(topic: &str, payload: &[u8], retain: bool, limits: &DecodeLimits) -> Json {
+/// The last birth seen of each edge node and device, so that DATA and CMD metrics sent by
+/// alias alone are printed with their names and datatypes.
+#[derive(Debug, Default)]
+pub struct Births {
+    by_source: HashMap<String, Payload>,
+}
+
+impl Births {
+    fn key(group: &str, node: &str, device: Option<&str>) -> String {
+        match device {
+            Some(d) => format!("{group}/{node}/{d}"),
+            None => format!("{group}/{node}"),
+        }
+    }
+
+    /// Remembers a birth, or completes a DATA/CMD payload from the one remembered.
+    fn observe(
+        &mut self,
+        group: &str,
+        node: &str,
+        device: Option<&str>,
+        mt: MessageType,
+        p: &mut Payload,
+    ) -> Result<(), String> {
+        let key = Self::key(group, node, device);
+        match mt {
+            MessageType::NBirth => {
+                // A new node session: its devices are born again after it.
+                let prefix = format!("{key}/");
+                self.by_source.retain(|k, _| !k.starts_with(&prefix));
+                self.by_source.insert(key, p.clone());
+            }
+            MessageType::DBirth => {
+                self.by_source.insert(key, p.clone());
+            }
+            MessageType::NData | MessageType::DData | MessageType::NCmd | MessageType::DCmd => {
+                if let Some(birth) = self.by_source.get(&key) {
+                    crate::inspect::resolve(p, birth).map_err(|e| e.to_string())?;
+                }
+            }
+            MessageType::NDeath | MessageType::DDeath => {}
+        }
+        Ok(())
+    }
+}
+
+/// One message as the spy prints it; births are remembered in `births` to name the
+/// metrics of later DATA and CMD messages.
+pub fn message_json(
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+    limits: &DecodeLimits,
+    births: &mut Births,
+) -> Json {
     let mut line = Map::new();
     line.insert("topic".into(), json!(topic));
     if retain {
@@ -160,7 +216,17 @@ pub fn message_json(topic: &str, payload: &[u8], retain: bool, limits: &DecodeLi
                 line.insert("device".into(), json!(device));
             }
             match Payload::decode_envelope(payload, limits) {
-                Ok(p) => {
+                Ok(mut p) => {
+                    let resolved = births.observe(
+                        t.group_id(),
+                        t.edge_node_id(),
+                        t.device_id(),
+                        t.message_type(),
+                        &mut p,
+                    );
+                    if let Err(e) = resolved {
+                        line.insert("resolve_error".into(), json!(e));
+                    }
                     line.insert("payload".into(), crate::json::payload(&p));
                 }
                 Err(e) => {
@@ -225,22 +291,55 @@ mod tests {
     #[test]
     fn lines_for_each_kind_of_message() {
         let limits = DecodeLimits::default();
+        let mut births = Births::default();
         let mut bytes = Vec::new();
         Payload::new(5)
             .with_metric(sparkplug::Metric::new("a", 1i32))
             .encode(&mut bytes)
             .unwrap();
-        let line = message_json("spBv1.0/G/DDATA/E/D", &bytes, false, &limits);
+        let line = message_json("spBv1.0/G/DDATA/E/D", &bytes, false, &limits, &mut births);
         assert_eq!(line["type"], "DDATA");
         assert_eq!(line["device"], "D");
         assert_eq!(line["payload"]["metrics"][0]["name"], "a");
-        let line = message_json("spBv1.0/G/NDATA/E", &[0xff, 0xff], false, &limits);
+        let line = message_json(
+            "spBv1.0/G/NDATA/E",
+            &[0xff, 0xff],
+            false,
+            &limits,
+            &mut births,
+        );
         assert!(line["error"].is_string());
         let state = State::online(9).to_json();
-        let line = message_json("spBv1.0/STATE/h", state.as_bytes(), true, &limits);
+        let line = message_json(
+            "spBv1.0/STATE/h",
+            state.as_bytes(),
+            true,
+            &limits,
+            &mut births,
+        );
         assert_eq!(line["state"]["online"], true);
         assert_eq!(line["retain"], true);
-        let line = message_json("other/topic", b"x", false, &limits);
+        let line = message_json("other/topic", b"x", false, &limits, &mut births);
         assert!(line["error"].as_str().unwrap().contains("not a Sparkplug"));
+    }
+
+    #[test]
+    fn data_by_alias_is_named_through_the_birth() {
+        let limits = DecodeLimits::default();
+        let mut births = Births::default();
+        let mut birth = Vec::new();
+        Payload::new(1)
+            .with_metric(sparkplug::Metric::new("Speed", 5i32).with_alias(4))
+            .encode(&mut birth)
+            .unwrap();
+        message_json("spBv1.0/G/DBIRTH/E/D", &birth, false, &limits, &mut births);
+        let mut data = Vec::new();
+        let mut m = sparkplug::Metric::aliased(4, 9i32);
+        m.datatype = None;
+        Payload::new(2).with_metric(m).encode(&mut data).unwrap();
+        let line = message_json("spBv1.0/G/DDATA/E/D", &data, false, &limits, &mut births);
+        assert_eq!(line["payload"]["metrics"][0]["name"], "Speed");
+        assert_eq!(line["payload"]["metrics"][0]["datatype"], "Int32");
+        assert_eq!(line["payload"]["metrics"][0]["value"], 9);
     }
 }

@@ -387,8 +387,8 @@ impl Tracker {
             self.stats.stale_deaths_ignored += 1;
             return;
         }
-        let ts = payload.timestamp.unwrap_or(now);
-        set_node_offline(&id, node, ts, out.samples, out.actions);
+        // The host's own time: the NDEATH payload timestamp is the will's, set at CONNECT.
+        set_node_offline(&id, node, now, out.samples, out.actions);
     }
 
     /// Every message that carries a `seq`: NDATA, DBIRTH, DDATA, DDEATH.

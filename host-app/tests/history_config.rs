@@ -105,7 +105,8 @@ fn unknown_keys_wrong_types_and_bad_choices_are_refused_naming_the_key() {
 
 #[test]
 fn other_tables_of_the_host_file_are_left_to_their_owners() {
-    let text = format!("[elsewhere]\nport = 1883\n\n{}", example());
+    // The example already has [broker], [sparkplug] and [api]; add one more foreign table.
+    let text = format!("[panel]\nport = 8081\n\n{}", example());
     assert!(HistoryConfig::from_toml(&text).is_ok());
 }
 

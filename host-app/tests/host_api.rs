@@ -116,6 +116,7 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
 
     let cmd = edge.next_matching("/DCMD/").await;
     assert_eq!(cmd.topic, "spBv1.0/Plant/DCMD/Edge1/Pump");
+    cmd.assert_command_form();
     let payload = cmd.sparkplug();
     assert_eq!(payload.metrics.len(), 1);
     let m = &payload.metrics[0];
@@ -123,9 +124,31 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     assert_eq!(m.alias, Some(2));
     assert_eq!(m.value, MetricValue::Value(Value::UInt16(75)));
 
+    // A node metric goes out as an NCMD.
+    let body = json!({
+        "group": "Plant", "node": "Edge1", "metric": "Temp", "value": 19.5, "user": "alice"
+    });
+    let (status, node_reply) = http(
+        host.api_addr(),
+        "POST",
+        "/api/write",
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{node_reply}");
+    assert_eq!(node_reply["message"], "NCMD");
+    let cmd = edge.next_matching("/NCMD/").await;
+    assert_eq!(cmd.topic, "spBv1.0/Plant/NCMD/Edge1");
+    cmd.assert_command_form();
+    let m = &cmd.sparkplug().metrics[0];
+    assert_eq!((m.name.as_deref(), m.alias), (Some("Temp"), Some(1)));
+    assert_eq!(m.value, MetricValue::Value(Value::Double(19.5)));
+
     let (status, audit) = http(host.api_addr(), "GET", "/api/audit", None).await;
     assert_eq!(status, 200);
-    let entry = &audit["entries"][0];
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(audit["entries"][0]["metric"], "Plant/Edge1:Temp");
+    let entry = &audit["entries"][1];
     assert_eq!(entry["user"], "alice");
     assert_eq!(entry["metric"], "Plant/Edge1/Pump:Setpoint");
     assert_eq!(entry["value"], 75);

@@ -114,6 +114,10 @@ async fn spy_prints_each_message_as_a_json_line() {
     assert_eq!(birth["payload"]["seq"], 0);
     let data = lines.iter().find(|l| l["type"] == "NDATA").unwrap();
     assert_eq!(data["payload"]["metrics"][0]["alias"], 1);
+    assert_eq!(
+        data["payload"]["metrics"][0]["name"], "Temp",
+        "named through the NBIRTH"
+    );
     let junk = lines.iter().find(|l| l["type"] == "DDATA").unwrap();
     assert_eq!(junk["device"], "D");
     assert!(junk["error"].is_string(), "{junk}");

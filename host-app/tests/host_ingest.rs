@@ -204,6 +204,7 @@ async fn a_seq_gap_leads_to_exactly_one_rebirth_after_the_reorder_timeout() {
     let first = edge.next_matching("/NCMD/").await;
     assert!(is_rebirth(&first));
     assert_eq!(first.topic, "spBv1.0/Plant/NCMD/Edge1");
+    first.assert_command_form();
     wait_speed(&host, 4).await; // the held data was still applied
     let more = edge
         .collect_for("/NCMD/", Duration::from_millis(REORDER_MS * 4))

@@ -124,8 +124,10 @@ async fn host_works_through_mosquitto() {
     let dir = tempfile::tempdir().unwrap();
     let mut edge = ScriptedEdge::connect(addr, "Site", "Edge", 2).await;
     let host = start_host(dir.path(), Some(addr)).await;
-    let online = edge.next_matching("STATE/scada").await.state();
+    let birth = edge.next_matching("STATE/scada").await;
+    let online = birth.state();
     assert!(online.online);
+    assert_eq!(birth.qos, rumqttc::QoS::AtLeastOnce, "STATE birth at QoS 1");
 
     edge.nbirth(vec![
         Metric::new("Flow", 3.5f64)
@@ -169,6 +171,11 @@ async fn host_works_through_mosquitto() {
     assert_eq!(status, 200, "{reply}");
     let cmd = edge.next_matching("/DCMD/").await;
     assert_eq!(cmd.topic, "spBv1.0/Site/DCMD/Edge/Valve");
+    cmd.assert_command_form();
+    // Subscribed at QoS 1; Mosquitto delivers at the publisher's QoS when lower.
+    assert_eq!(cmd.qos, rumqttc::QoS::AtMostOnce);
+    let m = &cmd.sparkplug().metrics[0];
+    assert_eq!((m.name.as_deref(), m.alias), (Some("Open"), Some(2)));
 
     // The edge node's connection drops: Mosquitto sends its will, the NDEATH.
     edge.kill();
@@ -189,4 +196,67 @@ async fn host_works_through_mosquitto() {
         }
     };
     assert_eq!(last.state(), State::offline(online.timestamp));
+    // Subscribed at QoS 1 through Mosquitto: the death went out at QoS 1, and retained.
+    assert_eq!(last.qos, rumqttc::QoS::AtLeastOnce);
+    let mut newcomer = ScriptedEdge::connect(addr, "Site", "Newcomer", 0).await;
+    let retained = newcomer.next_matching("STATE/scada").await;
+    assert!(retained.retain);
+    assert_eq!(retained.qos, rumqttc::QoS::AtLeastOnce);
+    assert_eq!(retained.state(), State::offline(online.timestamp));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_broker_marks_everything_stale_and_the_host_is_born_again() {
+    let mut mosquitto = system_tests::Mosquitto::start();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], mosquitto.port()).into();
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = ScriptedEdge::connect(addr, "Site", "Edge", 0).await;
+    let host = start_host(dir.path(), Some(addr)).await;
+    let first = edge.next_matching("STATE/scada").await.state();
+    edge.nbirth(vec![Metric::new("Flow", 3.5f64).with_alias(1)])
+        .await;
+    edge.dbirth("Valve", vec![Metric::new("Open", true).with_alias(2)])
+        .await;
+    let shared = host.shared().clone();
+    let node = NodeId::new("Site", "Edge");
+    wait_until("births tracked", || {
+        shared
+            .tracker()
+            .node(&node)
+            .and_then(|n| n.device("Valve").map(|d| d.state == Liveness::Online))
+            .unwrap_or(false)
+    })
+    .await;
+
+    tokio::task::block_in_place(|| mosquitto.kill());
+    wait_until("host sees the loss", || !shared.is_connected()).await;
+    {
+        let tracker = shared.tracker();
+        let n = tracker.node(&node).unwrap();
+        assert_eq!(n.state, Liveness::Offline);
+        assert_eq!(n.device("Valve").unwrap().state, Liveness::Offline);
+        assert_eq!(n.metrics.get("Flow").unwrap().quality, Quality::STALE);
+        let open = n.device("Valve").unwrap().metrics.get("Open").unwrap();
+        assert_eq!(open.quality, Quality::STALE);
+    }
+    host.flush().await.unwrap();
+    let store = host.shared().store.clone();
+    let id = store
+        .resolve_metric(&MetricKey::node("Site", "Edge", "Flow"))
+        .unwrap()
+        .unwrap();
+    let latest = store.latest(&[id]).unwrap();
+    assert_eq!(latest[0].quality, Quality::STALE, "staleness is in history");
+
+    tokio::task::block_in_place(|| mosquitto.restart());
+    wait_until("host connected again", || shared.is_connected()).await;
+    let mut watcher = ScriptedEdge::connect(addr, "Site", "Watcher", 0).await;
+    let again = watcher.next_matching("STATE/scada").await;
+    let again = again.state();
+    assert!(
+        again.online,
+        "a new session publishes the STATE birth again"
+    );
+    assert!(again.timestamp >= first.timestamp);
+    host.stop().await.unwrap();
 }

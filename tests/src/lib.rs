@@ -117,6 +117,29 @@ impl Mosquitto {
         self.port
     }
 
+    /// Kills the broker and starts it again on the same port (a broker restart as its
+    /// clients see it), waiting (bounded) until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Command::new(Self::BINARY)
+            .arg("-c")
+            .arg(self._dir.0.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "mosquitto did not accept connections again on port {} within 5 s",
+            self.port
+        );
+    }
+
     /// Kills the broker now (every client connection drops).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

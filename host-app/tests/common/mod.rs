@@ -89,6 +89,7 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    pub qos: QoS,
 }
 
 impl Received {
@@ -98,6 +99,16 @@ impl Received {
 
     pub fn state(&self) -> State {
         State::parse(&self.payload).unwrap()
+    }
+
+    /// Checks what Sparkplug requires of every NCMD/DCMD payload: a timestamp, no seq, not
+    /// retained. (QoS 0 is checked through Mosquitto: the embedded broker delivers at the
+    /// subscription's QoS, see `host_app::broker`.)
+    pub fn assert_command_form(&self) {
+        let p = self.sparkplug();
+        assert!(p.timestamp.is_some(), "{}: no timestamp", self.topic);
+        assert_eq!(p.seq, None, "{}: commands carry no seq", self.topic);
+        assert!(!self.retain, "{}", self.topic);
     }
 }
 
@@ -160,6 +171,7 @@ impl ScriptedEdge {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            qos: p.qos,
                         });
                     }
                     Ok(_) => {}
