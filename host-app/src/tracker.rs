@@ -382,8 +382,10 @@ impl Tracker {
             return; // never born: nothing to mark
         };
         let bd_seq = BdSeq::from_payload(payload).ok();
-        if node.state == Liveness::Offline || (bd_seq.is_some() && bd_seq != node.bd_seq) {
-            // The will of an older session, delivered after the node was born again.
+        let mismatch = bd_seq.is_some() && node.bd_seq.is_some() && bd_seq != node.bd_seq;
+        if node.state == Liveness::Offline || mismatch {
+            // The will of an older session, delivered after the node was born again (a
+            // birth without bdSeq cannot be matched: its death is taken as it comes).
             self.stats.stale_deaths_ignored += 1;
             return;
         }

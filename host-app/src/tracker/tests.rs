@@ -401,3 +401,14 @@ fn birth_value_is_current_even_when_older_than_the_payload() {
     assert_eq!(count.value, Some(SampleValue::I64(7)));
     assert_eq!(count.ts, T0 - 5);
 }
+
+#[test]
+fn ndeath_after_a_birth_without_bdseq_is_taken() {
+    let mut h = Harness::new();
+    let p = Payload::new(T0)
+        .with_seq(Seq::new(0))
+        .with_metric(Metric::new("Temp", 1.0f64));
+    h.send(MessageType::NBirth, None, p, T0);
+    h.send(MessageType::NDeath, None, ndeath(9), T0 + 50);
+    assert_eq!(h.node().state, Liveness::Offline);
+}
