@@ -505,6 +505,50 @@ impl Api {
         Ok((status, body))
     }
 
+    /// Reads `/api/events` (server-sent events) until an event `accept` takes, at most
+    /// `timeout`; the event's JSON, or why there is none.
+    pub fn wait_event(
+        &self,
+        timeout: Duration,
+        accept: impl Fn(&Json) -> bool,
+    ) -> Result<Json, String> {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "GET /api/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            self.addr
+        )
+        .map_err(|e| format!("send GET /api/events: {e}"))?;
+        let deadline = Instant::now() + timeout;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while Instant::now() < deadline {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Err("/api/events: stream ended".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("/api/events: {e}")),
+            }
+            // Chunk-size lines carry no "data:" prefix: skipped like comments.
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            // An event split over two chunks does not parse: skip it, others follow.
+            let Ok(event) = serde_json::from_str::<Json>(data.trim()) else {
+                continue;
+            };
+            if accept(&event) {
+                return Ok(event);
+            }
+        }
+        Err(format!("/api/events: no such event within {timeout:?}"))
+    }
+
     /// GET `path`, expecting 200 and JSON.
     pub fn get(&self, path: &str) -> Result<Json, String> {
         let (status, body) = self.request("GET", path, "")?;

@@ -120,6 +120,19 @@ fn plant_values_reach_the_host_tree_and_history() {
 
     let points = wait_rising_history(&api, "e2e/gw-1/compressor:Run Seconds", started, 3);
     check_history(&points, started);
+    // The live stream carries the same values as they change.
+    let event = api
+        .wait_event(WAIT, |e| {
+            e["type"] == "value" && e["device"] == "tank-farm" && e["metric"] == "Tank 1/Level"
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(event["group"], GROUP);
+    assert_eq!(event["node"], NODE);
+    assert_eq!(event["quality"], 192);
+    assert_eq!(event["is_historical"], false);
+    let level = event["value"].as_f64().expect("level value");
+    assert!((0.0..=5.0).contains(&level), "tank level {level} m");
+
     let level = api.history("e2e/gw-1/tank-farm:Tank 1/Level", started, now_ms() + 1);
     assert!(
         !level["points"].as_array().expect("points").is_empty(),
