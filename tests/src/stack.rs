@@ -7,7 +7,8 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
@@ -706,6 +707,7 @@ impl Message {
 pub struct Watcher {
     client: Client,
     messages: mpsc::Receiver<Message>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -719,8 +721,10 @@ impl Watcher {
             .unwrap_or_else(|e| panic!("subscribe {filter}: {e}"));
         let (tx, messages) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         std::thread::spawn(move || {
-            loop {
+            while !stopped.load(Ordering::Acquire) {
                 match connection.recv_timeout(Duration::from_millis(200)) {
                     Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
                         let _ = ready_tx.send(());
@@ -746,7 +750,11 @@ impl Watcher {
         ready
             .recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("no SUBACK for {filter} within {WAIT:?}"));
-        Watcher { client, messages }
+        Watcher {
+            client,
+            messages,
+            stop,
+        }
     }
 
     /// The next message `pred` accepts, within `timeout`; panics naming `what` otherwise.
@@ -787,6 +795,7 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
         let _ = self.client.disconnect();
     }
 }
