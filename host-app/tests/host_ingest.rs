@@ -61,10 +61,13 @@ async fn wait_speed(host: &Host, value: i64) {
     .await;
 }
 
-/// A Speed sample; its timestamp is offset past the birth and by the value so that samples
-/// sent within one millisecond stay distinct (history keeps one per metric and timestamp).
+/// A Speed sample whose timestamp is fixed by its value, past the birth: samples sent in
+/// any order within one millisecond stay distinct (history keeps one per metric and
+/// timestamp).
 fn speed(value: i32) -> Metric {
-    let mut m = Metric::aliased(2, value).with_timestamp(now() + 10_000 + value as u64);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| now() + 600_000); // after any birth of this run
+    let mut m = Metric::aliased(2, value).with_timestamp(base + value as u64);
     m.datatype = None; // DATA usually leaves the datatype to the birth
     m
 }
