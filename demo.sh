@@ -37,6 +37,9 @@ mkdir -p "$state_dir"
 logs="$state_dir/logs"
 mkdir -p "$logs"
 
+# Plain logs: they go to files.
+export NO_COLOR=1
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -46,7 +49,9 @@ stop() {
   for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
   echo "stopped; history and logs stay in $state_dir"
 }
-trap stop INT TERM EXIT
+# Ctrl-C (or SIGTERM) is the normal way out: stop everything and exit 0.
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 # The plant picks its own port and says which.
 "$bin/plant-sim" --listen 127.0.0.1:0 >"$logs/plant-sim.out" 2>"$logs/plant-sim.log" &
@@ -89,6 +94,6 @@ The demo is running (Ctrl-C stops it):
 MSG
 
 # Ends when any part stops by itself (or on Ctrl-C through the trap).
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" || true
 echo "demo.sh: a part stopped by itself; see $logs" >&2
 exit 1

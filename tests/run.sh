@@ -36,5 +36,9 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The end-to-end tests run the binaries as child processes: build them first, fresh.
+say "cargo build (binaries)"
+cargo build --workspace --bins --locked
+
 say "cargo test"
 cargo test --workspace --locked

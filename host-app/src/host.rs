@@ -29,6 +29,9 @@ pub enum HostError {
     Api(#[from] ApiError),
 }
 
+/// How long the embedded broker keeps delivering after the session's STATE offline.
+const EMBEDDED_BROKER_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A running host.
 pub struct Host {
     broker: Broker,
@@ -138,6 +141,11 @@ impl Host {
         self.session_stop.cancel();
         let _ = self.session.await;
         let stats = stop_storage(&self.writer, self.writer_task, self.retention).await;
+        if self.broker.embedded().is_some() {
+            // The STATE offline is acknowledged once rumqttd has it, not once it reached
+            // the edge nodes, and rumqttd has no drain: let it deliver before closing.
+            tokio::time::sleep(EMBEDDED_BROKER_DRAIN).await;
+        }
         self.broker.stop().await;
         stats
     }

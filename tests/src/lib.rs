@@ -2,8 +2,10 @@
 //! independent implementations (Python tools in the project's venv) they talk to.
 
 pub mod linksim;
+pub mod mqtt_proxy;
 pub mod pki;
 pub mod process;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,9 +1,9 @@
 //! The project's own binaries as child processes: started with piped output that the
 //! test can wait on line by line, stopped with SIGTERM or SIGKILL, never left behind.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,14 +32,29 @@ pub struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stdin: Option<ChildStdin>,
 }
 
 impl Proc {
     /// Starts `cmd` with stdin null and both outputs captured.
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    pub fn spawn(name: &str, cmd: Command) -> Proc {
+        Self::start(name, cmd, false)
+    }
+
+    /// Like [`Proc::spawn`], with stdin piped for [`Proc::send_line`] (e.g. `plant-sim`'s
+    /// fault commands).
+    pub fn spawn_with_stdin(name: &str, cmd: Command) -> Proc {
+        Self::start(name, cmd, true)
+    }
+
+    fn start(name: &str, mut cmd: Command, piped_stdin: bool) -> Proc {
+        cmd.stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout piped");
@@ -58,32 +73,85 @@ impl Proc {
                 }
             });
         }
+        let stdin = child.stdin.take();
         Proc {
             name: name.to_owned(),
             child,
             lines,
             seen: Vec::new(),
+            stdin,
+        }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one line to the child's stdin (started with [`Proc::spawn_with_stdin`]).
+    pub fn send_line(&mut self, line: &str) {
+        let name = &self.name;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{name}: started without a piped stdin"));
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{name}: write {line:?} to stdin: {e}"));
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`...) to the child.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "{}: kill -{signal} failed",
+            self.name
+        );
+    }
+
+    /// Waits up to `timeout` for the child to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Waits (at most `timeout`) for an output line that `pred` accepts, and returns it.
     pub fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.try_wait_for_line(timeout, pred).unwrap_or_else(|| {
+            panic!(
+                "{}: no expected line within {timeout:?}; output so far:\n{}",
+                self.name,
+                self.seen.join("\n")
+            )
+        })
+    }
+
+    /// [`Proc::wait_for_line`], `None` when no such line comes in time.
+    pub fn try_wait_for_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = pred(&line);
-                    self.seen.push(line.clone());
-                    if hit {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no expected line within {timeout:?}; output so far:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
+            let line = self.lines.recv_timeout(left).ok()?;
+            let hit = pred(&line);
+            self.seen.push(line.clone());
+            if hit {
+                return Some(line);
             }
         }
     }
@@ -102,15 +170,11 @@ impl Proc {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = self.wait_exit(timeout);
+        if status.is_none() {
+            self.kill();
         }
-        self.kill();
-        None
+        status
     }
 
     /// SIGKILL (a crash as the operating system sees one), and reaps the child.
