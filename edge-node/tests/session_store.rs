@@ -267,3 +267,75 @@ async fn samples_while_the_primary_host_is_offline_are_replayed_historical() {
     node.shutdown().await.unwrap();
     plant.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
+    let broker = start_rumqttd();
+    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+        .await
+        .unwrap();
+    let plant = start_plant().await;
+    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_store(
+        node_config(&Setup {
+            servers: &[link.addr().port()],
+            modbus_port: plant.local_addr().port(),
+            sparkplug_extra: "",
+        }),
+        dir.path(),
+    );
+    // A slow replay (a few small batches a second), so the kill lands in the middle.
+    if let Some(store) = config.store.as_mut() {
+        store.replay_bytes_per_s = 300;
+    }
+    // The first node runs on its own runtime: shutting that down drops the node where it
+    // stands, with no NDEATH, no store close and no ack of the batch in flight.
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = {
+        let _inside = doomed.enter();
+        EdgeNode::start(config.clone()).unwrap()
+    };
+    let mut counter = Counter::default();
+    rec.until("DBIRTH", |m| {
+        counter.take(m);
+        m.kind() == "DBIRTH"
+    })
+    .await;
+    count(&plant, 1..=2).await;
+    link.cut();
+    count(&plant, 3..=16).await;
+    link.restore();
+    rec.until("the first historical sample", |m| {
+        counter.take(m);
+        !counter.historical.is_empty()
+    })
+    .await;
+    doomed.shutdown_background();
+    drop(first);
+    let before = counter.historical_values();
+    let outage: BTreeSet<u16> = (3..=15).collect();
+    assert!(
+        !outage.is_subset(&before),
+        "replay finished before the kill; the test proves nothing: {before:?}"
+    );
+
+    let second = EdgeNode::start(config).unwrap();
+    count(&plant, 17..=18).await;
+    let want: BTreeSet<u16> = (1..=18).collect();
+    collect_until(&mut rec, &mut counter, &want).await;
+    // Everything stored arrived historical, before or after the kill (the batch in
+    // flight may have come twice).
+    assert!(
+        outage.is_subset(&counter.historical_values()),
+        "historical {:?}",
+        counter.historical
+    );
+    second.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+}
