@@ -30,8 +30,8 @@ pub struct Forwarder {
     scratch: Vec<StoredSample>,
     /// Stored samples published historical since start.
     replayed: u64,
-    /// Appends and acks the store refused.
-    errors: u64,
+    /// Samples whose append the store refused (lost).
+    refused: u64,
     logged_depth: u64,
     logged_dropped: u64,
 }
@@ -60,7 +60,7 @@ impl Forwarder {
             started: Instant::now(),
             scratch: Vec::with_capacity(config.batch_size),
             replayed: 0,
-            errors: 0,
+            refused: 0,
             logged_depth: depth,
             logged_dropped: 0,
             store,
@@ -107,7 +107,7 @@ impl Forwarder {
 
     fn append_scratch(&mut self) {
         if let Err(e) = self.store.append(&self.scratch) {
-            self.errors += self.scratch.len() as u64;
+            self.refused += self.scratch.len() as u64;
             error!(error = %e, samples = self.scratch.len(), "samples not stored: lost");
         }
         self.scratch.clear();
@@ -134,10 +134,7 @@ impl Forwarder {
         if let Some(id) = batch.id() {
             match self.store.ack(id) {
                 Ok(n) => self.replayed += n,
-                Err(e) => {
-                    self.errors += 1;
-                    error!(error = %e, "replayed batch not acked: it will be sent again");
-                }
+                Err(e) => error!(error = %e, "replayed batch not acked: it will be sent again"),
             }
         }
         self.log_changes();
@@ -166,7 +163,7 @@ impl Forwarder {
     }
 
     fn dropped(&self) -> u64 {
-        self.store.dropped() + self.window.evicted_by_count() + self.errors
+        self.store.dropped() + self.window.evicted_by_count() + self.refused
     }
 
     fn log_changes(&mut self) {

@@ -631,17 +631,23 @@ impl EdgeNode {
                     return Ok(());
                 }
                 let name = self.catalog.device_name(d).to_owned();
-                self.publisher
+                let sent = self
+                    .publisher
                     .publish(
                         link,
                         MessageType::DData,
                         Some(&name),
                         Catalog::ddata(report, now),
                     )
-                    .await?;
+                    .await;
                 if let Some(f) = self.forwarder.as_mut() {
-                    f.published_live(report, self.publisher.last_payload_len(), now);
+                    match &sent {
+                        Ok(()) => f.published_live(report, self.publisher.last_payload_len(), now),
+                        // The MQTT client refused it: the scan is kept, not lost.
+                        Err(_) => f.keep(report),
+                    }
                 }
+                sent?;
                 // Live first, then what the link share leaves for history.
                 self.replay(link).await
             }
