@@ -339,3 +339,68 @@ async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
     link.shutdown().await;
     plant.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_of_a_device_offline_at_reconnect_wait_for_its_dbirth() {
+    let broker = start_rumqttd();
+    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+        .await
+        .unwrap();
+    let plant = start_plant().await;
+    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_store(
+        node_config(&Setup {
+            servers: &[link.addr().port()],
+            modbus_port: plant.local_addr().port(),
+            sparkplug_extra: "",
+        }),
+        dir.path(),
+    );
+    let node = EdgeNode::start(config).unwrap();
+    let mut counter = Counter::default();
+    rec.until("DBIRTH", |m| {
+        counter.take(m);
+        m.kind() == "DBIRTH"
+    })
+    .await;
+    link.cut();
+    count(&plant, 1..=6).await;
+    // The device dies during the outage (one failed poll marks it offline).
+    plant.stop_listening().await;
+    plant.drop_connections();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    link.restore();
+    rec.until("NBIRTH after the outage", |m| {
+        counter.take(m);
+        m.kind() == "NBIRTH"
+    })
+    .await;
+    // No DBIRTH for the dead device, so none of its history either.
+    for m in rec.drain_for(Duration::from_secs(1)).await {
+        counter.take(&m);
+        assert_ne!(m.kind(), "DBIRTH", "the device is offline");
+        assert_ne!(m.kind(), "DDATA", "DDATA for a device without a birth");
+    }
+    // (The register's starting 0, read before the first births, may have been replayed.)
+    assert!(
+        counter.historical_values().iter().all(|&v| v == 0),
+        "{:?}",
+        counter.historical
+    );
+
+    plant.start_listening().await.unwrap();
+    let want: BTreeSet<u16> = (1..=6).collect();
+    collect_until(&mut rec, &mut counter, &want).await;
+    // 6 may come live in the DBIRTH; the rest only from the store.
+    let stored: BTreeSet<u16> = (1..=5).collect();
+    assert!(
+        stored.is_subset(&counter.historical_values()),
+        "historical {:?}",
+        counter.historical
+    );
+    counter.assert_historical_once_in_order();
+    node.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+}
