@@ -16,7 +16,7 @@ use crate::store::{Batch, ReplayPacer, SentWindow, Store, StoreConfig, StoreErro
 
 use super::catalog::millis;
 
-/// Depth changes smaller than this (and no new drops) are not logged.
+/// Depth and drop count changes smaller than this are not logged.
 const DEPTH_LOG_STEP: u64 = 1_000;
 
 /// The node's store, sent window and replay pacer.
@@ -169,13 +169,10 @@ impl Forwarder {
     fn log_changes(&mut self) {
         let depth = self.store.depth();
         let dropped = self.dropped();
-        if dropped != self.logged_dropped {
-            warn!(
-                dropped,
-                new = dropped - self.logged_dropped,
-                depth,
-                "store dropped samples"
-            );
+        // The first drop, then every DEPTH_LOG_STEP more: a full store drops each scan.
+        let new_drops = dropped.saturating_sub(self.logged_dropped);
+        if new_drops > 0 && (self.logged_dropped == 0 || new_drops >= DEPTH_LOG_STEP) {
+            warn!(dropped, new = new_drops, depth, "store dropped samples");
             self.logged_dropped = dropped;
             self.logged_depth = depth;
         } else if depth.abs_diff(self.logged_depth) >= DEPTH_LOG_STEP
