@@ -193,3 +193,63 @@ fn stored(device: DeviceId, s: &crate::modbus::Sample) -> StoredSample {
         quality: s.quality,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::modbus::{Quality, Sample, TagId, Value};
+
+    fn report(values: &[u16], at_ms: u64) -> Report {
+        Report {
+            device: DeviceId(0),
+            scan_class: Some(0),
+            samples: values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| Sample {
+                    tag: TagId(i as u32),
+                    value: Value::U16(v),
+                    quality: Quality::Good,
+                    timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn kept_and_lost_live_samples_replay_once_and_empty_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("q.sqlite"),
+            batch_size: 2,
+            replay_bytes_per_s: 1_000_000,
+            ..StoreConfig::default()
+        };
+        let mut f = Forwarder::open(&config).unwrap();
+        let now = millis(SystemTime::now());
+        // Two samples went out live just before the link died, three more while it was down.
+        f.published_live(&report(&[1, 2], now), 40, now);
+        f.link_lost();
+        f.keep(&report(&[3, 4, 5], now + 100));
+        assert_eq!(f.stats(now + 200).depth, 5);
+        assert!(f.stats(now + 200).oldest_age_ms >= 200);
+
+        // The pacer's bucket starts empty: let it fill a little.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut replayed = Vec::new();
+        for _ in 0..10 {
+            let Some(batch) = f.next_batch() else { break };
+            replayed.extend(batch.samples().iter().map(|s| s.value.clone()));
+            f.replayed(&batch, 50);
+        }
+        let want: Vec<Value> = [1, 2, 3, 4, 5].into_iter().map(Value::U16).collect();
+        assert_eq!(replayed, want);
+        let stats = f.stats(now + 300);
+        assert_eq!((stats.depth, stats.replayed, stats.dropped), (0, 5, 0));
+        // The window was drained: a second loss stores nothing again.
+        f.link_lost();
+        assert_eq!(f.stats(now + 300).depth, 0);
+    }
+}
