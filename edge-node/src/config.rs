@@ -29,6 +29,7 @@ use serde::Deserialize;
 use sparkplug::topic::{IdPart, validate_id};
 
 use crate::modbus::{self, ModbusConfig, Site};
+use crate::store::{ConfigError as StoreConfigError, StoreConfig};
 
 /// A checked configuration, ready to run.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct Config {
     pub mqtt: MqttSettings,
     pub modbus: ModbusConfig,
     pub site: Site,
+    /// Store-and-forward; `None` loses data the link cannot take (no `[store]` table).
+    pub store: Option<StoreConfig>,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -168,6 +171,7 @@ struct Document {
     #[serde(default)]
     #[allow(dead_code)]
     modbus: Option<toml::Table>,
+    store: Option<StoreConfig>,
 }
 
 #[derive(Deserialize)]
@@ -250,13 +254,14 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let (sparkplug, mqtt) = parse_sections(&text, &shown, base)?;
+        let (sparkplug, mqtt, store) = parse_sections(&text, &shown, base)?;
         let (modbus, site) = ModbusConfig::load(path)?;
         let config = Config {
             sparkplug,
             mqtt,
             modbus,
             site,
+            store,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -264,7 +269,7 @@ impl Config {
 
     /// Checks a document already in memory (the Modbus part must not name tag files).
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let (sparkplug, mqtt) = parse_sections(text, "<config>", base)?;
+        let (sparkplug, mqtt, store) = parse_sections(text, "<config>", base)?;
         let modbus = ModbusConfig::from_toml(text, "<config>")?;
         let site = modbus.validate()?;
         let config = Config {
@@ -272,6 +277,7 @@ impl Config {
             mqtt,
             modbus,
             site,
+            store,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -305,7 +311,7 @@ fn parse_sections(
     text: &str,
     shown: &str,
     base: &Path,
-) -> Result<(SparkplugSettings, MqttSettings), ConfigError> {
+) -> Result<(SparkplugSettings, MqttSettings, Option<StoreConfig>), ConfigError> {
     let doc: Document = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: shown.to_owned(),
         message: e.to_string(),
@@ -313,11 +319,25 @@ fn parse_sections(
     let mut problems = Vec::new();
     let sparkplug = check_sparkplug(doc.sparkplug, base, &mut problems);
     let mqtt = check_mqtt(doc.mqtt, &sparkplug.edge_node_id, base, &mut problems);
+    let store = doc.store.map(|s| check_store(s, base, &mut problems));
     if problems.is_empty() {
-        Ok((sparkplug, mqtt))
+        Ok((sparkplug, mqtt, store))
     } else {
         Err(ConfigError::Invalid(problems))
     }
+}
+
+/// The store's own checks, its path taken relative to the config file.
+fn check_store(mut s: StoreConfig, base: &Path, problems: &mut Vec<Problem>) -> StoreConfig {
+    s.path = relative(base, s.path);
+    match s.validate() {
+        Ok(()) => {}
+        Err(StoreConfigError::Invalid { key, reason }) => {
+            problem(problems, format!("store.{key}"), reason);
+        }
+        Err(e) => problem(problems, "store", e.to_string()),
+    }
+    s
 }
 
 fn problem(problems: &mut Vec<Problem>, key: impl Into<String>, message: impl Into<String>) {
@@ -687,5 +707,25 @@ url = "mqtts://secure:8883"
             panic!("expected problems, got {e}");
         };
         assert_eq!(problems[0].key, "modbus.devices[0].name");
+    }
+
+    #[test]
+    fn store_table_is_optional_and_checked_by_key() {
+        let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.store, None);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{GOOD}\n[store]\npath = \"q.sqlite\"\nbatch_size = 50\n");
+        let c = Config::from_toml(&text, dir.path()).unwrap();
+        let store = c.store.unwrap();
+        assert_eq!(store.path, dir.path().join("q.sqlite"));
+        assert_eq!(store.batch_size, 50);
+        let text = format!("{GOOD}\n[store]\nbatch_size = 0\n");
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml(&text, Path::new(".")) else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems[0].key, "store.batch_size");
+        let text = format!("{GOOD}\n[store]\nbatch_sise = 5\n");
+        let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("batch_sise"), "{e}");
     }
 }

@@ -79,3 +79,16 @@ fn example_config_and_csv_load() {
     again.attach_rows(rows).unwrap();
     assert_eq!(again.validate().unwrap().tags.len(), site.tags.len());
 }
+
+#[test]
+fn example_config_store_section_is_accepted() {
+    // Only the site files the example names under /etc are missing here; a [store]
+    // problem would be listed among them (or refuse the whole document).
+    let Err(edge_node::config::ConfigError::Invalid(problems)) =
+        edge_node::Config::load(&example())
+    else {
+        panic!("expected only the missing /etc files");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["mqtt.password_file", "mqtt.servers[0].ca_file"]);
+}

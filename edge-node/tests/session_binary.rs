@@ -45,7 +45,8 @@ type = "u16"
 fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, config_text(1883, 502)).unwrap();
+    let store = "\n[store]\npath = \"store.sqlite\"\nbatch_size = 100\n";
+    std::fs::write(&good, config_text(1883, 502) + store).unwrap();
     let out = Command::new(BINARY)
         .args(["check-config"])
         .arg(&good)

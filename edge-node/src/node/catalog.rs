@@ -131,6 +131,11 @@ impl Catalog {
         (0..self.online.len()).filter(|&d| self.online[d])
     }
 
+    /// The device is online (born, once the node has births on a link).
+    pub fn is_online(&self, device: usize) -> bool {
+        self.online.get(device).copied().unwrap_or(false)
+    }
+
     pub fn device_name(&self, device: usize) -> &str {
         &self.site.devices[device].name
     }

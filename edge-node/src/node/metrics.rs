@@ -1,8 +1,10 @@
 //! The node's own metrics: Node Control, Properties and the health counters a host
-//! can trend (link, traffic, polling, store-and-forward depth). All are in NBIRTH;
+//! can trend (link, traffic, polling, store-and-forward queue). All are in NBIRTH;
 //! NDATA carries those that changed since they were last sent.
 
 use sparkplug::{Metric, Payload, Value};
+
+use super::forwarder::ForwarderStats;
 
 /// The Rebirth request: Boolean, no alias (hosts send it by name).
 pub const REBIRTH: &str = "Node Control/Rebirth";
@@ -19,9 +21,15 @@ pub const BYTES_RECEIVED: &str = "Link/Bytes Received";
 pub const MESSAGES_PUBLISHED: &str = "Link/Messages Published";
 pub const POLL_ERRORS: &str = "Modbus/Poll Errors";
 pub const STORE_DEPTH: &str = "Store/Depth";
+/// Samples lost to the store's caps, the sent window's bound or refused appends.
+pub const STORE_DROPPED: &str = "Store/Dropped";
+/// Age of the oldest stored sample, ms (0 when empty).
+pub const STORE_OLDEST_AGE: &str = "Store/Oldest Age";
+/// Stored samples published historical since start; its slope is the replay rate.
+pub const STORE_REPLAYED: &str = "Store/Replayed";
 
 /// The node metrics with aliases, in birth order (Rebirth, alias-less, comes first).
-const ALIASED: [&str; 13] = [
+const ALIASED: [&str; 16] = [
     NEXT_SERVER,
     REBOOT,
     SCAN_RATE,
@@ -35,6 +43,9 @@ const ALIASED: [&str; 13] = [
     MESSAGES_PUBLISHED,
     POLL_ERRORS,
     STORE_DEPTH,
+    STORE_DROPPED,
+    STORE_OLDEST_AGE,
+    STORE_REPLAYED,
 ];
 
 /// The alias of a node metric (1-based position), `None` for Rebirth and unknown names.
@@ -63,11 +74,11 @@ pub struct NodeStatus {
     pub bytes_received: u64,
     pub messages_published: u64,
     pub poll_errors: u64,
-    pub store_depth: u64,
+    pub store: ForwarderStats,
 }
 
 impl NodeStatus {
-    fn values(&self) -> [Value; 13] {
+    fn values(&self) -> [Value; 16] {
         [
             Value::Boolean(false),
             Value::Boolean(false),
@@ -81,7 +92,10 @@ impl NodeStatus {
             Value::UInt64(self.bytes_received),
             Value::UInt64(self.messages_published),
             Value::UInt64(self.poll_errors),
-            Value::UInt64(self.store_depth),
+            Value::UInt64(self.store.depth),
+            Value::UInt64(self.store.dropped),
+            Value::UInt64(self.store.oldest_age_ms),
+            Value::UInt64(self.store.replayed),
         ]
     }
 }
@@ -89,7 +103,7 @@ impl NodeStatus {
 /// Remembers what was last sent, to send only changes.
 #[derive(Debug, Default)]
 pub struct NodeMetrics {
-    sent: Option<[Value; 13]>,
+    sent: Option<[Value; 16]>,
 }
 
 impl NodeMetrics {
@@ -143,7 +157,7 @@ mod tests {
             bytes_received: 5,
             messages_published: 1,
             poll_errors: 0,
-            store_depth: 0,
+            store: ForwarderStats::default(),
         }
     }
 
@@ -152,7 +166,7 @@ mod tests {
         let mut m = NodeMetrics::default();
         let mut birth = Payload::new(1);
         m.birth(&status(), 1, &mut birth);
-        assert_eq!(birth.metrics.len(), 14);
+        assert_eq!(birth.metrics.len(), 17);
         let rebirth = birth.metric(REBIRTH).unwrap();
         assert_eq!(rebirth.alias, None);
         assert_eq!(rebirth.typed_value(), Some(&Value::Boolean(false)));

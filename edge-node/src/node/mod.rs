@@ -10,12 +10,14 @@
 //!
 //! - [`catalog`]: tags, aliases and device payloads;
 //! - [`metrics`]: the node's own metrics; [`commands`]: NCMD/DCMD decoding;
-//! - [`publisher`]: seq, encoding, the seam for store-and-forward;
+//! - [`publisher`]: seq, encoding; [`forwarder`]: store-and-forward (DDATA kept while
+//!   the link is down or the primary host offline, replayed historical after births);
 //! - [`bdseq`]: the bdSeq state file.
 
 pub mod bdseq;
 pub mod catalog;
 pub mod commands;
+pub mod forwarder;
 pub mod metrics;
 pub mod publisher;
 
@@ -31,10 +33,11 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::Config;
 use crate::link::{Backoff, ByteCounters, Link, LinkEvent, startup_delay};
-use crate::modbus::{Acquisition, AcquisitionHandle, AcquisitionOptions, Event, Site};
+use crate::modbus::{Acquisition, AcquisitionHandle, AcquisitionOptions, DeviceId, Event, Site};
 use bdseq::BdSeqStore;
 use catalog::{Catalog, Change, millis};
 use commands::NodeCommand;
+use forwarder::Forwarder;
 use metrics::{NodeMetrics, NodeStatus};
 use publisher::{PublishCounters, PublishError, Publisher};
 
@@ -45,11 +48,23 @@ const MAX_WRITES_IN_FLIGHT: usize = 64;
 /// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// How often stored samples are offered for replay when no scan brings live data.
+const REPLAY_PERIOD: Duration = Duration::from_millis(200);
+
+/// Replay batches published at most per scan or replay tick, so commands and live data
+/// are served in between even on a fast link.
+const REPLAY_BATCHES_PER_TICK: usize = 8;
+
 /// Why the edge node could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("the edge node task failed: {0}")]
     Task(String),
+    #[error("store `{path}`: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
 }
 
 /// A running edge node: stop it with [`NodeHandle::shutdown`].
@@ -117,6 +132,8 @@ pub struct EdgeNode {
     host_online_here: bool,
     last_rebirth: Option<Instant>,
     writes_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Store-and-forward, when the configuration has a `[store]` table.
+    forwarder: Option<Forwarder>,
 }
 
 impl EdgeNode {
@@ -130,6 +147,13 @@ impl EdgeNode {
                 BdSeqStore::starting_over(path.clone())
             }),
             None => BdSeqStore::in_memory(),
+        };
+        let forwarder = match &config.store {
+            Some(store) => Some(Forwarder::open(store).map_err(|source| NodeError::Store {
+                path: store.path.display().to_string(),
+                source,
+            })?),
+            None => None,
         };
         let (acquisition, events) =
             Acquisition::start(config.site.clone(), AcquisitionOptions::default());
@@ -156,6 +180,7 @@ impl EdgeNode {
             host_online_here: false,
             last_rebirth: None,
             writes_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
+            forwarder,
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -210,7 +235,7 @@ impl EdgeNode {
             tokio::select! {
                 _ = cancel.cancelled() => return false,
                 _ = &mut deadline => return true,
-                Some(event) = self.events.recv() => { self.catalog.apply(&event); }
+                Some(event) = self.events.recv() => { self.absorb(&event); }
             }
         }
     }
@@ -271,6 +296,8 @@ impl EdgeNode {
         // The first check is one period after the connect, not at once.
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut replay_tick = tokio::time::interval(REPLAY_PERIOD);
+        replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Ending::Shutdown,
@@ -292,12 +319,25 @@ impl EdgeNode {
                     }
                 }
                 _ = tick.tick() => {
+                    if let Some(f) = self.forwarder.as_mut() {
+                        f.expire(millis(SystemTime::now()));
+                    }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
+                        break Ending::Lost(e.to_string());
+                    }
+                }
+                _ = replay_tick.tick(), if phase == Phase::Born && self.forwarder.is_some() => {
+                    if let Err(e) = self.replay(&link).await {
                         break Ending::Lost(e.to_string());
                     }
                 }
             }
         };
+        if matches!(ending, Ending::Lost(_) | Ending::NextServer)
+            && let Some(f) = self.forwarder.as_mut()
+        {
+            f.link_lost();
+        }
         match &ending {
             Ending::Lost(_) => link.abort(),
             _ if phase == Phase::Connecting => link.abort(),
@@ -571,13 +611,18 @@ impl EdgeNode {
         event: Event,
         phase: Phase,
     ) -> Result<(), PublishError> {
-        let change = self.catalog.apply(&event);
         if phase != Phase::Born {
+            self.absorb(&event);
             return Ok(());
         }
+        let change = self.catalog.apply(&event);
         let now = millis(SystemTime::now());
         match change {
-            Change::Born(d) => self.publish_dbirth(link, d, now).await,
+            Change::Born(d) => {
+                self.publish_dbirth(link, d, now).await?;
+                // Samples held for this device may go now.
+                self.replay(link).await
+            }
             Change::Data(d) => {
                 let Event::Data(report) = &event else {
                     return Ok(());
@@ -586,14 +631,25 @@ impl EdgeNode {
                     return Ok(());
                 }
                 let name = self.catalog.device_name(d).to_owned();
-                self.publisher
+                let sent = self
+                    .publisher
                     .publish(
                         link,
                         MessageType::DData,
                         Some(&name),
                         Catalog::ddata(report, now),
                     )
-                    .await
+                    .await;
+                if let Some(f) = self.forwarder.as_mut() {
+                    match &sent {
+                        Ok(()) => f.published_live(report, self.publisher.last_payload_len(), now),
+                        // The MQTT client refused it: the scan is kept, not lost.
+                        Err(_) => f.keep(report),
+                    }
+                }
+                sent?;
+                // Live first, then what the link share leaves for history.
+                self.replay(link).await
             }
             Change::Died(d) => {
                 let name = self.catalog.device_name(d).to_owned();
@@ -603,6 +659,81 @@ impl EdgeNode {
                     .await
             }
         }
+    }
+
+    /// A device event while there are no births on a link (link down, connecting,
+    /// primary host offline): the catalog takes it, and its samples are kept for replay.
+    /// Offline reports are not kept: their device is dead, and DDEATH says so.
+    fn absorb(&mut self, event: &Event) {
+        self.catalog.apply(event);
+        if let (Some(f), Event::Data(report) | Event::Online(report)) =
+            (self.forwarder.as_mut(), event)
+        {
+            f.keep(report);
+        }
+    }
+
+    /// Publishes stored samples as historical DDATA while the pacer allows, one DDATA
+    /// per device in each batch, and acks each batch once the MQTT client took it.
+    async fn replay(&mut self, link: &Link) -> Result<(), PublishError> {
+        let Some(mut forwarder) = self.forwarder.take() else {
+            return Ok(());
+        };
+        let result = self.replay_with(&mut forwarder, link).await;
+        self.forwarder = Some(forwarder);
+        result
+    }
+
+    async fn replay_with(
+        &mut self,
+        forwarder: &mut Forwarder,
+        link: &Link,
+    ) -> Result<(), PublishError> {
+        let mut devices: Vec<DeviceId> = Vec::new();
+        for _ in 0..REPLAY_BATCHES_PER_TICK {
+            let Some(batch) = forwarder.next_batch() else {
+                return Ok(());
+            };
+            devices.clear();
+            for s in batch.samples() {
+                if let Some(d) = s.device
+                    && !devices.contains(&d)
+                {
+                    devices.push(d);
+                }
+            }
+            // The device rule of the forwarder module: wait for every device's birth.
+            if batch.samples().iter().any(|s| s.device.is_none())
+                || devices.iter().any(|d| !self.catalog.is_online(d.index()))
+            {
+                debug!("replay waits for a device to be born again");
+                return Ok(());
+            }
+            let now = millis(SystemTime::now());
+            let mut bytes = 0;
+            for &device in &devices {
+                let mut payload = Payload::new(now);
+                payload.metrics.extend(
+                    batch
+                        .samples()
+                        .iter()
+                        .filter(|s| s.device == Some(device))
+                        .map(|s| {
+                            let mut m =
+                                catalog::data_metric(s.alias, &s.value, s.quality, s.timestamp_ms);
+                            m.is_historical = true;
+                            m
+                        }),
+                );
+                let name = self.catalog.device_name(device.index()).to_owned();
+                self.publisher
+                    .publish(link, MessageType::DData, Some(&name), payload)
+                    .await?;
+                bytes += self.publisher.last_payload_len();
+            }
+            forwarder.replayed(&batch, bytes);
+        }
+        Ok(())
     }
 
     async fn publish_dbirth(
@@ -640,7 +771,7 @@ impl EdgeNode {
         }
         self.last_rebirth = Some(Instant::now());
         info!(bd_seq = %bd_seq, "births published");
-        Ok(())
+        self.replay(link).await
     }
 
     async fn publish_node_changes(&mut self, link: &Link) -> Result<(), PublishError> {
@@ -684,7 +815,11 @@ impl EdgeNode {
                 .messages
                 .load(std::sync::atomic::Ordering::Relaxed),
             poll_errors,
-            store_depth: 0,
+            store: self
+                .forwarder
+                .as_ref()
+                .map(|f| f.stats(millis(SystemTime::now())))
+                .unwrap_or_default(),
         }
     }
 }

@@ -1,10 +1,9 @@
 //! The one place every Sparkplug message of the node goes out: it numbers them (seq),
 //! encodes them into a reused buffer and hands them to the link.
 //!
-//! This is the seam for store-and-forward: a durable queue will sit here, between the
-//! node (which only calls [`Publisher`]) and the [`Link`], keeping DATA while the link
-//! is down and replaying it flagged historical. Births and deaths are not queued: they
-//! describe the live session and are rebuilt on each connect.
+//! Store-and-forward (`super::forwarder`) keeps DDATA the link cannot take and replays
+//! it through here, flagged historical. Births and deaths are not queued: they describe
+//! the live session and are rebuilt on each connect.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,6 +118,11 @@ impl Publisher {
             self.counters.messages.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Encoded bytes of the last [`Publisher::publish`], for link-share accounting.
+    pub fn last_payload_len(&self) -> usize {
+        self.buffer.len()
     }
 
     /// Publishes NDEATH at QoS 1 before an intentional disconnect.

@@ -9,10 +9,10 @@
 //! - [`ReplayPacer`]: how many stored bytes may go out now, so that replay only fills
 //!   what live data leaves of the configured link share.
 //!
-//! # How the session's publisher drives it
+//! # How the session drives it
 //!
-//! The publisher owns one `Store`, one `SentWindow` and one `ReplayPacer` (all three
-//! built from [`StoreConfig`]); `now` is wall-clock ms for the store and window, and a
+//! The session's forwarder (`crate::node::forwarder`) owns one `Store`, one `SentWindow`
+//! and one `ReplayPacer` (all three built from [`StoreConfig`]); `now` is wall-clock ms for the store and window, and a
 //! monotonic ms clock for the pacer.
 //!
 //! 1. **Each scan, link up, host online, link confirmed alive:** publish the scan live,

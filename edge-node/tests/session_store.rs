@@ -1,0 +1,406 @@
+//! Store-and-forward in the session: samples the plant produced while the link was down
+//! or the primary host offline arrive later as DDATA flagged is_historical, once each,
+//! in timestamp order, and the node metrics show the queue.
+//!
+//! The plant's `setpoint` register is a counter the test increments, each value held
+//! for three scans, so "nothing missing" is "every counter value arrived".
+
+mod session_support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use edge_node::store::StoreConfig;
+use edge_node::{Config, EdgeNode};
+use session_support::*;
+use sparkplug::{DataType, Payload, State, Value};
+use system_tests::Mosquitto;
+use system_tests::linksim::LinkSim;
+
+/// How long each counter value stays in the register (the scan is 100 ms).
+const HOLD: Duration = Duration::from_millis(300);
+
+fn with_store(mut config: Config, dir: &Path) -> Config {
+    config.store = Some(StoreConfig {
+        path: dir.join("store.sqlite"),
+        // Small batches, so a replay is several publishes.
+        batch_size: 4,
+        replay_bytes_per_s: 20_000,
+        ..StoreConfig::default()
+    });
+    config.sparkplug.metrics_period = Duration::from_millis(200);
+    config
+}
+
+/// Every `setpoint` sample seen in DDATA and DBIRTH, by how it came.
+#[derive(Default)]
+struct Counter {
+    alias: u64,
+    live: BTreeSet<u16>,
+    /// (timestamp, value) of historical samples in arrival order.
+    historical: Vec<(u64, u16)>,
+    /// The `Store/Depth` alias and its last value in NBIRTH or NDATA.
+    depth_alias: u64,
+    depth: Option<u64>,
+}
+
+impl Counter {
+    fn take(&mut self, m: &Seen) {
+        if matches!(m.kind(), "NBIRTH" | "NDATA")
+            && let Some(d) = node_metric(&m.payload(), self.depth_alias)
+        {
+            self.depth = Some(d);
+        }
+        let device_topic = topic(m.kind(), Some(DEVICE));
+        if m.topic != device_topic {
+            return;
+        }
+        let p = m.payload();
+        if m.kind() == "DBIRTH" {
+            self.alias = alias_in(&p, "setpoint");
+        }
+        if !matches!(m.kind(), "DBIRTH" | "DDATA") {
+            return;
+        }
+        for metric in &p.metrics {
+            let ours =
+                metric.alias == Some(self.alias) || metric.name.as_deref() == Some("setpoint");
+            let mut typed = metric.clone();
+            if !ours || typed.resolve(DataType::UInt16).is_err() {
+                continue;
+            }
+            let Some(&Value::UInt16(v)) = typed.typed_value() else {
+                continue;
+            };
+            if metric.is_historical {
+                self.historical.push((metric.timestamp.unwrap_or(0), v));
+            } else {
+                self.live.insert(v);
+            }
+        }
+    }
+
+    fn seen(&self) -> BTreeSet<u16> {
+        let mut all = self.live.clone();
+        all.extend(self.historical.iter().map(|&(_, v)| v));
+        all
+    }
+
+    fn historical_values(&self) -> BTreeSet<u16> {
+        self.historical.iter().map(|&(_, v)| v).collect()
+    }
+
+    /// Each (alias, timestamp) exactly once, in timestamp order.
+    fn assert_historical_once_in_order(&self) {
+        let mut count: HashMap<u64, usize> = HashMap::new();
+        for &(ts, _) in &self.historical {
+            *count.entry(ts).or_default() += 1;
+        }
+        let repeated: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "repeated historical samples: {repeated:?}"
+        );
+        assert!(
+            self.historical.windows(2).all(|w| w[0].0 <= w[1].0),
+            "historical out of order: {:?}",
+            self.historical
+        );
+    }
+}
+
+fn node_metric(p: &Payload, alias: u64) -> Option<u64> {
+    // NDATA carries no datatype: type it as the NBIRTH did.
+    let mut m = p.metrics.iter().find(|m| m.alias == Some(alias))?.clone();
+    m.resolve(DataType::UInt64).ok()?;
+    match m.typed_value() {
+        Some(Value::UInt64(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Reads messages into `counter` until it has seen every value of `want`; panics after
+/// [`WAIT`] naming what is missing.
+async fn collect_until(rec: &mut Recorder, counter: &mut Counter, want: &BTreeSet<u16>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !want.is_subset(&counter.seen()) {
+        let m = tokio::time::timeout_at(deadline, rec.next())
+            .await
+            .unwrap_or_else(|_| {
+                let seen = counter.seen();
+                let missing: Vec<_> = want.difference(&seen).collect();
+                panic!("counter values never arrived: {missing:?}")
+            });
+        counter.take(&m);
+    }
+}
+
+/// Sets the counter to each value in turn, holding it for a few scans.
+async fn count(plant: &edge_node::simulator::PlantServer, values: std::ops::RangeInclusive<u16>) {
+    for v in values {
+        plant.bank(1).unwrap().set_holding_register(0, v).unwrap();
+        tokio::time::sleep(HOLD).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_of_a_link_outage_arrive_historical_once_in_order_and_depth_shows_the_queue() {
+    let broker = start_rumqttd();
+    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+        .await
+        .unwrap();
+    let plant = start_plant().await;
+    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_store(
+        node_config(&Setup {
+            servers: &[link.addr().port()],
+            modbus_port: plant.local_addr().port(),
+            sparkplug_extra: "",
+        }),
+        dir.path(),
+    );
+    let node = EdgeNode::start(config).unwrap();
+    let nbirth = rec.next_kind("NBIRTH").await.payload();
+    let depth_alias = alias_in(&nbirth, "Store/Depth");
+    let mut counter = Counter {
+        depth_alias,
+        ..Counter::default()
+    };
+    counter.take(&rec.next_kind("DBIRTH").await);
+
+    count(&plant, 1..=4).await;
+    link.cut();
+    count(&plant, 5..=20).await;
+    link.restore();
+
+    // The NBIRTH after the outage shows the stored samples, before replay empties it.
+    let again = rec
+        .until("NBIRTH after the outage", |m| {
+            counter.take(m);
+            m.kind() == "NBIRTH"
+        })
+        .await;
+    let depth = node_metric(&again.payload(), depth_alias).unwrap();
+    assert!(depth >= 16, "Store/Depth {depth} after 16 stored scans");
+    count(&plant, 21..=24).await;
+
+    let want: BTreeSet<u16> = (1..=24).collect();
+    collect_until(&mut rec, &mut counter, &want).await;
+    let outage: BTreeSet<u16> = (5..=20).collect();
+    // Value 20 may still be the register's value at the reconnect, so the births
+    // carry it live; every other outage value can only come from the store.
+    let from_store: BTreeSet<u16> = (5..=19).collect();
+    assert!(
+        from_store.is_subset(&counter.historical_values()),
+        "outage values {outage:?}, historical {:?}",
+        counter.historical
+    );
+    counter.assert_historical_once_in_order();
+
+    // Replay done: Store/Depth goes back to 0 in NDATA.
+    if counter.depth != Some(0) {
+        rec.until("Store/Depth 0 in NDATA", |m| {
+            counter.take(m);
+            counter.depth == Some(0)
+        })
+        .await;
+    }
+    node.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+}
+
+const STATE_TOPIC: &str = "spBv1.0/STATE/scada";
+
+fn state(online: bool, timestamp: u64) -> Vec<u8> {
+    State { online, timestamp }.to_json().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_while_the_primary_host_is_offline_are_replayed_historical() {
+    let broker = Mosquitto::start();
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_store(
+        node_config(&Setup {
+            servers: &[broker.port()],
+            modbus_port: plant.local_addr().port(),
+            sparkplug_extra: "primary_host_id = \"scada\"",
+        }),
+        dir.path(),
+    );
+    host.publish(STATE_TOPIC, state(true, 1_000), true).await;
+    let node = EdgeNode::start(config).unwrap();
+    host.next_kind("NBIRTH").await;
+    let mut counter = Counter::default();
+    counter.take(&host.next_kind("DBIRTH").await);
+    count(&plant, 1..=3).await;
+
+    host.publish(STATE_TOPIC, state(false, 2_000), true).await;
+    host.until("NDEATH on host offline", |m| {
+        counter.take(m);
+        m.kind() == "NDEATH"
+    })
+    .await;
+    count(&plant, 4..=12).await;
+    host.publish(STATE_TOPIC, state(true, 3_000), true).await;
+    host.until("NBIRTH on host online", |m| {
+        counter.take(m);
+        m.kind() == "NBIRTH"
+    })
+    .await;
+    count(&plant, 13..=15).await;
+
+    let want: BTreeSet<u16> = (1..=15).collect();
+    collect_until(&mut host, &mut counter, &want).await;
+    // 12 may be live in the DBIRTH; 4..=11 existed only while the host was offline.
+    let offline: BTreeSet<u16> = (4..=11).collect();
+    assert!(
+        offline.is_subset(&counter.historical_values()),
+        "historical {:?}",
+        counter.historical
+    );
+    counter.assert_historical_once_in_order();
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
+    let broker = start_rumqttd();
+    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+        .await
+        .unwrap();
+    let plant = start_plant().await;
+    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_store(
+        node_config(&Setup {
+            servers: &[link.addr().port()],
+            modbus_port: plant.local_addr().port(),
+            sparkplug_extra: "",
+        }),
+        dir.path(),
+    );
+    // A slow replay (a few small batches a second), so the kill lands in the middle.
+    if let Some(store) = config.store.as_mut() {
+        store.replay_bytes_per_s = 300;
+    }
+    // The first node runs on its own runtime: shutting that down drops the node where it
+    // stands, with no NDEATH, no store close and no ack of the batch in flight.
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = {
+        let _inside = doomed.enter();
+        EdgeNode::start(config.clone()).unwrap()
+    };
+    let mut counter = Counter::default();
+    rec.until("DBIRTH", |m| {
+        counter.take(m);
+        m.kind() == "DBIRTH"
+    })
+    .await;
+    count(&plant, 1..=2).await;
+    link.cut();
+    count(&plant, 3..=16).await;
+    link.restore();
+    rec.until("the first historical sample", |m| {
+        counter.take(m);
+        !counter.historical.is_empty()
+    })
+    .await;
+    doomed.shutdown_background();
+    drop(first);
+    let before = counter.historical_values();
+    let outage: BTreeSet<u16> = (3..=15).collect();
+    assert!(
+        !outage.is_subset(&before),
+        "replay finished before the kill; the test proves nothing: {before:?}"
+    );
+
+    let second = EdgeNode::start(config).unwrap();
+    count(&plant, 17..=18).await;
+    let want: BTreeSet<u16> = (1..=18).collect();
+    collect_until(&mut rec, &mut counter, &want).await;
+    // Everything stored arrived historical, before or after the kill (the batch in
+    // flight may have come twice).
+    assert!(
+        outage.is_subset(&counter.historical_values()),
+        "historical {:?}",
+        counter.historical
+    );
+    second.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_of_a_device_offline_at_reconnect_wait_for_its_dbirth() {
+    let broker = start_rumqttd();
+    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+        .await
+        .unwrap();
+    let plant = start_plant().await;
+    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_store(
+        node_config(&Setup {
+            servers: &[link.addr().port()],
+            modbus_port: plant.local_addr().port(),
+            sparkplug_extra: "",
+        }),
+        dir.path(),
+    );
+    let node = EdgeNode::start(config).unwrap();
+    let mut counter = Counter::default();
+    rec.until("DBIRTH", |m| {
+        counter.take(m);
+        m.kind() == "DBIRTH"
+    })
+    .await;
+    link.cut();
+    count(&plant, 1..=6).await;
+    // The device dies during the outage (one failed poll marks it offline).
+    plant.stop_listening().await;
+    plant.drop_connections();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    link.restore();
+    rec.until("NBIRTH after the outage", |m| {
+        counter.take(m);
+        m.kind() == "NBIRTH"
+    })
+    .await;
+    // No DBIRTH for the dead device, so none of its history either.
+    for m in rec.drain_for(Duration::from_secs(1)).await {
+        counter.take(&m);
+        assert_ne!(m.kind(), "DBIRTH", "the device is offline");
+        assert_ne!(m.kind(), "DDATA", "DDATA for a device without a birth");
+    }
+    // (The register's starting 0, read before the first births, may have been replayed.)
+    assert!(
+        counter.historical_values().iter().all(|&v| v == 0),
+        "{:?}",
+        counter.historical
+    );
+
+    plant.start_listening().await.unwrap();
+    let want: BTreeSet<u16> = (1..=6).collect();
+    collect_until(&mut rec, &mut counter, &want).await;
+    // 6 may come live in the DBIRTH; the rest only from the store.
+    let stored: BTreeSet<u16> = (1..=5).collect();
+    assert!(
+        stored.is_subset(&counter.historical_values()),
+        "historical {:?}",
+        counter.historical
+    );
+    counter.assert_historical_once_in_order();
+    node.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+}
