@@ -5,26 +5,12 @@
 mod modbus_support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc as std_mpsc;
 
 use edge_node::modbus::{Acquisition, Event, Quality, Value};
 use modbus_support::{WAIT, layout, site, wait_for};
 use serde_json::Value as Json;
-
-fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let candidate = std::env::var_os("SYSTEM_TESTS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/python"));
-    assert!(
-        candidate.exists(),
-        "no Python for the interop tests: set SYSTEM_TESTS_PYTHON or create {} (bash tests/run.sh does)",
-        candidate.display()
-    );
-    candidate
-}
 
 /// The pymodbus server process, killed by its own pid on drop.
 struct PyServer {
@@ -35,10 +21,7 @@ struct PyServer {
 
 impl PyServer {
     fn start() -> (PyServer, Json) {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/modbus_server.py");
-        let mut child = Command::new(python())
-            .arg(script)
+        let mut child = system_tests::python_command("modbus_server.py")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
 use edge_node::simulator::{BankSizes, Plant, PlantServer, Table as SimTable, UnknownUnitReply};
-use modbus_support::{free_port, site, wait_for};
+use modbus_support::{site, wait_for};
+use system_tests::free_port;
 
 async fn server(unit: u8) -> PlantServer {
     let mut plant = Plant::new();

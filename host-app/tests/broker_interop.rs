@@ -9,28 +9,13 @@ use std::time::Duration;
 
 use broker_support::*;
 
-/// The Python with paho-mqtt: SYSTEM_TESTS_PYTHON, else the workspace's .venv.
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("SYSTEM_TESTS_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python for the interop tests: set SYSTEM_TESTS_PYTHON or run `bash tests/run.sh` \
-         to create {}",
-        venv.display()
-    );
-    venv
-}
-
 #[tokio::test]
 async fn paho_retained_state_and_will_over_mqtt_311_and_5() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/broker_support/paho_check.py");
-    let python = python();
+    let python = system_tests::python();
     let run = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)

@@ -46,9 +46,3 @@ pub fn layout(order_name: &str, be: &[u8]) -> Vec<u16> {
         .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
         .collect()
 }
-
-/// A port on loopback with nothing listening on it (bound once by the OS, then released).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("bound address").port()
-}
