@@ -33,6 +33,43 @@ fn with_store(mut config: Config, dir: &Path) -> Config {
     config
 }
 
+/// A plant, a broker behind a link simulator, a recorder on the broker and a node
+/// configuration with a store, not started.
+struct Rig {
+    link: LinkSim,
+    plant: edge_node::simulator::PlantServer,
+    rec: Recorder,
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let broker = start_rumqttd();
+        let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+            .await
+            .unwrap();
+        let plant = start_plant().await;
+        let rec = Recorder::start(broker, "host", "spBv1.0/#").await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_store(
+            node_config(&Setup {
+                servers: &[link.addr().port()],
+                modbus_port: plant.local_addr().port(),
+                sparkplug_extra: "",
+            }),
+            dir.path(),
+        );
+        Rig {
+            link,
+            plant,
+            rec,
+            dir,
+            config,
+        }
+    }
+}
+
 /// Every `setpoint` sample seen in DDATA and DBIRTH, by how it came.
 #[derive(Default)]
 struct Counter {
@@ -91,19 +128,34 @@ impl Counter {
         self.historical.iter().map(|&(_, v)| v).collect()
     }
 
-    /// Each (alias, timestamp) exactly once, in timestamp order.
-    fn assert_historical_once_in_order(&self) {
-        let mut count: HashMap<u64, usize> = HashMap::new();
-        for &(ts, _) in &self.historical {
-            *count.entry(ts).or_default() += 1;
-        }
-        let repeated: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    /// Every value of `stored` arrived historical, once per timestamp and in order.
+    fn assert_replayed(&self, stored: std::ops::RangeInclusive<u16>) {
+        let want: BTreeSet<u16> = stored.collect();
         assert!(
-            repeated.is_empty(),
-            "repeated historical samples: {repeated:?}"
+            want.is_subset(&self.historical_values()),
+            "expected historical {want:?}, got {:?}",
+            self.historical
         );
+        self.assert_historical_once_in_order();
+    }
+
+    /// Per timestamp one value, first arrivals in timestamp order. A replayed batch whose
+    /// link died before a probe confirmed it comes again after the reconnect (the host
+    /// de-duplicates by metric and timestamp); nothing else may repeat.
+    fn assert_historical_once_in_order(&self) {
+        let mut first: HashMap<u64, u16> = HashMap::new();
+        let mut order = Vec::new();
+        for &(ts, v) in &self.historical {
+            match first.get(&ts) {
+                Some(&seen) => assert_eq!(seen, v, "timestamp {ts} came with two values"),
+                None => {
+                    first.insert(ts, v);
+                    order.push(ts);
+                }
+            }
+        }
         assert!(
-            self.historical.windows(2).all(|w| w[0].0 <= w[1].0),
+            order.windows(2).all(|w| w[0] < w[1]),
             "historical out of order: {:?}",
             self.historical
         );
@@ -118,6 +170,17 @@ fn node_metric(p: &Payload, alias: u64) -> Option<u64> {
         Some(Value::UInt64(v)) => Some(*v),
         _ => None,
     }
+}
+
+/// A counter fed from the start of the recording up to the first DBIRTH.
+async fn counter_from_dbirth(rec: &mut Recorder) -> Counter {
+    let mut counter = Counter::default();
+    rec.until("DBIRTH", |m| {
+        counter.take(m);
+        m.kind() == "DBIRTH"
+    })
+    .await;
+    counter
 }
 
 /// Reads messages into `counter` until it has seen every value of `want`; panics after
@@ -146,21 +209,13 @@ async fn count(plant: &edge_node::simulator::PlantServer, values: std::ops::Rang
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_of_a_link_outage_arrive_historical_once_in_order_and_depth_shows_the_queue() {
-    let broker = start_rumqttd();
-    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
-        .await
-        .unwrap();
-    let plant = start_plant().await;
-    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = with_store(
-        node_config(&Setup {
-            servers: &[link.addr().port()],
-            modbus_port: plant.local_addr().port(),
-            sparkplug_extra: "",
-        }),
-        dir.path(),
-    );
+    let Rig {
+        link,
+        plant,
+        mut rec,
+        dir: _dir,
+        config,
+    } = Rig::start().await;
     let node = EdgeNode::start(config).unwrap();
     let nbirth = rec.next_kind("NBIRTH").await.payload();
     let depth_alias = alias_in(&nbirth, "Store/Depth");
@@ -270,21 +325,13 @@ async fn samples_while_the_primary_host_is_offline_are_replayed_historical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
-    let broker = start_rumqttd();
-    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
-        .await
-        .unwrap();
-    let plant = start_plant().await;
-    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = with_store(
-        node_config(&Setup {
-            servers: &[link.addr().port()],
-            modbus_port: plant.local_addr().port(),
-            sparkplug_extra: "",
-        }),
-        dir.path(),
-    );
+    let Rig {
+        link,
+        plant,
+        mut rec,
+        dir: _dir,
+        mut config,
+    } = Rig::start().await;
     // A slow replay (a few small batches a second), so the kill lands in the middle.
     if let Some(store) = config.store.as_mut() {
         store.replay_bytes_per_s = 300;
@@ -300,12 +347,7 @@ async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
         let _inside = doomed.enter();
         EdgeNode::start(config.clone()).unwrap()
     };
-    let mut counter = Counter::default();
-    rec.until("DBIRTH", |m| {
-        counter.take(m);
-        m.kind() == "DBIRTH"
-    })
-    .await;
+    let mut counter = counter_from_dbirth(&mut rec).await;
     count(&plant, 1..=2).await;
     link.cut();
     count(&plant, 3..=16).await;
@@ -342,28 +384,15 @@ async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_of_a_device_offline_at_reconnect_wait_for_its_dbirth() {
-    let broker = start_rumqttd();
-    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
-        .await
-        .unwrap();
-    let plant = start_plant().await;
-    let mut rec = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = with_store(
-        node_config(&Setup {
-            servers: &[link.addr().port()],
-            modbus_port: plant.local_addr().port(),
-            sparkplug_extra: "",
-        }),
-        dir.path(),
-    );
+    let Rig {
+        link,
+        plant,
+        mut rec,
+        dir: _dir,
+        config,
+    } = Rig::start().await;
     let node = EdgeNode::start(config).unwrap();
-    let mut counter = Counter::default();
-    rec.until("DBIRTH", |m| {
-        counter.take(m);
-        m.kind() == "DBIRTH"
-    })
-    .await;
+    let mut counter = counter_from_dbirth(&mut rec).await;
     link.cut();
     count(&plant, 1..=6).await;
     // The device dies during the outage (one failed poll marks it offline).
@@ -393,13 +422,51 @@ async fn samples_of_a_device_offline_at_reconnect_wait_for_its_dbirth() {
     let want: BTreeSet<u16> = (1..=6).collect();
     collect_until(&mut rec, &mut counter, &want).await;
     // 6 may come live in the DBIRTH; the rest only from the store.
-    let stored: BTreeSet<u16> = (1..=5).collect();
+    counter.assert_replayed(1..=5);
+    node.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+}
+
+/// A half-open link: the proxy keeps both sockets open and passes nothing, not even a
+/// close, while the node keeps publishing (so the MQTT client never pings). The node's
+/// liveness probe goes unanswered, it declares the link lost and connects again; what
+/// it published into the void arrives later, historical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_link_is_noticed_by_the_probe_and_nothing_sent_into_it_is_lost() {
+    let Rig {
+        link,
+        plant,
+        mut rec,
+        dir: _dir,
+        config,
+    } = Rig::start().await;
+    let keep_alive = config.mqtt.keep_alive;
+    let node = EdgeNode::start(config).unwrap();
+    let mut counter = counter_from_dbirth(&mut rec).await;
+    count(&plant, 1..=4).await;
+
+    link.blackhole();
+    let connects = link.accepted();
+    // Count on until the node connects again (bounded: three keep-alives of values).
+    let most = 4 + u16::try_from(3 * keep_alive.as_millis() / HOLD.as_millis()).unwrap();
+    let mut last = 4;
+    while link.accepted() == connects && last < most {
+        last += 1;
+        count(&plant, last..=last).await;
+    }
     assert!(
-        stored.is_subset(&counter.historical_values()),
-        "historical {:?}",
-        counter.historical
+        link.accepted() > connects,
+        "the node never noticed the half-open link ({last} values counted into it)"
     );
-    counter.assert_historical_once_in_order();
+    count(&plant, last + 1..=last + 2).await;
+    link.restore();
+
+    let want: BTreeSet<u16> = (1..=last + 2).collect();
+    collect_until(&mut rec, &mut counter, &want).await;
+    // Everything published into the blackhole came again from the store (the last two
+    // values may come live, in the births after the reconnect).
+    counter.assert_replayed(5..=last);
     node.shutdown().await.unwrap();
     link.shutdown().await;
     plant.shutdown().await;

@@ -247,7 +247,7 @@ fn example_config_loads_and_bad_keys_are_named() {
     let text = std::fs::read_to_string(&path).unwrap();
     let cfg = StoreConfig::from_toml(&text).unwrap();
     assert_eq!(cfg.overflow, Overflow::DropOldest);
-    assert_eq!(cfg.sent_window_ms, 45_000);
+    assert_eq!(cfg.sent_window_samples, 50_000);
     assert_eq!(cfg.max_bytes, 268_435_456);
 
     let err = StoreConfig::from_toml("[store]\nbatch_size = 0\n").unwrap_err();
@@ -311,7 +311,6 @@ fn outage_through_window_store_and_pacer_delivers_everything_in_order() {
     let mut cfg = config(dir.path());
     cfg.replay_bytes_per_s = 2_000;
     cfg.batch_size = 20;
-    cfg.sent_window_ms = 4_500; // 1.5 x a 3 s keep-alive
     let mut store = Store::open(&cfg).unwrap();
     let mut window = SentWindow::from_config(&cfg);
     let mut pacer = ReplayPacer::from_config(&cfg, 0);
@@ -319,22 +318,33 @@ fn outage_through_window_store_and_pacer_delivers_everything_in_order() {
     let scan = |t: u64| -> Vec<StoredSample> { (0..5).map(|a| sample(a, t, t as f32)).collect() };
 
     let mut t = 0;
-    // 1..=10 s: link up; 6..=10 s the link is dead but not yet noticed (publishes vanish).
+    // A liveness probe every 1.5 s (a 3 s keep-alive), answered one scan later while the
+    // link lives. 1..=10 s: link up; from 6 s on it is dead but not yet noticed
+    // (publishes and probes vanish).
+    let mut probe = None;
     while t < 10_000 {
         t += 100;
         for s in scan(t) {
             if t <= 6_000 {
                 delivered.push(s.clone());
             }
-            window.record(&s, t);
+            window.record(&s);
         }
         pacer.spend_live(5 * 20, t);
+        match probe {
+            Some((sent, mark)) if t == sent + 100 && t <= 6_000 => {
+                window.confirm(mark);
+                probe = None;
+            }
+            None if t % 1_500 == 0 => probe = Some((t, window.mark())),
+            _ => {}
+        }
     }
-    // Keep-alive notices at 10 s: the window (last 4.5 s, covering the unnoticed 4 s)
-    // goes to the store.
+    // The unanswered probe (sent at 6 s) declares the link down at 9 s or so; here at
+    // 10 s. The window holds everything since the last answered probe (sent at 4.5 s).
     let mut gap = Vec::new();
     window.drain_into(&mut gap);
-    assert_eq!(gap.first().unwrap().timestamp_ms, 5_500);
+    assert_eq!(gap.first().unwrap().timestamp_ms, 4_600);
     store.append(&gap).unwrap();
     // 10..=20 s: link down, each scan stored.
     while t < 20_000 {
@@ -370,7 +380,7 @@ fn outage_through_window_store_and_pacer_delivers_everything_in_order() {
         "{replayed_bytes} in {secs} s"
     );
     // Per metric: everything from the lost 6.1 s on arrived exactly once, in timestamp
-    // order; before it, at least once (5.5..6 s twice: live and window, host de-duplicates).
+    // order; before it, at least once (4.6..6 s twice: live and window, host de-duplicates).
     for alias in 0..5 {
         let ts: Vec<u64> = delivered
             .iter()

@@ -1,10 +1,12 @@
 //! A simulated satellite/cellular link for tests: a TCP proxy on 127.0.0.1:0 in front of
 //! a target (the MQTT broker) with run-time controls — latency each way, a bandwidth
 //! cap, `cut` (connections closed and refused) and `blackhole` (sockets stay open, nothing
-//! is forwarded either way: the half-open link a keep-alive must notice).
+//! is forwarded either way, not even a close: the half-open link a keep-alive must notice).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +39,7 @@ const CHUNK: usize = 16 * 1024;
 pub struct LinkSim {
     addr: SocketAddr,
     settings: watch::Sender<Settings>,
+    accepted: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -50,10 +53,12 @@ impl LinkSim {
             bytes_per_s: None,
             mode: Mode::Open,
         });
-        let task = tokio::spawn(accept_loop(listener, target, state));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(accept_loop(listener, target, state, Arc::clone(&accepted)));
         Ok(LinkSim {
             addr,
             settings,
+            accepted,
             task: Some(task),
         })
     }
@@ -61,6 +66,12 @@ impl LinkSim {
     /// Where clients connect instead of the target.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections accepted so far, including those a cut refused: a client that noticed
+    /// a dead link shows up here when it connects again.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Delay added to every chunk in each direction (round trip: twice this).
@@ -110,6 +121,7 @@ async fn accept_loop(
     listener: TcpListener,
     target: SocketAddr,
     mut state: watch::Receiver<Settings>,
+    accepted_count: Arc<AtomicU64>,
 ) {
     // Dropping the set aborts every connection task.
     let mut connections = JoinSet::new();
@@ -117,6 +129,7 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((client, _)) = accepted else { continue };
+                accepted_count.fetch_add(1, Ordering::Relaxed);
                 if state.borrow().mode == Mode::Cut {
                     drop(client);
                     continue;
@@ -205,6 +218,13 @@ fn direction(
             }
             if to.write_all(&chunk).await.is_err() {
                 return;
+            }
+        }
+        // Half-open: the far side's close is not passed on either, until the link is back.
+        let mut state = state;
+        while state.borrow().mode == Mode::Blackhole {
+            if state.changed().await.is_err() {
+                break;
             }
         }
         let _ = to.shutdown().await;

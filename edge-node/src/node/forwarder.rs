@@ -2,17 +2,27 @@
 //! hands them back, paced, for replay flagged historical (the call sequence is the one
 //! the [`crate::store`] docs give).
 //!
+//! Confirmation rule: what went out (live samples in the sent window, replayed batches
+//! still in the store) stays until the session reports an answered liveness probe sent
+//! after it ([`Forwarder::confirmed`]). A link lost before that stores the live samples
+//! again and hands the batches out again; a killed process finds the batches still
+//! stored. Duplicates are possible, losses are not: the host de-duplicates by metric and
+//! timestamp.
+//!
 //! Device rule: stored samples go out only as DDATA of a device born in the current
 //! session. A replay batch that holds a sample of a device not born now waits (nothing
 //! acked) until that device's next DBIRTH, so nothing is published against a dead
 //! device and nothing is lost; later samples of other devices wait behind it.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracing::{error, info, warn};
 
 use crate::modbus::{DeviceId, Report};
-use crate::store::{Batch, ReplayPacer, SentWindow, Store, StoreConfig, StoreError, StoredSample};
+use crate::store::{
+    Batch, BatchId, ReplayPacer, SentWindow, Store, StoreConfig, StoreError, StoredSample,
+};
 
 use super::catalog::millis;
 
@@ -28,12 +38,23 @@ pub struct Forwarder {
     /// The pacer's monotonic clock.
     started: Instant,
     scratch: Vec<StoredSample>,
-    /// Stored samples published historical since start.
+    /// Replayed batches not yet confirmed, oldest first, each with its hand-out number.
+    in_flight: VecDeque<(u64, BatchId, u64)>,
+    /// Batches handed to the link since start: the batch part of a [`LinkMark`].
+    handed_out: u64,
+    /// Stored samples published historical and confirmed since start.
     replayed: u64,
     /// Samples whose append the store refused (lost).
     refused: u64,
     logged_depth: u64,
     logged_dropped: u64,
+}
+
+/// What had gone out when a liveness probe was sent: an answer confirms all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkMark {
+    window: u64,
+    batches: u64,
 }
 
 /// What the node metrics show of the queue.
@@ -59,6 +80,8 @@ impl Forwarder {
             pacer: ReplayPacer::from_config(config, 0),
             started: Instant::now(),
             scratch: Vec::with_capacity(config.batch_size),
+            in_flight: VecDeque::new(),
+            handed_out: 0,
             replayed: 0,
             refused: 0,
             logged_depth: depth,
@@ -71,11 +94,11 @@ impl Forwarder {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A scan published live: remembered for the keep-alive gap and debited from the
+    /// A scan published live: remembered until the link confirms it and debited from the
     /// link share.
-    pub fn published_live(&mut self, report: &Report, payload_len: usize, now: u64) {
+    pub fn published_live(&mut self, report: &Report, payload_len: usize) {
         for s in &report.samples {
-            self.window.record(&stored(report.device, s), now);
+            self.window.record(&stored(report.device, s));
         }
         let mono = self.mono_ms();
         self.pacer.spend_live(payload_len, mono);
@@ -92,8 +115,48 @@ impl Forwarder {
         self.append_scratch();
     }
 
-    /// The link or the host is gone: what went out in the last keep-alives may be lost.
+    /// Something went out that the link has not confirmed yet: a probe is worth sending.
+    pub fn unconfirmed(&self) -> bool {
+        !self.window.is_empty() || !self.in_flight.is_empty()
+    }
+
+    /// What has gone out so far; pass it to [`Forwarder::confirmed`] when the probe sent
+    /// right after it is answered.
+    pub fn mark(&self) -> LinkMark {
+        LinkMark {
+            window: self.window.mark(),
+            batches: self.handed_out,
+        }
+    }
+
+    /// The broker answered a probe sent after `mark`: everything before it arrived. Live
+    /// samples are forgotten, replayed batches leave the queue.
+    pub fn confirmed(&mut self, mark: LinkMark) {
+        self.window.confirm(mark.window);
+        while let Some(&(number, id, _)) = self.in_flight.front() {
+            if number >= mark.batches {
+                break;
+            }
+            self.in_flight.pop_front();
+            match self.store.ack(id) {
+                Ok(n) => self.replayed += n,
+                Err(e) => error!(error = %e, "replayed batch not acked: it will be sent again"),
+            }
+        }
+        self.log_changes();
+    }
+
+    /// The link or the host is gone: unconfirmed live samples are stored, unconfirmed
+    /// batches will be handed out again.
     pub fn link_lost(&mut self) {
+        if !self.in_flight.is_empty() {
+            let samples: u64 = self.in_flight.iter().map(|b| b.2).sum();
+            info!(
+                batches = self.in_flight.len(),
+                samples, "link lost: unconfirmed replay will be sent again"
+            );
+        }
+        self.in_flight.clear();
         self.scratch.clear();
         self.window.drain_into(&mut self.scratch);
         if !self.scratch.is_empty() {
@@ -114,10 +177,15 @@ impl Forwarder {
         self.log_changes();
     }
 
-    /// The next stored samples to replay, if the pacer allows and the queue has any.
+    /// The next stored samples to replay (after those in flight), if the pacer allows
+    /// and the queue has any.
     pub fn next_batch(&mut self) -> Option<Batch> {
         let grant = self.pacer.grant(self.mono_ms())?;
-        match self.store.peek_batch(grant.max_samples, grant.max_bytes) {
+        let after = self.in_flight.back().map(|b| b.1);
+        match self
+            .store
+            .peek_batch_after(after, grant.max_samples, grant.max_bytes)
+        {
             Ok(batch) if !batch.is_empty() => Some(batch),
             Ok(_) => None,
             Err(e) => {
@@ -127,22 +195,20 @@ impl Forwarder {
         }
     }
 
-    /// `batch` was handed to the MQTT client in `payload_len` bytes: it leaves the queue.
+    /// `batch` was handed to the MQTT client in `payload_len` bytes: it leaves the queue
+    /// once a probe confirms it.
     pub fn replayed(&mut self, batch: &Batch, payload_len: usize) {
         let mono = self.mono_ms();
         self.pacer.spend_replay(payload_len, mono);
         if let Some(id) = batch.id() {
-            match self.store.ack(id) {
-                Ok(n) => self.replayed += n,
-                Err(e) => error!(error = %e, "replayed batch not acked: it will be sent again"),
-            }
+            self.in_flight
+                .push_back((self.handed_out, id, batch.len() as u64));
+            self.handed_out += 1;
         }
-        self.log_changes();
     }
 
-    /// The age cap and the sent window's age bound.
+    /// The store's age cap.
     pub fn expire(&mut self, now: u64) {
-        self.window.expire(now);
         if let Err(e) = self.store.expire(now) {
             error!(error = %e, "store age cap not applied");
         }
@@ -218,24 +284,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn kept_and_lost_live_samples_replay_once_and_empty_the_queue() {
-        let dir = tempfile::tempdir().unwrap();
+    fn forwarder(dir: &std::path::Path) -> Forwarder {
         let config = StoreConfig {
-            path: dir.path().join("q.sqlite"),
+            path: dir.join("q.sqlite"),
             batch_size: 2,
             replay_bytes_per_s: 1_000_000,
             ..StoreConfig::default()
         };
-        let mut f = Forwarder::open(&config).unwrap();
-        let now = millis(SystemTime::now());
-        // Two samples went out live just before the link died, three more while it was down.
-        f.published_live(&report(&[1, 2], now), 40, now);
-        f.link_lost();
-        f.keep(&report(&[3, 4, 5], now + 100));
-        assert_eq!(f.stats(now + 200).depth, 5);
-        assert!(f.stats(now + 200).oldest_age_ms >= 200);
+        Forwarder::open(&config).unwrap()
+    }
 
+    /// Hands out every batch the pacer allows (bounded), as the session does.
+    fn replay_all(f: &mut Forwarder) -> Vec<Value> {
         // The pacer's bucket starts empty: let it fill a little.
         std::thread::sleep(Duration::from_millis(20));
         let mut replayed = Vec::new();
@@ -244,12 +304,80 @@ mod tests {
             replayed.extend(batch.samples().iter().map(|s| s.value.clone()));
             f.replayed(&batch, 50);
         }
-        let want: Vec<Value> = [1, 2, 3, 4, 5].into_iter().map(Value::U16).collect();
-        assert_eq!(replayed, want);
+        replayed
+    }
+
+    fn values(v: &[u16]) -> Vec<Value> {
+        v.iter().copied().map(Value::U16).collect()
+    }
+
+    #[test]
+    fn unconfirmed_live_samples_are_stored_at_link_loss_and_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = forwarder(dir.path());
+        let now = millis(SystemTime::now());
+        // Sample 1 went out live and a probe confirmed it; 2 went out unconfirmed just
+        // before the link died; 3..5 came while it was down.
+        f.published_live(&report(&[1], now), 40);
+        let mark = f.mark();
+        f.published_live(&report(&[2], now + 1), 40);
+        f.confirmed(mark);
+        assert!(f.unconfirmed());
+        f.link_lost();
+        f.keep(&report(&[3, 4, 5], now + 100));
+        assert_eq!(f.stats(now + 200).depth, 4);
+        assert!(f.stats(now + 200).oldest_age_ms >= 199);
+
+        assert_eq!(replay_all(&mut f), values(&[2, 3, 4, 5]));
+        // Handed out, not yet confirmed: still stored.
+        assert_eq!(f.stats(now + 300).depth, 4);
+        f.confirmed(f.mark());
         let stats = f.stats(now + 300);
-        assert_eq!((stats.depth, stats.replayed, stats.dropped), (0, 5, 0));
+        assert_eq!((stats.depth, stats.replayed, stats.dropped), (0, 4, 0));
+        assert!(!f.unconfirmed());
         // The window was drained: a second loss stores nothing again.
         f.link_lost();
         assert_eq!(f.stats(now + 300).depth, 0);
+    }
+
+    #[test]
+    fn replay_lost_before_its_confirmation_is_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = forwarder(dir.path());
+        let now = millis(SystemTime::now());
+        f.keep(&report(&[1, 2, 3, 4, 5], now));
+        let first = replay_all(&mut f);
+        assert_eq!(first, values(&[1, 2, 3, 4, 5]));
+        // The link is lost before any probe was answered.
+        f.link_lost();
+        let again = replay_all(&mut f);
+        assert_eq!(again, first, "nothing confirmed: everything goes again");
+        let mark = f.mark();
+        f.confirmed(mark);
+        assert_eq!(f.stats(now).depth, 0);
+        assert_eq!(f.stats(now).replayed, 5);
+    }
+
+    #[test]
+    fn a_probe_confirms_only_the_batches_handed_out_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = forwarder(dir.path());
+        let now = millis(SystemTime::now());
+        f.keep(&report(&[1, 2, 3, 4], now));
+        std::thread::sleep(Duration::from_millis(20));
+        let b1 = f.next_batch().unwrap();
+        f.replayed(&b1, 50);
+        let mark = f.mark();
+        let b2 = f.next_batch().unwrap();
+        assert_ne!(
+            b1.samples(),
+            b2.samples(),
+            "the second batch follows the first"
+        );
+        f.replayed(&b2, 50);
+        f.confirmed(mark);
+        assert_eq!(f.stats(now).depth, 2);
+        f.link_lost();
+        assert_eq!(replay_all(&mut f), values(&[3, 4]));
     }
 }

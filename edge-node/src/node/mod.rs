@@ -8,6 +8,13 @@
 //! online device. Data follows as DDATA by alias; devices die (DDEATH) and are reborn.
 //! On shutdown: NDEATH at QoS 1, its PUBACK awaited (bounded), DISCONNECT.
 //!
+//! Liveness: the MQTT client only pings an idle connection, so a link that goes half-open
+//! while data flows would go unnoticed for as long as TCP keeps trying (or forever behind
+//! a TCP-accelerating satellite modem). While publishing, the node re-subscribes its NCMD
+//! filter every half keep-alive as a probe; the SUBACK confirms everything sent before
+//! it, and a probe unanswered for a whole keep-alive ends the session as lost. A link
+//! dead since just after an answer is so declared within about 1.5 keep-alives.
+//!
 //! - [`catalog`]: tags, aliases and device payloads;
 //! - [`metrics`]: the node's own metrics; [`commands`]: NCMD/DCMD decoding;
 //! - [`publisher`]: seq, encoding; [`forwarder`]: store-and-forward (DDATA kept while
@@ -37,7 +44,7 @@ use crate::modbus::{Acquisition, AcquisitionHandle, AcquisitionOptions, DeviceId
 use bdseq::BdSeqStore;
 use catalog::{Catalog, Change, millis};
 use commands::NodeCommand;
-use forwarder::Forwarder;
+use forwarder::{Forwarder, LinkMark};
 use metrics::{NodeMetrics, NodeStatus};
 use publisher::{PublishCounters, PublishError, Publisher};
 
@@ -54,6 +61,18 @@ const REPLAY_PERIOD: Duration = Duration::from_millis(200);
 /// Replay batches published at most per scan or replay tick, so commands and live data
 /// are served in between even on a fast link.
 const REPLAY_BATCHES_PER_TICK: usize = 8;
+
+/// A liveness probe on its way: what it confirms once answered, and the probe ticks
+/// seen since it went out.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    mark: Option<LinkMark>,
+    ticks: u32,
+}
+
+/// Probe ticks a probe may stay unanswered: at one tick per half keep-alive, a whole
+/// keep-alive.
+const PROBE_PATIENCE_TICKS: u32 = 2;
 
 /// Why the edge node could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +153,10 @@ pub struct EdgeNode {
     writes_in_flight: Arc<tokio::sync::Semaphore>,
     /// Store-and-forward, when the configuration has a `[store]` table.
     forwarder: Option<Forwarder>,
+    /// The liveness probe of the current session, while one is unanswered.
+    probe: Option<Probe>,
+    /// Messages published when the last probe went out.
+    published_at_probe: u64,
 }
 
 impl EdgeNode {
@@ -181,6 +204,8 @@ impl EdgeNode {
             last_rebirth: None,
             writes_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
             forwarder,
+            probe: None,
+            published_at_probe: 0,
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -253,13 +278,15 @@ impl EdgeNode {
         self.server = (self.server + 1) % self.config.mqtt.servers.len().max(1);
     }
 
+    /// The node's NCMD topic, subscribed at connect and again as the liveness probe.
+    fn ncmd_filter(&self) -> String {
+        self.publisher.topic(MessageType::NCmd, None)
+    }
+
     fn topic_filters(&self) -> Vec<String> {
         let g = &self.config.sparkplug.group_id;
         let n = &self.config.sparkplug.edge_node_id;
-        let mut filters = vec![
-            format!("spBv1.0/{g}/NCMD/{n}"),
-            format!("spBv1.0/{g}/DCMD/{n}/+"),
-        ];
+        let mut filters = vec![self.ncmd_filter(), format!("spBv1.0/{g}/DCMD/{n}/+")];
         if let Some(host) = &self.config.sparkplug.primary_host_id {
             let mut topic = String::new();
             if let Ok(t) = StateTopic::new(host.as_str()) {
@@ -277,6 +304,7 @@ impl EdgeNode {
         };
         let bd_seq = self.bdseq.next();
         self.host_online_here = false;
+        self.probe = None;
         let will = LastWill::new(
             self.publisher.topic(MessageType::NDeath, None),
             Publisher::ndeath_payload(bd_seq, millis(SystemTime::now())),
@@ -298,6 +326,10 @@ impl EdgeNode {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut replay_tick = tokio::time::interval(REPLAY_PERIOD);
         replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let probe_period = (self.config.mqtt.keep_alive / 2).max(Duration::from_millis(500));
+        let mut probe_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + probe_period, probe_period);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Ending::Shutdown,
@@ -331,6 +363,13 @@ impl EdgeNode {
                         break Ending::Lost(e.to_string());
                     }
                 }
+                _ = probe_tick.tick(), if phase == Phase::Born => {
+                    match self.on_probe_tick(&link).await {
+                        Ok(None) => {}
+                        Ok(Some(ending)) => break ending,
+                        Err(e) => break Ending::Lost(e.to_string()),
+                    }
+                }
             }
         };
         if matches!(ending, Ending::Lost(_) | Ending::NextServer)
@@ -346,23 +385,79 @@ impl EdgeNode {
         (ending, born)
     }
 
-    /// NDEATH at QoS 1, its PUBACK (bounded), then DISCONNECT.
+    /// Sends a liveness probe, or ends the session when the last one went unanswered
+    /// too long. Probes go out only while there is something to confirm.
+    async fn on_probe_tick(&mut self, link: &Link) -> Result<Option<Ending>, PublishError> {
+        if let Some(probe) = self.probe.as_mut() {
+            probe.ticks += 1;
+            if probe.ticks >= PROBE_PATIENCE_TICKS {
+                return Ok(Some(Ending::Lost(format!(
+                    "the broker did not answer a liveness probe within {:?}: the link is half-open",
+                    self.config.mqtt.keep_alive
+                ))));
+            }
+            return Ok(None);
+        }
+        let published = self
+            .published
+            .messages
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let unconfirmed = self.forwarder.as_ref().is_some_and(Forwarder::unconfirmed);
+        if published == self.published_at_probe && !unconfirmed {
+            // Idle: the MQTT client's own keep-alive pings watch the link.
+            return Ok(None);
+        }
+        self.published_at_probe = published;
+        let mark = self.forwarder.as_ref().map(Forwarder::mark);
+        link.subscribe(&self.ncmd_filter(), QoS::AtLeastOnce)
+            .await?;
+        self.probe = Some(Probe { mark, ticks: 0 });
+        Ok(None)
+    }
+
+    /// The broker answered the probe: everything published before it reached the broker.
+    fn on_probe_answer(&mut self) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        debug!("liveness probe answered");
+        if let (Some(f), Some(mark)) = (self.forwarder.as_mut(), probe.mark) {
+            f.confirmed(mark);
+        }
+    }
+
+    /// NDEATH at QoS 1, its PUBACK (bounded), then DISCONNECT. The PUBACK confirms all
+    /// that went out before; without it, unconfirmed samples are kept for the next start.
     async fn say_goodbye(&mut self, mut link: Link, bd_seq: BdSeq) {
         info!("publishing NDEATH and disconnecting");
         let now = millis(SystemTime::now());
+        let mark = self.forwarder.as_ref().map(Forwarder::mark);
         if let Err(e) = self.publisher.publish_ndeath(&link, bd_seq, now).await {
             warn!(error = %e, "NDEATH not sent");
+            if let Some(f) = self.forwarder.as_mut() {
+                f.link_lost();
+            }
             link.abort();
             return;
         }
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        let acknowledged = tokio::time::timeout(CLOSE_WAIT, async {
             while let Some(event) = link.recv().await {
-                if matches!(event, LinkEvent::Acknowledged | LinkEvent::Lost(_)) {
-                    break;
+                match event {
+                    LinkEvent::Acknowledged => return true,
+                    LinkEvent::Lost(_) => return false,
+                    _ => {}
                 }
             }
+            false
         })
-        .await;
+        .await
+        .unwrap_or(false);
+        if let Some(f) = self.forwarder.as_mut() {
+            match (acknowledged, mark) {
+                (true, Some(mark)) => f.confirmed(mark),
+                _ => f.link_lost(),
+            }
+        }
         link.close(CLOSE_WAIT).await;
     }
 
@@ -392,7 +487,9 @@ impl EdgeNode {
                 if !granted {
                     warn!("the server refused a subscription; commands may not arrive");
                 }
-                if let Phase::Subscribing { pending } = *phase {
+                if *phase == Phase::Born {
+                    self.on_probe_answer();
+                } else if let Phase::Subscribing { pending } = *phase {
                     if pending > 1 {
                         *phase = Phase::Subscribing {
                             pending: pending - 1,
@@ -642,7 +739,7 @@ impl EdgeNode {
                     .await;
                 if let Some(f) = self.forwarder.as_mut() {
                     match &sent {
-                        Ok(()) => f.published_live(report, self.publisher.last_payload_len(), now),
+                        Ok(()) => f.published_live(report, self.publisher.last_payload_len()),
                         // The MQTT client refused it: the scan is kept, not lost.
                         Err(_) => f.keep(report),
                     }

@@ -43,9 +43,7 @@ pub struct StoreConfig {
     /// Link share for the forwarder (live first, replay fills the rest), bytes per second.
     pub replay_bytes_per_s: u64,
     pub synchronous: Synchronous,
-    /// How long live publishes are kept for re-sending after a link loss, ms (~1.5 keep-alive).
-    pub sent_window_ms: u64,
-    /// Most samples the sent window holds, whatever their age.
+    /// Most live samples kept until the link confirms them (re-sent after a link loss).
     pub sent_window_samples: usize,
 }
 
@@ -59,7 +57,6 @@ impl Default for StoreConfig {
             batch_size: 500,
             replay_bytes_per_s: 4096,
             synchronous: Synchronous::Normal,
-            sent_window_ms: 45_000,
             sent_window_samples: 50_000,
         }
     }
@@ -108,9 +105,6 @@ impl StoreConfig {
         }
         if self.replay_bytes_per_s == 0 {
             return invalid("replay_bytes_per_s", "must be above 0");
-        }
-        if self.sent_window_ms == 0 {
-            return invalid("sent_window_ms", "must be above 0");
         }
         if self.sent_window_samples == 0 {
             return invalid("sent_window_samples", "must be above 0");

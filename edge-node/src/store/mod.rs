@@ -3,9 +3,9 @@
 //!
 //! - [`Store`]: a durable FIFO of [`StoredSample`]s in one SQLite file (WAL), bounded in
 //!   bytes and age, replayed at-least-once by `peek_batch` + `ack`.
-//! - [`SentWindow`]: the samples published live during the last ~1.5 keep-alives, which
-//!   may have gone into a dead TCP link before anyone noticed; moved into the store when
-//!   the link is declared down.
+//! - [`SentWindow`]: the samples published live that no answered liveness probe has
+//!   confirmed yet, which may have gone into a dead TCP link before anyone noticed; moved
+//!   into the store when the link is declared down.
 //! - [`ReplayPacer`]: how many stored bytes may go out now, so that replay only fills
 //!   what live data leaves of the configured link share.
 //!
@@ -15,22 +15,27 @@
 //! and one `ReplayPacer` (all three built from [`StoreConfig`]); `now` is wall-clock ms for the store and window, and a
 //! monotonic ms clock for the pacer.
 //!
-//! 1. **Each scan, link up, host online, link confirmed alive:** publish the scan live,
-//!    then `window.record(&sample, now)` per published sample and
-//!    `pacer.spend_live(payload_len, now)`.
-//! 2. **Each scan otherwise** (link down, primary host offline, or not yet confirmed
-//!    alive after a reconnect): `store.append(&scan_samples)` — one transaction per scan.
-//! 3. **Link declared down / host offline** (keep-alive timeout, disconnect, STATE
-//!    offline): `window.drain_into(&mut gap); store.append(&gap)` — the samples that may
-//!    have vanished into a dead TCP link — then go on with step 2.
+//! 1. **Each scan, link up, host online:** publish the scan live, then
+//!    `window.record(&sample)` per published sample and
+//!    `pacer.spend_live(payload_len, now)`. Until a probe confirms them, these samples
+//!    count as not delivered.
+//! 2. **Each scan otherwise** (link down, primary host offline, births not yet out):
+//!    `store.append(&scan_samples)` — one transaction per scan.
+//! 3. **Link declared down / host offline** (unanswered probe, keep-alive timeout,
+//!    disconnect, STATE offline): `window.drain_into(&mut gap); store.append(&gap)` — the
+//!    samples that may have vanished into a dead TCP link — then go on with step 2.
 //! 4. **Link up, after NBIRTH and the DBIRTHs:** nothing to call; the next replay ticks
 //!    drain the queue. Births carry current values, replay carries history.
 //! 5. **Each replay tick** (each scan, after its live publish, so live is never late):
 //!    `while let Some(grant) = pacer.grant(now)`: `store.peek_batch(grant.max_samples,
-//!    grant.max_bytes)`; stop if empty; publish its samples as metrics with
-//!    `is_historical = true`; `pacer.spend_replay(payload_len, now)`;
-//!    `store.ack(batch.id())` once the MQTT client accepted the publish.
-//! 6. **Every tick:** `store.expire(now)` for the age cap; `store.dropped()` (plus
+//!    grant.max_bytes)` (`peek_batch_after` the last batch in flight); stop if empty;
+//!    publish its samples as metrics with `is_historical = true`;
+//!    `pacer.spend_replay(payload_len, now)`; keep the batch id in flight.
+//! 6. **A liveness probe answered** (a SUBACK for a re-subscription sent after the
+//!    publishes, so TCP order puts them at the broker first): `window.confirm(mark)` and
+//!    `store.ack` each batch handed out before the probe. A probe unanswered for a
+//!    keep-alive declares the link down (step 3); batches in flight are handed out again.
+//! 7. **Every tick:** `store.expire(now)` for the age cap; `store.dropped()` (plus
 //!    `window.evicted_by_count()`) is the node metric `Store/Dropped`; `store.depth()` and
 //!    `store.oldest_age(now)` are worth publishing too.
 //!

@@ -242,18 +242,31 @@ impl Store {
     /// `max_bytes` stored bytes except that one sample always goes (a batch is never
     /// empty while the queue is not). Calling it again before `ack` hands out the same head.
     pub fn peek_batch(&self, max_samples: usize, max_bytes: usize) -> Result<Batch, StoreError> {
+        self.peek_batch_after(None, max_samples, max_bytes)
+    }
+
+    /// Like [`Store::peek_batch`], but only rows after `after`'s last one: the batch that
+    /// follows batches handed out and not yet acknowledged.
+    pub fn peek_batch_after(
+        &self,
+        after: Option<BatchId>,
+        max_samples: usize,
+        max_bytes: usize,
+    ) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
         if max_samples == 0 || self.depth == 0 {
             return Ok(batch);
         }
+        let (after_ts, after_seq) = after.map_or((i64::MIN, i64::MIN), |id| id.last);
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT ts, seq, device, alias, value FROM samples ORDER BY ts, seq LIMIT ?1",
+                "SELECT ts, seq, device, alias, value FROM samples WHERE (ts, seq) > (?1, ?2)
+                 ORDER BY ts, seq LIMIT ?3",
             )
             .map_err(|e| map_err(&self.path, e))?;
         let mut rows = stmt
-            .query([max_samples as i64])
+            .query(params![after_ts, after_seq, max_samples as i64])
             .map_err(|e| map_err(&self.path, e))?;
         let mut first = None;
         let mut last = (0, 0);

@@ -1,76 +1,81 @@
-//! The keep-alive gap: what was published live in the last ~1.5 keep-alives. A TCP link
-//! can die without a word; until the keep-alive notices, publishes go nowhere. When the
-//! link is declared down these samples are appended to the store and replayed as
-//! historical (the host de-duplicates by metric and timestamp).
+//! The keep-alive gap: what was published live and not yet confirmed by the link. A TCP
+//! link can die without a word (or a satellite accelerator may keep acknowledging TCP for
+//! a peer that is gone); QoS 0 publishes then go nowhere. The session confirms the link
+//! with a probe the broker must answer; what was recorded before an answered probe is
+//! forgotten, and when the link is declared down the rest is appended to the store and
+//! replayed as historical (the host de-duplicates by metric and timestamp).
 
 use super::codec::StoredSample;
 use super::config::StoreConfig;
 
-/// A ring of recently published samples, bounded by age and by count. Its slots are
-/// allocated once and reused: recording a scalar sample allocates nothing.
+/// A ring of recently published samples, bounded by count. Its slots are allocated once
+/// and reused: recording a scalar sample allocates nothing.
 #[derive(Debug)]
 pub struct SentWindow {
-    /// (publish time ms, sample); logically `slots[(head + i) % capacity]` for `i < len`.
-    slots: Vec<(u64, StoredSample)>,
+    /// Logically `slots[(head + i) % capacity]` for `i < len`, oldest first.
+    slots: Vec<StoredSample>,
     head: usize,
     len: usize,
     capacity: usize,
-    window_ms: u64,
+    /// Samples recorded since creation: the marks [`SentWindow::confirm`] takes.
+    recorded: u64,
     evicted_by_count: u64,
 }
 
 impl SentWindow {
-    /// Keeps samples published within `window_ms`, at most `capacity` of them.
-    pub fn new(window_ms: u64, capacity: usize) -> SentWindow {
+    /// Keeps at most `capacity` unconfirmed samples.
+    pub fn new(capacity: usize) -> SentWindow {
         let capacity = capacity.max(1);
         SentWindow {
             slots: Vec::with_capacity(capacity),
             head: 0,
             len: 0,
             capacity,
-            window_ms,
+            recorded: 0,
             evicted_by_count: 0,
         }
     }
 
     pub fn from_config(config: &StoreConfig) -> SentWindow {
-        SentWindow::new(config.sent_window_ms, config.sent_window_samples)
+        SentWindow::new(config.sent_window_samples)
     }
 
-    /// Remembers `sample`, published live at `now_ms`.
-    pub fn record(&mut self, sample: &StoredSample, now_ms: u64) {
-        self.expire(now_ms);
+    /// Remembers `sample`, just published live.
+    pub fn record(&mut self, sample: &StoredSample) {
         if self.len == self.capacity {
-            // Full of samples younger than the window: the count bound wins.
+            // More unconfirmed samples than the ring holds: the count bound wins.
             self.head = (self.head + 1) % self.capacity;
             self.len -= 1;
             self.evicted_by_count += 1;
         }
         let at = (self.head + self.len) % self.capacity;
         if at < self.slots.len() {
-            let slot = &mut self.slots[at];
-            slot.0 = now_ms;
-            slot.1.clone_from(sample);
+            self.slots[at].clone_from(sample);
         } else {
-            self.slots.push((now_ms, sample.clone()));
+            self.slots.push(sample.clone());
         }
         self.len += 1;
+        self.recorded += 1;
     }
 
-    /// Forgets samples published before `now_ms - window_ms`.
-    pub fn expire(&mut self, now_ms: u64) {
-        let cutoff = now_ms.saturating_sub(self.window_ms);
-        while self.len > 0 && self.slots[self.head].0 < cutoff {
-            self.head = (self.head + 1) % self.capacity;
-            self.len -= 1;
-        }
+    /// The position after the newest recorded sample, for a later [`SentWindow::confirm`].
+    pub fn mark(&self) -> u64 {
+        self.recorded
+    }
+
+    /// The link confirmed everything published before `mark`: forget it.
+    pub fn confirm(&mut self, mark: u64) {
+        let newer = usize::try_from(self.recorded.saturating_sub(mark)).unwrap_or(usize::MAX);
+        let confirmed = self.len.saturating_sub(newer);
+        self.head = (self.head + confirmed) % self.capacity;
+        self.len -= confirmed;
     }
 
     /// Moves the window's samples, oldest first, to the end of `out` and empties it.
     pub fn drain_into(&mut self, out: &mut Vec<StoredSample>) {
         out.reserve(self.len);
         for i in 0..self.len {
-            out.push(self.slots[(self.head + i) % self.capacity].1.clone());
+            out.push(self.slots[(self.head + i) % self.capacity].clone());
         }
         self.head = (self.head + self.len) % self.capacity;
         self.len = 0;
@@ -84,8 +89,8 @@ impl SentWindow {
         self.len == 0
     }
 
-    /// Samples pushed out by the count bound while still inside the time window: the
-    /// keep-alive gap was larger than the window could hold.
+    /// Samples pushed out by the count bound before the link confirmed them: the
+    /// unconfirmed stretch was longer than the window could hold.
     pub fn evicted_by_count(&self) -> u64 {
         self.evicted_by_count
     }
@@ -113,25 +118,40 @@ mod tests {
     }
 
     #[test]
-    fn keeps_only_what_was_published_within_the_window() {
-        let mut w = SentWindow::new(1_500, 100);
-        for t in 0..10u64 {
-            w.record(&sample(t, t * 500), t * 500);
+    fn keeps_only_what_the_link_has_not_confirmed() {
+        let mut w = SentWindow::new(100);
+        for t in 0..4u64 {
+            w.record(&sample(t, t * 500));
         }
-        // At 4500 the window reaches back to 3000.
-        assert_eq!(
-            drained(&mut w),
-            vec![(6, 3000), (7, 3500), (8, 4000), (9, 4500)]
-        );
+        // A probe goes out after the fourth sample; two more are published before its answer.
+        let mark = w.mark();
+        w.record(&sample(4, 2_000));
+        w.record(&sample(5, 2_500));
+        w.confirm(mark);
+        assert_eq!(drained(&mut w), vec![(4, 2_000), (5, 2_500)]);
         assert!(w.is_empty());
         assert_eq!(w.evicted_by_count(), 0);
     }
 
     #[test]
+    fn an_old_mark_confirms_nothing_twice_and_a_new_one_everything() {
+        let mut w = SentWindow::new(10);
+        w.record(&sample(0, 0));
+        let first = w.mark();
+        w.record(&sample(1, 1));
+        w.confirm(first);
+        w.confirm(first);
+        assert_eq!(w.len(), 1);
+        w.record(&sample(2, 2));
+        w.confirm(w.mark());
+        assert!(w.is_empty());
+    }
+
+    #[test]
     fn count_bound_keeps_the_newest_and_counts_the_rest() {
-        let mut w = SentWindow::new(60_000, 3);
+        let mut w = SentWindow::new(3);
         for t in 0..5u64 {
-            w.record(&sample(t, t), t);
+            w.record(&sample(t, t));
         }
         assert_eq!(w.len(), 3);
         assert_eq!(w.evicted_by_count(), 2);
@@ -139,10 +159,15 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_reused_after_wrapping_and_draining() {
-        let mut w = SentWindow::new(10, 4);
+    fn slots_are_reused_after_wrapping_confirming_and_draining() {
+        let mut w = SentWindow::new(4);
+        let mut mark = 0;
         for t in 0..1_000u64 {
-            w.record(&sample(t, t), t);
+            w.record(&sample(t, t));
+            if t % 89 == 0 {
+                w.confirm(mark);
+                mark = w.mark();
+            }
             if t % 97 == 0 {
                 let got = drained(&mut w);
                 assert_eq!(got.last(), Some(&(t, t)));
@@ -155,8 +180,6 @@ mod tests {
         );
         let got = drained(&mut w);
         assert_eq!(got, vec![(996, 996), (997, 997), (998, 998), (999, 999)]);
-        // Empty after draining; expire on an empty window is a no-op.
-        w.expire(u64::MAX);
         assert!(drained(&mut w).is_empty());
     }
 }
