@@ -183,6 +183,25 @@ async fn counter_from_dbirth(rec: &mut Recorder) -> Counter {
     counter
 }
 
+/// The device behind `plant` dies while the link is cut (one failed poll marks it
+/// offline); then the link comes back and the node is born again without it.
+async fn kill_device_then_reconnect(
+    plant: &edge_node::simulator::PlantServer,
+    link: &LinkSim,
+    rec: &mut Recorder,
+    counter: &mut Counter,
+) {
+    plant.stop_listening().await;
+    plant.drop_connections();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    link.restore();
+    rec.until("NBIRTH after the outage", |m| {
+        counter.take(m);
+        m.kind() == "NBIRTH"
+    })
+    .await;
+}
+
 /// Reads messages into `counter` until it has seen every value of `want`; panics after
 /// [`WAIT`] naming what is missing.
 async fn collect_until(rec: &mut Recorder, counter: &mut Counter, want: &BTreeSet<u16>) {
@@ -395,16 +414,7 @@ async fn samples_of_a_device_offline_at_reconnect_wait_for_its_dbirth() {
     let mut counter = counter_from_dbirth(&mut rec).await;
     link.cut();
     count(&plant, 1..=6).await;
-    // The device dies during the outage (one failed poll marks it offline).
-    plant.stop_listening().await;
-    plant.drop_connections();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    link.restore();
-    rec.until("NBIRTH after the outage", |m| {
-        counter.take(m);
-        m.kind() == "NBIRTH"
-    })
-    .await;
+    kill_device_then_reconnect(&plant, &link, &mut rec, &mut counter).await;
     // No DBIRTH for the dead device, so none of its history either.
     for m in rec.drain_for(Duration::from_secs(1)).await {
         counter.take(&m);
@@ -470,4 +480,103 @@ async fn a_half_open_link_is_noticed_by_the_probe_and_nothing_sent_into_it_is_lo
     node.shutdown().await.unwrap();
     link.shutdown().await;
     plant.shutdown().await;
+}
+
+/// Two devices on two plants; `tank` dies during an outage and stays dead. Replay
+/// passes over its samples, so `boiler`'s history arrives while `tank` is down; `tank`'s
+/// own comes after its DBIRTH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_device_holds_up_nobody_elses_replay() {
+    let Rig {
+        link,
+        plant,
+        mut rec,
+        dir: _dir,
+        mut config,
+    } = Rig::start().await;
+    let tank_plant = start_plant().await;
+    let site = &mut config.site;
+    let mut tank_link = site.links[0].clone();
+    tank_link.name = "tank-link".into();
+    tank_link.transport = edge_node::modbus::config::Transport::Tcp {
+        host: "127.0.0.1".into(),
+        port: tank_plant.local_addr().port(),
+    };
+    site.links.push(tank_link);
+    let mut tank = site.devices[0].clone();
+    tank.name = "tank".into();
+    tank.link = 1;
+    site.devices.push(tank);
+    let boiler_tags: Vec<_> = site
+        .tags
+        .iter()
+        .filter(|t| t.device == 0)
+        .cloned()
+        .collect();
+    site.tags.extend(boiler_tags.into_iter().map(|mut t| {
+        t.device = 1;
+        t
+    }));
+    let node = EdgeNode::start(config).unwrap();
+    let tank_topic = topic("DDATA", Some("tank"));
+    let mut counter = Counter::default();
+    let mut tank_births = 0;
+    rec.until("both DBIRTHs", |m| {
+        counter.take(m);
+        tank_births += usize::from(m.topic == topic("DBIRTH", Some("tank")));
+        tank_births == 1 && counter.alias != 0
+    })
+    .await;
+
+    link.cut();
+    for v in 1..=6u16 {
+        tank_plant
+            .bank(1)
+            .unwrap()
+            .set_holding_register(0, 100 + v)
+            .unwrap();
+        count(&plant, v..=v).await;
+    }
+    kill_device_then_reconnect(&tank_plant, &link, &mut rec, &mut counter).await;
+
+    // boiler's outage values arrive historical while tank stays dead.
+    let want: BTreeSet<u16> = (1..=6).collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !want.is_subset(&counter.seen()) {
+        let m = tokio::time::timeout_at(deadline, rec.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "boiler history stuck behind dead tank: {:?}",
+                    counter.historical
+                )
+            });
+        assert_ne!(m.topic, tank_topic, "DDATA for the dead tank");
+        assert_ne!(m.topic, topic("DBIRTH", Some("tank")), "tank is dead");
+        counter.take(&m);
+    }
+    counter.assert_replayed(1..=5);
+
+    // tank back: its held samples follow its DBIRTH, historical.
+    tank_plant.start_listening().await.unwrap();
+    let mut tank_historical = BTreeSet::new();
+    rec.until("tank's stored samples", |m| {
+        if m.topic == tank_topic {
+            for metric in &m.payload().metrics {
+                let mut typed = metric.clone();
+                if metric.is_historical
+                    && typed.resolve(DataType::UInt16).is_ok()
+                    && let Some(&Value::UInt16(v)) = typed.typed_value()
+                {
+                    tank_historical.insert(v);
+                }
+            }
+        }
+        (101..=105).all(|v| tank_historical.contains(&v))
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    link.shutdown().await;
+    plant.shutdown().await;
+    tank_plant.shutdown().await;
 }

@@ -1,9 +1,10 @@
-//! Model-based tests of the store-and-forward queue: random sequences of append, peek,
-//! ack, expire and crash/reopen, checked after every step against a sorted in-memory
-//! model of what must still be delivered.
+//! Model-based tests of the store-and-forward queue: random sequences of append, peek
+//! (from the head or after an outstanding batch, passing over held devices), ack, expire
+//! and crash/reopen, checked after every step against a sorted in-memory model of what
+//! must still be delivered.
 
 use edge_node::modbus::{DeviceId, Quality, Value};
-use edge_node::store::{BatchId, Overflow, Store, StoreConfig, StoredSample};
+use edge_node::store::{BatchId, HeldDevices, Overflow, Store, StoreConfig, StoredSample};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -13,6 +14,10 @@ enum Op {
     Peek {
         max_samples: usize,
         max_bytes: usize,
+        /// Devices (1..4, bit d) passed over.
+        held: u8,
+        /// Peek after the newest outstanding batch instead of from the head.
+        after_outstanding: bool,
     },
     /// Acks outstanding batch `i % outstanding`.
     Ack(usize),
@@ -25,7 +30,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => prop::collection::vec((0u64..60, 0u64..4, prop::option::weighted(0.2, 0usize..40)), 0..25)
             .prop_map(Op::Append),
-        3 => (0usize..12, 0usize..400).prop_map(|(max_samples, max_bytes)| Op::Peek { max_samples, max_bytes }),
+        3 => (0usize..12, 0usize..400, prop::option::weighted(0.3, 1u8..16), any::<bool>())
+            .prop_map(|(max_samples, max_bytes, held, after_outstanding)| Op::Peek {
+                max_samples,
+                max_bytes,
+                held: held.unwrap_or(0) << 1,
+                after_outstanding,
+            }),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => (0u64..120).prop_map(Op::Expire),
         1 => Just(Op::Crash),
@@ -67,10 +78,22 @@ impl Model {
         stored
     }
 
-    fn peek(&self, max_samples: usize, max_bytes: usize) -> Vec<u64> {
+    /// The insertion numbers handed out, and the (timestamp, number) of the last one.
+    fn peek(
+        &self,
+        after: Option<(u64, u64)>,
+        held: u8,
+        max_samples: usize,
+        max_bytes: usize,
+    ) -> Vec<u64> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (_, n, s) in self.rows.iter().take(max_samples) {
+        let candidates = self
+            .rows
+            .iter()
+            .filter(|r| after.is_none_or(|a| (r.0, r.1) > a))
+            .filter(|r| r.2.device.is_none_or(|d| held & (1 << d.0) == 0));
+        for (_, n, s) in candidates.take(max_samples) {
             if !out.is_empty() && bytes + s.stored_len() > max_bytes {
                 break;
             }
@@ -141,7 +164,8 @@ fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCas
         max_age_ms: max_age_s * 1000,
         overflow,
     };
-    let mut outstanding: Vec<(BatchId, Vec<u64>)> = Vec::new();
+    // Each outstanding batch: its id, the numbers it handed out, its last key.
+    let mut outstanding: Vec<(BatchId, Vec<u64>, (u64, u64))> = Vec::new();
     let mut id = 0i64;
     for op in ops {
         match op {
@@ -155,24 +179,33 @@ fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCas
             Op::Peek {
                 max_samples,
                 max_bytes,
+                held,
+                after_outstanding,
             } => {
+                let after = outstanding.last().filter(|_| after_outstanding);
+                let mut held_devices = HeldDevices::default();
+                for d in 1..4u32 {
+                    if held & (1 << d) != 0 {
+                        held_devices.insert(DeviceId(d));
+                    }
+                }
                 let batch = store
-                    .peek_batch(max_samples, max_bytes)
+                    .peek_batch_after(after.map(|a| a.0), held_devices, max_samples, max_bytes)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let handed = model.peek(max_samples, max_bytes);
-                let expected: Vec<&StoredSample> = handed
+                let handed = model.peek(after.map(|a| a.2), held, max_samples, max_bytes);
+                let expected: Vec<&(u64, u64, StoredSample)> = handed
                     .iter()
-                    .map(|n| &model.rows.iter().find(|r| r.1 == *n).unwrap().2)
+                    .map(|n| model.rows.iter().find(|r| r.1 == *n).unwrap())
                     .collect();
                 let got: Vec<&StoredSample> = batch.samples().iter().collect();
-                prop_assert_eq!(got, expected);
-                if let Some(batch_id) = batch.id() {
-                    outstanding.push((batch_id, handed));
+                prop_assert_eq!(got, expected.iter().map(|r| &r.2).collect::<Vec<_>>());
+                if let (Some(batch_id), Some(last)) = (batch.id(), expected.last()) {
+                    outstanding.push((batch_id, handed, (last.0, last.1)));
                 }
             }
             Op::Ack(i) => {
                 if !outstanding.is_empty() {
-                    let (batch_id, handed) = outstanding.remove(i % outstanding.len());
+                    let (batch_id, handed, _) = outstanding.remove(i % outstanding.len());
                     let acked = store
                         .ack(batch_id)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;

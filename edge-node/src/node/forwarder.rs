@@ -10,9 +10,12 @@
 //! timestamp.
 //!
 //! Device rule: stored samples go out only as DDATA of a device born in the current
-//! session. A replay batch that holds a sample of a device not born now waits (nothing
-//! acked) until that device's next DBIRTH, so nothing is published against a dead
-//! device and nothing is lost; later samples of other devices wait behind it.
+//! session. Replay passes over the samples of devices not born now (they stay queued
+//! until the device's next DBIRTH), so a dead device holds up nobody. Past
+//! [`HeldDevices::CAPACITY`] devices a dead one cannot be passed over: the batch that
+//! reaches it waits for its birth. When the held set changes, replay waits until the
+//! batches in flight are confirmed and starts again from the head, so each device's
+//! samples still go out in timestamp order.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -21,7 +24,8 @@ use tracing::{error, info, warn};
 
 use crate::modbus::{DeviceId, Report};
 use crate::store::{
-    Batch, BatchId, ReplayPacer, SentWindow, Store, StoreConfig, StoreError, StoredSample,
+    Batch, BatchId, HeldDevices, ReplayPacer, SentWindow, Store, StoreConfig, StoreError,
+    StoredSample,
 };
 
 use super::catalog::millis;
@@ -42,6 +46,8 @@ pub struct Forwarder {
     in_flight: VecDeque<(u64, BatchId, u64)>,
     /// Batches handed to the link since start: the batch part of a [`LinkMark`].
     handed_out: u64,
+    /// The devices the batches in flight passed over.
+    held: HeldDevices,
     /// Stored samples published historical and confirmed since start.
     replayed: u64,
     /// Samples whose append the store refused (lost).
@@ -82,6 +88,7 @@ impl Forwarder {
             scratch: Vec::with_capacity(config.batch_size),
             in_flight: VecDeque::new(),
             handed_out: 0,
+            held: HeldDevices::default(),
             replayed: 0,
             refused: 0,
             logged_depth: depth,
@@ -177,14 +184,21 @@ impl Forwarder {
         self.log_changes();
     }
 
-    /// The next stored samples to replay (after those in flight), if the pacer allows
-    /// and the queue has any.
-    pub fn next_batch(&mut self) -> Option<Batch> {
+    /// The next stored samples to replay (after those in flight, passing over `held`
+    /// devices), if the pacer allows and the queue has any.
+    pub fn next_batch(&mut self, held: HeldDevices) -> Option<Batch> {
+        if held != self.held {
+            if !self.in_flight.is_empty() {
+                // Samples of a device let go now lie behind the batches in flight.
+                return None;
+            }
+            self.held = held;
+        }
         let grant = self.pacer.grant(self.mono_ms())?;
         let after = self.in_flight.back().map(|b| b.1);
         match self
             .store
-            .peek_batch_after(after, grant.max_samples, grant.max_bytes)
+            .peek_batch_after(after, held, grant.max_samples, grant.max_bytes)
         {
             Ok(batch) if !batch.is_empty() => Some(batch),
             Ok(_) => None,
@@ -300,7 +314,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let mut replayed = Vec::new();
         for _ in 0..10 {
-            let Some(batch) = f.next_batch() else { break };
+            let Some(batch) = f.next_batch(HeldDevices::default()) else {
+                break;
+            };
             replayed.extend(batch.samples().iter().map(|s| s.value.clone()));
             f.replayed(&batch, 50);
         }
@@ -365,10 +381,10 @@ mod tests {
         let now = millis(SystemTime::now());
         f.keep(&report(&[1, 2, 3, 4], now));
         std::thread::sleep(Duration::from_millis(20));
-        let b1 = f.next_batch().unwrap();
+        let b1 = f.next_batch(HeldDevices::default()).unwrap();
         f.replayed(&b1, 50);
         let mark = f.mark();
-        let b2 = f.next_batch().unwrap();
+        let b2 = f.next_batch(HeldDevices::default()).unwrap();
         assert_ne!(
             b1.samples(),
             b2.samples(),

@@ -41,6 +41,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::config::Config;
 use crate::link::{Backoff, ByteCounters, Link, LinkEvent, startup_delay};
 use crate::modbus::{Acquisition, AcquisitionHandle, AcquisitionOptions, DeviceId, Event, Site};
+use crate::store::HeldDevices;
 use bdseq::BdSeqStore;
 use catalog::{Catalog, Change, millis};
 use commands::NodeCommand;
@@ -786,9 +787,16 @@ impl EdgeNode {
         forwarder: &mut Forwarder,
         link: &Link,
     ) -> Result<(), PublishError> {
+        let mut held = HeldDevices::default();
+        for d in 0..self.catalog.site().devices.len() {
+            if !self.catalog.is_online(d) {
+                // Past the set's capacity the device rule below waits instead.
+                held.insert(DeviceId(d as u32));
+            }
+        }
         let mut devices: Vec<DeviceId> = Vec::new();
         for _ in 0..REPLAY_BATCHES_PER_TICK {
-            let Some(batch) = forwarder.next_batch() else {
+            let Some(batch) = forwarder.next_batch(held) else {
                 return Ok(());
             };
             devices.clear();

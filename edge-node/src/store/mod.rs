@@ -53,5 +53,5 @@ mod window;
 pub use codec::{CodecError, StoredSample};
 pub use config::{ConfigError, Overflow, StoreConfig, Synchronous};
 pub use pacer::{ReplayGrant, ReplayPacer};
-pub use queue::{Batch, BatchId, Store, StoreError};
+pub use queue::{Batch, BatchId, HeldDevices, Store, StoreError};
 pub use window::SentWindow;

@@ -13,6 +13,9 @@
 //!   appended since. A crash between handing a batch to the link and `ack` replays it
 //!   again: those are the only duplicates, and the host de-duplicates them by
 //!   (metric, timestamp).
+//! - **Held devices.** `peek_batch_after` passes over the rows of [`HeldDevices`] (a
+//!   device not born now must not hold up the others); they stay queued, and the batch's
+//!   `ack` leaves them alone.
 //! - **Bounds.** `max_bytes` (values plus [`ROW_OVERHEAD`](super::codec) per row) and
 //!   `max_age_s` (by `expire`); what they remove is counted in `dropped()` and logged.
 //!   A batch already handed out may be dropped by the caps before its `ack`: it still
@@ -75,6 +78,51 @@ pub struct BatchId {
     last: (i64, i64),
     /// Highest sequence that existed at peek time: later appends are never acked by it.
     max_seq: i64,
+    /// Devices passed over at peek time: their rows in the range are not the batch's.
+    held: HeldDevices,
+}
+
+/// Devices whose samples a replay must pass over for now (not born in this session), as
+/// a set of device indexes below [`HeldDevices::CAPACITY`]. A device above it cannot be
+/// held: its samples are handed out, and the caller must wait for its birth instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldDevices(u64);
+
+impl HeldDevices {
+    pub const CAPACITY: u32 = 64;
+
+    /// Holds `device`; false when its index is beyond [`HeldDevices::CAPACITY`].
+    pub fn insert(&mut self, device: DeviceId) -> bool {
+        if device.0 >= Self::CAPACITY {
+            return false;
+        }
+        self.0 |= 1 << device.0;
+        true
+    }
+
+    pub fn contains(&self, device: DeviceId) -> bool {
+        device.0 < Self::CAPACITY && self.0 & (1 << device.0) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set as SQLite's signed integer; bit `d` is device `d`.
+    fn mask(self) -> i64 {
+        self.0 as i64
+    }
+}
+
+/// SQL condition on a row's `device` (?N is the held mask): the row is not held.
+macro_rules! not_held {
+    ($n:literal) => {
+        concat!(
+            "(device IS NULL OR device >= 64 OR ((?",
+            $n,
+            " >> device) & 1) = 0)"
+        )
+    };
 }
 
 /// Samples to replay, oldest first.
@@ -242,14 +290,15 @@ impl Store {
     /// `max_bytes` stored bytes except that one sample always goes (a batch is never
     /// empty while the queue is not). Calling it again before `ack` hands out the same head.
     pub fn peek_batch(&self, max_samples: usize, max_bytes: usize) -> Result<Batch, StoreError> {
-        self.peek_batch_after(None, max_samples, max_bytes)
+        self.peek_batch_after(None, HeldDevices::default(), max_samples, max_bytes)
     }
 
-    /// Like [`Store::peek_batch`], but only rows after `after`'s last one: the batch that
-    /// follows batches handed out and not yet acknowledged.
+    /// Like [`Store::peek_batch`], but only rows after `after`'s last one (the batch that
+    /// follows batches handed out and not yet acknowledged), passing over `held` devices.
     pub fn peek_batch_after(
         &self,
         after: Option<BatchId>,
+        held: HeldDevices,
         max_samples: usize,
         max_bytes: usize,
     ) -> Result<Batch, StoreError> {
@@ -260,13 +309,19 @@ impl Store {
         let (after_ts, after_seq) = after.map_or((i64::MIN, i64::MIN), |id| id.last);
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT ts, seq, device, alias, value FROM samples WHERE (ts, seq) > (?1, ?2)
-                 ORDER BY ts, seq LIMIT ?3",
-            )
+            .prepare_cached(concat!(
+                "SELECT ts, seq, device, alias, value FROM samples WHERE (ts, seq) > (?1, ?2) AND ",
+                not_held!(4),
+                " ORDER BY ts, seq LIMIT ?3"
+            ))
             .map_err(|e| map_err(&self.path, e))?;
         let mut rows = stmt
-            .query(params![after_ts, after_seq, max_samples as i64])
+            .query(params![
+                after_ts,
+                after_seq,
+                max_samples as i64,
+                held.mask()
+            ])
             .map_err(|e| map_err(&self.path, e))?;
         let mut first = None;
         let mut last = (0, 0);
@@ -306,6 +361,7 @@ impl Store {
             first,
             last,
             max_seq: self.next_seq - 1,
+            held,
         });
         Ok(batch)
     }
@@ -315,14 +371,21 @@ impl Store {
     pub fn ack(&mut self, id: BatchId) -> Result<u64, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "DELETE FROM samples WHERE (ts, seq) >= (?1, ?2) AND (ts, seq) <= (?3, ?4)
-                 AND seq <= ?5 RETURNING length(value)",
-            )
+                 AND seq <= ?5 AND ",
+                not_held!(6),
+                " RETURNING length(value)"
+            ))
             .map_err(|e| map_err(&self.path, e))?;
         let mut rows = stmt
             .query(params![
-                id.first.0, id.first.1, id.last.0, id.last.1, id.max_seq
+                id.first.0,
+                id.first.1,
+                id.last.0,
+                id.last.1,
+                id.max_seq,
+                id.held.mask()
             ])
             .map_err(|e| map_err(&self.path, e))?;
         let (mut n, mut bytes) = (0u64, 0u64);
