@@ -63,6 +63,7 @@ pub struct SparkplugSettings {
 /// How the MQTT link connects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
+    /// Defaults to `group_id:edge_node_id`, unique wherever the Edge Node Descriptor is.
     pub client_id: String,
     pub keep_alive: Duration,
     pub username: Option<String>,

@@ -1,6 +1,8 @@
 //! Modbus configuration: the `[modbus]` section of the edge node's TOML file (scan classes,
 //! serial buses, devices, tags) and its validation into a [`Site`], the checked model the
 //! engine runs. Every error names where it is: device, tag and key, or CSV line and column.
+//! Device names become Sparkplug device ids and tag names metric names, so two devices,
+//! or two tags of one device, may not have names that match once lower-cased.
 //!
 //! ```toml
 //! [[modbus.scan_classes]]
