@@ -63,6 +63,7 @@ pub struct SparkplugSettings {
 /// How the MQTT link connects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
+    /// Defaults to `group_id:edge_node_id`, unique wherever the Edge Node Descriptor is.
     pub client_id: String,
     pub keep_alive: Duration,
     pub username: Option<String>,
@@ -318,7 +319,7 @@ fn parse_sections(
     })?;
     let mut problems = Vec::new();
     let sparkplug = check_sparkplug(doc.sparkplug, base, &mut problems);
-    let mqtt = check_mqtt(doc.mqtt, &sparkplug.edge_node_id, base, &mut problems);
+    let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, &mut problems);
     let store = doc.store.map(|s| check_store(s, base, &mut problems));
     if problems.is_empty() {
         Ok((sparkplug, mqtt, store))
@@ -402,7 +403,7 @@ fn check_sparkplug(
 
 fn check_mqtt(
     m: MqttSection,
-    edge_node_id: &str,
+    sparkplug: &SparkplugSettings,
     base: &Path,
     problems: &mut Vec<Problem>,
 ) -> MqttSettings {
@@ -422,7 +423,7 @@ fn check_mqtt(
     if m.connect_timeout_ms == 0 {
         problem(problems, "mqtt.connect_timeout_ms", "must be above 0");
     }
-    let client_id = m.client_id.unwrap_or_else(|| edge_node_id.to_owned());
+    let client_id = m.client_id.unwrap_or_else(|| default_client_id(sparkplug));
     if client_id.is_empty() || client_id.len() > 65_535 {
         problem(problems, "mqtt.client_id", "must be 1..=65535 bytes");
     }
@@ -469,6 +470,13 @@ fn check_mqtt(
         connect_timeout: Duration::from_millis(m.connect_timeout_ms),
         servers,
     }
+}
+
+/// `group_id:edge_node_id`: unique wherever the Edge Node Descriptor is (unless the ids
+/// themselves hold `:`), so nodes sharing an edge_node_id in different groups do not take
+/// over each other's MQTT session. Not `/`: brokers such as rumqttd refuse it in client ids.
+fn default_client_id(sparkplug: &SparkplugSettings) -> String {
+    format!("{}:{}", sparkplug.group_id, sparkplug.edge_node_id)
 }
 
 fn check_server(
@@ -626,7 +634,7 @@ port = 1884
         assert_eq!(c.sparkplug.group_id, "plant");
         assert_eq!(c.sparkplug.primary_host_id.as_deref(), Some("scada"));
         assert_eq!(c.sparkplug.rebirth_debounce, Duration::from_secs(5));
-        assert_eq!(c.mqtt.client_id, "gw1");
+        assert_eq!(c.mqtt.client_id, "plant:gw1");
         assert_eq!(c.mqtt.servers.len(), 2);
         assert_eq!(c.mqtt.servers[0].port, 1883);
         assert_eq!(c.mqtt.servers[1].host, "backup");
@@ -707,6 +715,89 @@ url = "mqtts://secure:8883"
             panic!("expected problems, got {e}");
         };
         assert_eq!(problems[0].key, "modbus.devices[0].name");
+    }
+
+    /// GOOD with a scan class and one Modbus TCP device per entry, one u16 tag per name.
+    fn with_devices(devices: &[(&str, &[&str])]) -> String {
+        let mut text =
+            format!("{GOOD}\n[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n");
+        for (device, tags) in devices {
+            text.push_str(&format!(
+                "\n[[modbus.devices]]\nname = {device:?}\nhost = \"127.0.0.1\"\n"
+            ));
+            for (i, tag) in tags.iter().enumerate() {
+                text.push_str(&format!(
+                    "\n[[modbus.devices.tags]]\nname = {tag:?}\naddress = \"{}\"\ntype = \"u16\"\n",
+                    40001 + i
+                ));
+            }
+        }
+        text
+    }
+
+    fn refusal(text: &str) -> String {
+        match Config::from_toml(text, Path::new(".")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn device_ids_are_unique_within_the_node() {
+        let e = refusal(&with_devices(&[("boiler", &["t"]), ("boiler", &["t"])]));
+        assert_eq!(e, "device `boiler`: `name`: defined twice");
+        // The node's device ids are exactly its device names, each once.
+        let c = Config::from_toml(
+            &with_devices(&[("boiler", &["t"]), ("pump-1", &["t"])]),
+            Path::new("."),
+        )
+        .unwrap();
+        let ids: Vec<&str> = c.site.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(ids, ["boiler", "pump-1"]);
+    }
+
+    #[test]
+    fn device_ids_and_tag_names_differing_only_by_case_are_refused() {
+        let e = refusal(&with_devices(&[("boiler", &["t"]), ("Boiler", &["t"])]));
+        assert!(
+            e.starts_with("device `Boiler`: `name`: differs only by case from device `boiler`"),
+            "{e}"
+        );
+        // Non-ASCII letters are compared lower-cased too.
+        let e = refusal(&with_devices(&[("Ölpumpe", &["t"]), ("ölpumpe", &["t"])]));
+        assert!(e.contains("device `ölpumpe`: `name`"), "{e}");
+        let e = refusal(&with_devices(&[("boiler", &["Flow", "temp", "FLOW"])]));
+        assert!(
+            e.starts_with(
+                "device `boiler`, tag `FLOW`: `name`: differs only by case from tag `Flow` in this device"
+            ),
+            "{e}"
+        );
+        // Each device's metrics are born in its own DBIRTH: names may repeat across devices.
+        Config::from_toml(
+            &with_devices(&[("boiler", &["Flow"]), ("pump", &["flow"])]),
+            Path::new("."),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_default_client_id_is_the_edge_node_descriptor() {
+        let a = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        let b = Config::from_toml(
+            &GOOD.replace("group_id = \"plant\"", "group_id = \"plant-b\""),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(a.sparkplug.edge_node_id, b.sparkplug.edge_node_id);
+        assert_eq!(a.mqtt.client_id, "plant:gw1");
+        assert_eq!(b.mqtt.client_id, "plant-b:gw1");
+        let explicit = Config::from_toml(
+            &GOOD.replace("[mqtt]\n", "[mqtt]\nclient_id = \"gw1\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(explicit.mqtt.client_id, "gw1");
     }
 
     #[test]

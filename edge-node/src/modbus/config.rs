@@ -1,6 +1,8 @@
 //! Modbus configuration: the `[modbus]` section of the edge node's TOML file (scan classes,
 //! serial buses, devices, tags) and its validation into a [`Site`], the checked model the
 //! engine runs. Every error names where it is: device, tag and key, or CSV line and column.
+//! Device names become Sparkplug device ids and tag names metric names, so two devices,
+//! or two tags of one device, may not have names that match once lower-cased.
 //!
 //! ```toml
 //! [[modbus.scan_classes]]
@@ -20,7 +22,8 @@
 //! scan_class = "fast"
 //! ```
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -415,13 +418,14 @@ impl ModbusConfig {
             site.links.push(link);
         }
         let mut unit_ids_on_bus: HashSet<(usize, u8)> = HashSet::new();
+        let mut device_names = SparkplugNames::default();
         for dev in &self.devices {
             let place = format!("device `{}`", dev.name);
             if dev.name.is_empty() {
                 return Err(invalid(place, "name", "must not be empty"));
             }
-            if site.devices.iter().any(|d| d.name == dev.name) {
-                return Err(invalid(place, "name", "defined twice"));
+            if let Some(clash) = device_names.clash(&dev.name) {
+                return Err(invalid(place, "name", clash.describe("device", "")));
             }
             let unit_id = dev.unit_id.unwrap_or(1);
             let link = match (&dev.host, &dev.bus) {
@@ -534,7 +538,7 @@ impl ModbusConfig {
                     "a device needs at least one tag (in TOML or a tag file)",
                 ));
             }
-            let mut names = HashSet::new();
+            let mut tag_names = SparkplugNames::default();
             for t in &dev.tags {
                 let tag_place = match &t.source {
                     Some(_) => row_place(t),
@@ -549,8 +553,12 @@ impl ModbusConfig {
                         format!("tag listed under device `{}`", dev.name),
                     ));
                 }
-                if !names.insert(t.name.as_str()) {
-                    return Err(invalid(tag_place, "name", "defined twice in this device"));
+                if let Some(clash) = tag_names.clash(&t.name) {
+                    return Err(invalid(
+                        tag_place,
+                        "name",
+                        clash.describe("tag", " in this device"),
+                    ));
                 }
                 let tag = resolve_tag(t, device_index, &site.scan_classes)
                     .map_err(|(key, message)| invalid(tag_place, key, message))?;
@@ -561,6 +569,47 @@ impl ModbusConfig {
             return Err(invalid("modbus", "tags", "too many tags"));
         }
         Ok(site)
+    }
+}
+
+/// Device names (Sparkplug device ids) of the node, or tag names (metric names) of one
+/// device, seen so far. Two may not be equal, nor equal once lower-cased: Sparkplug asks
+/// that ids and metric names stay distinct for hosts and historians that ignore case.
+#[derive(Default)]
+struct SparkplugNames<'a> {
+    lowered: HashMap<String, &'a str>,
+}
+
+/// How a name collides with one seen before.
+enum Clash<'a> {
+    Same,
+    /// Differs only by letter case from this earlier name.
+    Case(&'a str),
+}
+
+impl<'a> SparkplugNames<'a> {
+    /// Records `name`; `Some` when it collides with an earlier one.
+    fn clash(&mut self, name: &'a str) -> Option<Clash<'a>> {
+        match self.lowered.entry(name.to_lowercase()) {
+            Entry::Vacant(slot) => {
+                slot.insert(name);
+                None
+            }
+            Entry::Occupied(earlier) if *earlier.get() == name => Some(Clash::Same),
+            Entry::Occupied(earlier) => Some(Clash::Case(earlier.get())),
+        }
+    }
+}
+
+impl Clash<'_> {
+    /// `what` is the kind of name (device, tag), `scope` where it must be distinct.
+    fn describe(&self, what: &str, scope: &str) -> String {
+        match self {
+            Clash::Same => format!("defined twice{scope}"),
+            Clash::Case(earlier) => format!(
+                "differs only by case from {what} `{earlier}`{scope}; Sparkplug names must stay distinct once lower-cased"
+            ),
+        }
     }
 }
 
@@ -962,6 +1011,34 @@ mod tests {
             unit_id = 7
             "#);
         assert!(e.contains("device `b`") && e.contains("unit_id"), "{e}");
+    }
+
+    #[test]
+    fn csv_tag_names_differing_only_by_case_are_refused_by_file_and_line() {
+        let mut config = ModbusConfig::from_toml(
+            &with_tag("name = \"Level\"\naddress = \"40001\"\ntype = \"u16\""),
+            "test.toml",
+        )
+        .unwrap();
+        let row = TagConfig {
+            device: Some("boiler".into()),
+            name: "level".into(),
+            address: AddressField("40002".into()),
+            data_type: DataType::U16,
+            source: Some(RowSource {
+                file: "tags.csv".into(),
+                line: 3,
+            }),
+            ..TagConfig::default()
+        };
+        config.attach_rows(vec![row]).unwrap();
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "tags.csv line 3 (tag `level`): `name`: differs only by case from tag `Level`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one place every Sparkplug message of the node goes out: it numbers them (seq),
-//! encodes them into a reused buffer and hands them to the link.
+//! lists their live metrics oldest first, encodes them into a reused buffer and hands
+//! them to the link.
 //!
 //! Store-and-forward (`super::forwarder`) keeps DDATA the link cannot take and replays
 //! it through here, flagged historical. Births and deaths are not queued: they describe
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rumqttc::QoS;
-use sparkplug::{BdSeq, MessageType, Payload, Seq, Topic};
+use sparkplug::{BdSeq, MessageType, Metric, Payload, Seq, Topic};
 
 use crate::link::{Link, LinkError};
 
@@ -99,6 +100,7 @@ impl Publisher {
         }
         payload.seq = Some(u64::from(self.seq.value()));
         self.seq = self.seq.next();
+        order_chronologically(&mut payload.metrics);
         let mut topic = std::mem::take(&mut self.topic);
         self.write_topic(message_type, device, &mut topic);
         self.buffer.clear();
@@ -145,9 +147,53 @@ impl Publisher {
     }
 }
 
+/// Lists metrics oldest first when the live (not historical) ones are out of order:
+/// Sparkplug wants the values of a birth or data message in chronological order, and a
+/// birth holds each tag's last value, read at different times. An ordered list (the
+/// usual case) is only checked; the sort is stable, so equal timestamps keep their order.
+pub fn order_chronologically(metrics: &mut [Metric]) {
+    let live = metrics
+        .iter()
+        .filter(|m| !m.is_historical)
+        .map(|m| m.timestamp);
+    if !live.is_sorted() {
+        metrics.sort_by_key(|m| m.timestamp);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(name: &str, timestamp: u64) -> Metric {
+        Metric::new(name, 1u16).with_timestamp(timestamp)
+    }
+
+    fn names(metrics: &[Metric]) -> Vec<&str> {
+        metrics.iter().filter_map(|m| m.name.as_deref()).collect()
+    }
+
+    #[test]
+    fn live_metrics_go_out_oldest_first_and_ties_keep_their_order() {
+        let mut metrics = vec![at("a", 30), at("b", 10), at("c", 20), at("d", 10)];
+        order_chronologically(&mut metrics);
+        assert_eq!(names(&metrics), ["b", "d", "c", "a"]);
+        let timestamps: Vec<_> = metrics.iter().map(|m| m.timestamp).collect();
+        assert!(timestamps.is_sorted(), "{timestamps:?}");
+    }
+
+    #[test]
+    fn ordered_and_historical_only_lists_are_left_as_they_are() {
+        let mut ordered = vec![at("a", 10), at("b", 10), at("c", 20)];
+        order_chronologically(&mut ordered);
+        assert_eq!(names(&ordered), ["a", "b", "c"]);
+        // Replayed history has no order rule; the live metric is already in order.
+        let mut history = vec![at("old", 50), at("older", 5), at("live", 60)];
+        history[0].is_historical = true;
+        history[1].is_historical = true;
+        order_chronologically(&mut history);
+        assert_eq!(names(&history), ["old", "older", "live"]);
+    }
 
     #[test]
     fn ndeath_carries_only_bdseq_as_int64_and_no_seq() {
