@@ -50,6 +50,10 @@ pub struct Forwarder {
     held: HeldDevices,
     /// Stored samples published historical and confirmed since start.
     replayed: u64,
+    /// (pacer clock ms, `replayed`) when the replay rate was last measured.
+    rate_since: (u64, u64),
+    /// Samples per second replayed over the last measured period.
+    replay_rate: u64,
     /// Samples whose append the store refused (lost).
     refused: u64,
     logged_depth: u64,
@@ -71,6 +75,8 @@ pub struct ForwarderStats {
     pub dropped: u64,
     pub oldest_age_ms: u64,
     pub replayed: u64,
+    /// Samples per second, over the period before the last [`Forwarder::measure_rate`].
+    pub replay_rate: u64,
 }
 
 impl Forwarder {
@@ -90,6 +96,8 @@ impl Forwarder {
             handed_out: 0,
             held: HeldDevices::default(),
             replayed: 0,
+            rate_since: (0, 0),
+            replay_rate: 0,
             refused: 0,
             logged_depth: depth,
             logged_dropped: 0,
@@ -221,6 +229,26 @@ impl Forwarder {
         }
     }
 
+    /// Closes a replay rate period (the session calls it each metrics period) and logs
+    /// the queue while a replay runs.
+    pub fn measure_rate(&mut self, now: u64) {
+        let mono = self.mono_ms();
+        let (since, replayed_then) = self.rate_since;
+        let elapsed = mono.saturating_sub(since).max(1);
+        self.replay_rate = (self.replayed - replayed_then) * 1000 / elapsed;
+        self.rate_since = (mono, self.replayed);
+        if self.replay_rate > 0 {
+            let stats = self.stats(now);
+            info!(
+                depth = stats.depth,
+                oldest_age_ms = stats.oldest_age_ms,
+                dropped = stats.dropped,
+                replay_rate = self.replay_rate,
+                "replaying stored samples"
+            );
+        }
+    }
+
     /// The store's age cap.
     pub fn expire(&mut self, now: u64) {
         if let Err(e) = self.store.expire(now) {
@@ -239,6 +267,7 @@ impl Forwarder {
             dropped: self.dropped(),
             oldest_age_ms,
             replayed: self.replayed,
+            replay_rate: self.replay_rate,
         }
     }
 
@@ -372,6 +401,15 @@ mod tests {
         f.confirmed(mark);
         assert_eq!(f.stats(now).depth, 0);
         assert_eq!(f.stats(now).replayed, 5);
+        std::thread::sleep(Duration::from_millis(10));
+        f.measure_rate(now);
+        assert!(
+            f.stats(now).replay_rate > 0,
+            "5 samples confirmed since start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        f.measure_rate(now);
+        assert_eq!(f.stats(now).replay_rate, 0, "none since the last period");
     }
 
     #[test]

@@ -25,11 +25,16 @@ pub const STORE_DEPTH: &str = "Store/Depth";
 pub const STORE_DROPPED: &str = "Store/Dropped";
 /// Age of the oldest stored sample, ms (0 when empty).
 pub const STORE_OLDEST_AGE: &str = "Store/Oldest Age";
-/// Stored samples published historical since start; its slope is the replay rate.
+/// Stored samples published historical (and confirmed) since start.
 pub const STORE_REPLAYED: &str = "Store/Replayed";
+/// Stored samples replayed per second over the last metrics period.
+pub const STORE_REPLAY_RATE: &str = "Store/Replay Rate";
+
+/// How many node metrics have aliases.
+const ALIASED_COUNT: usize = 17;
 
 /// The node metrics with aliases, in birth order (Rebirth, alias-less, comes first).
-const ALIASED: [&str; 16] = [
+const ALIASED: [&str; ALIASED_COUNT] = [
     NEXT_SERVER,
     REBOOT,
     SCAN_RATE,
@@ -46,6 +51,7 @@ const ALIASED: [&str; 16] = [
     STORE_DROPPED,
     STORE_OLDEST_AGE,
     STORE_REPLAYED,
+    STORE_REPLAY_RATE,
 ];
 
 /// The alias of a node metric (1-based position), `None` for Rebirth and unknown names.
@@ -78,7 +84,7 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    fn values(&self) -> [Value; 16] {
+    fn values(&self) -> [Value; ALIASED_COUNT] {
         [
             Value::Boolean(false),
             Value::Boolean(false),
@@ -96,6 +102,7 @@ impl NodeStatus {
             Value::UInt64(self.store.dropped),
             Value::UInt64(self.store.oldest_age_ms),
             Value::UInt64(self.store.replayed),
+            Value::UInt64(self.store.replay_rate),
         ]
     }
 }
@@ -103,7 +110,7 @@ impl NodeStatus {
 /// Remembers what was last sent, to send only changes.
 #[derive(Debug, Default)]
 pub struct NodeMetrics {
-    sent: Option<[Value; 16]>,
+    sent: Option<[Value; ALIASED_COUNT]>,
 }
 
 impl NodeMetrics {
@@ -166,7 +173,7 @@ mod tests {
         let mut m = NodeMetrics::default();
         let mut birth = Payload::new(1);
         m.birth(&status(), 1, &mut birth);
-        assert_eq!(birth.metrics.len(), 17);
+        assert_eq!(birth.metrics.len(), ALIASED_COUNT + 1);
         let rebirth = birth.metric(REBIRTH).unwrap();
         assert_eq!(rebirth.alias, None);
         assert_eq!(rebirth.typed_value(), Some(&Value::Boolean(false)));

@@ -353,7 +353,9 @@ impl EdgeNode {
                 }
                 _ = tick.tick() => {
                     if let Some(f) = self.forwarder.as_mut() {
-                        f.expire(millis(SystemTime::now()));
+                        let now = millis(SystemTime::now());
+                        f.expire(now);
+                        f.measure_rate(now);
                     }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
                         break Ending::Lost(e.to_string());
