@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
-use edge_node::simulator::{BankSizes, Plant, PlantServer, Table as SimTable, UnknownUnitReply};
+use edge_node::simulator::{
+    BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable, UnknownUnitReply,
+};
 use modbus_support::{site, wait_for};
 use system_tests::free_port;
+use tokio_modbus::ExceptionCode;
 
 async fn server(unit: u8) -> PlantServer {
     let mut plant = Plant::new();
@@ -119,6 +122,73 @@ async fn illegal_address_isolates_the_bad_tag_and_the_split_is_kept() {
         "{now:?}"
     );
     assert_eq!(now.splits, 3, "no further splitting");
+}
+
+/// An exception answer makes a block's tags BAD; once the device answers again, the tags
+/// are reported GOOD even though their registers never changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_refused_then_answered_unchanged_are_good_again() {
+    let srv = server(1).await;
+    let bank = Arc::clone(srv.bank(1).unwrap());
+    for i in 0..3u16 {
+        bank.set_holding_register(i, 7 + i).unwrap();
+    }
+    let mut toml = format!("{FAST}{}", device("d", srv.local_addr().port(), ""));
+    for i in 0..3 {
+        toml.push_str(&tag(&format!("r{i}"), i, "u16"));
+    }
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let h = acq.handle();
+    let d = h.device_id("d").unwrap();
+    wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
+    // Several scans of the same answer: nothing to report.
+    let scans = h.stats(d).scans;
+    for _ in 0..300 {
+        if h.stats(d).scans >= scans + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    srv.plant()
+        .add_exception(
+            1,
+            ExceptionRule {
+                function: None,
+                start: 0,
+                count: 3,
+                code: ExceptionCode::ServerDeviceFailure,
+            },
+        )
+        .unwrap();
+    let bad = wait_for(&mut events, |e| match e {
+        Event::Data(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(bad.samples.len(), 3, "{bad:?}");
+    assert!(
+        bad.samples.iter().all(|s| s.quality == Quality::Bad),
+        "{bad:?}"
+    );
+    srv.plant().clear_unit_faults(1).unwrap();
+    let good = wait_for(&mut events, |e| match e {
+        Event::Data(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    acq.shutdown().await;
+    let mut seen: Vec<(Quality, Value)> = good
+        .samples
+        .iter()
+        .map(|s| (s.quality, s.value.clone()))
+        .collect();
+    seen.sort_by_key(|(_, v)| v.as_f64().map(|f| f as i64));
+    assert_eq!(
+        seen,
+        (0..3u16)
+            .map(|i| (Quality::Good, Value::U16(7 + i)))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

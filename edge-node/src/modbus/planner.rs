@@ -17,6 +17,9 @@ pub struct Block {
     /// The block's previous answer (bits as 0/1), kept so tags whose registers did not
     /// change are not decoded again; empty until the first answer.
     pub previous: Vec<u16>,
+    /// Every tag of the block was last reported Good, decoded from `previous`: an answer
+    /// equal to `previous` then holds nothing to decode or report.
+    pub all_good: bool,
 }
 
 /// Where a tag sits in its block's answer.
@@ -47,6 +50,7 @@ impl Block {
             count: (hi - u32::from(lo)) as u16,
             tags,
             previous: Vec::new(),
+            all_good: false,
         }
     }
 
@@ -107,6 +111,7 @@ pub fn plan<'a>(
                 span: tag.span,
             }],
             previous: Vec::new(),
+            all_good: false,
         });
     }
     blocks

@@ -220,10 +220,11 @@ impl LineTask {
         async move {
             loop {
                 let next = self.next_due();
+                let now = Instant::now();
                 // Timers tick in whole milliseconds: a deadline nearer than that (a sub-ms
                 // period, or a scan that overran) runs now instead of sleeping a full tick.
                 if let Some((d, c, due)) = next
-                    && due <= Instant::now() + TIMER_RESOLUTION
+                    && due <= now + TIMER_RESOLUTION
                 {
                     if self.cancel.is_cancelled() {
                         break;
@@ -239,7 +240,7 @@ impl LineTask {
                             Err(mpsc::error::TryRecvError::Empty) => {}
                         }
                     }
-                    if self.run_due(d, c, due).await.is_err() {
+                    if self.run_due(d, c, due, now).await.is_err() {
                         break;
                     }
                     // Every request awaits I/O, so the task still yields (and tokio's
@@ -272,7 +273,7 @@ impl LineTask {
                     Wake::Command(None) => self.commands = None,
                     Wake::Due => {
                         if let Some((d, c, due)) = next
-                            && self.run_due(d, c, due).await.is_err()
+                            && self.run_due(d, c, due, Instant::now()).await.is_err()
                         {
                             break;
                         }
@@ -306,9 +307,8 @@ impl LineTask {
         best
     }
 
-    /// Runs a due scan. `Err` only when the event receiver is gone.
-    async fn run_due(&mut self, d: usize, c: usize, due: Instant) -> Result<(), ()> {
-        let now = Instant::now();
+    /// Runs a due scan (`now` is when it started). `Err` only when the event receiver is gone.
+    async fn run_due(&mut self, d: usize, c: usize, due: Instant, now: Instant) -> Result<(), ()> {
         let class = &mut self.devices[d].classes[c];
         // Next deadline on the grid start + k * period, strictly after now: missed ticks are
         // skipped, never bunched.
@@ -372,6 +372,9 @@ impl LineTask {
             return Ok(());
         }
         dev.online = false;
+        for block in dev.classes.iter_mut().flat_map(|c| &mut c.blocks) {
+            block.all_good = false;
+        }
         warn!(device = %device.name, %error, "device offline");
         let timestamp = SystemTime::now();
         let samples: Vec<Sample> = dev
@@ -450,37 +453,9 @@ impl LineTask {
                     &dev.counters,
                 )
                 .await;
-                let timestamp = SystemTime::now();
                 match result {
                     Ok(response) => {
-                        let known = dev.classes[c].blocks[i].previous.len()
-                            == usize::from(dev.classes[c].blocks[i].count);
-                        for k in 0..dev.classes[c].blocks[i].tags.len() {
-                            let bt = dev.classes[c].blocks[i].tags[k];
-                            // Same registers as last scan and reported good: same value,
-                            // nothing to decode or report.
-                            if !full
-                                && known
-                                && matches!(
-                                    dev.reported[bt.id.index() - dev.first_tag],
-                                    Some((_, Quality::Good))
-                                )
-                                && unchanged(&dev.classes[c].blocks[i].previous, &bt, &response)
-                            {
-                                continue;
-                            }
-                            let tag = &site.tags[bt.id.index()];
-                            let quality = match decode(tag, &bt, &response) {
-                                Some(v) => {
-                                    dev.last_good[bt.id.index() - dev.first_tag] = v;
-                                    Quality::Good
-                                }
-                                None => Quality::Bad,
-                            };
-                            push_sample(dev, &site, bt.id, quality, timestamp, mode, &mut report);
-                        }
-                        let block = &mut dev.classes[c].blocks[i];
-                        remember(&mut block.previous, &response, usize::from(block.count));
+                        take_answer(dev, &site, c, i, response, mode, &mut report);
                         i += 1;
                     }
                     Err(e) => match &e.failure {
@@ -498,6 +473,8 @@ impl LineTask {
                         }
                         _ => {
                             debug!(device = %device.name, error = %e, "tags unreadable");
+                            let timestamp = SystemTime::now();
+                            dev.classes[c].blocks[i].all_good = false;
                             for k in 0..dev.classes[c].blocks[i].tags.len() {
                                 let id = dev.classes[c].blocks[i].tags[k].id;
                                 push_sample(
@@ -750,6 +727,56 @@ async fn read_block(
     Ok(response)
 }
 
+/// Decodes and reports the tags of block `b` of class `c` from its answer, then keeps the
+/// answer to compare the next one with.
+fn take_answer(
+    dev: &mut DeviceRun,
+    site: &Site,
+    c: usize,
+    b: usize,
+    response: Response,
+    mode: ReportMode,
+    report: &mut Report,
+) {
+    let block = &dev.classes[c].blocks[b];
+    // The same answer as last scan, whose tags were all reported Good: nothing to decode or
+    // report, and no clock to read (the common case when polling fast).
+    if !mode.full && block.all_good && same_answer(&block.previous, &response) {
+        return;
+    }
+    let timestamp = SystemTime::now();
+    let known = block.previous.len() == usize::from(block.count);
+    let mut all_good = true;
+    for k in 0..block.tags.len() {
+        let block = &dev.classes[c].blocks[b];
+        let bt = block.tags[k];
+        let local = bt.id.index() - dev.first_tag;
+        // Same registers as last scan and reported good: same value, nothing to decode or
+        // report.
+        if !mode.full
+            && known
+            && matches!(dev.reported[local], Some((_, Quality::Good)))
+            && unchanged(&block.previous, &bt, &response)
+        {
+            continue;
+        }
+        let quality = match decode(&site.tags[bt.id.index()], &bt, &response) {
+            Some(v) => {
+                dev.last_good[local] = v;
+                Quality::Good
+            }
+            None => {
+                all_good = false;
+                Quality::Bad
+            }
+        };
+        push_sample(dev, site, bt.id, quality, timestamp, mode, report);
+    }
+    let block = &mut dev.classes[c].blocks[b];
+    remember(&mut block.previous, response, usize::from(block.count));
+    block.all_good = all_good;
+}
+
 /// Whether the tag's registers (or bit) equal those of the previous answer.
 fn unchanged(previous: &[u16], bt: &planner::BlockTag, response: &Response) -> bool {
     let range = usize::from(bt.offset)..usize::from(bt.offset) + usize::from(bt.span);
@@ -769,17 +796,33 @@ fn unchanged(previous: &[u16], bt: &planner::BlockTag, response: &Response) -> b
     }
 }
 
-/// Keeps a copy of the answer in the block's reused buffer.
-fn remember(previous: &mut Vec<u16>, response: &Response, count: usize) {
-    previous.clear();
+/// Whether the answer equals the block's previous one (bit answers are padded to whole
+/// bytes, so only the bits read count).
+fn same_answer(previous: &[u16], response: &Response) -> bool {
     match response {
         Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+            bits.len() >= previous.len()
+                && bits.iter().zip(previous).all(|(b, p)| u16::from(*b) == *p)
+        }
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            words.as_slice() == previous
+        }
+        _ => false,
+    }
+}
+
+/// Keeps the answer as the block's previous one: a register answer is moved in, a bit
+/// answer copied as 0/1 into the reused buffer.
+fn remember(previous: &mut Vec<u16>, response: Response, count: usize) {
+    match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+            previous.clear();
             previous.extend(bits.iter().map(|b| u16::from(*b)));
         }
         Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
-            previous.extend_from_slice(words);
+            *previous = words;
         }
-        _ => {}
+        _ => previous.clear(),
     }
     // Bit answers are padded to whole bytes.
     previous.truncate(count);
