@@ -370,6 +370,46 @@ async fn a_device_down_at_start_up_comes_online_later() {
     srv.shutdown().await;
 }
 
+/// The scan after a device comes online is one period after the probe, not two: the
+/// probe's full scan keeps every class on its grid without skipping a tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_after_coming_online_is_one_period_later() {
+    const PERIOD_MS: u64 = 400;
+    let srv = server(1).await;
+    let mut toml = format!(
+        "[[modbus.scan_classes]]\nname = \"slow\"\nperiod_ms = {PERIOD_MS}\n{}",
+        device("d", srv.local_addr().port(), "")
+    );
+    toml.push_str(&tag("v", 0, "u16"));
+    // The value changes faster than the scan, so every scan reports.
+    let bank = Arc::clone(srv.bank(1).unwrap());
+    let ticker = tokio::spawn(async move {
+        for i in 1..=1_000u16 {
+            bank.set_holding_register(0, i).unwrap();
+            tokio::time::sleep(Duration::from_millis(PERIOD_MS / 8)).await;
+        }
+    });
+    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let mut stamps = Vec::new();
+    while stamps.len() < 3 {
+        let stamp = wait_for(&mut events, |e| match e {
+            Event::Online(r) | Event::Data(r) => Some(r.samples[0].timestamp),
+            _ => None,
+        })
+        .await;
+        stamps.push(stamp);
+    }
+    acq.shutdown().await;
+    ticker.abort();
+    for pair in stamps.windows(2) {
+        let step = pair[1].duration_since(pair[0]).unwrap();
+        assert!(
+            step < Duration::from_millis(PERIOD_MS * 3 / 2),
+            "scans {step:?} apart, the period is {PERIOD_MS} ms: {stamps:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadband_filters_small_moves_and_errors_name_the_request() {
     let srv = server(1).await;

@@ -133,8 +133,20 @@ pub struct Plant {
 
 impl Plant {
     pub fn start() -> Plant {
+        Self::spawn(None)
+    }
+
+    /// `plant-sim` serving the plant of a config file instead of the built-in one.
+    pub fn start_config(config: &Path) -> Plant {
+        Self::spawn(Some(config))
+    }
+
+    fn spawn(config: Option<&Path>) -> Plant {
         let mut cmd = Command::new(bin("plant-sim"));
         cmd.args(["--listen", "127.0.0.1:0"]);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
         let mut proc = Proc::spawn_with_stdin("plant-sim", cmd);
         let line = proc.wait_for_line(WAIT, |l| l.starts_with("listening on "));
         let port = line
@@ -445,8 +457,13 @@ impl EdgeNode {
 
     /// Waits for a log line containing every one of `parts`; `None` when none comes in time.
     pub fn wait_for_log(&mut self, parts: &[&str]) -> Option<String> {
+        self.wait_for_log_within(WAIT, parts)
+    }
+
+    /// [`EdgeNode::wait_for_log`] with its own bound.
+    pub fn wait_for_log_within(&mut self, timeout: Duration, parts: &[&str]) -> Option<String> {
         self.proc
-            .try_wait_for_line(WAIT, |l| parts.iter().all(|p| l.contains(p)))
+            .try_wait_for_line(timeout, |l| parts.iter().all(|p| l.contains(p)))
     }
 
     pub fn output(&mut self) -> Vec<String> {

@@ -122,6 +122,41 @@ async fn blackhole_forwards_nothing_while_sockets_stay_open() {
 }
 
 #[tokio::test]
+async fn blackhole_holds_back_a_close_until_restore() {
+    // A target that closes each connection 300 ms after accepting it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(socket);
+            });
+        }
+    });
+    let link = LinkSim::start(target).await.unwrap();
+    let mut stream = TcpStream::connect(link.addr()).await.unwrap();
+    assert!(
+        closed(&mut stream).await,
+        "an open link passes the close on"
+    );
+
+    let mut stream = TcpStream::connect(link.addr()).await.unwrap();
+    // The proxy reaches the target, then the link goes half-open before the target closes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    link.blackhole();
+    let mut buf = [0u8; 16];
+    let quiet = timeout(Duration::from_millis(800), stream.read(&mut buf)).await;
+    assert!(
+        quiet.is_err(),
+        "the target's close is not heard on a half-open link: {quiet:?}"
+    );
+    link.restore();
+    assert!(closed(&mut stream).await, "the close arrives once restored");
+    link.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_stops_listening_and_closes_connections() {
     let link = LinkSim::start(echo_server().await).await.unwrap();
     let addr = link.addr();

@@ -333,7 +333,10 @@ impl LineTask {
                     // The full scan just read every class: their next scans follow the grid.
                     let now = Instant::now();
                     for class in &mut dev.classes {
-                        class.next = next_on_grid(class.next, class.period, now);
+                        // A deadline still ahead is already the next one on the grid.
+                        if class.next <= now {
+                            class.next = next_on_grid(class.next, class.period, now);
+                        }
                     }
                     dev.online = true;
                     dev.failures = 0;
