@@ -478,3 +478,44 @@ fn exactly_once_holds_across_the_recent_and_main_tables() {
     assert_eq!(trend.iter().map(|b| b.count).sum::<u64>(), 8_001);
     assert_eq!(trend.last().unwrap().last.value, SampleValue::U64(u64::MAX));
 }
+
+/// The host writes a STALE marker at its own clock when a node dies; a sample the edge
+/// measured on that same millisecond, arriving later (replayed from its store), replaces
+/// the marker instead of being refused as a duplicate — in the recent table and after the
+/// marker went straight to the main table in a large batch. A marker never replaces a
+/// measurement.
+#[test]
+fn a_measured_sample_replaces_a_stale_marker_on_the_same_millisecond() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "Level");
+    let stale = |ts: u64| Sample {
+        quality: Quality::STALE,
+        ..sample(id, ts, SampleValue::F64(1.0))
+    };
+    let measured = |ts: u64| Sample {
+        is_historical: true,
+        ..sample(id, ts, SampleValue::F64(2.0))
+    };
+
+    // Marker in the recent table.
+    t.store.append(&[stale(T0)]).unwrap();
+    let o = t.store.append(&[measured(T0)]).unwrap();
+    assert_eq!((o.inserted, o.duplicates), (1, 0));
+
+    // Marker written straight into the main table (a batch above the direct threshold).
+    let mut big = series(id, T0 + 1_000, 20_000, 1);
+    big.push(stale(T0 + 500));
+    t.store.append(&big).unwrap();
+    let o = t.store.append(&[measured(T0 + 500)]).unwrap();
+    assert_eq!((o.inserted, o.duplicates), (1, 0));
+
+    // A marker after the measurement, and the measurement again: both refused.
+    let o = t.store.append(&[stale(T0), measured(T0)]).unwrap();
+    assert_eq!((o.inserted, o.duplicates), (0, 2));
+
+    let read = t
+        .store
+        .range(id, TimeRange::new(T0, T0 + 1_000), 1_000)
+        .unwrap();
+    assert_eq!(read, vec![measured(T0), measured(T0 + 500)]);
+}

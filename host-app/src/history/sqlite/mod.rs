@@ -112,6 +112,16 @@ const INSERT_SAMPLE: &str = "INSERT OR IGNORE INTO samples_recent \
 const INSERT_SAMPLE_DIRECT: &str = "INSERT OR IGNORE INTO samples \
      (metric_id, ts, kind, value, quality, is_historical) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
+/// A measured sample refused as a duplicate may be meeting the host's own STALE marker
+/// (written at a death, at the host's clock) on the same millisecond: the measurement
+/// wins. Run only after a refused insert, on whichever table holds the row.
+const REPLACE_STALE_MARKER_RECENT: &str = "UPDATE samples_recent \
+     SET kind = ?3, value = ?4, quality = ?5, is_historical = ?6 \
+     WHERE ts = ?2 AND metric_id = ?1 AND quality = 500";
+const REPLACE_STALE_MARKER: &str = "UPDATE samples \
+     SET kind = ?3, value = ?4, quality = ?5, is_historical = ?6 \
+     WHERE metric_id = ?1 AND ts = ?2 AND quality = 500";
+
 const SAMPLE_COLUMNS: &str = "ts, kind, value, quality, is_historical";
 
 /// A metric's samples in `[?2, ?3)` from both tables, in time order (SQLite merges the two
@@ -435,16 +445,23 @@ impl HistoryStore for SqliteStore {
                     continue;
                 };
                 let (kind, value) = codec::encode(&sample.value);
-                let changed = insert
-                    .execute(params![
-                        sample.metric.0,
-                        ts,
-                        kind,
-                        value,
-                        sample.quality.0,
-                        sample.is_historical
-                    ])
-                    .map_err(self.sql("insert sample"))?;
+                let row = params![
+                    sample.metric.0,
+                    ts,
+                    kind,
+                    value,
+                    sample.quality.0,
+                    sample.is_historical
+                ];
+                let mut changed = insert.execute(row).map_err(self.sql("insert sample"))?;
+                if changed == 0 && sample.quality != Quality::STALE {
+                    for sql in [REPLACE_STALE_MARKER_RECENT, REPLACE_STALE_MARKER] {
+                        changed += tx
+                            .prepare_cached(sql)
+                            .and_then(|mut replace| replace.execute(row))
+                            .map_err(self.sql("replace a STALE marker"))?;
+                    }
+                }
                 if changed == 1 {
                     outcome.inserted += 1;
                 } else {
