@@ -233,8 +233,8 @@ async fn readers_query_consistent_snapshots_while_ingest_runs() {
     );
 }
 
-/// A backend whose disk is gone: every append fails. The writer must report it, count what
-/// was lost, and keep running.
+/// A backend whose disk is gone: every append fails. The writer must report it, keep the
+/// samples for retries, count what is still unstored at shutdown as lost, and keep running.
 struct FailingStore;
 
 impl HistoryStore for FailingStore {
@@ -292,4 +292,35 @@ async fn a_failing_commit_is_reported_at_flush_counted_and_ingest_goes_on() {
         (stats.received, stats.lost, stats.stored.inserted),
         (30, 30, 0)
     );
+    assert!(stats.failed_commits >= 2, "{stats:?}");
+}
+
+/// Another process holds the history file's write lock for longer than the busy timeout
+/// (a backup tool, say): the commit fails with SQLITE_BUSY, the samples wait, and the
+/// retry after the lock is gone stores every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_by_a_locked_file_is_retried_and_nothing_is_lost() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "Pressure");
+    let locker = rusqlite::Connection::open(t.path()).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (writer, task) =
+        HistoryWriter::spawn(t.store.clone(), config(100, Duration::from_millis(20)));
+    let samples = series(id, T0, 250, 1_000);
+    writer.append(samples[..200].to_vec()).await.unwrap();
+    // The first commit waits out the busy timeout and fails; release the lock after it.
+    let err = writer.flush().await.unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    writer.append(samples[200..].to_vec()).await.unwrap();
+    assert!(
+        eventually(|| count(&*t.store, id) == 250).await,
+        "stored {} of 250 after the lock went",
+        count(&*t.store, id)
+    );
+    writer.shutdown().await.unwrap();
+    let stats = task.join().await.unwrap();
+    assert_eq!((stats.stored.inserted, stats.lost), (250, 0), "{stats:?}");
+    assert!(stats.failed_commits >= 1, "{stats:?}");
 }

@@ -1,6 +1,11 @@
 //! The ingest side of history: a task that takes sample batches from a bounded channel and
 //! commits them to the store by size or by time, one commit in flight while the next batch
 //! fills, and flushes everything queued when it is shut down.
+//!
+//! A failed commit loses nothing: its samples go back to the pending batch and are tried
+//! again after a growing pause ([`RETRY_FIRST`] up to [`RETRY_MAX`]). While they wait,
+//! intake stays bounded, so a disk that keeps failing is felt by ingest as backpressure,
+//! like a slow one. Only samples still failing at shutdown are lost, and counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +46,9 @@ pub struct WriterStats {
     pub received: u64,
     pub commits: u64,
     pub stored: AppendOutcome,
-    /// Samples in batches whose commit failed (logged at error level).
+    /// Commits that failed (logged at error level); their samples were tried again.
+    pub failed_commits: u64,
+    /// Samples whose commit still failed at shutdown (logged at error level).
     pub lost: u64,
 }
 
@@ -125,6 +132,10 @@ impl WriterTask {
 /// stops and the channel's backpressure reaches ingest.
 const MAX_PENDING_BATCHES: usize = 8;
 
+/// The pause before the first retry of a failed commit; it doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(500);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
 async fn run(
     mut batcher: Batcher,
     mut rx: mpsc::Receiver<Command>,
@@ -138,6 +149,11 @@ async fn run(
             done = in_flight(&mut batcher.in_flight) => {
                 batcher.in_flight = None;
                 batcher.record(done);
+                if let Some(retry_at) = batcher.retry_at {
+                    // A failed commit: the next try waits for its pause, whatever fills up.
+                    deadline = Some(retry_at);
+                    continue;
+                }
                 let due = deadline.is_some_and(|d| d <= Instant::now());
                 if batcher.pending.len() >= batcher.batch_size || due {
                     deadline = None;
@@ -151,15 +167,19 @@ async fn run(
                     }
                     batcher.stats.received += samples.len() as u64;
                     batcher.pending.append(&mut samples);
-                    if batcher.pending.len() >= batcher.batch_size && batcher.in_flight.is_none() {
+                    if batcher.pending.len() >= batcher.batch_size
+                        && batcher.in_flight.is_none()
+                        && batcher.retry_at.is_none()
+                    {
                         deadline = None;
                         batcher.start_commit().await;
                     }
                 }
                 Some(Command::Flush(reply)) => {
-                    deadline = None;
+                    // A flush tries now, even during a retry pause.
                     batcher.start_commit().await;
                     batcher.finish_commit().await;
+                    deadline = batcher.retry_at;
                     let result = match batcher.failure.take() {
                         Some(message) => Err(HistoryError::CommitFailed(message)),
                         None => Ok(()),
@@ -176,6 +196,14 @@ async fn run(
     }
     batcher.start_commit().await;
     batcher.finish_commit().await;
+    if !batcher.pending.is_empty() {
+        let samples = batcher.pending.len();
+        tracing::error!(
+            samples,
+            "history writer stopped with samples it could not store: lost"
+        );
+        batcher.stats.lost += samples as u64;
+    }
     tracing::info!(stats = ?batcher.stats, "history writer stopped");
     batcher.stats
 }
@@ -210,6 +238,9 @@ struct Batcher {
     in_flight: Option<Commit>,
     stats: WriterStats,
     failure: Option<String>,
+    /// After a failed commit: when to try again, and the pause after that.
+    retry_at: Option<Instant>,
+    retry_pause: Duration,
 }
 
 impl Batcher {
@@ -222,6 +253,8 @@ impl Batcher {
             in_flight: None,
             stats: WriterStats::default(),
             failure: None,
+            retry_at: None,
+            retry_pause: RETRY_FIRST,
         }
     }
 
@@ -231,6 +264,7 @@ impl Batcher {
             return;
         }
         self.finish_commit().await;
+        self.retry_at = None;
         let mut batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         let store = Arc::clone(&self.store);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
@@ -255,21 +289,37 @@ impl Batcher {
             Ok((mut batch, result)) => {
                 self.stats.commits += 1;
                 match result {
-                    Ok(outcome) => self.stats.stored.add(outcome),
-                    Err(e) => self.record_failure(batch.len(), e.to_string()),
+                    Ok(outcome) => {
+                        self.stats.stored.add(outcome);
+                        self.retry_pause = RETRY_FIRST;
+                    }
+                    Err(e) => {
+                        self.record_failure(batch.len(), e.to_string());
+                        // Back in front of what came since; the commit sorts anyway.
+                        batch.append(&mut self.pending);
+                        std::mem::swap(&mut batch, &mut self.pending);
+                    }
                 }
                 batch.clear();
                 if batch.capacity() > self.spare.capacity() {
                     self.spare = batch;
                 }
             }
-            Err(e) => self.record_failure(0, format!("commit task failed: {e}")),
+            // The commit task panicked: its samples are gone with it.
+            Err(e) => {
+                tracing::error!(error = %e, "history commit task failed: its samples are lost");
+                self.failure
+                    .get_or_insert(format!("commit task failed: {e}"));
+            }
         }
     }
 
     fn record_failure(&mut self, samples: usize, message: String) {
-        tracing::error!(samples, error = %message, "history batch not stored");
-        self.stats.lost += samples as u64;
+        let pause = self.retry_pause;
+        tracing::error!(samples, error = %message, retry_in = ?pause, "history batch not stored; kept for a retry");
+        self.stats.failed_commits += 1;
+        self.retry_at = Some(Instant::now() + pause);
+        self.retry_pause = (pause * 2).min(RETRY_MAX);
         self.failure.get_or_insert(message);
     }
 }
