@@ -8,6 +8,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use session_support::*;
 use system_tests::Mosquitto;
+use system_tests::mqtt::Recorder;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_edge-node");
 

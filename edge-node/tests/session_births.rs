@@ -9,6 +9,8 @@ use edge_node::EdgeNode;
 use rumqttc::QoS;
 use session_support::*;
 use sparkplug::{DataType, Metric, MetricValue, Payload, Quality, Value};
+use system_tests::linksim::LinkSim;
+use system_tests::mqtt::Recorder;
 
 async fn node_on(port: u16, modbus_port: u16, extra: &str) -> edge_node::NodeHandle {
     EdgeNode::start(node_config(&Setup {
@@ -37,7 +39,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
     // QoS 0 on the wire is checked against Mosquitto (rumqttd delivers at the
     // subscription's QoS): session_mosquitto.rs.
     assert!(!nbirth.retain);
-    let p = nbirth.payload();
+    let p = nbirth.sparkplug();
     assert_eq!(p.seq, Some(0));
     assert!(p.timestamp.is_some());
     assert_eq!(nbirth.bd_seq(), 0);
@@ -69,7 +71,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
     // The DBIRTH follows, with seq 1, every tag, values, units.
     let dbirth = host.next().await;
     assert_eq!(dbirth.topic, topic("DBIRTH", Some(DEVICE)));
-    let d = dbirth.payload();
+    let d = dbirth.sparkplug();
     assert_eq!(d.seq, Some(1));
     assert_eq!(d.metrics.len(), 3);
     let setpoint = d.metric("setpoint").unwrap();
@@ -88,7 +90,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
     // A change on the device arrives as DDATA by alias only, seq 2.
     plant.bank(1).unwrap().set_holding_register(0, 43).unwrap();
     let ddata = host.next_kind("DDATA").await;
-    let dd = ddata.payload();
+    let dd = ddata.sparkplug();
     assert_eq!(dd.seq, Some(2));
     assert_eq!(dd.metrics.len(), 1);
     let m = &dd.metrics[0];
@@ -111,22 +113,26 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
     let broker = start_rumqttd();
-    let proxy = Proxy::start(broker).await;
+    let link = LinkSim::start(([127, 0, 0, 1], broker).into())
+        .await
+        .unwrap();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(proxy.port, plant.local_addr().port(), "").await;
+    let node = node_on(link.addr().port(), plant.local_addr().port(), "").await;
 
     let mut births = Vec::new();
     for round in 0..3u64 {
         let nbirth = host.next_kind("NBIRTH").await;
         assert_eq!(nbirth.bd_seq(), round, "bdSeq +1 per connect");
         births.push(nbirth);
-        proxy.cut();
+        link.cut();
         let ndeath = host.next_kind("NDEATH").await;
+        // The broker saw the link die: the node may connect again.
+        link.restore();
         assert_eq!(ndeath.qos, QoS::AtLeastOnce, "the will is QoS 1");
         assert!(!ndeath.retain);
         assert_eq!(ndeath.bd_seq(), round, "the will matches its NBIRTH");
-        let p = ndeath.payload();
+        let p = ndeath.sparkplug();
         assert_eq!(p.seq, None);
         assert_eq!(p.metrics.len(), 1);
         assert!(p.timestamp.is_some());
@@ -135,7 +141,7 @@ async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
     assert_eq!(fourth.bd_seq(), 3);
     assert_eq!(
         fourth
-            .payload()
+            .sparkplug()
             .metric("Link/Reconnects")
             .unwrap()
             .typed_value(),
@@ -208,7 +214,7 @@ async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnec
     assert_eq!(dbirth.seq(), Some(1));
     assert_eq!(
         again
-            .payload()
+            .sparkplug()
             .metric("Link/Reconnects")
             .unwrap()
             .typed_value(),
@@ -254,7 +260,7 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(broker, plant.local_addr().port(), "").await;
-    let dbirth = host.next_kind("DBIRTH").await.payload();
+    let dbirth = host.next_kind("DBIRTH").await.sparkplug();
     let setpoint = alias_in(&dbirth, "setpoint");
     let temperature = alias_in(&dbirth, "Process/temperature");
     let dcmd = topic("DCMD", Some(DEVICE));
@@ -275,9 +281,9 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
     host.publish(&dcmd, write.encode_to_vec().unwrap(), false)
         .await;
     let back = host
-        .until("DDATA with 777", |m| {
+        .next_matching("DDATA with 777", |m| {
             m.kind() == "DDATA"
-                && m.payload().metrics.iter().any(|x| {
+                && m.sparkplug().metrics.iter().any(|x| {
                     x.alias == Some(setpoint)
                         && matches!(&x.value, MetricValue::Untyped(_) | MetricValue::Value(_))
                         && {
@@ -300,9 +306,9 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
     let write = Payload::new(1).with_metric(Metric::new("pump", true));
     host.publish(&dcmd, write.encode_to_vec().unwrap(), false)
         .await;
-    host.until("pump on", |m| {
+    host.next_matching("pump on", |m| {
         m.kind() == "DDATA"
-            && m.payload()
+            && m.sparkplug()
                 .metrics
                 .iter()
                 .any(|x| x.alias == Some(alias_in(&dbirth, "pump")))
@@ -326,12 +332,12 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
     assert_eq!(ddeath.topic, topic("DDEATH", Some(DEVICE)));
     assert!(ddeath.seq().is_some());
     assert!(!ddeath.retain);
-    assert!(ddeath.payload().timestamp.is_some());
+    assert!(ddeath.sparkplug().timestamp.is_some());
     plant.start_listening().await.unwrap();
     let dbirth = host.next_kind("DBIRTH").await;
     assert!(dbirth.seq().unwrap() > ddeath.seq().unwrap());
     let q = dbirth
-        .payload()
+        .sparkplug()
         .metric("setpoint")
         .unwrap()
         .properties
@@ -346,7 +352,7 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(broker, plant.local_addr().port(), "").await;
-    let nbirth = host.next_kind("NBIRTH").await.payload();
+    let nbirth = host.next_kind("NBIRTH").await.sparkplug();
     host.next_kind("DBIRTH").await;
     let scan_rate = alias_in(&nbirth, "Node Control/Scan Rate");
     let published = alias_in(&nbirth, "Link/Messages Published");
@@ -361,7 +367,7 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
     let ndata = host.next_kind("NDATA").await;
     assert!(!ndata.retain);
     assert!(ndata.seq().is_some());
-    let p = ndata.payload();
+    let p = ndata.sparkplug();
     let metric = p
         .metrics
         .iter()
@@ -396,7 +402,7 @@ async fn reboot_restarts_the_mqtt_session_with_a_new_bdseq_and_traffic_is_counte
     assert_eq!(ndeath.bd_seq(), first.bd_seq());
     let second = host.next_kind("NBIRTH").await;
     assert_eq!(second.bd_seq(), first.bd_seq() + 1);
-    let p = second.payload();
+    let p = second.sparkplug();
     let counter = |name: &str| match p.metric(name).and_then(|m| m.typed_value().cloned()) {
         Some(Value::UInt64(v)) => v,
         other => panic!("{name}: {other:?}"),

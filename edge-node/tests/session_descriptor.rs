@@ -10,6 +10,7 @@ use std::time::Duration;
 use edge_node::{Config, EdgeNode};
 use session_support::*;
 use sparkplug::{Metric, Payload};
+use system_tests::mqtt::Recorder;
 
 /// An edge node `gw1` in `group` (the client id left to its default) with device `boiler`.
 fn config(group: &str, broker: u16, modbus: u16) -> Config {
@@ -56,13 +57,13 @@ async fn nodes_sharing_an_edge_node_id_in_two_groups_are_two_undisturbed_session
     let modbus = plant.local_addr().port();
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let a = EdgeNode::start(config("plant-a", broker, modbus)).unwrap();
-    host.until("NBIRTH of plant-a", |m| {
+    host.next_matching("NBIRTH of plant-a", |m| {
         m.topic == format!("spBv1.0/plant-a/NBIRTH/{NODE}")
     })
     .await;
     let b = EdgeNode::start(config("plant-b", broker, modbus)).unwrap();
     let nbirth_b = host
-        .until("NBIRTH of plant-b", |m| {
+        .next_matching("NBIRTH of plant-b", |m| {
             m.topic == format!("spBv1.0/plant-b/NBIRTH/{NODE}")
         })
         .await;

@@ -9,21 +9,14 @@ use std::time::Duration;
 use edge_node::EdgeNode;
 use session_support::*;
 use sparkplug::{Metric, Payload};
+use system_tests::mqtt::{Message, Recorder};
 
 fn ncmd(metric: Metric) -> Vec<u8> {
     Payload::new(1).with_metric(metric).encode_to_vec().unwrap()
 }
 
-/// The next message the node published (the recorder also sees the commands it sends).
-async fn next_from_node(host: &mut Recorder) -> Seen {
-    host.until("a message of the node", |m| {
-        !matches!(m.kind(), "NCMD" | "DCMD")
-    })
-    .await
-}
-
 /// Checks that `seen` carries the seq one above `last` (255 wraps to 0) and returns it.
-fn next_seq(last: &mut Option<u64>, seen: &Seen) -> u64 {
+fn next_seq(last: &mut Option<u64>, seen: &Message) -> u64 {
     let seq = seen
         .seq()
         .unwrap_or_else(|| panic!("{} without seq", seen.topic));
@@ -72,7 +65,7 @@ async fn ndata_seq_is_one_above_the_last_message_and_wraps_255_to_0() {
             // The DDATA of this value, or a DBIRTH (the device reborn after the Scan
             // Rate restart) that already holds it.
             loop {
-                let seen = next_from_node(&mut host).await;
+                let seen = host.next_from_edge_node().await;
                 next_seq(&mut last, &seen);
                 if matches!(seen.kind(), "DDATA" | "DBIRTH") {
                     break;
@@ -81,7 +74,7 @@ async fn ndata_seq_is_one_above_the_last_message_and_wraps_255_to_0() {
         }
         host.publish(&topic("NCMD", None), scan_rate.clone(), false)
             .await;
-        let seen = next_from_node(&mut host).await;
+        let seen = host.next_from_edge_node().await;
         assert_eq!(seen.kind(), "NDATA", "{}", seen.topic);
         ndata.push(next_seq(&mut last, &seen));
     }
@@ -139,7 +132,7 @@ async fn live_metrics_are_listed_oldest_first_in_births_and_data() {
     seen.push(host.next_kind("NDATA").await);
 
     // In the tags' own order the reborn device would list its newest value first.
-    let d = reborn.payload();
+    let d = reborn.sparkplug();
     let setpoint = d.metric("setpoint").unwrap().timestamp.unwrap();
     let temperature = d.metric("Process/temperature").unwrap().timestamp.unwrap();
     assert!(setpoint > temperature, "{setpoint} vs {temperature}");
@@ -149,7 +142,7 @@ async fn live_metrics_are_listed_oldest_first_in_births_and_data() {
         "the newest value comes last"
     );
     for message in &seen {
-        let timestamps = live_timestamps(&message.payload());
+        let timestamps = live_timestamps(&message.sparkplug());
         assert!(
             timestamps.iter().all(Option::is_some),
             "{}: {timestamps:?}",
@@ -157,7 +150,7 @@ async fn live_metrics_are_listed_oldest_first_in_births_and_data() {
         );
         assert!(timestamps.is_sorted(), "{}: {timestamps:?}", message.topic);
     }
-    let kinds: Vec<&str> = seen.iter().map(Seen::kind).collect();
+    let kinds: Vec<&str> = seen.iter().map(Message::kind).collect();
     assert_eq!(
         kinds,
         ["NBIRTH", "DBIRTH", "DDATA", "NBIRTH", "DBIRTH", "NDATA"]

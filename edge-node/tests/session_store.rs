@@ -17,6 +17,7 @@ use session_support::*;
 use sparkplug::{DataType, Payload, State, Value};
 use system_tests::Mosquitto;
 use system_tests::linksim::LinkSim;
+use system_tests::mqtt::{Message, Recorder};
 
 /// How long each counter value stays in the register (the scan is 100 ms).
 const HOLD: Duration = Duration::from_millis(300);
@@ -83,9 +84,9 @@ struct Counter {
 }
 
 impl Counter {
-    fn take(&mut self, m: &Seen) {
+    fn take(&mut self, m: &Message) {
         if matches!(m.kind(), "NBIRTH" | "NDATA")
-            && let Some(d) = node_metric(&m.payload(), self.depth_alias)
+            && let Some(d) = node_metric(&m.sparkplug(), self.depth_alias)
         {
             self.depth = Some(d);
         }
@@ -93,7 +94,7 @@ impl Counter {
         if m.topic != device_topic {
             return;
         }
-        let p = m.payload();
+        let p = m.sparkplug();
         if m.kind() == "DBIRTH" {
             self.alias = alias_in(&p, "setpoint");
         }
@@ -175,7 +176,7 @@ fn node_metric(p: &Payload, alias: u64) -> Option<u64> {
 /// A counter fed from the start of the recording up to the first DBIRTH.
 async fn counter_from_dbirth(rec: &mut Recorder) -> Counter {
     let mut counter = Counter::default();
-    rec.until("DBIRTH", |m| {
+    rec.next_matching("DBIRTH", |m| {
         counter.take(m);
         m.kind() == "DBIRTH"
     })
@@ -195,7 +196,7 @@ async fn kill_device_then_reconnect(
     plant.drop_connections();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     link.restore();
-    rec.until("NBIRTH after the outage", |m| {
+    rec.next_matching("NBIRTH after the outage", |m| {
         counter.take(m);
         m.kind() == "NBIRTH"
     })
@@ -236,7 +237,7 @@ async fn samples_of_a_link_outage_arrive_historical_once_in_order_and_depth_show
         config,
     } = Rig::start().await;
     let node = EdgeNode::start(config).unwrap();
-    let nbirth = rec.next_kind("NBIRTH").await.payload();
+    let nbirth = rec.next_kind("NBIRTH").await.sparkplug();
     let depth_alias = alias_in(&nbirth, "Store/Depth");
     let mut counter = Counter {
         depth_alias,
@@ -251,12 +252,12 @@ async fn samples_of_a_link_outage_arrive_historical_once_in_order_and_depth_show
 
     // The NBIRTH after the outage shows the stored samples, before replay empties it.
     let again = rec
-        .until("NBIRTH after the outage", |m| {
+        .next_matching("NBIRTH after the outage", |m| {
             counter.take(m);
             m.kind() == "NBIRTH"
         })
         .await;
-    let depth = node_metric(&again.payload(), depth_alias).unwrap();
+    let depth = node_metric(&again.sparkplug(), depth_alias).unwrap();
     assert!(depth >= 16, "Store/Depth {depth} after 16 stored scans");
     count(&plant, 21..=24).await;
 
@@ -275,7 +276,7 @@ async fn samples_of_a_link_outage_arrive_historical_once_in_order_and_depth_show
 
     // Replay done: Store/Depth goes back to 0 in NDATA.
     if counter.depth != Some(0) {
-        rec.until("Store/Depth 0 in NDATA", |m| {
+        rec.next_matching("Store/Depth 0 in NDATA", |m| {
             counter.take(m);
             counter.depth == Some(0)
         })
@@ -314,14 +315,14 @@ async fn samples_while_the_primary_host_is_offline_are_replayed_historical() {
     count(&plant, 1..=3).await;
 
     host.publish(STATE_TOPIC, state(false, 2_000), true).await;
-    host.until("NDEATH on host offline", |m| {
+    host.next_matching("NDEATH on host offline", |m| {
         counter.take(m);
         m.kind() == "NDEATH"
     })
     .await;
     count(&plant, 4..=12).await;
     host.publish(STATE_TOPIC, state(true, 3_000), true).await;
-    host.until("NBIRTH on host online", |m| {
+    host.next_matching("NBIRTH on host online", |m| {
         counter.take(m);
         m.kind() == "NBIRTH"
     })
@@ -371,7 +372,7 @@ async fn a_node_killed_during_replay_sends_everything_stored_after_restart() {
     link.cut();
     count(&plant, 3..=16).await;
     link.restore();
-    rec.until("the first historical sample", |m| {
+    rec.next_matching("the first historical sample", |m| {
         counter.take(m);
         !counter.historical.is_empty()
     })
@@ -521,7 +522,7 @@ async fn a_dead_device_holds_up_nobody_elses_replay() {
     let tank_topic = topic("DDATA", Some("tank"));
     let mut counter = Counter::default();
     let mut tank_births = 0;
-    rec.until("both DBIRTHs", |m| {
+    rec.next_matching("both DBIRTHs", |m| {
         counter.take(m);
         tank_births += usize::from(m.topic == topic("DBIRTH", Some("tank")));
         tank_births == 1 && counter.alias != 0
@@ -560,9 +561,9 @@ async fn a_dead_device_holds_up_nobody_elses_replay() {
     // tank back: its held samples follow its DBIRTH, historical.
     tank_plant.start_listening().await.unwrap();
     let mut tank_historical = BTreeSet::new();
-    rec.until("tank's stored samples", |m| {
+    rec.next_matching("tank's stored samples", |m| {
         if m.topic == tank_topic {
-            for metric in &m.payload().metrics {
+            for metric in &m.sparkplug().metrics {
                 let mut typed = metric.clone();
                 if metric.is_historical
                     && typed.resolve(DataType::UInt16).is_ok()

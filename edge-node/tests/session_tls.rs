@@ -7,6 +7,7 @@ use edge_node::EdgeNode;
 use edge_node::config::{Password, TlsSettings};
 use session_support::*;
 use system_tests::Mosquitto;
+use system_tests::mqtt::Recorder;
 use system_tests::pki::Pki;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +39,7 @@ async fn mutual_tls_with_a_named_server_carries_the_session() {
     let nbirth = host.next_kind("NBIRTH").await;
     assert_eq!(nbirth.bd_seq(), 0);
     let server = nbirth
-        .payload()
+        .sparkplug()
         .metric("Link/Server")
         .and_then(|m| m.typed_value().cloned());
     assert_eq!(

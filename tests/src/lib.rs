@@ -2,6 +2,7 @@
 //! independent implementations (Python tools in the project's venv) they talk to.
 
 pub mod linksim;
+pub mod mqtt;
 pub mod mqtt_proxy;
 pub mod pki;
 pub mod process;

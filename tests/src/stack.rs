@@ -2,16 +2,13 @@
 //! simulator, a host application (embedded broker or an external one) and an edge node
 //! polling the simulator's built-in plant. Configs are written into the test's temp dir
 //! with ports picked by the OS; the host's API is read with [`Api`], the MQTT traffic with
-//! [`Watcher`].
+//! [`crate::mqtt::Watcher`].
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value as Json;
 
 use crate::free_port;
@@ -695,125 +692,6 @@ impl Tree {
             .and_then(|d| d["metrics"].as_array())
             .map(|ms| ms.iter().filter_map(|m| m["quality"].as_i64()).collect())
             .unwrap_or_default()
-    }
-}
-
-/// One MQTT message as a test client received it.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub topic: String,
-    /// The QoS it was delivered at (the lower of the publish's and the subscription's).
-    pub qos: QoS,
-    pub retain: bool,
-    pub payload: Vec<u8>,
-}
-
-impl Message {
-    /// The Sparkplug message type (`NBIRTH`, `NCMD`...), the topic's third part.
-    pub fn kind(&self) -> &str {
-        self.topic.split('/').nth(2).unwrap_or("")
-    }
-
-    pub fn sparkplug(&self) -> sparkplug::Payload {
-        sparkplug::Payload::decode(&self.payload)
-            .unwrap_or_else(|e| panic!("{}: not a Sparkplug payload: {e}", self.topic))
-    }
-}
-
-/// A test MQTT client subscribed to one filter, its messages in arrival order.
-pub struct Watcher {
-    client: Client,
-    messages: mpsc::Receiver<Message>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Watcher {
-    /// Connects to the broker on `port`, subscribes to `filter` and waits for the SUBACK.
-    pub fn start(port: u16, id: &str, filter: &str) -> Watcher {
-        let mut options = MqttOptions::new(id, ("127.0.0.1", port));
-        options.set_keep_alive(30);
-        let (client, mut connection) = Client::builder(options).build();
-        client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .unwrap_or_else(|e| panic!("subscribe {filter}: {e}"));
-        let (tx, messages) = mpsc::channel();
-        let (ready_tx, ready) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Acquire) {
-                match connection.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                        let _ = ready_tx.send(());
-                    }
-                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                        let message = Message {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            qos: p.qos,
-                            retain: p.retain,
-                            payload: p.payload.to_vec(),
-                        };
-                        if tx.send(message).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
-                    Err(rumqttc::RecvTimeoutError::Timeout { .. }) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-        ready
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("no SUBACK for {filter} within {WAIT:?}"));
-        Watcher {
-            client,
-            messages,
-            stop,
-        }
-    }
-
-    /// The next message `pred` accepts, within `timeout`; panics naming `what` otherwise.
-    pub fn next_matching(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Message) -> bool,
-    ) -> Message {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.messages.recv_timeout(left) {
-                Ok(m) if pred(&m) => return m,
-                Ok(_) => {}
-                Err(_) => panic!("no {what} within {timeout:?}"),
-            }
-        }
-    }
-
-    /// Every message received over the next `period`.
-    pub fn drain_for(&self, period: Duration) -> Vec<Message> {
-        let deadline = Instant::now() + period;
-        let mut out = Vec::new();
-        while let Ok(m) = self
-            .messages
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            out.push(m);
-        }
-        out
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.client.disconnect();
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use system_tests::Mosquitto;
+use system_tests::mqtt::Watcher;
 use system_tests::mqtt_proxy::DroppingProxy;
-use system_tests::stack::{Broker, GROUP, NODE, Stack, Tree, WAIT, Watcher, now_ms, wait_until};
+use system_tests::stack::{Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms, wait_until};
 
 const DEVICES: [&str; 3] = ["tank-farm", "compressor", "power-meter"];
 const GOOD: i64 = 192;
@@ -33,15 +34,6 @@ fn wait_all_online(stack: &mut Stack) -> Tree {
     })
 }
 
-/// The bdSeq metric of a birth or death payload.
-fn bd_seq_of(message: &system_tests::stack::Message) -> u64 {
-    let payload = message.sparkplug();
-    sparkplug::BdSeq::from_payload(&payload)
-        .unwrap_or_else(|e| panic!("{}: bdSeq: {e}", message.topic))
-        .value()
-        .into()
-}
-
 #[test]
 fn killed_edge_node_goes_stale_by_its_will_and_rebirths_with_the_next_bdseq() {
     let mut stack = Stack::start();
@@ -51,10 +43,10 @@ fn killed_edge_node_goes_stale_by_its_will_and_rebirths_with_the_next_bdseq() {
 
     stack.edge.kill();
     // The broker publishes the will: NDEATH with the birth's bdSeq.
-    let ndeath = watcher.next_matching("NDEATH (the will)", WAIT, |m| m.kind() == "NDEATH");
+    let ndeath = watcher.next_matching("NDEATH (the will)", |m| m.kind() == "NDEATH");
     assert_eq!(ndeath.topic, format!("spBv1.0/{GROUP}/NDEATH/{NODE}"));
     assert_eq!(
-        bd_seq_of(&ndeath),
+        ndeath.bd_seq(),
         bd_seq,
         "the will carries the NBIRTH's bdSeq"
     );
@@ -74,9 +66,9 @@ fn killed_edge_node_goes_stale_by_its_will_and_rebirths_with_the_next_bdseq() {
     assert_eq!(tree.bd_seq(), Some(bd_seq));
 
     stack.edge.restart();
-    let nbirth = watcher.next_matching("NBIRTH after restart", WAIT, |m| m.kind() == "NBIRTH");
+    let nbirth = watcher.next_matching("NBIRTH after restart", |m| m.kind() == "NBIRTH");
     let next = (bd_seq + 1) % 256;
-    assert_eq!(bd_seq_of(&nbirth), next, "a new session has the next bdSeq");
+    assert_eq!(nbirth.bd_seq(), next, "a new session has the next bdSeq");
     let tree = wait_all_online(&mut stack);
     assert_eq!(tree.bd_seq(), Some(next));
 }
@@ -92,7 +84,7 @@ fn silent_unit_gets_ddeath_then_dbirth_when_it_answers_again() {
     );
 
     stack.plant.command("silent 2 on");
-    watcher.next_matching("DDEATH of the compressor", WAIT, |m| m.kind() == "DDEATH");
+    watcher.next_matching("DDEATH of the compressor", |m| m.kind() == "DDEATH");
     let tree = stack.wait_tree("compressor offline, STALE", |tree| {
         all_stale(tree, "compressor")
     });
@@ -102,7 +94,7 @@ fn silent_unit_gets_ddeath_then_dbirth_when_it_answers_again() {
     assert_eq!(tree.node_state(), Some("online"));
 
     stack.plant.command("silent 2 off");
-    let dbirth = watcher.next_matching("DBIRTH of the compressor", WAIT, |m| m.kind() == "DBIRTH");
+    let dbirth = watcher.next_matching("DBIRTH of the compressor", |m| m.kind() == "DBIRTH");
     let names: Vec<String> = dbirth
         .sparkplug()
         .metrics
@@ -134,7 +126,7 @@ fn lost_data_message_leads_to_exactly_one_rebirth() {
         (proxy.dropped() == 1).then_some(())
     });
 
-    let ncmd = watcher.next_matching("NCMD after the gap", WAIT, |m| m.kind() == "NCMD");
+    let ncmd = watcher.next_matching("NCMD after the gap", |m| m.kind() == "NCMD");
     assert_eq!(ncmd.topic, format!("spBv1.0/{GROUP}/NCMD/{NODE}"));
     // Subscribed at QoS 1: a QoS 0 delivery means it was published at QoS 0.
     assert_eq!(ncmd.qos, QoS::AtMostOnce, "NCMD at QoS 0");
@@ -154,18 +146,16 @@ fn lost_data_message_leads_to_exactly_one_rebirth() {
         "NCMD Rebirth"
     );
 
-    let nbirth = watcher.next_matching("NBIRTH answering the Rebirth", WAIT, |m| {
-        m.kind() == "NBIRTH"
-    });
+    let nbirth = watcher.next_matching("NBIRTH answering the Rebirth", |m| m.kind() == "NBIRTH");
     assert_eq!(
-        bd_seq_of(&nbirth),
+        nbirth.bd_seq(),
         bd_seq,
         "a Rebirth keeps the session's bdSeq"
     );
     assert_eq!(nbirth.sparkplug().seq, Some(0), "births restart seq at 0");
     let mut dbirths = Vec::new();
     while dbirths.len() < DEVICES.len() {
-        let m = watcher.next_matching("DBIRTHs after the NBIRTH", WAIT, |m| {
+        let m = watcher.next_matching("DBIRTHs after the NBIRTH", |m| {
             m.kind() == "DBIRTH" || m.kind() == "NCMD"
         });
         assert_ne!(m.kind(), "NCMD", "a second Rebirth request: {}", m.topic);

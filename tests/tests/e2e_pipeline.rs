@@ -4,9 +4,8 @@
 use rumqttc::QoS;
 use serde_json::{Value as Json, json};
 use system_tests::Mosquitto;
-use system_tests::stack::{
-    Api, Broker, GROUP, NODE, Stack, Tree, WAIT, Watcher, now_ms, wait_until,
-};
+use system_tests::mqtt::Watcher;
+use system_tests::stack::{Api, Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms, wait_until};
 
 /// The metrics the test edge node is configured with, per device.
 const CONFIGURED: [(&str, &[&str]); 3] = [
@@ -170,7 +169,7 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
     assert_eq!(answer["message"], "DCMD");
     let audit_id = answer["audit_id"].as_i64().expect("audit id");
 
-    let dcmd = watcher.next_matching("the DCMD", WAIT, |m| m.kind() == "DCMD");
+    let dcmd = watcher.next_matching("the DCMD", |m| m.kind() == "DCMD");
     assert_eq!(dcmd.topic, "spBv1.0/e2e/DCMD/gw-1/tank-farm");
     if exact_qos {
         assert_eq!(dcmd.qos, QoS::AtMostOnce, "DCMD published at QoS 0");

@@ -1,25 +1,21 @@
-//! Shared parts of the edge-node session tests: an in-process rumqttd, a TCP proxy that
-//! can cut connections, a recording subscriber, a simulated Modbus plant and a config.
+//! Shared parts of the edge-node session tests: an in-process rumqttd, a simulated Modbus
+//! plant and a config; the recording subscriber comes from `system_tests::mqtt`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edge_node::Config;
 use edge_node::simulator::{BankSizes, Plant, PlantServer};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use sparkplug::{Payload, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use sparkplug::Payload;
 
 pub const GROUP: &str = "plant";
 pub const NODE: &str = "gw1";
 pub const DEVICE: &str = "boiler";
-/// Bounds every wait of the tests.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// Bounds every wait of the tests (the recorder's too).
+pub const WAIT: Duration = system_tests::mqtt::Recorder::WAIT;
 
 /// rumqttd in a thread of this process on a free loopback port (it runs until the
 /// test process exits; rumqttd cannot report the port it bound, so one is chosen first).
@@ -63,183 +59,6 @@ pub fn start_rumqttd() -> u16 {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("rumqttd did not listen on {port}");
-}
-
-/// A TCP proxy in front of a broker: `cut()` drops every connection through it
-/// without an MQTT DISCONNECT, as a dead cellular link would.
-pub struct Proxy {
-    pub port: u16,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(target_port: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let list = Arc::clone(&connections);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target_port)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                list.lock().unwrap().push(task);
-            }
-        });
-        Proxy {
-            port,
-            connections,
-            accept,
-        }
-    }
-
-    /// Drops every live connection (the broker sees the socket close).
-    pub fn cut(&self) {
-        for task in self.connections.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-/// One message seen by the recorder.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub topic: String,
-    pub qos: QoS,
-    pub retain: bool,
-    pub bytes: Vec<u8>,
-}
-
-impl Seen {
-    pub fn payload(&self) -> Payload {
-        Payload::decode(&self.bytes).unwrap_or_else(|e| panic!("{}: {e}", self.topic))
-    }
-
-    pub fn kind(&self) -> &str {
-        self.topic.split('/').nth(2).unwrap_or("")
-    }
-
-    pub fn seq(&self) -> Option<u64> {
-        self.payload().seq
-    }
-
-    pub fn bd_seq(&self) -> u64 {
-        match self
-            .payload()
-            .metric("bdSeq")
-            .and_then(|m| m.typed_value().cloned())
-        {
-            Some(Value::Int64(v)) => v as u64,
-            Some(Value::UInt64(v)) => v,
-            other => panic!("{}: bdSeq is {other:?}", self.topic),
-        }
-    }
-}
-
-/// A plain MQTT client subscribed to a filter, recording what arrives; it also
-/// publishes commands and STATE as a host would.
-pub struct Recorder {
-    pub client: AsyncClient,
-    messages: mpsc::UnboundedReceiver<Seen>,
-    task: JoinHandle<()>,
-}
-
-impl Recorder {
-    pub async fn start(port: u16, id: &str, filter: &str) -> Recorder {
-        let mut options = MqttOptions::new(id, ("127.0.0.1", port));
-        options.set_keep_alive(30);
-        let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
-        let (tx, messages) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let mut ready_tx = Some(ready_tx);
-        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready_tx.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Seen {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            qos: p.qos,
-                            retain: p.retain,
-                            bytes: p.payload.to_vec(),
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        tokio::time::timeout(WAIT, ready)
-            .await
-            .expect("SUBACK in time")
-            .unwrap();
-        Recorder {
-            client,
-            messages,
-            task,
-        }
-    }
-
-    /// The next message, whatever it is.
-    pub async fn next(&mut self) -> Seen {
-        tokio::time::timeout(WAIT, self.messages.recv())
-            .await
-            .expect("a message in time")
-            .expect("recorder running")
-    }
-
-    /// Skips messages until one matches; panics after [`WAIT`].
-    pub async fn until(&mut self, what: &str, mut pred: impl FnMut(&Seen) -> bool) -> Seen {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
-                Ok(Some(m)) if pred(&m) => return m,
-                Ok(Some(_)) => {}
-                _ => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// The next message of a kind (NBIRTH, DDATA, ...), skipping others.
-    pub async fn next_kind(&mut self, kind: &str) -> Seen {
-        self.until(kind, |m| m.kind() == kind).await
-    }
-
-    /// Everything that arrives within `period`.
-    pub async fn drain_for(&mut self, period: Duration) -> Vec<Seen> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + period;
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.messages.recv()).await {
-            out.push(m);
-        }
-        out
-    }
-
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
-        let options = rumqttc::PublishOptions::new(QoS::AtLeastOnce).retain(retain);
-        self.client.publish(topic, payload, options).await.unwrap();
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A simulated Modbus TCP device (unit 1) with holding, input and coil tables.
