@@ -208,8 +208,8 @@ async fn client_id_with_slash_works_in_a_clean_session() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
     for _ in 0..2 {
-        let (host, mut host_loop) = connect(options("plant/host-1", addr)).await;
-        subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+        let (host, mut host_loop) =
+            subscriber(addr, "plant/host-1", "spBv1.0/#", QoS::AtLeastOnce).await;
         publish_once(
             addr,
             "plant/edge-1",
@@ -297,8 +297,7 @@ async fn packet_over_max_payload_size_closes_the_connection() {
     config.max_payload_size = 1024;
     let broker = start(&config).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
 
     let (edge, mut edge_loop) = connect(options("edge-1", addr)).await;
     edge.publish(

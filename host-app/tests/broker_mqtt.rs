@@ -13,14 +13,8 @@ const NDEATH: &str = "spBv1.0/plant/NDEATH/edge-1";
 async fn qos0_publish_reaches_subscriber() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(
-        &host,
-        &mut host_loop,
-        "spBv1.0/plant/NDATA/+",
-        QoS::AtMostOnce,
-    )
-    .await;
+    let (_host, mut host_loop) =
+        subscriber(addr, "host", "spBv1.0/plant/NDATA/+", QoS::AtMostOnce).await;
 
     publish_once(
         addr,
@@ -44,14 +38,8 @@ async fn qos0_publish_reaches_subscriber() {
 async fn qos1_publish_reaches_subscriber_at_qos1() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(
-        &host,
-        &mut host_loop,
-        "spBv1.0/plant/NCMD/+",
-        QoS::AtLeastOnce,
-    )
-    .await;
+    let (_host, mut host_loop) =
+        subscriber(addr, "host", "spBv1.0/plant/NCMD/+", QoS::AtLeastOnce).await;
 
     publish_once(
         addr,
@@ -77,8 +65,8 @@ async fn retained_state_reaches_later_subscriber() {
     let state = br#"{"online":true,"timestamp":1700000000000}"#;
     publish_once(addr, "host-1", STATE, state, QoS::AtLeastOnce, true).await;
 
-    let (edge, mut edge_loop) = connect(options("edge-1", addr)).await;
-    subscribe(&edge, &mut edge_loop, "spBv1.0/STATE/+", QoS::AtLeastOnce).await;
+    let (_edge, mut edge_loop) =
+        subscriber(addr, "edge-1", "spBv1.0/STATE/+", QoS::AtLeastOnce).await;
     let p = next_publish(&mut edge_loop).await;
     assert_eq!(p.topic, STATE.as_bytes());
     assert_eq!(&p.payload[..], state);
@@ -113,8 +101,7 @@ async fn retained_message_is_replaced_by_a_newer_one() {
     )
     .await;
 
-    let (edge, mut edge_loop) = connect(options("edge-1", addr)).await;
-    subscribe(&edge, &mut edge_loop, STATE, QoS::AtLeastOnce).await;
+    let (_edge, mut edge_loop) = subscriber(addr, "edge-1", STATE, QoS::AtLeastOnce).await;
     let p = next_publish(&mut edge_loop).await;
     assert_eq!(&p.payload[..], br#"{"online":false,"timestamp":2}"#);
     assert!(p.retain);
@@ -125,8 +112,7 @@ async fn retained_message_is_replaced_by_a_newer_one() {
 async fn live_retained_publish_reaches_current_subscriber_without_retain_flag() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (edge, mut edge_loop) = connect(options("edge-1", addr)).await;
-    subscribe(&edge, &mut edge_loop, STATE, QoS::AtLeastOnce).await;
+    let (_edge, mut edge_loop) = subscriber(addr, "edge-1", STATE, QoS::AtLeastOnce).await;
 
     publish_once(
         addr,
@@ -161,8 +147,8 @@ async fn empty_retained_publish_clears_retained_message() {
     .await;
     publish_once(addr, "host-1", STATE, b"", QoS::AtLeastOnce, true).await;
 
-    let (edge, mut edge_loop) = connect(options("edge-1", addr)).await;
-    subscribe(&edge, &mut edge_loop, "spBv1.0/STATE/+", QoS::AtLeastOnce).await;
+    let (_edge, mut edge_loop) =
+        subscriber(addr, "edge-1", "spBv1.0/STATE/+", QoS::AtLeastOnce).await;
     // Anything retained would arrive before this later marker.
     publish_once(
         addr,
@@ -183,10 +169,9 @@ async fn empty_retained_publish_clears_retained_message() {
 async fn wildcard_subscriptions_match_sparkplug_topics() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
-    let (dev, mut dev_loop) = connect(options("viewer", addr)).await;
-    subscribe(&dev, &mut dev_loop, "spBv1.0/+/DDATA/+/+", QoS::AtMostOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_dev, mut dev_loop) =
+        subscriber(addr, "viewer", "spBv1.0/+/DDATA/+/+", QoS::AtMostOnce).await;
 
     let topics = [
         "spBv1.0/plant/NBIRTH/edge-1",
@@ -233,8 +218,7 @@ fn edge_with_will(
 async fn will_is_published_at_qos1_when_connection_drops_without_disconnect() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
 
     let (_edge, edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=7", false)).await;
     // Dropping the event loop closes the socket without DISCONNECT.
@@ -258,8 +242,7 @@ async fn retained_will_is_kept_for_later_subscribers() {
     let (edge, edge_loop) = connect(options("edge-1", addr)).await;
     disconnect(edge, edge_loop).await;
 
-    let (late, mut late_loop) = connect(options("late", addr)).await;
-    subscribe(&late, &mut late_loop, NDEATH, QoS::AtLeastOnce).await;
+    let (_late, mut late_loop) = subscriber(addr, "late", NDEATH, QoS::AtLeastOnce).await;
     let p = next_publish(&mut late_loop).await;
     assert_eq!(&p.topic[..], NDEATH.as_bytes());
     assert_eq!(&p.payload[..], b"gone");
@@ -271,8 +254,7 @@ async fn retained_will_is_kept_for_later_subscribers() {
 async fn clean_disconnect_discards_the_will() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
 
     let (edge, edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=7", false)).await;
     disconnect(edge, edge_loop).await;
@@ -301,8 +283,7 @@ async fn clean_disconnect_discards_the_will() {
 async fn reconnected_session_keeps_its_own_will_after_takeover() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
 
     // The old connection stays open (as a half-open link would) while the node reconnects.
     let (_old, _old_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=1", false)).await;
@@ -329,8 +310,7 @@ async fn reconnected_session_keeps_its_own_will_after_takeover() {
 async fn clean_session_does_not_keep_subscriptions() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/plant/#", QoS::AtLeastOnce).await;
+    let (host, host_loop) = subscriber(addr, "host", "spBv1.0/plant/#", QoS::AtLeastOnce).await;
     disconnect(host, host_loop).await;
 
     publish_once(
@@ -343,8 +323,8 @@ async fn clean_session_does_not_keep_subscriptions() {
     )
     .await;
 
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/STATE/+", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) =
+        subscriber(addr, "host", "spBv1.0/STATE/+", QoS::AtLeastOnce).await;
     publish_once(
         addr,
         "edge-1",
@@ -391,8 +371,7 @@ async fn will_is_published_when_a_silent_client_outlives_its_keep_alive() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
 
     let mut edge = tokio::net::TcpStream::connect(addr).await.unwrap();
     edge.write_all(&connect_with_will("edge-1", 1, NDEATH, b"bdSeq=3"))
@@ -416,8 +395,7 @@ async fn mqtt5_disconnect_with_will_reason_publishes_the_will() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
 
     // MQTT 5 CONNECT: clean start, QoS 1 will, keep alive 30, no properties.
     let mut body = vec![
@@ -488,8 +466,7 @@ async fn persistent_session_keeps_subscription_and_queued_qos1_message() {
 async fn short_sessions_coming_and_going_do_not_disturb_long_lived_ones() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let (host, mut host_loop) = connect(options("host", addr)).await;
-    subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
     // A long-lived edge node with an NDEATH will that must not go out.
     let (_edge, mut edge_loop) = connect(edge_with_will("edge-1", addr, b"bdSeq=1", false)).await;
     let edge_alive = tokio::spawn(async move {

@@ -102,6 +102,18 @@ pub async fn subscribe(
         .expect("no SUBACK in time");
 }
 
+/// A client `id` connected to `addr`, subscribed to `filter` (SUBACK seen).
+pub async fn subscriber(
+    addr: SocketAddr,
+    id: &str,
+    filter: &str,
+    qos: rumqttc::QoS,
+) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = connect(options(id, addr)).await;
+    subscribe(&client, &mut eventloop, filter, qos).await;
+    (client, eventloop)
+}
+
 /// The next PUBLISH delivered to this client.
 pub async fn next_publish(eventloop: &mut EventLoop) -> Publish {
     let poll = async {
