@@ -7,6 +7,12 @@
 //! - [`backoff`]: delays between attempts and the start-up delay;
 //! - [`tls`]: the rustls (ring) client configuration;
 //! - [`counting`]: bytes sent and received, under TLS.
+//!
+//! A dead path that acknowledges nothing must not hold the node: the socket gives up on
+//! data unacknowledged for 1.5 keep-alives (`TCP_USER_TIMEOUT`), and a publish that cannot
+//! even be queued for a keep-alive (the client's queue full behind a stuck socket) fails
+//! as [`LinkError::Stalled`]. Paths that acknowledge TCP for a dead peer are the session's
+//! liveness probe's to catch.
 
 pub mod backoff;
 pub mod counting;
@@ -57,12 +63,16 @@ pub enum LinkError {
     },
     #[error("the connection to {server} is closed")]
     Closed { server: String },
+    #[error("the connection to {server} took nothing for {waited:?}: stalled")]
+    Stalled { server: String, waited: Duration },
 }
 
 /// One MQTT connection: publish and subscribe through it, read its [`LinkEvent`]s.
 #[derive(Debug)]
 pub struct Link {
     server: String,
+    /// How long a request may wait for room in the client's queue.
+    stall_after: Duration,
     client: AsyncClient,
     events: mpsc::Receiver<LinkEvent>,
     task: JoinHandle<()>,
@@ -106,6 +116,7 @@ impl Link {
             false => format!("{}:{}", server.host, server.port),
         };
         let timeout = mqtt.connect_timeout;
+        let unacknowledged = mqtt.keep_alive * 3 / 2;
         options.set_socket_connector(move |_broker, network| {
             let address = address.clone();
             let bytes = Arc::clone(&bytes);
@@ -116,6 +127,7 @@ impl Link {
                 )
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                give_up_unacknowledged_after(&tcp, unacknowledged)?;
                 Ok(CountingStream::new(tcp, bytes))
             }
         });
@@ -150,6 +162,7 @@ impl Link {
         });
         Ok(Link {
             server: shown,
+            stall_after: mqtt.keep_alive,
             client,
             events,
             task,
@@ -175,18 +188,30 @@ impl Link {
         payload: &[u8],
     ) -> Result<(), LinkError> {
         let options = rumqttc::PublishOptions::new(qos).retain(retain);
-        self.client
-            .publish(topic, Bytes::copy_from_slice(payload), options)
-            .await
-            .map_err(|_| self.closed())
+        let queued = self
+            .client
+            .publish(topic, Bytes::copy_from_slice(payload), options);
+        self.bounded(queued).await
     }
 
     /// Queues a subscription; a [`LinkEvent::Subscribed`] follows.
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), LinkError> {
-        self.client
-            .subscribe(filter, qos)
-            .await
-            .map_err(|_| self.closed())
+        self.bounded(self.client.subscribe(filter, qos)).await
+    }
+
+    /// A request queued within the stall bound.
+    async fn bounded<E>(
+        &self,
+        queued: impl Future<Output = Result<(), E>>,
+    ) -> Result<(), LinkError> {
+        match tokio::time::timeout(self.stall_after, queued).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.closed()),
+            Err(_) => Err(LinkError::Stalled {
+                server: self.server.clone(),
+                waited: self.stall_after,
+            }),
+        }
     }
 
     /// Sends DISCONNECT after everything queued, then waits (bounded) for the
@@ -210,8 +235,40 @@ impl Link {
     }
 }
 
+/// Makes the kernel fail the connection when sent data stays unacknowledged for `after`
+/// (RFC 5482); without it a dead path is retried for a quarter of an hour.
+fn give_up_unacknowledged_after(
+    tcp: &tokio::net::TcpStream,
+    after: Duration,
+) -> std::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(after))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+    let _ = (tcp, after);
+    Ok(())
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    #[tokio::test]
+    async fn unacknowledged_data_times_the_socket_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        give_up_unacknowledged_after(&tcp, Duration::from_millis(4_500)).unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&tcp).tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(4_500))
+        );
     }
 }
