@@ -177,11 +177,7 @@ async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnec
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let mut config = node_config(&Setup {
-        servers: &[broker],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    });
+    let mut config = direct_config(broker, &plant);
     // A fast scan so 260 DDATA take a moment.
     config.site.scan_classes[0].period = Duration::from_millis(5);
     let node = EdgeNode::start(config).unwrap();
@@ -230,11 +226,7 @@ async fn rebirth_requests_inside_the_debounce_are_dropped() {
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = {
-        let mut config = node_config(&Setup {
-            servers: &[broker],
-            modbus_port: plant.local_addr().port(),
-            sparkplug_extra: "",
-        });
+        let mut config = direct_config(broker, &plant);
         config.sparkplug.rebirth_debounce = Duration::from_secs(3600);
         EdgeNode::start(config).unwrap()
     };

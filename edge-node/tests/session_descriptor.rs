@@ -14,40 +14,14 @@ use system_tests::mqtt::Recorder;
 
 /// An edge node `gw1` in `group` (the client id left to its default) with device `boiler`.
 fn config(group: &str, broker: u16, modbus: u16) -> Config {
-    let text = format!(
-        r#"
-[sparkplug]
-group_id = "{group}"
-edge_node_id = "{NODE}"
-rebirth_debounce_ms = 0
-metrics_period_ms = 60000
-
-[mqtt]
-keep_alive_s = 5
-startup_delay_max_ms = 0
-backoff_min_ms = 50
-backoff_max_ms = 200
-
-[[mqtt.servers]]
-url = "mqtt://127.0.0.1:{broker}"
-
-[[modbus.scan_classes]]
-name = "fast"
-period_ms = 100
-
-[[modbus.devices]]
-name = "{DEVICE}"
-host = "127.0.0.1"
-port = {modbus}
-
-[[modbus.devices.tags]]
-name = "setpoint"
-table = "holding"
-address = 0
-type = "u16"
-"#
-    );
-    Config::from_toml(&text, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+    node_config_in(
+        group,
+        &Setup {
+            servers: &[broker],
+            modbus_port: modbus,
+            sparkplug_extra: "",
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

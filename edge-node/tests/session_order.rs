@@ -38,11 +38,7 @@ async fn ndata_seq_is_one_above_the_last_message_and_wraps_255_to_0() {
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let mut config = node_config(&Setup {
-        servers: &[broker],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    });
+    let mut config = direct_config(broker, &plant);
     // A fast scan so the run to seq 255 takes a moment; node metrics are checked only
     // when a Scan Rate command asks (the period stays 60 s), so each NDATA is placed.
     config.site.scan_classes[0].period = Duration::from_millis(5);
@@ -101,12 +97,7 @@ async fn live_metrics_are_listed_oldest_first_in_births_and_data() {
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = EdgeNode::start(node_config(&Setup {
-        servers: &[broker],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    }))
-    .unwrap();
+    let node = EdgeNode::start(direct_config(broker, &plant)).unwrap();
     let mut seen = vec![
         host.next_kind("NBIRTH").await,
         host.next_kind("DBIRTH").await,

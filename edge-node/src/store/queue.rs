@@ -100,14 +100,6 @@ impl HeldDevices {
         true
     }
 
-    pub fn contains(&self, device: DeviceId) -> bool {
-        device.0 < Self::CAPACITY && self.0 & (1 << device.0) != 0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0 == 0
-    }
-
     /// The set as SQLite's signed integer; bit `d` is device `d`.
     fn mask(self) -> i64 {
         self.0 as i64

@@ -80,10 +80,24 @@ pub struct Setup<'a> {
 /// The edge node's config: device `boiler` with `setpoint` (holding 0, u16, rw),
 /// `temperature` (input 0, i16, ro, °C), `pump` (coil 0, rw) polled every 100 ms.
 pub fn node_config(setup: &Setup<'_>) -> Config {
+    node_config_in(GROUP, setup)
+}
+
+/// [`node_config`] straight to `broker`, polling `plant`.
+pub fn direct_config(broker: u16, plant: &PlantServer) -> Config {
+    node_config(&Setup {
+        servers: &[broker],
+        modbus_port: plant.local_addr().port(),
+        sparkplug_extra: "",
+    })
+}
+
+/// [`node_config`] with the node in `group` (the client id left to its default).
+pub fn node_config_in(group: &str, setup: &Setup<'_>) -> Config {
     let mut text = format!(
         r#"
 [sparkplug]
-group_id = "{GROUP}"
+group_id = "{group}"
 edge_node_id = "{NODE}"
 rebirth_debounce_ms = 0
 metrics_period_ms = 60000
