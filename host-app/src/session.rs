@@ -342,11 +342,12 @@ impl Session {
 
     async fn on_connection_lost(&mut self, error: &ConnectionError) {
         let was_connected = self.shared.is_connected();
-        self.shared.set_connected(false);
         self.born = false;
         if was_connected {
             warn!(%error, "broker connection lost; every edge node is now offline");
+            // Offline first, so whoever sees the host disconnected also sees its nodes stale.
             self.mark_all_offline().await;
+            self.shared.set_connected(false);
             self.shared.publish(HostEvent::Host {
                 connected: false,
                 ts: now_ms(),
