@@ -207,3 +207,34 @@ async fn the_node_walks_past_a_server_where_the_primary_host_is_offline() {
     node.shutdown().await.unwrap();
     plant.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_is_not_acted_on_at_subscribe_or_at_liveness_probes() {
+    let broker = Mosquitto::start();
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
+    let rebirth = Payload::new(1).with_metric(Metric::new("Node Control/Rebirth", true));
+    let rebirth = rebirth.encode_to_vec().unwrap();
+    // Left by a misbehaving tool before the node came up.
+    host.publish(&topic("NCMD", None), rebirth.clone(), true)
+        .await;
+    let mut config = direct_config(broker.port(), &plant);
+    // A probe (a re-subscribe, which re-delivers retained messages) every 500 ms.
+    config.mqtt.keep_alive = Duration::from_secs(1);
+    let node = EdgeNode::start(config).unwrap();
+    host.next_kind("NBIRTH").await;
+    // Twelve changes 250 ms apart keep the node publishing across several probes.
+    let bank = plant.bank(1).unwrap();
+    for value in 1..=12u16 {
+        bank.set_holding_register(0, value).unwrap();
+        host.next_kind("DDATA").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let seen = host.drain_for(Duration::from_millis(300)).await;
+    assert!(seen.iter().all(|m| m.kind() != "NBIRTH"), "{seen:?}");
+    // The same command sent live is acted on.
+    host.publish(&topic("NCMD", None), rebirth, false).await;
+    host.next_kind("NBIRTH").await;
+    node.shutdown().await.unwrap();
+    plant.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //! host's STATE) are subscribed at QoS 1 and their SUBACKs awaited; with a primary host
 //! births wait for its STATE `online: true`; then NBIRTH (seq 0) and one DBIRTH per
 //! online device. Data follows as DDATA by alias; devices die (DDEATH) and are reborn.
+//! Retained commands are ignored: they would replay an old order at every subscribe.
 //! On shutdown: NDEATH at QoS 1, its PUBACK awaited (bounded), DISCONNECT.
 //!
 //! Liveness: the MQTT client only pings an idle connection, so a link that goes half-open
@@ -509,8 +510,14 @@ impl EdgeNode {
                 }
             }
             LinkEvent::Acknowledged => {}
-            LinkEvent::Message { topic, payload, .. } => {
-                return self.on_message(link, &topic, &payload, phase, bd_seq).await;
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => {
+                return self
+                    .on_message(link, &topic, &payload, retain, phase, bd_seq)
+                    .await;
             }
             LinkEvent::Lost(reason) => return Ok(Some(Ending::Lost(reason))),
         }
@@ -522,6 +529,7 @@ impl EdgeNode {
         link: &Link,
         topic: &str,
         payload: &[u8],
+        retain: bool,
         phase: &mut Phase,
         bd_seq: BdSeq,
     ) -> Result<Option<Ending>, PublishError> {
@@ -539,6 +547,15 @@ impl EdgeNode {
         };
         if *phase != Phase::Born {
             warn!(topic, "command before births ignored");
+            return Ok(None);
+        }
+        if retain {
+            // A retained command is an old order replayed at every subscribe (and every
+            // liveness probe): a host must publish commands with retain false.
+            warn!(
+                topic,
+                "retained command ignored: commands must not be retained"
+            );
             return Ok(None);
         }
         match (parsed.message_type(), parsed.device_id()) {
