@@ -1,7 +1,9 @@
 //! Store-and-forward throughput against the raw SQLite limit on the same disk, in one run:
 //! samples stored per second through `Store::append` in batches of one scan, samples
 //! replayed per second (peek + ack), a plain prepared INSERT of equivalent rows in one
-//! transaction per batch, disk bytes per stored sample, and memory over a long fill.
+//! transaction per batch, disk bytes per stored sample, memory over a long fill, and the
+//! live path's write-ahead (`persist_sent_window`): scans written ahead and forgotten at
+//! each probe answer, beside the same raw INSERT, with the bytes written per sample.
 //!
 //! `cargo bench -p edge-node --bench store`
 
@@ -97,6 +99,40 @@ fn store_rates(path: &Path, batch: u64, t0: u64) -> (f64, f64, f64) {
     (store_rate, replay_rate, per_sample)
 }
 
+/// Scans written ahead per answered probe: a 30 s keep-alive with 1 s scans.
+const SCANS_PER_PROBE: u64 = 15;
+
+/// The live path with `persist_sent_window`: each scan of `batch` samples written ahead,
+/// forgotten every [`SCANS_PER_PROBE`] scans. Returns (samples/s, bytes written/sample).
+fn write_ahead_rate(path: &Path, batch: u64, t0: u64) -> (f64, Option<f64>) {
+    let mut store = Store::open(&config(path)).unwrap();
+    let rows = scan(0, TOTAL, t0);
+    let before = bytes_written();
+    let start = Instant::now();
+    let mut mark = 0u64;
+    for (n, chunk) in rows.chunks(batch as usize).enumerate() {
+        store.write_ahead(mark, chunk).unwrap();
+        mark += chunk.len() as u64;
+        if (n as u64 + 1).is_multiple_of(SCANS_PER_PROBE) {
+            store.forget_sent(mark).unwrap();
+        }
+    }
+    store.forget_sent(mark).unwrap();
+    let rate = TOTAL as f64 / start.elapsed().as_secs_f64();
+    let written = bytes_written()
+        .zip(before)
+        .map(|(a, b)| (a - b) as f64 / TOTAL as f64);
+    (rate, written)
+}
+
+/// Bytes this process has handed to write(2)/pwrite(2) so far (Linux).
+fn bytes_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// (VmRSS, VmHWM) in KiB.
 fn memory_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -126,6 +162,27 @@ fn main() {
         println!(
             "| {batch} | {raw:.0} | {stored:.0} | {:.0}% | {replayed:.0} | {per_sample:.1} |",
             stored / raw * 100.0
+        );
+    }
+
+    println!();
+    println!("live write-ahead (persist_sent_window), forgotten every {SCANS_PER_PROBE} scans");
+    println!(
+        "| scan | raw INSERT samples/s | write-ahead samples/s | write-ahead / raw | bytes written/sample |"
+    );
+    println!("|---|---|---|---|---|");
+    for batch in [200u64, 1_000] {
+        let raw = raw_insert_rate(
+            &dir.path().join(format!("raw-wa-{batch}.sqlite")),
+            batch,
+            t0,
+        );
+        let (rate, written) =
+            write_ahead_rate(&dir.path().join(format!("wa-{batch}.sqlite")), batch, t0);
+        let written = written.map_or("n/a".to_owned(), |w| format!("{w:.0}"));
+        println!(
+            "| {batch} | {raw:.0} | {rate:.0} | {:.0}% | {written} |",
+            rate / raw * 100.0
         );
     }
 

@@ -1,7 +1,8 @@
-//! Crash safety for real: a child process (this test binary, re-executed) appends scans
-//! and replays (peek + ack) in a loop and is SIGKILLed at random points. After every
-//! kill the file is reopened: every append that returned is present exactly once or was
-//! acked, nothing acked comes back, nothing is lost.
+//! Crash safety for real: a child process (this test binary, re-executed) appends scans,
+//! replays (peek + ack), and writes live scans ahead (confirming them now and then) in a
+//! loop and is SIGKILLed at random points. After every kill the file is reopened: every
+//! append that returned is present exactly once or was acked, every live scan written
+//! ahead and not confirmed is queued, nothing acked or confirmed comes back.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -28,20 +29,25 @@ fn child(path: &str, start: i64) -> ! {
     let mut store = Store::open(&config(path)).expect("child opens the store");
     let mut out = std::io::stdout().lock();
     let mut next = start;
+    let mut mark = 0u64;
     for round in 0..100_000 {
-        let scan: Vec<StoredSample> = (next..next + SCAN)
-            .map(|id| StoredSample {
-                device: Some(DeviceId((id % 4) as u32)),
-                alias: (id % 17) as u64,
-                timestamp_ms: id as u64,
-                value: Value::I64(id),
-                quality: Quality::Good,
-            })
-            .collect();
-        store.append(&scan).expect("append");
+        store.append(&scan(next)).expect("append");
         writeln!(out, "appended {next} {}", next + SCAN - 1).unwrap();
         out.flush().unwrap();
         next += SCAN;
+        // A live scan, kept in the file before it would be published.
+        store.write_ahead(mark, &scan(next)).expect("write ahead");
+        writeln!(out, "sent {next} {}", next + SCAN - 1).unwrap();
+        out.flush().unwrap();
+        mark += SCAN as u64;
+        next += SCAN;
+        if round % 4 == 3 {
+            writeln!(out, "confirming").unwrap();
+            out.flush().unwrap();
+            store.forget_sent(mark).expect("forget sent");
+            writeln!(out, "confirmed").unwrap();
+            out.flush().unwrap();
+        }
         if round % 3 == 2 {
             let batch = store.peek_batch(40, 1 << 20).expect("peek");
             let ids: Vec<String> = batch
@@ -62,6 +68,19 @@ fn child(path: &str, start: i64) -> ! {
     std::process::exit(0)
 }
 
+/// `SCAN` samples with ids (values and timestamps) from `first`.
+fn scan(first: i64) -> Vec<StoredSample> {
+    (first..first + SCAN)
+        .map(|id| StoredSample {
+            device: Some(DeviceId((id % 4) as u32)),
+            alias: (id % 17) as u64,
+            timestamp_ms: id as u64,
+            value: Value::I64(id),
+            quality: Quality::Good,
+        })
+        .collect()
+}
+
 #[test]
 fn kill_9_during_appends_and_replay_loses_nothing() {
     if let Ok(path) = std::env::var(CHILD_ENV) {
@@ -75,6 +94,10 @@ fn kill_9_during_appends_and_replay_loses_nothing() {
     let mut appended = BTreeSet::new();
     let mut maybe_acked = HashSet::new();
     let mut acked = HashSet::new();
+    // Written ahead and not confirmed; being confirmed when the kill came; confirmed.
+    let mut sent = BTreeSet::new();
+    let mut maybe_confirmed = HashSet::new();
+    let mut confirmed = HashSet::new();
     let mut kills = 0;
     for round in 0..8i64 {
         let mut proc = Command::new(std::env::current_exe().unwrap())
@@ -105,6 +128,13 @@ fn kill_9_during_appends_and_replay_loses_nothing() {
                     maybe_acked.extend(pending.iter().copied());
                 }
                 Some("acked") => acked.extend(pending.drain(..)),
+                Some("sent") => {
+                    let a: i64 = words.next().unwrap().parse().unwrap();
+                    let b: i64 = words.next().unwrap().parse().unwrap();
+                    sent.extend(a..=b);
+                }
+                Some("confirming") => maybe_confirmed.extend(std::mem::take(&mut sent)),
+                Some("confirmed") => confirmed.extend(maybe_confirmed.drain()),
                 _ => {}
             }
         };
@@ -153,6 +183,25 @@ fn kill_9_during_appends_and_replay_loses_nothing() {
             assert!(
                 !unique.contains(id),
                 "round {round}: acked sample {id} came back"
+            );
+        }
+        // The reopen queued the unconfirmed live samples: from now on they are appended.
+        for id in std::mem::take(&mut sent) {
+            assert!(
+                unique.contains(&id),
+                "round {round}: live sample {id} was written ahead, never confirmed, and is gone"
+            );
+            appended.insert(id);
+        }
+        for id in maybe_confirmed.drain() {
+            if unique.contains(&id) {
+                appended.insert(id);
+            }
+        }
+        for id in &confirmed {
+            assert!(
+                !unique.contains(id),
+                "round {round}: confirmed live sample {id} came back"
             );
         }
         assert!(store.depth() == present.len() as u64);

@@ -248,6 +248,7 @@ fn example_config_loads_and_bad_keys_are_named() {
     let cfg = StoreConfig::from_toml(&text).unwrap();
     assert_eq!(cfg.overflow, Overflow::DropOldest);
     assert_eq!(cfg.sent_window_samples, 50_000);
+    assert!(cfg.persist_sent_window);
     assert_eq!(cfg.max_bytes, 268_435_456);
 
     let err = StoreConfig::from_toml("[store]\nbatch_size = 0\n").unwrap_err();

@@ -3,7 +3,8 @@
 //! the host's embedded broker through a link simulator, the host keeping history. The
 //! link is cut for an outage, the edge node is killed (SIGKILL) while it replays and
 //! started again on the same store, then the link goes half-open (blackhole) for a few
-//! keep-alives. Afterwards the host's history must hold every sample exactly once, in
+//! keep-alives, and half-open once more with the edge node killed before it notices.
+//! Afterwards the host's history must hold every sample exactly once, in
 //! order per tag, with its original timestamp, flagged historical when it was taken
 //! while the link was down.
 //!
@@ -731,7 +732,7 @@ fn run(scenario: Scenario) {
             scenario.blackhole.as_secs() / KEEP_ALIVE_S
         ));
     }
-    match rig.try_wait_new_session(Some(bd_seq_3), Duration::from_secs(30)) {
+    let after_half_open = match rig.try_wait_new_session(Some(bd_seq_3), Duration::from_secs(30)) {
         Ok((bd_seq_4, resumed)) => {
             episodes.push(Episode {
                 what: "half-open",
@@ -745,6 +746,7 @@ fn run(scenario: Scenario) {
                 bd_seq_4,
                 Duration::from_secs(60),
             );
+            Some(bd_seq_4)
         }
         Err(e) => {
             faults.push(format!(
@@ -758,10 +760,56 @@ fn run(scenario: Scenario) {
                 ended: unblocked_at,
                 resumed: now_ms(),
             });
+            None
         }
+    };
+
+    // 4. Half-open again, and the edge node killed before it could notice: what it
+    //    published into the dead link since the last answered probe survives only in
+    //    the store's written-ahead copies.
+    if let Some(bd_seq_4) = after_half_open {
+        sleep_ms(5_000);
+        let blackhole_at = now_ms();
+        rig.link.blackhole();
+        // Well inside the 1.5 keep-alives the node needs to notice.
+        sleep_ms(KEEP_ALIVE_S * 1_000 * 2 / 3);
+        let kill_at = now_ms();
+        rig.edge.kill();
+        rig.link.restore();
+        println!(
+            "{:?}: edge node killed on a half-open link; link restored",
+            clock.elapsed()
+        );
+        std::thread::sleep(scenario.dead);
+        let restarted_at = now_ms();
+        rig.edge.restart();
+        let (bd_seq_5, resumed) = rig.wait_new_session(
+            "births after the kill on a half-open link",
+            Some(bd_seq_4),
+            Duration::from_secs(30),
+        );
+        episodes.push(Episode {
+            what: "half-open until the kill",
+            kind: Kind::LinkDown,
+            began: blackhole_at,
+            ended: kill_at,
+            resumed,
+        });
+        episodes.push(Episode {
+            what: "kill -9 on a half-open link",
+            kind: Kind::Dead,
+            began: kill_at,
+            ended: restarted_at,
+            resumed,
+        });
+        rig.wait_store_empty(
+            "the samples sent into the half-open link replayed",
+            bd_seq_5,
+            Duration::from_secs(60),
+        );
     }
 
-    // 4. A little live data, then the host must have caught up with all of it.
+    // 5. A little live data, then the host must have caught up with all of it.
     sleep_ms(3_000);
     let end = now_ms();
     let api = rig.api;

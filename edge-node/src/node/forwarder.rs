@@ -9,6 +9,10 @@
 //! stored. Duplicates are possible, losses are not: the host de-duplicates by metric and
 //! timestamp.
 //!
+//! With `persist_sent_window`, each live scan is also written ahead into the store's
+//! `sent` table before it is published, forgotten there on confirmation, and queued on a
+//! link loss or, after a crash, when the store is opened again.
+//!
 //! Device rule: stored samples go out only as DDATA of a device born in the current
 //! session. Replay passes over the samples of devices not born now (they stay queued
 //! until the device's next DBIRTH), so a dead device holds up nobody. Past
@@ -56,6 +60,10 @@ pub struct Forwarder {
     replay_rate: u64,
     /// Samples whose append the store refused (lost).
     refused: u64,
+    /// Live scans are written ahead into the store before they are published.
+    persist_sent_window: bool,
+    /// The last write-ahead failed (logged once until one succeeds again).
+    write_ahead_failing: bool,
     logged_depth: u64,
     logged_dropped: u64,
 }
@@ -86,7 +94,8 @@ impl Forwarder {
             warn!(path = %aside.display(), "damaged store file moved aside; started a new one");
         }
         let depth = store.depth();
-        info!(path = %config.path.display(), depth, "store-and-forward queue open");
+        info!(path = %config.path.display(), depth, recovered = store.recovered(),
+              "store-and-forward queue open");
         Ok(Forwarder {
             window: SentWindow::from_config(config),
             pacer: ReplayPacer::from_config(config, 0),
@@ -99,6 +108,8 @@ impl Forwarder {
             rate_since: (0, 0),
             replay_rate: 0,
             refused: 0,
+            persist_sent_window: config.persist_sent_window,
+            write_ahead_failing: false,
             logged_depth: depth,
             logged_dropped: 0,
             store,
@@ -109,12 +120,33 @@ impl Forwarder {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A scan published live: remembered until the link confirms it and debited from the
-    /// link share.
-    pub fn published_live(&mut self, report: &Report, payload_len: usize) {
+    /// A scan about to be published live: remembered (and written ahead, by config) until
+    /// the link confirms it. If the publish then fails, the session ends and
+    /// [`Forwarder::link_lost`] stores it.
+    pub fn sending_live(&mut self, report: &Report) {
+        let first_mark = self.window.mark();
         for s in &report.samples {
             self.window.record(&stored(report.device, s));
         }
+        if !self.persist_sent_window || report.samples.is_empty() {
+            return;
+        }
+        self.scratch.clear();
+        self.scratch
+            .extend(report.samples.iter().map(|s| stored(report.device, s)));
+        match self.store.write_ahead(first_mark, &self.scratch) {
+            Ok(()) => self.write_ahead_failing = false,
+            Err(e) if !self.write_ahead_failing => {
+                self.write_ahead_failing = true;
+                error!(error = %e, "live samples not written ahead: a crash now would lose them");
+            }
+            Err(_) => {}
+        }
+        self.scratch.clear();
+    }
+
+    /// The scan given to [`Forwarder::sending_live`] went out: debited from the link share.
+    pub fn published_live(&mut self, payload_len: usize) {
         let mono = self.mono_ms();
         self.pacer.spend_live(payload_len, mono);
     }
@@ -127,7 +159,7 @@ impl Forwarder {
         self.scratch.clear();
         self.scratch
             .extend(report.samples.iter().map(|s| stored(report.device, s)));
-        self.append_scratch();
+        self.append_scratch(false);
     }
 
     /// Something went out that the link has not confirmed yet: a probe is worth sending.
@@ -148,6 +180,12 @@ impl Forwarder {
     /// samples are forgotten, replayed batches leave the queue.
     pub fn confirmed(&mut self, mark: LinkMark) {
         self.window.confirm(mark.window);
+        if self.persist_sent_window
+            && let Err(e) = self.store.forget_sent(mark.window)
+        {
+            // Harmless but for duplicates: what stays is queued at the next link loss.
+            warn!(error = %e, "confirmed live samples not forgotten in the store");
+        }
         while let Some(&(number, id, _)) = self.in_flight.front() {
             if number >= mark.batches {
                 break;
@@ -179,12 +217,20 @@ impl Forwarder {
                 samples = self.scratch.len(),
                 "link lost: recent live samples stored again"
             );
-            self.append_scratch();
+        }
+        if !self.scratch.is_empty() || self.persist_sent_window {
+            self.append_scratch(true);
         }
     }
 
-    fn append_scratch(&mut self) {
-        if let Err(e) = self.store.append(&self.scratch) {
+    /// Appends the scratch samples; `unconfirmed` when they are the sent window's, whose
+    /// written-ahead copies go in the same transaction.
+    fn append_scratch(&mut self, unconfirmed: bool) {
+        let appended = match unconfirmed {
+            true => self.store.append_unconfirmed(&self.scratch),
+            false => self.store.append(&self.scratch),
+        };
+        if let Err(e) = appended {
             self.refused += self.scratch.len() as u64;
             error!(error = %e, samples = self.scratch.len(), "samples not stored: lost");
         }
@@ -352,6 +398,12 @@ mod tests {
         replayed
     }
 
+    /// A scan published live, as the session does it.
+    fn live(f: &mut Forwarder, report: &Report) {
+        f.sending_live(report);
+        f.published_live(40);
+    }
+
     fn values(v: &[u16]) -> Vec<Value> {
         v.iter().copied().map(Value::U16).collect()
     }
@@ -363,9 +415,9 @@ mod tests {
         let now = millis(SystemTime::now());
         // Sample 1 went out live and a probe confirmed it; 2 went out unconfirmed just
         // before the link died; 3..5 came while it was down.
-        f.published_live(&report(&[1], now), 40);
+        live(&mut f, &report(&[1], now));
         let mark = f.mark();
-        f.published_live(&report(&[2], now + 1), 40);
+        live(&mut f, &report(&[2], now + 1));
         f.confirmed(mark);
         assert!(f.unconfirmed());
         f.link_lost();
@@ -433,5 +485,50 @@ mod tests {
         assert_eq!(f.stats(now).depth, 2);
         f.link_lost();
         assert_eq!(replay_all(&mut f), values(&[3, 4]));
+    }
+
+    #[test]
+    fn unconfirmed_live_samples_of_a_killed_process_are_replayed_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = millis(SystemTime::now());
+        let mut f = forwarder(dir.path());
+        live(&mut f, &report(&[1, 2], now));
+        let mark = f.mark();
+        live(&mut f, &report(&[3], now + 1));
+        f.confirmed(mark);
+        live(&mut f, &report(&[4, 5], now + 2));
+        // Killed: no link loss, no goodbye; only what is in the file survives.
+        drop(f);
+        let mut f = forwarder(dir.path());
+        assert_eq!(f.store.recovered(), 3);
+        assert_eq!(replay_all(&mut f), values(&[3, 4, 5]));
+
+        // Without persistence the same crash loses them: that is what the option buys.
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("q.sqlite"),
+            persist_sent_window: false,
+            ..StoreConfig::default()
+        };
+        let mut f = Forwarder::open(&config).unwrap();
+        live(&mut f, &report(&[1, 2], now));
+        drop(f);
+        let f = Forwarder::open(&config).unwrap();
+        assert_eq!((f.store.recovered(), f.stats(now).depth), (0, 0));
+    }
+
+    #[test]
+    fn a_link_loss_moves_the_written_ahead_samples_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = millis(SystemTime::now());
+        let mut f = forwarder(dir.path());
+        live(&mut f, &report(&[1, 2], now));
+        f.link_lost();
+        assert_eq!(f.stats(now).depth, 2);
+        // Reopened: the copies went with the loss, nothing comes twice.
+        drop(f);
+        let mut f = forwarder(dir.path());
+        assert_eq!(f.store.recovered(), 0);
+        assert_eq!(replay_all(&mut f), values(&[1, 2]));
     }
 }

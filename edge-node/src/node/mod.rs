@@ -748,23 +748,22 @@ impl EdgeNode {
                     return Ok(());
                 }
                 let name = self.catalog.device_name(d).to_owned();
-                let sent = self
-                    .publisher
+                // Kept before it goes: a publish that fails ends the session, and the
+                // link loss stores what was kept.
+                if let Some(f) = self.forwarder.as_mut() {
+                    f.sending_live(report);
+                }
+                self.publisher
                     .publish(
                         link,
                         MessageType::DData,
                         Some(&name),
                         Catalog::ddata(report, now),
                     )
-                    .await;
+                    .await?;
                 if let Some(f) = self.forwarder.as_mut() {
-                    match &sent {
-                        Ok(()) => f.published_live(report, self.publisher.last_payload_len()),
-                        // The MQTT client refused it: the scan is kept, not lost.
-                        Err(_) => f.keep(report),
-                    }
+                    f.published_live(self.publisher.last_payload_len());
                 }
-                sent?;
                 // Live first, then what the link share leaves for history.
                 self.replay(link).await
             }

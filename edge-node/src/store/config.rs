@@ -45,6 +45,9 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     /// Most live samples kept until the link confirms them (re-sent after a link loss).
     pub sent_window_samples: usize,
+    /// Also keep those samples in the file, written before they are published, so that a
+    /// killed process loses none of them: one small commit per published scan.
+    pub persist_sent_window: bool,
 }
 
 impl Default for StoreConfig {
@@ -58,6 +61,7 @@ impl Default for StoreConfig {
             replay_bytes_per_s: 4096,
             synchronous: Synchronous::Normal,
             sent_window_samples: 50_000,
+            persist_sent_window: true,
         }
     }
 }

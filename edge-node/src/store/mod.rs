@@ -15,15 +15,17 @@
 //! and one `ReplayPacer` (all three built from [`StoreConfig`]); `now` is wall-clock ms for the store and window, and a
 //! monotonic ms clock for the pacer.
 //!
-//! 1. **Each scan, link up, host online:** publish the scan live, then
-//!    `window.record(&sample)` per published sample and
-//!    `pacer.spend_live(payload_len, now)`. Until a probe confirms them, these samples
-//!    count as not delivered.
+//! 1. **Each scan, link up, host online:** `window.record(&sample)` per sample and, with
+//!    `persist_sent_window`, `store.write_ahead(first_mark, &scan)`; then publish the scan
+//!    live and `pacer.spend_live(payload_len, now)`. Until a probe confirms them, these
+//!    samples count as not delivered.
 //! 2. **Each scan otherwise** (link down, primary host offline, births not yet out):
 //!    `store.append(&scan_samples)` — one transaction per scan.
 //! 3. **Link declared down / host offline** (unanswered probe, keep-alive timeout,
-//!    disconnect, STATE offline): `window.drain_into(&mut gap); store.append(&gap)` — the
-//!    samples that may have vanished into a dead TCP link — then go on with step 2.
+//!    disconnect, STATE offline): `window.drain_into(&mut gap);
+//!    store.append_unconfirmed(&gap)` — the samples that may have vanished into a dead TCP
+//!    link, their written-ahead copies dropped in the same transaction — then go on with
+//!    step 2.
 //! 4. **Link up, after NBIRTH and the DBIRTHs:** nothing to call; the next replay ticks
 //!    drain the queue. Births carry current values, replay carries history.
 //! 5. **Each replay tick** (each scan, after its live publish, so live is never late):
@@ -32,12 +34,15 @@
 //!    publish its samples as metrics with `is_historical = true`;
 //!    `pacer.spend_replay(payload_len, now)`; keep the batch id in flight.
 //! 6. **A liveness probe answered** (a SUBACK for a re-subscription sent after the
-//!    publishes, so TCP order puts them at the broker first): `window.confirm(mark)` and
-//!    `store.ack` each batch handed out before the probe. A probe unanswered for a
-//!    keep-alive declares the link down (step 3); batches in flight are handed out again.
+//!    publishes, so TCP order puts them at the broker first): `window.confirm(mark)`,
+//!    `store.forget_sent(mark)` and `store.ack` each batch handed out before the probe.
+//!    A probe unanswered for a keep-alive declares the link down (step 3); batches in
+//!    flight are handed out again.
 //! 7. **Every tick:** `store.expire(now)` for the age cap; `store.dropped()` (plus
 //!    `window.evicted_by_count()`) is the node metric `Store/Dropped`; `store.depth()` and
 //!    `store.oldest_age(now)` are worth publishing too.
+//!
+//! Opening the store queues the written-ahead samples a killed process left behind.
 //!
 //! A [`StoreError`] never stops live publishing: the publisher logs it, counts it and
 //! goes on with the next scan (a refused append is lost data and must be counted).

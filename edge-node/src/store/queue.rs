@@ -20,6 +20,12 @@
 //!   `max_age_s` (by `expire`); what they remove is counted in `dropped()` and logged.
 //!   A batch already handed out may be dropped by the caps before its `ack`: it still
 //!   counts as dropped, and the `ack` then removes nothing.
+//! - **Unconfirmed live samples.** `write_ahead` keeps a copy of each live scan in a
+//!   second table, `sent`, keyed by the sent window's mark, until `forget_sent` (the
+//!   link confirmed it) or `append_unconfirmed` (the link was lost: the window's samples
+//!   join the queue and `sent` is emptied, in one transaction). Rows still in `sent` when
+//!   the file is opened belong to a process that died before either: they join the
+//!   queue then, so a `kill -9` loses no sample the link had not confirmed.
 //! - **Damage.** A file SQLite does not recognise, or that fails `quick_check`, is moved
 //!   aside as `<file>.corrupt-<unix ms>` and a fresh queue is built; disk full is
 //!   [`StoreError::DiskFull`] and leaves the queue readable and ackable.
@@ -45,6 +51,13 @@ CREATE TABLE IF NOT EXISTS samples (
     value  BLOB    NOT NULL,
     PRIMARY KEY (ts, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent (
+    mark   INTEGER PRIMARY KEY,
+    ts     INTEGER NOT NULL,
+    device INTEGER,
+    alias  INTEGER NOT NULL,
+    value  BLOB    NOT NULL
+);
 ";
 
 /// What went wrong with the queue, and in which file.
@@ -161,6 +174,8 @@ pub struct Store {
     bytes: u64,
     dropped: u64,
     moved_aside: Option<PathBuf>,
+    /// Rows of `sent` moved into the queue when the file was opened.
+    recovered: u64,
     blob: Vec<u8>,
 }
 
@@ -193,6 +208,11 @@ impl Store {
             }
             Err(e) => return Err(e.into_store_error(&path)),
         };
+        let recovered = recover_sent(&conn).map_err(|source| sqlite_error(&path, source))?;
+        if recovered > 0 {
+            info!(store = %path.display(), samples = recovered,
+                  "live samples the link never confirmed before the last stop: queued for replay");
+        }
         let (depth, bytes, max_seq): (i64, i64, Option<i64>) = conn
             .query_row(
                 "SELECT count(*), coalesce(sum(length(value)), 0), max(seq) FROM samples",
@@ -211,6 +231,7 @@ impl Store {
             bytes: bytes as u64 + depth * ROW_OVERHEAD as u64,
             dropped: 0,
             moved_aside,
+            recovered,
             blob: Vec::with_capacity(64),
             path,
         };
@@ -224,6 +245,20 @@ impl Store {
         if samples.is_empty() {
             return Ok(0);
         }
+        self.append_inner(samples, false)
+    }
+
+    /// The link was lost: `samples` (the sent window's) join the queue like [`Store::append`]
+    /// and the `sent` table is emptied, in one transaction.
+    pub fn append_unconfirmed(&mut self, samples: &[StoredSample]) -> Result<usize, StoreError> {
+        self.append_inner(samples, true)
+    }
+
+    fn append_inner(
+        &mut self,
+        samples: &[StoredSample],
+        clear_sent: bool,
+    ) -> Result<usize, StoreError> {
         let tx = self
             .conn
             .transaction()
@@ -258,6 +293,10 @@ impl Store {
                 stored += 1;
                 added += len;
             }
+        }
+        if clear_sent {
+            tx.execute("DELETE FROM sent", [])
+                .map_err(|e| map_err(&self.path, e))?;
         }
         let (trimmed_rows, trimmed_bytes) = if self.bytes + added > self.max_bytes {
             trim_oldest(&tx, self.bytes + added - self.max_bytes)
@@ -391,6 +430,58 @@ impl Store {
         Ok(n)
     }
 
+    /// Keeps a copy of `samples`, about to be published live, under the sent window's
+    /// marks `first_mark..`, in one transaction (see the module docs).
+    pub fn write_ahead(
+        &mut self,
+        first_mark: u64,
+        samples: &[StoredSample],
+    ) -> Result<(), StoreError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| map_err(&self.path, e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO sent (mark, ts, device, alias, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| map_err(&self.path, e))?;
+            for (mark, sample) in (first_mark..).zip(samples) {
+                codec::encode(&sample.value, sample.quality, &mut self.blob);
+                insert
+                    .execute(params![
+                        mark as i64,
+                        sample.timestamp_ms as i64,
+                        sample.device.map(|d| d.0),
+                        sample.alias as i64,
+                        &self.blob,
+                    ])
+                    .map_err(|e| map_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| map_err(&self.path, e))
+    }
+
+    /// The link confirmed every live sample before `mark`: their copies go.
+    pub fn forget_sent(&mut self, mark: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sent WHERE mark < ?1")
+            .and_then(|mut stmt| stmt.execute([mark as i64]))
+            .map(|_| ())
+            .map_err(|e| map_err(&self.path, e))
+    }
+
+    /// Live samples of a process that died before the link confirmed them, moved into the
+    /// queue when the file was opened.
+    pub fn recovered(&self) -> u64 {
+        self.recovered
+    }
+
     /// Drops samples older than `max_age_s` at `now_ms`; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError> {
         if self.max_age_ms == 0 || self.depth == 0 {
@@ -496,6 +587,23 @@ impl Store {
 }
 
 /// Deletes the oldest rows until at least `excess` bytes are freed; returns (rows, bytes).
+/// Moves every row of `sent` into the queue (after every row there, in mark order) and
+/// empties `sent`, in one transaction; returns how many moved.
+fn recover_sent(conn: &Connection) -> rusqlite::Result<u64> {
+    let tx = conn.unchecked_transaction()?;
+    let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM samples", [], |r| {
+        r.get(0)
+    })?;
+    let moved = tx.execute(
+        "INSERT INTO samples (ts, seq, device, alias, value)
+         SELECT ts, ?1 + mark - (SELECT min(mark) FROM sent), device, alias, value FROM sent",
+        [base],
+    )?;
+    tx.execute("DELETE FROM sent", [])?;
+    tx.commit()?;
+    Ok(moved as u64)
+}
+
 fn trim_oldest(tx: &rusqlite::Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)> {
     let mut freed = 0u64;
     let mut rows = 0u64;
