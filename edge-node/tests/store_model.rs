@@ -1,7 +1,7 @@
 //! Model-based tests of the store-and-forward queue: random sequences of append, peek
-//! (from the head or after an outstanding batch, passing over held devices), ack, expire
-//! and crash/reopen, checked after every step against a sorted in-memory model of what
-//! must still be delivered.
+//! (from the head or after an outstanding batch, passing over held devices), ack, expire,
+//! live scans written ahead, confirmed or lost with the link, and crash/reopen, checked
+//! after every step against a sorted in-memory model of what must still be delivered.
 
 use edge_node::modbus::{DeviceId, Quality, Value};
 use edge_node::store::{BatchId, HeldDevices, Overflow, Store, StoreConfig, StoredSample};
@@ -22,6 +22,12 @@ enum Op {
     /// Acks outstanding batch `i % outstanding`.
     Ack(usize),
     Expire(u64),
+    /// A live scan written ahead before it is published.
+    WriteAhead(Vec<(u64, u64, Option<usize>)>),
+    /// A probe answered: live samples before mark `m % (next mark + 1)` confirmed.
+    Confirm(u64),
+    /// The link is lost: the unconfirmed live samples join the queue.
+    LinkLost,
     /// Drops the store with its outstanding batches un-acked, then reopens the file.
     Crash,
 }
@@ -39,6 +45,10 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => (0u64..120).prop_map(Op::Expire),
+        2 => prop::collection::vec((0u64..60, 0u64..4, prop::option::weighted(0.2, 0usize..40)), 0..10)
+            .prop_map(Op::WriteAhead),
+        1 => any::<u64>().prop_map(Op::Confirm),
+        1 => Just(Op::LinkLost),
         1 => Just(Op::Crash),
     ]
 }
@@ -110,6 +120,23 @@ impl Model {
         (before - self.rows.len()) as u64
     }
 
+    /// Live samples of a killed process, queued when the file is opened, then the byte
+    /// cap applied (whatever the overflow policy: they are already stored).
+    fn recover(&mut self, samples: &[StoredSample]) {
+        for s in samples {
+            let key = (s.timestamp_ms, self.next);
+            let at = self.rows.partition_point(|r| (r.0, r.1) < key);
+            self.rows.insert(at, (key.0, key.1, s.clone()));
+            self.next += 1;
+            self.bytes += s.stored_len() as u64;
+        }
+        while self.bytes > self.max_bytes {
+            let (_, _, s) = self.rows.remove(0);
+            self.bytes -= s.stored_len() as u64;
+            self.dropped += 1;
+        }
+    }
+
     fn expire(&mut self, now: u64) {
         if self.max_age_ms == 0 {
             return;
@@ -166,6 +193,9 @@ fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCas
     };
     // Each outstanding batch: its id, the numbers it handed out, its last key.
     let mut outstanding: Vec<(BatchId, Vec<u64>, (u64, u64))> = Vec::new();
+    // Live samples written ahead and not yet confirmed, by mark; the next mark.
+    let mut sent: Vec<(u64, StoredSample)> = Vec::new();
+    let mut mark = 0u64;
     let mut id = 0i64;
     for op in ops {
         match op {
@@ -218,20 +248,51 @@ fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCas
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 model.expire(now_s * 1000);
             }
+            Op::WriteAhead(specs) => {
+                let samples = to_samples(&specs, &mut id);
+                store
+                    .write_ahead(mark, &samples)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for s in samples {
+                    sent.push((mark, s));
+                    mark += 1;
+                }
+            }
+            Op::Confirm(m) => {
+                let upto = m % (mark + 1);
+                store
+                    .forget_sent(upto)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                sent.retain(|(m, _)| *m >= upto);
+            }
+            Op::LinkLost => {
+                let window: Vec<StoredSample> = sent.drain(..).map(|(_, s)| s).collect();
+                let stored = store
+                    .append_unconfirmed(&window)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(stored, model.append(&window));
+            }
             Op::Crash => {
                 drop(store);
                 outstanding.clear();
                 store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 model.dropped = 0;
+                let window: Vec<StoredSample> = sent.drain(..).map(|(_, s)| s).collect();
+                prop_assert_eq!(store.recovered(), window.len() as u64);
+                model.recover(&window);
+                mark = 0;
             }
         }
         prop_assert_eq!(store.depth(), model.rows.len() as u64);
         prop_assert_eq!(store.bytes(), model.bytes);
         prop_assert_eq!(store.dropped(), model.dropped);
     }
-    // What the store will replay, after a final reopen, is the model's content in order.
+    // What the store will replay, after a final reopen (which queues what was written
+    // ahead and never confirmed), is the model's content in order.
     drop(store);
     let mut store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let window: Vec<StoredSample> = sent.drain(..).map(|(_, s)| s).collect();
+    model.recover(&window);
     let mut replayed = Vec::new();
     loop {
         let batch = store

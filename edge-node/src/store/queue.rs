@@ -25,7 +25,8 @@
 //!   link confirmed it) or `append_unconfirmed` (the link was lost: the window's samples
 //!   join the queue and `sent` is emptied, in one transaction). Rows still in `sent` when
 //!   the file is opened belong to a process that died before either: they join the
-//!   queue then, so a `kill -9` loses no sample the link had not confirmed.
+//!   queue then (the byte cap applied, oldest first), so a `kill -9` loses no sample the
+//!   link had not confirmed.
 //! - **Damage.** A file SQLite does not recognise, or that fails `quick_check`, is moved
 //!   aside as `<file>.corrupt-<unix ms>` and a fresh queue is built; disk full is
 //!   [`StoreError::DiskFull`] and leaves the queue readable and ackable.
@@ -208,10 +209,15 @@ impl Store {
             }
             Err(e) => return Err(e.into_store_error(&path)),
         };
-        let recovered = recover_sent(&conn).map_err(|source| sqlite_error(&path, source))?;
+        let (recovered, trimmed) =
+            recover_sent(&conn, config.max_bytes).map_err(|source| sqlite_error(&path, source))?;
         if recovered > 0 {
             info!(store = %path.display(), samples = recovered,
                   "live samples the link never confirmed before the last stop: queued for replay");
+        }
+        if trimmed > 0 {
+            warn!(store = %path.display(), dropped_oldest = trimmed,
+                  "store full after queueing them: samples dropped");
         }
         let (depth, bytes, max_seq): (i64, i64, Option<i64>) = conn
             .query_row(
@@ -229,7 +235,7 @@ impl Store {
             next_seq: max_seq.map_or(0, |s| s + 1),
             depth,
             bytes: bytes as u64 + depth * ROW_OVERHEAD as u64,
-            dropped: 0,
+            dropped: trimmed,
             moved_aside,
             recovered,
             blob: Vec::with_capacity(64),
@@ -587,9 +593,10 @@ impl Store {
 }
 
 /// Deletes the oldest rows until at least `excess` bytes are freed; returns (rows, bytes).
-/// Moves every row of `sent` into the queue (after every row there, in mark order) and
-/// empties `sent`, in one transaction; returns how many moved.
-fn recover_sent(conn: &Connection) -> rusqlite::Result<u64> {
+/// Moves every row of `sent` into the queue (after every row there, in mark order),
+/// empties `sent` and drops the oldest rows beyond `max_bytes`, in one transaction;
+/// returns how many moved and how many were dropped.
+fn recover_sent(conn: &Connection, max_bytes: u64) -> rusqlite::Result<(u64, u64)> {
     let tx = conn.unchecked_transaction()?;
     let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM samples", [], |r| {
         r.get(0)
@@ -600,8 +607,19 @@ fn recover_sent(conn: &Connection) -> rusqlite::Result<u64> {
         [base],
     )?;
     tx.execute("DELETE FROM sent", [])?;
+    let mut trimmed = 0;
+    if moved > 0 {
+        let bytes: i64 = tx.query_row(
+            "SELECT coalesce(sum(length(value)), 0) + count(*) * ?1 FROM samples",
+            [ROW_OVERHEAD as i64],
+            |r| r.get(0),
+        )?;
+        if bytes as u64 > max_bytes {
+            trimmed = trim_oldest(&tx, bytes as u64 - max_bytes)?.0;
+        }
+    }
     tx.commit()?;
-    Ok(moved as u64)
+    Ok((moved as u64, trimmed))
 }
 
 fn trim_oldest(tx: &rusqlite::Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)> {
