@@ -593,6 +593,32 @@ impl Rig {
         }
     }
 
+    /// After the edge node was killed at `kill_at`: dead for the scenario's time, then
+    /// started on the same store; its new session's bdSeq and the death as an episode.
+    fn restart_after_kill(
+        &mut self,
+        what: &'static str,
+        kill_at: u64,
+        old_bd_seq: u64,
+    ) -> (u64, Episode) {
+        std::thread::sleep(self.scenario.dead);
+        let restarted_at = now_ms();
+        self.edge.restart();
+        let (bd_seq, resumed) = self.wait_new_session(
+            &format!("births after {what}"),
+            Some(old_bd_seq),
+            Duration::from_secs(30),
+        );
+        let episode = Episode {
+            what,
+            kind: Kind::Dead,
+            began: kill_at,
+            ended: restarted_at,
+            resumed,
+        };
+        (bd_seq, episode)
+    }
+
     /// Waits until the session `bd_seq` reports an empty store.
     fn wait_store_empty(&mut self, what: &str, bd_seq: u64, timeout: Duration) {
         self.wait_tree(what, timeout, |tree| {
@@ -680,21 +706,8 @@ fn run(scenario: Scenario) {
         node_metric(&tree, "Store/Replayed"),
         node_metric(&tree, "Store/Depth")
     );
-    std::thread::sleep(scenario.dead);
-    let restarted_at = now_ms();
-    rig.edge.restart();
-    let (bd_seq_3, resumed) = rig.wait_new_session(
-        "births after the restart",
-        Some(bd_seq_2),
-        Duration::from_secs(30),
-    );
-    episodes.push(Episode {
-        what: "kill -9",
-        kind: Kind::Dead,
-        began: kill_at,
-        ended: restarted_at,
-        resumed,
-    });
+    let (bd_seq_3, dead) = rig.restart_after_kill("kill -9", kill_at, bd_seq_2);
+    episodes.push(dead);
     rig.wait_store_empty("the rest of the outage replayed", bd_seq_3, replay_timeout);
     println!("{:?}: replay finished after the restart", clock.elapsed());
 
@@ -780,28 +793,16 @@ fn run(scenario: Scenario) {
             "{:?}: edge node killed on a half-open link; link restored",
             clock.elapsed()
         );
-        std::thread::sleep(scenario.dead);
-        let restarted_at = now_ms();
-        rig.edge.restart();
-        let (bd_seq_5, resumed) = rig.wait_new_session(
-            "births after the kill on a half-open link",
-            Some(bd_seq_4),
-            Duration::from_secs(30),
-        );
+        let (bd_seq_5, dead) =
+            rig.restart_after_kill("kill -9 on a half-open link", kill_at, bd_seq_4);
         episodes.push(Episode {
             what: "half-open until the kill",
             kind: Kind::LinkDown,
             began: blackhole_at,
             ended: kill_at,
-            resumed,
+            resumed: dead.resumed,
         });
-        episodes.push(Episode {
-            what: "kill -9 on a half-open link",
-            kind: Kind::Dead,
-            began: kill_at,
-            ended: restarted_at,
-            resumed,
-        });
+        episodes.push(dead);
         rig.wait_store_empty(
             "the samples sent into the half-open link replayed",
             bd_seq_5,
