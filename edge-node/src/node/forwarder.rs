@@ -125,22 +125,19 @@ impl Forwarder {
     /// [`Forwarder::link_lost`] stores it.
     pub fn sending_live(&mut self, report: &Report) {
         let first_mark = self.window.mark();
-        for s in &report.samples {
-            self.window.record(&stored(report.device, s));
+        self.fill_scratch(report);
+        for s in &self.scratch {
+            self.window.record(s);
         }
-        if !self.persist_sent_window || report.samples.is_empty() {
-            return;
-        }
-        self.scratch.clear();
-        self.scratch
-            .extend(report.samples.iter().map(|s| stored(report.device, s)));
-        match self.store.write_ahead(first_mark, &self.scratch) {
-            Ok(()) => self.write_ahead_failing = false,
-            Err(e) if !self.write_ahead_failing => {
-                self.write_ahead_failing = true;
-                error!(error = %e, "live samples not written ahead: a crash now would lose them");
+        if self.persist_sent_window {
+            match self.store.write_ahead(first_mark, &self.scratch) {
+                Ok(()) => self.write_ahead_failing = false,
+                Err(e) if !self.write_ahead_failing => {
+                    self.write_ahead_failing = true;
+                    error!(error = %e, "live samples not written ahead: a crash now would lose them");
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
         }
         self.scratch.clear();
     }
@@ -156,9 +153,7 @@ impl Forwarder {
         if report.samples.is_empty() {
             return;
         }
-        self.scratch.clear();
-        self.scratch
-            .extend(report.samples.iter().map(|s| stored(report.device, s)));
+        self.fill_scratch(report);
         self.append_scratch(false);
     }
 
@@ -221,6 +216,13 @@ impl Forwarder {
         if !self.scratch.is_empty() || self.persist_sent_window {
             self.append_scratch(true);
         }
+    }
+
+    /// The scratch buffer holds `report`'s samples, as stored.
+    fn fill_scratch(&mut self, report: &Report) {
+        self.scratch.clear();
+        self.scratch
+            .extend(report.samples.iter().map(|s| stored(report.device, s)));
     }
 
     /// Appends the scratch samples; `unconfirmed` when they are the sent window's, whose

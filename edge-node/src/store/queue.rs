@@ -453,7 +453,7 @@ impl Store {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO sent (mark, ts, device, alias, value)
+                    "INSERT INTO sent (mark, ts, device, alias, value)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(|e| map_err(&self.path, e))?;
@@ -592,7 +592,6 @@ impl Store {
     }
 }
 
-/// Deletes the oldest rows until at least `excess` bytes are freed; returns (rows, bytes).
 /// Moves every row of `sent` into the queue (after every row there, in mark order),
 /// empties `sent` and drops the oldest rows beyond `max_bytes`, in one transaction;
 /// returns how many moved and how many were dropped.
@@ -622,6 +621,7 @@ fn recover_sent(conn: &Connection, max_bytes: u64) -> rusqlite::Result<(u64, u64
     Ok((moved as u64, trimmed))
 }
 
+/// Deletes the oldest rows until at least `excess` bytes are freed; returns (rows, bytes).
 fn trim_oldest(tx: &rusqlite::Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)> {
     let mut freed = 0u64;
     let mut rows = 0u64;
