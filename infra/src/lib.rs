@@ -4,3 +4,9 @@
 //! how SQLite is made durable and how a configuration problem is reported.
 //!
 //! It depends on neither application.
+
+pub mod config_error;
+pub mod exit;
+
+pub use config_error::{ConfigError, ConfigProblem, Problems};
+pub use exit::Exit;
