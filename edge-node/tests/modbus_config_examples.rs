@@ -84,11 +84,18 @@ fn example_config_and_csv_load() {
 fn example_config_store_section_is_accepted() {
     // Only the site files the example names under /etc are missing here; a [store]
     // problem would be listed among them (or refuse the whole document).
-    let Err(edge_node::config::ConfigError::Invalid(problems)) =
-        edge_node::Config::load(&example())
-    else {
+    let Err(problems) = edge_node::Config::load(&example()) else {
         panic!("expected only the missing /etc files");
     };
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["mqtt.password_file", "mqtt.servers[0].ca_file"]);
+    assert_eq!(
+        problems.keys(),
+        ["mqtt.password_file", "mqtt.servers[0].ca_file"]
+    );
+    let file = example().display().to_string();
+    assert!(
+        problems
+            .problems()
+            .iter()
+            .all(|p| p.file.as_deref() == Some(file.as_str()))
+    );
 }

@@ -53,8 +53,9 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -72,15 +73,70 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
         .arg(&bad)
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    // A bad configuration exits 2, one `FILE: KEY: MESSAGE` line per problem.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for key in [
+    let lines: Vec<&str> = err.lines().collect();
+    let file = bad.display().to_string();
+    assert_eq!(lines.len(), 3, "{err}");
+    for (line, key) in lines.iter().zip([
         "sparkplug.edge_node_id",
         "mqtt.keep_alive_s",
         "mqtt.password_file",
-    ] {
-        assert!(err.contains(key), "{key} missing from: {err}");
+    ]) {
+        assert!(
+            line.starts_with(&format!("{file}: {key}: ")),
+            "{key} missing from: {err}"
+        );
     }
+}
+
+#[test]
+fn a_bad_file_given_to_run_or_check_config_exits_2_and_a_csv_row_is_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = config_text(1883, 502).replace(
+        "[[modbus.scan_classes]]",
+        "[modbus]\ntag_files = [\"tags.csv\"]\n\n[[modbus.scan_classes]]",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let csv = dir.path().join("tags.csv");
+    std::fs::write(
+        &csv,
+        format!("device,name,address,type\n{DEVICE},t2,40002,float\n"),
+    )
+    .unwrap();
+    let expected = format!("{}:2:4: type: unknown variant `float`", csv.display());
+    let check = Command::new(BINARY)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let run = Command::new(BINARY)
+        .arg("--config")
+        .arg(&bad)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    for out in [check, run] {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&expected), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "[sparkplug]\ngroup_id = = 1\n").unwrap();
+    let out = Command::new(BINARY)
+        .arg("check-config")
+        .arg(&syntax)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:2:", syntax.display())),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use edge_node::simulator::{
-    BENCH_BLOCK_WORDS, ConfigError, DataType, SimulatorConfig, Table, WaveKind, WordOrder,
+    BENCH_BLOCK_WORDS, DataType, SimulatorConfig, Table, WaveKind, WordOrder,
 };
 
 fn workspace_file(relative: &str) -> PathBuf {
@@ -72,16 +72,21 @@ fn parse_errors_name_the_file_and_the_key() {
     let error = refusal(&with_unit(
         "[[unit.signal]]\nname = \"a\"\ntable = \"input_registers\"\naddress = 0\nkind = \"sine\"\namplitud = 1.0\n",
     ));
-    assert!(error.contains("test.toml"), "{error}");
-    assert!(error.contains("amplitud"), "{error}");
+    assert!(
+        error.starts_with("test.toml:9:1: unit[0].signal[0].amplitud: unknown field `amplitud`"),
+        "{error}"
+    );
 
     let error = refusal("[[unit]]\nid = 300\n");
-    assert!(error.contains("id"), "{error}");
+    assert!(error.starts_with("test.toml:2:6: unit[0].id: "), "{error}");
 
     let error = refusal(&with_unit(
         "[[unit.signal]]\nname = \"a\"\ntable = \"input_registers\"\naddress = 0\nkind = \"sawtooth\"\n",
     ));
-    assert!(error.contains("sawtooth"), "{error}");
+    assert!(
+        error.starts_with("test.toml:8:8: unit[0].signal[0].kind: unknown variant `sawtooth`"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -89,60 +94,60 @@ fn semantic_errors_name_unit_signal_and_key() {
     let cases = [
         (
             "[[unit.signal]]\nname = \"level\"\ntable = \"input_registers\"\naddress = 0\nkind = \"sine\"\namplitude = 1.0\n",
-            "unit 4, signal `level`: key `period_s`: required by kind \"sine\"",
+            "test.toml: unit[0].signal[0].period_s: required by kind \"sine\"",
         ),
         (
             "[[unit.signal]]\nname = \"level\"\ntable = \"input_registers\"\naddress = 0\nkind = \"ramp\"\nmin = 0.0\nmax = 1.0\nperiod_s = 1.0\namplitude = 3.0\n",
-            "unit 4, signal `level`: key `amplitude`: does not apply to kind \"ramp\"",
+            "test.toml: unit[0].signal[0].amplitude: does not apply to kind \"ramp\"",
         ),
         (
             "[[unit.signal]]\nname = \"level\"\ntable = \"input_registers\"\naddress = 0\nkind = \"ramp\"\nmin = 5.0\nmax = 1.0\nperiod_s = 1.0\n",
-            "unit 4, signal `level`: key `max`: must be greater than min",
+            "test.toml: unit[0].signal[0].max: must be greater than min",
         ),
         (
             "[[unit.signal]]\nname = \"p\"\ntable = \"input_registers\"\naddress = 0\nkind = \"sine\"\namplitude = 1.0\nperiod_s = 0.0\n",
-            "unit 4, signal `p`: key `period_s`: must be greater than 0",
+            "test.toml: unit[0].signal[0].period_s: must be greater than 0",
         ),
         (
             "[[unit.signal]]\nname = \"big\"\ntable = \"input_registers\"\naddress = 15\ntype = \"f32\"\nkind = \"constant\"\nvalue = 1.0\n",
-            "unit 4, signal `big`: key `address`: f32 input_registers needs 15..17 but the table holds 16",
+            "test.toml: unit[0].signal[0].address: f32 input_registers needs 15..17 but the table holds 16",
         ),
         (
             "[[unit.signal]]\nname = \"flag\"\ntable = \"coils\"\naddress = 0\ntype = \"u16\"\nkind = \"constant\"\nvalue = 1.0\n",
-            "unit 4, signal `flag`: key `type`: coils holds single bits",
+            "test.toml: unit[0].signal[0].type: coils holds single bits",
         ),
         (
             "[[unit.signal]]\nname = \"c\"\ntable = \"coils\"\naddress = 0\nkind = \"counter\"\nrate = 1.0\n",
-            "unit 4, signal `c`: key `type`: a counter needs a numeric type",
+            "test.toml: unit[0].signal[0].type: a counter needs a numeric type",
         ),
         (
             "[[unit.signal]]\nname = \"a\"\ntable = \"holding_registers\"\naddress = 0\ntype = \"u32\"\nkind = \"constant\"\nvalue = 1.0\n\
              [[unit.signal]]\nname = \"b\"\ntable = \"holding_registers\"\naddress = 1\nkind = \"constant\"\nvalue = 1.0\n",
-            "unit 4, signal `b`: key `address`: holding_registers 1 is already used by unit 4, signal `a`",
+            "test.toml: unit[0].signal[1].address: holding_registers 1 is already used by unit[0].signal[0]",
         ),
         (
             "[[unit.signal]]\nname = \"a\"\ntable = \"coils\"\naddress = 0\nkind = \"square\"\nperiod_s = 1.0\nduty = 1.5\n",
-            "unit 4, signal `a`: key `duty`: must be between 0 and 1",
+            "test.toml: unit[0].signal[0].duty: must be between 0 and 1",
         ),
         (
             "[[unit.tank]]\nname = \"t\"\narea_m2 = 1.0\nheight_m = 2.0\ninflow_m3_per_h = 1.0\npump_rate_m3_per_h = 2.0\nstart_level_m = 1.0\nstop_level_m = 1.5\nlevel = { table = \"input_registers\", address = 0 }\n",
-            "unit 4, tank `t`: key `stop_level_m`: must be below start_level_m",
+            "test.toml: unit[0].tank[0].stop_level_m: must be below start_level_m",
         ),
         (
             "[[unit.tank]]\nname = \"t\"\narea_m2 = 1.0\nheight_m = 2.0\ninflow_m3_per_h = 1.0\npump_rate_m3_per_h = 2.0\nstart_level_m = 1.5\nstop_level_m = 0.5\n",
-            "unit 4, tank `t`: key `level`: required",
+            "test.toml: unit[0].tank[0].level: required",
         ),
         (
             "[[unit.tank]]\nname = \"t\"\narea_m2 = 1.0\nheight_m = 2.0\ninflow_m3_per_h = 1.0\npump_rate_m3_per_h = 2.0\nstart_level_m = 1.5\nstop_level_m = 0.5\nlevel = { table = \"input_registers\", address = 0 }\npump_mode = { table = \"input_registers\", address = 1 }\n",
-            "unit 4, tank `t`: key `pump_mode.table`: input_registers is read-only over Modbus",
+            "test.toml: unit[0].tank[0].pump_mode.table: input_registers is read-only over Modbus",
         ),
         (
             "[[unit.tank]]\nname = \"t\"\narea_m2 = 0.0\nheight_m = 2.0\ninflow_m3_per_h = 1.0\npump_rate_m3_per_h = 2.0\nstart_level_m = 1.5\nstop_level_m = 0.5\nlevel = { table = \"input_registers\", address = 0 }\n",
-            "unit 4, tank `t`: key `area_m2`: must be greater than 0",
+            "test.toml: unit[0].tank[0].area_m2: must be greater than 0",
         ),
         (
             "invalid = [{ table = \"coils\", start = 6, count = 4 }]\n",
-            "unit 4: key `invalid[0]`: coils 6..10 must be non-empty and inside the table (size 8)",
+            "test.toml: unit[0].invalid[0]: coils 6..10 must be non-empty and inside the table (size 8)",
         ),
     ];
     for (rest, expected) in cases {
@@ -157,21 +162,66 @@ fn semantic_errors_name_unit_signal_and_key() {
 #[test]
 fn unit_level_errors_name_the_unit() {
     let twice = format!("{UNIT}{UNIT}");
-    assert!(refusal(&twice).contains("unit 4: key `id`: defined more than once"));
-    assert!(refusal("[[unit]]\nid = 0\n").contains("unit 0: key `id`: 0 is the broadcast address"));
-    assert!(
-        refusal("[[unit]]\nid = 1\nsizes = { holding_registers = 70000 }\n")
-            .contains("unit 1: key `sizes.holding_registers`: at most 65536")
+    assert_eq!(
+        refusal(&twice),
+        "test.toml: unit[1].id: unit 4 is defined more than once"
     );
-    assert!(refusal("tick_ms = 0\n[[unit]]\nid = 1\n").contains("key `tick_ms`"));
-    assert!(refusal("tick_ms = 10\n").contains("key `unit`: at least one unit"));
+    assert!(
+        refusal("[[unit]]\nid = 0\n")
+            .starts_with("test.toml: unit[0].id: 0 is the broadcast address")
+    );
+    assert_eq!(
+        refusal("[[unit]]\nid = 1\nsizes = { holding_registers = 70000 }\n"),
+        "test.toml: unit[0].sizes.holding_registers: at most 65536"
+    );
+    assert_eq!(
+        refusal("tick_ms = 0\n[[unit]]\nid = 1\n"),
+        "test.toml: tick_ms: must be at least 1"
+    );
+    assert_eq!(
+        refusal("tick_ms = 10\n"),
+        "test.toml: unit: at least one unit is required"
+    );
+}
+
+#[test]
+fn every_unit_signal_and_tank_is_checked() {
+    let text = format!(
+        "tick_ms = 0\n{UNIT}[[unit.signal]]\nname = \"a\"\ntable = \"input_registers\"\naddress = 0\nkind = \"sine\"\namplitude = 1.0\n\
+         [[unit.signal]]\nname = \"b\"\ntable = \"coils\"\naddress = 0\ntype = \"u16\"\nkind = \"constant\"\nvalue = 1.0\n\
+         [[unit.tank]]\nname = \"t\"\narea_m2 = 0.0\nheight_m = 2.0\ninflow_m3_per_h = 1.0\npump_rate_m3_per_h = 2.0\nstart_level_m = 1.5\nstop_level_m = 0.5\nlevel = {{ table = \"input_registers\", address = 4 }}\n\
+         [[unit]]\nid = 0\n"
+    );
+    let error = SimulatorConfig::from_toml_str(&text, "test.toml").unwrap_err();
+    assert_eq!(
+        error.keys(),
+        [
+            "tick_ms",
+            "unit[0].signal[0].period_s",
+            "unit[0].signal[1].type",
+            "unit[0].tank[0].area_m2",
+            "unit[1].id",
+        ],
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .lines()
+            .all(|l| l.starts_with("test.toml: ")),
+        "{error}"
+    );
 }
 
 #[test]
 fn missing_files_are_reported_with_their_path() {
     let error = SimulatorConfig::load(&PathBuf::from("/nonexistent/plant.toml")).unwrap_err();
-    assert!(matches!(error, ConfigError::Read { .. }));
-    assert!(error.to_string().contains("/nonexistent/plant.toml"));
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/plant.toml: cannot read: "),
+        "{error}"
+    );
 }
 
 #[test]

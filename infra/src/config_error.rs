@@ -117,6 +117,12 @@ impl ConfigError {
         self.problems.iter().map(|p| p.key.as_str()).collect()
     }
 
+    /// Both errors' problems, `self`'s first.
+    pub fn join(mut self, other: ConfigError) -> ConfigError {
+        self.problems.extend(other.problems);
+        self
+    }
+
     /// Names `file` on every problem that names no file yet.
     pub fn in_file(mut self, file: impl fmt::Display) -> ConfigError {
         let file = file.to_string();
@@ -317,17 +323,17 @@ mod tests {
                 .in_file("t.csv")
                 .at(4, 6),
         );
-        problems.extend(ConfigError::new("c[0]", "third"));
+        problems.extend(ConfigError::new("c[0]", "third").join(ConfigError::new("c[1]", "more")));
         assert_eq!(problems.check(Ok::<_, ConfigError>(5)), Some(5));
         assert_eq!(
             problems.check::<()>(Err(ConfigError::new("d", "fourth"))),
             None
         );
         let e = problems.finish(()).unwrap_err().in_file("x.toml");
-        assert_eq!(e.keys(), ["a.b", "type", "c[0]", "d"]);
+        assert_eq!(e.keys(), ["a.b", "type", "c[0]", "c[1]", "d"]);
         assert_eq!(
             e.to_string(),
-            "x.toml: a.b: first\nt.csv:4:6: type: second\nx.toml: c[0]: third\nx.toml: d: fourth"
+            "x.toml: a.b: first\nt.csv:4:6: type: second\nx.toml: c[0]: third\nx.toml: c[1]: more\nx.toml: d: fourth"
         );
         assert_eq!(Problems::new().finish(7).unwrap(), 7);
     }

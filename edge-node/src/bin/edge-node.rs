@@ -1,6 +1,7 @@
 //! `edge-node`: polls the configured Modbus devices and publishes them as a Sparkplug B
 //! 3.0 edge node. `edge-node --config FILE` runs; `edge-node check-config FILE` checks a
-//! file and exits non-zero with every problem. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit.
+//! file and prints every problem. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. Exit codes
+//! follow [`infra::Exit`]: 2 for a bad configuration or command line, 1 for a failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_node::{Config, EdgeNode};
+use infra::Exit;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -32,14 +34,14 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
-        return Ok(match Config::load(&file) {
+        return match Config::load(&file) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} servers, {} devices, {} tags)",
@@ -48,23 +50,39 @@ async fn main() -> anyhow::Result<ExitCode> {
                     c.site.devices.len(),
                     c.site.tags.len()
                 );
-                ExitCode::SUCCESS
+                Exit::Success.into()
             }
             Err(e) => {
-                eprintln!("{}:\n{e}", file.display());
-                ExitCode::FAILURE
+                eprintln!("{e}");
+                Exit::BadInput.into()
             }
-        });
+        };
     }
     let Some(path) = args.config else {
-        anyhow::bail!("--config FILE is required");
+        eprintln!("edge-node: --config FILE is required (or check-config FILE)");
+        return Exit::BadInput.into();
     };
-    let config = Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadInput.into();
+        }
+    };
+    match run(config).await {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("edge-node: {e:#}");
+            Exit::RuntimeFailure.into()
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let node = EdgeNode::start(config).context("starting the edge node")?;
     shutdown_signal().await;
     tracing::info!("shutting down");
-    node.shutdown().await.context("stopping the edge node")?;
-    Ok(ExitCode::SUCCESS)
+    node.shutdown().await.context("stopping the edge node")
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! Modbus configuration: the `[modbus]` section of the edge node's TOML file (scan classes,
 //! serial buses, devices, tags) and its validation into a [`Site`], the checked model the
-//! engine runs. Every error names where it is: device, tag and key, or CSV line and column.
+//! engine runs. Every problem is named by its key path (`modbus.devices[3].unit_id`), or
+//! for a CSV row by its file, line and column; all of them are reported at once.
 //! Device names become Sparkplug device ids and tag names metric names, so two devices,
 //! or two tags of one device, may not have names that match once lower-cased.
 //!
@@ -28,6 +29,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use infra::{ConfigError, ConfigProblem, Problems};
 use serde::{Deserialize, Serialize};
 
 use super::tag::{self, Access, Deadband, Scaling, Table, Tag};
@@ -152,11 +154,28 @@ pub struct TagConfig {
     pub source: Option<RowSource>,
 }
 
-/// File and line of a tag imported from CSV.
+/// File and line of a tag imported from CSV, and the file's columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowSource {
     pub file: String,
     pub line: u64,
+    /// The header row: a key's column is its place in it.
+    pub columns: std::sync::Arc<[String]>,
+}
+
+impl RowSource {
+    /// A problem with the row's `key` column, placed at its file, line and column (the
+    /// row's first column when the file has no such column).
+    pub fn problem(&self, key: &str, message: impl fmt::Display) -> ConfigProblem {
+        let column = self
+            .columns
+            .iter()
+            .position(|c| c == key)
+            .map_or(1, |i| i + 1);
+        ConfigProblem::new(key, message)
+            .in_file(&self.file)
+            .at(self.line, column as u64)
+    }
 }
 
 /// A tag address as written: an integer or a string (`"40001"`).
@@ -297,31 +316,9 @@ impl Default for HealthPolicy {
     }
 }
 
-/// What is wrong with a configuration, and where.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
-    #[error("{place}: `{key}`: {message}")]
-    Invalid {
-        /// e.g. "device `boiler`, tag `temp`" or "tags.csv line 4".
-        place: String,
-        key: String,
-        message: String,
-    },
-}
-
-fn invalid(place: impl Into<String>, key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        place: place.into(),
-        key: key.to_owned(),
-        message: message.into(),
-    }
+/// A problem at `key` of the entity whose key path is `place`, e.g. `modbus.devices[3]`.
+fn invalid(place: impl fmt::Display, key: &str, message: impl fmt::Display) -> ConfigError {
+    ConfigError::new(format!("{place}.{key}"), message)
 }
 
 #[derive(Deserialize)]
@@ -333,53 +330,60 @@ struct Document {
 impl ModbusConfig {
     /// Parses the `[modbus]` section of a whole edge-node TOML document; other sections
     /// belong to other parts of the edge node and are ignored here.
-    pub fn from_toml(text: &str, path_for_errors: &str) -> Result<ModbusConfig, ConfigError> {
-        let doc: Document = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path_for_errors.to_owned(),
-            message: e.to_string(),
-        })?;
+    /// `file` names the document in problems.
+    pub fn from_toml(text: &str, file: &str) -> Result<ModbusConfig, ConfigError> {
+        ModbusConfig::parse(text).map_err(|e| e.in_file(file))
+    }
+
+    /// [`Self::from_toml`] for a document that is in no file.
+    pub(crate) fn parse(text: &str) -> Result<ModbusConfig, ConfigError> {
+        let doc: Document = toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text))?;
         Ok(doc.modbus)
     }
 
     /// Reads a TOML file and the CSV tag files it names (relative to the file), then
     /// validates everything into a [`Site`].
     pub fn load(path: &Path) -> Result<(ModbusConfig, Site), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut config = ModbusConfig::from_toml(&text, &path.display().to_string())?;
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        let mut config = ModbusConfig::from_toml(&text, &shown)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for file in config.tag_files.clone() {
-            let full = base.join(&file);
-            let reader = std::fs::File::open(&full).map_err(|source| ConfigError::Io {
-                path: full.display().to_string(),
-                source,
-            })?;
-            let rows = super::csv::import_tags(reader, &full.display().to_string())?;
-            config.attach_rows(rows)?;
+        let mut problems = Problems::new();
+        for (i, file) in config.tag_files.clone().iter().enumerate() {
+            let full = base.join(file);
+            let rows = std::fs::File::open(&full)
+                .map_err(|e| {
+                    let key = format!("modbus.tag_files[{i}]");
+                    ConfigError::new(key, format!("cannot read {}: {e}", full.display()))
+                })
+                .and_then(|reader| super::csv::import_tags(reader, &full.display().to_string()));
+            if let Some(rows) = problems.check(rows) {
+                problems.check(config.attach_rows(rows));
+            }
         }
-        let site = config.validate()?;
+        // Tags of an unreadable file would only add "no tags" problems.
+        let problems = problems.finish(()).map_err(|e| e.in_file(&shown));
+        let site = problems.and_then(|()| config.validate().map_err(|e| e.in_file(&shown)))?;
         Ok((config, site))
     }
 
     /// Adds CSV rows to the devices their `device` column names.
     pub fn attach_rows(&mut self, rows: Vec<TagConfig>) -> Result<(), ConfigError> {
+        let mut problems = Problems::new();
         for row in rows {
-            let place = row_place(&row);
-            let Some(name) = row.device.as_deref() else {
-                return Err(invalid(place, "device", "every CSV row names its device"));
+            let message = match row.device.as_deref() {
+                None => "every CSV row names its device".to_owned(),
+                Some(name) => match self.devices.iter_mut().find(|d| d.name == name) {
+                    Some(device) => {
+                        device.tags.push(row);
+                        continue;
+                    }
+                    None => format!("no device `{name}` in [[modbus.devices]]"),
+                },
             };
-            let Some(device) = self.devices.iter_mut().find(|d| d.name == name) else {
-                return Err(invalid(
-                    place,
-                    "device",
-                    format!("no device `{name}` in [[modbus.devices]]"),
-                ));
-            };
-            device.tags.push(row);
+            problems.add(tag_problem(&row, "", "device", message));
         }
-        Ok(())
+        problems.finish(())
     }
 
     /// Checks the whole configuration and builds the model the engine runs.
@@ -390,185 +394,203 @@ impl ModbusConfig {
             devices: Vec::new(),
             tags: Vec::new(),
         };
-        for sc in &self.scan_classes {
-            let place = format!("scan class `{}`", sc.name);
+        // Each scan class, bus, device and tag reports its first problem; all are checked.
+        let mut problems = Problems::new();
+        for (i, sc) in self.scan_classes.iter().enumerate() {
+            let place = format!("modbus.scan_classes[{i}]");
             if sc.name.is_empty() {
-                return Err(invalid(place, "name", "must not be empty"));
+                problems.extend(invalid(place, "name", "must not be empty"));
+                continue;
             }
             if site.scan_classes.iter().any(|s| s.name == sc.name) {
-                return Err(invalid(place, "name", "defined twice"));
+                let message = format!("scan class `{}` is defined twice", sc.name);
+                problems.extend(invalid(place, "name", message));
+                continue;
             }
-            if !(sc.period_ms.is_finite() && (0.1..=86_400_000.0).contains(&sc.period_ms)) {
-                return Err(invalid(place, "period_ms", "must be 0.1 ms ..= 1 day"));
-            }
+            let period = if sc.period_ms.is_finite() && (0.1..=86_400_000.0).contains(&sc.period_ms)
+            {
+                Duration::from_secs_f64(sc.period_ms / 1000.0)
+            } else {
+                problems.extend(invalid(place, "period_ms", "must be 0.1 ms ..= 1 day"));
+                // Kept, so that its tags are not also refused for naming it.
+                Duration::ZERO
+            };
             site.scan_classes.push(ScanClass {
                 name: sc.name.clone(),
-                period: Duration::from_secs_f64(sc.period_ms / 1000.0),
+                period,
             });
         }
-        for bus in &self.buses {
-            let link = validate_bus(bus)?;
+        for (i, bus) in self.buses.iter().enumerate() {
+            let Some(link) = problems.check(validate_bus(i, bus)) else {
+                continue;
+            };
             if site.links.iter().any(|l| l.name == bus.name) {
-                return Err(invalid(
-                    format!("bus `{}`", bus.name),
-                    "name",
-                    "defined twice",
-                ));
+                let message = format!("bus `{}` is defined twice", bus.name);
+                problems.extend(invalid(format!("modbus.buses[{i}]"), "name", message));
             }
             site.links.push(link);
         }
         let mut unit_ids_on_bus: HashSet<(usize, u8)> = HashSet::new();
         let mut device_names = SparkplugNames::default();
-        for dev in &self.devices {
-            let place = format!("device `{}`", dev.name);
-            if dev.name.is_empty() {
-                return Err(invalid(place, "name", "must not be empty"));
-            }
-            if let Some(clash) = device_names.clash(&dev.name) {
-                return Err(invalid(place, "name", clash.describe("device", "")));
-            }
-            let unit_id = dev.unit_id.unwrap_or(1);
-            let link = match (&dev.host, &dev.bus) {
-                (Some(host), None) => {
-                    if host.is_empty() {
-                        return Err(invalid(place, "host", "must not be empty"));
-                    }
-                    site.links.push(Link {
-                        name: dev.name.clone(),
-                        transport: Transport::Tcp {
-                            host: host.clone(),
-                            port: dev.port.unwrap_or(502),
-                        },
-                    });
-                    site.links.len() - 1
+        for (i, dev) in self.devices.iter().enumerate() {
+            let place = format!("modbus.devices[{i}]");
+            let checked = (|| -> Result<(), ConfigError> {
+                if dev.name.is_empty() {
+                    return Err(invalid(place, "name", "must not be empty"));
                 }
-                (None, Some(bus)) => {
-                    if dev.port.is_some() {
-                        return Err(invalid(place, "port", "belongs to the bus, not the device"));
+                if let Some(clash) = device_names.clash(&dev.name) {
+                    let message = format!("device `{}` {}", dev.name, clash.describe("device", ""));
+                    return Err(invalid(place, "name", message));
+                }
+                let unit_id = dev.unit_id.unwrap_or(1);
+                let link = match (&dev.host, &dev.bus) {
+                    (Some(host), None) => {
+                        if host.is_empty() {
+                            return Err(invalid(place, "host", "must not be empty"));
+                        }
+                        site.links.push(Link {
+                            name: dev.name.clone(),
+                            transport: Transport::Tcp {
+                                host: host.clone(),
+                                port: dev.port.unwrap_or(502),
+                            },
+                        });
+                        site.links.len() - 1
                     }
-                    let Some(i) = self.buses.iter().position(|b| &b.name == bus) else {
+                    (None, Some(bus)) => {
+                        if dev.port.is_some() {
+                            return Err(invalid(
+                                place,
+                                "port",
+                                "belongs to the bus, not the device",
+                            ));
+                        }
+                        let Some(i) = self.buses.iter().position(|b| &b.name == bus) else {
+                            return Err(invalid(
+                                place,
+                                "bus",
+                                format!("no bus `{bus}` in [[modbus.buses]]"),
+                            ));
+                        };
+                        if !(1..=247).contains(&unit_id) {
+                            return Err(invalid(place, "unit_id", "an RTU slave is 1..=247"));
+                        }
+                        if !unit_ids_on_bus.insert((i, unit_id)) {
+                            return Err(invalid(
+                                place,
+                                "unit_id",
+                                format!("unit {unit_id} is already used on bus `{bus}`"),
+                            ));
+                        }
+                        i
+                    }
+                    _ => {
                         return Err(invalid(
                             place,
-                            "bus",
-                            format!("no bus `{bus}` in [[modbus.buses]]"),
-                        ));
-                    };
-                    if !(1..=247).contains(&unit_id) {
-                        return Err(invalid(place, "unit_id", "an RTU slave is 1..=247"));
-                    }
-                    if !unit_ids_on_bus.insert((i, unit_id)) {
-                        return Err(invalid(
-                            place,
-                            "unit_id",
-                            format!("unit {unit_id} is already used on bus `{bus}`"),
+                            "host",
+                            "give exactly one of `host` (Modbus TCP) or `bus` (RTU)",
                         ));
                     }
-                    i
-                }
-                _ => {
+                };
+                let defaults = RequestLimits::default();
+                let limits = RequestLimits {
+                    max_registers: dev
+                        .max_registers_per_request
+                        .unwrap_or(defaults.max_registers),
+                    max_bits: dev.max_bits_per_request.unwrap_or(defaults.max_bits),
+                    max_gap: dev.max_gap.unwrap_or(defaults.max_gap),
+                };
+                if !(1..=125).contains(&limits.max_registers) {
                     return Err(invalid(
                         place,
-                        "host",
-                        "give exactly one of `host` (Modbus TCP) or `bus` (RTU)",
+                        "max_registers_per_request",
+                        "must be 1..=125",
                     ));
                 }
-            };
-            let defaults = RequestLimits::default();
-            let limits = RequestLimits {
-                max_registers: dev
-                    .max_registers_per_request
-                    .unwrap_or(defaults.max_registers),
-                max_bits: dev.max_bits_per_request.unwrap_or(defaults.max_bits),
-                max_gap: dev.max_gap.unwrap_or(defaults.max_gap),
-            };
-            if !(1..=125).contains(&limits.max_registers) {
-                return Err(invalid(
-                    place,
-                    "max_registers_per_request",
-                    "must be 1..=125",
-                ));
-            }
-            if !(1..=2000).contains(&limits.max_bits) {
-                return Err(invalid(place, "max_bits_per_request", "must be 1..=2000"));
-            }
-            let hd = HealthPolicy::default();
-            let health = HealthPolicy {
-                offline_after_failures: dev
-                    .offline_after_failures
-                    .unwrap_or(hd.offline_after_failures),
-                reconnect_min: dev
-                    .reconnect_min_ms
-                    .map_or(hd.reconnect_min, Duration::from_millis),
-                reconnect_max: dev
-                    .reconnect_max_ms
-                    .map_or(hd.reconnect_max, Duration::from_millis),
-            };
-            if health.offline_after_failures == 0 {
-                return Err(invalid(
-                    place,
-                    "offline_after_failures",
-                    "must be at least 1",
-                ));
-            }
-            if health.reconnect_min.is_zero() || health.reconnect_max < health.reconnect_min {
-                return Err(invalid(
-                    place,
-                    "reconnect_max_ms",
-                    "need 0 < reconnect_min_ms <= reconnect_max_ms",
-                ));
-            }
-            let timeout = Duration::from_millis(dev.timeout_ms.unwrap_or(1000));
-            if timeout.is_zero() {
-                return Err(invalid(place, "timeout_ms", "must be at least 1"));
-            }
-            let device_index = site.devices.len();
-            site.devices.push(Device {
-                name: dev.name.clone(),
-                link,
-                unit_id,
-                timeout,
-                limits,
-                health,
-                use_multiple_writes: dev.use_multiple_writes.unwrap_or(false),
-            });
-            if dev.tags.is_empty() {
-                return Err(invalid(
-                    place,
-                    "tags",
-                    "a device needs at least one tag (in TOML or a tag file)",
-                ));
-            }
-            let mut tag_names = SparkplugNames::default();
-            for t in &dev.tags {
-                let tag_place = match &t.source {
-                    Some(_) => row_place(t),
-                    None => format!("device `{}`, tag `{}`", dev.name, t.name),
+                if !(1..=2000).contains(&limits.max_bits) {
+                    return Err(invalid(place, "max_bits_per_request", "must be 1..=2000"));
+                }
+                let hd = HealthPolicy::default();
+                let health = HealthPolicy {
+                    offline_after_failures: dev
+                        .offline_after_failures
+                        .unwrap_or(hd.offline_after_failures),
+                    reconnect_min: dev
+                        .reconnect_min_ms
+                        .map_or(hd.reconnect_min, Duration::from_millis),
+                    reconnect_max: dev
+                        .reconnect_max_ms
+                        .map_or(hd.reconnect_max, Duration::from_millis),
                 };
-                if let Some(d) = &t.device
-                    && d != &dev.name
-                {
+                if health.offline_after_failures == 0 {
                     return Err(invalid(
-                        tag_place,
-                        "device",
-                        format!("tag listed under device `{}`", dev.name),
+                        place,
+                        "offline_after_failures",
+                        "must be at least 1",
                     ));
                 }
-                if let Some(clash) = tag_names.clash(&t.name) {
+                if health.reconnect_min.is_zero() || health.reconnect_max < health.reconnect_min {
                     return Err(invalid(
-                        tag_place,
-                        "name",
-                        clash.describe("tag", " in this device"),
+                        place,
+                        "reconnect_max_ms",
+                        "need 0 < reconnect_min_ms <= reconnect_max_ms",
                     ));
                 }
-                let tag = resolve_tag(t, device_index, &site.scan_classes)
-                    .map_err(|(key, message)| invalid(tag_place, key, message))?;
-                site.tags.push(tag);
-            }
+                let timeout = Duration::from_millis(dev.timeout_ms.unwrap_or(1000));
+                if timeout.is_zero() {
+                    return Err(invalid(place, "timeout_ms", "must be at least 1"));
+                }
+                let device_index = site.devices.len();
+                site.devices.push(Device {
+                    name: dev.name.clone(),
+                    link,
+                    unit_id,
+                    timeout,
+                    limits,
+                    health,
+                    use_multiple_writes: dev.use_multiple_writes.unwrap_or(false),
+                });
+                if dev.tags.is_empty() {
+                    return Err(invalid(
+                        place,
+                        "tags",
+                        "a device needs at least one tag (in TOML or a tag file)",
+                    ));
+                }
+                let mut tag_names = SparkplugNames::default();
+                for (j, t) in dev.tags.iter().enumerate() {
+                    let tag_place = format!("{place}.tags[{j}]");
+                    if let Some(d) = &t.device
+                        && d != &dev.name
+                    {
+                        let message = format!("tag listed under device `{}`", dev.name);
+                        problems.add(tag_problem(t, &tag_place, "device", message));
+                        continue;
+                    }
+                    if let Some(clash) = tag_names.clash(&t.name) {
+                        let message = format!(
+                            "tag `{}` {}",
+                            t.name,
+                            clash.describe("tag", " in this device")
+                        );
+                        problems.add(tag_problem(t, &tag_place, "name", message));
+                        continue;
+                    }
+                    match resolve_tag(t, device_index, &site.scan_classes) {
+                        Ok(tag) => site.tags.push(tag),
+                        Err((key, message)) => {
+                            problems.add(tag_problem(t, &tag_place, key, message))
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            problems.check(checked);
         }
         if u32::try_from(site.tags.len()).is_err() {
-            return Err(invalid("modbus", "tags", "too many tags"));
+            problems.push("modbus", "too many tags");
         }
-        Ok(site)
+        problems.finish(site)
     }
 }
 
@@ -613,15 +635,21 @@ impl Clash<'_> {
     }
 }
 
-fn row_place(row: &TagConfig) -> String {
-    match &row.source {
-        Some(s) => format!("{} line {} (tag `{}`)", s.file, s.line, row.name),
-        None => format!("tag `{}`", row.name),
+/// A problem with a tag's `key`: at its CSV row and column, or at `place.key` in TOML.
+fn tag_problem(
+    tag: &TagConfig,
+    place: &str,
+    key: &str,
+    message: impl fmt::Display,
+) -> ConfigProblem {
+    match &tag.source {
+        Some(row) => row.problem(key, message),
+        None => ConfigProblem::new(format!("{place}.{key}"), message),
     }
 }
 
-fn validate_bus(bus: &BusConfig) -> Result<Link, ConfigError> {
-    let place = format!("bus `{}`", bus.name);
+fn validate_bus(index: usize, bus: &BusConfig) -> Result<Link, ConfigError> {
+    let place = format!("modbus.buses[{index}]");
     if bus.name.is_empty() {
         return Err(invalid(place, "name", "must not be empty"));
     }
@@ -924,38 +952,49 @@ mod tests {
         let e = err(&with_tag(
             "name = \"t\"\naddress = \"30001\"\ntype = \"u16\"\naccess = \"read_write\"",
         ));
-        assert!(
-            e.contains("device `boiler`, tag `t`") && e.contains("`access`"),
-            "{e}"
-        );
+        assert!(e.starts_with("modbus.devices[0].tags[0].access: "), "{e}");
         let e = err(&with_tag(
             "name = \"t\"\naddress = \"40001\"\ntype = \"string\"",
         ));
-        assert!(e.contains("`length`"), "{e}");
+        assert!(e.starts_with("modbus.devices[0].tags[0].length: "), "{e}");
         let e = err(&with_tag(
             "name = \"t\"\naddress = \"40001\"\ntype = \"f32\"\nscan_class = \"slow\"",
         ));
-        assert!(e.contains("`scan_class`") && e.contains("slow"), "{e}");
+        assert!(
+            e.starts_with("modbus.devices[0].tags[0].scan_class: ") && e.contains("slow"),
+            "{e}"
+        );
         let e = err(&with_tag(
             "name = \"t\"\naddress = \"40001\"\ntype = \"bool\"",
         ));
-        assert!(e.contains("`bit`"), "{e}");
+        assert!(e.starts_with("modbus.devices[0].tags[0].bit: "), "{e}");
         let e = err(&with_tag(
             "name = \"t\"\naddress = \"40001\"\ntype = \"u16\"\ndeadband_percent = 5.0",
         ));
-        assert!(e.contains("`deadband_percent`"), "{e}");
+        assert!(
+            e.starts_with("modbus.devices[0].tags[0].deadband_percent: "),
+            "{e}"
+        );
         let e = err(&with_tag(
             "name = \"t\"\naddress = \"40001\"\ntype = \"u16\"\ncolour = 1",
         ));
-        assert!(e.contains("colour"), "{e}");
+        assert!(
+            e.starts_with(
+                "test.toml:13:1: modbus.devices[0].tags[0].colour: unknown field `colour`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn devices_need_exactly_one_transport() {
         let e = err("[[modbus.devices]]\nname = \"x\"\n");
-        assert!(e.contains("device `x`") && e.contains("host"), "{e}");
+        assert!(e.starts_with("modbus.devices[0].host: "), "{e}");
         let e = err("[[modbus.devices]]\nname = \"x\"\nbus = \"nope\"\n");
-        assert!(e.contains("`bus`") && e.contains("nope"), "{e}");
+        assert!(
+            e.starts_with("modbus.devices[0].bus: ") && e.contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1010,7 +1049,10 @@ mod tests {
             bus = "line1"
             unit_id = 7
             "#);
-        assert!(e.contains("device `b`") && e.contains("unit_id"), "{e}");
+        assert!(
+            e.starts_with("modbus.devices[1].unit_id: unit 7 is already used"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1028,15 +1070,66 @@ mod tests {
             source: Some(RowSource {
                 file: "tags.csv".into(),
                 line: 3,
+                columns: ["device", "name", "address", "type"]
+                    .map(String::from)
+                    .into(),
             }),
             ..TagConfig::default()
         };
         config.attach_rows(vec![row]).unwrap();
         let e = config.validate().unwrap_err().to_string();
         assert!(
-            e.starts_with(
-                "tags.csv line 3 (tag `level`): `name`: differs only by case from tag `Level`"
-            ),
+            e.starts_with("tags.csv:3:2: name: tag `level` differs only by case from tag `Level`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_device_and_tag_is_checked() {
+        let e = parse(
+            r#"
+            [[modbus.scan_classes]]
+            name = "fast"
+            period_ms = 100
+            [[modbus.scan_classes]]
+            name = "fast"
+            period_ms = 100
+            [[modbus.buses]]
+            name = "line1"
+            transport = "rtu"
+            [[modbus.devices]]
+            name = "a"
+            host = "127.0.0.1"
+            [[modbus.devices.tags]]
+            name = "ok"
+            address = "40001"
+            type = "u16"
+            [[modbus.devices.tags]]
+            name = "w"
+            address = "30001"
+            type = "u16"
+            access = "read_write"
+            [[modbus.devices.tags]]
+            name = "s"
+            address = "40002"
+            type = "string"
+            [[modbus.devices]]
+            name = "b"
+            host = "127.0.0.1"
+            unit_id = 3
+            max_registers_per_request = 500
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.keys(),
+            [
+                "modbus.scan_classes[1].name",
+                "modbus.buses[0].path",
+                "modbus.devices[0].tags[1].access",
+                "modbus.devices[0].tags[2].length",
+                "modbus.devices[1].max_registers_per_request",
+            ],
             "{e}"
         );
     }

@@ -6,76 +6,91 @@
 //!
 //! `device,name,table,address,bit,type,length,order,scan_class,access,units,gain,offset,raw_min,raw_max,eng_min,eng_max,deadband,deadband_percent,description`
 //!
-//! Errors name the file, the line and the column.
+//! Problems name the file, the line and the column (the field number, 1-based), keyed by
+//! the column's name.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
-use super::config::{ConfigError, ModbusConfig, RowSource, TagConfig};
+use infra::{ConfigError, ConfigProblem, Problems};
 
-/// Reads tag rows; each keeps its line for later validation messages.
+use super::config::{ModbusConfig, RowSource, TagConfig};
+
+/// Reads tag rows; each keeps its line and the file's columns for later validation
+/// messages. Every bad row is reported, each at its file, line and column.
 pub fn import_tags(reader: impl Read, file: &str) -> Result<Vec<TagConfig>, ConfigError> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(reader);
     let headers = rdr
         .headers()
-        .map_err(|e| csv_error(file, &e, None))?
+        .map_err(|e| ConfigError::from(csv_problem(file, &e, None)))?
         .clone();
+    let columns: Arc<[String]> = headers.iter().map(str::to_owned).collect();
     let mut rows = Vec::new();
+    let mut problems = Problems::new();
     for record in rdr.records() {
-        let record = record.map_err(|e| csv_error(file, &e, None))?;
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                problems.add(csv_problem(file, &e, None));
+                continue;
+            }
+        };
         let line = record.position().map_or(0, csv::Position::line);
-        let mut row: TagConfig = record
-            .deserialize(Some(&headers))
-            .map_err(|e| csv_error(file, &e, Some((&headers, &record))))?;
-        row.source = Some(RowSource {
-            file: file.to_owned(),
-            line,
-        });
-        rows.push(row);
+        match record.deserialize::<TagConfig>(Some(&headers)) {
+            Ok(mut row) => {
+                row.source = Some(RowSource {
+                    file: file.to_owned(),
+                    line,
+                    columns: Arc::clone(&columns),
+                });
+                rows.push(row);
+            }
+            Err(e) => problems.add(csv_problem(file, &e, Some((&headers, &record)))),
+        }
     }
-    Ok(rows)
+    problems.finish(rows)
 }
 
-fn csv_error(
+/// The problem a CSV error is, keyed by its column's name and placed at its line and
+/// column (the field number, 1-based; the row's start when no column is known).
+fn csv_problem(
     file: &str,
     e: &csv::Error,
     row: Option<(&csv::StringRecord, &csv::StringRecord)>,
-) -> ConfigError {
-    let mut line = e.position().map_or(0, csv::Position::line);
-    let mut column = "?".to_owned();
+) -> ConfigProblem {
+    let mut line = e.position().map_or(1, csv::Position::line);
+    let mut column = None;
     let mut message = e.to_string();
     if let csv::ErrorKind::Deserialize { pos, err } = e.kind() {
         line = pos.as_ref().map_or(line, csv::Position::line);
         message = err.kind().to_string();
-        let named = err
+        column = err
             .field()
-            .and_then(|i| row.and_then(|(h, _)| h.get(i as usize)))
+            .map(|i| i as usize)
             .or_else(|| row.and_then(|(h, r)| column_in_message(&message, h, r)));
-        if let Some(name) = named {
-            column = name.to_owned();
-        }
     }
-    ConfigError::Invalid {
-        place: format!("{file} line {line}"),
-        key: column,
-        message,
-    }
+    let key = column
+        .and_then(|i| row.and_then(|(h, _)| h.get(i)))
+        .unwrap_or_default();
+    ConfigProblem::new(key, message)
+        .in_file(file)
+        .at(line, column.map_or(1, |i| i as u64 + 1))
 }
 
 /// Serde's own messages (unknown variant `x`, unknown field `y`) carry no column index:
 /// find the column by the quoted name or value.
-fn column_in_message<'a>(
+fn column_in_message(
     message: &str,
-    headers: &'a csv::StringRecord,
+    headers: &csv::StringRecord,
     record: &csv::StringRecord,
-) -> Option<&'a str> {
+) -> Option<usize> {
     let quoted = message.split('`').nth(1)?;
-    if let Some(h) = headers.iter().find(|h| *h == quoted) {
-        return Some(h);
-    }
-    let i = record.iter().position(|v| v == quoted)?;
-    headers.get(i)
+    headers
+        .iter()
+        .position(|h| h == quoted)
+        .or_else(|| record.iter().position(|v| v == quoted))
 }
 
 /// Writes every tag of every device, one row each, with the header row.
@@ -141,13 +156,36 @@ boiler,alarm_word_b3,holding,10,3,bool,,,,,,,,,,
         let e = import_tags(bad_type.as_bytes(), "tags.csv")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("tags.csv line 3") && e.contains("`type`"), "{e}");
+        assert!(
+            e.starts_with("tags.csv:3:4: type: unknown variant `float`"),
+            "{e}"
+        );
 
         let bad_column = "device,name,address,type,colour\nboiler,a,40001,u16,red\n";
         let e = import_tags(bad_column.as_bytes(), "tags.csv")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 2") && e.contains("colour"), "{e}");
+        assert!(
+            e.starts_with("tags.csv:2:5: colour: unknown field `colour`"),
+            "{e}"
+        );
+
+        // Every bad row is reported, not only the first.
+        let two_bad = "device,name,address,type,bit\nboiler,a,40001,float,\nboiler,b,40002,u16,x\n";
+        let e = import_tags(two_bad.as_bytes(), "tags.csv").unwrap_err();
+        assert_eq!(e.keys(), ["type", "bit"], "{e}");
+        let places: Vec<_> = e
+            .problems()
+            .iter()
+            .map(|p| (p.file.as_deref(), p.position.map(|p| (p.line, p.column))))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (Some("tags.csv"), Some((2, 4))),
+                (Some("tags.csv"), Some((3, 5)))
+            ]
+        );
 
         let bad_value =
             "device,name,address,type,access\nboiler,a,40001,u16,\nboiler,b,30001,u16,read_write\n";
@@ -156,7 +194,7 @@ boiler,alarm_word_b3,holding,10,3,bool,,,,,,,,,,
         config.attach_rows(rows).unwrap();
         let e = config.validate().unwrap_err().to_string();
         assert!(
-            e.contains("tags.csv line 3") && e.contains("`access`"),
+            e.starts_with("tags.csv:3:5: access: a input_register cannot be written"),
             "{e}"
         );
 
@@ -165,7 +203,7 @@ boiler,alarm_word_b3,holding,10,3,bool,,,,,,,,,,
         let mut config = ModbusConfig::from_toml(TOML, "t.toml").unwrap();
         let e = config.attach_rows(rows).unwrap_err().to_string();
         assert!(
-            e.contains("line 2") && e.contains("`device`") && e.contains("pump"),
+            e.starts_with("tags.csv:2:1: device: no device `pump`"),
             "{e}"
         );
     }

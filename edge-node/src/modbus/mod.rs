@@ -56,7 +56,7 @@ mod transport;
 pub mod value;
 
 pub use acquisition::{Acquisition, AcquisitionHandle, AcquisitionOptions};
-pub use config::{ConfigError, ModbusConfig, Site};
+pub use config::{ModbusConfig, Site};
 pub use error::{Failure, RequestError, WriteError};
 pub use poller::DeviceStats;
 pub use sample::{DeviceId, Event, Quality, Report, Sample};

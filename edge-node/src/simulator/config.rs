@@ -1,5 +1,5 @@
 //! The simulator's TOML configuration: units, bank sizes, signals and tanks, validated at
-//! load with errors that name the unit, the signal or tank, and the key.
+//! load with every problem named by its key path (`unit[0].signal[2].period_s`).
 //!
 //! ```toml
 //! tick_ms = 100
@@ -40,6 +40,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use infra::{ConfigError, Problems};
 use serde::Deserialize;
 
 use super::bank::{BankSizes, MAX_TABLE_SIZE, Table};
@@ -50,30 +51,6 @@ use super::tank::{Tank, TankParameters, TankPoints};
 use super::value::{DataType, WordOrder};
 
 pub const DEFAULT_TICK_MS: u64 = 100;
-
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {error}")]
-    Read {
-        path: String,
-        /// Shown in the message, so not also chained as a source.
-        error: std::io::Error,
-    },
-    #[error("{origin}: {error}")]
-    Parse {
-        origin: String,
-        /// Shown in the message, so not also chained as a source.
-        error: toml::de::Error,
-    },
-    /// `location` is e.g. "unit 1, signal `level`"; `key` the offending key.
-    #[error("{location}: key `{key}`: {problem}")]
-    Invalid {
-        location: String,
-        key: String,
-        problem: String,
-    },
-}
 
 /// The whole simulator: tick period and units.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -277,21 +254,16 @@ pub struct TankConfig {
 impl SimulatorConfig {
     /// Parses and validates a configuration; `origin` names it in errors (a path, "built-in").
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            origin: origin.to_owned(),
-            error,
-        })?;
-        config.validate()?;
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text).in_file(origin))?;
+        config.validate().map_err(|e| e.in_file(origin))?;
         Ok(config)
     }
 
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: origin.clone(),
-            error,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
         Self::from_toml_str(&text, &origin)
     }
 
@@ -306,32 +278,28 @@ impl SimulatorConfig {
 
     /// Creates the units' banks and the models that animate them.
     pub fn build(&self) -> Result<(Plant, Vec<UnitModel>), ConfigError> {
+        let mut problems = Problems::new();
         if self.tick_ms == 0 {
-            return Err(invalid("simulator", "tick_ms", "must be at least 1"));
+            problems.push("tick_ms", "must be at least 1");
         }
         if self.units.is_empty() {
-            return Err(invalid(
-                "simulator",
-                "unit",
-                "at least one unit is required",
-            ));
+            problems.push("unit", "at least one unit is required");
         }
         let mut plant = Plant::new();
         let mut models = Vec::with_capacity(self.units.len());
-        for unit in &self.units {
-            models.push(unit.build(&mut plant)?);
+        for (i, unit) in self.units.iter().enumerate() {
+            if let Some(model) = problems.check(unit.build(i, &mut plant)) {
+                models.push(model);
+            }
         }
-        Ok((plant, models))
+        problems.finish((plant, models))
     }
 }
 
 impl UnitConfig {
-    fn location(&self) -> String {
-        format!("unit {}", self.id)
-    }
-
-    fn build(&self, plant: &mut Plant) -> Result<UnitModel, ConfigError> {
-        let location = self.location();
+    /// Builds the `index`th `[[unit]]`; its problems are keyed `unit[index]...`.
+    fn build(&self, index: usize, plant: &mut Plant) -> Result<UnitModel, ConfigError> {
+        let location = format!("unit[{index}]");
         if self.id == BROADCAST_UNIT {
             return Err(invalid(
                 &location,
@@ -340,7 +308,8 @@ impl UnitConfig {
             ));
         }
         if plant.unit(self.id).is_ok() {
-            return Err(invalid(&location, "id", "defined more than once"));
+            let problem = format!("unit {} is defined more than once", self.id);
+            return Err(invalid(&location, "id", &problem));
         }
         for table in Table::ALL {
             if self.sizes.get(table) > MAX_TABLE_SIZE {
@@ -371,39 +340,45 @@ impl UnitConfig {
                 .mark_invalid(range.table, range.start, range.count);
         }
 
+        // Each signal and tank reports its first problem; all of them are checked.
+        let mut problems = Problems::new();
         let mut occupancy = Occupancy::new(self.sizes);
         let mut names = HashSet::new();
         let mut signals = Vec::with_capacity(self.signals.len());
-        for signal in &self.signals {
-            let location = format!("{location}, signal `{}`", signal.name);
-            if signal.name.is_empty() || !names.insert(signal.name.as_str()) {
-                return Err(invalid(
-                    &location,
-                    "name",
-                    "must be non-empty and unique in the unit",
-                ));
-            }
-            let point = signal.point_config().build(&location, "")?;
-            occupancy.claim(&location, "address", &point)?;
-            signals.push(Signal {
-                name: signal.name.clone(),
-                wave: build_wave(signal, &point, &location, self.id)?,
-                point,
-            });
+        for (i, signal) in self.signals.iter().enumerate() {
+            let location = format!("{location}.signal[{i}]");
+            let built = (|| {
+                if signal.name.is_empty() || !names.insert(signal.name.as_str()) {
+                    return Err(invalid(
+                        &location,
+                        "name",
+                        "must be non-empty and unique in the unit",
+                    ));
+                }
+                let point = signal.point_config().build(&location, "")?;
+                occupancy.claim(&location, "address", &point)?;
+                Ok(Signal {
+                    name: signal.name.clone(),
+                    wave: build_wave(signal, &point, &location, self.id)?,
+                    point,
+                })
+            })();
+            signals.extend(problems.check(built));
         }
         let mut tanks = Vec::with_capacity(self.tanks.len());
-        for tank in &self.tanks {
-            let location = format!("{location}, tank `{}`", tank.name);
+        for (i, tank) in self.tanks.iter().enumerate() {
+            let location = format!("{location}.tank[{i}]");
             if tank.name.is_empty() || !names.insert(tank.name.as_str()) {
-                return Err(invalid(
+                problems.extend(invalid(
                     &location,
                     "name",
                     "must be non-empty and unique in the unit",
                 ));
+                continue;
             }
-            tanks.push(tank.build(&location, &mut occupancy)?);
+            tanks.extend(problems.check(tank.build(&location, &mut occupancy)));
         }
-        Ok(UnitModel::new(
+        problems.finish(UnitModel::new(
             self.id,
             Arc::clone(unit.bank()),
             signals,
@@ -663,10 +638,7 @@ impl Occupancy {
     }
 }
 
+/// A problem at `key` of the entity whose key path is `location` (e.g. `unit[0].tank[1]`).
 fn invalid(location: &str, key: &str, problem: &str) -> ConfigError {
-    ConfigError::Invalid {
-        location: location.to_owned(),
-        key: key.to_owned(),
-        problem: problem.to_owned(),
-    }
+    ConfigError::new(format!("{location}.{key}"), problem)
 }

@@ -40,8 +40,8 @@ pub mod value;
 
 pub use bank::{BankError, BankSizes, MAX_TABLE_SIZE, RegisterBank, Table, Tables};
 pub use config::{
-    ConfigError, DEFAULT_TICK_MS, PointConfig, RangeConfig, SignalConfig, SimulatorConfig,
-    TankConfig, UnitConfig, WaveKind,
+    DEFAULT_TICK_MS, PointConfig, RangeConfig, SignalConfig, SimulatorConfig, TankConfig,
+    UnitConfig, WaveKind,
 };
 pub use engine::{SignalEngine, UnitModel};
 pub use plant::{

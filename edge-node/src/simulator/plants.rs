@@ -1,9 +1,9 @@
 //! Ready-made plants: the built-in demo plant and the large generated map for benchmarks.
 
 use super::bank::{BankSizes, MAX_TABLE_SIZE, Table};
-use super::config::{
-    ConfigError, DEFAULT_TICK_MS, SignalConfig, SimulatorConfig, UnitConfig, WaveKind,
-};
+use infra::ConfigError;
+
+use super::config::{DEFAULT_TICK_MS, SignalConfig, SimulatorConfig, UnitConfig, WaveKind};
 use super::value::{DataType, WordOrder};
 
 const DEFAULT_PLANT: &str = include_str!("default_plant.toml");
@@ -160,9 +160,5 @@ fn named(mut signal: SignalConfig, prefix: &str) -> SignalConfig {
 }
 
 fn bench_error(key: &str, problem: &str) -> ConfigError {
-    ConfigError::Invalid {
-        location: "bench map".to_owned(),
-        key: key.to_owned(),
-        problem: problem.to_owned(),
-    }
+    ConfigError::new(format!("bench map {key}"), problem)
 }

@@ -8,7 +8,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::bank::RegisterBank;
-use super::config::{ConfigError, SimulatorConfig};
+use infra::ConfigError;
+
+use super::config::SimulatorConfig;
 use super::engine::SignalEngine;
 use super::plant::{Plant, PlantError, UnitId};
 use super::server::PlantServer;

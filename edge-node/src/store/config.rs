@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use infra::{ConfigError, Problems};
 use serde::Deserialize;
 
 /// What `append` does once the byte cap is reached.
@@ -66,15 +67,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// A `[store]` section that cannot be used, naming the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("store config: {0}")]
-    Toml(#[from] toml::de::Error),
-    #[error("store config: `store.{key}` {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -85,34 +77,29 @@ struct File {
 impl StoreConfig {
     /// Reads the `[store]` section of a TOML document (defaults when absent) and validates it.
     pub fn from_toml(text: &str) -> Result<StoreConfig, ConfigError> {
-        let file: File = toml::from_str(text)?;
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text))?;
         file.store.validate()?;
         Ok(file.store)
     }
 
-    /// Checks every key; the error names the first bad one.
+    /// Checks every key; the error names each bad one as `store.<key>`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
+        let mut problems = Problems::new();
         if self.path.as_os_str().is_empty() {
-            return invalid("path", "must not be empty");
+            problems.push("store.path", "must not be empty");
         }
         if self.max_bytes < 1024 {
-            return invalid("max_bytes", "must be at least 1024");
+            problems.push("store.max_bytes", "must be at least 1024");
         }
         if self.batch_size == 0 || self.batch_size > 100_000 {
-            return invalid("batch_size", "must be between 1 and 100000");
+            problems.push("store.batch_size", "must be between 1 and 100000");
         }
         if self.replay_bytes_per_s == 0 {
-            return invalid("replay_bytes_per_s", "must be above 0");
+            problems.push("store.replay_bytes_per_s", "must be above 0");
         }
         if self.sent_window_samples == 0 {
-            return invalid("sent_window_samples", "must be above 0");
+            problems.push("store.sent_window_samples", "must be above 0");
         }
-        Ok(())
+        problems.finish(())
     }
 }

@@ -56,7 +56,7 @@ mod queue;
 mod window;
 
 pub use codec::{CodecError, StoredSample};
-pub use config::{ConfigError, Overflow, StoreConfig, Synchronous};
+pub use config::{Overflow, StoreConfig, Synchronous};
 pub use pacer::{ReplayGrant, ReplayPacer};
 pub use queue::{Batch, BatchId, HeldDevices, Store, StoreError};
 pub use window::SentWindow;

@@ -34,11 +34,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use infra::ConfigError;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tracing::{info, warn};
 
 use super::codec::{self, ROW_OVERHEAD, StoredSample};
-use super::config::{ConfigError, Overflow, StoreConfig, Synchronous};
+use super::config::{Overflow, StoreConfig, Synchronous};
 use crate::modbus::DeviceId;
 
 const SCHEMA_VERSION: i64 = 1;
