@@ -1,32 +1,16 @@
 //! The host configuration file: one TOML document with `[broker]` (the broker module's),
-//! `[history]` (the history module's), `[sparkplug]` and `[api]`, validated at load with
-//! messages that name the key.
+//! `[history]` (the history module's), `[sparkplug]` and `[api]`, validated at load; every
+//! problem of every table is reported, named by its key.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use infra::{ConfigError, Problems};
 use serde::Deserialize;
 
 use crate::broker::BrokerConfig;
 use crate::history::HistoryConfig;
 use crate::tracker::TrackerConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum HostConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("host configuration: {0}")]
-    Syntax(String),
-    #[error("host configuration: key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-    #[error("host configuration: unknown table [{0}] (expected broker, history, sparkplug, api)")]
-    UnknownTable(String),
-    #[error(transparent)]
-    History(#[from] crate::history::HistoryConfigError),
-}
 
 /// `[sparkplug]`: who this host is and how it tracks edge nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -91,82 +75,75 @@ pub struct HostConfig {
 
 #[derive(Deserialize)]
 struct Own {
-    sparkplug: Option<toml::Value>,
-    api: Option<toml::Value>,
+    sparkplug: Option<SparkplugConfig>,
+    api: Option<ApiConfig>,
 }
+
+const TABLES: [&str; 4] = ["broker", "history", "sparkplug", "api"];
 
 impl HostConfig {
-    pub fn load(path: &Path) -> Result<HostConfig, HostConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| HostConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        HostConfig::from_toml(&text)
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        HostConfig::from_toml(&text).map_err(|e| e.in_file(path.display()))
     }
 
-    /// Parses and validates a whole document; each table is read by its owner.
-    pub fn from_toml(text: &str) -> Result<HostConfig, HostConfigError> {
+    /// Parses and validates a whole document; each table is read by its owner, and the
+    /// problems of all of them are reported together.
+    pub fn from_toml(text: &str) -> Result<HostConfig, ConfigError> {
         let table: toml::Table =
-            toml::from_str(text).map_err(|e| HostConfigError::Syntax(e.to_string()))?;
-        if let Some(unknown) = table
-            .keys()
-            .find(|k| !["broker", "history", "sparkplug", "api"].contains(&k.as_str()))
-        {
-            return Err(HostConfigError::UnknownTable(unknown.clone()));
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text))?;
+        let mut problems = Problems::new();
+        for unknown in table.keys().filter(|k| !TABLES.contains(&k.as_str())) {
+            problems.push(
+                unknown.as_str(),
+                "unknown table (expected broker, history, sparkplug, api)",
+            );
         }
-        let broker = BrokerConfig::from_toml(text).map_err(|e| HostConfigError::Invalid {
-            key: e.key,
-            reason: e.reason,
-        })?;
-        let history = HistoryConfig::from_toml(text)?;
-        let own: Own = toml::from_str(text).map_err(|e| HostConfigError::Syntax(e.to_string()))?;
-        let sparkplug: SparkplugConfig = own
-            .sparkplug
-            .ok_or_else(|| invalid("sparkplug", "missing table (host_id is required)"))?
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid("sparkplug", e.message()))?;
-        let api: ApiConfig = match own.api {
-            Some(v) => v
-                .try_into()
-                .map_err(|e: toml::de::Error| invalid("api", e.message()))?,
-            None => ApiConfig::default(),
+        let broker = problems.check(BrokerConfig::from_toml(text));
+        let history = problems.check(HistoryConfig::from_toml(text));
+        let own = problems
+            .check(toml::from_str::<Own>(text).map_err(|e| ConfigError::from_toml(&e, text)));
+        let (sparkplug, api) = match own {
+            Some(Own { sparkplug, api }) => {
+                if sparkplug.is_none() {
+                    problems.push("sparkplug", "missing table (host_id is required)");
+                }
+                (sparkplug, Some(api.unwrap_or_default()))
+            }
+            None => (None, None),
         };
-        let config = HostConfig {
-            broker,
-            history,
-            sparkplug,
-            api,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks the host's own tables (the others validate themselves as they load).
-    pub fn validate(&self) -> Result<(), HostConfigError> {
-        let s = &self.sparkplug;
-        if let Err(e) = sparkplug::StateTopic::new(s.host_id.as_str()) {
-            return Err(invalid("sparkplug.host_id", e));
+        if let Some(sparkplug) = &sparkplug {
+            problems.check(sparkplug.validate());
         }
-        if !(1..=600_000).contains(&s.reorder_timeout_ms) {
-            return Err(invalid(
-                "sparkplug.reorder_timeout_ms",
-                "must be 1 to 600000 ms",
-            ));
-        }
-        if s.rebirth_min_interval_ms > 3_600_000 {
-            return Err(invalid(
-                "sparkplug.rebirth_min_interval_ms",
-                "must be 0 to 3600000 ms",
-            ));
-        }
-        Ok(())
+        let config = (|| {
+            Some(HostConfig {
+                broker: broker?,
+                history: history?,
+                sparkplug: sparkplug?,
+                api: api?,
+            })
+        })();
+        problems.complete(config)
     }
 }
 
-fn invalid(key: &str, reason: impl std::fmt::Display) -> HostConfigError {
-    HostConfigError::Invalid {
-        key: key.to_owned(),
-        reason: reason.to_string(),
+impl SparkplugConfig {
+    /// Checks `[sparkplug]` (the other tables validate themselves as they load).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::new();
+        if let Err(e) = sparkplug::StateTopic::new(self.host_id.as_str()) {
+            problems.push("sparkplug.host_id", e);
+        }
+        if !(1..=600_000).contains(&self.reorder_timeout_ms) {
+            problems.push("sparkplug.reorder_timeout_ms", "must be 1 to 600000 ms");
+        }
+        if self.rebirth_min_interval_ms > 3_600_000 {
+            problems.push(
+                "sparkplug.rebirth_min_interval_ms",
+                "must be 0 to 3600000 ms",
+            );
+        }
+        problems.finish(())
     }
 }
 
@@ -200,20 +177,86 @@ host_id = "scada"
         let e = HostConfig::from_toml(&zero).unwrap_err().to_string();
         assert!(e.contains("sparkplug.reorder_timeout_ms"), "{e}");
         let typo = format!("{BASE}rebirth_interval = 1\n");
-        let e = HostConfig::from_toml(&typo).unwrap_err().to_string();
+        let e = HostConfig::from_toml(&typo).unwrap_err();
+        assert_eq!(e.keys(), ["sparkplug.rebirth_interval"], "{e}");
         assert!(
-            e.contains("sparkplug") && e.contains("rebirth_interval"),
+            e.to_string()
+                .starts_with("8:1: sparkplug.rebirth_interval: unknown field"),
             "{e}"
         );
         let listen = format!("{BASE}[api]\nlisten = \"nowhere\"\n");
-        let e = HostConfig::from_toml(&listen).unwrap_err().to_string();
-        assert!(e.contains("`api`"), "{e}");
+        let e = HostConfig::from_toml(&listen).unwrap_err();
+        assert_eq!(e.keys(), ["api.listen"], "{e}");
         let extra = format!("{BASE}[panel]\nx = 1\n");
         let e = HostConfig::from_toml(&extra).unwrap_err().to_string();
-        assert!(e.contains("[panel]"), "{e}");
+        assert!(e.starts_with("panel: unknown table"), "{e}");
         let missing = BASE.replace("[sparkplug]\nhost_id = \"scada\"\n", "");
         let e = HostConfig::from_toml(&missing).unwrap_err().to_string();
-        assert!(e.contains("sparkplug"), "{e}");
+        assert_eq!(e, "sparkplug: missing table (host_id is required)");
+    }
+
+    #[test]
+    fn every_problem_of_every_table_is_reported() {
+        let text = r#"
+[broker]
+mode = "embedded"
+[broker.embedded]
+max_connections = 0
+connection_timeout_ms = 0
+[history]
+path = "/tmp/history.db"
+batch_size = 0
+retention_interval_s = 0
+[sparkplug]
+host_id = "a/b"
+reorder_timeout_ms = 0
+[panel]
+x = 1
+"#;
+        let e = HostConfig::from_toml(text).unwrap_err();
+        assert_eq!(
+            e.keys(),
+            [
+                "panel",
+                "broker.embedded.max_connections",
+                "broker.embedded.connection_timeout_ms",
+                "history.batch_size",
+                "history.retention_interval_s",
+                "sparkplug.host_id",
+                "sparkplug.reorder_timeout_ms",
+            ],
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 7, "{e}");
+    }
+
+    #[test]
+    fn a_loaded_file_names_itself_on_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("host.toml");
+        std::fs::write(
+            &file,
+            format!("{BASE}reorder_timeout_ms = 0\nrebirth_min_interval_ms = 3600001\n"),
+        )
+        .unwrap();
+        let e = HostConfig::load(&file).unwrap_err().to_string();
+        let shown = file.display();
+        assert_eq!(
+            e,
+            format!(
+                "{shown}: sparkplug.reorder_timeout_ms: must be 1 to 600000 ms\n{shown}: sparkplug.rebirth_min_interval_ms: must be 0 to 3600000 ms"
+            )
+        );
+        let e = HostConfig::load(&dir.path().join("none.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: cannot read: ",
+                dir.path().join("none.toml").display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]

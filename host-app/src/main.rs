@@ -1,4 +1,5 @@
-//! `host-app`: the Sparkplug B host application's command line.
+//! `host-app`: the Sparkplug B host application's command line. Exit codes follow
+//! [`infra::Exit`]: 2 for a bad configuration or command line, 1 for a failure.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use host_app::broker::ExternalConfig;
 use host_app::config::HostConfig;
 use host_app::host::Host;
 use host_app::spy::{self, SpyOptions};
+use infra::Exit;
 
 /// Largest payload file `decode` reads; MQTT's own ceiling is 256 MiB, no real payload nears it.
 const MAX_PAYLOAD_FILE: u64 = 64 * 1024 * 1024;
@@ -37,7 +39,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Load and validate a host configuration file, naming the first wrong key.
+    /// Load and validate a host configuration file, naming every wrong key.
     CheckConfig {
         /// The host configuration file (TOML).
         file: PathBuf,
@@ -112,11 +114,11 @@ fn check_config(file: &Path) -> ExitCode {
                 config.history.path.display(),
                 config.api.listen
             );
-            ExitCode::SUCCESS
+            Exit::Success.into()
         }
         Err(e) => {
-            eprintln!("host-app check-config: {}: {e}", file.display());
-            ExitCode::from(2)
+            eprintln!("{e}");
+            Exit::BadInput.into()
         }
     }
 }
@@ -125,8 +127,8 @@ fn run(file: &Path) -> ExitCode {
     let config = match HostConfig::load(file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("host-app run: {}: {e}", file.display());
-            return ExitCode::from(2);
+            eprintln!("{e}");
+            return Exit::BadInput.into();
         }
     };
     init_logs();
@@ -149,10 +151,10 @@ fn run(file: &Path) -> ExitCode {
         })
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("host-app run: {e}");
-            ExitCode::FAILURE
+            Exit::RuntimeFailure.into()
         }
     }
 }
@@ -197,7 +199,10 @@ fn spy(
                 password_file: Some(path.clone()),
             }
             .password()
-            .map_err(|e| format!("--password-file: {}", e.reason))?,
+            .map_err(|e| {
+                let messages: Vec<&str> = e.problems().iter().map(|p| p.message.as_str()).collect();
+                format!("--password-file: {}", messages.join("; "))
+            })?,
             None => None,
         };
         let duration = duration
@@ -220,7 +225,7 @@ fn spy(
         Ok(options) => options,
         Err(e) => {
             eprintln!("host-app spy: {e}");
-            return ExitCode::from(2);
+            return Exit::BadInput.into();
         }
     };
     let result = runtime().and_then(|rt| {
@@ -235,10 +240,10 @@ fn spy(
         })
     });
     match result {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => Exit::Success.into(),
         Err(e) => {
             eprintln!("host-app spy: {e}");
-            ExitCode::FAILURE
+            Exit::RuntimeFailure.into()
         }
     }
 }
@@ -254,11 +259,11 @@ fn decode(file: Option<PathBuf>, birth: Option<PathBuf>) -> ExitCode {
     match run() {
         Ok(text) => {
             println!("{text}");
-            ExitCode::SUCCESS
+            Exit::Success.into()
         }
         Err(e) => {
             eprintln!("host-app decode: {e}");
-            ExitCode::from(2)
+            Exit::BadInput.into()
         }
     }
 }

@@ -13,10 +13,11 @@ fn example() -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
+/// The keys of every problem, comma-separated.
 fn error_key(document: &str) -> String {
     match BrokerConfig::from_toml(document) {
         Ok(c) => panic!("expected an error, got {c:?}"),
-        Err(e) => e.key,
+        Err(e) => e.keys().join(", "),
     }
 }
 
@@ -137,7 +138,7 @@ fn errors_name_the_key() {
         ),
         (
             "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n",
-            "broker.embedded.tls.cert_file",
+            "broker.embedded.tls.cert_file, broker.embedded.tls.key_file",
         ),
         ("[broker]\nmode = \"external\"\n", "broker.external"),
         (
@@ -146,7 +147,7 @@ fn errors_name_the_key() {
         ),
         (
             "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"b\"\npassword_file = \"/x\"\n",
-            "broker.external.username",
+            "broker.external.username, broker.external.password_file",
         ),
         ("[other]\nx = 1\n", "broker"),
     ];
@@ -161,9 +162,35 @@ fn unknown_keys_and_bad_values_are_reported() {
         "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_conections = 5\n",
     )
     .unwrap_err();
-    assert!(err.to_string().contains("max_conections"), "{err}");
+    assert_eq!(err.keys(), ["broker.embedded.max_conections"], "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("4:1: broker.embedded.max_conections: unknown field"),
+        "{err}"
+    );
     let err = BrokerConfig::from_toml("[broker]\nmode = \"cluster\"\n").unwrap_err();
+    assert_eq!(err.keys(), ["broker.mode"], "{err}");
     assert!(err.to_string().contains("cluster"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_not_only_the_first() {
+    let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_connections = 0\nmax_payload_size = 10\n\
+               [broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n\
+               [[broker.embedded.users]]\nusername = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword = \"p\"\n";
+    assert_eq!(
+        error_key(doc),
+        "broker.embedded.max_connections, broker.embedded.max_payload_size, \
+         broker.embedded.tls.cert_file, broker.embedded.tls.key_file, \
+         broker.embedded.users[0].password, broker.embedded.users[1].username, \
+         broker.embedded.host_username"
+    );
+    let doc = "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"\"\nport = 0\npassword_file = \"/nonexistent\"\n";
+    assert_eq!(
+        error_key(doc),
+        "broker.external.host, broker.external.port, broker.external.username, \
+         broker.external.password_file"
+    );
 }
 
 #[test]

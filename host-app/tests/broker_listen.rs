@@ -357,7 +357,7 @@ async fn start_validates_its_configuration() {
     config.max_connections = 0;
     match host_app::broker::EmbeddedBroker::start(&config).await {
         Err(host_app::broker::BrokerError::Config(e)) => {
-            assert_eq!(e.key, "broker.embedded.max_connections")
+            assert_eq!(e.keys(), ["broker.embedded.max_connections"])
         }
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("expected a configuration error"),

@@ -25,7 +25,7 @@ fn check_config_accepts_the_example_and_names_a_wrong_key() {
         .arg(&example)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("scada-host"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -36,7 +36,62 @@ fn check_config_accepts_the_example_and_names_a_wrong_key() {
     let out = host_app().arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sparkplug.reorder_timeout_ms"), "{err}");
+    // One `FILE: KEY: MESSAGE` line per problem, as edge-node prints them.
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{}: sparkplug.reorder_timeout_ms: must be 1 to 600000 ms",
+            bad.display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_file_exits_2_from_check_config_and_run_with_every_problem_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = config_text(dir.path(), None).replace(
+        "reorder_timeout_ms = 300",
+        "reorder_timeout_ms = 0\nrebirth_interval = 1",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let check = host_app().arg("check-config").arg(&bad).output().unwrap();
+    let run = host_app()
+        .args(["run", "--config"])
+        .arg(&bad)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    for out in [check, run] {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        let prefix = format!("{}:", bad.display());
+        assert!(
+            lines[0].starts_with(&prefix)
+                && lines[0].contains(": sparkplug.rebirth_interval: unknown field"),
+            "{err}"
+        );
+    }
+    // Once the syntax is right, every semantic problem is listed.
+    let text = config_text(dir.path(), None)
+        .replace("reorder_timeout_ms = 300", "reorder_timeout_ms = 0")
+        .replace(
+            "rebirth_min_interval_ms = 60000",
+            "rebirth_min_interval_ms = 3600001",
+        );
+    std::fs::write(&bad, text).unwrap();
+    let out = host_app().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display();
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{file}: sparkplug.reorder_timeout_ms: must be 1 to 600000 ms\n{file}: sparkplug.rebirth_min_interval_ms: must be 0 to 3600000 ms"
+        )
+    );
 }
 
 #[tokio::test]

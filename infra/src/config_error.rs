@@ -210,6 +210,15 @@ impl Problems {
             })
         }
     }
+
+    /// [`Self::finish`] for a value built from parts, `None` when a part could not be read
+    /// (a part is left out only with the problem that left it out).
+    pub fn complete<T>(self, value: Option<T>) -> Result<T, ConfigError> {
+        match (self.finish(())?, value) {
+            ((), Some(value)) => Ok(value),
+            ((), None) => Err(ConfigError::new("", "incomplete configuration")),
+        }
+    }
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -336,6 +345,16 @@ mod tests {
             "x.toml: a.b: first\nt.csv:4:6: type: second\nx.toml: c[0]: third\nx.toml: c[1]: more\nx.toml: d: fourth"
         );
         assert_eq!(Problems::new().finish(7).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_value_missing_a_part_is_never_complete() {
+        let mut problems = Problems::new();
+        let part: Option<u8> = problems.check(Err(ConfigError::new("history", "missing")));
+        let e = problems.complete(part).unwrap_err();
+        assert_eq!(e.keys(), ["history"]);
+        assert_eq!(Problems::new().complete(Some(3)).unwrap(), 3);
+        assert!(Problems::new().complete(None::<u8>).is_err());
     }
 
     #[test]

@@ -1,28 +1,16 @@
-//! The `[broker]` section of the host configuration, validated at load: either an
-//! embedded broker with its listeners and users, or an external MQTT endpoint.
+//! The `[broker]` section of the host configuration, validated at load (every problem
+//! reported, each named by its key): either an embedded broker with its listeners and
+//! users, or an external MQTT endpoint.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use infra::Problems;
 use serde::Deserialize;
 
-/// What is wrong in the configuration, and under which key.
-#[derive(Debug, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct ConfigError {
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
-        ConfigError {
-            key: key.into(),
-            reason: reason.to_string(),
-        }
-    }
-}
+/// The one configuration error of both applications; named here for the broker's users.
+pub use infra::ConfigError;
 
 /// A password or other secret: never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -230,16 +218,13 @@ impl BrokerConfig {
     pub fn from_toml(document: &str) -> Result<BrokerConfig, ConfigError> {
         #[derive(Deserialize)]
         struct Document {
-            broker: Option<toml::Value>,
+            broker: Option<BrokerConfig>,
         }
         let doc: Document =
-            toml::from_str(document).map_err(|e| ConfigError::new("broker", e.message()))?;
-        let table = doc
+            toml::from_str(document).map_err(|e| ConfigError::from_toml(&e, document))?;
+        let mut config = doc
             .broker
             .ok_or_else(|| ConfigError::new("broker", "missing section"))?;
-        let mut config: BrokerConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::new("broker", e.message()))?;
         config.validate()?;
         Ok(config)
     }
@@ -262,108 +247,107 @@ impl BrokerConfig {
 
 impl EmbeddedConfig {
     pub fn validate(&mut self) -> Result<(), ConfigError> {
-        let key = "broker.embedded";
+        let mut problems = Problems::new();
         if !self.plain.enabled && self.tls.is_none() {
-            return Err(ConfigError::new(
-                key,
+            problems.push(
+                "broker.embedded",
                 "no listener: enable broker.embedded.plain or add broker.embedded.tls",
-            ));
+            );
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                "broker.embedded.max_connections",
-                "must be at least 1",
-            ));
+            problems.push("broker.embedded.max_connections", "must be at least 1");
         }
         if self.connection_timeout_ms == 0 {
-            return Err(ConfigError::new(
+            problems.push(
                 "broker.embedded.connection_timeout_ms",
                 "must be at least 1",
-            ));
+            );
         }
         // An MQTT remaining length is at most 268435455 bytes.
         if self.max_payload_size < 128 || self.max_payload_size > 268_435_455 {
-            return Err(ConfigError::new(
+            problems.push(
                 "broker.embedded.max_payload_size",
                 "must be between 128 and 268435455 bytes",
-            ));
+            );
         }
         if let Some(tls) = &self.tls {
-            tls.validate()?;
+            problems.check(tls.validate());
         }
         let mut seen = std::collections::HashSet::new();
         for (i, user) in self.users.iter_mut().enumerate() {
             let key = format!("broker.embedded.users[{i}]");
             if user.username.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{key}.username"),
-                    "must not be empty",
-                ));
-            }
-            if !seen.insert(user.username.clone()) {
-                return Err(ConfigError::new(
+                problems.push(format!("{key}.username"), "must not be empty");
+            } else if !seen.insert(user.username.clone()) {
+                problems.push(
                     format!("{key}.username"),
                     format!("{:?} is listed twice", user.username),
-                ));
+                );
             }
             user.resolved = match (&user.password, &user.password_file, &user.resolved) {
                 (Some(p), None, _) if !p.is_empty() => Some(Secret::new(p.clone())),
-                (None, Some(path), _) => Some(read_secret(&format!("{key}.password_file"), path)?),
+                (None, Some(path), _) => {
+                    problems.check(read_secret(&format!("{key}.password_file"), path))
+                }
                 (None, None, Some(resolved)) => Some(resolved.clone()),
                 (Some(_), Some(_), _) => {
-                    return Err(ConfigError::new(
-                        key,
-                        "give either password or password_file, not both",
-                    ));
+                    problems.push(key, "give either password or password_file, not both");
+                    None
                 }
                 _ => {
-                    return Err(ConfigError::new(
+                    problems.push(
                         format!("{key}.password"),
                         "missing or empty (or give password_file)",
-                    ));
+                    );
+                    None
                 }
             };
         }
         match &self.host_username {
             Some(name) if !self.users.iter().any(|u| &u.username == name) => {
-                return Err(ConfigError::new(
+                problems.push(
                     "broker.embedded.host_username",
                     format!("{name:?} is not in broker.embedded.users"),
-                ));
+                );
             }
             None if !self.users.is_empty() => {
-                return Err(ConfigError::new(
+                problems.push(
                     "broker.embedded.host_username",
                     "required when users are configured (the host logs in as one of them)",
-                ));
+                );
             }
             _ => {}
         }
         if !self.plain.enabled {
-            return Err(ConfigError::new(
+            problems.push(
                 "broker.embedded.plain.enabled",
                 "the host's own session connects over the plain listener; keep it enabled \
                  (bind it to 127.0.0.1 to keep it local)",
-            ));
+            );
         }
-        Ok(())
+        problems.finish(())
     }
 }
 
 impl TlsListenerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        require_file("broker.embedded.tls.cert_file", &self.cert_file)?;
-        require_file("broker.embedded.tls.key_file", &self.key_file)?;
+        let mut problems = Problems::new();
+        problems.check(require_file(
+            "broker.embedded.tls.cert_file",
+            &self.cert_file,
+        ));
+        problems.check(require_file("broker.embedded.tls.key_file", &self.key_file));
         match (&self.client_ca_file, self.client_certificates) {
-            (Some(path), _) => require_file("broker.embedded.tls.client_ca_file", path)?,
-            (None, ClientCertificates::None) => {}
-            (None, _) => {
-                return Err(ConfigError::new(
-                    "broker.embedded.tls.client_ca_file",
-                    "required when client_certificates is \"optional\" or \"required\"",
-                ));
+            (Some(path), _) => {
+                problems.check(require_file("broker.embedded.tls.client_ca_file", path));
             }
+            (None, ClientCertificates::None) => {}
+            (None, _) => problems.push(
+                "broker.embedded.tls.client_ca_file",
+                "required when client_certificates is \"optional\" or \"required\"",
+            ),
         }
+        problems.finish(())?;
         // Parse the files now so a bad PEM is reported at load, not at start.
         super::tls::server_config(self).map(|_| ())
     }
@@ -371,47 +355,38 @@ impl TlsListenerConfig {
 
 impl ExternalConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::new();
         if self.host.is_empty() {
-            return Err(ConfigError::new(
-                "broker.external.host",
-                "must not be empty",
-            ));
+            problems.push("broker.external.host", "must not be empty");
         }
         if self.port == Some(0) {
-            return Err(ConfigError::new("broker.external.port", "must not be 0"));
+            problems.push("broker.external.port", "must not be 0");
         }
         if let Some(path) = &self.password_file {
             if self.username.is_none() {
-                return Err(ConfigError::new(
-                    "broker.external.username",
-                    "required with password_file",
-                ));
+                problems.push("broker.external.username", "required with password_file");
             }
-            read_secret("broker.external.password_file", path)?;
+            problems.check(read_secret("broker.external.password_file", path));
         }
         if let Some(tls) = &self.tls {
-            require_file("broker.external.tls.ca_file", &tls.ca_file)?;
+            problems.check(require_file("broker.external.tls.ca_file", &tls.ca_file));
             match (&tls.client_cert_file, &tls.client_key_file) {
                 (Some(cert), Some(key)) => {
-                    require_file("broker.external.tls.client_cert_file", cert)?;
-                    require_file("broker.external.tls.client_key_file", key)?;
+                    problems.check(require_file("broker.external.tls.client_cert_file", cert));
+                    problems.check(require_file("broker.external.tls.client_key_file", key));
                 }
                 (None, None) => {}
-                (Some(_), None) => {
-                    return Err(ConfigError::new(
-                        "broker.external.tls.client_key_file",
-                        "required with client_cert_file",
-                    ));
-                }
-                (None, Some(_)) => {
-                    return Err(ConfigError::new(
-                        "broker.external.tls.client_cert_file",
-                        "required with client_key_file",
-                    ));
-                }
+                (Some(_), None) => problems.push(
+                    "broker.external.tls.client_key_file",
+                    "required with client_cert_file",
+                ),
+                (None, Some(_)) => problems.push(
+                    "broker.external.tls.client_cert_file",
+                    "required with client_key_file",
+                ),
             }
         }
-        Ok(())
+        problems.finish(())
     }
 
     /// The broker's port: as configured, else 8883 with TLS and 1883 without.

@@ -3,21 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use infra::{ConfigError, Problems};
 use serde::Deserialize;
 
 use super::sqlite::{SqliteOptions, Synchronous};
 use super::types::RetentionPolicy;
 use super::writer::WriterConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryConfigError {
-    #[error("host configuration: {0}")]
-    Parse(#[from] toml::de::Error),
-    #[error("host configuration: table [history] is missing")]
-    Missing,
-    #[error("host configuration: key `history.{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
 
 /// `[history]` in the host configuration. Example:
 ///
@@ -83,46 +74,46 @@ struct Document {
 impl HistoryConfig {
     /// Reads `[history]` from a host configuration document (other tables are left to
     /// their owners) and validates it.
-    pub fn from_toml(text: &str) -> Result<Self, HistoryConfigError> {
-        let document: Document = toml::from_str(text)?;
-        let config = document.history.ok_or(HistoryConfigError::Missing)?;
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let document: Document =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text))?;
+        let config = document
+            .history
+            .ok_or_else(|| ConfigError::new("history", "missing table"))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks every value is in its working range.
-    pub fn validate(&self) -> Result<(), HistoryConfigError> {
-        let invalid = |key, reason: &str| {
-            Err(HistoryConfigError::Invalid {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
+    /// Checks every value is in its working range; each bad one is named `history.<key>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::new();
         if self.path.as_os_str().is_empty() {
-            return invalid("path", "must name the database file");
-        }
-        if self.path.is_dir() {
-            return invalid("path", "is a directory; name the database file");
+            problems.push("history.path", "must name the database file");
+        } else if self.path.is_dir() {
+            problems.push("history.path", "is a directory; name the database file");
         }
         if !(1..=1_000_000).contains(&self.batch_size) {
-            return invalid("batch_size", "must be 1 to 1000000 samples");
+            problems.push("history.batch_size", "must be 1 to 1000000 samples");
         }
         if !(1..=60_000).contains(&self.flush_interval_ms) {
-            return invalid("flush_interval_ms", "must be 1 to 60000 ms");
+            problems.push("history.flush_interval_ms", "must be 1 to 60000 ms");
         }
         if !(1..=65_536).contains(&self.channel_capacity) {
-            return invalid("channel_capacity", "must be 1 to 65536 batches");
+            problems.push("history.channel_capacity", "must be 1 to 65536 batches");
         }
         if self.retention_days > 36_500 {
-            return invalid("retention_days", "must be 0 (keep) to 36500 days");
+            problems.push("history.retention_days", "must be 0 (keep) to 36500 days");
         }
         if self.max_size_mb > 16 * 1024 * 1024 {
-            return invalid("max_size_mb", "must be 0 (no limit) to 16777216 MiB");
+            problems.push(
+                "history.max_size_mb",
+                "must be 0 (no limit) to 16777216 MiB",
+            );
         }
         if !(1..=86_400).contains(&self.retention_interval_s) {
-            return invalid("retention_interval_s", "must be 1 to 86400 s");
+            problems.push("history.retention_interval_s", "must be 1 to 86400 s");
         }
-        Ok(())
+        problems.finish(())
     }
 
     pub fn store_options(&self) -> SqliteOptions {

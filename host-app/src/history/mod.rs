@@ -46,7 +46,7 @@ mod sqlite;
 mod types;
 mod writer;
 
-pub use config::{HistoryConfig, HistoryConfigError};
+pub use config::HistoryConfig;
 pub use error::{BoxError, HistoryError, Result};
 pub use retention::RetentionTask;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
