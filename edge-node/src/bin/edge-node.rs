@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_node::{Config, EdgeNode};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,10 +32,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    infra::logging::init();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
         return Ok(match Config::load(&file) {
@@ -61,30 +57,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let node = EdgeNode::start(config).context("starting the edge node")?;
-    shutdown_signal().await;
+    infra::shutdown::wait_for_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await.context("stopping the edge node")?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
