@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 pub use backoff::{Backoff, BackoffSettings, startup_delay};
 pub use counting::{ByteCounters, CountingStream};
-pub use rumqttc::{LastWill, QoS, SubscribeFilter};
+pub use rumqttc::{LastWill, QoS, SubscribeFilter, valid_filter};
 
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
@@ -295,10 +295,7 @@ impl Link {
         &self,
         filters: impl IntoIterator<Item = SubscribeFilter>,
     ) -> Result<(), LinkError> {
-        let requests = &self.requests;
-        requests
-            .bounded(requests.client.subscribe_many(filters))
-            .await
+        self.requests.subscribe_many(filters).await
     }
 
     /// Sends DISCONNECT after everything queued, then waits (bounded) for the
@@ -340,6 +337,14 @@ impl Requests {
     /// Queues a subscription; a [`LinkEvent::Subscribed`] follows on the link.
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), LinkError> {
         self.bounded(self.client.subscribe(filter, qos)).await
+    }
+
+    /// Queues one SUBSCRIBE for several filters.
+    pub async fn subscribe_many(
+        &self,
+        filters: impl IntoIterator<Item = SubscribeFilter>,
+    ) -> Result<(), LinkError> {
+        self.bounded(self.client.subscribe_many(filters)).await
     }
 
     /// A request queued within the stall bound.
