@@ -645,6 +645,42 @@ url = "mqtts://secure:8883"
     }
 
     #[test]
+    fn password_files_and_urls_follow_the_shared_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "\n").unwrap();
+        let text = GOOD
+            .replace(
+                "[mqtt]\n",
+                "[mqtt]\nusername = \"gw1\"\npassword_file = \"pw\"\n",
+            )
+            .replace("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:0");
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml(&text, dir.path()) else {
+            panic!("an empty password file and port 0 accepted");
+        };
+        let found: Vec<(&str, bool)> = problems
+            .iter()
+            .map(|p| {
+                (
+                    p.key.as_str(),
+                    p.message.contains("empty") || p.message.contains("port 0"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [("mqtt.password_file", true), ("mqtt.servers[0].url", true)]
+        );
+        let c = Config::from_toml(
+            &GOOD.replace("mqtt://127.0.0.1:1883", "ssl://[::1]"),
+            dir.path(),
+        );
+        let Err(ConfigError::Invalid(problems)) = c else {
+            panic!("TLS without a CA file accepted");
+        };
+        assert_eq!(problems[0].key, "mqtt.servers[0].ca_file");
+    }
+
+    #[test]
     fn device_names_must_be_sparkplug_ids() {
         let text = format!(
             "{GOOD}\n[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n\n[[modbus.devices]]\nname = \"a/b\"\nhost = \"127.0.0.1\"\n\n[[modbus.devices.tags]]\nname = \"t\"\naddress = \"40001\"\ntype = \"u16\"\n"
