@@ -71,7 +71,8 @@ pub enum TlsError {
     },
     #[error("{name:?} is not a TLS server name: {message}")]
     ServerName { name: String, message: String },
-    /// rustls refused the combination (a key that does not match its certificate, say).
+    /// rustls refused the protocol setup itself (a key that does not match its
+    /// certificate is a [`TlsError::File`] naming the key).
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -130,10 +131,12 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
         .with_root_certificates(roots);
     let config = match &tls.client_auth {
         None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder.with_client_auth_cert(
-            load_certs(TlsFile::ClientCert, cert)?,
-            load_key(TlsFile::ClientKey, key)?,
-        )?,
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                load_certs(TlsFile::ClientCert, cert)?,
+                load_key(TlsFile::ClientKey, key)?,
+            )
+            .map_err(|e| file_error(TlsFile::ClientKey, key, e))?,
     };
     Ok(Arc::new(config))
 }
@@ -160,7 +163,10 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    Ok(Arc::new(builder.with_single_cert(certs, key)?))
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| file_error(TlsFile::Key, &tls.key_file, e))?;
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

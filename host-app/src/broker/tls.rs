@@ -31,8 +31,7 @@ pub(crate) fn tls_key(section: &str, error: &TlsError) -> String {
             TlsFile::ClientCa => "client_ca_file",
         },
         TlsError::ServerName { .. } => "server_name",
-        // A key that does not match its certificate.
-        TlsError::Rustls(_) => "key_file",
+        TlsError::Rustls(_) => return section.to_owned(),
     };
     format!("{section}.{key}")
 }
