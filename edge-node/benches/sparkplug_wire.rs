@@ -62,7 +62,7 @@ fn publish_len(topic: usize, payload: usize) -> (usize, usize) {
 
 fn main() {
     let now = SystemTime::now();
-    let ms = edge_node::node::catalog::millis(now);
+    let ms = infra::clock::millis(now);
     let topic = "spBv1.0/plant-1/DDATA/gateway-7/boiler-01";
 
     // Bytes, one second's worth.

@@ -25,6 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use infra::link::{Credentials, Endpoint, LastWill, LinkOptions};
+use infra::secret::read_secret_file;
+use infra::url::{MqttUrl, default_port, host_port};
 use serde::Deserialize;
 use sparkplug::topic::{IdPart, validate_id};
 
@@ -69,7 +72,7 @@ pub struct MqttSettings {
     pub client_id: String,
     pub keep_alive: Duration,
     pub username: Option<String>,
-    pub password: Option<Password>,
+    pub password: Option<Secret>,
     /// A random delay in `0..=startup_delay_max` before the first connect, so a fleet
     /// rebooting after a power cut does not reach the broker all at once.
     pub startup_delay_max: Duration,
@@ -80,11 +83,32 @@ pub struct MqttSettings {
     pub servers: Vec<ServerSettings>,
 }
 
-/// Exponential backoff between connect attempts, with full jitter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackoffSettings {
-    pub min: Duration,
-    pub max: Duration,
+pub use infra::link::BackoffSettings;
+pub use infra::secret::Secret;
+/// TLS to one server: trust anchors, the name to verify (default: the host), an optional
+/// client certificate.
+pub use infra::tls::ClientTls as TlsSettings;
+
+impl MqttSettings {
+    /// The link options for one connection to `server` with `will`.
+    pub fn link_options(&self, server: &ServerSettings, will: LastWill) -> LinkOptions {
+        let credentials = self.username.as_ref().map(|username| Credentials {
+            username: username.clone(),
+            password: self.password.clone(),
+        });
+        let endpoint = Endpoint {
+            host: server.host.clone(),
+            port: server.port,
+            tls: server.tls.clone(),
+            credentials,
+        };
+        LinkOptions {
+            keep_alive: self.keep_alive,
+            connect_timeout: self.connect_timeout,
+            will: Some(will),
+            ..LinkOptions::new(endpoint, self.client_id.clone())
+        }
+    }
 }
 
 /// One MQTT server.
@@ -98,39 +122,7 @@ pub struct ServerSettings {
 impl fmt::Display for ServerSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
-    }
-}
-
-/// TLS to one server: trust anchors, the name to verify, an optional client certificate.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsSettings {
-    /// PEM CA certificates; `None` trusts no one, so it is required (air-gapped sites
-    /// have no system roots worth trusting).
-    pub ca_file: PathBuf,
-    /// The name the server certificate must carry; defaults to `host`.
-    pub server_name: Option<String>,
-    /// PEM client certificate chain and key, for mutual TLS.
-    pub client_auth: Option<(PathBuf, PathBuf)>,
-}
-
-/// An MQTT password: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(secret: impl Into<String>) -> Password {
-        Password(secret.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
+        write!(f, "{scheme}://{}", host_port(&self.host, self.port))
     }
 }
 
@@ -366,13 +358,9 @@ fn check_mqtt(
     }
     let password = m.password_file.and_then(|p| {
         let p = relative(base, p);
-        match std::fs::read_to_string(&p) {
-            Ok(text) => Some(Password(text.trim_end_matches(['\r', '\n']).to_owned())),
-            Err(e) => {
-                problems.push("mqtt.password_file", format!("{}: {e}", p.display()));
-                None
-            }
-        }
+        read_secret_file(&p)
+            .map_err(|e| problems.push("mqtt.password_file", e.to_string()))
+            .ok()
     });
     if password.is_some() && m.username.is_none() {
         problems.push(
@@ -419,10 +407,10 @@ fn check_server(
 ) -> Option<ServerSettings> {
     let key = |k: &str| format!("mqtt.servers[{i}].{k}");
     let (host, port, tls) = match (&s.url, &s.host) {
-        (Some(url), None) => match parse_url(url) {
-            Ok((tls, host, port)) => (host, s.port.or(port), tls || s.tls),
-            Err(message) => {
-                problems.push(key("url"), message);
+        (Some(url), None) => match MqttUrl::parse(url) {
+            Ok(url) => (url.host, s.port.or(url.explicit_port), url.tls || s.tls),
+            Err(e) => {
+                problems.push(key("url"), e.to_string());
                 return None;
             }
         },
@@ -441,7 +429,7 @@ fn check_server(
         return None;
     }
     let tls = tls || s.ca_file.is_some();
-    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
+    let port = port.unwrap_or(default_port(tls));
     if port == 0 {
         problems.push(key("port"), "must not be 0");
     }
@@ -492,38 +480,6 @@ fn check_server(
         None
     };
     Some(ServerSettings { host, port, tls })
-}
-
-/// `mqtt://host[:port]`, `tcp://`, `mqtts://`, `ssl://` -> (tls, host, port).
-fn parse_url(url: &str) -> Result<(bool, String, Option<u16>), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url:?} has no scheme (mqtt:// or mqtts://)"))?;
-    let tls = match scheme {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => return Err(format!("unknown scheme {other:?} (mqtt, tcp, mqtts, ssl)")),
-    };
-    let rest = rest.trim_end_matches('/');
-    // An IPv6 literal is bracketed: [::1]:1883.
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{url:?}: unclosed ["))?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    let port = port
-        .map(|p| {
-            p.parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not 1..=65535"))
-        })
-        .transpose()?;
-    Ok((tls, host.to_owned(), port))
 }
 
 #[cfg(test)]
@@ -669,16 +625,37 @@ url = "mqtts://secure:8883"
     }
 
     #[test]
-    fn urls_parse() {
+    fn password_files_and_urls_follow_the_shared_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "\n").unwrap();
+        let text = GOOD
+            .replace(
+                "[mqtt]\n",
+                "[mqtt]\nusername = \"gw1\"\npassword_file = \"pw\"\n",
+            )
+            .replace("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:0");
+        let e = Config::from_toml(&text, dir.path())
+            .expect_err("an empty password file and port 0 accepted");
+        let found: Vec<(&str, bool)> = e
+            .problems()
+            .iter()
+            .map(|p| {
+                (
+                    p.key.as_str(),
+                    p.message.contains("empty") || p.message.contains("port 0"),
+                )
+            })
+            .collect();
         assert_eq!(
-            parse_url("mqtts://[::1]:8883").unwrap(),
-            (true, "::1".into(), Some(8883))
+            found,
+            [("mqtt.password_file", true), ("mqtt.servers[0].url", true)]
         );
-        assert_eq!(
-            parse_url("tcp://broker").unwrap(),
-            (false, "broker".into(), None)
+        let c = Config::from_toml(
+            &GOOD.replace("mqtt://127.0.0.1:1883", "ssl://[::1]"),
+            dir.path(),
         );
-        assert!(parse_url("mqtt://broker:99999").is_err());
+        let e = c.expect_err("TLS without a CA file accepted");
+        assert_eq!(e.keys()[0], "mqtt.servers[0].ca_file");
     }
 
     #[test]

@@ -17,7 +17,6 @@
 //! ```
 
 pub mod config;
-pub mod link;
 pub mod modbus;
 pub mod node;
 pub mod simulator;

@@ -7,8 +7,7 @@ mod session_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_node::link::{Link, LinkError};
-use rumqttc::{LastWill, QoS};
+use infra::link::{LastWill, Link, LinkError, QoS};
 use session_support::{Setup, node_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +28,11 @@ async fn a_publish_that_cannot_be_queued_for_a_keep_alive_fails_as_stalled() {
     });
     config.mqtt.keep_alive = Duration::from_secs(1);
     let will = LastWill::new("spBv1.0/plant/NDEATH/gw1", vec![], QoS::AtLeastOnce, false);
-    let link = Link::open(&config.mqtt.servers[0], &config.mqtt, will, Arc::default()).unwrap();
+    let link = Link::open(
+        config.mqtt.link_options(&config.mqtt.servers[0], will),
+        Arc::default(),
+    )
+    .unwrap();
 
     // Bounded, so a link that blocks forever fails this test instead of hanging it.
     let attempts = async {

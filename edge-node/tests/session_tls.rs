@@ -4,7 +4,7 @@
 mod session_support;
 
 use edge_node::EdgeNode;
-use edge_node::config::{Password, TlsSettings};
+use edge_node::config::{Secret, TlsSettings};
 use session_support::*;
 use system_tests::Mosquitto;
 use system_tests::mqtt::Recorder;
@@ -34,7 +34,7 @@ async fn mutual_tls_with_a_named_server_carries_the_session() {
     });
     // Mosquitto allows anonymous here; the credentials still go in CONNECT.
     config.mqtt.username = Some("gw1".into());
-    config.mqtt.password = Some(Password::new("not-logged"));
+    config.mqtt.password = Some(Secret::new("not-logged"));
     let node = EdgeNode::start(config).unwrap();
     let nbirth = host.next_kind("NBIRTH").await;
     assert_eq!(nbirth.bd_seq(), 0);

@@ -15,6 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
+use infra::clock::now_ms;
 use serde_json::{Value as Json, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -22,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, WriteError, WriteRequest};
 use crate::history::{AuditQuery, MetricKey, TimeRange};
-use crate::mqtt::now_ms;
 use crate::session::Publisher;
 use crate::shared::{HostShared, sample_json};
 use crate::tracker::{MetricState, Metrics};

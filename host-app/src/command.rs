@@ -2,12 +2,12 @@
 //! the metric's birth datatype, published as NCMD/DCMD (name, and alias when the birth
 //! gave one) and recorded in the audit log whatever the outcome.
 
+use infra::clock::now_ms;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use sparkplug::{DataType, Metric, Value};
 
 use crate::history::{AuditEntry, CommandOutcome, MetricKey};
-use crate::mqtt::now_ms;
 use crate::session::Publisher;
 use crate::shared::HostShared;
 use crate::tracker::{Liveness, NodeId};

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use host_app::broker::ExternalConfig;
 use host_app::config::HostConfig;
 use host_app::host::Host;
 use host_app::spy::{self, SpyOptions};
@@ -46,7 +45,7 @@ enum Command {
     },
     /// Subscribe to a broker and print every Sparkplug message as one JSON line.
     Spy {
-        /// mqtt://HOST[:PORT] or mqtts://HOST[:PORT].
+        /// mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (also tcp:// and ssl://).
         #[arg(long)]
         broker: String,
         /// MQTT topic filter.
@@ -87,15 +86,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -131,7 +121,7 @@ fn run(file: &Path) -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    init_logs();
+    infra::logging::init();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let host = Host::start(&config).await.map_err(|e| e.to_string())?;
@@ -143,7 +133,7 @@ fn run(file: &Path) -> ExitCode {
                 endpoint.port,
                 host.api_addr()
             );
-            wait_for_stop_signal().await;
+            infra::shutdown::wait_for_signal().await;
             tracing::info!("stopping");
             let stats = host.stop().await.map_err(|e| e.to_string())?;
             tracing::info!(?stats, "stopped");
@@ -156,25 +146,6 @@ fn run(file: &Path) -> ExitCode {
             eprintln!("host-app run: {e}");
             Exit::RuntimeFailure.into()
         }
-    }
-}
-
-/// SIGTERM (systemd) or Ctrl-C.
-async fn wait_for_stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGTERM not watched");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 
@@ -191,18 +162,10 @@ fn spy(
     let setup = || -> Result<SpyOptions, String> {
         let password = match &password_file {
             // Read the way the host reads its own broker password file.
-            Some(path) => ExternalConfig {
-                host: String::new(),
-                port: None,
-                tls: None,
-                username: username.clone(),
-                password_file: Some(path.clone()),
-            }
-            .password()
-            .map_err(|e| {
-                let messages: Vec<&str> = e.problems().iter().map(|p| p.message.as_str()).collect();
-                format!("--password-file: {}", messages.join("; "))
-            })?,
+            Some(path) => Some(
+                infra::secret::read_secret_file(path)
+                    .map_err(|e| format!("--password-file: {e}"))?,
+            ),
             None => None,
         };
         let duration = duration
@@ -235,7 +198,7 @@ fn spy(
             let mut ready = || eprintln!("host-app spy: subscribed to {}", options.filter);
             tokio::select! {
                 r = spy::run(&options, &mut out, &mut ready) => r.map_err(|e| e.to_string()),
-                _ = tokio::signal::ctrl_c() => Ok(0),
+                () = infra::shutdown::wait_for_signal() => Ok(0),
             }
         })
     });

@@ -8,22 +8,25 @@
 //! `{"online":true,"timestamp":T}` (both retained, QoS 1, on `spBv1.0/STATE/<host_id>`).
 //! An offline STATE on its own topic after the birth (or with a timestamp not older than
 //! `T`) is answered by publishing the birth again.
+//!
+//! The connection is an [`infra::link::Link`], one per attempt (each with its own will),
+//! so a half-open path is noticed by the keep-alive and TCP's give-up time and a request
+//! that cannot be queued fails instead of holding the session.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, Outgoing, Publish,
-    PublishOptions, QoS, SubscribeFilter,
-};
+use bytes::Bytes;
+use infra::clock::now_ms;
+use infra::link::{LastWill, Link, LinkEvent, LinkOptions, QoS, Requests, SubscribeFilter};
 use sparkplug::{AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::broker::{ConfigError, MqttEndpoint};
 use crate::history::{HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, Sample};
-use crate::mqtt::now_ms;
 use crate::shared::{HostEvent, HostShared};
 use crate::tracker::{Action, MetricRegistry, NodeId};
 
@@ -36,6 +39,8 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 /// Outgoing requests queued in the client (commands, Rebirths, STATE).
 const REQUEST_CAPACITY: usize = 256;
+/// MQTT keep-alive: also how soon a path that swallows everything is noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -45,10 +50,11 @@ pub enum SessionError {
     HostId(String),
 }
 
-/// Sends commands to edge nodes on the host's connection. Cheap to clone.
+/// Sends commands to edge nodes on the host's current connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
-    client: AsyncClient,
+    /// The connection of the moment; `None` between connections.
+    link: watch::Receiver<Option<Requests>>,
 }
 
 impl Publisher {
@@ -78,8 +84,9 @@ impl Publisher {
         payload.encode(&mut bytes).map_err(|e| e.to_string())?;
         let mut name = String::new();
         topic.write_to(&mut name);
-        self.client
-            .publish(name, bytes, PublishOptions::new(QoS::AtMostOnce))
+        let link = self.link.borrow().clone();
+        let link = link.ok_or_else(|| "MQTT client: not connected to the broker".to_owned())?;
+        link.publish(&name, QoS::AtMostOnce, false, &bytes)
             .await
             .map_err(|e| format!("MQTT client: {e}"))
     }
@@ -117,8 +124,12 @@ impl MetricRegistry for StoreRegistry {
 pub struct Session {
     shared: Arc<HostShared>,
     writer: HistoryWriter,
-    client: AsyncClient,
-    eventloop: EventLoop,
+    /// How every connection is made; the will is set per connection.
+    options: LinkOptions,
+    /// The connection of the moment (connecting or connected).
+    link: Option<Link>,
+    /// Tells every [`Publisher`] which connection to use.
+    current: watch::Sender<Option<Requests>>,
     state_topic: String,
     /// The STATE timestamp of the current connection (will and birth).
     state_ts: u64,
@@ -143,24 +154,24 @@ impl Session {
         let mut state_topic = String::new();
         topic.write_to(&mut state_topic);
         let state_ts = now_ms();
-        let mut options = crate::mqtt::options(endpoint, &format!("host-{host_id}"))?;
-        options.set_last_will(state_will(&state_topic, state_ts));
-        let (client, eventloop) = AsyncClient::builder(options)
-            .capacity(REQUEST_CAPACITY)
-            .build();
+        let options = LinkOptions {
+            keep_alive: KEEP_ALIVE,
+            request_capacity: REQUEST_CAPACITY,
+            ..crate::mqtt::link_options(endpoint, &format!("host-{host_id}"))?
+        };
+        let (current, link) = watch::channel(None);
         let registry = StoreRegistry {
             store: Arc::clone(&shared.store),
             keys: HashMap::new(),
         };
-        let publisher = Publisher {
-            client: client.clone(),
-        };
+        let publisher = Publisher { link };
         Ok((
             Session {
                 shared,
                 writer,
-                client,
-                eventloop,
+                options,
+                link: None,
+                current,
                 state_topic,
                 state_ts,
                 born: false,
@@ -173,6 +184,13 @@ impl Session {
         ))
     }
 
+    /// Sets the MQTT keep-alive (30 s by default): a silent path is noticed within about
+    /// two keep-alives, and a request waits at most one for room in the queue.
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Session {
+        self.options.keep_alive = keep_alive;
+        self
+    }
+
     /// Runs until `shutdown` is cancelled, then publishes the offline STATE and
     /// disconnects. Losing the broker marks every edge node offline and reconnects.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -182,6 +200,15 @@ impl Session {
 
     async fn run_until(mut self, shutdown: CancellationToken) {
         loop {
+            if self.link.is_none()
+                && let Err(e) = self.connect()
+            {
+                warn!(error = %e, "cannot connect");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RECONNECT_DELAY) => continue,
+                }
+            }
             let deadline = self.shared.tracker().next_deadline();
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -193,24 +220,34 @@ impl Session {
                     }
                     self.after_message().await;
                 }
-                event = self.eventloop.poll() => match event {
-                    Ok(event) => self.on_event(event).await,
-                    Err(e) => {
+                event = next_event(&mut self.link) => match event {
+                    LinkEvent::Lost(e) => {
                         self.on_connection_lost(&e).await;
                         tokio::select! {
                             () = shutdown.cancelled() => break,
                             () = tokio::time::sleep(RECONNECT_DELAY) => {}
                         }
                     }
+                    event => self.on_event(event).await,
                 }
             }
         }
         self.stop().await;
     }
 
-    async fn on_event(&mut self, event: Event) {
+    /// Opens a connection whose will carries the current STATE timestamp.
+    fn connect(&mut self) -> Result<(), infra::link::LinkError> {
+        let mut options = self.options.clone();
+        options.will = Some(state_will(&self.state_topic, self.state_ts));
+        let link = Link::open(options, Arc::default())?;
+        self.current.send_replace(Some(link.requests()));
+        self.link = Some(link);
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: LinkEvent) {
         match event {
-            Event::Incoming(Incoming::ConnAck(_)) => {
+            LinkEvent::Connected => {
                 info!(state_ts = self.state_ts, "connected; subscribing");
                 self.born = false;
                 // One SUBSCRIBE for both, so its SUBACK means both are in place.
@@ -218,11 +255,13 @@ impl Session {
                     SubscribeFilter::new("spBv1.0/#".to_owned(), QoS::AtLeastOnce),
                     SubscribeFilter::new(self.state_topic.clone(), QoS::AtLeastOnce),
                 ];
-                if let Err(e) = self.client.subscribe_many(filters).await {
+                if let Some(link) = &self.link
+                    && let Err(e) = link.subscribe_many(filters).await
+                {
                     warn!(error = %e, "subscribe not queued");
                 }
             }
-            Event::Incoming(Incoming::SubAck(_)) if !self.born => {
+            LinkEvent::Subscribed { .. } if !self.born => {
                 self.born = true;
                 self.publish_state(true).await;
                 self.shared.set_connected(true);
@@ -232,16 +271,24 @@ impl Session {
                 });
                 info!("STATE online published");
             }
-            Event::Incoming(Incoming::Publish(publish)) => self.on_publish(publish).await,
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => {
+                self.on_publish(Publish {
+                    topic,
+                    payload,
+                    retain,
+                })
+                .await
+            }
             _ => {}
         }
     }
 
     async fn on_publish(&mut self, publish: Publish) {
-        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            debug!("topic is not UTF-8; ignored");
-            return;
-        };
+        let topic = publish.topic.as_str();
         match AnyTopic::parse(topic) {
             Ok(AnyTopic::State(state)) => {
                 if state.host_id() == self.shared.host_id {
@@ -315,7 +362,7 @@ impl Session {
                 Action::Rebirth { node, reason } => {
                     info!(%node, ?reason, "requesting Rebirth");
                     let publisher = Publisher {
-                        client: self.client.clone(),
+                        link: self.current.subscribe(),
                     };
                     if let Err(e) = publisher.rebirth(&node).await {
                         warn!(%node, error = %e, "Rebirth request not sent");
@@ -340,7 +387,10 @@ impl Session {
         }
     }
 
-    async fn on_connection_lost(&mut self, error: &ConnectionError) {
+    async fn on_connection_lost(&mut self, error: &str) {
+        // This link is finished; the next attempt opens a new one.
+        self.link = None;
+        self.current.send_replace(None);
         let was_connected = self.shared.is_connected();
         self.born = false;
         if was_connected {
@@ -357,9 +407,6 @@ impl Session {
         }
         // Next connection: a new STATE timestamp for both the will and the birth.
         self.state_ts = now_ms();
-        self.eventloop
-            .mqtt_options
-            .set_last_will(state_will(&self.state_topic, self.state_ts));
     }
 
     async fn mark_all_offline(&mut self) {
@@ -376,13 +423,15 @@ impl Session {
         } else {
             State::offline(self.state_ts)
         };
-        let options = PublishOptions::new(QoS::AtLeastOnce).retain(true);
-        if let Err(e) = self
-            .client
+        let Some(link) = &self.link else {
+            return;
+        };
+        if let Err(e) = link
             .publish(
-                self.state_topic.clone(),
-                state.to_json().into_bytes(),
-                options,
+                &self.state_topic,
+                QoS::AtLeastOnce,
+                true,
+                state.to_json().as_bytes(),
             )
             .await
         {
@@ -395,29 +444,26 @@ impl Session {
     async fn stop(mut self) {
         if self.shared.is_connected() {
             self.publish_state(false).await;
-            let acked = tokio::time::timeout(SHUTDOWN_WAIT, async {
-                loop {
-                    match self.eventloop.poll().await {
-                        Ok(Event::Incoming(Incoming::PubAck(_))) => return true,
-                        Ok(_) => {}
-                        Err(_) => return false,
+            let acked = match self.link.as_mut() {
+                Some(link) => tokio::time::timeout(SHUTDOWN_WAIT, async {
+                    loop {
+                        match link.recv().await {
+                            Some(LinkEvent::Acknowledged) => return true,
+                            Some(LinkEvent::Lost(_)) | None => return false,
+                            Some(_) => {}
+                        }
                     }
-                }
-            })
-            .await
-            .unwrap_or(false);
-            let _ = self.client.disconnect().await;
-            let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
-                loop {
-                    match self.eventloop.poll().await {
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                }
-            })
-            .await;
+                })
+                .await
+                .unwrap_or(false),
+                None => false,
+            };
+            if let Some(link) = self.link.take() {
+                link.close(SHUTDOWN_WAIT).await;
+            }
             info!(acked, "STATE offline published; disconnected");
         }
+        self.current.send_replace(None);
         self.shared.set_connected(false);
         self.mark_all_offline().await;
     }
@@ -430,6 +476,25 @@ fn state_will(topic: &str, ts: u64) -> LastWill {
         QoS::AtLeastOnce,
         true,
     )
+}
+
+/// A message received on one of the host's subscriptions.
+struct Publish {
+    topic: String,
+    payload: Bytes,
+    retain: bool,
+}
+
+/// The next event of the connection; a missing connection waits for ever (the caller
+/// opens one first).
+async fn next_event(link: &mut Option<Link>) -> LinkEvent {
+    match link {
+        Some(link) => link
+            .recv()
+            .await
+            .unwrap_or_else(|| LinkEvent::Lost("connection ended".into())),
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until the wall-clock deadline (ms since the epoch), or forever without one.

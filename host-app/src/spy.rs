@@ -7,16 +7,18 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, QoS};
+use infra::link::{Credentials, Link, LinkEvent, QoS};
+use infra::tls::ClientTls;
+use infra::url::MqttUrl;
 use serde_json::{Map, Value as Json, json};
 use sparkplug::{AnyTopic, DecodeLimits, MessageType, Payload, State};
 
-use crate::broker::{ConfigError, Credentials, EndpointTls, MqttEndpoint, Secret};
+use crate::broker::{ConfigError, MqttEndpoint, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpyError {
-    #[error("--broker {0:?}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")]
-    Url(String),
+    #[error("--broker {0}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")]
+    Url(#[from] infra::url::UrlError),
     #[error("--broker {0:?}: mqtts needs --ca FILE (the broker's CA certificates, PEM)")]
     NoCa(String),
     #[error("{0}")]
@@ -24,7 +26,7 @@ pub enum SpyError {
     #[error("--topic {0:?} is not a valid MQTT topic filter")]
     Filter(String),
     #[error("MQTT connection: {0}")]
-    Connection(#[from] ConnectionError),
+    Connection(String),
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -47,47 +49,18 @@ pub fn endpoint(
     password: Option<Secret>,
     ca: Option<std::path::PathBuf>,
 ) -> Result<MqttEndpoint, SpyError> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
-        (false, rest)
-    } else {
-        return Err(SpyError::Url(url.to_owned()));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| SpyError::Url(url.to_owned()))?;
-            (host, port)
-        }
-        _ => (rest, if tls { 8883 } else { 1883 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return Err(SpyError::Url(url.to_owned()));
-    }
-    let tls = match (tls, ca) {
-        (true, Some(ca_file)) => Some(EndpointTls {
+    let url = MqttUrl::parse(url)?;
+    let tls = match (url.tls, ca) {
+        (true, Some(ca_file)) => Some(ClientTls {
             ca_file,
-            server_name: host.to_owned(),
-            client_cert: None,
+            server_name: None,
+            client_auth: None,
         }),
-        (true, None) => return Err(SpyError::NoCa(url.to_owned())),
+        (true, None) => return Err(SpyError::NoCa(url.to_string())),
         (false, _) => None,
     };
-    Ok(MqttEndpoint {
-        host: host.to_owned(),
-        port,
-        tls,
-        credentials: username.map(|username| Credentials { username, password }),
-    })
+    let credentials = username.map(|username| Credentials { username, password });
+    Ok(MqttEndpoint::from_url(&url, tls, credentials))
 }
 
 /// Subscribes and writes one JSON line per message to `out` until the count or the
@@ -98,12 +71,15 @@ pub async fn run(
     out: &mut dyn Write,
     ready: &mut dyn FnMut(),
 ) -> Result<u64, SpyError> {
-    if !rumqttc::valid_filter(&options.filter) {
+    if !infra::link::valid_filter(&options.filter) {
         return Err(SpyError::Filter(options.filter.clone()));
     }
     let client_id = format!("spy-{:08x}", rand::random::<u32>());
-    let mqtt = crate::mqtt::options(&options.endpoint, &client_id)?;
-    let (client, mut eventloop) = AsyncClient::builder(mqtt).build();
+    let mut link = Link::open(
+        crate::mqtt::link_options(&options.endpoint, &client_id)?,
+        Default::default(),
+    )
+    .map_err(|e| SpyError::Connection(e.to_string()))?;
     let limits = DecodeLimits::default();
     let mut births = Births::default();
     let mut printed = 0u64;
@@ -112,17 +88,19 @@ pub async fn run(
             return Ok(());
         }
         loop {
-            match eventloop.poll().await? {
-                Event::Incoming(Incoming::ConnAck(_)) => {
-                    client
-                        .subscribe(options.filter.clone(), QoS::AtLeastOnce)
-                        .await
-                        .map_err(|e| SpyError::Output(std::io::Error::other(e.to_string())))?;
-                }
-                Event::Incoming(Incoming::SubAck(_)) => ready(),
-                Event::Incoming(Incoming::Publish(p)) => {
-                    let topic = String::from_utf8_lossy(&p.topic);
-                    let line = message_json(&topic, &p.payload, p.retain, &limits, &mut births);
+            let event = link.recv().await;
+            match event.unwrap_or_else(|| LinkEvent::Lost("connection ended".into())) {
+                LinkEvent::Connected => link
+                    .subscribe(&options.filter, QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| SpyError::Connection(e.to_string()))?,
+                LinkEvent::Subscribed { .. } => ready(),
+                LinkEvent::Message {
+                    topic,
+                    payload,
+                    retain,
+                } => {
+                    let line = message_json(&topic, &payload, retain, &limits, &mut births);
                     writeln!(out, "{line}")?;
                     out.flush()?;
                     printed += 1;
@@ -130,7 +108,8 @@ pub async fn run(
                         return Ok::<(), SpyError>(());
                     }
                 }
-                _ => {}
+                LinkEvent::Lost(e) => return Err(SpyError::Connection(e)),
+                LinkEvent::Acknowledged => {}
             }
         }
     };
@@ -142,8 +121,7 @@ pub async fn run(
         }
         None => watch.await?,
     }
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    link.close(Duration::from_secs(1)).await;
     Ok(printed)
 }
 
@@ -271,7 +249,8 @@ mod tests {
         assert_eq!(e.credentials.unwrap().username, "u");
         let e = endpoint("mqtts://broker.site", None, None, Some("/ca.pem".into())).unwrap();
         assert_eq!(e.port, 8883);
-        assert_eq!(e.tls.unwrap().server_name, "broker.site");
+        assert_eq!(e.host, "broker.site");
+        assert!(e.tls.is_some());
         assert!(matches!(
             endpoint("mqtts://b", None, None, None),
             Err(SpyError::NoCa(_))
@@ -286,6 +265,8 @@ mod tests {
         ));
         let e = endpoint("mqtt://[::1]:1883", None, None, None).unwrap();
         assert_eq!(e.host, "::1");
+        let e = endpoint("ssl://b", None, None, Some("/ca.pem".into())).unwrap();
+        assert_eq!(e.port, 8883);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 mod broker_support;
 
 use broker_support::*;
-use host_app::broker::{ClientCertificates, EmbeddedConfig, EndpointTls, TlsListenerConfig};
+use host_app::broker::{ClientCertificates, EmbeddedConfig, TlsListenerConfig};
+use infra::tls::ClientTls;
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
 use system_tests::pki::Pki;
 
@@ -29,12 +30,12 @@ fn tls_options(
     pki: &Pki,
     client_cert: Option<(&std::path::Path, &std::path::Path)>,
 ) -> MqttOptions {
-    let endpoint = EndpointTls {
+    let endpoint = ClientTls {
         ca_file: pki.ca.clone(),
-        server_name: "localhost".to_owned(),
-        client_cert: client_cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+        server_name: Some("localhost".to_owned()),
+        client_auth: client_cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
     };
-    let tls = endpoint.client_config().unwrap();
+    let tls = infra::tls::client_config(&endpoint).unwrap();
     let addr = broker.tls_addr().unwrap();
     let mut options = MqttOptions::new(id, ("localhost", addr.port()));
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));

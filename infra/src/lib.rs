@@ -4,9 +4,28 @@
 //! how SQLite is made durable and how a configuration problem is reported.
 //!
 //! It depends on neither application.
+//!
+//! - [`url`]: the MQTT endpoint URL grammar;
+//! - [`tls`]: rustls (ring) client and server configurations from PEM files;
+//! - [`secret`]: a value that never prints, and the secret-file reader;
+//! - [`link`]: one hardened MQTT connection (half-open detection, stall bound);
+//! - [`shutdown`]: the stop signal and the token that carries it;
+//! - [`logging`]: the one tracing setup;
+//! - [`clock`]: wall-clock milliseconds since the Unix epoch;
+//! - [`durability`]: SQLite's `synchronous` setting;
+//! - [`config_error`]: configuration problems, each with its key path and place;
+//! - [`exit`]: the exit-code policy of every binary.
 
+pub mod clock;
 pub mod config_error;
+pub mod durability;
 pub mod exit;
+pub mod link;
+pub mod logging;
+pub mod secret;
+pub mod shutdown;
+pub mod tls;
+pub mod url;
 
 pub use config_error::{ConfigError, ConfigProblem, Problems};
 pub use exit::Exit;

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_node::{Config, EdgeNode};
 use infra::Exit;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,10 +34,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    infra::logging::init();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
         return match Config::load(&file) {
@@ -80,29 +76,7 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let node = EdgeNode::start(config).context("starting the edge node")?;
-    shutdown_signal().await;
+    infra::shutdown::wait_for_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await.context("stopping the edge node")
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

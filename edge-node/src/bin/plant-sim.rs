@@ -47,14 +47,7 @@ fn parse_bench_map(text: &str) -> Result<(usize, usize), String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    infra::logging::init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(run(args));
     // The stdin reader blocks in a read that cannot be cancelled; do not wait for it.
@@ -73,7 +66,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let simulator = Simulator::start(&config, args.listen).await?;
     // Installed before announcing readiness, so a SIGTERM right after it is not fatal.
-    let shutdown = shutdown_signal()?;
+    let shutdown =
+        infra::shutdown::signal().context("installing the SIGTERM and SIGINT handlers")?;
 
     let mut stdout = tokio::io::stdout();
     let ready = format!("listening on {}\n", simulator.local_addr());
@@ -90,32 +84,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tokio::select! {
         () = commands => {}
-        signal = shutdown => {
-            signal?;
-        }
+        () = shutdown => {}
     }
     tracing::info!("shutting down");
     simulator.shutdown().await;
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C); the handlers are installed when this returns.
-#[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        Ok(())
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    Ok(async { tokio::signal::ctrl_c().await.context("waiting for Ctrl-C") })
 }

@@ -6,22 +6,14 @@
 //! the site gets `FIRST_TAG_ALIAS + i`, so they are unique across the node and the
 //! same in every birth.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use infra::clock::millis;
 use sparkplug::{DataType, Metric, MetricValue, Payload, PropertySet, Quality};
+use std::sync::Arc;
 
 use crate::modbus::{self, Event, Report, Site, Tag, TagId};
 
 /// Aliases below this belong to node metrics.
 pub const FIRST_TAG_ALIAS: u64 = 64;
-
-/// Milliseconds since the Unix epoch.
-pub fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// The Sparkplug datatype a tag is born with (scaled tags are Double, bits Boolean).
 pub fn tag_datatype(tag: &Tag) -> DataType {

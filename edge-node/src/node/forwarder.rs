@@ -32,7 +32,7 @@ use crate::store::{
     StoredSample,
 };
 
-use super::catalog::millis;
+use infra::clock::millis;
 
 /// Depth and drop count changes smaller than this are not logged.
 const DEPTH_LOG_STEP: u64 = 1_000;
@@ -355,6 +355,8 @@ fn stored(device: DeviceId, s: &crate::modbus::Sample) -> StoredSample {
 mod tests {
     use std::time::{Duration, SystemTime};
 
+    use infra::clock::now_ms;
+
     use super::*;
     use crate::modbus::{Quality, Sample, TagId, Value};
 
@@ -414,7 +416,7 @@ mod tests {
     fn unconfirmed_live_samples_are_stored_at_link_loss_and_replayed_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = forwarder(dir.path());
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         // Sample 1 went out live and a probe confirmed it; 2 went out unconfirmed just
         // before the link died; 3..5 came while it was down.
         live(&mut f, &report(&[1], now));
@@ -443,7 +445,7 @@ mod tests {
     fn replay_lost_before_its_confirmation_is_handed_out_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = forwarder(dir.path());
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         f.keep(&report(&[1, 2, 3, 4, 5], now));
         let first = replay_all(&mut f);
         assert_eq!(first, values(&[1, 2, 3, 4, 5]));
@@ -470,7 +472,7 @@ mod tests {
     fn a_probe_confirms_only_the_batches_handed_out_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = forwarder(dir.path());
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         f.keep(&report(&[1, 2, 3, 4], now));
         std::thread::sleep(Duration::from_millis(20));
         let b1 = f.next_batch(HeldDevices::default()).unwrap();
@@ -492,7 +494,7 @@ mod tests {
     #[test]
     fn unconfirmed_live_samples_of_a_killed_process_are_replayed_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         let mut f = forwarder(dir.path());
         live(&mut f, &report(&[1, 2], now));
         let mark = f.mark();
@@ -522,7 +524,7 @@ mod tests {
     #[test]
     fn a_link_loss_moves_the_written_ahead_samples_once() {
         let dir = tempfile::tempdir().unwrap();
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         let mut f = forwarder(dir.path());
         live(&mut f, &report(&[1, 2], now));
         f.link_lost();

@@ -30,9 +30,9 @@ pub mod metrics;
 pub mod publisher;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use rumqttc::{LastWill, QoS};
+use infra::link::{LastWill, QoS};
 use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,13 +40,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::Config;
-use crate::link::{Backoff, ByteCounters, Link, LinkEvent, startup_delay};
 use crate::modbus::{Acquisition, AcquisitionHandle, AcquisitionOptions, DeviceId, Event, Site};
 use crate::store::HeldDevices;
 use bdseq::BdSeqStore;
-use catalog::{Catalog, Change, millis};
+use catalog::{Catalog, Change};
 use commands::NodeCommand;
 use forwarder::{Forwarder, LinkMark};
+use infra::clock::now_ms;
+use infra::link::{Backoff, ByteCounters, Link, LinkEvent, startup_delay};
 use metrics::{NodeMetrics, NodeStatus};
 use publisher::{PublishCounters, PublishError, Publisher};
 
@@ -309,11 +310,14 @@ impl EdgeNode {
         self.probe = None;
         let will = LastWill::new(
             self.publisher.topic(MessageType::NDeath, None),
-            Publisher::ndeath_payload(bd_seq, millis(SystemTime::now())),
+            Publisher::ndeath_payload(bd_seq, now_ms()),
             QoS::AtLeastOnce,
             false,
         );
-        let mut link = match Link::open(&server, &self.config.mqtt, will, Arc::clone(&self.bytes)) {
+        let mut link = match Link::open(
+            self.config.mqtt.link_options(&server, will),
+            Arc::clone(&self.bytes),
+        ) {
             Ok(link) => link,
             Err(e) => return (Ending::Lost(e.to_string()), false),
         };
@@ -354,7 +358,7 @@ impl EdgeNode {
                 }
                 _ = tick.tick() => {
                     if let Some(f) = self.forwarder.as_mut() {
-                        let now = millis(SystemTime::now());
+                        let now = now_ms();
                         f.expire(now);
                         f.measure_rate(now);
                     }
@@ -434,7 +438,7 @@ impl EdgeNode {
     /// that went out before; without it, unconfirmed samples are kept for the next start.
     async fn say_goodbye(&mut self, mut link: Link, bd_seq: BdSeq) {
         info!("publishing NDEATH and disconnecting");
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         let mark = self.forwarder.as_ref().map(Forwarder::mark);
         if let Err(e) = self.publisher.publish_ndeath(&link, bd_seq, now).await {
             warn!(error = %e, "NDEATH not sent");
@@ -733,7 +737,7 @@ impl EdgeNode {
             return Ok(());
         }
         let change = self.catalog.apply(&event);
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         match change {
             Change::Born(d) => {
                 self.publish_dbirth(link, d, now).await?;
@@ -832,7 +836,7 @@ impl EdgeNode {
                 debug!("replay waits for a device to be born again");
                 return Ok(());
             }
-            let now = millis(SystemTime::now());
+            let now = now_ms();
             let mut bytes = 0;
             for &device in &devices {
                 let mut payload = Payload::new(now);
@@ -875,7 +879,7 @@ impl EdgeNode {
     /// NBIRTH (seq 0, this session's bdSeq, every node metric), then a DBIRTH per
     /// online device.
     async fn births(&mut self, link: &Link, bd_seq: BdSeq) -> Result<(), PublishError> {
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         let mut nbirth = Payload::new(now).with_metric(bd_seq.to_metric(now));
         // bdSeq as Int64, like the will.
         if let Some(m) = nbirth.metrics.first_mut() {
@@ -898,7 +902,7 @@ impl EdgeNode {
     }
 
     async fn publish_node_changes(&mut self, link: &Link) -> Result<(), PublishError> {
-        let now = millis(SystemTime::now());
+        let now = now_ms();
         let status = self.status(link);
         match self.node_metrics.changes(&status, now) {
             Some(ndata) => {
@@ -941,7 +945,7 @@ impl EdgeNode {
             store: self
                 .forwarder
                 .as_ref()
-                .map(|f| f.stats(millis(SystemTime::now())))
+                .map(|f| f.stats(now_ms()))
                 .unwrap_or_default(),
         }
     }

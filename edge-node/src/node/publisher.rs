@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rumqttc::QoS;
+use infra::link::QoS;
 use sparkplug::{BdSeq, MessageType, Metric, Payload, Seq, Topic};
 
-use crate::link::{Link, LinkError};
+use infra::link::{Link, LinkError};
 
 /// Messages published since start, for the node metrics.
 #[derive(Debug, Default)]

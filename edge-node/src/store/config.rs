@@ -16,16 +16,7 @@ pub enum Overflow {
     StopStoring,
 }
 
-/// SQLite's `synchronous` level under WAL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Synchronous {
-    /// Committed rows survive a killed process; the last commits may be lost on power loss.
-    #[default]
-    Normal,
-    /// Every commit is fsynced: committed rows survive power loss, at a write cost.
-    Full,
-}
+pub use infra::durability::Synchronous;
 
 /// The `[store]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

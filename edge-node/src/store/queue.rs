@@ -32,7 +32,7 @@
 //!   [`StoreError::DiskFull`] and leaves the queue readable and ackable.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use infra::ConfigError;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -698,11 +698,7 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             "journal_mode is {mode}, not wal"
         )));
     }
-    let level = match synchronous {
-        Synchronous::Normal => "NORMAL",
-        Synchronous::Full => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", level)?;
+    conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
     // Keep the WAL from growing on the SD card after a long fill.
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
     let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
@@ -720,9 +716,7 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
 
 /// Renames `path` (and its WAL and shared-memory files) to `<path>.corrupt-<unix ms>`.
 fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let ms = infra::clock::now_ms();
     let aside = PathBuf::from(format!("{}.corrupt-{ms}", path.display()));
     let err = |source| StoreError::MoveAside {
         path: path.to_owned(),

@@ -12,25 +12,8 @@ use serde::Deserialize;
 /// The one configuration error of both applications; named here for the broker's users.
 pub use infra::ConfigError;
 
-/// A password or other secret: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
+pub use infra::secret::Secret;
+pub use infra::tls::ClientCertificates;
 
 /// `[broker]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,18 +97,6 @@ pub struct TlsListenerConfig {
     pub client_certificates: ClientCertificates,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientCertificates {
-    /// Clients are not asked for a certificate.
-    #[default]
-    None,
-    /// A certificate, if presented, must chain to `client_ca_file`.
-    Optional,
-    /// Every client must present a certificate chaining to `client_ca_file`.
-    Required,
-}
-
 /// `[[broker.embedded.users]]`: exactly one of `password` and `password_file`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,21 +156,9 @@ pub struct ExternalTlsConfig {
     pub client_key_file: Option<PathBuf>,
 }
 
-/// Reads a secret from a file; one trailing line break is not part of it.
+/// Reads a secret file (see [`infra::secret::read_secret_file`] for the rules).
 fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
-    let value = text
-        .strip_suffix("\r\n")
-        .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(&text);
-    if value.is_empty() {
-        return Err(ConfigError::new(
-            key,
-            format!("{} is empty", path.display()),
-        ));
-    }
-    Ok(Secret::new(value))
+    infra::secret::read_secret_file(path).map_err(|e| ConfigError::new(key, e))
 }
 
 fn require_file(key: &str, path: &Path) -> Result<(), ConfigError> {

@@ -1,44 +1,13 @@
 //! What the rest of the host sees of the broker: an MQTT endpoint to connect to.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use infra::tls::ClientTls;
 
 use super::BrokerError;
-use super::config::{BrokerConfig, BrokerMode, ConfigError, Secret};
+use super::config::{BrokerConfig, BrokerMode, ConfigError};
 use super::embedded::EmbeddedBroker;
 
-/// An MQTT broker to connect to as an ordinary client.
-#[derive(Debug, Clone)]
-pub struct MqttEndpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<EndpointTls>,
-    pub credentials: Option<Credentials>,
-}
-
-/// How to reach the endpoint over TLS.
-#[derive(Debug, Clone)]
-pub struct EndpointTls {
-    pub ca_file: PathBuf,
-    /// Name checked against the broker's certificate.
-    pub server_name: String,
-    /// Client certificate chain and key (PEM files), for brokers that ask for one.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-impl EndpointTls {
-    /// A rustls client configuration (ring provider) for this endpoint.
-    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
-        super::tls::server_name(&self.server_name)?;
-        super::tls::client_config(self)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Option<Secret>,
-}
+/// An MQTT broker to connect to as an ordinary client: host, port, TLS and login.
+pub use infra::link::{Credentials, Endpoint as MqttEndpoint};
 
 /// The broker seam: an embedded broker this process runs, or an external one.
 pub struct Broker {
@@ -65,19 +34,22 @@ impl Broker {
                         "required when broker.mode = \"external\"",
                     )
                 })?;
-                let tls = external.tls.as_ref().map(|tls| EndpointTls {
+                let tls = external.tls.as_ref().map(|tls| ClientTls {
                     ca_file: tls.ca_file.clone(),
-                    server_name: tls
-                        .server_name
-                        .clone()
-                        .unwrap_or_else(|| external.host.clone()),
-                    client_cert: tls
+                    // Checked against the broker's certificate; defaults to `host`.
+                    server_name: Some(
+                        tls.server_name
+                            .clone()
+                            .unwrap_or_else(|| external.host.clone()),
+                    ),
+                    client_auth: tls
                         .client_cert_file
                         .clone()
                         .zip(tls.client_key_file.clone()),
                 });
-                if let Some(tls) = &tls {
-                    super::tls::server_name(&tls.server_name)?;
+                if let Some(name) = tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+                    infra::tls::server_name(name)
+                        .map_err(|e| ConfigError::new("broker.external.tls.server_name", e))?;
                 }
                 let credentials = match &external.username {
                     Some(username) => Some(Credentials {

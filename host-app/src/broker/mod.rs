@@ -95,12 +95,14 @@ mod endpoint;
 mod front;
 mod tls;
 
+pub(crate) use tls::tls_key;
+
 pub use config::{
     BrokerConfig, BrokerMode, ClientCertificates, ConfigError, EmbeddedConfig, ExternalConfig,
     ExternalTlsConfig, PlainListenerConfig, Secret, TlsListenerConfig, UserConfig,
 };
 pub use embedded::EmbeddedBroker;
-pub use endpoint::{Broker, Credentials, EndpointTls, MqttEndpoint};
+pub use endpoint::{Broker, Credentials, MqttEndpoint};
 
 use std::net::SocketAddr;
 

@@ -2,14 +2,16 @@
 //! steps so ingest commits are never held up for more than one step.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use infra::clock::now_ms;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::HistoryStore;
-use super::types::{RetentionPolicy, TimestampMs};
+use super::types::RetentionPolicy;
 
 /// Pause between steps of one run, so queued ingest commits go first.
 const STEP_PAUSE: Duration = Duration::from_millis(20);
@@ -96,10 +98,4 @@ async fn run(
             }
         }
     }
-}
-
-fn now_ms() -> TimestampMs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -303,7 +303,7 @@ impl ScriptedEdge {
 }
 
 pub fn now() -> u64 {
-    host_app::mqtt::now_ms()
+    infra::clock::now_ms()
 }
 
 /// A minimal HTTP/1.1 exchange (Connection: close): status and JSON body.

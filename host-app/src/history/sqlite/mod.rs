@@ -28,7 +28,6 @@ use rusqlite::types::ValueRef;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
-use serde::Deserialize;
 
 use super::HistoryStore;
 use super::error::{HistoryError, Result};
@@ -54,25 +53,7 @@ const MAX_IDLE_READERS: usize = 4;
 /// every new batch.
 const SIZE_TARGET_PERCENT: u64 = 90;
 
-/// When a commit is durable. In WAL mode `Normal` never corrupts the database and loses
-/// at most the last commits on power loss (not on a crash of the process); `Full` syncs the
-/// WAL on every commit, which costs an fsync per batch on an SD card.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    #[default]
-    Normal,
-    Full,
-}
-
-impl Synchronous {
-    fn pragma_value(self) -> &'static str {
-        match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
-        }
-    }
-}
+pub use infra::durability::Synchronous;
 
 /// How to open the SQLite history database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -208,14 +189,10 @@ impl SqliteStore {
         let level: i64 = conn
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .map_err(self.sql("read synchronous"))?;
-        match level {
-            1 => Ok(Synchronous::Normal),
-            2 => Ok(Synchronous::Full),
-            other => Err(HistoryError::Corrupt {
-                path: self.path.clone(),
-                reason: format!("unexpected synchronous level {other}"),
-            }),
-        }
+        Synchronous::from_pragma(level).ok_or_else(|| HistoryError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("unexpected synchronous level {level}"),
+        })
     }
 
     /// Bytes the database occupies (pages in use and free), excluding the WAL.

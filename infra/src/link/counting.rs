@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Totals over every connection of the node's life.
+/// Totals over every connection of a process's life (the owner keeps one and hands it to
+/// each link).
 #[derive(Debug, Default)]
 pub struct ByteCounters {
     sent: AtomicU64,

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::BackoffSettings;
+/// Exponential backoff between connect attempts, with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffSettings {
+    pub min: Duration,
+    pub max: Duration,
+}
 
 /// The next delay grows as `min * 2^attempt` up to `max`; each delay is drawn uniformly
 /// from `[ceiling / 2, ceiling]` (never zero, never more than the cap).

@@ -1,0 +1,114 @@
+//! The Primary Host session on a half-open path: the session runs through the link
+//! simulator to a real broker, the path is blackholed (sockets stay open, nothing passes,
+//! no close), and the host must notice the loss within a bound set by its keep-alive, mark
+//! itself disconnected, and connect again with a new STATE birth once the path is back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use host_app::broker::{EmbeddedBroker, EmbeddedConfig, MqttEndpoint, PlainListenerConfig};
+use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
+use host_app::session::Session;
+use host_app::shared::HostShared;
+use host_app::tracker::TrackerConfig;
+use system_tests::linksim::LinkSim;
+
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A lost PINGRESP is noticed at the second keep-alive; the rest is scheduling slack.
+const NOTICE_BOUND: Duration = Duration::from_secs(6);
+
+/// Polls `check` every 10 ms for at most `bound`; returns how long it took.
+async fn within(bound: Duration, what: &str, check: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_link_is_noticed_and_the_host_reconnects_when_it_returns() {
+    init_logs();
+    let mut config = EmbeddedConfig {
+        plain: PlainListenerConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        ..EmbeddedConfig::default()
+    };
+    config.validate().unwrap();
+    let broker = EmbeddedBroker::start(&config).await.unwrap();
+    let broker_addr = broker.plain_addr().unwrap();
+    let link = LinkSim::start(broker_addr).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn HistoryStore> =
+        Arc::new(SqliteStore::open(dir.path().join("h.db"), &SqliteOptions::default()).unwrap());
+    let (writer, _task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
+    let shared = HostShared::new(HOST_ID, store, TrackerConfig::default());
+    let endpoint = MqttEndpoint {
+        host: "127.0.0.1".into(),
+        port: link.addr().port(),
+        tls: None,
+        credentials: None,
+    };
+    // Watches STATE straight on the broker, past the simulated link.
+    let mut observer = ScriptedEdge::connect(broker_addr, "G", "observer", 0).await;
+    let (session, _publisher) = Session::new(&endpoint, shared.clone(), writer).unwrap();
+    let stop = infra::shutdown::Shutdown::new();
+    let running = tokio::spawn(session.with_keep_alive(KEEP_ALIVE).run(stop.clone()));
+
+    within(WAIT, "first connection", || shared.is_connected()).await;
+    let first = observer.next_matching("STATE/scada").await.state();
+    assert!(first.online);
+    assert_eq!(link.accepted(), 1);
+
+    link.blackhole();
+    let noticed = within(NOTICE_BOUND, "the loss noticed", || !shared.is_connected()).await;
+    assert!(
+        noticed >= KEEP_ALIVE,
+        "lost after {noticed:?}, before a keep-alive could have gone unanswered"
+    );
+
+    // Attempts while the path is dark must not count as connected.
+    tokio::time::sleep(2 * KEEP_ALIVE).await;
+    assert!(!shared.is_connected(), "connected through a blackhole");
+
+    link.restore();
+    // A connect attempt stuck in the blackhole times out before the next one goes through.
+    within(Duration::from_secs(20), "reconnected", || {
+        shared.is_connected()
+    })
+    .await;
+    assert!(link.accepted() >= 2, "no new connection through the link");
+    // The new connection's birth carries a new STATE timestamp.
+    let mut seen = Vec::new();
+    let reborn = loop {
+        assert!(seen.len() < 5, "no new online STATE among {seen:?}");
+        let state = observer.next_matching("STATE/scada").await.state();
+        if state.online && state.timestamp > first.timestamp {
+            break state;
+        }
+        seen.push(state);
+    };
+    assert!(reborn.online);
+
+    stop.cancel();
+    tokio::time::timeout(WAIT, running)
+        .await
+        .expect("session did not stop")
+        .unwrap();
+    assert!(!shared.is_connected());
+    // The next STATE is the clean offline one of the stop, with the birth's timestamp.
+    let offline = observer.next_matching("STATE/scada").await.state();
+    assert_eq!(
+        (offline.online, offline.timestamp),
+        (false, reborn.timestamp)
+    );
+    link.shutdown().await;
+    broker.stop().await;
+}

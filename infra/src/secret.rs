@@ -1,0 +1,112 @@
+//! Secrets (passwords): a [`Secret`] never prints, and [`read_secret_file`] is the one
+//! reader of secret files, with one rule set for every key that names one.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A password or other secret. Debug and Display print `<redacted>`; it has no Serialize,
+/// so it cannot reach a log or a JSON answer by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that needs it (a CONNECT, a comparison).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A secret file that cannot be used, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is empty", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// Reads a secret from `path`. Exactly one trailing line break (`\n` or `\r\n`, as editors
+/// add) is not part of it; anything else is, spaces included. An empty secret is refused.
+pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        return Err(SecretError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(Secret::new(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(content: &str) -> Result<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, content).unwrap();
+        read_secret_file(&path)
+            .map(|s| s.expose().to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn exactly_one_trailing_line_break_is_stripped() {
+        assert_eq!(read("s3cret").unwrap(), "s3cret");
+        assert_eq!(read("s3cret\n").unwrap(), "s3cret");
+        assert_eq!(read("s3cret\r\n").unwrap(), "s3cret");
+        assert_eq!(read("s3cret\n\n").unwrap(), "s3cret\n");
+        assert_eq!(read("s3cret\r\n\r\n").unwrap(), "s3cret\r\n");
+        assert_eq!(read(" s3cret \n").unwrap(), " s3cret ");
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused_naming_the_file() {
+        for empty in ["", "\n", "\r\n"] {
+            let e = read(empty).unwrap_err();
+            assert!(e.ends_with("pw is empty"), "{e}");
+        }
+        assert_eq!(read("\n\n").unwrap(), "\n");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let e = read_secret_file(Path::new("/nonexistent/pw")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot read /nonexistent/pw:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn never_printed() {
+        let s = Secret::new("s3cret");
+        assert_eq!(format!("{s:?} {s}"), "Secret(<redacted>) <redacted>");
+    }
+}

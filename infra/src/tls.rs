@@ -1,0 +1,262 @@
+//! The one loader of TLS files: rustls configurations (ring provider only) for a client
+//! reaching a broker and for a broker's listener, built from PEM files. Every error names
+//! the file and which role it plays, so callers can report the configuration key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Deserialize;
+
+/// TLS to one server: trust anchors, the name to verify, an optional client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM CA certificates the server's certificate must chain to (required: air-gapped
+    /// sites have no system roots worth trusting).
+    pub ca_file: PathBuf,
+    /// The name the server certificate must carry; defaults to the host connected to.
+    pub server_name: Option<String>,
+    /// PEM client certificate chain and key, for mutual TLS.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+}
+
+/// A TLS listener: its certificate and key, and how clients are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    pub client_certificates: ClientCertificates,
+}
+
+/// Whether a listener asks clients for a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    /// Clients are not asked for a certificate.
+    #[default]
+    None,
+    /// A certificate, if presented, must chain to the client CA.
+    Optional,
+    /// Every client must present a certificate chaining to the client CA.
+    Required,
+}
+
+/// The role of a file in a TLS setup, to map an error to its configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFile {
+    Ca,
+    ClientCert,
+    ClientKey,
+    Cert,
+    Key,
+    ClientCa,
+}
+
+/// Why a TLS configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file that cannot be read or used, named.
+    #[error("{}: {message}", path.display())]
+    File {
+        file: TlsFile,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{name:?} is not a TLS server name: {message}")]
+    ServerName { name: String, message: String },
+    /// rustls refused the protocol setup itself (a key that does not match its
+    /// certificate is a [`TlsError::File`] naming the key).
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn file_error(file: TlsFile, path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        file,
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// The certificates of a PEM file; none is an error.
+fn load_certs(file: TlsFile, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| file_error(file, path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(file, path, "no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+fn load_key(file: TlsFile, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(file, path, e))
+}
+
+fn load_roots(file: TlsFile, path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(file, path)? {
+        roots.add(cert).map_err(|e| file_error(file, path, e))?;
+    }
+    Ok(roots)
+}
+
+/// Checks that `name` can be verified as a TLS server name.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|e| TlsError::ServerName {
+        name: name.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The client configuration; files are read now so errors name them.
+pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
+    if let Some(name) = &tls.server_name {
+        server_name(name)?;
+    }
+    let roots = load_roots(TlsFile::Ca, &tls.ca_file)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match &tls.client_auth {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                load_certs(TlsFile::ClientCert, cert)?,
+                load_key(TlsFile::ClientKey, key)?,
+            )
+            .map_err(|e| file_error(TlsFile::ClientKey, key, e))?,
+    };
+    Ok(Arc::new(config))
+}
+
+/// The listener's server configuration, with client certificate checking as configured
+/// (no client CA means clients are not asked).
+pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(TlsFile::Cert, &tls.cert_file)?;
+    let key = load_key(TlsFile::Key, &tls.key_file)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match (&tls.client_ca_file, tls.client_certificates) {
+        (_, ClientCertificates::None) | (None, _) => builder.with_no_client_auth(),
+        (Some(ca), mode) => {
+            let roots = load_roots(TlsFile::ClientCa, ca)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = match mode {
+                ClientCertificates::Optional => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| file_error(TlsFile::ClientCa, ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| file_error(TlsFile::Key, &tls.key_file, e))?;
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k, ca) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("ca.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&ca, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k, ca)
+    }
+
+    #[test]
+    fn missing_and_empty_files_are_named_with_their_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ClientTls {
+            ca_file: dir.path().join("nope.pem"),
+            server_name: None,
+            client_auth: None,
+        };
+        let e = client_config(&missing).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TlsError::File {
+                    file: TlsFile::Ca,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        let empty = ClientTls {
+            ca_file: dir.path().join("empty.pem"),
+            ..missing
+        };
+        let e = client_config(&empty).unwrap_err().to_string();
+        assert!(e.contains("empty.pem: no PEM certificate found"), "{e}");
+    }
+
+    #[test]
+    fn client_and_server_configs_load_from_pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = pki(dir.path());
+        client_config(&ClientTls {
+            ca_file: ca.clone(),
+            server_name: Some("localhost".into()),
+            client_auth: Some((cert.clone(), key.clone())),
+        })
+        .unwrap();
+        let server = ServerTls {
+            cert_file: cert,
+            key_file: key.clone(),
+            client_ca_file: Some(ca),
+            client_certificates: ClientCertificates::Required,
+        };
+        server_config(&server).unwrap();
+        let e = server_config(&ServerTls {
+            key_file: dir.path().join("k2.pem"),
+            ..server
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TlsError::File {
+                    file: TlsFile::Key,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_server_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, ca) = pki(dir.path());
+        let e = client_config(&ClientTls {
+            ca_file: ca,
+            server_name: Some("not a name!".into()),
+            client_auth: None,
+        })
+        .unwrap_err();
+        assert!(matches!(e, TlsError::ServerName { .. }), "{e}");
+    }
+}
