@@ -34,8 +34,9 @@ pub struct AuthConfig {
     /// Origins, besides the request's own `Host`, allowed to send
     /// state-changing requests (e.g. `https://panel.example` behind a proxy).
     pub allowed_origins: Vec<String>,
-    /// Paths open without login: exact paths, or prefixes ending in `/`
-    /// (e.g. `/static/`). The login and setup routes are always public.
+    /// Paths open without login: exact paths (`/`, `/login.html`), or
+    /// prefixes written with a trailing `*` (`/static/*`). The login and
+    /// setup routes are always public.
     pub public_paths: Vec<String>,
 }
 
@@ -122,8 +123,8 @@ pub struct Login {
     /// Goes into the session cookie only.
     pub session_token: Secret,
     pub csrf_token: Secret,
-    /// The `Set-Cookie` header value.
-    pub set_cookie: String,
+    /// The `Set-Cookie` header value (it holds the session token).
+    pub set_cookie: Secret,
 }
 
 /// Why an authentication operation failed.

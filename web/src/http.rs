@@ -94,13 +94,14 @@ impl Auth {
     pub fn is_public(&self, path: &str) -> bool {
         path == LOGIN_PATH
             || path == SETUP_PATH
-            || self.config().public_paths.iter().any(|p| {
-                if p.ends_with('/') {
-                    path.starts_with(p.as_str())
-                } else {
-                    path == p
-                }
-            })
+            || self
+                .config()
+                .public_paths
+                .iter()
+                .any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => path.starts_with(prefix),
+                    None => path == p,
+                })
     }
 
     /// The auth routes; merge them into the application's router, inside
@@ -448,7 +449,7 @@ async fn login(
                 "csrf_token": login.csrf_token.expose(),
             }))
             .into_response();
-            if let Ok(v) = HeaderValue::from_str(&login.set_cookie) {
+            if let Ok(v) = HeaderValue::from_str(login.set_cookie.expose()) {
                 r.headers_mut().insert(SET_COOKIE, v);
             }
             r

@@ -56,15 +56,15 @@ impl SessionConfig {
         }
     }
 
-    /// The `Set-Cookie` value that starts a session.
-    pub fn set_cookie(&self, token: &Secret) -> String {
-        format!(
+    /// The `Set-Cookie` value that starts a session (a secret: it holds the token).
+    pub fn set_cookie(&self, token: &Secret) -> Secret {
+        Secret::new(format!(
             "{}={}; {}; Max-Age={}",
             self.cookie_name(),
             token.expose(),
             self.attributes(),
             self.absolute_lifetime.as_secs()
-        )
+        ))
     }
 
     /// The `Set-Cookie` value that removes the session cookie.

@@ -306,7 +306,7 @@ impl AuthStore for SqliteStore {
         created_before_ms: i64,
     ) -> Result<u64, StoreError> {
         let n = self.conn()?.execute(
-            "DELETE FROM auth_sessions WHERE last_seen_ms < ?1 OR created_ms < ?2",
+            "DELETE FROM auth_sessions WHERE last_seen_ms <= ?1 OR created_ms <= ?2",
             params![idle_before_ms, created_before_ms],
         )?;
         Ok(n as u64)

@@ -102,8 +102,8 @@ pub trait AuthStore: Send + Sync + 'static {
     fn touch_session(&self, token_hash: &TokenHash, last_seen_ms: i64) -> Result<(), StoreError>;
     fn delete_session(&self, token_hash: &TokenHash) -> Result<(), StoreError>;
     fn delete_user_sessions(&self, user_id: i64) -> Result<(), StoreError>;
-    /// Deletes sessions idle since before `idle_before_ms` or created before
-    /// `created_before_ms`; returns how many.
+    /// Deletes sessions last seen at or before `idle_before_ms` or created at
+    /// or before `created_before_ms`; returns how many.
     fn purge_sessions(
         &self,
         idle_before_ms: i64,
