@@ -26,7 +26,7 @@ use crate::throttle::{Locked, Throttle, ThrottleConfig};
 use crate::token::{self, TokenHash};
 
 /// Everything an application configures.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub session: SessionConfig,
     pub throttle: ThrottleConfig,
@@ -38,6 +38,23 @@ pub struct AuthConfig {
     /// prefixes written with a trailing `*` (`/static/*`). The login and
     /// setup routes are always public.
     pub public_paths: Vec<String>,
+    /// Most password hashes computed at once by the HTTP routes; each takes
+    /// `hash.m_kib` of memory, so a burst of logins cannot exhaust a small
+    /// gateway.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session: SessionConfig::default(),
+            throttle: ThrottleConfig::default(),
+            hash: HashParams::default(),
+            allowed_origins: Vec::new(),
+            public_paths: Vec::new(),
+            max_concurrent_hashes: 2,
+        }
+    }
 }
 
 /// Who is calling, resolved from the session cookie or the bearer token.
@@ -155,6 +172,8 @@ pub enum AuthError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
     #[error("the last admin account cannot be removed or demoted")]
     LastAdmin,
     #[error("auth task failed: {0}")]
@@ -199,6 +218,7 @@ impl AuthBuilder {
                 hasher,
                 throttle: Throttle::new(self.config.throttle.clone()),
                 hook: self.hook,
+                hash_slots: tokio::sync::Semaphore::new(self.config.max_concurrent_hashes.max(1)),
                 setup: Mutex::new(None),
                 config: self.config,
             }),
@@ -217,6 +237,7 @@ struct Inner {
     hasher: PasswordHasher,
     throttle: Throttle,
     hook: Option<Arc<dyn AuditHook>>,
+    hash_slots: tokio::sync::Semaphore,
     setup: Mutex<Option<PendingSetup>>,
     config: AuthConfig,
 }
@@ -274,6 +295,22 @@ impl Auth {
             .map_err(|e| AuthError::Task(e.to_string()))?
     }
 
+    /// Like [`blocking`](Self::blocking), for work that hashes a password:
+    /// waits (without holding a thread) for one of `max_concurrent_hashes` slots.
+    pub async fn blocking_hash<T, F>(&self, f: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Auth) -> Result<T, AuthError> + Send + 'static,
+    {
+        let _slot = self
+            .inner
+            .hash_slots
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Task(e.to_string()))?;
+        self.blocking(f).await
+    }
+
     /// Records an audit event in the store and hands it to the hook. A store
     /// failure is logged, never returned: auditing must not block a refusal.
     pub fn audit(
@@ -296,6 +333,13 @@ impl Auth {
         if let Some(hook) = &self.inner.hook {
             hook.record(&event);
         }
+    }
+
+    /// Deletes audit events older than `keep`; returns how many. The
+    /// application calls it now and then to bound the table.
+    pub fn purge_audit(&self, keep: Duration) -> Result<u64, AuthError> {
+        let before = self.now().saturating_sub(duration_ms(keep));
+        Ok(self.inner.store.purge_audit(before)?)
     }
 
     /// The newest audit events, newest first.
@@ -584,10 +628,7 @@ impl Auth {
         }
         let name = name.trim();
         if name.is_empty() || name.len() > 64 {
-            return Err(AuthError::Account(AccountError::InvalidUsername {
-                name: name.chars().take(72).collect(),
-                reason: "token name: 1 to 64 bytes",
-            }));
+            return Err(AuthError::BadRequest("token name: 1 to 64 bytes"));
         }
         let token = random(API_TOKEN_PREFIX)?;
         let id = self.inner.store.insert_api_token(

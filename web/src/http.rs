@@ -3,12 +3,26 @@
 //! [`Caller`] and [`ClientAddr`] extractors; and the auth routes (login,
 //! logout, session, setup, API tokens, users).
 //!
-//! ```ignore
-//! let app = Router::new()
-//!     .route("/api/values", get(values))
-//!     .route("/api/write", post(write).route_layer(auth.require(Role::Operator)))
-//!     .merge(auth.routes())
-//!     .layer(auth.layer());
+//! ```
+//! use axum::Router;
+//! use axum::routing::{get, post};
+//! use web::{Auth, Caller, Role};
+//!
+//! async fn values(caller: Caller) -> String {
+//!     format!("values for {}", caller.user)
+//! }
+//!
+//! async fn write() -> &'static str {
+//!     "written"
+//! }
+//!
+//! fn router(auth: &Auth) -> Router {
+//!     Router::new()
+//!         .route("/api/values", get(values))
+//!         .route("/api/write", post(write).route_layer(auth.require(Role::Operator)))
+//!         .merge(auth.routes())
+//!         .layer(auth.layer())
+//! }
 //! ```
 
 use std::future::Future;
@@ -162,7 +176,7 @@ impl IntoResponse for AuthError {
             AuthError::LastAdmin | AuthError::Store(StoreError::Duplicate { .. }) => {
                 StatusCode::CONFLICT
             }
-            AuthError::Account(_) => StatusCode::BAD_REQUEST,
+            AuthError::Account(_) | AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AuthError::NotFound(_) => StatusCode::NOT_FOUND,
             AuthError::Store(_)
             | AuthError::SetupFile { .. }
@@ -190,7 +204,9 @@ fn forbidden(why: &'static str) -> Response {
 // ---- extractors ----
 
 /// The client's IP address, when the server was started with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
+/// `into_make_service_with_connect_info::<SocketAddr>()`. Behind a reverse
+/// proxy this is the proxy's address, so per-address throttling sees one
+/// client; per-account throttling still holds.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -439,7 +455,7 @@ async fn login(
     JsonOrForm(body): JsonOrForm<LoginRequest>,
 ) -> Response {
     let result = auth
-        .blocking(move |a| a.login(&body.username, &body.password, addr))
+        .blocking_hash(move |a| a.login(&body.username, &body.password, addr))
         .await;
     match result {
         Ok(login) => {
@@ -505,7 +521,7 @@ async fn setup(
     JsonOrForm(body): JsonOrForm<SetupRequest>,
 ) -> Response {
     let result = auth
-        .blocking(move |a| {
+        .blocking_hash(move |a| {
             a.complete_setup(&body.setup_token, &body.username, &body.password, addr)
         })
         .await;
@@ -571,7 +587,9 @@ async fn create_user(
     JsonOrForm(body): JsonOrForm<UserRequest>,
 ) -> Response {
     match auth
-        .blocking(move |a| a.create_user(Some(&caller), &body.username, &body.password, body.role))
+        .blocking_hash(move |a| {
+            a.create_user(Some(&caller), &body.username, &body.password, body.role)
+        })
         .await
     {
         Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),

@@ -6,9 +6,18 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-/// A secret string. Read it with [`Secret::expose`], only where the value is used.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret string. Read it with [`Secret::expose`], only where the value is
+/// used. Equality is compared in constant time.
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        crate::token::equal(&self.0, &other.0)
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// Wraps a value.

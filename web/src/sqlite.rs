@@ -373,6 +373,13 @@ impl AuthStore for SqliteStore {
         Ok(())
     }
 
+    fn purge_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let n = self
+            .conn()?
+            .execute("DELETE FROM auth_audit WHERE at_ms < ?1", [before_ms])?;
+        Ok(n as u64)
+    }
+
     fn recent_audit(
         &self,
         kind: Option<AuthEventKind>,

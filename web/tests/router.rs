@@ -815,3 +815,31 @@ async fn loopback_listener_sees_the_client_address() {
     assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_share_the_hash_slots() {
+    let cfg = AuthConfig {
+        max_concurrent_hashes: 1,
+        ..config()
+    };
+    let f = fixture(cfg);
+    users(&f);
+    let app = app(&f.auth);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move { login(&app, "op").await.csrf }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 8, "eight distinct sessions");
+}

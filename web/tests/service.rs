@@ -286,6 +286,10 @@ fn api_tokens_are_shown_once_stored_hashed_and_revocable() {
     assert_eq!(listed.len(), 2);
     assert!(!format!("{listed:?}").contains(read.token.expose()));
 
+    assert!(matches!(
+        f.auth.create_api_token(&owner, "  ", Scope::Read),
+        Err(AuthError::BadRequest(_))
+    ));
     // A token cannot mint tokens.
     assert!(matches!(
         f.auth.create_api_token(&w, "child", Scope::ReadWrite),
@@ -511,4 +515,29 @@ fn debug_output_never_shows_secrets() {
         assert!(!printed.contains(s), "{s} leaked into {printed}");
     }
     assert!(printed.contains("redacted"));
+}
+
+#[test]
+fn audit_events_are_stored_and_purged_by_age() {
+    let f = fixture(config());
+    f.add_user("alice", Role::Viewer);
+    f.auth
+        .login("alice", &Secret::new("wrong password!"), None)
+        .unwrap_err();
+    f.clock.advance(Duration::from_secs(3600));
+    f.auth.login("alice", &Secret::new(PASSWORD), None).unwrap();
+    let all = f.auth.recent_audit(None, 10).unwrap();
+    let kinds: Vec<_> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuthEventKind::LoginSucceeded,
+            AuthEventKind::LoginFailed,
+            AuthEventKind::UserCreated
+        ]
+    );
+    assert_eq!(f.auth.purge_audit(Duration::from_secs(1800)).unwrap(), 2);
+    let left = f.auth.recent_audit(None, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].kind, AuthEventKind::LoginSucceeded);
 }
