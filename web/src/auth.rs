@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::account::{AccountError, HashParams, PasswordHasher, Role, Username, check_password};
+use crate::account::{
+    AccountError, HashParams, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, PasswordHasher, Role, Username,
+    check_password,
+};
 use crate::api_token::{API_TOKEN_PREFIX, NewApiToken, Scope};
 use crate::audit::{AuditHook, AuthEvent, AuthEventKind};
 use crate::clock::{Clock, SystemClock, duration_ms};
@@ -453,6 +456,9 @@ impl Auth {
         addr: Option<IpAddr>,
     ) -> Result<Login, AuthError> {
         let now = self.now();
+        // The name as typed goes to the audit log and the throttle, bounded.
+        let typed: String = username.chars().take(MAX_USERNAME_LEN * 2).collect();
+        let username = typed.as_str();
         if let Err(locked) = self.inner.throttle.check(addr, username, now) {
             self.audit(
                 AuthEventKind::LoginFailed,
@@ -464,11 +470,18 @@ impl Auth {
                 retry_after: locked.retry_after(),
             });
         }
-        let user = self.inner.store.user_by_name(username)?;
+        let user = match Username::parse(username) {
+            Ok(name) => self.inner.store.user_by_name(name.as_str())?,
+            Err(_) => None,
+        };
+        // An oversized password is refused unhashed, whether or not the account exists.
+        let sized = password.expose().len() <= MAX_PASSWORD_LEN;
         let ok = match &user {
-            Some(u) => self.inner.hasher.verify(password, &u.password_hash),
+            Some(u) => sized && self.inner.hasher.verify(password, &u.password_hash),
             None => {
-                self.inner.hasher.verify_unknown(password);
+                if sized {
+                    self.inner.hasher.verify_unknown(password);
+                }
                 false
             }
         };

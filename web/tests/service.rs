@@ -100,8 +100,22 @@ fn unknown_user_and_wrong_password_fail_alike() {
     assert!(matches!(wrong, AuthError::BadCredentials));
     assert!(matches!(unknown, AuthError::BadCredentials));
     assert_eq!(wrong.to_string(), unknown.to_string());
+    // Names no account can have, and oversized passwords, fail the same way.
+    let long_name = "x".repeat(10_000);
+    let e = f
+        .auth
+        .login(&long_name, &Secret::new(PASSWORD), None)
+        .unwrap_err();
+    assert!(matches!(e, AuthError::BadCredentials));
+    let e = f
+        .auth
+        .login("alice", &Secret::new("p".repeat(100_000)), None)
+        .unwrap_err();
+    assert!(matches!(e, AuthError::BadCredentials));
     let failed = f.events_of(AuthEventKind::LoginFailed);
-    assert_eq!(failed.len(), 2);
+    assert_eq!(failed.len(), 4);
+    // The audit log keeps a bounded prefix of what was typed.
+    assert_eq!(failed[2].username.as_deref().map(str::len), Some(64));
     assert_eq!(failed[0].detail, failed[1].detail);
     assert_eq!(failed[1].username.as_deref(), Some("mallory"));
 }
