@@ -1,32 +1,31 @@
-//! The authentication service: ties storage, the clock, password hashing,
-//! throttling, sessions, API tokens, first-run setup and auditing together
-//! behind one cheap-to-clone handle, [`Auth`].
+//! The authentication service's handle, [`Auth`]: cheap to clone, holding
+//! storage, the clock, the password hasher, the throttle and the audit hook;
+//! its configuration, the resolved [`Caller`] and the error type. Its
+//! operations live with their concern: login and sessions in
+//! [`session`](crate::session), first-run setup in [`setup`](crate::setup),
+//! API tokens in [`api_token`](crate::api_token), accounts in
+//! [`users`](crate::users).
 //!
 //! Every method here may block (argon2, SQLite); async code calls them
 //! through [`Auth::blocking`], which runs them on tokio's blocking pool.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::account::{
-    AccountError, HashParams, MAX_PASSWORD_LEN, MAX_USERNAME_LEN, PasswordHasher, Role, Username,
-    check_password,
-};
-use crate::api_token::{API_TOKEN_PREFIX, NewApiToken, Scope};
+use crate::account::{AccountError, HashParams, PasswordHasher, Role};
+use crate::api_token::Scope;
 use crate::audit::{AuditHook, AuthEvent, AuthEventKind};
 use crate::clock::{Clock, SystemClock, duration_ms};
-use crate::csrf::csrf_token;
-use crate::lock;
 use crate::secret::Secret;
 use crate::session::SessionConfig;
-use crate::setup;
-use crate::store::{ApiTokenRecord, AuthStore, NewUser, SessionRecord, StoreError, UserRecord};
-use crate::throttle::{Locked, Throttle, ThrottleConfig};
-use crate::token::{self, TokenHash};
+use crate::setup::PendingSetup;
+use crate::store::{AuthStore, StoreError, UserRecord};
+use crate::throttle::{Throttle, ThrottleConfig};
+use crate::token;
 
 /// Everything an application configures.
 #[derive(Debug, Clone)]
@@ -114,39 +113,6 @@ impl From<&UserRecord> for UserInfo {
     }
 }
 
-/// An API token as listed (never its value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApiTokenInfo {
-    pub id: i64,
-    pub name: String,
-    pub scope: Scope,
-    pub created_ms: i64,
-    pub last_used_ms: Option<i64>,
-}
-
-impl From<ApiTokenRecord> for ApiTokenInfo {
-    fn from(t: ApiTokenRecord) -> Self {
-        Self {
-            id: t.id,
-            name: t.name,
-            scope: t.scope,
-            created_ms: t.created_ms,
-            last_used_ms: t.last_used_ms,
-        }
-    }
-}
-
-/// A successful login.
-#[derive(Debug)]
-pub struct Login {
-    pub user: UserInfo,
-    /// Goes into the session cookie only.
-    pub session_token: Secret,
-    pub csrf_token: Secret,
-    /// The `Set-Cookie` header value (it holds the session token).
-    pub set_cookie: Secret,
-}
-
 /// Why an authentication operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -229,26 +195,21 @@ impl AuthBuilder {
     }
 }
 
-struct PendingSetup {
-    hash: TokenHash,
-    path: PathBuf,
-}
-
-struct Inner {
-    store: Arc<dyn AuthStore>,
-    clock: Arc<dyn Clock>,
-    hasher: PasswordHasher,
-    throttle: Throttle,
-    hook: Option<Arc<dyn AuditHook>>,
-    hash_slots: tokio::sync::Semaphore,
-    setup: Mutex<Option<PendingSetup>>,
-    config: AuthConfig,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn AuthStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) throttle: Throttle,
+    pub(crate) hook: Option<Arc<dyn AuditHook>>,
+    pub(crate) hash_slots: tokio::sync::Semaphore,
+    pub(crate) setup: Mutex<Option<PendingSetup>>,
+    pub(crate) config: AuthConfig,
 }
 
 /// The authentication service. Cloning is cheap.
 #[derive(Clone)]
 pub struct Auth {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -259,7 +220,7 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-fn random(prefix: &str) -> Result<Secret, AuthError> {
+pub(crate) fn random(prefix: &str) -> Result<Secret, AuthError> {
     token::random_token(prefix).map_err(|e| AuthError::Random(e.to_string()))
 }
 
@@ -282,7 +243,7 @@ impl Auth {
         &self.inner.config
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.inner.clock.now_ms()
     }
 
@@ -354,483 +315,8 @@ impl Auth {
         Ok(self.inner.store.recent_audit(kind, limit)?)
     }
 
-    // ---- first-run setup ----
-
-    /// True while no admin account exists.
-    pub fn setup_required(&self) -> Result<bool, AuthError> {
-        Ok(self.inner.store.count_admins()? == 0)
-    }
-
-    /// While no admin exists: issues a one-time setup token, writes it to
-    /// `path` (mode 0600) and returns it for the application to show the
-    /// installer. `None` once an admin exists.
-    pub fn begin_setup(&self, path: &Path) -> Result<Option<Secret>, AuthError> {
-        if !self.setup_required()? {
-            return Ok(None);
-        }
-        let token = random("")?;
-        setup::write_token_file(path, &token).map_err(|source| AuthError::SetupFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        *lock(&self.inner.setup) = Some(PendingSetup {
-            hash: token::hash_token(token.expose()),
-            path: path.to_owned(),
-        });
-        tracing::info!(path = %path.display(), "first-run setup token written");
-        Ok(Some(token))
-    }
-
-    /// Creates the first admin with the setup token. The token works once.
-    pub fn complete_setup(
-        &self,
-        setup_token: &Secret,
-        username: &str,
-        password: &Secret,
-        addr: Option<IpAddr>,
-    ) -> Result<UserInfo, AuthError> {
-        let refuse = |e: AuthError| {
-            self.audit(
-                AuthEventKind::SetupRefused,
-                Some(username),
-                addr,
-                e.to_string(),
-            );
-            Err(e)
-        };
-        if !self.setup_required()? {
-            return refuse(AuthError::SetupClosed);
-        }
-        let name = Username::parse(username)?;
-        check_password(password)?;
-        let pending = {
-            let mut guard = lock(&self.inner.setup);
-            let matches = guard.as_ref().is_some_and(|p| {
-                let given = token::hash_token(setup_token.expose());
-                token::equal_bytes(&p.hash.0, &given.0)
-            });
-            if !matches {
-                drop(guard);
-                return refuse(AuthError::SetupTokenInvalid);
-            }
-            guard.take()
-        };
-        let hash = self.inner.hasher.hash(password)?;
-        let created = self.inner.store.create_first_admin(&NewUser {
-            username: name.as_str(),
-            role: Role::Admin,
-            password_hash: &hash,
-            created_ms: self.now(),
-        });
-        let id = match created {
-            Ok(id) => id,
-            Err(StoreError::AdminExists) => return refuse(AuthError::SetupClosed),
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(p) = pending
-            && let Err(e) = setup::remove_token_file(&p.path)
-        {
-            tracing::warn!(path = %p.path.display(), error = %e, "could not remove the used setup token file");
-        }
-        self.audit(
-            AuthEventKind::SetupCompleted,
-            Some(name.as_str()),
-            addr,
-            "first admin created",
-        );
-        tracing::info!(user = %name, "first admin account created");
-        Ok(UserInfo {
-            id,
-            username: name.as_str().to_owned(),
-            role: Role::Admin,
-        })
-    }
-
-    // ---- login and sessions ----
-
-    /// Checks the password, under the throttle, and opens a session.
-    pub fn login(
-        &self,
-        username: &str,
-        password: &Secret,
-        addr: Option<IpAddr>,
-    ) -> Result<Login, AuthError> {
-        let now = self.now();
-        // The name as typed goes to the audit log and the throttle, bounded.
-        let typed: String = username.chars().take(MAX_USERNAME_LEN * 2).collect();
-        let username = typed.as_str();
-        if let Err(locked) = self.inner.throttle.check(addr, username, now) {
-            self.audit(
-                AuthEventKind::LoginFailed,
-                Some(username),
-                addr,
-                format!("refused while locked: {}", locked_text(&locked)),
-            );
-            return Err(AuthError::Throttled {
-                retry_after: locked.retry_after(),
-            });
-        }
-        let user = match Username::parse(username) {
-            Ok(name) => self.inner.store.user_by_name(name.as_str())?,
-            Err(_) => None,
-        };
-        // An oversized password is refused unhashed, whether or not the account exists.
-        let sized = password.expose().len() <= MAX_PASSWORD_LEN;
-        let ok = match &user {
-            Some(u) => sized && self.inner.hasher.verify(password, &u.password_hash),
-            None => {
-                if sized {
-                    self.inner.hasher.verify_unknown(password);
-                }
-                false
-            }
-        };
-        let Some(user) = user.filter(|_| ok) else {
-            self.audit(
-                AuthEventKind::LoginFailed,
-                Some(username),
-                addr,
-                "wrong username or password",
-            );
-            tracing::warn!(user = %username.escape_debug(), addr = ?addr, "login failed");
-            for locked in self.inner.throttle.failure(addr, username, now) {
-                self.audit(
-                    AuthEventKind::LockedOut,
-                    Some(username),
-                    addr,
-                    locked_text(&locked),
-                );
-                tracing::warn!(lock = %locked_text(&locked), "login locked out");
-            }
-            return Err(AuthError::BadCredentials);
-        };
-        self.inner.throttle.success(username);
-        let session_token = random("")?;
-        self.inner.store.insert_session(&SessionRecord {
-            token_hash: token::hash_token(session_token.expose()),
-            user_id: user.id,
-            created_ms: now,
-            last_seen_ms: now,
-        })?;
-        self.audit(
-            AuthEventKind::LoginSucceeded,
-            Some(&user.username),
-            addr,
-            "session opened",
-        );
-        tracing::info!(user = %user.username, addr = ?addr, "login");
-        Ok(Login {
-            user: UserInfo::from(&user),
-            csrf_token: csrf_token(&session_token),
-            set_cookie: self.inner.config.session.set_cookie(&session_token),
-            session_token,
-        })
-    }
-
-    /// Ends the session; an unknown token is fine.
-    pub fn logout(&self, session_token: &Secret, addr: Option<IpAddr>) -> Result<(), AuthError> {
-        let hash = token::hash_token(session_token.expose());
-        let user = match self.inner.store.session(&hash)? {
-            Some(s) => self.inner.store.user_by_id(s.user_id)?,
-            None => None,
-        };
-        self.inner.store.delete_session(&hash)?;
-        if let Some(u) = user {
-            self.audit(
-                AuthEventKind::Logout,
-                Some(&u.username),
-                addr,
-                "session closed",
-            );
-        }
-        Ok(())
-    }
-
-    /// The caller a session token belongs to, if the session is alive.
-    /// An expired session is deleted.
-    pub fn authenticate_session(
-        &self,
-        session_token: &Secret,
-    ) -> Result<Option<Caller>, AuthError> {
-        let cfg = &self.inner.config.session;
-        let now = self.now();
-        let hash = token::hash_token(session_token.expose());
-        let Some(s) = self.inner.store.session(&hash)? else {
-            return Ok(None);
-        };
-        let idle = now.saturating_sub(s.last_seen_ms) >= duration_ms(cfg.idle_timeout);
-        let old = now.saturating_sub(s.created_ms) >= duration_ms(cfg.absolute_lifetime);
-        if idle || old {
-            self.inner.store.delete_session(&hash)?;
-            return Ok(None);
-        }
-        let Some(user) = self.inner.store.user_by_id(s.user_id)? else {
-            return Ok(None);
-        };
-        // Refresh last use at most every 1/20 of the idle timeout (≤ 60 s) to spare writes.
-        let step = (duration_ms(cfg.idle_timeout) / 20).min(60_000);
-        if now.saturating_sub(s.last_seen_ms) >= step {
-            self.inner.store.touch_session(&hash, now)?;
-        }
-        Ok(Some(Caller {
-            user_id: user.id,
-            user: user.username,
-            role: user.role,
-            via: Via::Session {
-                csrf_token: csrf_token(session_token),
-            },
-        }))
-    }
-
-    /// Deletes expired sessions; returns how many. Call it now and then.
-    pub fn purge_expired_sessions(&self) -> Result<u64, AuthError> {
-        let cfg = &self.inner.config.session;
-        let now = self.now();
-        Ok(self.inner.store.purge_sessions(
-            now.saturating_sub(duration_ms(cfg.idle_timeout)),
-            now.saturating_sub(duration_ms(cfg.absolute_lifetime)),
-        )?)
-    }
-
-    // ---- API tokens ----
-
-    /// The caller an API token belongs to, if it is valid.
-    pub fn authenticate_bearer(&self, bearer: &Secret) -> Result<Option<Caller>, AuthError> {
-        if !bearer.expose().starts_with(API_TOKEN_PREFIX) {
-            return Ok(None);
-        }
-        let Some(t) = self
-            .inner
-            .store
-            .api_token(&token::hash_token(bearer.expose()))?
-        else {
-            return Ok(None);
-        };
-        let Some(user) = self.inner.store.user_by_id(t.user_id)? else {
-            return Ok(None);
-        };
-        let now = self.now();
-        if t.last_used_ms
-            .is_none_or(|last| now.saturating_sub(last) >= 60_000)
-        {
-            self.inner.store.touch_api_token(t.id, now)?;
-        }
-        Ok(Some(Caller {
-            user_id: user.id,
-            user: user.username,
-            role: user.role,
-            via: Via::ApiToken {
-                id: t.id,
-                scope: t.scope,
-            },
-        }))
-    }
-
-    /// Creates an API token owned by `by`; its value is in the result only.
-    /// Tokens are created from a browser session, never by another token.
-    pub fn create_api_token(
-        &self,
-        by: &Caller,
-        name: &str,
-        scope: Scope,
-    ) -> Result<NewApiToken, AuthError> {
-        if !matches!(by.via, Via::Session { .. }) {
-            return Err(AuthError::Forbidden(
-                "API tokens are created from a login session",
-            ));
-        }
-        let name = name.trim();
-        if name.is_empty() || name.len() > 64 {
-            return Err(AuthError::BadRequest("token name: 1 to 64 bytes"));
-        }
-        let token = random(API_TOKEN_PREFIX)?;
-        let id = self.inner.store.insert_api_token(
-            &token::hash_token(token.expose()),
-            by.user_id,
-            name,
-            scope,
-            self.now(),
-        )?;
-        self.audit(
-            AuthEventKind::ApiTokenCreated,
-            Some(&by.user),
-            None,
-            format!("token {id} {name:?} scope {scope}"),
-        );
-        Ok(NewApiToken {
-            id,
-            name: name.to_owned(),
-            scope,
-            token,
-        })
-    }
-
-    /// The caller's own API tokens.
-    pub fn list_api_tokens(&self, by: &Caller) -> Result<Vec<ApiTokenInfo>, AuthError> {
-        Ok(self
-            .inner
-            .store
-            .list_api_tokens(by.user_id)?
-            .into_iter()
-            .map(ApiTokenInfo::from)
-            .collect())
-    }
-
-    /// Revokes one of the caller's own API tokens.
-    pub fn revoke_api_token(&self, by: &Caller, id: i64) -> Result<(), AuthError> {
-        if !self.inner.store.delete_api_token(by.user_id, id)? {
-            return Err(AuthError::NotFound(format!("API token {id}")));
-        }
-        self.audit(
-            AuthEventKind::ApiTokenRevoked,
-            Some(&by.user),
-            None,
-            format!("token {id}"),
-        );
-        Ok(())
-    }
-
-    // ---- accounts (admin) ----
-
-    fn admin(by: Option<&Caller>) -> Result<(), AuthError> {
-        match by {
-            Some(c) if !c.has_role(Role::Admin) => Err(AuthError::Forbidden("admin role required")),
-            _ => Ok(()),
-        }
-    }
-
-    fn actor(by: Option<&Caller>) -> String {
-        by.map_or_else(|| "local".to_owned(), |c| c.user.clone())
-    }
-
-    fn user(&self, username: &str) -> Result<UserRecord, AuthError> {
-        self.inner
-            .store
-            .user_by_name(username)?
-            .ok_or_else(|| AuthError::NotFound(format!("user {username:?}")))
-    }
-
-    /// Creates an account. `by` is the admin doing it, or `None` for a
-    /// local tool (e.g. a command line run by the service's owner).
-    pub fn create_user(
-        &self,
-        by: Option<&Caller>,
-        username: &str,
-        password: &Secret,
-        role: Role,
-    ) -> Result<UserInfo, AuthError> {
-        Self::admin(by)?;
-        let name = Username::parse(username)?;
-        check_password(password)?;
-        let hash = self.inner.hasher.hash(password)?;
-        let id = self.inner.store.create_user(&NewUser {
-            username: name.as_str(),
-            role,
-            password_hash: &hash,
-            created_ms: self.now(),
-        })?;
-        self.audit(
-            AuthEventKind::UserCreated,
-            Some(name.as_str()),
-            None,
-            format!("role {role}, by {}", Self::actor(by)),
-        );
-        Ok(UserInfo {
-            id,
-            username: name.as_str().to_owned(),
-            role,
-        })
-    }
-
-    /// All accounts (admin).
-    pub fn list_users(&self, by: Option<&Caller>) -> Result<Vec<UserInfo>, AuthError> {
-        Self::admin(by)?;
-        Ok(self
-            .inner
-            .store
-            .list_users()?
-            .iter()
-            .map(UserInfo::from)
-            .collect())
-    }
-
-    /// Changes an account's role (admin); the last admin stays an admin.
-    pub fn set_role(
-        &self,
-        by: Option<&Caller>,
-        username: &str,
-        role: Role,
-    ) -> Result<(), AuthError> {
-        Self::admin(by)?;
-        let user = self.user(username)?;
-        if user.role == Role::Admin && role != Role::Admin && self.inner.store.count_admins()? <= 1
-        {
-            return Err(AuthError::LastAdmin);
-        }
-        self.inner.store.set_role(user.id, role)?;
-        self.audit(
-            AuthEventKind::RoleChanged,
-            Some(username),
-            None,
-            format!("{} -> {role}, by {}", user.role, Self::actor(by)),
-        );
-        Ok(())
-    }
-
-    /// Sets a new password (the account itself or an admin) and ends the
-    /// account's sessions.
-    pub fn set_password(
-        &self,
-        by: Option<&Caller>,
-        username: &str,
-        password: &Secret,
-    ) -> Result<(), AuthError> {
-        if by.is_some_and(|c| c.user != username) {
-            Self::admin(by)?;
-        }
-        check_password(password)?;
-        let user = self.user(username)?;
-        let hash = self.inner.hasher.hash(password)?;
-        self.inner.store.set_password_hash(user.id, &hash)?;
-        self.inner.store.delete_user_sessions(user.id)?;
-        self.audit(
-            AuthEventKind::PasswordChanged,
-            Some(username),
-            None,
-            format!("by {}", Self::actor(by)),
-        );
-        Ok(())
-    }
-
-    /// Deletes an account with its sessions and tokens (admin); the last
-    /// admin cannot be deleted.
-    pub fn delete_user(&self, by: Option<&Caller>, username: &str) -> Result<(), AuthError> {
-        Self::admin(by)?;
-        let user = self.user(username)?;
-        if user.role == Role::Admin && self.inner.store.count_admins()? <= 1 {
-            return Err(AuthError::LastAdmin);
-        }
-        self.inner.store.delete_user(user.id)?;
-        self.audit(
-            AuthEventKind::UserDeleted,
-            Some(username),
-            None,
-            format!("by {}", Self::actor(by)),
-        );
-        Ok(())
-    }
-
     /// The throttle, for inspection.
     pub fn throttle(&self) -> &Throttle {
         &self.inner.throttle
-    }
-}
-
-fn locked_text(l: &Locked) -> String {
-    match l {
-        Locked::Address(ip, d) => format!("address {ip} locked for {} s", d.as_secs().max(1)),
-        Locked::Account(name, d) => {
-            format!("account {:?} locked for {} s", name, d.as_secs().max(1))
-        }
     }
 }

@@ -3,11 +3,12 @@
 //! - [`account`]: roles, username and password rules, argon2id hashes.
 //! - [`store`]: the storage trait; [`sqlite`] implements it.
 //! - [`token`]: random tokens and their hashed, stored form.
-//! - [`session`]: session lifetimes and the cookie.
+//! - [`session`]: login, session lifetimes and the cookie.
 //! - [`csrf`]: CSRF tokens and the origin check.
 //! - [`api_token`]: bearer tokens for scripts.
 //! - [`throttle`]: login throttling per address and per account.
-//! - [`setup`]: the first-run setup token file.
+//! - [`setup`]: first-run setup and its one-time token file.
+//! - [`users`]: account management.
 //! - [`audit`]: authentication audit events and the application's hook.
 //! - [`auth`]: the service tying these together, [`Auth`].
 //! - [`http`]: the axum layer, extractors and routes.
@@ -22,22 +23,21 @@ pub mod csrf;
 pub mod http;
 pub mod secret;
 pub mod session;
-mod setup;
+pub mod setup;
 pub mod sqlite;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod users;
 
 pub use account::{HashParams, Role};
-pub use api_token::{API_TOKEN_PREFIX, NewApiToken, Scope};
+pub use api_token::{API_TOKEN_PREFIX, ApiTokenInfo, NewApiToken, Scope};
 pub use audit::{AuditHook, AuthEvent, AuthEventKind};
-pub use auth::{
-    ApiTokenInfo, Auth, AuthBuilder, AuthConfig, AuthError, Caller, Login, UserInfo, Via,
-};
+pub use auth::{Auth, AuthBuilder, AuthConfig, AuthError, Caller, UserInfo, Via};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use http::{AuthLayer, ClientAddr, RequireLayer};
 pub use secret::Secret;
-pub use session::SessionConfig;
+pub use session::{Login, SessionConfig};
 pub use sqlite::SqliteStore;
 pub use store::{AuthStore, StoreError};
 pub use throttle::ThrottleConfig;
