@@ -5,9 +5,39 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A password or other secret. Debug and Display print `<redacted>`; it has no Serialize,
-/// so it cannot reach a log or a JSON answer by accident.
-#[derive(Clone, PartialEq, Eq)]
+/// so it cannot reach a log or a JSON answer by accident. Equality takes the same time
+/// wherever two secrets differ, so comparing one with a guess leaks nothing.
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
+}
+
+impl Eq for Secret {}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
+    }
+}
+
+/// Read from a request body or a file; never written back out.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {

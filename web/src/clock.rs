@@ -2,22 +2,20 @@
 //! Unix epoch, injectable so tests move time instead of sleeping.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A source of "now" in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
 }
 
-/// The system's wall clock.
+/// The system's wall clock, as the rest of the workspace reads it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        i64::try_from(infra::clock::now_ms()).unwrap_or(i64::MAX)
     }
 }
 
