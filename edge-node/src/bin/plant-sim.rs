@@ -6,11 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use edge_node::simulator::{Simulator, SimulatorConfig, control};
+use infra::Exit;
 use tokio::io::{AsyncWriteExt, BufReader};
 
 #[derive(Debug, Parser)]
@@ -45,26 +47,43 @@ fn parse_bench_map(text: &str) -> Result<(usize, usize), String> {
     Ok((units, registers))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     infra::logging::init();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(run(args));
-    // The stdin reader blocks in a read that cannot be cancelled; do not wait for it.
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    result
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = match (&args.config, args.bench_map) {
-        (Some(path), _) => SimulatorConfig::load(path)?,
-        (None, Some((units, registers))) => SimulatorConfig::bench_map(units, registers)?,
-        (None, None) => SimulatorConfig::default_plant(),
+    let loaded = match (&args.config, args.bench_map) {
+        (Some(path), _) => SimulatorConfig::load(path),
+        (None, Some((units, registers))) => SimulatorConfig::bench_map(units, registers),
+        (None, None) => Ok(SimulatorConfig::default_plant()),
+    };
+    let mut config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadInput.into();
+        }
     };
     if let Some(tick_ms) = args.tick_ms {
         config.tick_ms = tick_ms;
     }
-    let simulator = Simulator::start(&config, args.listen).await?;
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(config, args.listen));
+            // The stdin reader blocks in a read that cannot be cancelled; do not wait for it.
+            runtime.shutdown_timeout(Duration::from_millis(200));
+            result
+        });
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("plant-sim: {e:#}");
+            Exit::RuntimeFailure.into()
+        }
+    }
+}
+
+async fn run(config: SimulatorConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let simulator = Simulator::start(&config, listen).await?;
     // Installed before announcing readiness, so a SIGTERM right after it is not fatal.
     let shutdown =
         infra::shutdown::signal().context("installing the SIGTERM and SIGINT handlers")?;
