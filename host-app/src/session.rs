@@ -17,7 +17,9 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, Outgoing, Publish,
     PublishOptions, QoS, SubscribeFilter,
 };
-use sparkplug::{AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic};
+use sparkplug::{
+    AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic, filter, names,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
@@ -26,9 +28,6 @@ use crate::history::{HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMet
 use crate::mqtt::now_ms;
 use crate::shared::{HostEvent, HostShared};
 use crate::tracker::{Action, MetricRegistry, NodeId};
-
-/// The metric an NCMD sets to ask an edge node for a new birth.
-pub const REBIRTH_METRIC: &str = "Node Control/Rebirth";
 
 /// Pause before reconnecting after the broker is lost.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -86,7 +85,7 @@ impl Publisher {
 
     /// Asks an edge node to publish its births again.
     pub async fn rebirth(&self, node: &NodeId) -> Result<(), String> {
-        let metric = Metric::new(REBIRTH_METRIC, true).with_timestamp(now_ms());
+        let metric = Metric::new(names::NODE_CONTROL_REBIRTH, true).with_timestamp(now_ms());
         self.command(node, None, vec![metric]).await
     }
 }
@@ -99,7 +98,7 @@ struct StoreRegistry {
 
 impl MetricRegistry for StoreRegistry {
     fn register(&mut self, key: &MetricKey, meta: &MetricMeta) -> Option<MetricId> {
-        // Blocking, but only on births (rare) and SQLite answers in microseconds.
+        // Under the tracker lock: the store answers from memory, never waiting for a commit.
         match self.store.register_metric(key, meta) {
             Ok(id) => {
                 self.keys.insert(id, key.clone());
@@ -215,7 +214,7 @@ impl Session {
                 self.born = false;
                 // One SUBSCRIBE for both, so its SUBACK means both are in place.
                 let filters = [
-                    SubscribeFilter::new("spBv1.0/#".to_owned(), QoS::AtLeastOnce),
+                    SubscribeFilter::new(filter::NAMESPACE_ALL.to_owned(), QoS::AtLeastOnce),
                     SubscribeFilter::new(self.state_topic.clone(), QoS::AtLeastOnce),
                 ];
                 if let Err(e) = self.client.subscribe_many(filters).await {
