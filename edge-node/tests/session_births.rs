@@ -268,8 +268,9 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
     host.publish(&topic("NCMD", None), vec![0x0a, 0xff], false)
         .await;
 
-    // Accepted, by alias: the register changes and the value comes back.
-    let write = Payload::new(1).with_metric(Metric::aliased(setpoint, 777u16));
+    // Accepted, by alias alone (no name, no datatype, as a 3.0 host sends it): the
+    // register changes and the value comes back.
+    let write = Payload::new(1).with_metric(Metric::aliased(setpoint, 777u16).without_datatype());
     host.publish(&dcmd, write.encode_to_vec().unwrap(), false)
         .await;
     let back = host

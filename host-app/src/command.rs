@@ -1,6 +1,6 @@
 //! Operator writes: a value for one metric of an edge node or device, checked against
-//! the metric's birth datatype, published as NCMD/DCMD (name, and alias when the birth
-//! gave one) and recorded in the audit log whatever the outcome.
+//! the metric's birth datatype, published as NCMD/DCMD (by alias alone when the birth
+//! gave one, else by name) and recorded in the audit log whatever the outcome.
 
 use infra::clock::now_ms;
 use serde::Deserialize;
@@ -164,11 +164,17 @@ fn check_target(shared: &HostShared, request: &WriteRequest) -> Result<Metric, W
     })?;
     let value = json_to_value(&request.value, datatype)
         .map_err(|reason| WriteError::BadRequest(format!("`value`: {reason}")))?;
-    let mut metric = Metric::new(m.name.clone(), value).with_timestamp(now_ms());
-    if let Some(alias) = m.alias {
-        metric = metric.with_alias(alias);
+    Ok(command_metric(&m.name, m.alias, value).with_timestamp(now_ms()))
+}
+
+/// An NCMD/DCMD metric: by alias only when the birth gave one (no name, no datatype:
+/// tck-id-payloads-alias-data-cmd-requirement, tck-id-payloads-metric-datatype-not-req),
+/// else by name with its datatype.
+pub fn command_metric(name: &str, alias: Option<u64>, value: Value) -> Metric {
+    match alias {
+        Some(alias) => Metric::aliased(alias, value).without_datatype(),
+        None => Metric::new(name, value),
     }
-    Ok(metric)
 }
 
 /// A JSON value as a Sparkplug value of `datatype`, refused when it does not fit.
@@ -257,5 +263,19 @@ mod tests {
             Ok(Value::UInt64(u64::MAX))
         );
         assert!(json_to_value(&json!([1]), DataType::Int32Array).is_err());
+    }
+
+    #[test]
+    fn an_aliased_command_metric_carries_the_alias_alone() {
+        let m = command_metric("Setpoint", Some(2), Value::UInt16(75));
+        assert_eq!(
+            (m.name.as_deref(), m.alias, m.datatype),
+            (None, Some(2), None)
+        );
+        let m = command_metric("Setpoint", None, Value::UInt16(75));
+        assert_eq!(
+            (m.name.as_deref(), m.alias, m.datatype),
+            (Some("Setpoint"), None, Some(DataType::UInt16))
+        );
     }
 }

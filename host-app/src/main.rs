@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         broker: String,
         /// MQTT topic filter.
-        #[arg(long, default_value = "spBv1.0/#")]
+        #[arg(long, default_value = sparkplug::filter::NAMESPACE_ALL)]
         topic: String,
         #[arg(long)]
         username: Option<String>,

@@ -20,7 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use infra::clock::now_ms;
 use infra::link::{LastWill, Link, LinkEvent, LinkOptions, QoS, Requests, SubscribeFilter};
-use sparkplug::{AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic};
+use sparkplug::{
+    AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic, filter, names,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -29,9 +31,6 @@ use crate::broker::{ConfigError, MqttEndpoint};
 use crate::history::{HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, Sample};
 use crate::shared::{HostEvent, HostShared};
 use crate::tracker::{Action, MetricRegistry, NodeId};
-
-/// The metric an NCMD sets to ask an edge node for a new birth.
-pub const REBIRTH_METRIC: &str = "Node Control/Rebirth";
 
 /// Pause before reconnecting after the broker is lost.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -93,7 +92,7 @@ impl Publisher {
 
     /// Asks an edge node to publish its births again.
     pub async fn rebirth(&self, node: &NodeId) -> Result<(), String> {
-        let metric = Metric::new(REBIRTH_METRIC, true).with_timestamp(now_ms());
+        let metric = Metric::new(names::NODE_CONTROL_REBIRTH, true).with_timestamp(now_ms());
         self.command(node, None, vec![metric]).await
     }
 }
@@ -106,7 +105,7 @@ struct StoreRegistry {
 
 impl MetricRegistry for StoreRegistry {
     fn register(&mut self, key: &MetricKey, meta: &MetricMeta) -> Option<MetricId> {
-        // Blocking, but only on births (rare) and SQLite answers in microseconds.
+        // Under the tracker lock: the store answers from memory, never waiting for a commit.
         match self.store.register_metric(key, meta) {
             Ok(id) => {
                 self.keys.insert(id, key.clone());
@@ -252,7 +251,7 @@ impl Session {
                 self.born = false;
                 // One SUBSCRIBE for both, so its SUBACK means both are in place.
                 let filters = [
-                    SubscribeFilter::new("spBv1.0/#".to_owned(), QoS::AtLeastOnce),
+                    SubscribeFilter::new(filter::NAMESPACE_ALL.to_owned(), QoS::AtLeastOnce),
                     SubscribeFilter::new(self.state_topic.clone(), QoS::AtLeastOnce),
                 ];
                 if let Some(link) = &self.link
@@ -300,7 +299,7 @@ impl Session {
                 }
             }
             Ok(AnyTopic::Edge(edge)) => {
-                let payload = match Payload::decode_envelope(&publish.payload, &self.limits) {
+                let payload = match Payload::decode_with(&publish.payload, &self.limits) {
                     Ok(payload) => payload,
                     Err(e) => {
                         warn!(topic, error = %e, "undecodable payload ignored");

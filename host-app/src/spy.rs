@@ -1,7 +1,8 @@
 //! `host-app spy`: subscribe to any broker and print every Sparkplug message as one JSON
 //! line (topic parts and the decoded payload; STATE as its JSON; an undecodable payload
-//! as a line with the error), bounded by a message count and a duration. Births seen are
-//! remembered, so DATA and CMD metrics sent by alias are printed with their names.
+//! as a line with the error), bounded by a message count and a duration. A compressed
+//! payload (DEFLATE or GZIP) is inflated and its line says `"compression"`. Births seen
+//! are remembered, so DATA and CMD metrics sent by alias are printed with their names.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,7 +12,7 @@ use infra::link::{Credentials, Link, LinkEvent, QoS};
 use infra::tls::ClientTls;
 use infra::url::MqttUrl;
 use serde_json::{Map, Value as Json, json};
-use sparkplug::{AnyTopic, DecodeLimits, MessageType, Payload, State};
+use sparkplug::{AnyTopic, DecodeLimits, MessageType, Payload, State, compression};
 
 use crate::broker::{ConfigError, MqttEndpoint, Secret};
 
@@ -193,7 +194,7 @@ pub fn message_json(
             if let Some(device) = t.device_id() {
                 line.insert("device".into(), json!(device));
             }
-            match Payload::decode_envelope(payload, limits) {
+            match decode_noting_compression(payload, limits, &mut line) {
                 Ok(mut p) => {
                     let resolved = births.observe(
                         t.group_id(),
@@ -208,7 +209,7 @@ pub fn message_json(
                     line.insert("payload".into(), crate::json::payload(&p));
                 }
                 Err(e) => {
-                    line.insert("error".into(), json!(e.to_string()));
+                    line.insert("error".into(), json!(e));
                     line.insert("bytes".into(), json!(payload.len()));
                 }
             }
@@ -234,6 +235,22 @@ pub fn message_json(
         }
     }
     Json::Object(line)
+}
+
+/// Decodes a payload, inflating a compressed envelope; says in `line` that the payload
+/// came compressed and with which algorithm (`"compression": "GZIP"`).
+fn decode_noting_compression(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    line: &mut Map<String, Json>,
+) -> Result<Payload, String> {
+    let outer = Payload::decode_envelope(bytes, limits).map_err(|e| e.to_string())?;
+    if !compression::is_compressed(&outer) {
+        return Ok(outer);
+    }
+    let algorithm = compression::algorithm_of(&outer).map_err(|e| e.to_string())?;
+    line.insert("compression".into(), json!(algorithm.name()));
+    compression::decompress(&outer, limits).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -322,5 +339,36 @@ mod tests {
         assert_eq!(line["payload"]["metrics"][0]["name"], "Speed");
         assert_eq!(line["payload"]["metrics"][0]["datatype"], "Int32");
         assert_eq!(line["payload"]["metrics"][0]["value"], 9);
+    }
+
+    #[test]
+    fn compressed_payloads_are_inflated_and_noted() {
+        let limits = DecodeLimits::default();
+        let mut births = Births::default();
+        let inner = Payload::new(3).with_metric(sparkplug::Metric::new("Level", 2.5f64));
+        let mut bytes = Vec::new();
+        inner
+            .encode_compressed(sparkplug::Algorithm::Deflate, &mut bytes)
+            .unwrap();
+        let line = message_json("spBv1.0/G/NDATA/E", &bytes, false, &limits, &mut births);
+        assert_eq!(line["compression"], "DEFLATE");
+        assert_eq!(line["payload"]["metrics"][0]["name"], "Level");
+        assert_eq!(line["payload"]["metrics"][0]["value"], 2.5);
+
+        let mut corrupt = sparkplug::compress(&inner, sparkplug::Algorithm::Gzip).unwrap();
+        corrupt.body = Some(vec![1, 2, 3]);
+        let line = message_json(
+            "spBv1.0/G/NDATA/E",
+            &corrupt.encode_to_vec().unwrap(),
+            false,
+            &limits,
+            &mut births,
+        );
+        assert_eq!(line["compression"], "GZIP");
+        assert!(line["error"].as_str().unwrap().contains("GZIP"), "{line}");
+
+        let plain = inner.encode_to_vec().unwrap();
+        let line = message_json("spBv1.0/G/NDATA/E", &plain, false, &limits, &mut births);
+        assert!(line.get("compression").is_none());
     }
 }

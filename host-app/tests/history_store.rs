@@ -211,6 +211,9 @@ fn metric_keys_map_to_stable_ids_and_keep_their_birth_metadata() {
         .unwrap();
     assert_ne!(n, d);
 
+    // Registration answers from memory; the rows reach the file with the next sample
+    // commit, a checkpoint, or when the store closes.
+    t.store.checkpoint().unwrap();
     t.reopen();
     // A new birth re-registers with changed metadata: same id, metadata updated.
     assert_eq!(

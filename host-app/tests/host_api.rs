@@ -7,8 +7,10 @@ mod common;
 use common::*;
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
+use prost::Message as _;
 use serde_json::json;
-use sparkplug::{Metric, MetricValue, PropertySet, Value};
+use sparkplug::{DataType, Metric, MetricValue, PropertySet, Value, pb};
+use system_tests::mqtt::Recorder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
@@ -119,9 +121,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     cmd.assert_command_form();
     let payload = cmd.sparkplug();
     assert_eq!(payload.metrics.len(), 1);
-    let m = &payload.metrics[0];
-    assert_eq!(m.name.as_deref(), Some("Setpoint"));
-    assert_eq!(m.alias, Some(2));
+    let mut m = payload.metrics[0].clone();
+    assert_eq!((m.name.as_deref(), m.alias), (None, Some(2)));
+    m.resolve(DataType::UInt16).unwrap();
     assert_eq!(m.value, MetricValue::Value(Value::UInt16(75)));
 
     // A node metric goes out as an NCMD.
@@ -140,8 +142,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     let cmd = edge.next_matching("/NCMD/").await;
     assert_eq!(cmd.topic, "spBv1.0/Plant/NCMD/Edge1");
     cmd.assert_command_form();
-    let m = &cmd.sparkplug().metrics[0];
-    assert_eq!((m.name.as_deref(), m.alias), (Some("Temp"), Some(1)));
+    let mut m = cmd.sparkplug().metrics[0].clone();
+    assert_eq!((m.name.as_deref(), m.alias), (None, Some(1)));
+    m.resolve(DataType::Double).unwrap();
     assert_eq!(m.value, MetricValue::Value(Value::Double(19.5)));
 
     let (status, audit) = http(host.api_addr(), "GET", "/api/audit", None).await;
@@ -154,6 +157,67 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     assert_eq!(entry["value"], 75);
     assert_eq!(entry["outcome"], "sent");
     assert_eq!(entry["id"], reply["audit_id"]);
+    host.stop().await.unwrap();
+}
+
+/// The raw protobuf metric of a command as it crossed the broker (the typed model would
+/// hide a name or datatype field that is present but empty).
+fn wire_metric(bytes: &[u8]) -> pb::payload::Metric {
+    let payload = pb::Payload::decode(bytes).expect("a Sparkplug protobuf payload");
+    assert_eq!(payload.metrics.len(), 1);
+    payload.metrics.into_iter().next().unwrap()
+}
+
+/// Sparkplug 3.0: a command to an aliased metric carries the alias only, no name
+/// (tck-id-payloads-alias-data-cmd-requirement) and no datatype
+/// (tck-id-payloads-metric-datatype-not-req); a metric born without alias goes by name.
+#[tokio::test]
+async fn aliased_writes_carry_the_alias_alone_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born(dir.path()).await;
+    let mut wire = Recorder::start(broker_addr(&host).port(), "wire", "spBv1.0/+/+/Edge1/#").await;
+    let write = |device: Option<&str>, metric: &str, value: serde_json::Value| {
+        let mut body = json!({
+            "group": "Plant", "node": "Edge1", "metric": metric, "value": value, "user": "bob"
+        });
+        if let Some(d) = device {
+            body["device"] = json!(d);
+        }
+        let addr = host.api_addr();
+        async move {
+            let (status, reply) = http(addr, "POST", "/api/write", Some(&body.to_string())).await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    };
+
+    write(Some("Pump"), "Running", json!(false)).await;
+    let dcmd = wire.next_kind("DCMD").await;
+    assert_eq!(dcmd.topic, "spBv1.0/Plant/DCMD/Edge1/Pump");
+    let m = wire_metric(&dcmd.payload);
+    assert_eq!(m.alias, Some(3));
+    assert_eq!(m.name, None, "DCMD by alias carries no name");
+    assert_eq!(m.datatype, None, "DCMD by alias carries no datatype");
+    assert_eq!(
+        m.value,
+        Some(pb::payload::metric::Value::BooleanValue(false))
+    );
+
+    write(None, "Temp", json!(21.25)).await;
+    let ncmd = wire.next_kind("NCMD").await;
+    assert_eq!(ncmd.topic, "spBv1.0/Plant/NCMD/Edge1");
+    let m = wire_metric(&ncmd.payload);
+    assert_eq!((m.alias, m.name, m.datatype), (Some(1), None, None));
+    assert_eq!(
+        m.value,
+        Some(pb::payload::metric::Value::DoubleValue(21.25))
+    );
+
+    // The host's own Rebirth request names its metric: it has no alias.
+    edge.ndata(vec![Metric::aliased(77, 1.0f64)]).await;
+    let rebirth = wire.next_kind("NCMD").await;
+    let m = wire_metric(&rebirth.payload);
+    assert_eq!(m.name.as_deref(), Some("Node Control/Rebirth"));
+    assert_eq!(m.alias, None);
     host.stop().await.unwrap();
 }
 

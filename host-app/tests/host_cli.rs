@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
-use sparkplug::{Metric, State};
+use serde_json::json;
+use sparkplug::{Algorithm, BdSeq, Metric, Payload, Seq, State};
 
 fn host_app() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-app"))
@@ -177,6 +178,99 @@ async fn spy_prints_each_message_as_a_json_line() {
     assert_eq!(junk["device"], "D");
     assert!(junk["error"].is_string(), "{junk}");
     host.stop().await.unwrap();
+}
+
+/// A GZIP-compressed NBIRTH and a DEFLATE-compressed NDATA through Mosquitto: the spy
+/// prints the inflated metrics and says how each payload came.
+#[tokio::test]
+async fn spy_inflates_compressed_payloads_and_says_so() {
+    let broker = system_tests::Mosquitto::start();
+    let mut spy = tokio::process::Command::new(env!("CARGO_BIN_EXE_host-app"))
+        .args([
+            "spy",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{}", broker.port()),
+            "--topic",
+            "spBv1.0/Z/#",
+            "--count",
+            "2",
+            "--duration",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(spy.stderr.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(line.contains("subscribed"), "{line}");
+
+    let birth = Payload::new(now())
+        .with_seq(Seq::new(0))
+        .with_metric(BdSeq::new(0).to_metric(now()))
+        .with_metric(Metric::new("Flow", 12.5f64).with_alias(7));
+    let data = Payload::new(now())
+        .with_seq(Seq::new(1))
+        .with_metric(Metric::aliased(7, 13.0f64).without_datatype());
+    let mut gzip = Vec::new();
+    birth.encode_compressed(Algorithm::Gzip, &mut gzip).unwrap();
+    let mut deflate = Vec::new();
+    data.encode_compressed(Algorithm::Deflate, &mut deflate)
+        .unwrap();
+    let options = rumqttc::MqttOptions::new("zipper", ("127.0.0.1", broker.port()));
+    let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
+    let qos1 = rumqttc::PublishOptions::new(rumqttc::QoS::AtLeastOnce);
+    client
+        .publish("spBv1.0/Z/NBIRTH/E", gzip, qos1)
+        .await
+        .unwrap();
+    client
+        .publish("spBv1.0/Z/NDATA/E", deflate, qos1)
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        for _ in 0..20 {
+            if eventloop.poll().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let out = tokio::time::timeout(WAIT, spy.wait_with_output())
+        .await
+        .expect("spy stops after --count")
+        .unwrap();
+    drive.abort();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let nbirth = &lines[0];
+    assert_eq!(nbirth["type"], "NBIRTH", "{nbirth}");
+    assert_eq!(nbirth["compression"], "GZIP");
+    assert_eq!(nbirth["payload"]["seq"], 0);
+    let flow = &nbirth["payload"]["metrics"][1];
+    assert_eq!((&flow["name"], &flow["alias"]), (&json!("Flow"), &json!(7)));
+    assert_eq!(flow["value"], 12.5);
+    assert!(nbirth["payload"].get("body").is_none(), "{nbirth}");
+    let ndata = &lines[1];
+    assert_eq!(ndata["type"], "NDATA", "{ndata}");
+    assert_eq!(ndata["compression"], "DEFLATE");
+    assert_eq!(
+        ndata["payload"]["metrics"][0]["name"], "Flow",
+        "named through the birth"
+    );
+    assert_eq!(ndata["payload"]["metrics"][0]["value"], 13.0);
 }
 
 #[tokio::test]

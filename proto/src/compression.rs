@@ -122,11 +122,13 @@ impl Payload {
     }
 }
 
-pub(crate) fn is_compressed(p: &Payload) -> bool {
+/// Whether a payload (as decoded by [`Payload::decode_envelope`]) is a compressed envelope.
+pub fn is_compressed(p: &Payload) -> bool {
     p.uuid.as_deref() == Some(COMPRESSED_UUID)
 }
 
-fn algorithm_of(p: &Payload) -> Result<Algorithm, CompressionError> {
+/// The algorithm a compressed envelope names (DEFLATE when it names none, as in Tahu).
+pub fn algorithm_of(p: &Payload) -> Result<Algorithm, CompressionError> {
     let Some(m) = p.metric(ALGORITHM_METRIC) else {
         return Ok(Algorithm::Deflate);
     };

@@ -6,6 +6,7 @@
 //!   say where) and [`Payload::encode`] (into a reused `Vec<u8>`).
 //! - [`DataType`]: the spec's datatype codes and names.
 //! - [`Topic`], [`StateTopic`], [`MessageType`]: the topic namespace.
+//! - [`filter`]: the MQTT topic filters subscribers use (namespace, group, commands, STATE).
 //! - [`State`]: the 3.0 host STATE payload.
 //! - [`Seq`], [`BdSeq`]: the two 0..=255 wrapping counters.
 //! - [`AliasTable`]: name <-> alias from a birth.
@@ -36,6 +37,7 @@ pub mod compression;
 mod datatype;
 mod decode;
 mod encode;
+pub mod filter;
 mod model;
 pub mod names;
 pub mod pb;

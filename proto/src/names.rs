@@ -1,6 +1,7 @@
 //! Metric names the specification gives a meaning to.
 
-/// The birth/death sequence metric of NBIRTH and NDEATH (UInt64, 0..=255).
+/// The birth/death sequence metric of NBIRTH and NDEATH (0..=255, datatype
+/// [`BdSeq::DATATYPE`](crate::BdSeq::DATATYPE)).
 pub const BD_SEQ: &str = "bdSeq";
 
 /// Boolean metric every NBIRTH carries with value false; a host writes true in

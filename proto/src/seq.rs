@@ -102,13 +102,17 @@ impl BdSeq {
     /// The metric name in NBIRTH and NDEATH.
     pub const METRIC_NAME: &'static str = crate::names::BD_SEQ;
 
-    /// The `bdSeq` metric (datatype UInt64, as in the spec's examples).
+    /// The datatype of the `bdSeq` metric this library writes: Int64, as the spec's
+    /// NBIRTH/NDEATH examples and the reference implementation send it.
+    pub const DATATYPE: crate::DataType = crate::DataType::Int64;
+
+    /// The `bdSeq` metric of an NBIRTH or NDEATH, of datatype [`BdSeq::DATATYPE`].
     pub fn to_metric(self, timestamp: u64) -> Metric {
-        Metric::new(Self::METRIC_NAME, u64::from(self.0)).with_timestamp(timestamp)
+        Metric::new(Self::METRIC_NAME, i64::from(self.0)).with_timestamp(timestamp)
     }
 
     /// Reads the `bdSeq` metric of an NBIRTH or NDEATH. Any integer datatype is
-    /// accepted (some implementations send Int64).
+    /// accepted (some implementations send UInt64).
     pub fn from_payload(payload: &crate::Payload) -> Result<BdSeq, BdSeqError> {
         let m = payload
             .metric(Self::METRIC_NAME)

@@ -66,13 +66,14 @@ fn bdseq_metric_round_trip() {
         .with_metric(BdSeq::new(255).to_metric(1));
     let m = &nbirth.metrics[0];
     assert_eq!(m.name.as_deref(), Some("bdSeq"));
-    assert_eq!(m.datatype, Some(DataType::UInt64));
+    assert_eq!(m.datatype, Some(DataType::Int64));
+    assert_eq!(m.datatype, Some(BdSeq::DATATYPE));
     let back = Payload::decode(&nbirth.encode_to_vec().unwrap()).unwrap();
     assert_eq!(BdSeq::from_payload(&back), Ok(BdSeq::new(255)));
     assert_eq!(back.seq, Some(0));
-    // Int64 (as some implementations send) is accepted; out of range is not.
-    let int64 = Payload::new(1).with_metric(Metric::new("bdSeq", 3i64));
-    assert_eq!(BdSeq::from_payload(&int64), Ok(BdSeq::new(3)));
+    // UInt64 (as some implementations send) is accepted; out of range is not.
+    let uint64 = Payload::new(1).with_metric(Metric::new("bdSeq", 3u64));
+    assert_eq!(BdSeq::from_payload(&uint64), Ok(BdSeq::new(3)));
     let big = Payload::new(1).with_metric(Metric::new("bdSeq", 256u64));
     assert!(matches!(
         BdSeq::from_payload(&big),

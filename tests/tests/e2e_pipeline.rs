@@ -183,8 +183,18 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
         "DCMD sent at {sent}"
     );
     assert_eq!(payload.metrics.len(), 1, "one metric written: {payload:?}");
-    let metric = &payload.metrics[0];
-    assert_eq!(metric.name.as_deref(), Some("Tank 1/Start Level"));
+    let mut metric = payload.metrics[0].clone();
+    // Sparkplug 3.0: a command to an aliased metric carries the alias alone.
+    let born = api.tree();
+    let alias = born
+        .metric(GROUP, NODE, Some("tank-farm"), "Tank 1/Start Level")
+        .and_then(|m| m["alias"].as_u64());
+    assert!(alias.is_some(), "the birth aliases Tank 1/Start Level");
+    assert_eq!((metric.name.as_deref(), metric.alias), (None, alias));
+    assert_eq!(metric.datatype, None, "no datatype by alias");
+    metric
+        .resolve(sparkplug::DataType::Float)
+        .expect("a Float value");
     assert_eq!(
         metric.typed_value().cloned(),
         Some(sparkplug::Value::Float(4.5)),

@@ -1,7 +1,7 @@
 //! NCMD and DCMD payloads turned into what the node should do. Anything malformed
 //! or unknown becomes a [`Refused`] entry with the reason, never a panic.
 
-use sparkplug::{DataType, Payload, Value};
+use sparkplug::{DataType, Payload, Value, names};
 
 use super::catalog::{Catalog, command_value, from_sparkplug};
 use super::metrics;
@@ -43,8 +43,12 @@ pub fn node_commands(bytes: &[u8]) -> Result<(Vec<NodeCommand>, Vec<Refused>), S
             .as_deref()
             .or_else(|| m.alias.and_then(metrics::name_of));
         let expected = match name {
-            Some(metrics::REBIRTH | metrics::NEXT_SERVER | metrics::REBOOT) => DataType::Boolean,
-            Some(metrics::SCAN_RATE) => DataType::Int64,
+            Some(
+                names::NODE_CONTROL_REBIRTH
+                | names::NODE_CONTROL_NEXT_SERVER
+                | names::NODE_CONTROL_REBOOT,
+            ) => DataType::Boolean,
+            Some(names::NODE_CONTROL_SCAN_RATE) => DataType::Int64,
             _ => {
                 refused.push(Refused {
                     metric: label(m),
@@ -65,9 +69,9 @@ pub fn node_commands(bytes: &[u8]) -> Result<(Vec<NodeCommand>, Vec<Refused>), S
         };
         match (name, value) {
             (_, Value::Boolean(false)) => {}
-            (Some(metrics::REBIRTH), _) => commands.push(NodeCommand::Rebirth),
-            (Some(metrics::NEXT_SERVER), _) => commands.push(NodeCommand::NextServer),
-            (Some(metrics::REBOOT), _) => commands.push(NodeCommand::Reboot),
+            (Some(names::NODE_CONTROL_REBIRTH), _) => commands.push(NodeCommand::Rebirth),
+            (Some(names::NODE_CONTROL_NEXT_SERVER), _) => commands.push(NodeCommand::NextServer),
+            (Some(names::NODE_CONTROL_REBOOT), _) => commands.push(NodeCommand::Reboot),
             (_, Value::Int64(ms)) if ms > 0 => commands.push(NodeCommand::ScanRate(ms)),
             (_, v) => refused.push(Refused {
                 metric: label(m),
@@ -128,19 +132,19 @@ mod tests {
     fn rebirth_and_friends_are_recognised() {
         let bytes = encode(
             Payload::new(1)
-                .with_metric(Metric::new(metrics::REBIRTH, true))
+                .with_metric(Metric::new(names::NODE_CONTROL_REBIRTH, true))
                 .with_metric(Metric::aliased(
-                    metrics::alias_of(metrics::SCAN_RATE).unwrap(),
+                    metrics::alias_of(names::NODE_CONTROL_SCAN_RATE).unwrap(),
                     500i64,
                 ))
-                .with_metric(Metric::new(metrics::REBOOT, false))
-                .with_metric(Metric::new(metrics::NEXT_SERVER, 1i32))
+                .with_metric(Metric::new(names::NODE_CONTROL_REBOOT, false))
+                .with_metric(Metric::new(names::NODE_CONTROL_NEXT_SERVER, 1i32))
                 .with_metric(Metric::new("Bogus", true)),
         );
         let (commands, refused) = node_commands(&bytes).unwrap();
         assert_eq!(commands, [NodeCommand::Rebirth, NodeCommand::ScanRate(500)]);
         assert_eq!(refused.len(), 2);
-        assert_eq!(refused[0].metric, metrics::NEXT_SERVER);
+        assert_eq!(refused[0].metric, names::NODE_CONTROL_NEXT_SERVER);
         assert_eq!(refused[1].metric, "Bogus");
     }
 

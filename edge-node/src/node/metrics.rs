@@ -2,15 +2,14 @@
 //! can trend (link, traffic, polling, store-and-forward queue). All are in NBIRTH;
 //! NDATA carries those that changed since they were last sent.
 
+use sparkplug::names::{
+    NODE_CONTROL_NEXT_SERVER, NODE_CONTROL_REBIRTH, NODE_CONTROL_REBOOT, NODE_CONTROL_SCAN_RATE,
+};
 use sparkplug::{Metric, Payload, Value};
 
 use super::forwarder::ForwarderStats;
 
-/// The Rebirth request: Boolean, no alias (hosts send it by name).
-pub const REBIRTH: &str = "Node Control/Rebirth";
-pub const NEXT_SERVER: &str = "Node Control/Next Server";
-pub const REBOOT: &str = "Node Control/Reboot";
-pub const SCAN_RATE: &str = "Node Control/Scan Rate";
+// Node Control names are the spec's (`sparkplug::names`); the rest are this node's own.
 pub const SOFTWARE_VERSION: &str = "Properties/Software Version";
 pub const HARDWARE: &str = "Properties/Hardware";
 pub const LINK_STATE: &str = "Link/State";
@@ -35,9 +34,9 @@ const ALIASED_COUNT: usize = 17;
 
 /// The node metrics with aliases, in birth order (Rebirth, alias-less, comes first).
 const ALIASED: [&str; ALIASED_COUNT] = [
-    NEXT_SERVER,
-    REBOOT,
-    SCAN_RATE,
+    NODE_CONTROL_NEXT_SERVER,
+    NODE_CONTROL_REBOOT,
+    NODE_CONTROL_SCAN_RATE,
     SOFTWARE_VERSION,
     HARDWARE,
     LINK_STATE,
@@ -118,7 +117,7 @@ impl NodeMetrics {
     pub fn birth(&mut self, status: &NodeStatus, now: u64, payload: &mut Payload) {
         payload
             .metrics
-            .push(Metric::new(REBIRTH, false).with_timestamp(now));
+            .push(Metric::new(NODE_CONTROL_REBIRTH, false).with_timestamp(now));
         let values = status.values();
         for (i, (name, value)) in ALIASED.iter().zip(values.iter()).enumerate() {
             payload.metrics.push(
@@ -174,7 +173,7 @@ mod tests {
         let mut birth = Payload::new(1);
         m.birth(&status(), 1, &mut birth);
         assert_eq!(birth.metrics.len(), ALIASED_COUNT + 1);
-        let rebirth = birth.metric(REBIRTH).unwrap();
+        let rebirth = birth.metric(NODE_CONTROL_REBIRTH).unwrap();
         assert_eq!(rebirth.alias, None);
         assert_eq!(rebirth.typed_value(), Some(&Value::Boolean(false)));
         assert_eq!(
@@ -188,6 +187,9 @@ mod tests {
         assert_eq!(ndata.metrics.len(), 1);
         assert_eq!(ndata.metrics[0].alias, alias_of(BYTES_SENT));
         assert_eq!(ndata.metrics[0].name, None);
-        assert_eq!(name_of(alias_of(REBOOT).unwrap()), Some(REBOOT));
+        assert_eq!(
+            name_of(alias_of(NODE_CONTROL_REBOOT).unwrap()),
+            Some(NODE_CONTROL_REBOOT)
+        );
     }
 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infra::link::{LastWill, QoS};
-use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic};
+use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic, filter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -283,21 +283,21 @@ impl EdgeNode {
 
     /// The node's NCMD topic, subscribed at connect and again as the liveness probe.
     fn ncmd_filter(&self) -> String {
-        self.publisher.topic(MessageType::NCmd, None)
+        let sparkplug = &self.config.sparkplug;
+        filter::node_commands(&sparkplug.group_id, &sparkplug.edge_node_id).unwrap_or_default()
     }
 
+    /// NCMD, DCMD of every device and the Primary Host's STATE (ids were validated with
+    /// the configuration, so none is skipped in practice).
     fn topic_filters(&self) -> Vec<String> {
         let g = &self.config.sparkplug.group_id;
         let n = &self.config.sparkplug.edge_node_id;
-        let mut filters = vec![self.ncmd_filter(), format!("spBv1.0/{g}/DCMD/{n}/+")];
-        if let Some(host) = &self.config.sparkplug.primary_host_id {
-            let mut topic = String::new();
-            if let Ok(t) = StateTopic::new(host.as_str()) {
-                t.write_to(&mut topic);
-                filters.push(topic);
-            }
-        }
-        filters
+        let host = self.config.sparkplug.primary_host_id.as_deref();
+        [filter::node_commands(g, n), filter::device_commands(g, n)]
+            .into_iter()
+            .chain(host.map(filter::state))
+            .filter_map(Result::ok)
+            .collect()
     }
 
     /// One MQTT session; returns how it ended and whether births were published.
@@ -881,12 +881,6 @@ impl EdgeNode {
     async fn births(&mut self, link: &Link, bd_seq: BdSeq) -> Result<(), PublishError> {
         let now = now_ms();
         let mut nbirth = Payload::new(now).with_metric(bd_seq.to_metric(now));
-        // bdSeq as Int64, like the will.
-        if let Some(m) = nbirth.metrics.first_mut() {
-            m.value =
-                sparkplug::MetricValue::Value(sparkplug::Value::Int64(i64::from(bd_seq.value())));
-            m.datatype = Some(sparkplug::DataType::Int64);
-        }
         let status = self.status(link);
         self.node_metrics.birth(&status, now, &mut nbirth);
         self.publisher

@@ -75,13 +75,9 @@ impl Publisher {
         }
     }
 
-    /// The NDEATH payload: a timestamp and the bdSeq metric (Int64), no seq.
+    /// The NDEATH payload: a timestamp and the bdSeq metric, no seq.
     pub fn ndeath_payload(bd_seq: BdSeq, now: u64) -> Vec<u8> {
-        let mut metric = bd_seq.to_metric(now);
-        metric.value =
-            sparkplug::MetricValue::Value(sparkplug::Value::Int64(i64::from(bd_seq.value())));
-        metric.datatype = Some(sparkplug::DataType::Int64);
-        let payload = Payload::new(now).with_metric(metric);
+        let payload = Payload::new(now).with_metric(bd_seq.to_metric(now));
         // A payload of one scalar metric always encodes.
         payload.encode_to_vec().unwrap_or_default()
     }

@@ -61,7 +61,9 @@ pub use writer::{HistoryWriter, WriterConfig, WriterStats, WriterTask};
 /// docs for how async code drives them.
 pub trait HistoryStore: Send + Sync {
     /// Registers a metric (or updates its birth metadata) and returns its compact id; the
-    /// same key always maps to the same id.
+    /// same key always maps to the same id. Called under the host's tracker lock at every
+    /// birth, so it must answer without waiting for a commit in flight (the SQLite store
+    /// answers from memory and writes the row with the next sample commit).
     fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId>;
 
     /// The id of a registered metric, if any.

@@ -1,6 +1,7 @@
 //! The embedded SQLite history backend: one writer connection (ingest, retention, audit
-//! appends, metric registration), a small pool of read-only connections, and a checkpoint
-//! thread, in WAL mode so trend queries read a snapshot while ingest commits.
+//! appends), a small pool of read-only connections, a checkpoint thread, and the metric
+//! catalog in memory (registration never waits for the writer; see `catalog`), in WAL
+//! mode so trend queries read a snapshot while ingest commits.
 //!
 //! Settings, and why:
 //! - `journal_mode = WAL`, `synchronous = NORMAL` by default: a commit is an append to the
@@ -15,6 +16,7 @@
 //!   pages) and are folded into `samples` (keyed by metric, time) every minute or 64k rows;
 //!   queries read both. See `schema` for why: flash wear on gateways.
 
+mod catalog;
 mod checkpoint;
 mod codec;
 mod schema;
@@ -25,9 +27,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
-};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Row, TransactionBehavior, params};
 
 use super::HistoryStore;
 use super::error::{HistoryError, Result};
@@ -71,6 +71,8 @@ pub struct SqliteStore {
     size_cutoff: Mutex<Option<i64>>,
     /// Locked after `writer`, like `size_cutoff`.
     fold: Mutex<FoldState>,
+    /// Every registered metric; locked alone or after `writer`, never held across SQL.
+    catalog: Mutex<catalog::Catalog>,
     checkpoint_gate: checkpoint::CheckpointGate,
     /// Declared last: its connection closes last and folds the WAL into the file.
     _checkpointer: checkpoint::Checkpointer,
@@ -133,6 +135,8 @@ impl SqliteStore {
         check_schema(&path, &conn)?;
         // Samples left recent by the previous run go where queries expect most of them.
         fold_recent(&mut conn).map_err(|e| sql_error(&path, "fold recent samples", e))?;
+        let catalog =
+            catalog::Catalog::load(&conn).map_err(|e| sql_error(&path, "load metrics", e))?;
         let checkpoint_gate = checkpoint::CheckpointGate::default();
         let checkpointer = checkpoint::Checkpointer::start(
             &path,
@@ -149,6 +153,7 @@ impl SqliteStore {
                 rows: 0,
                 last: Instant::now(),
             }),
+            catalog: Mutex::new(catalog),
             checkpoint_gate,
             _checkpointer: checkpointer,
         };
@@ -164,12 +169,14 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Copies the WAL into the database file and truncates the WAL, so the file size on
+    /// Writes the metrics registered since the last commit, copies the WAL into the
+    /// database file and truncates the WAL, so the file holds everything and its size on
     /// disk is the database size (for tools, backups and size checks). Fails if a reader
     /// holds an old snapshot past the busy timeout. Routine checkpoints need no call.
     pub fn checkpoint(&self) -> Result<()> {
         let _gate = lock(&self.checkpoint_gate);
-        let conn = lock(&self.writer);
+        let mut conn = lock(&self.writer);
+        write_registered(&mut conn, &self.catalog).map_err(self.sql("write registered metrics"))?;
         let busy: i64 = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
             .map_err(self.sql("checkpoint"))?;
@@ -314,83 +321,46 @@ impl SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    /// Metrics registered with no sample since are written before the file closes.
+    fn drop(&mut self) {
+        let conn = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = write_registered(conn, &self.catalog) {
+            tracing::warn!(path = %self.path.display(), error = %e, "registered metrics without samples not written at close");
+        }
+    }
+}
+
+/// Writes (and forgets) the catalog's pending rows in a transaction of their own.
+fn write_registered(
+    conn: &mut Connection,
+    catalog: &Mutex<catalog::Catalog>,
+) -> rusqlite::Result<()> {
+    let pending = lock(catalog).pending();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    catalog::write(&tx, &pending)?;
+    tx.commit()?;
+    lock(catalog).written(pending.len());
+    Ok(())
+}
+
 impl HistoryStore for SqliteStore {
     fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId> {
-        let conn = lock(&self.writer);
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO metrics (group_id, edge_node_id, device_id, name, datatype, units) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (group_id, edge_node_id, device_id, name) \
-                 DO UPDATE SET datatype = excluded.datatype, units = excluded.units \
-                 RETURNING id",
-            )
-            .map_err(self.sql("register metric"))?;
-        let id = stmt
-            .query_row(
-                params![
-                    key.group_id,
-                    key.edge_node_id,
-                    key.device_id.as_deref().unwrap_or(""),
-                    key.name,
-                    meta.datatype,
-                    meta.units
-                ],
-                |row| row.get(0),
-            )
-            .map_err(|e| sql_error(&self.path, "register metric", e))?;
-        Ok(MetricId(id))
+        Ok(lock(&self.catalog).register(key, meta))
     }
 
     fn resolve_metric(&self, key: &MetricKey) -> Result<Option<MetricId>> {
-        self.with_reader(|conn| {
-            conn.prepare_cached(
-                "SELECT id FROM metrics \
-                 WHERE group_id = ?1 AND edge_node_id = ?2 AND device_id = ?3 AND name = ?4",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        key.group_id,
-                        key.edge_node_id,
-                        key.device_id.as_deref().unwrap_or(""),
-                        key.name
-                    ],
-                    |row| row.get(0).map(MetricId),
-                )
-                .optional()
-            })
-            .map_err(self.sql("resolve metric"))
-        })
+        Ok(lock(&self.catalog).resolve(key))
     }
 
     fn metrics(&self) -> Result<Vec<MetricInfo>> {
-        self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, group_id, edge_node_id, device_id, name, datatype, units \
-                     FROM metrics ORDER BY id",
-                )
-                .map_err(self.sql("list metrics"))?;
-            stmt.query_map([], |row| {
-                let device_id: String = row.get(3)?;
-                Ok(MetricInfo {
-                    id: MetricId(row.get(0)?),
-                    key: MetricKey {
-                        group_id: row.get(1)?,
-                        edge_node_id: row.get(2)?,
-                        device_id: (!device_id.is_empty()).then_some(device_id),
-                        name: row.get(4)?,
-                    },
-                    meta: MetricMeta {
-                        datatype: row.get(5)?,
-                        units: row.get(6)?,
-                    },
-                })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(self.sql("list metrics"))
-        })
+        Ok(lock(&self.catalog).list())
     }
 
     fn append(&self, samples: &[Sample]) -> Result<AppendOutcome> {
@@ -407,6 +377,9 @@ impl HistoryStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin sample batch"))?;
+        // Metrics registered since the last commit, before the samples that use them.
+        let registered = lock(&self.catalog).pending();
+        catalog::write(&tx, &registered).map_err(self.sql("write registered metrics"))?;
         {
             let mut insert = tx
                 .prepare_cached(if direct {
@@ -447,6 +420,7 @@ impl HistoryStore for SqliteStore {
             }
         }
         tx.commit().map_err(self.sql("commit sample batch"))?;
+        lock(&self.catalog).written(registered.len());
         if direct {
             return Ok(outcome);
         }
