@@ -227,7 +227,14 @@ x = 1
             ],
             "{e}"
         );
-        assert_eq!(e.to_string().lines().count(), 7, "{e}");
+        let lines: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
+        assert!(
+            lines
+                .iter()
+                .zip(e.keys())
+                .all(|(line, key)| line.contains(key)),
+            "one line per problem, in order, each naming its key: {e}"
+        );
     }
 
     #[test]

@@ -109,12 +109,18 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct MetricState {
     pub name: String,
+    /// As the birth declared it; `None` only for a birth that left it out.
     pub datatype: Option<DataType>,
+    /// The `engUnit` property of the birth.
     pub units: Option<String>,
+    /// The alias DATA and commands use in place of the name.
     pub alias: Option<u64>,
-    pub id: Option<MetricId>,
-    pub value: Option<SampleValue>,
     pub quality: Quality,
+    /// The history store's id; `None` when registration failed (samples not kept).
+    pub id: Option<MetricId>,
+    /// The latest value; `None` until one is known or after a null.
+    pub value: Option<SampleValue>,
+    /// Timestamp of the latest value, ms since the Unix epoch.
     pub ts: u64,
 }
 

@@ -137,10 +137,14 @@ impl UserConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalConfig {
-    pub host: String,
-    pub port: Option<u16>,
     pub tls: Option<ExternalTlsConfig>,
+    /// Host name or address of the broker.
+    pub host: String,
+    /// 1883, or 8883 with TLS, when absent.
+    pub port: Option<u16>,
+    /// The host's login at the broker; none for an anonymous connection.
     pub username: Option<String>,
+    /// File holding the password (one trailing line break ignored).
     pub password_file: Option<PathBuf>,
 }
 
@@ -148,10 +152,10 @@ pub struct ExternalConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalTlsConfig {
-    /// PEM CA certificates the broker's certificate must chain to.
-    pub ca_file: PathBuf,
     /// Name checked against the broker's certificate (default: `host`).
     pub server_name: Option<String>,
+    /// PEM CA certificates the broker's certificate must chain to.
+    pub ca_file: PathBuf,
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
 }

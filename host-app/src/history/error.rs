@@ -9,18 +9,21 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
+    /// The file or server could not be opened at all.
     #[error("history database {path}: cannot open: {source}")]
     Open { path: PathBuf, source: BoxError },
 
-    #[error("history database {path}: not a history database or corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-
+    /// A read or write failed; `what` says which.
     #[error("history database {path}: {what}: {source}")]
     Backend {
         path: PathBuf,
         what: &'static str,
         source: BoxError,
     },
+
+    /// It opened, but what is there is not a history this build can read.
+    #[error("history database {path}: not a history database or corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
 
     #[error(
         "history database {path}: stored sample of metric {metric} at {ts} ms is invalid: {reason}"

@@ -189,13 +189,17 @@ impl TimeRange {
 pub struct Bucket {
     /// Start of the bucket, inclusive.
     pub start: TimestampMs,
+    /// Smallest numeric value: a spike stays visible however wide the bucket.
+    pub min: Option<f64>,
+    /// Largest numeric value.
+    pub max: Option<f64>,
+    /// Mean of the numeric values.
+    pub avg: Option<f64>,
     /// End of the bucket, exclusive.
     pub end: TimestampMs,
     /// All samples in the bucket, numeric or not.
     pub count: u64,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub avg: Option<f64>,
+    /// The latest sample, of any type.
     pub last: Sample,
 }
 
