@@ -12,13 +12,8 @@ use sparkplug::{DataType, Metric, MetricValue, Payload, Quality, Value};
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::Recorder;
 
-async fn node_on(port: u16, modbus_port: u16, extra: &str) -> edge_node::NodeHandle {
-    EdgeNode::start(node_config(&Setup {
-        servers: &[port],
-        modbus_port,
-        sparkplug_extra: extra,
-    }))
-    .unwrap()
+async fn node_on(config: EdgeConfig) -> edge_node::NodeHandle {
+    EdgeNode::start(load(&config)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +27,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
         .set_input_register(0, (-5i16) as u16)
         .unwrap();
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
 
     let nbirth = host.next_kind("NBIRTH").await;
     assert_eq!(nbirth.topic, topic("NBIRTH", None));
@@ -118,7 +113,7 @@ async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
         .unwrap();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(link.addr().port(), plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[link.addr().port()], plant.local_addr().port())).await;
 
     let mut births = Vec::new();
     for round in 0..3u64 {
@@ -158,10 +153,9 @@ async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("bdseq");
     std::fs::write(&state, "254\n").unwrap();
-    let extra = format!("state_file = {:?}", state.display().to_string());
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     for expected in [255u64, 0, 1] {
-        let node = node_on(broker, plant.local_addr().port(), &extra).await;
+        let node = node_on(boiler(&[broker], plant.local_addr().port()).state_file(&state)).await;
         let nbirth = host.next_kind("NBIRTH").await;
         assert_eq!(nbirth.bd_seq(), expected);
         node.shutdown().await.unwrap();
@@ -251,7 +245,7 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     let dbirth = host.next_kind("DBIRTH").await.sparkplug();
     let setpoint = alias_in(&dbirth, "setpoint");
     let temperature = alias_in(&dbirth, "Process/temperature");
@@ -316,7 +310,7 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     host.next_kind("DBIRTH").await;
     plant.stop_listening().await;
     plant.drop_connections();
@@ -343,7 +337,7 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     let nbirth = host.next_kind("NBIRTH").await.sparkplug();
     host.next_kind("DBIRTH").await;
     let scan_rate = alias_in(&nbirth, "Node Control/Scan Rate");
@@ -384,7 +378,7 @@ async fn reboot_restarts_the_mqtt_session_with_a_new_bdseq_and_traffic_is_counte
     let broker = start_rumqttd();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     let first = host.next_kind("NBIRTH").await;
     host.next_kind("DBIRTH").await;
     let reboot = Payload::new(1).with_metric(Metric::new("Node Control/Reboot", true));

@@ -14,14 +14,7 @@ use system_tests::mqtt::Recorder;
 
 /// An edge node `gw1` in `group` (the client id left to its default) with device `boiler`.
 fn config(group: &str, broker: u16, modbus: u16) -> Config {
-    node_config_in(
-        group,
-        &Setup {
-            servers: &[broker],
-            modbus_port: modbus,
-            sparkplug_extra: "",
-        },
-    )
+    load(&EdgeConfig::boiler(group, &[broker], modbus))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,11 +54,7 @@ impl Rig {
         let rec = Recorder::start(broker, "host", "spBv1.0/#").await;
         let dir = tempfile::tempdir().unwrap();
         let config = with_store(
-            node_config(&Setup {
-                servers: &[link.addr().port()],
-                modbus_port: plant.local_addr().port(),
-                sparkplug_extra: "",
-            }),
+            load(&boiler(&[link.addr().port()], plant.local_addr().port())),
             dir.path(),
         );
         Rig {
@@ -300,11 +296,7 @@ async fn samples_while_the_primary_host_is_offline_are_replayed_historical() {
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
     let dir = tempfile::tempdir().unwrap();
     let config = with_store(
-        node_config(&Setup {
-            servers: &[broker.port()],
-            modbus_port: plant.local_addr().port(),
-            sparkplug_extra: "primary_host_id = \"scada\"",
-        }),
+        load(&boiler(&[broker.port()], plant.local_addr().port()).primary_host("scada")),
         dir.path(),
     );
     host.publish(STATE_TOPIC, state(true, 1_000), true).await;

@@ -9,6 +9,8 @@ use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use serde_json::json;
 use sparkplug::{Metric, MetricValue, PropertySet, Value};
+use system_tests::http::Api;
+use system_tests::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
@@ -29,7 +31,7 @@ async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
     )
     .await;
     let shared = host.shared().clone();
-    wait_until("births tracked", || {
+    wait::until_async("births tracked", WAIT, || {
         shared
             .tracker()
             .node(&NodeId::new("Plant", "Edge1"))
@@ -44,7 +46,9 @@ async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
 async fn tree_shows_nodes_devices_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (host, _edge) = born(dir.path()).await;
-    let (status, tree) = http(host.api_addr(), "GET", "/api/tree", None).await;
+    let (status, tree) = Api::new(host.api_addr())
+        .call_async("GET", "/api/tree", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(tree["host_id"], "scada");
     assert_eq!(tree["connected"], true);
@@ -79,13 +83,18 @@ async fn history_returns_the_downsampled_trend() {
         .collect();
     edge.ndata(samples).await;
     let shared = host.shared().clone();
-    wait_until("NDATA applied", || shared.tracker().stats().messages >= 3).await;
+    wait::until_async("NDATA applied", WAIT, || {
+        shared.tracker().stats().messages >= 3
+    })
+    .await;
     host.flush().await.unwrap();
     let path = format!(
         "/api/history?metric=Plant/Edge1:Temp&from={t}&to={}&points=2",
         t + 1_000
     );
-    let (status, trend) = http(host.api_addr(), "GET", &path, None).await;
+    let (status, trend) = Api::new(host.api_addr())
+        .call_async("GET", &path, None)
+        .await;
     assert_eq!(status, 200, "{trend}");
     let points = trend["points"].as_array().unwrap();
     assert_eq!(points.len(), 2);
@@ -104,13 +113,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
         "group": "Plant", "node": "Edge1", "device": "Pump",
         "metric": "Setpoint", "value": 75, "user": "alice"
     });
-    let (status, reply) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, reply) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["message"], "DCMD");
 
@@ -128,13 +133,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     let body = json!({
         "group": "Plant", "node": "Edge1", "metric": "Temp", "value": 19.5, "user": "alice"
     });
-    let (status, node_reply) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, node_reply) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 200, "{node_reply}");
     assert_eq!(node_reply["message"], "NCMD");
     let cmd = edge.next_matching("/NCMD/").await;
@@ -144,7 +145,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     assert_eq!((m.name.as_deref(), m.alias), (Some("Temp"), Some(1)));
     assert_eq!(m.value, MetricValue::Value(Value::Double(19.5)));
 
-    let (status, audit) = http(host.api_addr(), "GET", "/api/audit", None).await;
+    let (status, audit) = Api::new(host.api_addr())
+        .call_async("GET", "/api/audit", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
     assert_eq!(audit["entries"][0]["metric"], "Plant/Edge1:Temp");
@@ -163,7 +166,9 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
     let (host, _edge) = born(dir.path()).await;
     let api = host.api_addr();
     let write = |body: serde_json::Value| async move {
-        http(api, "POST", "/api/write", Some(&body.to_string())).await
+        Api::new(api)
+            .call_async("POST", "/api/write", Some(&body.to_string()))
+            .await
     };
     let base = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
@@ -196,7 +201,9 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
     let (status, e) = write(with("user", json!(""))).await;
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().contains("user"), "{e}");
-    let (status, e) = http(api, "POST", "/api/write", Some("{not json")).await;
+    let (status, e) = Api::new(api)
+        .call_async("POST", "/api/write", Some("{not json"))
+        .await;
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().contains("request body"), "{e}");
     let (status, e) = write(json!({"group": "Plant"})).await;
@@ -214,15 +221,19 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
         ("/api/history?metric=Plant/Edge1:Temp&points=0", "points"),
         ("/api/audit?limit=-3", "limit"),
     ] {
-        let (status, e) = http(api, "GET", path, None).await;
+        let (status, e) = Api::new(api).call_async("GET", path, None).await;
         assert_eq!(status, 400, "{path}: {e}");
         assert!(e["error"].as_str().unwrap().contains(word), "{path}: {e}");
     }
-    let (status, _) = http(api, "GET", "/api/history?metric=Plant/Edge1:Nope", None).await;
+    let (status, _) = Api::new(api)
+        .call_async("GET", "/api/history?metric=Plant/Edge1:Nope", None)
+        .await;
     assert_eq!(status, 404);
 
     // Refused writes with a known user are in the audit log too.
-    let (_, audit) = http(api, "GET", "/api/audit?user=bob", None).await;
+    let (_, audit) = Api::new(api)
+        .call_async("GET", "/api/audit?user=bob", None)
+        .await;
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 5);
     assert!(entries.iter().all(|e| e["outcome"] == "rejected"));
@@ -235,7 +246,7 @@ async fn write_to_an_offline_device_is_a_conflict() {
     let (host, mut edge) = born(dir.path()).await;
     edge.ddeath("Pump").await;
     let shared = host.shared().clone();
-    wait_until("device offline", || {
+    wait::until_async("device offline", WAIT, || {
         shared
             .tracker()
             .node(&NodeId::new("Plant", "Edge1"))
@@ -247,13 +258,9 @@ async fn write_to_an_offline_device_is_a_conflict() {
         "group": "Plant", "node": "Edge1", "device": "Pump",
         "metric": "Setpoint", "value": 1, "user": "carol"
     });
-    let (status, e) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, e) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 409);
     assert!(e["error"].as_str().unwrap().contains("offline"), "{e}");
     host.stop().await.unwrap();
@@ -271,7 +278,7 @@ async fn events_stream_live_values_and_states() {
         .await
         .unwrap();
     let shared = host.shared().clone();
-    wait_until("listener subscribed", || shared.has_listeners()).await;
+    wait::until_async("listener subscribed", WAIT, || shared.has_listeners()).await;
     edge.ndata(vec![Metric::aliased(1, 33.5f64).with_timestamp(now())])
         .await;
     edge.ddeath("Pump").await;

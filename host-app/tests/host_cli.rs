@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use common::*;
 use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
 use sparkplug::{Metric, State};
+use system_tests::http::Api;
 
 fn host_app() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-app"))
@@ -170,7 +171,7 @@ async fn run_stops_cleanly_on_sigterm() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, tree) = http(api, "GET", "/api/tree", None).await;
+        let (_, tree) = Api::new(api).call_async("GET", "/api/tree", None).await;
         if tree["groups"][0]["nodes"][0]["node"] == "E" {
             break;
         }

@@ -11,6 +11,7 @@ use host_app::history::{MetricKey, Quality, SampleValue, TimeRange};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use sparkplug::{BdSeq, DataType, Metric, MetricValue, PropertySet, Seq, Value};
+use system_tests::wait;
 
 fn node_id() -> NodeId {
     NodeId::new("Plant", "Edge1")
@@ -36,7 +37,7 @@ async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
     )
     .await;
     let shared = host.shared().clone();
-    wait_until("births tracked", || {
+    wait::until_async("births tracked", WAIT, || {
         shared
             .tracker()
             .node(&node_id())
@@ -50,7 +51,7 @@ async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
 /// Waits until the Pump's Speed shows `value`.
 async fn wait_speed(host: &Host, value: i64) {
     let shared = host.shared().clone();
-    wait_until(&format!("Speed = {value}"), || {
+    wait::until_async(&format!("Speed = {value}"), WAIT, || {
         shared
             .tracker()
             .node(&node_id())
@@ -130,7 +131,7 @@ async fn ndeath_marks_node_and_devices_stale() {
     let (host, mut edge) = born(dir.path()).await;
     edge.ndeath(edge.bd_seq).await;
     let shared = host.shared().clone();
-    wait_until("node offline", || {
+    wait::until_async("node offline", WAIT, || {
         shared.tracker().node(&node_id()).unwrap().state == Liveness::Offline
     })
     .await;
@@ -173,7 +174,7 @@ async fn ddeath_marks_the_device_stale() {
     let (host, mut edge) = born(dir.path()).await;
     edge.ddeath("Pump").await;
     let shared = host.shared().clone();
-    wait_until("device offline", || {
+    wait::until_async("device offline", WAIT, || {
         shared
             .tracker()
             .node(&node_id())

@@ -13,6 +13,7 @@ use host_app::shared::HostShared;
 use host_app::tracker::TrackerConfig;
 use rumqttc::{PublishOptions, QoS};
 use sparkplug::{Metric, State};
+use system_tests::wait;
 
 async fn embedded_broker() -> EmbeddedBroker {
     init_logs();
@@ -128,7 +129,7 @@ async fn host_restart_is_seen_as_state_offline_then_online() {
     edge.nbirth(vec![Metric::new("Temp", 20.5f64).with_alias(1)])
         .await;
     let shared = host.shared().clone();
-    wait_until("NBIRTH tracked", || {
+    wait::until_async("NBIRTH tracked", WAIT, || {
         shared
             .tracker()
             .node(&host_app::tracker::NodeId::new("G", "E"))

@@ -1,12 +1,15 @@
 //! What the cross-process tests share: where the workspace is and how to reach the
 //! independent implementations (Python tools in the project's venv) they talk to.
 
+pub mod config;
+pub mod http;
 pub mod linksim;
 pub mod mqtt;
 pub mod mqtt_proxy;
 pub mod pki;
 pub mod process;
 pub mod stack;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,10 +1,12 @@
 //! The project's own binaries as child processes: started with piped output that the
-//! test can wait on line by line, stopped with SIGTERM or SIGKILL, never left behind.
+//! test can wait on line by line and that is also written to a log file, stopped with
+//! SIGTERM or SIGKILL, never left behind. A test that panics prints each child's output.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A workspace binary (`plant-sim`, `edge-node`, `host-app`), built beside this test.
@@ -33,6 +35,7 @@ pub struct Proc {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     stdin: Option<ChildStdin>,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -56,6 +59,10 @@ impl Proc {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let log = log_path(name, child.id());
+        let file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("{name}: create {}: {e}", log.display()));
+        let file = Arc::new(Mutex::new(file));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
@@ -64,9 +71,13 @@ impl Proc {
             Box::new(stderr),
         ] {
             let tx = tx.clone();
+            let file = Arc::clone(&file);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
+                    if let Ok(mut file) = file.lock() {
+                        let _ = writeln!(file, "{line}");
+                    }
                     if tx.send(line).is_err() {
                         break;
                     }
@@ -80,7 +91,13 @@ impl Proc {
             lines,
             seen: Vec::new(),
             stdin,
+            log,
         }
+    }
+
+    /// The file every output line is written to (kept after the test).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// The child's process id.
@@ -189,5 +206,20 @@ impl Drop for Proc {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
         }
+        if std::thread::panicking() {
+            let name = self.name.clone();
+            let log = self.log.display().to_string();
+            eprintln!(
+                "--- {name} output (also in {log}) ---\n{}\n--- end of {name} ---",
+                self.output().join("\n")
+            );
+        }
     }
+}
+
+/// `<tmp>/system-tests-logs/<name>-<pid>.log`.
+fn log_path(name: &str, pid: u32) -> PathBuf {
+    let dir = std::env::temp_dir().join("system-tests-logs");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir.join(format!("{name}-{pid}.log"))
 }

@@ -28,10 +28,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use system_tests::free_port;
+use system_tests::http::Api;
 use system_tests::linksim::LinkSim;
 use system_tests::stack::{
-    Api, Broker, EdgeNode, GROUP, HOST_ID, HostApp, NODE, Plant, Tree, WAIT, now_ms, poll_until,
+    Broker, EdgeNode, GROUP, HOST_ID, HostApp, NODE, Plant, Tree, WAIT, now_ms,
 };
+use system_tests::wait;
 
 /// Tags per simulated Modbus unit (one edge device each): 100 registers, one read.
 const TAGS_PER_DEVICE: usize = 50;
@@ -537,7 +539,7 @@ impl Rig {
         let api = self.api;
         let mut last = None;
         // Drain the children's output as we go, so their pipes never fill.
-        let found = poll_until(timeout, || {
+        let found = wait::poll(timeout, || {
             self.host.output();
             self.edge.output();
             let tree = api.get("/api/tree").ok().map(Tree);
@@ -817,7 +819,7 @@ fn run(scenario: Scenario) {
     let last_tags: Vec<usize> = (0..scenario.devices())
         .map(|d| ((d + 1) * TAGS_PER_DEVICE).min(scenario.tags) - 1)
         .collect();
-    let caught_up = poll_until(WAIT, || {
+    let caught_up = wait::poll(WAIT, || {
         last_tags
             .iter()
             .all(|&tag| {

@@ -1,6 +1,6 @@
 //! Shared by the `host_*` tests: a host on a real broker and SQLite file, a scripted edge
-//! node (the `sparkplug` crate + rumqttc) publishing births, data and deaths, and a small
-//! HTTP client for the API. Every wait is bounded.
+//! node (the `sparkplug` crate + rumqttc) publishing births, data and deaths. Every wait is
+//! bounded.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -10,7 +10,6 @@ use host_app::config::HostConfig;
 use host_app::host::Host;
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, PublishOptions, QoS};
 use sparkplug::{BdSeq, Metric, Payload, Seq, State};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Upper bound for any single wait; never a speed assertion.
@@ -62,25 +61,13 @@ pub async fn start_host(dir: &std::path::Path, external: Option<SocketAddr>) -> 
     let config = HostConfig::from_toml(&config_text(dir, external)).unwrap();
     let host = Host::start(&config).await.unwrap();
     let shared = host.shared().clone();
-    wait_until("host connected", || shared.is_connected()).await;
+    system_tests::wait::until_async("host connected", WAIT, || shared.is_connected()).await;
     host
 }
 
 /// The broker address edge nodes use: the host's embedded plain listener.
 pub fn broker_addr(host: &Host) -> SocketAddr {
     host.broker().embedded().unwrap().plain_addr().unwrap()
-}
-
-/// Polls `check` every 10 ms until it holds, failing after [`WAIT`].
-pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// One message the edge node received.
@@ -304,53 +291,4 @@ impl ScriptedEdge {
 
 pub fn now() -> u64 {
     host_app::mqtt::now_ms()
-}
-
-/// A minimal HTTP/1.1 exchange (Connection: close): status and JSON body.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("no HTTP response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-    (status, json)
-}
-
-fn dechunk(mut text: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = text.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        text = &rest[n + 2..];
-    }
-    out
 }
