@@ -306,18 +306,9 @@ async fn api_refuses_to_start_on_a_taken_port() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let text = config_text(dir.path(), None).replace(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!("listen = \"{addr}\"\n"),
-    );
-    // The broker's own listen line comes first; only the API's is the last one.
-    let (head, tail) = text.rsplit_once("[api]").unwrap();
-    let text = format!(
-        "{}[api]{}",
-        head.replace(&format!("listen = \"{addr}\""), "listen = \"127.0.0.1:0\""),
-        tail
-    );
-    let config = host_app::config::HostConfig::from_toml(&text).unwrap();
+    let mut config = host_config(dir.path(), None);
+    config.api.listen = addr.to_string();
+    let config = host_app::config::HostConfig::from_toml(&config.to_toml()).unwrap();
     let e = Host::start(&config).await.err().expect("port is taken");
     let message = e.to_string();
     assert!(message.contains("already in use"), "{message}");

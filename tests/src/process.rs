@@ -117,6 +117,11 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{name}: write {line:?} to stdin: {e}"));
     }
 
+    /// Closes the child's stdin (it sees end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`...) to the child.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -141,6 +146,46 @@ impl Proc {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Proc::wait_exit`] inside an async test: the runtime keeps running (an in-process
+    /// broker the child talks to, say) while it waits.
+    pub async fn wait_exit_async(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(crate::wait::POLL).await;
+        }
+    }
+
+    /// [`Proc::wait_for_line`] inside an async test, the runtime running meanwhile.
+    pub async fn wait_for_line_async(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                let hit = pred(&line);
+                self.seen.push(line.clone());
+                if hit {
+                    return line;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no expected line within {timeout:?}; output so far:\n{}",
+                self.name,
+                self.seen.join("\n")
+            );
+            tokio::time::sleep(crate::wait::POLL).await;
         }
     }
 

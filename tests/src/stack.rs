@@ -118,20 +118,18 @@ pub struct Plant {
 
 impl Plant {
     pub fn start() -> Plant {
-        Self::spawn(None)
+        Self::start_args::<&str>(&[])
     }
 
     /// `plant-sim` serving the plant of a config file instead of the built-in one.
     pub fn start_config(config: &Path) -> Plant {
-        Self::spawn(Some(config))
+        Self::start_args(&["--config".as_ref(), config.as_os_str()])
     }
 
-    fn spawn(config: Option<&Path>) -> Plant {
+    /// `plant-sim --listen 127.0.0.1:0 ARGS`.
+    pub fn start_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Plant {
         let mut cmd = Command::new(bin("plant-sim"));
-        cmd.args(["--listen", "127.0.0.1:0"]);
-        if let Some(config) = config {
-            cmd.arg("--config").arg(config);
-        }
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn_with_stdin("plant-sim", cmd);
         let line = proc.wait_for_line(WAIT, |l| l.starts_with("listening on "));
         let port = line
@@ -146,13 +144,32 @@ impl Plant {
         self.port
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs one stdin command and returns its reply line (`ok ...` or `error: ...`).
+    pub fn reply(&mut self, command: &str) -> String {
+        self.proc.send_line(command);
+        self.proc.wait_for_line(WAIT, |l| {
+            l == "ok" || l.starts_with("ok ") || l.starts_with("error:")
+        })
+    }
+
+    /// Ends the command input; the plant keeps serving.
+    pub fn close_stdin(&mut self) {
+        self.proc.close_stdin();
+    }
+
+    /// SIGTERM; the exit status, `None` when it had to be killed.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.terminate(WAIT)
+    }
+
     /// Runs one stdin command and returns what follows `ok` in its reply; panics on
     /// `error: ...`.
     pub fn command(&mut self, command: &str) -> String {
-        self.proc.send_line(command);
-        let reply = self.proc.wait_for_line(WAIT, |l| {
-            l == "ok" || l.starts_with("ok ") || l.starts_with("error:")
-        });
+        let reply = self.reply(command);
         match reply.strip_prefix("ok") {
             Some(rest) => rest.trim().to_owned(),
             None => panic!("plant-sim `{command}`: {reply}"),

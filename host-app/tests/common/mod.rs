@@ -10,6 +10,7 @@ use host_app::config::HostConfig;
 use host_app::host::Host;
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, PublishOptions, QoS};
 use sparkplug::{BdSeq, Metric, Payload, Seq, State};
+use system_tests::config::host::{Broker, HostConfig as TestHostConfig};
 use tokio::sync::mpsc;
 
 /// Upper bound for any single wait; never a speed assertion.
@@ -28,37 +29,24 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A host configuration document: embedded broker on an OS-chosen port, or an external
+/// The test host's configuration: embedded broker on an OS-chosen port, or an external
 /// broker at `external`; history in `dir`.
-pub fn config_text(dir: &std::path::Path, external: Option<SocketAddr>) -> String {
+pub fn host_config(dir: &std::path::Path, external: Option<SocketAddr>) -> TestHostConfig {
     let broker = match external {
-        None => "[broker]\nmode = \"embedded\"\n[broker.embedded.plain]\nenabled = true\nlisten = \"127.0.0.1:0\"\n".to_owned(),
-        Some(addr) => format!(
-            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"{}\"\nport = {}\n",
-            addr.ip(),
-            addr.port()
-        ),
+        None => Broker::embedded(SocketAddr::from(([127, 0, 0, 1], 0))),
+        Some(addr) => Broker::external(addr),
     };
-    format!(
-        "{broker}
-[history]
-path = \"{}\"
-flush_interval_ms = 20
-[sparkplug]
-host_id = \"{HOST_ID}\"
-reorder_timeout_ms = {REORDER_MS}
-rebirth_min_interval_ms = 60000
-[api]
-listen = \"127.0.0.1:0\"
-",
-        dir.join("history.db").display()
-    )
+    let mut config = TestHostConfig::new(HOST_ID, broker, dir);
+    config.history.flush_interval_ms = Some(20);
+    config.sparkplug.reorder_timeout_ms = Some(REORDER_MS);
+    config.sparkplug.rebirth_min_interval_ms = Some(60_000);
+    config
 }
 
 /// Starts a host and waits until its STATE birth is out.
 pub async fn start_host(dir: &std::path::Path, external: Option<SocketAddr>) -> Host {
     init_logs();
-    let config = HostConfig::from_toml(&config_text(dir, external)).unwrap();
+    let config = HostConfig::from_toml(&host_config(dir, external).to_toml()).unwrap();
     let host = Host::start(&config).await.unwrap();
     let shared = host.shared().clone();
     system_tests::wait::until_async("host connected", WAIT, || shared.is_connected()).await;
