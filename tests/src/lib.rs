@@ -9,6 +9,7 @@ pub mod mqtt_proxy;
 pub mod pki;
 pub mod process;
 pub mod stack;
+pub mod strategies;
 pub mod wait;
 
 use std::path::PathBuf;

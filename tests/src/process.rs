@@ -5,9 +5,10 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use crate::wait;
 
 /// A workspace binary (`plant-sim`, `edge-node`, `host-app`), built beside this test.
 ///
@@ -137,31 +138,13 @@ impl Proc {
 
     /// Waits up to `timeout` for the child to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait::poll(timeout, || self.child.try_wait().ok().flatten())
     }
 
     /// [`Proc::wait_exit`] inside an async test: the runtime keeps running (an in-process
     /// broker the child talks to, say) while it waits.
     pub async fn wait_exit_async(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(crate::wait::POLL).await;
-        }
+        wait::poll_async(timeout, || self.child.try_wait().ok().flatten()).await
     }
 
     /// [`Proc::wait_for_line`] inside an async test, the runtime running meanwhile.
@@ -185,7 +168,7 @@ impl Proc {
                 self.name,
                 self.seen.join("\n")
             );
-            tokio::time::sleep(crate::wait::POLL).await;
+            tokio::time::sleep(wait::POLL).await;
         }
     }
 

@@ -47,23 +47,32 @@ pub fn until<R: Ready>(what: &str, timeout: Duration, probe: impl FnMut() -> R) 
         .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"))
 }
 
-/// [`until`] inside an async test: sleeps on the runtime between probes.
-pub async fn until_async<R: Ready>(
-    what: &str,
+/// [`poll`] inside an async test: sleeps on the runtime between probes.
+pub async fn poll_async<R: Ready>(
     timeout: Duration,
     mut probe: impl FnMut() -> R,
-) -> R::Value {
+) -> Option<R::Value> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(value) = probe().ready() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// [`until`] inside an async test.
+pub async fn until_async<R: Ready>(
+    what: &str,
+    timeout: Duration,
+    probe: impl FnMut() -> R,
+) -> R::Value {
+    poll_async(timeout, probe)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"))
 }
 
 /// [`until_async`] with a probe that awaits (e.g. a Modbus read); the panic shows the

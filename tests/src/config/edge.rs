@@ -9,7 +9,6 @@ pub struct EdgeConfig {
     pub sparkplug: Sparkplug,
     pub mqtt: Mqtt,
     pub modbus: Modbus,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<Store>,
 }
 
@@ -66,13 +65,10 @@ impl EdgeConfig {
 pub struct Sparkplug {
     pub group_id: String,
     pub edge_node_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_host_id: Option<String>,
     pub rebirth_debounce_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
     pub metrics_period_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hardware: Option<String>,
 }
 
@@ -93,12 +89,9 @@ impl Sparkplug {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Mqtt {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     pub keep_alive_s: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     pub startup_delay_max_ms: u64,
     pub backoff_min_ms: u64,
@@ -128,21 +121,14 @@ impl Default for Mqtt {
 /// One `[[mqtt.servers]]` entry: a URL, or a host and port.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Server {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<PathBuf>,
 }
 
@@ -197,50 +183,30 @@ impl ScanClass {
 pub struct Bus {
     pub name: String,
     pub transport: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub baud: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parity: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_bits: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_bits: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub inter_frame_delay_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Device {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unit_id: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_registers_per_request: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bits_per_request: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_gap: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offline_after_failures: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect_min_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect_max_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub use_multiple_writes: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
@@ -290,40 +256,24 @@ impl Default for Address {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Tag {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
     pub address: Address,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bit: Option<u8>,
     #[serde(rename = "type")]
     pub data_type: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub length: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scan_class: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub units: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub gain: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_max: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub eng_min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub eng_max: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub deadband: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub deadband_percent: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
@@ -366,20 +316,12 @@ impl Tag {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Store {
     pub path: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_age_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub overflow: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_bytes_per_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub synchronous: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_window_samples: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub persist_sent_window: Option<bool>,
 }

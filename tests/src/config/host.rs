@@ -41,9 +41,7 @@ impl HostConfig {
 pub struct Broker {
     /// `embedded` or `external`.
     pub mode: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded: Option<Embedded>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub external: Option<External>,
 }
 
@@ -79,17 +77,11 @@ impl Broker {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Embedded {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_payload_size: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub plain: Option<Plain>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsListener>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
@@ -106,62 +98,44 @@ pub struct TlsListener {
     pub listen: String,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<PathBuf>,
     /// `none`, `optional` or `required`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificates: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct User {
     pub username: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct External {
     pub host: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ExternalTls>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExternalTls {
     pub ca_file: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct History {
     pub path: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_capacity: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_size_mb: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_interval_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub synchronous: Option<String>,
 }
 
@@ -177,9 +151,7 @@ impl History {
 #[derive(Debug, Clone, Serialize)]
 pub struct Sparkplug {
     pub host_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reorder_timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rebirth_min_interval_ms: Option<u64>,
 }
 

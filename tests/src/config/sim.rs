@@ -4,7 +4,6 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_ms: Option<u64>,
     #[serde(rename = "unit", skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<Unit>,
@@ -20,9 +19,7 @@ impl SimConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Unit {
     pub id: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sizes: Option<Sizes>,
     #[serde(rename = "signal", skip_serializing_if = "Vec::is_empty")]
     pub signals: Vec<Signal>,
@@ -51,34 +48,21 @@ pub struct Signal {
     pub name: String,
     pub table: String,
     pub address: u16,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
     pub data_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scale: Option<f64>,
     pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub amplitude: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub period_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub start: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub duty: Option<f64>,
 }
 
