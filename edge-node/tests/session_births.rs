@@ -11,6 +11,7 @@ use session_support::*;
 use sparkplug::{DataType, Metric, MetricValue, Payload, Quality, Value};
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::Recorder;
+use system_tests::rumqttd;
 
 async fn node_on(config: EdgeConfig) -> edge_node::NodeHandle {
     EdgeNode::start(load(&config)).unwrap()
@@ -18,7 +19,7 @@ async fn node_on(config: EdgeConfig) -> edge_node::NodeHandle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     plant.bank(1).unwrap().set_holding_register(0, 42).unwrap();
     plant
@@ -107,7 +108,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let link = LinkSim::start(([127, 0, 0, 1], broker).into())
         .await
         .unwrap();
@@ -148,7 +149,7 @@ async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("bdseq");
@@ -168,7 +169,7 @@ async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnect() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let mut config = direct_config(broker, &plant);
@@ -216,7 +217,7 @@ async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_requests_inside_the_debounce_are_dropped() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = {
@@ -242,7 +243,7 @@ async fn rebirth_requests_inside_the_debounce_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_stop_it() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
@@ -307,7 +308,7 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
@@ -334,7 +335,7 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
@@ -375,7 +376,7 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_restarts_the_mqtt_session_with_a_new_bdseq_and_traffic_is_counted() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;

@@ -18,6 +18,7 @@ use sparkplug::{DataType, Payload, State, Value};
 use system_tests::Mosquitto;
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::{Message, Recorder};
+use system_tests::rumqttd;
 
 /// How long each counter value stays in the register (the scan is 100 ms).
 const HOLD: Duration = Duration::from_millis(300);
@@ -46,7 +47,7 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
-        let broker = start_rumqttd();
+        let broker = rumqttd::start();
         let link = LinkSim::start(([127, 0, 0, 1], broker).into())
             .await
             .unwrap();

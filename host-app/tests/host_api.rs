@@ -10,6 +10,8 @@ use host_app::tracker::{Liveness, NodeId};
 use serde_json::json;
 use sparkplug::{Metric, MetricValue, PropertySet, Value};
 use system_tests::http::Api;
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::stack::now_ms;
 use system_tests::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -77,7 +79,7 @@ async fn tree_shows_nodes_devices_and_metrics() {
 async fn history_returns_the_downsampled_trend() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born(dir.path()).await;
-    let t = now() - 10_000;
+    let t = now_ms() - 10_000;
     let samples: Vec<Metric> = (0..10)
         .map(|i| Metric::aliased(1, 10.0 * f64::from(i)).with_timestamp(t + i as u64 * 100))
         .collect();
@@ -279,7 +281,7 @@ async fn events_stream_live_values_and_states() {
         .unwrap();
     let shared = host.shared().clone();
     wait::until_async("listener subscribed", WAIT, || shared.has_listeners()).await;
-    edge.ndata(vec![Metric::aliased(1, 33.5f64).with_timestamp(now())])
+    edge.ndata(vec![Metric::aliased(1, 33.5f64).with_timestamp(now_ms())])
         .await;
     edge.ddeath("Pump").await;
     let mut text = String::new();

@@ -9,6 +9,7 @@ use common::*;
 use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
 use sparkplug::{Metric, State};
 use system_tests::http::Api;
+use system_tests::mqtt::ScriptedEdge;
 use system_tests::process::Proc;
 use system_tests::wait;
 
@@ -128,7 +129,7 @@ async fn spy_prints_each_message_as_a_json_line() {
 
 #[tokio::test]
 async fn run_stops_cleanly_on_sigterm() {
-    init_logs();
+    system_tests::logs::init();
     let dir = tempfile::tempdir().unwrap();
     // An external broker so the edge node outlives the host process.
     let mut broker_config = host_app::broker::EmbeddedConfig {

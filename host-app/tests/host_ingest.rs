@@ -11,6 +11,8 @@ use host_app::history::{MetricKey, Quality, SampleValue, TimeRange};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use sparkplug::{BdSeq, DataType, Metric, MetricValue, PropertySet, Seq, Value};
+use system_tests::mqtt::{Received, ScriptedEdge};
+use system_tests::stack::now_ms;
 use system_tests::wait;
 
 fn node_id() -> NodeId {
@@ -67,7 +69,7 @@ async fn wait_speed(host: &Host, value: i64) {
 /// timestamp).
 fn speed(value: i32) -> Metric {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| now() + 600_000); // after any birth of this run
+    let base = *BASE.get_or_init(|| now_ms() + 600_000); // after any birth of this run
     let mut m = Metric::aliased(2, value).with_timestamp(base + value as u64);
     m.datatype = None; // DATA usually leaves the datatype to the birth
     m
@@ -270,7 +272,7 @@ async fn unknown_alias_leads_to_a_rate_limited_rebirth() {
 async fn replayed_historical_samples_are_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born(dir.path()).await;
-    let t = now() - 60_000;
+    let t = now_ms() - 60_000;
     let window: Vec<Metric> = (0..5)
         .map(|i| {
             let mut m = Metric::aliased(2, 100 + i).with_timestamp(t + i as u64 * 1_000);

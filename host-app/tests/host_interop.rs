@@ -9,6 +9,8 @@ use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use sparkplug::{Metric, PropertySet, State};
 use system_tests::http::Api;
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::stack::now_ms;
 use system_tests::wait;
 
 async fn stored_values(host: &Host, key: &MetricKey) -> Vec<SampleValue> {
@@ -143,7 +145,7 @@ async fn host_works_through_mosquitto() {
         .await;
     edge.ddata(
         "Valve",
-        vec![Metric::aliased(2, true).with_timestamp(now() + 5)],
+        vec![Metric::aliased(2, true).with_timestamp(now_ms() + 5)],
     )
     .await;
     let shared = host.shared().clone();

@@ -13,10 +13,11 @@ use host_app::shared::HostShared;
 use host_app::tracker::TrackerConfig;
 use rumqttc::{PublishOptions, QoS};
 use sparkplug::{Metric, State};
+use system_tests::mqtt::ScriptedEdge;
 use system_tests::wait;
 
 async fn embedded_broker() -> EmbeddedBroker {
-    init_logs();
+    system_tests::logs::init();
     let mut config = EmbeddedConfig {
         plain: PlainListenerConfig {
             enabled: true,

@@ -4,10 +4,12 @@
 pub mod config;
 pub mod http;
 pub mod linksim;
+pub mod logs;
 pub mod mqtt;
 pub mod mqtt_proxy;
 pub mod pki;
 pub mod process;
+pub mod rumqttd;
 pub mod stack;
 pub mod strategies;
 pub mod wait;

@@ -1,9 +1,8 @@
-//! Shared parts of the edge-node session tests: an in-process rumqttd, a simulated Modbus
-//! plant and a config; the recording subscriber comes from `system_tests::mqtt`.
+//! Shared parts of the edge-node session tests: a simulated Modbus plant and the node's
+//! config; the broker (`system_tests::rumqttd`) and the recording subscriber
+//! (`system_tests::mqtt`) come from system-tests.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,50 +16,6 @@ pub const NODE: &str = "gw1";
 pub const DEVICE: &str = "boiler";
 /// Bounds every wait of the tests (the recorder's too).
 pub const WAIT: Duration = system_tests::mqtt::Recorder::WAIT;
-
-/// rumqttd in a thread of this process on a free loopback port (it runs until the
-/// test process exits; rumqttd cannot report the port it bound, so one is chosen first).
-pub fn start_rumqttd() -> u16 {
-    let port = system_tests::free_port();
-    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let server = rumqttd::ServerSettings {
-        name: "v4".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: rumqttd::ConnectionSettings {
-            connection_timeout_ms: 5_000,
-            max_payload_size: 1 << 20,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 100,
-            max_outgoing_packet_count: 1000,
-            max_segment_size: 1 << 20,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("v4".to_owned(), server)])),
-        ..Default::default()
-    };
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        let _ = broker.start();
-    });
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(listen).is_ok() {
-            return port;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("rumqttd did not listen on {port}");
-}
 
 /// A simulated Modbus TCP device (unit 1) with holding, input and coil tables.
 pub async fn start_plant() -> PlantServer {

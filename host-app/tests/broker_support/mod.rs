@@ -36,19 +36,8 @@ pub fn with_users(mut config: EmbeddedConfig, users: &[(&str, &str)]) -> Embedde
     config
 }
 
-/// Logs to the test's captured output, filtered by RUST_LOG (default: warnings).
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 pub async fn start(config: &EmbeddedConfig) -> EmbeddedBroker {
-    init_logs();
+    system_tests::logs::init();
     EmbeddedBroker::start(config).await.unwrap()
 }
 

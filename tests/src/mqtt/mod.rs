@@ -5,9 +5,11 @@
 //! end-to-end tests.
 
 mod recorder;
+mod scripted_edge;
 mod watcher;
 
 pub use recorder::Recorder;
+pub use scripted_edge::{Received, ScriptedEdge};
 pub use watcher::Watcher;
 
 use std::time::{Duration, Instant};
