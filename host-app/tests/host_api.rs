@@ -8,46 +8,26 @@ use common::*;
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use serde_json::json;
-use sparkplug::{Metric, MetricValue, PropertySet, Value};
+use sparkplug::{Metric, MetricValue, Value};
 use system_tests::http::Api;
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::stack::now_ms;
 use system_tests::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
-    let host = start_host(dir, None).await;
-    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Edge1", 0).await;
-    edge.nbirth(vec![
-        Metric::new("Temp", 20.5f64)
-            .with_alias(1)
-            .with_properties(PropertySet::new().with_eng_unit("degC")),
-    ])
-    .await;
-    edge.dbirth(
-        "Pump",
-        vec![
-            Metric::new("Setpoint", 50u16).with_alias(2),
-            Metric::new("Running", true).with_alias(3),
-        ],
-    )
-    .await;
-    let shared = host.shared().clone();
-    wait::until_async("births tracked", WAIT, || {
-        shared
-            .tracker()
-            .node(&NodeId::new("Plant", "Edge1"))
-            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Online))
-            .unwrap_or(false)
-    })
-    .await;
-    (host, edge)
+/// [`born`] with `Pump` holding Setpoint (UInt16, alias 2) and Running (Boolean, alias 3).
+async fn born_with_setpoint(dir: &std::path::Path) -> (Host, ScriptedEdge) {
+    let pump = vec![
+        Metric::new("Setpoint", 50u16).with_alias(2),
+        Metric::new("Running", true).with_alias(3),
+    ];
+    born(dir, 0, pump).await
 }
 
 #[tokio::test]
 async fn tree_shows_nodes_devices_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _edge) = born(dir.path()).await;
+    let (host, _edge) = born_with_setpoint(dir.path()).await;
     let (status, tree) = Api::new(host.api_addr())
         .call_async("GET", "/api/tree", None)
         .await;
@@ -78,7 +58,7 @@ async fn tree_shows_nodes_devices_and_metrics() {
 #[tokio::test]
 async fn history_returns_the_downsampled_trend() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let t = now_ms() - 10_000;
     let samples: Vec<Metric> = (0..10)
         .map(|i| Metric::aliased(1, 10.0 * f64::from(i)).with_timestamp(t + i as u64 * 100))
@@ -110,7 +90,7 @@ async fn history_returns_the_downsampled_trend() {
 #[tokio::test]
 async fn write_reaches_the_dcmd_topic_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let body = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
         "metric": "Setpoint", "value": 75, "user": "alice"
@@ -165,7 +145,7 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
 #[tokio::test]
 async fn bad_requests_are_refused_with_a_message_and_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _edge) = born(dir.path()).await;
+    let (host, _edge) = born_with_setpoint(dir.path()).await;
     let api = host.api_addr();
     let write = |body: serde_json::Value| async move {
         Api::new(api)
@@ -245,7 +225,7 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
 #[tokio::test]
 async fn write_to_an_offline_device_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     edge.ddeath("Pump").await;
     let shared = host.shared().clone();
     wait::until_async("device offline", WAIT, || {
@@ -271,7 +251,7 @@ async fn write_to_an_offline_device_is_a_conflict() {
 #[tokio::test]
 async fn events_stream_live_values_and_states() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let mut stream = tokio::net::TcpStream::connect(host.api_addr())
         .await
         .unwrap();

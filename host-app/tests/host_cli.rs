@@ -129,20 +129,9 @@ async fn spy_prints_each_message_as_a_json_line() {
 
 #[tokio::test]
 async fn run_stops_cleanly_on_sigterm() {
-    system_tests::logs::init();
     let dir = tempfile::tempdir().unwrap();
     // An external broker so the edge node outlives the host process.
-    let mut broker_config = host_app::broker::EmbeddedConfig {
-        plain: host_app::broker::PlainListenerConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        ..Default::default()
-    };
-    broker_config.validate().unwrap();
-    let broker = host_app::broker::EmbeddedBroker::start(&broker_config)
-        .await
-        .unwrap();
+    let broker = embedded_broker().await;
     let addr = broker.plain_addr().unwrap();
     let config = system_tests::config::write(
         &host_config(dir.path(), Some(addr)),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use host_app::history::{MetricKey, Quality, SampleValue, TimeRange};
+use host_app::history::{MetricKey, Quality, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use sparkplug::{Metric, PropertySet, State};
@@ -14,15 +14,8 @@ use system_tests::stack::now_ms;
 use system_tests::wait;
 
 async fn stored_values(host: &Host, key: &MetricKey) -> Vec<SampleValue> {
-    host.flush().await.unwrap();
-    let store = host.shared().store.clone();
-    let id = store
-        .resolve_metric(key)
-        .unwrap()
-        .expect("metric registered");
-    store
-        .range(id, TimeRange::new(0, u64::MAX >> 2), 1_000)
-        .unwrap()
+    stored(host, key, 1_000)
+        .await
         .into_iter()
         .map(|s| s.value)
         .collect()

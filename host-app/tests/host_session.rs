@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use host_app::broker::{EmbeddedBroker, EmbeddedConfig, MqttEndpoint, PlainListenerConfig};
+use host_app::broker::MqttEndpoint;
 use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
 use host_app::session::Session;
 use host_app::shared::HostShared;
@@ -15,19 +15,6 @@ use rumqttc::{PublishOptions, QoS};
 use sparkplug::{Metric, State};
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::wait;
-
-async fn embedded_broker() -> EmbeddedBroker {
-    system_tests::logs::init();
-    let mut config = EmbeddedConfig {
-        plain: PlainListenerConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        ..EmbeddedConfig::default()
-    };
-    config.validate().unwrap();
-    EmbeddedBroker::start(&config).await.unwrap()
-}
 
 /// A client that publishes one message and disconnects.
 async fn publish(addr: std::net::SocketAddr, topic: &str, payload: Vec<u8>, retain: bool) {

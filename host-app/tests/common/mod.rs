@@ -5,9 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use host_app::broker::EmbeddedBroker;
 use host_app::config::HostConfig;
+use host_app::history::{MetricKey, Sample, TimeRange};
 use host_app::host::Host;
+use host_app::tracker::{Liveness, NodeId};
+use sparkplug::{Metric, PropertySet};
 use system_tests::config::host::{Broker, HostConfig as TestHostConfig};
+use system_tests::mqtt::ScriptedEdge;
 
 /// Upper bound for any single wait; never a speed assertion.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -42,4 +47,51 @@ pub async fn start_host(dir: &std::path::Path, external: Option<SocketAddr>) -> 
 /// The broker address edge nodes use: the host's embedded plain listener.
 pub fn broker_addr(host: &Host) -> SocketAddr {
     host.broker().embedded().unwrap().plain_addr().unwrap()
+}
+
+/// A host, and an edge node `Plant/Edge1` (bdSeq `bd_seq`) with an NBIRTH of `Temp`
+/// (alias 1, degC) and a DBIRTH of `Pump` with `pump`, both tracked by the host.
+pub async fn born(dir: &std::path::Path, bd_seq: u8, pump: Vec<Metric>) -> (Host, ScriptedEdge) {
+    let host = start_host(dir, None).await;
+    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Edge1", bd_seq).await;
+    edge.nbirth(vec![
+        Metric::new("Temp", 20.5f64)
+            .with_alias(1)
+            .with_properties(PropertySet::new().with_eng_unit("degC")),
+    ])
+    .await;
+    edge.dbirth("Pump", pump).await;
+    let shared = host.shared().clone();
+    system_tests::wait::until_async("births tracked", WAIT, || {
+        shared
+            .tracker()
+            .node(&NodeId::new("Plant", "Edge1"))
+            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Online))
+            .unwrap_or(false)
+    })
+    .await;
+    (host, edge)
+}
+
+/// Every stored sample of `key` (at most `limit`), after a flush.
+pub async fn stored(host: &Host, key: &MetricKey, limit: u32) -> Vec<Sample> {
+    host.flush().await.unwrap();
+    let store = host.shared().store.clone();
+    let id = store
+        .resolve_metric(key)
+        .unwrap()
+        .expect("metric registered");
+    store
+        .range(id, TimeRange::new(0, u64::MAX >> 2), limit)
+        .unwrap()
+}
+
+/// An embedded broker alone, on an OS-chosen port, configured as the test host's is.
+pub async fn embedded_broker() -> EmbeddedBroker {
+    system_tests::logs::init();
+    let text = host_config(std::path::Path::new("."), None).to_toml();
+    let config = HostConfig::from_toml(&text).unwrap();
+    EmbeddedBroker::start(&config.broker.embedded)
+        .await
+        .unwrap()
 }
