@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc as std_mpsc;
 
-use edge_node::modbus::{Acquisition, Event, Quality, Value};
-use modbus_support::{WAIT, layout, site, wait_for};
+use edge_node::modbus::{Acquisition, Quality, Value};
+use modbus_support::{WAIT, layout, site, wait_online};
 use serde_json::Value as Json;
 
 /// The pymodbus server process, killed by its own pid on drop.
@@ -131,11 +131,7 @@ async fn pymodbus_server_every_type_and_order_read_and_written() {
     }
     let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
     let h = acq.handle();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     for t in &tags {
         let name = t["name"].as_str().unwrap();
         let id = h.tag_id("py", name).unwrap();

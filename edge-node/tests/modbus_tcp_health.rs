@@ -10,7 +10,7 @@ use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
 use edge_node::simulator::{
     BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable, UnknownUnitReply,
 };
-use modbus_support::{site, wait_for};
+use modbus_support::{site, wait_for, wait_online};
 use system_tests::free_port;
 use tokio_modbus::ExceptionCode;
 
@@ -50,11 +50,7 @@ async fn planner_reads_300_registers_in_3_requests() {
     let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
     let h = acq.handle();
     let d = h.device_id("d").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.samples.len(), 225);
     assert_eq!(h.stats(d).requests, 3, "one full scan is three requests");
     // Let it scan a while; every scan costs exactly three requests.
@@ -85,11 +81,7 @@ async fn illegal_address_isolates_the_bad_tag_and_the_split_is_kept() {
     let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
     let h = acq.handle();
     let d = h.device_id("d").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     for i in 0..8u16 {
         let id = h.tag_id("d", &format!("r{i}")).unwrap();
         let s = online.samples.iter().find(|s| s.tag == id).unwrap();
@@ -316,11 +308,7 @@ async fn reconnects_after_the_server_restarts() {
     );
     bank.set_holding_register(0, 2).unwrap();
     srv.start_listening().await.unwrap();
-    let back = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let back = wait_online(&mut events).await;
     assert_eq!(
         (back.samples[0].quality, &back.samples[0].value),
         (Quality::Good, &Value::U16(2))
@@ -360,11 +348,7 @@ async fn a_device_down_at_start_up_comes_online_later() {
     plant.bank(1).unwrap().set_holding_register(0, 77).unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let srv = PlantServer::start(addr, Arc::new(plant)).await.unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.samples[0].value, Value::U16(77));
     acq.shutdown().await;
     srv.shutdown().await;

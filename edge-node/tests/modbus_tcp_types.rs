@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
 use edge_node::simulator::{BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable};
-use modbus_support::{WAIT, layout, site, wait_for};
+use modbus_support::{WAIT, layout, site, wait_for, wait_online};
 use tokio_modbus::ExceptionCode;
 
 /// Type name, value read, value written, big-endian bytes of both.
@@ -177,11 +177,7 @@ async fn every_type_and_order_reads_and_writes_over_tcp() {
     let site = site(&toml);
     let (acq, mut events) = Acquisition::start(site, Default::default());
     let handle = acq.handle();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.samples.len(), handle.site().tags.len());
     let value_of = |name: &str| {
         let id = handle.tag_id("dut", name).unwrap();
@@ -305,11 +301,7 @@ async fn scaled_tags_write_raw_and_devices_without_06_use_16_and_15() {
     let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
     let h = acq.handle();
     let level = h.tag_id("tank", "level").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     let s = online.samples.iter().find(|s| s.tag == level).unwrap();
     assert_eq!(s.value, Value::F64(50.0));
     h.write(level, Value::F64(12.5)).await.unwrap();

@@ -163,6 +163,17 @@ pub struct Modbus {
     pub devices: Vec<Device>,
 }
 
+impl Modbus {
+    /// A document holding only this `[modbus]` section (what the Modbus engine reads).
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Document<'a> {
+            modbus: &'a Modbus,
+        }
+        super::to_toml(&Document { modbus: self })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanClass {
     pub name: String,
