@@ -231,7 +231,7 @@ async fn embedded_mode_gives_a_loopback_endpoint() {
     );
     assert!(endpoint.tls.is_none() && endpoint.credentials.is_none());
     let options = rumqttc::MqttOptions::new("host", (endpoint.host.clone(), endpoint.port));
-    let (client, eventloop) = broker_support::connect(options).await;
-    broker_support::disconnect(client, eventloop).await;
+    let (client, eventloop) = system_tests::mqtt::client::connect(options).await;
+    system_tests::mqtt::client::disconnect(client, eventloop).await;
     broker.stop().await;
 }

@@ -7,6 +7,7 @@ mod broker_support;
 use broker_support::*;
 use host_app::broker::{ClientCertificates, EmbeddedConfig, EndpointTls, TlsListenerConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+use system_tests::mqtt::client::*;
 use system_tests::pki::Pki;
 
 fn tls_config(pki: &Pki, client_certificates: ClientCertificates) -> EmbeddedConfig {

@@ -4,6 +4,7 @@
 //! commands and STATE as a host would) and [`Watcher`] on a plain thread for the
 //! end-to-end tests.
 
+pub mod client;
 mod recorder;
 mod scripted_edge;
 mod watcher;
