@@ -12,7 +12,7 @@ use std::time::Duration;
 use edge_node::modbus::{Acquisition, Quality, Value};
 use edge_node::simulator::{BankSizes, Plant, PlantService};
 use modbus_support::{site, wait_online};
-use system_tests::config::edge::{Address, Bus, Device, Modbus, ScanClass, Tag};
+use system_tests::config::edge::{Bus, Device, Modbus, ScanClass, Tag};
 
 /// A socat process joining two pseudo-terminals; killed (by its own pid) on drop.
 struct PtyPair {
@@ -74,14 +74,9 @@ fn plant_with_unit_1() -> Arc<Plant> {
 
 /// `flow` (f32 CDAB at 40001) and `count` (u16 at 40003, writable), in 1-based notation.
 fn tags() -> Vec<Tag> {
-    let at = |name: &str, address: &str, data_type: &str| Tag {
-        table: None,
-        address: Address::Text(address.to_owned()),
-        ..Tag::new(name, "holding", 0, data_type)
-    };
     vec![
-        at("flow", "40001", "f32").order("CDAB"),
-        at("count", "40003", "u16").writable(),
+        Tag::numbered("flow", "40001", "f32").order("CDAB"),
+        Tag::numbered("count", "40003", "u16").writable(),
     ]
 }
 

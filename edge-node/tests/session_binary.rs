@@ -8,7 +8,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use session_support::*;
 use system_tests::Mosquitto;
-use system_tests::config::edge::{Address, Device, ScanClass, Server, Store, Tag};
+use system_tests::config::edge::{Device, ScanClass, Server, Store, Tag};
 use system_tests::mqtt::Recorder;
 use system_tests::process::Proc;
 
@@ -18,11 +18,7 @@ fn node(mqtt_port: u16, modbus_port: u16) -> EdgeConfig {
     let mut config = EdgeConfig::new(GROUP, NODE);
     config.mqtt.servers = vec![Server::url(format!("mqtt://127.0.0.1:{mqtt_port}"))];
     config.modbus.scan_classes = vec![ScanClass::new("fast", 100.0)];
-    let setpoint = Tag {
-        table: None,
-        address: Address::Text("40001".to_owned()),
-        ..Tag::new("setpoint", "holding", 0, "u16")
-    };
+    let setpoint = Tag::numbered("setpoint", "40001", "u16");
     config.modbus.devices = vec![Device {
         unit_id: None,
         ..Device::tcp(DEVICE, modbus_port, 1).tag(setpoint)

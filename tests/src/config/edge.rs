@@ -301,6 +301,16 @@ impl Tag {
         }
     }
 
+    /// `name` at a 1-based Modbus address (`"40001"`: holding register 0), no table.
+    pub fn numbered(name: &str, address: &str, data_type: &str) -> Tag {
+        Tag {
+            name: name.to_owned(),
+            address: Address::Text(address.to_owned()),
+            data_type: data_type.to_owned(),
+            ..Tag::default()
+        }
+    }
+
     /// `access = "read_write"`.
     pub fn writable(mut self) -> Self {
         self.access = Some("read_write".to_owned());
