@@ -61,6 +61,15 @@ impl Broker {
         }
     }
 
+    /// A document holding only this `[broker]` section.
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Document<'a> {
+            broker: &'a Broker,
+        }
+        super::to_toml(&Document { broker: self })
+    }
+
     /// An external broker at `addr`.
     pub fn external(addr: SocketAddr) -> Broker {
         Broker {
@@ -101,6 +110,18 @@ pub struct TlsListener {
     pub client_ca_file: Option<PathBuf>,
     /// `none`, `optional` or `required`.
     pub client_certificates: Option<String>,
+}
+
+impl TlsListener {
+    /// On an OS-picked loopback port with this certificate and key.
+    pub fn new(cert_file: &Path, key_file: &Path) -> TlsListener {
+        TlsListener {
+            listen: "127.0.0.1:0".to_owned(),
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            ..TlsListener::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
