@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use infra::link::{LastWill, Link, LinkError, QoS};
-use session_support::{Setup, node_config};
+use session_support::{boiler, load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_that_cannot_be_queued_for_a_keep_alive_fails_as_stalled() {
@@ -21,11 +21,7 @@ async fn a_publish_that_cannot_be_queued_for_a_keep_alive_fails_as_stalled() {
             held.push(socket);
         }
     });
-    let mut config = node_config(&Setup {
-        servers: &[port],
-        modbus_port: 1,
-        sparkplug_extra: "",
-    });
+    let mut config = load(&boiler(&[port], 1));
     config.mqtt.keep_alive = Duration::from_secs(1);
     let will = LastWill::new("spBv1.0/plant/NDEATH/gw1", vec![], QoS::AtLeastOnce, false);
     let link = Link::open(

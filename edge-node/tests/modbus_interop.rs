@@ -8,9 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc as std_mpsc;
 
-use edge_node::modbus::{Acquisition, Event, Quality, Value};
-use modbus_support::{WAIT, layout, site, wait_for};
+use edge_node::modbus::{Acquisition, Quality, Value};
+use modbus_support::{WAIT, layout, site, wait_online};
 use serde_json::Value as Json;
+use system_tests::config::edge::{Device, Modbus, ScanClass, Tag};
 
 /// The pymodbus server process, killed by its own pid on drop.
 struct PyServer {
@@ -113,29 +114,26 @@ async fn pymodbus_server_every_type_and_order_read_and_written() {
     let (mut py, hello) = PyServer::start();
     let port = hello["port"].as_u64().unwrap();
     let tags = hello["tags"].as_array().unwrap().clone();
-    let mut toml = format!(
-        "[[modbus.scan_classes]]\nname = \"s\"\nperiod_ms = 200\n\
-         [[modbus.devices]]\nname = \"py\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = {}\n\
-         [[modbus.devices.tags]]\nname = \"coil\"\naddress = \"00001\"\ntype = \"bool\"\naccess = \"read_write\"\n",
-        hello["unit"]
-    );
+    let mut py_device = Device::tcp("py", port as u16, hello["unit"].as_u64().unwrap() as u8)
+        .tag(Tag::numbered("coil", "00001", "bool").writable());
     for t in &tags {
         let ty = t["type"].as_str().unwrap();
-        let length = if ty == "string" { "length = 4\n" } else { "" };
-        toml.push_str(&format!(
-            "[[modbus.devices.tags]]\nname = \"{}\"\ntable = \"holding\"\naddress = {}\ntype = \"{ty}\"\n{length}order = \"{}\"\naccess = \"read_write\"\n",
-            t["name"].as_str().unwrap(),
-            t["address"],
-            t["order"].as_str().unwrap()
-        ));
+        let address = t["address"].as_u64().unwrap() as u32;
+        py_device = py_device.tag(Tag {
+            length: (ty == "string").then_some(4),
+            ..Tag::new(t["name"].as_str().unwrap(), "holding", address, ty)
+                .order(t["order"].as_str().unwrap())
+                .writable()
+        });
     }
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let modbus = Modbus {
+        scan_classes: vec![ScanClass::new("s", 200.0)],
+        devices: vec![py_device],
+        ..Modbus::default()
+    };
+    let (acq, mut events) = Acquisition::start(site(&modbus.to_toml()), Default::default());
     let h = acq.handle();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     for t in &tags {
         let name = t["name"].as_str().unwrap();
         let id = h.tag_id("py", name).unwrap();

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_node::modbus::{Acquisition, Event, Quality, Value};
+use edge_node::modbus::{Acquisition, Quality, Value};
 use edge_node::simulator::{BankSizes, Plant, PlantService};
-use modbus_support::{site, wait_for};
+use modbus_support::{site, wait_online};
+use system_tests::config::edge::{Bus, Device, Modbus, ScanClass, Tag};
 
 /// A socat process joining two pseudo-terminals; killed (by its own pid) on drop.
 struct PtyPair {
@@ -71,18 +72,24 @@ fn plant_with_unit_1() -> Arc<Plant> {
     Arc::new(plant)
 }
 
-const TAGS: &str = r#"
-[[modbus.devices.tags]]
-name = "flow"
-address = "40001"
-type = "f32"
-order = "CDAB"
-[[modbus.devices.tags]]
-name = "count"
-address = "40003"
-type = "u16"
-access = "read_write"
-"#;
+/// `flow` (f32 CDAB at 40001) and `count` (u16 at 40003, writable), in 1-based notation.
+fn tags() -> Vec<Tag> {
+    vec![
+        Tag::numbered("flow", "40001", "f32").order("CDAB"),
+        Tag::numbered("count", "40003", "u16").writable(),
+    ]
+}
+
+/// Device `name`, unit `unit_id` on `bus`, with [`tags`].
+fn on_bus(name: &str, bus: &str, unit_id: u8) -> Device {
+    Device {
+        name: name.to_owned(),
+        bus: Some(bus.to_owned()),
+        unit_id: Some(unit_id),
+        tags: tags(),
+        ..Device::default()
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_slaves_on_a_serial_line_one_dead_the_live_one_keeps_its_scan() {
@@ -94,45 +101,36 @@ async fn two_slaves_on_a_serial_line_one_dead_the_live_one_keeps_its_scan() {
     let service = PlantService::new(Arc::clone(&plant));
     let server_task = tokio::spawn(async move { server.serve_forever(service).await });
 
-    let toml = format!(
-        r#"
-        [[modbus.scan_classes]]
-        name = "fast"
-        period_ms = 100
-        [[modbus.buses]]
-        name = "line1"
-        transport = "rtu"
-        path = "{}"
-        baud = 38400
-        parity = "none"
-        [[modbus.devices]]
-        name = "live"
-        bus = "line1"
-        unit_id = 1
-        timeout_ms = 150
-        {TAGS}
-        [[modbus.devices]]
-        name = "dead"
-        bus = "line1"
-        unit_id = 2
-        timeout_ms = 150
-        offline_after_failures = 2
-        reconnect_min_ms = 300
-        reconnect_max_ms = 1200
-        {}
-        "#,
-        pty.a.display(),
-        TAGS
-    );
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let modbus = Modbus {
+        scan_classes: vec![ScanClass::new("fast", 100.0)],
+        buses: vec![Bus {
+            name: "line1".to_owned(),
+            transport: "rtu".to_owned(),
+            path: Some(pty.a.display().to_string()),
+            baud: Some(38400),
+            parity: Some("none".to_owned()),
+            ..Bus::default()
+        }],
+        devices: vec![
+            Device {
+                timeout_ms: Some(150),
+                ..on_bus("live", "line1", 1)
+            },
+            Device {
+                timeout_ms: Some(150),
+                offline_after_failures: Some(2),
+                reconnect_min_ms: Some(300),
+                reconnect_max_ms: Some(1200),
+                ..on_bus("dead", "line1", 2)
+            },
+        ],
+        ..Modbus::default()
+    };
+    let (acq, mut events) = Acquisition::start(site(&modbus.to_toml()), Default::default());
     let h = acq.handle();
     let live = h.device_id("live").unwrap();
     let dead = h.device_id("dead").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.device, live);
     let flow = h.tag_id("live", "flow").unwrap();
     let s = online.samples.iter().find(|s| s.tag == flow).unwrap();
@@ -194,30 +192,21 @@ async fn rtu_over_tcp_reads_and_writes() {
         };
         server.serve(&on_connected, |_err| {}).await
     });
-    let toml = format!(
-        r#"
-        [[modbus.scan_classes]]
-        name = "fast"
-        period_ms = 100
-        [[modbus.buses]]
-        name = "gateway"
-        transport = "rtu_over_tcp"
-        host = "127.0.0.1"
-        port = {port}
-        [[modbus.devices]]
-        name = "meter"
-        bus = "gateway"
-        unit_id = 1
-        {TAGS}
-        "#
-    );
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let modbus = Modbus {
+        scan_classes: vec![ScanClass::new("fast", 100.0)],
+        buses: vec![Bus {
+            name: "gateway".to_owned(),
+            transport: "rtu_over_tcp".to_owned(),
+            host: Some("127.0.0.1".to_owned()),
+            port: Some(port),
+            ..Bus::default()
+        }],
+        devices: vec![on_bus("meter", "gateway", 1)],
+        ..Modbus::default()
+    };
+    let (acq, mut events) = Acquisition::start(site(&modbus.to_toml()), Default::default());
     let h = acq.handle();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     let count = h.tag_id("meter", "count").unwrap();
     let s = online.samples.iter().find(|s| s.tag == count).unwrap();
     assert_eq!(s.value, Value::U16(4242));

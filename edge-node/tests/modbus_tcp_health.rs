@@ -6,11 +6,12 @@ mod modbus_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
+use edge_node::modbus::{Acquisition, Event, Quality, Site, Value, WriteError};
 use edge_node::simulator::{
     BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable, UnknownUnitReply,
 };
-use modbus_support::{site, wait_for};
+use modbus_support::{site, wait_for, wait_online};
+use system_tests::config::edge::{Device, Modbus, ScanClass, Tag};
 use system_tests::free_port;
 use tokio_modbus::ExceptionCode;
 
@@ -22,39 +23,45 @@ async fn server(unit: u8) -> PlantServer {
         .unwrap()
 }
 
-fn device(name: &str, port: u16, extra: &str) -> String {
-    format!(
-        "[[modbus.devices]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = 1\n{extra}\n"
-    )
+/// Unit 1 at `127.0.0.1:port`.
+fn device(name: &str, port: u16) -> Device {
+    Device::tcp(name, port, 1)
 }
 
-fn tag(name: &str, address: u16, ty: &str) -> String {
-    format!(
-        "[[modbus.devices.tags]]\nname = \"{name}\"\ntable = \"holding\"\naddress = {address}\ntype = \"{ty}\"\n"
-    )
+/// A holding-register tag.
+fn tag(name: &str, address: u32, ty: &str) -> Tag {
+    Tag::new(name, "holding", address, ty)
 }
 
-const FAST: &str = "[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 50\n";
+/// The site of `devices`, scanned every 50 ms.
+fn fast(devices: Vec<Device>) -> Site {
+    scanned(ScanClass::new("fast", 50.0), devices)
+}
+
+fn scanned(scan_class: ScanClass, devices: Vec<Device>) -> Site {
+    let modbus = Modbus {
+        scan_classes: vec![scan_class],
+        devices,
+        ..Modbus::default()
+    };
+    site(&modbus.to_toml())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planner_reads_300_registers_in_3_requests() {
     let srv = server(1).await;
-    let mut toml = format!("{FAST}{}", device("d", srv.local_addr().port(), ""));
+    let mut d = device("d", srv.local_addr().port());
     // 150 u16 then 75 f32: 300 contiguous registers -> 125 + 125 + 50.
     for i in 0..150 {
-        toml.push_str(&tag(&format!("u{i}"), i, "u16"));
+        d = d.tag(tag(&format!("u{i}"), i, "u16"));
     }
     for i in 0..75 {
-        toml.push_str(&tag(&format!("f{i}"), 150 + 2 * i, "f32"));
+        d = d.tag(tag(&format!("f{i}"), 150 + 2 * i, "f32"));
     }
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let (acq, mut events) = Acquisition::start(fast(vec![d]), Default::default());
     let h = acq.handle();
     let d = h.device_id("d").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.samples.len(), 225);
     assert_eq!(h.stats(d).requests, 3, "one full scan is three requests");
     // Let it scan a while; every scan costs exactly three requests.
@@ -78,18 +85,14 @@ async fn illegal_address_isolates_the_bad_tag_and_the_split_is_kept() {
         bank.set_holding_register(i, 100 + i).unwrap();
     }
     bank.mark_invalid(SimTable::HoldingRegisters, 5, 1);
-    let mut toml = format!("{FAST}{}", device("d", srv.local_addr().port(), ""));
+    let mut d = device("d", srv.local_addr().port());
     for i in 0..8 {
-        toml.push_str(&tag(&format!("r{i}"), i, "u16"));
+        d = d.tag(tag(&format!("r{i}"), i, "u16"));
     }
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let (acq, mut events) = Acquisition::start(fast(vec![d]), Default::default());
     let h = acq.handle();
     let d = h.device_id("d").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     for i in 0..8u16 {
         let id = h.tag_id("d", &format!("r{i}")).unwrap();
         let s = online.samples.iter().find(|s| s.tag == id).unwrap();
@@ -133,11 +136,11 @@ async fn tags_refused_then_answered_unchanged_are_good_again() {
     for i in 0..3u16 {
         bank.set_holding_register(i, 7 + i).unwrap();
     }
-    let mut toml = format!("{FAST}{}", device("d", srv.local_addr().port(), ""));
+    let mut d = device("d", srv.local_addr().port());
     for i in 0..3 {
-        toml.push_str(&tag(&format!("r{i}"), i, "u16"));
+        d = d.tag(tag(&format!("r{i}"), i, "u16"));
     }
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let (acq, mut events) = Acquisition::start(fast(vec![d]), Default::default());
     let h = acq.handle();
     let d = h.device_id("d").unwrap();
     wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
@@ -202,22 +205,23 @@ async fn dead_and_slow_devices_do_not_delay_a_healthy_one() {
     dead_silent.plant().set_silent(1, true).unwrap();
     let refused_port = free_port();
 
-    let mut toml = FAST.to_string();
-    let timeouts = "timeout_ms = 200\noffline_after_failures = 2\nreconnect_min_ms = 100\nreconnect_max_ms = 400";
-    toml.push_str(&device("healthy", healthy.local_addr().port(), timeouts));
-    toml.push_str(&tag("v", 0, "u32"));
-    toml.push_str(&device(
-        "slow",
-        slow.local_addr().port(),
-        "timeout_ms = 1000",
-    ));
-    toml.push_str(&tag("v", 0, "u32"));
-    toml.push_str(&device("silent", dead_silent.local_addr().port(), timeouts));
-    toml.push_str(&tag("v", 0, "u32"));
-    toml.push_str(&device("refused", refused_port, timeouts));
-    toml.push_str(&tag("v", 0, "u32"));
+    let timed = |name: &str, port| {
+        device(name, port)
+            .timing(200, 2, (100, 400))
+            .tag(tag("v", 0, "u32"))
+    };
+    let slow = Device {
+        timeout_ms: Some(1000),
+        ..device("slow", slow.local_addr().port()).tag(tag("v", 0, "u32"))
+    };
+    let devices = vec![
+        timed("healthy", healthy.local_addr().port()),
+        slow,
+        timed("silent", dead_silent.local_addr().port()),
+        timed("refused", refused_port),
+    ];
 
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let (acq, mut events) = Acquisition::start(fast(devices), Default::default());
     let h = acq.handle();
     let hid = h.device_id("healthy").unwrap();
     let healthy_bank = Arc::clone(healthy.bank(1).unwrap());
@@ -274,16 +278,10 @@ async fn reconnects_after_the_server_restarts() {
     let srv = server(1).await;
     let bank = Arc::clone(srv.bank(1).unwrap());
     bank.set_holding_register(0, 1).unwrap();
-    let mut toml = format!(
-        "{FAST}{}",
-        device(
-            "d",
-            srv.local_addr().port(),
-            "timeout_ms = 200\noffline_after_failures = 1\nreconnect_min_ms = 50\nreconnect_max_ms = 200"
-        )
-    );
-    toml.push_str(&tag("v", 0, "u16"));
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let d = device("d", srv.local_addr().port())
+        .timing(200, 1, (50, 200))
+        .tag(tag("v", 0, "u16"));
+    let (acq, mut events) = Acquisition::start(fast(vec![d]), Default::default());
     let h = acq.handle();
     let d = h.device_id("d").unwrap();
     wait_for(&mut events, |e| matches!(e, Event::Online(_)).then_some(())).await;
@@ -316,11 +314,7 @@ async fn reconnects_after_the_server_restarts() {
     );
     bank.set_holding_register(0, 2).unwrap();
     srv.start_listening().await.unwrap();
-    let back = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let back = wait_online(&mut events).await;
     assert_eq!(
         (back.samples[0].quality, &back.samples[0].value),
         (Quality::Good, &Value::U16(2))
@@ -331,16 +325,13 @@ async fn reconnects_after_the_server_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_down_at_start_up_comes_online_later() {
     let port = free_port();
-    let mut toml = format!(
-        "{FAST}{}",
-        device(
-            "late",
-            port,
-            "timeout_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 100"
-        )
-    );
-    toml.push_str(&tag("v", 0, "u16"));
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let late = Device {
+        timeout_ms: Some(200),
+        reconnect_min_ms: Some(50),
+        reconnect_max_ms: Some(100),
+        ..device("late", port).tag(tag("v", 0, "u16"))
+    };
+    let (acq, mut events) = Acquisition::start(fast(vec![late]), Default::default());
     let h = acq.handle();
     let id = h.device_id("late").unwrap();
     // Let it fail a few retries first.
@@ -360,11 +351,7 @@ async fn a_device_down_at_start_up_comes_online_later() {
     plant.bank(1).unwrap().set_holding_register(0, 77).unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let srv = PlantServer::start(addr, Arc::new(plant)).await.unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.samples[0].value, Value::U16(77));
     acq.shutdown().await;
     srv.shutdown().await;
@@ -376,11 +363,8 @@ async fn a_device_down_at_start_up_comes_online_later() {
 async fn the_scan_after_coming_online_is_one_period_later() {
     const PERIOD_MS: u64 = 400;
     let srv = server(1).await;
-    let mut toml = format!(
-        "[[modbus.scan_classes]]\nname = \"slow\"\nperiod_ms = {PERIOD_MS}\n{}",
-        device("d", srv.local_addr().port(), "")
-    );
-    toml.push_str(&tag("v", 0, "u16"));
+    let d = device("d", srv.local_addr().port()).tag(tag("v", 0, "u16"));
+    let slow_site = scanned(ScanClass::new("slow", PERIOD_MS as f64), vec![d]);
     // The value changes faster than the scan, so every scan reports.
     let bank = Arc::clone(srv.bank(1).unwrap());
     let ticker = tokio::spawn(async move {
@@ -389,7 +373,7 @@ async fn the_scan_after_coming_online_is_one_period_later() {
             tokio::time::sleep(Duration::from_millis(PERIOD_MS / 8)).await;
         }
     });
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let (acq, mut events) = Acquisition::start(slow_site, Default::default());
     let mut stamps = Vec::new();
     while stamps.len() < 3 {
         let stamp = wait_for(&mut events, |e| match e {
@@ -416,19 +400,15 @@ async fn deadband_filters_small_moves_and_errors_name_the_request() {
     let bank = Arc::clone(srv.bank(1).unwrap());
     bank.set_holding_register(0, 100).unwrap();
     bank.mark_invalid(SimTable::HoldingRegisters, 50, 1);
-    let mut toml = format!(
-        "{FAST}{}",
-        device(
-            "d",
-            srv.local_addr().port(),
-            "offline_after_failures = 1\ntimeout_ms = 200\nreconnect_min_ms = 50\nreconnect_max_ms = 100"
-        )
-    );
-    toml.push_str(&tag("level", 0, "u16"));
-    toml.push_str("deadband = 5.0\n");
-    toml.push_str(&tag("bad", 50, "u16"));
-    toml.push_str("access = \"read_write\"\n");
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let level = Tag {
+        deadband: Some(5.0),
+        ..tag("level", 0, "u16")
+    };
+    let d = device("d", srv.local_addr().port())
+        .timing(200, 1, (50, 100))
+        .tag(level)
+        .tag(tag("bad", 50, "u16").writable());
+    let (acq, mut events) = Acquisition::start(fast(vec![d]), Default::default());
     let h = acq.handle();
     let level = h.tag_id("d", "level").unwrap();
     let d = h.device_id("d").unwrap();
@@ -494,15 +474,13 @@ async fn gateway_exception_for_a_missing_unit_counts_as_unreachable() {
     let srv = server(1).await;
     srv.plant()
         .set_unknown_unit_reply(UnknownUnitReply::GatewayTargetDevice);
-    let mut toml = FAST.to_string();
-    toml.push_str(&format!(
-        "[[modbus.devices]]\nname = \"missing\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = 9\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n",
-        srv.local_addr().port()
-    ));
-    toml.push_str(&tag("v", 0, "u16"));
-    toml.push_str(&device("present", srv.local_addr().port(), ""));
-    toml.push_str(&tag("v", 0, "u16"));
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let missing = Device {
+        reconnect_min_ms: Some(50),
+        reconnect_max_ms: Some(100),
+        ..Device::tcp("missing", srv.local_addr().port(), 9).tag(tag("v", 0, "u16"))
+    };
+    let present = device("present", srv.local_addr().port()).tag(tag("v", 0, "u16"));
+    let (acq, mut events) = Acquisition::start(fast(vec![missing, present]), Default::default());
     let h = acq.handle();
     let present = h.device_id("present").unwrap();
     let online = wait_for(&mut events, |e| match e {

@@ -4,12 +4,12 @@
 
 mod modbus_support;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
 use edge_node::simulator::{BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable};
-use modbus_support::{WAIT, layout, site, wait_for};
+use modbus_support::{WAIT, layout, site, wait_for, wait_online};
+use system_tests::config::edge::{Device, Modbus, ScanClass, Tag};
 use tokio_modbus::ExceptionCode;
 
 /// Type name, value read, value written, big-endian bytes of both.
@@ -109,21 +109,17 @@ async fn every_type_and_order_reads_and_writes_over_tcp() {
         .unwrap();
     let bank = Arc::clone(server.bank(1).unwrap());
 
-    let mut toml = format!(
-        "[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n\
-         [[modbus.devices]]\nname = \"dut\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = 1\n",
-        server.local_addr().port()
-    );
+    let mut dut = Device::tcp("dut", server.local_addr().port(), 1);
     // (tag name, address, order, expected read, value to write, expected registers after write)
     let mut numeric = Vec::new();
     let mut address = 0u16;
     for (ty, read, written, read_be, written_be) in cases() {
         for order in orders(read_be.len()) {
             let name = format!("{ty}_{order}");
-            let _ = write!(
-                toml,
-                "[[modbus.devices.tags]]\nname = \"{name}\"\ntable = \"holding\"\naddress = {address}\n\
-                 type = \"{ty}\"\norder = \"{order}\"\naccess = \"read_write\"\n"
+            dut = dut.tag(
+                Tag::new(&name, "holding", address.into(), ty)
+                    .order(order)
+                    .writable(),
             );
             bank.write_words(
                 SimTable::HoldingRegisters,
@@ -142,11 +138,12 @@ async fn every_type_and_order_reads_and_writes_over_tcp() {
         }
     }
     for order in ["ABCD", "BADC"] {
-        let _ = write!(
-            toml,
-            "[[modbus.devices.tags]]\nname = \"s_{order}\"\ntable = \"holding\"\naddress = {address}\n\
-             type = \"string\"\nlength = 4\norder = \"{order}\"\naccess = \"read_write\"\n"
-        );
+        dut = dut.tag(Tag {
+            length: Some(4),
+            ..Tag::new(&format!("s_{order}"), "holding", address.into(), "string")
+                .order(order)
+                .writable()
+        });
         bank.write_words(
             SimTable::HoldingRegisters,
             address,
@@ -163,25 +160,31 @@ async fn every_type_and_order_reads_and_writes_over_tcp() {
         address += 4;
     }
     // Bools: a coil, a discrete input (1-based notation), bit 5 of a holding register.
-    toml.push_str(
-        "[[modbus.devices.tags]]\nname = \"coil\"\naddress = \"00008\"\ntype = \"bool\"\naccess = \"read_write\"\n\
-         [[modbus.devices.tags]]\nname = \"input\"\naddress = \"10004\"\ntype = \"bool\"\n\
-         [[modbus.devices.tags]]\nname = \"bit5\"\ntable = \"holding\"\naddress = 900\nbit = 5\ntype = \"bool\"\naccess = \"read_write\"\n",
-    );
+    dut = dut
+        .tag(Tag::numbered("coil", "00008", "bool").writable())
+        .tag(Tag::numbered("input", "10004", "bool"))
+        .tag(
+            Tag {
+                bit: Some(5),
+                ..Tag::new("bit5", "holding", 900, "bool")
+            }
+            .writable(),
+        );
     bank.write_bits(SimTable::Coils, 7, &[true]).unwrap();
     bank.write_bits(SimTable::DiscreteInputs, 3, &[true])
         .unwrap();
     bank.set_holding_register(900, 0b1000_0000_0010_0001)
         .unwrap();
 
-    let site = site(&toml);
+    let modbus = Modbus {
+        scan_classes: vec![ScanClass::new("fast", 100.0)],
+        devices: vec![dut],
+        ..Modbus::default()
+    };
+    let site = site(&modbus.to_toml());
     let (acq, mut events) = Acquisition::start(site, Default::default());
     let handle = acq.handle();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     assert_eq!(online.samples.len(), handle.site().tags.len());
     let value_of = |name: &str| {
         let id = handle.tag_id("dut", name).unwrap();
@@ -273,43 +276,28 @@ async fn scaled_tags_write_raw_and_devices_without_06_use_16_and_15() {
         .unwrap();
     let bank = Arc::clone(server.bank(3).unwrap());
     bank.set_holding_register(0, 2000).unwrap();
-    let toml = format!(
-        r#"
-        [[modbus.scan_classes]]
-        name = "s"
-        period_ms = 200
-        [[modbus.devices]]
-        name = "tank"
-        host = "127.0.0.1"
-        port = {}
-        unit_id = 3
-        use_multiple_writes = true
-        [[modbus.devices.tags]]
-        name = "level"
-        address = "40001"
-        type = "u16"
-        raw_min = 0
-        raw_max = 4000
-        eng_min = 0
-        eng_max = 100
-        units = "%"
-        access = "read_write"
-        [[modbus.devices.tags]]
-        name = "pump"
-        address = "00001"
-        type = "bool"
-        access = "read_write"
-        "#,
-        server.local_addr().port()
-    );
-    let (acq, mut events) = Acquisition::start(site(&toml), Default::default());
+    let level = Tag {
+        raw_min: Some(0.0),
+        raw_max: Some(4000.0),
+        eng_min: Some(0.0),
+        eng_max: Some(100.0),
+        ..Tag::numbered("level", "40001", "u16").units("%").writable()
+    };
+    let tank = Device {
+        use_multiple_writes: Some(true),
+        ..Device::tcp("tank", server.local_addr().port(), 3)
+            .tag(level)
+            .tag(Tag::numbered("pump", "00001", "bool").writable())
+    };
+    let modbus = Modbus {
+        scan_classes: vec![ScanClass::new("s", 200.0)],
+        devices: vec![tank],
+        ..Modbus::default()
+    };
+    let (acq, mut events) = Acquisition::start(site(&modbus.to_toml()), Default::default());
     let h = acq.handle();
     let level = h.tag_id("tank", "level").unwrap();
-    let online = wait_for(&mut events, |e| match e {
-        Event::Online(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let online = wait_online(&mut events).await;
     let s = online.samples.iter().find(|s| s.tag == level).unwrap();
     assert_eq!(s.value, Value::F64(50.0));
     h.write(level, Value::F64(12.5)).await.unwrap();

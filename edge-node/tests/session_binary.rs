@@ -8,46 +8,35 @@ use std::time::Duration;
 use rumqttc::QoS;
 use session_support::*;
 use system_tests::Mosquitto;
+use system_tests::config::edge::{Device, ScanClass, Server, Store, Tag};
 use system_tests::mqtt::Recorder;
+use system_tests::process::Proc;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_edge-node");
 
-fn config_text(mqtt_port: u16, modbus_port: u16) -> String {
-    format!(
-        r#"
-[sparkplug]
-group_id = "{GROUP}"
-edge_node_id = "{NODE}"
-
-[mqtt]
-startup_delay_max_ms = 0
-
-[[mqtt.servers]]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-
-[[modbus.scan_classes]]
-name = "fast"
-period_ms = 100
-
-[[modbus.devices]]
-name = "{DEVICE}"
-host = "127.0.0.1"
-port = {modbus_port}
-
-[[modbus.devices.tags]]
-name = "setpoint"
-address = "40001"
-type = "u16"
-"#
-    )
+fn node(mqtt_port: u16, modbus_port: u16) -> EdgeConfig {
+    let mut config = EdgeConfig::new(GROUP, NODE);
+    config.mqtt.servers = vec![Server::url(format!("mqtt://127.0.0.1:{mqtt_port}"))];
+    config.modbus.scan_classes = vec![ScanClass::new("fast", 100.0)];
+    let setpoint = Tag::numbered("setpoint", "40001", "u16");
+    config.modbus.devices = vec![Device {
+        unit_id: None,
+        ..Device::tcp(DEVICE, modbus_port, 1).tag(setpoint)
+    }];
+    config
 }
 
 #[test]
 fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    let store = "\n[store]\npath = \"store.sqlite\"\nbatch_size = 100\n";
-    std::fs::write(&good, config_text(1883, 502) + store).unwrap();
+    let mut config = node(1883, 502);
+    config.store = Some(Store {
+        path: "store.sqlite".into(),
+        batch_size: Some(100),
+        ..Store::default()
+    });
+    std::fs::write(&good, config.to_toml()).unwrap();
     let out = Command::new(BINARY)
         .args(["check-config"])
         .arg(&good)
@@ -61,13 +50,11 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
     );
 
     let bad = dir.path().join("bad.toml");
-    let text = config_text(1883, 502)
-        .replace("edge_node_id = \"gw1\"", "edge_node_id = \"gw#1\"")
-        .replace(
-            "startup_delay_max_ms = 0",
-            "keep_alive_s = 0\npassword_file = \"missing\"",
-        );
-    std::fs::write(&bad, text).unwrap();
+    let mut config = node(1883, 502);
+    config.sparkplug.edge_node_id = "gw#1".to_owned();
+    config.mqtt.keep_alive_s = 0;
+    config.mqtt.password_file = Some("missing".into());
+    std::fs::write(&bad, config.to_toml()).unwrap();
     let out = Command::new(BINARY)
         .args(["check-config"])
         .arg(&bad)
@@ -95,11 +82,9 @@ fn check_config_accepts_a_good_file_and_lists_every_problem_of_a_bad_one() {
 fn a_bad_file_given_to_run_or_check_config_exits_2_and_a_csv_row_is_placed() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    let text = config_text(1883, 502).replace(
-        "[[modbus.scan_classes]]",
-        "[modbus]\ntag_files = [\"tags.csv\"]\n\n[[modbus.scan_classes]]",
-    );
-    std::fs::write(&bad, text).unwrap();
+    let mut config = node(1883, 502);
+    config.modbus.tag_files = vec!["tags.csv".into()];
+    std::fs::write(&bad, config.to_toml()).unwrap();
     let csv = dir.path().join("tags.csv");
     std::fs::write(
         &csv,
@@ -144,35 +129,22 @@ async fn sigterm_publishes_ndeath_then_exits_cleanly() {
     let broker = Mosquitto::start();
     let plant = start_plant().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("edge-node.toml");
-    std::fs::write(&file, config_text(broker.port(), plant.local_addr().port())).unwrap();
+    let file = system_tests::config::write(
+        &node(broker.port(), plant.local_addr().port()),
+        dir.path(),
+        "edge-node.toml",
+    );
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
-    let mut child = Command::new(BINARY)
-        .arg("--config")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut command = Command::new(BINARY);
+    command.arg("--config").arg(&file);
+    let mut child = Proc::spawn("edge-node", command);
     let nbirth = host.next_kind("NBIRTH").await;
     host.next_kind("DBIRTH").await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    child.signal("TERM");
     let ndeath = host.next_kind("NDEATH").await;
     assert_eq!(ndeath.qos, QoS::AtLeastOnce);
     assert_eq!(ndeath.bd_seq(), nbirth.bd_seq());
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Some(s) = child.try_wait().unwrap() {
-            exited = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
+    let exited = child.wait_exit(Duration::from_secs(5));
     assert!(exited.expect("exits within 5 s of SIGTERM").success());
     // Only one NDEATH: DISCONNECT kept the broker from sending the will too.
     let after = host.drain_for(Duration::from_millis(500)).await;

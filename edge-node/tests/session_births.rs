@@ -11,19 +11,15 @@ use session_support::*;
 use sparkplug::{DataType, Metric, MetricValue, Payload, Quality, Value};
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::Recorder;
+use system_tests::rumqttd;
 
-async fn node_on(port: u16, modbus_port: u16, extra: &str) -> edge_node::NodeHandle {
-    EdgeNode::start(node_config(&Setup {
-        servers: &[port],
-        modbus_port,
-        sparkplug_extra: extra,
-    }))
-    .unwrap()
+async fn node_on(config: EdgeConfig) -> edge_node::NodeHandle {
+    EdgeNode::start(load(&config)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     plant.bank(1).unwrap().set_holding_register(0, 42).unwrap();
     plant
@@ -32,7 +28,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
         .set_input_register(0, (-5i16) as u16)
         .unwrap();
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
 
     let nbirth = host.next_kind("NBIRTH").await;
     assert_eq!(nbirth.topic, topic("NBIRTH", None));
@@ -112,13 +108,13 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let link = LinkSim::start(([127, 0, 0, 1], broker).into())
         .await
         .unwrap();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(link.addr().port(), plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[link.addr().port()], plant.local_addr().port())).await;
 
     let mut births = Vec::new();
     for round in 0..3u64 {
@@ -153,15 +149,14 @@ async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("bdseq");
     std::fs::write(&state, "254\n").unwrap();
-    let extra = format!("state_file = {:?}", state.display().to_string());
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     for expected in [255u64, 0, 1] {
-        let node = node_on(broker, plant.local_addr().port(), &extra).await;
+        let node = node_on(boiler(&[broker], plant.local_addr().port()).state_file(&state)).await;
         let nbirth = host.next_kind("NBIRTH").await;
         assert_eq!(nbirth.bd_seq(), expected);
         node.shutdown().await.unwrap();
@@ -174,7 +169,7 @@ async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnect() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let mut config = direct_config(broker, &plant);
@@ -222,7 +217,7 @@ async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_requests_inside_the_debounce_are_dropped() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = {
@@ -248,10 +243,10 @@ async fn rebirth_requests_inside_the_debounce_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_stop_it() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     let dbirth = host.next_kind("DBIRTH").await.sparkplug();
     let setpoint = alias_in(&dbirth, "setpoint");
     let temperature = alias_in(&dbirth, "Process/temperature");
@@ -314,10 +309,10 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     host.next_kind("DBIRTH").await;
     plant.stop_listening().await;
     plant.drop_connections();
@@ -341,10 +336,10 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     let nbirth = host.next_kind("NBIRTH").await.sparkplug();
     host.next_kind("DBIRTH").await;
     let scan_rate = alias_in(&nbirth, "Node Control/Scan Rate");
@@ -382,10 +377,10 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_restarts_the_mqtt_session_with_a_new_bdseq_and_traffic_is_counted() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
-    let node = node_on(broker, plant.local_addr().port(), "").await;
+    let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
     let first = host.next_kind("NBIRTH").await;
     host.next_kind("DBIRTH").await;
     let reboot = Payload::new(1).with_metric(Metric::new("Node Control/Reboot", true));

@@ -11,22 +11,16 @@ use edge_node::{Config, EdgeNode};
 use session_support::*;
 use sparkplug::{Metric, Payload};
 use system_tests::mqtt::Recorder;
+use system_tests::rumqttd;
 
 /// An edge node `gw1` in `group` (the client id left to its default) with device `boiler`.
 fn config(group: &str, broker: u16, modbus: u16) -> Config {
-    node_config_in(
-        group,
-        &Setup {
-            servers: &[broker],
-            modbus_port: modbus,
-            sparkplug_extra: "",
-        },
-    )
+    load(&EdgeConfig::boiler(group, &[broker], modbus))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_sharing_an_edge_node_id_in_two_groups_are_two_undisturbed_sessions() {
-    let broker = start_rumqttd();
+    let broker = rumqttd::start();
     let plant = start_plant().await;
     let modbus = plant.local_addr().port();
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;

@@ -34,12 +34,7 @@ async fn pysparkplug_host_decodes_births_data_and_death_and_its_write_lands() {
     let first = lines.recv_timeout(WAIT).expect("the host starts");
     assert_eq!(first, "ready");
 
-    let node = EdgeNode::start(node_config(&Setup {
-        servers: &[broker.port()],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    }))
-    .unwrap();
+    let node = EdgeNode::start(load(&boiler(&[broker.port()], plant.local_addr().port()))).unwrap();
 
     let mut seen: Vec<Json> = Vec::new();
     let written = loop {

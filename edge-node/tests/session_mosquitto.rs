@@ -27,11 +27,10 @@ async fn births_and_data_are_qos0_the_will_qos1_and_subscriptions_come_first() {
         .unwrap();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
-    let node = EdgeNode::start(node_config(&Setup {
-        servers: &[link.addr().port()],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    }))
+    let node = EdgeNode::start(load(&boiler(
+        &[link.addr().port()],
+        plant.local_addr().port(),
+    )))
     .unwrap();
     let nbirth = host.next_kind("NBIRTH").await;
     assert_eq!(nbirth.qos, QoS::AtMostOnce);
@@ -80,11 +79,9 @@ async fn births_wait_for_the_primary_host_and_its_offline_state_ends_the_session
     let broker = Mosquitto::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/+/+/gw1/#").await;
-    let node = EdgeNode::start(node_config(&Setup {
-        servers: &[broker.port()],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "primary_host_id = \"scada\"",
-    }))
+    let node = EdgeNode::start(load(
+        &boiler(&[broker.port()], plant.local_addr().port()).primary_host("scada"),
+    ))
     .unwrap();
     let early = host.drain_for(Duration::from_millis(800)).await;
     assert!(
@@ -134,11 +131,10 @@ async fn the_node_fails_over_to_the_second_server_and_moves_on_next_server() {
     let plant = start_plant().await;
     let mut on_first = Recorder::start(first.port(), "host-a", "spBv1.0/#").await;
     let mut on_second = Recorder::start(second.port(), "host-b", "spBv1.0/#").await;
-    let node = EdgeNode::start(node_config(&Setup {
-        servers: &[first.port(), second.port()],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    }))
+    let node = EdgeNode::start(load(&boiler(
+        &[first.port(), second.port()],
+        plant.local_addr().port(),
+    )))
     .unwrap();
     let a = on_first.next_kind("NBIRTH").await;
     assert_eq!(a.bd_seq(), 0);
@@ -187,11 +183,9 @@ async fn the_node_walks_past_a_server_where_the_primary_host_is_offline() {
         .await;
     on_first.next().await;
     on_second.next().await;
-    let node = EdgeNode::start(node_config(&Setup {
-        servers: &[first.port(), second.port()],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "primary_host_id = \"scada\"",
-    }))
+    let node = EdgeNode::start(load(
+        &boiler(&[first.port(), second.port()], plant.local_addr().port()).primary_host("scada"),
+    ))
     .unwrap();
     let nbirth = on_second.next_kind("NBIRTH").await;
     assert_eq!(

@@ -18,6 +18,7 @@ use sparkplug::{DataType, Payload, State, Value};
 use system_tests::Mosquitto;
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::{Message, Recorder};
+use system_tests::rumqttd;
 
 /// How long each counter value stays in the register (the scan is 100 ms).
 const HOLD: Duration = Duration::from_millis(300);
@@ -46,7 +47,7 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
-        let broker = start_rumqttd();
+        let broker = rumqttd::start();
         let link = LinkSim::start(([127, 0, 0, 1], broker).into())
             .await
             .unwrap();
@@ -54,11 +55,7 @@ impl Rig {
         let rec = Recorder::start(broker, "host", "spBv1.0/#").await;
         let dir = tempfile::tempdir().unwrap();
         let config = with_store(
-            node_config(&Setup {
-                servers: &[link.addr().port()],
-                modbus_port: plant.local_addr().port(),
-                sparkplug_extra: "",
-            }),
+            load(&boiler(&[link.addr().port()], plant.local_addr().port())),
             dir.path(),
         );
         Rig {
@@ -300,11 +297,7 @@ async fn samples_while_the_primary_host_is_offline_are_replayed_historical() {
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
     let dir = tempfile::tempdir().unwrap();
     let config = with_store(
-        node_config(&Setup {
-            servers: &[broker.port()],
-            modbus_port: plant.local_addr().port(),
-            sparkplug_extra: "primary_host_id = \"scada\"",
-        }),
+        load(&boiler(&[broker.port()], plant.local_addr().port()).primary_host("scada")),
         dir.path(),
     );
     host.publish(STATE_TOPIC, state(true, 1_000), true).await;

@@ -22,11 +22,7 @@ async fn mutual_tls_with_a_named_server_carries_the_session() {
     ));
     let plant = start_plant().await;
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
-    let mut config = node_config(&Setup {
-        servers: &[tls_port],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    });
+    let mut config = load(&boiler(&[tls_port], plant.local_addr().port()));
     config.mqtt.servers[0].tls = Some(TlsSettings {
         ca_file: pki.ca.clone(),
         server_name: Some("localhost".into()),
@@ -67,11 +63,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     ));
     let plant = start_plant().await;
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
-    let mut config = node_config(&Setup {
-        servers: &[tls_port],
-        modbus_port: plant.local_addr().port(),
-        sparkplug_extra: "",
-    });
+    let mut config = load(&boiler(&[tls_port], plant.local_addr().port()));
     config.mqtt.servers[0].tls = Some(TlsSettings {
         ca_file: other.ca.clone(),
         server_name: Some("localhost".into()),

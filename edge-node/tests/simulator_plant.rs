@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use edge_node::simulator::{Simulator, SimulatorConfig};
+use system_tests::wait;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(5);
-/// Polls allowed while waiting for the process to move (each 20 ms apart).
-const MAX_POLLS: usize = 250;
 
 async fn client(addr: SocketAddr, unit: u8) -> Context {
     tcp::connect_slave(addr, Slave(unit)).await.unwrap()
@@ -35,24 +34,6 @@ async fn discrete_input(ctx: &mut Context, address: u16) -> bool {
 /// Big-endian f32 from two registers, high word first, decoded here independently.
 fn f32_abcd(words: &[u16]) -> f32 {
     f32::from_bits((u32::from(words[0]) << 16) | u32::from(words[1]))
-}
-
-/// Polls `read` until `done` holds for its value; panics after `MAX_POLLS`.
-async fn poll_until<T: std::fmt::Debug>(
-    what: &str,
-    mut read: impl AsyncFnMut() -> T,
-    mut done: impl FnMut(&T) -> bool,
-) -> T {
-    let mut last = None;
-    for _ in 0..MAX_POLLS {
-        let value = read().await;
-        if done(&value) {
-            return value;
-        }
-        last = Some(value);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}: condition never held; last value {last:?}");
 }
 
 async fn start(config: &SimulatorConfig) -> Simulator {
@@ -189,8 +170,9 @@ async fn integer_counters_wrap_on_the_wire() {
     let first = input_registers(&mut ctx, 0, 3).await;
     assert!(first[0] >= 65530, "{first:?}");
     // Wrapped: the u16 went past 65535, the u32 (low word first) past u32::MAX.
-    let wrapped = poll_until(
+    let wrapped = wait::until_read(
         "counters wrap",
+        WAIT,
         async || input_registers(&mut ctx, 0, 3).await,
         |w| w[0] < 100 && w[2] == 0 && w[1] < 100,
     )
@@ -209,8 +191,9 @@ async fn operator_pump_command_drains_the_tank() {
     // tank_1 starts at 2.0 m, below its 4.0 m start level: the pump is off and it fills.
     let start_level = f32_abcd(&input_registers(&mut ctx, 0, 2).await);
     assert!(!discrete_input(&mut ctx, 0).await);
-    poll_until(
+    wait::until_read(
         "tank_1 fills",
+        WAIT,
         async || f32_abcd(&input_registers(&mut ctx, 0, 2).await),
         |&level| level > start_level,
     )
@@ -218,15 +201,17 @@ async fn operator_pump_command_drains_the_tank() {
 
     // Pump mode 2 = forced on (holding register 0).
     ctx.write_single_register(0, 2).await.unwrap().unwrap();
-    poll_until(
+    wait::until_read(
         "pump_running follows the command",
+        WAIT,
         async || discrete_input(&mut ctx, 0).await,
         |&running| running,
     )
     .await;
     let draining_from = f32_abcd(&input_registers(&mut ctx, 0, 2).await);
-    let lower = poll_until(
+    let lower = wait::until_read(
         "tank_1 drains",
+        WAIT,
         async || f32_abcd(&input_registers(&mut ctx, 0, 2).await),
         |&level| level < draining_from,
     )
@@ -253,15 +238,17 @@ async fn lowering_the_start_level_setpoint_starts_the_pump() {
     assert!(!discrete_input(&mut ctx, 1).await);
 
     ctx.write_single_register(11, 90).await.unwrap().unwrap();
-    poll_until(
+    wait::until_read(
         "pump of tank_2 starts",
+        WAIT,
         async || discrete_input(&mut ctx, 1).await,
         |&running| running,
     )
     .await;
     let from = input_registers(&mut ctx, 10, 1).await[0];
-    poll_until(
+    wait::until_read(
         "tank_2 drains",
+        WAIT,
         async || input_registers(&mut ctx, 10, 1).await[0],
         |&level| level < from,
     )
@@ -281,8 +268,9 @@ async fn closing_the_inlet_valve_stops_the_filling() {
     );
     ctx.write_single_coil(0, false).await.unwrap().unwrap();
     // Inflow (input registers 2..4) falls to zero, then the level holds.
-    poll_until(
+    wait::until_read(
         "inflow stops",
+        WAIT,
         async || f32_abcd(&input_registers(&mut ctx, 2, 2).await),
         |&inflow| inflow == 0.0,
     )

@@ -3,6 +3,7 @@
 mod broker_support;
 
 use host_app::broker::{Broker, BrokerConfig, BrokerMode, ClientCertificates};
+use system_tests::config::host as cfg;
 use system_tests::pki::Pki;
 
 fn example() -> String {
@@ -173,6 +174,19 @@ fn unknown_keys_and_bad_values_are_reported() {
     assert!(err.to_string().contains("cluster"), "{err}");
 }
 
+/// A `[broker]` document: the embedded broker with `listener` as its TLS listener.
+fn tls_listener(listener: cfg::TlsListener) -> String {
+    cfg::Broker {
+        mode: "embedded".to_owned(),
+        embedded: Some(cfg::Embedded {
+            tls: Some(listener),
+            ..cfg::Embedded::default()
+        }),
+        external: None,
+    }
+    .to_toml()
+}
+
 #[test]
 fn every_problem_is_reported_not_only_the_first() {
     let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_connections = 0\nmax_payload_size = 10\n\
@@ -196,22 +210,17 @@ fn every_problem_is_reported_not_only_the_first() {
 #[test]
 fn client_certificates_need_a_client_ca() {
     let pki = Pki::generate();
-    let doc = format!(
-        "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_certificates = \"optional\"\n",
-        toml_path(&pki.server_cert),
-        toml_path(&pki.server_key)
-    );
+    let doc = tls_listener(cfg::TlsListener {
+        client_certificates: Some("optional".to_owned()),
+        ..cfg::TlsListener::new(&pki.server_cert, &pki.server_key)
+    });
     assert_eq!(error_key(&doc), "broker.embedded.tls.client_ca_file");
 }
 
 #[test]
 fn a_key_file_that_is_not_a_key_is_reported_at_load() {
     let pki = Pki::generate();
-    let doc = format!(
-        "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        toml_path(&pki.server_cert),
-        toml_path(&pki.server_cert)
-    );
+    let doc = tls_listener(cfg::TlsListener::new(&pki.server_cert, &pki.server_cert));
     assert_eq!(error_key(&doc), "broker.embedded.tls.key_file");
 }
 
@@ -220,13 +229,23 @@ async fn external_mode_gives_the_configured_endpoint() {
     let pki = Pki::generate();
     let secret = pki.dir.path().join("pw");
     std::fs::write(&secret, "hunter2\n").unwrap();
-    let doc = format!(
-        "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"mqtt.plant.example\"\nusername = \"host\"\npassword_file = \"{}\"\n[broker.external.tls]\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
-        toml_path(&secret),
-        toml_path(&pki.ca),
-        toml_path(&pki.client_cert),
-        toml_path(&pki.client_key),
-    );
+    let doc = cfg::Broker {
+        mode: "external".to_owned(),
+        embedded: None,
+        external: Some(cfg::External {
+            host: "mqtt.plant.example".to_owned(),
+            username: Some("host".to_owned()),
+            password_file: Some(secret),
+            tls: Some(cfg::ExternalTls {
+                ca_file: pki.ca.clone(),
+                client_cert_file: Some(pki.client_cert.clone()),
+                client_key_file: Some(pki.client_key.clone()),
+                ..cfg::ExternalTls::default()
+            }),
+            ..cfg::External::default()
+        }),
+    }
+    .to_toml();
     let config = BrokerConfig::from_toml(&doc).unwrap();
     let broker = Broker::start(&config).await.unwrap();
     assert!(broker.embedded().is_none());
@@ -262,7 +281,7 @@ async fn embedded_mode_gives_a_loopback_endpoint() {
     );
     assert!(endpoint.tls.is_none() && endpoint.credentials.is_none());
     let options = rumqttc::MqttOptions::new("host", (endpoint.host.clone(), endpoint.port));
-    let (client, eventloop) = broker_support::connect(options).await;
-    broker_support::disconnect(client, eventloop).await;
+    let (client, eventloop) = system_tests::mqtt::client::connect(options).await;
+    system_tests::mqtt::client::disconnect(client, eventloop).await;
     broker.stop().await;
 }

@@ -3,8 +3,6 @@
 
 mod broker_support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use broker_support::*;
@@ -13,12 +11,8 @@ use broker_support::*;
 async fn paho_retained_state_and_will_over_mqtt_311_and_5() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/broker_support/paho_check.py");
-    let python = system_tests::python();
     let run = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
+        system_tests::python_command("paho_check.py")
             .arg(addr.ip().to_string())
             .arg(addr.port().to_string())
             .output()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use broker_support::*;
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS};
+use system_tests::mqtt::client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -5,6 +5,7 @@ mod broker_support;
 
 use broker_support::*;
 use rumqttc::{LastWill, QoS};
+use system_tests::mqtt::client::*;
 
 const STATE: &str = "spBv1.0/STATE/host-1";
 const NDEATH: &str = "spBv1.0/plant/NDEATH/edge-1";

@@ -8,6 +8,7 @@ use broker_support::*;
 use host_app::broker::{ClientCertificates, EmbeddedConfig, TlsListenerConfig};
 use infra::tls::ClientTls;
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+use system_tests::mqtt::client::*;
 use system_tests::pki::Pki;
 
 fn tls_config(pki: &Pki, client_certificates: ClientCertificates) -> EmbeddedConfig {

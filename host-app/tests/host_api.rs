@@ -9,44 +9,29 @@ use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use prost::Message as _;
 use serde_json::json;
-use sparkplug::{DataType, Metric, MetricValue, PropertySet, Value, pb};
-use system_tests::mqtt::Recorder;
+use sparkplug::{DataType, Metric, MetricValue, Value, pb};
+use system_tests::http::Api;
+use system_tests::mqtt::{Recorder, ScriptedEdge};
+use system_tests::stack::now_ms;
+use system_tests::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
-    let host = start_host(dir, None).await;
-    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Edge1", 0).await;
-    edge.nbirth(vec![
-        Metric::new("Temp", 20.5f64)
-            .with_alias(1)
-            .with_properties(PropertySet::new().with_eng_unit("degC")),
-    ])
-    .await;
-    edge.dbirth(
-        "Pump",
-        vec![
-            Metric::new("Setpoint", 50u16).with_alias(2),
-            Metric::new("Running", true).with_alias(3),
-        ],
-    )
-    .await;
-    let shared = host.shared().clone();
-    wait_until("births tracked", || {
-        shared
-            .tracker()
-            .node(&NodeId::new("Plant", "Edge1"))
-            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Online))
-            .unwrap_or(false)
-    })
-    .await;
-    (host, edge)
+/// [`born`] with `Pump` holding Setpoint (UInt16, alias 2) and Running (Boolean, alias 3).
+async fn born_with_setpoint(dir: &std::path::Path) -> (Host, ScriptedEdge) {
+    let pump = vec![
+        Metric::new("Setpoint", 50u16).with_alias(2),
+        Metric::new("Running", true).with_alias(3),
+    ];
+    born(dir, 0, pump).await
 }
 
 #[tokio::test]
 async fn tree_shows_nodes_devices_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _edge) = born(dir.path()).await;
-    let (status, tree) = http(host.api_addr(), "GET", "/api/tree", None).await;
+    let (host, _edge) = born_with_setpoint(dir.path()).await;
+    let (status, tree) = Api::new(host.api_addr())
+        .call_async("GET", "/api/tree", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(tree["host_id"], "scada");
     assert_eq!(tree["connected"], true);
@@ -74,20 +59,25 @@ async fn tree_shows_nodes_devices_and_metrics() {
 #[tokio::test]
 async fn history_returns_the_downsampled_trend() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
-    let t = now() - 10_000;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
+    let t = now_ms() - 10_000;
     let samples: Vec<Metric> = (0..10)
         .map(|i| Metric::aliased(1, 10.0 * f64::from(i)).with_timestamp(t + i as u64 * 100))
         .collect();
     edge.ndata(samples).await;
     let shared = host.shared().clone();
-    wait_until("NDATA applied", || shared.tracker().stats().messages >= 3).await;
+    wait::until_async("NDATA applied", WAIT, || {
+        shared.tracker().stats().messages >= 3
+    })
+    .await;
     host.flush().await.unwrap();
     let path = format!(
         "/api/history?metric=Plant/Edge1:Temp&from={t}&to={}&points=2",
         t + 1_000
     );
-    let (status, trend) = http(host.api_addr(), "GET", &path, None).await;
+    let (status, trend) = Api::new(host.api_addr())
+        .call_async("GET", &path, None)
+        .await;
     assert_eq!(status, 200, "{trend}");
     let points = trend["points"].as_array().unwrap();
     assert_eq!(points.len(), 2);
@@ -101,18 +91,14 @@ async fn history_returns_the_downsampled_trend() {
 #[tokio::test]
 async fn write_reaches_the_dcmd_topic_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let body = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
         "metric": "Setpoint", "value": 75, "user": "alice"
     });
-    let (status, reply) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, reply) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["message"], "DCMD");
 
@@ -130,13 +116,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     let body = json!({
         "group": "Plant", "node": "Edge1", "metric": "Temp", "value": 19.5, "user": "alice"
     });
-    let (status, node_reply) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, node_reply) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 200, "{node_reply}");
     assert_eq!(node_reply["message"], "NCMD");
     let cmd = edge.next_matching("/NCMD/").await;
@@ -147,7 +129,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     m.resolve(DataType::Double).unwrap();
     assert_eq!(m.value, MetricValue::Value(Value::Double(19.5)));
 
-    let (status, audit) = http(host.api_addr(), "GET", "/api/audit", None).await;
+    let (status, audit) = Api::new(host.api_addr())
+        .call_async("GET", "/api/audit", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
     assert_eq!(audit["entries"][0]["metric"], "Plant/Edge1:Temp");
@@ -174,7 +158,7 @@ fn wire_metric(bytes: &[u8]) -> pb::payload::Metric {
 #[tokio::test]
 async fn aliased_writes_carry_the_alias_alone_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let mut wire = Recorder::start(broker_addr(&host).port(), "wire", "spBv1.0/+/+/Edge1/#").await;
     let write = |device: Option<&str>, metric: &str, value: serde_json::Value| {
         let mut body = json!({
@@ -185,7 +169,9 @@ async fn aliased_writes_carry_the_alias_alone_on_the_wire() {
         }
         let addr = host.api_addr();
         async move {
-            let (status, reply) = http(addr, "POST", "/api/write", Some(&body.to_string())).await;
+            let (status, reply) = Api::new(addr)
+                .call_async("POST", "/api/write", Some(&body.to_string()))
+                .await;
             assert_eq!(status, 200, "{reply}");
         }
     };
@@ -224,10 +210,12 @@ async fn aliased_writes_carry_the_alias_alone_on_the_wire() {
 #[tokio::test]
 async fn bad_requests_are_refused_with_a_message_and_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _edge) = born(dir.path()).await;
+    let (host, _edge) = born_with_setpoint(dir.path()).await;
     let api = host.api_addr();
     let write = |body: serde_json::Value| async move {
-        http(api, "POST", "/api/write", Some(&body.to_string())).await
+        Api::new(api)
+            .call_async("POST", "/api/write", Some(&body.to_string()))
+            .await
     };
     let base = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
@@ -260,7 +248,9 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
     let (status, e) = write(with("user", json!(""))).await;
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().contains("user"), "{e}");
-    let (status, e) = http(api, "POST", "/api/write", Some("{not json")).await;
+    let (status, e) = Api::new(api)
+        .call_async("POST", "/api/write", Some("{not json"))
+        .await;
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().contains("request body"), "{e}");
     let (status, e) = write(json!({"group": "Plant"})).await;
@@ -278,15 +268,19 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
         ("/api/history?metric=Plant/Edge1:Temp&points=0", "points"),
         ("/api/audit?limit=-3", "limit"),
     ] {
-        let (status, e) = http(api, "GET", path, None).await;
+        let (status, e) = Api::new(api).call_async("GET", path, None).await;
         assert_eq!(status, 400, "{path}: {e}");
         assert!(e["error"].as_str().unwrap().contains(word), "{path}: {e}");
     }
-    let (status, _) = http(api, "GET", "/api/history?metric=Plant/Edge1:Nope", None).await;
+    let (status, _) = Api::new(api)
+        .call_async("GET", "/api/history?metric=Plant/Edge1:Nope", None)
+        .await;
     assert_eq!(status, 404);
 
     // Refused writes with a known user are in the audit log too.
-    let (_, audit) = http(api, "GET", "/api/audit?user=bob", None).await;
+    let (_, audit) = Api::new(api)
+        .call_async("GET", "/api/audit?user=bob", None)
+        .await;
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 5);
     assert!(entries.iter().all(|e| e["outcome"] == "rejected"));
@@ -296,10 +290,10 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
 #[tokio::test]
 async fn write_to_an_offline_device_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     edge.ddeath("Pump").await;
     let shared = host.shared().clone();
-    wait_until("device offline", || {
+    wait::until_async("device offline", WAIT, || {
         shared
             .tracker()
             .node(&NodeId::new("Plant", "Edge1"))
@@ -311,13 +305,9 @@ async fn write_to_an_offline_device_is_a_conflict() {
         "group": "Plant", "node": "Edge1", "device": "Pump",
         "metric": "Setpoint", "value": 1, "user": "carol"
     });
-    let (status, e) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, e) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 409);
     assert!(e["error"].as_str().unwrap().contains("offline"), "{e}");
     host.stop().await.unwrap();
@@ -326,7 +316,7 @@ async fn write_to_an_offline_device_is_a_conflict() {
 #[tokio::test]
 async fn events_stream_live_values_and_states() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let mut stream = tokio::net::TcpStream::connect(host.api_addr())
         .await
         .unwrap();
@@ -335,8 +325,8 @@ async fn events_stream_live_values_and_states() {
         .await
         .unwrap();
     let shared = host.shared().clone();
-    wait_until("listener subscribed", || shared.has_listeners()).await;
-    edge.ndata(vec![Metric::aliased(1, 33.5f64).with_timestamp(now())])
+    wait::until_async("listener subscribed", WAIT, || shared.has_listeners()).await;
+    edge.ndata(vec![Metric::aliased(1, 33.5f64).with_timestamp(now_ms())])
         .await;
     edge.ddeath("Pump").await;
     let mut text = String::new();
@@ -363,18 +353,9 @@ async fn api_refuses_to_start_on_a_taken_port() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let text = config_text(dir.path(), None).replace(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!("listen = \"{addr}\"\n"),
-    );
-    // The broker's own listen line comes first; only the API's is the last one.
-    let (head, tail) = text.rsplit_once("[api]").unwrap();
-    let text = format!(
-        "{}[api]{}",
-        head.replace(&format!("listen = \"{addr}\""), "listen = \"127.0.0.1:0\""),
-        tail
-    );
-    let config = host_app::config::HostConfig::from_toml(&text).unwrap();
+    let mut config = host_config(dir.path(), None);
+    config.api.listen = addr.to_string();
+    let config = host_app::config::HostConfig::from_toml(&config.to_toml()).unwrap();
     let e = Host::start(&config).await.err().expect("port is taken");
     let message = e.to_string();
     assert!(message.contains("already in use"), "{message}");

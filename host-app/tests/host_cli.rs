@@ -3,13 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::*;
 use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
 use serde_json::json;
 use sparkplug::{Algorithm, BdSeq, Metric, Payload, Seq, State};
+use system_tests::http::Api;
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::process::Proc;
+use system_tests::stack::now_ms;
+use system_tests::wait;
 
 fn host_app() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-app"))
@@ -31,9 +35,9 @@ fn check_config_accepts_the_example_and_names_a_wrong_key() {
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    let text =
-        config_text(dir.path(), None).replace("reorder_timeout_ms = 300", "reorder_timeout_ms = 0");
-    std::fs::write(&bad, text).unwrap();
+    let mut config = host_config(dir.path(), None);
+    config.sparkplug.reorder_timeout_ms = Some(0);
+    std::fs::write(&bad, config.to_toml()).unwrap();
     let out = host_app().arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -51,7 +55,7 @@ fn check_config_accepts_the_example_and_names_a_wrong_key() {
 fn a_bad_file_exits_2_from_check_config_and_run_with_every_problem_placed() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    let text = config_text(dir.path(), None).replace(
+    let text = host_config(dir.path(), None).to_toml().replace(
         "reorder_timeout_ms = 300",
         "reorder_timeout_ms = 0\nrebirth_interval = 1",
     );
@@ -76,7 +80,8 @@ fn a_bad_file_exits_2_from_check_config_and_run_with_every_problem_placed() {
         );
     }
     // Once the syntax is right, every semantic problem is listed.
-    let text = config_text(dir.path(), None)
+    let text = host_config(dir.path(), None)
+        .to_toml()
         .replace("reorder_timeout_ms = 300", "reorder_timeout_ms = 0")
         .replace(
             "rebirth_min_interval_ms = 60000",
@@ -213,11 +218,11 @@ async fn spy_inflates_compressed_payloads_and_says_so() {
     .unwrap();
     assert!(line.contains("subscribed"), "{line}");
 
-    let birth = Payload::new(now())
+    let birth = Payload::new(now_ms())
         .with_seq(Seq::new(0))
-        .with_metric(BdSeq::new(0).to_metric(now()))
+        .with_metric(BdSeq::new(0).to_metric(now_ms()))
         .with_metric(Metric::new("Flow", 12.5f64).with_alias(7));
-    let data = Payload::new(now())
+    let data = Payload::new(now_ms())
         .with_seq(Seq::new(1))
         .with_metric(Metric::aliased(7, 13.0f64).without_datatype());
     let mut gzip = Vec::new();
@@ -275,36 +280,23 @@ async fn spy_inflates_compressed_payloads_and_says_so() {
 
 #[tokio::test]
 async fn run_stops_cleanly_on_sigterm() {
-    init_logs();
     let dir = tempfile::tempdir().unwrap();
     // An external broker so the edge node outlives the host process.
-    let mut broker_config = host_app::broker::EmbeddedConfig {
-        plain: host_app::broker::PlainListenerConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        ..Default::default()
-    };
-    broker_config.validate().unwrap();
-    let broker = host_app::broker::EmbeddedBroker::start(&broker_config)
-        .await
-        .unwrap();
+    let broker = embedded_broker().await;
     let addr = broker.plain_addr().unwrap();
-    let config = dir.path().join("host.toml");
-    std::fs::write(&config, config_text(dir.path(), Some(addr))).unwrap();
+    let config = system_tests::config::write(
+        &host_config(dir.path(), Some(addr)),
+        dir.path(),
+        "host.toml",
+    );
     let mut edge = ScriptedEdge::connect(addr, "G", "E", 0).await;
 
-    let mut child = host_app()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    stdout.read_line(&mut banner).unwrap();
+    let mut command = host_app();
+    command.arg("run").arg("--config").arg(&config);
+    let mut child = Proc::spawn("host-app", command);
+    let banner = child
+        .wait_for_line_async(WAIT, |l| l.starts_with("host-app: running as "))
+        .await;
     assert!(banner.contains("running as scada"), "{banner}");
     let online = edge.next_matching("STATE/scada").await.state();
     assert!(online.online);
@@ -317,26 +309,17 @@ async fn run_stops_cleanly_on_sigterm() {
         .unwrap()
         .parse()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, tree) = http(api, "GET", "/api/tree", None).await;
-        if tree["groups"][0]["nodes"][0]["node"] == "E" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node not in tree");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait::until_read(
+        "node in tree",
+        WAIT,
+        async || Api::new(api).call_async("GET", "/api/tree", None).await.1,
+        |tree| tree["groups"][0]["nodes"][0]["node"] == "E",
+    )
+    .await;
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    child.signal("TERM");
+    let exit = child.wait_exit_async(WAIT).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
     let offline = edge.next_matching("STATE/scada").await;
     assert_eq!(offline.state(), State::offline(online.timestamp));
 

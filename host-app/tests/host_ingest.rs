@@ -7,50 +7,22 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use host_app::history::{MetricKey, Quality, SampleValue, TimeRange};
+use host_app::history::{MetricKey, Quality, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
-use sparkplug::{BdSeq, DataType, Metric, MetricValue, PropertySet, Seq, Value};
+use sparkplug::{BdSeq, DataType, Metric, MetricValue, Seq, Value};
+use system_tests::mqtt::{Received, ScriptedEdge};
+use system_tests::stack::now_ms;
+use system_tests::wait;
 
 fn node_id() -> NodeId {
     NodeId::new("Plant", "Edge1")
 }
 
-/// A host and an edge node with NBIRTH (Temp, alias 1, degC) and DBIRTH of `Pump`
-/// (Speed Int32 alias 2, Running Boolean alias 3), tracked by the host.
-async fn born(dir: &std::path::Path) -> (Host, ScriptedEdge) {
-    let host = start_host(dir, None).await;
-    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Edge1", 7).await;
-    edge.nbirth(vec![
-        Metric::new("Temp", 20.5f64)
-            .with_alias(1)
-            .with_properties(PropertySet::new().with_eng_unit("degC")),
-    ])
-    .await;
-    edge.dbirth(
-        "Pump",
-        vec![
-            Metric::new("Speed", 1200i32).with_alias(2),
-            Metric::new("Running", true).with_alias(3),
-        ],
-    )
-    .await;
-    let shared = host.shared().clone();
-    wait_until("births tracked", || {
-        shared
-            .tracker()
-            .node(&node_id())
-            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Online))
-            .unwrap_or(false)
-    })
-    .await;
-    (host, edge)
-}
-
 /// Waits until the Pump's Speed shows `value`.
 async fn wait_speed(host: &Host, value: i64) {
     let shared = host.shared().clone();
-    wait_until(&format!("Speed = {value}"), || {
+    wait::until_async(&format!("Speed = {value}"), WAIT, || {
         shared
             .tracker()
             .node(&node_id())
@@ -66,22 +38,19 @@ async fn wait_speed(host: &Host, value: i64) {
 /// timestamp).
 fn speed(value: i32) -> Metric {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| now() + 600_000); // after any birth of this run
+    let base = *BASE.get_or_init(|| now_ms() + 600_000); // after any birth of this run
     let mut m = Metric::aliased(2, value).with_timestamp(base + value as u64);
     m.datatype = None; // DATA usually leaves the datatype to the birth
     m
 }
 
-async fn stored(host: &Host, key: &MetricKey) -> Vec<host_app::history::Sample> {
-    host.flush().await.unwrap();
-    let store = host.shared().store.clone();
-    let id = store
-        .resolve_metric(key)
-        .unwrap()
-        .expect("metric registered");
-    store
-        .range(id, TimeRange::new(0, u64::MAX >> 2), 10_000)
-        .unwrap()
+/// [`born`] with `Pump` holding Speed (Int32, alias 2) and Running (Boolean, alias 3).
+async fn born_with_speed(dir: &std::path::Path) -> (Host, ScriptedEdge) {
+    let pump = vec![
+        Metric::new("Speed", 1200i32).with_alias(2),
+        Metric::new("Running", true).with_alias(3),
+    ];
+    born(dir, 7, pump).await
 }
 
 fn is_rebirth(r: &Received) -> bool {
@@ -95,7 +64,7 @@ fn is_rebirth(r: &Received) -> bool {
 #[tokio::test]
 async fn births_are_tracked_and_data_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     {
         let tracker = host.shared().tracker();
         let node = tracker.node(&node_id()).unwrap();
@@ -111,7 +80,7 @@ async fn births_are_tracked_and_data_is_stored() {
     wait_speed(&host, 1510).await;
 
     let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let values: Vec<_> = stored(&host, &key)
+    let values: Vec<_> = stored(&host, &key, 10_000)
         .await
         .into_iter()
         .map(|s| s.value)
@@ -127,10 +96,10 @@ async fn births_are_tracked_and_data_is_stored() {
 #[tokio::test]
 async fn ndeath_marks_node_and_devices_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     edge.ndeath(edge.bd_seq).await;
     let shared = host.shared().clone();
-    wait_until("node offline", || {
+    wait::until_async("node offline", WAIT, || {
         shared.tracker().node(&node_id()).unwrap().state == Liveness::Offline
     })
     .await;
@@ -144,7 +113,7 @@ async fn ndeath_marks_node_and_devices_stale() {
         }
     }
     let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let last = stored(&host, &key).await.pop().unwrap();
+    let last = stored(&host, &key, 10_000).await.pop().unwrap();
     assert_eq!(last.quality, Quality::STALE);
     assert_eq!(last.value, SampleValue::I64(1200));
     host.stop().await.unwrap();
@@ -153,7 +122,7 @@ async fn ndeath_marks_node_and_devices_stale() {
 #[tokio::test]
 async fn ndeath_with_an_old_bdseq_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     edge.ndeath(BdSeq::new(6)).await; // the previous session's will
     edge.ddata("Pump", vec![speed(1300)]).await;
     wait_speed(&host, 1300).await;
@@ -170,10 +139,10 @@ async fn ndeath_with_an_old_bdseq_is_ignored() {
 #[tokio::test]
 async fn ddeath_marks_the_device_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     edge.ddeath("Pump").await;
     let shared = host.shared().clone();
-    wait_until("device offline", || {
+    wait::until_async("device offline", WAIT, || {
         shared
             .tracker()
             .node(&node_id())
@@ -198,7 +167,7 @@ async fn ddeath_marks_the_device_stale() {
 #[tokio::test]
 async fn a_seq_gap_leads_to_exactly_one_rebirth_after_the_reorder_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     // seq 2 is lost; 3 and 4 arrive.
     edge.ddata_with_seq("Pump", Seq::new(3), vec![speed(3)])
         .await;
@@ -220,7 +189,7 @@ async fn a_seq_gap_leads_to_exactly_one_rebirth_after_the_reorder_timeout() {
 #[tokio::test]
 async fn a_reordered_but_complete_sequence_leads_to_no_rebirth() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     edge.ddata_with_seq("Pump", Seq::new(3), vec![speed(3)])
         .await;
     edge.ddata_with_seq("Pump", Seq::new(4), vec![speed(4)])
@@ -233,7 +202,7 @@ async fn a_reordered_but_complete_sequence_leads_to_no_rebirth() {
         .await;
     assert!(commands.is_empty(), "no Rebirth expected");
     let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    assert_eq!(stored(&host, &key).await.len(), 4); // birth + three
+    assert_eq!(stored(&host, &key, 10_000).await.len(), 4); // birth + three
     assert_eq!(host.shared().tracker().stats().rebirths_requested, 0);
     host.stop().await.unwrap();
 }
@@ -241,7 +210,7 @@ async fn a_reordered_but_complete_sequence_leads_to_no_rebirth() {
 #[tokio::test]
 async fn unknown_alias_leads_to_a_rate_limited_rebirth() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
     for value in 0..3 {
         edge.ddata("Pump", vec![Metric::aliased(99, value)]).await;
     }
@@ -268,8 +237,8 @@ async fn unknown_alias_leads_to_a_rate_limited_rebirth() {
 #[tokio::test]
 async fn replayed_historical_samples_are_stored_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, mut edge) = born(dir.path()).await;
-    let t = now() - 60_000;
+    let (host, mut edge) = born_with_speed(dir.path()).await;
+    let t = now_ms() - 60_000;
     let window: Vec<Metric> = (0..5)
         .map(|i| {
             let mut m = Metric::aliased(2, 100 + i).with_timestamp(t + i as u64 * 1_000);
@@ -282,7 +251,7 @@ async fn replayed_historical_samples_are_stored_once() {
     edge.ddata("Pump", vec![speed(5)]).await;
     wait_speed(&host, 5).await;
     let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let samples = stored(&host, &key).await;
+    let samples = stored(&host, &key, 10_000).await;
     let historical: Vec<_> = samples.iter().filter(|s| s.is_historical).collect();
     assert_eq!(historical.len(), 5);
     assert_eq!(historical[0].value, SampleValue::I64(100));

@@ -4,21 +4,18 @@
 mod common;
 
 use common::*;
-use host_app::history::{MetricKey, Quality, SampleValue, TimeRange};
+use host_app::history::{MetricKey, Quality, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use sparkplug::{Metric, PropertySet, State};
+use system_tests::http::Api;
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::stack::now_ms;
+use system_tests::wait;
 
 async fn stored_values(host: &Host, key: &MetricKey) -> Vec<SampleValue> {
-    host.flush().await.unwrap();
-    let store = host.shared().store.clone();
-    let id = store
-        .resolve_metric(key)
-        .unwrap()
-        .expect("metric registered");
-    store
-        .range(id, TimeRange::new(0, u64::MAX >> 2), 1_000)
-        .unwrap()
+    stored(host, key, 1_000)
+        .await
         .into_iter()
         .map(|s| s.value)
         .collect()
@@ -48,7 +45,7 @@ async fn host_ingests_a_pysparkplug_edge_node() {
 
     let shared = host.shared().clone();
     let node = NodeId::new("Interop", "PyEdge");
-    wait_until("pysparkplug data applied", || {
+    wait::until_async("pysparkplug data applied", WAIT, || {
         shared
             .tracker()
             .node(&node)
@@ -60,7 +57,7 @@ async fn host_ingests_a_pysparkplug_edge_node() {
     // pysparkplug 0.6.1 re-arms its will before it disconnects, so the NDEATH it sends
     // carries the next session's bdSeq (1), not its NBIRTH's (0): a Primary Host must
     // ignore such a death, and the node stays online until its real death.
-    wait_until("mismatched NDEATH seen", || {
+    wait::until_async("mismatched NDEATH seen", WAIT, || {
         shared.tracker().stats().stale_deaths_ignored == 1
     })
     .await;
@@ -71,7 +68,9 @@ async fn host_ingests_a_pysparkplug_edge_node() {
         assert_eq!(n.bd_seq, Some(sparkplug::BdSeq::new(0)));
     }
 
-    let (status, tree) = http(host.api_addr(), "GET", "/api/tree", None).await;
+    let (status, tree) = Api::new(host.api_addr())
+        .call_async("GET", "/api/tree", None)
+        .await;
     assert_eq!(status, 200);
     let group = tree["groups"]
         .as_array()
@@ -139,12 +138,12 @@ async fn host_works_through_mosquitto() {
         .await;
     edge.ddata(
         "Valve",
-        vec![Metric::aliased(2, true).with_timestamp(now() + 5)],
+        vec![Metric::aliased(2, true).with_timestamp(now_ms() + 5)],
     )
     .await;
     let shared = host.shared().clone();
     let node = NodeId::new("Site", "Edge");
-    wait_until("DDATA through mosquitto", || {
+    wait::until_async("DDATA through mosquitto", WAIT, || {
         shared
             .tracker()
             .node(&node)
@@ -161,13 +160,9 @@ async fn host_works_through_mosquitto() {
         "group": "Site", "node": "Edge", "device": "Valve",
         "metric": "Open", "value": false, "user": "ops"
     });
-    let (status, reply) = http(
-        host.api_addr(),
-        "POST",
-        "/api/write",
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, reply) = Api::new(host.api_addr())
+        .call_async("POST", "/api/write", Some(&body.to_string()))
+        .await;
     assert_eq!(status, 200, "{reply}");
     let cmd = edge.next_matching("/DCMD/").await;
     assert_eq!(cmd.topic, "spBv1.0/Site/DCMD/Edge/Valve");
@@ -183,7 +178,7 @@ async fn host_works_through_mosquitto() {
 
     // The edge node's connection drops: Mosquitto sends its will, the NDEATH.
     edge.kill();
-    wait_until("NDEATH will through mosquitto", || {
+    wait::until_async("NDEATH will through mosquitto", WAIT, || {
         shared
             .tracker()
             .node(&node)
@@ -223,7 +218,7 @@ async fn losing_the_broker_marks_everything_stale_and_the_host_is_born_again() {
         .await;
     let shared = host.shared().clone();
     let node = NodeId::new("Site", "Edge");
-    wait_until("births tracked", || {
+    wait::until_async("births tracked", WAIT, || {
         shared
             .tracker()
             .node(&node)
@@ -233,7 +228,7 @@ async fn losing_the_broker_marks_everything_stale_and_the_host_is_born_again() {
     .await;
 
     tokio::task::block_in_place(|| mosquitto.kill());
-    wait_until("host sees the loss", || !shared.is_connected()).await;
+    wait::until_async("host sees the loss", WAIT, || !shared.is_connected()).await;
     {
         let tracker = shared.tracker();
         let n = tracker.node(&node).unwrap();
@@ -253,7 +248,7 @@ async fn losing_the_broker_marks_everything_stale_and_the_host_is_born_again() {
     assert_eq!(latest[0].quality, Quality::STALE, "staleness is in history");
 
     tokio::task::block_in_place(|| mosquitto.restart());
-    wait_until("host connected again", || shared.is_connected()).await;
+    wait::until_async("host connected again", WAIT, || shared.is_connected()).await;
     let mut watcher = ScriptedEdge::connect(addr, "Site", "Watcher", 0).await;
     let again = watcher.next_matching("STATE/scada").await;
     let again = again.state();

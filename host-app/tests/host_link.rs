@@ -15,24 +15,16 @@ use host_app::session::Session;
 use host_app::shared::HostShared;
 use host_app::tracker::TrackerConfig;
 use system_tests::linksim::LinkSim;
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::wait::until_async;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// A lost PINGRESP is noticed at the second keep-alive; the rest is scheduling slack.
 const NOTICE_BOUND: Duration = Duration::from_secs(6);
 
-/// Polls `check` every 10 ms for at most `bound`; returns how long it took.
-async fn within(bound: Duration, what: &str, check: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_link_is_noticed_and_the_host_reconnects_when_it_returns() {
-    init_logs();
+    system_tests::logs::init();
     let mut config = EmbeddedConfig {
         plain: PlainListenerConfig {
             enabled: true,
@@ -62,13 +54,15 @@ async fn a_blackholed_link_is_noticed_and_the_host_reconnects_when_it_returns() 
     let stop = infra::shutdown::Shutdown::new();
     let running = tokio::spawn(session.with_keep_alive(KEEP_ALIVE).run(stop.clone()));
 
-    within(WAIT, "first connection", || shared.is_connected()).await;
+    until_async("first connection", WAIT, || shared.is_connected()).await;
     let first = observer.next_matching("STATE/scada").await.state();
     assert!(first.online);
     assert_eq!(link.accepted(), 1);
 
     link.blackhole();
-    let noticed = within(NOTICE_BOUND, "the loss noticed", || !shared.is_connected()).await;
+    let blackholed = Instant::now();
+    until_async("the loss noticed", NOTICE_BOUND, || !shared.is_connected()).await;
+    let noticed = blackholed.elapsed();
     assert!(
         noticed >= KEEP_ALIVE,
         "lost after {noticed:?}, before a keep-alive could have gone unanswered"
@@ -80,7 +74,7 @@ async fn a_blackholed_link_is_noticed_and_the_host_reconnects_when_it_returns() 
 
     link.restore();
     // A connect attempt stuck in the blackhole times out before the next one goes through.
-    within(Duration::from_secs(20), "reconnected", || {
+    until_async("reconnected", Duration::from_secs(20), || {
         shared.is_connected()
     })
     .await;

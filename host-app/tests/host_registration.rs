@@ -16,6 +16,10 @@ use host_app::history::{MetricKey, SampleValue, TimeRange};
 use host_app::shared::HostShared;
 use host_app::tracker::{Liveness, NodeId};
 use sparkplug::Metric;
+use system_tests::http::Api;
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::stack::now_ms;
+use system_tests::wait;
 
 /// New metrics in the NBIRTH that arrives during the stall.
 const NEW_METRICS: usize = 500;
@@ -34,19 +38,12 @@ fn temp_of(shared: &HostShared) -> Option<SampleValue> {
 
 /// Polls `check` on a blocking thread, failing after [`WAIT`]: were registration to wait
 /// for the stalled commit under the tracker lock, a check would block, not just fail.
-async fn within(what: &str, check: impl Fn() -> bool + Send + 'static) {
-    let polled = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !check() {
-            if std::time::Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
-    });
-    let held = matches!(tokio::time::timeout(WAIT, polled).await, Ok(Ok(true)));
-    assert!(held, "timed out waiting for: {what}");
+async fn within(what: &'static str, check: impl Fn() -> bool + Send + 'static) {
+    let polled = tokio::task::spawn_blocking(move || wait::until(what, WAIT, check));
+    match tokio::time::timeout(WAIT + Duration::from_secs(1), polled).await {
+        Ok(done) => done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        Err(_) => panic!("timed out waiting for: {what} (a check blocked)"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,13 +55,13 @@ async fn births_of_new_metrics_do_not_wait_for_a_stalled_commit() {
     let mut a = ScriptedEdge::connect(addr, "Plant", "A", 0).await;
     a.nbirth(vec![Metric::new("Temp", 0.0f64).with_alias(1)])
         .await;
-    wait_until("A born", || temp_of(&shared).is_some()).await;
+    wait::until_async("A born", WAIT, || temp_of(&shared).is_some()).await;
     host.flush().await.unwrap();
 
     let blocker = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     // After the birth's timestamp, so each value becomes the one the tree serves.
-    let t0 = now() + 1_000;
+    let t0 = now_ms() + 1_000;
     a.ndata(vec![Metric::aliased(1, 1.0f64).with_timestamp(t0)])
         .await;
     let tracked = shared.clone();
@@ -100,7 +97,9 @@ async fn births_of_new_metrics_do_not_wait_for_a_stalled_commit() {
         b_born && temp_of(&tracked).as_ref() == Some(&last)
     })
     .await;
-    let (status, tree) = http(host.api_addr(), "GET", "/api/tree", None).await;
+    let (status, tree) = Api::new(host.api_addr())
+        .call_async("GET", "/api/tree", None)
+        .await;
     assert_eq!(status, 200);
     let nodes = tree["groups"][0]["nodes"].as_array().unwrap();
     let node = |id: &str| nodes.iter().find(|n| n["node"] == id).unwrap();
@@ -126,7 +125,7 @@ async fn births_of_new_metrics_do_not_wait_for_a_stalled_commit() {
         let key = MetricKey::node("Plant", "B", &format!("M{i}"));
         let id = store.resolve_metric(&key).unwrap().expect("registered");
         let samples = store
-            .range(id, TimeRange::new(0, now() + 60_000), 10)
+            .range(id, TimeRange::new(0, now_ms() + 60_000), 10)
             .unwrap();
         assert_eq!(samples.len(), 1, "M{i}: its birth value, once");
         assert_eq!(samples[0].value, SampleValue::F64(i as f64));

@@ -6,26 +6,15 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use host_app::broker::{EmbeddedBroker, EmbeddedConfig, MqttEndpoint, PlainListenerConfig};
+use host_app::broker::MqttEndpoint;
 use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
 use host_app::session::Session;
 use host_app::shared::HostShared;
 use host_app::tracker::TrackerConfig;
 use rumqttc::{PublishOptions, QoS};
 use sparkplug::{Metric, State};
-
-async fn embedded_broker() -> EmbeddedBroker {
-    init_logs();
-    let mut config = EmbeddedConfig {
-        plain: PlainListenerConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        ..EmbeddedConfig::default()
-    };
-    config.validate().unwrap();
-    EmbeddedBroker::start(&config).await.unwrap()
-}
+use system_tests::mqtt::ScriptedEdge;
+use system_tests::wait;
 
 /// A client that publishes one message and disconnects.
 async fn publish(addr: std::net::SocketAddr, topic: &str, payload: Vec<u8>, retain: bool) {
@@ -128,7 +117,7 @@ async fn host_restart_is_seen_as_state_offline_then_online() {
     edge.nbirth(vec![Metric::new("Temp", 20.5f64).with_alias(1)])
         .await;
     let shared = host.shared().clone();
-    wait_until("NBIRTH tracked", || {
+    wait::until_async("NBIRTH tracked", WAIT, || {
         shared
             .tracker()
             .node(&host_app::tracker::NodeId::new("G", "E"))

@@ -2,7 +2,7 @@
 //! payloads, and on random protobuf-shaped input. Whatever it accepts and can
 //! encode, it decodes again and re-encodes to the same bytes.
 
-mod common;
+use system_tests::strategies;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -103,7 +103,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_payloads_never_panic(p in common::payload(), mutations in vec(mutation(), 1..8)) {
+    fn mutated_payloads_never_panic(p in strategies::payload(), mutations in vec(mutation(), 1..8)) {
         let mut bytes = p.encode_to_vec().unwrap();
         for m in &mutations {
             apply(&mut bytes, m);

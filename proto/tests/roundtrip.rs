@@ -2,7 +2,7 @@
 //! unchanged, and our bytes are exactly what the generated prost types write
 //! for the same message.
 
-mod common;
+use system_tests::strategies;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -24,13 +24,13 @@ fn round_trip(p: &Payload) -> Result<(), TestCaseError> {
 
 #[test]
 fn every_metric_datatype_round_trips() {
-    for t in common::metric_types() {
+    for t in strategies::metric_types() {
         let mut runner = TestRunner::new(Config {
             cases: 48,
             ..Config::default()
         });
         runner
-            .run(&common::value_of(t, 2), |v| {
+            .run(&strategies::value_of(t, 2), |v| {
                 prop_assert_eq!(v.datatype(), t);
                 round_trip(&Payload {
                     metrics: vec![Metric::new("m", v)],
@@ -45,13 +45,13 @@ fn every_metric_datatype_round_trips() {
 fn every_metric_datatype_round_trips_without_datatype_on_the_wire() {
     // DATA messages may leave the datatype to the birth: the value arrives
     // untyped and the birth's datatype gives it back exactly.
-    for t in common::metric_types() {
+    for t in strategies::metric_types() {
         let mut runner = TestRunner::new(Config {
             cases: 32,
             ..Config::default()
         });
         runner
-            .run(&common::value_of(t, 1), |v| {
+            .run(&strategies::value_of(t, 1), |v| {
                 let p = Payload {
                     metrics: vec![Metric::aliased(1, v.clone()).without_datatype()],
                     ..Payload::default()
@@ -81,7 +81,7 @@ fn every_property_datatype_round_trips() {
         ..Config::default()
     });
     runner
-        .run(&common::property_value(3), |v| {
+        .run(&strategies::property_value(3), |v| {
             let props = PropertySet::new().with("p", v);
             round_trip(&Payload {
                 metrics: vec![Metric::new("m", true).with_properties(props)],
@@ -105,27 +105,27 @@ proptest! {
     #![proptest_config(Config { cases: 512, ..Config::default() })]
 
     #[test]
-    fn whole_payloads_round_trip(p in common::payload()) {
+    fn whole_payloads_round_trip(p in strategies::payload()) {
         round_trip(&p)?;
     }
 
     #[test]
-    fn datasets_round_trip(ds in common::dataset()) {
+    fn datasets_round_trip(ds in strategies::dataset()) {
         round_trip(&Payload { metrics: vec![Metric::new("d", ds)], ..Payload::default() })?;
     }
 
     #[test]
-    fn templates_round_trip(t in common::template(3)) {
+    fn templates_round_trip(t in strategies::template(3)) {
         round_trip(&Payload { metrics: vec![Metric::new("t", t)], ..Payload::default() })?;
     }
 
     #[test]
-    fn nested_property_set_lists_round_trip(ps in common::property_set(4)) {
+    fn nested_property_set_lists_round_trip(ps in strategies::property_set(4)) {
         round_trip(&Payload { metrics: vec![Metric::new("m", 1u8).with_properties(ps)], ..Payload::default() })?;
     }
 
     #[test]
-    fn prost_encoded_payloads_decode_the_same(p in common::payload()) {
+    fn prost_encoded_payloads_decode_the_same(p in strategies::payload()) {
         // Bytes written by prost from our bytes' raw form decode to the model.
         let ours = p.encode_to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let theirs = sparkplug::pb::Payload::decode(&ours[..]).unwrap().encode_to_vec();

@@ -1,11 +1,14 @@
 //! The project's own binaries as child processes: started with piped output that the
-//! test can wait on line by line, stopped with SIGTERM or SIGKILL, never left behind.
+//! test can wait on line by line and that is also written to a log file, stopped with
+//! SIGTERM or SIGKILL, never left behind. A test that panics prints each child's output.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use crate::wait;
 
 /// A workspace binary (`plant-sim`, `edge-node`, `host-app`), built beside this test.
 ///
@@ -33,6 +36,7 @@ pub struct Proc {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     stdin: Option<ChildStdin>,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -56,6 +60,10 @@ impl Proc {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let log = log_path(name, child.id());
+        let file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("{name}: create {}: {e}", log.display()));
+        let file = Arc::new(Mutex::new(file));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
@@ -64,9 +72,13 @@ impl Proc {
             Box::new(stderr),
         ] {
             let tx = tx.clone();
+            let file = Arc::clone(&file);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
+                    if let Ok(mut file) = file.lock() {
+                        let _ = writeln!(file, "{line}");
+                    }
                     if tx.send(line).is_err() {
                         break;
                     }
@@ -80,7 +92,13 @@ impl Proc {
             lines,
             seen: Vec::new(),
             stdin,
+            log,
         }
+    }
+
+    /// The file every output line is written to (kept after the test).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// The child's process id.
@@ -100,6 +118,11 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{name}: write {line:?} to stdin: {e}"));
     }
 
+    /// Closes the child's stdin (it sees end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`...) to the child.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -115,15 +138,37 @@ impl Proc {
 
     /// Waits up to `timeout` for the child to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait::poll(timeout, || self.child.try_wait().ok().flatten())
+    }
+
+    /// [`Proc::wait_exit`] inside an async test: the runtime keeps running (an in-process
+    /// broker the child talks to, say) while it waits.
+    pub async fn wait_exit_async(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait::poll_async(timeout, || self.child.try_wait().ok().flatten()).await
+    }
+
+    /// [`Proc::wait_for_line`] inside an async test, the runtime running meanwhile.
+    pub async fn wait_for_line_async(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
+            while let Ok(line) = self.lines.try_recv() {
+                let hit = pred(&line);
+                self.seen.push(line.clone());
+                if hit {
+                    return line;
+                }
             }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                Instant::now() < deadline,
+                "{}: no expected line within {timeout:?}; output so far:\n{}",
+                self.name,
+                self.seen.join("\n")
+            );
+            tokio::time::sleep(wait::POLL).await;
         }
     }
 
@@ -189,5 +234,20 @@ impl Drop for Proc {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
         }
+        if std::thread::panicking() {
+            let name = self.name.clone();
+            let log = self.log.display().to_string();
+            eprintln!(
+                "--- {name} output (also in {log}) ---\n{}\n--- end of {name} ---",
+                self.output().join("\n")
+            );
+        }
     }
+}
+
+/// `<tmp>/system-tests-logs/<name>-<pid>.log`.
+fn log_path(name: &str, pid: u32) -> PathBuf {
+    let dir = std::env::temp_dir().join("system-tests-logs");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir.join(format!("{name}-{pid}.log"))
 }

@@ -1,18 +1,25 @@
 //! The whole product as child processes on loopback, for end-to-end tests: the plant
 //! simulator, a host application (embedded broker or an external one) and an edge node
 //! polling the simulator's built-in plant. Configs are written into the test's temp dir
-//! with ports picked by the OS; the host's API is read with [`Api`], the MQTT traffic with
+//! with ports picked by the OS; the host's API is read with [`crate::http::Api`], the MQTT traffic with
 //! [`crate::mqtt::Watcher`].
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value as Json;
 
+use crate::config::{
+    self,
+    edge::{Device, EdgeConfig, ScanClass, Server, Tag},
+    host::{self, HostConfig},
+};
 use crate::free_port;
+use crate::http::{Api, percent_encode};
 use crate::process::{Proc, bin};
+use crate::wait;
 
 /// The Sparkplug group of the test edge node.
 pub const GROUP: &str = "e2e";
@@ -22,25 +29,6 @@ pub const NODE: &str = "gw-1";
 pub const HOST_ID: &str = "e2e-host";
 /// Bounds every wait of the end-to-end tests.
 pub const WAIT: Duration = Duration::from_secs(15);
-
-/// Polls `probe` every 100 ms until it returns `Some`, at most `timeout`.
-pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// [`poll_until`], panicking naming `what` when `probe` never says yes.
-pub fn wait_until<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Option<T>) -> T {
-    poll_until(timeout, probe).unwrap_or_else(|| panic!("{what}: not within {timeout:?}"))
-}
 
 /// The plant, a host and an edge node started together in one temp dir.
 pub struct Stack {
@@ -84,7 +72,7 @@ impl Stack {
     pub fn wait_tree(&mut self, what: &str, ready: impl Fn(&Tree) -> bool) -> Tree {
         let api = self.api();
         let mut last = None;
-        let found = poll_until(WAIT, || {
+        let found = wait::poll(WAIT, || {
             let tree = api.get("/api/tree").ok().map(Tree);
             let hit = tree.as_ref().is_some_and(&ready);
             last = tree;
@@ -130,20 +118,18 @@ pub struct Plant {
 
 impl Plant {
     pub fn start() -> Plant {
-        Self::spawn(None)
+        Self::start_args::<&str>(&[])
     }
 
     /// `plant-sim` serving the plant of a config file instead of the built-in one.
     pub fn start_config(config: &Path) -> Plant {
-        Self::spawn(Some(config))
+        Self::start_args(&["--config".as_ref(), config.as_os_str()])
     }
 
-    fn spawn(config: Option<&Path>) -> Plant {
+    /// `plant-sim --listen 127.0.0.1:0 ARGS`.
+    pub fn start_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Plant {
         let mut cmd = Command::new(bin("plant-sim"));
-        cmd.args(["--listen", "127.0.0.1:0"]);
-        if let Some(config) = config {
-            cmd.arg("--config").arg(config);
-        }
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn_with_stdin("plant-sim", cmd);
         let line = proc.wait_for_line(WAIT, |l| l.starts_with("listening on "));
         let port = line
@@ -158,13 +144,32 @@ impl Plant {
         self.port
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs one stdin command and returns its reply line (`ok ...` or `error: ...`).
+    pub fn reply(&mut self, command: &str) -> String {
+        self.proc.send_line(command);
+        self.proc.wait_for_line(WAIT, |l| {
+            l == "ok" || l.starts_with("ok ") || l.starts_with("error:")
+        })
+    }
+
+    /// Ends the command input; the plant keeps serving.
+    pub fn close_stdin(&mut self) {
+        self.proc.close_stdin();
+    }
+
+    /// SIGTERM; the exit status, `None` when it had to be killed.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.terminate(WAIT)
+    }
+
     /// Runs one stdin command and returns what follows `ok` in its reply; panics on
     /// `error: ...`.
     pub fn command(&mut self, command: &str) -> String {
-        self.proc.send_line(command);
-        let reply = self.proc.wait_for_line(WAIT, |l| {
-            l == "ok" || l.starts_with("ok ") || l.starts_with("error:")
-        });
+        let reply = self.reply(command);
         match reply.strip_prefix("ok") {
             Some(rest) => rest.trim().to_owned(),
             None => panic!("plant-sim `{command}`: {reply}"),
@@ -204,32 +209,19 @@ impl Broker {
     }
 }
 
-/// The host's config file for `broker`, history in `dir`, its API on `http_port`.
-pub fn host_config(dir: &Path, broker: Broker, http_port: u16) -> String {
-    let broker_section = match broker {
-        Broker::Embedded { port } => format!(
-            "[broker]\nmode = \"embedded\"\n\n[broker.embedded.plain]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-        Broker::External { port } => format!(
-            "[broker]\nmode = \"external\"\n\n[broker.external]\nhost = \"127.0.0.1\"\nport = {port}\n"
-        ),
+/// The host's config for `broker`, history in `dir`, its API on `http_port`.
+pub fn host_config(dir: &Path, broker: Broker, http_port: u16) -> HostConfig {
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let broker = match broker {
+        Broker::Embedded { port } => host::Broker::embedded(loopback(port)),
+        Broker::External { port } => host::Broker::external(loopback(port)),
     };
-    format!(
-        r#"{broker_section}
-[history]
-path = "{history}"
-flush_interval_ms = 100
-
-[sparkplug]
-host_id = "{HOST_ID}"
-reorder_timeout_ms = 500
-rebirth_min_interval_ms = 1000
-
-[api]
-listen = "127.0.0.1:{http_port}"
-"#,
-        history = dir.join("history.db").display(),
-    )
+    let mut config = HostConfig::new(HOST_ID, broker, dir);
+    config.history.flush_interval_ms = Some(100);
+    config.sparkplug.reorder_timeout_ms = Some(500);
+    config.sparkplug.rebirth_min_interval_ms = Some(1000);
+    config.api.listen = loopback(http_port).to_string();
+    config
 }
 
 /// `host-app run` with [`host_config`].
@@ -244,9 +236,7 @@ impl HostApp {
     /// Writes the config into `dir` and starts the host on `broker`, the API on a free port.
     pub fn start(dir: &Path, broker: Broker) -> HostApp {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = dir.join("host-app.toml");
-        std::fs::write(&config, host_config(dir, broker, http.port()))
-            .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        let config = config::write(&host_config(dir, broker, http.port()), dir, "host-app.toml");
         Self::start_config(config, broker, http.port())
     }
 
@@ -278,7 +268,7 @@ impl HostApp {
     }
 
     pub fn api(&self) -> Api {
-        Api { addr: self.http }
+        Api::new(self.http)
     }
 
     /// SIGTERM, and asserts a clean exit.
@@ -303,116 +293,39 @@ impl HostApp {
 
 /// The test edge node's config: the built-in plant's three units, small periods so state
 /// changes show within a second or two.
-pub fn edge_config(dir: &Path, broker_port: u16, plant_port: u16) -> String {
-    format!(
-        r#"[sparkplug]
-group_id = "{GROUP}"
-edge_node_id = "{NODE}"
-primary_host_id = "{HOST_ID}"
-rebirth_debounce_ms = 0
-state_file = "{state}"
-metrics_period_ms = 60000
-
-[mqtt]
-keep_alive_s = 5
-startup_delay_max_ms = 0
-backoff_min_ms = 100
-backoff_max_ms = 500
-connect_timeout_ms = 2000
-
-[[mqtt.servers]]
-host = "127.0.0.1"
-port = {broker_port}
-
-[[modbus.scan_classes]]
-name = "fast"
-period_ms = 100
-
-[[modbus.scan_classes]]
-name = "normal"
-period_ms = 250
-
-[[modbus.devices]]
-name = "tank-farm"
-host = "127.0.0.1"
-port = {plant_port}
-unit_id = 1
-timeout_ms = 300
-offline_after_failures = 2
-reconnect_min_ms = 100
-reconnect_max_ms = 500
-
-[[modbus.devices.tags]]
-name = "Tank 1/Level"
-table = "input"
-address = 0
-type = "f32"
-units = "m"
-scan_class = "fast"
-
-[[modbus.devices.tags]]
-name = "Tank 1/Inflow"
-table = "input"
-address = 2
-type = "f32"
-units = "m3/h"
-scan_class = "normal"
-
-[[modbus.devices.tags]]
-name = "Tank 1/Start Level"
-table = "holding"
-address = 1
-type = "f32"
-units = "m"
-access = "read_write"
-scan_class = "normal"
-
-[[modbus.devices]]
-name = "compressor"
-host = "127.0.0.1"
-port = {plant_port}
-unit_id = 2
-timeout_ms = 300
-offline_after_failures = 2
-reconnect_min_ms = 100
-reconnect_max_ms = 500
-
-[[modbus.devices.tags]]
-name = "Run Seconds"
-table = "input"
-address = 6
-type = "u32"
-units = "s"
-scan_class = "normal"
-
-[[modbus.devices.tags]]
-name = "Suction Pressure"
-table = "input"
-address = 0
-type = "f32"
-units = "bar"
-scan_class = "normal"
-
-[[modbus.devices]]
-name = "power-meter"
-host = "127.0.0.1"
-port = {plant_port}
-unit_id = 3
-timeout_ms = 300
-offline_after_failures = 2
-reconnect_min_ms = 100
-reconnect_max_ms = 500
-
-[[modbus.devices.tags]]
-name = "Voltage L1"
-table = "input"
-address = 0
-type = "f32"
-units = "V"
-scan_class = "normal"
-"#,
-        state = dir.join("edge-node.bdseq").display(),
-    )
+pub fn edge_config(dir: &Path, broker_port: u16, plant_port: u16) -> EdgeConfig {
+    let mut config = EdgeConfig::new(GROUP, NODE);
+    config.sparkplug.primary_host_id = Some(HOST_ID.to_owned());
+    config.sparkplug.state_file = Some(dir.join("edge-node.bdseq"));
+    config.mqtt.backoff_min_ms = 100;
+    config.mqtt.backoff_max_ms = 500;
+    config.mqtt.servers = vec![Server::loopback(broker_port)];
+    config.modbus.scan_classes = vec![
+        ScanClass::new("fast", 100.0),
+        ScanClass::new("normal", 250.0),
+    ];
+    let device = |name: &str, unit| Device::tcp(name, plant_port, unit).timing(300, 2, (100, 500));
+    let input = |name: &str, address, data_type: &str, units: &str, scan_class: &str| {
+        Tag::new(name, "input", address, data_type)
+            .units(units)
+            .scan_class(scan_class)
+    };
+    config.modbus.devices = vec![
+        device("tank-farm", 1)
+            .tag(input("Tank 1/Level", 0, "f32", "m", "fast"))
+            .tag(input("Tank 1/Inflow", 2, "f32", "m3/h", "normal"))
+            .tag(
+                Tag::new("Tank 1/Start Level", "holding", 1, "f32")
+                    .units("m")
+                    .writable()
+                    .scan_class("normal"),
+            ),
+        device("compressor", 2)
+            .tag(input("Run Seconds", 6, "u32", "s", "normal"))
+            .tag(input("Suction Pressure", 0, "f32", "bar", "normal")),
+        device("power-meter", 3).tag(input("Voltage L1", 0, "f32", "V", "normal")),
+    ];
+    config
 }
 
 /// `edge-node --config FILE`.
@@ -424,9 +337,11 @@ pub struct EdgeNode {
 impl EdgeNode {
     /// Writes [`edge_config`] into `dir` and starts the node.
     pub fn start(dir: &Path, broker_port: u16, plant_port: u16) -> EdgeNode {
-        let config = dir.join("edge-node.toml");
-        std::fs::write(&config, edge_config(dir, broker_port, plant_port))
-            .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        let config = config::write(
+            &edge_config(dir, broker_port, plant_port),
+            dir,
+            "edge-node.toml",
+        );
         Self::start_config(config)
     }
 
@@ -468,124 +383,10 @@ impl EdgeNode {
     }
 }
 
-/// A minimal HTTP/1.1 client for the host's JSON API (one request per connection).
-#[derive(Debug, Clone, Copy)]
-pub struct Api {
-    addr: SocketAddr,
-}
-
 impl Api {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// One request; the status and body, or why there is none.
-    pub fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
-        use std::io::{Read as _, Write as _};
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| format!("send {method} {path}: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| format!("read {method} {path}: {e}"))?;
-        let text = String::from_utf8(raw).map_err(|e| format!("{method} {path}: {e}"))?;
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("{method} {path}: no end of headers in {text:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{method} {path}: no status in {head:?}"))?;
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        let body = if chunked {
-            dechunk(body)?
-        } else {
-            body.to_owned()
-        };
-        Ok((status, body))
-    }
-
-    /// Reads `/api/events` (server-sent events) until an event `accept` takes, at most
-    /// `timeout`; the event's JSON, or why there is none.
-    pub fn wait_event(
-        &self,
-        timeout: Duration,
-        accept: impl Fn(&Json) -> bool,
-    ) -> Result<Json, String> {
-        use std::io::{BufRead as _, BufReader, Write as _};
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        write!(
-            stream,
-            "GET /api/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-            self.addr
-        )
-        .map_err(|e| format!("send GET /api/events: {e}"))?;
-        let deadline = Instant::now() + timeout;
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        while Instant::now() < deadline {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => return Err("/api/events: stream ended".into()),
-                Ok(_) => {}
-                Err(e) => return Err(format!("/api/events: {e}")),
-            }
-            // Chunk-size lines carry no "data:" prefix: skipped like comments.
-            let Some(data) = line.trim_end().strip_prefix("data:") else {
-                continue;
-            };
-            // An event split over two chunks does not parse: skip it, others follow.
-            let Ok(event) = serde_json::from_str::<Json>(data.trim()) else {
-                continue;
-            };
-            if accept(&event) {
-                return Ok(event);
-            }
-        }
-        Err(format!("/api/events: no such event within {timeout:?}"))
-    }
-
-    /// GET `path`, expecting 200 and JSON.
-    pub fn get(&self, path: &str) -> Result<Json, String> {
-        let (status, body) = self.request("GET", path, "")?;
-        if status != 200 {
-            return Err(format!("GET {path}: {status} {body}"));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("GET {path}: {e} in {body:?}"))
-    }
-
-    /// POST a JSON body; the status and the JSON answer.
-    pub fn post(&self, path: &str, body: &Json) -> (u16, Json) {
-        let (status, text) = self
-            .request("POST", path, &body.to_string())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {e} in {text:?}"));
-        (status, json)
-    }
-
     /// `/api/tree`, once the API answers.
     pub fn tree(&self) -> Tree {
-        Tree(wait_until("GET /api/tree", WAIT, || {
+        Tree(wait::until("GET /api/tree", WAIT, || {
             self.get("/api/tree").ok()
         }))
     }
@@ -598,38 +399,6 @@ impl Api {
         );
         self.get(&path).unwrap_or_else(|e| panic!("{e}"))
     }
-}
-
-fn dechunk(mut body: &str) -> Result<String, String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body
-            .split_once("\r\n")
-            .ok_or_else(|| "chunk size line missing".to_owned())?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|e| format!("chunk size {size:?}: {e}"))?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = rest
-            .get(..size)
-            .ok_or_else(|| "chunk shorter than its size".to_owned())?;
-        out.push_str(chunk);
-        body = rest.get(size + 2..).unwrap_or("");
-    }
-}
-
-/// Percent-encodes a query value (everything but the unreserved characters).
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A `/api/tree` answer with lookups by id.

@@ -135,7 +135,7 @@ fn demo_configs_read_the_built_in_plant_end_to_end() {
             .collect()
     };
     let mut last = Vec::new();
-    let ready = system_tests::stack::poll_until(system_tests::stack::WAIT, || {
+    let ready = system_tests::wait::poll(system_tests::stack::WAIT, || {
         let tree = api.get("/api/tree").ok().map(Tree)?;
         last = missing(&tree);
         last.is_empty().then_some(())

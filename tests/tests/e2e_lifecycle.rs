@@ -8,7 +8,8 @@ use rumqttc::QoS;
 use system_tests::Mosquitto;
 use system_tests::mqtt::Watcher;
 use system_tests::mqtt_proxy::DroppingProxy;
-use system_tests::stack::{Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms, wait_until};
+use system_tests::stack::{Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms};
+use system_tests::wait;
 
 const DEVICES: [&str; 3] = ["tank-farm", "compressor", "power-meter"];
 const GOOD: i64 = 192;
@@ -122,7 +123,7 @@ fn lost_data_message_leads_to_exactly_one_rebirth() {
 
     let started = now_ms();
     proxy.drop_next("/DDATA/");
-    wait_until("one DDATA dropped on its way to the broker", WAIT, || {
+    wait::until("one DDATA dropped on its way to the broker", WAIT, || {
         (proxy.dropped() == 1).then_some(())
     });
 
@@ -208,7 +209,7 @@ fn host_restart_is_followed_by_the_edge_node_and_history_continues() {
     // History kept the samples from before the restart and has new ones after it.
     let api = stack.api();
     let metric = "e2e/gw-1/compressor:Run Seconds";
-    let points = wait_until("Run Seconds samples after the restart", WAIT, || {
+    let points = wait::until("Run Seconds samples after the restart", WAIT, || {
         let history = api.history(metric, started, now_ms() + 1);
         let points = history["points"].as_array().cloned().unwrap_or_default();
         let after = points

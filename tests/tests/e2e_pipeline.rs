@@ -4,8 +4,10 @@
 use rumqttc::QoS;
 use serde_json::{Value as Json, json};
 use system_tests::Mosquitto;
+use system_tests::http::Api;
 use system_tests::mqtt::Watcher;
-use system_tests::stack::{Api, Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms, wait_until};
+use system_tests::stack::{Broker, GROUP, NODE, Stack, Tree, WAIT, now_ms};
+use system_tests::wait;
 
 /// The metrics the test edge node is configured with, per device.
 const CONFIGURED: [(&str, &[&str]); 3] = [
@@ -78,7 +80,7 @@ fn check_live_values(tree: &Tree, started: u64) {
 
 /// The stored trend of a counter: at least `n` GOOD, live samples with rising values.
 fn wait_rising_history(api: &Api, metric: &str, started: u64, n: usize) -> Vec<Json> {
-    wait_until(
+    wait::until(
         &format!("{n} rising samples of {metric} in history"),
         WAIT,
         || {
@@ -203,7 +205,7 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
 
     // 4.5 as f32 is 0x40900000.
     let plant = &mut stack.plant;
-    wait_until("4.5 m in holding registers 1..2 of unit 1", WAIT, || {
+    wait::until("4.5 m in holding registers 1..2 of unit 1", WAIT, || {
         (plant.get(1, "hr", 1, 2) == [0x4090, 0x0000]).then_some(())
     });
 

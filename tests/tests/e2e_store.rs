@@ -27,11 +27,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use system_tests::config;
+use system_tests::config::edge::{Device, EdgeConfig, ScanClass, Server, Store};
+use system_tests::config::sim::{Signal, SimConfig, Sizes, Unit};
 use system_tests::free_port;
+use system_tests::http::Api;
 use system_tests::linksim::LinkSim;
 use system_tests::stack::{
-    Api, Broker, EdgeNode, GROUP, HOST_ID, HostApp, NODE, Plant, Tree, WAIT, now_ms, poll_until,
+    Broker, EdgeNode, GROUP, HOST_ID, HostApp, NODE, Plant, Tree, WAIT, now_ms,
 };
+use system_tests::wait;
 
 /// Tags per simulated Modbus unit (one edge device each): 100 registers, one read.
 const TAGS_PER_DEVICE: usize = 50;
@@ -152,28 +157,42 @@ fn start_value(tag: usize) -> u64 {
 }
 
 /// One unit per device, a u32 counter per tag at input registers 0, 2, 4...
-fn plant_config(scenario: &Scenario) -> String {
-    let mut out = format!("tick_ms = {TICK_MS}\n");
-    for device in 0..scenario.devices() {
-        let _ = write!(
-            out,
-            "\n[[unit]]\nid = {}\nname = \"{}\"\nsizes = {{ coils = 8, discrete_inputs = 8, holding_registers = 8, input_registers = {} }}\n",
-            device + 1,
-            device_name(device),
-            2 * TAGS_PER_DEVICE
-        );
-        let tags = device * TAGS_PER_DEVICE..((device + 1) * TAGS_PER_DEVICE).min(scenario.tags);
-        for (slot, tag) in tags.enumerate() {
-            let _ = write!(
-                out,
-                "\n[[unit.signal]]\nname = \"{}\"\ntable = \"input_registers\"\naddress = {}\ntype = \"u32\"\nkind = \"counter\"\nstart = {}\nrate = {RATE}\n",
-                tag_name(tag),
-                2 * slot,
-                start_value(tag)
-            );
-        }
+fn plant_config(scenario: &Scenario) -> SimConfig {
+    let units = (0..scenario.devices())
+        .map(|device| {
+            let tags =
+                device * TAGS_PER_DEVICE..((device + 1) * TAGS_PER_DEVICE).min(scenario.tags);
+            let signals = tags
+                .enumerate()
+                .map(|(slot, tag)| Signal {
+                    data_type: Some("u32".to_owned()),
+                    start: Some(start_value(tag) as f64),
+                    rate: Some(RATE),
+                    ..Signal::new(
+                        &tag_name(tag),
+                        "input_registers",
+                        2 * slot as u16,
+                        "counter",
+                    )
+                })
+                .collect();
+            Unit {
+                name: Some(device_name(device)),
+                sizes: Some(Sizes {
+                    coils: 8,
+                    discrete_inputs: 8,
+                    holding_registers: 8,
+                    input_registers: 2 * TAGS_PER_DEVICE as u32,
+                }),
+                signals,
+                ..Unit::new(device as u8 + 1)
+            }
+        })
+        .collect();
+    SimConfig {
+        tick_ms: Some(TICK_MS),
+        units,
     }
-    out
 }
 
 /// The edge node's tag list: every counter, no deadband, one scan class.
@@ -191,53 +210,32 @@ fn tag_csv(scenario: &Scenario) -> String {
     out
 }
 
-fn edge_config(dir: &Path, scenario: &Scenario, broker_port: u16, plant_port: u16) -> String {
-    let mut out = format!(
-        r#"[sparkplug]
-group_id = "{GROUP}"
-edge_node_id = "{NODE}"
-primary_host_id = "{HOST_ID}"
-rebirth_debounce_ms = 0
-state_file = "{state}"
-metrics_period_ms = 1000
-
-[mqtt]
-keep_alive_s = {KEEP_ALIVE_S}
-startup_delay_max_ms = 0
-backoff_min_ms = 100
-backoff_max_ms = 500
-connect_timeout_ms = 2000
-
-[[mqtt.servers]]
-host = "127.0.0.1"
-port = {broker_port}
-
-[store]
-path = "{store}"
-replay_bytes_per_s = {replay}
-sent_window_samples = {window_samples}
-
-[modbus]
-tag_files = ["tags.csv"]
-
-[[modbus.scan_classes]]
-name = "scan"
-period_ms = {SCAN_MS}
-"#,
-        state = dir.join("edge-node.bdseq").display(),
-        store = dir.join("store.sqlite").display(),
-        replay = scenario.replay_bytes_per_s(),
-        window_samples = scenario.tags * (SENT_WINDOW_S * 1000 / SCAN_MS) as usize,
-    );
-    for device in 0..scenario.devices() {
-        let _ = write!(
-            out,
-            "\n[[modbus.devices]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {plant_port}\nunit_id = {}\ntimeout_ms = 1000\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n",
-            device_name(device),
-            device + 1
-        );
-    }
-    out
+fn edge_config(dir: &Path, scenario: &Scenario, broker_port: u16, plant_port: u16) -> EdgeConfig {
+    let mut config = EdgeConfig::new(GROUP, NODE)
+        .primary_host(HOST_ID)
+        .state_file(dir.join("edge-node.bdseq"));
+    config.sparkplug.metrics_period_ms = 1000;
+    config.mqtt.keep_alive_s = KEEP_ALIVE_S;
+    config.mqtt.backoff_min_ms = 100;
+    config.mqtt.backoff_max_ms = 500;
+    config.mqtt.servers = vec![Server::loopback(broker_port)];
+    config.store = Some(Store {
+        path: dir.join("store.sqlite"),
+        replay_bytes_per_s: Some(scenario.replay_bytes_per_s()),
+        sent_window_samples: Some(scenario.tags * (SENT_WINDOW_S * 1000 / SCAN_MS) as usize),
+        ..Store::default()
+    });
+    config.modbus.tag_files = vec!["tags.csv".into()];
+    config.modbus.scan_classes = vec![ScanClass::new("scan", SCAN_MS as f64)];
+    config.modbus.devices = (0..scenario.devices())
+        .map(|device| Device {
+            timeout_ms: Some(1000),
+            reconnect_min_ms: Some(100),
+            reconnect_max_ms: Some(500),
+            ..Device::tcp(&device_name(device), plant_port, device as u8 + 1)
+        })
+        .collect();
+    config
 }
 
 /// What an episode did to the edge node.
@@ -481,8 +479,7 @@ impl Rig {
             .enable_all()
             .build()
             .expect("tokio runtime for the link simulator");
-        let plant_file = dir.path().join("plant-sim.toml");
-        std::fs::write(&plant_file, plant_config(&scenario)).expect("write plant-sim.toml");
+        let plant_file = config::write(&plant_config(&scenario), dir.path(), "plant-sim.toml");
         let plant = Plant::start_config(&plant_file);
         let broker = Broker::Embedded { port: free_port() };
         let host = HostApp::start(dir.path(), broker);
@@ -494,12 +491,11 @@ impl Rig {
         // Room for live and replay at the pacer's share, twice over.
         link.set_bandwidth(Some(scenario.replay_bytes_per_s() * 8 * 2));
         std::fs::write(dir.path().join("tags.csv"), tag_csv(&scenario)).expect("write tags.csv");
-        let edge_file = dir.path().join("edge-node.toml");
-        std::fs::write(
-            &edge_file,
-            edge_config(dir.path(), &scenario, link.addr().port(), plant.port()),
-        )
-        .expect("write edge-node.toml");
+        let edge_file = config::write(
+            &edge_config(dir.path(), &scenario, link.addr().port(), plant.port()),
+            dir.path(),
+            "edge-node.toml",
+        );
         let edge = EdgeNode::start_config(edge_file);
         let api = host.api();
         Rig {
@@ -537,7 +533,7 @@ impl Rig {
         let api = self.api;
         let mut last = None;
         // Drain the children's output as we go, so their pipes never fill.
-        let found = poll_until(timeout, || {
+        let found = wait::poll(timeout, || {
             self.host.output();
             self.edge.output();
             let tree = api.get("/api/tree").ok().map(Tree);
@@ -817,7 +813,7 @@ fn run(scenario: Scenario) {
     let last_tags: Vec<usize> = (0..scenario.devices())
         .map(|d| ((d + 1) * TAGS_PER_DEVICE).min(scenario.tags) - 1)
         .collect();
-    let caught_up = poll_until(WAIT, || {
+    let caught_up = wait::poll(WAIT, || {
         last_tags
             .iter()
             .all(|&tag| {

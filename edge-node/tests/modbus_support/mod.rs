@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use edge_node::modbus::{Event, ModbusConfig, Site};
+use edge_node::modbus::{Event, ModbusConfig, Report, Site};
 use tokio::sync::mpsc;
 
 /// Longest wait for any single expected event; a test fails instead of hanging.
@@ -32,6 +32,15 @@ pub async fn wait_for<T>(
             return t;
         }
     }
+}
+
+/// The next device birth (`Event::Online`), within [`WAIT`].
+pub async fn wait_online(events: &mut mpsc::Receiver<Event>) -> Report {
+    wait_for(events, |e| match e {
+        Event::Online(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await
 }
 
 /// Registers holding `be` (the value's big-endian bytes, A first) laid out as the order's

@@ -1,17 +1,18 @@
-//! Shared by the `host_*` tests: a host on a real broker and SQLite file, a scripted edge
-//! node (the `sparkplug` crate + rumqttc) publishing births, data and deaths, and a small
-//! HTTP client for the API. Every wait is bounded.
+//! Shared by the `host_*` tests: a host on a real broker and SQLite file; the scripted
+//! edge node comes from `system_tests::mqtt`. Every wait is bounded.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use host_app::broker::EmbeddedBroker;
 use host_app::config::HostConfig;
+use host_app::history::{MetricKey, Sample, TimeRange};
 use host_app::host::Host;
-use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, PublishOptions, QoS};
-use sparkplug::{BdSeq, Metric, Payload, Seq, State};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use host_app::tracker::{Liveness, NodeId};
+use sparkplug::{Metric, PropertySet};
+use system_tests::config::host::{Broker, HostConfig as TestHostConfig};
+use system_tests::mqtt::ScriptedEdge;
 
 /// Upper bound for any single wait; never a speed assertion.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -19,50 +20,27 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub const REORDER_MS: u64 = 300;
 pub const HOST_ID: &str = "scada";
 
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// A host configuration document: embedded broker on an OS-chosen port, or an external
+/// The test host's configuration: embedded broker on an OS-chosen port, or an external
 /// broker at `external`; history in `dir`.
-pub fn config_text(dir: &std::path::Path, external: Option<SocketAddr>) -> String {
+pub fn host_config(dir: &std::path::Path, external: Option<SocketAddr>) -> TestHostConfig {
     let broker = match external {
-        None => "[broker]\nmode = \"embedded\"\n[broker.embedded.plain]\nenabled = true\nlisten = \"127.0.0.1:0\"\n".to_owned(),
-        Some(addr) => format!(
-            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"{}\"\nport = {}\n",
-            addr.ip(),
-            addr.port()
-        ),
+        None => Broker::embedded(SocketAddr::from(([127, 0, 0, 1], 0))),
+        Some(addr) => Broker::external(addr),
     };
-    format!(
-        "{broker}
-[history]
-path = \"{}\"
-flush_interval_ms = 20
-[sparkplug]
-host_id = \"{HOST_ID}\"
-reorder_timeout_ms = {REORDER_MS}
-rebirth_min_interval_ms = 60000
-[api]
-listen = \"127.0.0.1:0\"
-",
-        dir.join("history.db").display()
-    )
+    let mut config = TestHostConfig::new(HOST_ID, broker, dir);
+    config.history.flush_interval_ms = Some(20);
+    config.sparkplug.reorder_timeout_ms = Some(REORDER_MS);
+    config.sparkplug.rebirth_min_interval_ms = Some(60_000);
+    config
 }
 
 /// Starts a host and waits until its STATE birth is out.
 pub async fn start_host(dir: &std::path::Path, external: Option<SocketAddr>) -> Host {
-    init_logs();
-    let config = HostConfig::from_toml(&config_text(dir, external)).unwrap();
+    system_tests::logs::init();
+    let config = HostConfig::from_toml(&host_config(dir, external).to_toml()).unwrap();
     let host = Host::start(&config).await.unwrap();
     let shared = host.shared().clone();
-    wait_until("host connected", || shared.is_connected()).await;
+    system_tests::wait::until_async("host connected", WAIT, || shared.is_connected()).await;
     host
 }
 
@@ -71,286 +49,49 @@ pub fn broker_addr(host: &Host) -> SocketAddr {
     host.broker().embedded().unwrap().plain_addr().unwrap()
 }
 
-/// Polls `check` every 10 ms until it holds, failing after [`WAIT`].
-pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// A host, and an edge node `Plant/Edge1` (bdSeq `bd_seq`) with an NBIRTH of `Temp`
+/// (alias 1, degC) and a DBIRTH of `Pump` with `pump`, both tracked by the host.
+pub async fn born(dir: &std::path::Path, bd_seq: u8, pump: Vec<Metric>) -> (Host, ScriptedEdge) {
+    let host = start_host(dir, None).await;
+    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Edge1", bd_seq).await;
+    edge.nbirth(vec![
+        Metric::new("Temp", 20.5f64)
+            .with_alias(1)
+            .with_properties(PropertySet::new().with_eng_unit("degC")),
+    ])
+    .await;
+    edge.dbirth("Pump", pump).await;
+    let shared = host.shared().clone();
+    system_tests::wait::until_async("births tracked", WAIT, || {
+        shared
+            .tracker()
+            .node(&NodeId::new("Plant", "Edge1"))
+            .and_then(|n| n.device("Pump").map(|d| d.state == Liveness::Online))
+            .unwrap_or(false)
+    })
+    .await;
+    (host, edge)
 }
 
-/// One message the edge node received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-    pub qos: QoS,
+/// Every stored sample of `key` (at most `limit`), after a flush.
+pub async fn stored(host: &Host, key: &MetricKey, limit: u32) -> Vec<Sample> {
+    host.flush().await.unwrap();
+    let store = host.shared().store.clone();
+    let id = store
+        .resolve_metric(key)
+        .unwrap()
+        .expect("metric registered");
+    store
+        .range(id, TimeRange::new(0, u64::MAX >> 2), limit)
+        .unwrap()
 }
 
-impl Received {
-    pub fn sparkplug(&self) -> Payload {
-        Payload::decode(&self.payload).unwrap()
-    }
-
-    pub fn state(&self) -> State {
-        State::parse(&self.payload).unwrap()
-    }
-
-    /// Checks what Sparkplug requires of every NCMD/DCMD payload: a timestamp, no seq, not
-    /// retained. (QoS 0 is checked through Mosquitto: the embedded broker delivers at the
-    /// subscription's QoS, see `host_app::broker`.)
-    pub fn assert_command_form(&self) {
-        let p = self.sparkplug();
-        assert!(p.timestamp.is_some(), "{}: no timestamp", self.topic);
-        assert_eq!(p.seq, None, "{}: commands carry no seq", self.topic);
-        assert!(!self.retain, "{}", self.topic);
-    }
-}
-
-/// A scripted edge node: publishes what the test says, with bdSeq and seq kept as the
-/// spec says, and reports what it receives (NCMD/DCMD, STATE).
-pub struct ScriptedEdge {
-    pub group: String,
-    pub node: String,
-    pub bd_seq: BdSeq,
-    seq: Seq,
-    client: AsyncClient,
-    received: mpsc::UnboundedReceiver<Received>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ScriptedEdge {
-    /// Connects with its NDEATH will, subscribes to its commands and to STATE.
-    pub async fn connect(addr: SocketAddr, group: &str, node: &str, bd_seq: u8) -> ScriptedEdge {
-        let bd_seq = BdSeq::new(bd_seq);
-        let mut options = MqttOptions::new(
-            format!("edge-{group}-{node}"),
-            (addr.ip().to_string(), addr.port()),
-        );
-        options.set_keep_alive(30);
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let mut death = Vec::new();
-        Payload::new(now())
-            .with_metric(bd_seq.to_metric(now()))
-            .encode(&mut death)
-            .unwrap();
-        options.set_last_will(LastWill::new(
-            format!("spBv1.0/{group}/NDEATH/{node}"),
-            death,
-            QoS::AtLeastOnce,
-            false,
-        ));
-        let (client, mut eventloop) = AsyncClient::builder(options).capacity(1024).build();
-        let (tx, received) = mpsc::unbounded_channel();
-        let (subscribed_tx, mut subscribed) = mpsc::unbounded_channel();
-        let filters = [
-            format!("spBv1.0/{group}/NCMD/{node}"),
-            format!("spBv1.0/{group}/DCMD/{node}/+"),
-            "spBv1.0/STATE/+".to_owned(),
-        ];
-        for f in &filters {
-            client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
-        }
-        let task = tokio::spawn(async move {
-            let mut subacks = 0;
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                        subacks += 1;
-                        if subacks == 3 {
-                            let _ = subscribed_tx.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        let _ = tx.send(Received {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                            qos: p.qos,
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        tokio::time::timeout(WAIT, subscribed.recv())
-            .await
-            .expect("edge node not subscribed in time");
-        ScriptedEdge {
-            group: group.to_owned(),
-            node: node.to_owned(),
-            bd_seq,
-            seq: Seq::new(0),
-            client,
-            received,
-            task,
-        }
-    }
-
-    fn topic(&self, kind: &str, device: Option<&str>) -> String {
-        match device {
-            Some(d) => format!("spBv1.0/{}/{kind}/{}/{d}", self.group, self.node),
-            None => format!("spBv1.0/{}/{kind}/{}", self.group, self.node),
-        }
-    }
-
-    async fn send(&self, topic: String, payload: &Payload) {
-        let mut bytes = Vec::new();
-        payload.encode(&mut bytes).unwrap();
-        self.client
-            .publish(topic, bytes, PublishOptions::new(QoS::AtLeastOnce))
-            .await
-            .unwrap();
-    }
-
-    /// The next seq, advancing.
-    pub fn next_seq(&mut self) -> Seq {
-        let s = self.seq;
-        self.seq = s.next();
-        s
-    }
-
-    /// NBIRTH with seq 0, bdSeq and `metrics`.
-    pub async fn nbirth(&mut self, metrics: Vec<Metric>) {
-        self.seq = Seq::new(0);
-        let mut p = Payload::new(now())
-            .with_seq(self.next_seq())
-            .with_metric(self.bd_seq.to_metric(now()))
-            .with_metric(Metric::new("Node Control/Rebirth", false));
-        p.metrics.extend(metrics);
-        self.send(self.topic("NBIRTH", None), &p).await;
-    }
-
-    pub async fn dbirth(&mut self, device: &str, metrics: Vec<Metric>) {
-        let mut p = Payload::new(now()).with_seq(self.next_seq());
-        p.metrics = metrics;
-        self.send(self.topic("DBIRTH", Some(device)), &p).await;
-    }
-
-    pub async fn ddata(&mut self, device: &str, metrics: Vec<Metric>) {
-        let seq = self.next_seq();
-        self.ddata_with_seq(device, seq, metrics).await;
-    }
-
-    /// DDATA with a chosen seq (for gaps and reordering); the edge's own counter is not
-    /// touched.
-    pub async fn ddata_with_seq(&mut self, device: &str, seq: Seq, metrics: Vec<Metric>) {
-        let mut p = Payload::new(now()).with_seq(seq);
-        p.metrics = metrics;
-        self.send(self.topic("DDATA", Some(device)), &p).await;
-    }
-
-    pub async fn ndata(&mut self, metrics: Vec<Metric>) {
-        let mut p = Payload::new(now()).with_seq(self.next_seq());
-        p.metrics = metrics;
-        self.send(self.topic("NDATA", None), &p).await;
-    }
-
-    pub async fn ddeath(&mut self, device: &str) {
-        let p = Payload::new(now()).with_seq(self.next_seq());
-        self.send(self.topic("DDEATH", Some(device)), &p).await;
-    }
-
-    /// NDEATH with a chosen bdSeq (the current one, or an old one to test staleness).
-    pub async fn ndeath(&mut self, bd_seq: BdSeq) {
-        let p = Payload::new(now()).with_metric(bd_seq.to_metric(now()));
-        self.send(self.topic("NDEATH", None), &p).await;
-    }
-
-    /// The next received message whose topic contains `part`, skipping others.
-    pub async fn next_matching(&mut self, part: &str) -> Received {
-        let wait = async {
-            loop {
-                let r = self.received.recv().await.expect("edge client stopped");
-                if r.topic.contains(part) {
-                    return r;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("nothing on a topic with {part:?} in time"))
-    }
-
-    /// Every message received within `window` whose topic contains `part`.
-    pub async fn collect_for(&mut self, part: &str, window: Duration) -> Vec<Received> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + window;
-        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, self.received.recv()).await {
-            if r.topic.contains(part) {
-                out.push(r);
-            }
-        }
-        out
-    }
-
-    /// Drops the connection without DISCONNECT (the broker then sends the will).
-    pub fn kill(self) {
-        self.task.abort();
-    }
-
-    pub async fn disconnect(self) {
-        let _ = self.client.disconnect().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.task.abort();
-    }
-}
-
-pub fn now() -> u64 {
-    infra::clock::now_ms()
-}
-
-/// A minimal HTTP/1.1 exchange (Connection: close): status and JSON body.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+/// An embedded broker alone, on an OS-chosen port, configured as the test host's is.
+pub async fn embedded_broker() -> EmbeddedBroker {
+    system_tests::logs::init();
+    let text = host_config(std::path::Path::new("."), None).to_toml();
+    let config = HostConfig::from_toml(&text).unwrap();
+    EmbeddedBroker::start(&config.broker.embedded)
         .await
-        .expect("no HTTP response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-    (status, json)
-}
-
-fn dechunk(mut text: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = text.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        text = &rest[n + 2..];
-    }
-    out
+        .unwrap()
 }

@@ -2,12 +2,16 @@
 //! delivers ([`Delivery`]: the SUBACK, then messages) and the bounded waits over it
 //! ([`Wait`]). Two front ends share them: [`Recorder`] for tokio tests (it also publishes
 //! commands and STATE as a host would) and [`Watcher`] on a plain thread for the
-//! end-to-end tests.
+//! end-to-end tests. Beside them: [`ScriptedEdge`], an edge node the test drives by hand
+//! (for host tests), and [`client`], a plain client stepped packet by packet.
 
+pub mod client;
 mod recorder;
+mod scripted_edge;
 mod watcher;
 
 pub use recorder::Recorder;
+pub use scripted_edge::{Received, ScriptedEdge};
 pub use watcher::Watcher;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,6 @@
-//! proptest strategies for the typed model: every datatype, and whole payloads
+//! proptest strategies for the Sparkplug model (the `sparkplug` crate): every datatype, and whole payloads
 //! with properties, datasets, templates and nested property set lists, kept
 //! within the default decode limits.
-#![allow(dead_code)]
 
 use proptest::collection::vec;
 use proptest::prelude::*;
