@@ -10,7 +10,7 @@ use common::*;
 use host_app::history::{MetricKey, Quality, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
-use sparkplug::{BdSeq, DataType, Metric, MetricValue, Seq, Value};
+use sparkplug::{Algorithm, BdSeq, DataType, Metric, MetricValue, Seq, Value};
 use system_tests::mqtt::{Received, ScriptedEdge};
 use system_tests::stack::now_ms;
 use system_tests::wait;
@@ -256,5 +256,32 @@ async fn replayed_historical_samples_are_stored_once() {
     assert_eq!(historical.len(), 5);
     assert_eq!(historical[0].value, SampleValue::I64(100));
     assert_eq!(samples.len(), 7); // birth + 5 historical + 1 live
+    host.stop().await.unwrap();
+}
+
+/// Sparkplug payload compression: DDATA compressed with GZIP and with DEFLATE is inflated,
+/// tracked and stored like any other, and asks for no Rebirth.
+#[tokio::test]
+async fn compressed_data_is_inflated_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born_with_speed(dir.path()).await;
+    edge.compression = Some(Algorithm::Gzip);
+    edge.ddata("Pump", vec![speed(1500)]).await;
+    edge.compression = Some(Algorithm::Deflate);
+    edge.ddata("Pump", vec![speed(1510)]).await;
+    wait_speed(&host, 1510).await;
+
+    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
+    let values: Vec<_> = stored(&host, &key, 10_000)
+        .await
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(values, [1200, 1500, 1510].map(SampleValue::I64));
+    let commands = edge.collect_for("/NCMD/", Duration::from_secs(1)).await;
+    assert!(
+        !commands.iter().any(is_rebirth),
+        "compressed DATA led to a Rebirth request"
+    );
     host.stop().await.unwrap();
 }

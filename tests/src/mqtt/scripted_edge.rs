@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, PublishOptions, QoS};
-use sparkplug::{BdSeq, Metric, Payload, Seq, State};
+use sparkplug::{Algorithm, BdSeq, Metric, Payload, Seq, State};
 use tokio::sync::mpsc;
 
 use crate::stack::now_ms as now;
@@ -49,6 +49,8 @@ pub struct ScriptedEdge {
     pub group: String,
     pub node: String,
     pub bd_seq: BdSeq,
+    /// Sparkplug payload compression for everything it publishes; none by default.
+    pub compression: Option<Algorithm>,
     seq: Seq,
     client: AsyncClient,
     received: mpsc::UnboundedReceiver<Received>,
@@ -117,6 +119,7 @@ impl ScriptedEdge {
             group: group.to_owned(),
             node: node.to_owned(),
             bd_seq,
+            compression: None,
             seq: Seq::new(0),
             client,
             received,
@@ -133,7 +136,10 @@ impl ScriptedEdge {
 
     async fn send(&self, topic: String, payload: &Payload) {
         let mut bytes = Vec::new();
-        payload.encode(&mut bytes).unwrap();
+        match self.compression {
+            Some(algorithm) => payload.encode_compressed(algorithm, &mut bytes).unwrap(),
+            None => payload.encode(&mut bytes).unwrap(),
+        }
         self.client
             .publish(topic, bytes, PublishOptions::new(QoS::AtLeastOnce))
             .await
