@@ -2,13 +2,11 @@
 //! never reads or answers. Requests pile up in the client's queue; once it is full, a
 //! publish must fail as stalled after a keep-alive instead of holding the node forever.
 
-mod session_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_node_testkit::session::{boiler, load};
 use infra::link::{LastWill, Link, LinkError, QoS};
-use session_support::{boiler, load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_that_cannot_be_queued_for_a_keep_alive_fails_as_stalled() {

@@ -2,14 +2,12 @@
 //! test venv) lays out every type in every order with Python's struct module; the engine
 //! must read each value and its writes must land in pymodbus's datastore.
 
-mod modbus_support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc as std_mpsc;
 
 use edge_node::modbus::{Acquisition, Quality, Value};
-use modbus_support::{WAIT, layout, site, wait_online};
+use edge_node_testkit::modbus::{WAIT, layout, site, wait_online};
 use serde_json::Value as Json;
 use system_tests::config::edge::{Device, Modbus, ScanClass, Tag};
 

@@ -2,8 +2,6 @@
 //! the plant simulator on one end, the engine on the other. Two slaves share the line and one
 //! of them is dead. Also RTU framing over TCP.
 
-mod modbus_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use edge_node::modbus::{Acquisition, Quality, Value};
 use edge_node::simulator::{BankSizes, Plant, PlantService};
-use modbus_support::{site, wait_online};
+use edge_node_testkit::modbus::{site, wait_online};
 use system_tests::config::edge::{Bus, Device, Modbus, ScanClass, Tag};
 
 /// A socat process joining two pseudo-terminals; killed (by its own pid) on drop.

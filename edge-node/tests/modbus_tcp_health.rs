@@ -1,8 +1,6 @@
 //! Planner and device health over Modbus TCP against the plant simulator: request counts,
 //! bad-tag isolation, dead and slow devices beside a healthy one, reconnects.
 
-mod modbus_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +8,7 @@ use edge_node::modbus::{Acquisition, Event, Quality, Site, Value, WriteError};
 use edge_node::simulator::{
     BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable, UnknownUnitReply,
 };
-use modbus_support::{site, wait_for, wait_online};
+use edge_node_testkit::modbus::{site, wait_for, wait_online};
 use system_tests::config::edge::{Device, Modbus, ScanClass, Tag};
 use system_tests::free_port;
 use tokio_modbus::ExceptionCode;

@@ -2,13 +2,11 @@
 //! plant simulator's server. Expected registers are laid out from the order's name, not by
 //! the engine's codec.
 
-mod modbus_support;
-
 use std::sync::Arc;
 
 use edge_node::modbus::{Acquisition, Event, Quality, Value, WriteError};
 use edge_node::simulator::{BankSizes, ExceptionRule, Plant, PlantServer, Table as SimTable};
-use modbus_support::{WAIT, layout, site, wait_for, wait_online};
+use edge_node_testkit::modbus::{WAIT, layout, site, wait_for, wait_online};
 use system_tests::config::edge::{Device, Modbus, ScanClass, Tag};
 use tokio_modbus::ExceptionCode;
 

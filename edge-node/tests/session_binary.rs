@@ -1,12 +1,10 @@
 //! The `edge-node` binary: `check-config` and a run ended by SIGTERM (NDEATH, then exit 0).
 
-mod session_support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use edge_node_testkit::session::*;
 use rumqttc::QoS;
-use session_support::*;
 use system_tests::Mosquitto;
 use system_tests::config::edge::{Device, ScanClass, Server, Store, Tag};
 use system_tests::mqtt::Recorder;

@@ -1,13 +1,11 @@
 //! The Sparkplug session against rumqttd in process: births, data, the will, bdSeq
 //! across reconnects, Rebirth without reconnect, commands.
 
-mod session_support;
-
 use std::time::Duration;
 
 use edge_node::EdgeNode;
+use edge_node_testkit::session::*;
 use rumqttc::QoS;
-use session_support::*;
 use sparkplug::{DataType, Metric, MetricValue, Payload, Quality, Value};
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::Recorder;

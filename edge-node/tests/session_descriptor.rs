@@ -3,12 +3,10 @@
 //! settings, are two sessions that do not disturb each other, each addressed by its own
 //! descriptor.
 
-mod session_support;
-
 use std::time::Duration;
 
 use edge_node::{Config, EdgeNode};
-use session_support::*;
+use edge_node_testkit::session::*;
 use sparkplug::{Metric, Payload};
 use system_tests::mqtt::Recorder;
 use system_tests::rumqttd;

@@ -1,15 +1,13 @@
 //! An independent host (paho-mqtt + pysparkplug, tests/python/edge_node_host.py) on
 //! Mosquitto records and decodes everything the edge node sends, and writes a tag.
 
-mod session_support;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 
 use edge_node::EdgeNode;
+use edge_node_testkit::session::*;
 use serde_json::Value as Json;
-use session_support::*;
 use system_tests::Mosquitto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

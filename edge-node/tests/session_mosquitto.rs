@@ -1,13 +1,11 @@
 //! The Sparkplug session against Mosquitto (Debian package): QoS on the wire, the will,
 //! the primary host's STATE (retained, so Mosquitto), failover between servers.
 
-mod session_support;
-
 use std::time::Duration;
 
 use edge_node::EdgeNode;
+use edge_node_testkit::session::*;
 use rumqttc::QoS;
-use session_support::*;
 use sparkplug::{Metric, Payload, State};
 use system_tests::Mosquitto;
 use system_tests::linksim::LinkSim;

@@ -2,12 +2,10 @@
 //! seq one above the last (NDATA included, across 255 -> 0), and the live metrics of a
 //! birth or data message are listed oldest first.
 
-mod session_support;
-
 use std::time::Duration;
 
 use edge_node::EdgeNode;
-use session_support::*;
+use edge_node_testkit::session::*;
 use sparkplug::{Metric, Payload};
 use system_tests::mqtt::{Message, Recorder};
 use system_tests::rumqttd;

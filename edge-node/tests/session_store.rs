@@ -5,15 +5,13 @@
 //! The plant's `setpoint` register is a counter the test increments, each value held
 //! for three scans, so "nothing missing" is "every counter value arrived".
 
-mod session_support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use edge_node::store::StoreConfig;
 use edge_node::{Config, EdgeNode};
-use session_support::*;
+use edge_node_testkit::session::*;
 use sparkplug::{DataType, Payload, State, Value};
 use system_tests::Mosquitto;
 use system_tests::linksim::LinkSim;

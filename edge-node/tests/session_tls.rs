@@ -1,11 +1,9 @@
 //! The link over mutual TLS (rustls, ring) to Mosquitto, with a throwaway CA, server and
 //! client certificates; and a password read from its file.
 
-mod session_support;
-
 use edge_node::EdgeNode;
 use edge_node::config::{Secret, TlsSettings};
-use session_support::*;
+use edge_node_testkit::session::*;
 use system_tests::Mosquitto;
 use system_tests::mqtt::Recorder;
 use system_tests::pki::Pki;

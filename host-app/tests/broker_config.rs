@@ -1,7 +1,5 @@
 //! The `[broker]` configuration: the example file, defaults, and errors that name the key.
 
-mod broker_support;
-
 use host_app::broker::{Broker, BrokerConfig, BrokerMode, ClientCertificates};
 use system_tests::config::host as cfg;
 use system_tests::pki::Pki;

@@ -1,11 +1,9 @@
 //! An independent MQTT implementation (paho-mqtt 1.6.1, Python) against the embedded
 //! broker over MQTT 3.1.1 and 5: retained STATE and the QoS 1 will.
 
-mod broker_support;
-
 use std::time::Duration;
 
-use broker_support::*;
+use host_app_testkit::broker::*;
 
 #[tokio::test]
 async fn paho_retained_state_and_will_over_mqtt_311_and_5() {

@@ -1,11 +1,9 @@
 //! The embedded broker's front: port 0, logins, the connection limit, the CONNECT
 //! deadline, MQTT 5 clients, client ids rumqttd cannot hold, and a clean stop.
 
-mod broker_support;
-
 use std::time::Duration;
 
-use broker_support::*;
+use host_app_testkit::broker::*;
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS};
 use system_tests::mqtt::client::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

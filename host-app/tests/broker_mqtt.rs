@@ -1,9 +1,7 @@
 //! What Sparkplug needs from its MQTT server, checked through the embedded broker with a
 //! real client: QoS 0/1, retained STATE, wildcards, clean sessions and the NDEATH will.
 
-mod broker_support;
-
-use broker_support::*;
+use host_app_testkit::broker::*;
 use rumqttc::{LastWill, QoS};
 use system_tests::mqtt::client::*;
 

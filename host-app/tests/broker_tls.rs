@@ -2,10 +2,8 @@
 //! rustls with the ring provider: server authentication and client certificates
 //! required or optional.
 
-mod broker_support;
-
-use broker_support::*;
 use host_app::broker::{ClientCertificates, EmbeddedConfig, TlsListenerConfig};
+use host_app_testkit::broker::*;
 use infra::tls::ClientTls;
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
 use system_tests::mqtt::client::*;

@@ -1,11 +1,9 @@
 //! Trend downsampling in SQL checked against the same computation done in memory.
 
-mod history_support;
-
-use history_support::{TempStore, register, sample, series};
 use host_app::history::{
     Bucket, HistoryStore, MetricId, RetentionPolicy, Sample, SampleValue, TimeRange,
 };
+use host_app_testkit::history::{TempStore, register, sample, series};
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;

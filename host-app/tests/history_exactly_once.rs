@@ -2,15 +2,13 @@
 //! across them, moves between the recent and main tables and restarts, the store holds each
 //! (metric, timestamp) once, with the value of the first copy that arrived.
 
-mod history_support;
-
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use history_support::{TempStore, register};
 use host_app::history::{
     HistoryStore, MetricId, Quality, RetentionPolicy, Sample, SampleValue, TimeRange,
 };
+use host_app_testkit::history::{TempStore, register};
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;

@@ -1,12 +1,10 @@
 //! Retention by age and by size on a real file, in bounded steps.
 
-mod history_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use history_support::{TempStore, count, register, series};
 use host_app::history::{HistoryStore, RetentionPolicy, RetentionTask, TimeRange};
+use host_app_testkit::history::{TempStore, count, register, series};
 
 const T0: u64 = 1_700_000_000_000;
 const DAY_MS: u64 = 86_400_000;

@@ -1,13 +1,11 @@
 //! The SQLite history store on a real file: value round trips, exactly-once storage of
 //! (metric, timestamp), ordering, latest values, metric registry, audit log, corrupt files.
 
-mod history_support;
-
-use history_support::{TempStore, count, register, sample, series};
 use host_app::history::{
     AuditEntry, AuditQuery, CommandOutcome, HistoryError, HistoryStore, MetricId, MetricKey,
     MetricMeta, Quality, Sample, SampleValue, SqliteOptions, SqliteStore, TimeRange,
 };
+use host_app_testkit::history::{TempStore, count, register, sample, series};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -349,7 +347,9 @@ fn a_damaged_header_is_refused_at_open() {
     t.store.append(&series(id, T0, 1_000, 1_000)).unwrap();
     t.store.checkpoint().unwrap();
     let path = t.path();
-    t.store = std::sync::Arc::new(history_support::open(&t.dir.path().join("other.db")));
+    t.store = std::sync::Arc::new(host_app_testkit::history::open(
+        &t.dir.path().join("other.db"),
+    ));
     // Overwrite the "SQLite format 3" magic.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[..16].copy_from_slice(b"not a sqlite db\0");
@@ -404,7 +404,7 @@ fn closing_the_store_folds_the_wal_into_the_database_file() {
         !wal.exists(),
         "the last connection to close checkpoints and removes the WAL"
     );
-    let again = history_support::open(&path);
+    let again = host_app_testkit::history::open(&path);
     assert_eq!(count(&again, id), 10_000);
     drop(dir);
 }

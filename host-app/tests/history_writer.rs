@@ -1,18 +1,16 @@
 //! The batch writer: channel -> batches -> SQLite; commits by size and by time, flushes on
 //! shutdown, de-duplicates replays, and readers work while it ingests.
 
-mod history_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use history_support::{TempStore, count, register, series};
 use host_app::history::{
     AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, HistoryError, HistoryStore,
     HistoryWriter, MetricId, MetricInfo, MetricKey, MetricMeta, Result, RetentionPolicy,
     RetentionStep, Sample, SampleValue, TimeRange, WriterConfig,
 };
+use host_app_testkit::history::{TempStore, count, register, series};
 
 const T0: u64 = 1_700_000_000_000;
 

@@ -2,11 +2,9 @@
 //! node's DCMD topic with its audit entry, the live event stream, and bad input answered
 //! with clear errors.
 
-mod common;
-
-use common::*;
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
+use host_app_testkit::host::*;
 use prost::Message as _;
 use serde_json::json;
 use sparkplug::{DataType, Metric, MetricValue, Value, pb};

@@ -1,12 +1,10 @@
 //! The `host-app` binary: `check-config`, `spy` against a live broker, and `run` stopped
 //! by SIGTERM with its STATE offline published and history flushed.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::*;
 use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
+use host_app_testkit::host::*;
 use serde_json::json;
 use sparkplug::{Algorithm, BdSeq, Metric, Payload, Seq, State};
 use system_tests::http::Api;

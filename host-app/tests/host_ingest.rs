@@ -2,14 +2,12 @@
 //! births tracked, data stored, deaths marking STALE, seq gaps and unknown aliases
 //! answered by (rate-limited) Rebirth requests, replays stored once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use host_app::history::{MetricKey, Quality, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
+use host_app_testkit::host::*;
 use sparkplug::{Algorithm, BdSeq, DataType, Metric, MetricValue, Seq, Value};
 use system_tests::mqtt::{Received, ScriptedEdge};
 use system_tests::stack::now_ms;

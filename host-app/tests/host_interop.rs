@@ -1,12 +1,10 @@
 //! The host with independent parts: an edge node written with pysparkplug (paho-mqtt)
 //! on our embedded broker, and the host working through Mosquitto instead of it.
 
-mod common;
-
-use common::*;
 use host_app::history::{MetricKey, Quality, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
+use host_app_testkit::host::*;
 use sparkplug::{Metric, PropertySet, State};
 use system_tests::http::Api;
 use system_tests::mqtt::ScriptedEdge;

@@ -3,17 +3,15 @@
 //! no close), and the host must notice the loss within a bound set by its keep-alive, mark
 //! itself disconnected, and connect again with a new STATE birth once the path is back.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use host_app::broker::{EmbeddedBroker, EmbeddedConfig, MqttEndpoint, PlainListenerConfig};
 use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
 use host_app::session::Session;
 use host_app::shared::HostShared;
 use host_app::tracker::TrackerConfig;
+use host_app_testkit::host::*;
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::wait::until_async;

@@ -7,14 +7,12 @@
 //! writer. Registration that needed the writer would wait for that commit to give up; the
 //! writer's stats tell whether it had to.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use host_app::history::{MetricKey, SampleValue, TimeRange};
 use host_app::shared::HostShared;
 use host_app::tracker::{Liveness, NodeId};
+use host_app_testkit::host::*;
 use sparkplug::Metric;
 use system_tests::http::Api;
 use system_tests::mqtt::ScriptedEdge;

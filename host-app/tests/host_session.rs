@@ -1,16 +1,14 @@
 //! The Primary Host session on a real broker: STATE will and birth (retained, same
 //! timestamp), re-asserting online, a clean stop and a restart as an edge node sees them.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use host_app::broker::MqttEndpoint;
 use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
 use host_app::session::Session;
 use host_app::shared::HostShared;
 use host_app::tracker::TrackerConfig;
+use host_app_testkit::host::*;
 use rumqttc::{PublishOptions, QoS};
 use sparkplug::{Metric, State};
 use system_tests::mqtt::ScriptedEdge;

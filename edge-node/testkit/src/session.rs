@@ -1,7 +1,6 @@
 //! Shared parts of the edge-node session tests: a simulated Modbus plant and the node's
 //! config; the broker (`system_tests::rumqttd`) and the recording subscriber
 //! (`system_tests::mqtt`) come from system-tests.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! Shared by the Modbus acquisition tests: building a site from TOML, waiting for events
 //! with a bound, and an order-by-name register layout written independently of the codec.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use edge_node::modbus::{Event, ModbusConfig, Report, Site};

@@ -1,6 +1,5 @@
 //! Shared by the `host_*` tests: a host on a real broker and SQLite file; the scripted
 //! edge node comes from `system_tests::mqtt`. Every wait is bounded.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,4 @@
 //! Helpers shared by the history tests: a store on a real file in a temporary directory.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +11,12 @@ use host_app::history::{
 pub struct TempStore {
     pub dir: tempfile::TempDir,
     pub store: Arc<SqliteStore>,
+}
+
+impl Default for TempStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TempStore {

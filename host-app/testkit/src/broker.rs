@@ -1,6 +1,5 @@
 //! Shared by the `broker_*` tests: an embedded broker configuration and a started broker;
 //! the MQTT client they drive comes from `system_tests::mqtt::client`.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
