@@ -6,7 +6,7 @@
 //! `systemd-analyze verify` and rate at most 2.5 in `systemd-analyze security`.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
