@@ -51,6 +51,8 @@ build() {
         "$stage/etc/$pkg" "$stage/usr/share/doc/$pkg/examples"
     for b in "$@"; do
         install -m 0755 "$bin_dir/$b" "$stage/usr/bin/$b"
+        # Debian ships stripped binaries; STRIP names the cross tool (aarch64-linux-gnu-strip).
+        "${STRIP:-strip}" --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/usr/bin/$b"
     done
     install -m 0644 "$root/systemd/$pkg.service" "$stage/lib/systemd/system/$pkg.service"
     # Configuration: readable by root and (group, set in postinst) the service only.
@@ -65,7 +67,19 @@ build() {
                 "$stage/usr/share/doc/$pkg/examples/"
             ;;
     esac
-    printf 'License: Apache-2.0\nSee /usr/share/common-licenses/Apache-2.0\n' > "$stage/usr/share/doc/$pkg/copyright"
+    cat > "$stage/usr/share/doc/$pkg/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: sparkplug-edge
+
+Files: *
+Copyright: the sparkplug-edge authors
+License: Apache-2.0
+ On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
+COPYRIGHT
+    printf '%s (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- sparkplug-edge maintainers <maintainers@example.invalid>  %s\n' \
+        "$pkg" "$version" "$version" "$(date -R -u -d @"${SOURCE_DATE_EPOCH:-0}")" |
+        gzip -9n > "$stage/usr/share/doc/$pkg/changelog.gz"
+    chmod 0644 "$stage/usr/share/doc/$pkg/changelog.gz"
     chmod 0644 "$stage/usr/share/doc/$pkg/copyright"
     (cd "$stage" && find etc -type f | sed 's#^#/#' | sort) > "$stage/DEBIAN/conffiles"
     chmod 0644 "$stage/DEBIAN/conffiles"
@@ -86,7 +100,7 @@ Priority: optional
 Homepage: https://example.invalid/sparkplug-edge
 Description: $summary
  Part of sparkplug-edge, a Sparkplug B 3.0 edge node and host application.
- Runs as the systemd service $pkg.service under its own system user $pkg.
+ Runs as the systemd service $pkg.service under its own system user.
 CONTROL
     chmod 0644 "$stage/DEBIAN/control"
     deb=$out/${pkg}_${version}_${arch}.deb

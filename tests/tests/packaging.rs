@@ -2,7 +2,7 @@
 //! script builds both packages from the debug binaries, their contents and modes are
 //! read back with dpkg-deb, they are unpacked into a throwaway root where the maintainer
 //! scripts run (against stubbed adduser, chown, deb-systemd-helper... that log their
-//! calls) through install, reinstall, remove and purge; the units pass
+//! calls) through install, reinstall, remove and purge; lintian finds no error; the units pass
 //! `systemd-analyze verify` and rate at most 2.5 in `systemd-analyze security`.
 
 use std::collections::BTreeSet;
@@ -49,6 +49,18 @@ fn build_debs(out: &Path) -> Vec<PathBuf> {
             .arg(out),
     );
     text(&built).lines().map(PathBuf::from).collect()
+}
+
+/// Debian's package checker: errors fail, warnings (config 0640, no manual pages) pass.
+fn lintian_finds_no_error(debs: &[PathBuf]) {
+    let out = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .args(debs)
+        .output()
+        .expect("lintian is not installed: tests/run.sh installs it (apt-get install lintian)");
+    let report = text(&out);
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
 }
 
 /// `dpkg-deb -c`: path (without the leading `.`) to its mode string and owner.
@@ -180,6 +192,7 @@ fn packages_hold_the_binaries_units_and_conffiles_and_their_scripts_install_and_
     let debs = build_debs(&dir.path().join("out"));
     assert_eq!(debs.len(), 2, "{debs:?}");
     let arch = text(&run(Command::new("dpkg").arg("--print-architecture")));
+    lintian_finds_no_error(&debs);
     for (expect, deb) in PACKAGES.iter().zip(&debs) {
         let pkg = expect.package;
         let name = deb.file_name().unwrap().to_string_lossy().into_owned();
