@@ -12,6 +12,10 @@ say() { printf '\n== %s\n' "$*"; }
 need_debs=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
 command -v socat >/dev/null 2>&1 || need_debs+=(socat)
+# The packaging tests: systemd-analyze verify/security, dpkg-deb, lintian.
+command -v systemd-analyze >/dev/null 2>&1 || need_debs+=(systemd)
+command -v dpkg-deb >/dev/null 2>&1 || need_debs+=(dpkg)
+command -v lintian >/dev/null 2>&1 || need_debs+=(lintian)
 if [ ${#need_debs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_debs[*]}"
   sudo_cmd=""

@@ -23,4 +23,4 @@ pub mod simulator;
 pub mod store;
 
 pub use config::Config;
-pub use node::{EdgeNode, NodeHandle};
+pub use node::{EdgeNode, NodeHandle, ServiceStatus};

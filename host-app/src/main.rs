@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use host_app::config::HostConfig;
 use host_app::host::Host;
 use host_app::spy::{self, SpyOptions};
+use host_app::tracker::Liveness;
 use infra::Exit;
+use infra::notify::Notifier;
 
 /// Largest payload file `decode` reads; MQTT's own ceiling is 256 MiB, no real payload nears it.
 const MAX_PAYLOAD_FILE: u64 = 64 * 1024 * 1024;
@@ -124,6 +126,9 @@ fn run(file: &Path) -> ExitCode {
     infra::logging::init();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
+            let notifier = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
+            let stop = infra::shutdown::signal()
+                .map_err(|e| format!("installing the signal handlers: {e}"))?;
             let host = Host::start(&config).await.map_err(|e| e.to_string())?;
             let endpoint = host.broker().endpoint();
             println!(
@@ -133,7 +138,7 @@ fn run(file: &Path) -> ExitCode {
                 endpoint.port,
                 host.api_addr()
             );
-            infra::shutdown::wait_for_signal().await;
+            tell_systemd(&host, &notifier, stop).await;
             tracing::info!("stopping");
             let stats = host.stop().await.map_err(|e| e.to_string())?;
             tracing::info!(?stats, "stopped");
@@ -146,6 +151,66 @@ fn run(file: &Path) -> ExitCode {
             eprintln!("host-app run: {e}");
             Exit::RuntimeFailure.into()
         }
+    }
+}
+
+/// How often the status line is brought up to date.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
+
+/// Tells systemd the host is ready (broker listening, history open, API bound: `Host::start`
+/// returned), keeps its status line current until `stop` resolves, then says it is stopping.
+async fn tell_systemd(host: &Host, notifier: &Notifier, stop: impl Future<Output = ()>) {
+    let mut line = status_line(host);
+    report(notifier.ready(&line));
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(STATUS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = tick.tick() => {
+                let now = status_line(host);
+                if now != line {
+                    line = now;
+                    report(notifier.status(&line));
+                }
+            }
+        }
+    }
+    report(notifier.stopping());
+}
+
+fn status_line(host: &Host) -> String {
+    let endpoint = host.broker().endpoint();
+    let kind = if host.broker().embedded().is_some() {
+        "broker listening on"
+    } else {
+        "using broker"
+    };
+    let online = host
+        .shared()
+        .tracker()
+        .nodes()
+        .iter()
+        .filter(|(_, node)| node.state == Liveness::Online)
+        .count();
+    let session = if host.shared().is_connected() {
+        "connected"
+    } else {
+        "not connected"
+    };
+    format!(
+        "{kind} {}:{}, session {session}, API on {}, {online} edge nodes online",
+        endpoint.host,
+        endpoint.port,
+        host.api_addr()
+    )
+}
+
+/// A service manager that stopped listening is no reason to stop serving.
+fn report(sent: std::io::Result<()>) {
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 

@@ -60,20 +60,11 @@ fn commented_parts_of_the_example_load_when_enabled() {
         });
         let line = match enabled {
             Some(l) => l
-                .replace(
-                    "/etc/sparkplug-edge/tls/server.pem",
-                    &toml_path(&pki.server_cert),
-                )
-                .replace(
-                    "/etc/sparkplug-edge/tls/server.key",
-                    &toml_path(&pki.server_key),
-                )
-                .replace(
-                    "/etc/sparkplug-edge/tls/clients-ca.pem",
-                    &toml_path(&pki.ca),
-                )
-                .replace("/etc/sparkplug-edge/secrets/mqtt-host", &toml_path(&secret))
-                .replace("/etc/sparkplug-edge/secrets/mqtt-edge", &toml_path(&secret)),
+                .replace("/etc/host-app/tls/server.pem", &toml_path(&pki.server_cert))
+                .replace("/etc/host-app/tls/server.key", &toml_path(&pki.server_key))
+                .replace("/etc/host-app/tls/clients-ca.pem", &toml_path(&pki.ca))
+                .replace("/etc/host-app/secrets/mqtt-host", &toml_path(&secret))
+                .replace("/etc/host-app/secrets/mqtt-edge", &toml_path(&secret)),
             None => line.to_owned(),
         };
         doc.push_str(&line);

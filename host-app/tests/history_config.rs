@@ -28,10 +28,7 @@ fn with(key: &str, value: &str) -> String {
 #[test]
 fn the_example_file_loads_and_maps_to_store_writer_and_retention_settings() {
     let config = HistoryConfig::from_toml(&example()).unwrap();
-    assert_eq!(
-        config.path,
-        PathBuf::from("/var/lib/sparkplug-host/history.db")
-    );
+    assert_eq!(config.path, PathBuf::from("/var/lib/host-app/history.db"));
     let writer = config.writer_config();
     assert_eq!(
         (
@@ -133,7 +130,7 @@ fn the_synchronous_choice_reaches_the_database_connection() {
             .path()
             .join(format!("h-{}.db", choice.trim_matches('"')));
         let text = with("synchronous", choice).replace(
-            "path = \"/var/lib/sparkplug-host/history.db\"",
+            "path = \"/var/lib/host-app/history.db\"",
             &format!("path = {:?}", path.display().to_string()),
         );
         let config = HistoryConfig::from_toml(&text).unwrap();

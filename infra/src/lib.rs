@@ -14,7 +14,8 @@
 //! - [`clock`]: wall-clock milliseconds since the Unix epoch;
 //! - [`durability`]: SQLite's `synchronous` setting;
 //! - [`config_error`]: configuration problems, each with its key path and place;
-//! - [`exit`]: the exit-code policy of every binary.
+//! - [`exit`]: the exit-code policy of every binary;
+//! - [`notify`]: readiness and status for systemd (`sd_notify`).
 
 pub mod clock;
 pub mod config_error;
@@ -22,6 +23,7 @@ pub mod durability;
 pub mod exit;
 pub mod link;
 pub mod logging;
+pub mod notify;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;

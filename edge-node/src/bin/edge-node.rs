@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_node::{Config, EdgeNode};
 use infra::Exit;
+use infra::notify::Notifier;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,9 +76,46 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Longest wait for the first poll report before telling systemd the node is ready anyway
+/// (a device that never answers is reported offline only after its retries).
+const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
+
 async fn run(config: Config) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env().context("NOTIFY_SOCKET")?;
+    let stop = infra::shutdown::signal().context("installing the signal handlers")?;
+    tokio::pin!(stop);
     let node = EdgeNode::start(config).context("starting the edge node")?;
-    infra::shutdown::wait_for_signal().await;
+    let mut status = node.status();
+    // Ready once acquisition has polled: configuration, Modbus and the session task all run.
+    let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
+    let stopped_early = tokio::select! {
+        _ = first_poll => false,
+        () = &mut stop => true,
+    };
+    if !stopped_early {
+        let line = status.borrow_and_update().to_string();
+        report(notifier.ready(&line));
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        break; // the node stopped by itself; shutdown reports why
+                    }
+                    let line = status.borrow_and_update().to_string();
+                    report(notifier.status(&line));
+                }
+            }
+        }
+    }
+    report(notifier.stopping());
     tracing::info!("shutting down");
     node.shutdown().await.context("stopping the edge node")
+}
+
+/// A service manager that stopped listening is no reason to stop serving.
+fn report(sent: std::io::Result<()>) {
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
 }

@@ -94,6 +94,34 @@ pub enum NodeError {
 pub struct NodeHandle {
     cancel: CancellationToken,
     task: JoinHandle<Result<(), NodeError>>,
+    status: tokio::sync::watch::Receiver<ServiceStatus>,
+}
+
+/// What the node is doing, for a service manager's status line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// The MQTT server the node is born on, if any.
+    pub born_on: Option<String>,
+    /// Devices configured.
+    pub devices: usize,
+    /// Devices answering their polls.
+    pub devices_online: usize,
+    /// Acquisition has reported at least one device (online or offline): polling runs.
+    pub polled: bool,
+}
+
+impl std::fmt::Display for ServiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.born_on {
+            Some(server) => write!(f, "connected to {server}")?,
+            None => f.write_str("not connected")?,
+        }
+        write!(
+            f,
+            ", {} of {} devices online",
+            self.devices_online, self.devices
+        )
+    }
 }
 
 impl NodeHandle {
@@ -108,6 +136,11 @@ impl NodeHandle {
     /// The node stopped by itself (only on a fatal error).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
+    }
+
+    /// The node's status, changed as sessions and devices come and go.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<ServiceStatus> {
+        self.status.clone()
     }
 }
 
@@ -160,6 +193,7 @@ pub struct EdgeNode {
     probe: Option<Probe>,
     /// Messages published when the last probe went out.
     published_at_probe: u64,
+    status: tokio::sync::watch::Sender<ServiceStatus>,
 }
 
 impl EdgeNode {
@@ -185,6 +219,10 @@ impl EdgeNode {
             Acquisition::start(config.site.clone(), AcquisitionOptions::default());
         let handle = acquisition.handle();
         let published = Arc::new(PublishCounters::default());
+        let (status, status_rx) = tokio::sync::watch::channel(ServiceStatus {
+            devices: config.site.devices.len(),
+            ..ServiceStatus::default()
+        });
         let node = EdgeNode {
             catalog: Catalog::new(Arc::new(config.site.clone())),
             publisher: Publisher::new(
@@ -209,6 +247,7 @@ impl EdgeNode {
             forwarder,
             probe: None,
             published_at_probe: 0,
+            status,
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -217,7 +256,11 @@ impl EdgeNode {
             edge_node_id = %node.config.sparkplug.edge_node_id
         );
         let task = tokio::spawn(node.run(cancel.clone()).instrument(span));
-        Ok(NodeHandle { cancel, task })
+        Ok(NodeHandle {
+            cancel,
+            task,
+            status: status_rx,
+        })
     }
 
     async fn run(mut self, cancel: CancellationToken) -> Result<(), NodeError> {
@@ -253,6 +296,14 @@ impl EdgeNode {
             acquisition.shutdown().await;
         }
         Ok(())
+    }
+
+    fn set_born_on(&self, server: Option<String>) {
+        self.status.send_if_modified(|s| {
+            let changed = s.born_on != server;
+            s.born_on = server;
+            changed
+        });
     }
 
     /// Sleeps while still taking in device events; false when shutdown came first.
@@ -349,7 +400,10 @@ impl EdgeNode {
                         Ok(Some(ending)) => break ending,
                         Err(e) => break Ending::Lost(e.to_string()),
                     }
-                    born |= phase == Phase::Born;
+                    if phase == Phase::Born && !born {
+                        born = true;
+                        self.set_born_on(Some(server.to_string()));
+                    }
                 }
                 Some(event) = self.events.recv() => {
                     if let Err(e) = self.on_device_event(&link, event, phase).await {
@@ -380,6 +434,7 @@ impl EdgeNode {
                 }
             }
         };
+        self.set_born_on(None);
         if matches!(ending, Ending::Lost(_) | Ending::NextServer)
             && let Some(f) = self.forwarder.as_mut()
         {
@@ -786,6 +841,15 @@ impl EdgeNode {
     /// Offline reports are not kept: their device is dead, and DDEATH says so.
     fn absorb(&mut self, event: &Event) {
         self.catalog.apply(event);
+        let online = (0..self.catalog.site().devices.len())
+            .filter(|&d| self.catalog.is_online(d))
+            .count();
+        self.status.send_if_modified(|s| {
+            let changed = !s.polled || s.devices_online != online;
+            s.polled = true;
+            s.devices_online = online;
+            changed
+        });
         if let (Some(f), Event::Data(report) | Event::Online(report)) =
             (self.forwarder.as_mut(), event)
         {

@@ -14,7 +14,7 @@ use super::writer::WriterConfig;
 ///
 /// ```toml
 /// [history]
-/// path = "/var/lib/sparkplug-host/history.db"
+/// path = "/var/lib/host-app/history.db"
 /// batch_size = 5000
 /// flush_interval_ms = 250
 /// retention_days = 90

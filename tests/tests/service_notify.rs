@@ -1,0 +1,201 @@
+//! The services' systemd notify protocol, with the real binaries: a Unix datagram socket
+//! stands in for systemd as `NOTIFY_SOCKET`. READY=1 must come only once the service
+//! works, STATUS= lines say what it does, STOPPING=1 follows SIGTERM.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use system_tests::free_port;
+use system_tests::process::{Proc, bin};
+use system_tests::stack::{Broker, Plant, WAIT, edge_config, host_config};
+
+/// The service manager's end: every datagram a service sends.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: String,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path, name: &str) -> NotifySocket {
+        let path = dir.join(name);
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("read timeout");
+        NotifySocket {
+            socket,
+            path: path.to_str().expect("UTF-8 temp path").to_owned(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `timeout`) for a datagram `pred` accepts and returns it.
+    fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(message.clone());
+                if pred(&message) {
+                    return message;
+                }
+            }
+        }
+        panic!("no {what} within {timeout:?}; received {:?}", self.seen);
+    }
+}
+
+fn status_of(message: &str) -> &str {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or_else(|| panic!("no STATUS= in {message:?}"))
+}
+
+/// `GET path` on the host's API: the status code.
+fn http_status(port: u16, path: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(WAIT))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| e.to_string())?;
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {reply:?}"))
+}
+
+#[test]
+fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // The host: ready means broker listening, history open and API answering.
+    let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
+    let broker_port = free_port();
+    let http_port = free_port();
+    let host_toml = dir.path().join("host-app.toml");
+    std::fs::write(
+        &host_toml,
+        host_config(
+            dir.path(),
+            Broker::Embedded { port: broker_port },
+            http_port,
+        ),
+    )
+    .expect("write the host config");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&host_toml)
+        .env("NOTIFY_SOCKET", &host_notify.path)
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    let ready = host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    TcpStream::connect(("127.0.0.1", broker_port))
+        .expect("the broker accepts connections once READY=1 is sent");
+    assert_eq!(
+        http_status(http_port, "/api/tree"),
+        Ok(200),
+        "the API answers once READY=1 is sent"
+    );
+    assert!(
+        status_of(&ready).contains(&format!("broker listening on 127.0.0.1:{broker_port}")),
+        "{ready:?}"
+    );
+    assert!(
+        host_notify.seen[..host_notify.seen.len() - 1]
+            .iter()
+            .all(|m| !m.contains("READY=1")),
+        "one READY=1"
+    );
+
+    // The edge node: ready means acquisition polled the simulator.
+    let plant = Plant::start();
+    let mut edge_notify = NotifySocket::bind(dir.path(), "edge.sock");
+    let edge_toml = dir.path().join("edge-node.toml");
+    std::fs::write(
+        &edge_toml,
+        edge_config(dir.path(), broker_port, plant.port()),
+    )
+    .expect("write the edge config");
+    let mut cmd = Command::new(bin("edge-node"));
+    cmd.arg("--config")
+        .arg(&edge_toml)
+        .env("NOTIFY_SOCKET", &edge_notify.path)
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", cmd);
+    let ready = edge_notify.wait_for("edge READY=1", WAIT, |m| m.contains("READY=1"));
+    let status = status_of(&ready).to_owned();
+    let online: usize = status
+        .split(", ")
+        .nth(1)
+        .and_then(|part| part.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no device count in {status:?}"));
+    assert!(
+        online >= 1 && status.ends_with("of 3 devices online"),
+        "READY=1 only after the simulator answered Modbus requests: {status:?}"
+    );
+    edge_notify.wait_for("edge STATUS connected", WAIT, |m| {
+        m.contains(&format!(
+            "STATUS=connected to mqtt://127.0.0.1:{broker_port}"
+        ))
+    });
+    host_notify.wait_for("host STATUS with the node online", WAIT, |m| {
+        m.contains("STATUS=") && m.contains(", 1 edge nodes online")
+    });
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    edge.signal("TERM");
+    edge_notify.wait_for("edge STOPPING=1", WAIT, |m| m.contains("STOPPING=1"));
+    let exit = edge
+        .wait_exit(WAIT)
+        .expect("the edge node exits after SIGTERM");
+    assert!(exit.success(), "edge-node: {exit:?}");
+    host.signal("TERM");
+    host_notify.wait_for("host STOPPING=1", WAIT, |m| m.contains("STOPPING=1"));
+    let exit = host.wait_exit(WAIT).expect("the host exits after SIGTERM");
+    assert!(exit.success(), "host-app: {exit:?}");
+}
+
+#[test]
+fn without_notify_socket_the_host_runs_and_stops_as_before() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http_port = free_port();
+    let host_toml = dir.path().join("host-app.toml");
+    std::fs::write(
+        &host_toml,
+        host_config(
+            dir.path(),
+            Broker::Embedded { port: free_port() },
+            http_port,
+        ),
+    )
+    .expect("write the host config");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&host_toml)
+        .env_remove("NOTIFY_SOCKET");
+    let mut host = Proc::spawn("host-app", cmd);
+    host.wait_for_line(WAIT, |l| l.starts_with("host-app: running as"));
+    assert_eq!(http_status(http_port, "/api/tree"), Ok(200));
+    host.signal("TERM");
+    let exit = host.wait_exit(WAIT).expect("the host exits after SIGTERM");
+    assert!(exit.success(), "host-app: {exit:?}");
+}
