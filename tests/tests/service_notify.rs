@@ -95,7 +95,8 @@ fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_s
             dir.path(),
             Broker::Embedded { port: broker_port },
             http_port,
-        ),
+        )
+        .to_toml(),
     )
     .expect("write the host config");
     let mut cmd = Command::new(bin("host-app"));
@@ -130,7 +131,7 @@ fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_s
     let edge_toml = dir.path().join("edge-node.toml");
     std::fs::write(
         &edge_toml,
-        edge_config(dir.path(), broker_port, plant.port()),
+        edge_config(dir.path(), broker_port, plant.port()).to_toml(),
     )
     .expect("write the edge config");
     let mut cmd = Command::new(bin("edge-node"));
@@ -184,7 +185,8 @@ fn without_notify_socket_the_host_runs_and_stops_as_before() {
             dir.path(),
             Broker::Embedded { port: free_port() },
             http_port,
-        ),
+        )
+        .to_toml(),
     )
     .expect("write the host config");
     let mut cmd = Command::new(bin("host-app"));
