@@ -8,7 +8,7 @@ use rumqttc::QoS;
 use system_tests::Mosquitto;
 use system_tests::config::edge::{Device, ScanClass, Server, Store, Tag};
 use system_tests::mqtt::Recorder;
-use system_tests::process::Proc;
+use system_tests::process::{Proc, assert_exit_with_one_line};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_edge-node");
 
@@ -101,11 +101,9 @@ fn a_bad_file_given_to_run_or_check_config_exits_2_and_a_csv_row_is_placed() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    for out in [check, run] {
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with(&expected), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
+    for (what, out) in [("check-config", check), ("run", run)] {
+        let err = assert_exit_with_one_line(what, &out, 2);
+        assert!(err.starts_with(&expected), "{what}: {err}");
     }
     let syntax = dir.path().join("syntax.toml");
     std::fs::write(&syntax, "[sparkplug]\ngroup_id = = 1\n").unwrap();

@@ -1,31 +1,60 @@
 //! The link over mutual TLS (rustls, ring) to Mosquitto, with a throwaway CA, server and
 //! client certificates; and a password read from its file.
 
-use edge_node::EdgeNode;
+use std::path::{Path, PathBuf};
+
 use edge_node::config::{Secret, TlsSettings};
+use edge_node::simulator::PlantServer;
+use edge_node::{Config, EdgeNode};
 use edge_node_testkit::session::*;
 use system_tests::Mosquitto;
 use system_tests::mqtt::Recorder;
 use system_tests::pki::Pki;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_with_a_named_server_carries_the_session() {
-    let pki = Pki::generate();
+/// Mosquitto with a TLS listener on a free port beside its plain one, serving `pki`'s
+/// server certificate and, with `require_certificate`, asking clients for theirs;
+/// and the TLS port.
+fn tls_mosquitto(pki: &Pki, require_certificate: bool) -> (Mosquitto, u16) {
     let tls_port = system_tests::free_port();
+    let require = if require_certificate {
+        "require_certificate true\n"
+    } else {
+        ""
+    };
     let broker = Mosquitto::start_with(&format!(
-        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n{require}",
         pki.ca.display(),
         pki.server_cert.display(),
         pki.server_key.display()
     ));
-    let plant = start_plant().await;
-    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
+    (broker, tls_port)
+}
+
+/// The boiler node polling `plant` through the TLS listener at `tls_port`, trusting `ca`
+/// for the name `localhost`, with `client_auth` (certificate, key) when given.
+fn over_tls(
+    tls_port: u16,
+    plant: &PlantServer,
+    ca: &Path,
+    client_auth: Option<(PathBuf, PathBuf)>,
+) -> Config {
     let mut config = load(&boiler(&[tls_port], plant.local_addr().port()));
     config.mqtt.servers[0].tls = Some(TlsSettings {
-        ca_file: pki.ca.clone(),
+        ca_file: ca.to_path_buf(),
         server_name: Some("localhost".into()),
-        client_auth: Some((pki.client_cert.clone(), pki.client_key.clone())),
+        client_auth,
     });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_named_server_carries_the_session() {
+    let pki = Pki::generate();
+    let (broker, tls_port) = tls_mosquitto(&pki, true);
+    let plant = start_plant().await;
+    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
+    let client_auth = (pki.client_cert.clone(), pki.client_key.clone());
+    let mut config = over_tls(tls_port, &plant, &pki.ca, Some(client_auth));
     // Mosquitto allows anonymous here; the credentials still go in CONNECT.
     config.mqtt.username = Some("gw1".into());
     config.mqtt.password = Some(Secret::new("not-logged"));
@@ -52,21 +81,10 @@ async fn mutual_tls_with_a_named_server_carries_the_session() {
 async fn a_server_certificate_from_another_ca_is_refused() {
     let pki = Pki::generate();
     let other = Pki::generate();
-    let tls_port = system_tests::free_port();
-    let broker = Mosquitto::start_with(&format!(
-        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        pki.ca.display(),
-        pki.server_cert.display(),
-        pki.server_key.display()
-    ));
+    let (broker, tls_port) = tls_mosquitto(&pki, false);
     let plant = start_plant().await;
     let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
-    let mut config = load(&boiler(&[tls_port], plant.local_addr().port()));
-    config.mqtt.servers[0].tls = Some(TlsSettings {
-        ca_file: other.ca.clone(),
-        server_name: Some("localhost".into()),
-        client_auth: None,
-    });
+    let config = over_tls(tls_port, &plant, &other.ca, None);
     let node = EdgeNode::start(config).unwrap();
     let seen = host.drain_for(std::time::Duration::from_millis(1500)).await;
     assert!(

@@ -46,6 +46,12 @@ async fn refused(options: MqttOptions) -> bool {
     wait_connack(&mut eventloop).await.is_err()
 }
 
+/// Connects with `options`, which must be accepted, and disconnects.
+async fn accepted(options: MqttOptions) {
+    let (client, eventloop) = connect(options).await;
+    disconnect(client, eventloop).await;
+}
+
 #[tokio::test]
 async fn tls_listener_carries_mqtt_for_rumqttc_over_rustls_ring() {
     let pki = Pki::generate();
@@ -85,14 +91,8 @@ async fn tls_listener_carries_mqtt_for_rumqttc_over_rustls_ring() {
 async fn required_client_certificate_from_our_ca_is_accepted() {
     let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::Required)).await;
-    let options = tls_options(
-        "edge-1",
-        &broker,
-        &pki,
-        Some((&pki.client_cert, &pki.client_key)),
-    );
-    let (client, eventloop) = connect(options).await;
-    disconnect(client, eventloop).await;
+    let client_cert = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    accepted(tls_options("edge-1", &broker, &pki, client_cert)).await;
     broker.stop().await;
 }
 
@@ -124,16 +124,9 @@ async fn client_certificate_from_another_ca_is_refused() {
 async fn optional_client_certificate_may_be_absent() {
     let pki = Pki::generate();
     let broker = start(&tls_config(&pki, ClientCertificates::Optional)).await;
-    let (client, eventloop) = connect(tls_options("edge-1", &broker, &pki, None)).await;
-    disconnect(client, eventloop).await;
-    let options = tls_options(
-        "edge-2",
-        &broker,
-        &pki,
-        Some((&pki.client_cert, &pki.client_key)),
-    );
-    let (client, eventloop) = connect(options).await;
-    disconnect(client, eventloop).await;
+    accepted(tls_options("edge-1", &broker, &pki, None)).await;
+    let client_cert = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    accepted(tls_options("edge-2", &broker, &pki, client_cert)).await;
     broker.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The `host-app` binary: `check-config`, `spy` against a live broker, and `run` stopped
 //! by SIGTERM with its STATE offline published and history flushed.
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
@@ -9,9 +10,11 @@ use serde_json::json;
 use sparkplug::{Algorithm, BdSeq, Metric, Payload, Seq, State};
 use system_tests::http::Api;
 use system_tests::mqtt::ScriptedEdge;
-use system_tests::process::Proc;
+use system_tests::process::{Proc, assert_exit_with_one_line};
 use system_tests::stack::now_ms;
 use system_tests::wait;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::ChildStderr;
 
 fn host_app() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-app"))
@@ -65,16 +68,12 @@ fn a_bad_file_exits_2_from_check_config_and_run_with_every_problem_placed() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    for out in [check, run] {
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err.lines().collect();
-        assert_eq!(lines.len(), 1, "{err}");
-        let prefix = format!("{}:", bad.display());
+    let prefix = format!("{}:", bad.display());
+    for (what, out) in [("check-config", check), ("run", run)] {
+        let err = assert_exit_with_one_line(what, &out, 2);
         assert!(
-            lines[0].starts_with(&prefix)
-                && lines[0].contains(": sparkplug.rebirth_interval: unknown field"),
-            "{err}"
+            err.starts_with(&prefix) && err.contains(": sparkplug.rebirth_interval: unknown field"),
+            "{what}: {err}"
         );
     }
     // Once the syntax is right, every semantic problem is listed.
@@ -98,71 +97,91 @@ fn a_bad_file_exits_2_from_check_config_and_run_with_every_problem_placed() {
     );
 }
 
+/// A running `host-app spy` that has said it subscribed.
+struct Spy {
+    child: tokio::process::Child,
+    /// Held open so the spy can go on writing to its stderr.
+    _stderr: BufReader<ChildStderr>,
+}
+
+impl Spy {
+    /// Starts `host-app spy` with `args` and waits (bounded) for its "subscribed" line.
+    async fn start(args: &[&str]) -> Spy {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_host-app"))
+            .arg("spy")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, stderr.read_line(&mut line))
+            .await
+            .expect("spy writes its first line")
+            .unwrap();
+        assert!(line.contains("subscribed"), "{line}");
+        Spy {
+            child,
+            _stderr: stderr,
+        }
+    }
+
+    /// Waits (bounded) for the spy to stop after `--count`; its stdout as JSON lines.
+    async fn lines(self) -> Vec<serde_json::Value> {
+        let out = tokio::time::timeout(WAIT, self.child.wait_with_output())
+            .await
+            .expect("spy stops after --count")
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Publishes raw `messages` (topic, payload) at QoS 1 as MQTT client `id`, and
+/// polls the connection in the background until the returned task is aborted.
+async fn publish_raw(
+    broker: SocketAddr,
+    id: &str,
+    messages: Vec<(&str, Vec<u8>)>,
+) -> tokio::task::JoinHandle<()> {
+    let options = rumqttc::MqttOptions::new(id, (broker.ip().to_string(), broker.port()));
+    let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
+    for (topic, payload) in messages {
+        let qos1 = rumqttc::PublishOptions::new(rumqttc::QoS::AtLeastOnce);
+        client.publish(topic, payload, qos1).await.unwrap();
+    }
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            if eventloop.poll().await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 #[tokio::test]
 async fn spy_prints_each_message_as_a_json_line() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_host(dir.path(), None).await;
     let addr = broker_addr(&host);
-    let mut spy = tokio::process::Command::new(env!("CARGO_BIN_EXE_host-app"))
-        .args([
-            "spy",
-            "--broker",
-            &format!("mqtt://{addr}"),
-            "--count",
-            "4",
-            "--duration",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = spy.stderr.take().unwrap();
-    let mut stderr = tokio::io::BufReader::new(stderr);
-    let mut line = String::new();
-    tokio::time::timeout(
-        WAIT,
-        tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(line.contains("subscribed"), "{line}");
+    let broker = format!("mqtt://{addr}");
+    let spy = Spy::start(&["--broker", &broker, "--count", "4", "--duration", "20"]).await;
 
     let mut edge = ScriptedEdge::connect(addr, "G", "E", 3).await;
     edge.nbirth(vec![Metric::new("Temp", 1.5f64).with_alias(1)])
         .await;
     edge.ndata(vec![Metric::aliased(1, 2.5f64)]).await;
     // A payload that is not protobuf, on a DDATA topic.
-    let options = rumqttc::MqttOptions::new("junk", (addr.ip().to_string(), addr.port()));
-    let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
-    client
-        .publish(
-            "spBv1.0/G/DDATA/E/D",
-            vec![0xffu8, 0xff, 0xff],
-            rumqttc::PublishOptions::new(rumqttc::QoS::AtLeastOnce),
-        )
-        .await
-        .unwrap();
-    let drive = tokio::spawn(async move {
-        for _ in 0..20 {
-            if eventloop.poll().await.is_err() {
-                break;
-            }
-        }
-    });
+    let junk = vec![("spBv1.0/G/DDATA/E/D", vec![0xffu8, 0xff, 0xff])];
+    let drive = publish_raw(addr, "junk", junk).await;
 
-    let out = tokio::time::timeout(WAIT, spy.wait_with_output())
-        .await
-        .expect("spy stops after --count")
-        .unwrap();
+    let lines = spy.lines().await;
     drive.abort();
-    assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 4, "{lines:?}");
     let state = lines.iter().find(|l| l["type"] == "STATE").unwrap();
     assert_eq!(state["host_id"], "scada");
@@ -188,33 +207,18 @@ async fn spy_prints_each_message_as_a_json_line() {
 #[tokio::test]
 async fn spy_inflates_compressed_payloads_and_says_so() {
     let broker = system_tests::Mosquitto::start();
-    let mut spy = tokio::process::Command::new(env!("CARGO_BIN_EXE_host-app"))
-        .args([
-            "spy",
-            "--broker",
-            &format!("mqtt://127.0.0.1:{}", broker.port()),
-            "--topic",
-            "spBv1.0/Z/#",
-            "--count",
-            "2",
-            "--duration",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = tokio::io::BufReader::new(spy.stderr.take().unwrap());
-    let mut line = String::new();
-    tokio::time::timeout(
-        WAIT,
-        tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(line.contains("subscribed"), "{line}");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port());
+    let spy = Spy::start(&[
+        "--broker",
+        &url,
+        "--topic",
+        "spBv1.0/Z/#",
+        "--count",
+        "2",
+        "--duration",
+        "20",
+    ])
+    .await;
 
     let birth = Payload::new(now_ms())
         .with_seq(Seq::new(0))
@@ -228,35 +232,12 @@ async fn spy_inflates_compressed_payloads_and_says_so() {
     let mut deflate = Vec::new();
     data.encode_compressed(Algorithm::Deflate, &mut deflate)
         .unwrap();
-    let options = rumqttc::MqttOptions::new("zipper", ("127.0.0.1", broker.port()));
-    let (client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
-    let qos1 = rumqttc::PublishOptions::new(rumqttc::QoS::AtLeastOnce);
-    client
-        .publish("spBv1.0/Z/NBIRTH/E", gzip, qos1)
-        .await
-        .unwrap();
-    client
-        .publish("spBv1.0/Z/NDATA/E", deflate, qos1)
-        .await
-        .unwrap();
-    let drive = tokio::spawn(async move {
-        for _ in 0..20 {
-            if eventloop.poll().await.is_err() {
-                break;
-            }
-        }
-    });
+    let messages = vec![("spBv1.0/Z/NBIRTH/E", gzip), ("spBv1.0/Z/NDATA/E", deflate)];
+    let mosquitto = SocketAddr::from(([127, 0, 0, 1], broker.port()));
+    let drive = publish_raw(mosquitto, "zipper", messages).await;
 
-    let out = tokio::time::timeout(WAIT, spy.wait_with_output())
-        .await
-        .expect("spy stops after --count")
-        .unwrap();
+    let lines = spy.lines().await;
     drive.abort();
-    assert!(out.status.success(), "{out:?}");
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     let nbirth = &lines[0];
     assert_eq!(nbirth["type"], "NBIRTH", "{nbirth}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use host_app::history::{MetricKey, Quality, SampleValue};
+use host_app::history::{MetricKey, Quality, Sample, SampleValue};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use host_app_testkit::host::*;
@@ -42,6 +42,21 @@ fn speed(value: i32) -> Metric {
     m
 }
 
+/// Every stored sample of the Pump's Speed, oldest first, after a flush.
+async fn stored_speeds(host: &Host) -> Vec<Sample> {
+    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
+    stored(host, &key, 10_000).await
+}
+
+/// The values of [`stored_speeds`].
+async fn stored_speed_values(host: &Host) -> Vec<SampleValue> {
+    stored_speeds(host)
+        .await
+        .into_iter()
+        .map(|s| s.value)
+        .collect()
+}
+
 /// [`born`] with `Pump` holding Speed (Int32, alias 2) and Running (Boolean, alias 3).
 async fn born_with_speed(dir: &std::path::Path) -> (Host, ScriptedEdge) {
     let pump = vec![
@@ -49,6 +64,20 @@ async fn born_with_speed(dir: &std::path::Path) -> (Host, ScriptedEdge) {
         Metric::new("Running", true).with_alias(3),
     ];
     born(dir, 7, pump).await
+}
+
+/// Sends, for each `n` of `seqs` in that order, a Pump DDATA with seq `n` and Speed = `n`.
+async fn send_speeds(edge: &mut ScriptedEdge, seqs: &[u8]) {
+    for &n in seqs {
+        edge.ddata_with_seq("Pump", Seq::new(n), vec![speed(n.into())])
+            .await;
+    }
+}
+
+/// Every NCMD the edge node receives within `timeouts` reorder timeouts.
+async fn commands_within(edge: &mut ScriptedEdge, timeouts: u64) -> Vec<Received> {
+    edge.collect_for("/NCMD/", Duration::from_millis(REORDER_MS * timeouts))
+        .await
 }
 
 fn is_rebirth(r: &Received) -> bool {
@@ -77,12 +106,7 @@ async fn births_are_tracked_and_data_is_stored() {
     edge.ddata("Pump", vec![speed(1510)]).await;
     wait_speed(&host, 1510).await;
 
-    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let values: Vec<_> = stored(&host, &key, 10_000)
-        .await
-        .into_iter()
-        .map(|s| s.value)
-        .collect();
+    let values = stored_speed_values(&host).await;
     assert_eq!(values, [1200, 1500, 1510].map(SampleValue::I64));
     let metrics = host.shared().store.metrics().unwrap();
     let temp = metrics.iter().find(|m| m.key.name == "Temp").unwrap();
@@ -110,8 +134,7 @@ async fn ndeath_marks_node_and_devices_stale() {
             assert_eq!(m.quality, Quality::STALE, "{}", m.name);
         }
     }
-    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let last = stored(&host, &key, 10_000).await.pop().unwrap();
+    let last = stored_speeds(&host).await.pop().unwrap();
     assert_eq!(last.quality, Quality::STALE);
     assert_eq!(last.value, SampleValue::I64(1200));
     host.stop().await.unwrap();
@@ -167,18 +190,13 @@ async fn a_seq_gap_leads_to_exactly_one_rebirth_after_the_reorder_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born_with_speed(dir.path()).await;
     // seq 2 is lost; 3 and 4 arrive.
-    edge.ddata_with_seq("Pump", Seq::new(3), vec![speed(3)])
-        .await;
-    edge.ddata_with_seq("Pump", Seq::new(4), vec![speed(4)])
-        .await;
+    send_speeds(&mut edge, &[3, 4]).await;
     let first = edge.next_matching("/NCMD/").await;
     assert!(is_rebirth(&first));
     assert_eq!(first.topic, "spBv1.0/Plant/NCMD/Edge1");
     first.assert_command_form();
     wait_speed(&host, 4).await; // the held data was still applied
-    let more = edge
-        .collect_for("/NCMD/", Duration::from_millis(REORDER_MS * 4))
-        .await;
+    let more = commands_within(&mut edge, 4).await;
     assert!(more.is_empty(), "one Rebirth only, got {}", more.len());
     assert_eq!(host.shared().tracker().stats().seq_gaps, 1);
     host.stop().await.unwrap();
@@ -188,19 +206,11 @@ async fn a_seq_gap_leads_to_exactly_one_rebirth_after_the_reorder_timeout() {
 async fn a_reordered_but_complete_sequence_leads_to_no_rebirth() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born_with_speed(dir.path()).await;
-    edge.ddata_with_seq("Pump", Seq::new(3), vec![speed(3)])
-        .await;
-    edge.ddata_with_seq("Pump", Seq::new(4), vec![speed(4)])
-        .await;
-    edge.ddata_with_seq("Pump", Seq::new(2), vec![speed(2)])
-        .await;
+    send_speeds(&mut edge, &[3, 4, 2]).await;
     wait_speed(&host, 4).await;
-    let commands = edge
-        .collect_for("/NCMD/", Duration::from_millis(REORDER_MS * 4))
-        .await;
+    let commands = commands_within(&mut edge, 4).await;
     assert!(commands.is_empty(), "no Rebirth expected");
-    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    assert_eq!(stored(&host, &key, 10_000).await.len(), 4); // birth + three
+    assert_eq!(stored_speeds(&host).await.len(), 4); // birth + three
     assert_eq!(host.shared().tracker().stats().rebirths_requested, 0);
     host.stop().await.unwrap();
 }
@@ -216,9 +226,7 @@ async fn unknown_alias_leads_to_a_rate_limited_rebirth() {
     wait_speed(&host, 77).await;
     let first = edge.next_matching("/NCMD/").await;
     assert!(is_rebirth(&first));
-    let more = edge
-        .collect_for("/NCMD/", Duration::from_millis(REORDER_MS * 2))
-        .await;
+    let more = commands_within(&mut edge, 2).await;
     assert!(
         more.is_empty(),
         "rate-limited to one, got {}",
@@ -248,8 +256,7 @@ async fn replayed_historical_samples_are_stored_once() {
     edge.ddata("Pump", window).await; // the edge re-sends the window after a reconnect
     edge.ddata("Pump", vec![speed(5)]).await;
     wait_speed(&host, 5).await;
-    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let samples = stored(&host, &key, 10_000).await;
+    let samples = stored_speeds(&host).await;
     let historical: Vec<_> = samples.iter().filter(|s| s.is_historical).collect();
     assert_eq!(historical.len(), 5);
     assert_eq!(historical[0].value, SampleValue::I64(100));
@@ -269,12 +276,7 @@ async fn compressed_data_is_inflated_and_stored() {
     edge.ddata("Pump", vec![speed(1510)]).await;
     wait_speed(&host, 1510).await;
 
-    let key = MetricKey::device("Plant", "Edge1", "Pump", "Speed");
-    let values: Vec<_> = stored(&host, &key, 10_000)
-        .await
-        .into_iter()
-        .map(|s| s.value)
-        .collect();
+    let values = stored_speed_values(&host).await;
     assert_eq!(values, [1200, 1500, 1510].map(SampleValue::I64));
     let commands = edge.collect_for("/NCMD/", Duration::from_secs(1)).await;
     assert!(

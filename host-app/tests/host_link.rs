@@ -3,15 +3,10 @@
 //! no close), and the host must notice the loss within a bound set by its keep-alive, mark
 //! itself disconnected, and connect again with a new STATE birth once the path is back.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host_app::broker::{EmbeddedBroker, EmbeddedConfig, MqttEndpoint, PlainListenerConfig};
-use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
-use host_app::session::Session;
-use host_app::shared::HostShared;
-use host_app::tracker::TrackerConfig;
-use host_app_testkit::host::*;
+use host_app_testkit::broker;
+use host_app_testkit::host::{WAIT, host_session};
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::wait::until_async;
@@ -22,35 +17,17 @@ const NOTICE_BOUND: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_link_is_noticed_and_the_host_reconnects_when_it_returns() {
-    system_tests::logs::init();
-    let mut config = EmbeddedConfig {
-        plain: PlainListenerConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        ..EmbeddedConfig::default()
-    };
-    config.validate().unwrap();
-    let broker = EmbeddedBroker::start(&config).await.unwrap();
+    let broker = broker::start(&broker::config()).await;
     let broker_addr = broker.plain_addr().unwrap();
     let link = LinkSim::start(broker_addr).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn HistoryStore> =
-        Arc::new(SqliteStore::open(dir.path().join("h.db"), &SqliteOptions::default()).unwrap());
-    let (writer, _task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
-    let shared = HostShared::new(HOST_ID, store, TrackerConfig::default());
-    let endpoint = MqttEndpoint {
-        host: "127.0.0.1".into(),
-        port: link.addr().port(),
-        tls: None,
-        credentials: None,
-    };
+    let host = host_session(dir.path(), link.addr().port());
+    let shared = host.shared.clone();
     // Watches STATE straight on the broker, past the simulated link.
     let mut observer = ScriptedEdge::connect(broker_addr, "G", "observer", 0).await;
-    let (session, _publisher) = Session::new(&endpoint, shared.clone(), writer).unwrap();
     let stop = infra::shutdown::Shutdown::new();
-    let running = tokio::spawn(session.with_keep_alive(KEEP_ALIVE).run(stop.clone()));
+    let running = tokio::spawn(host.session.with_keep_alive(KEEP_ALIVE).run(stop.clone()));
 
     until_async("first connection", WAIT, || shared.is_connected()).await;
     let first = observer.next_matching("STATE/scada").await.state();

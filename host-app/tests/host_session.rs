@@ -1,13 +1,7 @@
 //! The Primary Host session on a real broker: STATE will and birth (retained, same
 //! timestamp), re-asserting online, a clean stop and a restart as an edge node sees them.
 
-use std::sync::Arc;
-
-use host_app::broker::MqttEndpoint;
-use host_app::history::{HistoryStore, HistoryWriter, SqliteOptions, SqliteStore, WriterConfig};
-use host_app::session::Session;
-use host_app::shared::HostShared;
-use host_app::tracker::TrackerConfig;
+use host_app::history::{HistoryStore, SqliteOptions, SqliteStore};
 use host_app_testkit::host::*;
 use rumqttc::{PublishOptions, QoS};
 use sparkplug::{Metric, State};
@@ -45,19 +39,9 @@ async fn state_will_and_birth_are_retained_with_the_same_timestamp() {
     let broker = embedded_broker().await;
     let addr = broker.plain_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn HistoryStore> =
-        Arc::new(SqliteStore::open(dir.path().join("h.db"), &SqliteOptions::default()).unwrap());
-    let (writer, _task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
-    let shared = HostShared::new(HOST_ID, store, TrackerConfig::default());
-    let endpoint = MqttEndpoint {
-        host: "127.0.0.1".into(),
-        port: addr.port(),
-        tls: None,
-        credentials: None,
-    };
+    let host = host_session(dir.path(), addr.port());
     let mut observer = ScriptedEdge::connect(addr, "G", "observer", 0).await;
-    let (session, _publisher) = Session::new(&endpoint, shared.clone(), writer).unwrap();
-    let running = tokio::spawn(session.run(tokio_util::sync::CancellationToken::new()));
+    let running = tokio::spawn(host.session.run(tokio_util::sync::CancellationToken::new()));
 
     let birth = observer.next_matching("STATE/scada").await;
     let birth_state = birth.state();

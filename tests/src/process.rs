@@ -4,7 +4,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,16 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Asserts that the command `what` exited with `code` having written exactly one line
+/// to stderr (a bad configuration's single placed error), and returns that line.
+pub fn assert_exit_with_one_line(what: &str, out: &Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "{what}: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: one stderr line expected: {err}");
+    lines[0].to_owned()
 }
 
 /// A running child whose stdout and stderr lines arrive on one channel.

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use system_tests::free_port;
 use system_tests::process::{Proc, bin};
 use system_tests::stack::{Broker, Plant, WAIT, edge_config, host_config};
+use system_tests::{config, free_port};
 
 /// The service manager's end: every datagram a service sends.
 struct NotifySocket {
@@ -80,6 +80,16 @@ fn http_status(port: u16, path: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no HTTP status in {reply:?}"))
 }
 
+/// A `host-app run` command on a config written to `dir`: the embedded broker on
+/// `broker_port`, the API on `http_port`.
+fn host_run(dir: &Path, broker_port: u16, http_port: u16) -> Command {
+    let host = host_config(dir, Broker::Embedded { port: broker_port }, http_port);
+    let host_toml = config::write(&host, dir, "host-app.toml");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run").arg("--config").arg(host_toml);
+    cmd
+}
+
 #[test]
 fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_stop() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -88,22 +98,8 @@ fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_s
     let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
     let broker_port = free_port();
     let http_port = free_port();
-    let host_toml = dir.path().join("host-app.toml");
-    std::fs::write(
-        &host_toml,
-        host_config(
-            dir.path(),
-            Broker::Embedded { port: broker_port },
-            http_port,
-        )
-        .to_toml(),
-    )
-    .expect("write the host config");
-    let mut cmd = Command::new(bin("host-app"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&host_toml)
-        .env("NOTIFY_SOCKET", &host_notify.path)
+    let mut cmd = host_run(dir.path(), broker_port, http_port);
+    cmd.env("NOTIFY_SOCKET", &host_notify.path)
         .env("NO_COLOR", "1");
     let mut host = Proc::spawn("host-app", cmd);
     let ready = host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
@@ -128,12 +124,11 @@ fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_s
     // The edge node: ready means acquisition polled the simulator.
     let plant = Plant::start();
     let mut edge_notify = NotifySocket::bind(dir.path(), "edge.sock");
-    let edge_toml = dir.path().join("edge-node.toml");
-    std::fs::write(
-        &edge_toml,
-        edge_config(dir.path(), broker_port, plant.port()).to_toml(),
-    )
-    .expect("write the edge config");
+    let edge_toml = config::write(
+        &edge_config(dir.path(), broker_port, plant.port()),
+        dir.path(),
+        "edge-node.toml",
+    );
     let mut cmd = Command::new(bin("edge-node"));
     cmd.arg("--config")
         .arg(&edge_toml)
@@ -178,22 +173,8 @@ fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_s
 fn without_notify_socket_the_host_runs_and_stops_as_before() {
     let dir = tempfile::tempdir().expect("temp dir");
     let http_port = free_port();
-    let host_toml = dir.path().join("host-app.toml");
-    std::fs::write(
-        &host_toml,
-        host_config(
-            dir.path(),
-            Broker::Embedded { port: free_port() },
-            http_port,
-        )
-        .to_toml(),
-    )
-    .expect("write the host config");
-    let mut cmd = Command::new(bin("host-app"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&host_toml)
-        .env_remove("NOTIFY_SOCKET");
+    let mut cmd = host_run(dir.path(), free_port(), http_port);
+    cmd.env_remove("NOTIFY_SOCKET");
     let mut host = Proc::spawn("host-app", cmd);
     host.wait_for_line(WAIT, |l| l.starts_with("host-app: running as"));
     assert_eq!(http_status(http_port, "/api/tree"), Ok(200));

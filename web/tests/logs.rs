@@ -8,11 +8,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
-use common::{PASSWORD, config, fixture};
-use tower::ServiceExt;
+use common::{PASSWORD, config, fixture, send_empty, send_json};
 use web::{Role, Scope, Secret};
 
 #[derive(Clone, Default)]
@@ -55,24 +53,20 @@ async fn no_secret_reaches_a_log_line() {
         .layer(f.auth.layer());
 
     let login = |user: &str, password: &str| {
-        Request::builder()
-            .method("POST")
-            .uri("/auth/login")
-            .header("host", "panel.local")
-            .header("content-type", "application/json")
-            .body(Body::from(
-                serde_json::json!({"username": user, "password": password}).to_string(),
-            ))
-            .unwrap()
+        send_json(
+            &app,
+            Request::post("/auth/login").header("host", "panel.local"),
+            serde_json::json!({"username": user, "password": password}),
+        )
     };
     let wrong = "not-the-password-1234";
     for _ in 0..4 {
-        let r = app.clone().oneshot(login("op", wrong)).await.unwrap();
-        assert_ne!(r.status(), StatusCode::OK);
+        let r = login("op", wrong).await;
+        assert_ne!(r.status, StatusCode::OK);
     }
-    let r = app.clone().oneshot(login("root", PASSWORD)).await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let r = login("root", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
     let session_token = cookie
         .split(';')
         .next()
@@ -80,21 +74,15 @@ async fn no_secret_reaches_a_log_line() {
         .trim_start_matches("session=")
         .to_owned();
     // A refused write (no CSRF token) is logged too.
-    let r = app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .method("POST")
-                .uri("/api/write")
-                .header("host", "panel.local")
-                .header("origin", "http://panel.local")
-                .header("cookie", cookie.split(';').next().unwrap())
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = send_empty(
+        &app,
+        Request::post("/api/write")
+            .header("host", "panel.local")
+            .header("origin", "http://panel.local")
+            .header("cookie", cookie.split(';').next().unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     let caller = f
         .auth

@@ -9,17 +9,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use common::{Fixture, PASSWORD, config, fixture};
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use common::{Fixture, PASSWORD, config, fixture, send_empty, send_json, send_with};
+use serde_json::json;
 use web::{Auth, AuthConfig, AuthEventKind, Caller, Role};
 
 const HOST: &str = "panel.local:8080";
 const ORIGIN: &str = "http://panel.local:8080";
+const FORM: &str = "application/x-www-form-urlencoded";
 
 fn app(auth: &Auth) -> Router {
     Router::new()
@@ -57,40 +56,6 @@ fn request_from(method: &str, uri: &str, last_octet: u8) -> axum::http::request:
         ))))
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let resp = app
-        .clone()
-        .oneshot(req)
-        .await
-        .expect("router is infallible");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-fn json_body(v: Value) -> Body {
-    Body::from(v.to_string())
-}
-
 struct Session {
     cookie: String,
     csrf: String,
@@ -98,13 +63,10 @@ struct Session {
 }
 
 async fn login(app: &Router, user: &str) -> Session {
-    let r = send(
+    let r = send_json(
         app,
-        request("POST", "/auth/login")
-            .header("content-type", "application/json")
-            .header("origin", ORIGIN)
-            .body(json_body(json!({"username": user, "password": PASSWORD})))
-            .unwrap(),
+        request("POST", "/auth/login").header("origin", ORIGIN),
+        json!({"username": user, "password": PASSWORD}),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -116,10 +78,14 @@ async fn login(app: &Router, user: &str) -> Session {
     }
 }
 
+/// A request with the session cookie alone: no CSRF header, no origin.
+fn cookie_req(method: &str, uri: &str, s: &Session) -> axum::http::request::Builder {
+    request(method, uri).header("cookie", &s.cookie)
+}
+
 /// A same-origin state-changing request with the session cookie and CSRF header.
 fn write_req(method: &str, uri: &str, s: &Session) -> axum::http::request::Builder {
-    request(method, uri)
-        .header("cookie", &s.cookie)
+    cookie_req(method, uri, s)
         .header("origin", ORIGIN)
         .header("x-csrf-token", &s.csrf)
 }
@@ -149,25 +115,12 @@ async fn every_protected_route_refuses_anonymous_callers() {
         ("DELETE", "/auth/users/op"),
         ("GET", "/not/a/route"),
     ] {
-        let r = send(
-            &app,
-            request(method, uri)
-                .header("origin", ORIGIN)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send_empty(&app, request(method, uri).header("origin", ORIGIN)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
     }
     // A forged or dead cookie is no better, and is cleared.
-    let r = send(
-        &app,
-        request("GET", "/api/values")
-            .header("cookie", "session=forged")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let forged = request("GET", "/api/values").header("cookie", "session=forged");
+    let r = send_empty(&app, forged).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(
         r.headers["set-cookie"]
@@ -176,19 +129,18 @@ async fn every_protected_route_refuses_anonymous_callers() {
             .contains("Max-Age=0")
     );
     // The original attack: a cross-site text/plain POST naming a user.
-    let r = send(
+    let r = send_with(
         &app,
         request("POST", "/api/write")
             .header("content-type", "text/plain")
-            .header("origin", "http://evil.example")
-            .body(Body::from("user=op&value=1"))
-            .unwrap(),
+            .header("origin", "http://evil.example"),
+        "user=op&value=1",
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Public paths stay open.
     for uri in ["/", "/static/app.js", "/auth/setup"] {
-        let r = send(&app, request("GET", uri).body(Body::empty()).unwrap()).await;
+        let r = send_empty(&app, request("GET", uri)).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}");
     }
 }
@@ -208,30 +160,19 @@ async fn login_sets_a_strict_http_only_cookie() {
         );
     }
     assert!(!s.set_cookie.contains("Secure"));
-    let r = send(
-        &app,
-        request("GET", "/auth/session")
-            .header("cookie", &s.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, cookie_req("GET", "/auth/session", &s)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["user"], "op");
     assert_eq!(r.json()["role"], "operator");
     assert_eq!(r.json()["csrf_token"], s.csrf.as_str());
 
     // Login by HTML form works the same.
-    let r = send(
+    let r = send_with(
         &app,
         request("POST", "/auth/login")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("sec-fetch-site", "same-origin")
-            .body(Body::from(format!(
-                "username=view&password={}",
-                PASSWORD.replace(' ', "+")
-            )))
-            .unwrap(),
+            .header("content-type", FORM)
+            .header("sec-fetch-site", "same-origin"),
+        format!("username=view&password={}", PASSWORD.replace(' ', "+")),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -249,14 +190,7 @@ async fn login_sets_a_strict_http_only_cookie() {
         s2.set_cookie
     );
     assert!(s2.set_cookie.contains("; Secure"), "{}", s2.set_cookie);
-    let r = send(
-        &app2,
-        request("GET", "/api/values")
-            .header("cookie", &s2.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app2, cookie_req("GET", "/api/values", &s2)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, "values for op");
 }
@@ -267,56 +201,25 @@ async fn csrf_token_missing_wrong_and_right() {
     users(&f);
     let app = app(&f.auth);
     let s = login(&app, "op").await;
-    let base = || {
-        request("POST", "/api/write")
-            .header("cookie", &s.cookie)
-            .header("origin", ORIGIN)
-    };
-    let r = send(&app, base().body(Body::from("42")).unwrap()).await;
+    let base = || cookie_req("POST", "/api/write", &s).header("origin", ORIGIN);
+    let r = send_with(&app, base(), "42").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "missing");
-    let r = send(
-        &app,
-        base()
-            .header("x-csrf-token", "wrong")
-            .body(Body::from("42"))
-            .unwrap(),
-    )
-    .await;
+    let r = send_with(&app, base().header("x-csrf-token", "wrong"), "42").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong");
-    let r = send(
-        &app,
-        base()
-            .header("x-csrf-token", &s.csrf)
-            .body(Body::from("42"))
-            .unwrap(),
-    )
-    .await;
+    let r = send_with(&app, base().header("x-csrf-token", &s.csrf), "42").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, "wrote 42");
     // The form field works too, and the handler still gets the whole body.
     let form = format!("value=7&csrf_token={}", s.csrf);
-    let r = send(
-        &app,
-        base()
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from(form.clone()))
-            .unwrap(),
-    )
-    .await;
+    let r = send_with(&app, base().header("content-type", FORM), form.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body, format!("wrote {form}"));
-    let r = send(
-        &app,
-        base()
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from("value=7&csrf_token=nope"))
-            .unwrap(),
-    )
-    .await;
+    let nope = "value=7&csrf_token=nope";
+    let r = send_with(&app, base().header("content-type", FORM), nope).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Every state-changing method needs it.
     for method in ["PUT", "PATCH", "DELETE"] {
-        let r = send(&app, base().method(method).body(Body::empty()).unwrap()).await;
+        let r = send_empty(&app, base().method(method)).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{method}");
     }
     assert_eq!(f.events_of(AuthEventKind::CsrfRefused).len(), 6);
@@ -328,11 +231,7 @@ async fn cross_site_origin_and_fetch_site_are_refused() {
     users(&f);
     let app = app(&f.auth);
     let s = login(&app, "op").await;
-    let with_token = || {
-        request("POST", "/api/write")
-            .header("cookie", &s.cookie)
-            .header("x-csrf-token", &s.csrf)
-    };
+    let with_token = || cookie_req("POST", "/api/write", &s).header("x-csrf-token", &s.csrf);
     let refused = [
         vec![("origin", "http://evil.example")],
         vec![("origin", "null")],
@@ -350,7 +249,7 @@ async fn cross_site_origin_and_fetch_site_are_refused() {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let r = send(&app, b.body(Body::from("1")).unwrap()).await;
+        let r = send_with(&app, b, "1").await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}");
     }
     assert_eq!(
@@ -358,24 +257,14 @@ async fn cross_site_origin_and_fetch_site_are_refused() {
         refused.len()
     );
     for same in [("sec-fetch-site", "same-origin"), ("origin", ORIGIN)] {
-        let r = send(
-            &app,
-            with_token()
-                .header(same.0, same.1)
-                .body(Body::from("1"))
-                .unwrap(),
-        )
-        .await;
+        let r = send_with(&app, with_token().header(same.0, same.1), "1").await;
         assert_eq!(r.status, StatusCode::OK, "{same:?}");
     }
     // Login from another site is refused too (login CSRF).
-    let r = send(
+    let r = send_json(
         &app,
-        request("POST", "/auth/login")
-            .header("content-type", "application/json")
-            .header("origin", "http://evil.example")
-            .body(json_body(json!({"username": "op", "password": PASSWORD})))
-            .unwrap(),
+        request("POST", "/auth/login").header("origin", "http://evil.example"),
+        json!({"username": "op", "password": PASSWORD}),
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -388,14 +277,12 @@ async fn cross_site_origin_and_fetch_site_are_refused() {
     users(&f2);
     let app2 = self::app(&f2.auth);
     let s2 = login(&app2, "op").await;
-    let r = send(
+    let r = send_with(
         &app2,
-        request("POST", "/api/write")
-            .header("cookie", &s2.cookie)
+        cookie_req("POST", "/api/write", &s2)
             .header("x-csrf-token", &s2.csrf)
-            .header("origin", "https://panel.example")
-            .body(Body::from("1"))
-            .unwrap(),
+            .header("origin", "https://panel.example"),
+        "1",
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -416,85 +303,40 @@ async fn roles_gate_routes() {
     ];
     for (user, uri, want) in cases {
         let s = login(&app, user).await;
-        let r = send(
-            &app,
-            write_req("POST", uri, &s).body(Body::from("1")).unwrap(),
-        )
-        .await;
+        let r = send_with(&app, write_req("POST", uri, &s), "1").await;
         assert_eq!(r.status, want, "{user} {uri}");
-        let r = send(
-            &app,
-            request("GET", "/api/values")
-                .header("cookie", &s.cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let r = send_empty(&app, cookie_req("GET", "/api/values", &s)).await;
         assert_eq!(r.status, StatusCode::OK, "{user} reads");
     }
     assert_eq!(f.events_of(AuthEventKind::Forbidden).len(), 3);
 
     // User management is admin only.
     let op = login(&app, "op").await;
-    let r = send(
-        &app,
-        request("GET", "/auth/users")
-            .header("cookie", &op.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, cookie_req("GET", "/auth/users", &op)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let root = login(&app, "root").await;
-    let r = send(
+    let r = send_json(
         &app,
-        write_req("POST", "/auth/users", &root)
-            .header("content-type", "application/json")
-            .body(json_body(
-                json!({"username": "tech", "password": PASSWORD, "role": "operator"}),
-            ))
-            .unwrap(),
+        write_req("POST", "/auth/users", &root),
+        json!({"username": "tech", "password": PASSWORD, "role": "operator"}),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let r = send(
-        &app,
-        request("GET", "/auth/users")
-            .header("cookie", &root.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, cookie_req("GET", "/auth/users", &root)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json().as_array().unwrap().len(), 4);
     assert!(!r.body.contains("argon2"), "hashes never leave the server");
-    let r = send(
-        &app,
-        write_req("DELETE", "/auth/users/tech", &root)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, write_req("DELETE", "/auth/users/tech", &root)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = send(
-        &app,
-        write_req("DELETE", "/auth/users/root", &root)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, write_req("DELETE", "/auth/users/root", &root)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "the last admin stays");
 }
 
 async fn new_token(app: &Router, s: &Session, scope: &str) -> (i64, String) {
-    let r = send(
+    let r = send_json(
         app,
-        write_req("POST", "/auth/tokens", s)
-            .header("content-type", "application/json")
-            .body(json_body(
-                json!({"name": format!("script-{scope}"), "scope": scope}),
-            ))
-            .unwrap(),
+        write_req("POST", "/auth/tokens", s),
+        json!({"name": format!("script-{scope}"), "scope": scope}),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -518,95 +360,35 @@ async fn api_tokens_read_versus_read_write() {
     let (read_id, read) = new_token(&app, &op, "read").await;
     let (_, write) = new_token(&app, &op, "read_write").await;
 
-    let r = send(
-        &app,
-        bearer("GET", "/api/values", &read)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, bearer("GET", "/api/values", &read)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, "values for op");
-    let r = send(
-        &app,
-        bearer("POST", "/api/write", &read)
-            .body(Body::from("1"))
-            .unwrap(),
-    )
-    .await;
+    let r = send_with(&app, bearer("POST", "/api/write", &read), "1").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "read scope cannot write");
     // Read+write: no cookie, so no CSRF token or origin needed.
-    let r = send(
-        &app,
-        bearer("POST", "/api/write", &write)
-            .body(Body::from("5"))
-            .unwrap(),
-    )
-    .await;
+    let r = send_with(&app, bearer("POST", "/api/write", &write), "5").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // But the owner's role still applies.
-    let r = send(
-        &app,
-        bearer("POST", "/api/settings", &write)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, bearer("POST", "/api/settings", &write)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let view = login(&app, "view").await;
     let (_, viewer_write) = new_token(&app, &view, "read_write").await;
-    let r = send(
-        &app,
-        bearer("POST", "/api/write", &viewer_write)
-            .body(Body::from("1"))
-            .unwrap(),
-    )
-    .await;
+    let r = send_with(&app, bearer("POST", "/api/write", &viewer_write), "1").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Unknown tokens are 401; tokens cannot mint tokens.
-    let r = send(
-        &app,
-        bearer("GET", "/api/values", "spk_forged")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, bearer("GET", "/api/values", "spk_forged")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = send(
-        &app,
-        bearer("POST", "/auth/tokens", &write)
-            .header("content-type", "application/json")
-            .body(json_body(json!({"name": "child", "scope": "read"})))
-            .unwrap(),
-    )
-    .await;
+    let child = json!({"name": "child", "scope": "read"});
+    let r = send_json(&app, bearer("POST", "/auth/tokens", &write), child).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Listing never shows a value; revoking ends the token.
-    let r = send(
-        &app,
-        request("GET", "/auth/tokens")
-            .header("cookie", &op.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, cookie_req("GET", "/auth/tokens", &op)).await;
     assert_eq!(r.json().as_array().unwrap().len(), 2);
     assert!(!r.body.contains(&read) && !r.body.contains(&write));
-    let r = send(
-        &app,
-        write_req("DELETE", &format!("/auth/tokens/{read_id}"), &op)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let revoke = write_req("DELETE", &format!("/auth/tokens/{read_id}"), &op);
+    let r = send_empty(&app, revoke).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = send(
-        &app,
-        bearer("GET", "/api/values", &read)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, bearer("GET", "/api/values", &read)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -616,24 +398,25 @@ async fn throttling_answers_429_with_retry_after_and_is_audited() {
     users(&f);
     let app = app(&f.auth);
     let attempt = |user: &str, password: &str, octet: u8| {
-        request_from("POST", "/auth/login", octet)
-            .header("content-type", "application/json")
-            .body(json_body(json!({"username": user, "password": password})))
-            .unwrap()
+        send_json(
+            &app,
+            request_from("POST", "/auth/login", octet),
+            json!({"username": user, "password": password}),
+        )
     };
     // Per address: three wrong guesses at three names.
     for name in ["a1", "a2", "a3"] {
-        let r = send(&app, attempt(name, "wrong password!", 7)).await;
+        let r = attempt(name, "wrong password!", 7).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
-    let r = send(&app, attempt("op", PASSWORD, 7)).await;
+    let r = attempt("op", PASSWORD, 7).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.headers["retry-after"], "60");
     // Per account: three addresses guess at one name.
     for octet in [10, 11, 12] {
-        send(&app, attempt("view", "wrong password!", octet)).await;
+        attempt("view", "wrong password!", octet).await;
     }
-    let r = send(&app, attempt("view", PASSWORD, 13)).await;
+    let r = attempt("view", PASSWORD, 13).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     let locked = f.events_of(AuthEventKind::LockedOut);
     assert!(
@@ -649,7 +432,7 @@ async fn throttling_answers_429_with_retry_after_and_is_audited() {
     assert_eq!(f.events_of(AuthEventKind::LoginFailed).len(), 8);
     // After the lockout the right password opens a session.
     f.clock.advance(Duration::from_secs(61));
-    let r = send(&app, attempt("view", PASSWORD, 13)).await;
+    let r = attempt("view", PASSWORD, 13).await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -657,11 +440,7 @@ async fn throttling_answers_429_with_retry_after_and_is_audited() {
 async fn setup_flow_over_http_works_once() {
     let f = fixture(config());
     let app = app(&f.auth);
-    let status = send(
-        &app,
-        request("GET", "/auth/setup").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let status = send_empty(&app, request("GET", "/auth/setup")).await;
     assert_eq!(status.json()["setup_required"], true);
     let token = f
         .auth
@@ -669,45 +448,28 @@ async fn setup_flow_over_http_works_once() {
         .unwrap()
         .unwrap();
     let setup = |tok: &str, origin: &str| {
-        request("POST", "/auth/setup")
-            .header("content-type", "application/json")
-            .header("origin", origin)
-            .body(json_body(
-                json!({"setup_token": tok, "username": "root", "password": PASSWORD}),
-            ))
-            .unwrap()
+        send_json(
+            &app,
+            request("POST", "/auth/setup").header("origin", origin),
+            json!({"setup_token": tok, "username": "root", "password": PASSWORD}),
+        )
     };
+    assert_eq!(setup("wrong", ORIGIN).await.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        send(&app, setup("wrong", ORIGIN)).await.status,
+        setup(token.expose(), "http://evil.example").await.status,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(
-        send(&app, setup(token.expose(), "http://evil.example"))
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    let r = send(&app, setup(token.expose(), ORIGIN)).await;
+    let r = setup(token.expose(), ORIGIN).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.json()["role"], "admin");
     assert_eq!(
-        send(&app, setup(token.expose(), ORIGIN)).await.status,
+        setup(token.expose(), ORIGIN).await.status,
         StatusCode::FORBIDDEN
     );
-    let status = send(
-        &app,
-        request("GET", "/auth/setup").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let status = send_empty(&app, request("GET", "/auth/setup")).await;
     assert_eq!(status.json()["setup_required"], false);
     let root = login(&app, "root").await;
-    let r = send(
-        &app,
-        write_req("POST", "/api/settings", &root)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, write_req("POST", "/api/settings", &root)).await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -718,36 +480,16 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
     let app = app(&f.auth);
     let s = login(&app, "op").await;
     // Logout is a state change: CSRF applies.
-    let r = send(
-        &app,
-        request("POST", "/auth/logout")
-            .header("cookie", &s.cookie)
-            .header("origin", ORIGIN)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let no_token = cookie_req("POST", "/auth/logout", &s).header("origin", ORIGIN);
+    let r = send_empty(&app, no_token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = send(
-        &app,
-        write_req("POST", "/auth/logout", &s)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, write_req("POST", "/auth/logout", &s)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(
         r.headers["set-cookie"],
         "session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
     );
-    let r = send(
-        &app,
-        request("GET", "/api/values")
-            .header("cookie", &s.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, cookie_req("GET", "/api/values", &s)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(f.events_of(AuthEventKind::Logout).len(), 1);
 }
@@ -759,14 +501,7 @@ async fn idle_session_is_refused_over_http() {
     let app = app(&f.auth);
     let s = login(&app, "op").await;
     f.clock.advance(Duration::from_secs(30 * 60));
-    let r = send(
-        &app,
-        request("GET", "/api/values")
-            .header("cookie", &s.cookie)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = send_empty(&app, cookie_req("GET", "/api/values", &s)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 

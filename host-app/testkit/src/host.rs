@@ -2,13 +2,19 @@
 //! edge node comes from `system_tests::mqtt`. Every wait is bounded.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use host_app::broker::EmbeddedBroker;
+use host_app::broker::{EmbeddedBroker, MqttEndpoint};
 use host_app::config::HostConfig;
-use host_app::history::{MetricKey, Sample, TimeRange};
+use host_app::history::{
+    HistoryStore, HistoryWriter, MetricKey, Sample, SqliteOptions, SqliteStore, TimeRange,
+    WriterConfig, WriterTask,
+};
 use host_app::host::Host;
-use host_app::tracker::{Liveness, NodeId};
+use host_app::session::{Publisher, Session};
+use host_app::shared::HostShared;
+use host_app::tracker::{Liveness, NodeId, TrackerConfig};
 use sparkplug::{Metric, PropertySet};
 use system_tests::config::host::{Broker, HostConfig as TestHostConfig};
 use system_tests::mqtt::ScriptedEdge;
@@ -93,4 +99,36 @@ pub async fn embedded_broker() -> EmbeddedBroker {
     EmbeddedBroker::start(&config.broker.embedded)
         .await
         .unwrap()
+}
+
+/// A Primary Host session, not yet running, with the parts a test watches or keeps.
+pub struct HostSession {
+    pub session: Session,
+    pub shared: Arc<HostShared>,
+    /// Kept so the session's publisher side stays open.
+    pub publisher: Publisher,
+    /// Kept so the history writer's task lives as long as the test.
+    pub writer_task: WriterTask,
+}
+
+/// A session of host `HOST_ID` to plain MQTT at 127.0.0.1:`port`, its history in a new
+/// SQLite file in `dir`.
+pub fn host_session(dir: &std::path::Path, port: u16) -> HostSession {
+    let store: Arc<dyn HistoryStore> =
+        Arc::new(SqliteStore::open(dir.join("h.db"), &SqliteOptions::default()).unwrap());
+    let (writer, writer_task) = HistoryWriter::spawn(store.clone(), WriterConfig::default());
+    let shared = HostShared::new(HOST_ID, store, TrackerConfig::default());
+    let endpoint = MqttEndpoint {
+        host: "127.0.0.1".into(),
+        port,
+        tls: None,
+        credentials: None,
+    };
+    let (session, publisher) = Session::new(&endpoint, shared.clone(), writer).unwrap();
+    HostSession {
+        session,
+        shared,
+        publisher,
+        writer_task,
+    }
 }

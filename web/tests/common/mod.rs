@@ -1,5 +1,6 @@
 //! Shared test fixture: a real SQLite auth store in a temp dir, a manual
-//! clock, cheap argon2 parameters and an audit hook that keeps every event.
+//! clock, cheap argon2 parameters and an audit hook that keeps every event;
+//! and the requests the HTTP tests send through a Router.
 
 #![allow(dead_code)]
 
@@ -7,6 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, request};
+use serde_json::Value;
+use tower::ServiceExt;
 use web::{
     Auth, AuthConfig, AuthEvent, AuthEventKind, HashParams, ManualClock, Role, Secret, SqliteStore,
     ThrottleConfig, UserInfo,
@@ -98,4 +104,53 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+/// An answer read whole: its status, headers and body as text.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body parsed as JSON; panics with the body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// Sends one request through a clone of `app` and reads the whole answer.
+pub async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let resp = app
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("router is infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Sends the request `req` describes with `body` as its body.
+pub async fn send_with(app: &Router, req: request::Builder, body: impl Into<Body>) -> Reply {
+    send(app, req.body(body.into()).unwrap()).await
+}
+
+/// Sends the request `req` describes with an empty body.
+pub async fn send_empty(app: &Router, req: request::Builder) -> Reply {
+    send_with(app, req, Body::empty()).await
+}
+
+/// Sends the request `req` describes with `body` as JSON, content type and all.
+pub async fn send_json(app: &Router, req: request::Builder, body: Value) -> Reply {
+    let req = req.header("content-type", "application/json");
+    send_with(app, req, body.to_string()).await
 }
