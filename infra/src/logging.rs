@@ -198,20 +198,20 @@ impl<W: Write> Write for OneLineWriter<W> {
     }
 }
 
-/// A client-supplied string in a log field: shown quoted, control characters escaped
-/// (`Escaped(topic)` with `%`), as `?value` shows a `&str`.
+/// A client-supplied value in a log field (`%Escaped(&node)`): its `Display` text shown
+/// quoted with control characters escaped, as `?value` shows a `&str`.
 #[derive(Clone, Copy)]
-pub struct Escaped<'a>(pub &'a str);
+pub struct Escaped<T>(pub T);
 
-impl fmt::Display for Escaped<'_> {
+impl<T: fmt::Display> fmt::Display for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        write!(f, "{:?}", self.0.to_string())
     }
 }
 
-impl fmt::Debug for Escaped<'_> {
+impl<T: fmt::Display> fmt::Debug for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -366,6 +366,10 @@ mod tests {
     fn escaped_quotes_and_escapes_control_characters() {
         assert_eq!(Escaped(FORGED).to_string(), r#""a\nforged line""#);
         assert_eq!(format!("{:?}", Escaped("x\ry")), r#""x\ry""#);
+        assert_eq!(
+            Escaped(format_args!("{}/{}", "g\n", 1)).to_string(),
+            r#""g\n/1""#
+        );
     }
 
     #[test]
