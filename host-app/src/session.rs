@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use infra::clock::now_ms;
 use infra::link::{LastWill, Link, LinkEvent, LinkOptions, QoS, Requests, SubscribeFilter};
+use infra::logging::Escaped;
 use sparkplug::{
     AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic, filter, names,
 };
@@ -112,7 +113,7 @@ impl MetricRegistry for StoreRegistry {
                 Some(id)
             }
             Err(e) => {
-                warn!(metric = %key, error = %e, "metric not registered; its samples are not kept");
+                warn!(metric = %Escaped(&key), error = %e, "metric not registered; its samples are not kept");
                 None
             }
         }
@@ -359,12 +360,12 @@ impl Session {
         for action in std::mem::take(&mut self.actions) {
             match action {
                 Action::Rebirth { node, reason } => {
-                    info!(%node, ?reason, "requesting Rebirth");
+                    info!(node = %Escaped(&node), ?reason, "requesting Rebirth");
                     let publisher = Publisher {
                         link: self.current.subscribe(),
                     };
                     if let Err(e) = publisher.rebirth(&node).await {
-                        warn!(%node, error = %e, "Rebirth request not sent");
+                        warn!(node = %Escaped(&node), error = %e, "Rebirth request not sent");
                     }
                 }
                 Action::Liveness {
@@ -373,7 +374,7 @@ impl Session {
                     state,
                     ts,
                 } => {
-                    info!(%node, device = device.as_deref(), ?state, "liveness");
+                    info!(node = %Escaped(&node), device = device.as_deref(), ?state, "liveness");
                     self.shared.publish(HostEvent::State {
                         group: node.group_id,
                         node: node.edge_node_id,

@@ -368,7 +368,7 @@ async fn check_csrf(req: Request, expected: &Secret) -> (bool, Result<Request, R
 }
 
 async fn refuse(auth: &Auth, kind: AuthEventKind, user: &str, addr: Option<IpAddr>, detail: &str) {
-    tracing::warn!(kind = %kind, user = %user, addr = ?addr, detail, "request refused");
+    tracing::warn!(kind = %kind, user = ?user, addr = ?addr, detail, "request refused");
     let user = (!user.is_empty()).then(|| user.to_owned());
     let detail = detail.to_owned();
     let _ = auth

@@ -153,7 +153,7 @@ impl Auth {
                 addr,
                 "wrong username or password",
             );
-            tracing::warn!(user = %username.escape_debug(), addr = ?addr, "login failed");
+            tracing::warn!(user = ?username, addr = ?addr, "login failed");
             for locked in self.inner.throttle.failure(addr, username, now) {
                 self.audit(
                     AuthEventKind::LockedOut,
@@ -179,7 +179,7 @@ impl Auth {
             addr,
             "session opened",
         );
-        tracing::info!(user = %user.username, addr = ?addr, "login");
+        tracing::info!(user = ?user.username, addr = ?addr, "login");
         Ok(Login {
             user: UserInfo::from(&user),
             csrf_token: csrf_token(&session_token),

@@ -134,7 +134,7 @@ impl Auth {
             addr,
             "first admin created",
         );
-        tracing::info!(user = %name, "first admin account created");
+        tracing::info!(user = ?name, "first admin account created");
         Ok(UserInfo {
             id,
             username: name.as_str().to_owned(),

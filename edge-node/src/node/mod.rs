@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infra::link::{LastWill, QoS};
+use infra::logging::Escaped;
 use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic, filter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -691,7 +692,7 @@ impl EdgeNode {
             }
         };
         for r in refused {
-            warn!(metric = %r.metric, reason = %r.reason, "NCMD metric refused");
+            warn!(metric = ?r.metric, reason = %r.reason, "NCMD metric refused");
         }
         for command in commands {
             match command {
@@ -739,7 +740,7 @@ impl EdgeNode {
             }
         };
         for r in refused {
-            warn!(device, metric = %r.metric, reason = %r.reason, "DCMD write refused");
+            warn!(device, metric = ?r.metric, reason = %r.reason, "DCMD write refused");
         }
         for (tag, value) in writes {
             let Ok(permit) = Arc::clone(&self.writes_in_flight).try_acquire_owned() else {
@@ -755,7 +756,9 @@ impl EdgeNode {
             // The new value comes back through polling, in the next DDATA.
             tokio::spawn(async move {
                 match handle.write(tag, value.clone()).await {
-                    Ok(()) => info!(device, tag = tag.0, %value, "DCMD write done"),
+                    Ok(()) => {
+                        info!(device, tag = tag.0, value = %Escaped(&value), "DCMD write done")
+                    }
                     Err(e) => warn!(device, error = %e, "DCMD write failed"),
                 }
                 drop(permit);

@@ -206,7 +206,7 @@ impl Front {
         let connect = match Connect::parse(&first) {
             Ok(c) => c,
             Err(CodecError::UnsupportedProtocol { name, level }) => {
-                info!(protocol = %name, level, "unsupported protocol; refusing");
+                info!(protocol = ?name, level, "unsupported protocol; refusing");
                 // 3.1.1 return code 1: unacceptable protocol version.
                 let _ = client.write_all(&[codec::CONNACK << 4, 2, 0, 1]).await;
                 return;
@@ -337,7 +337,7 @@ impl Front {
             (Ending::Clean, _) => debug!("closed with DISCONNECT"),
             (_, None) => debug!("closed without DISCONNECT; no will"),
             (_, Some(will)) => {
-                info!(topic = %String::from_utf8_lossy(&will.topic), "publishing will");
+                info!(topic = ?String::from_utf8_lossy(&will.topic), "publishing will");
                 if let Err(e) = self.publish_will(&will).await {
                     warn!(error = %e, "will not published");
                 }
