@@ -6,7 +6,8 @@
 //! - [`session::Session`]: the Primary Host's MQTT session (STATE, ingest, Rebirth).
 //! - [`tracker::Tracker`]: what the host knows of each edge node, as pure logic.
 //! - [`command`]: operator writes as NCMD/DCMD, audited.
-//! - [`api`]: the panel's HTTP API.
+//! - [`api`]: the panel's HTTP server: the JSON API behind login, HTTPS.
+//! - [`users`]: the `user` subcommands that manage accounts from the shell.
 //! - [`spy`]: every Sparkplug message on a broker, one JSON line each.
 
 pub mod api;
@@ -22,3 +23,4 @@ pub mod session;
 pub mod shared;
 pub mod spy;
 pub mod tracker;
+pub mod users;
