@@ -263,7 +263,8 @@ fn host_of(authority: &str) -> &str {
 }
 
 /// The whole application: the API routes and web's auth routes, each with its role,
-/// the setup gate, the auth layer and the request timeout.
+/// inside the auth layer; the setup gate outside it (anyone is told setup is due);
+/// the request timeout outermost.
 pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration) -> Router {
     api_routes(state, auth)
         .merge(auth.routes())
@@ -271,11 +272,11 @@ pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration) -> Router {
             auth.clone(),
             tokens_need_admin,
         ))
+        .layer(auth.layer())
         .layer(middleware::from_fn_with_state(
             SetupGate::new(auth.clone()),
             setup_gate,
         ))
-        .layer(auth.layer())
         .layer(middleware::from_fn_with_state(request_timeout, timeout))
 }
 
