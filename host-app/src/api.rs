@@ -186,6 +186,7 @@ impl ApiServer {
             );
         }
         let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
+        tokio::spawn(purge_sessions(auth.clone(), shutdown.clone()));
         let task = tokio::spawn(serve::serve(listener, app, acceptor, limits, shutdown));
         tracing::info!(%addr, url = %base_url, "panel listening");
         let server = ApiServer {
@@ -242,6 +243,25 @@ impl ApiServer {
     /// Waits for the server to finish after its shutdown token was cancelled.
     pub async fn join(self) {
         let _ = self.task.await;
+    }
+}
+
+/// How often expired sessions are deleted from the accounts database.
+const SESSION_PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
+
+/// Deletes expired sessions now and then, so the table holds live ones only.
+async fn purge_sessions(auth: Auth, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SESSION_PURGE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = auth.blocking(|a| a.purge_expired_sessions()).await {
+                    tracing::warn!(error = %e, "expired sessions not purged");
+                }
+            }
+        }
     }
 }
 

@@ -622,3 +622,72 @@ impl rustls::client::danger::ServerCertVerifier for Capture {
             .supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn a_configured_certificate_is_served_and_a_bad_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["panel.example".to_owned()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("panel.pem"), dir.path().join("panel.key"));
+    std::fs::write(&cert_file, generated.cert.pem()).unwrap();
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
+    let mut config = host_config(dir.path(), None);
+    config.api.https = Some(true);
+    config.api.tls = Some(system_tests::config::host::ApiTls {
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
+    });
+    let parsed = host_app::config::HostConfig::from_toml(&config.to_toml()).unwrap();
+    let host = host_app::host::Host::start(&parsed).await.unwrap();
+    assert_eq!(
+        host.api().fingerprint(),
+        Some(host_app::api::tls::fingerprint(generated.cert.der()).as_str())
+    );
+    assert!(host.api().base_url().starts_with("https://"));
+    assert!(
+        !dir.path()
+            .join(host_app::api::tls::SELF_SIGNED_CERT)
+            .exists(),
+        "no self-signed certificate when one is configured"
+    );
+    host.stop().await.unwrap();
+
+    config.api.tls.as_mut().unwrap().key_file = dir.path().join("missing.key");
+    let parsed = host_app::config::HostConfig::from_toml(&config.to_toml()).unwrap();
+    let e = host_app::host::Host::start(&parsed)
+        .await
+        .err()
+        .expect("no key");
+    let message = e.to_string();
+    assert!(
+        message.contains("api.tls") && message.contains("missing.key"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = host_config(dir.path(), None);
+    config.api.header_timeout_ms = Some(200);
+    let parsed = host_app::config::HostConfig::from_toml(&config.to_toml()).unwrap();
+    let host = host_app::host::Host::start(&parsed).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(host.api_addr())
+        .await
+        .unwrap();
+    slow.write_all(b"GET /auth/setup HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(WAIT, slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a connection stuck in its headers"
+    );
+    // Others are still served.
+    let (status, _) = Api::new(host.api_addr())
+        .call_async("GET", "/auth/setup", None)
+        .await;
+    assert_eq!(status, 200);
+    host.stop().await.unwrap();
+}
