@@ -44,6 +44,25 @@ const AUTH_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/auth/users/admin"),
 ];
 
+/// How many entries of the audit log (`query`) have `action`.
+fn count(audit: &Value, action: &str) -> usize {
+    audit["entries"]
+        .as_array()
+        .map_or(0, |e| e.iter().filter(|e| e["action"] == action).count())
+}
+
+/// The audit log (`query`) once `ready` accepts it: account events reach it from a
+/// thread of their own, a moment after the request that caused them.
+async fn audit_when(api: &Api, query: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    system_tests::wait::until_read(
+        query,
+        WAIT,
+        async || api.call_async("GET", query, None).await.1,
+        |audit| ready(audit),
+    )
+    .await
+}
+
 fn session_of(api: &Api) -> (String, String) {
     match api.credentials() {
         Credentials::Session { cookie, csrf } => (cookie.clone(), csrf.clone()),
@@ -168,7 +187,10 @@ async fn roles_and_token_scopes_bound_what_a_caller_may_do() {
     assert_eq!(status, 200, "{reply}");
     edge.next_matching("/DCMD/").await;
 
-    let (_, audit) = admin.call_async("GET", "/api/audit?limit=1000", None).await;
+    let audit = audit_when(&admin, "/api/audit?limit=1000", |a| {
+        count(a, "forbidden") >= 3
+    })
+    .await;
     let writes: Vec<&Value> = audit["entries"]
         .as_array()
         .unwrap()
@@ -253,9 +275,10 @@ async fn a_cross_site_post_is_refused_and_nothing_is_sent() {
         let (status, _, reply) = exchange(&raw, "POST", "/api/write", &body, &headers).await;
         assert_eq!(status, 403, "{what}: {reply}");
     }
-    let (_, audit) = operator
-        .call_async("GET", "/api/audit?limit=1000", None)
-        .await;
+    let audit = audit_when(&operator, "/api/audit?limit=1000", |a| {
+        count(a, "origin_refused") + count(a, "csrf_refused") >= 4
+    })
+    .await;
     let entries = audit["entries"].as_array().unwrap();
     assert!(
         entries.iter().all(|e| e["action"] != "write"),
@@ -304,7 +327,10 @@ async fn the_setup_token_works_once() {
     let root = Api::login_async(host.api_addr(), "root", TEST_PASSWORD).await;
     let (status, _) = root.call_async("GET", "/api/tree", None).await;
     assert_eq!(status, 200);
-    let (_, audit) = root.call_async("GET", "/api/audit", None).await;
+    let audit = audit_when(&root, "/api/audit", |a| {
+        count(a, "setup_completed") == 1 && count(a, "setup_refused") >= 1
+    })
+    .await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .unwrap()
@@ -345,19 +371,11 @@ async fn repeated_wrong_passwords_are_slowed_and_audited() {
     let (status, _, _) = exchange(&anonymous, "POST", "/auth/login", &right, &[]).await;
     assert_eq!(status, 429);
 
-    let (_, audit) = admin
-        .call_async("GET", "/api/audit?user=admin&limit=1000", None)
-        .await;
-    let count = |action: &str| {
-        audit["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == action)
-            .count()
-    };
-    assert_eq!(count("login_failed"), 8, "{audit}");
-    assert!(count("locked_out") >= 1, "{audit}");
+    let audit = audit_when(&admin, "/api/audit?user=admin&limit=1000", |a| {
+        count(a, "login_failed") >= 8 && count(a, "locked_out") >= 1
+    })
+    .await;
+    assert_eq!(count(&audit, "login_failed"), 8, "{audit}");
     assert_eq!(audit["entries"][0]["outcome"], "rejected");
     assert_eq!(audit["entries"][0]["value"]["addr"], "127.0.0.1");
     host.stop().await.unwrap();
