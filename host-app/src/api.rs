@@ -97,6 +97,10 @@ pub struct ApiState {
     pub shared: Arc<HostShared>,
     pub publisher: Publisher,
     pub shutdown: CancellationToken,
+    /// Accounts, sessions and tokens (the pages' users and tokens views).
+    pub auth: Auth,
+    /// The served certificate's SHA-256 fingerprint, under HTTPS (the System page).
+    pub fingerprint: Option<Arc<str>>,
     /// Bounds the history queries running at once.
     history_slots: Arc<Semaphore>,
 }
@@ -169,6 +173,8 @@ impl ApiServer {
             shared,
             publisher,
             shutdown: shutdown.clone(),
+            auth: auth.clone(),
+            fingerprint: cert.as_ref().map(|c| Arc::from(c.fingerprint.as_str())),
             history_slots: Arc::new(Semaphore::new(config.max_history_queries)),
         };
         let app = app(state, &auth, config.request_timeout());
@@ -286,6 +292,8 @@ fn host_of(authority: &str) -> &str {
 /// inside the auth layer; the setup gate outside it (anyone is told setup is due);
 /// the request timeout outermost.
 pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration) -> Router {
+    // Page routes merge here, each with its `auth.require(role)`; their static assets'
+    // prefix goes in `access::PUBLIC_PATHS`.
     api_routes(state, auth)
         .merge(auth.routes())
         .layer(middleware::from_fn_with_state(

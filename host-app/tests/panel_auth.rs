@@ -532,11 +532,17 @@ fn https_self_signed_certificate_is_logged_served_and_kept() {
             && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let key = dir.path().join(host_app::api::tls::SELF_SIGNED_KEY);
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    for private in [host_app::api::tls::SELF_SIGNED_KEY, "auth.db"] {
+        let mode = std::fs::metadata(dir.path().join(private))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{private} readable by the service user only"
+        );
+    }
     stop(&mut host);
 
     let mut again = run_host(&config);

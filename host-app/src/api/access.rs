@@ -19,9 +19,22 @@ pub const PUBLIC_PATHS: &[&str] = &["/static/*"];
 /// The setup token's file in the state directory.
 pub const SETUP_TOKEN_FILE: &str = "setup-token";
 
-/// Opens (creating) the accounts database in `state_dir`.
-pub fn open_store(state_dir: &Path) -> Result<SqliteStore, StoreError> {
-    SqliteStore::open(&ApiConfig::auth_db(state_dir))
+/// Opens (creating, mode 0600: it holds password hashes) the accounts database in
+/// `state_dir`. SQLite gives its WAL and shared-memory files the same mode.
+pub fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = ApiConfig::auth_db(state_dir);
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    SqliteStore::open(&path).map_err(|e: StoreError| format!("{}: {e}", path.display()))
 }
 
 /// The auth settings `[api]` asks for.
@@ -45,8 +58,7 @@ pub fn build(
     state_dir: &Path,
     audit: Option<Arc<dyn HistoryStore>>,
 ) -> Result<Auth, String> {
-    let store = open_store(state_dir)
-        .map_err(|e| format!("{}: {e}", ApiConfig::auth_db(state_dir).display()))?;
+    let store = open_store(state_dir)?;
     let mut builder = Auth::builder(Arc::new(store)).config(auth_config(config));
     if let Some(history) = audit {
         builder = builder.audit_hook(Arc::new(forward_to(history)?));
