@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 use host_app::api::API_ROUTES;
 use host_app::api::access::SETUP_TOKEN_FILE;
@@ -713,5 +714,32 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
         .call_async("GET", "/auth/setup", None)
         .await;
     assert_eq!(status, 200);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = host_config(dir.path(), None);
+    config.api.max_connections = Some(1);
+    let parsed = host_app::config::HostConfig::from_toml(&config.to_toml()).unwrap();
+    let host = host_app::host::Host::start(&parsed).await.unwrap();
+    // An idle connection holds the only slot (until the 10 s header timeout).
+    let holder = tokio::net::TcpStream::connect(host.api_addr())
+        .await
+        .unwrap();
+    let waiting = Api::new(host.api_addr());
+    let mut second =
+        tokio::spawn(async move { waiting.call_async("GET", "/auth/setup", None).await.0 });
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut second).await;
+    assert!(
+        early.is_err(),
+        "a second connection is not served while the first holds the slot"
+    );
+    drop(holder);
+    let status = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("served once the slot is free");
+    assert_eq!(status.unwrap(), 200);
     host.stop().await.unwrap();
 }
