@@ -249,6 +249,13 @@ impl HostApp {
     /// serves its API on `http_port`.
     pub fn start_config(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
         crate::http::add_user(&bin("host-app"), &config, ADMIN, "admin");
+        Self::start_first_run(config, broker, http_port)
+    }
+
+    /// Like [`HostApp::start_config`] with no account yet: the host serves only setup
+    /// and logs its one-time setup link (first-run tests). [`HostApp::api`] works once
+    /// setup created [`ADMIN`] with [`crate::http::TEST_PASSWORD`].
+    pub fn start_first_run(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
         let proc = Self::spawn(&config);
         HostApp {
             proc,
