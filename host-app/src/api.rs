@@ -296,10 +296,7 @@ pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration) -> Router {
     // prefix goes in `access::PUBLIC_PATHS`.
     api_routes(state, auth)
         .merge(auth.routes())
-        .layer(middleware::from_fn_with_state(
-            auth.clone(),
-            tokens_need_admin,
-        ))
+        .layer(middleware::from_fn(tokens_need_admin))
         .layer(auth.layer())
         .layer(middleware::from_fn_with_state(
             SetupGate::new(auth.clone()),
@@ -339,7 +336,7 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
 }
 
 /// API tokens are admin business: web lets any caller manage their own.
-async fn tokens_need_admin(State(_auth): State<Auth>, req: Request, next: Next) -> Response {
+async fn tokens_need_admin(req: Request, next: Next) -> Response {
     let is_tokens = req.uri().path() == web::http::TOKENS_PATH
         || req
             .uri()
