@@ -581,7 +581,10 @@ port = 1884
             )
         };
         let e = Config::from_toml(
-            &with("scan_rate_min_ms = 0\nscan_rate_max_ms = 90000000\n", "max_packet_size = 10\n"),
+            &with(
+                "scan_rate_min_ms = 0\nscan_rate_max_ms = 90000000\n",
+                "max_packet_size = 10\n",
+            ),
             Path::new("."),
         )
         .unwrap_err();

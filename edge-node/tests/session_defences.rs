@@ -76,7 +76,10 @@ async fn a_20_kib_retained_state_or_ncmd_does_not_disconnect_the_node() {
     let again = host.next_kind("NBIRTH").await;
     assert_eq!(again.bd_seq(), nbirth.bd_seq(), "no reconnect in between");
     let after = host.drain_for(Duration::from_millis(1_500)).await;
-    assert!(after.is_empty(), "no reconnect afterwards either: {after:?}");
+    assert!(
+        after.is_empty(),
+        "no reconnect afterwards either: {after:?}"
+    );
     let died = deaths.drain_for(Duration::from_millis(100)).await;
     assert!(died.is_empty(), "no NDEATH: {died:?}");
     node.shutdown().await.unwrap();

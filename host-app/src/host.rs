@@ -63,6 +63,7 @@ impl Host {
         let retention = RetentionTask::spawn(
             Arc::clone(&store),
             config.history.retention_policy(),
+            config.history.audit_retention(),
             config.history.retention_interval(),
         );
         let shared = HostShared::new(

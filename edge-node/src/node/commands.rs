@@ -186,15 +186,15 @@ mod tests {
             Value::String("500".into()),
             Value::Boolean(true),
         ] {
-            let (commands, refused) = node_commands(&scan_rate(refused_value.clone()), RANGE)
-                .unwrap();
+            let (commands, refused) =
+                node_commands(&scan_rate(refused_value.clone()), RANGE).unwrap();
             assert!(commands.is_empty(), "{refused_value:?} accepted");
             assert_eq!(refused.len(), 1, "{refused_value:?}");
             assert_eq!(refused[0].metric, names::NODE_CONTROL_SCAN_RATE);
         }
         for accepted in [100, 1000, 3_600_000] {
-            let (commands, refused) = node_commands(&scan_rate(Value::Int64(accepted)), RANGE)
-                .unwrap();
+            let (commands, refused) =
+                node_commands(&scan_rate(Value::Int64(accepted)), RANGE).unwrap();
             assert_eq!(commands, [NodeCommand::ScanRate(accepted)]);
             assert!(refused.is_empty());
         }
@@ -207,7 +207,11 @@ mod tests {
             names::NODE_CONTROL_REBOOT,
             names::NODE_CONTROL_NEXT_SERVER,
         ] {
-            for v in [Value::Int64(1), Value::String("true".into()), Value::Double(1.0)] {
+            for v in [
+                Value::Int64(1),
+                Value::String("true".into()),
+                Value::Double(1.0),
+            ] {
                 let mut m = Metric::new(name, true);
                 m.datatype = Some(v.datatype());
                 m.value = sparkplug::MetricValue::Value(v.clone());
