@@ -71,7 +71,9 @@ impl Host {
             Arc::clone(&store),
             config.sparkplug.tracker(),
         );
-        let started = Session::new(broker.endpoint(), Arc::clone(&shared), writer.clone());
+        let started = Session::new(broker.endpoint(), Arc::clone(&shared), writer.clone()).map(
+            |(session, publisher)| (session.with_config(config.sparkplug.session()), publisher),
+        );
         let (session, publisher) = match started {
             Ok(s) => s,
             Err(e) => {

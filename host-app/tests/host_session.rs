@@ -69,20 +69,47 @@ async fn own_state_offline_is_answered_with_online() {
     let online = edge.next_matching("STATE/scada").await.state();
     assert!(online.online);
 
-    let lie = State::offline(online.timestamp + 1_000)
-        .to_json()
-        .into_bytes();
+    // A forged STATE offline with a later timestamp, retained.
+    let forged = online.timestamp + 60_000;
+    let lie = State::offline(forged).to_json().into_bytes();
     publish(addr, "spBv1.0/STATE/scada", lie, true).await;
     let seen = edge.next_matching("STATE/scada").await.state();
-    assert!(!seen.online);
-    let again = edge.next_matching("STATE/scada").await;
-    assert_eq!(again.state(), State::online(online.timestamp));
+    assert_eq!(seen, State::offline(forged));
+    // Answered at once with a timestamp above the forged one.
+    let again = edge.next_matching("STATE/scada").await.state();
+    assert!(again.online);
+    assert!(again.timestamp > forged, "{again:?} after {forged}");
 
-    // The retained message is the online one again.
+    // The retained message is the host's newest STATE online.
     let mut newcomer = ScriptedEdge::connect(addr, "G", "E2", 0).await;
     let retained = newcomer.next_matching("STATE/scada").await;
     assert!(retained.retain);
-    assert_eq!(retained.state(), State::online(online.timestamp));
+    assert_eq!(retained.state(), again);
+
+    // Garbage on the topic is answered too, and the host's will now carries its newest
+    // timestamp: the re-assert reconnected with a new will.
+    publish(addr, "spBv1.0/STATE/scada", b"not json".to_vec(), true).await;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let message = edge.next_matching("STATE/scada").await;
+        let state = State::parse(&message.payload).ok();
+        seen.push(state);
+        if state.is_some_and(|s| s.online && s.timestamp > again.timestamp) {
+            break;
+        }
+    }
+    // The garbage and the answer (the new connection's birth, same timestamp as `again`,
+    // may come in between).
+    assert!(seen.contains(&None), "the garbage was seen: {seen:?}");
+    let third = seen
+        .last()
+        .copied()
+        .flatten()
+        .expect("an answer to the garbage");
+    assert!(
+        third.online && third.timestamp > again.timestamp,
+        "{seen:?}"
+    );
     host.stop().await.unwrap();
 }
 
