@@ -267,6 +267,11 @@ impl HostApp {
         self.broker
     }
 
+    /// The host process's id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     pub fn api(&self) -> Api {
         Api::new(self.http)
     }
