@@ -156,3 +156,45 @@ async fn host_restart_is_seen_as_state_offline_then_online() {
     assert_eq!(latest.len(), 1);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_states_is_answered_at_most_once_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), None).await;
+    let addr = broker_addr(&host);
+    let mut edge = ScriptedEdge::connect(addr, "G", "E", 0).await;
+    let online = edge.next_matching("STATE/scada").await.state();
+
+    // Ten forged STATEs offline in a burst, as a second host with this id might send.
+    let start = std::time::Instant::now();
+    let mut forged = 0;
+    for i in 1..=10 {
+        forged = online.timestamp + i * 1_000;
+        let lie = State::offline(forged).to_json().into_bytes();
+        publish(addr, "spBv1.0/STATE/scada", lie, true).await;
+    }
+    let seen = edge
+        .collect_for("STATE/scada", std::time::Duration::from_millis(2_500))
+        .await;
+    let elapsed = start.elapsed();
+    // Each answer's timestamp shows twice (the re-assert and the new connection's birth).
+    let mut answers: Vec<u64> = seen
+        .iter()
+        .filter_map(|m| State::parse(&m.payload).ok())
+        .filter(|s| s.online)
+        .map(|s| s.timestamp)
+        .collect();
+    answers.dedup();
+    // At most one per interval (1 s by default) however long the burst took.
+    let allowed = elapsed.as_secs() + 1;
+    assert!(
+        (answers.len() as u64) <= allowed,
+        "{} answers in {elapsed:?}: {answers:?}",
+        answers.len()
+    );
+    assert!(
+        answers.last().is_some_and(|&ts| ts > forged),
+        "the last answer outbids the whole burst: {answers:?} after {forged}"
+    );
+    host.stop().await.unwrap();
+}
