@@ -198,3 +198,41 @@ async fn a_flood_of_forged_states_is_answered_at_most_once_per_interval() {
     );
     host.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_payload_over_max_payload_bytes_is_dropped_undecoded() {
+    let broker = embedded_broker().await;
+    let addr = broker.plain_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_session(dir.path(), addr.port());
+    let session = host.session.with_config(host_app::session::SessionConfig {
+        max_payload_bytes: 2_048,
+        ..Default::default()
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(session.run(stop.clone()));
+    let mut edge = ScriptedEdge::connect(addr, "G", "E", 0).await;
+    edge.next_matching("STATE/scada").await;
+    edge.nbirth(vec![Metric::new("Note", "first").with_alias(1)])
+        .await;
+    edge.ndata(vec![Metric::aliased(1, "x".repeat(4_000))])
+        .await;
+    edge.ndata(vec![Metric::aliased(1, "small")]).await;
+
+    let shared = host.shared.clone();
+    let node = host_app::tracker::NodeId::new("G", "E");
+    wait::until_async("the small NDATA applied", WAIT, || {
+        shared
+            .tracker()
+            .node(&node)
+            .and_then(|n| n.metrics.get("Note").and_then(|m| m.value.clone()))
+            == Some(host_app::history::SampleValue::Text("small".into()))
+    })
+    .await;
+    // The large one (seq 1) never reached the tracker: the small one (seq 2) came after a
+    // gap, waited for it and was applied when the gap was given up.
+    assert_eq!(shared.tracker().stats().seq_gaps, 1);
+    stop.cancel();
+    running.await.unwrap();
+    broker.stop().await;
+}
