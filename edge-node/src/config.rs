@@ -63,6 +63,10 @@ pub struct SparkplugSettings {
     pub metrics_period: Duration,
     /// The `Properties/Hardware` node metric.
     pub hardware: String,
+    /// A `Node Control/Scan Rate` command below this (ms) is refused.
+    pub scan_rate_min_ms: i64,
+    /// A `Node Control/Scan Rate` command above this (ms) is refused.
+    pub scan_rate_max_ms: i64,
 }
 
 /// How the MQTT link connects.
@@ -79,6 +83,9 @@ pub struct MqttSettings {
     pub backoff: BackoffSettings,
     /// How long a connect may take before the next server is tried.
     pub connect_timeout: Duration,
+    /// Largest MQTT packet sent or accepted, in bytes: at least the broker's limit, so
+    /// whatever the broker delivers (a large retained STATE or NCMD) cannot break the link.
+    pub max_packet_size: usize,
     /// Tried in order; a failure or a `Next Server` command moves to the next one.
     pub servers: Vec<ServerSettings>,
 }
@@ -106,6 +113,7 @@ impl MqttSettings {
             keep_alive: self.keep_alive,
             connect_timeout: self.connect_timeout,
             will: Some(will),
+            max_packet_size: Some(self.max_packet_size),
             ..LinkOptions::new(endpoint, self.client_id.clone())
         }
     }
@@ -150,6 +158,10 @@ struct SparkplugSection {
     #[serde(default = "default_metrics_period_ms")]
     metrics_period_ms: u64,
     hardware: Option<String>,
+    #[serde(default = "default_scan_rate_min_ms")]
+    scan_rate_min_ms: i64,
+    #[serde(default = "default_scan_rate_max_ms")]
+    scan_rate_max_ms: i64,
 }
 
 fn default_rebirth_debounce_ms() -> u64 {
@@ -158,6 +170,20 @@ fn default_rebirth_debounce_ms() -> u64 {
 fn default_metrics_period_ms() -> u64 {
     10_000
 }
+fn default_scan_rate_min_ms() -> i64 {
+    100
+}
+fn default_scan_rate_max_ms() -> i64 {
+    3_600_000
+}
+fn default_max_packet_size() -> usize {
+    4 * 1024 * 1024
+}
+
+/// The Scan Rate bounds a configuration may set: 1 ms to one day.
+const SCAN_RATE_RANGE: std::ops::RangeInclusive<i64> = 1..=86_400_000;
+/// MQTT's own packet limit (a 4-byte remaining length) and a floor that fits any STATE.
+const MAX_PACKET_RANGE: std::ops::RangeInclusive<usize> = 1024..=268_435_455;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +201,8 @@ struct MqttSection {
     backoff_max_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     connect_timeout_ms: u64,
+    #[serde(default = "default_max_packet_size")]
+    max_packet_size: usize,
     #[serde(default)]
     servers: Vec<ServerSection>,
 }
@@ -318,6 +346,17 @@ fn check_sparkplug(s: SparkplugSection, base: &Path, problems: &mut Problems) ->
     if s.metrics_period_ms < 100 {
         problems.push("sparkplug.metrics_period_ms", "must be at least 100");
     }
+    if !SCAN_RATE_RANGE.contains(&s.scan_rate_min_ms) {
+        problems.push("sparkplug.scan_rate_min_ms", "must be 1..=86400000 ms");
+    }
+    if !SCAN_RATE_RANGE.contains(&s.scan_rate_max_ms) {
+        problems.push("sparkplug.scan_rate_max_ms", "must be 1..=86400000 ms");
+    } else if s.scan_rate_max_ms < s.scan_rate_min_ms {
+        problems.push(
+            "sparkplug.scan_rate_max_ms",
+            "must not be below sparkplug.scan_rate_min_ms",
+        );
+    }
     SparkplugSettings {
         group_id: s.group_id,
         edge_node_id: s.edge_node_id,
@@ -328,6 +367,8 @@ fn check_sparkplug(s: SparkplugSection, base: &Path, problems: &mut Problems) ->
         hardware: s
             .hardware
             .unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
+        scan_rate_min_ms: s.scan_rate_min_ms,
+        scan_rate_max_ms: s.scan_rate_max_ms,
     }
 }
 
@@ -351,6 +392,12 @@ fn check_mqtt(
     }
     if m.connect_timeout_ms == 0 {
         problems.push("mqtt.connect_timeout_ms", "must be above 0");
+    }
+    if !MAX_PACKET_RANGE.contains(&m.max_packet_size) {
+        problems.push(
+            "mqtt.max_packet_size",
+            "must be 1024..=268435455 bytes (MQTT's own limit)",
+        );
     }
     let client_id = m.client_id.unwrap_or_else(|| default_client_id(sparkplug));
     if client_id.is_empty() || client_id.len() > 65_535 {
@@ -388,6 +435,7 @@ fn check_mqtt(
             max: Duration::from_millis(m.backoff_max_ms),
         },
         connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+        max_packet_size: m.max_packet_size,
         servers,
     }
 }
@@ -515,6 +563,58 @@ port = 1884
         assert_eq!(c.mqtt.servers[1].host, "backup");
         assert_eq!(c.mqtt.servers[1].port, 1884);
         assert_eq!(c.mqtt.startup_delay_max, Duration::ZERO);
+        assert_eq!(c.mqtt.max_packet_size, 4 * 1024 * 1024);
+        assert_eq!(c.sparkplug.scan_rate_min_ms, 100);
+        assert_eq!(c.sparkplug.scan_rate_max_ms, 3_600_000);
+    }
+
+    #[test]
+    fn scan_rate_bounds_and_packet_size_are_checked() {
+        let with = |sparkplug: &str, mqtt: &str| {
+            GOOD.replace(
+                "primary_host_id = \"scada\"\n",
+                &format!("primary_host_id = \"scada\"\n{sparkplug}"),
+            )
+            .replace(
+                "startup_delay_max_ms = 0\n",
+                &format!("startup_delay_max_ms = 0\n{mqtt}"),
+            )
+        };
+        let e = Config::from_toml(
+            &with(
+                "scan_rate_min_ms = 0\nscan_rate_max_ms = 90000000\n",
+                "max_packet_size = 10\n",
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.keys(),
+            [
+                "sparkplug.scan_rate_min_ms",
+                "sparkplug.scan_rate_max_ms",
+                "mqtt.max_packet_size"
+            ]
+        );
+        let e = Config::from_toml(
+            &with("scan_rate_min_ms = 500\nscan_rate_max_ms = 400\n", ""),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.keys(), ["sparkplug.scan_rate_max_ms"]);
+        let c = Config::from_toml(
+            &with("scan_rate_min_ms = 10\n", "max_packet_size = 262144\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.sparkplug.scan_rate_min_ms, 10);
+        assert_eq!(c.mqtt.max_packet_size, 262_144);
+        let server = &c.mqtt.servers[0];
+        let will = LastWill::new("t", Vec::new(), infra::link::QoS::AtLeastOnce, false);
+        assert_eq!(
+            c.mqtt.link_options(server, will).max_packet_size,
+            Some(262_144)
+        );
     }
 
     #[test]

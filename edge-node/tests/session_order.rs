@@ -41,6 +41,7 @@ async fn ndata_seq_is_one_above_the_last_message_and_wraps_255_to_0() {
     // A fast scan so the run to seq 255 takes a moment; node metrics are checked only
     // when a Scan Rate command asks (the period stays 60 s), so each NDATA is placed.
     config.site.scan_classes[0].period = Duration::from_millis(5);
+    config.sparkplug.scan_rate_min_ms = 1;
     let node = EdgeNode::start(config).unwrap();
     let nbirth = host.next_kind("NBIRTH").await;
     let mut last = None;

@@ -3,6 +3,7 @@
 //! problem of every table is reported, named by its key.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use infra::{ConfigError, Problems};
 use serde::Deserialize;
@@ -10,6 +11,8 @@ use serde::Deserialize;
 pub use crate::api::config::{ApiConfig, ApiTls};
 use crate::broker::BrokerConfig;
 use crate::history::HistoryConfig;
+use crate::mqtt::MAX_PACKET_SIZE;
+use crate::session::SessionConfig;
 use crate::tracker::TrackerConfig;
 
 /// `[sparkplug]`: who this host is and how it tracks edge nodes.
@@ -25,6 +28,25 @@ pub struct SparkplugConfig {
     /// Least time between two Rebirth requests to one edge node.
     #[serde(default = "defaults::rebirth_min_interval_ms")]
     pub rebirth_min_interval_ms: u64,
+    /// Least time between two re-assertions of this host's STATE online after a STATE it
+    /// did not send (so two hosts with one id cannot flood each other).
+    #[serde(default = "defaults::state_reassert_min_interval_ms")]
+    pub state_reassert_min_interval_ms: u64,
+    /// Edge node payloads larger than this are dropped undecoded.
+    #[serde(default = "defaults::max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Memory for messages held after `seq` gaps, over all edge nodes.
+    #[serde(default = "defaults::reorder_buffer_bytes")]
+    pub reorder_buffer_bytes: usize,
+    /// Edge nodes tracked at once.
+    #[serde(default = "defaults::max_nodes")]
+    pub max_nodes: usize,
+    /// Devices tracked per edge node.
+    #[serde(default = "defaults::max_devices_per_node")]
+    pub max_devices_per_node: usize,
+    /// Metrics tracked over all edge nodes and devices.
+    #[serde(default = "defaults::max_metrics")]
+    pub max_metrics: usize,
 }
 
 impl SparkplugConfig {
@@ -32,6 +54,17 @@ impl SparkplugConfig {
         TrackerConfig {
             reorder_timeout_ms: self.reorder_timeout_ms,
             rebirth_min_interval_ms: self.rebirth_min_interval_ms,
+            reorder_buffer_bytes: self.reorder_buffer_bytes,
+            max_nodes: self.max_nodes,
+            max_devices_per_node: self.max_devices_per_node,
+            max_metrics: self.max_metrics,
+        }
+    }
+
+    pub fn session(&self) -> SessionConfig {
+        SessionConfig {
+            max_payload_bytes: self.max_payload_bytes,
+            state_reassert_min_interval: Duration::from_millis(self.state_reassert_min_interval_ms),
         }
     }
 }
@@ -42,6 +75,24 @@ mod defaults {
     }
     pub fn rebirth_min_interval_ms() -> u64 {
         5_000
+    }
+    pub fn state_reassert_min_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn max_payload_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn reorder_buffer_bytes() -> usize {
+        16 * 1024 * 1024
+    }
+    pub fn max_nodes() -> usize {
+        10_000
+    }
+    pub fn max_devices_per_node() -> usize {
+        1_000
+    }
+    pub fn max_metrics() -> usize {
+        1_000_000
     }
 }
 
@@ -134,6 +185,38 @@ impl SparkplugConfig {
                 "must be 0 to 3600000 ms",
             );
         }
+        if !(100..=3_600_000).contains(&self.state_reassert_min_interval_ms) {
+            problems.push(
+                "sparkplug.state_reassert_min_interval_ms",
+                "must be 100 to 3600000 ms",
+            );
+        }
+        if !(1024..=MAX_PACKET_SIZE).contains(&self.max_payload_bytes) {
+            problems.push(
+                "sparkplug.max_payload_bytes",
+                format!("must be 1024 to {MAX_PACKET_SIZE} bytes"),
+            );
+        }
+        if !(65_536..=1 << 30).contains(&self.reorder_buffer_bytes) {
+            problems.push(
+                "sparkplug.reorder_buffer_bytes",
+                "must be 65536 to 1073741824 bytes",
+            );
+        }
+        let counts = [
+            ("sparkplug.max_nodes", self.max_nodes, 1_000_000),
+            (
+                "sparkplug.max_devices_per_node",
+                self.max_devices_per_node,
+                100_000,
+            ),
+            ("sparkplug.max_metrics", self.max_metrics, 100_000_000),
+        ];
+        for (key, value, max) in counts {
+            if !(1..=max).contains(&value) {
+                problems.push(key, format!("must be 1 to {max}"));
+            }
+        }
         problems.finish(())
     }
 }
@@ -156,6 +239,12 @@ host_id = "scada"
         let config = HostConfig::from_toml(BASE).unwrap();
         assert_eq!(config.sparkplug.reorder_timeout_ms, 2_000);
         assert_eq!(config.sparkplug.rebirth_min_interval_ms, 5_000);
+        assert_eq!(config.sparkplug.tracker(), TrackerConfig::default());
+        assert_eq!(config.sparkplug.max_payload_bytes, 1024 * 1024);
+        assert_eq!(
+            config.sparkplug.session().state_reassert_min_interval,
+            Duration::from_secs(1)
+        );
         assert_eq!(config.api.listen, "127.0.0.1:8080".parse().unwrap());
     }
 
@@ -184,6 +273,23 @@ host_id = "scada"
         let missing = BASE.replace("[sparkplug]\nhost_id = \"scada\"\n", "");
         let e = HostConfig::from_toml(&missing).unwrap_err().to_string();
         assert_eq!(e, "sparkplug: missing table (host_id is required)");
+    }
+
+    #[test]
+    fn defence_bounds_are_checked_naming_the_key() {
+        for (key, value) in [
+            ("state_reassert_min_interval_ms", "0"),
+            ("max_payload_bytes", "10"),
+            ("max_payload_bytes", "99999999"),
+            ("reorder_buffer_bytes", "1"),
+            ("max_nodes", "0"),
+            ("max_devices_per_node", "0"),
+            ("max_metrics", "0"),
+        ] {
+            let text = format!("{BASE}{key} = {value}\n");
+            let e = HostConfig::from_toml(&text).unwrap_err();
+            assert_eq!(e.keys(), [format!("sparkplug.{key}")], "{e}");
+        }
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl Host {
         let retention = RetentionTask::spawn(
             Arc::clone(&store),
             config.history.retention_policy(),
+            config.history.audit_retention(),
             config.history.retention_interval(),
         );
         let shared = HostShared::new(
@@ -70,7 +71,9 @@ impl Host {
             Arc::clone(&store),
             config.sparkplug.tracker(),
         );
-        let started = Session::new(broker.endpoint(), Arc::clone(&shared), writer.clone());
+        let started = Session::new(broker.endpoint(), Arc::clone(&shared), writer.clone()).map(
+            |(session, publisher)| (session.with_config(config.sparkplug.session()), publisher),
+        );
         let (session, publisher) = match started {
             Ok(s) => s,
             Err(e) => {

@@ -6,8 +6,14 @@
 //! Every connection uses a fresh STATE timestamp `T`: the will is
 //! `{"online":false,"timestamp":T}` and, once the subscriptions are acknowledged, the birth
 //! `{"online":true,"timestamp":T}` (both retained, QoS 1, on `spBv1.0/STATE/<host_id>`).
-//! An offline STATE on its own topic after the birth (or with a timestamp not older than
-//! `T`) is answered by publishing the birth again.
+//! A STATE on its own topic that this host did not send (offline, online with a later
+//! timestamp, or garbage; not the retained STATE of an earlier session) is answered at
+//! once, rate-limited: STATE online with a new timestamp above both `T` and the stranger's,
+//! then a new connection whose will carries it (the will and the birth share a timestamp),
+//! so edge nodes that took the stranger's STATE take the host's again.
+//!
+//! Edge node payloads above `max_payload_bytes` are dropped undecoded; what the tracker
+//! refuses by its bounds is logged, at most once per interval per kind.
 //!
 //! The connection is an [`infra::link::Link`], one per attempt (each with its own will),
 //! so a half-open path is noticed by the keep-alive and TCP's give-up time and a request
@@ -15,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use infra::clock::now_ms;
@@ -32,6 +38,57 @@ use crate::broker::{ConfigError, MqttEndpoint};
 use crate::history::{HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, Sample};
 use crate::shared::{HostEvent, HostShared};
 use crate::tracker::{Action, MetricRegistry, NodeId};
+
+/// How far ahead of the host's clock a stranger's STATE timestamp is still outbid; a
+/// forged one further ahead is not followed (the host's timestamps stay near its clock).
+const MAX_STATE_AHEAD_MS: u64 = 24 * 3_600_000;
+/// Least time between two log lines about the same kind of dropped input.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The session's defences, from `[sparkplug]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Edge node payloads larger than this are dropped undecoded.
+    pub max_payload_bytes: usize,
+    /// Least time between two re-assertions of the STATE online.
+    pub state_reassert_min_interval: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_payload_bytes: 1024 * 1024,
+            state_reassert_min_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Logs a kind of refusal at most once per [`REFUSAL_LOG_INTERVAL`], counting the rest.
+#[derive(Default)]
+struct RefusalLog {
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    /// Whether to log now, and how many of this kind went unlogged since the last line.
+    fn admit(&mut self, kind: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.last.get_mut(kind) {
+            Some((at, quiet)) if now.duration_since(*at) < REFUSAL_LOG_INTERVAL => {
+                *quiet += 1;
+                None
+            }
+            Some((at, quiet)) => {
+                *at = now;
+                Some(std::mem::take(quiet))
+            }
+            None => {
+                self.last.insert(kind, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
 
 /// Pause before reconnecting after the broker is lost.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -137,6 +194,12 @@ pub struct Session {
     born: bool,
     registry: StoreRegistry,
     limits: DecodeLimits,
+    config: SessionConfig,
+    /// When the STATE was last re-asserted.
+    last_reassert: Option<Instant>,
+    /// A stranger's STATE waiting for the re-assert interval: the timestamp to outbid.
+    pending_reassert: Option<u64>,
+    refusals: RefusalLog,
     samples: Vec<Sample>,
     actions: Vec<Action>,
 }
@@ -177,6 +240,10 @@ impl Session {
                 born: false,
                 registry,
                 limits: DecodeLimits::default(),
+                config: SessionConfig::default(),
+                last_reassert: None,
+                pending_reassert: None,
+                refusals: RefusalLog::default(),
                 samples: Vec::new(),
                 actions: Vec::new(),
             },
@@ -188,6 +255,12 @@ impl Session {
     /// two keep-alives, and a request waits at most one for room in the queue.
     pub fn with_keep_alive(mut self, keep_alive: Duration) -> Session {
         self.options.keep_alive = keep_alive;
+        self
+    }
+
+    /// Sets the payload bound and the STATE re-assert interval.
+    pub fn with_config(mut self, config: SessionConfig) -> Session {
+        self.config = config;
         self
     }
 
@@ -210,8 +283,14 @@ impl Session {
                 }
             }
             let deadline = self.shared.tracker().next_deadline();
+            let reassert_due = self.reassert_due();
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = sleep_until_instant(reassert_due) => {
+                    if let Some(beat) = self.pending_reassert.take() {
+                        self.reassert(beat).await;
+                    }
+                }
                 () = sleep_until_ms(deadline) => {
                     let now = now_ms();
                     {
@@ -291,15 +370,25 @@ impl Session {
         let topic = publish.topic.as_str();
         match AnyTopic::parse(topic) {
             Ok(AnyTopic::State(state)) => {
-                if state.host_id() == self.shared.host_id {
-                    self.on_own_state(&publish);
-                    if self.reassert_needed(&publish) {
-                        info!("own STATE seen offline; publishing online again");
-                        self.publish_state(true).await;
-                    }
+                if state.host_id() == self.shared.host_id
+                    && let Some(beat) = self.stranger_state(&publish)
+                {
+                    self.reassert(beat).await;
                 }
             }
             Ok(AnyTopic::Edge(edge)) => {
+                if publish.payload.len() > self.config.max_payload_bytes {
+                    if let Some(unlogged) = self.refusals.admit("payload") {
+                        warn!(
+                            topic = %Escaped(topic),
+                            len = publish.payload.len(),
+                            max = self.config.max_payload_bytes,
+                            unlogged,
+                            "payload over sparkplug.max_payload_bytes dropped"
+                        );
+                    }
+                    return;
+                }
                 let payload = match Payload::decode_with(&publish.payload, &self.limits) {
                     Ok(payload) => payload,
                     Err(e) => {
@@ -325,21 +414,80 @@ impl Session {
         }
     }
 
-    fn on_own_state(&self, publish: &Publish) {
-        if let Err(e) = State::parse(&publish.payload) {
-            warn!(error = %e, "own STATE topic carries an invalid payload");
+    /// A STATE on our topic that we did not send and must answer: returns the timestamp to
+    /// outbid (0 for garbage). Ours (online at `T`, or an older online echo) and the
+    /// retained STATE of an earlier session (older than `T`, replaced by our birth) are not.
+    fn stranger_state(&self, publish: &Publish) -> Option<u64> {
+        if !self.born {
+            return None; // the birth that follows the SUBACK replaces whatever is there
+        }
+        match State::parse(&publish.payload) {
+            Ok(state) if publish.retain && state.timestamp < self.state_ts => None,
+            Ok(state) if state.online && state.timestamp <= self.state_ts => None,
+            Ok(state) => {
+                warn!(
+                    online = state.online,
+                    timestamp = state.timestamp,
+                    retain = publish.retain,
+                    "a STATE for this host id that this host did not send"
+                );
+                Some(state.timestamp)
+            }
+            // A retained one came before our birth, which replaced it.
+            Err(_) if publish.retain => None,
+            Err(e) => {
+                warn!(error = %e, len = publish.payload.len(), "an invalid STATE on this host's topic");
+                Some(0)
+            }
         }
     }
 
-    /// Our STATE offline is a lie while we are connected: answer it, unless it is the
-    /// retained message of an earlier session delivered on subscribe (the birth follows).
-    fn reassert_needed(&self, publish: &Publish) -> bool {
-        match State::parse(&publish.payload) {
-            Ok(state) if !state.online => {
-                self.born && (state.timestamp >= self.state_ts || !publish.retain)
-            }
-            _ => false,
+    /// When a waiting re-assert may go.
+    fn reassert_due(&self) -> Option<Instant> {
+        self.pending_reassert?;
+        Some(self.last_reassert.map_or_else(Instant::now, |at| {
+            at + self.config.state_reassert_min_interval
+        }))
+    }
+
+    /// Publishes STATE online with a timestamp above ours and `beat`, then reconnects so
+    /// the will carries it too. Within the interval of the last one, waits for it instead.
+    async fn reassert(&mut self, beat: u64) {
+        let now = Instant::now();
+        if let Some(at) = self.last_reassert
+            && now.duration_since(at) < self.config.state_reassert_min_interval
+        {
+            self.pending_reassert = Some(self.pending_reassert.unwrap_or(0).max(beat));
+            debug!("STATE re-assert waits for sparkplug.state_reassert_min_interval_ms");
+            return;
         }
+        if self.link.is_none() || !self.born {
+            return; // the next connection publishes a new birth anyway
+        }
+        self.last_reassert = Some(now);
+        let clock = now_ms();
+        let beat = if beat > clock.saturating_add(MAX_STATE_AHEAD_MS) {
+            warn!(
+                timestamp = beat,
+                "the stranger's STATE timestamp is over a day ahead; not followed"
+            );
+            0
+        } else {
+            beat
+        };
+        self.state_ts = clock.max(self.state_ts + 1).max(beat.saturating_add(1));
+        warn!(
+            state_ts = self.state_ts,
+            "re-asserting STATE online with a new timestamp"
+        );
+        self.publish_state(true).await;
+        // The will must carry the birth's timestamp: a new connection with a new will. A
+        // clean DISCONNECT first, so the old will is not published.
+        if let Some(link) = self.link.take() {
+            link.close(SHUTDOWN_WAIT).await;
+        }
+        self.current.send_replace(None);
+        self.born = false;
     }
 
     /// Sends the samples and actions one message (or a tick) produced.
@@ -359,6 +507,11 @@ impl Session {
         }
         for action in std::mem::take(&mut self.actions) {
             match action {
+                Action::OverLimit { node, limit } => {
+                    if let Some(unlogged) = self.refusals.admit(limit.key()) {
+                        warn!(node = %Escaped(&node), bound = limit.key(), unlogged, "refused: over a configured bound");
+                    }
+                }
                 Action::Rebirth { node, reason } => {
                     info!(node = %Escaped(&node), ?reason, "requesting Rebirth");
                     let publisher = Publisher {
@@ -405,8 +558,9 @@ impl Session {
         } else {
             debug!(%error, "cannot reach the broker");
         }
-        // Next connection: a new STATE timestamp for both the will and the birth.
-        self.state_ts = now_ms();
+        // Next connection: a new STATE timestamp for both the will and the birth, never
+        // below one already published.
+        self.state_ts = now_ms().max(self.state_ts + 1);
     }
 
     async fn mark_all_offline(&mut self) {
@@ -493,6 +647,14 @@ async fn next_event(link: &mut Option<Link>) -> LinkEvent {
             .recv()
             .await
             .unwrap_or_else(|| LinkEvent::Lost("connection ended".into())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever without it.
+async fn sleep_until_instant(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
 }

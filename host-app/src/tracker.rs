@@ -9,7 +9,10 @@
 //! - turns data into history [`Sample`]s (quality from the `Quality` property, else 192);
 //! - marks every metric of a dead node or device STALE (500), and ignores an NDEATH whose
 //!   bdSeq is not the current NBIRTH's;
-//! - asks for a Rebirth (rate-limited per node) on a seq gap or on data it cannot place.
+//! - asks for a Rebirth (rate-limited per node) on a seq gap or on data it cannot place;
+//! - stays bounded under forged or bursty traffic: held messages by bytes over all nodes,
+//!   and the number of nodes, devices per node and metrics (beyond: refused, reported as
+//!   [`Action::OverLimit`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -37,6 +40,16 @@ pub struct TrackerConfig {
     pub reorder_timeout_ms: u64,
     /// Least time between two Rebirth requests to the same edge node.
     pub rebirth_min_interval_ms: u64,
+    /// Bytes (estimated, decoded) of messages held after gaps, over all nodes; beyond,
+    /// the gap of the node that overflows it is given up at once.
+    pub reorder_buffer_bytes: usize,
+    /// Edge nodes tracked; a birth from one more evicts the longest-offline node, or is
+    /// refused when every node is online.
+    pub max_nodes: usize,
+    /// Devices tracked per edge node; a DBIRTH of one more is refused.
+    pub max_devices_per_node: usize,
+    /// Metrics tracked over all nodes and devices; a birth that would pass it is refused.
+    pub max_metrics: usize,
 }
 
 impl Default for TrackerConfig {
@@ -44,6 +57,10 @@ impl Default for TrackerConfig {
         Self {
             reorder_timeout_ms: 2_000,
             rebirth_min_interval_ms: 5_000,
+            reorder_buffer_bytes: 16 * 1024 * 1024,
+            max_nodes: 10_000,
+            max_devices_per_node: 1_000,
+            max_metrics: 1_000_000,
         }
     }
 }
@@ -91,9 +108,36 @@ pub enum RebirthReason {
     UnknownMetric,
 }
 
+/// A bound of [`TrackerConfig`] that a message ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// `max_nodes`: the birth of a new node was refused.
+    Nodes,
+    /// `max_devices_per_node`: the DBIRTH of a new device was refused.
+    Devices,
+    /// `max_metrics`: the birth was refused.
+    Metrics,
+    /// `reorder_buffer_bytes`: the node's gap was given up early.
+    ReorderBuffer,
+}
+
+impl Limit {
+    /// The configuration key of the bound.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::Nodes => "sparkplug.max_nodes",
+            Limit::Devices => "sparkplug.max_devices_per_node",
+            Limit::Metrics => "sparkplug.max_metrics",
+            Limit::ReorderBuffer => "sparkplug.reorder_buffer_bytes",
+        }
+    }
+}
+
 /// What the host must do or tell after a message, besides storing samples.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// A message ran into a bound (to log; nothing to send).
+    OverLimit { node: NodeId, limit: Limit },
     /// Publish NCMD `Node Control/Rebirth` = true to this node.
     Rebirth { node: NodeId, reason: RebirthReason },
     /// A node or device came online or went offline (device `None` = the node itself).
@@ -177,6 +221,8 @@ pub struct NodeState {
     expected_seq: Option<Seq>,
     /// Messages that came after a gap, waiting for the missing ones.
     held: Vec<Held>,
+    /// Estimated memory of `held`.
+    held_bytes: usize,
     /// When the oldest held message gives up waiting.
     gap_deadline: Option<u64>,
 }
@@ -187,6 +233,18 @@ struct Held {
     message_type: MessageType,
     device: Option<String>,
     payload: Payload,
+    /// Estimated memory, counted in `NodeState::held_bytes`.
+    cost: usize,
+}
+
+impl Held {
+    /// The payload's memory once decoded, roughly: its wire size plus one `Metric` per
+    /// metric (small values grow most when decoded).
+    fn cost(payload: &Payload) -> usize {
+        std::mem::size_of::<Held>()
+            + payload.encoded_len()
+            + payload.metrics.len() * std::mem::size_of::<Metric>()
+    }
 }
 
 impl NodeState {
@@ -200,6 +258,22 @@ impl NodeState {
     fn device_index(&self, device_id: &str) -> Option<usize> {
         self.devices.iter().position(|(id, _)| id == device_id)
     }
+
+    /// Metrics of the node and all its devices.
+    fn metric_count(&self) -> usize {
+        self.metrics.list.len()
+            + self
+                .devices
+                .iter()
+                .map(|(_, d)| d.metrics.list.len())
+                .sum::<usize>()
+    }
+
+    fn clear_held(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+        self.gap_deadline = None;
+    }
 }
 
 /// Counters over the tracker's life (for logs and tests).
@@ -211,6 +285,8 @@ pub struct TrackerStats {
     pub seq_gaps: u64,
     pub rebirths_requested: u64,
     pub rebirths_suppressed: u64,
+    /// Births refused or gaps given up early by a bound of [`TrackerConfig`].
+    pub over_limit: u64,
 }
 
 /// Every edge node the host has heard of.
@@ -220,6 +296,8 @@ pub struct Tracker {
     nodes: HashMap<NodeId, NodeState>,
     /// Last Rebirth request per node (also for nodes the host has no birth of).
     last_rebirth: HashMap<NodeId, u64>,
+    /// Metrics of every node and device, against `max_metrics`.
+    metric_count: usize,
     stats: TrackerStats,
 }
 
@@ -330,6 +408,17 @@ impl Tracker {
 
     fn nbirth(&mut self, group: &str, edge: &str, payload: Payload, now: u64, out: &mut Out) {
         let id = NodeId::new(group, edge);
+        let known = self.nodes.get(&id).map(|n| n.metrics.list.len());
+        if known.is_none() && !self.make_room_for_node() {
+            self.over_limit(&id, Limit::Nodes, out);
+            return;
+        }
+        let projected = (self.metric_count.saturating_sub(known.unwrap_or(0)))
+            .saturating_add(payload.metrics.len());
+        if projected > self.config.max_metrics {
+            self.over_limit(&id, Limit::Metrics, out);
+            return;
+        }
         let bd_seq = BdSeq::from_payload(&payload).ok();
         let seq = payload.seq.and_then(|s| Seq::try_from(s).ok());
         let ts = payload.timestamp.unwrap_or(now);
@@ -344,6 +433,7 @@ impl Tracker {
                 aliases: HashMap::new(),
                 expected_seq: None,
                 held: Vec::new(),
+                held_bytes: 0,
                 gap_deadline: None,
             }),
         };
@@ -362,14 +452,15 @@ impl Tracker {
             }
         }
         node.aliases.clear();
-        node.held.clear();
-        node.gap_deadline = None;
+        node.clear_held();
         node.bd_seq = bd_seq;
         node.expected_seq = seq.map(Seq::next);
         node.state = Liveness::Online;
         node.since = ts;
         let key = |name: &str| MetricKey::node(group, edge, name);
+        let before = node.metrics.list.len();
         let unplaced = define_metrics(&mut node.metrics, &payload, ts, &key, out);
+        self.metric_count = self.metric_count.saturating_sub(before) + node.metrics.list.len();
         bind_aliases(&mut node.aliases, None, &node.metrics);
         out.actions.push(Action::Liveness {
             node: id.clone(),
@@ -427,13 +518,21 @@ impl Tracker {
                     self.stats.seq_gaps += 1;
                     node.gap_deadline = Some(now.saturating_add(self.config.reorder_timeout_ms));
                 }
+                let cost = Held::cost(&payload);
                 node.held.push(Held {
                     seq,
                     message_type,
                     device: device.map(str::to_owned),
                     payload,
+                    cost,
                 });
-                if node.held.len() >= MAX_HELD {
+                node.held_bytes += cost;
+                let full = node.held.len() >= MAX_HELD;
+                let held_bytes: usize = self.nodes.values().map(|n| n.held_bytes).sum();
+                if held_bytes > self.config.reorder_buffer_bytes {
+                    self.over_limit(&id, Limit::ReorderBuffer, out);
+                    self.give_up_gap(&id, now, out);
+                } else if full {
                     self.give_up_gap(&id, now, out);
                 }
                 return;
@@ -461,6 +560,7 @@ impl Tracker {
                 return;
             };
             let held = node.held.swap_remove(pos);
+            node.held_bytes -= held.cost;
             node.expected_seq = Some(held.seq.next());
             self.apply(
                 id,
@@ -480,7 +580,7 @@ impl Tracker {
             return;
         };
         let mut held = std::mem::take(&mut node.held);
-        node.gap_deadline = None;
+        node.clear_held();
         if let Some(first) = held.first().map(|h| h.seq) {
             held.sort_by_key(|h| h.seq.value().wrapping_sub(first.value()));
         }
@@ -508,7 +608,19 @@ impl Tracker {
         };
         let problem = match (message_type, device) {
             (MessageType::NData, _) => ingest_data(node, None, payload, now, out.samples),
-            (MessageType::DBirth, Some(device)) => dbirth(id, node, device, payload, now, out),
+            (MessageType::DBirth, Some(device)) => {
+                let budget = Budget {
+                    config: &self.config,
+                    metric_count: &mut self.metric_count,
+                };
+                match dbirth(id, node, device, payload, now, budget, out) {
+                    Ok(problem) => problem,
+                    Err(limit) => {
+                        self.over_limit(id, limit, out);
+                        return;
+                    }
+                }
+            }
             (MessageType::DData, Some(device)) => match node.device_index(device) {
                 Some(i) if node.devices[i].1.state == Liveness::Online => {
                     ingest_data(node, Some(i), payload, now, out.samples)
@@ -540,6 +652,36 @@ impl Tracker {
         }
     }
 
+    /// Room for one more node: true when under `max_nodes` or once the longest-offline
+    /// node is forgotten.
+    fn make_room_for_node(&mut self) -> bool {
+        if self.nodes.len() < self.config.max_nodes {
+            return true;
+        }
+        let oldest = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state == Liveness::Offline)
+            .min_by_key(|(_, n)| n.since)
+            .map(|(id, _)| id.clone());
+        let Some(oldest) = oldest else {
+            return false;
+        };
+        if let Some(node) = self.nodes.remove(&oldest) {
+            self.metric_count = self.metric_count.saturating_sub(node.metric_count());
+        }
+        self.last_rebirth.remove(&oldest);
+        true
+    }
+
+    fn over_limit(&mut self, id: &NodeId, limit: Limit, out: &mut Out) {
+        self.stats.over_limit += 1;
+        out.actions.push(Action::OverLimit {
+            node: id.clone(),
+            limit,
+        });
+    }
+
     fn request_rebirth(&mut self, id: &NodeId, reason: RebirthReason, now: u64, out: &mut Out) {
         let min = self.config.rebirth_min_interval_ms;
         match self.last_rebirth.get_mut(id) {
@@ -549,6 +691,17 @@ impl Tracker {
             }
             Some(last) => *last = now,
             None => {
+                // Forged topics must not grow the map without end: entries past the
+                // interval limit nothing and go first.
+                let cap = self.config.max_nodes.saturating_mul(2);
+                if self.last_rebirth.len() >= cap {
+                    self.last_rebirth
+                        .retain(|_, last| now.saturating_sub(*last) < min);
+                }
+                if self.last_rebirth.len() >= cap {
+                    self.stats.rebirths_suppressed += 1;
+                    return;
+                }
                 self.last_rebirth.insert(id.clone(), now);
             }
         }
@@ -558,6 +711,12 @@ impl Tracker {
             reason,
         });
     }
+}
+
+/// What a DBIRTH may take: the configured bounds and the running metric count.
+struct Budget<'a> {
+    config: &'a TrackerConfig,
+    metric_count: &'a mut usize,
 }
 
 /// Where handling writes its results.
@@ -576,8 +735,7 @@ fn set_node_offline(
 ) {
     node.state = Liveness::Offline;
     node.since = ts;
-    node.held.clear();
-    node.gap_deadline = None;
+    node.clear_held();
     node.metrics.mark_stale(ts, samples);
     for (device_id, device) in &mut node.devices {
         if device.state == Liveness::Online {
@@ -606,10 +764,21 @@ fn dbirth(
     device: &str,
     payload: Payload,
     now: u64,
+    budget: Budget,
     out: &mut Out,
-) -> Option<RebirthReason> {
+) -> Result<Option<RebirthReason>, Limit> {
     let ts = payload.timestamp.unwrap_or(now);
-    let index = match node.device_index(device) {
+    let known = node.device_index(device);
+    let before = known.map_or(0, |i| node.devices[i].1.metrics.list.len());
+    if known.is_none() && node.devices.len() >= budget.config.max_devices_per_node {
+        return Err(Limit::Devices);
+    }
+    if budget.metric_count.saturating_sub(before) + payload.metrics.len()
+        > budget.config.max_metrics
+    {
+        return Err(Limit::Metrics);
+    }
+    let index = match known {
         Some(i) => i,
         None => {
             node.devices.push((
@@ -627,6 +796,7 @@ fn dbirth(
     let key = |name: &str| MetricKey::device(&id.group_id, &id.edge_node_id, device, name);
     let d = &mut node.devices[index].1;
     let unplaced = define_metrics(&mut d.metrics, &payload, ts, &key, out);
+    *budget.metric_count = budget.metric_count.saturating_sub(before) + d.metrics.list.len();
     d.state = Liveness::Online;
     d.since = ts;
     bind_aliases(&mut node.aliases, Some(index), &d.metrics);
@@ -636,7 +806,7 @@ fn dbirth(
         state: Liveness::Online,
         ts,
     });
-    unplaced.then_some(RebirthReason::UnknownMetric)
+    Ok(unplaced.then_some(RebirthReason::UnknownMetric))
 }
 
 /// Replaces `metrics` with the birth's definitions, registers them and stores the birth

@@ -42,6 +42,9 @@ fn the_example_file_loads_and_maps_to_store_writer_and_retention_settings() {
     assert_eq!(policy.max_age, Some(Duration::from_secs(90 * 86_400)));
     assert_eq!(policy.max_bytes, Some(4_096 * 1024 * 1024));
     assert_eq!(config.retention_interval(), Duration::from_secs(60));
+    let audit = config.audit_retention();
+    assert_eq!(audit.max_age, Some(Duration::from_secs(365 * 86_400)));
+    assert_eq!(audit.max_rows, Some(1_000_000));
     assert_eq!(config.store_options().synchronous, Synchronous::Normal);
 }
 
@@ -61,6 +64,8 @@ fn out_of_range_values_are_refused_naming_the_key() {
         ("retention_days", "100000"),
         ("max_size_mb", "99999999999"),
         ("retention_interval_s", "0"),
+        ("audit_retention_days", "36501"),
+        ("audit_max_rows", "0"),
         ("path", "\"\""),
     ] {
         let err = HistoryConfig::from_toml(&with(key, value)).unwrap_err();

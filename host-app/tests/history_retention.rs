@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use host_app::history::{HistoryStore, RetentionPolicy, RetentionTask, TimeRange};
+use host_app::history::{
+    AuditEntry, AuditQuery, AuditRetention, CommandOutcome, HistoryStore, MetricKey,
+    RetentionPolicy, RetentionTask, TimeRange,
+};
 use host_app_testkit::history::{TempStore, count, register, series};
 
 const T0: u64 = 1_700_000_000_000;
@@ -149,6 +152,7 @@ async fn the_retention_task_applies_the_policy_periodically() {
             max_age: Some(Duration::from_millis(DAY_MS)),
             max_bytes: None,
         },
+        AuditRetention::default(),
         Duration::from_millis(10),
     );
     let mut remaining = count(&*t.store, id);
@@ -187,6 +191,7 @@ async fn retention_runs_beside_ingest_without_losing_new_samples() {
             max_age: Some(Duration::from_millis(DAY_MS)),
             max_bytes: None,
         },
+        AuditRetention::default(),
         Duration::from_millis(5),
     );
     let (writer, task) = host_app::history::HistoryWriter::spawn(
@@ -219,4 +224,135 @@ async fn retention_runs_beside_ingest_without_losing_new_samples() {
         .range(id, TimeRange::new(0, u64::MAX), u32::MAX)
         .unwrap();
     assert_eq!(kept, fresh, "old samples gone, every fresh one kept");
+}
+
+fn audit_entry(ts: u64) -> AuditEntry {
+    AuditEntry {
+        ts,
+        user: "alice".into(),
+        metric: MetricKey::node("G", "E", "Setpoint"),
+        value: "1".into(),
+        outcome: CommandOutcome::Sent,
+        detail: None,
+    }
+}
+
+fn audit_timestamps(store: &dyn HistoryStore) -> Vec<u64> {
+    let all = store
+        .audit_query(&AuditQuery {
+            range: TimeRange::new(0, u64::MAX),
+            user: None,
+            metric: None,
+            limit: u32::MAX,
+        })
+        .unwrap();
+    let mut ts: Vec<u64> = all.iter().map(|r| r.entry.ts).collect();
+    ts.sort_unstable();
+    ts
+}
+
+#[test]
+fn the_audit_log_keeps_its_own_age_and_row_limits_apart_from_sample_retention() {
+    let t = TempStore::new();
+    let id = register(&*t.store, "M");
+    t.store.append(&series(id, T0, 10 * 24, 3_600_000)).unwrap();
+    // Ten days of audit entries, one an hour.
+    for hour in 0..10 * 24 {
+        t.store
+            .audit_append(&audit_entry(T0 + hour * 3_600_000))
+            .unwrap();
+    }
+    let now = T0 + 10 * DAY_MS;
+
+    // Sample retention keeping one day, and a size limit of 1 byte, leave every entry.
+    let samples_only = RetentionPolicy {
+        max_age: Some(Duration::from_millis(DAY_MS)),
+        max_bytes: Some(1),
+    };
+    run_to_completion(&*t.store, &samples_only, now, 1_000);
+    assert!(count(&*t.store, id) < 10 * 24);
+    assert_eq!(audit_timestamps(&*t.store).len(), 10 * 24);
+
+    // By age: entries older than three days go, in steps of at most 50.
+    let by_age = AuditRetention {
+        max_age: Some(Duration::from_millis(3 * DAY_MS)),
+        max_rows: None,
+    };
+    let mut steps = 0;
+    loop {
+        let step = t.store.apply_audit_retention(&by_age, now, 50).unwrap();
+        assert!(step.deleted <= 50);
+        steps += 1;
+        assert!(steps < 100, "audit retention does not finish");
+        if !step.more {
+            break;
+        }
+    }
+    let kept = audit_timestamps(&*t.store);
+    assert_eq!(kept.len(), 3 * 24);
+    assert_eq!(kept[0], now - 3 * DAY_MS);
+
+    // By rows: the newest 10 stay.
+    let by_rows = AuditRetention {
+        max_age: None,
+        max_rows: Some(10),
+    };
+    let step = t
+        .store
+        .apply_audit_retention(&by_rows, now, 10_000)
+        .unwrap();
+    assert_eq!(step.deleted, 3 * 24 - 10);
+    assert!(!step.more);
+    let kept = audit_timestamps(&*t.store);
+    assert_eq!(
+        kept,
+        (0..10)
+            .map(|i| now - (10 - i) * 3_600_000)
+            .collect::<Vec<_>>()
+    );
+    // Nothing left to do: a second pass deletes nothing.
+    let again = t
+        .store
+        .apply_audit_retention(&by_rows, now, 10_000)
+        .unwrap();
+    assert_eq!((again.deleted, again.more), (0, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_task_bounds_an_audit_flood_by_rows() {
+    let t = TempStore::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for i in 0..2_000 {
+        t.store
+            .audit_append(&audit_entry(now_ms - 2_000 + i))
+            .unwrap();
+    }
+    let store: Arc<dyn HistoryStore> = t.store.clone();
+    let task = RetentionTask::spawn(
+        store,
+        RetentionPolicy::default(),
+        AuditRetention {
+            max_age: None,
+            max_rows: Some(500),
+        },
+        Duration::from_millis(10),
+    );
+    let mut kept = audit_timestamps(&*t.store);
+    for _ in 0..500 {
+        if kept.len() <= 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        kept = audit_timestamps(&*t.store);
+    }
+    task.shutdown().await;
+    assert_eq!(kept.len(), 500);
+    assert_eq!(
+        kept[0],
+        now_ms - 500,
+        "the newest entries are the ones kept"
+    );
 }

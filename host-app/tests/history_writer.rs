@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use host_app::history::{
-    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, HistoryError, HistoryStore,
-    HistoryWriter, MetricId, MetricInfo, MetricKey, MetricMeta, Result, RetentionPolicy,
-    RetentionStep, Sample, SampleValue, TimeRange, WriterConfig,
+    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, AuditRetention, Bucket, HistoryError,
+    HistoryStore, HistoryWriter, MetricId, MetricInfo, MetricKey, MetricMeta, Result,
+    RetentionPolicy, RetentionStep, Sample, SampleValue, TimeRange, WriterConfig,
 };
 use host_app_testkit::history::{TempStore, count, register, series};
 
@@ -262,6 +262,9 @@ impl HistoryStore for FailingStore {
         Ok(Vec::new())
     }
     fn apply_retention(&self, _: &RetentionPolicy, _: u64, _: u32) -> Result<RetentionStep> {
+        Ok(RetentionStep::default())
+    }
+    fn apply_audit_retention(&self, _: &AuditRetention, _: u64, _: u32) -> Result<RetentionStep> {
         Ok(RetentionStep::default())
     }
     fn audit_append(&self, _: &AuditEntry) -> Result<i64> {

@@ -281,6 +281,11 @@ impl HostApp {
         self.broker
     }
 
+    /// The host process's id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     /// The API as the admin (logged in once; the session outlives restarts).
     pub fn api(&self) -> Api {
         self.session

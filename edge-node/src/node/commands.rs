@@ -1,5 +1,8 @@
-//! NCMD and DCMD payloads turned into what the node should do. Anything malformed
-//! or unknown becomes a [`Refused`] entry with the reason, never a panic.
+//! NCMD and DCMD payloads turned into what the node should do. Anything malformed,
+//! unknown, of the wrong datatype or out of range becomes a [`Refused`] entry with the
+//! reason, never a panic.
+
+use std::ops::RangeInclusive;
 
 use sparkplug::{DataType, Payload, Value, names};
 
@@ -32,8 +35,11 @@ fn label(m: &sparkplug::Metric) -> String {
     }
 }
 
-/// Decodes an NCMD payload.
-pub fn node_commands(bytes: &[u8]) -> Result<(Vec<NodeCommand>, Vec<Refused>), String> {
+/// Decodes an NCMD payload; a Scan Rate outside `scan_rate_ms` is refused.
+pub fn node_commands(
+    bytes: &[u8],
+    scan_rate_ms: RangeInclusive<i64>,
+) -> Result<(Vec<NodeCommand>, Vec<Refused>), String> {
     let payload = Payload::decode(bytes).map_err(|e| e.to_string())?;
     let mut commands = Vec::new();
     let mut refused = Vec::new();
@@ -72,10 +78,16 @@ pub fn node_commands(bytes: &[u8]) -> Result<(Vec<NodeCommand>, Vec<Refused>), S
             (Some(names::NODE_CONTROL_REBIRTH), _) => commands.push(NodeCommand::Rebirth),
             (Some(names::NODE_CONTROL_NEXT_SERVER), _) => commands.push(NodeCommand::NextServer),
             (Some(names::NODE_CONTROL_REBOOT), _) => commands.push(NodeCommand::Reboot),
-            (_, Value::Int64(ms)) if ms > 0 => commands.push(NodeCommand::ScanRate(ms)),
+            (_, Value::Int64(ms)) if scan_rate_ms.contains(&ms) => {
+                commands.push(NodeCommand::ScanRate(ms))
+            }
             (_, v) => refused.push(Refused {
                 metric: label(m),
-                reason: format!("{v:?} is not a scan rate in milliseconds (> 0)"),
+                reason: format!(
+                    "{v:?} is not a scan rate of {} to {} ms",
+                    scan_rate_ms.start(),
+                    scan_rate_ms.end()
+                ),
             }),
         }
     }
@@ -141,7 +153,7 @@ mod tests {
                 .with_metric(Metric::new(names::NODE_CONTROL_NEXT_SERVER, 1i32))
                 .with_metric(Metric::new("Bogus", true)),
         );
-        let (commands, refused) = node_commands(&bytes).unwrap();
+        let (commands, refused) = node_commands(&bytes, RANGE).unwrap();
         assert_eq!(commands, [NodeCommand::Rebirth, NodeCommand::ScanRate(500)]);
         assert_eq!(refused.len(), 2);
         assert_eq!(refused[0].metric, names::NODE_CONTROL_NEXT_SERVER);
@@ -150,6 +162,64 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(node_commands(&[0xff, 0xff, 0xff]).is_err());
+        assert!(node_commands(&[0xff, 0xff, 0xff], RANGE).is_err());
+    }
+
+    const RANGE: RangeInclusive<i64> = 100..=3_600_000;
+
+    #[test]
+    fn scan_rate_out_of_range_or_of_the_wrong_type_is_refused() {
+        let scan_rate = |v: sparkplug::Value| {
+            let mut m = Metric::new(names::NODE_CONTROL_SCAN_RATE, 0i64);
+            m.datatype = Some(v.datatype());
+            m.value = sparkplug::MetricValue::Value(v);
+            encode(Payload::new(1).with_metric(m))
+        };
+        for refused_value in [
+            Value::Int64(0),
+            Value::Int64(-500),
+            Value::Int64(99),
+            Value::Int64(3_600_001),
+            Value::Int64(i64::MAX),
+            Value::Int64(i64::MIN),
+            Value::Double(500.0),
+            Value::String("500".into()),
+            Value::Boolean(true),
+        ] {
+            let (commands, refused) =
+                node_commands(&scan_rate(refused_value.clone()), RANGE).unwrap();
+            assert!(commands.is_empty(), "{refused_value:?} accepted");
+            assert_eq!(refused.len(), 1, "{refused_value:?}");
+            assert_eq!(refused[0].metric, names::NODE_CONTROL_SCAN_RATE);
+        }
+        for accepted in [100, 1000, 3_600_000] {
+            let (commands, refused) =
+                node_commands(&scan_rate(Value::Int64(accepted)), RANGE).unwrap();
+            assert_eq!(commands, [NodeCommand::ScanRate(accepted)]);
+            assert!(refused.is_empty());
+        }
+    }
+
+    #[test]
+    fn booleans_of_the_wrong_type_are_refused() {
+        for name in [
+            names::NODE_CONTROL_REBIRTH,
+            names::NODE_CONTROL_REBOOT,
+            names::NODE_CONTROL_NEXT_SERVER,
+        ] {
+            for v in [
+                Value::Int64(1),
+                Value::String("true".into()),
+                Value::Double(1.0),
+            ] {
+                let mut m = Metric::new(name, true);
+                m.datatype = Some(v.datatype());
+                m.value = sparkplug::MetricValue::Value(v.clone());
+                let bytes = encode(Payload::new(1).with_metric(m));
+                let (commands, refused) = node_commands(&bytes, RANGE).unwrap();
+                assert!(commands.is_empty(), "{name} = {v:?} accepted");
+                assert_eq!(refused.len(), 1, "{name} = {v:?}");
+            }
+        }
     }
 }

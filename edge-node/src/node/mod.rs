@@ -59,6 +59,9 @@ const MAX_WRITES_IN_FLIGHT: usize = 64;
 /// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// A STATE payload is about 45 bytes of JSON; anything far larger is not a host's.
+const MAX_STATE_LEN: usize = 1024;
+
 /// How often stored samples are offered for replay when no scan brings live data.
 const REPLAY_PERIOD: Duration = Duration::from_millis(200);
 
@@ -642,6 +645,10 @@ impl EdgeNode {
         if self.config.sparkplug.primary_host_id.as_deref() != Some(host_id) {
             return Ok(None);
         }
+        if payload.len() > MAX_STATE_LEN {
+            warn!(host_id, len = payload.len(), "oversized STATE ignored");
+            return Ok(None);
+        }
         let state = match State::parse(payload) {
             Ok(s) => s,
             Err(e) => {
@@ -684,7 +691,9 @@ impl EdgeNode {
         payload: &[u8],
         bd_seq: BdSeq,
     ) -> Result<Option<Ending>, PublishError> {
-        let (commands, refused) = match commands::node_commands(payload) {
+        let sparkplug = &self.config.sparkplug;
+        let scan_rate_ms = sparkplug.scan_rate_min_ms..=sparkplug.scan_rate_max_ms;
+        let (commands, refused) = match commands::node_commands(payload, scan_rate_ms) {
             Ok(decoded) => decoded,
             Err(e) => {
                 warn!(error = %e, "malformed NCMD ignored");

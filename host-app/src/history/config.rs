@@ -7,7 +7,7 @@ use infra::{ConfigError, Problems};
 use serde::Deserialize;
 
 use super::sqlite::{SqliteOptions, Synchronous};
-use super::types::RetentionPolicy;
+use super::types::{AuditRetention, RetentionPolicy};
 use super::writer::WriterConfig;
 
 /// `[history]` in the host configuration. Example:
@@ -19,6 +19,8 @@ use super::writer::WriterConfig;
 /// flush_interval_ms = 250
 /// retention_days = 90
 /// max_size_mb = 4096
+/// audit_retention_days = 365
+/// audit_max_rows = 1000000
 /// synchronous = "normal"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -42,6 +44,14 @@ pub struct HistoryConfig {
     /// limit.
     #[serde(default)]
     pub max_size_mb: u64,
+    /// Delete audit entries older than this many days; 0 keeps them by age (the row limit
+    /// still applies). Apart from `retention_days`: sample retention never deletes them.
+    #[serde(default = "defaults::audit_retention_days")]
+    pub audit_retention_days: u32,
+    /// Keep at most this many audit entries, deleting the oldest, so a flood of writes
+    /// cannot fill the disk.
+    #[serde(default = "defaults::audit_max_rows")]
+    pub audit_max_rows: u64,
     /// Seconds between retention runs.
     #[serde(default = "defaults::retention_interval_s")]
     pub retention_interval_s: u64,
@@ -63,6 +73,12 @@ mod defaults {
     }
     pub fn retention_interval_s() -> u64 {
         60
+    }
+    pub fn audit_retention_days() -> u32 {
+        365
+    }
+    pub fn audit_max_rows() -> u64 {
+        1_000_000
     }
 }
 
@@ -110,6 +126,15 @@ impl HistoryConfig {
                 "must be 0 (no limit) to 16777216 MiB",
             );
         }
+        if self.audit_retention_days > 36_500 {
+            problems.push(
+                "history.audit_retention_days",
+                "must be 0 (keep) to 36500 days",
+            );
+        }
+        if !(1..=1_000_000_000).contains(&self.audit_max_rows) {
+            problems.push("history.audit_max_rows", "must be 1 to 1000000000 entries");
+        }
         if !(1..=86_400).contains(&self.retention_interval_s) {
             problems.push("history.retention_interval_s", "must be 1 to 86400 s");
         }
@@ -135,6 +160,14 @@ impl HistoryConfig {
             max_age: (self.retention_days > 0)
                 .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400)),
             max_bytes: (self.max_size_mb > 0).then(|| self.max_size_mb * 1024 * 1024),
+        }
+    }
+
+    pub fn audit_retention(&self) -> AuditRetention {
+        AuditRetention {
+            max_age: (self.audit_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.audit_retention_days) * 86_400)),
+            max_rows: Some(self.audit_max_rows),
         }
     }
 

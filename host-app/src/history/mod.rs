@@ -51,8 +51,8 @@ pub use error::{BoxError, HistoryError, Result};
 pub use retention::RetentionTask;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use types::{
-    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, CommandOutcome, MetricId,
-    MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
+    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, AuditRetention, Bucket, CommandOutcome,
+    MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
     SampleValue, TimeRange, TimestampMs,
 };
 pub use writer::{HistoryWriter, WriterConfig, WriterStats, WriterTask};
@@ -91,6 +91,15 @@ pub trait HistoryStore: Send + Sync {
     fn apply_retention(
         &self,
         policy: &RetentionPolicy,
+        now: TimestampMs,
+        max_rows: u32,
+    ) -> Result<RetentionStep>;
+
+    /// Deletes at most `max_rows` audit entries that `policy` no longer keeps, oldest
+    /// first; samples are untouched. Call again while `more`.
+    fn apply_audit_retention(
+        &self,
+        policy: &AuditRetention,
         now: TimestampMs,
         max_rows: u32,
     ) -> Result<RetentionStep>;

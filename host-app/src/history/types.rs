@@ -212,6 +212,16 @@ pub struct RetentionPolicy {
     pub max_bytes: Option<u64>,
 }
 
+/// How long and how much of the audit log to keep, apart from the samples' retention:
+/// history retention never deletes audit rows. `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditRetention {
+    /// Delete audit entries older than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many entries, deleting the oldest.
+    pub max_rows: Option<u64>,
+}
+
 /// What one bounded retention step did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionStep {

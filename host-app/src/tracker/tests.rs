@@ -31,6 +31,7 @@ impl Harness {
             tracker: Tracker::new(TrackerConfig {
                 reorder_timeout_ms: 1_000,
                 rebirth_min_interval_ms: 5_000,
+                ..TrackerConfig::default()
             }),
             registry: Registry::default(),
             samples: Vec::new(),
@@ -411,4 +412,166 @@ fn ndeath_after_a_birth_without_bdseq_is_taken() {
     h.send(MessageType::NBirth, None, p, T0);
     h.send(MessageType::NDeath, None, ndeath(9), T0 + 50);
     assert_eq!(h.node().state, Liveness::Offline);
+}
+
+fn with_config(config: TrackerConfig) -> Harness {
+    Harness {
+        tracker: Tracker::new(config),
+        ..Harness::new()
+    }
+}
+
+fn over_limits(h: &Harness) -> Vec<Limit> {
+    h.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::OverLimit { limit, .. } => Some(*limit),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An NDATA of `metrics` unknown metrics, each a few bytes on the wire.
+fn bulky_ndata(seq: u8, metrics: u64) -> Payload {
+    let mut p = Payload::new(T0).with_seq(Seq::new(seq));
+    p.metrics = (0..metrics)
+        .map(|i| Metric::aliased(1_000 + i, 1i32))
+        .collect();
+    p
+}
+
+#[test]
+fn held_messages_are_bounded_by_bytes_and_the_gap_given_up() {
+    let mut h = with_config(TrackerConfig {
+        reorder_buffer_bytes: 1024 * 1024,
+        ..TrackerConfig::default()
+    });
+    h.birth(0);
+    // seq 3 onwards with 2 missing: each held message is ~ 5,000 metrics.
+    let mut gave_up = 0;
+    for seq in 3..60u8 {
+        h.send(MessageType::NData, None, bulky_ndata(seq, 5_000), T0 + 1);
+        let node = h.node();
+        assert!(
+            node.held_bytes <= 1024 * 1024 + Held::cost(&bulky_ndata(seq, 5_000)),
+            "{} bytes held",
+            node.held_bytes
+        );
+        if over_limits(&h).contains(&Limit::ReorderBuffer) {
+            gave_up += 1;
+            assert!(h.node().held.is_empty(), "the gap was given up");
+        }
+    }
+    assert!(gave_up > 0, "the byte bound was reached");
+    assert_eq!(h.tracker.stats().over_limit, gave_up);
+}
+
+#[test]
+fn nodes_beyond_the_bound_evict_the_longest_offline_or_are_refused() {
+    let mut h = with_config(TrackerConfig {
+        max_nodes: 2,
+        ..TrackerConfig::default()
+    });
+    let birth = || {
+        Payload::new(T0)
+            .with_seq(Seq::new(0))
+            .with_metric(Metric::new("M", 1i32))
+    };
+    let nbirth = |h: &mut Harness, node: &str, now: u64| {
+        h.samples.clear();
+        h.actions.clear();
+        h.tracker.handle(
+            "G",
+            MessageType::NBirth,
+            node,
+            None,
+            birth(),
+            now,
+            &mut h.registry,
+            &mut h.samples,
+            &mut h.actions,
+        );
+    };
+    nbirth(&mut h, "A", T0);
+    nbirth(&mut h, "B", T0);
+    nbirth(&mut h, "C", T0);
+    assert_eq!(over_limits(&h), [Limit::Nodes]);
+    assert!(h.tracker.node(&NodeId::new("G", "C")).is_none());
+    // A goes offline: C takes its place.
+    h.tracker.handle(
+        "G",
+        MessageType::NDeath,
+        "A",
+        None,
+        Payload::new(T0),
+        T0 + 1,
+        &mut h.registry,
+        &mut h.samples,
+        &mut h.actions,
+    );
+    nbirth(&mut h, "C", T0 + 2);
+    assert!(over_limits(&h).is_empty());
+    assert!(h.tracker.node(&NodeId::new("G", "A")).is_none());
+    assert_eq!(h.tracker.nodes().len(), 2);
+}
+
+#[test]
+fn devices_and_metrics_beyond_their_bounds_are_refused() {
+    let mut h = with_config(TrackerConfig {
+        max_devices_per_node: 1,
+        max_metrics: 4,
+        ..TrackerConfig::default()
+    });
+    h.birth(0); // bdSeq, Temp, and device D with Level: 3 metrics
+    let dbirth = |seq: u8, n: usize| {
+        let mut p = Payload::new(T0).with_seq(Seq::new(seq));
+        p.metrics = (0..n).map(|i| Metric::new(format!("M{i}"), 1i32)).collect();
+        p
+    };
+    h.send(MessageType::DBirth, Some("D2"), dbirth(2, 1), T0);
+    assert_eq!(over_limits(&h), [Limit::Devices]);
+    assert!(h.node().device("D2").is_none());
+    // D born again with 2 metrics: 4 in all, allowed; with 3: refused.
+    h.send(MessageType::DBirth, Some("D"), dbirth(3, 2), T0);
+    assert!(over_limits(&h).is_empty());
+    h.send(MessageType::DBirth, Some("D"), dbirth(4, 3), T0);
+    assert_eq!(over_limits(&h), [Limit::Metrics]);
+    assert_eq!(h.node().device("D").unwrap().metrics.list.len(), 2);
+}
+
+#[test]
+fn rebirth_requests_for_unknown_nodes_do_not_grow_without_end() {
+    let mut h = with_config(TrackerConfig {
+        max_nodes: 10,
+        ..TrackerConfig::default()
+    });
+    for i in 0..1_000 {
+        h.tracker.handle(
+            "G",
+            MessageType::NData,
+            &format!("forged-{i}"),
+            None,
+            Payload::new(T0).with_seq(Seq::new(0)),
+            T0,
+            &mut h.registry,
+            &mut h.samples,
+            &mut h.actions,
+        );
+    }
+    assert!(h.tracker.last_rebirth.len() <= 20);
+    assert_eq!(h.tracker.stats().rebirths_requested, 20);
+    // Past the interval, old entries make room again.
+    h.actions.clear();
+    h.tracker.handle(
+        "G",
+        MessageType::NData,
+        "late",
+        None,
+        Payload::new(T0).with_seq(Seq::new(0)),
+        T0 + 60_000,
+        &mut h.registry,
+        &mut h.samples,
+        &mut h.actions,
+    );
+    assert_eq!(h.rebirths(), 1);
 }

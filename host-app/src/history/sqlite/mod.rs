@@ -32,9 +32,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Row, TransactionBehavior, param
 use super::HistoryStore;
 use super::error::{HistoryError, Result};
 use super::types::{
-    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, Bucket, CommandOutcome, MetricId,
-    MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample, TimeRange,
-    TimestampMs,
+    AppendOutcome, AuditEntry, AuditQuery, AuditRecord, AuditRetention, Bucket, CommandOutcome,
+    MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
+    TimeRange, TimestampMs,
 };
 
 /// `samples_recent` is folded into `samples` once it holds this many rows ...
@@ -596,6 +596,52 @@ impl HistoryStore for SqliteStore {
             deleted,
             bytes_in_use,
             more,
+        })
+    }
+
+    fn apply_audit_retention(
+        &self,
+        policy: &AuditRetention,
+        now: TimestampMs,
+        max_rows: u32,
+    ) -> Result<RetentionStep> {
+        let budget = i64::from(max_rows.max(1));
+        let conn = lock(&self.writer);
+        let sql = |e| sql_error(&self.path, "apply audit retention", e);
+        let mut deleted = 0i64;
+        if let Some(age) = policy.max_age {
+            let cutoff =
+                to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
+            deleted += conn
+                .prepare_cached(
+                    "DELETE FROM audit_log WHERE id IN \
+                     (SELECT id FROM audit_log WHERE ts < ?1 ORDER BY id LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![cutoff, budget]))
+                .map_err(sql)? as i64;
+        }
+        if let Some(max) = policy.max_rows
+            && deleted < budget
+        {
+            let rows: i64 = conn
+                .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
+                .map_err(sql)?;
+            let excess = rows.saturating_sub(i64::try_from(max).unwrap_or(i64::MAX));
+            if excess > 0 {
+                deleted += conn
+                    .prepare_cached(
+                        "DELETE FROM audit_log WHERE id IN \
+                         (SELECT id FROM audit_log ORDER BY id LIMIT ?1)",
+                    )
+                    .and_then(|mut s| s.execute([excess.min(budget - deleted)]))
+                    .map_err(sql)? as i64;
+            }
+        }
+        let (pages, _) = page_counts(&conn).map_err(sql)?;
+        Ok(RetentionStep {
+            deleted: deleted as u64,
+            bytes_in_use: pages * u64::from(schema::PAGE_SIZE),
+            more: deleted >= budget,
         })
     }
 
