@@ -68,6 +68,13 @@ fill() {
   sed -e "s|@PLANT_PORT@|${plant_addr##*:}|g" -e "s|@BROKER_PORT@|$broker_port|g" \
       -e "s|@HTTP_PORT@|$http_port|g" -e "s|@STATE_DIR@|$state_dir|g" "$1" >"$2"
 }
+# One random password per broker account, kept across runs in the state directory.
+mkdir -p "$state_dir/secrets"
+chmod 700 "$state_dir/secrets"
+for account in host gateway-1 viewer; do
+  secret="$state_dir/secrets/mqtt-$account"
+  [ -s "$secret" ] || (umask 077; head -c 18 /dev/urandom | base64 >"$secret")
+done
 fill config/demo/host-app.toml "$state_dir/host-app.toml"
 fill config/demo/edge-node.toml "$state_dir/edge-node.toml"
 
@@ -89,7 +96,8 @@ The demo is running (Ctrl-C stops it):
   MQTT broker       mqtt://127.0.0.1:$broker_port
   host HTTP API     http://127.0.0.1:$http_port/api/tree
                     http://127.0.0.1:$http_port/api/events  (live changes)
-  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port
+  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port \
+                      --username viewer --password-file $state_dir/secrets/mqtt-viewer
   history, logs     $state_dir
 MSG
 
