@@ -144,7 +144,12 @@ fn host_account_matches(
         return Ok(());
     };
     match embedded.users.iter().position(|u| &u.username == name) {
-        Some(i) if embedded.users[i].host_id.as_deref() != Some(sparkplug.host_id.as_str()) => {
+        Some(i)
+            if embedded.users[i]
+                .host_id
+                .as_ref()
+                .is_some_and(|id| id != &sparkplug.host_id) =>
+        {
             Err(ConfigError::new(
                 format!("broker.embedded.users[{i}].host_id"),
                 format!(

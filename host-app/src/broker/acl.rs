@@ -162,7 +162,9 @@ impl Acl {
             }
         }
         if let Some(file) = &file {
-            for (name, grants) in &file.users {
+            let mut named: Vec<_> = file.users.iter().collect();
+            named.sort_by_key(|(_, grants)| grants.line);
+            for (name, grants) in named {
                 match config.users.iter().find(|u| &u.username == name) {
                     None => problems.push(
                         "broker.embedded.acl_file",
@@ -635,7 +637,8 @@ fn check_bindings(accounts: &[(usize, Account)], problems: &mut Problems) {
                     (Some(p), Some(q))
                         if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) =>
                     {
-                        Some(format!("{}*", p.min(q)))
+                        // Ids starting with the longer prefix belong to both.
+                        Some(format!("{}*", if p.len() >= q.len() { p } else { q }))
                     }
                     _ => None,
                 });

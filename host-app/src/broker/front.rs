@@ -1,7 +1,7 @@
 //! The front every client meets: our own accept loops (plain and TLS), the connection
 //! limit, the CONNECT deadline, the login, client id and will checks of the access rules
-//! ([`Acl`]) and Last Will handling. Each
-//! accepted client is proxied to rumqttd's internal loopback listener.
+//! ([`Acl`]) and Last Will handling. Each accepted client is proxied to rumqttd's internal
+//! loopback listener.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
