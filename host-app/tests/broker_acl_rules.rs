@@ -23,6 +23,7 @@ fn plant() -> EmbeddedConfig {
             account("dash").reader(),
             account("bridge")
                 .custom(&["site/%u/#", "out/%c"], &["spBv1.0/+/NDATA/#", "in/#"])
+                .deny(&["in/secret/#"])
                 .client_id_prefix("bridge-"),
         ],
         host_username: Some("scada".into()),
@@ -31,6 +32,7 @@ fn plant() -> EmbeddedConfig {
             role: Some(Role::Reader),
             publish: None,
             subscribe: Some(vec!["spBv1.0/STATE/+".into()]),
+            deny: None,
         }),
         ..EmbeddedConfig::default()
     };
@@ -169,6 +171,10 @@ fn subscribe_rules() {
         (BRIDGE, "spBv1.0/Plant1/NDATA/Line1", true),
         (BRIDGE, "spBv1.0/Plant1/NCMD/Line1", false),
         (BRIDGE, "in/a/b", true),
+        // Its deny filters win over its grants.
+        (BRIDGE, "in/secret/x", false),
+        (BRIDGE, "in/secret/#", false),
+        (BRIDGE, "in/+", true),
         // Malformed filters are refused whoever asks.
         (HOST, "spBv1.0/#/x", false),
         (HOST, "spBv1.0/a+", false),
@@ -318,6 +324,7 @@ fn acl_file_grants_add_to_custom_accounts_and_anonymous_clients() {
         role: Some(Role::Custom),
         publish: None,
         subscribe: None,
+        deny: None,
     });
     config.validate().unwrap();
     let acl = Acl::from_config(&config).unwrap();
@@ -333,4 +340,29 @@ fn acl_file_grants_add_to_custom_accounts_and_anonymous_clients() {
     assert!(!acl.may_subscribe(ANON, "+", "clients/+/#"));
     // Patterns are for custom rights only: an edge account gains nothing.
     assert!(!acl.may_publish(LINE1, "Plant1:Line1", "clients/Plant1:Line1/x"));
+}
+
+#[test]
+fn deny_refuses_what_it_covers_whatever_else_grants_it() {
+    // The interoperability suites' broker: everything to everyone but one topic.
+    let mut config = EmbeddedConfig {
+        allow_anonymous: true,
+        anonymous: Some(AnonymousConfig {
+            role: Some(Role::Custom),
+            publish: Some(vec!["#".into()]),
+            subscribe: Some(vec!["#".into()]),
+            deny: Some(vec!["test/nosubscribe".into()]),
+        }),
+        ..EmbeddedConfig::default()
+    };
+    config.validate().unwrap();
+    let acl = Acl::from_config(&config).unwrap();
+    assert!(!acl.may_subscribe(ANON, "c", "test/nosubscribe"));
+    assert!(!acl.may_publish(ANON, "c", "test/nosubscribe"));
+    assert!(acl.may_subscribe(ANON, "c", "test/other"));
+    assert!(
+        acl.may_subscribe(ANON, "c", "#"),
+        "a wider filter is not covered by the deny"
+    );
+    assert!(acl.may_publish(ANON, "c", "TopicA/B"));
 }

@@ -244,7 +244,7 @@ fn acl_file_problems_name_the_key_and_line() {
     let acl = dir.path().join("mqtt.acl");
     std::fs::write(
         &acl,
-        "topic read x/#\nuser nobody\ntopic a\nuser e\ntopic b\nuser c\ntopic deny z\n",
+        "topic read x/#\nuser nobody\ntopic a\nuser e\ntopic b\nuser c\ntopic deny z/#/y\n",
     )
     .unwrap();
     let doc = embedded(&format!(
@@ -258,7 +258,7 @@ fn acl_file_problems_name_the_key_and_line() {
     ));
     let e = BrokerConfig::from_toml(&doc).unwrap_err();
     assert_eq!(e.keys(), ["broker.embedded.acl_file"], "{e}");
-    assert!(e.to_string().contains("line 7: deny"), "{e}");
+    assert!(e.to_string().contains("line 7: topic \"z/#/y\""), "{e}");
 
     std::fs::write(
         &acl,
@@ -274,7 +274,7 @@ fn acl_file_problems_name_the_key_and_line() {
     ] {
         assert!(text.contains(expected), "{expected:?} in {text}");
     }
-    std::fs::write(&acl, "user c\ntopic z\n").unwrap();
+    std::fs::write(&acl, "user c\ntopic z\ntopic deny z/secret\n").unwrap();
     BrokerConfig::from_toml(&doc).unwrap();
 }
 

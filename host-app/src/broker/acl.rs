@@ -13,7 +13,8 @@
 //!   id is `<host_id>` or `host-<host_id>` (this host's own session).
 //! - `reader`: subscribes only, to `subscribe` (default `spBv1.0/#`).
 //! - `custom`: the `publish` and `subscribe` filters listed (`%u` and `%c` stand for the
-//!   username and client id) plus the grants of the ACL file.
+//!   username and client id) plus the grants of the ACL file; its `deny` filters (and the
+//!   file's) refuse what they cover whatever grants it (readers may have `deny` too).
 //!
 //! Any account may also own client ids starting with its `client_id_prefix`. A client id
 //! an account owns is refused to everyone else, so nobody takes over another's session.
@@ -71,10 +72,11 @@ enum Rights {
     Host {
         host_id: String,
     },
-    /// `reader` (nothing to publish) and `custom`.
+    /// `reader` (nothing to publish) and `custom`; `deny` overrides both lists.
     Listed {
         publish: Filters,
         subscribe: Filters,
+        deny: Filters,
     },
 }
 
@@ -332,7 +334,9 @@ impl Rights {
                 }
                 Err(_) => false,
             },
-            Rights::Listed { publish, .. } => publish.covers(account, client_id, topic),
+            Rights::Listed { publish, deny, .. } => {
+                !deny.covers(account, client_id, topic) && publish.covers(account, client_id, topic)
+            }
         }
     }
 
@@ -342,7 +346,12 @@ impl Rights {
             Rights::Host { .. } => {
                 covers(filter::NAMESPACE_ALL, wanted) || covers(CERTIFICATES_ALL, wanted)
             }
-            Rights::Listed { subscribe, .. } => subscribe.covers(account, client_id, wanted),
+            Rights::Listed {
+                subscribe, deny, ..
+            } => {
+                !deny.covers(account, client_id, wanted)
+                    && subscribe.covers(account, client_id, wanted)
+            }
         }
     }
 }
@@ -415,6 +424,7 @@ fn account(
             unused(problems, "host_id", user.host_id.is_some());
             unused(problems, "publish", user.publish.is_some());
             unused(problems, "subscribe", user.subscribe.is_some());
+            unused(problems, "deny", user.deny.is_some());
             let group_id = required_id(problems, key, "group_id", IdPart::GroupId, &user.group_id);
             let nodes = user.edge_node_ids.as_deref().unwrap_or_default();
             if nodes.is_empty() {
@@ -451,6 +461,7 @@ fn account(
             unused(problems, "edge_node_ids", user.edge_node_ids.is_some());
             unused(problems, "publish", user.publish.is_some());
             unused(problems, "subscribe", user.subscribe.is_some());
+            unused(problems, "deny", user.deny.is_some());
             let host_id = required_id(problems, key, "host_id", IdPart::HostId, &user.host_id);
             if let Some(host_id) = &host_id {
                 client_ids.ids.push(host_id.clone());
@@ -464,12 +475,16 @@ fn account(
             unused(problems, "group_id", user.group_id.is_some());
             unused(problems, "edge_node_ids", user.edge_node_ids.is_some());
             unused(problems, "host_id", user.host_id.is_some());
+            let lists = Lists {
+                publish: user.publish.as_deref(),
+                subscribe: user.subscribe.as_deref(),
+                deny: user.deny.as_deref(),
+            };
             filter_rights(
                 problems,
                 key,
                 role,
-                user.publish.as_deref(),
-                user.subscribe.as_deref(),
+                lists,
                 file_grants,
                 file.map(|f| &f.patterns),
             )
@@ -513,16 +528,27 @@ fn required_id(
     }
 }
 
+/// The `publish`, `subscribe` and `deny` keys of a `reader` or `custom` account.
+struct Lists<'a> {
+    publish: Option<&'a [String]>,
+    subscribe: Option<&'a [String]>,
+    deny: Option<&'a [String]>,
+}
+
 /// The rights of a `reader` or `custom` account (or of anonymous clients).
 fn filter_rights(
     problems: &mut Problems,
     key: &str,
     role: Role,
-    publish: Option<&[String]>,
-    subscribe: Option<&[String]>,
+    lists: Lists,
     file_grants: Option<&FileGrants>,
     patterns: Option<&FileGrants>,
 ) -> Rights {
+    let Lists {
+        publish,
+        subscribe,
+        deny,
+    } = lists;
     let checked = |problems: &mut Problems, name: &str, filters: &[String]| -> Vec<String> {
         for (j, f) in filters.iter().enumerate() {
             if let Err(e) = validate(f) {
@@ -531,6 +557,11 @@ fn filter_rights(
         }
         filters.to_vec()
     };
+    let mut deny = checked(problems, "deny", deny.unwrap_or_default());
+    for extra in [file_grants, patterns].into_iter().flatten() {
+        deny.extend_from_slice(&extra.deny);
+    }
+    let deny = Filters(deny);
     match role {
         Role::Reader => {
             if publish.is_some() {
@@ -550,6 +581,7 @@ fn filter_rights(
             Rights::Listed {
                 publish: Filters::default(),
                 subscribe: Filters(subscribe),
+                deny,
             }
         }
         _ => {
@@ -569,6 +601,7 @@ fn filter_rights(
             Rights::Listed {
                 publish: Filters(publish),
                 subscribe: Filters(subscribe),
+                deny,
             }
         }
     }
@@ -596,15 +629,21 @@ fn anonymous_rights(
         );
     }
     match role {
-        Role::Reader | Role::Custom => Some(filter_rights(
-            problems,
-            key,
-            role,
-            anonymous.and_then(|a| a.publish.as_deref()),
-            anonymous.and_then(|a| a.subscribe.as_deref()),
-            file_grants,
-            file.map(|f| &f.patterns),
-        )),
+        Role::Reader | Role::Custom => {
+            let lists = Lists {
+                publish: anonymous.and_then(|a| a.publish.as_deref()),
+                subscribe: anonymous.and_then(|a| a.subscribe.as_deref()),
+                deny: anonymous.and_then(|a| a.deny.as_deref()),
+            };
+            Some(filter_rights(
+                problems,
+                key,
+                role,
+                lists,
+                file_grants,
+                file.map(|f| &f.patterns),
+            ))
+        }
         Role::Edge | Role::Host => {
             problems.push(
                 format!("{key}.role"),

@@ -11,9 +11,9 @@
 //! pattern write clients/%c/status
 //! ```
 //!
-//! `read` grants subscribing, `write` publishing, `readwrite` (the default) both. `%u`
-//! and `%c` stand for the username and client id. `deny` is refused: access is denied
-//! unless granted.
+//! `read` grants subscribing, `write` publishing, `readwrite` (the default) both; `deny`
+//! refuses both for topics and filters it covers, whatever else grants them. `%u` and `%c`
+//! stand for the username and client id.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,37 +35,44 @@ pub struct AclFile {
     pub patterns: FileGrants,
 }
 
-/// Topic filters granted for publishing and subscribing.
+/// Topic filters granted for publishing and subscribing, and those denied.
 #[derive(Debug, Default)]
 pub struct FileGrants {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    pub deny: Vec<String>,
     /// The line of the first grant (or of the `user` line), for problems.
     pub line: usize,
 }
 
 impl FileGrants {
     pub fn is_empty(&self) -> bool {
-        self.publish.is_empty() && self.subscribe.is_empty()
+        self.publish.is_empty() && self.subscribe.is_empty() && self.deny.is_empty()
     }
 
     fn grant(&mut self, access: Access, filter: &str, line: usize) {
         if self.line == 0 {
             self.line = line;
         }
-        if access.read {
-            self.subscribe.push(filter.to_owned());
-        }
-        if access.write {
-            self.publish.push(filter.to_owned());
+        let filter = filter.to_owned();
+        match access {
+            Access::Read => self.subscribe.push(filter),
+            Access::Write => self.publish.push(filter),
+            Access::ReadWrite => {
+                self.subscribe.push(filter.clone());
+                self.publish.push(filter);
+            }
+            Access::Deny => self.deny.push(filter),
         }
     }
 }
 
 #[derive(Clone, Copy)]
-struct Access {
-    read: bool,
-    write: bool,
+enum Access {
+    Read,
+    Write,
+    ReadWrite,
+    Deny,
 }
 
 impl AclFile {
@@ -97,42 +104,11 @@ impl AclFile {
                 }
                 "topic" | "pattern" => {
                     let (access, filter) = match split_word(rest) {
-                        ("read", f) => (
-                            Some(Access {
-                                read: true,
-                                write: false,
-                            }),
-                            f,
-                        ),
-                        ("write", f) => (
-                            Some(Access {
-                                read: false,
-                                write: true,
-                            }),
-                            f,
-                        ),
-                        ("readwrite", f) => (
-                            Some(Access {
-                                read: true,
-                                write: true,
-                            }),
-                            f,
-                        ),
-                        ("deny", _) => (None, ""),
-                        _ => (
-                            Some(Access {
-                                read: true,
-                                write: true,
-                            }),
-                            rest,
-                        ),
-                    };
-                    let Some(access) = access else {
-                        problems.push(
-                            KEY,
-                            format!("line {line}: deny is not supported: access is denied unless granted"),
-                        );
-                        continue;
+                        ("read", f) => (Access::Read, f),
+                        ("write", f) => (Access::Write, f),
+                        ("readwrite", f) => (Access::ReadWrite, f),
+                        ("deny", f) => (Access::Deny, f),
+                        _ => (Access::ReadWrite, rest),
                     };
                     if let Err(e) = validate(filter) {
                         problems.push(KEY, format!("line {line}: topic {filter:?} {e}"));
@@ -148,8 +124,9 @@ impl AclFile {
                 _ => problems.push(
                     KEY,
                     format!(
-                        "line {line}: expected `user NAME`, `topic [read|write|readwrite] FILTER` \
-                         or `pattern [read|write|readwrite] FILTER`"
+                        "line {line}: expected `user NAME`, \
+                         `topic [read|write|readwrite|deny] FILTER` \
+                         or `pattern [read|write|readwrite|deny] FILTER`"
                     ),
                 ),
             }
@@ -179,6 +156,7 @@ mod tests {
              user dash board\n\
              topic spBv1.0/Plant1/#\n\
              topic write out/x\n\
+             topic deny out/secret\n\
              pattern read in/%c/#\n",
         )
         .unwrap();
@@ -187,17 +165,18 @@ mod tests {
         let dash = &file.users["dash board"];
         assert_eq!(dash.subscribe, ["spBv1.0/Plant1/#"]);
         assert_eq!(dash.publish, ["spBv1.0/Plant1/#", "out/x"]);
+        assert_eq!(dash.deny, ["out/secret"]);
         assert_eq!(dash.line, 4);
         assert_eq!(file.patterns.subscribe, ["in/%c/#"]);
     }
 
     #[test]
     fn names_every_bad_line() {
-        let e = AclFile::parse("user a\ntopic deny x\nbogus\ntopic read a/#/b\nuser\n")
+        let e = AclFile::parse("user a\ntopic deny x+\nbogus\ntopic read a/#/b\nuser\n")
             .unwrap_err()
             .to_string();
         for expected in [
-            "line 2: deny",
+            "line 2: topic",
             "line 3: expected",
             "line 4: topic",
             "line 5: expected",

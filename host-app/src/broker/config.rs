@@ -158,6 +158,8 @@ pub struct UserConfig {
     pub publish: Option<Vec<String>>,
     /// `reader` and `custom`: topic filters it may subscribe to.
     pub subscribe: Option<Vec<String>>,
+    /// `reader` and `custom`: topic filters refused whatever else grants them.
+    pub deny: Option<Vec<String>>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -186,6 +188,7 @@ impl UserConfig {
             client_id_prefix: None,
             publish: None,
             subscribe: None,
+            deny: None,
         }
     }
 
@@ -219,6 +222,12 @@ impl UserConfig {
         self
     }
 
+    /// Topic filters refused to this account whatever else grants them.
+    pub fn deny(mut self, filters: &[&str]) -> UserConfig {
+        self.deny = Some(filters.iter().map(|f| f.to_string()).collect());
+        self
+    }
+
     /// Client ids starting with `prefix` belong to this account.
     pub fn client_id_prefix(mut self, prefix: &str) -> UserConfig {
         self.client_id_prefix = Some(prefix.to_owned());
@@ -242,6 +251,8 @@ pub struct AnonymousConfig {
     pub publish: Option<Vec<String>>,
     /// Topic filters anonymous clients may subscribe to (reader default: `spBv1.0/#`).
     pub subscribe: Option<Vec<String>>,
+    /// Topic filters refused to anonymous clients whatever else grants them.
+    pub deny: Option<Vec<String>>,
 }
 
 /// `[broker.external]`.

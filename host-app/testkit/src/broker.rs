@@ -24,6 +24,7 @@ pub fn config() -> EmbeddedConfig {
             role: Some(Role::Custom),
             publish: everything.clone(),
             subscribe: everything,
+            deny: None,
         }),
         ..EmbeddedConfig::default()
     };

@@ -145,6 +145,7 @@ pub struct Anonymous {
     pub role: Option<String>,
     pub publish: Option<Vec<String>>,
     pub subscribe: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 impl Anonymous {
@@ -162,6 +163,7 @@ impl Anonymous {
             role: Some("custom".to_owned()),
             publish: Some(vec!["#".to_owned()]),
             subscribe: Some(vec!["#".to_owned()]),
+            deny: None,
         }
     }
 }
@@ -208,6 +210,7 @@ pub struct User {
     pub client_id_prefix: Option<String>,
     pub publish: Option<Vec<String>>,
     pub subscribe: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 impl User {
