@@ -1,13 +1,14 @@
 //! The access rules at CONNECT, end to end against the embedded broker: anonymous logins
 //! when not allowed, a client id of another account, a will on another node's NDEATH are
 //! refused with CONNACK "not authorized" and a WARN naming who and what; the accounts'
-//! own logins go through.
+//! own logins go through. The policy the engine asks per PUBLISH and SUBSCRIBE logs its
+//! refusals the same way.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use host_app::broker::{EmbeddedBroker, EmbeddedConfig, Secret, UserConfig};
+use host_app::broker::{Acl, EmbeddedBroker, EmbeddedConfig, Secret, TopicPolicy, UserConfig};
 use host_app_testkit::broker::{WAIT, config, with_accounts};
 use rumqttc::{ConnectReturnCode, ConnectionError, LastWill, MqttOptions, PublishOptions, QoS};
 use system_tests::mqtt::client::{connect, disconnect, options, wait_connack};
@@ -234,4 +235,27 @@ async fn a_wrong_password_is_refused_and_logged_without_the_password() {
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(!logged[0].contains("guessed-pw"));
     broker.stop().await;
+}
+
+#[test]
+fn the_policy_logs_each_publish_and_subscribe_it_refuses() {
+    logs();
+    let acl = Acl::from_config(&plant()).unwrap();
+    let (account, client_id) = (Some("line1"), "Plant1:Line1");
+    assert!(!acl.may_publish(account, client_id, "spBv1.0/Plant1/NCMD/Line2"));
+    assert!(!acl.may_subscribe(account, client_id, "spBv1.0/Plant1/DCMD/Line2/+"));
+    assert!(acl.may_publish(account, client_id, "spBv1.0/Plant1/NDATA/Line1"));
+    for (packet, topic) in [
+        ("PUBLISH", "spBv1.0/Plant1/NCMD/Line2"),
+        ("SUBSCRIBE", "spBv1.0/Plant1/DCMD/Line2/+"),
+    ] {
+        let logged = warnings_with(&[
+            &format!("{packet} refused"),
+            "client_id=\"Plant1:Line1\"",
+            "username=Some(\"line1\")",
+            &format!("topic=\"{topic}\""),
+        ]);
+        assert_eq!(logged.len(), 1, "{packet} {topic}");
+    }
+    assert!(warnings_with(&["refused by", "topic=\"spBv1.0/Plant1/NDATA/Line1\""]).is_empty());
 }

@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use infra::logging::Escaped;
 use infra::{ConfigError, Problems};
 use sparkplug::topic::{NAMESPACE, STATE};
 use sparkplug::{AnyTopic, IdPart, MessageType, StateTopic, Topic, filter};
@@ -299,20 +300,38 @@ impl Acl {
     }
 }
 
+/// Each refusal is logged (WARN, client strings escaped), so the engine need not.
 impl TopicPolicy for Acl {
     fn may_publish(&self, account: Option<&str>, client_id: &str, topic: &str) -> bool {
-        is_topic_name(topic)
+        let allowed = is_topic_name(topic)
             && self
                 .rights(account)
-                .is_some_and(|r| r.may_publish(account, client_id, topic))
+                .is_some_and(|r| r.may_publish(account, client_id, topic));
+        if !allowed {
+            refused("PUBLISH", account, client_id, topic);
+        }
+        allowed
     }
 
     fn may_subscribe(&self, account: Option<&str>, client_id: &str, filter: &str) -> bool {
-        validate(filter).is_ok()
+        let allowed = validate(filter).is_ok()
             && self
                 .rights(account)
-                .is_some_and(|r| r.may_subscribe(account, client_id, filter))
+                .is_some_and(|r| r.may_subscribe(account, client_id, filter));
+        if !allowed {
+            refused("SUBSCRIBE", account, client_id, filter);
+        }
+        allowed
     }
+}
+
+fn refused(packet: &str, account: Option<&str>, client_id: &str, topic: &str) {
+    tracing::warn!(
+        client_id = %Escaped(client_id),
+        username = ?account.map(Escaped),
+        topic = %Escaped(topic),
+        "{packet} refused by the access rules"
+    );
 }
 
 impl Rights {
