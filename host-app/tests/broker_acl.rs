@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use host_app::broker::{Acl, EmbeddedBroker, EmbeddedConfig, Secret, TopicPolicy, UserConfig};
 use host_app_testkit::broker::{WAIT, config, with_accounts};
 use rumqttc::{ConnectReturnCode, ConnectionError, LastWill, MqttOptions, PublishOptions, QoS};
-use system_tests::mqtt::client::{connect, disconnect, options, wait_connack};
+use system_tests::mqtt::client::{connect, disconnect, options, subscribe, wait_connack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,8 +56,8 @@ fn account(name: &str) -> UserConfig {
     UserConfig::new(name, Secret::new(format!("{name}-pw")))
 }
 
-/// Host `scada`, edge nodes `Plant1/Line1` and `Plant1/Line2` with an account each, a
-/// reader; anonymous access off.
+/// Host `scada`, edge nodes `Plant1/Line1` and `Plant1/Line2` with an account each, two
+/// readers; anonymous access off.
 fn plant() -> EmbeddedConfig {
     with_accounts(
         config(),
@@ -66,6 +66,7 @@ fn plant() -> EmbeddedConfig {
             account("line1").edge("Plant1", &["Line1"]),
             account("line2").edge("Plant1", &["Line2"]),
             account("dash").reader(),
+            account("dash2").reader(),
         ],
     )
 }
@@ -194,6 +195,29 @@ async fn taking_another_accounts_client_id_is_refused() {
     .await
     .unwrap();
     system_tests::mqtt::client::wait_puback(&mut host_loop).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_is_taken_over_only_by_its_own_account() {
+    let (broker, addr) = start().await;
+    // Readers own no client id: the session's account does.
+    let (dash, mut dash_loop) = connect(login("shared-id", addr, "dash")).await;
+    assert_eq!(
+        refusal(login("shared-id", addr, "dash2")).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    let logged = warnings_with(&[
+        "client_id=\"shared-id\"",
+        "username=Some(\"dash2\")",
+        "in use by a session of another account",
+    ]);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    // The first session was left alone.
+    subscribe(&dash, &mut dash_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
+    // Its own account takes it over, as MQTT says.
+    let (again, again_loop) = connect(login("shared-id", addr, "dash")).await;
+    disconnect(again, again_loop).await;
     broker.stop().await;
 }
 

@@ -17,7 +17,8 @@
 //!   file's) refuse what they cover whatever grants it (readers may have `deny` too).
 //!
 //! Any account may also own client ids starting with its `client_id_prefix`. A client id
-//! an account owns is refused to everyone else, so nobody takes over another's session.
+//! an account owns is refused to everyone else, so nobody takes over another's session
+//! (and the front lets only the account of an open session take its client id over).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -128,6 +129,8 @@ pub enum Denied {
     ClientIdTaken { owner: String },
     #[error("the client id is not one of the account's")]
     ClientIdNotBound,
+    #[error("the client id is in use by a session of another account")]
+    ClientIdInUse,
     #[error("the will topic is not the client's to publish")]
     Will,
 }
@@ -141,6 +144,7 @@ impl Denied {
             Denied::AnonymousNotAllowed
             | Denied::ClientIdTaken { .. }
             | Denied::ClientIdNotBound
+            | Denied::ClientIdInUse
             | Denied::Will => Refusal::NotAuthorized,
         }
     }

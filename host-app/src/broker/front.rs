@@ -64,6 +64,8 @@ pub struct Front {
 /// A session as the takeover of its client id sees it.
 struct OpenSession {
     serial: u64,
+    /// The account it logged in as (`None`: anonymous).
+    account: Option<String>,
     /// Cancelled when a newer connection takes the client id over.
     taken_over: CancellationToken,
     /// Cancelled once the session has ended and its will, if any, is published.
@@ -216,21 +218,7 @@ impl Front {
 
         let login = match self.admit(&connect) {
             Ok(login) => login,
-            Err(denied) => {
-                let username = connect.username.as_deref().map(String::from_utf8_lossy);
-                warn!(
-                    client_id = %Escaped(&client_id),
-                    username = ?username.map(Escaped),
-                    will_topic = ?connect.will.as_ref().map(|w| Escaped(String::from_utf8_lossy(&w.topic))),
-                    reason = %denied,
-                    "CONNECT refused"
-                );
-                let mut out = BytesMut::new();
-                codec::encode_connack_refusal(connect.level, denied.refusal(), &mut out);
-                let _ = client.write_all(&out).await;
-                let _ = client.shutdown().await;
-                return;
-            }
+            Err(denied) => return refuse(client, &connect, denied).await,
         };
         debug!(account = ?login.account().map(Escaped), "logged in");
 
@@ -240,8 +228,15 @@ impl Front {
         let _ended_on_exit = ended.clone().drop_guard();
         let client_key = connect.client_id.clone();
         if !client_key.is_empty() {
-            self.take_over(&client_key, serial, &taken_over, &ended)
-                .await;
+            let session = OpenSession {
+                serial,
+                account: login.account().map(str::to_owned),
+                taken_over: taken_over.clone(),
+                ended: ended.clone(),
+            };
+            if let Err(denied) = self.take_over(&client_key, session).await {
+                return refuse(client, &connect, denied).await;
+            }
         }
         self.run_session(client, connect, serial, &taken_over).await;
         if !client_key.is_empty() {
@@ -257,23 +252,16 @@ impl Front {
 
     /// Registers this session under its client id; an older session with the same id is
     /// closed first and its will published before this one goes on (MQTT 3.1.1 3.1.4-2).
-    async fn take_over(
-        &self,
-        client_id: &Bytes,
-        serial: u64,
-        taken_over: &CancellationToken,
-        ended: &CancellationToken,
-    ) {
+    /// Only the account that holds a client id may take it over.
+    async fn take_over(&self, client_id: &Bytes, session: OpenSession) -> Result<(), Denied> {
         let previous = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            sessions.insert(
-                client_id.clone(),
-                OpenSession {
-                    serial,
-                    taken_over: taken_over.clone(),
-                    ended: ended.clone(),
-                },
-            )
+            if let Some(open) = sessions.get(client_id)
+                && open.account != session.account
+            {
+                return Err(Denied::ClientIdInUse);
+            }
+            sessions.insert(client_id.clone(), session)
         };
         if let Some(previous) = previous {
             info!("client id taken over; closing its previous connection");
@@ -285,6 +273,7 @@ impl Front {
                 warn!("previous connection did not close in time");
             }
         }
+        Ok(())
     }
 
     async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -427,6 +416,26 @@ impl Front {
             Err(_) => Err(CodecError::Timeout("will relay")),
         }
     }
+}
+
+/// Answers a refused CONNECT with its CONNACK and logs who and why.
+async fn refuse<S: AsyncWrite + Unpin>(mut client: S, connect: &Connect, denied: Denied) {
+    let username = connect.username.as_deref().map(String::from_utf8_lossy);
+    let will_topic = connect
+        .will
+        .as_ref()
+        .map(|w| Escaped(String::from_utf8_lossy(&w.topic)));
+    warn!(
+        client_id = %Escaped(String::from_utf8_lossy(&connect.client_id)),
+        username = ?username.map(Escaped),
+        will_topic = ?will_topic,
+        reason = %denied,
+        "CONNECT refused"
+    );
+    let mut out = BytesMut::new();
+    codec::encode_connack_refusal(connect.level, denied.refusal(), &mut out);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
 }
 
 /// Characters rumqttd refuses in a client id.

@@ -32,7 +32,8 @@
 //!   publishes the *new* connection's will at once and nothing when the new connection
 //!   later dies: the host would see a wrong NDEATH, then none. The front does takeover
 //!   itself: it closes the old connection, publishes the old will and only then forwards
-//!   the new CONNECT, so the old NDEATH arrives before the new NBIRTH.
+//!   the new CONNECT, so the old NDEATH arrives before the new NBIRTH. Only a CONNECT of
+//!   the same account (or anonymous for anonymous) may take a session over.
 //! - **Wills** are therefore kept by the front: it strips the will from the CONNECT it
 //!   forwards and publishes it itself, through a short internal connection, when the
 //!   session ends without DISCONNECT (socket closed or broken, keep-alive expired and
