@@ -68,6 +68,13 @@ fill() {
   sed -e "s|@PLANT_PORT@|${plant_addr##*:}|g" -e "s|@BROKER_PORT@|$broker_port|g" \
       -e "s|@HTTP_PORT@|$http_port|g" -e "s|@STATE_DIR@|$state_dir|g" "$1" >"$2"
 }
+# One random password per broker account, kept across runs in the state directory.
+mkdir -p "$state_dir/secrets"
+chmod 700 "$state_dir/secrets"
+for account in host gateway-1 viewer; do
+  secret="$state_dir/secrets/mqtt-$account"
+  [ -s "$secret" ] || (umask 077; head -c 18 /dev/urandom | base64 >"$secret")
+done
 fill config/demo/host-app.toml "$state_dir/host-app.toml"
 fill config/demo/edge-node.toml "$state_dir/edge-node.toml"
 
@@ -103,7 +110,8 @@ The demo is running (Ctrl-C stops it):
   panel             http://127.0.0.1:$http_port/
                     $first_login
   JSON API          http://127.0.0.1:$http_port/api/tree  (after login, or with an API token)
-  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port
+  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port \
+                      --username viewer --password-file $state_dir/secrets/mqtt-viewer
   history, logs     $state_dir
 MSG
 

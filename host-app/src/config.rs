@@ -150,6 +150,9 @@ impl HostConfig {
         if let Some(api) = &api {
             problems.check(api.validate());
         }
+        if let (Some(broker), Some(sparkplug)) = (&broker, &sparkplug) {
+            problems.check(host_account_matches(broker, sparkplug));
+        }
         let config = (|| {
             Some(HostConfig {
                 broker: broker?,
@@ -166,6 +169,39 @@ impl HostConfig {
     /// Where accounts, sessions, the setup token and the panel's own certificate live.
     pub fn state_dir(&self) -> PathBuf {
         self.api.state_dir(&self.history.path)
+    }
+}
+
+/// The embedded broker's host account is the one of this host: its `host_id` is
+/// `sparkplug.host_id`, so the host may publish its own STATE.
+fn host_account_matches(
+    broker: &BrokerConfig,
+    sparkplug: &SparkplugConfig,
+) -> Result<(), ConfigError> {
+    let embedded = &broker.embedded;
+    if broker.mode != crate::broker::BrokerMode::Embedded {
+        return Ok(());
+    }
+    let Some(name) = &embedded.host_username else {
+        return Ok(());
+    };
+    match embedded.users.iter().position(|u| &u.username == name) {
+        Some(i)
+            if embedded.users[i]
+                .host_id
+                .as_ref()
+                .is_some_and(|id| id != &sparkplug.host_id) =>
+        {
+            Err(ConfigError::new(
+                format!("broker.embedded.users[{i}].host_id"),
+                format!(
+                    "the host account {name:?} (broker.embedded.host_username) must have \
+                     host_id = {:?} (sparkplug.host_id)",
+                    sparkplug.host_id
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -228,6 +264,8 @@ mod tests {
     const BASE: &str = r#"
 [broker]
 mode = "embedded"
+[broker.embedded]
+allow_anonymous = true
 [history]
 path = "/tmp/history.db"
 [sparkplug]
@@ -261,7 +299,7 @@ host_id = "scada"
         assert_eq!(e.keys(), ["sparkplug.rebirth_interval"], "{e}");
         assert!(
             e.to_string()
-                .starts_with("8:1: sparkplug.rebirth_interval: unknown field"),
+                .starts_with("10:1: sparkplug.rebirth_interval: unknown field"),
             "{e}"
         );
         let listen = format!("{BASE}[api]\nlisten = \"nowhere\"\n");
@@ -298,6 +336,7 @@ host_id = "scada"
 [broker]
 mode = "embedded"
 [broker.embedded]
+allow_anonymous = true
 max_connections = 0
 connection_timeout_ms = 0
 [history]
@@ -366,8 +405,18 @@ x = 1
     #[test]
     fn example_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/host-app.example.toml");
-        let text = std::fs::read_to_string(path).unwrap();
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("mqtt-host"), "pa55word\n").unwrap();
+        let text = std::fs::read_to_string(path).unwrap().replace(
+            "/etc/host-app/secrets/",
+            &format!("{}/", secrets.path().display()),
+        );
         let config = HostConfig::from_toml(&text).unwrap();
         assert_eq!(config.sparkplug.host_id, "scada-host");
+        // [sparkplug] host_id, the last one: the host account no longer matches it.
+        let at = text.rfind("host_id = \"scada-host\"").unwrap();
+        let other = format!("{}host_id = \"other\"{}", &text[..at], &text[at + 22..]);
+        let e = HostConfig::from_toml(&other).unwrap_err();
+        assert_eq!(e.keys(), ["broker.embedded.users[0].host_id"], "{e}");
     }
 }

@@ -204,6 +204,11 @@ pub struct Session {
     actions: Vec<Action>,
 }
 
+/// The MQTT client id of host `host_id`'s session (the broker binds it to the host account).
+pub fn client_id(host_id: &str) -> String {
+    format!("host-{host_id}")
+}
+
 impl Session {
     /// Prepares the session (nothing is sent before [`Session::run`]).
     pub fn new(
@@ -220,7 +225,7 @@ impl Session {
         let options = LinkOptions {
             keep_alive: KEEP_ALIVE,
             request_capacity: REQUEST_CAPACITY,
-            ..crate::mqtt::link_options(endpoint, &format!("host-{host_id}"))?
+            ..crate::mqtt::link_options(endpoint, &client_id(&host_id))?
         };
         let (current, link) = watch::channel(None);
         let registry = StoreRegistry {

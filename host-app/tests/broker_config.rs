@@ -4,12 +4,20 @@ use host_app::broker::{Broker, BrokerConfig, BrokerMode, ClientCertificates};
 use system_tests::config::host as cfg;
 use system_tests::pki::Pki;
 
-fn example() -> String {
+/// The example file, its password files (`/etc/host-app/secrets/...`) in `secrets`, each
+/// written there holding "pa55word".
+fn example(secrets: &std::path::Path) -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/host-app.example.toml"
     );
-    std::fs::read_to_string(path).unwrap()
+    for name in ["mqtt-host", "mqtt-line1", "mqtt-dashboard", "mqtt-bridge"] {
+        std::fs::write(secrets.join(name), "pa55word\n").unwrap();
+    }
+    std::fs::read_to_string(path).unwrap().replace(
+        "/etc/host-app/secrets/",
+        &format!("{}/", toml_path(secrets)),
+    )
 }
 
 /// The keys of every problem, comma-separated.
@@ -26,7 +34,8 @@ fn toml_path(p: &std::path::Path) -> String {
 
 #[test]
 fn example_file_loads() {
-    let config = BrokerConfig::from_toml(&example()).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::from_toml(&example(secrets.path())).unwrap();
     assert_eq!(config.mode, BrokerMode::Embedded);
     assert_eq!(
         config.embedded.plain.listen,
@@ -34,52 +43,55 @@ fn example_file_loads() {
     );
     assert_eq!(config.embedded.max_connections, 256);
     assert!(config.embedded.tls.is_none());
+    assert!(!config.embedded.allow_anonymous);
+    assert_eq!(config.embedded.host_username.as_deref(), Some("host"));
+    assert_eq!(config.embedded.users.len(), 1, "the host's own account");
 }
 
 #[test]
 fn commented_parts_of_the_example_load_when_enabled() {
     let pki = Pki::generate();
-    let secret = pki.dir.path().join("mqtt-host");
-    std::fs::write(&secret, "pa55word\n").unwrap();
+    let acl_file = pki.dir.path().join("mqtt.acl");
+    std::fs::write(&acl_file, "user bridge\ntopic read site/#\n").unwrap();
     let mut doc = String::new();
     let mut external_part = false;
-    for line in example().lines() {
+    for line in example(pki.dir.path()).lines() {
         external_part |= line.contains("[broker.external");
-        // Uncomment the embedded TLS and users parts, pointing at real files.
-        let enabled = line.strip_prefix("# ").filter(|l| {
-            !external_part
-                && (l.starts_with('[')
-                    || l.starts_with("listen = \"0.0.0.0")
-                    || l.starts_with("cert_file")
-                    || l.starts_with("key_file")
-                    || l.starts_with("client_ca_file")
-                    || l.starts_with("client_certificates")
-                    || l.starts_with("username")
-                    || l.starts_with("password_file")
-                    || l.starts_with("host_username"))
-        });
+        // Uncomment the embedded TLS, accounts and ACL parts, pointing at real files.
+        let setting = |l: &&str| {
+            l.split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        };
+        let enabled = line
+            .strip_prefix("# ")
+            .filter(|l| !external_part && (l.starts_with('[') || setting(l)));
         let line = match enabled {
             Some(l) => l
                 .replace("/etc/host-app/tls/server.pem", &toml_path(&pki.server_cert))
                 .replace("/etc/host-app/tls/server.key", &toml_path(&pki.server_key))
                 .replace("/etc/host-app/tls/clients-ca.pem", &toml_path(&pki.ca))
-                .replace("/etc/host-app/secrets/mqtt-host", &toml_path(&secret))
-                .replace("/etc/host-app/secrets/mqtt-edge", &toml_path(&secret)),
-            None => line.to_owned(),
+                .replace("/etc/host-app/mqtt.acl", &toml_path(&acl_file)),
+            None => line.replace("allow_anonymous = false", "allow_anonymous = true"),
         };
         doc.push_str(&line);
         doc.push('\n');
     }
-    let config = BrokerConfig::from_toml(&doc).unwrap();
+    let config = BrokerConfig::from_toml(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
     let tls = config.embedded.tls.as_ref().unwrap();
     assert_eq!(tls.client_certificates, ClientCertificates::Required);
-    assert_eq!(config.embedded.users.len(), 2);
+    let roles: Vec<_> = config.embedded.users.iter().map(|u| u.role).collect();
+    use host_app::broker::Role;
+    assert_eq!(
+        roles,
+        [Role::Host, Role::Edge, Role::Reader, Role::Custom].map(Some)
+    );
     assert_eq!(
         config.embedded.users[0].password().unwrap().expose(),
         "pa55word",
         "one trailing line break is not part of the password"
     );
     assert_eq!(config.embedded.host_username.as_deref(), Some("host"));
+    assert!(config.embedded.anonymous.is_some() && config.embedded.acl_file.is_some());
 }
 
 #[test]
@@ -92,6 +104,8 @@ fn passwords_are_never_printed() {
         [[broker.embedded.users]]
         username = "host"
         password = "do-not-print-me"
+        role = "host"
+        host_id = "scada"
     "#;
     let config = BrokerConfig::from_toml(doc).unwrap();
     let printed = format!("{config:?}");
@@ -99,51 +113,169 @@ fn passwords_are_never_printed() {
     assert!(!printed.contains("do-not-print-me"), "{printed}");
 }
 
+/// An embedded `[broker]` open to anonymous readers, then `rest`.
+fn embedded(rest: &str) -> String {
+    format!("[broker]\nmode = \"embedded\"\n[broker.embedded]\nallow_anonymous = true\n{rest}")
+}
+
+/// `[[broker.embedded.users]]` named `name` with password "p" and `rest`.
+fn user(name: &str, rest: &str) -> String {
+    format!("[[broker.embedded.users]]\nusername = \"{name}\"\npassword = \"p\"\n{rest}")
+}
+
 #[test]
 fn errors_name_the_key() {
-    let cases: &[(&str, &str)] = &[
+    let host = "role = \"host\"\nhost_id = \"h\"\n";
+    let cases: &[(String, &str)] = &[
         (
-            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\n",
+            embedded("host_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\nrole = \"host\"\nhost_id = \"h\"\n"),
             "broker.embedded.users[0].password",
         ),
         (
-            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword = \"p\"\npassword_file = \"/nonexistent\"\n",
+            embedded(&user("h", &format!("password_file = \"/nonexistent\"\n{host}"))),
             "broker.embedded.users[0]",
         ),
         (
-            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword_file = \"/nonexistent/secret\"\n",
+            embedded("[[broker.embedded.users]]\nusername = \"h\"\npassword_file = \"/nonexistent/secret\"\nrole = \"host\"\nhost_id = \"h\"\n"),
             "broker.embedded.users[0].password_file",
         ),
         (
-            "[broker]\nmode = \"embedded\"\n[[broker.embedded.users]]\nusername = \"h\"\npassword = \"p\"\n",
+            format!("[broker]\nmode = \"embedded\"\n{}", user("h", host)),
             "broker.embedded.host_username",
         ),
         (
-            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_connections = 0\n",
+            "[broker]\nmode = \"embedded\"\n".to_owned(),
+            "broker.embedded.host_username, broker.embedded.users",
+        ),
+        (
+            embedded("max_connections = 0\n"),
             "broker.embedded.max_connections",
         ),
         (
-            "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_payload_size = 10\n",
+            embedded("max_payload_size = 10\n"),
             "broker.embedded.max_payload_size",
         ),
         (
-            "[broker]\nmode = \"embedded\"\n[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n",
+            embedded("[broker.embedded.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n"),
             "broker.embedded.tls.cert_file, broker.embedded.tls.key_file",
         ),
-        ("[broker]\nmode = \"external\"\n", "broker.external"),
+        // The access rules.
+        (embedded(&user("a", "")), "broker.embedded.users[0].role"),
         (
-            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"\"\n",
+            embedded(&user("a", "role = \"edge\"\ngroup_id = \"g\"\n")),
+            "broker.embedded.users[0].edge_node_ids",
+        ),
+        (
+            embedded(&user("a", "role = \"edge\"\ngroup_id = \"g/x\"\nedge_node_ids = [\"n\", \"#\"]\nhost_id = \"h\"\n")),
+            "broker.embedded.users[0].host_id, broker.embedded.users[0].group_id, \
+             broker.embedded.users[0].edge_node_ids[1]",
+        ),
+        (
+            embedded(&user("a", "role = \"host\"\n")),
+            "broker.embedded.users[0].host_id",
+        ),
+        (
+            embedded(&user("a", "role = \"reader\"\npublish = [\"x\"]\nsubscribe = [\"a/#/b\"]\n")),
+            "broker.embedded.users[0].publish, broker.embedded.users[0].subscribe[0]",
+        ),
+        (
+            embedded(&user("a", "role = \"custom\"\n")),
+            "broker.embedded.users[0].role",
+        ),
+        (
+            embedded(&user("a", "role = \"custom\"\npublish = [\"x+\"]\nclient_id_prefix = \"\"\n")),
+            "broker.embedded.users[0].publish[0], broker.embedded.users[0].client_id_prefix",
+        ),
+        (
+            embedded(&format!(
+                "{}{}",
+                user("a", "role = \"edge\"\ngroup_id = \"g\"\nedge_node_ids = [\"n\"]\n"),
+                user("b", "role = \"reader\"\nclient_id_prefix = \"g:\"\n")
+            )),
+            "broker.embedded.users[1].client_id_prefix",
+        ),
+        (
+            embedded(&format!("{}{}", user("a", host), user("b", host))),
+            "broker.embedded.users[1]",
+        ),
+        (
+            embedded("[broker.embedded.anonymous]\nrole = \"edge\"\n"),
+            "broker.embedded.anonymous.role",
+        ),
+        (
+            format!(
+                "[broker]\nmode = \"embedded\"\n[broker.embedded]\nhost_username = \"h\"\n\
+                 [broker.embedded.anonymous]\nrole = \"reader\"\n{}",
+                user("h", host)
+            ),
+            "broker.embedded.anonymous",
+        ),
+        (
+            embedded(&format!("host_username = \"r\"\n{}", user("r", "role = \"reader\"\n"))),
+            "broker.embedded.host_username",
+        ),
+        (
+            embedded("acl_file = \"/nonexistent.acl\"\n"),
+            "broker.embedded.acl_file",
+        ),
+        (
+            "[broker]\nmode = \"external\"\n".to_owned(),
+            "broker.external",
+        ),
+        (
+            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"\"\n".to_owned(),
             "broker.external.host",
         ),
         (
-            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"b\"\npassword_file = \"/x\"\n",
+            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"b\"\npassword_file = \"/x\"\n"
+                .to_owned(),
             "broker.external.username, broker.external.password_file",
         ),
-        ("[other]\nx = 1\n", "broker"),
+        ("[other]\nx = 1\n".to_owned(), "broker"),
     ];
     for (doc, key) in cases {
         assert_eq!(&error_key(doc), key, "for:\n{doc}");
     }
+}
+
+#[test]
+fn acl_file_problems_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("mqtt.acl");
+    std::fs::write(
+        &acl,
+        "topic read x/#\nuser nobody\ntopic a\nuser e\ntopic b\nuser c\ntopic deny z/#/y\n",
+    )
+    .unwrap();
+    let doc = embedded(&format!(
+        "acl_file = \"{}\"\n{}{}",
+        toml_path(&acl),
+        user(
+            "e",
+            "role = \"edge\"\ngroup_id = \"g\"\nedge_node_ids = [\"n\"]\n"
+        ),
+        user("c", "role = \"custom\"\npublish = [\"q\"]\n")
+    ));
+    let e = BrokerConfig::from_toml(&doc).unwrap_err();
+    assert_eq!(e.keys(), ["broker.embedded.acl_file"], "{e}");
+    assert!(e.to_string().contains("line 7: topic \"z/#/y\""), "{e}");
+
+    std::fs::write(
+        &acl,
+        "topic read x/#\nuser nobody\ntopic a\nuser e\ntopic b\nuser c\ntopic z\n",
+    )
+    .unwrap();
+    let e = BrokerConfig::from_toml(&doc).unwrap_err();
+    let text = e.to_string();
+    for expected in [
+        "line 2: user \"nobody\" is not in broker.embedded.users",
+        "line 4: user \"e\" has role edge",
+        "line 1: grants to anonymous clients need broker.embedded.anonymous.role = \"custom\"",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in {text}");
+    }
+    std::fs::write(&acl, "user c\ntopic z\ntopic deny z/secret\n").unwrap();
+    BrokerConfig::from_toml(&doc).unwrap();
 }
 
 #[test]
@@ -169,6 +301,7 @@ fn tls_listener(listener: cfg::TlsListener) -> String {
         mode: "embedded".to_owned(),
         embedded: Some(cfg::Embedded {
             tls: Some(listener),
+            allow_anonymous: Some(true),
             ..cfg::Embedded::default()
         }),
         external: None,
@@ -186,7 +319,8 @@ fn every_problem_is_reported_not_only_the_first() {
         "broker.embedded.max_connections, broker.embedded.max_payload_size, \
          broker.embedded.tls.cert_file, broker.embedded.tls.key_file, \
          broker.embedded.users[0].password, broker.embedded.users[1].username, \
-         broker.embedded.host_username"
+         broker.embedded.host_username, broker.embedded.users[0].role, \
+         broker.embedded.users[1].role"
     );
     let doc = "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"\"\nport = 0\npassword_file = \"/nonexistent\"\n";
     assert_eq!(
@@ -256,7 +390,8 @@ async fn external_mode_gives_the_configured_endpoint() {
 
 #[tokio::test]
 async fn embedded_mode_gives_a_loopback_endpoint() {
-    let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded.plain]\nlisten = \"0.0.0.0:0\"\n";
+    let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nallow_anonymous = true\n\
+               [broker.embedded.plain]\nlisten = \"0.0.0.0:0\"\n";
     let config = BrokerConfig::from_toml(doc).unwrap();
     let broker = Broker::start(&config).await.unwrap();
     let endpoint = broker.endpoint().clone();

@@ -22,17 +22,47 @@ fn host_app() -> Command {
 
 #[test]
 fn check_config_accepts_the_example_and_names_a_wrong_key() {
+    // The example as installed, once its host account's password file exists.
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("config")
         .join("host-app.example.toml");
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("mqtt-host"), "pa55word\n").unwrap();
+    let installed = secrets.path().join("host-app.toml");
+    let text = std::fs::read_to_string(&example).unwrap().replace(
+        "/etc/host-app/secrets/",
+        &format!("{}/", secrets.path().display()),
+    );
+    std::fs::write(&installed, &text).unwrap();
     let out = host_app()
         .arg("check-config")
-        .arg(&example)
+        .arg(&installed)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("scada-host"));
+
+    // A bad access rule is named by its key.
+    let bad_rule = secrets.path().join("bad-rule.toml");
+    std::fs::write(
+        &bad_rule,
+        text.replace("role = \"host\"", "role = \"host\"\nsubscribe = [\"#\"]"),
+    )
+    .unwrap();
+    let out = host_app()
+        .arg("check-config")
+        .arg(&bad_rule)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "{}: broker.embedded.users[0].subscribe: does nothing for role host",
+            bad_rule.display()
+        )
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");

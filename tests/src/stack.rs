@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use crate::config::{
     self,
     edge::{Device, EdgeConfig, ScanClass, Server, Tag},
-    host::{self, HostConfig},
+    host::{self, Anonymous, HostConfig, User},
 };
 use crate::free_port;
 use crate::http::{Api, percent_encode};
@@ -29,6 +29,9 @@ pub const NODE: &str = "gw-1";
 pub const HOST_ID: &str = "e2e-host";
 /// The admin account every stack's host has.
 pub const ADMIN: &str = "admin";
+/// The test edge node's account at the embedded broker.
+pub const EDGE_USERNAME: &str = "edge-gw-1";
+pub const EDGE_PASSWORD: &str = "edge-secret";
 /// Bounds every wait of the end-to-end tests.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -211,11 +214,16 @@ impl Broker {
     }
 }
 
-/// The host's config for `broker`, history in `dir`, its API on `http_port`.
+/// The host's config for `broker`, history in `dir`, its API on `http_port`. The embedded
+/// broker has the host's account and the test edge node's ([`edge_login`]); anonymous
+/// clients (the tests' watchers) may only read.
 pub fn host_config(dir: &Path, broker: Broker, http_port: u16) -> HostConfig {
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let broker = match broker {
-        Broker::Embedded { port } => host::Broker::embedded(loopback(port)),
+        Broker::Embedded { port } => host::Broker::embedded(loopback(port))
+            .host_account(HOST_ID)
+            .user(User::edge(EDGE_USERNAME, EDGE_PASSWORD, GROUP, &[NODE]))
+            .anonymous(Anonymous::reader()),
         Broker::External { port } => host::Broker::external(loopback(port)),
     };
     let mut config = HostConfig::new(HOST_ID, broker, dir);
@@ -321,10 +329,21 @@ impl HostApp {
     }
 }
 
+/// Logs the test edge node in with its account ([`EDGE_USERNAME`]), its password written
+/// to `dir/edge-node.password`. Brokers without accounts (Mosquitto in these tests) ignore it.
+pub fn edge_login(config: &mut EdgeConfig, dir: &Path) {
+    let password_file = dir.join("edge-node.password");
+    std::fs::write(&password_file, EDGE_PASSWORD)
+        .unwrap_or_else(|e| panic!("write {}: {e}", password_file.display()));
+    config.mqtt.username = Some(EDGE_USERNAME.to_owned());
+    config.mqtt.password_file = Some(password_file);
+}
+
 /// The test edge node's config: the built-in plant's three units, small periods so state
-/// changes show within a second or two.
+/// changes show within a second or two; logged in with [`edge_login`].
 pub fn edge_config(dir: &Path, broker_port: u16, plant_port: u16) -> EdgeConfig {
     let mut config = EdgeConfig::new(GROUP, NODE);
+    edge_login(&mut config, dir);
     config.sparkplug.primary_host_id = Some(HOST_ID.to_owned());
     config.sparkplug.state_file = Some(dir.join("edge-node.bdseq"));
     config.mqtt.backoff_min_ms = 100;

@@ -16,8 +16,18 @@ struct Ports {
     http: u16,
 }
 
-/// Fills a template as demo.sh does (same placeholders) and writes it into `dir`.
+/// Fills a template as demo.sh does (same placeholders, a password file per broker
+/// account in `dir/secrets`) and writes it into `dir`.
 fn fill(template: &str, ports: &Ports, dir: &Path) -> PathBuf {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).expect("secrets dir");
+    for account in ["host", "gateway-1", "viewer"] {
+        std::fs::write(
+            secrets.join(format!("mqtt-{account}")),
+            format!("{account}-pw\n"),
+        )
+        .expect("write a password file");
+    }
     let source = workspace_root().join("config/demo").join(template);
     let text = std::fs::read_to_string(&source)
         .unwrap_or_else(|e| panic!("read {}: {e}", source.display()));

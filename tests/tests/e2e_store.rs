@@ -214,6 +214,7 @@ fn edge_config(dir: &Path, scenario: &Scenario, broker_port: u16, plant_port: u1
     let mut config = EdgeConfig::new(GROUP, NODE)
         .primary_host(HOST_ID)
         .state_file(dir.join("edge-node.bdseq"));
+    system_tests::stack::edge_login(&mut config, dir);
     config.sparkplug.metrics_period_ms = 1000;
     config.mqtt.keep_alive_s = KEEP_ALIVE_S;
     config.mqtt.backoff_min_ms = 100;

@@ -1,6 +1,7 @@
 //! The `[broker]` section of the host configuration, validated at load (every problem
-//! reported, each named by its key): either an embedded broker with its listeners and
-//! users, or an external MQTT endpoint.
+//! reported, each named by its key): either an embedded broker with its listeners,
+//! accounts and access rules (checked by [`Acl`](super::acl::Acl)), or an external MQTT
+//! endpoint.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -41,8 +42,15 @@ pub struct EmbeddedConfig {
     pub plain: PlainListenerConfig,
     pub tls: Option<TlsListenerConfig>,
     pub users: Vec<UserConfig>,
-    /// The user the host's own session logs in as (required when `users` is not empty).
+    /// The account the host's own session logs in as (a `host` account; required unless
+    /// anonymous access is allowed).
     pub host_username: Option<String>,
+    /// Clients without a username may connect, with the rights of `anonymous`.
+    pub allow_anonymous: bool,
+    /// `[broker.embedded.anonymous]`: what anonymous clients may do (default: reader).
+    pub anonymous: Option<AnonymousConfig>,
+    /// A Mosquitto-style ACL file whose grants are added to `custom` accounts.
+    pub acl_file: Option<PathBuf>,
     /// Client connections at once, over all listeners.
     pub max_connections: usize,
     /// Time a new socket has to finish TLS and send CONNECT before it is dropped.
@@ -58,6 +66,9 @@ impl Default for EmbeddedConfig {
             tls: None,
             users: Vec::new(),
             host_username: None,
+            allow_anonymous: false,
+            anonymous: None,
+            acl_file: None,
             max_connections: 256,
             connection_timeout_ms: 5_000,
             max_payload_size: 256 * 1024,
@@ -97,7 +108,34 @@ pub struct TlsListenerConfig {
     pub client_certificates: ClientCertificates,
 }
 
-/// `[[broker.embedded.users]]`: exactly one of `password` and `password_file`.
+/// What an account may do once connected (see [`Acl`](super::acl::Acl) for the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An edge node (or a gateway of several): its own births, deaths and data, its own
+    /// commands and STATE.
+    Edge,
+    /// A Primary Host: its own STATE, every NCMD/DCMD, subscribes to all of `spBv1.0/#`.
+    Host,
+    /// Subscribes only, to `subscribe` (default `spBv1.0/#`).
+    Reader,
+    /// Exactly the `publish` and `subscribe` filters listed (and the ACL file's grants).
+    Custom,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Edge => "edge",
+            Role::Host => "host",
+            Role::Reader => "reader",
+            Role::Custom => "custom",
+        })
+    }
+}
+
+/// `[[broker.embedded.users]]`: exactly one of `password` and `password_file`, a `role`
+/// and the keys of that role.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
@@ -106,6 +144,22 @@ pub struct UserConfig {
     password_file: Option<PathBuf>,
     #[serde(skip)]
     resolved: Option<Secret>,
+    /// Required; an `Option` so a missing one is reported by its key.
+    pub role: Option<Role>,
+    /// `edge`: the Sparkplug group of its edge nodes.
+    pub group_id: Option<String>,
+    /// `edge`: the edge node ids the account speaks for.
+    pub edge_node_ids: Option<Vec<String>>,
+    /// `host`: its sparkplug_host_id.
+    pub host_id: Option<String>,
+    /// Client ids starting with this belong to the account (besides its own default ids).
+    pub client_id_prefix: Option<String>,
+    /// `custom`: topic filters it may publish to.
+    pub publish: Option<Vec<String>>,
+    /// `reader` and `custom`: topic filters it may subscribe to.
+    pub subscribe: Option<Vec<String>>,
+    /// `reader` and `custom`: topic filters refused whatever else grants them.
+    pub deny: Option<Vec<String>>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -113,24 +167,92 @@ impl fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("username", &self.username)
             .field("password_file", &self.password_file)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
 
 impl UserConfig {
+    /// An account without a role yet: give it one with [`Self::edge`], [`Self::host`],
+    /// [`Self::reader`] or [`Self::custom`].
     pub fn new(username: impl Into<String>, password: Secret) -> UserConfig {
         UserConfig {
             username: username.into(),
             password: None,
             password_file: None,
             resolved: Some(password),
+            role: None,
+            group_id: None,
+            edge_node_ids: None,
+            host_id: None,
+            client_id_prefix: None,
+            publish: None,
+            subscribe: None,
+            deny: None,
         }
+    }
+
+    /// The `edge` role for `edge_node_ids` of `group_id`.
+    pub fn edge(mut self, group_id: &str, edge_node_ids: &[&str]) -> UserConfig {
+        self.role = Some(Role::Edge);
+        self.group_id = Some(group_id.to_owned());
+        self.edge_node_ids = Some(edge_node_ids.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
+    /// The `host` role of `host_id`.
+    pub fn host(mut self, host_id: &str) -> UserConfig {
+        self.role = Some(Role::Host);
+        self.host_id = Some(host_id.to_owned());
+        self
+    }
+
+    /// The `reader` role, subscribing to `spBv1.0/#`.
+    pub fn reader(mut self) -> UserConfig {
+        self.role = Some(Role::Reader);
+        self
+    }
+
+    /// The `custom` role with these filters.
+    pub fn custom(mut self, publish: &[&str], subscribe: &[&str]) -> UserConfig {
+        let owned = |filters: &[&str]| Some(filters.iter().map(|f| f.to_string()).collect());
+        self.role = Some(Role::Custom);
+        self.publish = owned(publish);
+        self.subscribe = owned(subscribe);
+        self
+    }
+
+    /// Topic filters refused to this account whatever else grants them.
+    pub fn deny(mut self, filters: &[&str]) -> UserConfig {
+        self.deny = Some(filters.iter().map(|f| f.to_string()).collect());
+        self
+    }
+
+    /// Client ids starting with `prefix` belong to this account.
+    pub fn client_id_prefix(mut self, prefix: &str) -> UserConfig {
+        self.client_id_prefix = Some(prefix.to_owned());
+        self
     }
 
     /// The password, once the configuration is validated.
     pub fn password(&self) -> Option<&Secret> {
         self.resolved.as_ref()
     }
+}
+
+/// `[broker.embedded.anonymous]`: the rights of clients that log in without a username
+/// when `allow_anonymous = true`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// `reader` (default) or `custom`.
+    pub role: Option<Role>,
+    /// `custom`: topic filters anonymous clients may publish to.
+    pub publish: Option<Vec<String>>,
+    /// Topic filters anonymous clients may subscribe to (reader default: `spBv1.0/#`).
+    pub subscribe: Option<Vec<String>>,
+    /// Topic filters refused to anonymous clients whatever else grants them.
+    pub deny: Option<Vec<String>>,
 }
 
 /// `[broker.external]`.
@@ -267,20 +389,42 @@ impl EmbeddedConfig {
             };
         }
         match &self.host_username {
-            Some(name) if !self.users.iter().any(|u| &u.username == name) => {
-                problems.push(
+            Some(name) => match self.users.iter().find(|u| &u.username == name) {
+                None => problems.push(
                     "broker.embedded.host_username",
                     format!("{name:?} is not in broker.embedded.users"),
-                );
-            }
-            None if !self.users.is_empty() => {
-                problems.push(
+                ),
+                Some(user) if user.role.is_some_and(|r| r != Role::Host) => problems.push(
                     "broker.embedded.host_username",
-                    "required when users are configured (the host logs in as one of them)",
-                );
-            }
-            _ => {}
+                    format!(
+                        "{name:?} has role {}; the host's own session needs a host account",
+                        user.role.map(|r| r.to_string()).unwrap_or_default()
+                    ),
+                ),
+                Some(_) => {}
+            },
+            None if !self.allow_anonymous => problems.push(
+                "broker.embedded.host_username",
+                "required unless allow_anonymous = true: the host's own session logs in \
+                 as this host account",
+            ),
+            None => {}
         }
+        if self.users.is_empty() && !self.allow_anonymous {
+            problems.push(
+                "broker.embedded.users",
+                "no accounts and allow_anonymous is false: nobody could connect; add \
+                 [[broker.embedded.users]] (and host_username) or set allow_anonymous = true",
+            );
+        }
+        if self.anonymous.is_some() && !self.allow_anonymous {
+            problems.push(
+                "broker.embedded.anonymous",
+                "does nothing unless allow_anonymous = true",
+            );
+        }
+        // The access rules: roles, topic filters, client id bindings, the ACL file.
+        problems.check(super::acl::Acl::from_config(self).map(drop));
         if !self.plain.enabled {
             problems.push(
                 "broker.embedded.plain.enabled",

@@ -15,10 +15,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, info, info_span};
 
 use super::BrokerError;
+use super::acl::Acl;
 use super::codec::{self, Connect, LEVEL_5, LEVEL_311};
-use super::config::{ConfigError, EmbeddedConfig, Secret};
+use super::config::{EmbeddedConfig, Secret};
 use super::endpoint::{Credentials, MqttEndpoint};
-use super::front::{Front, Upstream, User};
+use super::front::{Front, Upstream};
 
 /// Attempts, and the pause between them, while waiting for rumqttd to accept.
 const READY_ATTEMPTS: u32 = 200;
@@ -41,19 +42,7 @@ impl EmbeddedBroker {
         let mut config = config.clone();
         config.validate()?;
         let config = &config;
-        let mut users = Vec::with_capacity(config.users.len());
-        for (i, user) in config.users.iter().enumerate() {
-            let password = user.password().cloned().ok_or_else(|| {
-                ConfigError::new(
-                    format!("broker.embedded.users[{i}].password"),
-                    "not resolved",
-                )
-            })?;
-            users.push(User {
-                username: user.username.clone(),
-                password,
-            });
-        }
+        let acl = Arc::new(Acl::from_config(config)?);
         let tls = match &config.tls {
             Some(tls) => Some((
                 tls.listen,
@@ -78,7 +67,7 @@ impl EmbeddedBroker {
 
         let front = Arc::new(Front::new(
             upstream,
-            users,
+            acl,
             Duration::from_millis(config.connection_timeout_ms),
             config.max_payload_size,
             config.max_connections,

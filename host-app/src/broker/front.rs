@@ -1,6 +1,7 @@
 //! The front every client meets: our own accept loops (plain and TLS), the connection
-//! limit, the CONNECT deadline, username/password checks and Last Will handling. Each
-//! accepted client is proxied to rumqttd's internal loopback listener.
+//! limit, the CONNECT deadline, the login, client id and will checks of the access rules
+//! ([`Acl`]) and Last Will handling. Each accepted client is proxied to rumqttd's internal
+//! loopback listener.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use subtle::ConstantTimeEq;
+use infra::logging::Escaped;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::acl::{Acl, Denied, Login};
 use super::codec::{
     self, CodecError, Connect, Ending, LEVEL_5, PacketScanner, RawPacket, Refusal, Will,
 };
@@ -44,16 +46,10 @@ pub struct Upstream {
     pub password: Secret,
 }
 
-/// A configured user.
-pub struct User {
-    pub username: String,
-    pub password: Secret,
-}
-
 /// State shared by every accept loop and connection of one embedded broker.
 pub struct Front {
     pub upstream: Upstream,
-    pub users: Vec<User>,
+    pub acl: Arc<Acl>,
     pub connection_timeout: Duration,
     pub max_packet_size: usize,
     pub permits: Arc<Semaphore>,
@@ -68,6 +64,8 @@ pub struct Front {
 /// A session as the takeover of its client id sees it.
 struct OpenSession {
     serial: u64,
+    /// The account it logged in as (`None`: anonymous).
+    account: Option<String>,
     /// Cancelled when a newer connection takes the client id over.
     taken_over: CancellationToken,
     /// Cancelled once the session has ended and its will, if any, is published.
@@ -77,14 +75,14 @@ struct OpenSession {
 impl Front {
     pub fn new(
         upstream: Upstream,
-        users: Vec<User>,
+        acl: Arc<Acl>,
         connection_timeout: Duration,
         max_packet_size: usize,
         max_connections: usize,
     ) -> Front {
         Front {
             upstream,
-            users,
+            acl,
             connection_timeout,
             max_packet_size,
             permits: Arc::new(Semaphore::new(max_connections)),
@@ -182,24 +180,23 @@ impl Front {
         }
     }
 
-    /// Constant-time check of the CONNECT's login against every configured user.
-    fn authenticate(&self, connect: &Connect) -> Result<(), Refusal> {
-        if self.users.is_empty() {
-            return Ok(());
+    /// Who the CONNECT is (login and client id, see [`Acl::login`]), and whether its will
+    /// is its own to leave.
+    fn admit(&self, connect: &Connect) -> Result<Login, Denied> {
+        let login = self.acl.login(
+            connect.username.as_deref(),
+            connect.password.as_deref(),
+            &connect.client_id,
+        )?;
+        if let Some(will) = &connect.will {
+            let client_id = std::str::from_utf8(&connect.client_id).unwrap_or_default();
+            let mine = std::str::from_utf8(&will.topic)
+                .is_ok_and(|topic| self.acl.may_will(login.account(), client_id, topic));
+            if !mine {
+                return Err(Denied::Will);
+            }
         }
-        let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
-            return Err(Refusal::NotAuthorized);
-        };
-        let mut accepted = subtle::Choice::from(0);
-        for user in &self.users {
-            accepted |= user.username.as_bytes().ct_eq(username)
-                & user.password.expose().as_bytes().ct_eq(password);
-        }
-        if bool::from(accepted) {
-            Ok(())
-        } else {
-            Err(Refusal::BadUsernameOrPassword)
-        }
+        Ok(login)
     }
 
     async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, first: RawPacket) {
@@ -219,14 +216,11 @@ impl Front {
         let client_id = String::from_utf8_lossy(&connect.client_id).into_owned();
         tracing::Span::current().record("client_id", client_id.as_str());
 
-        if let Err(refusal) = self.authenticate(&connect) {
-            info!(?refusal, "login refused");
-            let mut out = BytesMut::new();
-            codec::encode_connack_refusal(connect.level, refusal, &mut out);
-            let _ = client.write_all(&out).await;
-            let _ = client.shutdown().await;
-            return;
-        }
+        let login = match self.admit(&connect) {
+            Ok(login) => login,
+            Err(denied) => return refuse(client, &connect, denied).await,
+        };
+        debug!(account = ?login.account().map(Escaped), "logged in");
 
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let taken_over = CancellationToken::new();
@@ -234,8 +228,15 @@ impl Front {
         let _ended_on_exit = ended.clone().drop_guard();
         let client_key = connect.client_id.clone();
         if !client_key.is_empty() {
-            self.take_over(&client_key, serial, &taken_over, &ended)
-                .await;
+            let session = OpenSession {
+                serial,
+                account: login.account().map(str::to_owned),
+                taken_over: taken_over.clone(),
+                ended: ended.clone(),
+            };
+            if let Err(denied) = self.take_over(&client_key, session).await {
+                return refuse(client, &connect, denied).await;
+            }
         }
         self.run_session(client, connect, serial, &taken_over).await;
         if !client_key.is_empty() {
@@ -251,23 +252,16 @@ impl Front {
 
     /// Registers this session under its client id; an older session with the same id is
     /// closed first and its will published before this one goes on (MQTT 3.1.1 3.1.4-2).
-    async fn take_over(
-        &self,
-        client_id: &Bytes,
-        serial: u64,
-        taken_over: &CancellationToken,
-        ended: &CancellationToken,
-    ) {
+    /// Only the account that holds a client id may take it over.
+    async fn take_over(&self, client_id: &Bytes, session: OpenSession) -> Result<(), Denied> {
         let previous = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            sessions.insert(
-                client_id.clone(),
-                OpenSession {
-                    serial,
-                    taken_over: taken_over.clone(),
-                    ended: ended.clone(),
-                },
-            )
+            if let Some(open) = sessions.get(client_id)
+                && open.account != session.account
+            {
+                return Err(Denied::ClientIdInUse);
+            }
+            sessions.insert(client_id.clone(), session)
         };
         if let Some(previous) = previous {
             info!("client id taken over; closing its previous connection");
@@ -279,6 +273,7 @@ impl Front {
                 warn!("previous connection did not close in time");
             }
         }
+        Ok(())
     }
 
     async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -421,6 +416,26 @@ impl Front {
             Err(_) => Err(CodecError::Timeout("will relay")),
         }
     }
+}
+
+/// Answers a refused CONNECT with its CONNACK and logs who and why.
+async fn refuse<S: AsyncWrite + Unpin>(mut client: S, connect: &Connect, denied: Denied) {
+    let username = connect.username.as_deref().map(String::from_utf8_lossy);
+    let will_topic = connect
+        .will
+        .as_ref()
+        .map(|w| Escaped(String::from_utf8_lossy(&w.topic)));
+    warn!(
+        client_id = %Escaped(String::from_utf8_lossy(&connect.client_id)),
+        username = ?username.map(Escaped),
+        will_topic = ?will_topic,
+        reason = %denied,
+        "CONNECT refused"
+    );
+    let mut out = BytesMut::new();
+    codec::encode_connack_refusal(connect.level, denied.refusal(), &mut out);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
 }
 
 /// Characters rumqttd refuses in a client id.

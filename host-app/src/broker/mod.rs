@@ -10,8 +10,8 @@
 //! process knows. Every client meets our own front first (module `front`): plain and TLS
 //! listeners (tokio-rustls, ring provider, optional or required client certificates),
 //! the connection limit, the deadline for TLS + CONNECT (so idle or slow sockets cannot
-//! exhaust the limit), username/password checks in constant time, session takeover and
-//! the Last Will. The decrypted stream is then proxied to rumqttd. Ports given as 0 are
+//! exhaust the limit), the login and client id checks of the access rules (module `acl`:
+//! accounts with roles, default deny), session takeover and the Last Will. The decrypted stream is then proxied to rumqttd. Ports given as 0 are
 //! reported by [`EmbeddedBroker::plain_addr`] and [`EmbeddedBroker::tls_addr`].
 //!
 //! # What rumqttd 0.20 gets wrong, and what the front does about it
@@ -32,7 +32,8 @@
 //!   publishes the *new* connection's will at once and nothing when the new connection
 //!   later dies: the host would see a wrong NDEATH, then none. The front does takeover
 //!   itself: it closes the old connection, publishes the old will and only then forwards
-//!   the new CONNECT, so the old NDEATH arrives before the new NBIRTH.
+//!   the new CONNECT, so the old NDEATH arrives before the new NBIRTH. Only a CONNECT of
+//!   the same account (or anonymous for anonymous) may take a session over.
 //! - **Wills** are therefore kept by the front: it strips the will from the CONNECT it
 //!   forwards and publishes it itself, through a short internal connection, when the
 //!   session ends without DISCONNECT (socket closed or broken, keep-alive expired and
@@ -88,21 +89,28 @@
 //! subscriptions such as `spBv1.0/#`, clean sessions, and the NDEATH will delivered at
 //! QoS 1 when the client's connection drops or falls silent without DISCONNECT.
 
+pub mod acl;
+mod acl_file;
 mod codec;
 pub mod config;
 mod embedded;
 mod endpoint;
 mod front;
+pub mod policy;
 mod tls;
+mod topic_filter;
 
 pub(crate) use tls::tls_key;
 
+pub use acl::{Acl, Denied, Login};
 pub use config::{
-    BrokerConfig, BrokerMode, ClientCertificates, ConfigError, EmbeddedConfig, ExternalConfig,
-    ExternalTlsConfig, PlainListenerConfig, Secret, TlsListenerConfig, UserConfig,
+    AnonymousConfig, BrokerConfig, BrokerMode, ClientCertificates, ConfigError, EmbeddedConfig,
+    ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret, TlsListenerConfig,
+    UserConfig,
 };
 pub use embedded::EmbeddedBroker;
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
+pub use policy::TopicPolicy;
 
 use std::net::SocketAddr;
 

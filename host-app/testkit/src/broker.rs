@@ -3,30 +3,59 @@
 
 use std::time::Duration;
 
-use host_app::broker::{EmbeddedBroker, EmbeddedConfig, PlainListenerConfig, Secret, UserConfig};
+use host_app::broker::{
+    AnonymousConfig, EmbeddedBroker, EmbeddedConfig, PlainListenerConfig, Role, Secret, UserConfig,
+};
 
 /// Upper bound for any single wait in these tests; never a speed assertion.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// An embedded configuration on an OS-chosen loopback port, validated.
+/// An embedded configuration on an OS-chosen loopback port, validated, open to anonymous
+/// clients with every right (these tests are about the broker, not its access rules).
 pub fn config() -> EmbeddedConfig {
+    let everything = Some(vec!["#".to_owned()]);
     let mut config = EmbeddedConfig {
         plain: PlainListenerConfig {
             enabled: true,
             listen: "127.0.0.1:0".parse().unwrap(),
         },
+        allow_anonymous: true,
+        anonymous: Some(AnonymousConfig {
+            role: Some(Role::Custom),
+            publish: everything.clone(),
+            subscribe: everything,
+            deny: None,
+        }),
         ..EmbeddedConfig::default()
     };
     config.validate().unwrap();
     config
 }
 
-pub fn with_users(mut config: EmbeddedConfig, users: &[(&str, &str)]) -> EmbeddedConfig {
-    config.users = users
+/// `config` with these accounts and anonymous access off: the first a host account whose
+/// host id is its username (the host logs in as it), the others readers.
+pub fn with_users(config: EmbeddedConfig, users: &[(&str, &str)]) -> EmbeddedConfig {
+    let accounts = users
         .iter()
-        .map(|(u, p)| UserConfig::new(*u, Secret::new(*p)))
+        .enumerate()
+        .map(|(i, (u, p))| {
+            let user = UserConfig::new(*u, Secret::new(*p));
+            if i == 0 { user.host(u) } else { user.reader() }
+        })
         .collect();
-    config.host_username = users.first().map(|(u, _)| u.to_string());
+    with_accounts(config, accounts)
+}
+
+/// `config` with these accounts and anonymous access off; the host logs in as the first
+/// `host` account.
+pub fn with_accounts(mut config: EmbeddedConfig, accounts: Vec<UserConfig>) -> EmbeddedConfig {
+    config.host_username = accounts
+        .iter()
+        .find(|u| u.role == Some(Role::Host))
+        .map(|u| u.username.clone());
+    config.users = accounts;
+    config.allow_anonymous = false;
+    config.anonymous = None;
     config.validate().unwrap();
     config
 }

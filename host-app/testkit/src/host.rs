@@ -27,11 +27,12 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub const REORDER_MS: u64 = 300;
 pub const HOST_ID: &str = "scada";
 
-/// The test host's configuration: embedded broker on an OS-chosen port, or an external
+/// The test host's configuration: embedded broker on an OS-chosen port (the host logs in
+/// with its host account, the scripted peers anonymously with every right), or an external
 /// broker at `external`; history in `dir`.
 pub fn host_config(dir: &std::path::Path, external: Option<SocketAddr>) -> TestHostConfig {
     let broker = match external {
-        None => Broker::embedded(SocketAddr::from(([127, 0, 0, 1], 0))),
+        None => Broker::embedded_open(SocketAddr::from(([127, 0, 0, 1], 0))).host_account(HOST_ID),
         Some(addr) => Broker::external(addr),
     };
     let mut config = TestHostConfig::new(HOST_ID, broker, dir);
@@ -121,14 +122,10 @@ pub async fn stored(host: &Host, key: &MetricKey, limit: u32) -> Vec<Sample> {
         .unwrap()
 }
 
-/// An embedded broker alone, on an OS-chosen port, configured as the test host's is.
+/// An embedded broker alone, on an OS-chosen port, open to anonymous clients with every
+/// right (hosts and scripted peers connect without a login).
 pub async fn embedded_broker() -> EmbeddedBroker {
-    system_tests::logs::init();
-    let text = host_config(std::path::Path::new("."), None).to_toml();
-    let config = HostConfig::from_toml(&text).unwrap();
-    EmbeddedBroker::start(&config.broker.embedded)
-        .await
-        .unwrap()
+    crate::broker::start(&crate::broker::config()).await
 }
 
 /// A Primary Host session, not yet running, with the parts a test watches or keeps.

@@ -44,8 +44,14 @@ pub struct Broker {
     pub external: Option<External>,
 }
 
+/// The host account the test builders give a host: `host`, this password.
+pub const HOST_USERNAME: &str = "host";
+pub const HOST_PASSWORD: &str = "host-secret";
+
 impl Broker {
-    /// The embedded broker with its plain listener on `listen` (`127.0.0.1:0`: OS-picked).
+    /// The embedded broker with its plain listener on `listen` (`127.0.0.1:0`: OS-picked),
+    /// no account and anonymous access off: add accounts with [`Broker::user`] (until then
+    /// the host refuses the configuration).
     pub fn embedded(listen: SocketAddr) -> Broker {
         Broker {
             mode: "embedded".to_owned(),
@@ -58,6 +64,39 @@ impl Broker {
             }),
             external: None,
         }
+    }
+
+    /// [`Broker::embedded`] open to anonymous clients with every right: for tests about
+    /// something other than access rules.
+    pub fn embedded_open(listen: SocketAddr) -> Broker {
+        Broker::embedded(listen).anonymous(Anonymous::everything())
+    }
+
+    /// Adds an account.
+    pub fn user(mut self, user: User) -> Broker {
+        self.embedded_mut().users.push(user);
+        self
+    }
+
+    /// Adds the host account of `host_id` ([`HOST_USERNAME`], [`HOST_PASSWORD`]) and makes
+    /// it the one the host logs in as.
+    pub fn host_account(mut self, host_id: &str) -> Broker {
+        self.embedded_mut().host_username = Some(HOST_USERNAME.to_owned());
+        self.user(User::host(HOST_USERNAME, HOST_PASSWORD, host_id))
+    }
+
+    /// Allows anonymous clients, with these rights.
+    pub fn anonymous(mut self, anonymous: Anonymous) -> Broker {
+        let embedded = self.embedded_mut();
+        embedded.allow_anonymous = Some(true);
+        embedded.anonymous = Some(anonymous);
+        self
+    }
+
+    fn embedded_mut(&mut self) -> &mut Embedded {
+        self.embedded
+            .as_mut()
+            .expect("accounts belong to an embedded broker")
     }
 
     /// A document holding only this `[broker]` section.
@@ -89,10 +128,43 @@ pub struct Embedded {
     pub connection_timeout_ms: Option<u64>,
     pub max_payload_size: Option<usize>,
     pub host_username: Option<String>,
+    pub allow_anonymous: Option<bool>,
+    pub acl_file: Option<PathBuf>,
     pub plain: Option<Plain>,
     pub tls: Option<TlsListener>,
+    pub anonymous: Option<Anonymous>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
+}
+
+/// `[broker.embedded.anonymous]`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Anonymous {
+    /// `reader` or `custom`.
+    pub role: Option<String>,
+    pub publish: Option<Vec<String>>,
+    pub subscribe: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+}
+
+impl Anonymous {
+    /// Reads `spBv1.0/#` only.
+    pub fn reader() -> Anonymous {
+        Anonymous {
+            role: Some("reader".to_owned()),
+            ..Anonymous::default()
+        }
+    }
+
+    /// Publishes and subscribes to anything.
+    pub fn everything() -> Anonymous {
+        Anonymous {
+            role: Some("custom".to_owned()),
+            publish: Some(vec!["#".to_owned()]),
+            subscribe: Some(vec!["#".to_owned()]),
+            deny: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,11 +195,54 @@ impl TlsListener {
     }
 }
 
+/// `[[broker.embedded.users]]`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct User {
     pub username: String,
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// `edge`, `host`, `reader` or `custom`.
+    pub role: Option<String>,
+    pub group_id: Option<String>,
+    pub edge_node_ids: Option<Vec<String>>,
+    pub host_id: Option<String>,
+    pub client_id_prefix: Option<String>,
+    pub publish: Option<Vec<String>>,
+    pub subscribe: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+}
+
+impl User {
+    fn new(username: &str, password: &str, role: &str) -> User {
+        User {
+            username: username.to_owned(),
+            password: Some(password.to_owned()),
+            role: Some(role.to_owned()),
+            ..User::default()
+        }
+    }
+
+    /// A `host` account of `host_id`.
+    pub fn host(username: &str, password: &str, host_id: &str) -> User {
+        User {
+            host_id: Some(host_id.to_owned()),
+            ..User::new(username, password, "host")
+        }
+    }
+
+    /// An `edge` account for `edge_node_ids` of `group_id`.
+    pub fn edge(username: &str, password: &str, group_id: &str, edge_node_ids: &[&str]) -> User {
+        User {
+            group_id: Some(group_id.to_owned()),
+            edge_node_ids: Some(edge_node_ids.iter().map(|n| n.to_string()).collect()),
+            ..User::new(username, password, "edge")
+        }
+    }
+
+    /// A `reader` account (subscribes to `spBv1.0/#`).
+    pub fn reader(username: &str, password: &str) -> User {
+        User::new(username, password, "reader")
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
