@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -26,6 +26,7 @@ use super::codec::{
     self, CodecError, Connect, Ending, LEVEL_5, PacketScanner, RawPacket, Refusal, Will,
 };
 use super::config::Secret;
+use super::read_buffer::ReadBuffer;
 
 /// How long the front waits on rumqttd's own answers (CONNACK, PUBACK) on loopback.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -547,10 +548,9 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     // Ends when the client is gone (false) or has sent a DISCONNECT that rumqttd will act
     // on (true).
     let to_broker = async {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut buf = ReadBuffer::new();
         loop {
-            buf.clear();
-            match timeout(idle, client_rx.read_buf(&mut buf)).await {
+            match timeout(idle, buf.read(&mut client_rx)).await {
                 Ok(Ok(0) | Err(_)) => return false,
                 Ok(Ok(_)) => {}
                 Err(_) => {
@@ -558,8 +558,8 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
                     return false;
                 }
             }
-            scanner.feed(&buf);
-            if upstream_tx.write_all(&buf).await.is_err() {
+            scanner.feed(buf.filled());
+            if upstream_tx.write_all(buf.filled()).await.is_err() {
                 return false;
             }
             if scanner.ending() != Ending::Open {
@@ -571,15 +571,14 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     };
     // Ends when rumqttd closes; a client that stopped reading does not end it.
     let to_client = async {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut buf = ReadBuffer::new();
         let mut client_open = true;
         loop {
-            buf.clear();
-            match upstream_rx.read_buf(&mut buf).await {
+            match buf.read(&mut upstream_rx).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            if client_open && client_tx.write_all(&buf).await.is_err() {
+            if client_open && client_tx.write_all(buf.filled()).await.is_err() {
                 client_open = false;
             }
         }

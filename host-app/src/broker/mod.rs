@@ -101,6 +101,7 @@ pub mod config;
 mod embedded;
 mod endpoint;
 mod front;
+mod read_buffer;
 mod tls;
 
 pub(crate) use tls::tls_key;
