@@ -55,7 +55,7 @@ fn main() {
         serve_embedded();
         return;
     }
-    raise_open_files_limit();
+    system_tests::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,20 +97,6 @@ fn serve_embedded() {
         .expect("stdin reader");
         broker.stop().await;
     });
-}
-
-fn raise_open_files_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// A broker process under test.

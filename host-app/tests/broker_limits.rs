@@ -19,21 +19,6 @@ use tokio_util::sync::CancellationToken;
 /// The bound for a valid client's CONNECT under the SlowITe load.
 const CONNECT_UNDER_ATTACK: Duration = Duration::from_secs(2);
 
-/// 1,200 sockets exceed the usual soft limit of 1,024 descriptors.
-fn raise_open_files_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 /// An MQTT CONNECT (clean session, no will, no login) of protocol `level` (4 or 5).
 fn connect_packet(level: u8, client_id: &str, keep_alive: u16) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02];
@@ -143,7 +128,7 @@ async fn settle(counter: &AtomicUsize, target: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_clients_connect_and_data_flows_under_1000_silent_and_200_trickling_sockets() {
-    raise_open_files_limit();
+    system_tests::raise_open_files_limit();
     // The default pools (256 pending) must hold on their own: the rates and the limit
     // per address, which would refuse most of this load from one address, are opened up.
     let mut config = config();
