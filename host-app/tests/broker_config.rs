@@ -49,6 +49,40 @@ fn example_file_loads() {
 }
 
 #[test]
+fn connection_limits_of_the_example_are_the_defaults() {
+    let secrets = tempfile::tempdir().unwrap();
+    let example = BrokerConfig::from_toml(&example(secrets.path()))
+        .unwrap()
+        .embedded;
+    let default = host_app::broker::EmbeddedConfig::default();
+    let limits = |c: &host_app::broker::EmbeddedConfig| {
+        (
+            c.max_connections,
+            c.max_pending_connections,
+            c.max_connections_per_address,
+            c.connect_rate,
+            c.connect_rate_per_address,
+            c.connection_timeout_ms,
+            c.max_keepalive_s,
+        )
+    };
+    assert_eq!(limits(&example), limits(&default));
+}
+
+#[test]
+fn connection_limits_of_zero_are_each_named() {
+    let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_pending_connections = 0\n\
+               max_connections_per_address = 0\nconnect_rate = 0\nconnect_rate_per_address = 0\n\
+               max_keepalive_s = 0\n";
+    assert_eq!(
+        error_key(doc),
+        "broker.embedded.max_pending_connections, broker.embedded.max_connections_per_address, \
+         broker.embedded.connect_rate, broker.embedded.connect_rate_per_address, \
+         broker.embedded.max_keepalive_s"
+    );
+}
+
+#[test]
 fn commented_parts_of_the_example_load_when_enabled() {
     let pki = Pki::generate();
     let acl_file = pki.dir.path().join("mqtt.acl");

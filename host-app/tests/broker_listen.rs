@@ -94,7 +94,7 @@ async fn host_endpoint_logs_in_as_host_username() {
 }
 
 #[tokio::test]
-async fn connections_over_the_limit_are_closed() {
+async fn connects_over_the_limit_are_refused() {
     let mut config = config();
     config.max_connections = 2;
     let broker = start(&config).await;
@@ -102,11 +102,13 @@ async fn connections_over_the_limit_are_closed() {
     let (a, a_loop) = connect(options("a", addr)).await;
     let (_b, _b_loop) = connect(options("b", addr)).await;
 
-    let mut third = TcpStream::connect(addr).await.unwrap();
-    assert!(
-        closed_by_peer(&mut third).await,
-        "third socket must be closed"
-    );
+    let (_third, mut third_loop) = rumqttc::AsyncClient::builder(options("c", addr)).build();
+    match wait_connack(&mut third_loop).await {
+        Err(ConnectionError::ConnectionRefused(code)) => {
+            assert_eq!(code, ConnectReturnCode::ServiceUnavailable, "third refused")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 
     // Once a client leaves, its place is free again.
     disconnect(a, a_loop).await;

@@ -22,6 +22,22 @@ pub mod wait;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Raises this process's soft limit on open files to its hard limit: tests holding more
+/// than 1,024 sockets at once need it.
+pub fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// The workspace root (this crate sits in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -423,3 +423,31 @@ fn units_run_the_packaged_binaries_as_their_own_users() {
     // No web login yet: the packaged host serves its API on loopback only.
     assert!(host.contains("listen = \"127.0.0.1:8080\""));
 }
+
+/// The host unit's descriptor limit covers the embedded broker's connection limits as
+/// the packaged configuration sets them: 3 descriptors per logged-in connection (client
+/// socket and both ends of the loopback link to the engine), 1 per pending socket, and
+/// 256 for listeners, API clients and SQLite.
+#[test]
+fn host_unit_open_files_limit_covers_the_broker_connection_limits() {
+    let unit = std::fs::read_to_string(workspace_root().join("systemd/host-app.service")).unwrap();
+    let limit: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("host-app.service sets LimitNOFILE")
+        .parse()
+        .unwrap();
+    let config: toml::Table = toml::from_str(
+        &std::fs::read_to_string(workspace_root().join("config/host-app.example.toml")).unwrap(),
+    )
+    .unwrap();
+    let embedded = &config["broker"]["embedded"];
+    let key = |k: &str| {
+        embedded[k]
+            .as_integer()
+            .unwrap_or_else(|| panic!("broker.embedded.{k} in the example configuration"))
+            as u64
+    };
+    let needed = 3 * key("max_connections") + key("max_pending_connections") + 256;
+    assert!(limit >= needed, "LimitNOFILE={limit}, needed {needed}");
+}

@@ -343,6 +343,75 @@ pub fn connack_code(packet: &RawPacket) -> Result<u8, CodecError> {
         .ok_or(CodecError::Malformed("CONNACK"))
 }
 
+/// MQTT 5 property "Server Keep Alive".
+const SERVER_KEEP_ALIVE: u8 = 0x13;
+
+/// An MQTT 5 CONNACK (whole packet) with its Server Keep Alive set to `seconds`: the
+/// property is replaced when present, else added. A CONNACK that cannot be read (or
+/// holds a property unknown here) is returned unchanged.
+pub fn with_server_keep_alive(connack: &[u8], seconds: u16) -> Bytes {
+    rewrite_server_keep_alive(connack, seconds).unwrap_or_else(|| Bytes::copy_from_slice(connack))
+}
+
+fn rewrite_server_keep_alive(connack: &[u8], seconds: u16) -> Option<Bytes> {
+    let (&header, rest) = connack.split_first()?;
+    let (body_len, used) = varint(rest)?;
+    let body = rest.get(used..used + body_len)?;
+    // Acknowledge flags and reason code, then the properties.
+    let (head, props) = (body.get(..2)?, body.get(2..)?);
+    let (props_len, used) = if props.is_empty() {
+        (0, 0)
+    } else {
+        varint(props)?
+    };
+    let mut props = props.get(used..used + props_len)?;
+    let mut kept = BytesMut::with_capacity(props.len() + 3);
+    while let Some((&id, rest)) = props.split_first() {
+        let len = match id {
+            0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 => 2,
+            0x11 | 0x27 => 4,
+            0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
+                2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]))
+            }
+            0x26 => {
+                let key = 2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                let value = rest.get(key..key + 2)?;
+                key + 2 + usize::from(u16::from_be_bytes([value[0], value[1]]))
+            }
+            _ => return None,
+        };
+        if id != SERVER_KEEP_ALIVE {
+            kept.put_u8(id);
+            kept.put_slice(rest.get(..len)?);
+        }
+        props = rest.get(len..)?;
+    }
+    kept.put_u8(SERVER_KEEP_ALIVE);
+    kept.put_u16(seconds);
+    let mut props_len = BytesMut::new();
+    put_remaining_length(&mut props_len, kept.len());
+    let mut out = BytesMut::with_capacity(connack.len() + 4);
+    out.put_u8(header);
+    put_remaining_length(&mut out, head.len() + props_len.len() + kept.len());
+    out.put_slice(head);
+    out.put_slice(&props_len);
+    out.put_slice(&kept);
+    Some(out.freeze())
+}
+
+/// A variable byte integer at the start of `buf`: its value and how many bytes it took.
+fn varint(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, &byte) in buf.iter().take(4).enumerate() {
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
 /// How a refused CONNECT is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -592,5 +661,35 @@ mod tests {
             read_packet(&mut reader, 100).await,
             Err(CodecError::TooLarge(16383))
         ));
+    }
+
+    #[test]
+    fn server_keep_alive_is_added_to_a_connack_without_one() {
+        // Success, no properties.
+        let connack = [0x20, 3, 0, 0, 0];
+        assert_eq!(
+            &with_server_keep_alive(&connack, 60)[..],
+            &[0x20, 6, 0, 0, 3, 0x13, 0, 60]
+        );
+    }
+
+    #[test]
+    fn server_keep_alive_replaces_one_present_and_keeps_other_properties() {
+        // Receive Maximum 10, Server Keep Alive 5, Assigned Client Identifier "ab".
+        let connack = [
+            0x20, 14, 1, 0, 11, 0x21, 0, 10, 0x13, 0, 5, 0x12, 0, 2, b'a', b'b',
+        ];
+        assert_eq!(
+            &with_server_keep_alive(&connack, 300)[..],
+            &[
+                0x20, 14, 1, 0, 11, 0x21, 0, 10, 0x12, 0, 2, b'a', b'b', 0x13, 1, 44
+            ]
+        );
+    }
+
+    #[test]
+    fn a_connack_with_an_unknown_property_is_left_unchanged() {
+        let connack = [0x20, 5, 0, 0, 2, 0x7f, 0];
+        assert_eq!(&with_server_keep_alive(&connack, 60)[..], &connack);
     }
 }

@@ -51,10 +51,21 @@ pub struct EmbeddedConfig {
     pub anonymous: Option<AnonymousConfig>,
     /// A Mosquitto-style ACL file whose grants are added to `custom` accounts.
     pub acl_file: Option<PathBuf>,
-    /// Client connections at once, over all listeners.
+    /// Logged-in client connections at once, over all listeners.
     pub max_connections: usize,
+    /// Sockets at once that have not finished CONNECT yet (a pool apart from logged-in
+    /// connections); when full, the oldest such socket is closed for a new one.
+    pub max_pending_connections: usize,
+    /// Sockets at once from one IP address, pending and logged in.
+    pub max_connections_per_address: usize,
+    /// New sockets accepted per second over all listeners (bursts up to one second's).
+    pub connect_rate: u32,
+    /// New sockets accepted per second from one IP address (bursts up to one second's).
+    pub connect_rate_per_address: u32,
     /// Time a new socket has to finish TLS and send CONNECT before it is dropped.
     pub connection_timeout_ms: u64,
+    /// Largest keep-alive granted, in seconds; a CONNECT asking more, or 0, gets this.
+    pub max_keepalive_s: u16,
     /// Largest MQTT packet body accepted, in bytes (a CONNECT is further held to 32 KiB).
     pub max_payload_size: usize,
 }
@@ -70,7 +81,12 @@ impl Default for EmbeddedConfig {
             anonymous: None,
             acl_file: None,
             max_connections: 256,
+            max_pending_connections: 256,
+            max_connections_per_address: 64,
+            connect_rate: 500,
+            connect_rate_per_address: 50,
             connection_timeout_ms: 5_000,
+            max_keepalive_s: 300,
             max_payload_size: 256 * 1024,
         }
     }
@@ -342,10 +358,30 @@ impl EmbeddedConfig {
         if self.max_connections == 0 {
             problems.push("broker.embedded.max_connections", "must be at least 1");
         }
-        if self.connection_timeout_ms == 0 {
+        for (key, value) in [
+            (
+                "max_pending_connections",
+                self.max_pending_connections as u64,
+            ),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("connect_rate", u64::from(self.connect_rate)),
+            (
+                "connect_rate_per_address",
+                u64::from(self.connect_rate_per_address),
+            ),
+            ("connection_timeout_ms", self.connection_timeout_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("broker.embedded.{key}"), "must be at least 1");
+            }
+        }
+        if self.max_keepalive_s == 0 {
             problems.push(
-                "broker.embedded.connection_timeout_ms",
-                "must be at least 1",
+                "broker.embedded.max_keepalive_s",
+                "must be between 1 and 65535 seconds",
             );
         }
         // An MQTT remaining length is at most 268435455 bytes.

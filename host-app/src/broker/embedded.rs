@@ -16,6 +16,7 @@ use tracing::{Instrument, info, info_span};
 
 use super::BrokerError;
 use super::acl::Acl;
+use super::admission::Limits;
 use super::codec::{self, Connect, LEVEL_5, LEVEL_311};
 use super::config::{EmbeddedConfig, Secret};
 use super::endpoint::{Credentials, MqttEndpoint};
@@ -71,6 +72,13 @@ impl EmbeddedBroker {
             Duration::from_millis(config.connection_timeout_ms),
             config.max_payload_size,
             config.max_connections,
+            Limits {
+                max_pending: config.max_pending_connections,
+                max_per_address: config.max_connections_per_address,
+                rate: config.connect_rate,
+                rate_per_address: config.connect_rate_per_address,
+            },
+            config.max_keepalive_s,
         ));
         let mut broker = EmbeddedBroker {
             plain_addr: None,

@@ -1,7 +1,8 @@
-//! The front every client meets: our own accept loops (plain and TLS), the connection
-//! limit, the CONNECT deadline, the login, client id and will checks of the access rules
-//! ([`Acl`]) and Last Will handling. Each accepted client is proxied to rumqttd's internal
-//! loopback listener.
+//! The front every client meets: our own accept loops (plain and TLS), admission at
+//! accept (module `admission`: pending pool, limits per address, connect rates), the
+//! CONNECT deadline, the limit on logged-in connections, the maximum keep-alive, the
+//! login, client id and will checks of the access rules ([`Acl`]) and Last Will handling.
+//! Each accepted client is proxied to rumqttd's internal loopback listener.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use infra::logging::Escaped;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -21,10 +22,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::acl::{Acl, Denied, Login};
+use super::admission::{Admission, Limits, Ticket};
 use super::codec::{
     self, CodecError, Connect, Ending, LEVEL_5, PacketScanner, RawPacket, Refusal, Will,
 };
 use super::config::Secret;
+use super::read_buffer::ReadBuffer;
 
 /// How long the front waits on rumqttd's own answers (CONNACK, PUBACK) on loopback.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,8 +38,6 @@ const TAKEOVER_DRAIN: Duration = Duration::from_millis(100);
 /// Largest CONNECT read (client id, will and login): bounds what a socket that has not
 /// logged in yet can make the front hold.
 const MAX_CONNECT_SIZE: usize = 32 * 1024;
-/// Keep alive forwarded for a client that asked for none: rumqttd refuses 0.
-const NO_KEEP_ALIVE: u16 = u16::MAX;
 
 /// rumqttd's internal listeners and the credential only the front knows.
 pub struct Upstream {
@@ -52,7 +53,12 @@ pub struct Front {
     pub acl: Arc<Acl>,
     pub connection_timeout: Duration,
     pub max_packet_size: usize,
+    /// Places for logged-in connections (`max_connections`).
     pub permits: Arc<Semaphore>,
+    /// Places for sockets before their CONNECT, and the limits at accept.
+    admission: Arc<Admission>,
+    /// Largest keep-alive granted, in seconds.
+    max_keepalive: u16,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     /// Numbers upstream connections, so rumqttd never sees a client id twice.
@@ -79,6 +85,8 @@ impl Front {
         connection_timeout: Duration,
         max_packet_size: usize,
         max_connections: usize,
+        limits: Limits,
+        max_keepalive: u16,
     ) -> Front {
         Front {
             upstream,
@@ -86,6 +94,8 @@ impl Front {
             connection_timeout,
             max_packet_size,
             permits: Arc::new(Semaphore::new(max_connections)),
+            admission: Arc::new(Admission::new(limits)),
+            max_keepalive,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             serials: AtomicU64::new(0),
@@ -109,40 +119,55 @@ impl Front {
                     continue;
                 }
             };
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                warn!(%peer, "connection limit reached; closing the new socket");
-                continue;
+            // Debug only: under a flood, a line per refused socket would fill the log.
+            let ticket = match self.admission.admit(peer.ip()) {
+                Ok(ticket) => ticket,
+                Err(refused) => {
+                    debug!(%peer, ?refused, "new socket refused at accept");
+                    continue;
+                }
             };
             let front = self.clone();
             let tls = tls.clone();
             let span = info_span!("mqtt_client", %peer, client_id = tracing::field::Empty);
             self.tasks
-                .spawn(async move { front.serve(stream, tls, permit).await }.instrument(span));
+                .spawn(async move { front.serve(stream, tls, ticket).await }.instrument(span));
         }
         debug!("listener closed");
     }
 
-    async fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        tls: Option<TlsAcceptor>,
-        _permit: OwnedSemaphorePermit,
-    ) {
+    async fn serve(self: Arc<Self>, stream: TcpStream, tls: Option<TlsAcceptor>, ticket: Ticket) {
         let _ = stream.set_nodelay(true);
         let shutdown = self.shutdown.clone();
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = self.serve_inner(stream, tls) => {}
+            _ = self.serve_inner(stream, tls, ticket) => {}
         }
     }
 
-    async fn serve_inner(&self, stream: TcpStream, tls: Option<TlsAcceptor>) {
-        // TLS handshake and CONNECT must both arrive within the deadline.
+    async fn serve_inner(&self, stream: TcpStream, tls: Option<TlsAcceptor>, mut ticket: Ticket) {
+        // TLS handshake and CONNECT must both arrive within the deadline, which is set once
+        // at accept: bytes trickling in do not extend it. Newer sockets may evict this one
+        // from the pending pool meanwhile.
+        let evicted = ticket.evicted();
         match tls {
             None => {
                 let mut stream = stream;
-                match timeout(self.connection_timeout, self.read_connect(&mut stream)).await {
-                    Ok(Some(first)) => self.session(stream, first).await,
+                let opening = timeout(self.connection_timeout, self.read_connect(&mut stream));
+                let first = tokio::select! {
+                    _ = evicted.cancelled() => {
+                        debug!("pending pool full; closing the oldest socket without CONNECT");
+                        return;
+                    }
+                    first = opening => first,
+                };
+                match first {
+                    Ok(Some(first)) => {
+                        ticket.leave_pending();
+                        if let Some(_permit) = self.session_permit(&mut stream, &first).await {
+                            self.session(stream, first).await;
+                        }
+                    }
                     Ok(None) => {}
                     Err(_) => info!("no CONNECT in time; closing"),
                 }
@@ -159,13 +184,53 @@ impl Front {
                     let first = self.read_connect(&mut stream).await?;
                     Some((stream, first))
                 };
-                match timeout(self.connection_timeout, opening).await {
-                    Ok(Some((stream, first))) => self.session(stream, first).await,
+                let opened = tokio::select! {
+                    _ = evicted.cancelled() => {
+                        debug!("pending pool full; closing the oldest socket without CONNECT");
+                        return;
+                    }
+                    opened = timeout(self.connection_timeout, opening) => opened,
+                };
+                match opened {
+                    Ok(Some((mut stream, first))) => {
+                        ticket.leave_pending();
+                        if let Some(_permit) = self.session_permit(&mut stream, &first).await {
+                            self.session(stream, first).await;
+                        }
+                    }
                     Ok(None) => {}
                     Err(_) => info!("no TLS handshake and CONNECT in time; closing"),
                 }
             }
         }
+    }
+
+    /// A place among logged-in connections for a socket whose CONNECT has arrived; when
+    /// all are taken the CONNECT is refused (server unavailable).
+    async fn session_permit<S: AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
+        first: &RawPacket,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        warn!("connection limit reached; refusing the CONNECT");
+        let level = Connect::parse(first).map_or(codec::LEVEL_311, |c| c.level);
+        let mut out = BytesMut::new();
+        codec::encode_connack_refusal(level, Refusal::ServerUnavailable, &mut out);
+        let _ = client.write_all(&out).await;
+        None
+    }
+
+    /// Grants at most `max_keepalive_s` (a CONNECT asking 0 or more gets the maximum);
+    /// returns the granted value when it differs from what the client asked.
+    fn grant_keep_alive(&self, connect: &mut Connect) -> Option<u16> {
+        if connect.keep_alive != 0 && connect.keep_alive <= self.max_keepalive {
+            return None;
+        }
+        connect.keep_alive = self.max_keepalive;
+        Some(self.max_keepalive)
     }
 
     async fn read_connect<S: AsyncRead + Unpin>(&self, stream: &mut S) -> Option<RawPacket> {
@@ -303,9 +368,9 @@ impl Front {
         // The will is kept here and published by the front (see the module docs).
         let will = connect.will.take();
         connect.will_properties = Bytes::new();
-        if connect.keep_alive == 0 {
-            connect.keep_alive = NO_KEEP_ALIVE;
-        }
+        let granted_keep_alive = self.grant_keep_alive(&mut connect);
+        // A client silent for 1.5 times its keep-alive is gone (MQTT-3.1.2-24).
+        let idle = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
         connect.username = Some(Bytes::from(self.upstream.username.clone()));
         connect.password = Some(Bytes::from(self.upstream.password.expose().to_owned()));
         let level = connect.level;
@@ -316,7 +381,11 @@ impl Front {
             let _ = client.write_all(&out).await;
             return;
         };
-        let (upstream, connack) = upstream;
+        let (upstream, mut connack) = upstream;
+        // MQTT 5 is told the keep-alive it got (MQTT-3.2.2-22); 3.1.1 has no way to hear it.
+        if let Some(granted) = granted_keep_alive.filter(|_| level == LEVEL_5 && connack.0 == 0) {
+            connack.1 = codec::with_server_keep_alive(&connack.1, granted);
+        }
         if client.write_all(&connack.1).await.is_err() {
             return;
         }
@@ -327,7 +396,7 @@ impl Front {
         debug!(will = ?will, "session open");
 
         let mut scanner = PacketScanner::new(level);
-        proxy(client, upstream, &mut scanner, taken_over).await;
+        proxy(client, upstream, &mut scanner, taken_over, idle).await;
         match (scanner.ending(), will) {
             (Ending::Clean, _) => debug!("closed with DISCONNECT"),
             (_, None) => debug!("closed without DISCONNECT; no will"),
@@ -475,8 +544,8 @@ fn reencode(packet: &RawPacket, out: &mut BytesMut) {
     out.put_slice(&packet.body);
 }
 
-/// Copies both ways until either side closes or the session is taken over; `scanner`
-/// follows what the client sent.
+/// Copies both ways until either side closes, the client is silent for `idle`, or the
+/// session is taken over; `scanner` follows what the client sent.
 ///
 /// After a DISCONNECT the upstream socket is left for rumqttd to close: when it sees the
 /// socket close while it handles the DISCONNECT, rumqttd disconnects the connection id
@@ -486,21 +555,25 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     upstream: TcpStream,
     scanner: &mut PacketScanner,
     taken_over: &CancellationToken,
+    idle: Duration,
 ) {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     // Ends when the client is gone (false) or has sent a DISCONNECT that rumqttd will act
     // on (true).
     let to_broker = async {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut buf = ReadBuffer::new();
         loop {
-            buf.clear();
-            match client_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
+            match timeout(idle, buf.read(&mut client_rx)).await {
+                Ok(Ok(0) | Err(_)) => return false,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    info!("client silent for 1.5 times its keep-alive; closing");
+                    return false;
+                }
             }
-            scanner.feed(&buf);
-            if upstream_tx.write_all(&buf).await.is_err() {
+            scanner.feed(buf.filled());
+            if upstream_tx.write_all(buf.filled()).await.is_err() {
                 return false;
             }
             if scanner.ending() != Ending::Open {
@@ -512,15 +585,14 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     };
     // Ends when rumqttd closes; a client that stopped reading does not end it.
     let to_client = async {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut buf = ReadBuffer::new();
         let mut client_open = true;
         loop {
-            buf.clear();
-            match upstream_rx.read_buf(&mut buf).await {
+            match buf.read(&mut upstream_rx).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            if client_open && client_tx.write_all(&buf).await.is_err() {
+            if client_open && client_tx.write_all(buf.filled()).await.is_err() {
                 client_open = false;
             }
         }

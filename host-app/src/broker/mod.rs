@@ -53,11 +53,18 @@
 //! - **Wrong password.** rumqttd closes the socket without a CONNACK. The front checks
 //!   logins itself and answers CONNACK 4 "bad username or password" (5 "not authorized"
 //!   without credentials; 0x86/0x87 for MQTT 5), then closes.
-//! - **Keep alive 0** is refused by rumqttd without CONNACK; the front forwards 65535 s
-//!   instead, so such a client is dropped by rumqttd after ~27 h of silence.
+//! - **Keep alive 0** is refused by rumqttd without CONNACK. The front grants at most
+//!   `max_keepalive_s` (a CONNECT asking 0 or more gets the maximum, as Mosquitto's
+//!   `max_keepalive`), tells MQTT 5 clients through the CONNACK's Server Keep Alive, and
+//!   itself closes a client silent for 1.5 times the keep-alive granted.
 //! - **Connection limit.** rumqttd, when full, leaves the client without a CONNACK. The
-//!   front enforces the limit (new sockets over it are closed at once); rumqttd's own
-//!   limit is set above ours.
+//!   front keeps two pools: sockets that have not sent CONNECT yet
+//!   (`max_pending_connections`; when full the oldest is closed, so silent or trickling
+//!   sockets cannot lock valid users out: SlowITe, CVE-2020-13849) and logged-in
+//!   connections (`max_connections`; a CONNECT over it gets "server unavailable"). New
+//!   sockets are also held to `max_connections_per_address` at once and to the connect
+//!   rates `connect_rate_per_address` and `connect_rate` (closed at once when over).
+//!   rumqttd's own limit is set above ours.
 //! - **No shutdown, no port 0.** `Broker::start` blocks forever and cannot report a bound
 //!   port. rumqttd runs on its own thread; its internal ports are picked free (bound and
 //!   released, a short race with other processes) and probed with a real CONNECT until it
@@ -91,12 +98,14 @@
 
 pub mod acl;
 mod acl_file;
+mod admission;
 mod codec;
 pub mod config;
 mod embedded;
 mod endpoint;
 mod front;
 pub mod policy;
+mod read_buffer;
 mod tls;
 mod topic_filter;
 
