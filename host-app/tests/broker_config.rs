@@ -73,7 +73,7 @@ fn connection_limits_of_the_example_are_the_defaults() {
 fn connection_limits_of_zero_are_each_named() {
     let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_pending_connections = 0\n\
                max_connections_per_address = 0\nconnect_rate = 0\nconnect_rate_per_address = 0\n\
-               max_keepalive_s = 0\n";
+               max_keepalive_s = 0\nallow_anonymous = true\n";
     assert_eq!(
         error_key(doc),
         "broker.embedded.max_pending_connections, broker.embedded.max_connections_per_address, \
