@@ -115,6 +115,10 @@ pub struct MetricState {
     pub units: Option<String>,
     /// The alias DATA and commands use in place of the name.
     pub alias: Option<u64>,
+    /// The `engLow`/`engHigh` range of the birth.
+    pub eng_range: Option<(f64, f64)>,
+    /// The birth's `writable` property: the metric takes commands.
+    pub writable: bool,
     pub quality: Quality,
     /// The history store's id; `None` when registration failed (samples not kept).
     pub id: Option<MetricId>,
@@ -171,6 +175,12 @@ pub struct NodeState {
     pub bd_seq: Option<BdSeq>,
     pub metrics: Metrics,
     pub devices: Vec<(String, DeviceState)>,
+    /// When the latest NBIRTH and NDEATH (or loss of the broker) were handled.
+    pub last_birth: Option<u64>,
+    pub last_death: Option<u64>,
+    /// `seq` gaps seen and Rebirths asked of this node.
+    pub seq_gaps: u64,
+    pub rebirths_requested: u64,
     /// alias -> (device index or `None` for the node, metric index).
     aliases: HashMap<u64, (Option<usize>, usize)>,
     /// The `seq` the next message must carry.
@@ -341,6 +351,10 @@ impl Tracker {
                 bd_seq: None,
                 metrics: Metrics::default(),
                 devices: Vec::new(),
+                last_birth: None,
+                last_death: None,
+                seq_gaps: 0,
+                rebirths_requested: 0,
                 aliases: HashMap::new(),
                 expected_seq: None,
                 held: Vec::new(),
@@ -368,6 +382,7 @@ impl Tracker {
         node.expected_seq = seq.map(Seq::next);
         node.state = Liveness::Online;
         node.since = ts;
+        node.last_birth = Some(ts);
         let key = |name: &str| MetricKey::node(group, edge, name);
         let unplaced = define_metrics(&mut node.metrics, &payload, ts, &key, out);
         bind_aliases(&mut node.aliases, None, &node.metrics);
@@ -425,6 +440,7 @@ impl Tracker {
             (Some(seq), Some(expected)) if seq != expected => {
                 if node.held.is_empty() {
                     self.stats.seq_gaps += 1;
+                    node.seq_gaps += 1;
                     node.gap_deadline = Some(now.saturating_add(self.config.reorder_timeout_ms));
                 }
                 node.held.push(Held {
@@ -553,6 +569,9 @@ impl Tracker {
             }
         }
         self.stats.rebirths_requested += 1;
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.rebirths_requested += 1;
+        }
         out.actions.push(Action::Rebirth {
             node: id.clone(),
             reason,
@@ -576,6 +595,7 @@ fn set_node_offline(
 ) {
     node.state = Liveness::Offline;
     node.since = ts;
+    node.last_death = Some(ts);
     node.held.clear();
     node.gap_deadline = None;
     node.metrics.mark_stale(ts, samples);
@@ -661,6 +681,8 @@ fn define_metrics(
             .as_ref()
             .and_then(|p| p.eng_unit())
             .map(str::to_owned);
+        let eng_range = m.properties.as_ref().and_then(|p| p.eng_range());
+        let writable = m.properties.as_ref().is_some_and(|p| p.writable());
         // Keep the id of a metric born before with the same datatype and units.
         let previous = old.get(name);
         let id = match previous {
@@ -678,6 +700,8 @@ fn define_metrics(
             datatype,
             units,
             alias: m.alias,
+            eng_range,
+            writable,
             id,
             value: None,
             quality: Quality::GOOD,

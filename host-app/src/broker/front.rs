@@ -57,6 +57,7 @@ pub struct Front {
     pub connection_timeout: Duration,
     pub max_packet_size: usize,
     pub permits: Arc<Semaphore>,
+    pub max_connections: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     /// Numbers upstream connections, so rumqttd never sees a client id twice.
@@ -88,6 +89,7 @@ impl Front {
             connection_timeout,
             max_packet_size,
             permits: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             serials: AtomicU64::new(0),

@@ -101,7 +101,7 @@ pub use config::{
     BrokerConfig, BrokerMode, ClientCertificates, ConfigError, EmbeddedConfig, ExternalConfig,
     ExternalTlsConfig, PlainListenerConfig, Secret, TlsListenerConfig, UserConfig,
 };
-pub use embedded::EmbeddedBroker;
+pub use embedded::{ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
 
 use std::net::SocketAddr;
