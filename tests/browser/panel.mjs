@@ -1,0 +1,128 @@
+// The operator's panel in a real Chromium, against the processes the cargo test started
+// (tests/tests/e2e_panel.rs): setup, login, the live tree, a value changed by the
+// simulator, a trend drawn and zoomed, a confirmed write and its audit row, a viewer
+// refused, an edge node going OFFLINE, logout. One screenshot per step.
+import { url, ask, launch, run, check, login, logout } from "./lib.mjs";
+
+const token = process.env.SETUP_TOKEN;
+const password = process.env.PANEL_PASSWORD;
+const [group, node, device] = ["e2e", "gw-1", "tank-farm"];
+const devicePath = `/device/${group}/${node}/${device}`;
+const levelKey = `${group}/${node}/${device}:Tank 1/Start Level`;
+const row = (key) => `tr[data-key="${key}"]`;
+
+const { page, close } = await launch();
+
+const ok = await run(page, [
+  ["01-setup", async () => {
+    await page.goto(url + "/");
+    check(page.url().startsWith(url + "/setup"), `before setup / leads to setup, got ${page.url()}`);
+    await page.goto(`${url}/setup?token=${encodeURIComponent(token)}`);
+    await page.fill("#username", "ada");
+    await page.fill("#password", password);
+    await page.fill("#confirm", password);
+    await Promise.all([page.waitForURL(url + "/"), page.click("button[type=submit]")]);
+    check(await page.textContent("#role") === "admin", "the first account is an admin");
+  }],
+  ["02-users", async () => {
+    await page.click("text=Users & tokens");
+    for (const [name, role] of [["olivia", "operator"], ["victor", "viewer"]]) {
+      await page.fill("#new-username", name);
+      await page.fill("#new-password", password);
+      await page.selectOption("#new-role", role);
+      await Promise.all([page.waitForLoadState("load"), page.click("#add-user button[type=submit]")]);
+      await page.waitForSelector(`#users tr[data-user="${name}"]`);
+    }
+    await logout(page);
+  }],
+  ["03-login", async () => {
+    await page.fill("#username", "olivia");
+    await page.fill("#password", "wrong password 000");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Wrong username or password.");
+    await login(page, "olivia", password);
+    check(await page.textContent("#role") === "operator", "role shown in the nav");
+  }],
+  ["04-tree", async () => {
+    const nodeRow = `tr.node[data-node="${group}/${node}"]`;
+    await page.waitForSelector(`${nodeRow} .badge.online`);
+    for (const d of ["tank-farm", "compressor", "power-meter"]) {
+      await page.waitForSelector(`tr.device[data-device="${d}"] .badge.online`);
+    }
+    check((await page.textContent(`${nodeRow} td[data-label=bdSeq]`)).trim() !== "–", "bdSeq shown");
+  }],
+  ["05-live-value", async () => {
+    await page.goto(url + devicePath);
+    await page.waitForFunction(() => document.documentElement.dataset.live === "1");
+    await page.evaluate(() => { window.notReloaded = true; });
+    // Tank 1 start level: high word 0x40A0 = 5.0 (f32, abcd).
+    await ask("set 1 hr 1 16544");
+    await page.waitForFunction((sel) => document.querySelector(sel + " td.value").textContent.trim() === "5", row(levelKey));
+    check(await page.evaluate(() => window.notReloaded === true), "the value changed without a reload");
+  }],
+  ["06-write-confirmed", async () => {
+    await page.click(`${row(levelKey)} button.write`);
+    check(await page.textContent("#w-datatype") === "Float", "datatype from the birth");
+    check(await page.textContent("#w-units") === "m", "units from the birth");
+    check(await page.textContent("#w-current") === "5", "current value in the dialog");
+    await page.fill("#w-value", "3.5");
+    await page.click("#w-confirm");
+    await page.waitForSelector("#write-status:has-text('done')");
+    await page.waitForFunction((sel) => document.querySelector(sel + " td.value").textContent.trim() === "3.5", row(levelKey));
+  }],
+  ["07-audit-row", async () => {
+    await page.goto(url + "/audit?user=olivia");
+    const audit = await page.textContent("#audit tbody");
+    check(audit.includes("Tank 1/Start Level") && audit.includes("3.5"), `audit row of the write: ${audit}`);
+  }],
+  ["08-trend-zoom", async () => {
+    await page.goto(`${url}/trends?m=${encodeURIComponent(`${group}/${node}/${device}:Tank 1/Level`)}`);
+    await page.click("button.preset[data-range='3600000']");
+    await page.waitForFunction(() => Number(document.getElementById("chart").dataset.buckets) > 0);
+    const before = await page.evaluate(() => ({ ...document.getElementById("chart").dataset }));
+    check(Number(before.to) - Number(before.from) === 3600000, "one hour shown");
+    const box = await page.locator("#chart .u-over").boundingBox();
+    // The data is the last minute: zoom on the right end of the hour.
+    await page.mouse.move(box.x + box.width * 0.9, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.99, box.y + box.height / 2, { steps: 5 });
+    await page.mouse.up();
+    await page.waitForFunction((n) => Number(document.getElementById("chart").dataset.loads) > n, Number(before.loads));
+    const after = await page.evaluate(() => ({ ...document.getElementById("chart").dataset }));
+    const span = Number(after.to) - Number(after.from);
+    check(span < 600000 && span > 60000, `zoomed to about 9 % of the hour: ${span} ms`);
+    check(Number(after.buckets) > 0, "the zoomed range has data");
+    check(new URL(page.url()).searchParams.get("from") === after.from, "the zoom is in the URL");
+  }],
+  ["09-viewer", async () => {
+    await logout(page);
+    await login(page, "victor", password);
+    await page.goto(url + devicePath);
+    await page.waitForSelector(row(levelKey));
+    check(await page.locator("button.write").count() === 0, "no write control for a viewer");
+    check(await page.locator("button.rebirth").count() === 0, "no Rebirth control for a viewer");
+    const status = await page.evaluate(async (key) => {
+      const r = await Panel.send("POST", "/api/write", { group: "e2e", node: "gw-1", device: "tank-farm", metric: key, value: 1 });
+      return r.status;
+    }, "Tank 1/Start Level");
+    check(status === 403, `the API refuses the viewer's write: ${status}`);
+  }],
+  ["10-offline-stale", async () => {
+    await page.evaluate(() => { window.notReloaded = true; });
+    await ask("kill-edge");
+    await page.waitForSelector("#state:has-text('OFFLINE')");
+    await page.waitForSelector(`${row(levelKey)}.stale`);
+    check(await page.evaluate(() => window.notReloaded === true), "went OFFLINE on screen without a reload");
+    await page.goto(url + "/");
+    await page.waitForSelector(`tr.node[data-node="${group}/${node}"] .badge.offline`);
+  }],
+  ["11-logout", async () => {
+    await logout(page);
+    await page.goto(url + devicePath);
+    check(page.url().startsWith(url + "/login"), `a page without a session leads to login: ${page.url()}`);
+  }],
+]);
+
+await close();
+process.stdout.write(`@@ finished ${ok ? "ok" : "failed"}\n`);
+process.exit(ok ? 0 : 1);

@@ -1,0 +1,61 @@
+//! The operator's panel in a real headless Chromium (tests/browser/panel.mjs) against
+//! plant-sim, an edge node and the host as processes: first-run setup from the one-time
+//! token, login, the live tree, a value the simulator changes appearing without reload,
+//! a trend drawn and zoomed, an operator's write confirmed by its echo with its audit
+//! row, a viewer without write controls refused by the API, the edge node killed and
+//! shown OFFLINE with STALE values, logout. Screenshots: `target/screenshots/panel/`.
+
+use std::time::Duration;
+
+use system_tests::browser;
+use system_tests::free_port;
+use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT};
+use system_tests::wait;
+
+/// Every step the script must report, in order.
+const STEPS: [&str; 11] = [
+    "01-setup",
+    "02-users",
+    "03-login",
+    "04-tree",
+    "05-live-value",
+    "06-write-confirmed",
+    "07-audit-row",
+    "08-trend-zoom",
+    "09-viewer",
+    "10-offline-stale",
+    "11-logout",
+];
+
+#[test]
+fn panel_in_chromium_from_setup_to_logout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut plant = Plant::start();
+    let host = HostApp::start(dir.path(), Broker::Embedded { port: free_port() });
+    let mut edge = EdgeNode::start(dir.path(), host.broker().port(), plant.port());
+    // The host writes the one-time setup token into its state directory at start.
+    let token_file = dir.path().join("setup-token");
+    let token = wait::until("the setup token file", WAIT, || {
+        std::fs::read_to_string(&token_file)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    });
+    let env = [
+        ("PANEL_URL", format!("http://{}", host.api().addr())),
+        ("SETUP_TOKEN", token),
+        ("PANEL_PASSWORD", "panel test password 1".to_owned()),
+    ];
+    let outcome = browser::run("panel", &env, Duration::from_secs(180), |command| {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words.as_slice() {
+            ["set", ..] => Ok(plant.command(command)),
+            ["kill-edge"] => {
+                edge.kill();
+                Ok(String::new())
+            }
+            _ => Err(format!("unknown command {command:?}")),
+        }
+    });
+    assert_eq!(outcome.passed, STEPS, "every step passed, in order");
+}
