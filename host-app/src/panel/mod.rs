@@ -138,6 +138,19 @@ pub fn metric_key(group: &str, node: &str, device: Option<&str>, name: &str) -> 
     }
 }
 
+/// A value as the pages show it, the way the browser's `JSON.stringify` writes it (so
+/// a server-rendered cell and a live update agree): strings bare, `5.0` as `5`.
+pub fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// How a node or device state reads on the page: what the tracker says while the host
 /// is connected, STALE when the host's own session is down (the state may be old).
 pub fn shown_state(connected: bool, online: bool) -> &'static str {
@@ -145,5 +158,19 @@ pub fn shown_state(connected: bool, online: bool) -> &'static str {
         (false, _) => "STALE",
         (true, true) => "ONLINE",
         (true, false) => "OFFLINE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn values_read_as_the_browser_writes_them() {
+        assert_eq!(super::value_text(&json!(5.0)), "5");
+        assert_eq!(super::value_text(&json!(-2.5)), "-2.5");
+        assert_eq!(super::value_text(&json!(7)), "7");
+        assert_eq!(super::value_text(&json!("NaN")), "NaN");
+        assert_eq!(super::value_text(&json!(true)), "true");
     }
 }

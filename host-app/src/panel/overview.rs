@@ -71,10 +71,7 @@ pub fn value_text(metrics: &Metrics, name: &str) -> String {
         return "–".into();
     };
     let value = match &m.value {
-        Some(v) => match sample_json(v) {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        },
+        Some(v) => super::value_text(&sample_json(v)),
         None => return "–".into(),
     };
     match &m.units {

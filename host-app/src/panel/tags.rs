@@ -66,11 +66,7 @@ fn rows(
         .iter()
         .map(|m| {
             let json = m.value.as_ref().map(sample_json);
-            let value = match &json {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => "–".into(),
-            };
+            let value = json.as_ref().map_or_else(|| "–".into(), super::value_text);
             let (low, high) = m
                 .eng_range
                 .map_or((String::new(), String::new()), |(l, h)| {
