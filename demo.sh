@@ -82,13 +82,27 @@ done
 "$bin/edge-node" --config "$state_dir/edge-node.toml" >"$logs/edge-node.log" 2>&1 &
 pids+=($!)
 
+# No account yet: the host logs a one-time setup link (first start of this state dir).
+setup_link=""
+for _ in $(seq 1 50); do
+  setup_link=$(grep -o 'http://[^ "]*/setup?token=[A-Za-z0-9_-]*' "$logs/host-app.log" | tail -n 1 || true)
+  [ -n "$setup_link" ] && break
+  sleep 0.1
+done
+if [ -n "$setup_link" ]; then
+  first_login="create the first admin: $setup_link"
+else
+  first_login="log in with an account of $state_dir (or: $bin/host-app user --config $state_dir/host-app.toml add NAME --role admin)"
+fi
+
 cat <<MSG
 
 The demo is running (Ctrl-C stops it):
   plant simulator   modbus://$plant_addr  (units 1 tank farm, 2 compressor, 3 power meter)
   MQTT broker       mqtt://127.0.0.1:$broker_port
-  host HTTP API     http://127.0.0.1:$http_port/api/tree
-                    http://127.0.0.1:$http_port/api/events  (live changes)
+  panel             http://127.0.0.1:$http_port/
+                    $first_login
+  JSON API          http://127.0.0.1:$http_port/api/tree  (after login, or with an API token)
   watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port
   history, logs     $state_dir
 MSG

@@ -1,31 +1,58 @@
-//! The panel's HTTP API (JSON): the tree of edge nodes, devices and metrics, history
-//! trends, writes with their audit log, and a server-sent event stream of live changes.
-//! Every input is checked; errors are `{"error": "..."}` with 400, 404, 409 or 500.
+//! The panel's HTTP server: the JSON API (the tree of edge nodes, devices and metrics,
+//! history trends, writes and Rebirth requests with their audit log, a server-sent event
+//! stream of live changes) and web's auth routes, behind login.
+//!
+//! - [`config`]: the `[api]` table.
+//! - [`types`]: the API's request and response bodies, shared with the pages.
+//! - [`access`]: the accounts database, audit routing and first-run setup.
+//! - [`tls`]: the configured or self-signed HTTPS certificate.
+//! - [`serve`]: the connection loop and its limits.
+//!
+//! Every route but login, setup and static assets needs a session or an API token (401);
+//! reads need viewer, writes and Rebirth operator, users and API tokens admin (403).
+//! Until the first admin exists only the setup flow is served (503 elsewhere). Errors
+//! are `{"error": "..."}` with 400, 401, 403, 404, 409, 500 or 503.
+
+pub mod access;
+pub mod config;
+mod serve;
+pub mod tls;
+pub mod types;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
 use infra::clock::now_ms;
 use serde_json::{Value as Json, json};
+use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use web::{Auth, Caller, Role};
 
-use crate::command::{self, WriteError, WriteRequest};
-use crate::history::{AuditQuery, MetricKey, TimeRange};
+use crate::command::{self, WriteError};
+use crate::history::{AuditQuery, AuditRecord, MetricKey, TimeRange};
 use crate::session::Publisher;
 use crate::shared::{HostShared, sample_json};
 use crate::tracker::{MetricState, Metrics};
+use config::ApiConfig;
+use types::{
+    AuditLog, AuditView, DeviceView, GroupView, MetricView, NodeView, RebirthReply, RebirthRequest,
+    Tree, Trend, TrendPoint, TrendSample, WriteReply, WriteRequest,
+};
 
 /// Most trend points one request may ask for.
 const MAX_POINTS: u32 = 10_000;
@@ -33,6 +60,16 @@ const MAX_POINTS: u32 = 10_000;
 const MAX_AUDIT: u32 = 10_000;
 /// Default trend window when `from` is absent.
 const DEFAULT_WINDOW_MS: u64 = 3_600_000;
+
+/// The JSON API's routes and the least role each needs, for docs and tests.
+pub const API_ROUTES: &[(&str, &str, Role)] = &[
+    ("GET", "/api/tree", Role::Viewer),
+    ("GET", "/api/history", Role::Viewer),
+    ("GET", "/api/audit", Role::Viewer),
+    ("GET", "/api/events", Role::Viewer),
+    ("POST", "/api/write", Role::Operator),
+    ("POST", "/api/rebirth", Role::Operator),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,30 +80,73 @@ pub enum ApiError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("api.state_dir {}: {source}", path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("accounts database: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Cert(#[from] tls::CertError),
 }
 
+/// What the handlers share.
 #[derive(Clone)]
-struct ApiState {
-    shared: Arc<HostShared>,
-    publisher: Publisher,
-    shutdown: CancellationToken,
+pub struct ApiState {
+    pub shared: Arc<HostShared>,
+    pub publisher: Publisher,
+    pub shutdown: CancellationToken,
+    /// Bounds the history queries running at once.
+    history_slots: Arc<Semaphore>,
 }
 
 /// The running API server.
 pub struct ApiServer {
     addr: SocketAddr,
+    auth: Auth,
+    base_url: String,
+    fingerprint: Option<String>,
     task: JoinHandle<()>,
 }
 
 impl ApiServer {
-    /// Binds `listen` (refusing clearly when the port is taken) and serves until
-    /// `shutdown` is cancelled.
+    /// Opens the accounts database in `state_dir`, loads or makes the certificate, binds
+    /// `config.listen` (refusing clearly when the port is taken) and serves until
+    /// `shutdown` is cancelled. Before the first admin exists, writes the setup token.
     pub async fn start(
-        listen: SocketAddr,
+        config: &ApiConfig,
+        state_dir: &Path,
         shared: Arc<HostShared>,
         publisher: Publisher,
         shutdown: CancellationToken,
     ) -> Result<ApiServer, ApiError> {
+        access::ensure_state_dir(state_dir).map_err(|source| ApiError::StateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let cert = if config.https {
+            let public_host = config
+                .public_origin()
+                .and_then(|o| o.split_once("://").map(|(_, a)| host_of(a).to_owned()));
+            let dir = state_dir.to_owned();
+            let (tls, listen) = (config.tls.clone(), config.listen);
+            let cert = tokio::task::spawn_blocking(move || {
+                tls::load(tls.as_ref(), &dir, listen, public_host.as_deref())
+            })
+            .await
+            .map_err(|e| ApiError::Auth(e.to_string()))??;
+            Some(cert)
+        } else {
+            None
+        };
+        let audit = Arc::clone(&shared.store);
+        let (cfg, dir) = (config.clone(), state_dir.to_owned());
+        let auth = tokio::task::spawn_blocking(move || access::build(&cfg, &dir, Some(audit)))
+            .await
+            .map_err(|e| ApiError::Auth(e.to_string()))?
+            .map_err(ApiError::Auth)?;
+        let listen = config.listen;
         let listener =
             tokio::net::TcpListener::bind(listen)
                 .await
@@ -81,26 +161,82 @@ impl ApiServer {
             addr: listen,
             source,
         })?;
+        let scheme = if config.https { "https" } else { "http" };
+        let base_url = config
+            .public_origin()
+            .unwrap_or_else(|| format!("{scheme}://{}", shown_addr(addr)));
         let state = ApiState {
             shared,
             publisher,
             shutdown: shutdown.clone(),
+            history_slots: Arc::new(Semaphore::new(config.max_history_queries)),
         };
-        let app = router(state);
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        });
-        tracing::info!(%addr, "API listening");
-        Ok(ApiServer { addr, task })
+        let app = app(state, &auth, config.request_timeout());
+        let limits = serve::Limits {
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout(),
+        };
+        let fingerprint = cert.as_ref().map(|c| c.fingerprint.clone());
+        if let Some(cert) = &cert {
+            tracing::info!(
+                fingerprint = %cert.fingerprint,
+                cert = %cert.cert_file.display(),
+                self_signed = cert.self_signed,
+                "panel certificate SHA-256 fingerprint"
+            );
+        }
+        let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
+        let task = tokio::spawn(serve::serve(listener, app, acceptor, limits, shutdown));
+        tracing::info!(%addr, url = %base_url, "panel listening");
+        let server = ApiServer {
+            addr,
+            auth,
+            base_url,
+            fingerprint,
+            task,
+        };
+        server.announce_setup(state_dir).await?;
+        Ok(server)
+    }
+
+    /// Before the first admin exists: a fresh setup token, in its file and in the log
+    /// as the link that opens setup.
+    async fn announce_setup(&self, state_dir: &Path) -> Result<(), ApiError> {
+        let dir = state_dir.to_owned();
+        let pending = self
+            .auth
+            .blocking(move |a| Ok(access::begin_setup(a, &dir)))
+            .await
+            .map_err(|e| ApiError::Auth(e.to_string()))?
+            .map_err(ApiError::Auth)?;
+        if let Some((token, path)) = pending {
+            // The one-time token is the installer's way in: it is meant for this log.
+            tracing::warn!(
+                link = %format!("{}{}?token={}", self.base_url, access::SETUP_PAGE, token.expose()),
+                token_file = %path.display(),
+                "no admin account yet: open the setup link to create one (or run `host-app user add`)"
+            );
+        }
+        Ok(())
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The auth service (accounts, sessions, tokens) the server uses.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// `http(s)://host:port` browsers reach the panel at.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The served certificate's SHA-256 fingerprint under HTTPS.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
     }
 
     /// Waits for the server to finish after its shutdown token was cancelled.
@@ -109,14 +245,135 @@ impl ApiServer {
     }
 }
 
-fn router(state: ApiState) -> Router {
+/// An address as a browser would type it (`localhost` for every interface).
+fn shown_addr(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The host part of `host[:port]` or `[v6]:port`.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// The whole application: the API routes and web's auth routes, each with its role,
+/// the setup gate, the auth layer and the request timeout.
+pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration) -> Router {
+    api_routes(state, auth)
+        .merge(auth.routes())
+        .layer(middleware::from_fn_with_state(
+            auth.clone(),
+            tokens_need_admin,
+        ))
+        .layer(middleware::from_fn_with_state(
+            SetupGate::new(auth.clone()),
+            setup_gate,
+        ))
+        .layer(auth.layer())
+        .layer(middleware::from_fn_with_state(request_timeout, timeout))
+}
+
+/// The JSON API's routes with the role each needs.
+pub fn api_routes(state: ApiState, auth: &Auth) -> Router {
     Router::new()
         .route("/api/tree", get(tree))
         .route("/api/history", get(history))
-        .route("/api/write", post(write))
         .route("/api/audit", get(audit))
         .route("/api/events", get(events))
+        .route_layer(auth.require(Role::Viewer))
+        .merge(
+            Router::new()
+                .route("/api/write", post(write))
+                .route("/api/rebirth", post(rebirth))
+                .route_layer(auth.require(Role::Operator)),
+        )
         .with_state(state)
+}
+
+/// A request whose answer has not started within the timeout gets 503. The event
+/// stream's answer starts at once, so it may run on.
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no answer within {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
+}
+
+/// API tokens are admin business: web lets any caller manage their own.
+async fn tokens_need_admin(State(_auth): State<Auth>, req: Request, next: Next) -> Response {
+    let is_tokens = req.uri().path() == web::http::TOKENS_PATH
+        || req
+            .uri()
+            .path()
+            .starts_with(&format!("{}/", web::http::TOKENS_PATH));
+    if is_tokens
+        && !req
+            .extensions()
+            .get::<Caller>()
+            .is_some_and(|c| c.has_role(Role::Admin))
+    {
+        return Failure(
+            StatusCode::FORBIDDEN,
+            "forbidden: admin role required".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether the first admin exists; checked in the accounts database until it does.
+#[derive(Clone)]
+struct SetupGate {
+    auth: Auth,
+    done: Arc<AtomicBool>,
+}
+
+impl SetupGate {
+    fn new(auth: Auth) -> SetupGate {
+        SetupGate {
+            auth,
+            done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Until the first admin exists only setup (and static assets) is served.
+async fn setup_gate(State(gate): State<SetupGate>, req: Request, next: Next) -> Response {
+    if !gate.done.load(Ordering::Acquire) {
+        let path = req.uri().path();
+        let open = path == web::http::SETUP_PATH
+            || path == access::SETUP_PAGE
+            || access::PUBLIC_PATHS.iter().any(|p| {
+                p.strip_suffix('*').is_some_and(|pre| path.starts_with(pre)) || p == &path
+            });
+        if !open {
+            match gate.auth.blocking(|a| a.setup_required()).await {
+                Ok(false) => gate.done.store(true, Ordering::Release),
+                Ok(true) => {
+                    return Failure(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "first-run setup required: open {} with the setup token from the log or the state directory",
+                            access::SETUP_PAGE
+                        ),
+                    )
+                    .into_response();
+                }
+                Err(e) => return e.into_response(),
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// An error answer: status and a message naming what is wrong.
@@ -124,7 +381,7 @@ struct Failure(StatusCode, String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        (self.0, axum::Json(types::ErrorReply { error: self.1 })).into_response()
     }
 }
 
@@ -136,6 +393,16 @@ fn internal(message: impl std::fmt::Display) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
 }
 
+fn write_failure(e: WriteError) -> Failure {
+    let status = match e {
+        WriteError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        WriteError::NotFound(_) => StatusCode::NOT_FOUND,
+        WriteError::Conflict(_) => StatusCode::CONFLICT,
+        WriteError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Failure(status, e.to_string())
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> crate::history::Result<T> + Send + 'static,
 ) -> Result<T, Failure> {
@@ -145,60 +412,57 @@ async fn blocking<T: Send + 'static>(
         .map_err(internal)
 }
 
-async fn tree(State(state): State<ApiState>) -> axum::Json<Json> {
+async fn tree(State(state): State<ApiState>) -> axum::Json<Tree> {
     let tracker = state.shared.tracker();
-    let mut groups: Vec<(String, Vec<Json>)> = Vec::new();
+    let mut groups: Vec<GroupView> = Vec::new();
     for (id, node) in tracker.nodes() {
-        let devices: Vec<Json> = node
+        let devices = node
             .devices
             .iter()
-            .map(|(device_id, d)| {
-                json!({
-                    "device": device_id,
-                    "state": d.state,
-                    "since": d.since,
-                    "metrics": metrics_json(&d.metrics),
-                })
+            .map(|(device_id, d)| DeviceView {
+                device: device_id.clone(),
+                state: d.state,
+                since: d.since,
+                metrics: metrics_view(&d.metrics),
             })
             .collect();
-        let node_json = json!({
-            "node": id.edge_node_id,
-            "state": node.state,
-            "since": node.since,
-            "bdSeq": node.bd_seq.map(|b| b.value()),
-            "metrics": metrics_json(&node.metrics),
-            "devices": devices,
-        });
+        let view = NodeView {
+            node: id.edge_node_id.clone(),
+            state: node.state,
+            since: node.since,
+            bd_seq: node.bd_seq.map(|b| b.value()),
+            metrics: metrics_view(&node.metrics),
+            devices,
+        };
         match groups.last_mut() {
-            Some((group, nodes)) if *group == id.group_id => nodes.push(node_json),
-            _ => groups.push((id.group_id.clone(), vec![node_json])),
+            Some(g) if g.group == id.group_id => g.nodes.push(view),
+            _ => groups.push(GroupView {
+                group: id.group_id.clone(),
+                nodes: vec![view],
+            }),
         }
     }
-    let groups: Vec<Json> = groups
-        .into_iter()
-        .map(|(group, nodes)| json!({ "group": group, "nodes": nodes }))
-        .collect();
-    axum::Json(json!({
-        "host_id": state.shared.host_id,
-        "connected": state.shared.is_connected(),
-        "groups": groups,
-    }))
-}
-
-fn metrics_json(metrics: &Metrics) -> Vec<Json> {
-    metrics.list.iter().map(metric_json).collect()
-}
-
-fn metric_json(m: &MetricState) -> Json {
-    json!({
-        "name": m.name,
-        "datatype": m.datatype.map(|d| d.to_string()),
-        "units": m.units,
-        "alias": m.alias,
-        "value": m.value.as_ref().map(sample_json),
-        "quality": m.quality.0,
-        "timestamp": m.ts,
+    axum::Json(Tree {
+        host_id: state.shared.host_id.clone(),
+        connected: state.shared.is_connected(),
+        groups,
     })
+}
+
+fn metrics_view(metrics: &Metrics) -> Vec<MetricView> {
+    metrics.list.iter().map(metric_view).collect()
+}
+
+fn metric_view(m: &MetricState) -> MetricView {
+    MetricView {
+        name: m.name.clone(),
+        datatype: m.datatype.map(|d| d.to_string()),
+        units: m.units.clone(),
+        alias: m.alias,
+        value: m.value.as_ref().map(sample_json),
+        quality: m.quality.0,
+        timestamp: m.ts,
+    }
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -240,7 +504,7 @@ pub fn parse_metric_key(text: &str) -> Result<MetricKey, String> {
 async fn history(
     State(state): State<ApiState>,
     Query(params): Params,
-) -> Result<axum::Json<Json>, Failure> {
+) -> Result<axum::Json<Trend>, Failure> {
     let metric = params
         .get("metric")
         .ok_or_else(|| bad("`metric` is required (group/node[/device]:name)"))?;
@@ -258,6 +522,11 @@ async fn history(
             .filter(|p| (1..=MAX_POINTS).contains(p))
             .ok_or_else(|| bad(format!("`points` must be 1 to {MAX_POINTS}, got {v:?}")))?,
     };
+    // Waits for a slot; the request timeout bounds the wait.
+    let _slot = Arc::clone(&state.history_slots)
+        .acquire_owned()
+        .await
+        .map_err(internal)?;
     let store = Arc::clone(&state.shared.store);
     let lookup = key.clone();
     let id = blocking(move || store.resolve_metric(&lookup))
@@ -265,58 +534,76 @@ async fn history(
         .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("metric {key} is unknown")))?;
     let store = Arc::clone(&state.shared.store);
     let buckets = blocking(move || store.downsample(id, TimeRange::new(from, to), points)).await?;
-    let points: Vec<Json> = buckets
+    let points = buckets
         .iter()
-        .map(|b| {
-            json!({
-                "start": b.start,
-                "end": b.end,
-                "count": b.count,
-                "min": b.min,
-                "max": b.max,
-                "avg": b.avg,
-                "last": {
-                    "ts": b.last.ts,
-                    "value": sample_json(&b.last.value),
-                    "quality": b.last.quality.0,
-                    "is_historical": b.last.is_historical,
-                },
-            })
+        .map(|b| TrendPoint {
+            start: b.start,
+            end: b.end,
+            count: b.count,
+            min: b.min,
+            max: b.max,
+            avg: b.avg,
+            last: TrendSample {
+                ts: b.last.ts,
+                value: sample_json(&b.last.value),
+                quality: b.last.quality.0,
+                is_historical: b.last.is_historical,
+            },
         })
         .collect();
-    Ok(axum::Json(json!({
-        "metric": key.to_string(),
-        "from": from,
-        "to": to,
-        "points": points,
-    })))
+    Ok(axum::Json(Trend {
+        metric: key.to_string(),
+        from,
+        to,
+        points,
+    }))
 }
 
-async fn write(State(state): State<ApiState>, body: Bytes) -> Result<axum::Json<Json>, Failure> {
-    let request: WriteRequest =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("request body: {e}")))?;
-    match command::write(&state.shared, &state.publisher, &request).await {
-        Ok(receipt) => Ok(axum::Json(json!({
-            "outcome": "sent",
-            "message": receipt.topic_type,
-            "audit_id": receipt.audit_id,
-        }))),
-        Err(e) => {
-            let status = match e {
-                WriteError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                WriteError::NotFound(_) => StatusCode::NOT_FOUND,
-                WriteError::Conflict(_) => StatusCode::CONFLICT,
-                WriteError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            Err(Failure(status, e.to_string()))
-        }
-    }
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("request body: {e}")))
+}
+
+async fn write(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<axum::Json<WriteReply>, Failure> {
+    let request: WriteRequest = parse_body(&body)?;
+    let receipt = command::write(&state.shared, &state.publisher, &request, &caller.user)
+        .await
+        .map_err(write_failure)?;
+    Ok(axum::Json(WriteReply {
+        outcome: "sent".into(),
+        message: receipt.topic_type.into(),
+        audit_id: receipt.audit_id,
+    }))
+}
+
+async fn rebirth(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<axum::Json<RebirthReply>, Failure> {
+    let request: RebirthRequest = parse_body(&body)?;
+    let audit_id = command::rebirth(
+        &state.shared,
+        &state.publisher,
+        &request.group,
+        &request.node,
+        &caller.user,
+    )
+    .await
+    .map_err(write_failure)?;
+    Ok(axum::Json(RebirthReply {
+        outcome: "sent".into(),
+        audit_id,
+    }))
 }
 
 async fn audit(
     State(state): State<ApiState>,
     Query(params): Params,
-) -> Result<axum::Json<Json>, Failure> {
+) -> Result<axum::Json<AuditLog>, Failure> {
     let to = param_u64(&params, "to")?.unwrap_or(u64::MAX >> 1);
     let from = param_u64(&params, "from")?.unwrap_or(0);
     let limit = match params.get("limit") {
@@ -340,22 +627,43 @@ async fn audit(
     };
     let store = Arc::clone(&state.shared.store);
     let records = blocking(move || store.audit_query(&query)).await?;
-    let entries: Vec<Json> = records
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "ts": r.entry.ts,
-                "user": r.entry.user,
-                "metric": r.entry.metric.to_string(),
-                "value": serde_json::from_str::<Json>(&r.entry.value)
-                    .unwrap_or_else(|_| Json::String(r.entry.value.clone())),
-                "outcome": r.entry.outcome.as_str(),
-                "detail": r.entry.detail,
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({ "entries": entries })))
+    Ok(axum::Json(AuditLog {
+        entries: records.iter().map(audit_view).collect(),
+    }))
+}
+
+/// A row of the audit log as the API shows it: account events have no node.
+pub fn audit_view(r: &AuditRecord) -> AuditView {
+    let key = &r.entry.metric;
+    let account_event = key.group_id.is_empty() && key.edge_node_id.is_empty();
+    let (action, node, metric) = if account_event {
+        (key.name.clone(), None, None)
+    } else {
+        let mut node = format!("{}/{}", key.group_id, key.edge_node_id);
+        if let Some(d) = &key.device_id {
+            node.push('/');
+            node.push_str(d);
+        }
+        let action =
+            if key.device_id.is_none() && key.name == sparkplug::names::NODE_CONTROL_REBIRTH {
+                "rebirth"
+            } else {
+                "write"
+            };
+        (action.to_owned(), Some(node), Some(key.to_string()))
+    };
+    AuditView {
+        id: r.id,
+        ts: r.entry.ts,
+        user: r.entry.user.clone(),
+        action,
+        node,
+        metric,
+        value: serde_json::from_str::<Json>(&r.entry.value)
+            .unwrap_or_else(|_| Json::String(r.entry.value.clone())),
+        outcome: r.entry.outcome.as_str().to_owned(),
+        detail: r.entry.detail.clone(),
+    }
 }
 
 async fn events(

@@ -1,9 +1,10 @@
-//! Operator writes: a value for one metric of an edge node or device, checked against
+//! Operator commands: a value for one metric of an edge node or device, checked against
 //! the metric's birth datatype, published as NCMD/DCMD (by alias alone when the birth
-//! gave one, else by name) and recorded in the audit log whatever the outcome.
+//! gave one, else by name); and Rebirth requests. Each is recorded in the audit log,
+//! under the logged-in user, whatever the outcome.
 
 use infra::clock::now_ms;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sparkplug::{DataType, Metric, Value};
 
@@ -12,20 +13,20 @@ use crate::session::Publisher;
 use crate::shared::HostShared;
 use crate::tracker::{Liveness, NodeId};
 
-/// Longest id or user name accepted from a request.
+/// Longest id accepted from a request.
 const MAX_ID_LEN: usize = 256;
 
-/// A write as the panel asks for it.
-#[derive(Debug, Clone, Deserialize)]
+/// A write as the panel asks for it. Who asks is the logged-in caller, never a field:
+/// an unknown field (such as `user`) is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriteRequest {
     pub group: String,
     pub node: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     pub metric: String,
     pub value: Json,
-    pub user: String,
 }
 
 /// Why a write was refused or failed.
@@ -52,13 +53,19 @@ pub struct WriteReceipt {
     pub topic_type: &'static str,
 }
 
-/// Checks, publishes and audits one write.
+/// Checks, publishes and audits one write by `user`.
 pub async fn write(
     shared: &HostShared,
     publisher: &Publisher,
     request: &WriteRequest,
+    user: &str,
 ) -> Result<WriteReceipt, WriteError> {
-    check_ids(request)?;
+    check_ids(&[
+        ("group", Some(&request.group)),
+        ("node", Some(&request.node)),
+        ("device", request.device.as_ref()),
+        ("metric", Some(&request.metric)),
+    ])?;
     let key = match &request.device {
         Some(device) => MetricKey::device(&request.group, &request.node, device, &request.metric),
         None => MetricKey::node(&request.group, &request.node, &request.metric),
@@ -82,17 +89,13 @@ pub async fn write(
     };
     let entry = AuditEntry {
         ts: now_ms(),
-        user: request.user.clone(),
+        user: user.to_owned(),
         metric: key,
         value: request.value.to_string(),
         outcome,
         detail: metric.as_ref().err().map(ToString::to_string),
     };
-    let store = std::sync::Arc::clone(&shared.store);
-    let audit_id = tokio::task::spawn_blocking(move || store.audit_append(&entry))
-        .await
-        .map_err(|e| WriteError::Failed(format!("audit log: {e}")))?
-        .map_err(|e| WriteError::Failed(format!("audit log: {e}")))?;
+    let audit_id = audit(shared, entry).await?;
     metric.map(|()| WriteReceipt {
         audit_id,
         topic_type: if request.device.is_some() {
@@ -103,15 +106,64 @@ pub async fn write(
     })
 }
 
-fn check_ids(request: &WriteRequest) -> Result<(), WriteError> {
-    let fields = [
-        ("group", Some(&request.group)),
-        ("node", Some(&request.node)),
-        ("device", request.device.as_ref()),
-        ("metric", Some(&request.metric)),
-        ("user", Some(&request.user)),
-    ];
-    for (field, value) in fields {
+/// Asks edge node `group`/`node` for its births again (an NCMD of `Node Control/Rebirth`),
+/// audited under `user`; the audit entry's id.
+pub async fn rebirth(
+    shared: &HostShared,
+    publisher: &Publisher,
+    group: &str,
+    node: &str,
+    user: &str,
+) -> Result<i64, WriteError> {
+    check_ids(&[
+        ("group", Some(&group.to_owned())),
+        ("node", Some(&node.to_owned())),
+    ])?;
+    let node_id = NodeId::new(group, node);
+    let checked = if !shared.is_connected() {
+        Err(WriteError::Conflict(
+            "the host is not connected to the MQTT broker".into(),
+        ))
+    } else if shared.tracker().node(&node_id).is_none() {
+        Err(WriteError::NotFound(format!(
+            "edge node {node_id} is unknown"
+        )))
+    } else {
+        Ok(())
+    };
+    let (result, outcome) = match checked {
+        Ok(()) => match publisher.rebirth(&node_id).await {
+            Ok(()) => (Ok(()), CommandOutcome::Sent),
+            Err(e) => (
+                Err(WriteError::Failed(format!("not published: {e}"))),
+                CommandOutcome::Failed,
+            ),
+        },
+        Err(e) => (Err(e), CommandOutcome::Rejected),
+    };
+    let entry = AuditEntry {
+        ts: now_ms(),
+        user: user.to_owned(),
+        metric: MetricKey::node(group, node, sparkplug::names::NODE_CONTROL_REBIRTH),
+        value: "true".to_owned(),
+        outcome,
+        detail: result.as_ref().err().map(ToString::to_string),
+    };
+    let audit_id = audit(shared, entry).await?;
+    result.map(|()| audit_id)
+}
+
+/// Appends `entry` to the audit log off the async workers; its id.
+async fn audit(shared: &HostShared, entry: AuditEntry) -> Result<i64, WriteError> {
+    let store = std::sync::Arc::clone(&shared.store);
+    tokio::task::spawn_blocking(move || store.audit_append(&entry))
+        .await
+        .map_err(|e| WriteError::Failed(format!("audit log: {e}")))?
+        .map_err(|e| WriteError::Failed(format!("audit log: {e}")))
+}
+
+fn check_ids(fields: &[(&str, Option<&String>)]) -> Result<(), WriteError> {
+    for &(field, value) in fields {
         let Some(value) = value else { continue };
         if value.trim().is_empty() {
             return Err(WriteError::BadRequest(format!("`{field}` is empty")));

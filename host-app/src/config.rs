@@ -2,12 +2,12 @@
 //! `[history]` (the history module's), `[sparkplug]` and `[api]`, validated at load; every
 //! problem of every table is reported, named by its key.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use infra::{ConfigError, Problems};
 use serde::Deserialize;
 
+pub use crate::api::config::{ApiConfig, ApiTls};
 use crate::broker::BrokerConfig;
 use crate::history::HistoryConfig;
 use crate::tracker::TrackerConfig;
@@ -36,31 +36,12 @@ impl SparkplugConfig {
     }
 }
 
-/// `[api]`: the panel's HTTP API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    #[serde(default = "defaults::listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: defaults::listen(),
-        }
-    }
-}
-
 mod defaults {
     pub fn reorder_timeout_ms() -> u64 {
         2_000
     }
     pub fn rebirth_min_interval_ms() -> u64 {
         5_000
-    }
-    pub fn listen() -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
     }
 }
 
@@ -115,6 +96,9 @@ impl HostConfig {
         if let Some(sparkplug) = &sparkplug {
             problems.check(sparkplug.validate());
         }
+        if let Some(api) = &api {
+            problems.check(api.validate());
+        }
         let config = (|| {
             Some(HostConfig {
                 broker: broker?,
@@ -124,6 +108,13 @@ impl HostConfig {
             })
         })();
         problems.complete(config)
+    }
+}
+
+impl HostConfig {
+    /// Where accounts, sessions, the setup token and the panel's own certificate live.
+    pub fn state_dir(&self) -> PathBuf {
+        self.api.state_dir(&self.history.path)
     }
 }
 

@@ -81,7 +81,8 @@ impl Host {
         };
         let api_stop = CancellationToken::new();
         let api = match ApiServer::start(
-            config.api.listen,
+            &config.api,
+            &config.state_dir(),
             Arc::clone(&shared),
             publisher.clone(),
             api_stop.clone(),
@@ -126,6 +127,11 @@ impl Host {
 
     pub fn api_addr(&self) -> SocketAddr {
         self.api.addr()
+    }
+
+    /// The panel's server: its accounts, URL and certificate fingerprint.
+    pub fn api(&self) -> &ApiServer {
+        &self.api
     }
 
     /// Commits every sample queued so far (for tests and the CLI).

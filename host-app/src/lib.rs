@@ -6,8 +6,9 @@
 //! - [`session::Session`]: the Primary Host's MQTT session (STATE, ingest, Rebirth).
 //! - [`tracker::Tracker`]: what the host knows of each edge node, as pure logic.
 //! - [`command`]: operator writes as NCMD/DCMD, audited.
-//! - [`api`]: the panel's HTTP API.
+//! - [`api`]: the panel's HTTP server: the JSON API behind login, HTTPS.
 //! - [`panel`]: the operator's pages.
+//! - [`users`]: the `user` subcommands that manage accounts from the shell.
 //! - [`spy`]: every Sparkplug message on a broker, one JSON line each.
 
 pub mod api;
@@ -24,3 +25,4 @@ pub mod session;
 pub mod shared;
 pub mod spy;
 pub mod tracker;
+pub mod users;

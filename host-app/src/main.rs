@@ -45,6 +45,14 @@ enum Command {
         /// The host configuration file (TOML).
         file: PathBuf,
     },
+    /// Manage the panel's accounts (for recovery: works while the host runs or not).
+    User {
+        /// The host configuration file (TOML): the accounts live in its state directory.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Subscribe to a broker and print every Sparkplug message as one JSON line.
     Spy {
         /// mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (also tcp:// and ssl://).
@@ -70,12 +78,30 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create an account; the password is read from standard input or a prompt.
+    Add {
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// Set an account's password (read from standard input or a prompt) and end its sessions.
+    Passwd { name: String },
+    /// List the accounts and their roles.
+    List,
+    /// Delete an account with its sessions and API tokens (never the last admin).
+    Remove { name: String },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode { file, birth } => decode(file, birth),
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::User { config, action } => user(&config, action),
         Command::Spy {
             broker,
             topic,
@@ -132,11 +158,11 @@ fn run(file: &Path) -> ExitCode {
             let host = Host::start(&config).await.map_err(|e| e.to_string())?;
             let endpoint = host.broker().endpoint();
             println!(
-                "host-app: running as {}; MQTT {}:{}; API http://{}",
+                "host-app: running as {}; MQTT {}:{}; panel {}",
                 config.sparkplug.host_id,
                 endpoint.host,
                 endpoint.port,
-                host.api_addr()
+                host.api().base_url()
             );
             tell_systemd(&host, &notifier, stop).await;
             tracing::info!("stopping");
@@ -150,6 +176,59 @@ fn run(file: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("host-app run: {e}");
             Exit::RuntimeFailure.into()
+        }
+    }
+}
+
+fn user(file: &Path, action: UserAction) -> ExitCode {
+    use host_app::users::{self, UserError};
+    let config = match HostConfig::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadInput.into();
+        }
+    };
+    let run = || -> Result<(), UserError> {
+        // Input first: a bad role or an empty password is refused before any hashing.
+        match action {
+            UserAction::Add { name, role } => {
+                let role: web::Role = role
+                    .parse()
+                    .map_err(|e: web::account::AccountError| UserError::BadInput(e.to_string()))?;
+                let password = users::read_password()?;
+                let auth = users::open(&config)?;
+                let user = users::add(&auth, &name, role, &password)?;
+                println!("user {} created with role {}", user.username, user.role);
+            }
+            UserAction::Passwd { name } => {
+                let password = users::read_password()?;
+                let auth = users::open(&config)?;
+                users::passwd(&auth, &name, &password)?;
+                println!("password of {name} changed; its sessions ended");
+            }
+            UserAction::List => {
+                let auth = users::open(&config)?;
+                for user in users::list(&auth)? {
+                    println!("{}\t{}", user.username, user.role);
+                }
+            }
+            UserAction::Remove { name } => {
+                let auth = users::open(&config)?;
+                users::remove(&auth, &name)?;
+                println!("user {name} removed");
+            }
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("host-app user: {e}");
+            match e {
+                UserError::BadInput(_) => Exit::BadInput.into(),
+                UserError::Failed(_) => Exit::RuntimeFailure.into(),
+            }
         }
     }
 }
@@ -200,10 +279,10 @@ fn status_line(host: &Host) -> String {
         "not connected"
     };
     format!(
-        "{kind} {}:{}, session {session}, API on {}, {online} edge nodes online",
+        "{kind} {}:{}, session {session}, panel on {}, {online} edge nodes online",
         endpoint.host,
         endpoint.port,
-        host.api_addr()
+        host.api().base_url()
     )
 }
 

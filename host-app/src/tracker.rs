@@ -71,7 +71,7 @@ impl std::fmt::Display for NodeId {
 }
 
 /// Whether a node or device is online as far as the host knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Liveness {
     Online,

@@ -1,6 +1,6 @@
-//! The panel's API against a running host: the tree, trends, a write reaching the edge
-//! node's DCMD topic with its audit entry, the live event stream, and bad input answered
-//! with clear errors.
+//! The panel's API against a running host, logged in: the tree, trends, a write reaching
+//! the edge node's DCMD topic audited under the logged-in user, a Rebirth request, the
+//! live event stream, and bad input answered with clear errors.
 
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
@@ -8,11 +8,12 @@ use host_app_testkit::host::*;
 use prost::Message as _;
 use serde_json::json;
 use sparkplug::{DataType, Metric, MetricValue, Value, pb};
-use system_tests::http::Api;
+use system_tests::http::Credentials;
 use system_tests::mqtt::{Recorder, ScriptedEdge};
 use system_tests::stack::now_ms;
 use system_tests::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use web::Role;
 
 /// [`born`] with `Pump` holding Setpoint (UInt16, alias 2) and Running (Boolean, alias 3).
 async fn born_with_setpoint(dir: &std::path::Path) -> (Host, ScriptedEdge) {
@@ -27,7 +28,8 @@ async fn born_with_setpoint(dir: &std::path::Path) -> (Host, ScriptedEdge) {
 async fn tree_shows_nodes_devices_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (host, _edge) = born_with_setpoint(dir.path()).await;
-    let (status, tree) = Api::new(host.api_addr())
+    let (status, tree) = login(&host, "vera", Role::Viewer)
+        .await
         .call_async("GET", "/api/tree", None)
         .await;
     assert_eq!(status, 200);
@@ -73,9 +75,7 @@ async fn history_returns_the_downsampled_trend() {
         "/api/history?metric=Plant/Edge1:Temp&from={t}&to={}&points=2",
         t + 1_000
     );
-    let (status, trend) = Api::new(host.api_addr())
-        .call_async("GET", &path, None)
-        .await;
+    let (status, trend) = admin(&host).await.call_async("GET", &path, None).await;
     assert_eq!(status, 200, "{trend}");
     let points = trend["points"].as_array().unwrap();
     assert_eq!(points.len(), 2);
@@ -90,11 +90,12 @@ async fn history_returns_the_downsampled_trend() {
 async fn write_reaches_the_dcmd_topic_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born_with_setpoint(dir.path()).await;
+    let alice = login(&host, "alice", Role::Operator).await;
     let body = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
-        "metric": "Setpoint", "value": 75, "user": "alice"
+        "metric": "Setpoint", "value": 75
     });
-    let (status, reply) = Api::new(host.api_addr())
+    let (status, reply) = alice
         .call_async("POST", "/api/write", Some(&body.to_string()))
         .await;
     assert_eq!(status, 200, "{reply}");
@@ -112,9 +113,9 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
 
     // A node metric goes out as an NCMD.
     let body = json!({
-        "group": "Plant", "node": "Edge1", "metric": "Temp", "value": 19.5, "user": "alice"
+        "group": "Plant", "node": "Edge1", "metric": "Temp", "value": 19.5
     });
-    let (status, node_reply) = Api::new(host.api_addr())
+    let (status, node_reply) = alice
         .call_async("POST", "/api/write", Some(&body.to_string()))
         .await;
     assert_eq!(status, 200, "{node_reply}");
@@ -127,14 +128,19 @@ async fn write_reaches_the_dcmd_topic_and_is_audited() {
     m.resolve(DataType::Double).unwrap();
     assert_eq!(m.value, MetricValue::Value(Value::Double(19.5)));
 
-    let (status, audit) = Api::new(host.api_addr())
-        .call_async("GET", "/api/audit", None)
-        .await;
+    let (status, audit) = alice.call_async("GET", "/api/audit?user=alice", None).await;
     assert_eq!(status, 200);
-    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
-    assert_eq!(audit["entries"][0]["metric"], "Plant/Edge1:Temp");
-    let entry = &audit["entries"][1];
+    let writes: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "write")
+        .collect();
+    assert_eq!(writes.len(), 2, "{audit}");
+    assert_eq!(writes[0]["metric"], "Plant/Edge1:Temp");
+    let entry = writes[1];
     assert_eq!(entry["user"], "alice");
+    assert_eq!(entry["node"], "Plant/Edge1/Pump");
     assert_eq!(entry["metric"], "Plant/Edge1/Pump:Setpoint");
     assert_eq!(entry["value"], 75);
     assert_eq!(entry["outcome"], "sent");
@@ -158,16 +164,17 @@ async fn aliased_writes_carry_the_alias_alone_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born_with_setpoint(dir.path()).await;
     let mut wire = Recorder::start(broker_addr(&host).port(), "wire", "spBv1.0/+/+/Edge1/#").await;
+    let bob = login(&host, "bob", Role::Operator).await;
     let write = |device: Option<&str>, metric: &str, value: serde_json::Value| {
         let mut body = json!({
-            "group": "Plant", "node": "Edge1", "metric": metric, "value": value, "user": "bob"
+            "group": "Plant", "node": "Edge1", "metric": metric, "value": value
         });
         if let Some(d) = device {
             body["device"] = json!(d);
         }
-        let addr = host.api_addr();
+        let bob = bob.clone();
         async move {
-            let (status, reply) = Api::new(addr)
+            let (status, reply) = bob
                 .call_async("POST", "/api/write", Some(&body.to_string()))
                 .await;
             assert_eq!(status, 200, "{reply}");
@@ -209,15 +216,17 @@ async fn aliased_writes_carry_the_alias_alone_on_the_wire() {
 async fn bad_requests_are_refused_with_a_message_and_audited() {
     let dir = tempfile::tempdir().unwrap();
     let (host, _edge) = born_with_setpoint(dir.path()).await;
-    let api = host.api_addr();
-    let write = |body: serde_json::Value| async move {
-        Api::new(api)
-            .call_async("POST", "/api/write", Some(&body.to_string()))
-            .await
+    let api = login(&host, "bob", Role::Operator).await;
+    let write = |body: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.call_async("POST", "/api/write", Some(&body.to_string()))
+                .await
+        }
     };
     let base = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
-        "metric": "Setpoint", "value": 75, "user": "bob"
+        "metric": "Setpoint", "value": 75
     });
     let with = |key: &str, value: serde_json::Value| {
         let mut b = base.clone();
@@ -243,10 +252,23 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
     let (status, e) = write(with("node", json!("Edge9"))).await;
     assert_eq!(status, 404);
     assert!(e["error"].as_str().unwrap().contains("Edge9"), "{e}");
-    let (status, e) = write(with("user", json!(""))).await;
+    // The audited user is the caller: a request naming one is refused.
+    let (status, e) = write(with("user", json!("mallory"))).await;
     assert_eq!(status, 400);
-    assert!(e["error"].as_str().unwrap().contains("user"), "{e}");
-    let (status, e) = Api::new(api)
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `user`"),
+        "{e}"
+    );
+    let (status, e) = write(with("node", json!(""))).await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"].as_str().unwrap().contains("`node` is empty"),
+        "{e}"
+    );
+    let (status, e) = api
         .call_async("POST", "/api/write", Some("{not json"))
         .await;
     assert_eq!(status, 400);
@@ -266,21 +288,24 @@ async fn bad_requests_are_refused_with_a_message_and_audited() {
         ("/api/history?metric=Plant/Edge1:Temp&points=0", "points"),
         ("/api/audit?limit=-3", "limit"),
     ] {
-        let (status, e) = Api::new(api).call_async("GET", path, None).await;
+        let (status, e) = api.call_async("GET", path, None).await;
         assert_eq!(status, 400, "{path}: {e}");
         assert!(e["error"].as_str().unwrap().contains(word), "{path}: {e}");
     }
-    let (status, _) = Api::new(api)
+    let (status, _) = api
         .call_async("GET", "/api/history?metric=Plant/Edge1:Nope", None)
         .await;
     assert_eq!(status, 404);
 
-    // Refused writes with a known user are in the audit log too.
-    let (_, audit) = Api::new(api)
-        .call_async("GET", "/api/audit?user=bob", None)
-        .await;
-    let entries = audit["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 5);
+    // Refused writes are in the audit log too, under the caller.
+    let (_, audit) = api.call_async("GET", "/api/audit?user=bob", None).await;
+    let entries: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "write")
+        .collect();
+    assert_eq!(entries.len(), 5, "{audit}");
     assert!(entries.iter().all(|e| e["outcome"] == "rejected"));
     host.stop().await.unwrap();
 }
@@ -301,9 +326,10 @@ async fn write_to_an_offline_device_is_a_conflict() {
     .await;
     let body = json!({
         "group": "Plant", "node": "Edge1", "device": "Pump",
-        "metric": "Setpoint", "value": 1, "user": "carol"
+        "metric": "Setpoint", "value": 1
     });
-    let (status, e) = Api::new(host.api_addr())
+    let (status, e) = login(&host, "carol", Role::Operator)
+        .await
         .call_async("POST", "/api/write", Some(&body.to_string()))
         .await;
     assert_eq!(status, 409);
@@ -315,11 +341,16 @@ async fn write_to_an_offline_device_is_a_conflict() {
 async fn events_stream_live_values_and_states() {
     let dir = tempfile::tempdir().unwrap();
     let (host, mut edge) = born_with_setpoint(dir.path()).await;
+    let Credentials::Session { cookie, .. } = admin(&host).await.credentials().clone() else {
+        unreachable!("a login holds a session")
+    };
     let mut stream = tokio::net::TcpStream::connect(host.api_addr())
         .await
         .unwrap();
     stream
-        .write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(
+            format!("GET /api/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let shared = host.shared().clone();
@@ -343,6 +374,43 @@ async fn events_stream_live_values_and_states() {
     assert!(text.contains(r#""type":"value""#), "{text}");
     assert!(text.contains(r#""metric":"Temp""#), "{text}");
     assert!(text.contains(r#""device":"Pump""#), "{text}");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn rebirth_request_reaches_the_node_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, mut edge) = born_with_setpoint(dir.path()).await;
+    let olga = login(&host, "olga", Role::Operator).await;
+    let body = json!({ "group": "Plant", "node": "Edge1" });
+    let (status, reply) = olga
+        .call_async("POST", "/api/rebirth", Some(&body.to_string()))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let cmd = edge.next_matching("/NCMD/").await;
+    assert_eq!(cmd.topic, "spBv1.0/Plant/NCMD/Edge1");
+    let m = &cmd.sparkplug().metrics[0];
+    assert_eq!(m.name.as_deref(), Some("Node Control/Rebirth"));
+    assert_eq!(m.value, MetricValue::Value(Value::Boolean(true)));
+
+    let unknown = json!({ "group": "Plant", "node": "Edge9" });
+    let (status, e) = olga
+        .call_async("POST", "/api/rebirth", Some(&unknown.to_string()))
+        .await;
+    assert_eq!(status, 404, "{e}");
+
+    let (_, audit) = olga.call_async("GET", "/api/audit?user=olga", None).await;
+    let rebirths: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "rebirth")
+        .collect();
+    assert_eq!(rebirths.len(), 2, "{audit}");
+    assert_eq!(rebirths[0]["outcome"], "rejected");
+    assert_eq!(rebirths[1]["outcome"], "sent");
+    assert_eq!(rebirths[1]["node"], "Plant/Edge1");
+    assert_eq!(rebirths[1]["id"], reply["audit_id"]);
     host.stop().await.unwrap();
 }
 

@@ -8,7 +8,7 @@ use host_app::history::{HistoryStore, MetricKey, SqliteOptions, SqliteStore};
 use host_app_testkit::host::*;
 use serde_json::json;
 use sparkplug::{Algorithm, BdSeq, Metric, Payload, Seq, State};
-use system_tests::http::Api;
+use system_tests::http::{Api, TEST_PASSWORD, add_user};
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::process::{Proc, assert_exit_with_one_line};
 use system_tests::stack::now_ms;
@@ -269,6 +269,12 @@ async fn run_stops_cleanly_on_sigterm() {
         "host.toml",
     );
     let mut edge = ScriptedEdge::connect(addr, "G", "E", 0).await;
+    add_user(
+        std::path::Path::new(env!("CARGO_BIN_EXE_host-app")),
+        &config,
+        "admin",
+        "admin",
+    );
 
     let mut command = host_app();
     command.arg("run").arg("--config").arg(&config);
@@ -288,10 +294,11 @@ async fn run_stops_cleanly_on_sigterm() {
         .unwrap()
         .parse()
         .unwrap();
+    let admin = Api::login_async(api, "admin", TEST_PASSWORD).await;
     wait::until_read(
         "node in tree",
         WAIT,
-        async || Api::new(api).call_async("GET", "/api/tree", None).await.1,
+        async || admin.call_async("GET", "/api/tree", None).await.1,
         |tree| tree["groups"][0]["nodes"][0]["node"] == "E",
     )
     .await;

@@ -6,7 +6,6 @@ use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
 use host_app_testkit::host::*;
 use sparkplug::{Metric, PropertySet, State};
-use system_tests::http::Api;
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::stack::now_ms;
 use system_tests::wait;
@@ -66,7 +65,8 @@ async fn host_ingests_a_pysparkplug_edge_node() {
         assert_eq!(n.bd_seq, Some(sparkplug::BdSeq::new(0)));
     }
 
-    let (status, tree) = Api::new(host.api_addr())
+    let (status, tree) = admin(&host)
+        .await
         .call_async("GET", "/api/tree", None)
         .await;
     assert_eq!(status, 200);
@@ -156,9 +156,10 @@ async fn host_works_through_mosquitto() {
     // A write goes out through Mosquitto as a DCMD.
     let body = serde_json::json!({
         "group": "Site", "node": "Edge", "device": "Valve",
-        "metric": "Open", "value": false, "user": "ops"
+        "metric": "Open", "value": false
     });
-    let (status, reply) = Api::new(host.api_addr())
+    let (status, reply) = admin(&host)
+        .await
         .call_async("POST", "/api/write", Some(&body.to_string()))
         .await;
     assert_eq!(status, 200, "{reply}");

@@ -14,7 +14,6 @@ use host_app::shared::HostShared;
 use host_app::tracker::{Liveness, NodeId};
 use host_app_testkit::host::*;
 use sparkplug::Metric;
-use system_tests::http::Api;
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::stack::now_ms;
 use system_tests::wait;
@@ -95,7 +94,8 @@ async fn births_of_new_metrics_do_not_wait_for_a_stalled_commit() {
         b_born && temp_of(&tracked).as_ref() == Some(&last)
     })
     .await;
-    let (status, tree) = Api::new(host.api_addr())
+    let (status, tree) = admin(&host)
+        .await
         .call_async("GET", "/api/tree", None)
         .await;
     assert_eq!(status, 200);

@@ -27,6 +27,8 @@ pub const GROUP: &str = "e2e";
 pub const NODE: &str = "gw-1";
 /// The test host's Primary Host id (the edge node waits for its STATE).
 pub const HOST_ID: &str = "e2e-host";
+/// The admin account every stack's host has.
+pub const ADMIN: &str = "admin";
 /// Bounds every wait of the end-to-end tests.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -224,12 +226,15 @@ pub fn host_config(dir: &Path, broker: Broker, http_port: u16) -> HostConfig {
     config
 }
 
-/// `host-app run` with [`host_config`].
+/// `host-app run` with [`host_config`], and account `admin` (password
+/// [`crate::http::TEST_PASSWORD`]) made with `host-app user add` before it starts.
 pub struct HostApp {
     proc: Proc,
     config: PathBuf,
     http: SocketAddr,
     broker: Broker,
+    /// The admin's session, opened at the first [`HostApp::api`].
+    session: std::sync::OnceLock<Api>,
 }
 
 impl HostApp {
@@ -243,12 +248,14 @@ impl HostApp {
     /// Starts the host with a config file already written, which uses `broker` and
     /// serves its API on `http_port`.
     pub fn start_config(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
+        crate::http::add_user(&bin("host-app"), &config, ADMIN, "admin");
         let proc = Self::spawn(&config);
         HostApp {
             proc,
             config,
             http: SocketAddr::from(([127, 0, 0, 1], http_port)),
             broker,
+            session: std::sync::OnceLock::new(),
         }
     }
 
@@ -267,7 +274,18 @@ impl HostApp {
         self.broker
     }
 
+    /// The API as the admin (logged in once; the session outlives restarts).
     pub fn api(&self) -> Api {
+        self.session
+            .get_or_init(|| {
+                Api::login(self.http, ADMIN, crate::http::TEST_PASSWORD)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .clone()
+    }
+
+    /// The API without credentials.
+    pub fn anonymous(&self) -> Api {
         Api::new(self.http)
     }
 

@@ -163,7 +163,6 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
         "device": "tank-farm",
         "metric": "Tank 1/Start Level",
         "value": 4.5,
-        "user": "operator-e2e",
     });
     let (status, answer) = api.post("/api/write", &request);
     assert_eq!(status, 200, "write accepted: {answer}");
@@ -217,7 +216,11 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
         .find(|e| e["id"] == audit_id)
         .unwrap_or_else(|| panic!("audit entry {audit_id} in {audit}"))
         .clone();
-    assert_eq!(entry["user"], "operator-e2e");
+    assert_eq!(
+        entry["user"],
+        system_tests::stack::ADMIN,
+        "the logged-in user"
+    );
     assert_eq!(entry["metric"], "e2e/gw-1/tank-farm:Tank 1/Start Level");
     assert_eq!(entry["value"], 4.5);
     assert_eq!(entry["outcome"], "sent");
@@ -232,7 +235,7 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
         "/api/write",
         &json!({
             "group": GROUP, "node": NODE, "device": "tank-farm",
-            "metric": "No Such Tag", "value": 1, "user": "operator-e2e",
+            "metric": "No Such Tag", "value": 1,
         }),
     );
     assert_eq!(status, 404, "unknown metric: {answer}");

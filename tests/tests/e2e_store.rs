@@ -530,7 +530,7 @@ impl Rig {
         timeout: Duration,
         ready: impl Fn(&Tree) -> bool,
     ) -> Result<Tree, String> {
-        let api = self.api;
+        let api = self.api.clone();
         let mut last = None;
         // Drain the children's output as we go, so their pipes never fill.
         let found = wait::poll(timeout, || {
@@ -809,7 +809,7 @@ fn run(scenario: Scenario) {
     // 5. A little live data, then the host must have caught up with all of it.
     sleep_ms(3_000);
     let end = now_ms();
-    let api = rig.api;
+    let api = rig.api.clone();
     let last_tags: Vec<usize> = (0..scenario.devices())
         .map(|d| ((d + 1) * TAGS_PER_DEVICE).min(scenario.tags) - 1)
         .collect();

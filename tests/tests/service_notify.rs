@@ -106,7 +106,7 @@ fn both_services_are_ready_only_once_they_work_report_status_and_say_when_they_s
     TcpStream::connect(("127.0.0.1", broker_port))
         .expect("the broker accepts connections once READY=1 is sent");
     assert_eq!(
-        http_status(http_port, "/api/tree"),
+        http_status(http_port, "/auth/setup"),
         Ok(200),
         "the API answers once READY=1 is sent"
     );
@@ -177,7 +177,7 @@ fn without_notify_socket_the_host_runs_and_stops_as_before() {
     cmd.env_remove("NOTIFY_SOCKET");
     let mut host = Proc::spawn("host-app", cmd);
     host.wait_for_line(WAIT, |l| l.starts_with("host-app: running as"));
-    assert_eq!(http_status(http_port, "/api/tree"), Ok(200));
+    assert_eq!(http_status(http_port, "/auth/setup"), Ok(200));
     host.signal("TERM");
     let exit = host.wait_exit(WAIT).expect("the host exits after SIGTERM");
     assert!(exit.success(), "host-app: {exit:?}");

@@ -233,6 +233,8 @@ pub enum CommandOutcome {
     Confirmed,
     /// Publishing failed or the edge node did not confirm in time.
     Failed,
+    /// An account event (a login, a user created) that took effect: nothing to confirm.
+    Done,
 }
 
 impl CommandOutcome {
@@ -242,6 +244,7 @@ impl CommandOutcome {
             CommandOutcome::Sent => "sent",
             CommandOutcome::Confirmed => "confirmed",
             CommandOutcome::Failed => "failed",
+            CommandOutcome::Done => "done",
         }
     }
 
@@ -251,6 +254,7 @@ impl CommandOutcome {
             "sent" => CommandOutcome::Sent,
             "confirmed" => CommandOutcome::Confirmed,
             "failed" => CommandOutcome::Failed,
+            "done" => CommandOutcome::Done,
             _ => return None,
         })
     }

@@ -17,7 +17,9 @@ use host_app::shared::HostShared;
 use host_app::tracker::{Liveness, NodeId, TrackerConfig};
 use sparkplug::{Metric, PropertySet};
 use system_tests::config::host::{Broker, HostConfig as TestHostConfig};
+use system_tests::http::{Api, TEST_PASSWORD};
 use system_tests::mqtt::ScriptedEdge;
+use web::{Role, Secret};
 
 /// Upper bound for any single wait; never a speed assertion.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -47,6 +49,34 @@ pub async fn start_host(dir: &std::path::Path, external: Option<SocketAddr>) -> 
     let shared = host.shared().clone();
     system_tests::wait::until_async("host connected", WAIT, || shared.is_connected()).await;
     host
+}
+
+/// Creates account `name` with `role` (password [`TEST_PASSWORD`]) in the host's
+/// accounts database, and account `admin` first when no admin exists (the panel serves
+/// only setup until one does), then logs in: the client the API tests use.
+pub async fn login(host: &Host, name: &str, role: Role) -> Api {
+    let auth = host.api().auth().clone();
+    let user = name.to_owned();
+    auth.blocking(move |a| {
+        let password = Secret::new(TEST_PASSWORD);
+        if a.setup_required()? {
+            a.create_user(None, "admin", &password, Role::Admin)?;
+        }
+        match a.create_user(None, &user, &password, role) {
+            Err(web::AuthError::Store(web::StoreError::Duplicate { .. })) if user == "admin" => {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create user {name}: {e}"));
+    Api::login_async(host.api_addr(), name, TEST_PASSWORD).await
+}
+
+/// An admin's session (account `admin`), for tests that only need to get through.
+pub async fn admin(host: &Host) -> Api {
+    login(host, "admin", Role::Admin).await
 }
 
 /// The broker address edge nodes use: the host's embedded plain listener.

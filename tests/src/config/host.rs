@@ -1,4 +1,5 @@
-//! The host's file: `[broker]`, `[history]`, `[sparkplug]` and `[api]`.
+//! The host's file: `[broker]`, `[history]`, `[sparkplug]` and `[api]` (plain HTTP on
+//! loopback unless a test asks for HTTPS).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,9 +26,7 @@ impl HostConfig {
                 reorder_timeout_ms: None,
                 rebirth_min_interval_ms: None,
             },
-            api: Api {
-                listen: "127.0.0.1:0".to_owned(),
-            },
+            api: Api::plain("127.0.0.1:0"),
         }
     }
 
@@ -176,7 +175,35 @@ pub struct Sparkplug {
     pub rebirth_min_interval_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `[api]`: tests serve plain HTTP on loopback unless they set `https`.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Api {
     pub listen: String,
+    pub https: Option<bool>,
+    pub state_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub idle_timeout_s: Option<u64>,
+    pub session_lifetime_s: Option<u64>,
+    pub header_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_history_queries: Option<usize>,
+    pub tls: Option<ApiTls>,
+}
+
+impl Api {
+    /// Plain HTTP on `listen` (a loopback address).
+    pub fn plain(listen: &str) -> Api {
+        Api {
+            listen: listen.to_owned(),
+            https: Some(false),
+            ..Api::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }

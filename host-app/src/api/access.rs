@@ -1,0 +1,109 @@
+//! Who may use the panel: the accounts and sessions database in the state directory,
+//! the web auth service built on it, its audit events routed into the host's audit log,
+//! and the first-run setup token.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use web::{
+    Auth, AuthConfig, AuthEvent, AuthEventKind, Secret, SessionConfig, SqliteStore, StoreError,
+};
+
+use super::config::ApiConfig;
+use crate::history::{AuditEntry, CommandOutcome, HistoryStore, MetricKey};
+
+/// Paths open without login besides web's login and setup routes: the panel's
+/// embedded static assets.
+pub const PUBLIC_PATHS: &[&str] = &["/static/*"];
+
+/// The setup token's file in the state directory.
+pub const SETUP_TOKEN_FILE: &str = "setup-token";
+
+/// Opens (creating) the accounts database in `state_dir`.
+pub fn open_store(state_dir: &Path) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(&ApiConfig::auth_db(state_dir))
+}
+
+/// The auth settings `[api]` asks for.
+pub fn auth_config(config: &ApiConfig) -> AuthConfig {
+    AuthConfig {
+        session: SessionConfig {
+            idle_timeout: config.idle_timeout(),
+            absolute_lifetime: config.session_lifetime(),
+            https: config.https,
+        },
+        allowed_origins: config.public_origin().into_iter().collect(),
+        public_paths: PUBLIC_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+        ..AuthConfig::default()
+    }
+}
+
+/// The auth service on the accounts database in `state_dir`, its audit events also
+/// appended to the host's audit log (`audit`), when given.
+pub fn build(
+    config: &ApiConfig,
+    state_dir: &Path,
+    audit: Option<Arc<dyn HistoryStore>>,
+) -> Result<Auth, String> {
+    let store = open_store(state_dir)
+        .map_err(|e| format!("{}: {e}", ApiConfig::auth_db(state_dir).display()))?;
+    let mut builder = Auth::builder(Arc::new(store)).config(auth_config(config));
+    if let Some(history) = audit {
+        builder = builder.audit_hook(Arc::new(move |event: &AuthEvent| {
+            if let Err(e) = history.audit_append(&audit_entry(event)) {
+                tracing::error!(error = %e, kind = %event.kind, "account event not in the audit log");
+            }
+        }));
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// An account event as a row of the host's audit log: no node, the event's kind as the
+/// metric name, the client's address as the value.
+pub fn audit_entry(event: &AuthEvent) -> AuditEntry {
+    use AuthEventKind as K;
+    let outcome = match event.kind {
+        K::LoginFailed
+        | K::LockedOut
+        | K::SetupRefused
+        | K::CsrfRefused
+        | K::OriginRefused
+        | K::Forbidden => CommandOutcome::Rejected,
+        _ => CommandOutcome::Done,
+    };
+    AuditEntry {
+        ts: u64::try_from(event.at_ms).unwrap_or(0),
+        user: event.username.clone().unwrap_or_default(),
+        metric: MetricKey::node("", "", event.kind.as_str()),
+        value: serde_json::json!({ "addr": event.addr }).to_string(),
+        outcome,
+        detail: Some(event.detail.clone()),
+    }
+}
+
+/// Before the first admin exists: a fresh one-time setup token, written (mode 0600) to
+/// the state directory's token file; `None` once an admin exists.
+pub fn begin_setup(auth: &Auth, state_dir: &Path) -> Result<Option<(Secret, PathBuf)>, String> {
+    let path = state_dir.join(SETUP_TOKEN_FILE);
+    match auth.begin_setup(&path) {
+        Ok(token) => Ok(token.map(|t| (t, path))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Creates the state directory (mode 0700: it holds the accounts and keys) if absent.
+pub fn ensure_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The panel page that completes setup; the logged link opens it with `?token=`.
+pub const SETUP_PAGE: &str = "/setup";

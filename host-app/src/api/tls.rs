@@ -1,0 +1,147 @@
+//! The panel's HTTPS certificate: the one `[api.tls]` names, or a self-signed one
+//! generated at first start and kept in the state directory (key file 0600) so browsers
+//! that accepted it once keep accepting it. Its SHA-256 fingerprint goes to the log so
+//! a technician can compare it with what the browser shows.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use infra::tls::{ClientCertificates, ServerTls};
+use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+
+use super::config::ApiTls;
+
+/// Where the self-signed certificate and its key live in the state directory.
+pub const SELF_SIGNED_CERT: &str = "panel-cert.pem";
+pub const SELF_SIGNED_KEY: &str = "panel-key.pem";
+
+/// A loaded certificate: the rustls configuration and what the log says of it.
+pub struct PanelCert {
+    pub server_config: Arc<ServerConfig>,
+    /// SHA-256 of the leaf certificate (DER), as colon-separated upper-case hex.
+    pub fingerprint: String,
+    pub cert_file: PathBuf,
+    pub self_signed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("api.tls: {0}")]
+    Configured(infra::tls::TlsError),
+    #[error("self-signed certificate {}: {message}", path.display())]
+    SelfSigned { path: PathBuf, message: String },
+}
+
+/// The configured certificate, or the state directory's self-signed one (generated
+/// when absent). `listen` and `public_host` name the certificate's subject.
+pub fn load(
+    configured: Option<&ApiTls>,
+    state_dir: &Path,
+    listen: SocketAddr,
+    public_host: Option<&str>,
+) -> Result<PanelCert, CertError> {
+    match configured {
+        Some(tls) => {
+            let server = ServerTls {
+                cert_file: tls.cert_file.clone(),
+                key_file: tls.key_file.clone(),
+                client_ca_file: None,
+                client_certificates: ClientCertificates::None,
+            };
+            let mut config =
+                (*infra::tls::server_config(&server).map_err(CertError::Configured)?).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let leaf = CertificateDer::pem_file_iter(&tls.cert_file)
+                .ok()
+                .and_then(|mut certs| certs.next())
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    CertError::Configured(infra::tls::TlsError::File {
+                        file: infra::tls::TlsFile::Cert,
+                        path: tls.cert_file.clone(),
+                        message: "no certificate".into(),
+                    })
+                })?;
+            Ok(PanelCert {
+                server_config: Arc::new(config),
+                fingerprint: fingerprint(&leaf),
+                cert_file: tls.cert_file.clone(),
+                self_signed: false,
+            })
+        }
+        None => self_signed(state_dir, listen, public_host),
+    }
+}
+
+fn self_signed(
+    state_dir: &Path,
+    listen: SocketAddr,
+    public_host: Option<&str>,
+) -> Result<PanelCert, CertError> {
+    let cert_file = state_dir.join(SELF_SIGNED_CERT);
+    let key_file = state_dir.join(SELF_SIGNED_KEY);
+    let fail = |path: &Path, message: String| CertError::SelfSigned {
+        path: path.to_owned(),
+        message,
+    };
+    if !(cert_file.exists() && key_file.exists()) {
+        let mut names = vec!["localhost".to_owned()];
+        if !listen.ip().is_unspecified() {
+            names.push(listen.ip().to_string());
+        }
+        if let Some(host) = public_host.filter(|h| !names.iter().any(|n| n == h)) {
+            names.push(host.to_owned());
+        }
+        let generated = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| fail(&cert_file, e.to_string()))?;
+        write_private(&key_file, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(|e| fail(&key_file, e.to_string()))?;
+        fs::write(&cert_file, generated.cert.pem()).map_err(|e| fail(&cert_file, e.to_string()))?;
+        tracing::info!(cert = %cert_file.display(), "self-signed panel certificate generated");
+    }
+    let configured = ApiTls {
+        cert_file: cert_file.clone(),
+        key_file,
+    };
+    let mut cert = load(Some(&configured), state_dir, listen, public_host).map_err(|e| {
+        let message = match e {
+            CertError::Configured(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        fail(&cert_file, message)
+    })?;
+    cert.self_signed = true;
+    Ok(cert)
+}
+
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:...`, the form browsers show.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
