@@ -61,9 +61,9 @@ async fn fill_day(broker: std::net::SocketAddr, to: u64) {
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut plant = Plant::start();
-    let host = HostApp::start(dir.path(), Broker::Embedded { port: free_port() });
+    let host = HostApp::start_without_accounts(dir.path(), Broker::Embedded { port: free_port() });
     let mut _edge = EdgeNode::start(dir.path(), host.broker().port(), plant.port());
-    let addr = host.api().addr();
+    let addr = host.anonymous().addr();
 
     let token_file = dir.path().join("setup-token");
     let token = wait::until("the setup token file", WAIT, || {

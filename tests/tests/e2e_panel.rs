@@ -31,7 +31,7 @@ const STEPS: [&str; 11] = [
 fn panel_in_chromium_from_setup_to_logout() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut plant = Plant::start();
-    let host = HostApp::start(dir.path(), Broker::Embedded { port: free_port() });
+    let host = HostApp::start_without_accounts(dir.path(), Broker::Embedded { port: free_port() });
     let mut edge = EdgeNode::start(dir.path(), host.broker().port(), plant.port());
     // The host writes the one-time setup token into its state directory at start.
     let token_file = dir.path().join("setup-token");
@@ -42,7 +42,7 @@ fn panel_in_chromium_from_setup_to_logout() {
             .filter(|t| !t.is_empty())
     });
     let env = [
-        ("PANEL_URL", format!("http://{}", host.api().addr())),
+        ("PANEL_URL", format!("http://{}", host.anonymous().addr())),
         ("SETUP_TOKEN", token),
         ("PANEL_PASSWORD", "panel test password 1".to_owned()),
     ];

@@ -16,4 +16,4 @@ pub mod pages;
 
 pub use assets::{Asset, Assets, SHELL_ASSETS};
 pub use layout::{NavItem, Shell, ShellUser};
-pub use pages::{MessagePage, html, redirect_to_login};
+pub use pages::{MessagePage, html, redirect_to_login, wants_page};

@@ -13,6 +13,7 @@ use web::Caller;
 use web::shell::Shell;
 
 use super::PanelState;
+use crate::api::audit_view;
 use crate::history::{AuditQuery, AuditRecord, TimeRange};
 
 /// Most entries one page or export shows.
@@ -37,9 +38,12 @@ pub struct AuditRow {
     pub id: i64,
     pub ts: u64,
     pub user: String,
-    pub metric: String,
+    /// `write`, `rebirth`, or an account event (`login_failed`, ...).
+    pub action: String,
+    /// The metric written, the node of a Rebirth; empty for an account event.
+    pub target: String,
     pub value: String,
-    pub outcome: &'static str,
+    pub outcome: String,
     pub detail: String,
 }
 
@@ -79,16 +83,22 @@ async fn select(state: &PanelState, filter: &Filter) -> Result<Vec<AuditRow>, St
         .map_err(|e| e.to_string())?;
     let node = filter.node.trim();
     Ok(records
-        .into_iter()
-        .filter(|r| node.is_empty() || r.entry.metric.to_string().starts_with(node))
-        .map(|r| AuditRow {
-            id: r.id,
-            ts: r.entry.ts,
-            user: r.entry.user,
-            metric: r.entry.metric.to_string(),
-            value: r.entry.value,
-            outcome: r.entry.outcome.as_str(),
-            detail: r.entry.detail.unwrap_or_default(),
+        .iter()
+        .map(audit_view)
+        .filter(|v| node.is_empty() || v.node.as_deref().is_some_and(|n| n.starts_with(node)))
+        .map(|v| AuditRow {
+            id: v.id,
+            ts: v.ts,
+            user: v.user,
+            target: match (v.action.as_str(), v.metric, v.node) {
+                ("rebirth", _, Some(node)) => node,
+                (_, Some(metric), _) => metric,
+                _ => String::new(),
+            },
+            action: v.action,
+            value: super::value_text(&v.value),
+            outcome: v.outcome,
+            detail: v.detail.unwrap_or_default(),
         })
         .collect())
 }
@@ -174,16 +184,17 @@ pub async fn csv(
         Ok(rows) => rows,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let mut out = String::from("id,ts_ms,time_utc,user,metric,value,outcome,detail\r\n");
+    let mut out = String::from("id,ts_ms,time_utc,user,action,target,value,outcome,detail\r\n");
     for r in &rows {
         let line = [
             r.id.to_string(),
             r.ts.to_string(),
             utc_text(r.ts),
             field(&r.user),
-            field(&r.metric),
+            field(&r.action),
+            field(&r.target),
             field(&r.value),
-            r.outcome.to_owned(),
+            field(&r.outcome),
             field(&r.detail),
         ]
         .join(",");

@@ -22,6 +22,8 @@ const STORE_METRICS: [&str; 4] = [
 ];
 
 pub struct StoreFigure {
+    /// The metric's name, `Store/Depth`...
+    pub name: &'static str,
     pub key: String,
     pub text: String,
     pub units: String,
@@ -102,7 +104,8 @@ pub fn groups(state: &PanelState) -> Vec<GroupRow> {
             rebirths: node.rebirths_requested,
             store: STORE_METRICS
                 .iter()
-                .map(|name| StoreFigure {
+                .map(|&name| StoreFigure {
+                    name,
                     key: metric_key(g, n, None, name),
                     text: value_text(&node.metrics, name),
                     units: node

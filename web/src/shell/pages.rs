@@ -142,16 +142,21 @@ async fn setup_page(State(state): State<PagesState>) -> Response {
     html(StatusCode::OK, &page)
 }
 
-/// Middleware (`axum::middleware::from_fn(redirect_to_login)`, outside
-/// [`Auth::layer`]): a browser's page request refused with 401 is sent to the login
-/// page, which comes back to the page after logging in. API clients keep their 401.
-pub async fn redirect_to_login(req: Request, next: Next) -> Response {
-    let wants_page = req.method() == Method::GET
+/// True for a browser asking for a page (a GET accepting HTML), not a script.
+pub fn wants_page(req: &Request) -> bool {
+    req.method() == Method::GET
         && req
             .headers()
             .get(ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"));
+            .is_some_and(|v| v.contains("text/html"))
+}
+
+/// Middleware (`axum::middleware::from_fn(redirect_to_login)`, outside
+/// [`Auth::layer`]): a browser's page request refused with 401 is sent to the login
+/// page, which comes back to the page after logging in. API clients keep their 401.
+pub async fn redirect_to_login(req: Request, next: Next) -> Response {
+    let wants_page = wants_page(&req);
     let path = req
         .uri()
         .path_and_query()
