@@ -111,7 +111,9 @@
     await new Promise((resolve) => setTimeout(resolve, 0));
     const t2 = performance.now();
     const n = shown.x.length;
-    $("#trend-status").textContent = `${n} buckets of ${Math.round((range.to - range.from) / Math.max(points, 1) / 1000)} s or less; query ${Math.round(t1 - t0)} ms, drawing ${Math.round(t2 - t1)} ms.`;
+    const bucket = (range.to - range.from) / Math.max(points, 1);
+    const width = bucket >= 1000 ? Math.round(bucket / 1000) + " s" : Math.round(bucket) + " ms";
+    $("#trend-status").textContent = `${n} buckets of up to ${width}; query ${Math.round(t1 - t0)} ms, drawing ${Math.round(t2 - t1)} ms.`;
     el.dataset.from = String(Math.round(range.from));
     el.dataset.to = String(Math.round(range.to));
     el.dataset.buckets = String(n);

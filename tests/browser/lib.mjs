@@ -63,6 +63,11 @@ export async function run(page, steps) {
   return true;
 }
 
+// An extra screenshot inside a step.
+export async function shot(page, name) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
 export function check(condition, message) {
   if (!condition) throw new Error(message);
 }

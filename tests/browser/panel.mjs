@@ -2,7 +2,7 @@
 // (tests/tests/e2e_panel.rs): setup, login, the live tree, a value changed by the
 // simulator, a trend drawn and zoomed, a confirmed write and its audit row, a viewer
 // refused, an edge node going OFFLINE, logout. One screenshot per step.
-import { url, ask, launch, run, check, login, logout } from "./lib.mjs";
+import { url, ask, launch, run, check, login, logout, shot } from "./lib.mjs";
 
 const token = process.env.SETUP_TOKEN;
 const password = process.env.PANEL_PASSWORD;
@@ -113,6 +113,7 @@ const ok = await run(page, [
     await page.waitForSelector("#state:has-text('OFFLINE')");
     await page.waitForSelector(`${row(levelKey)}.stale`);
     check(await page.evaluate(() => window.notReloaded === true), "went OFFLINE on screen without a reload");
+    await shot(page, "10-offline-stale-device");
     await page.goto(url + "/");
     await page.waitForSelector(`tr.node[data-node="${group}/${node}"] .badge.offline`);
   }],
