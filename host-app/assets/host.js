@@ -10,8 +10,12 @@
 
   const keyOf = (e) => e.device ? `${e.group}/${e.node}/${e.device}:${e.metric}`
     : `${e.group}/${e.node}:${e.metric}`;
-  const text = (v) => v === null || v === undefined ? "–"
-    : typeof v === "string" ? v : JSON.stringify(v);
+  // As the server writes values (panel::value_text): Float to 7 significant digits.
+  const text = (v, datatype) => v === null || v === undefined ? "–"
+    : typeof v === "string" ? v
+    : typeof v === "number" && !Number.isInteger(v)
+      ? String(Number(v.toPrecision(datatype === "Float" ? 7 : 12)))
+      : JSON.stringify(v);
   const qualityText = (q) => q === 192 ? "GOOD" : q === 500 ? "STALE" : q === 0 ? "BAD" : "OTHER";
 
   function setBadge(el, state) {
@@ -43,7 +47,7 @@
     if (!p || !same(p.value, value)) return;
     clearTimeout(p.timer);
     pending.delete(key);
-    status(`done: ${p.name} = ${text(value)} (confirmed by the edge node)`);
+    status(`done: ${p.name} = ${text(value, p.datatype)} (confirmed by the edge node)`);
   }
 
   function parseValue(raw, datatype, low, high) {
@@ -72,12 +76,13 @@
       row = btn.closest("tr");
       const d = btn.dataset;
       $("#w-name").textContent = row.dataset.name;
-      $("#w-current").textContent = text(JSON.parse(d.value));
+      $("#w-current").textContent = text(JSON.parse(d.value), d.datatype);
       $("#w-datatype").textContent = d.datatype;
       $("#w-units").textContent = d.units || "–";
       $("#w-limits").textContent = d.low !== "" ? `${d.low} to ${d.high}` : "none given";
       $("#w-error").textContent = "";
       $("#w-value").value = "";
+      $("#w-value").placeholder = d.datatype === "Boolean" ? "true or false" : "";
       dialog.showModal();
       $("#w-value").focus();
     }));
@@ -101,7 +106,7 @@
         pending.delete(key);
         status(`sent, not confirmed: ${name} = ${text(parsed.value)} did not come back within ${CONFIRM_MS / 1000} s`, true);
       }, CONFIRM_MS);
-      pending.set(key, { value: parsed.value, timer, name });
+      pending.set(key, { value: parsed.value, timer, name, datatype: btn.dataset.datatype });
       status(`sent: ${name} = ${text(parsed.value)}, waiting for the edge node…`);
     });
   }
@@ -121,7 +126,7 @@
           $("td.hist", tr).textContent = "replayed " + Panel.time(e.ts);
           return;
         }
-        $("td.value", tr).textContent = text(e.value);
+        $("td.value", tr).textContent = text(e.value, tr.dataset.datatype);
         const q = $("span.quality", tr);
         q.textContent = qualityText(e.quality);
         q.className = "badge quality " + q.textContent.toLowerCase();

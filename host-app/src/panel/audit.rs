@@ -96,7 +96,7 @@ async fn select(state: &PanelState, filter: &Filter) -> Result<Vec<AuditRow>, St
                 _ => String::new(),
             },
             action: v.action,
-            value: super::value_text(&v.value),
+            value: super::value_text(&v.value, None),
             outcome: v.outcome,
             detail: v.detail.unwrap_or_default(),
         })

@@ -24,6 +24,8 @@ use axum::routing::get;
 use web::shell::{Asset, Assets, MessagePage, SHELL_ASSETS, Shell};
 use web::{Auth, Caller, Role};
 
+use sparkplug::DataType;
+
 use crate::broker::ClientGauge;
 use crate::shared::HostShared;
 
@@ -138,13 +140,26 @@ pub fn metric_key(group: &str, node: &str, device: Option<&str>, name: &str) -> 
     }
 }
 
-/// A value as the pages show it, the way the browser's `JSON.stringify` writes it (so
-/// a server-rendered cell and a live update agree): strings bare, `5.0` as `5`.
-pub fn value_text(value: &serde_json::Value) -> String {
+/// A value as the pages show it, the way `host.js` writes it (so a server-rendered cell
+/// and a live update agree): strings bare, `5.0` as `5`, Float values to 7 significant
+/// digits and other numbers to 12, so binary noise (`2.6024999618530273`) is not shown.
+pub fn value_text(value: &serde_json::Value, datatype: Option<DataType>) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            Some(f) if n.is_f64() => {
+                let digits = if datatype == Some(DataType::Float) {
+                    7
+                } else {
+                    12
+                };
+                let rounded: f64 = format!("{:.*e}", digits - 1, f).parse().unwrap_or(f);
+                if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
+                    format!("{}", rounded as i64)
+                } else {
+                    format!("{rounded}")
+                }
+            }
             _ => n.to_string(),
         },
         other => other.to_string(),
@@ -167,10 +182,18 @@ mod tests {
 
     #[test]
     fn values_read_as_the_browser_writes_them() {
-        assert_eq!(super::value_text(&json!(5.0)), "5");
-        assert_eq!(super::value_text(&json!(-2.5)), "-2.5");
-        assert_eq!(super::value_text(&json!(7)), "7");
-        assert_eq!(super::value_text(&json!("NaN")), "NaN");
-        assert_eq!(super::value_text(&json!(true)), "true");
+        use sparkplug::DataType::{Double, Float};
+        let text = super::value_text;
+        assert_eq!(text(&json!(5.0), Some(Double)), "5");
+        assert_eq!(text(&json!(-2.5), None), "-2.5");
+        assert_eq!(text(&json!(7), None), "7");
+        assert_eq!(text(&json!("NaN"), Some(Double)), "NaN");
+        assert_eq!(text(&json!(true), None), "true");
+        assert_eq!(text(&json!(2.6024999618530273), Some(Float)), "2.6025");
+        assert_eq!(text(&json!(2.3000000000000003), Some(Double)), "2.3");
+        assert_eq!(
+            text(&json!(16.167226791381836), Some(Double)),
+            "16.1672267914"
+        );
     }
 }

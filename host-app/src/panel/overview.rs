@@ -73,7 +73,7 @@ pub fn value_text(metrics: &Metrics, name: &str) -> String {
         return "–".into();
     };
     let value = match &m.value {
-        Some(v) => super::value_text(&sample_json(v)),
+        Some(v) => super::value_text(&sample_json(v), m.datatype),
         None => return "–".into(),
     };
     match &m.units {

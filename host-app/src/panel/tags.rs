@@ -66,7 +66,9 @@ fn rows(
         .iter()
         .map(|m| {
             let json = m.value.as_ref().map(sample_json);
-            let value = json.as_ref().map_or_else(|| "–".into(), super::value_text);
+            let value = json
+                .as_ref()
+                .map_or_else(|| "–".into(), |v| super::value_text(v, m.datatype));
             let (low, high) = m
                 .eng_range
                 .map_or((String::new(), String::new()), |(l, h)| {

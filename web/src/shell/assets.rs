@@ -26,7 +26,7 @@ pub struct Asset {
     pub bytes: &'static [u8],
 }
 
-/// The shell's own files: its style sheet and script, and uPlot.
+/// The shell's own files: its style sheet, script and icon, and uPlot.
 pub const SHELL_ASSETS: &[Asset] = &[
     Asset {
         name: "panel.css",
@@ -35,6 +35,10 @@ pub const SHELL_ASSETS: &[Asset] = &[
     Asset {
         name: "panel.js",
         bytes: include_bytes!("../../assets/panel.js"),
+    },
+    Asset {
+        name: "favicon.svg",
+        bytes: include_bytes!("../../assets/favicon.svg"),
     },
     Asset {
         name: "uPlot.min.css",

@@ -32,6 +32,7 @@ pub struct Shell {
     pub nav: Vec<NavItem>,
     pub styles: Vec<String>,
     pub scripts: Vec<String>,
+    pub icon: String,
     pub logout_url: &'static str,
 }
 
@@ -46,6 +47,7 @@ impl Shell {
             nav: Vec::new(),
             styles: vec![assets.url("panel.css")],
             scripts: vec![assets.url("panel.js")],
+            icon: assets.url("favicon.svg"),
             logout_url: LOGOUT_PATH,
         }
     }
