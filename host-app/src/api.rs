@@ -98,6 +98,10 @@ pub struct ApiState {
     pub shared: Arc<HostShared>,
     pub publisher: Publisher,
     pub shutdown: CancellationToken,
+    /// Accounts, sessions and tokens (the pages' users and tokens views).
+    pub auth: Auth,
+    /// The served certificate's SHA-256 fingerprint, under HTTPS (the System page).
+    pub fingerprint: Option<Arc<str>>,
     /// Bounds the history queries running at once.
     history_slots: Arc<Semaphore>,
 }
@@ -174,6 +178,8 @@ impl ApiServer {
             shared,
             publisher,
             shutdown: shutdown.clone(),
+            auth: auth.clone(),
+            fingerprint: cert.as_ref().map(|c| Arc::from(c.fingerprint.as_str())),
             history_slots: Arc::new(Semaphore::new(config.max_history_queries)),
         };
         let app = app(state, &auth, config.request_timeout(), pages);
@@ -190,6 +196,7 @@ impl ApiServer {
             );
         }
         let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
+        tokio::spawn(purge_sessions(auth.clone(), shutdown.clone()));
         let task = tokio::spawn(serve::serve(listener, app, acceptor, limits, shutdown));
         tracing::info!(%addr, url = %base_url, "panel listening");
         let server = ApiServer {
@@ -249,6 +256,25 @@ impl ApiServer {
     }
 }
 
+/// How often expired sessions are deleted from the accounts database.
+const SESSION_PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
+
+/// Deletes expired sessions now and then, so the table holds live ones only.
+async fn purge_sessions(auth: Auth, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SESSION_PURGE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = auth.blocking(|a| a.purge_expired_sessions()).await {
+                    tracing::warn!(error = %e, "expired sessions not purged");
+                }
+            }
+        }
+    }
+}
+
 /// An address as a browser would type it (`localhost` for every interface).
 fn shown_addr(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
@@ -266,23 +292,21 @@ fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or(authority)
 }
 
-/// The whole application: the API routes, the panel's pages and web's auth routes,
-/// each with its role, the setup gate, the auth layer, the redirect of pages without a
-/// session to login and the request timeout.
+/// The whole application: the API routes, the panel's pages and web's auth routes, each
+/// with its role, inside the auth layer; outside it, pages without a session are sent to
+/// login; the setup gate outside that (anyone is told setup is due, browsers are sent to
+/// the setup page); the request timeout outermost.
 pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration, pages: PanelState) -> Router {
     api_routes(state, auth)
         .merge(panel::routes(pages))
         .merge(auth.routes())
-        .layer(middleware::from_fn_with_state(
-            auth.clone(),
-            tokens_need_admin,
-        ))
+        .layer(middleware::from_fn(tokens_need_admin))
+        .layer(auth.layer())
+        .layer(middleware::from_fn(web::shell::redirect_to_login))
         .layer(middleware::from_fn_with_state(
             SetupGate::new(auth.clone()),
             setup_gate,
         ))
-        .layer(auth.layer())
-        .layer(middleware::from_fn(web::shell::redirect_to_login))
         .layer(middleware::from_fn_with_state(request_timeout, timeout))
 }
 
@@ -317,7 +341,7 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
 }
 
 /// API tokens are admin business: web lets any caller manage their own.
-async fn tokens_need_admin(State(_auth): State<Auth>, req: Request, next: Next) -> Response {
+async fn tokens_need_admin(req: Request, next: Next) -> Response {
     let is_tokens = req.uri().path() == web::http::TOKENS_PATH
         || req
             .uri()

@@ -318,3 +318,97 @@ async fn run_stops_cleanly_on_sigterm() {
     assert_eq!(store.latest(&[id]).unwrap().len(), 1, "history flushed");
     broker.stop().await;
 }
+
+/// `host-app user ...` on `config`, `stdin` as its standard input.
+fn user_cli(config: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = host_app()
+        .arg("user")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn user_subcommands_manage_the_accounts_the_panel_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        system_tests::config::write(&host_config(dir.path(), None), dir.path(), "host.toml");
+    let ok = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let refused = |out: &std::process::Output, word: &str| {
+        let line = assert_exit_with_one_line("host-app user", out, 2);
+        assert!(line.contains(word), "{line}");
+    };
+
+    let out = user_cli(
+        &config,
+        &["add", "root", "--role", "admin"],
+        "first password 1\n",
+    );
+    assert!(ok(&out).contains("root created with role admin"));
+    ok(&user_cli(
+        &config,
+        &["add", "vic", "--role", "viewer"],
+        "viewer password 1\n",
+    ));
+    assert_eq!(
+        ok(&user_cli(&config, &["list"], "")),
+        "root\tadmin\nvic\tviewer\n"
+    );
+
+    refused(
+        &user_cli(&config, &["add", "bob", "--role", "boss"], "x\n"),
+        "role",
+    );
+    refused(&user_cli(&config, &["add", "bob"], "short\n"), "password");
+    refused(&user_cli(&config, &["add", "bob"], ""), "standard input");
+    refused(
+        &user_cli(&config, &["add", "vic"], "another password\n"),
+        "vic",
+    );
+    refused(&user_cli(&config, &["remove", "root"], ""), "last admin");
+    refused(
+        &user_cli(&config, &["passwd", "nobody"], "some password 1\n"),
+        "nobody",
+    );
+    // Never a password on the command line.
+    let out = user_cli(&config, &["add", "eve", "--password", "in argv 12345"], "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    ok(&user_cli(
+        &config,
+        &["passwd", "root"],
+        "second password 2\n",
+    ));
+    ok(&user_cli(&config, &["remove", "vic"], ""));
+    assert_eq!(ok(&user_cli(&config, &["list"], "")), "root\tadmin\n");
+
+    // The host's accounts database has the new password, not the old one.
+    let auth = web::Auth::builder(std::sync::Arc::new(
+        web::SqliteStore::open(&dir.path().join("auth.db")).unwrap(),
+    ))
+    .build()
+    .unwrap();
+    let login = |p: &str| auth.login("root", &web::Secret::new(p), None).is_ok();
+    assert!(!login("first password 1"));
+    assert!(login("second password 2"));
+
+    let missing = dir.path().join("none.toml");
+    let out = user_cli(&missing, &["list"], "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

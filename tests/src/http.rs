@@ -101,6 +101,15 @@ impl Api {
             .ok_or_else(|| format!("no token in {text}"))
     }
 
+    /// [`Api::create_token`] from an async test; panics when it fails.
+    pub async fn create_token_async(&self, name: &str, scope: &str) -> String {
+        let (api, name, scope) = (self.clone(), name.to_owned(), scope.to_owned());
+        tokio::task::spawn_blocking(move || api.create_token(&name, &scope))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -245,23 +245,25 @@ impl HostApp {
         Self::start_config(config, broker, http.port())
     }
 
-    /// Like [`HostApp::start`] without the admin account: first-run setup is open (the
-    /// setup token is in `dir`'s `setup-token` file, [`HostApp::api`] fails until an
-    /// admin named [`ADMIN`] exists).
+    /// [`HostApp::start`] for first-run tests ([`HostApp::start_first_run`]): no account,
+    /// the setup token in `dir`'s `setup-token` file.
     pub fn start_without_accounts(dir: &Path, broker: Broker) -> HostApp {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = config::write(&host_config(dir, broker, http.port()), dir, "host-app.toml");
-        Self::start_with(config, broker, http.port())
+        Self::start_first_run(config, broker, http.port())
     }
 
     /// Starts the host with a config file already written, which uses `broker` and
     /// serves its API on `http_port`.
     pub fn start_config(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
         crate::http::add_user(&bin("host-app"), &config, ADMIN, "admin");
-        Self::start_with(config, broker, http_port)
+        Self::start_first_run(config, broker, http_port)
     }
 
-    fn start_with(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
+    /// Like [`HostApp::start_config`] with no account yet: the host serves only setup
+    /// and logs its one-time setup link (first-run tests). [`HostApp::api`] works once
+    /// setup created [`ADMIN`] with [`crate::http::TEST_PASSWORD`].
+    pub fn start_first_run(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
         let proc = Self::spawn(&config);
         HostApp {
             proc,

@@ -19,9 +19,22 @@ pub const PUBLIC_PATHS: &[&str] = &["/static/*", "/login", "/setup"];
 /// The setup token's file in the state directory.
 pub const SETUP_TOKEN_FILE: &str = "setup-token";
 
-/// Opens (creating) the accounts database in `state_dir`.
-pub fn open_store(state_dir: &Path) -> Result<SqliteStore, StoreError> {
-    SqliteStore::open(&ApiConfig::auth_db(state_dir))
+/// Opens (creating, mode 0600: it holds password hashes) the accounts database in
+/// `state_dir`. SQLite gives its WAL and shared-memory files the same mode.
+pub fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = ApiConfig::auth_db(state_dir);
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    SqliteStore::open(&path).map_err(|e: StoreError| format!("{}: {e}", path.display()))
 }
 
 /// The auth settings `[api]` asks for.
@@ -39,23 +52,49 @@ pub fn auth_config(config: &ApiConfig) -> AuthConfig {
 }
 
 /// The auth service on the accounts database in `state_dir`, its audit events also
-/// appended to the host's audit log (`audit`), when given.
+/// appended to the host's audit log (`audit`), when given, by a thread of their own.
 pub fn build(
     config: &ApiConfig,
     state_dir: &Path,
     audit: Option<Arc<dyn HistoryStore>>,
 ) -> Result<Auth, String> {
-    let store = open_store(state_dir)
-        .map_err(|e| format!("{}: {e}", ApiConfig::auth_db(state_dir).display()))?;
+    let store = open_store(state_dir)?;
     let mut builder = Auth::builder(Arc::new(store)).config(auth_config(config));
     if let Some(history) = audit {
-        builder = builder.audit_hook(Arc::new(move |event: &AuthEvent| {
-            if let Err(e) = history.audit_append(&audit_entry(event)) {
-                tracing::error!(error = %e, kind = %event.kind, "account event not in the audit log");
-            }
-        }));
+        builder = builder.audit_hook(Arc::new(forward_to(history)?));
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// Account events waiting for the audit log; beyond this many, new ones are dropped
+/// (and said so in the log) rather than hold up logins.
+const AUDIT_QUEUE: usize = 1024;
+
+/// A hook handing account events, in order, to a thread that appends them to the host's
+/// audit log: a login never waits for a history commit in progress.
+fn forward_to(history: Arc<dyn HistoryStore>) -> Result<impl Fn(&AuthEvent) + Send + Sync, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<AuditEntry>(AUDIT_QUEUE);
+    std::thread::Builder::new()
+        .name("auth-audit".into())
+        .spawn(move || {
+            // Ends when the auth service (the sender) is dropped.
+            for entry in rx {
+                if let Err(e) = history.audit_append(&entry) {
+                    tracing::error!(error = %e, action = %entry.metric.name, "account event not in the audit log");
+                }
+            }
+        })
+        .map_err(|e| format!("audit thread: {e}"))?;
+    let tx = std::sync::Mutex::new(tx);
+    Ok(move |event: &AuthEvent| {
+        let sent = tx
+            .lock()
+            .map_err(|_| ())
+            .and_then(|tx| tx.try_send(audit_entry(event)).map_err(|_| ()));
+        if sent.is_err() {
+            tracing::error!(kind = %event.kind, "audit queue full: account event not in the audit log");
+        }
+    })
 }
 
 /// An account event as a row of the host's audit log: no node, the event's kind as the
