@@ -70,12 +70,19 @@ const ok = await run(page, [
     await page.waitForSelector("#write-status:has-text('done')");
     await page.waitForFunction((sel) => document.querySelector(sel + " td.value").textContent.trim() === "3.5", row(levelKey));
   }],
-  ["07-audit-row", async () => {
-    await page.goto(url + "/audit?user=olivia");
-    const audit = await page.textContent("#audit tbody");
-    check(audit.includes("Tank 1/Start Level") && audit.includes("3.5"), `audit row of the write: ${audit}`);
+  ["07-rebirth", async () => {
+    await page.goto(`${url}/node/${group}/${node}`);
+    await page.click("button.rebirth");
+    await page.waitForSelector(`#rebirth-status:has-text('Rebirth requested from ${group}/${node}')`);
   }],
-  ["08-trend-zoom", async () => {
+  ["08-audit-rows", async () => {
+    await page.goto(url + "/audit?user=olivia");
+    const rows = await page.$$eval("#audit tbody tr", (trs) => trs.map((tr) => tr.textContent));
+    check(rows.some((r) => r.includes("write") && r.includes("Tank 1/Start Level") && r.includes("3.5")),
+      `audit row of the write: ${rows}`);
+    check(rows.some((r) => r.includes("rebirth") && r.includes(`${group}/${node}`)), `audit row of the Rebirth: ${rows}`);
+  }],
+  ["09-trend-zoom", async () => {
     await page.goto(`${url}/trends?m=${encodeURIComponent(`${group}/${node}/${device}:Tank 1/Level`)}`);
     await page.click("button.preset[data-range='3600000']");
     await page.waitForFunction(() => Number(document.getElementById("chart").dataset.buckets) > 0);
@@ -94,7 +101,7 @@ const ok = await run(page, [
     check(Number(after.buckets) > 0, "the zoomed range has data");
     check(new URL(page.url()).searchParams.get("from") === after.from, "the zoom is in the URL");
   }],
-  ["09-viewer", async () => {
+  ["10-viewer", async () => {
     await logout(page);
     await login(page, "victor", password);
     await page.goto(url + devicePath);
@@ -107,17 +114,17 @@ const ok = await run(page, [
     }, "Tank 1/Start Level");
     check(status === 403, `the API refuses the viewer's write: ${status}`);
   }],
-  ["10-offline-stale", async () => {
+  ["11-offline-stale", async () => {
     await page.evaluate(() => { window.notReloaded = true; });
     await ask("kill-edge");
     await page.waitForSelector("#state:has-text('OFFLINE')");
     await page.waitForSelector(`${row(levelKey)}.stale`);
     check(await page.evaluate(() => window.notReloaded === true), "went OFFLINE on screen without a reload");
-    await shot(page, "10-offline-stale-device");
+    await shot(page, "11-offline-stale-device");
     await page.goto(url + "/");
     await page.waitForSelector(`tr.node[data-node="${group}/${node}"] .badge.offline`);
   }],
-  ["11-logout", async () => {
+  ["12-logout", async () => {
     await logout(page);
     await page.goto(url + devicePath);
     check(page.url().startsWith(url + "/login"), `a page without a session leads to login: ${page.url()}`);

@@ -1,9 +1,10 @@
 //! The operator's panel in a real headless Chromium (tests/browser/panel.mjs) against
 //! plant-sim, an edge node and the host as processes: first-run setup from the one-time
 //! token, login, the live tree, a value the simulator changes appearing without reload,
-//! a trend drawn and zoomed, an operator's write confirmed by its echo with its audit
-//! row, a viewer without write controls refused by the API, the edge node killed and
-//! shown OFFLINE with STALE values, logout. Screenshots: `target/screenshots/panel/`.
+//! an operator's write confirmed by its echo and a Rebirth request, with their audit
+//! rows, a trend drawn and zoomed, a viewer without write controls refused by the API,
+//! the edge node killed and shown OFFLINE with STALE values, logout. Screenshots:
+//! `target/screenshots/panel/`.
 
 use std::time::Duration;
 
@@ -13,18 +14,19 @@ use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT};
 use system_tests::wait;
 
 /// Every step the script must report, in order.
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     "01-setup",
     "02-users",
     "03-login",
     "04-tree",
     "05-live-value",
     "06-write-confirmed",
-    "07-audit-row",
-    "08-trend-zoom",
-    "09-viewer",
-    "10-offline-stale",
-    "11-logout",
+    "07-rebirth",
+    "08-audit-rows",
+    "09-trend-zoom",
+    "10-viewer",
+    "11-offline-stale",
+    "12-logout",
 ];
 
 #[test]
