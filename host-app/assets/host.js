@@ -130,8 +130,11 @@
         const q = $("span.quality", tr);
         q.textContent = qualityText(e.quality);
         q.className = "badge quality " + q.textContent.toLowerCase();
-        $("td.ts", tr).innerHTML = "<time></time>";
-        setSince($("td.ts time", tr), $("td.age span", tr), e.ts);
+        // A STALE mark carries the death's time: the cell keeps the last value's age.
+        if (e.quality !== 500) {
+          $("td.ts", tr).innerHTML = "<time></time>";
+          setSince($("td.ts time", tr), $("td.age span", tr), e.ts);
+        }
         $("td.hist", tr).textContent = "no";
         tr.classList.toggle("stale", e.quality === 500);
         const btn = $("button.write", tr);
