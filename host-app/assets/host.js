@@ -94,19 +94,27 @@
       if (parsed.error) { $("#w-error").textContent = parsed.error; return; }
       const body = { group: page.dataset.group, node: page.dataset.node, metric: row.dataset.name, value: parsed.value };
       if (page.dataset.device) body.device = page.dataset.device;
-      $("#w-confirm").disabled = true;
-      const res = await Panel.send("POST", "/api/write", body);
-      $("#w-confirm").disabled = false;
-      if (!res.ok) { $("#w-error").textContent = Panel.errorText(res); return; }
-      dialog.close();
       const key = row.dataset.key, name = row.dataset.name;
       const old = pending.get(key);
       if (old) clearTimeout(old.timer);
+      // Waiting starts before sending: the echo may overtake the answer to the POST.
       const timer = setTimeout(() => {
         pending.delete(key);
         status(`sent, not confirmed: ${name} = ${text(parsed.value)} did not come back within ${CONFIRM_MS / 1000} s`, true);
       }, CONFIRM_MS);
-      pending.set(key, { value: parsed.value, timer, name, datatype: btn.dataset.datatype });
+      const entry = { value: parsed.value, timer, name, datatype: btn.dataset.datatype };
+      pending.set(key, entry);
+      $("#w-confirm").disabled = true;
+      const res = await Panel.send("POST", "/api/write", body);
+      $("#w-confirm").disabled = false;
+      if (!res.ok) {
+        clearTimeout(timer);
+        if (pending.get(key) === entry) pending.delete(key);
+        $("#w-error").textContent = Panel.errorText(res);
+        return;
+      }
+      dialog.close();
+      if (pending.get(key) !== entry) return; // already confirmed
       status(`sent: ${name} = ${text(parsed.value)}, waiting for the edge node…`);
     });
   }

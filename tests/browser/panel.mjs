@@ -50,6 +50,10 @@ const ok = await run(page, [
       await page.waitForSelector(`tr.device[data-device="${d}"] .badge.online`);
     }
     check((await page.textContent(`${nodeRow} td[data-label=bdSeq]`)).trim() !== "–", "bdSeq shown");
+    // The same page on a phone: one card per row.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot(page, "04-tree-phone");
+    await page.setViewportSize({ width: 1280, height: 860 });
   }],
   ["05-live-value", async () => {
     await page.goto(url + devicePath);
