@@ -117,6 +117,7 @@
     el.dataset.from = String(Math.round(range.from));
     el.dataset.to = String(Math.round(range.to));
     el.dataset.buckets = String(n);
+    el.dataset.max = String(Math.max(...shown.columns.flatMap((c) => c.max.filter((v) => v !== null))));
     el.dataset.queryMs = (t1 - t0).toFixed(1);
     el.dataset.drawMs = (t2 - t1).toFixed(1);
     el.dataset.loads = String(load);

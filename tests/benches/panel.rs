@@ -13,12 +13,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sparkplug::Metric;
 use system_tests::browser;
 use system_tests::free_port;
 use system_tests::http::{Api, percent_encode};
-use system_tests::mqtt::ScriptedEdge;
-use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT, now_ms};
+use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT, now_ms, publish_history};
 use system_tests::wait;
 
 /// The scan period of the tag the latency is measured on ("normal" in the test config).
@@ -30,32 +28,6 @@ const PASSWORD: &str = "bench password 0123";
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// 24 h of a 1 Hz sine with a spike, published as historical NDATA by a scripted node.
-async fn fill_day(broker: std::net::SocketAddr, to: u64) {
-    let mut edge = ScriptedEdge::connect(broker, "bench", "recorder", 0).await;
-    edge.nbirth(vec![Metric::new("Signal", 0.0f64).with_timestamp(to)])
-        .await;
-    let from = to - DAY_MS;
-    for chunk in (from..to).step_by(1000).collect::<Vec<u64>>().chunks(1000) {
-        let metrics = chunk
-            .iter()
-            .map(|&ts| {
-                let t = (ts - from) as f64 / 1000.0;
-                let spike = if (ts - from) / 1000 == 43_210 {
-                    50.0
-                } else {
-                    0.0
-                };
-                Metric::new("Signal", (t / 600.0).sin() * 10.0 + spike)
-                    .with_timestamp(ts)
-                    .historical()
-            })
-            .collect();
-        edge.ndata(metrics).await;
-    }
-    edge.disconnect().await;
 }
 
 fn main() {
@@ -82,8 +54,12 @@ fn main() {
     let to = now_ms() / 1000 * 1000;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let broker = std::net::SocketAddr::from(([127, 0, 0, 1], host.broker().port()));
-    runtime.block_on(fill_day(broker, to));
     let from = to - DAY_MS;
+    runtime.block_on(publish_history(
+        broker,
+        ("bench", "recorder", "Signal"),
+        (from, to, 1000),
+    ));
     let full = |api: &Api| {
         let path = format!(
             "/api/history?metric={}&from={from}&to={to}&points=1",

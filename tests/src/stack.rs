@@ -504,3 +504,31 @@ pub fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// A scripted edge node `group/node` born on the broker at `broker` publishes `metric`
+/// (Double) every `step_ms` over `from..to` as historical NDATA, 1,000 samples a
+/// message: a sine of period 1 h, amplitude 10, with one spike of +50 halfway through.
+pub async fn publish_history(
+    broker: SocketAddr,
+    (group, node, metric): (&str, &str, &str),
+    (from, to, step_ms): (u64, u64, u64),
+) {
+    use sparkplug::Metric;
+    let mut edge = crate::mqtt::ScriptedEdge::connect(broker, group, node, 0).await;
+    edge.nbirth(vec![Metric::new(metric, 0.0f64).with_timestamp(to)])
+        .await;
+    let spike = from + (to - from) / 2 / step_ms * step_ms;
+    let times: Vec<u64> = (from..to).step_by(step_ms as usize).collect();
+    for chunk in times.chunks(1000) {
+        let metrics = chunk
+            .iter()
+            .map(|&ts| {
+                let t = (ts - from) as f64 / 3_600_000.0 * std::f64::consts::TAU;
+                let value = t.sin() * 10.0 + if ts == spike { 50.0 } else { 0.0 };
+                Metric::new(metric, value).with_timestamp(ts).historical()
+            })
+            .collect();
+        edge.ndata(metrics).await;
+    }
+    edge.disconnect().await;
+}

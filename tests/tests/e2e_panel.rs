@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use system_tests::browser;
 use system_tests::free_port;
-use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT};
+use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT, now_ms, publish_history};
 use system_tests::wait;
+
+const HOUR_MS: u64 = 3_600_000;
 
 /// Every step the script must report, in order.
 const STEPS: [&str; 12] = [
@@ -33,7 +35,8 @@ const STEPS: [&str; 12] = [
 fn panel_in_chromium_from_setup_to_logout() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut plant = Plant::start();
-    let host = HostApp::start_without_accounts(dir.path(), Broker::Embedded { port: free_port() });
+    let mut host =
+        HostApp::start_without_accounts(dir.path(), Broker::Embedded { port: free_port() });
     let mut edge = EdgeNode::start(dir.path(), host.broker().port(), plant.port());
     // The host writes the one-time setup token into its state directory at start.
     let token_file = dir.path().join("setup-token");
@@ -43,8 +46,25 @@ fn panel_in_chromium_from_setup_to_logout() {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
     });
+    // An hour of a 1 Hz signal (a sine with one spike) for the trend, once the host's
+    // session is up to take its birth.
+    wait::until("the host's STATE online", WAIT, || {
+        host.output()
+            .iter()
+            .any(|l| l.contains("STATE online published"))
+    });
+    let to = now_ms() / 1000 * 1000;
+    let broker = std::net::SocketAddr::from(([127, 0, 0, 1], host.broker().port()));
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(publish_history(
+            broker,
+            ("e2e", "recorder", "Signal"),
+            (to - HOUR_MS, to, 1000),
+        ));
     let env = [
         ("PANEL_URL", format!("http://{}", host.anonymous().addr())),
+        ("TREND_TO", to.to_string()),
         ("SETUP_TOKEN", token),
         ("PANEL_PASSWORD", "panel test password 1".to_owned()),
     ];
