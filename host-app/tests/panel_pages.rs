@@ -1,7 +1,8 @@
 //! The host's pages through the real server: each page answers for its role (the Users
 //! page is the admin's), a tag table shows Write only to operators and only on metrics
 //! the birth made writable, with the birth's datatype, units and limits; the overview
-//! shows each node's bdSeq and seq gaps; a page without a session leads to login.
+//! shows each node's bdSeq and seq gaps; the audit log exports CSV by user; a page
+//! without a session leads to login.
 
 use std::time::Duration;
 
@@ -73,6 +74,21 @@ async fn pages_answer_by_role_and_writes_show_where_the_birth_allows() {
     assert_eq!(status, 200);
     assert!(body.contains("olivia") && body.contains("victor"));
     assert_eq!(page(&viewer, "/device/Plant/Edge1/Nope").await.0, 404);
+
+    // The audit log as CSV, filtered by user: victor's login, and nobody else's.
+    let (status, csv) = page(&viewer, "/audit.csv?user=victor").await;
+    assert_eq!(status, 200);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,ts_ms,time_utc,user,action,target,value,outcome,detail")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert!(
+        rows.iter().any(|r| r.contains(",victor,login_succeeded,")),
+        "{csv}"
+    );
+    assert!(rows.iter().all(|r| r.contains(",victor,")), "{csv}");
 
     let anonymous = system_tests::http::Api::new(host.api_addr());
     let (status, head, _) = tokio::task::spawn_blocking(move || {
