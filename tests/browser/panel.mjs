@@ -2,6 +2,7 @@
 // (tests/tests/e2e_panel.rs): setup, login, the live tree, a value changed by the
 // simulator, a trend drawn and zoomed, a confirmed write and its audit row, a viewer
 // refused, an edge node going OFFLINE, logout. One screenshot per step.
+import { readFileSync } from "node:fs";
 import { url, ask, launch, run, check, login, logout, shot } from "./lib.mjs";
 
 const token = process.env.SETUP_TOKEN;
@@ -107,6 +108,11 @@ const ok = await run(page, [
     check(Number(after.buckets) > 300, `the zoom re-queried at pixel width: ${after.buckets} buckets`);
     check(Number(after.max) >= 50, `the spike is in the zoomed range: max ${after.max}`);
     check(new URL(page.url()).searchParams.get("from") === after.from, "the zoom is in the URL");
+    // CSV of what is shown: one row per bucket of the zoomed range.
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#csv")]);
+    const csv = readFileSync(await download.path(), "utf8").trim().split("\r\n");
+    check(csv[0] === `time_utc,ts_ms,${group}/recorder:Signal min,${group}/recorder:Signal max,${group}/recorder:Signal avg`, `CSV header: ${csv[0]}`);
+    check(csv.length - 1 === Number(after.buckets), `CSV rows ${csv.length - 1} = buckets ${after.buckets}`);
   }],
   ["10-viewer", async () => {
     await logout(page);
