@@ -34,9 +34,9 @@ const ok = await run(page, [
       await Promise.all([page.waitForLoadState("load"), page.click("#add-user button[type=submit]")]);
       await page.waitForSelector(`#users tr[data-user="${name}"]`);
     }
-    await logout(page);
   }],
   ["03-login", async () => {
+    await logout(page);
     await page.fill("#username", "olivia");
     await page.fill("#password", "wrong password 000");
     await page.click("button[type=submit]");
