@@ -16,6 +16,10 @@ command -v socat >/dev/null 2>&1 || need_debs+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || need_debs+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need_debs+=(dpkg)
 command -v lintian >/dev/null 2>&1 || need_debs+=(lintian)
+# The panel's browser tests: Debian's Chromium driven by playwright-core under Node.
+[ -x /usr/bin/chromium ] || need_debs+=(chromium)
+command -v node >/dev/null 2>&1 || need_debs+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_debs+=(npm)
 if [ ${#need_debs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_debs[*]}"
   sudo_cmd=""
@@ -33,6 +37,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 export SYSTEM_TESTS_PYTHON="$root/.venv/bin/python"
+
+# playwright-core at the locked version; it drives /usr/bin/chromium (never downloads one).
+say "browser test driver (npm ci in tests/browser)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -45,6 +45,7 @@ use web::{Auth, Caller, Role};
 
 use crate::command::{self, WriteError};
 use crate::history::{AuditQuery, AuditRecord, MetricKey, TimeRange};
+use crate::panel::{self, PanelState, SystemInfo};
 use crate::session::Publisher;
 use crate::shared::{HostShared, sample_json};
 use crate::tracker::{MetricState, Metrics};
@@ -124,6 +125,7 @@ impl ApiServer {
         shared: Arc<HostShared>,
         publisher: Publisher,
         shutdown: CancellationToken,
+        mut system: SystemInfo,
     ) -> Result<ApiServer, ApiError> {
         access::ensure_state_dir(state_dir).map_err(|source| ApiError::StateDir {
             path: state_dir.to_owned(),
@@ -169,6 +171,9 @@ impl ApiServer {
         let base_url = config
             .public_origin()
             .unwrap_or_else(|| format!("{scheme}://{}", shown_addr(addr)));
+        let fingerprint = cert.as_ref().map(|c| c.fingerprint.clone());
+        system.fingerprint = fingerprint.clone();
+        let pages = PanelState::new(Arc::clone(&shared), auth.clone(), system);
         let state = ApiState {
             shared,
             publisher,
@@ -177,12 +182,11 @@ impl ApiServer {
             fingerprint: cert.as_ref().map(|c| Arc::from(c.fingerprint.as_str())),
             history_slots: Arc::new(Semaphore::new(config.max_history_queries)),
         };
-        let app = app(state, &auth, config.request_timeout());
+        let app = app(state, &auth, config.request_timeout(), pages);
         let limits = serve::Limits {
             max_connections: config.max_connections,
             header_timeout: config.header_timeout(),
         };
-        let fingerprint = cert.as_ref().map(|c| c.fingerprint.clone());
         if let Some(cert) = &cert {
             tracing::info!(
                 fingerprint = %cert.fingerprint,
@@ -288,16 +292,17 @@ fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or(authority)
 }
 
-/// The whole application: the API routes and web's auth routes, each with its role,
-/// inside the auth layer; the setup gate outside it (anyone is told setup is due);
-/// the request timeout outermost.
-pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration) -> Router {
-    // Page routes merge here, each with its `auth.require(role)`; their static assets'
-    // prefix goes in `access::PUBLIC_PATHS`.
+/// The whole application: the API routes, the panel's pages and web's auth routes, each
+/// with its role, inside the auth layer; outside it, pages without a session are sent to
+/// login; the setup gate outside that (anyone is told setup is due, browsers are sent to
+/// the setup page); the request timeout outermost.
+pub fn app(state: ApiState, auth: &Auth, request_timeout: Duration, pages: PanelState) -> Router {
     api_routes(state, auth)
+        .merge(panel::routes(pages))
         .merge(auth.routes())
         .layer(middleware::from_fn(tokens_need_admin))
         .layer(auth.layer())
+        .layer(middleware::from_fn(web::shell::redirect_to_login))
         .layer(middleware::from_fn_with_state(
             SetupGate::new(auth.clone()),
             setup_gate,
@@ -385,6 +390,9 @@ async fn setup_gate(State(gate): State<SetupGate>, req: Request, next: Next) -> 
         if !open {
             match gate.auth.blocking(|a| a.setup_required()).await {
                 Ok(false) => gate.done.store(true, Ordering::Release),
+                Ok(true) if web::shell::wants_page(&req) => {
+                    return axum::response::Redirect::to(access::SETUP_PAGE).into_response();
+                }
                 Ok(true) => {
                     return Failure(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -14,6 +14,7 @@ use crate::config::HostConfig;
 use crate::history::{
     HistoryError, HistoryStore, HistoryWriter, RetentionTask, SqliteStore, WriterStats, WriterTask,
 };
+use crate::panel::SystemInfo;
 use crate::session::{Publisher, Session, SessionError};
 use crate::shared::HostShared;
 
@@ -89,6 +90,18 @@ impl Host {
             Arc::clone(&shared),
             publisher.clone(),
             api_stop.clone(),
+            SystemInfo {
+                history_path: config.history.path.clone(),
+                retention_days: config.history.retention_days,
+                max_size_mb: config.history.max_size_mb,
+                broker_mode: if broker.embedded().is_some() {
+                    "embedded"
+                } else {
+                    "external"
+                },
+                broker_clients: broker.embedded().map(|b| b.client_gauge()),
+                fingerprint: None,
+            },
         )
         .await
         {

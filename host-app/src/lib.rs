@@ -7,6 +7,7 @@
 //! - [`tracker::Tracker`]: what the host knows of each edge node, as pure logic.
 //! - [`command`]: operator writes as NCMD/DCMD, audited.
 //! - [`api`]: the panel's HTTP server: the JSON API behind login, HTTPS.
+//! - [`panel`]: the operator's pages.
 //! - [`users`]: the `user` subcommands that manage accounts from the shell.
 //! - [`spy`]: every Sparkplug message on a broker, one JSON line each.
 
@@ -19,6 +20,7 @@ pub mod host;
 pub mod inspect;
 pub mod json;
 pub mod mqtt;
+pub mod panel;
 pub mod session;
 pub mod shared;
 pub mod spy;

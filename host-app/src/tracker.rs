@@ -159,6 +159,10 @@ pub struct MetricState {
     pub units: Option<String>,
     /// The alias DATA and commands use in place of the name.
     pub alias: Option<u64>,
+    /// The `engLow`/`engHigh` range of the birth.
+    pub eng_range: Option<(f64, f64)>,
+    /// The birth's `writable` property: the metric takes commands.
+    pub writable: bool,
     pub quality: Quality,
     /// The history store's id; `None` when registration failed (samples not kept).
     pub id: Option<MetricId>,
@@ -215,6 +219,12 @@ pub struct NodeState {
     pub bd_seq: Option<BdSeq>,
     pub metrics: Metrics,
     pub devices: Vec<(String, DeviceState)>,
+    /// When the latest NBIRTH and NDEATH (or loss of the broker) were handled.
+    pub last_birth: Option<u64>,
+    pub last_death: Option<u64>,
+    /// `seq` gaps seen and Rebirths asked of this node.
+    pub seq_gaps: u64,
+    pub rebirths_requested: u64,
     /// alias -> (device index or `None` for the node, metric index).
     aliases: HashMap<u64, (Option<usize>, usize)>,
     /// The `seq` the next message must carry.
@@ -430,6 +440,10 @@ impl Tracker {
                 bd_seq: None,
                 metrics: Metrics::default(),
                 devices: Vec::new(),
+                last_birth: None,
+                last_death: None,
+                seq_gaps: 0,
+                rebirths_requested: 0,
                 aliases: HashMap::new(),
                 expected_seq: None,
                 held: Vec::new(),
@@ -457,6 +471,7 @@ impl Tracker {
         node.expected_seq = seq.map(Seq::next);
         node.state = Liveness::Online;
         node.since = ts;
+        node.last_birth = Some(ts);
         let key = |name: &str| MetricKey::node(group, edge, name);
         let before = node.metrics.list.len();
         let unplaced = define_metrics(&mut node.metrics, &payload, ts, &key, out);
@@ -516,6 +531,7 @@ impl Tracker {
             (Some(seq), Some(expected)) if seq != expected => {
                 if node.held.is_empty() {
                     self.stats.seq_gaps += 1;
+                    node.seq_gaps += 1;
                     node.gap_deadline = Some(now.saturating_add(self.config.reorder_timeout_ms));
                 }
                 let cost = Held::cost(&payload);
@@ -706,6 +722,9 @@ impl Tracker {
             }
         }
         self.stats.rebirths_requested += 1;
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.rebirths_requested += 1;
+        }
         out.actions.push(Action::Rebirth {
             node: id.clone(),
             reason,
@@ -735,6 +754,7 @@ fn set_node_offline(
 ) {
     node.state = Liveness::Offline;
     node.since = ts;
+    node.last_death = Some(ts);
     node.clear_held();
     node.metrics.mark_stale(ts, samples);
     for (device_id, device) in &mut node.devices {
@@ -831,6 +851,8 @@ fn define_metrics(
             .as_ref()
             .and_then(|p| p.eng_unit())
             .map(str::to_owned);
+        let eng_range = m.properties.as_ref().and_then(|p| p.eng_range());
+        let writable = m.properties.as_ref().is_some_and(|p| p.writable());
         // Keep the id of a metric born before with the same datatype and units.
         let previous = old.get(name);
         let id = match previous {
@@ -848,6 +870,8 @@ fn define_metrics(
             datatype,
             units,
             alias: m.alias,
+            eng_range,
+            writable,
             id,
             value: None,
             quality: Quality::GOOD,

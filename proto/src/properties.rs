@@ -16,6 +16,8 @@ pub mod keys {
     pub const ENG_LOW: &str = "engLow";
     /// Engineering range high, Double (convention).
     pub const ENG_HIGH: &str = "engHigh";
+    /// The metric takes writes (NCMD/DCMD), Boolean (convention, as `engUnit`).
+    pub const WRITABLE: &str = "writable";
 }
 
 /// The quality of a metric value. The property is sent only when not GOOD.
@@ -119,5 +121,19 @@ impl PropertySet {
             _ => None,
         };
         Some((num(keys::ENG_LOW)?, num(keys::ENG_HIGH)?))
+    }
+
+    /// The `writable` property; absent or not a Boolean means read-only.
+    pub fn writable(&self) -> bool {
+        matches!(
+            self.get(keys::WRITABLE),
+            Some(PropertyValue::Value(BasicValue::Boolean(true)))
+        )
+    }
+
+    /// Sets the `writable` property.
+    pub fn with_writable(mut self, writable: bool) -> PropertySet {
+        self.set(keys::WRITABLE, writable);
+        self
     }
 }

@@ -1,11 +1,12 @@
 //! The one test harness of the workspace, used by every crate's integration tests: where
 //! the workspace is and how to reach the independent implementations (Python tools in the
 //! project's venv, Mosquitto, rumqttd) they talk to, plus one module per job:
-//! [`config`] (typed config files for edge-node, host-app and plant-sim), [`wait`] (the
-//! bounded wait), [`http`] (the host API client), [`mqtt`] (recorder, watcher, scripted
+//! [`browser`] (scripts in headless Chromium), [`config`] (typed config files for
+//! edge-node, host-app and plant-sim), [`wait`] (the bounded wait), [`http`] (the host API client), [`mqtt`] (recorder, watcher, scripted
 //! edge node, step-by-step client), [`process`] (our binaries as children, logs captured)
 //! and [`stack`] (the whole product for end-to-end tests).
 
+pub mod browser;
 pub mod config;
 pub mod http;
 pub mod linksim;

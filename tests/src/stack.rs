@@ -253,6 +253,14 @@ impl HostApp {
         Self::start_config(config, broker, http.port())
     }
 
+    /// [`HostApp::start`] for first-run tests ([`HostApp::start_first_run`]): no account,
+    /// the setup token in `dir`'s `setup-token` file.
+    pub fn start_without_accounts(dir: &Path, broker: Broker) -> HostApp {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = config::write(&host_config(dir, broker, http.port()), dir, "host-app.toml");
+        Self::start_first_run(config, broker, http.port())
+    }
+
     /// Starts the host with a config file already written, which uses `broker` and
     /// serves its API on `http_port`.
     pub fn start_config(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
@@ -519,4 +527,32 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// A scripted edge node `group/node` born on the broker at `broker` publishes `metric`
+/// (Double) every `step_ms` over `from..to` as historical NDATA, 1,000 samples a
+/// message: a sine of period 1 h, amplitude 10, with one spike of +50 halfway through.
+pub async fn publish_history(
+    broker: SocketAddr,
+    (group, node, metric): (&str, &str, &str),
+    (from, to, step_ms): (u64, u64, u64),
+) {
+    use sparkplug::Metric;
+    let mut edge = crate::mqtt::ScriptedEdge::connect(broker, group, node, 0).await;
+    edge.nbirth(vec![Metric::new(metric, 0.0f64).with_timestamp(to)])
+        .await;
+    let spike = from + (to - from) / 2 / step_ms * step_ms;
+    let times: Vec<u64> = (from..to).step_by(step_ms as usize).collect();
+    for chunk in times.chunks(1000) {
+        let metrics = chunk
+            .iter()
+            .map(|&ts| {
+                let t = (ts - from) as f64 / 3_600_000.0 * std::f64::consts::TAU;
+                let value = t.sin() * 10.0 + if ts == spike { 50.0 } else { 0.0 };
+                Metric::new(metric, value).with_timestamp(ts).historical()
+            })
+            .collect();
+        edge.ndata(metrics).await;
+    }
+    edge.disconnect().await;
 }

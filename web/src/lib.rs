@@ -12,6 +12,7 @@
 //! - [`audit`]: authentication audit events and the application's hook.
 //! - [`auth`]: the service tying these together, [`Auth`].
 //! - [`http`]: the axum layer, extractors and routes.
+//! - [`shell`]: the pages' frame: layout, login and setup pages, embedded assets.
 //! - [`secret`], [`clock`]: redacted secrets and the injectable clock.
 
 pub mod account;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod secret;
 pub mod session;
 pub mod setup;
+pub mod shell;
 pub mod sqlite;
 pub mod store;
 pub mod throttle;

@@ -201,7 +201,8 @@ impl Catalog {
     }
 
     /// A DBIRTH: every tag of the device with name, alias, datatype, last value (null
-    /// before the first read), timestamp, and engineering unit and Quality properties.
+    /// before the first read), timestamp, and engineering unit, range, writable and Quality
+    /// properties.
     pub fn dbirth(&self, device: usize, now: u64) -> Payload {
         let mut payload = Payload::new(now);
         for (i, tag) in self.site.tags.iter().enumerate() {
@@ -215,6 +216,9 @@ impl Catalog {
             }
             if let Some((low, high)) = tag.eng_range {
                 properties = properties.with_eng_range(low, high);
+            }
+            if tag.access == modbus::Access::ReadWrite {
+                properties = properties.with_writable(true);
             }
             let metric = match &self.last[i] {
                 Some(last) => {

@@ -13,8 +13,8 @@ use super::config::ApiConfig;
 use crate::history::{AuditEntry, CommandOutcome, HistoryStore, MetricKey};
 
 /// Paths open without login besides web's login and setup routes: the panel's
-/// embedded static assets.
-pub const PUBLIC_PATHS: &[&str] = &["/static/*"];
+/// embedded static assets and its login and setup pages.
+pub const PUBLIC_PATHS: &[&str] = &["/static/*", "/login", "/setup"];
 
 /// The setup token's file in the state directory.
 pub const SETUP_TOKEN_FILE: &str = "setup-token";

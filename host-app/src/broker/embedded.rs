@@ -28,6 +28,19 @@ const READY_PAUSE: Duration = Duration::from_millis(25);
 /// Extra rumqttd connections beyond the client limit: will relays and readiness probes.
 const INTERNAL_CONNECTIONS: usize = 64;
 
+/// How many MQTT clients hold a connection to the embedded broker now.
+#[derive(Debug, Clone)]
+pub struct ClientGauge {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl ClientGauge {
+    pub fn connected(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+}
+
 /// A running embedded broker. Dropping it closes its listeners and connections in the
 /// background; [`EmbeddedBroker::stop`] also waits for that.
 pub struct EmbeddedBroker {
@@ -108,6 +121,14 @@ impl EmbeddedBroker {
             );
         }
         Ok(broker)
+    }
+
+    /// Counts the connected MQTT clients, for the System page.
+    pub fn client_gauge(&self) -> ClientGauge {
+        ClientGauge {
+            permits: Arc::clone(&self.front.permits),
+            max: self.front.max_connections,
+        }
     }
 
     /// The plain listener's bound address (the real port when configured with port 0).

@@ -59,6 +59,7 @@ pub struct Front {
     admission: Arc<Admission>,
     /// Largest keep-alive granted, in seconds.
     max_keepalive: u16,
+    pub max_connections: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     /// Numbers upstream connections, so rumqttd never sees a client id twice.
@@ -96,6 +97,7 @@ impl Front {
             permits: Arc::new(Semaphore::new(max_connections)),
             admission: Arc::new(Admission::new(limits)),
             max_keepalive,
+            max_connections,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             serials: AtomicU64::new(0),

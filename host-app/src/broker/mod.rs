@@ -117,7 +117,7 @@ pub use config::{
     ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret, TlsListenerConfig,
     UserConfig,
 };
-pub use embedded::EmbeddedBroker;
+pub use embedded::{ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
 pub use policy::TopicPolicy;
 

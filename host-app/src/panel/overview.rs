@@ -1,0 +1,168 @@
+//! The Overview page: every group, edge node and device with ONLINE / OFFLINE / STALE
+//! and since when, each node's bdSeq, last birth and death, seq gaps, Rebirths requested
+//! and its store-and-forward figures (the node's `Store/*` metrics).
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use web::shell::Shell;
+use web::{Caller, Role};
+
+use super::{PanelState, metric_key, shown_state};
+use crate::shared::sample_json;
+use crate::tracker::{Liveness, Metrics};
+
+/// The node metrics an edge node reports its store-and-forward with.
+const STORE_METRICS: [&str; 4] = [
+    "Store/Depth",
+    "Store/Oldest Age",
+    "Store/Replay Rate",
+    "Store/Dropped",
+];
+
+pub struct StoreFigure {
+    /// The metric's name, `Store/Depth`...
+    pub name: &'static str,
+    pub key: String,
+    pub text: String,
+    pub units: String,
+}
+
+pub struct DeviceRow {
+    pub id: String,
+    pub href: String,
+    pub state: &'static str,
+    pub since: u64,
+    pub metrics: usize,
+}
+
+pub struct NodeRow {
+    pub group: String,
+    pub id: String,
+    pub href: String,
+    pub state: &'static str,
+    pub since: u64,
+    pub bd_seq: String,
+    pub last_birth: u64,
+    pub last_death: u64,
+    pub seq_gaps: u64,
+    pub rebirths: u64,
+    pub store: Vec<StoreFigure>,
+    pub devices: Vec<DeviceRow>,
+}
+
+pub struct GroupRow {
+    pub id: String,
+    pub nodes: Vec<NodeRow>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    shell: Shell,
+    host_id: String,
+    connected: bool,
+    groups: Vec<GroupRow>,
+    operator: bool,
+}
+
+/// A metric's latest value as text, with its units; `–` when none.
+pub fn value_text(metrics: &Metrics, name: &str) -> String {
+    let Some(m) = metrics.get(name) else {
+        return "–".into();
+    };
+    let value = match &m.value {
+        Some(v) => super::value_text(&sample_json(v), m.datatype),
+        None => return "–".into(),
+    };
+    match &m.units {
+        Some(u) if !u.is_empty() => format!("{value} {u}"),
+        _ => value,
+    }
+}
+
+/// The groups as the tracker sees them now.
+pub fn groups(state: &PanelState) -> Vec<GroupRow> {
+    let connected = state.shared.is_connected();
+    let tracker = state.shared.tracker();
+    let mut groups: Vec<GroupRow> = Vec::new();
+    for (id, node) in tracker.nodes() {
+        let (g, n) = (&id.group_id, &id.edge_node_id);
+        let row = NodeRow {
+            group: g.clone(),
+            id: n.clone(),
+            href: format!("/node/{}/{}", path_segment(g), path_segment(n)),
+            state: shown_state(connected, node.state == Liveness::Online),
+            since: node.since,
+            bd_seq: node
+                .bd_seq
+                .map_or_else(|| "–".into(), |b| b.value().to_string()),
+            last_birth: node.last_birth.unwrap_or(0),
+            last_death: node.last_death.unwrap_or(0),
+            seq_gaps: node.seq_gaps,
+            rebirths: node.rebirths_requested,
+            store: STORE_METRICS
+                .iter()
+                .map(|&name| StoreFigure {
+                    name,
+                    key: metric_key(g, n, None, name),
+                    text: value_text(&node.metrics, name),
+                    units: node
+                        .metrics
+                        .get(name)
+                        .and_then(|m| m.units.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            devices: node
+                .devices
+                .iter()
+                .map(|(d, dev)| DeviceRow {
+                    id: d.clone(),
+                    href: format!(
+                        "/device/{}/{}/{}",
+                        path_segment(g),
+                        path_segment(n),
+                        path_segment(d)
+                    ),
+                    state: shown_state(connected, dev.state == Liveness::Online),
+                    since: dev.since,
+                    metrics: dev.metrics.list.len(),
+                })
+                .collect(),
+        };
+        match groups.last_mut() {
+            Some(group) if group.id == *g => group.nodes.push(row),
+            _ => groups.push(GroupRow {
+                id: g.clone(),
+                nodes: vec![row],
+            }),
+        }
+    }
+    groups
+}
+
+/// Percent-encodes an id for one path segment.
+pub fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub async fn page(State(state): State<PanelState>, caller: Caller) -> Response {
+    let page = OverviewPage {
+        shell: state.shell(&caller, "Overview", "/", &["host.js"]),
+        host_id: state.shared.host_id.clone(),
+        connected: state.shared.is_connected(),
+        groups: groups(&state),
+        operator: caller.has_role(Role::Operator) && caller.may_write(),
+    };
+    web::shell::html(StatusCode::OK, &page)
+}
