@@ -22,7 +22,7 @@ use system_tests::wait;
 /// The scan period of the tag the latency is measured on ("normal" in the test config).
 const SCAN_MS: f64 = 250.0;
 const DAY_MS: u64 = 86_400_000;
-const TREND_METRIC: &str = "bench/recorder:Signal";
+const TREND_METRIC: &str = "e2e/recorder:Signal";
 const PASSWORD: &str = "bench password 0123";
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -55,11 +55,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let broker = std::net::SocketAddr::from(([127, 0, 0, 1], host.broker().port()));
     let from = to - DAY_MS;
-    runtime.block_on(publish_history(
-        broker,
-        ("bench", "recorder", "Signal"),
-        (from, to, 1000),
-    ));
+    runtime.block_on(publish_history(broker, "Signal", (from, to, 1000)));
     let full = |api: &Api| {
         let path = format!(
             "/api/history?metric={}&from={from}&to={to}&points=1",

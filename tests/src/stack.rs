@@ -32,6 +32,10 @@ pub const ADMIN: &str = "admin";
 /// The test edge node's account at the embedded broker.
 pub const EDGE_USERNAME: &str = "edge-gw-1";
 pub const EDGE_PASSWORD: &str = "edge-secret";
+/// A scripted edge node of [`GROUP`] that [`publish_history`] logs in as.
+pub const RECORDER: &str = "recorder";
+pub const RECORDER_USERNAME: &str = "edge-recorder";
+pub const RECORDER_PASSWORD: &str = "recorder-secret";
 /// Bounds every wait of the end-to-end tests.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -223,6 +227,12 @@ pub fn host_config(dir: &Path, broker: Broker, http_port: u16) -> HostConfig {
         Broker::Embedded { port } => host::Broker::embedded(loopback(port))
             .host_account(HOST_ID)
             .user(User::edge(EDGE_USERNAME, EDGE_PASSWORD, GROUP, &[NODE]))
+            .user(User::edge(
+                RECORDER_USERNAME,
+                RECORDER_PASSWORD,
+                GROUP,
+                &[RECORDER],
+            ))
             .anonymous(Anonymous::reader()),
         Broker::External { port } => host::Broker::external(loopback(port)),
     };
@@ -529,16 +539,23 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A scripted edge node `group/node` born on the broker at `broker` publishes `metric`
-/// (Double) every `step_ms` over `from..to` as historical NDATA, 1,000 samples a
-/// message: a sine of period 1 h, amplitude 10, with one spike of +50 halfway through.
+/// The scripted edge node [`GROUP`]/[`RECORDER`], logged in with its account, born on the
+/// broker at `broker`, publishes `metric` (Double) every `step_ms` over `from..to` as
+/// historical NDATA, 1,000 samples a message: a sine of period 1 h, amplitude 10, with one
+/// spike of +50 halfway through.
 pub async fn publish_history(
     broker: SocketAddr,
-    (group, node, metric): (&str, &str, &str),
+    metric: &str,
     (from, to, step_ms): (u64, u64, u64),
 ) {
     use sparkplug::Metric;
-    let mut edge = crate::mqtt::ScriptedEdge::connect(broker, group, node, 0).await;
+    let mut edge = crate::mqtt::ScriptedEdge::connect_as(
+        broker,
+        (GROUP, RECORDER),
+        0,
+        Some((RECORDER_USERNAME, RECORDER_PASSWORD)),
+    )
+    .await;
     edge.nbirth(vec![Metric::new(metric, 0.0f64).with_timestamp(to)])
         .await;
     let spike = from + (to - from) / 2 / step_ms * step_ms;

@@ -57,11 +57,7 @@ fn panel_in_chromium_from_setup_to_logout() {
     let broker = std::net::SocketAddr::from(([127, 0, 0, 1], host.broker().port()));
     tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(publish_history(
-            broker,
-            ("e2e", "recorder", "Signal"),
-            (to - HOUR_MS, to, 1000),
-        ));
+        .block_on(publish_history(broker, "Signal", (to - HOUR_MS, to, 1000)));
     let env = [
         ("PANEL_URL", format!("http://{}", host.anonymous().addr())),
         ("TREND_TO", to.to_string()),

@@ -58,13 +58,28 @@ pub struct ScriptedEdge {
 }
 
 impl ScriptedEdge {
-    /// Connects with its NDEATH will, subscribes to its commands and to STATE.
+    /// Connects anonymously with its NDEATH will, subscribes to its commands and to STATE.
     pub async fn connect(addr: SocketAddr, group: &str, node: &str, bd_seq: u8) -> ScriptedEdge {
+        ScriptedEdge::connect_as(addr, (group, node), bd_seq, None).await
+    }
+
+    /// [`ScriptedEdge::connect`] logged in as `login` (username, password), with the client
+    /// id an edge account is bound to: `<group>:<node>`.
+    pub async fn connect_as(
+        addr: SocketAddr,
+        (group, node): (&str, &str),
+        bd_seq: u8,
+        login: Option<(&str, &str)>,
+    ) -> ScriptedEdge {
         let bd_seq = BdSeq::new(bd_seq);
-        let mut options = MqttOptions::new(
-            format!("edge-{group}-{node}"),
-            (addr.ip().to_string(), addr.port()),
-        );
+        let client_id = match login {
+            Some(_) => format!("{group}:{node}"),
+            None => format!("edge-{group}-{node}"),
+        };
+        let mut options = MqttOptions::new(client_id, (addr.ip().to_string(), addr.port()));
+        if let Some((username, password)) = login {
+            options.set_credentials(username.to_owned(), password.to_owned());
+        }
         options.set_keep_alive(30);
         options.set_max_packet_size(1 << 20, 1 << 20);
         let mut death = Vec::new();
