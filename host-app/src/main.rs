@@ -150,6 +150,7 @@ fn run(file: &Path) -> ExitCode {
         }
     };
     infra::logging::init();
+    infra::panic::install();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let notifier = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;

@@ -15,7 +15,8 @@
 //! - [`durability`]: SQLite's `synchronous` setting;
 //! - [`config_error`]: configuration problems, each with its key path and place;
 //! - [`exit`]: the exit-code policy of every binary;
-//! - [`notify`]: readiness and status for systemd (`sd_notify`).
+//! - [`notify`]: readiness and status for systemd (`sd_notify`);
+//! - [`panic`]: a panic in any thread ends the process.
 
 pub mod clock;
 pub mod config_error;
@@ -24,6 +25,7 @@ pub mod exit;
 pub mod link;
 pub mod logging;
 pub mod notify;
+pub mod panic;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;

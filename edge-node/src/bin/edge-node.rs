@@ -37,6 +37,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     infra::logging::init();
+    infra::panic::install();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
         return match Config::load(&file) {
