@@ -165,7 +165,11 @@ fn run(file: &Path) -> ExitCode {
                 endpoint.port,
                 host.api().base_url()
             );
+            let watchdog = start_watchdog(&host);
             tell_systemd(&host, &notifier, stop).await;
+            if let Some(task) = watchdog {
+                task.abort();
+            }
             tracing::info!("stopping");
             let stats = host.stop().await.map_err(|e| e.to_string())?;
             tracing::info!(?stats, "stopped");
@@ -285,6 +289,24 @@ fn status_line(host: &Host) -> String {
         endpoint.port,
         host.api().base_url()
     )
+}
+
+/// Pings systemd's watchdog while the data path is alive: the history writer commits (or
+/// has nothing to commit) and, with the embedded broker, the host's own session to it is
+/// connected (the broker accepts and serves clients).
+fn start_watchdog(host: &Host) -> Option<tokio::task::JoinHandle<()>> {
+    let period = infra::watchdog::period_from_env()?;
+    let notifier = Notifier::from_env().ok()?;
+    let mut watchdog = infra::watchdog::Watchdog::new(period);
+    watchdog.watch("history writer", host.history_progress());
+    let shared = std::sync::Arc::clone(host.shared());
+    let embedded = host.broker().embedded().is_some();
+    Some(tokio::spawn(watchdog.run(notifier, move || {
+        if embedded && !shared.is_connected() {
+            return Err("embedded broker (the host's session is not connected)".to_owned());
+        }
+        Ok(())
+    })))
 }
 
 /// A service manager that stopped listening is no reason to stop serving.

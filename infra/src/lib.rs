@@ -16,7 +16,8 @@
 //! - [`config_error`]: configuration problems, each with its key path and place;
 //! - [`exit`]: the exit-code policy of every binary;
 //! - [`notify`]: readiness and status for systemd (`sd_notify`);
-//! - [`panic`]: a panic in any thread ends the process.
+//! - [`panic`]: a panic in any thread ends the process;
+//! - [`watchdog`]: systemd watchdog pings while the data path makes progress.
 
 pub mod clock;
 pub mod config_error;
@@ -30,6 +31,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod tls;
 pub mod url;
+pub mod watchdog;
 
 pub use config_error::{ConfigError, ConfigProblem, Problems};
 pub use exit::Exit;

@@ -406,6 +406,7 @@ fn units_run_the_packaged_binaries_as_their_own_users() {
         let lines: Vec<&str> = body.lines().collect();
         assert!(lines.contains(&format!("User={user}").as_str()), "{unit}");
         assert!(lines.contains(&"Type=notify"), "{unit}");
+        assert!(lines.contains(&"WatchdogSec=30"), "{unit}");
         assert!(lines.contains(&"UMask=0077"), "{unit}");
         let exec: Vec<&&str> = lines
             .iter()

@@ -182,3 +182,103 @@ fn without_notify_socket_the_host_runs_and_stops_as_before() {
     let exit = host.wait_exit(WAIT).expect("the host exits after SIGTERM");
     assert!(exit.success(), "host-app: {exit:?}");
 }
+
+/// The watchdog period the tests give the services: pings every second.
+const WATCHDOG_USEC: &str = "2000000";
+
+fn is_ping(message: &str) -> bool {
+    message.lines().any(|l| l == "WATCHDOG=1")
+}
+
+impl NotifySocket {
+    /// Waits for `count` watchdog pings.
+    fn pings(&mut self, who: &str, count: usize) {
+        for i in 0..count {
+            self.wait_for(&format!("{who} ping {i}"), WAIT, is_ping);
+        }
+    }
+
+    /// Every datagram that arrives within `window` (a bounded read, for "none came").
+    fn drain(&mut self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    }
+}
+
+#[test]
+fn watchdog_pings_flow_while_the_data_path_works_and_stop_while_history_is_wedged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker_port = free_port();
+    let host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: broker_port },
+        free_port(),
+    );
+    let history = host_cfg.history.path.clone();
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(host_toml)
+        .env("NOTIFY_SOCKET", &host_notify.path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env_remove("WATCHDOG_PID")
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+
+    // The edge node publishes the plant into the host: both data paths run.
+    let plant = Plant::start();
+    let mut edge_notify = NotifySocket::bind(dir.path(), "edge.sock");
+    let edge_toml = config::write(
+        &edge_config(dir.path(), broker_port, plant.port()),
+        dir.path(),
+        "edge-node.toml",
+    );
+    let mut cmd = Command::new(bin("edge-node"));
+    cmd.arg("--config")
+        .arg(&edge_toml)
+        .env("NOTIFY_SOCKET", &edge_notify.path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env_remove("WATCHDOG_PID")
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", cmd);
+    edge_notify.wait_for("edge READY=1", WAIT, |m| m.contains("READY=1"));
+    edge_notify.pings("edge", 3);
+    host_notify.pings("host", 3);
+
+    // Another process holds the history database's write lock: commits cannot land while
+    // the edge node keeps sending samples, so the writer is wedged and pings stop.
+    let db = rusqlite::Connection::open(&history).expect("open the history database");
+    db.execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the write lock");
+    let wedged = host_notify.wait_for("host wedge status", WAIT * 2, |m| {
+        m.contains("STATUS=history writer: no progress")
+    });
+    assert!(!is_ping(&wedged), "{wedged:?}");
+    let quiet = host_notify.drain(Duration::from_secs(3));
+    assert!(
+        !quiet.iter().any(|m| is_ping(m)),
+        "no ping while history is wedged: {quiet:?}"
+    );
+    // The edge node's own data path is unaffected.
+    edge_notify.pings("edge", 1);
+
+    // The lock goes: the writer commits again and the pings resume.
+    db.execute_batch("ROLLBACK")
+        .expect("release the write lock");
+    host_notify.pings("host after the wedge", 2);
+
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).expect("edge exits").success());
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}

@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use edge_node::{Config, EdgeNode};
 use infra::Exit;
 use infra::notify::Notifier;
+use infra::watchdog::Watchdog;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,6 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if !stopped_early {
         let line = status.borrow_and_update().to_string();
         report(notifier.ready(&line));
+        let _watchdog = start_watchdog(&node);
         loop {
             tokio::select! {
                 () = &mut stop => break,
@@ -112,6 +115,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
     report(notifier.stopping());
     tracing::info!("shutting down");
     node.shutdown().await.context("stopping the edge node")
+}
+
+/// Pings systemd's watchdog while every polling line and the publisher make progress
+/// (the task ends when the returned guard drops).
+fn start_watchdog(node: &edge_node::NodeHandle) -> Option<tokio_util::sync::DropGuard> {
+    let period = infra::watchdog::period_from_env()?;
+    let notifier = Notifier::from_env().ok()?;
+    let mut watchdog = Watchdog::new(period);
+    for (name, progress) in node.liveness() {
+        watchdog.watch(name.clone(), Arc::clone(progress));
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watchdog.run(notifier, || Ok(())) => {}
+            () = stop.cancelled() => {}
+        }
+    });
+    Some(cancel.drop_guard())
 }
 
 /// A service manager that stopped listening is no reason to stop serving.

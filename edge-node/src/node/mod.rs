@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use infra::link::{LastWill, QoS};
 use infra::logging::Escaped;
+use infra::watchdog::Progress;
 use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic, filter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -96,6 +97,7 @@ pub struct NodeHandle {
     cancel: CancellationToken,
     task: JoinHandle<Result<(), NodeError>>,
     status: tokio::sync::watch::Receiver<ServiceStatus>,
+    liveness: Vec<(String, Arc<Progress>)>,
 }
 
 /// What the node is doing, for a service manager's status line.
@@ -126,6 +128,11 @@ impl std::fmt::Display for ServiceStatus {
 }
 
 impl NodeHandle {
+    /// The parts of the data path and their liveness: each polling line and the publisher.
+    pub fn liveness(&self) -> &[(String, Arc<Progress>)] {
+        &self.liveness
+    }
+
     /// Publishes NDEATH, disconnects, stops polling and waits for all of it.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.cancel.cancel();
@@ -195,7 +202,12 @@ pub struct EdgeNode {
     /// Messages published when the last probe went out.
     published_at_probe: u64,
     status: tokio::sync::watch::Sender<ServiceStatus>,
+    /// Beats at every turn of the publishing loop, for the service watchdog.
+    progress: Arc<Progress>,
 }
+
+/// Longest the publishing loop goes without a turn while it is not stuck.
+const BEAT: Duration = Duration::from_secs(1);
 
 impl EdgeNode {
     /// Starts Modbus acquisition and the MQTT session on the current runtime.
@@ -220,6 +232,13 @@ impl EdgeNode {
             Acquisition::start(config.site.clone(), AcquisitionOptions::default());
         let handle = acquisition.handle();
         let published = Arc::new(PublishCounters::default());
+        let progress = Progress::new();
+        let mut liveness: Vec<(String, Arc<Progress>)> = handle
+            .progress()
+            .iter()
+            .map(|(line, p)| (format!("poller of Modbus link {line}"), Arc::clone(p)))
+            .collect();
+        liveness.push(("publisher".to_owned(), Arc::clone(&progress)));
         let (status, status_rx) = tokio::sync::watch::channel(ServiceStatus {
             devices: config.site.devices.len(),
             ..ServiceStatus::default()
@@ -249,6 +268,7 @@ impl EdgeNode {
             probe: None,
             published_at_probe: 0,
             status,
+            progress,
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -261,6 +281,7 @@ impl EdgeNode {
             cancel,
             task,
             status: status_rx,
+            liveness,
         })
     }
 
@@ -311,8 +332,11 @@ impl EdgeNode {
     async fn wait(&mut self, pause: Duration, cancel: &CancellationToken) -> bool {
         let deadline = tokio::time::sleep(pause);
         tokio::pin!(deadline);
+        let mut beat = tokio::time::interval(BEAT);
         loop {
+            self.progress.beat();
             tokio::select! {
+                _ = beat.tick() => {}
                 _ = cancel.cancelled() => return false,
                 _ = &mut deadline => return true,
                 Some(event) = self.events.recv() => { self.absorb(&event); }
@@ -388,8 +412,12 @@ impl EdgeNode {
         let mut probe_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + probe_period, probe_period);
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
+            self.progress.beat();
             tokio::select! {
+                _ = beat.tick() => {}
                 _ = cancel.cancelled() => break Ending::Shutdown,
                 _ = &mut connect_deadline, if phase == Phase::Connecting => {
                     break Ending::Lost(format!("no CONNACK within {:?}", self.config.mqtt.connect_timeout));
