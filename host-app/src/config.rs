@@ -52,15 +52,18 @@ pub struct HostConfig {
     pub history: HistoryConfig,
     pub sparkplug: SparkplugConfig,
     pub api: ApiConfig,
+    /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Deserialize)]
 struct Own {
     sparkplug: Option<SparkplugConfig>,
     api: Option<ApiConfig>,
+    metrics: Option<infra::metrics::MetricsConfig>,
 }
 
-const TABLES: [&str; 4] = ["broker", "history", "sparkplug", "api"];
+const TABLES: [&str; 5] = ["broker", "history", "sparkplug", "api", "metrics"];
 
 impl HostConfig {
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
@@ -77,21 +80,26 @@ impl HostConfig {
         for unknown in table.keys().filter(|k| !TABLES.contains(&k.as_str())) {
             problems.push(
                 unknown.as_str(),
-                "unknown table (expected broker, history, sparkplug, api)",
+                "unknown table (expected broker, history, sparkplug, api, metrics)",
             );
         }
         let broker = problems.check(BrokerConfig::from_toml(text));
         let history = problems.check(HistoryConfig::from_toml(text));
         let own = problems
             .check(toml::from_str::<Own>(text).map_err(|e| ConfigError::from_toml(&e, text)));
-        let (sparkplug, api) = match own {
-            Some(Own { sparkplug, api }) => {
+        let (sparkplug, api, metrics) = match own {
+            Some(Own {
+                sparkplug,
+                api,
+                metrics,
+            }) => {
                 if sparkplug.is_none() {
                     problems.push("sparkplug", "missing table (host_id is required)");
                 }
-                (sparkplug, Some(api.unwrap_or_default()))
+                let metrics = metrics.and_then(|m| problems.check(m.addr()));
+                (sparkplug, Some(api.unwrap_or_default()), metrics)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         if let Some(sparkplug) = &sparkplug {
             problems.check(sparkplug.validate());
@@ -105,6 +113,7 @@ impl HostConfig {
                 history: history?,
                 sparkplug: sparkplug?,
                 api: api?,
+                metrics,
             })
         })();
         problems.complete(config)

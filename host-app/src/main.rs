@@ -165,6 +165,14 @@ fn run(file: &Path) -> ExitCode {
                 endpoint.port,
                 host.api().base_url()
             );
+            let metrics_stop = tokio_util::sync::CancellationToken::new();
+            let _metrics_guard = metrics_stop.clone().drop_guard();
+            if let Some(addr) = config.metrics {
+                let render = host_app::exposition::source(&host);
+                infra::metrics::serve(addr, render, metrics_stop)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let watchdog = start_watchdog(&host);
             tell_systemd(&host, &notifier, stop).await;
             if let Some(task) = watchdog {

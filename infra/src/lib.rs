@@ -16,6 +16,7 @@
 //! - [`config_error`]: configuration problems, each with its key path and place;
 //! - [`exit`]: the exit-code policy of every binary;
 //! - [`notify`]: readiness and status for systemd (`sd_notify`);
+//! - [`metrics`]: Prometheus text exposition and its `/metrics` listener;
 //! - [`panic`]: a panic in any thread ends the process;
 //! - [`watchdog`]: systemd watchdog pings while the data path makes progress.
 
@@ -25,6 +26,7 @@ pub mod durability;
 pub mod exit;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod panic;
 pub mod secret;

@@ -50,7 +50,8 @@ impl Progress {
         self.idle.store(idle, Ordering::Relaxed);
     }
 
-    fn beats(&self) -> u64 {
+    /// Beats so far (for a part whose beat is a unit of work, e.g. commits).
+    pub fn beats(&self) -> u64 {
         self.beats.load(Ordering::Relaxed)
     }
 

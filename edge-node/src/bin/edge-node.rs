@@ -84,10 +84,19 @@ async fn main() -> ExitCode {
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics_addr = config.metrics;
     let notifier = Notifier::from_env().context("NOTIFY_SOCKET")?;
     let stop = infra::shutdown::signal().context("installing the signal handlers")?;
     tokio::pin!(stop);
     let node = EdgeNode::start(config).context("starting the edge node")?;
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    if let Some(addr) = metrics_addr {
+        let source = node.metrics();
+        infra::metrics::serve(addr, Arc::new(move || source.render()), metrics_stop)
+            .await
+            .context("starting the metrics listener")?;
+    }
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));

@@ -25,6 +25,7 @@
 pub mod bdseq;
 pub mod catalog;
 pub mod commands;
+pub mod exposition;
 pub mod forwarder;
 pub mod metrics;
 pub mod publisher;
@@ -98,6 +99,7 @@ pub struct NodeHandle {
     task: JoinHandle<Result<(), NodeError>>,
     status: tokio::sync::watch::Receiver<ServiceStatus>,
     liveness: Vec<(String, Arc<Progress>)>,
+    metrics: exposition::MetricsSource,
 }
 
 /// What the node is doing, for a service manager's status line.
@@ -128,6 +130,11 @@ impl std::fmt::Display for ServiceStatus {
 }
 
 impl NodeHandle {
+    /// What `/metrics` shows, readable while the node runs.
+    pub fn metrics(&self) -> exposition::MetricsSource {
+        self.metrics.clone()
+    }
+
     /// The parts of the data path and their liveness: each polling line and the publisher.
     pub fn liveness(&self) -> &[(String, Arc<Progress>)] {
         &self.liveness
@@ -204,6 +211,7 @@ pub struct EdgeNode {
     status: tokio::sync::watch::Sender<ServiceStatus>,
     /// Beats at every turn of the publishing loop, for the service watchdog.
     progress: Arc<Progress>,
+    gauges: Arc<exposition::LinkGauges>,
 }
 
 /// Longest the publishing loop goes without a turn while it is not stuck.
@@ -243,6 +251,15 @@ impl EdgeNode {
             devices: config.site.devices.len(),
             ..ServiceStatus::default()
         });
+        let gauges = Arc::new(exposition::LinkGauges::default());
+        let bytes: Arc<ByteCounters> = Arc::default();
+        let metrics = exposition::MetricsSource {
+            acquisition: handle.clone(),
+            published: Arc::clone(&published),
+            bytes: Arc::clone(&bytes),
+            gauges: Arc::clone(&gauges),
+            status: status_rx.clone(),
+        };
         let node = EdgeNode {
             catalog: Catalog::new(Arc::new(config.site.clone())),
             publisher: Publisher::new(
@@ -255,7 +272,7 @@ impl EdgeNode {
             handle,
             events,
             bdseq,
-            bytes: Arc::default(),
+            bytes,
             published,
             node_metrics: NodeMetrics::default(),
             connects: 0,
@@ -269,6 +286,7 @@ impl EdgeNode {
             published_at_probe: 0,
             status,
             progress,
+            gauges,
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -282,6 +300,7 @@ impl EdgeNode {
             task,
             status: status_rx,
             liveness,
+            metrics,
         })
     }
 
@@ -444,6 +463,9 @@ impl EdgeNode {
                         let now = now_ms();
                         f.expire(now);
                         f.measure_rate(now);
+                        let stats = f.stats(now);
+                        self.gauges.store_depth.store(stats.depth, std::sync::atomic::Ordering::Relaxed);
+                        self.gauges.store_dropped.store(stats.dropped, std::sync::atomic::Ordering::Relaxed);
                     }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
                         break Ending::Lost(e.to_string());
@@ -564,6 +586,9 @@ impl EdgeNode {
             LinkEvent::Connected => {
                 info!("connected");
                 self.connects += 1;
+                self.gauges
+                    .connects
+                    .store(self.connects, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = self.bdseq.commit(bd_seq) {
                     error!(error = %e, "bdSeq not persisted; a restart may repeat it");
                 }
