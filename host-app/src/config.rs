@@ -196,6 +196,17 @@ host_id = "scada"
     }
 
     #[test]
+    fn metrics_listen_is_optional_and_loopback_only() {
+        assert_eq!(HostConfig::from_toml(BASE).unwrap().metrics, None);
+        let on = format!("{BASE}[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+        let config = HostConfig::from_toml(&on).unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9102".parse().unwrap()));
+        let open = format!("{BASE}[metrics]\nlisten = \"0.0.0.0:9102\"\n");
+        let e = HostConfig::from_toml(&open).unwrap_err();
+        assert_eq!(e.keys(), ["metrics.listen"], "{e}");
+    }
+
+    #[test]
     fn every_problem_of_every_table_is_reported() {
         let text = r#"
 [broker]
