@@ -153,6 +153,9 @@ fn run(file: &Path) -> ExitCode {
     infra::panic::install();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
+            // Installed first: SIGHUP's default action would end the process.
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
             let notifier = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
             let stop = infra::shutdown::signal()
                 .map_err(|e| format!("installing the signal handlers: {e}"))?;
@@ -165,16 +168,15 @@ fn run(file: &Path) -> ExitCode {
                 endpoint.port,
                 host.api().base_url()
             );
-            let metrics_stop = tokio_util::sync::CancellationToken::new();
-            let _metrics_guard = metrics_stop.clone().drop_guard();
-            if let Some(addr) = config.metrics {
-                let render = host_app::exposition::source(&host);
-                infra::metrics::serve(addr, render, metrics_stop)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let metrics = infra::metrics::Listener::start(
+                config.metrics,
+                host_app::exposition::source(&host),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let watchdog = start_watchdog(&host);
-            tell_systemd(&host, &notifier, stop).await;
+            let mut reloader = infra::reload::Reloader::new(file, metrics);
+            tell_systemd(&host, &notifier, stop, &mut hangup, &mut reloader).await;
             if let Some(task) = watchdog {
                 task.abort();
             }
@@ -251,7 +253,13 @@ const STATUS_PERIOD: Duration = Duration::from_secs(5);
 
 /// Tells systemd the host is ready (broker listening, history open, API bound: `Host::start`
 /// returned), keeps its status line current until `stop` resolves, then says it is stopping.
-async fn tell_systemd(host: &Host, notifier: &Notifier, stop: impl Future<Output = ()>) {
+async fn tell_systemd(
+    host: &Host,
+    notifier: &Notifier,
+    stop: impl Future<Output = ()>,
+    hangup: &mut tokio::signal::unix::Signal,
+    reloader: &mut infra::reload::Reloader,
+) {
     let mut line = status_line(host);
     report(notifier.ready(&line));
     tokio::pin!(stop);
@@ -260,6 +268,10 @@ async fn tell_systemd(host: &Host, notifier: &Notifier, stop: impl Future<Output
     loop {
         tokio::select! {
             () = &mut stop => break,
+            _ = hangup.recv() => {
+                let line = reloader.reload(HostConfig::load, |c| c.metrics).await;
+                report(notifier.status(&line));
+            }
             _ = tick.tick() => {
                 let now = status_line(host);
                 if now != line {

@@ -18,6 +18,7 @@
 //! - [`notify`]: readiness and status for systemd (`sd_notify`);
 //! - [`metrics`]: Prometheus text exposition and its `/metrics` listener;
 //! - [`panic`]: a panic in any thread ends the process;
+//! - [`reload`]: what a configuration reload on SIGHUP changed;
 //! - [`watchdog`]: systemd watchdog pings while the data path makes progress.
 
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod panic;
+pub mod reload;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;

@@ -142,6 +142,51 @@ pub async fn serve(
     }))
 }
 
+/// The `/metrics` listener of a service, moved to a new address on a reload.
+pub struct Listener {
+    render: Render,
+    running: Option<(SocketAddr, CancellationToken)>,
+}
+
+impl Listener {
+    /// Serves on `addr` (none: off).
+    pub async fn start(addr: Option<SocketAddr>, render: Render) -> std::io::Result<Listener> {
+        let mut listener = Listener {
+            render,
+            running: None,
+        };
+        listener.apply(addr).await?;
+        Ok(listener)
+    }
+
+    /// Moves to `addr` when it differs; on a bind error the old listener is kept.
+    pub async fn apply(&mut self, addr: Option<SocketAddr>) -> std::io::Result<()> {
+        if self.running.as_ref().map(|(a, _)| *a) == addr {
+            return Ok(());
+        }
+        let next = match addr {
+            Some(addr) => {
+                let stop = CancellationToken::new();
+                serve(addr, Arc::clone(&self.render), stop.clone()).await?;
+                Some((addr, stop))
+            }
+            None => None,
+        };
+        if let Some((_, stop)) = std::mem::replace(&mut self.running, next) {
+            stop.cancel();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some((_, stop)) = &self.running {
+            stop.cancel();
+        }
+    }
+}
+
 /// One request, one answer, then the connection closes.
 async fn answer(mut stream: tokio::net::TcpStream, render: Render) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);

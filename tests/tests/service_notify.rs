@@ -282,3 +282,90 @@ fn watchdog_pings_flow_while_the_data_path_works_and_stop_while_history_is_wedge
     host.signal("TERM");
     assert!(host.wait_exit(WAIT).expect("host exits").success());
 }
+
+/// `GET /metrics` on a port: whether it answered 200.
+fn metrics_answer(port: u16) -> bool {
+    http_status(port, "/metrics") == Ok(200)
+}
+
+#[test]
+fn sighup_keeps_the_running_config_on_a_bad_file_and_applies_a_good_one() {
+    use system_tests::config::edge::Metrics;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plant = Plant::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut edge_cfg = edge_config(dir.path(), free_port(), plant.port());
+    let metrics_on = |port: u16| {
+        Some(Metrics {
+            listen: format!("127.0.0.1:{port}"),
+        })
+    };
+    edge_cfg.metrics = metrics_on(port_a);
+    let edge_toml = config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    let mut notify = NotifySocket::bind(dir.path(), "edge.sock");
+    let mut cmd = Command::new(bin("edge-node"));
+    cmd.arg("--config")
+        .arg(&edge_toml)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", cmd);
+    notify.wait_for("edge READY=1", WAIT, |m| m.contains("READY=1"));
+    assert!(metrics_answer(port_a));
+
+    // A file with a problem: refused by key, the service and its listener stay.
+    edge_cfg.metrics = Some(Metrics {
+        listen: format!("0.0.0.0:{port_b}"),
+    });
+    config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    edge.signal("HUP");
+    let refused = notify.wait_for("reload refused", WAIT, |m| m.contains("reload refused"));
+    assert!(refused.contains("metrics.listen"), "{refused:?}");
+    edge.wait_for_line(WAIT, |l| {
+        l.contains("reload refused") && l.contains("metrics.listen")
+    });
+    assert!(metrics_answer(port_a), "the running listener stays");
+
+    // A good file: [metrics] moves live; other changed tables are named for a restart.
+    edge_cfg.metrics = metrics_on(port_b);
+    edge_cfg.sparkplug.edge_node_id = "renamed".to_owned();
+    config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    edge.signal("HUP");
+    let applied = notify.wait_for("reloaded", WAIT, |m| m.contains("configuration reloaded"));
+    assert!(
+        applied.contains("restart to apply [sparkplug]"),
+        "{applied:?}"
+    );
+    assert!(metrics_answer(port_b), "the new listener serves");
+    assert!(!metrics_answer(port_a), "the old listener is closed");
+
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).expect("edge exits").success());
+
+    // The host: a bad file on SIGHUP is refused by key, the host keeps serving.
+    let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
+    let http_port = free_port();
+    let mut host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: free_port() },
+        http_port,
+    );
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&host_toml)
+        .env("NOTIFY_SOCKET", &host_notify.path)
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    host_cfg.sparkplug.host_id = "a/b".to_owned();
+    config::write(&host_cfg, dir.path(), "host-app.toml");
+    host.signal("HUP");
+    let refused = host_notify.wait_for("host reload refused", WAIT, |m| {
+        m.contains("reload refused")
+    });
+    assert!(refused.contains("sparkplug.host_id"), "{refused:?}");
+    assert_eq!(http_status(http_port, "/auth/setup"), Ok(200));
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}

@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    match run(config).await {
+    match run(config, &path).await {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("edge-node: {e:#}");
@@ -83,20 +83,20 @@ async fn main() -> ExitCode {
 /// (a device that never answers is reported offline only after its retries).
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let metrics_addr = config.metrics;
+    // Installed first: SIGHUP's default action would end the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let notifier = Notifier::from_env().context("NOTIFY_SOCKET")?;
     let stop = infra::shutdown::signal().context("installing the signal handlers")?;
     tokio::pin!(stop);
     let node = EdgeNode::start(config).context("starting the edge node")?;
-    let metrics_stop = tokio_util::sync::CancellationToken::new();
-    let _metrics_guard = metrics_stop.clone().drop_guard();
-    if let Some(addr) = metrics_addr {
-        let source = node.metrics();
-        infra::metrics::serve(addr, Arc::new(move || source.render()), metrics_stop)
-            .await
-            .context("starting the metrics listener")?;
-    }
+    let source = node.metrics();
+    let metrics = infra::metrics::Listener::start(metrics_addr, Arc::new(move || source.render()))
+        .await
+        .context("starting the metrics listener")?;
+    let mut reloader = infra::reload::Reloader::new(path, metrics);
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
@@ -111,6 +111,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                _ = hangup.recv() => {
+                    let line = reloader.reload(Config::load, |c| c.metrics).await;
+                    report(notifier.status(&line));
+                }
                 changed = status.changed() => {
                     if changed.is_err() {
                         break; // the node stopped by itself; shutdown reports why
