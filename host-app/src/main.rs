@@ -320,12 +320,16 @@ fn start_watchdog(host: &Host) -> Option<tokio::task::JoinHandle<()>> {
     let mut watchdog = infra::watchdog::Watchdog::new(period);
     watchdog.watch("history writer", host.history_progress());
     let shared = std::sync::Arc::clone(host.shared());
-    let embedded = host.broker().embedded().is_some();
+    // Alive while connected, so only a whole period without the session counts.
+    let session = infra::watchdog::Progress::new();
+    if host.broker().embedded().is_some() {
+        watchdog.watch(
+            "embedded broker (the host's session to it)",
+            std::sync::Arc::clone(&session),
+        );
+    }
     Some(tokio::spawn(watchdog.run(notifier, move || {
-        if embedded && !shared.is_connected() {
-            return Err("embedded broker (the host's session is not connected)".to_owned());
-        }
-        Ok(())
+        session.set_idle(shared.is_connected());
     })))
 }
 

@@ -109,15 +109,18 @@ impl Watchdog {
     }
 
     /// Pings at half the period while every part is alive, until the task is dropped;
-    /// `extra` is one more condition checked at each ping (e.g. a session connected).
-    pub async fn run(mut self, notifier: Notifier, mut extra: impl FnMut() -> Result<(), String>) {
-        let mut tick = tokio::time::interval(self.period / 2);
+    /// `refresh` runs before each check, for parts whose state is polled (a session's
+    /// connection) rather than pushed.
+    pub async fn run(mut self, notifier: Notifier, mut refresh: impl FnMut()) {
+        let half = self.period / 2;
+        // The first check half a period after start: parts get that long to show progress.
+        let mut tick = tokio::time::interval_at(Instant::now() + half, half);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut wedged: Option<String> = None;
         loop {
             tick.tick().await;
-            let verdict = self.check(Instant::now()).and_then(|()| extra());
-            match verdict {
+            refresh();
+            match self.check(Instant::now()) {
                 Ok(()) => {
                     if let Some(part) = wedged.take() {
                         tracing::info!(part = %part, "watchdog: moving again; pinging");

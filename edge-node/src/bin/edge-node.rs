@@ -143,7 +143,7 @@ fn start_watchdog(node: &edge_node::NodeHandle) -> Option<tokio_util::sync::Drop
     let stop = cancel.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = watchdog.run(notifier, || Ok(())) => {}
+            () = watchdog.run(notifier, || {}) => {}
             () = stop.cancelled() => {}
         }
     });
