@@ -45,6 +45,8 @@ pub struct Config {
     pub site: Site,
     /// Store-and-forward; `None` loses data the link cannot take (no `[store]` table).
     pub store: Option<StoreConfig>,
+    /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -144,6 +146,7 @@ struct Document {
     #[allow(dead_code)]
     modbus: Option<toml::Table>,
     store: Option<StoreConfig>,
+    metrics: Option<infra::metrics::MetricsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -263,7 +266,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         // A syntax error is reported once, not by each section's reader.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::from_toml(&e, text))?;
-        let ((sparkplug, mqtt, store), (modbus, site)) =
+        let ((sparkplug, mqtt, store, metrics), (modbus, site)) =
             match (parse_sections(text, base), modbus()) {
                 (Ok(sections), Ok(modbus)) => (sections, modbus),
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
@@ -275,6 +278,7 @@ impl Config {
             modbus,
             site,
             store,
+            metrics,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -295,17 +299,22 @@ impl Config {
     }
 }
 
-fn parse_sections(
-    text: &str,
-    base: &Path,
-) -> Result<(SparkplugSettings, MqttSettings, Option<StoreConfig>), ConfigError> {
+fn parse_sections(text: &str, base: &Path) -> Result<Sections, ConfigError> {
     let doc: Document = toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text))?;
     let mut problems = Problems::new();
     let sparkplug = check_sparkplug(doc.sparkplug, base, &mut problems);
     let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, &mut problems);
     let store = doc.store.map(|s| check_store(s, base, &mut problems));
-    problems.finish((sparkplug, mqtt, store))
+    let metrics = doc.metrics.and_then(|m| problems.check(m.addr()));
+    problems.finish((sparkplug, mqtt, store, metrics))
 }
+
+type Sections = (
+    SparkplugSettings,
+    MqttSettings,
+    Option<StoreConfig>,
+    Option<std::net::SocketAddr>,
+);
 
 /// The store's own checks, its path taken relative to the config file.
 fn check_store(mut s: StoreConfig, base: &Path, problems: &mut Problems) -> StoreConfig {

@@ -103,15 +103,18 @@ pub struct HostConfig {
     pub history: HistoryConfig,
     pub sparkplug: SparkplugConfig,
     pub api: ApiConfig,
+    /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Deserialize)]
 struct Own {
     sparkplug: Option<SparkplugConfig>,
     api: Option<ApiConfig>,
+    metrics: Option<infra::metrics::MetricsConfig>,
 }
 
-const TABLES: [&str; 4] = ["broker", "history", "sparkplug", "api"];
+const TABLES: [&str; 5] = ["broker", "history", "sparkplug", "api", "metrics"];
 
 impl HostConfig {
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
@@ -128,21 +131,26 @@ impl HostConfig {
         for unknown in table.keys().filter(|k| !TABLES.contains(&k.as_str())) {
             problems.push(
                 unknown.as_str(),
-                "unknown table (expected broker, history, sparkplug, api)",
+                "unknown table (expected broker, history, sparkplug, api, metrics)",
             );
         }
         let broker = problems.check(BrokerConfig::from_toml(text));
         let history = problems.check(HistoryConfig::from_toml(text));
         let own = problems
             .check(toml::from_str::<Own>(text).map_err(|e| ConfigError::from_toml(&e, text)));
-        let (sparkplug, api) = match own {
-            Some(Own { sparkplug, api }) => {
+        let (sparkplug, api, metrics) = match own {
+            Some(Own {
+                sparkplug,
+                api,
+                metrics,
+            }) => {
                 if sparkplug.is_none() {
                     problems.push("sparkplug", "missing table (host_id is required)");
                 }
-                (sparkplug, Some(api.unwrap_or_default()))
+                let metrics = metrics.and_then(|m| problems.check(m.addr()));
+                (sparkplug, Some(api.unwrap_or_default()), metrics)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         if let Some(sparkplug) = &sparkplug {
             problems.check(sparkplug.validate());
@@ -159,6 +167,7 @@ impl HostConfig {
                 history: history?,
                 sparkplug: sparkplug?,
                 api: api?,
+                metrics,
             })
         })();
         problems.complete(config)
@@ -328,6 +337,17 @@ host_id = "scada"
             let e = HostConfig::from_toml(&text).unwrap_err();
             assert_eq!(e.keys(), [format!("sparkplug.{key}")], "{e}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_loopback_only() {
+        assert_eq!(HostConfig::from_toml(BASE).unwrap().metrics, None);
+        let on = format!("{BASE}[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+        let config = HostConfig::from_toml(&on).unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9102".parse().unwrap()));
+        let open = format!("{BASE}[metrics]\nlisten = \"0.0.0.0:9102\"\n");
+        let e = HostConfig::from_toml(&open).unwrap_err();
+        assert_eq!(e.keys(), ["metrics.listen"], "{e}");
     }
 
     #[test]

@@ -150,6 +150,11 @@ impl Host {
         &self.api
     }
 
+    /// The history writer's liveness, for the service watchdog.
+    pub fn history_progress(&self) -> Arc<infra::watchdog::Progress> {
+        self.writer.progress()
+    }
+
     /// Commits every sample queued so far (for tests and the CLI).
     pub async fn flush(&self) -> Result<(), HistoryError> {
         self.writer.flush().await

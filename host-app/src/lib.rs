@@ -15,6 +15,7 @@ pub mod api;
 pub mod broker;
 pub mod command;
 pub mod config;
+pub mod exposition;
 pub mod history;
 pub mod host;
 pub mod inspect;

@@ -150,8 +150,12 @@ fn run(file: &Path) -> ExitCode {
         }
     };
     infra::logging::init();
+    infra::panic::install();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
+            // Installed first: SIGHUP's default action would end the process.
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
             let notifier = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
             let stop = infra::shutdown::signal()
                 .map_err(|e| format!("installing the signal handlers: {e}"))?;
@@ -164,7 +168,18 @@ fn run(file: &Path) -> ExitCode {
                 endpoint.port,
                 host.api().base_url()
             );
-            tell_systemd(&host, &notifier, stop).await;
+            let metrics = infra::metrics::Listener::start(
+                config.metrics,
+                host_app::exposition::source(&host),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let watchdog = start_watchdog(&host);
+            let mut reloader = infra::reload::Reloader::new(file, metrics);
+            tell_systemd(&host, &notifier, stop, &mut hangup, &mut reloader).await;
+            if let Some(task) = watchdog {
+                task.abort();
+            }
             tracing::info!("stopping");
             let stats = host.stop().await.map_err(|e| e.to_string())?;
             tracing::info!(?stats, "stopped");
@@ -238,7 +253,13 @@ const STATUS_PERIOD: Duration = Duration::from_secs(5);
 
 /// Tells systemd the host is ready (broker listening, history open, API bound: `Host::start`
 /// returned), keeps its status line current until `stop` resolves, then says it is stopping.
-async fn tell_systemd(host: &Host, notifier: &Notifier, stop: impl Future<Output = ()>) {
+async fn tell_systemd(
+    host: &Host,
+    notifier: &Notifier,
+    stop: impl Future<Output = ()>,
+    hangup: &mut tokio::signal::unix::Signal,
+    reloader: &mut infra::reload::Reloader,
+) {
     let mut line = status_line(host);
     report(notifier.ready(&line));
     tokio::pin!(stop);
@@ -247,6 +268,10 @@ async fn tell_systemd(host: &Host, notifier: &Notifier, stop: impl Future<Output
     loop {
         tokio::select! {
             () = &mut stop => break,
+            _ = hangup.recv() => {
+                let line = reloader.reload(HostConfig::load, |c| c.metrics).await;
+                report(notifier.status(&line));
+            }
             _ = tick.tick() => {
                 let now = status_line(host);
                 if now != line {
@@ -284,6 +309,28 @@ fn status_line(host: &Host) -> String {
         endpoint.port,
         host.api().base_url()
     )
+}
+
+/// Pings systemd's watchdog while the data path is alive: the history writer commits (or
+/// has nothing to commit) and, with the embedded broker, the host's own session to it is
+/// connected (the broker accepts and serves clients).
+fn start_watchdog(host: &Host) -> Option<tokio::task::JoinHandle<()>> {
+    let period = infra::watchdog::period_from_env()?;
+    let notifier = Notifier::from_env().ok()?;
+    let mut watchdog = infra::watchdog::Watchdog::new(period);
+    watchdog.watch("history writer", host.history_progress());
+    let shared = std::sync::Arc::clone(host.shared());
+    // Alive while connected, so only a whole period without the session counts.
+    let session = infra::watchdog::Progress::new();
+    if host.broker().embedded().is_some() {
+        watchdog.watch(
+            "embedded broker (the host's session to it)",
+            std::sync::Arc::clone(&session),
+        );
+    }
+    Some(tokio::spawn(watchdog.run(notifier, move || {
+        session.set_idle(shared.is_connected());
+    })))
 }
 
 /// A service manager that stopped listening is no reason to stop serving.

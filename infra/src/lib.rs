@@ -15,7 +15,11 @@
 //! - [`durability`]: SQLite's `synchronous` setting;
 //! - [`config_error`]: configuration problems, each with its key path and place;
 //! - [`exit`]: the exit-code policy of every binary;
-//! - [`notify`]: readiness and status for systemd (`sd_notify`).
+//! - [`notify`]: readiness and status for systemd (`sd_notify`);
+//! - [`metrics`]: Prometheus text exposition and its `/metrics` listener;
+//! - [`panic`]: a panic in any thread ends the process;
+//! - [`reload`]: what a configuration reload on SIGHUP changed;
+//! - [`watchdog`]: systemd watchdog pings while the data path makes progress.
 
 pub mod clock;
 pub mod config_error;
@@ -23,11 +27,15 @@ pub mod durability;
 pub mod exit;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
+pub mod panic;
+pub mod reload;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;
 pub mod url;
+pub mod watchdog;
 
 pub use config_error::{ConfigError, ConfigProblem, Problems};
 pub use exit::Exit;

@@ -59,6 +59,11 @@ impl Notifier {
         self.send(&format!("STATUS={}", one_line(status)))
     }
 
+    /// The service is alive (systemd's watchdog, `WatchdogSec=`).
+    pub fn watchdog(&self) -> io::Result<()> {
+        self.send("WATCHDOG=1")
+    }
+
     /// The service has begun to stop.
     pub fn stopping(&self) -> io::Result<()> {
         self.send("STOPPING=1\nSTATUS=stopping")

@@ -343,6 +343,9 @@ fn unit_root(dir: &Path) -> PathBuf {
     for b in ["edge-node", "host-app"] {
         std::fs::copy(bin(b), root.join("usr/bin").join(b)).unwrap();
     }
+    // ExecReload's kill(1), where the units name it.
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/kill", root.join("bin/kill")).expect("kill(1) at /bin/kill");
     // The targets and slices the units order against, from this machine's systemd.
     for entry in std::fs::read_dir("/lib/systemd/system").expect("systemd's unit directory") {
         let path = entry.expect("dir entry").path();
@@ -406,6 +409,11 @@ fn units_run_the_packaged_binaries_as_their_own_users() {
         let lines: Vec<&str> = body.lines().collect();
         assert!(lines.contains(&format!("User={user}").as_str()), "{unit}");
         assert!(lines.contains(&"Type=notify"), "{unit}");
+        assert!(lines.contains(&"WatchdogSec=30"), "{unit}");
+        assert!(
+            lines.contains(&"ExecReload=/bin/kill -HUP $MAINPID"),
+            "{unit}"
+        );
         assert!(lines.contains(&"UMask=0077"), "{unit}");
         let exec: Vec<&&str> = lines
             .iter()

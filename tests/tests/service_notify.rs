@@ -182,3 +182,190 @@ fn without_notify_socket_the_host_runs_and_stops_as_before() {
     let exit = host.wait_exit(WAIT).expect("the host exits after SIGTERM");
     assert!(exit.success(), "host-app: {exit:?}");
 }
+
+/// The watchdog period the tests give the services: pings every second.
+const WATCHDOG_USEC: &str = "2000000";
+
+fn is_ping(message: &str) -> bool {
+    message.lines().any(|l| l == "WATCHDOG=1")
+}
+
+impl NotifySocket {
+    /// Waits for `count` watchdog pings.
+    fn pings(&mut self, who: &str, count: usize) {
+        for i in 0..count {
+            self.wait_for(&format!("{who} ping {i}"), WAIT, is_ping);
+        }
+    }
+
+    /// Every datagram that arrives within `window` (a bounded read, for "none came").
+    fn drain(&mut self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    }
+}
+
+#[test]
+fn watchdog_pings_flow_while_the_data_path_works_and_stop_while_history_is_wedged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker_port = free_port();
+    let host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: broker_port },
+        free_port(),
+    );
+    let history = host_cfg.history.path.clone();
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(host_toml)
+        .env("NOTIFY_SOCKET", &host_notify.path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env_remove("WATCHDOG_PID")
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+
+    // The edge node publishes the plant into the host: both data paths run.
+    let plant = Plant::start();
+    let mut edge_notify = NotifySocket::bind(dir.path(), "edge.sock");
+    let edge_toml = config::write(
+        &edge_config(dir.path(), broker_port, plant.port()),
+        dir.path(),
+        "edge-node.toml",
+    );
+    let mut cmd = Command::new(bin("edge-node"));
+    cmd.arg("--config")
+        .arg(&edge_toml)
+        .env("NOTIFY_SOCKET", &edge_notify.path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env_remove("WATCHDOG_PID")
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", cmd);
+    edge_notify.wait_for("edge READY=1", WAIT, |m| m.contains("READY=1"));
+    edge_notify.pings("edge", 3);
+    host_notify.pings("host", 3);
+
+    // Another process holds the history database's write lock: commits cannot land while
+    // the edge node keeps sending samples, so the writer is wedged and pings stop.
+    let db = rusqlite::Connection::open(&history).expect("open the history database");
+    db.execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the write lock");
+    let wedged = host_notify.wait_for("host wedge status", WAIT * 2, |m| {
+        m.contains("STATUS=history writer: no progress")
+    });
+    assert!(!is_ping(&wedged), "{wedged:?}");
+    let quiet = host_notify.drain(Duration::from_secs(3));
+    assert!(
+        !quiet.iter().any(|m| is_ping(m)),
+        "no ping while history is wedged: {quiet:?}"
+    );
+    // The edge node's own data path is unaffected.
+    edge_notify.pings("edge", 1);
+
+    // The lock goes: the writer commits again and the pings resume.
+    db.execute_batch("ROLLBACK")
+        .expect("release the write lock");
+    host_notify.pings("host after the wedge", 2);
+
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).expect("edge exits").success());
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}
+
+/// `GET /metrics` on a port: whether it answered 200.
+fn metrics_answer(port: u16) -> bool {
+    http_status(port, "/metrics") == Ok(200)
+}
+
+#[test]
+fn sighup_keeps_the_running_config_on_a_bad_file_and_applies_a_good_one() {
+    use system_tests::config::edge::Metrics;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plant = Plant::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut edge_cfg = edge_config(dir.path(), free_port(), plant.port());
+    let metrics_on = |port: u16| {
+        Some(Metrics {
+            listen: format!("127.0.0.1:{port}"),
+        })
+    };
+    edge_cfg.metrics = metrics_on(port_a);
+    let edge_toml = config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    let mut notify = NotifySocket::bind(dir.path(), "edge.sock");
+    let mut cmd = Command::new(bin("edge-node"));
+    cmd.arg("--config")
+        .arg(&edge_toml)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", cmd);
+    notify.wait_for("edge READY=1", WAIT, |m| m.contains("READY=1"));
+    assert!(metrics_answer(port_a));
+
+    // A file with a problem: refused by key, the service and its listener stay.
+    edge_cfg.metrics = Some(Metrics {
+        listen: format!("0.0.0.0:{port_b}"),
+    });
+    config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    edge.signal("HUP");
+    let refused = notify.wait_for("reload refused", WAIT, |m| m.contains("reload refused"));
+    assert!(refused.contains("metrics.listen"), "{refused:?}");
+    edge.wait_for_line(WAIT, |l| {
+        l.contains("reload refused") && l.contains("metrics.listen")
+    });
+    assert!(metrics_answer(port_a), "the running listener stays");
+
+    // A good file: [metrics] moves live; other changed tables are named for a restart.
+    edge_cfg.metrics = metrics_on(port_b);
+    edge_cfg.sparkplug.edge_node_id = "renamed".to_owned();
+    config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    edge.signal("HUP");
+    let applied = notify.wait_for("reloaded", WAIT, |m| m.contains("configuration reloaded"));
+    assert!(
+        applied.contains("restart to apply [sparkplug]"),
+        "{applied:?}"
+    );
+    assert!(metrics_answer(port_b), "the new listener serves");
+    assert!(!metrics_answer(port_a), "the old listener is closed");
+
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).expect("edge exits").success());
+
+    // The host: a bad file on SIGHUP is refused by key, the host keeps serving.
+    let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
+    let http_port = free_port();
+    let mut host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: free_port() },
+        http_port,
+    );
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&host_toml)
+        .env("NOTIFY_SOCKET", &host_notify.path)
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    host_cfg.sparkplug.host_id = "a/b".to_owned();
+    config::write(&host_cfg, dir.path(), "host-app.toml");
+    host.signal("HUP");
+    let refused = host_notify.wait_for("host reload refused", WAIT, |m| {
+        m.contains("reload refused")
+    });
+    assert!(refused.contains("sparkplug.host_id"), "{refused:?}");
+    assert_eq!(http_status(http_port, "/auth/setup"), Ok(200));
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}

@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use edge_node::{Config, EdgeNode};
 use infra::Exit;
 use infra::notify::Notifier;
+use infra::watchdog::Watchdog;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +39,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     infra::logging::init();
+    infra::panic::install();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
         return match Config::load(&file) {
@@ -67,7 +70,7 @@ async fn main() -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    match run(config).await {
+    match run(config, &path).await {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("edge-node: {e:#}");
@@ -80,11 +83,20 @@ async fn main() -> ExitCode {
 /// (a device that never answers is reported offline only after its retries).
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
+    let metrics_addr = config.metrics;
+    // Installed first: SIGHUP's default action would end the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let notifier = Notifier::from_env().context("NOTIFY_SOCKET")?;
     let stop = infra::shutdown::signal().context("installing the signal handlers")?;
     tokio::pin!(stop);
     let node = EdgeNode::start(config).context("starting the edge node")?;
+    let source = node.metrics();
+    let metrics = infra::metrics::Listener::start(metrics_addr, Arc::new(move || source.render()))
+        .await
+        .context("starting the metrics listener")?;
+    let mut reloader = infra::reload::Reloader::new(path, metrics);
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
@@ -95,9 +107,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if !stopped_early {
         let line = status.borrow_and_update().to_string();
         report(notifier.ready(&line));
+        let _watchdog = start_watchdog(&node);
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                _ = hangup.recv() => {
+                    let line = reloader.reload(Config::load, |c| c.metrics).await;
+                    report(notifier.status(&line));
+                }
                 changed = status.changed() => {
                     if changed.is_err() {
                         break; // the node stopped by itself; shutdown reports why
@@ -111,6 +128,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
     report(notifier.stopping());
     tracing::info!("shutting down");
     node.shutdown().await.context("stopping the edge node")
+}
+
+/// Pings systemd's watchdog while every polling line and the publisher make progress
+/// (the task ends when the returned guard drops).
+fn start_watchdog(node: &edge_node::NodeHandle) -> Option<tokio_util::sync::DropGuard> {
+    let period = infra::watchdog::period_from_env()?;
+    let notifier = Notifier::from_env().ok()?;
+    let mut watchdog = Watchdog::new(period);
+    for (name, progress) in node.liveness() {
+        watchdog.watch(name.clone(), Arc::clone(progress));
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watchdog.run(notifier, || {}) => {}
+            () = stop.cancelled() => {}
+        }
+    });
+    Some(cancel.drop_guard())
 }
 
 /// A service manager that stopped listening is no reason to stop serving.

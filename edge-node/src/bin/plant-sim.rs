@@ -50,6 +50,7 @@ fn parse_bench_map(text: &str) -> Result<(usize, usize), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     infra::logging::init();
+    infra::panic::install();
     let loaded = match (&args.config, args.bench_map) {
         (Some(path), _) => SimulatorConfig::load(path),
         (None, Some((units, registers))) => SimulatorConfig::bench_map(units, registers),

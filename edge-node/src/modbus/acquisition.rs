@@ -32,6 +32,7 @@ use super::poller::{Command, DeviceCounters, DeviceStats, LineTask, WriteCommand
 use super::sample::{DeviceId, Event, Report};
 use super::tag::{Table, TagId};
 use super::value::{self, Value};
+use infra::watchdog::Progress;
 
 /// Tuning of the engine itself (not of devices).
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +64,8 @@ pub struct AcquisitionHandle {
     /// One command queue per link, indexed like `site.links`.
     links: Arc<Vec<mpsc::Sender<Command>>>,
     counters: Arc<Vec<Arc<DeviceCounters>>>,
+    /// Each polling line's liveness, named by the line.
+    progress: Arc<Vec<(String, Arc<Progress>)>>,
 }
 
 impl Acquisition {
@@ -78,6 +81,7 @@ impl Acquisition {
             .collect();
         let mut links = Vec::with_capacity(site.links.len());
         let mut tasks = Vec::with_capacity(site.links.len());
+        let mut progress = Vec::new();
         for link in 0..site.links.len() {
             let (tx, rx) = mpsc::channel(32);
             links.push(tx);
@@ -92,12 +96,14 @@ impl Acquisition {
                 rx,
                 cancel.child_token(),
             );
+            progress.push((site.links[link].name.clone(), task.progress()));
             tasks.push(tokio::spawn(task.run()));
         }
         let handle = AcquisitionHandle {
             site,
             links: Arc::new(links),
             counters: Arc::new(counters),
+            progress: Arc::new(progress),
         };
         (
             Acquisition {
@@ -129,6 +135,11 @@ impl Drop for Acquisition {
 }
 
 impl AcquisitionHandle {
+    /// Each polling line's liveness (name, progress), for the service watchdog.
+    pub fn progress(&self) -> &[(String, Arc<Progress>)] {
+        &self.progress
+    }
+
     pub fn site(&self) -> &Site {
         &self.site
     }

@@ -32,6 +32,7 @@ use super::sample::{DeviceId, Event, Quality, Report, Sample};
 use super::tag::{Table, TagId};
 use super::transport;
 use super::value::Value;
+use infra::watchdog::Progress;
 
 /// Counters of one device, readable while it runs.
 #[derive(Debug, Default)]
@@ -132,7 +133,13 @@ pub(crate) struct LineTask {
     events: mpsc::Sender<Event>,
     commands: Option<mpsc::Receiver<Command>>,
     cancel: CancellationToken,
+    /// Beats at every turn of the loop, for the service watchdog.
+    progress: Arc<Progress>,
 }
+
+/// Longest the loop sleeps without a turn, so an idle line (long scan periods, an offline
+/// device waiting for its retry) still shows the watchdog it is not stuck.
+const BEAT: Duration = Duration::from_secs(1);
 
 /// Granularity of tokio's timer wheel.
 const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
@@ -212,13 +219,20 @@ impl LineTask {
             events,
             commands: Some(commands),
             cancel,
+            progress: Progress::new(),
         }
+    }
+
+    /// The line's liveness, beating while its loop turns.
+    pub(crate) fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     pub(crate) async fn run(mut self) {
         let span = tracing::info_span!("modbus_link", link = %self.site.links[self.link].name);
         async move {
             loop {
+                self.progress.beat();
                 let next = self.next_due();
                 let now = Instant::now();
                 // Timers tick in whole milliseconds: a deadline nearer than that (a sub-ms
@@ -250,8 +264,10 @@ impl LineTask {
                 let wake = {
                     let sleep = async {
                         match next {
-                            Some((_, _, due)) => tokio::time::sleep_until(due).await,
-                            None => std::future::pending().await,
+                            Some((_, _, due)) => {
+                                tokio::time::sleep_until(due.min(now + BEAT)).await
+                            }
+                            None => tokio::time::sleep(BEAT).await,
                         }
                     };
                     let command = async {
@@ -273,6 +289,7 @@ impl LineTask {
                     Wake::Command(None) => self.commands = None,
                     Wake::Due => {
                         if let Some((d, c, due)) = next
+                            && due <= Instant::now() + TIMER_RESOLUTION
                             && self.run_due(d, c, due, Instant::now()).await.is_err()
                         {
                             break;

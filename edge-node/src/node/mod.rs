@@ -25,6 +25,7 @@
 pub mod bdseq;
 pub mod catalog;
 pub mod commands;
+pub mod exposition;
 pub mod forwarder;
 pub mod metrics;
 pub mod publisher;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use infra::link::{LastWill, QoS};
 use infra::logging::Escaped;
+use infra::watchdog::Progress;
 use sparkplug::{BdSeq, MessageType, Payload, State, StateTopic, filter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -99,6 +101,8 @@ pub struct NodeHandle {
     cancel: CancellationToken,
     task: JoinHandle<Result<(), NodeError>>,
     status: tokio::sync::watch::Receiver<ServiceStatus>,
+    liveness: Vec<(String, Arc<Progress>)>,
+    metrics: exposition::MetricsSource,
 }
 
 /// What the node is doing, for a service manager's status line.
@@ -129,6 +133,16 @@ impl std::fmt::Display for ServiceStatus {
 }
 
 impl NodeHandle {
+    /// What `/metrics` shows, readable while the node runs.
+    pub fn metrics(&self) -> exposition::MetricsSource {
+        self.metrics.clone()
+    }
+
+    /// The parts of the data path and their liveness: each polling line and the publisher.
+    pub fn liveness(&self) -> &[(String, Arc<Progress>)] {
+        &self.liveness
+    }
+
     /// Publishes NDEATH, disconnects, stops polling and waits for all of it.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.cancel.cancel();
@@ -198,7 +212,13 @@ pub struct EdgeNode {
     /// Messages published when the last probe went out.
     published_at_probe: u64,
     status: tokio::sync::watch::Sender<ServiceStatus>,
+    /// Beats at every turn of the publishing loop, for the service watchdog.
+    progress: Arc<Progress>,
+    gauges: Arc<exposition::LinkGauges>,
 }
+
+/// Longest the publishing loop goes without a turn while it is not stuck.
+const BEAT: Duration = Duration::from_secs(1);
 
 impl EdgeNode {
     /// Starts Modbus acquisition and the MQTT session on the current runtime.
@@ -223,10 +243,26 @@ impl EdgeNode {
             Acquisition::start(config.site.clone(), AcquisitionOptions::default());
         let handle = acquisition.handle();
         let published = Arc::new(PublishCounters::default());
+        let progress = Progress::new();
+        let mut liveness: Vec<(String, Arc<Progress>)> = handle
+            .progress()
+            .iter()
+            .map(|(line, p)| (format!("poller of Modbus link {line}"), Arc::clone(p)))
+            .collect();
+        liveness.push(("publisher".to_owned(), Arc::clone(&progress)));
         let (status, status_rx) = tokio::sync::watch::channel(ServiceStatus {
             devices: config.site.devices.len(),
             ..ServiceStatus::default()
         });
+        let gauges = Arc::new(exposition::LinkGauges::default());
+        let bytes: Arc<ByteCounters> = Arc::default();
+        let metrics = exposition::MetricsSource {
+            acquisition: handle.clone(),
+            published: Arc::clone(&published),
+            bytes: Arc::clone(&bytes),
+            gauges: Arc::clone(&gauges),
+            status: status_rx.clone(),
+        };
         let node = EdgeNode {
             catalog: Catalog::new(Arc::new(config.site.clone())),
             publisher: Publisher::new(
@@ -239,7 +275,7 @@ impl EdgeNode {
             handle,
             events,
             bdseq,
-            bytes: Arc::default(),
+            bytes,
             published,
             node_metrics: NodeMetrics::default(),
             connects: 0,
@@ -252,6 +288,8 @@ impl EdgeNode {
             probe: None,
             published_at_probe: 0,
             status,
+            progress,
+            gauges,
         };
         let cancel = CancellationToken::new();
         let span = info_span!(
@@ -264,6 +302,8 @@ impl EdgeNode {
             cancel,
             task,
             status: status_rx,
+            liveness,
+            metrics,
         })
     }
 
@@ -314,8 +354,11 @@ impl EdgeNode {
     async fn wait(&mut self, pause: Duration, cancel: &CancellationToken) -> bool {
         let deadline = tokio::time::sleep(pause);
         tokio::pin!(deadline);
+        let mut beat = tokio::time::interval(BEAT);
         loop {
+            self.progress.beat();
             tokio::select! {
+                _ = beat.tick() => {}
                 _ = cancel.cancelled() => return false,
                 _ = &mut deadline => return true,
                 Some(event) = self.events.recv() => { self.absorb(&event); }
@@ -391,8 +434,12 @@ impl EdgeNode {
         let mut probe_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + probe_period, probe_period);
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
+            self.progress.beat();
             tokio::select! {
+                _ = beat.tick() => {}
                 _ = cancel.cancelled() => break Ending::Shutdown,
                 _ = &mut connect_deadline, if phase == Phase::Connecting => {
                     break Ending::Lost(format!("no CONNACK within {:?}", self.config.mqtt.connect_timeout));
@@ -419,6 +466,9 @@ impl EdgeNode {
                         let now = now_ms();
                         f.expire(now);
                         f.measure_rate(now);
+                        let stats = f.stats(now);
+                        self.gauges.store_depth.store(stats.depth, std::sync::atomic::Ordering::Relaxed);
+                        self.gauges.store_dropped.store(stats.dropped, std::sync::atomic::Ordering::Relaxed);
                     }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
                         break Ending::Lost(e.to_string());
@@ -539,6 +589,9 @@ impl EdgeNode {
             LinkEvent::Connected => {
                 info!("connected");
                 self.connects += 1;
+                self.gauges
+                    .connects
+                    .store(self.connects, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = self.bdseq.commit(bd_seq) {
                     error!(error = %e, "bdSeq not persisted; a restart may repeat it");
                 }

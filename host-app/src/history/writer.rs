@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use infra::watchdog::Progress;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -63,6 +64,7 @@ enum Command {
 #[derive(Clone)]
 pub struct HistoryWriter {
     tx: mpsc::Sender<Command>,
+    progress: Arc<Progress>,
 }
 
 /// The running writer task; [`WriterTask::join`] waits for its final flush.
@@ -78,12 +80,20 @@ impl HistoryWriter {
         config: WriterConfig,
     ) -> (HistoryWriter, WriterTask) {
         let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
-        let batcher = Batcher::new(store, config.batch_size.max(1));
+        let progress = Progress::new();
+        let mut batcher = Batcher::new(store, config.batch_size.max(1));
+        batcher.progress = Arc::clone(&progress);
         let handle = tokio::spawn(
             run(batcher, rx, config.flush_interval)
                 .instrument(tracing::info_span!("history_writer")),
         );
-        (HistoryWriter { tx }, WriterTask { handle })
+        (HistoryWriter { tx, progress }, WriterTask { handle })
+    }
+
+    /// The writer's liveness for the service watchdog: it beats at every successful
+    /// commit and is idle while nothing waits to be committed.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     /// Queues a batch of samples (typically one Sparkplug payload's metrics); waits while
@@ -144,6 +154,8 @@ async fn run(
     let max_pending = batcher.batch_size.saturating_mul(MAX_PENDING_BATCHES);
     let mut deadline: Option<Instant> = None;
     loop {
+        let idle = batcher.pending.is_empty() && batcher.in_flight.is_none();
+        batcher.progress.set_idle(idle);
         tokio::select! {
             biased;
             done = in_flight(&mut batcher.in_flight) => {
@@ -241,6 +253,7 @@ struct Batcher {
     /// After a failed commit: when to try again, and the pause after that.
     retry_at: Option<Instant>,
     retry_pause: Duration,
+    progress: Arc<Progress>,
 }
 
 impl Batcher {
@@ -255,6 +268,7 @@ impl Batcher {
             failure: None,
             retry_at: None,
             retry_pause: RETRY_FIRST,
+            progress: Progress::new(),
         }
     }
 
@@ -291,6 +305,7 @@ impl Batcher {
                 match result {
                     Ok(outcome) => {
                         self.stats.stored.add(outcome);
+                        self.progress.beat();
                         self.retry_pause = RETRY_FIRST;
                     }
                     Err(e) => {

@@ -10,6 +10,13 @@ pub struct EdgeConfig {
     pub mqtt: Mqtt,
     pub modbus: Modbus,
     pub store: Option<Store>,
+    pub metrics: Option<Metrics>,
+}
+
+/// `[metrics]`: where Prometheus `/metrics` is served.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    pub listen: String,
 }
 
 impl EdgeConfig {
@@ -20,6 +27,7 @@ impl EdgeConfig {
             mqtt: Mqtt::default(),
             modbus: Modbus::default(),
             store: None,
+            metrics: None,
         }
     }
 

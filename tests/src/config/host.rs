@@ -12,6 +12,7 @@ pub struct HostConfig {
     pub history: History,
     pub sparkplug: Sparkplug,
     pub api: Api,
+    pub metrics: Option<super::edge::Metrics>,
 }
 
 impl HostConfig {
@@ -27,6 +28,7 @@ impl HostConfig {
                 rebirth_min_interval_ms: None,
             },
             api: Api::plain("127.0.0.1:0"),
+            metrics: None,
         }
     }
 

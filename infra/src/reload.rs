@@ -1,0 +1,103 @@
+//! Reload on SIGHUP (`systemctl reload`, `ExecReload=kill -HUP $MAINPID`): the service
+//! reads its configuration file again and validates all of it as `check-config` does. A
+//! file with a problem is refused and the running configuration stays, the problem logged
+//! by its key; a valid file applies the tables that can change live and names the others,
+//! which take effect at the next restart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::ConfigError;
+use crate::metrics::Listener;
+
+/// A running service's reload state: its file, the text it runs on, what applies live.
+pub struct Reloader {
+    path: PathBuf,
+    running_text: String,
+    metrics: Listener,
+}
+
+impl Reloader {
+    pub fn new(path: &Path, metrics: Listener) -> Reloader {
+        Reloader {
+            path: path.to_owned(),
+            running_text: std::fs::read_to_string(path).unwrap_or_default(),
+            metrics,
+        }
+    }
+
+    /// Loads and checks the file with `load`; applies `[metrics]` (from `metrics_of`)
+    /// live; logs the other changed tables, which apply at the next restart. A file with
+    /// a problem changes nothing. Returns the status line saying how it went.
+    pub async fn reload<C>(
+        &mut self,
+        load: impl FnOnce(&Path) -> Result<C, ConfigError>,
+        metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,
+    ) -> String {
+        tracing::info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
+        let config = match load(&self.path) {
+            Ok(config) => config,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!(problem = %line, "reload refused; the running configuration stays");
+                }
+                return format!(
+                    "reload refused ({}); running on the previous configuration",
+                    e.keys().join(", ")
+                );
+            }
+        };
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        if let Err(e) = self.metrics.apply(metrics_of(&config)).await {
+            tracing::error!(error = %e, "reload: metrics.listen not applied; the previous listener stays");
+            return format!("reload: metrics.listen not applied: {e}");
+        }
+        let changed = changed_tables(&self.running_text, &text);
+        let later: Vec<&str> = changed
+            .iter()
+            .map(String::as_str)
+            .filter(|t| *t != "metrics")
+            .collect();
+        if !later.is_empty() {
+            tracing::warn!(tables = ?later, "reload: these tables changed and apply at the next restart");
+        }
+        tracing::info!(changed = ?changed, "configuration reloaded");
+        let line = if later.is_empty() {
+            "configuration reloaded".to_owned()
+        } else {
+            format!(
+                "configuration reloaded; restart to apply [{}]",
+                later.join("], [")
+            )
+        };
+        self.running_text = text;
+        line
+    }
+}
+
+/// The top-level tables whose contents differ between two documents (a table added or
+/// removed counts), in the order of the new document then the removed ones.
+pub fn changed_tables(old: &str, new: &str) -> Vec<String> {
+    let parse = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+    let (old, new) = (parse(old), parse(new));
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(key, value)| old.get(*key) != Some(value))
+        .map(|(key, _)| key.clone())
+        .collect();
+    changed.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tables_that_differ_are_named() {
+        let old = "[a]\nx = 1\n[b]\ny = 2\n[gone]\nz = 3\n";
+        let new = "[a]\nx = 1\n[b]\ny = 3\n[metrics]\nlisten = \"127.0.0.1:1\"\n";
+        assert_eq!(changed_tables(old, new), ["b", "metrics", "gone"]);
+        assert!(changed_tables(old, old).is_empty());
+    }
+}
