@@ -1,5 +1,5 @@
 //! The embedded broker's front: port 0, logins, the connection limit, the CONNECT
-//! deadline, MQTT 5 clients, client ids rumqttd cannot hold, and a clean stop.
+//! deadline, MQTT 5 clients, client ids holding a slash, and a clean stop.
 
 use std::time::Duration;
 
@@ -225,17 +225,26 @@ async fn client_id_with_slash_works_in_a_clean_session() {
 }
 
 #[tokio::test]
-async fn persistent_session_with_slash_in_client_id_is_refused_with_connack_2() {
+async fn persistent_session_with_slash_in_client_id_keeps_its_messages() {
     let broker = start(&config()).await;
-    let mut options = options("plant/edge-1", broker.plain_addr().unwrap());
-    options.set_clean_session(false);
-    let (_client, mut eventloop) = rumqttc::AsyncClient::builder(options).build();
-    match wait_connack(&mut eventloop).await {
-        Err(ConnectionError::ConnectionRefused(code)) => {
-            assert_eq!(code, ConnectReturnCode::BadClientId)
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let addr = broker.plain_addr().unwrap();
+    let mut persistent = options("plant/edge-1", addr);
+    persistent.set_clean_session(false);
+    let (client, mut eventloop) = connect(persistent.clone()).await;
+    subscribe(&client, &mut eventloop, "plant/cmd", QoS::AtLeastOnce).await;
+    disconnect(client, eventloop).await;
+
+    publish_once(
+        addr,
+        "host",
+        "plant/cmd",
+        b"queued",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+    let (_client, mut eventloop) = connect(persistent).await;
+    assert_eq!(&next_publish(&mut eventloop).await.payload[..], b"queued");
     broker.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The front every client meets: our own accept loops (plain and TLS), the connection
-//! limit, the CONNECT deadline, username/password checks and Last Will handling. Each
-//! accepted client is proxied to rumqttd's internal loopback listener.
+//! limit, the CONNECT deadline, username/password checks, the will topic's check and the
+//! order of connections that share a client id. Each accepted client is proxied to the
+//! engine's internal loopback listener, behind a PROXY protocol header naming the peer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,29 +20,30 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::codec::{
-    self, CodecError, Connect, Ending, LEVEL_5, PacketScanner, RawPacket, Refusal, Will,
-};
-use super::config::Secret;
+use infra::logging::Escaped;
 
-/// How long the front waits on rumqttd's own answers (CONNACK, PUBACK) on loopback.
+use super::codec::{self, CodecError, Connect, DisconnectScanner, Ending, RawPacket, Refusal};
+use super::config::Secret;
+use super::policy::TopicPolicy;
+
+/// How long the front waits on the engine's CONNACK on loopback.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long rumqttd may take to close a connection after DISCONNECT.
-const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// How long the engine may take to close a connection the client or the front ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a taken-over connection may still deliver what its client already sent.
 const TAKEOVER_DRAIN: Duration = Duration::from_millis(100);
 /// Largest CONNECT read (client id, will and login): bounds what a socket that has not
 /// logged in yet can make the front hold.
 const MAX_CONNECT_SIZE: usize = 32 * 1024;
-/// Keep alive forwarded for a client that asked for none: rumqttd refuses 0.
-const NO_KEEP_ALIVE: u16 = u16::MAX;
+/// Forwarded CONNECTs the engine answers "server unavailable" are tried again this many
+/// times, this far apart (see the module docs of `broker`).
+const UNAVAILABLE_RETRIES: u32 = 40;
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(25);
 
-/// rumqttd's internal listeners and the credential only the front knows.
+/// The engine's internal listener and the password only the front knows.
 pub struct Upstream {
-    pub v4: SocketAddr,
-    pub v5: SocketAddr,
-    pub username: String,
-    pub password: Secret,
+    pub addr: SocketAddr,
+    pub secret: Secret,
 }
 
 /// A configured user.
@@ -54,12 +56,13 @@ pub struct User {
 pub struct Front {
     pub upstream: Upstream,
     pub users: Vec<User>,
+    pub policy: Arc<dyn TopicPolicy>,
     pub connection_timeout: Duration,
     pub max_packet_size: usize,
     pub permits: Arc<Semaphore>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    /// Numbers upstream connections, so rumqttd never sees a client id twice.
+    /// Numbers connections, to tell a client id's sessions apart.
     serials: AtomicU64,
     /// The open session of each client id, for session takeover.
     sessions: Mutex<HashMap<Bytes, OpenSession>>,
@@ -78,6 +81,7 @@ impl Front {
     pub fn new(
         upstream: Upstream,
         users: Vec<User>,
+        policy: Arc<dyn TopicPolicy>,
         connection_timeout: Duration,
         max_packet_size: usize,
         max_connections: usize,
@@ -85,6 +89,7 @@ impl Front {
         Front {
             upstream,
             users,
+            policy,
             connection_timeout,
             max_packet_size,
             permits: Arc::new(Semaphore::new(max_connections)),
@@ -139,12 +144,13 @@ impl Front {
     }
 
     async fn serve_inner(&self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        let proxy_header = proxy_header(&stream);
         // TLS handshake and CONNECT must both arrive within the deadline.
         match tls {
             None => {
                 let mut stream = stream;
                 match timeout(self.connection_timeout, self.read_connect(&mut stream)).await {
-                    Ok(Some(first)) => self.session(stream, first).await,
+                    Ok(Some(first)) => self.session(stream, first, proxy_header).await,
                     Ok(None) => {}
                     Err(_) => info!("no CONNECT in time; closing"),
                 }
@@ -162,7 +168,7 @@ impl Front {
                     Some((stream, first))
                 };
                 match timeout(self.connection_timeout, opening).await {
-                    Ok(Some((stream, first))) => self.session(stream, first).await,
+                    Ok(Some((stream, first))) => self.session(stream, first, proxy_header).await,
                     Ok(None) => {}
                     Err(_) => info!("no TLS handshake and CONNECT in time; closing"),
                 }
@@ -182,31 +188,41 @@ impl Front {
         }
     }
 
-    /// Constant-time check of the CONNECT's login against every configured user.
-    fn authenticate(&self, connect: &Connect) -> Result<(), Refusal> {
+    /// Constant-time check of the CONNECT's login against every configured user; the
+    /// account the client is (`None`: anonymous, when no users are configured).
+    fn authenticate(&self, connect: &Connect) -> Result<Option<String>, Refusal> {
         if self.users.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
             return Err(Refusal::NotAuthorized);
         };
         let mut accepted = subtle::Choice::from(0);
+        let mut account = None;
         for user in &self.users {
-            accepted |= user.username.as_bytes().ct_eq(username)
+            let matches = user.username.as_bytes().ct_eq(username)
                 & user.password.expose().as_bytes().ct_eq(password);
+            if bool::from(matches) {
+                account = Some(user.username.clone());
+            }
+            accepted |= matches;
         }
-        if bool::from(accepted) {
-            Ok(())
-        } else {
-            Err(Refusal::BadUsernameOrPassword)
+        match account {
+            Some(account) if bool::from(accepted) => Ok(Some(account)),
+            _ => Err(Refusal::BadUsernameOrPassword),
         }
     }
 
-    async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, first: RawPacket) {
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut client: S,
+        first: RawPacket,
+        proxy_header: Bytes,
+    ) {
         let connect = match Connect::parse(&first) {
             Ok(c) => c,
             Err(CodecError::UnsupportedProtocol { name, level }) => {
-                info!(protocol = ?name, level, "unsupported protocol; refusing");
+                info!(protocol = %Escaped(&name), level, "unsupported protocol; refusing");
                 // 3.1.1 return code 1: unacceptable protocol version.
                 let _ = client.write_all(&[codec::CONNACK << 4, 2, 0, 1]).await;
                 return;
@@ -219,13 +235,30 @@ impl Front {
         let client_id = String::from_utf8_lossy(&connect.client_id).into_owned();
         tracing::Span::current().record("client_id", client_id.as_str());
 
-        if let Err(refusal) = self.authenticate(&connect) {
-            info!(?refusal, "login refused");
-            let mut out = BytesMut::new();
-            codec::encode_connack_refusal(connect.level, refusal, &mut out);
-            let _ = client.write_all(&out).await;
-            let _ = client.shutdown().await;
-            return;
+        let account = match self.authenticate(&connect) {
+            Ok(account) => account,
+            Err(refusal) => {
+                info!(?refusal, "login refused");
+                refuse(&mut client, connect.level, refusal).await;
+                return;
+            }
+        };
+        // The engine publishes wills without asking the policy: the will topic is fixed
+        // at CONNECT, so it is asked here, as Mosquitto does.
+        if let Some(will) = &connect.will {
+            let topic = String::from_utf8_lossy(&will.topic);
+            if !self
+                .policy
+                .may_publish(account.as_deref(), &client_id, &topic)
+            {
+                warn!(
+                    client_id = %Escaped(&client_id),
+                    topic = %Escaped(&topic),
+                    "will topic refused; refusing the CONNECT"
+                );
+                refuse(&mut client, connect.level, Refusal::NotAuthorized).await;
+                return;
+            }
         }
 
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
@@ -237,7 +270,8 @@ impl Front {
             self.take_over(&client_key, serial, &taken_over, &ended)
                 .await;
         }
-        self.run_session(client, connect, serial, &taken_over).await;
+        self.run_session(client, connect, account, proxy_header, &taken_over)
+            .await;
         if !client_key.is_empty() {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             if sessions
@@ -250,7 +284,9 @@ impl Front {
     }
 
     /// Registers this session under its client id; an older session with the same id is
-    /// closed first and its will published before this one goes on (MQTT 3.1.1 3.1.4-2).
+    /// closed first, and this one goes on only once the engine has seen the older one end
+    /// (MQTT 3.1.1 3.1.4-2; see the module docs of `broker` for why the engine is not
+    /// left to do the takeover itself).
     async fn take_over(
         &self,
         client_id: &Bytes,
@@ -285,161 +321,112 @@ impl Front {
         &self,
         mut client: S,
         mut connect: Connect,
-        serial: u64,
+        account: Option<String>,
+        proxy_header: Bytes,
         taken_over: &CancellationToken,
     ) {
-        // rumqttd panics (and then refuses every later client of that listener) when a
-        // client id comes back after a failed CONNECT, and fails the CONNECT of any id
-        // holding one of "+$#/". So clean sessions get an upstream id of their own (takeover
-        // is done above); persistent sessions keep theirs and must avoid those characters.
-        if connect.clean_start {
-            connect.client_id = upstream_client_id(&connect.client_id, serial);
-        } else if connect
-            .client_id
-            .iter()
-            .any(|b| RUMQTTD_ID_FORBIDDEN.contains(b))
-        {
-            info!("persistent session with a client id rumqttd cannot hold; refusing");
-            let mut out = BytesMut::new();
-            codec::encode_connack_refusal(connect.level, Refusal::IdentifierRejected, &mut out);
-            let _ = client.write_all(&out).await;
-            return;
-        }
-        // The will is kept here and published by the front (see the module docs).
-        let will = connect.will.take();
-        connect.will_properties = Bytes::new();
-        if connect.keep_alive == 0 {
-            connect.keep_alive = NO_KEEP_ALIVE;
-        }
-        connect.username = Some(Bytes::from(self.upstream.username.clone()));
-        connect.password = Some(Bytes::from(self.upstream.password.expose().to_owned()));
+        // The engine learns the account from the username; anonymous is an empty one
+        // (MQTT 3.1.1 allows no password without a username).
+        connect.username = Some(Bytes::from(account.unwrap_or_default()));
+        connect.password = Some(Bytes::from(self.upstream.secret.expose().to_owned()));
         let level = connect.level;
 
-        let Some(upstream) = self.open_upstream(&connect).await else {
-            let mut out = BytesMut::new();
-            codec::encode_connack_refusal(level, Refusal::ServerUnavailable, &mut out);
-            let _ = client.write_all(&out).await;
+        let Some((upstream, connack)) = self.open_upstream(&connect, &proxy_header).await else {
+            refuse(&mut client, level, Refusal::ServerUnavailable).await;
             return;
         };
-        let (upstream, connack) = upstream;
         if client.write_all(&connack.1).await.is_err() {
             return;
         }
         if connack.0 != 0 {
-            info!(code = connack.0, "CONNECT refused by the broker");
+            info!(code = connack.0, "CONNECT refused by the engine");
             return;
         }
-        debug!(will = ?will, "session open");
+        debug!("session open");
 
-        let mut scanner = PacketScanner::new(level);
-        proxy(client, upstream, &mut scanner, taken_over).await;
-        match (scanner.ending(), will) {
+        let will_topic = connect.will.as_ref().map(|w| w.topic.clone());
+        match (proxy(client, upstream, level, taken_over).await, will_topic) {
             (Ending::Clean, _) => debug!("closed with DISCONNECT"),
             (_, None) => debug!("closed without DISCONNECT; no will"),
-            (_, Some(will)) => {
-                info!(topic = ?String::from_utf8_lossy(&will.topic), "publishing will");
-                if let Err(e) = self.publish_will(&will).await {
-                    warn!(error = %e, "will not published");
-                }
-            }
+            // The engine publishes it once it sees the upstream socket close.
+            (_, Some(topic)) => info!(
+                topic = %Escaped(String::from_utf8_lossy(&topic)),
+                "publishing will"
+            ),
         }
     }
 
-    /// Connects to rumqttd and returns the socket with the CONNACK's code and bytes.
-    async fn open_upstream(&self, connect: &Connect) -> Option<(TcpStream, (u8, Bytes))> {
-        let addr = if connect.level == LEVEL_5 {
-            self.upstream.v5
-        } else {
-            self.upstream.v4
-        };
-        let attempt = async {
-            let mut upstream = TcpStream::connect(addr).await?;
-            let _ = upstream.set_nodelay(true);
-            let mut out = BytesMut::new();
-            connect.encode(&mut out);
-            upstream.write_all(&out).await?;
-            let connack = codec::read_packet(&mut upstream, 1024).await?;
-            let code = codec::connack_code(&connack)?;
-            let mut bytes = BytesMut::new();
-            reencode(&connack, &mut bytes);
-            Ok::<_, CodecError>((upstream, (code, bytes.freeze())))
-        };
-        match timeout(UPSTREAM_TIMEOUT, attempt).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                warn!(error = %e, "broker did not accept the forwarded CONNECT");
-                None
-            }
-            Err(_) => {
-                warn!("broker did not answer the forwarded CONNECT in time");
-                None
-            }
-        }
-    }
-
-    /// Publishes a will through its own short connection to rumqttd (MQTT 3.1.1).
-    /// QoS 2 wills are published at QoS 1.
-    async fn publish_will(&self, will: &Will) -> Result<(), CodecError> {
-        let n = self.serials.fetch_add(1, Ordering::Relaxed);
-        let relay = Connect {
-            level: codec::LEVEL_311,
-            clean_start: true,
-            keep_alive: 30,
-            properties: Bytes::new(),
-            client_id: Bytes::from(format!("host-broker-will-relay-{n}")),
-            will: None,
-            will_properties: Bytes::new(),
-            username: Some(Bytes::from(self.upstream.username.clone())),
-            password: Some(Bytes::from(self.upstream.password.expose().to_owned())),
-        };
-        let relay_will = async {
-            let Some((mut upstream, (code, _))) = self.open_upstream(&relay).await else {
-                return Err(CodecError::Closed);
+    /// Connects to the engine and returns the socket with the CONNACK's code and bytes.
+    /// A "server unavailable" answer is tried again a few times before it is passed on.
+    async fn open_upstream(
+        &self,
+        connect: &Connect,
+        proxy_header: &Bytes,
+    ) -> Option<(TcpStream, (u8, Bytes))> {
+        let mut opening = BytesMut::from(&proxy_header[..]);
+        connect.encode(&mut opening);
+        let opening = opening.freeze();
+        let unavailable = codec::refusal_code(connect.level, Refusal::ServerUnavailable);
+        let mut tries = 0;
+        loop {
+            let attempt = async {
+                let mut upstream = TcpStream::connect(self.upstream.addr).await?;
+                let _ = upstream.set_nodelay(true);
+                // One write: the engine reads the PROXY header with a single peek.
+                upstream.write_all(&opening).await?;
+                let connack = codec::read_packet(&mut upstream, 1024).await?;
+                let code = codec::connack_code(&connack)?;
+                let mut bytes = BytesMut::new();
+                reencode(&connack, &mut bytes);
+                Ok::<_, CodecError>((upstream, (code, bytes.freeze())))
             };
-            if code != 0 {
-                return Err(CodecError::Malformed("will relay CONNACK"));
-            }
-            let qos = will.qos.min(1);
-            let mut out = BytesMut::new();
-            codec::encode_publish(will, qos, 1, &mut out);
-            upstream.write_all(&out).await?;
-            if qos == 1 {
-                // Bounded: the whole relay runs under UPSTREAM_TIMEOUT.
-                loop {
-                    let packet = codec::read_packet(&mut upstream, self.max_packet_size).await?;
-                    if packet.kind() == codec::PUBACK {
-                        break;
-                    }
+            match timeout(UPSTREAM_TIMEOUT, attempt).await {
+                Ok(Ok((_, (code, _)))) if code == unavailable && tries < UNAVAILABLE_RETRIES => {
+                    tries += 1;
+                    debug!(tries, "engine answered server unavailable; trying again");
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Ok(Ok(v)) => return Some(v),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "engine did not accept the forwarded CONNECT");
+                    return None;
+                }
+                Err(_) => {
+                    warn!("engine did not answer the forwarded CONNECT in time");
+                    return None;
                 }
             }
-            // Closed without DISCONNECT: see `proxy` for why rumqttd must not see both.
-            drop(upstream);
-            Ok(())
-        };
-        match timeout(UPSTREAM_TIMEOUT, relay_will).await {
-            Ok(r) => r,
-            Err(_) => Err(CodecError::Timeout("will relay")),
         }
     }
 }
 
-/// Characters rumqttd refuses in a client id.
-const RUMQTTD_ID_FORBIDDEN: &[u8] = b"+$#/";
+async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, level: u8, refusal: Refusal) {
+    let mut out = BytesMut::new();
+    codec::encode_connack_refusal(level, refusal, &mut out);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+}
 
-/// A client id unique to one upstream connection, recognisable in rumqttd's logs.
-fn upstream_client_id(client_id: &[u8], serial: u64) -> Bytes {
-    let mut id: Vec<u8> = client_id
-        .iter()
-        .map(|b| {
-            if RUMQTTD_ID_FORBIDDEN.contains(b) {
-                b'_'
-            } else {
-                *b
-            }
-        })
-        .collect();
-    id.extend_from_slice(format!(".{serial}").as_bytes());
-    Bytes::from(id)
+/// The PROXY protocol (version 1) line telling the engine who the client is.
+fn proxy_header(stream: &TcpStream) -> Bytes {
+    let line = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(SocketAddr::V4(peer)), Ok(SocketAddr::V4(local))) => format!(
+            "PROXY TCP4 {} {} {} {}\r\n",
+            peer.ip(),
+            local.ip(),
+            peer.port(),
+            local.port()
+        ),
+        (Ok(SocketAddr::V6(peer)), Ok(SocketAddr::V6(local))) => format!(
+            "PROXY TCP6 {} {} {} {}\r\n",
+            peer.ip(),
+            local.ip(),
+            peer.port(),
+            local.port()
+        ),
+        _ => "PROXY UNKNOWN\r\n".to_owned(),
+    };
+    Bytes::from(line)
 }
 
 fn reencode(packet: &RawPacket, out: &mut BytesMut) {
@@ -460,43 +447,52 @@ fn reencode(packet: &RawPacket, out: &mut BytesMut) {
     out.put_slice(&packet.body);
 }
 
-/// Copies both ways until either side closes or the session is taken over; `scanner`
-/// follows what the client sent.
+/// Copies both ways until either side closes or the session is taken over.
 ///
-/// After a DISCONNECT the upstream socket is left for rumqttd to close: when it sees the
-/// socket close while it handles the DISCONNECT, rumqttd disconnects the connection id
-/// twice, and the second one can hit a newer client that was given the same id.
+/// An MQTT 5 DISCONNECT asking for the will (reason 0x04) is not forwarded: the engine
+/// would discard the will; the upstream socket is closed instead, for which it publishes
+/// the will.
+///
+/// However the client leaves (closed socket, takeover), the engine is the last to close: the front ends its side of the upstream socket and waits (bounded)
+/// until the engine closes too, so the engine has ended the connection (and published
+/// its will) before the client id is free for a new connection.
 async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     client: S,
     upstream: TcpStream,
-    scanner: &mut PacketScanner,
+    level: u8,
     taken_over: &CancellationToken,
-) {
+) -> Ending {
+    let mut scanner = DisconnectScanner::new(level);
+    let mut ending = Ending::Dropped;
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
-    // Ends when the client is gone (false) or has sent a DISCONNECT that rumqttd will act
-    // on (true).
-    let to_broker = async {
+    // Ends when the client is gone; after a DISCONNECT the engine closes first.
+    let mut to_broker = Box::pin(async {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         loop {
             buf.clear();
             match client_rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            scanner.feed(&buf);
-            if upstream_tx.write_all(&buf).await.is_err() {
-                return false;
-            }
-            if scanner.ending() != Ending::Open {
-                // rumqttd 0.20 waits forever for a properties length after an MQTT 5
-                // DISCONNECT of one byte (reason code only), so it never acts on it.
-                return !(scanner.level() == LEVEL_5 && scanner.disconnect_len() == Some(1));
+            let forward = match scanner.feed(&buf) {
+                Some((at, Ending::WithWill)) => {
+                    ending = Ending::WithWill;
+                    at
+                }
+                Some((_, found)) => {
+                    ending = found;
+                    buf.len()
+                }
+                None => buf.len(),
+            };
+            if upstream_tx.write_all(&buf[..forward]).await.is_err() || ending != Ending::Dropped {
+                return;
             }
         }
-    };
-    // Ends when rumqttd closes; a client that stopped reading does not end it.
-    let to_client = async {
+    });
+    // Ends when the engine closes; a client that stopped reading does not end it.
+    let mut to_client = Box::pin(async {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut client_open = true;
         loop {
@@ -510,18 +506,22 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let _ = client_tx.shutdown().await;
-    };
-    tokio::pin!(to_broker);
-    tokio::pin!(to_client);
-    let disconnected = tokio::select! {
-        disconnected = &mut to_broker => disconnected,
-        _ = &mut to_client => return,
+    });
+    tokio::select! {
+        _ = &mut to_broker => {}
+        _ = &mut to_client => {
+            drop(to_broker);
+            return ending;
+        }
         _ = taken_over.cancelled() => {
             // What the client sent before the takeover still counts (a DISCONNECT).
-            timeout(TAKEOVER_DRAIN, &mut to_broker).await.unwrap_or(false)
+            let _ = timeout(TAKEOVER_DRAIN, &mut to_broker).await;
         }
-    };
-    if disconnected && timeout(DISCONNECT_GRACE, &mut to_client).await.is_err() {
-        debug!("broker kept the connection open after DISCONNECT; closing it");
     }
+    drop(to_broker);
+    let _ = upstream_tx.shutdown().await;
+    if timeout(CLOSE_GRACE, &mut to_client).await.is_err() {
+        debug!("engine kept the connection open; closing it");
+    }
+    ending
 }
