@@ -18,9 +18,8 @@ use super::engine::{Engine, EngineSettings};
 use super::front::{Front, Upstream, User};
 use super::policy::TopicPolicy;
 
-/// QoS 1/2 messages in flight to one subscriber, and queued behind those.
+/// QoS 1/2 messages in flight to one subscriber.
 const MAX_INFLIGHT: u16 = 100;
-const MAX_QUEUED: usize = 100_000;
 
 /// Allows every client every topic: used when no access rules are configured (the
 /// behaviour of the broker before it had any); replaced by the access rules at merge.
@@ -99,7 +98,7 @@ impl EmbeddedBroker {
                 max_packet_size: config.max_payload_size,
                 max_connections: config.max_connections,
                 max_inflight: MAX_INFLIGHT,
-                max_queued: MAX_QUEUED,
+                max_queued: config.max_queued_messages,
             },
             Secret::new(random_secret()),
             policy.clone(),

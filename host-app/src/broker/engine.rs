@@ -10,6 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -20,7 +21,11 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::session::Session;
-use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
+use rmqtt::subscribe::SharedSubscription;
+use rmqtt::types::{
+    AuthResult, ClientId, Id, IsOnline, NodeId, PublishAclResult, Reason, SharedGroup,
+    SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, TopicName,
+};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -162,11 +167,13 @@ async fn build(settings: EngineSettings, hooks: Hooks) -> Result<(MqttServer, So
         .build()
         .await;
     *scx.extends.retain_mut().await = Box::new(Retained::new());
+    *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     let register = scx.extends.hook_mgr().register();
     for typ in [
         Type::ClientAuthenticate,
         Type::ClientSubscribeCheckAcl,
         Type::MessagePublishCheckAcl,
+        Type::MessageDropped,
     ] {
         register.add(typ, Box::new(hooks.clone())).await;
     }
@@ -195,6 +202,47 @@ async fn build(settings: EngineSettings, hooks: Hooks) -> Result<(MqttServer, So
         .map_err(|e| format!("engine listener address: {e}"))?;
     let server = MqttServer::new(scx).listener_by_id(listener, 1).build();
     Ok((server, addr))
+}
+
+/// Shared subscriptions (`$share/{group}/{filter}`): each message to one member of the
+/// group, in turn, online members first (rmqtt's default supports none).
+#[derive(Default)]
+struct RoundRobin {
+    next: AtomicUsize,
+}
+
+#[async_trait]
+impl SharedSubscription for RoundRobin {
+    fn is_supported(&self) -> bool {
+        true
+    }
+
+    async fn choice(
+        &self,
+        _scx: &ServerContext,
+        _group: &SharedGroup,
+        _publisher: &Id,
+        _topic: &TopicName,
+        members: &[(
+            NodeId,
+            ClientId,
+            SubscriptionOptions,
+            Option<Vec<SubscriptionIdentifier>>,
+            Option<IsOnline>,
+        )],
+    ) -> Option<(usize, IsOnline)> {
+        if members.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let online = |i: &usize| members[*i].4.unwrap_or(true);
+        let order = (0..members.len()).map(|k| (start + k) % members.len());
+        let chosen = order
+            .clone()
+            .find(online)
+            .or_else(|| order.clone().next())?;
+        Some((chosen, online(&chosen)))
+    }
 }
 
 /// The engine's login and access checks.
@@ -263,6 +311,15 @@ impl Handler for Hooks {
                     PublishAclResult::rejected(false, None)
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
+            }
+            Parameter::MessageDropped(to, _, publish, Reason::MessageQueueFull) => {
+                let client_id = to.as_ref().map(|id| id.client_id.to_string());
+                warn!(
+                    client_id = %Escaped(client_id.unwrap_or_default()),
+                    topic = %Escaped(&publish.topic),
+                    "subscriber's queue full (broker.embedded.max_queued_messages); message dropped"
+                );
+                (true, acc)
             }
             _ => (true, acc),
         }

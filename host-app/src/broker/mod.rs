@@ -58,9 +58,10 @@
 //! - **It logs through the `log` crate**: lines show with target `rmqtt::...`; ordinary
 //!   kicks are logged at WARN by `rmqtt::shared`.
 //!
-//! Settings: QoS 1/2 messages in flight to a subscriber are 100, and up to 100,000 more
-//! are queued per subscriber; a subscriber further behind than that loses the oldest
-//! (rmqtt's queue policy), which no Sparkplug host should reach.
+//! Settings: QoS 1/2 messages in flight to a subscriber are 100, and up to
+//! `max_queued_messages` (default 1,000,000) more are queued per subscriber; rmqtt does
+//! not hold publishers back, so a subscriber further behind than that loses the oldest
+//! QoS 1/2 messages (QoS 0: the newest), each logged at WARN by the engine.
 //!
 //! What Sparkplug needs from a broker and the embedded one provides (see the
 //! `broker_*` tests): QoS 0 and QoS 1 publish/subscribe delivered at the lower of the
