@@ -4,8 +4,9 @@
 //! sends first so that rmqtt sees each client's real address.
 //!
 //! The engine's hooks: only the front can log in (the password must be the per-process
-//! secret; the username carries the account the front authenticated), and every PUBLISH
-//! and SUBSCRIBE is asked of the [`TopicPolicy`].
+//! secret; the username carries the account the front authenticated), every PUBLISH and
+//! SUBSCRIBE is asked of the [`TopicPolicy`], and each NBIRTH and DBIRTH is kept retained
+//! under `$sparkplug/certificates/` (a Sparkplug Aware MQTT Server).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
@@ -19,12 +20,13 @@ use infra::logging::Escaped;
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
+use rmqtt::retain::RetainStorage;
 use rmqtt::server::MqttServer;
 use rmqtt::session::Session;
 use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
-    AuthResult, ClientId, Id, IsOnline, NodeId, PublishAclResult, Reason, SharedGroup,
-    SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, TopicName,
+    AuthResult, ClientId, Id, IsOnline, NodeId, Publish, PublishAclResult, Reason, Retain,
+    SharedGroup, SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, TopicName,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
@@ -67,13 +69,10 @@ impl Engine {
     ) -> Result<Engine, BrokerError> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let hooks = Hooks {
-            secret: secret.clone(),
-            policy,
-        };
+        let engine_secret = secret.clone();
         let thread = std::thread::Builder::new()
             .name("mqtt-engine".to_owned())
-            .spawn(move || run(settings, hooks, ready_tx, stop_rx))
+            .spawn(move || run(settings, engine_secret, policy, ready_tx, stop_rx))
             .map_err(|e| BrokerError::Start(format!("cannot spawn the engine thread: {e}")))?;
         let addr = match ready_rx.recv() {
             Ok(Ok(addr)) => addr,
@@ -120,7 +119,8 @@ impl Drop for Engine {
 /// The engine thread: builds the runtime, runs rmqtt until told to stop, drops it all.
 fn run(
     settings: EngineSettings,
-    hooks: Hooks,
+    secret: Secret,
+    policy: Arc<dyn TopicPolicy>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
     stop: oneshot::Receiver<()>,
 ) {
@@ -137,7 +137,7 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let server = match build(settings, hooks).await {
+        let server = match build(settings, secret, policy).await {
             Ok((server, addr)) => {
                 let _ = ready.send(Ok(addr));
                 server
@@ -160,20 +160,31 @@ fn run(
     runtime.shutdown_timeout(STOP_GRACE);
 }
 
-async fn build(settings: EngineSettings, hooks: Hooks) -> Result<(MqttServer, SocketAddr), String> {
+async fn build(
+    settings: EngineSettings,
+    secret: Secret,
+    policy: Arc<dyn TopicPolicy>,
+) -> Result<(MqttServer, SocketAddr), String> {
     let scx = ServerContext::new()
         // rmqtt refuses CONNECTs as "server unavailable" while it deems the host busy.
         .busy_check_enable(false)
         .build()
         .await;
-    *scx.extends.retain_mut().await = Box::new(Retained::new());
+    let retained = Retained::new();
+    *scx.extends.retain_mut().await = Box::new(retained.clone());
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
+    let hooks = Hooks {
+        secret,
+        policy,
+        retained,
+    };
     let register = scx.extends.hook_mgr().register();
     for typ in [
         Type::ClientAuthenticate,
         Type::ClientSubscribeCheckAcl,
         Type::MessagePublishCheckAcl,
         Type::MessageDropped,
+        Type::MessagePublish,
     ] {
         register.add(typ, Box::new(hooks.clone())).await;
     }
@@ -250,6 +261,8 @@ impl SharedSubscription for RoundRobin {
 struct Hooks {
     secret: Secret,
     policy: Arc<dyn TopicPolicy>,
+    /// Where the Sparkplug Aware copies of NBIRTH and DBIRTH go.
+    retained: Retained,
 }
 
 /// The account a session was logged in as: the front sends an empty username for
@@ -321,7 +334,55 @@ impl Handler for Hooks {
                 );
                 (true, acc)
             }
+            Parameter::MessagePublish(Some(session), from, publish) => {
+                let topic = &publish.topic;
+                if is_birth(topic)
+                    && self
+                        .policy
+                        .may_publish(account(session), &session.id.client_id, topic)
+                {
+                    self.keep_birth(from, publish).await;
+                }
+                (true, acc)
+            }
             _ => (true, acc),
+        }
+    }
+}
+
+/// The Sparkplug Aware MQTT Server's store (Sparkplug 3.0 chapter 10): each NBIRTH and
+/// DBIRTH as published, kept retained under `$sparkplug/certificates/` + its topic.
+const CERTIFICATES: &str = "$sparkplug/certificates/";
+
+/// `spBv1.0/{group_id}/NBIRTH/{edge_node_id}` or
+/// `spBv1.0/{group_id}/DBIRTH/{edge_node_id}/{device_id}`.
+fn is_birth(topic: &str) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    match levels.as_slice() {
+        ["spBv1.0", group, "NBIRTH", node] => ![group, node].iter().any(|l| l.is_empty()),
+        ["spBv1.0", group, "DBIRTH", node, device] => {
+            ![group, node, device].iter().any(|l| l.is_empty())
+        }
+        _ => false,
+    }
+}
+
+impl Hooks {
+    /// Keeps `birth` retained under its `$sparkplug/certificates/` topic, replacing the
+    /// one before.
+    async fn keep_birth(&self, from: &rmqtt::types::From, birth: &Publish) {
+        let mut copy = birth.clone();
+        copy.inner.topic = format!("{CERTIFICATES}{}", birth.topic).into();
+        copy.inner.retain = true;
+        copy.inner.dup = false;
+        let topic = copy.inner.topic.clone();
+        let retain = Retain {
+            msg_id: None,
+            from: from.clone(),
+            publish: copy,
+        };
+        if let Err(e) = self.retained.set(&topic, retain, None).await {
+            warn!(topic = %Escaped(&topic), error = %e, "Sparkplug birth not kept");
         }
     }
 }

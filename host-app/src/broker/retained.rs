@@ -2,21 +2,23 @@
 //! retainer plugin is loaded, so the engine is given this one (rmqtt's in-memory topic
 //! tree, switched on).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::types::{Retain, TopicFilter, TopicName};
 
-/// The retained message of each topic, in memory.
+/// The retained message of each topic, in memory; clones share it.
+#[derive(Clone)]
 pub struct Retained {
-    tree: DefaultRetainStorage,
+    tree: Arc<DefaultRetainStorage>,
 }
 
 impl Retained {
     pub fn new() -> Retained {
         Retained {
-            tree: DefaultRetainStorage::new(),
+            tree: Arc::new(DefaultRetainStorage::new()),
         }
     }
 }
