@@ -325,12 +325,19 @@ impl Handler for Hooks {
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
             }
-            Parameter::MessageDropped(to, _, publish, Reason::MessageQueueFull) => {
+            Parameter::MessageDropped(to, _, publish, reason)
+                if matches!(reason, Reason::MessageQueueFull | Reason::MessageExpiration) =>
+            {
                 let client_id = to.as_ref().map(|id| id.client_id.to_string());
+                let why = if matches!(reason, Reason::MessageQueueFull) {
+                    "subscriber's queue full (broker.embedded.max_queued_messages)"
+                } else {
+                    "not delivered within its expiry"
+                };
                 warn!(
                     client_id = %Escaped(client_id.unwrap_or_default()),
                     topic = %Escaped(&publish.topic),
-                    "subscriber's queue full (broker.embedded.max_queued_messages); message dropped"
+                    "{why}; message dropped"
                 );
                 (true, acc)
             }

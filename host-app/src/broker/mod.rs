@@ -68,6 +68,13 @@
 //!   does not parse PUBLISH packets). It is the one Paho test Mosquitto can pass and the
 //!   embedded broker does not (`tests/broker_paho.rs`, 10/10 and 22/27 against
 //!   Mosquitto's 8/10 and 18-21/27).
+//! - **Messages expire after 5 minutes by default**, retained ones included (a host's
+//!   STATE would vanish). Module `retained` keeps a retained message until replaced
+//!   unless the message carries its own MQTT 5 Message Expiry Interval, as Mosquitto
+//!   does. A message queued for a subscriber and not delivered within 5 minutes is still
+//!   dropped (logged at WARN); a zero default (seen here) makes rmqtt deliver no
+//!   retained message at all. A persistent MQTT 3.1.1 session is kept 2 hours after its client leaves
+//!   (rmqtt's default; MQTT 5 clients set their own).
 //! - **It logs through the `log` crate**: lines show with target `rmqtt::...`; ordinary
 //!   kicks are logged at WARN by `rmqtt::shared`.
 //!
