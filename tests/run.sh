@@ -42,6 +42,14 @@ export SYSTEM_TESTS_PYTHON="$root/.venv/bin/python"
 say "browser test driver (npm ci in tests/browser)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
+# The Eclipse Paho interoperability suites (host-app/tests/broker_paho.rs): a peer's code,
+# kept beside the repository, not in it.
+export PAHO_MQTT_TESTING="${PAHO_MQTT_TESTING:-$root/../shared/paho-mqtt-testing}"
+if [ ! -f "$PAHO_MQTT_TESTING/run_suite.py" ]; then
+  echo "the Paho suites are missing at $PAHO_MQTT_TESTING (set PAHO_MQTT_TESTING)" >&2
+  exit 1
+fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,4 +1,4 @@
-//! The Sparkplug session against rumqttd in process: births, data, the will, bdSeq
+//! The Sparkplug session against rmqtt in process: births, data, the will, bdSeq
 //! across reconnects, Rebirth without reconnect, commands.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use rumqttc::QoS;
 use sparkplug::{DataType, Metric, MetricValue, Payload, Quality, Value};
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::Recorder;
-use system_tests::rumqttd;
+use system_tests::rmqtt;
 
 async fn node_on(config: EdgeConfig) -> edge_node::NodeHandle {
     EdgeNode::start(load(&config)).unwrap()
@@ -17,7 +17,7 @@ async fn node_on(config: EdgeConfig) -> edge_node::NodeHandle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     plant.bank(1).unwrap().set_holding_register(0, 42).unwrap();
     plant
@@ -30,8 +30,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
 
     let nbirth = host.next_kind("NBIRTH").await;
     assert_eq!(nbirth.topic, topic("NBIRTH", None));
-    // QoS 0 on the wire is checked against Mosquitto (rumqttd delivers at the
-    // subscription's QoS): session_mosquitto.rs.
+    // QoS 0 on the wire is checked against Mosquitto: session_mosquitto.rs.
     assert!(!nbirth.retain);
     let p = nbirth.sparkplug();
     assert_eq!(p.seq, Some(0));
@@ -106,7 +105,7 @@ async fn births_come_in_order_with_seq_bdseq_and_every_metric() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let link = LinkSim::start(([127, 0, 0, 1], broker).into())
         .await
         .unwrap();
@@ -147,7 +146,7 @@ async fn will_is_ndeath_at_qos1_with_the_births_bdseq_when_the_link_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("bdseq");
@@ -167,7 +166,7 @@ async fn bdseq_persists_across_restarts_and_wraps_255_to_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnect() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let mut config = direct_config(broker, &plant);
@@ -215,7 +214,7 @@ async fn rebirth_republishes_with_the_same_bdseq_and_seq_from_0_without_reconnec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebirth_requests_inside_the_debounce_are_dropped() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = {
@@ -241,7 +240,7 @@ async fn rebirth_requests_inside_the_debounce_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_stop_it() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
@@ -307,7 +306,7 @@ async fn dcmd_writes_reach_the_register_and_come_back_in_ddata_refusals_do_not_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
@@ -334,7 +333,7 @@ async fn an_offline_device_gets_ddeath_and_a_fresh_dbirth_when_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;
@@ -375,7 +374,7 @@ async fn node_metrics_are_trended_in_ndata_and_scan_rate_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_restarts_the_mqtt_session_with_a_new_bdseq_and_traffic_is_counted() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = node_on(boiler(&[broker], plant.local_addr().port())).await;

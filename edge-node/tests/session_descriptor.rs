@@ -9,7 +9,7 @@ use edge_node::{Config, EdgeNode};
 use edge_node_testkit::session::*;
 use sparkplug::{Metric, Payload};
 use system_tests::mqtt::Recorder;
-use system_tests::rumqttd;
+use system_tests::rmqtt;
 
 /// An edge node `gw1` in `group` (the client id left to its default) with device `boiler`.
 fn config(group: &str, broker: u16, modbus: u16) -> Config {
@@ -18,7 +18,7 @@ fn config(group: &str, broker: u16, modbus: u16) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_sharing_an_edge_node_id_in_two_groups_are_two_undisturbed_sessions() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let modbus = plant.local_addr().port();
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;

@@ -1,4 +1,4 @@
-//! Order on the wire, against rumqttd in process: every message after NBIRTH carries the
+//! Order on the wire, against rmqtt in process: every message after NBIRTH carries the
 //! seq one above the last (NDATA included, across 255 -> 0), and the live metrics of a
 //! birth or data message are listed oldest first.
 
@@ -8,7 +8,7 @@ use edge_node::EdgeNode;
 use edge_node_testkit::session::*;
 use sparkplug::{Metric, Payload};
 use system_tests::mqtt::{Message, Recorder};
-use system_tests::rumqttd;
+use system_tests::rmqtt;
 
 fn ncmd(metric: Metric) -> Vec<u8> {
     Payload::new(1).with_metric(metric).encode_to_vec().unwrap()
@@ -34,7 +34,7 @@ fn next_seq(last: &mut Option<u64>, seen: &Message) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndata_seq_is_one_above_the_last_message_and_wraps_255_to_0() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let mut config = direct_config(broker, &plant);
@@ -94,7 +94,7 @@ fn live_timestamps(payload: &Payload) -> Vec<Option<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_metrics_are_listed_oldest_first_in_births_and_data() {
-    let broker = rumqttd::start();
+    let broker = rmqtt::start();
     let plant = start_plant().await;
     let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
     let node = EdgeNode::start(direct_config(broker, &plant)).unwrap();

@@ -16,7 +16,7 @@ use sparkplug::{DataType, Payload, State, Value};
 use system_tests::Mosquitto;
 use system_tests::linksim::LinkSim;
 use system_tests::mqtt::{Message, Recorder};
-use system_tests::rumqttd;
+use system_tests::rmqtt;
 
 /// How long each counter value stays in the register (the scan is 100 ms).
 const HOLD: Duration = Duration::from_millis(300);
@@ -45,7 +45,7 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
-        let broker = rumqttd::start();
+        let broker = rmqtt::start();
         let link = LinkSim::start(([127, 0, 0, 1], broker).into())
             .await
             .unwrap();

@@ -169,8 +169,8 @@ impl Host {
         let _ = self.session.await;
         let stats = stop_storage(&self.writer, self.writer_task, self.retention).await;
         if self.broker.embedded().is_some() {
-            // The STATE offline is acknowledged once rumqttd has it, not once it reached
-            // the edge nodes, and rumqttd has no drain: let it deliver before closing.
+            // The STATE offline is acknowledged once the engine has it, not once it reached
+            // the edge nodes, and the engine has no drain: let it deliver before closing.
             tokio::time::sleep(EMBEDDED_BROKER_DRAIN).await;
         }
         self.broker.stop().await;

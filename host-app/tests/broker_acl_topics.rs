@@ -3,10 +3,8 @@
 //! delivered; a reader's publishes are not delivered; subscribing to another node's
 //! commands is refused in the SUBACK.
 //!
-//! These need the broker engine to ask the [`TopicPolicy`](host_app::broker::TopicPolicy)
-//! on every PUBLISH and SUBSCRIBE (rmqtt's ACL hooks). rumqttd, the engine today, cannot
-//! ask one and the front does not filter packets, so each test is ignored until the
-//! engine-side policy is wired in.
+//! The engine asks the access rules ([`TopicPolicy`](host_app::broker::TopicPolicy)) on
+//! every PUBLISH and SUBSCRIBE through rmqtt's ACL hooks.
 
 use std::net::SocketAddr;
 
@@ -84,7 +82,6 @@ async fn host_watching(addr: SocketAddr) -> (AsyncClient, EventLoop) {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine's per-publish policy (rmqtt), wired at merge"]
 async fn an_edge_account_publishing_another_nodes_topics_state_or_commands_is_not_delivered() {
     let broker: EmbeddedBroker = start(&plant()).await;
     let addr = broker.plain_addr().unwrap();
@@ -115,7 +112,6 @@ async fn an_edge_account_publishing_another_nodes_topics_state_or_commands_is_no
 }
 
 #[tokio::test]
-#[ignore = "needs the engine's per-publish policy (rmqtt), wired at merge"]
 async fn a_readers_publish_is_not_delivered() {
     let broker = start(&plant()).await;
     let addr = broker.plain_addr().unwrap();
@@ -144,7 +140,6 @@ async fn a_readers_publish_is_not_delivered() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine's per-publish policy (rmqtt), wired at merge"]
 async fn subscribing_to_another_nodes_commands_is_refused_in_the_suback() {
     let broker = start(&plant()).await;
     let addr = broker.plain_addr().unwrap();

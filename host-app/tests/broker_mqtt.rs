@@ -34,6 +34,27 @@ async fn qos0_publish_reaches_subscriber() {
 }
 
 #[tokio::test]
+async fn qos0_publish_reaches_a_qos1_subscriber_at_qos0() {
+    let broker = start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (_host, mut host_loop) = subscriber(addr, "host", "spBv1.0/#", QoS::AtLeastOnce).await;
+    publish_once(
+        addr,
+        "edge-1",
+        "spBv1.0/plant/NDATA/edge-1",
+        b"n0",
+        QoS::AtMostOnce,
+        false,
+    )
+    .await;
+    let p = next_publish(&mut host_loop).await;
+    assert_eq!(&p.payload[..], b"n0");
+    // MQTT-3.8.4-6: the lower of the publish and the subscription QoS.
+    assert_eq!(p.qos, QoS::AtMostOnce);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn qos1_publish_reaches_subscriber_at_qos1() {
     let broker = start(&config()).await;
     let addr = broker.plain_addr().unwrap();
@@ -473,7 +494,7 @@ async fn short_sessions_coming_and_going_do_not_disturb_long_lived_ones() {
         while edge_loop.poll().await.is_ok() {}
     });
 
-    // Connection ids inside rumqttd are reused by each new short session.
+    // Many short sessions end (and the engine frees their state) while these stay.
     const SHORT_SESSIONS: usize = 40;
     for i in 0..SHORT_SESSIONS {
         let topic = format!("spBv1.0/plant/NDATA/short-{i}");

@@ -1,6 +1,6 @@
 //! The one test harness of the workspace, used by every crate's integration tests: where
 //! the workspace is and how to reach the independent implementations (Python tools in the
-//! project's venv, Mosquitto, rumqttd) they talk to, plus one module per job:
+//! project's venv, Mosquitto, rmqtt) they talk to, plus one module per job:
 //! [`browser`] (scripts in headless Chromium), [`config`] (typed config files for
 //! edge-node, host-app and plant-sim), [`wait`] (the bounded wait), [`http`] (the host API client), [`mqtt`] (recorder, watcher, scripted
 //! edge node, step-by-step client), [`process`] (our binaries as children, logs captured)
@@ -15,7 +15,7 @@ pub mod mqtt;
 pub mod mqtt_proxy;
 pub mod pki;
 pub mod process;
-pub mod rumqttd;
+pub mod rmqtt;
 pub mod stack;
 pub mod strategies;
 pub mod wait;

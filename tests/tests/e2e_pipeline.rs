@@ -143,9 +143,8 @@ fn plant_values_reach_the_host_tree_and_history() {
 
 /// Writes 4.5 m to the tank's start level through the API and follows it: the DCMD on
 /// the wire, the register in the plant, the audit entry and the value back in the tree.
-/// `exact_qos`: the broker delivers at the lower of publish and subscription QoS
-/// (Mosquitto does; the embedded rumqttd delivers at the subscription's).
-fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact_qos: bool) {
+/// Both brokers deliver at the lower of publish and subscription QoS.
+fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack) {
     let api = stack.api();
     wait_all_online(stack);
     // Default start level 4.0 m: f32 0x40800000.
@@ -172,9 +171,7 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
 
     let dcmd = watcher.next_matching("the DCMD", |m| m.kind() == "DCMD");
     assert_eq!(dcmd.topic, "spBv1.0/e2e/DCMD/gw-1/tank-farm");
-    if exact_qos {
-        assert_eq!(dcmd.qos, QoS::AtMostOnce, "DCMD published at QoS 0");
-    }
+    assert_eq!(dcmd.qos, QoS::AtMostOnce, "DCMD published at QoS 0");
     assert!(!dcmd.retain, "DCMD not retained");
     let payload = dcmd.sparkplug();
     assert_eq!(payload.seq, None, "a DCMD carries no seq");
@@ -250,7 +247,7 @@ fn write_reaches_the_register_is_audited_and_comes_back(stack: &mut Stack, exact
 #[test]
 fn api_write_reaches_the_register_is_audited_and_comes_back() {
     let mut stack = Stack::start();
-    write_reaches_the_register_is_audited_and_comes_back(&mut stack, false);
+    write_reaches_the_register_is_audited_and_comes_back(&mut stack);
 }
 
 #[test]
@@ -266,5 +263,5 @@ fn values_flow_through_mosquitto() {
     check_live_values(&tree, started);
     let points = wait_rising_history(&api, "e2e/gw-1/compressor:Run Seconds", started, 3);
     check_history(&points, started);
-    write_reaches_the_register_is_audited_and_comes_back(&mut stack, true);
+    write_reaches_the_register_is_audited_and_comes_back(&mut stack);
 }

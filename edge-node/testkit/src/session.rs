@@ -1,5 +1,5 @@
 //! Shared parts of the edge-node session tests: a simulated Modbus plant and the node's
-//! config; the broker (`system_tests::rumqttd`) and the recording subscriber
+//! config; the broker (`system_tests::rmqtt`) and the recording subscriber
 //! (`system_tests::mqtt`) come from system-tests.
 
 use std::sync::Arc;

@@ -1,23 +1,18 @@
 //! The few MQTT control packets the front reads or writes itself: CONNECT (parsed and
-//! re-encoded), CONNACK, PUBLISH/PUBACK for will delivery, DISCONNECT, and a byte scanner
-//! that follows packet boundaries in a forwarded stream. MQTT 3.1.1 and 5.0.
+//! re-encoded with the engine's login), CONNACK, and a scanner that finds a client's
+//! DISCONNECT in the forwarded stream. MQTT 3.1.1 and 5.0.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub const CONNECT: u8 = 1;
 pub const CONNACK: u8 = 2;
-pub const PUBLISH: u8 = 3;
-pub const PUBACK: u8 = 4;
 pub const DISCONNECT: u8 = 14;
 
 /// MQTT 3.1.1 protocol level.
 pub const LEVEL_311: u8 = 4;
 /// MQTT 5.0 protocol level.
 pub const LEVEL_5: u8 = 5;
-
-/// MQTT 5 DISCONNECT reason "Disconnect with Will Message".
-const DISCONNECT_WITH_WILL: u8 = 0x04;
 
 /// Why bytes from a peer are not an acceptable MQTT packet.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +29,6 @@ pub enum CodecError {
     UnexpectedType { expected: u8, got: u8 },
     #[error("malformed {0}")]
     Malformed(&'static str),
-    #[error("{0} timed out")]
-    Timeout(&'static str),
     #[error("unsupported protocol {name:?} level {level}")]
     UnsupportedProtocol { name: String, level: u8 },
 }
@@ -421,158 +414,153 @@ pub enum Refusal {
     ServerUnavailable,
 }
 
-/// Encodes a CONNACK refusing a CONNECT of protocol `level`.
-pub fn encode_connack_refusal(level: u8, refusal: Refusal, out: &mut BytesMut) {
-    out.put_u8(CONNACK << 4);
+/// The CONNACK code that answers a refusal at protocol `level`.
+pub fn refusal_code(level: u8, refusal: Refusal) -> u8 {
     if level == LEVEL_5 {
-        let code = match refusal {
+        match refusal {
             Refusal::IdentifierRejected => 0x85,
             Refusal::BadUsernameOrPassword => 0x86,
             Refusal::NotAuthorized => 0x87,
             Refusal::ServerUnavailable => 0x88,
-        };
-        out.put_slice(&[3, 0, code, 0]);
+        }
     } else {
-        let code = match refusal {
+        match refusal {
             Refusal::IdentifierRejected => 2,
             Refusal::BadUsernameOrPassword => 4,
             Refusal::NotAuthorized => 5,
             Refusal::ServerUnavailable => 3,
-        };
+        }
+    }
+}
+
+/// Encodes a CONNACK refusing a CONNECT of protocol `level`.
+pub fn encode_connack_refusal(level: u8, refusal: Refusal, out: &mut BytesMut) {
+    out.put_u8(CONNACK << 4);
+    let code = refusal_code(level, refusal);
+    if level == LEVEL_5 {
+        out.put_slice(&[3, 0, code, 0]);
+    } else {
         out.put_slice(&[2, 0, code]);
     }
 }
 
-/// Encodes an MQTT 3.1.1 PUBLISH (a packet id is written when `qos` > 0).
-pub fn encode_publish(will: &Will, qos: u8, packet_id: u16, out: &mut BytesMut) {
-    let mut header = PUBLISH << 4 | (qos << 1);
-    if will.retain {
-        header |= 0x01;
-    }
-    let id_len = if qos > 0 { 2 } else { 0 };
-    out.put_u8(header);
-    put_remaining_length(out, 2 + will.topic.len() + id_len + will.payload.len());
-    put_str(out, &will.topic);
-    if qos > 0 {
-        out.put_u16(packet_id);
-    }
-    out.put_slice(&will.payload);
-}
+/// MQTT 5 DISCONNECT reason "Disconnect with Will Message".
+const DISCONNECT_WITH_WILL: u8 = 0x04;
 
-/// How a client's session ended, as far as its packets tell.
+/// How a client left, as far as its packets tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
-    /// No DISCONNECT seen (yet).
-    Open,
+    /// No DISCONNECT (the socket closed, broke, or was taken over).
+    Dropped,
     /// A DISCONNECT that discards the will.
     Clean,
-    /// An MQTT 5 DISCONNECT asking for the will to be published.
+    /// An MQTT 5 DISCONNECT asking for the will to be published (reason 0x04).
     WithWill,
 }
 
-/// Follows packet boundaries in a forwarded byte stream without buffering it, to see
-/// whether the client sent DISCONNECT (and with which reason).
-pub struct PacketScanner {
+/// Follows packet boundaries in a client's forwarded byte stream, without buffering it,
+/// to find its DISCONNECT.
+pub struct DisconnectScanner {
     level: u8,
     state: ScanState,
-    ending: Ending,
-    disconnect_len: Option<usize>,
 }
 
 enum ScanState {
     Header,
     Length {
-        kind: u8,
+        disconnect: bool,
         len: usize,
         shift: u32,
+        /// Where the packet began in the chunk being fed (0: in an earlier chunk).
+        start: usize,
     },
     Body {
-        kind: u8,
         remaining: usize,
-        first: bool,
+        /// Set while the first body byte of a DISCONNECT is awaited.
+        disconnect_at: Option<usize>,
     },
 }
 
-impl PacketScanner {
-    pub fn new(level: u8) -> PacketScanner {
-        PacketScanner {
+impl DisconnectScanner {
+    pub fn new(level: u8) -> DisconnectScanner {
+        DisconnectScanner {
             level,
             state: ScanState::Header,
-            ending: Ending::Open,
-            disconnect_len: None,
         }
     }
 
-    pub fn ending(&self) -> Ending {
-        self.ending
-    }
-
-    pub fn level(&self) -> u8 {
-        self.level
-    }
-
-    /// The remaining length of the DISCONNECT seen, if any.
-    pub fn disconnect_len(&self) -> Option<usize> {
-        self.disconnect_len
-    }
-
-    /// Feeds the next bytes of the stream.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
+    /// Feeds the next chunk of the stream; on a DISCONNECT, returns where in the chunk
+    /// it begins (0 when it began in an earlier chunk) and what it asks for.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<(usize, Ending)> {
+        let mut at = 0;
+        while at < chunk.len() {
             match &mut self.state {
                 ScanState::Header => {
                     self.state = ScanState::Length {
-                        kind: bytes[0] >> 4,
+                        disconnect: chunk[at] >> 4 == DISCONNECT,
                         len: 0,
                         shift: 0,
+                        start: at,
                     };
-                    bytes = &bytes[1..];
+                    at += 1;
                 }
-                ScanState::Length { kind, len, shift } => {
-                    let byte = bytes[0];
-                    bytes = &bytes[1..];
+                ScanState::Length {
+                    disconnect,
+                    len,
+                    shift,
+                    start,
+                } => {
+                    let byte = chunk[at];
+                    at += 1;
                     *len |= usize::from(byte & 0x7f) << *shift;
                     *shift += 7;
                     if byte & 0x80 == 0 || *shift > 21 {
-                        let (kind, len) = (*kind, *len);
-                        if kind == DISCONNECT {
-                            // A 3.1.1 DISCONNECT or a 5.0 one without reason is "normal".
-                            self.ending = Ending::Clean;
-                            self.disconnect_len = Some(len);
+                        let (len, start) = (*len, *start);
+                        if *disconnect && (len == 0 || self.level != LEVEL_5) {
+                            // A 3.1.1 DISCONNECT, or a 5.0 one without reason: normal.
+                            return Some((start, Ending::Clean));
                         }
                         self.state = if len == 0 {
                             ScanState::Header
                         } else {
                             ScanState::Body {
-                                kind,
                                 remaining: len,
-                                first: true,
+                                disconnect_at: disconnect.then_some(start),
                             }
                         };
                     }
                 }
                 ScanState::Body {
-                    kind,
                     remaining,
-                    first,
+                    disconnect_at,
                 } => {
-                    if *first && *kind == DISCONNECT && self.level == LEVEL_5 {
-                        self.ending = if bytes[0] == DISCONNECT_WITH_WILL {
+                    if let Some(start) = disconnect_at.take() {
+                        let ending = if chunk[at] == DISCONNECT_WITH_WILL {
                             Ending::WithWill
                         } else {
                             Ending::Clean
                         };
+                        return Some((start, ending));
                     }
-                    *first = false;
-                    let n = (*remaining).min(bytes.len());
+                    let n = (*remaining).min(chunk.len() - at);
                     *remaining -= n;
-                    bytes = &bytes[n..];
+                    at += n;
                     if *remaining == 0 {
                         self.state = ScanState::Header;
                     }
                 }
             }
         }
+        // A packet still open at the end of the chunk starts at 0 of the next one.
+        match &mut self.state {
+            ScanState::Length { start, .. } => *start = 0,
+            ScanState::Body {
+                disconnect_at: Some(start),
+                ..
+            } => *start = 0,
+            _ => {}
+        }
+        None
     }
 }
 
@@ -629,28 +617,30 @@ mod tests {
     }
 
     #[test]
-    fn scanner_sees_disconnect_split_across_reads() {
-        let mut scanner = PacketScanner::new(LEVEL_311);
-        // PINGREQ, a PUBLISH with a 200-byte body, then DISCONNECT, one byte at a time.
+    fn scanner_finds_a_disconnect_with_will_split_across_reads() {
+        // PINGREQ, a PUBLISH with a 200-byte body, then DISCONNECT 0x04, one byte at a time.
         let mut stream = vec![0xc0, 0x00, 0x30, 0xc8, 0x01];
         stream.extend(std::iter::repeat_n(0xe0, 200));
-        stream.extend([0xe0, 0x00]);
+        stream.extend([0xe0, 0x01, DISCONNECT_WITH_WILL]);
+        let mut scanner = DisconnectScanner::new(LEVEL_5);
         for (i, b) in stream.iter().enumerate() {
-            scanner.feed(std::slice::from_ref(b));
-            let expect = if i == stream.len() - 1 {
-                Ending::Clean
-            } else {
-                Ending::Open
-            };
-            assert_eq!(scanner.ending(), expect, "after byte {i}");
+            let found = scanner.feed(std::slice::from_ref(b));
+            let expect = (i == stream.len() - 1).then_some((0, Ending::WithWill));
+            assert_eq!(found, expect, "after byte {i}");
         }
+        let mut scanner = DisconnectScanner::new(LEVEL_5);
+        assert_eq!(scanner.feed(&stream), Some((205, Ending::WithWill)));
     }
 
     #[test]
-    fn scanner_sees_mqtt5_disconnect_with_will() {
-        let mut scanner = PacketScanner::new(LEVEL_5);
-        scanner.feed(&[0xe0, 0x01, DISCONNECT_WITH_WILL]);
-        assert_eq!(scanner.ending(), Ending::WithWill);
+    fn scanner_finds_normal_disconnects() {
+        let mut scanner = DisconnectScanner::new(LEVEL_5);
+        assert_eq!(
+            scanner.feed(&[0xc0, 0x00, 0xe0, 0x01, 0x00]),
+            Some((2, Ending::Clean))
+        );
+        let mut scanner = DisconnectScanner::new(LEVEL_311);
+        assert_eq!(scanner.feed(&[0xe0, 0x00]), Some((0, Ending::Clean)));
     }
 
     #[tokio::test]

@@ -68,6 +68,9 @@ pub struct EmbeddedConfig {
     pub max_keepalive_s: u16,
     /// Largest MQTT packet body accepted, in bytes (a CONNECT is further held to 32 KiB).
     pub max_payload_size: usize,
+    /// QoS 1/2 messages queued for one subscriber that reads slower than they arrive
+    /// (beyond the 100 in flight); past it the oldest are dropped and logged.
+    pub max_queued_messages: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -88,6 +91,7 @@ impl Default for EmbeddedConfig {
             connection_timeout_ms: 5_000,
             max_keepalive_s: 300,
             max_payload_size: 256 * 1024,
+            max_queued_messages: 1_000_000,
         }
     }
 }
@@ -390,6 +394,9 @@ impl EmbeddedConfig {
                 "broker.embedded.max_payload_size",
                 "must be between 128 and 268435455 bytes",
             );
+        }
+        if self.max_queued_messages == 0 {
+            problems.push("broker.embedded.max_queued_messages", "must be at least 1");
         }
         if let Some(tls) = &self.tls {
             problems.check(tls.validate());

@@ -1,8 +1,9 @@
 //! The front every client meets: our own accept loops (plain and TLS), admission at
 //! accept (module `admission`: pending pool, limits per address, connect rates), the
 //! CONNECT deadline, the limit on logged-in connections, the maximum keep-alive, the
-//! login, client id and will checks of the access rules ([`Acl`]) and Last Will handling.
-//! Each accepted client is proxied to rumqttd's internal loopback listener.
+//! login, client id and will checks of the access rules ([`Acl`]) and the order of
+//! connections that share a client id. Each accepted client is proxied to the engine's
+//! internal loopback listener, behind a PROXY protocol header naming the peer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use infra::logging::Escaped;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,30 +21,34 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use infra::logging::Escaped;
+
 use super::acl::{Acl, Denied, Login};
 use super::admission::{Admission, Limits, Ticket};
 use super::codec::{
-    self, CodecError, Connect, Ending, LEVEL_5, PacketScanner, RawPacket, Refusal, Will,
+    self, CodecError, Connect, DisconnectScanner, Ending, LEVEL_5, RawPacket, Refusal,
 };
 use super::config::Secret;
 use super::read_buffer::ReadBuffer;
 
-/// How long the front waits on rumqttd's own answers (CONNACK, PUBACK) on loopback.
+/// How long the front waits on the engine's CONNACK on loopback.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long rumqttd may take to close a connection after DISCONNECT.
-const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// How long the engine may take to close a connection the client or the front ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a taken-over connection may still deliver what its client already sent.
 const TAKEOVER_DRAIN: Duration = Duration::from_millis(100);
 /// Largest CONNECT read (client id, will and login): bounds what a socket that has not
 /// logged in yet can make the front hold.
 const MAX_CONNECT_SIZE: usize = 32 * 1024;
+/// Forwarded CONNECTs the engine answers "server unavailable" are tried again this many
+/// times, this far apart (see the module docs of `broker`).
+const UNAVAILABLE_RETRIES: u32 = 40;
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(25);
 
-/// rumqttd's internal listeners and the credential only the front knows.
+/// The engine's internal listener and the password only the front knows.
 pub struct Upstream {
-    pub v4: SocketAddr,
-    pub v5: SocketAddr,
-    pub username: String,
-    pub password: Secret,
+    pub addr: SocketAddr,
+    pub secret: Secret,
 }
 
 /// State shared by every accept loop and connection of one embedded broker.
@@ -62,7 +66,7 @@ pub struct Front {
     pub max_connections: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    /// Numbers upstream connections, so rumqttd never sees a client id twice.
+    /// Numbers connections, to tell a client id's sessions apart.
     serials: AtomicU64,
     /// The open session of each client id, for session takeover.
     sessions: Mutex<HashMap<Bytes, OpenSession>>,
@@ -151,6 +155,7 @@ impl Front {
         // TLS handshake and CONNECT must both arrive within the deadline, which is set once
         // at accept: bytes trickling in do not extend it. Newer sockets may evict this one
         // from the pending pool meanwhile.
+        let proxy_header = proxy_header(&stream);
         let evicted = ticket.evicted();
         match tls {
             None => {
@@ -167,7 +172,7 @@ impl Front {
                     Ok(Some(first)) => {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
-                            self.session(stream, first).await;
+                            self.session(stream, first, proxy_header).await;
                         }
                     }
                     Ok(None) => {}
@@ -197,7 +202,7 @@ impl Front {
                     Ok(Some((mut stream, first))) => {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
-                            self.session(stream, first).await;
+                            self.session(stream, first, proxy_header).await;
                         }
                     }
                     Ok(None) => {}
@@ -266,11 +271,16 @@ impl Front {
         Ok(login)
     }
 
-    async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, first: RawPacket) {
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut client: S,
+        first: RawPacket,
+        proxy_header: Bytes,
+    ) {
         let connect = match Connect::parse(&first) {
             Ok(c) => c,
             Err(CodecError::UnsupportedProtocol { name, level }) => {
-                info!(protocol = ?name, level, "unsupported protocol; refusing");
+                info!(protocol = %Escaped(&name), level, "unsupported protocol; refusing");
                 // 3.1.1 return code 1: unacceptable protocol version.
                 let _ = client.write_all(&[codec::CONNACK << 4, 2, 0, 1]).await;
                 return;
@@ -283,9 +293,11 @@ impl Front {
         let client_id = String::from_utf8_lossy(&connect.client_id).into_owned();
         tracing::Span::current().record("client_id", client_id.as_str());
 
+        // The engine publishes wills without asking the policy: the will topic is fixed
+        // at CONNECT, so `admit` asks it here, as Mosquitto does.
         let login = match self.admit(&connect) {
             Ok(login) => login,
-            Err(denied) => return refuse(client, &connect, denied).await,
+            Err(denied) => return refuse_login(client, &connect, denied).await,
         };
         debug!(account = ?login.account().map(Escaped), "logged in");
 
@@ -302,10 +314,12 @@ impl Front {
                 ended: ended.clone(),
             };
             if let Err(denied) = self.take_over(&client_key, session).await {
-                return refuse(client, &connect, denied).await;
+                return refuse_login(client, &connect, denied).await;
             }
         }
-        self.run_session(client, connect, serial, &taken_over).await;
+        let account = login.account().map(str::to_owned);
+        self.run_session(client, connect, account, proxy_header, &taken_over)
+            .await;
         if !client_key.is_empty() {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             if sessions
@@ -318,8 +332,10 @@ impl Front {
     }
 
     /// Registers this session under its client id; an older session with the same id is
-    /// closed first and its will published before this one goes on (MQTT 3.1.1 3.1.4-2).
-    /// Only the account that holds a client id may take it over.
+    /// closed first, and this one goes on only once the engine has seen the older one end
+    /// (MQTT 3.1.1 3.1.4-2; see the module docs of `broker` for why the engine is not
+    /// left to do the takeover itself). Only the account that holds a client id may take
+    /// it over.
     async fn take_over(&self, client_id: &Bytes, session: OpenSession) -> Result<(), Denied> {
         let previous = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -347,43 +363,24 @@ impl Front {
         &self,
         mut client: S,
         mut connect: Connect,
-        serial: u64,
+        account: Option<String>,
+        proxy_header: Bytes,
         taken_over: &CancellationToken,
     ) {
-        // rumqttd panics (and then refuses every later client of that listener) when a
-        // client id comes back after a failed CONNECT, and fails the CONNECT of any id
-        // holding one of "+$#/". So clean sessions get an upstream id of their own (takeover
-        // is done above); persistent sessions keep theirs and must avoid those characters.
-        if connect.clean_start {
-            connect.client_id = upstream_client_id(&connect.client_id, serial);
-        } else if connect
-            .client_id
-            .iter()
-            .any(|b| RUMQTTD_ID_FORBIDDEN.contains(b))
-        {
-            info!("persistent session with a client id rumqttd cannot hold; refusing");
-            let mut out = BytesMut::new();
-            codec::encode_connack_refusal(connect.level, Refusal::IdentifierRejected, &mut out);
-            let _ = client.write_all(&out).await;
-            return;
-        }
-        // The will is kept here and published by the front (see the module docs).
-        let will = connect.will.take();
-        connect.will_properties = Bytes::new();
         let granted_keep_alive = self.grant_keep_alive(&mut connect);
         // A client silent for 1.5 times its keep-alive is gone (MQTT-3.1.2-24).
         let idle = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
-        connect.username = Some(Bytes::from(self.upstream.username.clone()));
-        connect.password = Some(Bytes::from(self.upstream.password.expose().to_owned()));
+        // The engine learns the account from the username; anonymous is an empty one
+        // (MQTT 3.1.1 allows no password without a username).
+        connect.username = Some(Bytes::from(account.unwrap_or_default()));
+        connect.password = Some(Bytes::from(self.upstream.secret.expose().to_owned()));
         let level = connect.level;
 
-        let Some(upstream) = self.open_upstream(&connect).await else {
-            let mut out = BytesMut::new();
-            codec::encode_connack_refusal(level, Refusal::ServerUnavailable, &mut out);
-            let _ = client.write_all(&out).await;
+        let Some((upstream, mut connack)) = self.open_upstream(&connect, &proxy_header).await
+        else {
+            refuse(&mut client, level, Refusal::ServerUnavailable).await;
             return;
         };
-        let (upstream, mut connack) = upstream;
         // MQTT 5 is told the keep-alive it got (MQTT-3.2.2-22); 3.1.1 has no way to hear it.
         if let Some(granted) = granted_keep_alive.filter(|_| level == LEVEL_5 && connack.0 == 0) {
             connack.1 = codec::with_server_keep_alive(&connack.1, granted);
@@ -392,105 +389,72 @@ impl Front {
             return;
         }
         if connack.0 != 0 {
-            info!(code = connack.0, "CONNECT refused by the broker");
+            info!(code = connack.0, "CONNECT refused by the engine");
             return;
         }
-        debug!(will = ?will, "session open");
+        debug!("session open");
 
-        let mut scanner = PacketScanner::new(level);
-        proxy(client, upstream, &mut scanner, taken_over, idle).await;
-        match (scanner.ending(), will) {
+        let will_topic = connect.will.as_ref().map(|w| w.topic.clone());
+        match (
+            proxy(client, upstream, level, taken_over, idle).await,
+            will_topic,
+        ) {
             (Ending::Clean, _) => debug!("closed with DISCONNECT"),
             (_, None) => debug!("closed without DISCONNECT; no will"),
-            (_, Some(will)) => {
-                info!(topic = ?String::from_utf8_lossy(&will.topic), "publishing will");
-                if let Err(e) = self.publish_will(&will).await {
-                    warn!(error = %e, "will not published");
-                }
-            }
+            // The engine publishes it once it sees the upstream socket close.
+            (_, Some(topic)) => info!(
+                topic = %Escaped(String::from_utf8_lossy(&topic)),
+                "publishing will"
+            ),
         }
     }
 
-    /// Connects to rumqttd and returns the socket with the CONNACK's code and bytes.
-    async fn open_upstream(&self, connect: &Connect) -> Option<(TcpStream, (u8, Bytes))> {
-        let addr = if connect.level == LEVEL_5 {
-            self.upstream.v5
-        } else {
-            self.upstream.v4
-        };
-        let attempt = async {
-            let mut upstream = TcpStream::connect(addr).await?;
-            let _ = upstream.set_nodelay(true);
-            let mut out = BytesMut::new();
-            connect.encode(&mut out);
-            upstream.write_all(&out).await?;
-            let connack = codec::read_packet(&mut upstream, 1024).await?;
-            let code = codec::connack_code(&connack)?;
-            let mut bytes = BytesMut::new();
-            reencode(&connack, &mut bytes);
-            Ok::<_, CodecError>((upstream, (code, bytes.freeze())))
-        };
-        match timeout(UPSTREAM_TIMEOUT, attempt).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                warn!(error = %e, "broker did not accept the forwarded CONNECT");
-                None
-            }
-            Err(_) => {
-                warn!("broker did not answer the forwarded CONNECT in time");
-                None
-            }
-        }
-    }
-
-    /// Publishes a will through its own short connection to rumqttd (MQTT 3.1.1).
-    /// QoS 2 wills are published at QoS 1.
-    async fn publish_will(&self, will: &Will) -> Result<(), CodecError> {
-        let n = self.serials.fetch_add(1, Ordering::Relaxed);
-        let relay = Connect {
-            level: codec::LEVEL_311,
-            clean_start: true,
-            keep_alive: 30,
-            properties: Bytes::new(),
-            client_id: Bytes::from(format!("host-broker-will-relay-{n}")),
-            will: None,
-            will_properties: Bytes::new(),
-            username: Some(Bytes::from(self.upstream.username.clone())),
-            password: Some(Bytes::from(self.upstream.password.expose().to_owned())),
-        };
-        let relay_will = async {
-            let Some((mut upstream, (code, _))) = self.open_upstream(&relay).await else {
-                return Err(CodecError::Closed);
+    /// Connects to the engine and returns the socket with the CONNACK's code and bytes.
+    /// A "server unavailable" answer is tried again a few times before it is passed on.
+    async fn open_upstream(
+        &self,
+        connect: &Connect,
+        proxy_header: &Bytes,
+    ) -> Option<(TcpStream, (u8, Bytes))> {
+        let mut opening = BytesMut::from(&proxy_header[..]);
+        connect.encode(&mut opening);
+        let opening = opening.freeze();
+        let unavailable = codec::refusal_code(connect.level, Refusal::ServerUnavailable);
+        let mut tries = 0;
+        loop {
+            let attempt = async {
+                let mut upstream = TcpStream::connect(self.upstream.addr).await?;
+                let _ = upstream.set_nodelay(true);
+                // One write: the engine reads the PROXY header with a single peek.
+                upstream.write_all(&opening).await?;
+                let connack = codec::read_packet(&mut upstream, 1024).await?;
+                let code = codec::connack_code(&connack)?;
+                let mut bytes = BytesMut::new();
+                reencode(&connack, &mut bytes);
+                Ok::<_, CodecError>((upstream, (code, bytes.freeze())))
             };
-            if code != 0 {
-                return Err(CodecError::Malformed("will relay CONNACK"));
-            }
-            let qos = will.qos.min(1);
-            let mut out = BytesMut::new();
-            codec::encode_publish(will, qos, 1, &mut out);
-            upstream.write_all(&out).await?;
-            if qos == 1 {
-                // Bounded: the whole relay runs under UPSTREAM_TIMEOUT.
-                loop {
-                    let packet = codec::read_packet(&mut upstream, self.max_packet_size).await?;
-                    if packet.kind() == codec::PUBACK {
-                        break;
-                    }
+            match timeout(UPSTREAM_TIMEOUT, attempt).await {
+                Ok(Ok((_, (code, _)))) if code == unavailable && tries < UNAVAILABLE_RETRIES => {
+                    tries += 1;
+                    debug!(tries, "engine answered server unavailable; trying again");
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Ok(Ok(v)) => return Some(v),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "engine did not accept the forwarded CONNECT");
+                    return None;
+                }
+                Err(_) => {
+                    warn!("engine did not answer the forwarded CONNECT in time");
+                    return None;
                 }
             }
-            // Closed without DISCONNECT: see `proxy` for why rumqttd must not see both.
-            drop(upstream);
-            Ok(())
-        };
-        match timeout(UPSTREAM_TIMEOUT, relay_will).await {
-            Ok(r) => r,
-            Err(_) => Err(CodecError::Timeout("will relay")),
         }
     }
 }
 
 /// Answers a refused CONNECT with its CONNACK and logs who and why.
-async fn refuse<S: AsyncWrite + Unpin>(mut client: S, connect: &Connect, denied: Denied) {
+async fn refuse_login<S: AsyncWrite + Unpin>(mut client: S, connect: &Connect, denied: Denied) {
     let username = connect.username.as_deref().map(String::from_utf8_lossy);
     let will_topic = connect
         .will
@@ -509,23 +473,33 @@ async fn refuse<S: AsyncWrite + Unpin>(mut client: S, connect: &Connect, denied:
     let _ = client.shutdown().await;
 }
 
-/// Characters rumqttd refuses in a client id.
-const RUMQTTD_ID_FORBIDDEN: &[u8] = b"+$#/";
+async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, level: u8, refusal: Refusal) {
+    let mut out = BytesMut::new();
+    codec::encode_connack_refusal(level, refusal, &mut out);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+}
 
-/// A client id unique to one upstream connection, recognisable in rumqttd's logs.
-fn upstream_client_id(client_id: &[u8], serial: u64) -> Bytes {
-    let mut id: Vec<u8> = client_id
-        .iter()
-        .map(|b| {
-            if RUMQTTD_ID_FORBIDDEN.contains(b) {
-                b'_'
-            } else {
-                *b
-            }
-        })
-        .collect();
-    id.extend_from_slice(format!(".{serial}").as_bytes());
-    Bytes::from(id)
+/// The PROXY protocol (version 1) line telling the engine who the client is.
+fn proxy_header(stream: &TcpStream) -> Bytes {
+    let line = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(SocketAddr::V4(peer)), Ok(SocketAddr::V4(local))) => format!(
+            "PROXY TCP4 {} {} {} {}\r\n",
+            peer.ip(),
+            local.ip(),
+            peer.port(),
+            local.port()
+        ),
+        (Ok(SocketAddr::V6(peer)), Ok(SocketAddr::V6(local))) => format!(
+            "PROXY TCP6 {} {} {} {}\r\n",
+            peer.ip(),
+            local.ip(),
+            peer.port(),
+            local.port()
+        ),
+        _ => "PROXY UNKNOWN\r\n".to_owned(),
+    };
+    Bytes::from(line)
 }
 
 fn reencode(packet: &RawPacket, out: &mut BytesMut) {
@@ -547,46 +521,57 @@ fn reencode(packet: &RawPacket, out: &mut BytesMut) {
 }
 
 /// Copies both ways until either side closes, the client is silent for `idle`, or the
-/// session is taken over; `scanner` follows what the client sent.
+/// session is taken over.
 ///
-/// After a DISCONNECT the upstream socket is left for rumqttd to close: when it sees the
-/// socket close while it handles the DISCONNECT, rumqttd disconnects the connection id
-/// twice, and the second one can hit a newer client that was given the same id.
+/// An MQTT 5 DISCONNECT asking for the will (reason 0x04) is not forwarded: the engine
+/// would discard the will; the upstream socket is closed instead, for which it publishes
+/// the will.
+///
+/// However the client leaves (closed socket, takeover), the engine is the last to close: the front ends its side of the upstream socket and waits (bounded)
+/// until the engine closes too, so the engine has ended the connection (and published
+/// its will) before the client id is free for a new connection.
 async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
     client: S,
     upstream: TcpStream,
-    scanner: &mut PacketScanner,
+    level: u8,
     taken_over: &CancellationToken,
     idle: Duration,
-) {
+) -> Ending {
+    let mut scanner = DisconnectScanner::new(level);
+    let mut ending = Ending::Dropped;
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
-    // Ends when the client is gone (false) or has sent a DISCONNECT that rumqttd will act
-    // on (true).
-    let to_broker = async {
+    // Ends when the client is gone; after a DISCONNECT the engine closes first.
+    let mut to_broker = Box::pin(async {
         let mut buf = ReadBuffer::new();
         loop {
             match timeout(idle, buf.read(&mut client_rx)).await {
-                Ok(Ok(0) | Err(_)) => return false,
+                Ok(Ok(0) | Err(_)) => return,
                 Ok(Ok(_)) => {}
                 Err(_) => {
                     info!("client silent for 1.5 times its keep-alive; closing");
-                    return false;
+                    return;
                 }
             }
-            scanner.feed(buf.filled());
-            if upstream_tx.write_all(buf.filled()).await.is_err() {
-                return false;
-            }
-            if scanner.ending() != Ending::Open {
-                // rumqttd 0.20 waits forever for a properties length after an MQTT 5
-                // DISCONNECT of one byte (reason code only), so it never acts on it.
-                return !(scanner.level() == LEVEL_5 && scanner.disconnect_len() == Some(1));
+            let buf = buf.filled();
+            let forward = match scanner.feed(buf) {
+                Some((at, Ending::WithWill)) => {
+                    ending = Ending::WithWill;
+                    at
+                }
+                Some((_, found)) => {
+                    ending = found;
+                    buf.len()
+                }
+                None => buf.len(),
+            };
+            if upstream_tx.write_all(&buf[..forward]).await.is_err() || ending != Ending::Dropped {
+                return;
             }
         }
-    };
-    // Ends when rumqttd closes; a client that stopped reading does not end it.
-    let to_client = async {
+    });
+    // Ends when the engine closes; a client that stopped reading does not end it.
+    let mut to_client = Box::pin(async {
         let mut buf = ReadBuffer::new();
         let mut client_open = true;
         loop {
@@ -599,18 +584,22 @@ async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let _ = client_tx.shutdown().await;
-    };
-    tokio::pin!(to_broker);
-    tokio::pin!(to_client);
-    let disconnected = tokio::select! {
-        disconnected = &mut to_broker => disconnected,
-        _ = &mut to_client => return,
+    });
+    tokio::select! {
+        _ = &mut to_broker => {}
+        _ = &mut to_client => {
+            drop(to_broker);
+            return ending;
+        }
         _ = taken_over.cancelled() => {
             // What the client sent before the takeover still counts (a DISCONNECT).
-            timeout(TAKEOVER_DRAIN, &mut to_broker).await.unwrap_or(false)
+            let _ = timeout(TAKEOVER_DRAIN, &mut to_broker).await;
         }
-    };
-    if disconnected && timeout(DISCONNECT_GRACE, &mut to_client).await.is_err() {
-        debug!("broker kept the connection open after DISCONNECT; closing it");
     }
+    drop(to_broker);
+    let _ = upstream_tx.shutdown().await;
+    if timeout(CLOSE_GRACE, &mut to_client).await.is_err() {
+        debug!("engine kept the connection open; closing it");
+    }
+    ending
 }

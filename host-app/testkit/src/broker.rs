@@ -11,7 +11,9 @@ use host_app::broker::{
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// An embedded configuration on an OS-chosen loopback port, validated, open to anonymous
-/// clients with every right (these tests are about the broker, not its access rules).
+/// clients with every right (these tests are about the broker, not its access rules;
+/// `#` matches no topic that begins with `$`, so the Sparkplug Aware topics are granted
+/// by name).
 pub fn config() -> EmbeddedConfig {
     let everything = Some(vec!["#".to_owned()]);
     let mut config = EmbeddedConfig {
@@ -22,8 +24,8 @@ pub fn config() -> EmbeddedConfig {
         allow_anonymous: true,
         anonymous: Some(AnonymousConfig {
             role: Some(Role::Custom),
-            publish: everything.clone(),
-            subscribe: everything,
+            publish: everything,
+            subscribe: Some(vec!["#".to_owned(), "$sparkplug/certificates/#".to_owned()]),
             deny: None,
         }),
         ..EmbeddedConfig::default()

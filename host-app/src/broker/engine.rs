@@ -1,0 +1,395 @@
+//! The broker engine: rmqtt on a tokio runtime of its own (one thread owns it; stopping
+//! it drops the runtime, which ends every engine task and closes its listener), listening
+//! on an internal loopback port the OS picks, reading the PROXY protocol header the front
+//! sends first so that rmqtt sees each client's real address.
+//!
+//! The engine's hooks: only the front can log in (the password must be the per-process
+//! secret; the username carries the account the front authenticated), every PUBLISH and
+//! SUBSCRIBE is asked of the [`TopicPolicy`], and each NBIRTH and DBIRTH is kept retained
+//! under `$sparkplug/certificates/` (a Sparkplug Aware MQTT Server).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use infra::logging::Escaped;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::retain::RetainStorage;
+use rmqtt::server::MqttServer;
+use rmqtt::session::Session;
+use rmqtt::subscribe::SharedSubscription;
+use rmqtt::types::{
+    AuthResult, ClientId, Id, IsOnline, NodeId, Publish, PublishAclResult, Reason, Retain,
+    SharedGroup, SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, TopicName,
+};
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::BrokerError;
+use super::config::Secret;
+use super::policy::TopicPolicy;
+use super::retained::Retained;
+
+/// Topic aliases an MQTT 5 client may set up (rmqtt allows none by default).
+const MAX_TOPIC_ALIASES: u16 = 64;
+/// How long the engine's runtime may take to end its tasks once stopped.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Limits the engine applies to each connection the front forwards.
+pub struct EngineSettings {
+    pub max_packet_size: usize,
+    pub max_connections: usize,
+    /// QoS 1/2 messages in flight to one subscriber.
+    pub max_inflight: u16,
+    /// Messages queued for one subscriber beyond those in flight.
+    pub max_queued: usize,
+}
+
+/// A running engine. Dropping it stops the engine without waiting.
+pub struct Engine {
+    addr: SocketAddr,
+    secret: Secret,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts rmqtt on its own thread and runtime; returns once it listens.
+    pub fn start(
+        settings: EngineSettings,
+        secret: Secret,
+        policy: Arc<dyn TopicPolicy>,
+    ) -> Result<Engine, BrokerError> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let engine_secret = secret.clone();
+        let thread = std::thread::Builder::new()
+            .name("mqtt-engine".to_owned())
+            .spawn(move || run(settings, engine_secret, policy, ready_tx, stop_rx))
+            .map_err(|e| BrokerError::Start(format!("cannot spawn the engine thread: {e}")))?;
+        let addr = match ready_rx.recv() {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => return Err(BrokerError::Start(e)),
+            Err(_) => return Err(BrokerError::Start("the engine thread ended".to_owned())),
+        };
+        Ok(Engine {
+            addr,
+            secret,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The internal loopback address the front forwards clients to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The password only the front knows.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// Ends the engine and waits until its runtime is gone (its port closed).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The engine thread: builds the runtime, runs rmqtt until told to stop, drops it all.
+fn run(
+    settings: EngineSettings,
+    secret: Secret,
+    policy: Arc<dyn TopicPolicy>,
+    ready: mpsc::Sender<Result<SocketAddr, String>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mqtt-engine-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot build the engine runtime: {e}")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match build(settings, secret, policy).await {
+            Ok((server, addr)) => {
+                let _ = ready.send(Ok(addr));
+                server
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        tokio::select! {
+            _ = stop => debug!("engine stopping"),
+            result = server.run() => {
+                if let Err(e) = result {
+                    warn!(error = %e, "engine ended");
+                }
+            }
+        }
+    });
+    // Ends every task the engine spawned; its listener and connections close with them.
+    runtime.shutdown_timeout(STOP_GRACE);
+}
+
+async fn build(
+    settings: EngineSettings,
+    secret: Secret,
+    policy: Arc<dyn TopicPolicy>,
+) -> Result<(MqttServer, SocketAddr), String> {
+    let scx = ServerContext::new()
+        // rmqtt refuses CONNECTs as "server unavailable" while it deems the host busy.
+        .busy_check_enable(false)
+        .build()
+        .await;
+    let retained = Retained::new();
+    *scx.extends.retain_mut().await = Box::new(retained.clone());
+    *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
+    let hooks = Hooks {
+        secret,
+        policy,
+        retained,
+    };
+    let register = scx.extends.hook_mgr().register();
+    for typ in [
+        Type::ClientAuthenticate,
+        Type::ClientSubscribeCheckAcl,
+        Type::MessagePublishCheckAcl,
+        Type::MessageDropped,
+        Type::MessagePublish,
+    ] {
+        register.add(typ, Box::new(hooks.clone())).await;
+    }
+    register.start().await;
+
+    let max_inflight = NonZeroU16::new(settings.max_inflight).unwrap_or(NonZeroU16::MIN);
+    let listener = Builder::new()
+        .name("internal")
+        .laddr(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .nodelay(true)
+        .proxy_protocol(true)
+        .allow_anonymous(false)
+        .max_packet_size(u32::try_from(settings.max_packet_size).unwrap_or(u32::MAX))
+        .max_connections(settings.max_connections)
+        .max_inflight(max_inflight)
+        .max_mqueue_len(settings.max_queued)
+        .max_topic_aliases(MAX_TOPIC_ALIASES)
+        // The front keeps its own CONNECT deadline; it forwards the CONNECT at once.
+        .handshake_timeout(Duration::from_secs(10))
+        .bind()
+        .map_err(|e| format!("cannot listen on loopback: {e}"))?
+        .tcp()
+        .map_err(|e| format!("engine listener: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("engine listener address: {e}"))?;
+    let server = MqttServer::new(scx).listener_by_id(listener, 1).build();
+    Ok((server, addr))
+}
+
+/// Shared subscriptions (`$share/{group}/{filter}`): each message to one member of the
+/// group, in turn, online members first (rmqtt's default supports none).
+#[derive(Default)]
+struct RoundRobin {
+    next: AtomicUsize,
+}
+
+#[async_trait]
+impl SharedSubscription for RoundRobin {
+    fn is_supported(&self) -> bool {
+        true
+    }
+
+    async fn choice(
+        &self,
+        _scx: &ServerContext,
+        _group: &SharedGroup,
+        _publisher: &Id,
+        _topic: &TopicName,
+        members: &[(
+            NodeId,
+            ClientId,
+            SubscriptionOptions,
+            Option<Vec<SubscriptionIdentifier>>,
+            Option<IsOnline>,
+        )],
+    ) -> Option<(usize, IsOnline)> {
+        if members.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let online = |i: &usize| members[*i].4.unwrap_or(true);
+        let order = (0..members.len()).map(|k| (start + k) % members.len());
+        let chosen = order
+            .clone()
+            .find(online)
+            .or_else(|| order.clone().next())?;
+        Some((chosen, online(&chosen)))
+    }
+}
+
+/// The engine's login and access checks.
+#[derive(Clone)]
+struct Hooks {
+    secret: Secret,
+    policy: Arc<dyn TopicPolicy>,
+    /// Where the Sparkplug Aware copies of NBIRTH and DBIRTH go.
+    retained: Retained,
+}
+
+/// The account a session was logged in as: the front sends an empty username for
+/// anonymous clients (MQTT 3.1.1 allows no password without a username).
+fn account(session: &Session) -> Option<&str> {
+    session
+        .id
+        .username
+        .as_deref()
+        .filter(|name| !name.is_empty())
+}
+
+#[async_trait]
+impl Handler for Hooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::ClientAuthenticate(connect) => {
+                let given = connect.password().map(|p| p.as_ref()).unwrap_or_default();
+                let result = if bool::from(given.ct_eq(self.secret.expose().as_bytes())) {
+                    AuthResult::Allow(false, None)
+                } else {
+                    warn!("engine login refused: not the front's credential");
+                    AuthResult::BadUsernameOrPassword
+                };
+                (false, Some(HookResult::AuthResult(result)))
+            }
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                let client_id = &session.id.client_id;
+                let filter = &subscribe.topic_filter;
+                let result = if self
+                    .policy
+                    .may_subscribe(account(session), client_id, filter)
+                {
+                    SubscribeAclResult::new_success(subscribe.opts.qos(), None)
+                } else {
+                    warn!(
+                        client_id = %Escaped(client_id),
+                        filter = %Escaped(filter),
+                        "subscribe refused"
+                    );
+                    SubscribeAclResult::new_failure(
+                        rmqtt::codec::v5::SubscribeAckReason::NotAuthorized,
+                    )
+                };
+                (false, Some(HookResult::SubscribeAclResult(result)))
+            }
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let client_id = &session.id.client_id;
+                let topic = &publish.topic;
+                let result = if self.policy.may_publish(account(session), client_id, topic) {
+                    PublishAclResult::allow()
+                } else {
+                    warn!(
+                        client_id = %Escaped(client_id),
+                        topic = %Escaped(topic),
+                        "publish refused; dropped"
+                    );
+                    // As Mosquitto: acknowledged (MQTT 5: reason 0x87), not delivered.
+                    PublishAclResult::rejected(false, None)
+                };
+                (false, Some(HookResult::PublishAclResult(result)))
+            }
+            Parameter::MessageDropped(to, _, publish, reason)
+                if matches!(reason, Reason::MessageQueueFull | Reason::MessageExpiration) =>
+            {
+                let client_id = to.as_ref().map(|id| id.client_id.to_string());
+                let why = if matches!(reason, Reason::MessageQueueFull) {
+                    "subscriber's queue full (broker.embedded.max_queued_messages)"
+                } else {
+                    "not delivered within its expiry"
+                };
+                warn!(
+                    client_id = %Escaped(client_id.unwrap_or_default()),
+                    topic = %Escaped(&publish.topic),
+                    "{why}; message dropped"
+                );
+                (true, acc)
+            }
+            Parameter::MessagePublish(Some(session), from, publish) => {
+                let topic = &publish.topic;
+                if is_birth(topic)
+                    && self
+                        .policy
+                        .may_publish(account(session), &session.id.client_id, topic)
+                {
+                    self.keep_birth(from, publish).await;
+                }
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// The Sparkplug Aware MQTT Server's store (Sparkplug 3.0 chapter 10): each NBIRTH and
+/// DBIRTH as published, kept retained under `$sparkplug/certificates/` + its topic.
+const CERTIFICATES: &str = "$sparkplug/certificates/";
+
+/// `spBv1.0/{group_id}/NBIRTH/{edge_node_id}` or
+/// `spBv1.0/{group_id}/DBIRTH/{edge_node_id}/{device_id}`.
+fn is_birth(topic: &str) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    match levels.as_slice() {
+        ["spBv1.0", group, "NBIRTH", node] => ![group, node].iter().any(|l| l.is_empty()),
+        ["spBv1.0", group, "DBIRTH", node, device] => {
+            ![group, node, device].iter().any(|l| l.is_empty())
+        }
+        _ => false,
+    }
+}
+
+impl Hooks {
+    /// Keeps `birth` retained under its `$sparkplug/certificates/` topic, replacing the
+    /// one before.
+    async fn keep_birth(&self, from: &rmqtt::types::From, birth: &Publish) {
+        let mut copy = birth.clone();
+        copy.inner.topic = format!("{CERTIFICATES}{}", birth.topic).into();
+        copy.inner.retain = true;
+        copy.inner.dup = false;
+        let topic = copy.inner.topic.clone();
+        let retain = Retain {
+            msg_id: None,
+            from: from.clone(),
+            publish: copy,
+        };
+        if let Err(e) = self.retained.set(&topic, retain, None).await {
+            warn!(topic = %Escaped(&topic), error = %e, "Sparkplug birth not kept");
+        }
+    }
+}
