@@ -2,6 +2,11 @@
 //! node, plant simulator): a forged STATE offline for the host is answered and the edge
 //! node is not locked out; a flood of large forged NDATA keeps the host's memory under its
 //! documented bound, and the host still serves the real edge node afterwards.
+//!
+//! The forger stands for a client whose account was stolen or is misconfigured: the
+//! broker's access rules (tested in host-app's `broker_acl*` tests) would refuse it, so
+//! here anonymous clients may publish anything, and what is tested is the host and edge
+//! node themselves.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,9 +55,31 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
     try_memory_kib(pid, field).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// The stack of the end-to-end tests, its broker open to anonymous publishers.
+fn open_stack(tweak: impl FnOnce(&mut system_tests::config::host::HostConfig)) -> Stack {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::Embedded { port: free_port() };
+    let http_port = free_port();
+    let mut config = stack::host_config(dir.path(), broker, http_port);
+    if let Some(embedded) = config.broker.embedded.as_mut() {
+        embedded.anonymous = Some(system_tests::config::host::Anonymous::everything());
+    }
+    tweak(&mut config);
+    let config = system_tests::config::write(&config, dir.path(), "host-app.toml");
+    let plant = Plant::start();
+    let host = HostApp::start_config(config, broker, http_port);
+    let edge = EdgeNode::start(dir.path(), broker.port(), plant.port());
+    Stack {
+        plant,
+        host,
+        edge,
+        dir,
+    }
+}
+
 #[test]
 fn a_forged_state_offline_is_answered_and_the_edge_node_keeps_publishing() {
-    let mut stack = Stack::start();
+    let mut stack = open_stack(|_| {});
     stack.wait_tree("node and devices online", all_online);
     let port = stack.host.broker().port();
     let states = Watcher::start(port, "e2e-states", &state_topic());
@@ -121,21 +148,7 @@ fn forged(body: &[u8], seq: u64) -> Vec<u8> {
 #[test]
 fn a_thousand_forged_260_kb_ndata_keep_the_host_under_its_memory_bound() {
     // A long reorder timeout: only the byte bound keeps held messages from piling up.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let broker = Broker::Embedded { port: free_port() };
-    let http_port = free_port();
-    let mut config = stack::host_config(dir.path(), broker, http_port);
-    config.sparkplug.reorder_timeout_ms = Some(30_000);
-    let config = system_tests::config::write(&config, dir.path(), "host-app.toml");
-    let plant = Plant::start();
-    let host = HostApp::start_config(config, broker, http_port);
-    let edge = EdgeNode::start(dir.path(), broker.port(), plant.port());
-    let mut stack = Stack {
-        plant,
-        host,
-        edge,
-        dir,
-    };
+    let mut stack = open_stack(|config| config.sparkplug.reorder_timeout_ms = Some(30_000));
     stack.wait_tree("node and devices online", all_online);
     let pid = stack.host.pid();
     let port = stack.host.broker().port();
