@@ -1,5 +1,6 @@
-//! Secrets (passwords): a [`Secret`] never prints, and [`read_secret_file`] is the one
-//! reader of secret files, with one rule set for every key that names one.
+//! Secrets (passwords, keys, tokens): a [`Secret`] never prints, [`read_secret_file`] is
+//! the one reader of secret files, with one rule set for every key that names one, and
+//! [`write_private_file`] the one writer of files only their owner may read.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,28 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
     Ok(Secret::new(value))
 }
 
+/// Writes `bytes` to a new file at `path` readable and writable by its owner only (0600),
+/// replacing an older file, and syncs it. The older file is removed first so the mode
+/// applies even when it was wider.
+#[cfg(unix)]
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    // The umask may have narrowed the mode further; 0600 is what is meant.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +161,18 @@ mod tests {
     fn never_printed() {
         let s = Secret::new("s3cret");
         assert_eq!(format!("{s:?} {s}"), "Secret(<redacted>) <redacted>");
+    }
+
+    #[test]
+    fn private_files_replace_wider_ones_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

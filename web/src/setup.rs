@@ -4,10 +4,8 @@
 //! looks. The token's hash is held in memory; it works once, and a restart
 //! before setup issues a new one.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::path::PathBuf;
 
@@ -22,19 +20,7 @@ use crate::secret::Secret;
 
 /// Writes `token` to `path` with mode 0600, replacing any older file.
 pub(crate) fn write_token_file(path: &Path, token: &Secret) -> std::io::Result<()> {
-    // A fresh file, so the mode applies even when an older one was wider.
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    writeln!(file, "{}", token.expose())?;
-    file.sync_all()
+    infra::secret::write_private_file(path, format!("{}\n", token.expose()).as_bytes())
 }
 
 /// Removes the token file once setup is done; a missing file is fine.

@@ -3,10 +3,8 @@
 //! that accepted it once keep accepting it. Its SHA-256 fingerprint goes to the log so
 //! a technician can compare it with what the browser shows.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -101,8 +99,11 @@ fn self_signed(
         }
         let generated = rcgen::generate_simple_self_signed(names)
             .map_err(|e| fail(&cert_file, e.to_string()))?;
-        write_private(&key_file, generated.signing_key.serialize_pem().as_bytes())
-            .map_err(|e| fail(&key_file, e.to_string()))?;
+        infra::secret::write_private_file(
+            &key_file,
+            generated.signing_key.serialize_pem().as_bytes(),
+        )
+        .map_err(|e| fail(&key_file, e.to_string()))?;
         fs::write(&cert_file, generated.cert.pem()).map_err(|e| fail(&cert_file, e.to_string()))?;
         tracing::info!(cert = %cert_file.display(), "self-signed panel certificate generated");
     }
@@ -119,22 +120,6 @@ fn self_signed(
     })?;
     cert.self_signed = true;
     Ok(cert)
-}
-
-/// Writes a new file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// SHA-256 of a DER certificate as `AB:CD:...`, the form browsers show.
