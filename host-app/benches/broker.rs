@@ -77,6 +77,14 @@ fn serve_embedded() {
                 enabled: true,
                 listen: "127.0.0.1:0".parse().expect("address"),
             },
+            // Anonymous with every right, as Mosquitto runs beside it.
+            allow_anonymous: true,
+            anonymous: Some(host_app::broker::AnonymousConfig {
+                role: Some(host_app::broker::Role::Custom),
+                publish: Some(vec!["#".to_owned()]),
+                subscribe: Some(vec!["#".to_owned()]),
+                deny: None,
+            }),
             ..Default::default()
         };
         config.max_connections = 20_000;
