@@ -110,7 +110,7 @@ The demo is running (Ctrl-C stops it):
   panel             http://127.0.0.1:$http_port/
                     $first_login
   JSON API          http://127.0.0.1:$http_port/api/tree  (after login, or with an API token)
-  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port \
+  watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port
                       --username viewer --password-file $state_dir/secrets/mqtt-viewer
   history, logs     $state_dir
 MSG
