@@ -74,16 +74,11 @@ pub async fn write(
     let (metric, outcome) = match checked {
         Ok(metric) => {
             let node = NodeId::new(&request.group, &request.node);
-            match publisher
-                .command(&node, request.device.as_deref(), vec![metric])
-                .await
-            {
-                Ok(()) => (Ok(()), CommandOutcome::Sent),
-                Err(e) => (
-                    Err(WriteError::Failed(format!("not published: {e}"))),
-                    CommandOutcome::Failed,
-                ),
-            }
+            published(
+                publisher
+                    .command(&node, request.device.as_deref(), vec![metric])
+                    .await,
+            )
         }
         Err(e) => (Err(e), CommandOutcome::Rejected),
     };
@@ -132,13 +127,7 @@ pub async fn rebirth(
         Ok(())
     };
     let (result, outcome) = match checked {
-        Ok(()) => match publisher.rebirth(&node_id).await {
-            Ok(()) => (Ok(()), CommandOutcome::Sent),
-            Err(e) => (
-                Err(WriteError::Failed(format!("not published: {e}"))),
-                CommandOutcome::Failed,
-            ),
-        },
+        Ok(()) => published(publisher.rebirth(&node_id).await),
         Err(e) => (Err(e), CommandOutcome::Rejected),
     };
     let entry = AuditEntry {
@@ -151,6 +140,19 @@ pub async fn rebirth(
     };
     let audit_id = audit(shared, entry).await?;
     result.map(|()| audit_id)
+}
+
+/// A command's publish, as its caller and its audit row see it.
+fn published<E: std::fmt::Display>(
+    result: Result<(), E>,
+) -> (Result<(), WriteError>, CommandOutcome) {
+    match result {
+        Ok(()) => (Ok(()), CommandOutcome::Sent),
+        Err(e) => (
+            Err(WriteError::Failed(format!("not published: {e}"))),
+            CommandOutcome::Failed,
+        ),
+    }
 }
 
 /// Appends `entry` to the audit log off the async workers; its id.
