@@ -20,13 +20,17 @@
 //! [[mqtt.servers]]
 //! url = "mqtt://broker-b.plant:1883"
 //! ```
+//!
+//! Credentials per server: a server's own `username` and `password_file` come first,
+//! then `[mqtt]`'s. A plain-text server gets `[mqtt]`'s password only when no server of
+//! the file uses TLS (a password meant for TLS servers is not sent in clear text); it
+//! then logs in with the username alone unless its own entry names a `password_file`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infra::link::{Credentials, Endpoint, LastWill, LinkOptions};
-use infra::secret::read_secret_file;
 use infra::url::{MqttUrl, default_port, host_port};
 use serde::Deserialize;
 use sparkplug::topic::{IdPart, validate_id};
@@ -101,15 +105,11 @@ pub use infra::tls::ClientTls as TlsSettings;
 impl MqttSettings {
     /// The link options for one connection to `server` with `will`.
     pub fn link_options(&self, server: &ServerSettings, will: LastWill) -> LinkOptions {
-        let credentials = self.username.as_ref().map(|username| Credentials {
-            username: username.clone(),
-            password: self.password.clone(),
-        });
         let endpoint = Endpoint {
             host: server.host.clone(),
             port: server.port,
             tls: server.tls.clone(),
-            credentials,
+            credentials: server.credentials.clone(),
         };
         LinkOptions {
             keep_alive: self.keep_alive,
@@ -127,6 +127,11 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub tls: Option<TlsSettings>,
+    /// The login sent to this server: its own, else `[mqtt]`'s (see the module docs).
+    pub credentials: Option<Credentials>,
+    /// A digest of the TLS files' contents at load: a renewed certificate under the same
+    /// name makes the settings differ, so applying them reconnects.
+    pub files_digest: u64,
 }
 
 impl fmt::Display for ServerSettings {
@@ -238,20 +243,31 @@ struct ServerSection {
     server_name: Option<String>,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 impl Config {
     /// Reads and checks a whole edge-node file, Modbus tag files included.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        Config::load_with(path, &text, &|p: &Path| std::fs::read(p))
+    }
+
+    /// [`Config::load`] of `text` as the file at `path`, every file it names (tag CSVs,
+    /// password and TLS files) read by `read`: a draft's files before the disk's.
+    pub fn load_with(path: &Path, text: &str, read: ReadFile<'_>) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::check(&text, base, || ModbusConfig::load(path)).map_err(|e| e.in_file(&shown))
+        Config::check(text, base, read, || {
+            ModbusConfig::load_with(path, text, read)
+        })
+        .map_err(|e| e.in_file(&shown))
     }
 
     /// Checks a document already in memory (the Modbus part must not name tag files).
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        Config::check(text, base, || {
+        Config::check(text, base, &|p: &Path| std::fs::read(p), || {
             let modbus = ModbusConfig::parse(text)?;
             let site = modbus.validate()?;
             Ok((modbus, site))
@@ -262,12 +278,13 @@ impl Config {
     fn check(
         text: &str,
         base: &Path,
+        read: ReadFile<'_>,
         modbus: impl FnOnce() -> Result<(ModbusConfig, Site), ConfigError>,
     ) -> Result<Config, ConfigError> {
         // A syntax error is reported once, not by each section's reader.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::from_toml(&e, text))?;
         let ((sparkplug, mqtt, store, metrics), (modbus, site)) =
-            match (parse_sections(text, base), modbus()) {
+            match (parse_sections(text, base, read), modbus()) {
                 (Ok(sections), Ok(modbus)) => (sections, modbus),
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
                 (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
@@ -299,11 +316,14 @@ impl Config {
     }
 }
 
-fn parse_sections(text: &str, base: &Path) -> Result<Sections, ConfigError> {
+/// Reads a file a configuration names: the disk's, or a draft's before the disk's.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+
+fn parse_sections(text: &str, base: &Path, read: ReadFile<'_>) -> Result<Sections, ConfigError> {
     let doc: Document = toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text))?;
     let mut problems = Problems::new();
     let sparkplug = check_sparkplug(doc.sparkplug, base, &mut problems);
-    let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, &mut problems);
+    let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, read, &mut problems);
     let store = doc.store.map(|s| check_store(s, base, &mut problems));
     let metrics = doc.metrics.and_then(|m| problems.check(m.addr()));
     problems.finish((sparkplug, mqtt, store, metrics))
@@ -385,6 +405,7 @@ fn check_mqtt(
     m: MqttSection,
     sparkplug: &SparkplugSettings,
     base: &Path,
+    read: ReadFile<'_>,
     problems: &mut Problems,
 ) -> MqttSettings {
     if m.keep_alive_s == 0 || m.keep_alive_s > u64::from(u16::MAX) {
@@ -412,12 +433,9 @@ fn check_mqtt(
     if client_id.is_empty() || client_id.len() > 65_535 {
         problems.push("mqtt.client_id", "must be 1..=65535 bytes");
     }
-    let password = m.password_file.and_then(|p| {
-        let p = relative(base, p);
-        read_secret_file(&p)
-            .map_err(|e| problems.push("mqtt.password_file", e.to_string()))
-            .ok()
-    });
+    let password = m
+        .password_file
+        .and_then(|p| read_password(&relative(base, p), read, "mqtt.password_file", problems));
     if password.is_some() && m.username.is_none() {
         problems.push(
             "mqtt.username",
@@ -427,11 +445,34 @@ fn check_mqtt(
     if m.servers.is_empty() {
         problems.push("mqtt.servers", "at least one server is required");
     }
-    let servers = m
+    let checked: Vec<(ServerSettings, Own)> = m
         .servers
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| check_server(i, s, base, problems))
+        .filter_map(|(i, s)| check_server(i, s, base, read, problems).map(|c| (i, c)))
+        .map(|(i, (server, own))| (server, Own { index: i, ..own }))
+        .collect();
+    let all_plain = checked.iter().all(|(s, _)| s.tls.is_none());
+    let servers = checked
+        .into_iter()
+        .map(|(mut server, own)| {
+            // A password given for TLS servers is not sent in clear text (module docs).
+            let shared = if server.tls.is_some() || all_plain {
+                password.clone()
+            } else {
+                None
+            };
+            let username = own.username.or_else(|| m.username.clone());
+            let password = own.password.or(shared);
+            if own.has_password_file && username.is_none() {
+                problems.push(
+                    format!("mqtt.servers[{}].username", own.index),
+                    "is required when this server's password_file is set (here or in [mqtt])",
+                );
+            }
+            server.credentials = username.map(|username| Credentials { username, password });
+            server
+        })
         .collect();
     MqttSettings {
         client_id,
@@ -456,12 +497,38 @@ fn default_client_id(sparkplug: &SparkplugSettings) -> String {
     format!("{}:{}", sparkplug.group_id, sparkplug.edge_node_id)
 }
 
+/// A server entry's own login, before `[mqtt]`'s fills in.
+#[derive(Default)]
+struct Own {
+    index: usize,
+    username: Option<String>,
+    password: Option<Secret>,
+    has_password_file: bool,
+}
+
+/// A password file's secret (the draft's or the disk's), or a problem at `key`.
+fn read_password(
+    path: &Path,
+    read: ReadFile<'_>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Secret> {
+    let checked = read(path)
+        .map_err(|source| infra::secret::SecretError::Read {
+            path: path.to_owned(),
+            source,
+        })
+        .and_then(|bytes| infra::secret::secret_from_text(path, &String::from_utf8_lossy(&bytes)));
+    checked.map_err(|e| problems.push(key, e.to_string())).ok()
+}
+
 fn check_server(
     i: usize,
     s: ServerSection,
     base: &Path,
+    read: ReadFile<'_>,
     problems: &mut Problems,
-) -> Option<ServerSettings> {
+) -> Option<(ServerSettings, Own)> {
     let key = |k: &str| format!("mqtt.servers[{i}].{k}");
     let (host, port, tls) = match (&s.url, &s.host) {
         (Some(url), None) => match MqttUrl::parse(url) {
@@ -507,14 +574,24 @@ fn check_server(
         ("client_cert_file", client_auth.as_ref().map(|(c, _)| c)),
         ("client_key_file", client_auth.as_ref().map(|(_, k)| k)),
     ];
+    let mut digest = std::hash::DefaultHasher::new();
     for (name, file) in files {
         if let Some(file) = file {
             let file = relative(base, file.clone());
-            if let Err(e) = std::fs::metadata(&file) {
-                problems.push(key(name), format!("{}: {e}", file.display()));
+            match read(&file) {
+                Ok(bytes) => std::hash::Hash::hash(&bytes, &mut digest),
+                Err(e) => problems.push(key(name), format!("{}: {e}", file.display())),
             }
         }
     }
+    let own = Own {
+        index: i,
+        has_password_file: s.password_file.is_some(),
+        password: s
+            .password_file
+            .and_then(|p| read_password(&relative(base, p), read, &key("password_file"), problems)),
+        username: s.username,
+    };
     let tls = if tls {
         match s.ca_file {
             Some(ca) => Some(TlsSettings {
@@ -536,7 +613,14 @@ fn check_server(
         }
         None
     };
-    Some(ServerSettings { host, port, tls })
+    let server = ServerSettings {
+        host,
+        port,
+        tls,
+        credentials: None,
+        files_digest: std::hash::Hasher::finish(&digest),
+    };
+    Some((server, own))
 }
 
 #[cfg(test)]

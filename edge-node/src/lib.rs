@@ -17,6 +17,7 @@
 //! ```
 
 pub mod config;
+pub mod configure;
 pub mod modbus;
 pub mod node;
 pub mod simulator;

@@ -82,6 +82,12 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
         path: path.to_owned(),
         source,
     })?;
+    secret_from_text(path, &text)
+}
+
+/// The secret in the text of the file at `path`, by the rules of [`read_secret_file`] (for
+/// a file not yet on disk, e.g. a configuration draft's).
+pub fn secret_from_text(path: &Path, text: &str) -> Result<Secret, SecretError> {
     let value = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))

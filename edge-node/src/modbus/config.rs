@@ -344,19 +344,32 @@ impl ModbusConfig {
     /// Reads a TOML file and the CSV tag files it names (relative to the file), then
     /// validates everything into a [`Site`].
     pub fn load(path: &Path) -> Result<(ModbusConfig, Site), ConfigError> {
-        let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        ModbusConfig::load_with(path, &text, &|p: &Path| std::fs::read(p))
+    }
+
+    /// [`ModbusConfig::load`] of `text` as the file at `path`, its tag files read by `read`
+    /// (a draft's files before the disk's).
+    pub fn load_with(
+        path: &Path,
+        text: &str,
+        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<(ModbusConfig, Site), ConfigError> {
+        let shown = path.display().to_string();
+        let text = text.to_owned();
         let mut config = ModbusConfig::from_toml(&text, &shown)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut problems = Problems::new();
         for (i, file) in config.tag_files.clone().iter().enumerate() {
             let full = base.join(file);
-            let rows = std::fs::File::open(&full)
+            let rows = read(&full)
                 .map_err(|e| {
                     let key = format!("modbus.tag_files[{i}]");
                     ConfigError::new(key, format!("cannot read {}: {e}", full.display()))
                 })
-                .and_then(|reader| super::csv::import_tags(reader, &full.display().to_string()));
+                .and_then(|bytes| {
+                    super::csv::import_tags(bytes.as_slice(), &full.display().to_string())
+                });
             if let Some(rows) = problems.check(rows) {
                 problems.check(config.attach_rows(rows));
             }

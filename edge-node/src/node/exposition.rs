@@ -9,7 +9,7 @@ use infra::metrics::{Exposition, Kind};
 
 use super::ServiceStatus;
 use super::publisher::PublishCounters;
-use crate::modbus::{AcquisitionHandle, DeviceId};
+use crate::modbus::DeviceId;
 
 /// Figures only the node's task sees, copied out for scrapes.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ pub struct LinkGauges {
 /// Everything a scrape reads; cheap to clone into the listener.
 #[derive(Debug, Clone)]
 pub struct MetricsSource {
-    pub(super) acquisition: AcquisitionHandle,
+    pub(super) acquisition: super::lines::Lines,
     pub(super) published: Arc<PublishCounters>,
     pub(super) bytes: Arc<ByteCounters>,
     pub(super) gauges: Arc<LinkGauges>,
