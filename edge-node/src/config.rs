@@ -852,6 +852,44 @@ url = "mqtts://secure:8883"
     }
 
     #[test]
+    fn a_password_for_tls_servers_is_not_sent_to_a_plain_text_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "shared\n").unwrap();
+        std::fs::write(dir.path().join("pw-b"), "own\n").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-").unwrap();
+        let shared = "[mqtt]\nusername = \"gw1\"\npassword_file = \"pw\"\n";
+        let login = |c: &Config, i: usize| {
+            let l = c.mqtt.servers[i].credentials.clone().unwrap();
+            (l.username, l.password.map(|p| p.expose().to_owned()))
+        };
+        // Every server plain-text: the shared login goes to each.
+        let c = Config::from_toml(&GOOD.replace("[mqtt]\n", shared), dir.path()).unwrap();
+        assert_eq!(login(&c, 1), ("gw1".into(), Some("shared".into())));
+        // One TLS server: the plain-text one gets the username only...
+        let mixed = GOOD.replace("[mqtt]\n", shared).replace(
+            "mqtt://127.0.0.1:1883\"",
+            "mqtts://127.0.0.1\"\nca_file = \"ca.pem\"",
+        );
+        let c = Config::from_toml(&mixed, dir.path()).unwrap();
+        assert_eq!(login(&c, 0), ("gw1".into(), Some("shared".into())));
+        assert_eq!(login(&c, 1), ("gw1".into(), None));
+        // ...unless its own entry names a password (and may name its own username).
+        let own = mixed.replace(
+            "port = 1884\n",
+            "port = 1884\nusername = \"b\"\npassword_file = \"pw-b\"\n",
+        );
+        let c = Config::from_toml(&own, dir.path()).unwrap();
+        assert_eq!(login(&c, 1), ("b".into(), Some("own".into())));
+        // A server's password without any username is refused by its key.
+        let e = Config::from_toml(
+            &GOOD.replace("port = 1884\n", "port = 1884\npassword_file = \"pw-b\"\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(e.keys(), ["mqtt.servers[1].username"], "{e}");
+    }
+
+    #[test]
     fn device_names_must_be_sparkplug_ids() {
         let text = format!(
             "{GOOD}\n[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n\n[[modbus.devices]]\nname = \"a/b\"\nhost = \"127.0.0.1\"\n\n[[modbus.devices.tags]]\nname = \"t\"\naddress = \"40001\"\ntype = \"u16\"\n"

@@ -1,6 +1,8 @@
 //! `edge-node`: polls the configured Modbus devices and publishes them as a Sparkplug B
 //! 3.0 edge node. `edge-node --config FILE` runs; `edge-node check-config FILE` checks a
-//! file and prints every problem. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. Exit codes
+//! file and prints every problem. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. SIGHUP
+//! (`systemctl reload`): the files as on disk now go through the configurator's
+//! validate-and-apply path (a bad file changes nothing; the status line says why). Exit codes
 //! follow [`infra::Exit`]: 2 for a bad configuration or command line, 1 for a failure.
 
 use std::path::PathBuf;
@@ -26,6 +28,11 @@ struct Args {
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where the last known good configuration and the configuration audit are kept
+    /// (default: $STATE_DIRECTORY, else the directory of sparkplug.state_file, else the
+    /// configuration file's directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,7 +77,19 @@ async fn main() -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    match run(config, &path).await {
+    let state_dir = args
+        .state_dir
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .or_else(|| {
+            let file = config.sparkplug.state_file.as_ref()?;
+            file.parent().map(std::path::Path::to_owned)
+        })
+        .unwrap_or_else(|| {
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned()
+        });
+    match run(config, &path, &state_dir).await {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("edge-node: {e:#}");
@@ -83,7 +102,11 @@ async fn main() -> ExitCode {
 /// (a device that never answers is reported offline only after its retries).
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
-async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    path: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let metrics_addr = config.metrics;
     // Installed first: SIGHUP's default action would end the process.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -93,10 +116,14 @@ async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     tokio::pin!(stop);
     let node = EdgeNode::start(config).context("starting the edge node")?;
     let source = node.metrics();
-    let metrics = infra::metrics::Listener::start(metrics_addr, Arc::new(move || source.render()))
-        .await
-        .context("starting the metrics listener")?;
-    let mut reloader = infra::reload::Reloader::new(path, metrics);
+    let mut metrics =
+        infra::metrics::Listener::start(metrics_addr, Arc::new(move || source.render()))
+            .await
+            .context("starting the metrics listener")?;
+    let configurator = node
+        .configurator(path, state_dir)
+        .context("starting the configurator")?;
+    let mut applied = configurator.watch();
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
@@ -112,8 +139,26 @@ async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
             tokio::select! {
                 () = &mut stop => break,
                 _ = hangup.recv() => {
-                    let line = reloader.reload(Config::load, |c| c.metrics).await;
+                    tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                    let line = match configurator.reload("SIGHUP").await {
+                        Ok(applied) => format!("configuration reloaded: {applied}"),
+                        Err(e) => {
+                            for line in e.to_string().lines() {
+                                tracing::error!(problem = %line, "reload refused; the running configuration stays");
+                            }
+                            let keys: Vec<&str> = e.problems().iter().map(|p| p.key.as_str()).collect();
+                            let why = if keys.is_empty() { e.to_string() } else { keys.join(", ") };
+                            format!("reload refused ({why}); running on the previous configuration")
+                        }
+                    };
                     report(notifier.status(&line));
+                }
+                Ok(()) = applied.changed() => {
+                    // `[metrics]` is the process's, not the node's: applied here.
+                    let addr = applied.borrow_and_update().metrics;
+                    if let Err(e) = metrics.apply(addr).await {
+                        tracing::error!(error = %e, "metrics.listen not applied; the previous listener stays");
+                    }
                 }
                 changed = status.changed() => {
                     if changed.is_err() {

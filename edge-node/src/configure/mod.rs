@@ -122,6 +122,8 @@ struct Inner {
     turn: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     audit: audit::Audit,
+    /// The configuration applied last, for parts outside the node (the metrics listener).
+    applied: tokio::sync::watch::Sender<Arc<Config>>,
 }
 
 struct State {
@@ -153,6 +155,7 @@ impl Configurator {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         let running = files::snapshot(&dir, &main, &BTreeMap::new());
+        let (applied, _) = tokio::sync::watch::channel(Arc::new(config.clone()));
         Ok(Configurator {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -166,6 +169,7 @@ impl Configurator {
                     last_good,
                 }),
                 audit: audit::Audit::new(state_dir.join(audit::FILE)),
+                applied,
             }),
         })
     }
@@ -189,6 +193,11 @@ impl Configurator {
     /// The running configuration as checked (what the node runs).
     pub fn running_config(&self) -> Config {
         self.state().config.clone()
+    }
+
+    /// Each configuration applied from now on (by apply, reload or rollback).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.inner.applied.subscribe()
     }
 
     /// Is there a last known good configuration to roll back to?
@@ -357,9 +366,10 @@ impl Configurator {
         let node = self
             .inner
             .node
-            .apply(config)
+            .apply(config.clone())
             .await
             .map_err(|e| ApplyError::Node(e.to_string()))?;
+        self.inner.applied.send_replace(Arc::new(config));
         Ok(ApplyReport { diff, node })
     }
 

@@ -1,0 +1,279 @@
+//! The configuration lifecycle against real parts (rmqtt in process, two simulated
+//! Modbus plants, a recording host): a draft that fails validation changes nothing; an
+//! apply touching one device leaves the other polling; new tags make a Rebirth (no
+//! NDEATH) and their values arrive; an MQTT change reconnects; rollback restores the
+//! files byte for byte and the node; the audit records each of them.
+
+use std::path::{Path, PathBuf};
+
+use edge_node::configure::{ApplyError, Configurator, Draft};
+use edge_node::{Config, EdgeNode, NodeHandle};
+use edge_node_testkit::session::*;
+use system_tests::config::edge::{Device, Tag};
+use system_tests::mqtt::{Message, Recorder};
+use system_tests::rmqtt;
+
+/// A comment and layout the technician wrote; kept by every write of ours.
+const HEADER: &str = "# Gateway 7, commissioned by the night shift.\n# Do not remove the pump.\n\n";
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    node: NodeHandle,
+    configurator: Configurator,
+    host: Recorder,
+    boiler_plant: edge_node::simulator::PlantServer,
+    _pump_plant: edge_node::simulator::PlantServer,
+    config: EdgeConfig,
+}
+
+/// The boiler on one plant, a pump on another (two links), the file on disk with a
+/// comment, the node born.
+async fn rig() -> Rig {
+    let broker = rmqtt::start();
+    let boiler_plant = start_plant().await;
+    let pump_plant = start_plant().await;
+    let mut config = boiler(&[broker], boiler_plant.local_addr().port());
+    config.modbus.devices.push(
+        Device::tcp("pump", pump_plant.local_addr().port(), 1)
+            .timing(500, 1, (100, 200))
+            .tag(Tag::new("speed", "holding", 0, "u16")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge-node.toml");
+    std::fs::write(&path, text(&config)).unwrap();
+    let mut host = Recorder::start(broker, "host", "spBv1.0/#").await;
+    let node = EdgeNode::start(Config::load(&path).unwrap()).unwrap();
+    let configurator = node.configurator(&path, &dir.path().join("state")).unwrap();
+    host.next_kind("NBIRTH").await;
+    for device in ["boiler", "pump"] {
+        host.next_matching("DBIRTH", |m| m.topic == topic("DBIRTH", Some(device)))
+            .await;
+    }
+    Rig {
+        _dir: dir,
+        path,
+        node,
+        configurator,
+        host,
+        boiler_plant,
+        _pump_plant: pump_plant,
+        config,
+    }
+}
+
+fn text(config: &EdgeConfig) -> String {
+    format!("{HEADER}{}", config.to_toml())
+}
+
+fn draft(config: &EdgeConfig) -> Draft {
+    Draft {
+        main: text(config),
+        ..Draft::default()
+    }
+}
+
+/// `edge_modbus_scans_total` of a device, from the node's metrics.
+fn scans(node: &NodeHandle, device: &str) -> u64 {
+    let text = node.metrics().render();
+    let prefix = format!("edge_modbus_scans_total{{device=\"{device}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no scan counter for {device} in\n{text}")) as u64
+}
+
+/// Waits until the device's scan counter passes `above`, polling the metrics.
+async fn scans_pass(node: &NodeHandle, device: &str, above: u64) -> u64 {
+    for _ in 0..100 {
+        let n = scans(node, device);
+        if n > above {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{device}: scans stayed at {above} or below");
+}
+
+/// Messages up to (and with) the first that `done` takes; none of them may be an NDEATH.
+async fn until_without_ndeath(
+    host: &mut Recorder,
+    done: impl Fn(&Message) -> bool,
+) -> Vec<Message> {
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        let m = host.next().await;
+        assert_ne!(
+            m.kind(),
+            "NDEATH",
+            "an NDEATH during a live apply: {seen:?}"
+        );
+        let last = done(&m);
+        seen.push(m);
+        if last {
+            return seen;
+        }
+    }
+    panic!("not seen within 500 messages: {seen:?}");
+}
+
+fn file(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_failing_validation_changes_nothing() {
+    let mut rig = rig().await;
+    let before = file(&rig.path);
+    let pump_scans = scans(&rig.node, "pump");
+    let mut bad = rig.config.clone();
+    bad.mqtt.keep_alive_s = 0;
+    bad.modbus.devices[0] = bad.modbus.devices[0]
+        .clone()
+        .tag(Tag::new("level", "holding", 5, "f32"));
+    let refused = rig
+        .configurator
+        .apply(draft(&bad), "alice")
+        .await
+        .expect_err("a bad draft applied");
+    let ApplyError::Invalid(e) = &refused else {
+        panic!("{refused}");
+    };
+    assert_eq!(e.keys(), ["mqtt.keep_alive_s"], "{e}");
+    assert_eq!(file(&rig.path), before, "the file was touched");
+    assert!(!rig.configurator.can_roll_back());
+    // The node runs on: no death, no birth, polling goes on.
+    let quiet = rig
+        .host
+        .drain_for(std::time::Duration::from_millis(500))
+        .await;
+    assert!(
+        quiet
+            .iter()
+            .all(|m| m.kind() == "DDATA" || m.kind() == "NDATA"),
+        "{quiet:?}"
+    );
+    scans_pass(&rig.node, "pump", pump_scans).await;
+    let audit = rig.configurator.audit(10);
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].who, "alice");
+    assert!(!audit[0].applied);
+    assert!(audit[0].outcome.to_string().contains("mqtt.keep_alive_s"));
+    rig.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_tags_make_a_rebirth_the_other_device_keeps_polling_and_rollback_restores() {
+    let mut rig = rig().await;
+    let original = file(&rig.path);
+    let pump_before = scans(&rig.node, "pump");
+    let bd_seq = 0;
+
+    // A tag added to the boiler only.
+    let mut more = rig.config.clone();
+    more.modbus.devices[0] = more.modbus.devices[0]
+        .clone()
+        .tag(Tag::new("level", "holding", 7, "u16"));
+    let diff = rig.configurator.diff(&draft(&more));
+    assert_eq!(diff.tags["boiler"].added, ["level"], "{diff}");
+    assert!(
+        diff.devices_changed.is_empty() && diff.keys.is_empty(),
+        "{diff}"
+    );
+    let report = rig.configurator.apply(draft(&more), "alice").await.unwrap();
+    assert_eq!(report.node.devices_restarted, ["boiler"], "{report}");
+    assert!(report.node.rebirth && !report.node.reconnect, "{report}");
+    assert_eq!(file(&rig.path), text(&more).into_bytes());
+
+    // NBIRTH with the same bdSeq, then the boiler's DBIRTH with the new tag; no NDEATH.
+    let seen = until_without_ndeath(&mut rig.host, |m| {
+        m.topic == topic("DBIRTH", Some("boiler")) && m.sparkplug().metric("level").is_some()
+    })
+    .await;
+    let nbirth = seen
+        .iter()
+        .find(|m| m.kind() == "NBIRTH")
+        .expect("a Rebirth NBIRTH");
+    assert_eq!(nbirth.bd_seq(), bd_seq);
+    let dbirth = seen.last().unwrap().sparkplug();
+    let level = alias_in(&dbirth, "level");
+    // The new tag's values arrive.
+    rig.boiler_plant
+        .bank(1)
+        .unwrap()
+        .set_holding_register(7, 1234)
+        .unwrap();
+    until_without_ndeath(&mut rig.host, |m| {
+        m.topic == topic("DDATA", Some("boiler"))
+            && m.sparkplug().metrics.into_iter().any(|mut x| {
+                x.alias == Some(level)
+                    && x.resolve(sparkplug::DataType::UInt16).is_ok()
+                    && x.typed_value() == Some(&sparkplug::Value::UInt16(1234))
+            })
+    })
+    .await;
+    // The pump's line was never restarted: its counter went on from where it was.
+    let pump_after = scans_pass(&rig.node, "pump", pump_before).await;
+    assert!(pump_after > pump_before);
+
+    // Rollback: the file byte for byte (comments included), the boiler without `level`.
+    assert!(rig.configurator.can_roll_back());
+    let report = rig.configurator.rollback("bob").await.unwrap();
+    assert_eq!(
+        file(&rig.path),
+        original,
+        "rollback did not restore the file"
+    );
+    assert!(report.node.rebirth, "{report}");
+    assert_eq!(report.diff.tags["boiler"].removed, ["level"], "{report}");
+    until_without_ndeath(&mut rig.host, |m| {
+        m.topic == topic("DBIRTH", Some("boiler")) && m.sparkplug().metric("level").is_none()
+    })
+    .await;
+    assert!(scans(&rig.node, "pump") >= pump_after, "the pump restarted");
+
+    let audit = rig.configurator.audit(10);
+    let actions: Vec<(&str, &str, bool)> = audit
+        .iter()
+        .map(|a| (a.action.as_str(), a.who.as_str(), a.applied))
+        .collect();
+    assert_eq!(
+        actions,
+        [("rollback", "bob", true), ("apply", "alice", true)]
+    );
+    rig.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_change_reconnects_and_a_node_metric_change_only_rebirths() {
+    let mut rig = rig().await;
+    let mut changed = rig.config.clone();
+    changed.mqtt.keep_alive_s = 7;
+    let report = rig
+        .configurator
+        .apply(draft(&changed), "alice")
+        .await
+        .unwrap();
+    assert!(report.node.reconnect, "{report}");
+    assert!(report.node.devices_restarted.is_empty(), "{report}");
+    assert_eq!(report.diff.keys, ["mqtt.keep_alive_s"], "{report}");
+    let ndeath = rig.host.next_kind("NDEATH").await;
+    assert_eq!(ndeath.bd_seq(), 0);
+    let nbirth = rig.host.next_kind("NBIRTH").await;
+    assert_eq!(nbirth.bd_seq(), 1);
+    rig.host
+        .next_matching("DBIRTH of the pump", |m| {
+            m.topic == topic("DBIRTH", Some("pump"))
+        })
+        .await;
+
+    // A draft equal to the running configuration does nothing.
+    let report = rig
+        .configurator
+        .apply(draft(&changed), "alice")
+        .await
+        .unwrap();
+    assert!(report.diff.is_empty(), "{report}");
+    assert_eq!(report.node, edge_node::node::Applied::default(), "{report}");
+    rig.node.shutdown().await.unwrap();
+}
