@@ -277,3 +277,103 @@ async fn an_mqtt_change_reconnects_and_a_node_metric_change_only_rebirths() {
     assert_eq!(report.node, edge_node::node::Applied::default(), "{report}");
     rig.node.shutdown().await.unwrap();
 }
+
+/// The resident set of this process (the node runs in it), in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// 200 applies in a row (each a Rebirth: a tag added to or removed from the boiler) while
+/// the pump's register counts up; afterwards every count is in the host's record exactly
+/// once, in order, and no message is lost or repeated (seq runs on by one from each
+/// NBIRTH). Prints the RSS before and after. Documented in README ("Soaks").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: run with --ignored (README, Soaks)"]
+async fn soak_200_applies_lose_and_repeat_no_sample() {
+    const APPLIES: usize = 200;
+    let mut rig = rig().await;
+    let pump = rig._pump_plant.bank(1).unwrap().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let counting = {
+        let stop = stop.clone();
+        // One count per 250 ms: the 100 ms scans see each value at least once.
+        tokio::spawn(async move {
+            let mut n: u16 = 0;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                n += 1;
+                pump.set_holding_register(0, n).unwrap();
+            }
+            n
+        })
+    };
+    let mut more = rig.config.clone();
+    more.modbus.devices[0] = more.modbus.devices[0]
+        .clone()
+        .tag(Tag::new("level", "holding", 7, "u16"));
+    let mut rss = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..APPLIES {
+        let target = if i % 2 == 0 { &more } else { &rig.config };
+        let report = rig.configurator.apply(draft(target), "soak").await.unwrap();
+        assert!(report.node.rebirth, "apply {i}: {report}");
+        assert_eq!(report.node.devices_restarted, ["boiler"], "apply {i}");
+        if i == 20 || i == APPLIES - 1 {
+            rss.push(rss_kib());
+        }
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.cancel();
+    let last = counting.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let messages = rig.host.drain_for(std::time::Duration::from_secs(2)).await;
+
+    let mut seq: Option<u64> = None;
+    let mut counts = Vec::new();
+    let mut speed_alias = None;
+    for m in &messages {
+        assert_ne!(m.kind(), "NDEATH", "an NDEATH during the soak");
+        let p = m.sparkplug();
+        let s = p.seq.expect("seq");
+        if m.kind() == "NBIRTH" {
+            assert_eq!(s, 0);
+        } else if let Some(prev) = seq {
+            assert_eq!(
+                s,
+                (prev + 1) % 256,
+                "a message lost or repeated before {m:?}"
+            );
+        }
+        seq = Some(s);
+        if m.topic == topic("DBIRTH", Some("pump")) {
+            speed_alias = Some(alias_in(&p, "speed"));
+        }
+        if m.topic == topic("DDATA", Some("pump")) {
+            for mut x in p.metrics {
+                if x.alias == speed_alias && x.resolve(sparkplug::DataType::UInt16).is_ok() {
+                    if let Some(sparkplug::Value::UInt16(v)) = x.typed_value() {
+                        counts.push(*v);
+                    }
+                }
+            }
+        }
+    }
+    // The first counts may predate the first message drained; from there, every one once.
+    let first = counts[0];
+    let expected: Vec<u16> = (first..=last).collect();
+    assert_eq!(counts, expected, "pump counts lost or repeated");
+    println!(
+        "soak: {APPLIES} applies in {took:?}; {} messages, pump counts {first}..={last} each once; RSS {} KiB after 20 applies, {} KiB after {APPLIES}",
+        messages.len(),
+        rss[0],
+        rss[1]
+    );
+    rig.node.shutdown().await.unwrap();
+}

@@ -144,7 +144,7 @@ impl EdgeNode {
         let site = new.site.clone();
         self.config = new;
         if site_changed {
-            let restart = self.resite(site).await;
+            let restart = self.resite(site, false).await;
             applied.devices_restarted = restart.restarted.clone();
             applied.links_stopped = restart.stopped.clone();
             self.status.send_modify(|s| {
@@ -181,8 +181,8 @@ impl EdgeNode {
     /// Runs `site`: unchanged links keep polling (their devices keep their births in the
     /// new catalog, from their lines' snapshots), changed ones restart and are born again
     /// as they answer.
-    pub(super) async fn resite(&mut self, site: Site) -> Restart {
-        let restart = self.acquisitions.apply(&site).await;
+    pub(super) async fn resite(&mut self, site: Site, restart_all: bool) -> Restart {
+        let restart = self.acquisitions.apply(&site, restart_all).await;
         let mut catalog = Catalog::new(Arc::new(site.clone()));
         for &device in &restart.kept {
             match tokio::time::timeout(SNAPSHOT_WAIT, self.handle.snapshot(device)).await {
@@ -226,14 +226,14 @@ impl EdgeNode {
         Ok(())
     }
 
-    /// Scan Rate sets every scan class to the new period; the lines restart and their
-    /// devices are born again as they answer.
+    /// Scan Rate sets every scan class to the new period; every line restarts (even at
+    /// the same rate) and its devices are born again as they answer.
     pub(super) async fn restart_acquisition(&mut self, period: Duration) {
         let mut site: Site = self.config.site.clone();
         for class in &mut site.scan_classes {
             class.period = period;
         }
-        self.resite(site).await;
+        self.resite(site, true).await;
     }
 
     pub(super) fn new_publisher(&self) -> super::publisher::Publisher {

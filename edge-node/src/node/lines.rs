@@ -135,14 +135,14 @@ impl Acquisitions {
         }
     }
 
-    /// Runs `site`: links whose own site is unchanged keep polling, the others restart,
-    /// links gone stop.
-    pub async fn apply(&mut self, site: &Site) -> Restart {
+    /// Runs `site`: links whose own site is unchanged keep polling (unless `restart_all`),
+    /// the others restart, links gone stop.
+    pub async fn apply(&mut self, site: &Site, restart_all: bool) -> Restart {
         let mut restart = Restart::default();
         let mut old: Vec<Line> = std::mem::take(&mut self.lines);
         for ((devices, tags), own) in line_sites(site) {
             let name = own.links[0].name.clone();
-            match old.iter().position(|l| l.site == own) {
+            match old.iter().position(|l| l.site == own && !restart_all) {
                 Some(i) => {
                     let mut line = old.swap_remove(i);
                     restart.kept.extend(&devices);
