@@ -327,6 +327,8 @@ async fn soak_200_applies_lose_and_repeat_no_sample() {
         if i == 20 || i == APPLIES - 1 {
             rss.push(rss_kib());
         }
+        // Data flows between applies, as it would between a technician's clicks.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let took = started.elapsed();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -376,4 +378,81 @@ async fn soak_200_applies_lose_and_repeat_no_sample() {
         rss[1]
     );
     rig.node.shutdown().await.unwrap();
+}
+
+/// SIGHUP to the binary with Mosquitto: a tag file with a bad row is refused (the log
+/// names file, line and column; no death, no birth), a good one adding a tag is applied
+/// as a Rebirth with the same bdSeq and no NDEATH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_refuses_a_bad_tag_file_and_applies_a_good_one_as_a_rebirth() {
+    use std::process::Command;
+    use system_tests::process::Proc;
+    let broker = system_tests::Mosquitto::start();
+    let plant = start_plant().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = boiler(&[broker.port()], plant.local_addr().port());
+    config.modbus.tag_files = vec!["tags.csv".into()];
+    let path = dir.path().join("edge-node.toml");
+    std::fs::write(&path, text(&config)).unwrap();
+    let csv = dir.path().join("tags.csv");
+    std::fs::write(&csv, "device,name,address,type\nboiler,flow,40003,u16\n").unwrap();
+    let mut host = Recorder::start(broker.port(), "host", "spBv1.0/#").await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edge-node"));
+    command
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", command);
+    let nbirth = host.next_kind("NBIRTH").await;
+    host.next_matching("DBIRTH with flow", |m| {
+        m.kind() == "DBIRTH" && m.sparkplug().metric("flow").is_some()
+    })
+    .await;
+
+    // A bad row: refused, placed at its line and column; the node runs on untouched.
+    let bad = "device,name,address,type\nboiler,flow,40003,u16\nboiler,level,40004,float\n";
+    std::fs::write(&csv, bad).unwrap();
+    edge.signal("HUP");
+    let line = tokio::task::block_in_place(|| {
+        edge.wait_for_line(WAIT, |l| {
+            l.contains("reload refused") && l.contains("tags.csv:3:4")
+        })
+    });
+    assert!(line.contains("unknown variant `float`"), "{line}");
+    let quiet = host.drain_for(std::time::Duration::from_millis(500)).await;
+    assert!(
+        quiet
+            .iter()
+            .all(|m| !m.kind().ends_with("DEATH") && !m.kind().ends_with("BIRTH")),
+        "{quiet:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        bad,
+        "the file was touched"
+    );
+
+    // A good row added: Rebirth on the same connection.
+    std::fs::write(
+        &csv,
+        "device,name,address,type\nboiler,flow,40003,u16\nboiler,level,40004,u16\n",
+    )
+    .unwrap();
+    edge.signal("HUP");
+    let seen = until_without_ndeath(&mut host, |m| {
+        m.kind() == "DBIRTH" && m.sparkplug().metric("level").is_some()
+    })
+    .await;
+    let rebirth = seen.iter().find(|m| m.kind() == "NBIRTH").expect("NBIRTH");
+    assert_eq!(rebirth.bd_seq(), nbirth.bd_seq());
+    tokio::task::block_in_place(|| {
+        edge.wait_for_line(WAIT, |l| {
+            l.contains("configuration applied") && l.contains("Rebirth")
+        })
+    });
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).expect("exits").success());
+    plant.shutdown().await;
 }
