@@ -359,10 +359,11 @@ async fn soak_200_applies_lose_and_repeat_no_sample() {
         }
         if m.topic == topic("DDATA", Some("pump")) {
             for mut x in p.metrics {
-                if x.alias == speed_alias && x.resolve(sparkplug::DataType::UInt16).is_ok() {
-                    if let Some(sparkplug::Value::UInt16(v)) = x.typed_value() {
-                        counts.push(*v);
-                    }
+                if x.alias == speed_alias
+                    && x.resolve(sparkplug::DataType::UInt16).is_ok()
+                    && let Some(sparkplug::Value::UInt16(v)) = x.typed_value()
+                {
+                    counts.push(*v);
                 }
             }
         }

@@ -91,7 +91,7 @@ pub fn secret_from_text(path: &Path, text: &str) -> Result<Secret, SecretError> 
     let value = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(&text);
+        .unwrap_or(text);
     if value.is_empty() {
         return Err(SecretError::Empty {
             path: path.to_owned(),

@@ -141,7 +141,14 @@ async fn run(
                 _ = hangup.recv() => {
                     tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
                     let line = match configurator.reload("SIGHUP").await {
-                        Ok(applied) => format!("configuration reloaded: {applied}"),
+                        Ok(report) => {
+                            // `[metrics]` moves before the status line says it is done.
+                            let addr = applied.borrow_and_update().metrics;
+                            if let Err(e) = metrics.apply(addr).await {
+                                tracing::error!(error = %e, "metrics.listen not applied; the previous listener stays");
+                            }
+                            format!("configuration reloaded: {report}")
+                        }
                         Err(e) => {
                             for line in e.to_string().lines() {
                                 tracing::error!(problem = %line, "reload refused; the running configuration stays");

@@ -177,7 +177,7 @@ impl Acquisitions {
         }
     }
 
-    fn spawn(&mut self, own: Site, (devices, tags): (Vec<DeviceId>, Vec<TagId>)) {
+    fn spawn(&mut self, own: Site, (devices, tags): NodeIds) {
         let (acquisition, mut events) =
             Acquisition::start(own.clone(), AcquisitionOptions::default());
         let id = self.next_id;
@@ -354,9 +354,12 @@ fn translate(event: Event, devices: &[DeviceId], tags: &[TagId]) -> Event {
     }
 }
 
+/// The node's ids of a line's devices and tags, in the line's order.
+type NodeIds = (Vec<DeviceId>, Vec<TagId>);
+
 /// Each link with devices as a site of its own, with the node's ids of its devices and
 /// tags. Every scan class is kept, so a tag's scan class index is unchanged.
-fn line_sites(site: &Site) -> Vec<((Vec<DeviceId>, Vec<TagId>), Site)> {
+fn line_sites(site: &Site) -> Vec<(NodeIds, Site)> {
     let mut out = Vec::new();
     for (link, l) in site.links.iter().enumerate() {
         let members: Vec<usize> = (0..site.devices.len())
