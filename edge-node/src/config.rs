@@ -890,6 +890,22 @@ url = "mqtts://secure:8883"
     }
 
     #[test]
+    fn a_renewed_tls_file_under_the_same_name_changes_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = GOOD.replace(
+            "mqtt://127.0.0.1:1883\"",
+            "mqtts://127.0.0.1\"\nca_file = \"ca.pem\"",
+        );
+        std::fs::write(dir.path().join("ca.pem"), "old certificate").unwrap();
+        let a = Config::from_toml(&text, dir.path()).unwrap();
+        let same = Config::from_toml(&text, dir.path()).unwrap();
+        assert_eq!(a.mqtt, same.mqtt);
+        std::fs::write(dir.path().join("ca.pem"), "renewed certificate").unwrap();
+        let b = Config::from_toml(&text, dir.path()).unwrap();
+        assert_ne!(a.mqtt, b.mqtt, "a renewed PEM file must reconnect");
+    }
+
+    #[test]
     fn device_names_must_be_sparkplug_ids() {
         let text = format!(
             "{GOOD}\n[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n\n[[modbus.devices]]\nname = \"a/b\"\nhost = \"127.0.0.1\"\n\n[[modbus.devices.tags]]\nname = \"t\"\naddress = \"40001\"\ntype = \"u16\"\n"

@@ -457,3 +457,30 @@ async fn sighup_refuses_a_bad_tag_file_and_applies_a_good_one_as_a_rebirth() {
     assert!(edge.wait_exit(WAIT).expect("exits").success());
     plant.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_server_connects_as_configured_and_names_a_server_it_cannot_reach() {
+    use edge_node::configure::{ProbeError, test_server};
+    let broker = rmqtt::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = load(&boiler(&[broker, closed], 502));
+    test_server(&config, 0)
+        .await
+        .expect("the live broker answers");
+    let e = test_server(&config, 1)
+        .await
+        .expect_err("a closed port answered");
+    let ProbeError::Failed { server, reason } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(server, &format!("mqtt://127.0.0.1:{closed}"));
+    assert!(!reason.is_empty(), "{e}");
+    assert_eq!(
+        test_server(&config, 2).await,
+        Err(ProbeError::NoSuchServer(2))
+    );
+}

@@ -34,7 +34,8 @@ pub struct Applied {
     pub links_stopped: Vec<String>,
     /// New NBIRTH and DBIRTHs on the same connection.
     pub rebirth: bool,
-    /// The MQTT session ended (NDEATH) and a new one starts.
+    /// The MQTT session ended (NDEATH) and a new one starts; without a session, the next
+    /// connect starts at once with the new settings.
     pub reconnect: bool,
     /// Keys whose new value is not applied until the process restarts.
     pub restart_needed: Vec<String>,
@@ -160,7 +161,8 @@ impl EdgeNode {
         if live.is_none() {
             self.publisher = self.new_publisher();
         }
-        let ending = if reconnect && live.is_some() {
+        let ending = if reconnect {
+            // Without a session: the wait for the next connect ends at once.
             applied.reconnect = true;
             Some(Ending::Reconfigured)
         } else {

@@ -74,8 +74,11 @@ impl EdgeNode {
                 Some(event) = self.acquisitions.recv() => { self.absorb(&event); }
                 Some(request) = self.control.recv() => {
                     // No session: nothing to publish, so applying cannot fail.
-                    if let Ok((applied, _)) = self.apply_config(*request.config, None).await {
+                    if let Ok((applied, ending)) = self.apply_config(*request.config, None).await {
                         apply::answer(request.reply, applied);
+                        if ending.is_some() {
+                            return true; // new MQTT settings: connect with them now
+                        }
                     }
                 }
             }
