@@ -120,10 +120,6 @@ async fn run(
         infra::metrics::Listener::start(metrics_addr, Arc::new(move || source.render()))
             .await
             .context("starting the metrics listener")?;
-    let configurator = node
-        .configurator(path, state_dir)
-        .context("starting the configurator")?;
-    let mut applied = configurator.watch();
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
@@ -135,6 +131,11 @@ async fn run(
         let line = status.borrow_and_update().to_string();
         report(notifier.ready(&line));
         let _watchdog = start_watchdog(&node);
+        // After READY=1: reading the files again must not delay it.
+        let configurator = node
+            .configurator(path, state_dir)
+            .context("starting the configurator")?;
+        let mut applied = configurator.watch();
         loop {
             tokio::select! {
                 () = &mut stop => break,

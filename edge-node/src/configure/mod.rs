@@ -133,14 +133,14 @@ struct State {
 }
 
 impl Configurator {
-    /// The lifecycle of the main file at `path` (read and checked now), the node it
-    /// applies to, and its state in `state_dir` (created if missing).
+    /// The lifecycle of the main file at `path` that `node` runs (its configuration as
+    /// the node has it), with its state in `state_dir` (created if missing).
     pub fn new(
         path: &Path,
         state_dir: &Path,
         node: NodeControl,
     ) -> Result<Configurator, ApplyError> {
-        let config = Config::load(path).map_err(ApplyError::Invalid)?;
+        let config = Config::clone(&node.running());
         let main = std::fs::read_to_string(path).map_err(|source| ApplyError::Write {
             path: path.display().to_string(),
             source,

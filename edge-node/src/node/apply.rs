@@ -83,9 +83,16 @@ pub(super) struct ApplyRequest {
 #[derive(Debug, Clone)]
 pub struct NodeControl {
     pub(super) tx: mpsc::Sender<ApplyRequest>,
+    /// The configuration the node runs, as of its last apply.
+    pub(super) running: tokio::sync::watch::Receiver<Arc<Config>>,
 }
 
 impl NodeControl {
+    /// The configuration the node runs now.
+    pub fn running(&self) -> Arc<Config> {
+        Arc::clone(&self.running.borrow())
+    }
+
     /// Applies a checked configuration and says what the node did.
     pub async fn apply(&self, config: Config) -> Result<Applied, NodeError> {
         let (reply, answer) = oneshot::channel();
@@ -176,6 +183,7 @@ impl EdgeNode {
             }
             None
         };
+        self.running.send_replace(Arc::new(self.config.clone()));
         info!(applied = %applied, "configuration applied");
         Ok((applied, ending))
     }

@@ -177,6 +177,8 @@ pub struct EdgeNode {
     handle: lines::Lines,
     /// Configurations to apply, from [`NodeControl`]s.
     control: mpsc::Receiver<apply::ApplyRequest>,
+    /// The configuration run now, for [`NodeControl::running`].
+    running: tokio::sync::watch::Sender<Arc<Config>>,
     catalog: Catalog,
     publisher: Publisher,
     bdseq: BdSeqStore,
@@ -229,6 +231,7 @@ impl EdgeNode {
         let acquisitions = lines::Acquisitions::start(&config.site);
         let handle = acquisitions.lines();
         let (control_tx, control) = mpsc::channel(4);
+        let (running, running_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
         let published = Arc::new(PublishCounters::default());
         let progress = Progress::new();
         let mut liveness: Vec<(String, Arc<Progress>)> = handle
@@ -261,6 +264,7 @@ impl EdgeNode {
             acquisitions,
             handle,
             control,
+            running,
             bdseq,
             bytes,
             published,
@@ -291,7 +295,10 @@ impl EdgeNode {
             status: status_rx,
             liveness,
             metrics,
-            control: NodeControl { tx: control_tx },
+            control: NodeControl {
+                tx: control_tx,
+                running: running_rx,
+            },
         })
     }
 }
