@@ -1,6 +1,8 @@
 //! The edge node: Modbus acquisition, the Sparkplug edge session and store-and-forward.
 //!
 //! - [`config`]: the one TOML file (`[sparkplug]`, `[mqtt]`, `[modbus]`), checked at load;
+//! - [`configure`]: the configuration lifecycle (draft, validate, diff, apply live,
+//!   rollback, audit), shared by SIGHUP and the web UI;
 //! - [`link`]: one MQTT 3.1.1 connection (TLS, credentials, byte counts), backoff;
 //! - [`node`]: the Sparkplug B 3.0 edge node ([`EdgeNode::start`] -> [`NodeHandle`]);
 //! - [`modbus`]: Modbus acquisition; [`simulator`]: a Modbus plant for tests and demos;
