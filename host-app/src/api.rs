@@ -112,6 +112,8 @@ pub struct ApiServer {
     auth: Auth,
     base_url: String,
     fingerprint: Option<String>,
+    /// The HTTPS certificate, re-read on SIGHUP.
+    cert: Option<Arc<infra::tls::ServerCert>>,
     task: JoinHandle<()>,
 }
 
@@ -195,6 +197,7 @@ impl ApiServer {
                 "panel certificate SHA-256 fingerprint"
             );
         }
+        let served = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
         tokio::spawn(purge_sessions(auth.clone(), shutdown.clone()));
         let task = tokio::spawn(serve::serve(listener, app, acceptor, limits, shutdown));
@@ -204,6 +207,7 @@ impl ApiServer {
             auth,
             base_url,
             fingerprint,
+            cert: served,
             task,
         };
         server.announce_setup(state_dir).await?;
@@ -245,7 +249,12 @@ impl ApiServer {
         &self.base_url
     }
 
-    /// The served certificate's SHA-256 fingerprint under HTTPS.
+    /// The HTTPS certificate, which a reload replaces for new connections.
+    pub fn cert(&self) -> Option<&Arc<infra::tls::ServerCert>> {
+        self.cert.as_ref()
+    }
+
+    /// The served certificate's SHA-256 fingerprint under HTTPS (as started).
     pub fn fingerprint(&self) -> Option<&str> {
         self.fingerprint.as_deref()
     }

@@ -369,3 +369,123 @@ fn sighup_keeps_the_running_config_on_a_bad_file_and_applies_a_good_one() {
     host.signal("TERM");
     assert!(host.wait_exit(WAIT).expect("host exits").success());
 }
+
+/// A TLS handshake with `localhost` on `port`, trusting only `ca`: whether the server's
+/// certificate chains to it.
+fn handshake(port: u16, ca: &Path) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(WAIT))
+        .map_err(|e| e.to_string())?;
+    // Bounded: each turn reads or writes a flight, and the read times out.
+    for _ in 0..10 {
+        if !tls.is_handshaking() {
+            return Ok(());
+        }
+        tls.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Err("handshake did not finish in 10 flights".to_owned())
+}
+
+#[test]
+fn sighup_serves_renewed_certificates_to_new_connections_and_keeps_them_on_a_bad_file() {
+    use system_tests::config::host::{ApiTls, TlsListener};
+    use system_tests::pki::Pki;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (old, new) = (Pki::generate(), Pki::generate());
+    let live = |name: &str| dir.path().join(name);
+    let install = |pki: &Pki| {
+        for (from, to) in [
+            (&pki.server_cert, "panel.pem"),
+            (&pki.server_key, "panel.key"),
+            (&pki.server_cert, "broker.pem"),
+            (&pki.server_key, "broker.key"),
+        ] {
+            std::fs::copy(from, live(to)).expect("install a certificate file");
+        }
+    };
+    install(&old);
+    let (broker_port, tls_port, https_port) = (free_port(), free_port(), free_port());
+    let mut host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: broker_port },
+        https_port,
+    );
+    host_cfg.api.https = Some(true);
+    host_cfg.api.tls = Some(ApiTls {
+        cert_file: live("panel.pem"),
+        key_file: live("panel.key"),
+    });
+    host_cfg.broker.embedded.as_mut().expect("embedded").tls = Some(TlsListener {
+        listen: format!("127.0.0.1:{tls_port}"),
+        ..TlsListener::new(&live("broker.pem"), &live("broker.key"))
+    });
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut notify = NotifySocket::bind(dir.path(), "host.sock");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&host_toml)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    for port in [https_port, tls_port] {
+        assert_eq!(handshake(port, &old.ca), Ok(()), "port {port}");
+        assert!(handshake(port, &new.ca).is_err(), "port {port}");
+    }
+
+    // Renewed files, then SIGHUP: new connections get the new certificates.
+    install(&new);
+    host.signal("HUP");
+    let renewed = notify.wait_for("certificates renewed", WAIT, |m| {
+        m.contains("api.tls certificate renewed")
+    });
+    assert!(
+        renewed.contains("broker.embedded.tls certificate renewed"),
+        "{renewed:?}"
+    );
+    host.wait_for_line(WAIT, |l| {
+        l.contains("new certificate served to new connections")
+    });
+    for port in [https_port, tls_port] {
+        assert_eq!(handshake(port, &new.ca), Ok(()), "port {port}");
+        assert!(handshake(port, &old.ca).is_err(), "port {port}");
+    }
+
+    // A key that does not match its certificate: refused by key, the running one stays.
+    std::fs::copy(&old.server_key, live("panel.key")).expect("write a mismatched key");
+    host.signal("HUP");
+    let kept = notify.wait_for("certificate kept", WAIT, |m| {
+        m.contains("api.tls.key_file not loaded")
+    });
+    assert!(
+        kept.contains("running on the previous certificate"),
+        "{kept:?}"
+    );
+    host.wait_for_line(WAIT, |l| {
+        l.contains("certificate not loaded; the running one stays")
+            && l.contains("api.tls.key_file")
+    });
+    assert_eq!(handshake(https_port, &new.ca), Ok(()));
+    assert_eq!(handshake(tls_port, &new.ca), Ok(()));
+
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}

@@ -40,6 +40,8 @@ impl ClientGauge {
 pub struct EmbeddedBroker {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
+    /// The TLS listener's certificate, re-read on SIGHUP.
+    tls_cert: Option<Arc<infra::tls::ServerCert>>,
     engine_addr: SocketAddr,
     front: Arc<Front>,
     engine: Option<Engine>,
@@ -55,11 +57,13 @@ impl EmbeddedBroker {
         config.validate()?;
         let config = &config;
         let acl = Arc::new(Acl::from_config(config)?);
+        let mut tls_cert = None;
         let tls = match &config.tls {
-            Some(tls) => Some((
-                tls.listen,
-                TlsAcceptor::from(super::tls::server_config(tls)?),
-            )),
+            Some(tls) => {
+                let (server, cert) = super::tls::server_config(tls)?;
+                tls_cert = Some(cert);
+                Some((tls.listen, TlsAcceptor::from(server)))
+            }
             None => None,
         };
 
@@ -108,6 +112,7 @@ impl EmbeddedBroker {
         let mut broker = EmbeddedBroker {
             plain_addr: None,
             tls_addr: None,
+            tls_cert,
             engine_addr,
             front: front.clone(),
             engine: Some(engine),
@@ -153,6 +158,11 @@ impl EmbeddedBroker {
     /// The TLS listener's bound address.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The TLS listener's certificate, which a reload replaces for new connections.
+    pub fn tls_cert(&self) -> Option<&Arc<infra::tls::ServerCert>> {
+        self.tls_cert.as_ref()
     }
 
     /// The engine's internal loopback address (only the front can log in there).
