@@ -155,6 +155,11 @@ impl Host {
         self.writer.progress()
     }
 
+    /// The history writer's running figures, for `/metrics`.
+    pub fn history_metrics(&self) -> Arc<crate::history::WriterMetrics> {
+        self.writer.metrics()
+    }
+
     /// Commits every sample queued so far (for tests and the CLI).
     pub async fn flush(&self) -> Result<(), HistoryError> {
         self.writer.flush().await

@@ -16,7 +16,7 @@ use super::acl::Acl;
 use super::admission::Limits;
 use super::config::{EmbeddedConfig, Secret};
 use super::endpoint::{Credentials, MqttEndpoint};
-use super::engine::{Engine, EngineSettings};
+use super::engine::{Engine, EngineSettings, MessageCounters};
 use super::front::{Front, Upstream};
 
 /// QoS 1/2 messages in flight to one subscriber.
@@ -42,6 +42,7 @@ pub struct EmbeddedBroker {
     tls_addr: Option<SocketAddr>,
     /// The TLS listener's certificate, re-read on SIGHUP.
     tls_cert: Option<Arc<infra::tls::ServerCert>>,
+    counters: Arc<MessageCounters>,
     engine_addr: SocketAddr,
     front: Arc<Front>,
     engine: Option<Engine>,
@@ -78,12 +79,14 @@ impl EmbeddedBroker {
             None => None,
         };
 
+        let counters = Arc::new(MessageCounters::default());
         let engine = Engine::start(
             EngineSettings {
                 max_packet_size: config.max_payload_size,
                 max_connections: config.max_connections,
                 max_inflight: MAX_INFLIGHT,
                 max_queued: config.max_queued_messages,
+                counters: Arc::clone(&counters),
             },
             Secret::new(random_secret()),
             acl.clone(),
@@ -113,6 +116,7 @@ impl EmbeddedBroker {
             plain_addr: None,
             tls_addr: None,
             tls_cert,
+            counters,
             engine_addr,
             front: front.clone(),
             engine: Some(engine),
@@ -158,6 +162,11 @@ impl EmbeddedBroker {
     /// The TLS listener's bound address.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The messages the engine took in and delivered.
+    pub fn message_counters(&self) -> Arc<MessageCounters> {
+        Arc::clone(&self.counters)
     }
 
     /// The TLS listener's certificate, which a reload replaces for new connections.
