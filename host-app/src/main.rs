@@ -150,7 +150,7 @@ fn run(file: &Path) -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    infra::logging::init();
+    infra::logging::init_with(config.log);
     infra::panic::install();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {

@@ -38,7 +38,6 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    infra::logging::init();
     infra::panic::install();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
@@ -70,6 +69,7 @@ async fn main() -> ExitCode {
             return Exit::BadInput.into();
         }
     };
+    infra::logging::init_with(config.log);
     match run(config, &path).await {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
