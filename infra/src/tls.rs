@@ -340,11 +340,7 @@ mod tests {
         let (cert, key, _) = pki(dir.path());
         let served = ServerCert::load(&cert, &key).unwrap();
         let first = served.leaf();
-        assert_eq!(
-            served.reload().unwrap(),
-            false,
-            "same files, same certificate"
-        );
+        assert!(!served.reload().unwrap(), "same files, same certificate");
         let other = tempfile::tempdir().unwrap();
         let (cert2, key2, _) = pki(other.path());
         // A key that does not match its certificate is refused, naming the key file.
