@@ -175,7 +175,7 @@ impl ApiServer {
             .public_origin()
             .unwrap_or_else(|| format!("{scheme}://{}", shown_addr(addr)));
         let fingerprint = cert.as_ref().map(|c| c.fingerprint.clone());
-        system.fingerprint = fingerprint.clone();
+        system.cert = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let pages = PanelState::new(Arc::clone(&shared), auth.clone(), system);
         let state = ApiState {
             shared,

@@ -100,7 +100,7 @@ impl Host {
                     "external"
                 },
                 broker_clients: broker.embedded().map(|b| b.client_gauge()),
-                fingerprint: None,
+                cert: None,
             },
         )
         .await
