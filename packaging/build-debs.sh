@@ -94,7 +94,7 @@ Version: $version
 Architecture: $arch
 Maintainer: sparkplug-edge maintainers <maintainers@example.invalid>
 Installed-Size: $size
-Depends: adduser, libc6
+Depends: adduser, libc6, procps
 Section: net
 Priority: optional
 Homepage: https://example.invalid/sparkplug-edge

@@ -51,6 +51,8 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[log]`: the log format.
+    pub log: infra::logging::LogConfig,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -152,6 +154,15 @@ struct Document {
     modbus: Option<toml::Table>,
     store: Option<StoreConfig>,
     metrics: Option<infra::metrics::MetricsConfig>,
+    /// Checked here; read by [`LogSection`] (the sections' tuple stays as it is).
+    #[allow(dead_code)]
+    log: Option<infra::logging::LogConfig>,
+}
+
+/// `[log]` alone, read once [`Document`] has checked it.
+#[derive(Deserialize)]
+struct LogSection {
+    log: Option<infra::logging::LogConfig>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +300,10 @@ impl Config {
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
                 (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
             };
+        let log = toml::from_str::<LogSection>(text)
+            .ok()
+            .and_then(|section| section.log)
+            .unwrap_or_default();
         let config = Config {
             sparkplug,
             mqtt,
@@ -296,6 +311,7 @@ impl Config {
             site,
             store,
             metrics,
+            log,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -659,6 +675,26 @@ port = 1884
         assert_eq!(c.mqtt.max_packet_size, 4 * 1024 * 1024);
         assert_eq!(c.sparkplug.scan_rate_min_ms, 100);
         assert_eq!(c.sparkplug.scan_rate_max_ms, 3_600_000);
+    }
+
+    #[test]
+    fn the_log_table_names_the_format() {
+        let c = Config::from_toml(
+            &format!("{GOOD}\n[log]\nformat = \"json\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.log.format, Some(infra::logging::Format::Json));
+        assert_eq!(
+            Config::from_toml(GOOD, Path::new(".")).unwrap().log.format,
+            None
+        );
+        let e = Config::from_toml(
+            &format!("{GOOD}\n[log]\nformat = \"xml\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.keys().contains(&"log.format"), "{e}");
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct ApiServer {
     auth: Auth,
     base_url: String,
     fingerprint: Option<String>,
+    /// The HTTPS certificate, re-read on SIGHUP.
+    cert: Option<Arc<infra::tls::ServerCert>>,
+    requests: Arc<ApiRequests>,
     task: JoinHandle<()>,
 }
 
@@ -172,7 +175,7 @@ impl ApiServer {
             .public_origin()
             .unwrap_or_else(|| format!("{scheme}://{}", shown_addr(addr)));
         let fingerprint = cert.as_ref().map(|c| c.fingerprint.clone());
-        system.fingerprint = fingerprint.clone();
+        system.cert = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let pages = PanelState::new(Arc::clone(&shared), auth.clone(), system);
         let state = ApiState {
             shared,
@@ -182,7 +185,10 @@ impl ApiServer {
             fingerprint: cert.as_ref().map(|c| Arc::from(c.fingerprint.as_str())),
             history_slots: Arc::new(Semaphore::new(config.max_history_queries)),
         };
-        let app = app(state, &auth, config.request_timeout(), pages);
+        let requests = Arc::new(ApiRequests::default());
+        let app = app(state, &auth, config.request_timeout(), pages).layer(
+            middleware::from_fn_with_state(Arc::clone(&requests), count_request),
+        );
         let limits = serve::Limits {
             max_connections: config.max_connections,
             header_timeout: config.header_timeout(),
@@ -195,6 +201,7 @@ impl ApiServer {
                 "panel certificate SHA-256 fingerprint"
             );
         }
+        let served = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
         tokio::spawn(purge_sessions(auth.clone(), shutdown.clone()));
         let task = tokio::spawn(serve::serve(listener, app, acceptor, limits, shutdown));
@@ -204,6 +211,8 @@ impl ApiServer {
             auth,
             base_url,
             fingerprint,
+            cert: served,
+            requests,
             task,
         };
         server.announce_setup(state_dir).await?;
@@ -245,7 +254,17 @@ impl ApiServer {
         &self.base_url
     }
 
-    /// The served certificate's SHA-256 fingerprint under HTTPS.
+    /// The requests answered so far, by status class.
+    pub fn requests(&self) -> Arc<ApiRequests> {
+        Arc::clone(&self.requests)
+    }
+
+    /// The HTTPS certificate, which a reload replaces for new connections.
+    pub fn cert(&self) -> Option<&Arc<infra::tls::ServerCert>> {
+        self.cert.as_ref()
+    }
+
+    /// The served certificate's SHA-256 fingerprint under HTTPS (as started).
     pub fn fingerprint(&self) -> Option<&str> {
         self.fingerprint.as_deref()
     }
@@ -325,6 +344,37 @@ pub fn api_routes(state: ApiState, auth: &Auth) -> Router {
                 .route_layer(auth.require(Role::Operator)),
         )
         .with_state(state)
+}
+
+/// Requests the API and the panel answered, by status class (1xx to 5xx), for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApiRequests {
+    by_class: [std::sync::atomic::AtomicU64; 5],
+}
+
+impl ApiRequests {
+    /// (`"2xx"`, count) for each class.
+    pub fn by_class(&self) -> [(&'static str, u64); 5] {
+        let names = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        std::array::from_fn(|i| {
+            (
+                names[i],
+                self.by_class[i].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+/// Counts every answer, whoever gave it (the handlers, the auth layer, the timeout).
+async fn count_request(
+    State(requests): State<Arc<ApiRequests>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(req).await;
+    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+    requests.by_class[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    response
 }
 
 /// A request whose answer has not started within the timeout gets 503. The event

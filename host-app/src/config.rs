@@ -105,6 +105,8 @@ pub struct HostConfig {
     pub api: ApiConfig,
     /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[log]`: the log format.
+    pub log: infra::logging::LogConfig,
 }
 
 #[derive(Deserialize)]
@@ -112,9 +114,10 @@ struct Own {
     sparkplug: Option<SparkplugConfig>,
     api: Option<ApiConfig>,
     metrics: Option<infra::metrics::MetricsConfig>,
+    log: Option<infra::logging::LogConfig>,
 }
 
-const TABLES: [&str; 5] = ["broker", "history", "sparkplug", "api", "metrics"];
+const TABLES: [&str; 6] = ["broker", "history", "sparkplug", "api", "metrics", "log"];
 
 impl HostConfig {
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
@@ -131,26 +134,27 @@ impl HostConfig {
         for unknown in table.keys().filter(|k| !TABLES.contains(&k.as_str())) {
             problems.push(
                 unknown.as_str(),
-                "unknown table (expected broker, history, sparkplug, api, metrics)",
+                "unknown table (expected broker, history, sparkplug, api, metrics, log)",
             );
         }
         let broker = problems.check(BrokerConfig::from_toml(text));
         let history = problems.check(HistoryConfig::from_toml(text));
         let own = problems
             .check(toml::from_str::<Own>(text).map_err(|e| ConfigError::from_toml(&e, text)));
-        let (sparkplug, api, metrics) = match own {
+        let (sparkplug, api, metrics, log) = match own {
             Some(Own {
                 sparkplug,
                 api,
                 metrics,
+                log,
             }) => {
                 if sparkplug.is_none() {
                     problems.push("sparkplug", "missing table (host_id is required)");
                 }
                 let metrics = metrics.and_then(|m| problems.check(m.addr()));
-                (sparkplug, Some(api.unwrap_or_default()), metrics)
+                (sparkplug, Some(api.unwrap_or_default()), metrics, log)
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         if let Some(sparkplug) = &sparkplug {
             problems.check(sparkplug.validate());
@@ -168,6 +172,7 @@ impl HostConfig {
                 sparkplug: sparkplug?,
                 api: api?,
                 metrics,
+                log: log.unwrap_or_default(),
             })
         })();
         problems.complete(config)
@@ -391,6 +396,15 @@ x = 1
                 .all(|(line, key)| line.contains(key)),
             "one line per problem, in order, each naming its key: {e}"
         );
+    }
+
+    #[test]
+    fn the_log_table_names_the_format() {
+        let c = HostConfig::from_toml(&format!("{BASE}\n[log]\nformat = \"journald\"\n")).unwrap();
+        assert_eq!(c.log.format, Some(infra::logging::Format::Journald));
+        assert_eq!(HostConfig::from_toml(BASE).unwrap().log.format, None);
+        let e = HostConfig::from_toml(&format!("{BASE}\n[log]\nformat = \"xml\"\n")).unwrap_err();
+        assert!(e.keys().contains(&"log.format"), "{e}");
     }
 
     #[test]

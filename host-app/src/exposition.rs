@@ -1,7 +1,9 @@
-//! The host's Prometheus metrics (`[metrics] listen`): Sparkplug ingest, the Primary Host
-//! session and the history writer, read from the counters the host keeps anyway.
+//! The host's Prometheus metrics (`[metrics] listen`): the embedded broker, Sparkplug
+//! ingest, the Primary Host session and its MQTT link, the history writer and the API,
+//! read from the counters the host keeps anyway.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use infra::metrics::{Exposition, Kind, Render};
 
@@ -12,6 +14,12 @@ use crate::tracker::Liveness;
 pub fn source(host: &Host) -> Render {
     let shared = Arc::clone(host.shared());
     let commits = host.history_progress();
+    let writer = host.history_metrics();
+    let requests = host.api().requests();
+    let broker = host
+        .broker()
+        .embedded()
+        .map(|b| (b.client_gauge(), b.message_counters()));
     Arc::new(move || {
         let (stats, online, known) = {
             let tracker = shared.tracker();
@@ -71,12 +79,83 @@ pub fn source(host: &Host) -> Render {
             "1 while the Primary Host session is connected to its broker.",
             f64::from(u8::from(shared.is_connected())),
         );
+        let bytes = shared.link_bytes();
+        e.single(
+            "host_session_reconnects_total",
+            Kind::Counter,
+            "Connections of the session after the first.",
+            shared.connects().saturating_sub(1) as f64,
+        );
+        e.single(
+            "host_session_sent_bytes_total",
+            Kind::Counter,
+            "Bytes the session sent to its broker.",
+            bytes.sent() as f64,
+        );
+        e.single(
+            "host_session_received_bytes_total",
+            Kind::Counter,
+            "Bytes the session received from its broker.",
+            bytes.received() as f64,
+        );
         e.single(
             "host_history_commits_total",
             Kind::Counter,
             "History commits that landed.",
             commits.beats() as f64,
         );
+        e.single(
+            "host_history_commit_seconds_total",
+            Kind::Counter,
+            "Time spent in the commits that landed.",
+            writer.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        e.single(
+            "host_history_failed_commits_total",
+            Kind::Counter,
+            "History commits that failed (their samples are tried again).",
+            writer.failed_commits.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "host_history_samples_committed_total",
+            Kind::Counter,
+            "Samples stored in the history by commits that landed.",
+            writer.committed.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "host_history_pending_samples",
+            Kind::Gauge,
+            "Samples the history writer took in and has not committed yet.",
+            writer.pending() as f64,
+        );
+        if let Some((clients, messages)) = &broker {
+            e.single(
+                "host_broker_connections",
+                Kind::Gauge,
+                "MQTT clients logged in to the embedded broker.",
+                clients.connected() as f64,
+            );
+            e.single(
+                "host_broker_messages_received_total",
+                Kind::Counter,
+                "PUBLISH packets the embedded broker accepted from clients.",
+                messages.received.load(Ordering::Relaxed) as f64,
+            );
+            e.single(
+                "host_broker_messages_sent_total",
+                Kind::Counter,
+                "Messages the embedded broker delivered to subscribers.",
+                messages.delivered.load(Ordering::Relaxed) as f64,
+            );
+        }
+        e.family(
+            "host_api_requests_total",
+            Kind::Counter,
+            "Requests the API and the panel answered, by status class.",
+        );
+        for (class, count) in requests.by_class() {
+            e.sample("host_api_requests_total", &[("code", class)], count as f64);
+        }
         e.finish()
     })
 }

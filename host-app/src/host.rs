@@ -100,7 +100,7 @@ impl Host {
                     "external"
                 },
                 broker_clients: broker.embedded().map(|b| b.client_gauge()),
-                fingerprint: None,
+                cert: None,
             },
         )
         .await
@@ -153,6 +153,11 @@ impl Host {
     /// The history writer's liveness, for the service watchdog.
     pub fn history_progress(&self) -> Arc<infra::watchdog::Progress> {
         self.writer.progress()
+    }
+
+    /// The history writer's running figures, for `/metrics`.
+    pub fn history_metrics(&self) -> Arc<crate::history::WriterMetrics> {
+        self.writer.metrics()
     }
 
     /// Commits every sample queued so far (for tests and the CLI).

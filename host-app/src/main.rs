@@ -4,6 +4,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -149,7 +150,7 @@ fn run(file: &Path) -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    infra::logging::init();
+    infra::logging::init_with(config.log);
     infra::panic::install();
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
@@ -176,6 +177,14 @@ fn run(file: &Path) -> ExitCode {
             .map_err(|e| e.to_string())?;
             let watchdog = start_watchdog(&host);
             let mut reloader = infra::reload::Reloader::new(file, metrics);
+            // The self-signed panel certificate is the host's own: only configured files
+            // are renewed from outside.
+            if let Some(cert) = host.api().cert().filter(|_| config.api.tls.is_some()) {
+                reloader = reloader.with_certificate("api.tls", Arc::clone(cert));
+            }
+            if let Some(cert) = host.broker().embedded().and_then(|b| b.tls_cert()) {
+                reloader = reloader.with_certificate("broker.embedded.tls", Arc::clone(cert));
+            }
             tell_systemd(&host, &notifier, stop, &mut hangup, &mut reloader).await;
             if let Some(task) = watchdog {
                 task.abort();
@@ -319,13 +328,13 @@ fn start_watchdog(host: &Host) -> Option<tokio::task::JoinHandle<()>> {
     let notifier = Notifier::from_env().ok()?;
     let mut watchdog = infra::watchdog::Watchdog::new(period);
     watchdog.watch("history writer", host.history_progress());
-    let shared = std::sync::Arc::clone(host.shared());
+    let shared = Arc::clone(host.shared());
     // Alive while connected, so only a whole period without the session counts.
     let session = infra::watchdog::Progress::new();
     if host.broker().embedded().is_some() {
         watchdog.watch(
             "embedded broker (the host's session to it)",
-            std::sync::Arc::clone(&session),
+            Arc::clone(&session),
         );
     }
     Some(tokio::spawn(watchdog.run(notifier, move || {

@@ -323,7 +323,7 @@ impl Session {
     fn connect(&mut self) -> Result<(), infra::link::LinkError> {
         let mut options = self.options.clone();
         options.will = Some(state_will(&self.state_topic, self.state_ts));
-        let link = Link::open(options, Arc::default())?;
+        let link = Link::open(options, Arc::clone(self.shared.link_bytes()))?;
         self.current.send_replace(Some(link.requests()));
         self.link = Some(link);
         Ok(())

@@ -1,7 +1,7 @@
 //! What the session, the command path and the API share: the tracker's picture of every
 //! edge node, the history store, the live event stream and the host's connection state.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -78,6 +78,10 @@ pub struct HostShared {
     tracker: Mutex<Tracker>,
     events: broadcast::Sender<HostEvent>,
     connected: AtomicBool,
+    /// Connections of the session accepted by the broker, over the process's life.
+    connects: AtomicU64,
+    /// Bytes on the session's MQTT link, over every connection.
+    link_bytes: Arc<infra::link::ByteCounters>,
 }
 
 impl HostShared {
@@ -89,6 +93,8 @@ impl HostShared {
             tracker: Mutex::new(Tracker::new(config)),
             events,
             connected: AtomicBool::new(false),
+            connects: AtomicU64::new(0),
+            link_bytes: Arc::default(),
         })
     }
 
@@ -116,6 +122,18 @@ impl HostShared {
     }
 
     pub(crate) fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Release);
+        if !self.connected.swap(connected, Ordering::AcqRel) && connected {
+            self.connects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections the broker accepted for the session so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// The session's MQTT byte counts (each connection adds to them).
+    pub fn link_bytes(&self) -> &Arc<infra::link::ByteCounters> {
+        &self.link_bytes
     }
 }

@@ -1,14 +1,13 @@
 //! The one log setup of every binary, on stderr, filtered by `RUST_LOG` (default `info`),
-//! in one of three formats chosen from the environment (the log is set up before the
-//! configuration is read):
+//! in one of three formats, chosen by `LOG_FORMAT` if set, else by the configuration's
+//! `[log] format` if given, else from the environment:
 //!
-//! - `LOG_FORMAT=json`: one JSON object per line (`timestamp`, `level`, `target`,
-//!   `fields` with `message`, and the spans);
-//! - under journald (`JOURNAL_STREAM` names our stderr, as systemd sets it for a service)
-//!   or `LOG_FORMAT=journald`: no timestamp of our own, each line prefixed with its syslog
+//! - `json`: one JSON object per line (`timestamp`, `level`, `target`, `fields` with
+//!   `message`, and the spans);
+//! - `journald`, the default under journald (`JOURNAL_STREAM` names our stderr, as systemd
+//!   sets it for a service): no timestamp of our own, each line prefixed with its syslog
 //!   priority as `<N>` (sd-daemon(3)), no ANSI colours;
-//! - otherwise (`LOG_FORMAT=human` or unset): the human-readable format, coloured on a
-//!   terminal.
+//! - `human`, the default otherwise: the human-readable format, coloured on a terminal.
 //!
 //! Every format keeps one event on one physical line: control characters a client put in
 //! a message or field (`\n`, `\r`, ...) are escaped on the way out, so no input can forge
@@ -18,14 +17,24 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use serde::Deserialize;
 use tracing::{Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
+/// `[log]`: how the service writes its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json`, `journald` or `human`; absent: journald under systemd, human otherwise.
+    pub format: Option<Format>,
+}
+
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Timestamped, human-readable lines.
     Human,
@@ -36,14 +45,19 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format `LOG_FORMAT` (`json`, `journald`, `human`) names; without it, journald
-    /// when `journal_stream` (stderr is connected to the journal), human otherwise.
-    /// A value not understood is returned as the error, beside the default.
-    pub fn choose(log_format: Option<&str>, journal_stream: bool) -> (Format, Option<String>) {
-        let default = if journal_stream {
-            Format::Journald
-        } else {
-            Format::Human
+    /// The format `LOG_FORMAT` (`json`, `journald`, `human`) names; without it, the
+    /// `configured` one; without that, journald when `journal_stream` (stderr is connected
+    /// to the journal), human otherwise. A value not understood is returned as the error,
+    /// beside the default.
+    pub fn choose(
+        log_format: Option<&str>,
+        configured: Option<Format>,
+        journal_stream: bool,
+    ) -> (Format, Option<String>) {
+        let default = match configured {
+            Some(format) => format,
+            None if journal_stream => Format::Journald,
+            None => Format::Human,
         };
         match log_format.map(str::trim) {
             None | Some("") => (default, None),
@@ -57,10 +71,16 @@ impl Format {
 
 /// Installs the subscriber; a second call (tests) leaves the first one in place.
 pub fn init() {
+    init_with(LogConfig::default());
+}
+
+/// As [`init`], with the configuration's `[log]` table.
+pub fn init_with(config: LogConfig) {
     use tracing_subscriber::util::SubscriberInitExt;
 
     let log_format = std::env::var("LOG_FORMAT").ok();
-    let (format, unknown) = Format::choose(log_format.as_deref(), stderr_is_journal());
+    let (format, unknown) =
+        Format::choose(log_format.as_deref(), config.format, stderr_is_journal());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = format == Format::Human && io::IsTerminal::is_terminal(&io::stderr());
     if subscriber(format, filter, io::stderr, ansi)
@@ -346,20 +366,48 @@ mod tests {
     }
 
     #[test]
-    fn the_format_comes_from_log_format_then_journal_stream() {
-        assert_eq!(Format::choose(None, false), (Format::Human, None));
-        assert_eq!(Format::choose(None, true), (Format::Journald, None));
-        assert_eq!(Format::choose(Some(""), true), (Format::Journald, None));
-        assert_eq!(Format::choose(Some("JSON"), true), (Format::Json, None));
+    fn the_format_comes_from_log_format_then_the_configuration_then_journal_stream() {
+        assert_eq!(Format::choose(None, None, false), (Format::Human, None));
+        assert_eq!(Format::choose(None, None, true), (Format::Journald, None));
         assert_eq!(
-            Format::choose(Some("journald"), false),
+            Format::choose(Some(""), None, true),
             (Format::Journald, None)
         );
-        assert_eq!(Format::choose(Some("human"), true), (Format::Human, None));
         assert_eq!(
-            Format::choose(Some("xml"), false),
+            Format::choose(Some("JSON"), None, true),
+            (Format::Json, None)
+        );
+        assert_eq!(
+            Format::choose(Some("journald"), None, false),
+            (Format::Journald, None)
+        );
+        assert_eq!(
+            Format::choose(Some("human"), None, true),
+            (Format::Human, None)
+        );
+        assert_eq!(
+            Format::choose(Some("xml"), None, false),
             (Format::Human, Some("xml".to_owned()))
         );
+        let json = Some(Format::Json);
+        assert_eq!(Format::choose(None, json, true), (Format::Json, None));
+        assert_eq!(Format::choose(None, json, false), (Format::Json, None));
+        assert_eq!(
+            Format::choose(Some("human"), json, true),
+            (Format::Human, None)
+        );
+        assert_eq!(
+            Format::choose(Some("xml"), json, false),
+            (Format::Json, Some("xml".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_log_table_names_a_format() {
+        let config: LogConfig = toml::from_str("format = \"json\"").unwrap();
+        assert_eq!(config.format, Some(Format::Json));
+        assert!(toml::from_str::<LogConfig>("format = \"xml\"").is_err());
+        assert!(toml::from_str::<LogConfig>("colour = true").is_err());
     }
 
     #[test]

@@ -3,18 +3,26 @@
 //! file with a problem is refused and the running configuration stays, the problem logged
 //! by its key; a valid file applies the tables that can change live and names the others,
 //! which take effect at the next restart.
+//!
+//! Listener certificates ([`ServerCert`]) are read again at every SIGHUP, whatever the
+//! file's fate: files that load and match serve new connections from then on; files that
+//! do not leave the running certificate, and the log and status line say why.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::ConfigError;
 use crate::metrics::Listener;
+use crate::tls::ServerCert;
 
 /// A running service's reload state: its file, the text it runs on, what applies live.
 pub struct Reloader {
     path: PathBuf,
     running_text: String,
     metrics: Listener,
+    /// Listener certificates by their configuration table (`api.tls`).
+    certificates: Vec<(String, Arc<ServerCert>)>,
 }
 
 impl Reloader {
@@ -23,13 +31,56 @@ impl Reloader {
             path: path.to_owned(),
             running_text: std::fs::read_to_string(path).unwrap_or_default(),
             metrics,
+            certificates: Vec::new(),
         }
+    }
+
+    /// Also re-reads this listener certificate at each reload; `table` names it
+    /// (`api.tls`) in the log and the status line.
+    pub fn with_certificate(mut self, table: &str, cert: Arc<ServerCert>) -> Reloader {
+        self.certificates.push((table.to_owned(), cert));
+        self
     }
 
     /// Loads and checks the file with `load`; applies `[metrics]` (from `metrics_of`)
     /// live; logs the other changed tables, which apply at the next restart. A file with
     /// a problem changes nothing. Returns the status line saying how it went.
     pub async fn reload<C>(
+        &mut self,
+        load: impl FnOnce(&Path) -> Result<C, ConfigError>,
+        metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,
+    ) -> String {
+        let line = self.reload_config(load, metrics_of).await;
+        match self.reload_certificates() {
+            None => line,
+            Some(certificates) => format!("{line}; {certificates}"),
+        }
+    }
+
+    /// Reads every listener certificate again: what changed, or what was kept and why.
+    fn reload_certificates(&self) -> Option<String> {
+        let mut said = Vec::new();
+        for (table, cert) in &self.certificates {
+            let file = cert.cert_file().display();
+            match cert.reload() {
+                Ok(true) => {
+                    tracing::info!(table = %table, cert = %file, "reload: new certificate served to new connections");
+                    said.push(format!("{table} certificate renewed"));
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let key = e.key(table);
+                    tracing::error!(key = %key, error = %e, "reload: certificate not loaded; the running one stays");
+                    said.push(format!(
+                        "{key} not loaded ({e}); running on the previous certificate"
+                    ));
+                }
+            }
+        }
+        (!said.is_empty()).then(|| said.join("; "))
+    }
+
+    async fn reload_config<C>(
         &mut self,
         load: impl FnOnce(&Path) -> Result<C, ConfigError>,
         metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,

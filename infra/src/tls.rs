@@ -1,11 +1,16 @@
 //! The one loader of TLS files: rustls configurations (ring provider only) for a client
 //! reaching a broker and for a broker's listener, built from PEM files. Every error names
 //! the file and which role it plays, so callers can report the configuration key.
+//!
+//! A listener's certificate is a [`ServerCert`]: rustls asks it at every handshake, so
+//! [`ServerCert::reload`] (on SIGHUP) applies new files to new connections, and files
+//! that do not load leave the running certificate in place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -77,6 +82,25 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+impl TlsError {
+    /// The configuration key this error belongs to, under `section` (`api.tls`).
+    pub fn key(&self, section: &str) -> String {
+        let key = match self {
+            TlsError::File { file, .. } => match file {
+                TlsFile::Ca => "ca_file",
+                TlsFile::ClientCert => "client_cert_file",
+                TlsFile::ClientKey => "client_key_file",
+                TlsFile::Cert => "cert_file",
+                TlsFile::Key => "key_file",
+                TlsFile::ClientCa => "client_ca_file",
+            },
+            TlsError::ServerName { .. } => "server_name",
+            TlsError::Rustls(_) => return section.to_owned(),
+        };
+        format!("{section}.{key}")
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -144,8 +168,15 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
 /// The listener's server configuration, with client certificate checking as configured
 /// (no client CA means clients are not asked).
 pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(TlsFile::Cert, &tls.cert_file)?;
-    let key = load_key(TlsFile::Key, &tls.key_file)?;
+    reloadable_server_config(tls).map(|(config, _)| config)
+}
+
+/// As [`server_config`], with the certificate the configuration serves, which
+/// [`ServerCert::reload`] replaces for the handshakes that follow.
+pub fn reloadable_server_config(
+    tls: &ServerTls,
+) -> Result<(Arc<ServerConfig>, Arc<ServerCert>), TlsError> {
+    let cert = Arc::new(ServerCert::load(&tls.cert_file, &tls.key_file)?);
     let builder =
         ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match (&tls.client_ca_file, tls.client_certificates) {
@@ -163,10 +194,66 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| file_error(TlsFile::Key, &tls.key_file, e))?;
-    Ok(Arc::new(config))
+    let config = builder.with_cert_resolver(Arc::clone(&cert) as Arc<dyn ResolvesServerCert>);
+    Ok((Arc::new(config), cert))
+}
+
+/// A listener's certificate chain and key, read from their PEM files and replaceable
+/// while the listener runs (connections already made keep what they negotiated).
+#[derive(Debug)]
+pub struct ServerCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Reads and checks both files: a chain, a key rustls can use, and the two matching.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<ServerCert, TlsError> {
+        Ok(ServerCert {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new(Arc::new(certified_key(cert_file, key_file)?)),
+        })
+    }
+
+    /// Reads the files again and serves them from the next handshake on. On an error the
+    /// running certificate stays. Returns whether the certificate changed.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let next = certified_key(&self.cert_file, &self.key_file)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let changed = current.cert != next.cert;
+        *current = Arc::new(next);
+        Ok(changed)
+    }
+
+    /// The leaf certificate served now (DER).
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.served().cert[0].clone()
+    }
+
+    /// The certificate file this reads.
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
+    fn served(&self) -> Arc<CertifiedKey> {
+        // A panic while holding the lock cannot leave a half-written Arc behind.
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.served())
+    }
+}
+
+fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = load_certs(TlsFile::Cert, cert_file)?;
+    let key = load_key(TlsFile::Key, key_file)?;
+    CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| file_error(TlsFile::Key, key_file, e))
 }
 
 #[cfg(test)]
@@ -245,6 +332,37 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_reloaded_certificate_replaces_the_served_one_and_a_bad_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = pki(dir.path());
+        let served = ServerCert::load(&cert, &key).unwrap();
+        let first = served.leaf();
+        assert!(!served.reload().unwrap(), "same files, same certificate");
+        let other = tempfile::tempdir().unwrap();
+        let (cert2, key2, _) = pki(other.path());
+        // A key that does not match its certificate is refused, naming the key file.
+        std::fs::copy(&cert2, &cert).unwrap();
+        let e = served.reload().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TlsError::File {
+                    file: TlsFile::Key,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(served.leaf(), first, "the running certificate stays");
+        std::fs::copy(&key2, &key).unwrap();
+        assert!(served.reload().unwrap());
+        assert_ne!(served.leaf(), first);
+        std::fs::write(&cert, "garbage").unwrap();
+        assert!(served.reload().is_err());
+        assert_ne!(served.leaf(), first);
     }
 
     #[test]

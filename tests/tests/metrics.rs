@@ -69,10 +69,11 @@ fn both_services_expose_prometheus_metrics_that_move_with_the_plant() {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker_port = free_port();
     let host_metrics = free_port();
+    let http_port = free_port();
     let mut host_cfg = host_config(
         dir.path(),
         Broker::Embedded { port: broker_port },
-        free_port(),
+        http_port,
     );
     host_cfg.metrics = Some(Metrics {
         listen: format!("127.0.0.1:{host_metrics}"),
@@ -133,12 +134,55 @@ fn both_services_expose_prometheus_metrics_that_move_with_the_plant() {
         "counter"
     );
     assert_eq!(host_first.value("host_session_connected"), 1.0);
-    let received = host_first.value("host_sparkplug_messages_received_total");
-    wait::until("host messages counting up", WAIT, || {
+    for (family, kind) in [
+        ("host_broker_connections", "gauge"),
+        ("host_broker_messages_received_total", "counter"),
+        ("host_broker_messages_sent_total", "counter"),
+        ("host_history_samples_committed_total", "counter"),
+        ("host_history_commit_seconds_total", "counter"),
+        ("host_history_pending_samples", "gauge"),
+        ("host_sparkplug_rebirths_requested_total", "counter"),
+        ("host_session_sent_bytes_total", "counter"),
+        ("host_api_requests_total", "counter"),
+    ] {
+        assert_eq!(host_first.types[family], kind, "{family}");
+    }
+    // The host's session and the edge node are logged in to the embedded broker.
+    assert!(host_first.value("host_broker_connections") >= 2.0);
+    assert!(host_first.value("host_history_commit_seconds_total") > 0.0);
+    assert!(host_first.value("host_session_received_bytes_total") > 0.0);
+    assert_eq!(host_first.value("host_session_reconnects_total"), 0.0);
+    // The plant's values flow: through the broker, into the session, into the history.
+    let moving = [
+        "host_sparkplug_messages_received_total",
+        "host_broker_messages_received_total",
+        "host_broker_messages_sent_total",
+        "host_history_samples_committed_total",
+        "host_session_received_bytes_total",
+    ];
+    let host_later = wait::until("host figures counting up", WAIT, || {
         scrape(host_metrics)
             .ok()
-            .filter(|s| s.value("host_sparkplug_messages_received_total") > received)
+            .filter(|s| moving.iter().all(|k| s.value(k) > host_first.value(k)))
     });
+    assert!(
+        host_later.value("host_history_commits_total")
+            >= host_first.value("host_history_commits_total")
+    );
+    // API requests count by status class.
+    let api = system_tests::http::Api::new(([127, 0, 0, 1], http_port).into());
+    let class = |status: u16| format!("host_api_requests_total{{code=\"{}xx\"}}", status / 100);
+    for path in ["/auth/setup", "/api/tree"] {
+        let before = scrape(host_metrics).expect("scrape");
+        let (status, _) = api.call("GET", path, None);
+        let after = scrape(host_metrics).expect("scrape");
+        let key = class(status);
+        assert_eq!(
+            after.value(&key),
+            before.value(&key) + 1.0,
+            "GET {path}: {status}"
+        );
+    }
 
     // The plant goes away: the edge node's failures count up.
     let failures_key = device.replace("requests", "failures");
@@ -150,8 +194,18 @@ fn both_services_expose_prometheus_metrics_that_move_with_the_plant() {
             .filter(|s| s.value(&failures_key) > before)
     });
 
+    // The edge node stops: it goes offline and leaves the broker.
+    let connections = scrape(host_metrics)
+        .expect("scrape")
+        .value("host_broker_connections");
     edge.signal("TERM");
     assert!(edge.wait_exit(WAIT).expect("edge exits").success());
+    wait::until("node offline and gone from the broker", WAIT, || {
+        scrape(host_metrics).ok().filter(|s| {
+            s.value("host_edge_nodes_online") == 0.0
+                && s.value("host_broker_connections") < connections
+        })
+    });
     host.signal("TERM");
     assert!(host.wait_exit(WAIT).expect("host exits").success());
 }

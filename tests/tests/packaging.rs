@@ -63,6 +63,39 @@ fn lintian_finds_no_error(debs: &[PathBuf]) {
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
 }
 
+/// The packages owning the programs the unit's `Exec*=` lines run (other than the
+/// package's own binaries), as this machine's dpkg knows them: `/bin/kill` is procps.
+fn packages_the_unit_runs(pkg: &str) -> BTreeSet<String> {
+    let unit = std::fs::read_to_string(
+        workspace_root()
+            .join("systemd")
+            .join(format!("{pkg}.service")),
+    )
+    .expect("read the unit");
+    let mut owners = BTreeSet::new();
+    for line in unit.lines().filter(|l| l.starts_with("Exec")) {
+        let (_, command) = line.split_once('=').expect("Exec*=value");
+        let program = command.trim_start_matches(['-', '@', '+', '!', ':']);
+        let program = program.split_whitespace().next().expect("a program");
+        if program.starts_with("/usr/bin/") && program.ends_with(pkg) {
+            continue;
+        }
+        let found = run(Command::new("dpkg").arg("-S").arg(program));
+        let owner = text(&found)
+            .split(':')
+            .next()
+            .expect("package: path")
+            .trim()
+            .to_owned();
+        owners.insert(owner);
+    }
+    assert!(
+        owners.contains("procps"),
+        "ExecReload's kill(1): {owners:?}"
+    );
+    owners
+}
+
 /// `dpkg-deb -c`: path (without the leading `.`) to its mode string and owner.
 fn listing(deb: &Path) -> Vec<(String, String, String)> {
     text(&run(Command::new("dpkg-deb").arg("-c").arg(deb)))
@@ -204,7 +237,17 @@ fn packages_hold_the_binaries_units_and_conffiles_and_their_scripts_install_and_
         let field = |f: &str| text(&run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(f)));
         assert_eq!(field("Package").trim(), pkg);
         assert_eq!(field("Architecture").trim(), arch.trim());
-        assert!(field("Depends").contains("adduser"));
+        let depends = field("Depends");
+        for needed in packages_the_unit_runs(pkg) {
+            assert!(
+                depends.split(',').any(|d| d.trim() == needed),
+                "{pkg}: the unit runs a program of {needed}, Depends: {depends}"
+            );
+        }
+        assert!(
+            depends.contains("adduser"),
+            "adduser and deluser in the scripts"
+        );
 
         // Contents: owned by root, with the modes the layout promises.
         let files = listing(deb);

@@ -18,6 +18,9 @@ struct NotifySocket {
     socket: UnixDatagram,
     path: String,
     seen: Vec<String>,
+    /// When the last WATCHDOG=1 came, and the longest wait between two so far.
+    last_ping: Option<Instant>,
+    longest_gap: Duration,
 }
 
 impl NotifySocket {
@@ -31,6 +34,8 @@ impl NotifySocket {
             socket,
             path: path.to_str().expect("UTF-8 temp path").to_owned(),
             seen: Vec::new(),
+            last_ping: None,
+            longest_gap: Duration::ZERO,
         }
     }
 
@@ -41,6 +46,7 @@ impl NotifySocket {
         while Instant::now() < deadline {
             if let Ok(n) = self.socket.recv(&mut buf) {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.note(&message);
                 self.seen.push(message.clone());
                 if pred(&message) {
                     return message;
@@ -191,6 +197,26 @@ fn is_ping(message: &str) -> bool {
 }
 
 impl NotifySocket {
+    /// Keeps the ping timing.
+    fn note(&mut self, message: &str) {
+        if is_ping(message) {
+            let now = Instant::now();
+            if let Some(last) = self.last_ping {
+                self.longest_gap = self.longest_gap.max(now - last);
+            }
+            self.last_ping = Some(now);
+        }
+    }
+
+    /// The longest wait between pings since the last call (counting the wait for the
+    /// next one until now).
+    fn take_longest_gap(&mut self) -> Duration {
+        let open = self.last_ping.map_or(Duration::ZERO, |last| last.elapsed());
+        let longest = self.longest_gap.max(open);
+        self.longest_gap = Duration::ZERO;
+        longest
+    }
+
     /// Waits for `count` watchdog pings.
     fn pings(&mut self, who: &str, count: usize) {
         for i in 0..count {
@@ -200,12 +226,22 @@ impl NotifySocket {
 
     /// Every datagram that arrives within `window` (a bounded read, for "none came").
     fn drain(&mut self, window: Duration) -> Vec<String> {
+        self.drain_timed(window)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// As [`NotifySocket::drain`], each datagram with when it arrived.
+    fn drain_timed(&mut self, window: Duration) -> Vec<(Instant, String)> {
         let deadline = Instant::now() + window;
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
             if let Ok(n) = self.socket.recv(&mut buf) {
-                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.note(&message);
+                got.push((Instant::now(), message));
             }
         }
         got
@@ -281,6 +317,71 @@ fn watchdog_pings_flow_while_the_data_path_works_and_stop_while_history_is_wedge
     assert!(edge.wait_exit(WAIT).expect("edge exits").success());
     host.signal("TERM");
     assert!(host.wait_exit(WAIT).expect("host exits").success());
+}
+
+#[test]
+fn edge_watchdog_pings_stop_while_its_store_is_locked_by_another_process_and_resume_after() {
+    use system_tests::config::edge::Store;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plant = Plant::start();
+    // No broker: every scan goes to the store, written by the publisher's loop.
+    let mut edge_cfg = edge_config(dir.path(), free_port(), plant.port());
+    let store = dir.path().join("store.sqlite");
+    edge_cfg.store = Some(Store {
+        path: store.clone(),
+        ..Store::default()
+    });
+    let edge_toml = config::write(&edge_cfg, dir.path(), "edge-node.toml");
+    let mut notify = NotifySocket::bind(dir.path(), "edge.sock");
+    let mut cmd = Command::new(bin("edge-node"));
+    cmd.arg("--config")
+        .arg(&edge_toml)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", WATCHDOG_USEC)
+        .env_remove("WATCHDOG_PID")
+        .env("NO_COLOR", "1");
+    let mut edge = Proc::spawn("edge-node", cmd);
+    notify.wait_for("edge READY=1", WAIT, |m| m.contains("READY=1"));
+    notify.pings("edge", 3);
+
+    // Another process (a backup, a sqlite3 shell left open) holds the store's write lock:
+    // each append waits out SQLite's busy timeout (5 s) in the publisher's loop, longer
+    // than the watchdog period, so the pings stop for longer than systemd allows.
+    let db = rusqlite::Connection::open(&store).expect("open the store");
+    let steady = notify.take_longest_gap();
+    db.execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the write lock");
+    let wedged = notify.wait_for("edge wedge status", WAIT * 2, |m| {
+        m.contains("STATUS=publisher: no progress; watchdog not pinged")
+    });
+    assert!(!is_ping(&wedged), "{wedged:?}");
+    edge.wait_for_line(WAIT, |l| {
+        l.contains("watchdog: no progress; not pinging") && l.contains("part=publisher")
+    });
+    edge.wait_for_line(WAIT, |l| l.contains("database is locked"));
+    let period = Duration::from_micros(WATCHDOG_USEC.parse().expect("usec"));
+    notify.drain(period * 2);
+    let longest = notify.take_longest_gap();
+    assert!(
+        longest > period,
+        "pings stop for more than the watchdog period while the store is locked: \
+         {longest:?} (before: {steady:?})"
+    );
+
+    // The lock goes: the publisher's loop turns again and the pings resume for good.
+    db.execute_batch("ROLLBACK")
+        .expect("release the write lock");
+    drop(db);
+    edge.wait_for_line(WAIT, |l| l.contains("watchdog: moving again; pinging"));
+    notify.pings("edge after the wedge", 3);
+    let after = notify.drain(period * 2);
+    assert!(
+        after.iter().any(|m| is_ping(m)) && !after.iter().any(|m| m.contains("no progress")),
+        "steady pings once the lock is gone: {after:?}"
+    );
+
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).expect("edge exits").success());
 }
 
 /// `GET /metrics` on a port: whether it answered 200.
@@ -366,6 +467,126 @@ fn sighup_keeps_the_running_config_on_a_bad_file_and_applies_a_good_one() {
     });
     assert!(refused.contains("sparkplug.host_id"), "{refused:?}");
     assert_eq!(http_status(http_port, "/auth/setup"), Ok(200));
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}
+
+/// A TLS handshake with `localhost` on `port`, trusting only `ca`: whether the server's
+/// certificate chains to it.
+fn handshake(port: u16, ca: &Path) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(WAIT))
+        .map_err(|e| e.to_string())?;
+    // Bounded: each turn reads or writes a flight, and the read times out.
+    for _ in 0..10 {
+        if !tls.is_handshaking() {
+            return Ok(());
+        }
+        tls.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Err("handshake did not finish in 10 flights".to_owned())
+}
+
+#[test]
+fn sighup_serves_renewed_certificates_to_new_connections_and_keeps_them_on_a_bad_file() {
+    use system_tests::config::host::{ApiTls, TlsListener};
+    use system_tests::pki::Pki;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (old, new) = (Pki::generate(), Pki::generate());
+    let live = |name: &str| dir.path().join(name);
+    let install = |pki: &Pki| {
+        for (from, to) in [
+            (&pki.server_cert, "panel.pem"),
+            (&pki.server_key, "panel.key"),
+            (&pki.server_cert, "broker.pem"),
+            (&pki.server_key, "broker.key"),
+        ] {
+            std::fs::copy(from, live(to)).expect("install a certificate file");
+        }
+    };
+    install(&old);
+    let (broker_port, tls_port, https_port) = (free_port(), free_port(), free_port());
+    let mut host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: broker_port },
+        https_port,
+    );
+    host_cfg.api.https = Some(true);
+    host_cfg.api.tls = Some(ApiTls {
+        cert_file: live("panel.pem"),
+        key_file: live("panel.key"),
+    });
+    host_cfg.broker.embedded.as_mut().expect("embedded").tls = Some(TlsListener {
+        listen: format!("127.0.0.1:{tls_port}"),
+        ..TlsListener::new(&live("broker.pem"), &live("broker.key"))
+    });
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut notify = NotifySocket::bind(dir.path(), "host.sock");
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&host_toml)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NO_COLOR", "1");
+    let mut host = Proc::spawn("host-app", cmd);
+    notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    for port in [https_port, tls_port] {
+        assert_eq!(handshake(port, &old.ca), Ok(()), "port {port}");
+        assert!(handshake(port, &new.ca).is_err(), "port {port}");
+    }
+
+    // Renewed files, then SIGHUP: new connections get the new certificates.
+    install(&new);
+    host.signal("HUP");
+    let renewed = notify.wait_for("certificates renewed", WAIT, |m| {
+        m.contains("api.tls certificate renewed")
+    });
+    assert!(
+        renewed.contains("broker.embedded.tls certificate renewed"),
+        "{renewed:?}"
+    );
+    host.wait_for_line(WAIT, |l| {
+        l.contains("new certificate served to new connections")
+    });
+    for port in [https_port, tls_port] {
+        assert_eq!(handshake(port, &new.ca), Ok(()), "port {port}");
+        assert!(handshake(port, &old.ca).is_err(), "port {port}");
+    }
+
+    // A key that does not match its certificate: refused by key, the running one stays.
+    std::fs::copy(&old.server_key, live("panel.key")).expect("write a mismatched key");
+    host.signal("HUP");
+    let kept = notify.wait_for("certificate kept", WAIT, |m| {
+        m.contains("api.tls.key_file not loaded")
+    });
+    assert!(
+        kept.contains("running on the previous certificate"),
+        "{kept:?}"
+    );
+    host.wait_for_line(WAIT, |l| {
+        l.contains("certificate not loaded; the running one stays")
+            && l.contains("api.tls.key_file")
+    });
+    assert_eq!(handshake(https_port, &new.ca), Ok(()));
+    assert_eq!(handshake(tls_port, &new.ca), Ok(()));
+
     host.signal("TERM");
     assert!(host.wait_exit(WAIT).expect("host exits").success());
 }

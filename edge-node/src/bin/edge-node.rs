@@ -45,7 +45,6 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    infra::logging::init();
     infra::panic::install();
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = args.command {
@@ -89,6 +88,7 @@ async fn main() -> ExitCode {
                 .unwrap_or(std::path::Path::new("."))
                 .to_owned()
         });
+    infra::logging::init_with(config.log);
     match run(config, &path, &state_dir).await {
         Ok(()) => Exit::Success.into(),
         Err(e) => {

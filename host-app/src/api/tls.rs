@@ -8,10 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use infra::tls::{ClientCertificates, ServerTls};
+use infra::tls::{ClientCertificates, ServerCert, ServerTls};
 use rustls::ServerConfig;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 
 use super::config::ApiTls;
@@ -27,6 +25,8 @@ pub struct PanelCert {
     pub fingerprint: String,
     pub cert_file: PathBuf,
     pub self_signed: bool,
+    /// The served certificate, re-read on SIGHUP.
+    pub cert: Arc<ServerCert>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,25 +53,16 @@ pub fn load(
                 client_ca_file: None,
                 client_certificates: ClientCertificates::None,
             };
-            let mut config =
-                (*infra::tls::server_config(&server).map_err(CertError::Configured)?).clone();
+            let (config, cert) =
+                infra::tls::reloadable_server_config(&server).map_err(CertError::Configured)?;
+            let mut config = (*config).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let leaf = CertificateDer::pem_file_iter(&tls.cert_file)
-                .ok()
-                .and_then(|mut certs| certs.next())
-                .and_then(Result::ok)
-                .ok_or_else(|| {
-                    CertError::Configured(infra::tls::TlsError::File {
-                        file: infra::tls::TlsFile::Cert,
-                        path: tls.cert_file.clone(),
-                        message: "no certificate".into(),
-                    })
-                })?;
             Ok(PanelCert {
                 server_config: Arc::new(config),
-                fingerprint: fingerprint(&leaf),
+                fingerprint: fingerprint(&cert.leaf()),
                 cert_file: tls.cert_file.clone(),
                 self_signed: false,
+                cert,
             })
         }
         None => self_signed(state_dir, listen, public_host),

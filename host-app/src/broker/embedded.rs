@@ -16,7 +16,7 @@ use super::acl::Acl;
 use super::admission::Limits;
 use super::config::{EmbeddedConfig, Secret};
 use super::endpoint::{Credentials, MqttEndpoint};
-use super::engine::{Engine, EngineSettings};
+use super::engine::{Engine, EngineSettings, MessageCounters};
 use super::front::{Front, Upstream};
 
 /// QoS 1/2 messages in flight to one subscriber.
@@ -40,6 +40,9 @@ impl ClientGauge {
 pub struct EmbeddedBroker {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
+    /// The TLS listener's certificate, re-read on SIGHUP.
+    tls_cert: Option<Arc<infra::tls::ServerCert>>,
+    counters: Arc<MessageCounters>,
     engine_addr: SocketAddr,
     front: Arc<Front>,
     engine: Option<Engine>,
@@ -55,11 +58,13 @@ impl EmbeddedBroker {
         config.validate()?;
         let config = &config;
         let acl = Arc::new(Acl::from_config(config)?);
+        let mut tls_cert = None;
         let tls = match &config.tls {
-            Some(tls) => Some((
-                tls.listen,
-                TlsAcceptor::from(super::tls::server_config(tls)?),
-            )),
+            Some(tls) => {
+                let (server, cert) = super::tls::server_config(tls)?;
+                tls_cert = Some(cert);
+                Some((tls.listen, TlsAcceptor::from(server)))
+            }
             None => None,
         };
 
@@ -74,12 +79,14 @@ impl EmbeddedBroker {
             None => None,
         };
 
+        let counters = Arc::new(MessageCounters::default());
         let engine = Engine::start(
             EngineSettings {
                 max_packet_size: config.max_payload_size,
                 max_connections: config.max_connections,
                 max_inflight: MAX_INFLIGHT,
                 max_queued: config.max_queued_messages,
+                counters: Arc::clone(&counters),
             },
             Secret::new(random_secret()),
             acl.clone(),
@@ -108,6 +115,8 @@ impl EmbeddedBroker {
         let mut broker = EmbeddedBroker {
             plain_addr: None,
             tls_addr: None,
+            tls_cert,
+            counters,
             engine_addr,
             front: front.clone(),
             engine: Some(engine),
@@ -153,6 +162,16 @@ impl EmbeddedBroker {
     /// The TLS listener's bound address.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The messages the engine took in and delivered.
+    pub fn message_counters(&self) -> Arc<MessageCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// The TLS listener's certificate, which a reload replaces for new connections.
+    pub fn tls_cert(&self) -> Option<&Arc<infra::tls::ServerCert>> {
+        self.tls_cert.as_ref()
     }
 
     /// The engine's internal loopback address (only the front can log in there).

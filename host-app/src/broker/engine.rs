@@ -11,7 +11,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -50,6 +50,17 @@ pub struct EngineSettings {
     pub max_inflight: u16,
     /// Messages queued for one subscriber beyond those in flight.
     pub max_queued: usize,
+    /// Where the engine counts the messages it takes in and delivers.
+    pub counters: Arc<MessageCounters>,
+}
+
+/// PUBLISH packets through the engine, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MessageCounters {
+    /// Accepted from clients (refused ones are not counted).
+    pub received: AtomicU64,
+    /// Delivered to subscribers (one message to three subscribers counts three).
+    pub delivered: AtomicU64,
 }
 
 /// A running engine. Dropping it stops the engine without waiting.
@@ -177,6 +188,7 @@ async fn build(
         secret,
         policy,
         retained,
+        counters: Arc::clone(&settings.counters),
     };
     let register = scx.extends.hook_mgr().register();
     for typ in [
@@ -185,6 +197,7 @@ async fn build(
         Type::MessagePublishCheckAcl,
         Type::MessageDropped,
         Type::MessagePublish,
+        Type::MessageDelivered,
     ] {
         register.add(typ, Box::new(hooks.clone())).await;
     }
@@ -263,6 +276,7 @@ struct Hooks {
     policy: Arc<dyn TopicPolicy>,
     /// Where the Sparkplug Aware copies of NBIRTH and DBIRTH go.
     retained: Retained,
+    counters: Arc<MessageCounters>,
 }
 
 /// The account a session was logged in as: the front sends an empty username for
@@ -342,6 +356,7 @@ impl Handler for Hooks {
                 (true, acc)
             }
             Parameter::MessagePublish(Some(session), from, publish) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
                 let topic = &publish.topic;
                 if is_birth(topic)
                     && self
@@ -350,6 +365,10 @@ impl Handler for Hooks {
                 {
                     self.keep_birth(from, publish).await;
                 }
+                (true, acc)
+            }
+            Parameter::MessageDelivered(..) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 (true, acc)
             }
             _ => (true, acc),

@@ -124,6 +124,7 @@ pub use config::{
 };
 pub use embedded::{ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
+pub use engine::MessageCounters;
 pub use policy::TopicPolicy;
 
 use std::net::SocketAddr;

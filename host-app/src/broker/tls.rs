@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use infra::tls::{ServerTls, TlsError, TlsFile};
+use infra::tls::{ServerCert, ServerTls, TlsError};
 use rustls::ServerConfig;
 
 use super::config::{ConfigError, TlsListenerConfig};
 
-/// The TLS listener's server configuration, with client certificate checking as configured.
-pub fn server_config(tls: &TlsListenerConfig) -> Result<Arc<ServerConfig>, ConfigError> {
-    infra::tls::server_config(&ServerTls {
+/// The TLS listener's server configuration, with client certificate checking as
+/// configured, and its certificate (re-read on SIGHUP).
+pub fn server_config(
+    tls: &TlsListenerConfig,
+) -> Result<(Arc<ServerConfig>, Arc<ServerCert>), ConfigError> {
+    infra::tls::reloadable_server_config(&ServerTls {
         cert_file: tls.cert_file.clone(),
         key_file: tls.key_file.clone(),
         client_ca_file: tls.client_ca_file.clone(),
@@ -21,17 +24,5 @@ pub fn server_config(tls: &TlsListenerConfig) -> Result<Arc<ServerConfig>, Confi
 
 /// The configuration key a TLS error belongs to, under `section`.
 pub(crate) fn tls_key(section: &str, error: &TlsError) -> String {
-    let key = match error {
-        TlsError::File { file, .. } => match file {
-            TlsFile::Ca => "ca_file",
-            TlsFile::ClientCert => "client_cert_file",
-            TlsFile::ClientKey => "client_key_file",
-            TlsFile::Cert => "cert_file",
-            TlsFile::Key => "key_file",
-            TlsFile::ClientCa => "client_ca_file",
-        },
-        TlsError::ServerName { .. } => "server_name",
-        TlsError::Rustls(_) => return section.to_owned(),
-    };
-    format!("{section}.{key}")
+    error.key(section)
 }

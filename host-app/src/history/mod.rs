@@ -55,7 +55,7 @@ pub use types::{
     MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
     SampleValue, TimeRange, TimestampMs,
 };
-pub use writer::{HistoryWriter, WriterConfig, WriterStats, WriterTask};
+pub use writer::{HistoryWriter, WriterConfig, WriterMetrics, WriterStats, WriterTask};
 
 /// The seam between the host and its history backend. All methods block; see the module
 /// docs for how async code drives them.

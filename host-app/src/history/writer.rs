@@ -8,6 +8,7 @@
 //! like a slow one. Only samples still failing at shutdown are lost, and counted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use infra::watchdog::Progress;
@@ -53,6 +54,27 @@ pub struct WriterStats {
     pub lost: u64,
 }
 
+/// The writer's running figures, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterMetrics {
+    /// Samples the writer took in.
+    pub received: AtomicU64,
+    /// Samples in commits that landed.
+    pub committed: AtomicU64,
+    /// Time spent in commits that landed, in microseconds.
+    pub commit_micros: AtomicU64,
+    /// Commits that failed (their samples are tried again).
+    pub failed_commits: AtomicU64,
+}
+
+impl WriterMetrics {
+    /// Samples taken in and not committed yet: how far the writer is behind.
+    pub fn pending(&self) -> u64 {
+        let received = self.received.load(Ordering::Relaxed);
+        received.saturating_sub(self.committed.load(Ordering::Relaxed))
+    }
+}
+
 enum Command {
     Samples(Vec<Sample>),
     Flush(oneshot::Sender<Result<()>>),
@@ -65,6 +87,7 @@ enum Command {
 pub struct HistoryWriter {
     tx: mpsc::Sender<Command>,
     progress: Arc<Progress>,
+    metrics: Arc<WriterMetrics>,
 }
 
 /// The running writer task; [`WriterTask::join`] waits for its final flush.
@@ -83,11 +106,22 @@ impl HistoryWriter {
         let progress = Progress::new();
         let mut batcher = Batcher::new(store, config.batch_size.max(1));
         batcher.progress = Arc::clone(&progress);
+        let metrics = Arc::clone(&batcher.metrics);
         let handle = tokio::spawn(
             run(batcher, rx, config.flush_interval)
                 .instrument(tracing::info_span!("history_writer")),
         );
-        (HistoryWriter { tx, progress }, WriterTask { handle })
+        let writer = HistoryWriter {
+            tx,
+            progress,
+            metrics,
+        };
+        (writer, WriterTask { handle })
+    }
+
+    /// The writer's running figures.
+    pub fn metrics(&self) -> Arc<WriterMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The writer's liveness for the service watchdog: it beats at every successful
@@ -178,6 +212,7 @@ async fn run(
                         deadline = Some(Instant::now() + flush_interval);
                     }
                     batcher.stats.received += samples.len() as u64;
+                    batcher.metrics.received.fetch_add(samples.len() as u64, Ordering::Relaxed);
                     batcher.pending.append(&mut samples);
                     if batcher.pending.len() >= batcher.batch_size
                         && batcher.in_flight.is_none()
@@ -254,6 +289,7 @@ struct Batcher {
     retry_at: Option<Instant>,
     retry_pause: Duration,
     progress: Arc<Progress>,
+    metrics: Arc<WriterMetrics>,
 }
 
 impl Batcher {
@@ -269,6 +305,7 @@ impl Batcher {
             retry_at: None,
             retry_pause: RETRY_FIRST,
             progress: Progress::new(),
+            metrics: Arc::default(),
         }
     }
 
@@ -281,11 +318,17 @@ impl Batcher {
         self.retry_at = None;
         let mut batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         let store = Arc::clone(&self.store);
+        let metrics = Arc::clone(&self.metrics);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             // Key order: each metric's pages are visited once per commit. The sort is stable,
             // so of two copies of one (metric, ts) in a batch the first to arrive is kept.
             batch.sort_by_key(|s| (s.metric, s.ts));
+            let started = std::time::Instant::now();
             let result = store.append(&batch);
+            if result.is_ok() {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                metrics.commit_micros.fetch_add(micros, Ordering::Relaxed);
+            }
             (batch, result)
         }));
     }
@@ -305,6 +348,8 @@ impl Batcher {
                 match result {
                     Ok(outcome) => {
                         self.stats.stored.add(outcome);
+                        let landed = batch.len() as u64;
+                        self.metrics.committed.fetch_add(landed, Ordering::Relaxed);
                         self.progress.beat();
                         self.retry_pause = RETRY_FIRST;
                     }
@@ -333,6 +378,7 @@ impl Batcher {
         let pause = self.retry_pause;
         tracing::error!(samples, error = %message, retry_in = ?pause, "history batch not stored; kept for a retry");
         self.stats.failed_commits += 1;
+        self.metrics.failed_commits.fetch_add(1, Ordering::Relaxed);
         self.retry_at = Some(Instant::now() + pause);
         self.retry_pause = (pause * 2).min(RETRY_MAX);
         self.failure.get_or_insert(message);

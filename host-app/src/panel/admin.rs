@@ -127,8 +127,9 @@ pub async fn system_page(State(state): State<PanelState>, caller: Caller) -> Res
         history_size: size.map_or_else(|| "–".into(), bytes_text),
         retention,
         fingerprint: sys
-            .fingerprint
-            .clone()
+            .cert
+            .as_ref()
+            .map(|c| crate::api::tls::fingerprint(&c.leaf()))
             .unwrap_or_else(|| "– (plain HTTP)".into()),
         nodes,
         metrics,

@@ -63,8 +63,8 @@ pub struct SystemInfo {
     pub broker_mode: &'static str,
     /// Connected MQTT clients of the embedded broker.
     pub broker_clients: Option<ClientGauge>,
-    /// SHA-256 fingerprint of the panel's certificate under HTTPS.
-    pub fingerprint: Option<String>,
+    /// The panel's certificate under HTTPS (its fingerprint is shown as served now).
+    pub cert: Option<std::sync::Arc<infra::tls::ServerCert>>,
 }
 
 /// What the pages share.

@@ -13,6 +13,14 @@ pub struct HostConfig {
     pub sparkplug: Sparkplug,
     pub api: Api,
     pub metrics: Option<super::edge::Metrics>,
+    pub log: Option<Log>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Log {
+    /// `json`, `journald` or `human`.
+    pub format: String,
 }
 
 impl HostConfig {
@@ -29,6 +37,7 @@ impl HostConfig {
             },
             api: Api::plain("127.0.0.1:0"),
             metrics: None,
+            log: None,
         }
     }
 
