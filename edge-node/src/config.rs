@@ -34,6 +34,7 @@ use sparkplug::topic::{IdPart, validate_id};
 use infra::{ConfigError, Problems};
 
 use crate::modbus::{ModbusConfig, Site};
+use crate::node::economy::{EconomySection, Levers};
 use crate::store::StoreConfig;
 
 /// A checked configuration, ready to run.
@@ -47,6 +48,8 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The link-economy levers (`[economy]`); all off without the table.
+    pub economy: Levers,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -147,6 +150,7 @@ struct Document {
     modbus: Option<toml::Table>,
     store: Option<StoreConfig>,
     metrics: Option<infra::metrics::MetricsConfig>,
+    economy: Option<EconomySection>,
 }
 
 #[derive(Deserialize)]
@@ -266,7 +270,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         // A syntax error is reported once, not by each section's reader.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::from_toml(&e, text))?;
-        let ((sparkplug, mqtt, store, metrics), (modbus, site)) =
+        let ((sparkplug, mqtt, store, metrics, economy), (modbus, site)) =
             match (parse_sections(text, base), modbus()) {
                 (Ok(sections), Ok(modbus)) => (sections, modbus),
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
@@ -279,6 +283,7 @@ impl Config {
             site,
             store,
             metrics,
+            economy,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -306,7 +311,11 @@ fn parse_sections(text: &str, base: &Path) -> Result<Sections, ConfigError> {
     let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, &mut problems);
     let store = doc.store.map(|s| check_store(s, base, &mut problems));
     let metrics = doc.metrics.and_then(|m| problems.check(m.addr()));
-    problems.finish((sparkplug, mqtt, store, metrics))
+    let economy = doc
+        .economy
+        .map(|e| e.check(&mut problems))
+        .unwrap_or_else(Levers::off);
+    problems.finish((sparkplug, mqtt, store, metrics, economy))
 }
 
 type Sections = (
@@ -314,6 +323,7 @@ type Sections = (
     MqttSettings,
     Option<StoreConfig>,
     Option<std::net::SocketAddr>,
+    Levers,
 );
 
 /// The store's own checks, its path taken relative to the config file.

@@ -23,12 +23,16 @@
 //! - [`bdseq`]: the bdSeq state file.
 
 pub mod bdseq;
+pub mod bill;
 pub mod catalog;
 pub mod commands;
+pub mod economy;
 pub mod exposition;
 pub mod forwarder;
 pub mod metrics;
 pub mod publisher;
+mod reporting;
+pub mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -215,6 +219,9 @@ pub struct EdgeNode {
     /// Beats at every turn of the publishing loop, for the service watchdog.
     progress: Arc<Progress>,
     gauges: Arc<exposition::LinkGauges>,
+    /// Changes held for the report window (`economy.report_window_ms`), if on.
+    window: Option<window::ReportWindow>,
+    bill: Arc<bill::Bill>,
 }
 
 /// Longest the publishing loop goes without a turn while it is not stuck.
@@ -223,6 +230,11 @@ const BEAT: Duration = Duration::from_secs(1);
 impl EdgeNode {
     /// Starts Modbus acquisition and the MQTT session on the current runtime.
     pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
+        Self::start_with_clock(config, bill::system_clock())
+    }
+
+    /// [`EdgeNode::start`] with the clock the link bill and daily budget follow.
+    pub fn start_with_clock(config: Config, clock: bill::Clock) -> Result<NodeHandle, NodeError> {
         let bdseq = match &config.sparkplug.state_file {
             // An unreadable file (SD card damage) must not keep the node offline: hosts
             // only match NDEATH to NBIRTH by bdSeq, so starting again at 0 is safe.
@@ -256,20 +268,36 @@ impl EdgeNode {
         });
         let gauges = Arc::new(exposition::LinkGauges::default());
         let bytes: Arc<ByteCounters> = Arc::default();
+        let bill = Arc::new(bill::Bill::new(
+            Arc::clone(&bytes),
+            clock,
+            config.economy.daily_budget_bytes,
+        ));
         let metrics = exposition::MetricsSource {
             acquisition: handle.clone(),
             published: Arc::clone(&published),
             bytes: Arc::clone(&bytes),
             gauges: Arc::clone(&gauges),
             status: status_rx.clone(),
+            bill: Arc::clone(&bill),
         };
+        let levers = &config.economy;
+        let catalog = Catalog::new(Arc::new(config.site.clone()));
         let node = EdgeNode {
-            catalog: Catalog::new(Arc::new(config.site.clone())),
+            catalog: if levers.narrow_types {
+                catalog.narrowed()
+            } else {
+                catalog
+            },
             publisher: Publisher::new(
                 &config.sparkplug.group_id,
                 &config.sparkplug.edge_node_id,
                 Arc::clone(&published),
-            ),
+            )
+            .with_levers(levers),
+            window: (!levers.report_window.is_zero())
+                .then(|| window::ReportWindow::new(config.site.devices.len())),
+            bill,
             config,
             acquisition: Some(acquisition),
             handle,
@@ -436,6 +464,7 @@ impl EdgeNode {
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat = tokio::time::interval(BEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut window_tick = reporting::window_interval(&self.config.economy);
         let ending = loop {
             self.progress.beat();
             tokio::select! {
@@ -479,6 +508,11 @@ impl EdgeNode {
                         break Ending::Lost(e.to_string());
                     }
                 }
+                _ = window_tick.tick(), if phase == Phase::Born && self.window.is_some() => {
+                    if let Err(e) = self.close_window(&link).await {
+                        break Ending::Lost(e.to_string());
+                    }
+                }
                 _ = probe_tick.tick(), if phase == Phase::Born => {
                     match self.on_probe_tick(&link).await {
                         Ok(None) => {}
@@ -489,6 +523,13 @@ impl EdgeNode {
             }
         };
         self.set_born_on(None);
+        if phase == Phase::Born
+            && !matches!(ending, Ending::Lost(_))
+            && let Err(e) = self.close_window(&link).await
+        {
+            warn!(error = %e, "report window not sent before leaving");
+        }
+        self.keep_window();
         if matches!(ending, Ending::Lost(_) | Ending::NextServer)
             && let Some(f) = self.forwarder.as_mut()
         {
@@ -860,6 +901,7 @@ impl EdgeNode {
         let now = now_ms();
         match change {
             Change::Born(d) => {
+                self.close_device_window(link, d).await?;
                 self.publish_dbirth(link, d, now).await?;
                 // Samples held for this device may go now.
                 self.replay(link).await
@@ -871,27 +913,16 @@ impl EdgeNode {
                 if report.samples.is_empty() {
                     return Ok(());
                 }
-                let name = self.catalog.device_name(d).to_owned();
-                // Kept before it goes: a publish that fails ends the session, and the
-                // link loss stores what was kept.
-                if let Some(f) = self.forwarder.as_mut() {
-                    f.sending_live(report);
+                if let Some(window) = self.window.as_mut() {
+                    window.hold(report);
+                    return Ok(());
                 }
-                self.publisher
-                    .publish(
-                        link,
-                        MessageType::DData,
-                        Some(&name),
-                        Catalog::ddata(report, now),
-                    )
-                    .await?;
-                if let Some(f) = self.forwarder.as_mut() {
-                    f.published_live(self.publisher.last_payload_len());
-                }
+                self.publish_data(link, d, report, now).await?;
                 // Live first, then what the link share leaves for history.
                 self.replay(link).await
             }
             Change::Died(d) => {
+                self.close_device_window(link, d).await?;
                 let name = self.catalog.device_name(d).to_owned();
                 info!(device = %name, "device offline: DDEATH");
                 self.publisher
@@ -928,6 +959,10 @@ impl EdgeNode {
         let Some(mut forwarder) = self.forwarder.take() else {
             return Ok(());
         };
+        if !self.bill.replay_allowed() {
+            self.forwarder = Some(forwarder);
+            return Ok(());
+        }
         let result = self.replay_with(&mut forwarder, link).await;
         self.forwarder = Some(forwarder);
         result
@@ -975,8 +1010,12 @@ impl EdgeNode {
                         .iter()
                         .filter(|s| s.device == Some(device))
                         .map(|s| {
-                            let mut m =
-                                catalog::data_metric(s.alias, &s.value, s.quality, s.timestamp_ms);
+                            let mut m = self.catalog.data_metric_fitted(
+                                s.alias,
+                                &s.value,
+                                s.quality,
+                                s.timestamp_ms,
+                            );
                             m.is_historical = true;
                             m
                         }),
@@ -1065,6 +1104,8 @@ impl EdgeNode {
                 .messages
                 .load(std::sync::atomic::Ordering::Relaxed),
             poll_errors,
+            bill: self.bill.figures(),
+            daily_budget: self.bill.budget().unwrap_or(0),
             store: self
                 .forwarder
                 .as_ref()
