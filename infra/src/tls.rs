@@ -129,7 +129,7 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let config = match &tls.client_auth {
+    let mut config = match &tls.client_auth {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -138,7 +138,26 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
             )
             .map_err(|e| file_error(TlsFile::ClientKey, key, e))?,
     };
+    // Each connect builds its config again (files re-read); the session tickets outlive
+    // it, so a reconnect resumes the TLS session instead of a full handshake.
+    config.resumption = rustls::client::Resumption::store(client_sessions());
     Ok(Arc::new(config))
+}
+
+/// Session tickets entries the process keeps, one per server name and then some.
+const SESSION_CACHE_ENTRIES: usize = 64;
+
+/// The process's TLS client session cache, shared by every client config.
+fn client_sessions() -> Arc<dyn rustls::client::ClientSessionStore> {
+    static CACHE: std::sync::OnceLock<Arc<rustls::client::ClientSessionMemoryCache>> =
+        std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            Arc::new(rustls::client::ClientSessionMemoryCache::new(
+                SESSION_CACHE_ENTRIES,
+            ))
+        })
+        .clone()
 }
 
 /// The listener's server configuration, with client certificate checking as configured
@@ -244,6 +263,69 @@ mod tests {
                 }
             ),
             "{e}"
+        );
+    }
+
+    /// A whole handshake in memory; the bytes the client sent and received.
+    fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> (usize, bool) {
+        let name = server_name("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::clone(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::clone(server)).unwrap();
+        let mut bytes = 0;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            bytes += buf.len();
+            let mut slice = &buf[..];
+            while !slice.is_empty() {
+                s.read_tls(&mut slice).unwrap();
+            }
+            s.process_new_packets().unwrap();
+            let mut back = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut back).unwrap();
+            }
+            bytes += back.len();
+            let mut slice = &back[..];
+            while !slice.is_empty() {
+                c.read_tls(&mut slice).unwrap();
+            }
+            c.process_new_packets().unwrap();
+            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
+                break;
+            }
+        }
+        assert!(!c.is_handshaking(), "handshake finished");
+        let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        (bytes, resumed)
+    }
+
+    #[test]
+    fn a_reconnect_resumes_the_session_with_a_config_built_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = pki(dir.path());
+        let tls = ClientTls {
+            ca_file: ca,
+            server_name: Some("localhost".into()),
+            client_auth: None,
+        };
+        let server = server_config(&ServerTls {
+            cert_file: cert,
+            key_file: key,
+            client_ca_file: None,
+            client_certificates: ClientCertificates::None,
+        })
+        .unwrap();
+        let (full, resumed) = handshake(&client_config(&tls).unwrap(), &server);
+        assert!(!resumed, "the first connect is a full handshake");
+        // Each connect builds its client config again, as `link` does.
+        let (again, resumed) = handshake(&client_config(&tls).unwrap(), &server);
+        assert!(resumed, "the reconnect resumes");
+        assert!(
+            again < full,
+            "resumption costs {again} bytes, a full handshake {full}"
         );
     }
 
