@@ -21,7 +21,7 @@ const DAY_MS: u64 = 86_400_000;
 /// Each counter value stays in the register for three scans.
 const HOLD: Duration = Duration::from_millis(300);
 
-fn metric_of<'a>(p: &'a Payload, alias: u64) -> Option<&'a sparkplug::Metric> {
+fn metric_of(p: &Payload, alias: u64) -> Option<&sparkplug::Metric> {
     p.metrics.iter().find(|m| m.alias == Some(alias))
 }
 

@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_node::modbus::{
-    DeviceId, Event, ModbusConfig, Quality, Report, Sample, Site, TagId, Value,
-};
+use edge_node::modbus::{DeviceId, Event, Quality, Report, Sample, Site, TagId, Value};
 use edge_node::node::catalog::Catalog;
 use edge_node::node::economy::{Levers, MetricTimestamps};
 use edge_node::node::publisher::Publisher;
@@ -31,9 +29,7 @@ const SCANS: usize = 40;
 const WINDOW_SCANS: usize = 10;
 
 fn site() -> Site {
-    ModbusConfig::parse(&reference::edge_modbus_toml("127.0.0.1", 502))
-        .and_then(|c| c.validate())
-        .expect("the reference plant's tags load")
+    edge_node_testkit::modbus::site(&reference::edge_modbus_toml("127.0.0.1", 502))
 }
 
 fn all_on() -> Levers {
@@ -241,6 +237,15 @@ fn points(history: &Json) -> Vec<(u64, u64, String, String, String)> {
         .collect()
 }
 
+/// A value as the wire carries it: Python's protobuf widens a Float to the nearest
+/// double of its own, so numbers compare as the f32 they were.
+fn as_sent(v: &Json) -> String {
+    match v {
+        Json::Number(n) if n.is_f64() => format!("{:?}", n.as_f64().unwrap_or(f64::NAN) as f32),
+        other => other.to_string(),
+    }
+}
+
 /// pysparkplug read every live sample of the levers-on run: name, timestamp, value.
 fn pysparkplug_decodes_every_sample(py: &mut Proc, site: &Site, scans: &[Vec<Report>]) {
     py.wait_exit(Duration::from_secs(70));
@@ -253,7 +258,7 @@ fn pysparkplug_decodes_every_sample(py: &mut Proc, site: &Site, scans: &[Vec<Rep
                 device.clone(),
                 s[0].as_str().unwrap_or_default().to_owned(),
                 s[1].as_u64().unwrap_or(0),
-                s[2].to_string(),
+                as_sent(&s[2]),
             ));
         }
     }
@@ -273,7 +278,7 @@ fn pysparkplug_decodes_every_sample(py: &mut Proc, site: &Site, scans: &[Vec<Rep
                 site.devices[tag.device].name.clone(),
                 tag.name.clone(),
                 infra::clock::millis(s.timestamp),
-                value.to_string(),
+                as_sent(&value),
             )
         })
         .collect();

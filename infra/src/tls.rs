@@ -121,7 +121,59 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
 }
 
 /// The client configuration; files are read now so errors name them.
+///
+/// A reconnect with the same settings and unchanged files gets the same config back, so
+/// its TLS session resumes (rustls resumes only under the config that made the session):
+/// a short handshake instead of a full one with certificates, on links paid by the byte.
 pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
+    let files = client_files(tls);
+    let cache = client_configs();
+    if let Some(files) = &files
+        && let Some(config) = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(t, f, _)| t == tls && f == files)
+            .map(|(_, _, c)| Arc::clone(c))
+    {
+        return Ok(config);
+    }
+    let config = build_client_config(tls)?;
+    if let Some(files) = files {
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CLIENT_CONFIGS_KEPT {
+            cache.remove(0);
+        }
+        cache.push((tls.clone(), files, Arc::clone(&config)));
+    }
+    Ok(config)
+}
+
+/// Client configs kept for reuse (a node has a handful of servers).
+const CLIENT_CONFIGS_KEPT: usize = 16;
+
+type CachedClientConfig = (ClientTls, Vec<Vec<u8>>, Arc<ClientConfig>);
+
+fn client_configs() -> &'static std::sync::Mutex<Vec<CachedClientConfig>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<CachedClientConfig>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The bytes of every file a client config is built from; `None` when one is unreadable
+/// (the build then names it).
+fn client_files(tls: &ClientTls) -> Option<Vec<Vec<u8>>> {
+    let mut paths = vec![&tls.ca_file];
+    if let Some((cert, key)) = &tls.client_auth {
+        paths.push(cert);
+        paths.push(key);
+    }
+    paths.into_iter().map(|p| std::fs::read(p).ok()).collect()
+}
+
+fn build_client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(name) = &tls.server_name {
         server_name(name)?;
     }
@@ -129,7 +181,7 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let mut config = match &tls.client_auth {
+    let config = match &tls.client_auth {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -138,26 +190,7 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
             )
             .map_err(|e| file_error(TlsFile::ClientKey, key, e))?,
     };
-    // Each connect builds its config again (files re-read); the session tickets outlive
-    // it, so a reconnect resumes the TLS session instead of a full handshake.
-    config.resumption = rustls::client::Resumption::store(client_sessions());
     Ok(Arc::new(config))
-}
-
-/// Session tickets entries the process keeps, one per server name and then some.
-const SESSION_CACHE_ENTRIES: usize = 64;
-
-/// The process's TLS client session cache, shared by every client config.
-fn client_sessions() -> Arc<dyn rustls::client::ClientSessionStore> {
-    static CACHE: std::sync::OnceLock<Arc<rustls::client::ClientSessionMemoryCache>> =
-        std::sync::OnceLock::new();
-    CACHE
-        .get_or_init(|| {
-            Arc::new(rustls::client::ClientSessionMemoryCache::new(
-                SESSION_CACHE_ENTRIES,
-            ))
-        })
-        .clone()
 }
 
 /// The listener's server configuration, with client certificate checking as configured
@@ -320,9 +353,13 @@ mod tests {
         .unwrap();
         let (full, resumed) = handshake(&client_config(&tls).unwrap(), &server);
         assert!(!resumed, "the first connect is a full handshake");
-        // Each connect builds its client config again, as `link` does.
+        // Each connect asks for its client config again, as `link` does.
         let (again, resumed) = handshake(&client_config(&tls).unwrap(), &server);
         assert!(resumed, "the reconnect resumes");
+        // New files at the same paths make a new config: a rotated CA is read.
+        let before = client_config(&tls).unwrap();
+        pki(dir.path());
+        assert!(!Arc::ptr_eq(&before, &client_config(&tls).unwrap()));
         assert!(
             again < full,
             "resumption costs {again} bytes, a full handshake {full}"

@@ -114,10 +114,13 @@ mod tests {
     fn both_halves_load_and_agree_on_the_tag_count() {
         let plant = SimulatorConfig::from_toml_str(&plant_sim_toml(), "reference").unwrap();
         assert_eq!(plant.units.len(), DEVICES);
-        let modbus = crate::modbus::ModbusConfig::parse(&edge_modbus_toml("127.0.0.1", 502))
-            .unwrap()
-            .validate()
-            .unwrap();
+        let modbus = crate::modbus::ModbusConfig::from_toml(
+            &edge_modbus_toml("127.0.0.1", 502),
+            "reference",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
         assert_eq!(modbus.tags.len(), DEVICES * TAGS_PER_DEVICE);
     }
 }
