@@ -637,6 +637,25 @@ port = 1884
     }
 
     #[test]
+    fn economy_levers_are_off_without_the_table_and_checked_with_it() {
+        let off = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(off.economy, Levers::off());
+        let on = format!(
+            "{GOOD}\n[economy]\nmetric_timestamps = \"when_different\"\nreport_window_ms = 10000\ncompression = \"gzip\"\n"
+        );
+        let c = Config::from_toml(&on, Path::new(".")).unwrap();
+        assert_eq!(c.economy.report_window, Duration::from_secs(10));
+        assert_eq!(c.economy.compression, Some(sparkplug::Algorithm::Gzip));
+        let bad = format!("{GOOD}\n[economy]\nreport_window_ms = 99999999\n");
+        let e = Config::from_toml(&bad, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("economy.report_window_ms"), "{e}");
+        let unknown = format!("{GOOD}\n[economy]\nwindow = 5\n");
+        assert!(Config::from_toml(&unknown, Path::new(".")).is_err());
+    }
+
+    #[test]
     fn every_problem_names_its_key() {
         let text = r#"
 [sparkplug]
