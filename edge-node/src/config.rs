@@ -38,6 +38,7 @@ use sparkplug::topic::{IdPart, validate_id};
 use infra::{ConfigError, Problems};
 
 use crate::modbus::{ModbusConfig, Site};
+use crate::node::economy::{EconomySection, Levers};
 use crate::store::StoreConfig;
 
 /// A checked configuration, ready to run.
@@ -53,6 +54,8 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// `[log]`: the log format.
     pub log: infra::logging::LogConfig,
+    /// The link-economy levers (`[economy]`); all off without the table.
+    pub economy: Levers,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -154,15 +157,8 @@ struct Document {
     modbus: Option<toml::Table>,
     store: Option<StoreConfig>,
     metrics: Option<infra::metrics::MetricsConfig>,
-    /// Checked here; read by [`LogSection`] (the sections' tuple stays as it is).
-    #[allow(dead_code)]
     log: Option<infra::logging::LogConfig>,
-}
-
-/// `[log]` alone, read once [`Document`] has checked it.
-#[derive(Deserialize)]
-struct LogSection {
-    log: Option<infra::logging::LogConfig>,
+    economy: Option<EconomySection>,
 }
 
 #[derive(Deserialize)]
@@ -294,16 +290,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         // A syntax error is reported once, not by each section's reader.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::from_toml(&e, text))?;
-        let ((sparkplug, mqtt, store, metrics), (modbus, site)) =
+        let ((sparkplug, mqtt, store, metrics, economy, log), (modbus, site)) =
             match (parse_sections(text, base, read), modbus()) {
                 (Ok(sections), Ok(modbus)) => (sections, modbus),
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
                 (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
             };
-        let log = toml::from_str::<LogSection>(text)
-            .ok()
-            .and_then(|section| section.log)
-            .unwrap_or_default();
         let config = Config {
             sparkplug,
             mqtt,
@@ -312,6 +304,7 @@ impl Config {
             store,
             metrics,
             log,
+            economy,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -342,7 +335,12 @@ fn parse_sections(text: &str, base: &Path, read: ReadFile<'_>) -> Result<Section
     let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, read, &mut problems);
     let store = doc.store.map(|s| check_store(s, base, &mut problems));
     let metrics = doc.metrics.and_then(|m| problems.check(m.addr()));
-    problems.finish((sparkplug, mqtt, store, metrics))
+    let economy = doc
+        .economy
+        .map(|e| e.check(&mut problems))
+        .unwrap_or_else(Levers::off);
+    let log = doc.log.unwrap_or_default();
+    problems.finish((sparkplug, mqtt, store, metrics, economy, log))
 }
 
 type Sections = (
@@ -350,6 +348,8 @@ type Sections = (
     MqttSettings,
     Option<StoreConfig>,
     Option<std::net::SocketAddr>,
+    Levers,
+    infra::logging::LogConfig,
 );
 
 /// The store's own checks, its path taken relative to the config file.
@@ -744,6 +744,25 @@ port = 1884
             c.mqtt.link_options(server, will).max_packet_size,
             Some(262_144)
         );
+    }
+
+    #[test]
+    fn economy_levers_are_off_without_the_table_and_checked_with_it() {
+        let off = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(off.economy, Levers::off());
+        let on = format!(
+            "{GOOD}\n[economy]\nmetric_timestamps = \"when_different\"\nreport_window_ms = 10000\ncompression = \"gzip\"\n"
+        );
+        let c = Config::from_toml(&on, Path::new(".")).unwrap();
+        assert_eq!(c.economy.report_window, Duration::from_secs(10));
+        assert_eq!(c.economy.compression, Some(sparkplug::Algorithm::Gzip));
+        let bad = format!("{GOOD}\n[economy]\nreport_window_ms = 99999999\n");
+        let e = Config::from_toml(&bad, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("economy.report_window_ms"), "{e}");
+        let unknown = format!("{GOOD}\n[economy]\nwindow = 5\n");
+        assert!(Config::from_toml(&unknown, Path::new(".")).is_err());
     }
 
     #[test]

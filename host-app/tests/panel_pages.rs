@@ -124,3 +124,46 @@ async fn pages_answer_by_role_and_writes_show_where_the_birth_allows() {
     );
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_page_shows_the_link_bill_an_edge_node_reports() {
+    use host_app_testkit::host::{WAIT, broker_addr, start_host};
+    use system_tests::mqtt::ScriptedEdge;
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), None).await;
+    let mut edge = ScriptedEdge::connect(broker_addr(&host), "Plant", "Sat1", 0).await;
+    edge.nbirth(vec![
+        Metric::new("Link/Bytes Sent This Hour", 1_234u64).with_alias(18),
+        Metric::new("Link/Bytes Received This Hour", 56u64).with_alias(19),
+        Metric::new("Link/Bytes Sent Today", 98_765u64).with_alias(20),
+        Metric::new("Link/Bytes Received Today", 432u64).with_alias(21),
+        Metric::new("Link/Daily Budget", 50_000_000u64).with_alias(22),
+        Metric::new("Store/Replay Paused", false).with_alias(23),
+    ])
+    .await;
+    let shared = host.shared().clone();
+    system_tests::wait::until_async("birth tracked", WAIT, || {
+        shared
+            .tracker()
+            .node(&host_app::tracker::NodeId::new("Plant", "Sat1"))
+            .is_some()
+    })
+    .await;
+    let viewer = login(&host, "victor", Role::Viewer).await;
+    let (status, body) = page(&viewer, "/node/Plant/Sat1").await;
+    assert_eq!(status, 200, "{body}");
+    let bill = &body[body.find("id=\"bill\"").expect("the bill card")..];
+    for shown in [
+        "sent today (UTC)",
+        "98765",
+        "1234",
+        "432",
+        "50000000",
+        "daily budget",
+    ] {
+        assert!(bill.contains(shown), "{shown} in {bill}");
+    }
+    // A node without a bill has no card.
+    let (_, other) = page(&viewer, "/").await;
+    assert!(!other.contains("id=\"bill\""));
+}

@@ -145,7 +145,59 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
 }
 
 /// The client configuration; files are read now so errors name them.
+///
+/// A reconnect with the same settings and unchanged files gets the same config back, so
+/// its TLS session resumes (rustls resumes only under the config that made the session):
+/// a short handshake instead of a full one with certificates, on links paid by the byte.
 pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
+    let files = client_files(tls);
+    let cache = client_configs();
+    if let Some(files) = &files
+        && let Some(config) = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(t, f, _)| t == tls && f == files)
+            .map(|(_, _, c)| Arc::clone(c))
+    {
+        return Ok(config);
+    }
+    let config = build_client_config(tls)?;
+    if let Some(files) = files {
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CLIENT_CONFIGS_KEPT {
+            cache.remove(0);
+        }
+        cache.push((tls.clone(), files, Arc::clone(&config)));
+    }
+    Ok(config)
+}
+
+/// Client configs kept for reuse (a node has a handful of servers).
+const CLIENT_CONFIGS_KEPT: usize = 16;
+
+type CachedClientConfig = (ClientTls, Vec<Vec<u8>>, Arc<ClientConfig>);
+
+fn client_configs() -> &'static std::sync::Mutex<Vec<CachedClientConfig>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<CachedClientConfig>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The bytes of every file a client config is built from; `None` when one is unreadable
+/// (the build then names it).
+fn client_files(tls: &ClientTls) -> Option<Vec<Vec<u8>>> {
+    let mut paths = vec![&tls.ca_file];
+    if let Some((cert, key)) = &tls.client_auth {
+        paths.push(cert);
+        paths.push(key);
+    }
+    paths.into_iter().map(|p| std::fs::read(p).ok()).collect()
+}
+
+fn build_client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(name) = &tls.server_name {
         server_name(name)?;
     }
@@ -331,6 +383,73 @@ mod tests {
                 }
             ),
             "{e}"
+        );
+    }
+
+    /// A whole handshake in memory; the bytes the client sent and received.
+    fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> (usize, bool) {
+        let name = server_name("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::clone(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::clone(server)).unwrap();
+        let mut bytes = 0;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            bytes += buf.len();
+            let mut slice = &buf[..];
+            while !slice.is_empty() {
+                s.read_tls(&mut slice).unwrap();
+            }
+            s.process_new_packets().unwrap();
+            let mut back = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut back).unwrap();
+            }
+            bytes += back.len();
+            let mut slice = &back[..];
+            while !slice.is_empty() {
+                c.read_tls(&mut slice).unwrap();
+            }
+            c.process_new_packets().unwrap();
+            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
+                break;
+            }
+        }
+        assert!(!c.is_handshaking(), "handshake finished");
+        let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        (bytes, resumed)
+    }
+
+    #[test]
+    fn a_reconnect_resumes_the_session_with_a_config_built_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = pki(dir.path());
+        let tls = ClientTls {
+            ca_file: ca,
+            server_name: Some("localhost".into()),
+            client_auth: None,
+        };
+        let server = server_config(&ServerTls {
+            cert_file: cert,
+            key_file: key,
+            client_ca_file: None,
+            client_certificates: ClientCertificates::None,
+        })
+        .unwrap();
+        let (full, resumed) = handshake(&client_config(&tls).unwrap(), &server);
+        assert!(!resumed, "the first connect is a full handshake");
+        // Each connect asks for its client config again, as `link` does.
+        let (again, resumed) = handshake(&client_config(&tls).unwrap(), &server);
+        assert!(resumed, "the reconnect resumes");
+        // New files at the same paths make a new config: a rotated CA is read.
+        let before = client_config(&tls).unwrap();
+        pki(dir.path());
+        assert!(!Arc::ptr_eq(&before, &client_config(&tls).unwrap()));
+        assert!(
+            again < full,
+            "resumption costs {again} bytes, a full handshake {full}"
         );
     }
 

@@ -40,7 +40,17 @@ pub struct LinkSim {
     addr: SocketAddr,
     settings: watch::Sender<Settings>,
     accepted: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Bytes read from each side, over every connection: what a link bill counts.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Client to target.
+    up: AtomicU64,
+    /// Target to client.
+    down: AtomicU64,
 }
 
 impl LinkSim {
@@ -54,11 +64,19 @@ impl LinkSim {
             mode: Mode::Open,
         });
         let accepted = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(accept_loop(listener, target, state, Arc::clone(&accepted)));
+        let counts = Arc::new(Counts::default());
+        let task = tokio::spawn(accept_loop(
+            listener,
+            target,
+            state,
+            Arc::clone(&accepted),
+            Arc::clone(&counts),
+        ));
         Ok(LinkSim {
             addr,
             settings,
             accepted,
+            counts,
             task: Some(task),
         })
     }
@@ -72,6 +90,16 @@ impl LinkSim {
     /// a dead link shows up here when it connects again.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the clients sent towards the target so far (every connection, TCP payload).
+    pub fn bytes_up(&self) -> u64 {
+        self.counts.up.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the target sent towards the clients so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.counts.down.load(Ordering::Relaxed)
     }
 
     /// Delay added to every chunk in each direction (round trip: twice this).
@@ -122,6 +150,7 @@ async fn accept_loop(
     target: SocketAddr,
     mut state: watch::Receiver<Settings>,
     accepted_count: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 ) {
     // Dropping the set aborts every connection task.
     let mut connections = JoinSet::new();
@@ -134,7 +163,7 @@ async fn accept_loop(
                     drop(client);
                     continue;
                 }
-                connections.spawn(connection(client, target, state.clone()));
+                connections.spawn(connection(client, target, state.clone(), Arc::clone(&counts)));
             }
             changed = state.changed() => {
                 if changed.is_err() || state.borrow().mode == Mode::Shutdown {
@@ -147,7 +176,12 @@ async fn accept_loop(
     connections.shutdown().await;
 }
 
-async fn connection(client: TcpStream, target: SocketAddr, mut state: watch::Receiver<Settings>) {
+async fn connection(
+    client: TcpStream,
+    target: SocketAddr,
+    mut state: watch::Receiver<Settings>,
+    counts: Arc<Counts>,
+) {
     let Ok(upstream) = TcpStream::connect(target).await else {
         return;
     };
@@ -156,8 +190,15 @@ async fn connection(client: TcpStream, target: SocketAddr, mut state: watch::Rec
     let (client_rx, client_tx) = client.into_split();
     let (upstream_rx, upstream_tx) = upstream.into_split();
     let mut pumps = JoinSet::new();
-    direction(&mut pumps, client_rx, upstream_tx, state.clone());
-    direction(&mut pumps, upstream_rx, client_tx, state.clone());
+    let up = (Arc::clone(&counts), true);
+    direction(&mut pumps, client_rx, upstream_tx, state.clone(), up);
+    direction(
+        &mut pumps,
+        upstream_rx,
+        client_tx,
+        state.clone(),
+        (counts, false),
+    );
     loop {
         tokio::select! {
             done = pumps.join_next() => if done.is_none() { return },
@@ -178,6 +219,7 @@ fn direction(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     state: watch::Receiver<Settings>,
+    (counts, up): (Arc<Counts>, bool),
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUED_CHUNKS);
     let reader_state = state.clone();
@@ -195,6 +237,8 @@ fn direction(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            let count = if up { &counts.up } else { &counts.down };
+            count.fetch_add(n as u64, Ordering::Relaxed);
             let settings = *reader_state.borrow();
             if settings.mode == Mode::Blackhole {
                 continue;

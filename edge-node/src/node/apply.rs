@@ -121,6 +121,15 @@ impl EdgeNode {
         live: Option<Live<'_>>,
     ) -> Result<(Applied, Option<Ending>), PublishError> {
         let mut applied = Applied::default();
+        let economy_changed = new.economy != self.config.economy;
+        let site_changed = new.site != self.config.site;
+        // Held changes go out under the device numbering and levers they were held with.
+        if site_changed || economy_changed {
+            match &live {
+                Some(live) if live.phase == Phase::Born => self.close_window(live.link).await?,
+                _ => self.keep_window(),
+            }
+        }
         let old = &self.config;
         if new.store != old.store {
             applied.restart_needed.push("store".to_owned());
@@ -138,8 +147,10 @@ impl EdgeNode {
             || a.primary_host_id != b.primary_host_id
             || a.metrics_period != b.metrics_period;
         let reconnect = identity || new.mqtt != old.mqtt;
-        let site_changed = new.site != old.site;
-        let rebirth_asked = site_changed || a.hardware != b.hardware;
+        // Narrowed datatypes are announced in births.
+        let rebirth_asked = site_changed
+            || a.hardware != b.hardware
+            || new.economy.narrow_types != old.economy.narrow_types;
         if new.mqtt.servers != old.mqtt.servers {
             // The first server of the new list is the one to try first.
             self.server = 0;
@@ -151,6 +162,14 @@ impl EdgeNode {
             .collect();
         let site = new.site.clone();
         self.config = new;
+        if economy_changed {
+            let levers = &self.config.economy;
+            self.publisher.set_levers(levers);
+            self.bill.set_budget(levers.daily_budget_bytes);
+            self.window = (!levers.report_window.is_zero())
+                .then(|| super::window::ReportWindow::new(self.config.site.devices.len()));
+            self.catalog.set_narrow_types(levers.narrow_types);
+        }
         if site_changed {
             let restart = self.resite(site, false).await;
             applied.devices_restarted = restart.restarted.clone();
@@ -193,7 +212,7 @@ impl EdgeNode {
     /// as they answer.
     pub(super) async fn resite(&mut self, site: Site, restart_all: bool) -> Restart {
         let restart = self.acquisitions.apply(&site, restart_all).await;
-        let mut catalog = Catalog::new(Arc::new(site.clone()));
+        let mut catalog = Catalog::with_levers(Arc::new(site.clone()), &self.config.economy);
         for &device in &restart.kept {
             match tokio::time::timeout(SNAPSHOT_WAIT, self.handle.snapshot(device)).await {
                 Ok(Some((true, report))) => {
@@ -252,6 +271,7 @@ impl EdgeNode {
             &self.config.sparkplug.edge_node_id,
             Arc::clone(&self.published),
         )
+        .with_levers(&self.config.economy)
     }
 }
 

@@ -34,6 +34,24 @@ pub fn tag_datatype(tag: &Tag) -> DataType {
     }
 }
 
+/// The narrowest datatype of a tag (`economy.narrow_types`): a scaled 16-bit register is
+/// Float, whose 24-bit mantissa holds its 65,536 steps exactly; wider registers keep Double.
+pub fn narrow_datatype(tag: &Tag) -> DataType {
+    let sixteen_bits = matches!(tag.data_type, modbus::DataType::I16 | modbus::DataType::U16);
+    match tag_datatype(tag) {
+        DataType::Double if tag.scaling.is_some() && sixteen_bits => DataType::Float,
+        other => other,
+    }
+}
+
+/// A Sparkplug value in the datatype its tag was born with (a scaled Double born Float).
+pub fn fit(value: sparkplug::Value, datatype: DataType) -> sparkplug::Value {
+    match (value, datatype) {
+        (sparkplug::Value::Double(v), DataType::Float) => sparkplug::Value::Float(v as f32),
+        (v, _) => v,
+    }
+}
+
 /// A Modbus value as the Sparkplug value of the same type.
 pub fn to_sparkplug(value: &modbus::Value) -> sparkplug::Value {
     use sparkplug::Value as S;
@@ -112,6 +130,28 @@ impl Catalog {
             online: vec![false; site.devices.len()],
             site,
         }
+    }
+
+    /// The catalog of `site` as the levers say (narrowest datatypes or not).
+    pub fn with_levers(site: Arc<Site>, levers: &super::economy::Levers) -> Catalog {
+        let catalog = Catalog::new(site);
+        if levers.narrow_types {
+            catalog.narrowed()
+        } else {
+            catalog
+        }
+    }
+
+    /// Births from now on declare the narrowest datatypes, or not (values and states kept).
+    pub fn set_narrow_types(&mut self, narrow: bool) {
+        let of = if narrow { narrow_datatype } else { tag_datatype };
+        self.datatypes = self.site.tags.iter().map(of).collect();
+    }
+
+    /// Tags born in their narrowest datatype (`economy.narrow_types`).
+    pub fn narrowed(mut self) -> Catalog {
+        self.datatypes = self.site.tags.iter().map(narrow_datatype).collect();
+        self
     }
 
     pub fn site(&self) -> &Site {
@@ -225,8 +265,8 @@ impl Catalog {
                     if last.quality != modbus::Quality::Good {
                         properties = properties.with_quality(quality(last.quality));
                     }
-                    Metric::new(tag.name.clone(), to_sparkplug(&last.value))
-                        .with_timestamp(last.timestamp)
+                    let value = fit(to_sparkplug(&last.value), self.datatypes[i]);
+                    Metric::new(tag.name.clone(), value).with_timestamp(last.timestamp)
                 }
                 None => Metric::null(tag.name.clone(), self.datatypes[i]).with_timestamp(now),
             };
@@ -255,6 +295,39 @@ impl Catalog {
             ));
         }
         payload
+    }
+
+    /// [`Catalog::ddata`] with each value in its tag's birth datatype.
+    pub fn ddata_fitted(&self, report: &Report, now: u64) -> Payload {
+        let mut payload = Payload::new(now);
+        payload.metrics.reserve(report.samples.len());
+        for s in &report.samples {
+            payload.metrics.push(self.data_metric_fitted(
+                Self::alias(s.tag),
+                &s.value,
+                s.quality,
+                millis(s.timestamp),
+            ));
+        }
+        payload
+    }
+
+    /// [`data_metric`] with the value in the birth datatype of the tag with this alias.
+    pub fn data_metric_fitted(
+        &self,
+        alias: u64,
+        value: &modbus::Value,
+        q: modbus::Quality,
+        timestamp: u64,
+    ) -> Metric {
+        let mut metric = data_metric(alias, value, q, timestamp);
+        let datatype = alias
+            .checked_sub(FIRST_TAG_ALIAS)
+            .and_then(|i| self.datatypes.get(usize::try_from(i).ok()?));
+        if let (Some(&datatype), MetricValue::Value(v)) = (datatype, &mut metric.value) {
+            *v = fit(v.clone(), datatype);
+        }
+        metric
     }
 
     /// A DDEATH: a timestamp (the publisher adds seq).

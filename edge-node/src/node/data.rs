@@ -22,6 +22,7 @@ impl EdgeNode {
         let now = now_ms();
         match change {
             Change::Born(d) => {
+                self.close_device_window(link, d).await?;
                 self.publish_dbirth(link, d, now).await?;
                 // Samples held for this device may go now.
                 self.replay(link).await
@@ -33,27 +34,16 @@ impl EdgeNode {
                 if report.samples.is_empty() {
                     return Ok(());
                 }
-                let name = self.catalog.device_name(d).to_owned();
-                // Kept before it goes: a publish that fails ends the session, and the
-                // link loss stores what was kept.
-                if let Some(f) = self.forwarder.as_mut() {
-                    f.sending_live(report);
+                if let Some(window) = self.window.as_mut() {
+                    window.hold(report);
+                    return Ok(());
                 }
-                self.publisher
-                    .publish(
-                        link,
-                        MessageType::DData,
-                        Some(&name),
-                        Catalog::ddata(report, now),
-                    )
-                    .await?;
-                if let Some(f) = self.forwarder.as_mut() {
-                    f.published_live(self.publisher.last_payload_len());
-                }
+                self.publish_data(link, d, report, now).await?;
                 // Live first, then what the link share leaves for history.
                 self.replay(link).await
             }
             Change::Died(d) => {
+                self.close_device_window(link, d).await?;
                 let name = self.catalog.device_name(d).to_owned();
                 info!(device = %name, "device offline: DDEATH");
                 self.publisher
@@ -90,6 +80,10 @@ impl EdgeNode {
         let Some(mut forwarder) = self.forwarder.take() else {
             return Ok(());
         };
+        if !self.bill.replay_allowed() {
+            self.forwarder = Some(forwarder);
+            return Ok(());
+        }
         let result = self.replay_with(&mut forwarder, link).await;
         self.forwarder = Some(forwarder);
         result
@@ -137,8 +131,12 @@ impl EdgeNode {
                         .iter()
                         .filter(|s| s.device == Some(device))
                         .map(|s| {
-                            let mut m =
-                                catalog::data_metric(s.alias, &s.value, s.quality, s.timestamp_ms);
+                            let mut m = self.catalog.data_metric_fitted(
+                                s.alias,
+                                &s.value,
+                                s.quality,
+                                s.timestamp_ms,
+                            );
                             m.is_historical = true;
                             m
                         }),

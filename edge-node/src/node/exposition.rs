@@ -30,6 +30,7 @@ pub struct MetricsSource {
     pub(super) bytes: Arc<ByteCounters>,
     pub(super) gauges: Arc<LinkGauges>,
     pub(super) status: tokio::sync::watch::Receiver<ServiceStatus>,
+    pub(super) bill: Arc<super::bill::Bill>,
 }
 
 impl MetricsSource {
@@ -108,6 +109,42 @@ impl MetricsSource {
             Kind::Counter,
             "Bytes received from MQTT servers.",
             self.bytes.received() as f64,
+        );
+        let bill = self.bill.figures();
+        for (name, help, value) in [
+            (
+                "edge_link_sent_bytes_this_hour",
+                "Bytes sent on the MQTT link in the current UTC hour.",
+                bill.sent_hour,
+            ),
+            (
+                "edge_link_received_bytes_this_hour",
+                "Bytes received on the MQTT link in the current UTC hour.",
+                bill.received_hour,
+            ),
+            (
+                "edge_link_sent_bytes_today",
+                "Bytes sent on the MQTT link in the current UTC day.",
+                bill.sent_today,
+            ),
+            (
+                "edge_link_received_bytes_today",
+                "Bytes received on the MQTT link in the current UTC day.",
+                bill.received_today,
+            ),
+            (
+                "edge_link_daily_budget_bytes",
+                "The daily byte budget (0: none).",
+                self.bill.budget().unwrap_or(0),
+            ),
+        ] {
+            e.single(name, Kind::Gauge, help, value as f64);
+        }
+        e.single(
+            "edge_store_replay_paused",
+            Kind::Gauge,
+            "1 while historical replay waits for the next UTC day (daily budget spent).",
+            f64::from(u8::from(bill.replay_paused)),
         );
         e.single(
             "edge_sparkplug_messages_published_total",

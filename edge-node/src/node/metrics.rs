@@ -29,8 +29,21 @@ pub const STORE_REPLAYED: &str = "Store/Replayed";
 /// Stored samples replayed per second over the last metrics period.
 pub const STORE_REPLAY_RATE: &str = "Store/Replay Rate";
 
+/// Bytes sent on the link in the current UTC hour (TLS and MQTT framing included).
+pub const BYTES_SENT_HOUR: &str = "Link/Bytes Sent This Hour";
+/// Bytes received on the link in the current UTC hour.
+pub const BYTES_RECEIVED_HOUR: &str = "Link/Bytes Received This Hour";
+/// Bytes sent on the link in the current UTC day.
+pub const BYTES_SENT_TODAY: &str = "Link/Bytes Sent Today";
+/// Bytes received on the link in the current UTC day.
+pub const BYTES_RECEIVED_TODAY: &str = "Link/Bytes Received Today";
+/// The daily byte budget (`economy.daily_budget_bytes`; 0: none).
+pub const DAILY_BUDGET: &str = "Link/Daily Budget";
+/// Historical replay waits for the next UTC day: the daily budget is spent.
+pub const REPLAY_PAUSED: &str = "Store/Replay Paused";
+
 /// How many node metrics have aliases.
-const ALIASED_COUNT: usize = 17;
+const ALIASED_COUNT: usize = 23;
 
 /// The node metrics with aliases, in birth order (Rebirth, alias-less, comes first).
 const ALIASED: [&str; ALIASED_COUNT] = [
@@ -51,6 +64,12 @@ const ALIASED: [&str; ALIASED_COUNT] = [
     STORE_OLDEST_AGE,
     STORE_REPLAYED,
     STORE_REPLAY_RATE,
+    BYTES_SENT_HOUR,
+    BYTES_RECEIVED_HOUR,
+    BYTES_SENT_TODAY,
+    BYTES_RECEIVED_TODAY,
+    DAILY_BUDGET,
+    REPLAY_PAUSED,
 ];
 
 /// The alias of a node metric (1-based position), `None` for Rebirth and unknown names.
@@ -80,6 +99,8 @@ pub struct NodeStatus {
     pub messages_published: u64,
     pub poll_errors: u64,
     pub store: ForwarderStats,
+    pub bill: super::bill::Figures,
+    pub daily_budget: u64,
 }
 
 impl NodeStatus {
@@ -102,6 +123,12 @@ impl NodeStatus {
             Value::UInt64(self.store.oldest_age_ms),
             Value::UInt64(self.store.replayed),
             Value::UInt64(self.store.replay_rate),
+            Value::UInt64(self.bill.sent_hour),
+            Value::UInt64(self.bill.received_hour),
+            Value::UInt64(self.bill.sent_today),
+            Value::UInt64(self.bill.received_today),
+            Value::UInt64(self.daily_budget),
+            Value::Boolean(self.bill.replay_paused),
         ]
     }
 }
@@ -164,6 +191,8 @@ mod tests {
             messages_published: 1,
             poll_errors: 0,
             store: ForwarderStats::default(),
+            bill: super::super::bill::Figures::default(),
+            daily_budget: 0,
         }
     }
 

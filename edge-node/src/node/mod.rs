@@ -30,17 +30,21 @@
 
 pub mod apply;
 pub mod bdseq;
+pub mod bill;
 pub mod catalog;
 pub mod commands;
 mod data;
+pub mod economy;
 pub mod exposition;
 pub mod forwarder;
 mod handling;
 pub mod lines;
 pub mod metrics;
 pub mod publisher;
+mod reporting;
 mod session;
 mod supervisor;
+pub mod window;
 
 pub use apply::{Applied, NodeControl};
 use handling::MAX_WRITES_IN_FLIGHT;
@@ -204,6 +208,9 @@ pub struct EdgeNode {
     /// Beats at every turn of the publishing loop, for the service watchdog.
     progress: Arc<Progress>,
     gauges: Arc<exposition::LinkGauges>,
+    /// Changes held for the report window (`economy.report_window_ms`), if on.
+    window: Option<window::ReportWindow>,
+    bill: Arc<bill::Bill>,
 }
 
 /// Longest the publishing loop goes without a turn while it is not stuck.
@@ -212,6 +219,11 @@ const BEAT: Duration = Duration::from_secs(1);
 impl EdgeNode {
     /// Starts Modbus acquisition and the MQTT session on the current runtime.
     pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
+        Self::start_with_clock(config, bill::system_clock())
+    }
+
+    /// [`EdgeNode::start`] with the clock the link bill and daily budget follow.
+    pub fn start_with_clock(config: Config, clock: bill::Clock) -> Result<NodeHandle, NodeError> {
         let bdseq = match &config.sparkplug.state_file {
             // An unreadable file (SD card damage) must not keep the node offline: hosts
             // only match NDEATH to NBIRTH by bdSeq, so starting again at 0 is safe.
@@ -246,20 +258,31 @@ impl EdgeNode {
         });
         let gauges = Arc::new(exposition::LinkGauges::default());
         let bytes: Arc<ByteCounters> = Arc::default();
+        let bill = Arc::new(bill::Bill::new(
+            Arc::clone(&bytes),
+            clock,
+            config.economy.daily_budget_bytes,
+        ));
         let metrics = exposition::MetricsSource {
             acquisition: handle.clone(),
             published: Arc::clone(&published),
             bytes: Arc::clone(&bytes),
             gauges: Arc::clone(&gauges),
             status: status_rx.clone(),
+            bill: Arc::clone(&bill),
         };
+        let levers = &config.economy;
         let node = EdgeNode {
-            catalog: Catalog::new(Arc::new(config.site.clone())),
+            catalog: Catalog::with_levers(Arc::new(config.site.clone()), levers),
             publisher: Publisher::new(
                 &config.sparkplug.group_id,
                 &config.sparkplug.edge_node_id,
                 Arc::clone(&published),
-            ),
+            )
+            .with_levers(levers),
+            window: (!levers.report_window.is_zero())
+                .then(|| window::ReportWindow::new(config.site.devices.len())),
+            bill,
             config,
             acquisitions,
             handle,

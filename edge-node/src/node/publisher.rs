@@ -14,6 +14,8 @@ use sparkplug::{BdSeq, MessageType, Metric, Payload, Seq, Topic};
 
 use infra::link::{Link, LinkError};
 
+use super::economy::{self, Levers, MetricTimestamps};
+
 /// Messages published since start, for the node metrics.
 #[derive(Debug, Default)]
 pub struct PublishCounters {
@@ -29,6 +31,7 @@ pub struct Publisher {
     buffer: Vec<u8>,
     topic: String,
     counters: Arc<PublishCounters>,
+    levers: Levers,
 }
 
 /// A publish that could not be made.
@@ -52,7 +55,19 @@ impl Publisher {
             buffer: Vec::with_capacity(1024),
             topic: String::with_capacity(128),
             counters,
+            levers: Levers::off(),
         }
+    }
+
+    /// Shapes payloads with these link-economy levers (metric timestamps, compression).
+    pub fn with_levers(mut self, levers: &Levers) -> Publisher {
+        self.set_levers(levers);
+        self
+    }
+
+    /// New levers for the payloads from now on (seq goes on).
+    pub fn set_levers(&mut self, levers: &Levers) {
+        self.levers = levers.clone();
     }
 
     /// The topic string of a message of this node.
@@ -99,8 +114,7 @@ impl Publisher {
         order_chronologically(&mut payload.metrics);
         let mut topic = std::mem::take(&mut self.topic);
         self.write_topic(message_type, device, &mut topic);
-        self.buffer.clear();
-        let encoded = payload.encode(&mut self.buffer);
+        let encoded = self.encode(&mut payload);
         let result = match encoded {
             Ok(()) => link
                 .publish(&topic, QoS::AtMostOnce, false, &self.buffer)
@@ -116,6 +130,23 @@ impl Publisher {
             self.counters.messages.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Encodes into the buffer as the levers say: timestamps equal to the payload's left
+    /// out, and the compressed envelope from `compression_min_bytes` up.
+    fn encode(&mut self, payload: &mut Payload) -> Result<(), sparkplug::EncodeError> {
+        if self.levers.metric_timestamps == MetricTimestamps::WhenDifferent {
+            economy::omit_equal_timestamps(payload);
+        }
+        self.buffer.clear();
+        payload.encode(&mut self.buffer)?;
+        if let Some(algorithm) = self.levers.compression
+            && self.buffer.len() >= self.levers.compression_min_bytes
+        {
+            self.buffer.clear();
+            payload.encode_compressed(algorithm, &mut self.buffer)?;
+        }
+        Ok(())
     }
 
     /// Encoded bytes of the last [`Publisher::publish`], for link-share accounting.

@@ -280,6 +280,8 @@ impl EdgeNode {
                 .messages
                 .load(std::sync::atomic::Ordering::Relaxed),
             poll_errors,
+            bill: self.bill.figures(),
+            daily_budget: self.bill.budget().unwrap_or(0),
             store: self
                 .forwarder
                 .as_ref()

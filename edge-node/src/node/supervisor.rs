@@ -136,6 +136,7 @@ impl EdgeNode {
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat = tokio::time::interval(BEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut window_tick = reporting::window_interval(&self.config.economy);
         let ending = loop {
             self.progress.beat();
             self.handle.relay_progress();
@@ -192,6 +193,11 @@ impl EdgeNode {
                         break Ending::Lost(e.to_string());
                     }
                 }
+                _ = window_tick.tick(), if phase == Phase::Born && self.window.is_some() => {
+                    if let Err(e) = self.close_window(&link).await {
+                        break Ending::Lost(e.to_string());
+                    }
+                }
                 _ = probe_tick.tick(), if phase == Phase::Born => {
                     match self.on_probe_tick(&link).await {
                         Ok(None) => {}
@@ -202,6 +208,13 @@ impl EdgeNode {
             }
         };
         self.set_born_on(None);
+        if phase == Phase::Born
+            && !matches!(ending, Ending::Lost(_))
+            && let Err(e) = self.close_window(&link).await
+        {
+            warn!(error = %e, "report window not sent before leaving");
+        }
+        self.keep_window();
         if matches!(ending, Ending::Lost(_) | Ending::NextServer)
             && let Some(f) = self.forwarder.as_mut()
         {

@@ -31,6 +31,7 @@ pub mod control;
 mod engine;
 mod plant;
 mod plants;
+pub mod reference;
 mod running;
 mod server;
 mod service;

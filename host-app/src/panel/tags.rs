@@ -9,11 +9,11 @@ use axum::response::Response;
 use web::shell::Shell;
 use web::{Caller, Role};
 
-use super::overview::path_segment;
+use super::overview::{StoreFigure, path_segment, value_text};
 use super::{PanelState, metric_key, shown_state};
 use crate::history::Quality;
 use crate::shared::sample_json;
-use crate::tracker::{Liveness, MetricState, NodeId};
+use crate::tracker::{Liveness, MetricState, Metrics, NodeId};
 
 pub struct TagRow {
     pub name: String,
@@ -42,7 +42,35 @@ struct TagsPage {
     state: &'static str,
     since: u64,
     tags: Vec<TagRow>,
+    /// The node's link bill (its `Link/Bytes ... This Hour/Today` metrics), when it has one.
+    bill: Vec<StoreFigure>,
     operator: bool,
+}
+
+/// The node metrics an edge node reports its link bill with, and their captions.
+const BILL_METRICS: [(&str, &str); 6] = [
+    ("Link/Bytes Sent This Hour", "sent this hour"),
+    ("Link/Bytes Received This Hour", "received this hour"),
+    ("Link/Bytes Sent Today", "sent today (UTC)"),
+    ("Link/Bytes Received Today", "received today"),
+    ("Link/Daily Budget", "daily budget"),
+    ("Store/Replay Paused", "replay paused (budget spent)"),
+];
+
+/// The bill figures of a node's metrics; empty when it reports none.
+fn bill(group: &str, node: &str, metrics: &Metrics) -> Vec<StoreFigure> {
+    if metrics.get(BILL_METRICS[0].0).is_none() {
+        return Vec::new();
+    }
+    BILL_METRICS
+        .iter()
+        .map(|&(name, caption)| StoreFigure {
+            name: caption,
+            key: metric_key(group, node, None, name),
+            text: value_text(metrics, name),
+            units: String::new(),
+        })
+        .collect()
 }
 
 /// Quality codes as the table shows them.
@@ -121,7 +149,12 @@ fn render(
         tracker
             .node(&NodeId::new(&group, &node))
             .and_then(|n| match &device {
-                None => Some((n.state, n.since, n.metrics.list.clone())),
+                None => Some((
+                    n.state,
+                    n.since,
+                    n.metrics.list.clone(),
+                    bill(&group, &node, &n.metrics),
+                )),
                 Some(d) => n.device(d).map(|dev| {
                     // A device of an offline node is as good as offline.
                     let online = dev.state == Liveness::Online && n.state == Liveness::Online;
@@ -130,7 +163,7 @@ fn render(
                     } else {
                         Liveness::Offline
                     };
-                    (state, dev.since, dev.metrics.list.clone())
+                    (state, dev.since, dev.metrics.list.clone(), Vec::new())
                 }),
             })
     };
@@ -138,7 +171,7 @@ fn render(
         Some(d) => format!("{group}/{node}/{d}"),
         None => format!("{group}/{node}"),
     };
-    let Some((liveness, since, metrics)) = found else {
+    let Some((liveness, since, metrics, bill)) = found else {
         return state.message(
             &caller,
             StatusCode::NOT_FOUND,
@@ -150,6 +183,7 @@ fn render(
     let page = TagsPage {
         shell: state.shell(&caller, &title, "", &["host.js"]),
         tags: rows(&group, &node, device.as_deref(), &metrics, online),
+        bill,
         node_href: format!("/node/{}/{}", path_segment(&group), path_segment(&node)),
         group,
         node,
