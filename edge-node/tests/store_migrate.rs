@@ -12,7 +12,7 @@ use edge_node::store::{Store, StoreConfig, StoredSample};
 /// The samples the fixture was made from (the generator that wrote it).
 fn sample(i: u64) -> StoredSample {
     StoredSample {
-        device: if i % 9 == 0 {
+        device: if i.is_multiple_of(9) {
             None
         } else {
             Some(DeviceId((i % 3) as u32))
@@ -22,10 +22,10 @@ fn sample(i: u64) -> StoredSample {
         value: match i % 4 {
             0 => Value::F32(i as f32 * 0.5),
             1 => Value::I64(-(i as i64)),
-            2 => Value::Bool(i % 3 == 0),
+            2 => Value::Bool(i.is_multiple_of(3)),
             _ => Value::String(format!("s{i}")),
         },
-        quality: if i % 7 == 0 {
+        quality: if i.is_multiple_of(7) {
             Quality::Stale
         } else {
             Quality::Good

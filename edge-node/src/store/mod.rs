@@ -49,8 +49,10 @@
 //! A [`BatchId`] is only valid for the `Store` that handed it out: after reopening,
 //! peek again.
 
+mod ahead;
 mod codec;
 mod config;
+mod migrate;
 mod pacer;
 mod queue;
 mod window;
