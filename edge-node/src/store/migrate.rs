@@ -1,19 +1,19 @@
 //! Converts a file of the first store layout (schema version 1: one row per sample in
 //! `samples`, one per written-ahead sample in `sent`) to the current one, in one
 //! transaction, then rebuilds it with the current page size. The queued samples keep
-//! their order; the written-ahead ones become written-ahead rows of the ring, so the open
-//! that follows queues them as it would have.
+//! their order; the written-ahead ones (of a process that died before the link confirmed
+//! them) join the queue after them, as opening the first layout would have done.
 
 use rusqlite::Connection;
 use tracing::{info, warn};
 
-use super::ahead::Ahead;
 use super::codec::{self, StoredSample};
 use super::queue::{PAGE_SIZE, SCHEMA_VERSION, insert_runs};
 use crate::modbus::DeviceId;
 
-/// Converts the first layout's tables (the current schema already created beside them).
-pub(crate) fn from_first_layout(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Converts the first layout's tables (the current schema already created beside them);
+/// returns how many written-ahead samples were queued.
+pub(crate) fn from_first_layout(conn: &mut Connection) -> rusqlite::Result<u64> {
     let queued = read_rows(
         conn,
         "SELECT ts, device, alias, value FROM samples ORDER BY ts, seq",
@@ -22,11 +22,10 @@ pub(crate) fn from_first_layout(conn: &mut Connection) -> rusqlite::Result<()> {
         conn,
         "SELECT ts, device, alias, value FROM sent ORDER BY mark",
     )?;
-    let (mut ahead, _) = Ahead::load(conn)?;
     let tx = conn.transaction()?;
     let mut blob = Vec::new();
-    insert_runs(&tx, &queued, 0, &mut blob)?;
-    ahead.write_in(&tx, 0, &sent)?;
+    let seq = insert_runs(&tx, &queued, 0, &mut blob)?;
+    insert_runs(&tx, &sent, seq, &mut blob)?;
     tx.execute_batch("DROP TABLE samples; DROP TABLE sent;")?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -42,7 +41,7 @@ pub(crate) fn from_first_layout(conn: &mut Connection) -> rusqlite::Result<()> {
         written_ahead = sent.len(),
         "store file of the first layout converted"
     );
-    Ok(())
+    Ok(sent.len() as u64)
 }
 
 /// The samples of a first-layout table, in the query's order; a value that does not

@@ -10,7 +10,7 @@
 //! with a per-sample sequence had. A row keeps its samples until all are gone: `ack`,
 //! the byte cap and a batch boundary inside a row mark the removed ones in the row's
 //! `gone` bitmap, and the row's `count` and `bytes` say what is left. The live
-//! write-ahead is a ring of rows overwritten in place ([`ahead`](super::ahead)).
+//! write-ahead is a log file beside it ([`ahead`](super::ahead)).
 //! A file of the first layout (one row per sample, schema version 1) is converted when
 //! opened ([`migrate`](super::migrate)).
 //!
@@ -51,7 +51,7 @@ use infra::ConfigError;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use tracing::{info, warn};
 
-use super::ahead::Ahead;
+use super::ahead::{self, Ahead};
 use super::codec::{self, StoredSample};
 use super::config::{Overflow, StoreConfig, Synchronous};
 use super::migrate;
@@ -77,19 +77,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     bytes   INTEGER NOT NULL,
     PRIMARY KEY (ts, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sent_slots (
-    slot    INTEGER PRIMARY KEY,
-    epoch   INTEGER NOT NULL,
-    mark    INTEGER NOT NULL,
-    ts      INTEGER NOT NULL,
-    samples BLOB    NOT NULL
-);
 CREATE TABLE IF NOT EXISTS sent_meta (
-    id        INTEGER PRIMARY KEY CHECK (id = 0),
-    epoch     INTEGER NOT NULL,
-    confirmed INTEGER NOT NULL
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    epoch INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO sent_meta (id, epoch, confirmed) VALUES (0, 0, 0);
+INSERT OR IGNORE INTO sent_meta (id, epoch) VALUES (0, 0);
 ";
 
 /// What went wrong with the queue, and in which file.
@@ -109,6 +101,11 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, found: i64 },
     #[error("store {path}: damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("store {path}: write-ahead log: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: cannot move the corrupt file aside: {source}")]
     MoveAside {
         path: PathBuf,
@@ -238,21 +235,26 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         config.validate()?;
         let path = config.path.clone();
-        let (mut conn, moved_aside) = match open_connection(&path, config.synchronous) {
-            Ok(conn) => (conn, None),
+        let (mut conn, migrated, moved_aside) = match open_connection(&path, config.synchronous) {
+            Ok((conn, migrated)) => (conn, migrated, None),
             Err(e) if e.is_corruption() => {
                 let aside = move_aside(&path)?;
                 warn!(store = %path.display(), moved_to = %aside.display(), error = %e,
                       "store file is corrupt: moved aside, starting an empty queue");
-                let conn = open_connection(&path, config.synchronous)
+                let (conn, migrated) = open_connection(&path, config.synchronous)
                     .map_err(|e| e.into_store_error(&path))?;
-                (conn, Some(aside))
+                (conn, migrated, Some(aside))
             }
             Err(e) => return Err(e.into_store_error(&path)),
         };
         let mut blob = Vec::with_capacity(RUN_BYTES);
-        let (ahead, recovered, trimmed) = recover_sent(&mut conn, config.max_bytes, &mut blob)
-            .map_err(|source| sqlite_error(&path, source))?;
+        let log = ahead::log_path(&path);
+        let (epoch, recovered, trimmed) =
+            recover_sent(&mut conn, &log, config.max_bytes, &mut blob)
+                .map_err(|e| e.into_store_error(&path))?;
+        let recovered = recovered + migrated;
+        let ahead = Ahead::create(log, epoch, config.synchronous == Synchronous::Full)
+            .map_err(|e| log_error(&path, e))?;
         if recovered > 0 {
             info!(store = %path.display(), samples = recovered,
                   "live samples the link never confirmed before the last stop: queued for replay");
@@ -323,10 +325,9 @@ impl Store {
             .map_err(|e| map_err(&self.path, e))?;
         let next_seq = insert_runs(&tx, &samples[..stored], self.next_seq, &mut self.blob)
             .map_err(|e| map_err(&self.path, e))?;
+        let epoch = self.ahead.epoch() + 1;
         if clear_sent {
-            self.ahead
-                .restart_in(&tx)
-                .map_err(|e| map_err(&self.path, e))?;
+            bump_epoch(&tx, epoch).map_err(|e| map_err(&self.path, e))?;
         }
         let (trimmed_rows, trimmed_bytes) = if self.bytes + added > self.max_bytes {
             trim_oldest(&tx, self.bytes + added - self.max_bytes)
@@ -336,7 +337,7 @@ impl Store {
         };
         tx.commit().map_err(|e| map_err(&self.path, e))?;
         if clear_sent {
-            self.ahead.restarted();
+            self.ahead.restart(epoch);
         }
         self.next_seq = next_seq;
         self.depth = self.depth + stored as u64 - trimmed_rows;
@@ -473,15 +474,15 @@ impl Store {
             return Ok(());
         }
         self.ahead
-            .write(&mut self.conn, first_mark, samples)
-            .map_err(|e| map_err(&self.path, e))
+            .write(first_mark, samples)
+            .map_err(|e| log_error(&self.path, e))
     }
 
     /// The link confirmed every live sample before `mark`: their copies go.
     pub fn forget_sent(&mut self, mark: u64) -> Result<(), StoreError> {
         self.ahead
-            .forget(&self.conn, mark)
-            .map_err(|e| map_err(&self.path, e))
+            .forget(mark)
+            .map_err(|e| log_error(&self.path, e))
     }
 
     /// Live samples of a process that died before the link confirmed them, moved into the
@@ -751,21 +752,24 @@ fn remove_acked(tx: &Transaction<'_>, id: BatchId) -> rusqlite::Result<(u64, u64
 }
 
 /// Moves the samples a process wrote ahead and never saw confirmed into the queue (after
-/// every sample there, in mark order), restarts the ring and drops the oldest samples
-/// beyond `max_bytes`, in one transaction; returns the ring, how many moved and how
-/// many were dropped.
+/// every sample there, in mark order), bumps the write-ahead epoch and drops the oldest
+/// samples beyond `max_bytes`, in one transaction; returns the new epoch, how many moved
+/// and how many were dropped.
 fn recover_sent(
     conn: &mut Connection,
+    log: &Path,
     max_bytes: u64,
     blob: &mut Vec<u8>,
-) -> rusqlite::Result<(Ahead, u64, u64)> {
-    let (mut ahead, unconfirmed) = Ahead::load(conn)?;
+) -> Result<(u64, u64, u64), OpenError> {
+    let epoch: i64 =
+        conn.query_row("SELECT epoch FROM sent_meta WHERE id = 0", [], |r| r.get(0))?;
+    let unconfirmed = ahead::unconfirmed(log, epoch as u64).map_err(OpenError::Log)?;
     let tx = conn.transaction()?;
     let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM chunks", [], |r| {
         r.get(0)
     })?;
     insert_runs(&tx, &unconfirmed, base, blob)?;
-    ahead.restart_in(&tx)?;
+    bump_epoch(&tx, epoch as u64 + 1)?;
     let mut trimmed = 0;
     if !unconfirmed.is_empty() {
         let bytes: i64 = tx.query_row("SELECT coalesce(sum(bytes), 0) FROM chunks", [], |r| {
@@ -776,8 +780,14 @@ fn recover_sent(
         }
     }
     tx.commit()?;
-    ahead.restarted();
-    Ok((ahead, unconfirmed.len() as u64, trimmed))
+    Ok((epoch as u64 + 1, unconfirmed.len() as u64, trimmed))
+}
+
+/// Written-ahead records of older epochs stop counting.
+fn bump_epoch(tx: &Transaction<'_>, epoch: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE sent_meta SET epoch = ?1 WHERE id = 0")?
+        .execute([epoch as i64])
+        .map(drop)
 }
 
 /// Removes the oldest samples until at least `excess` bytes are freed; returns
@@ -838,6 +848,7 @@ fn trim_oldest(tx: &Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)
 
 enum OpenError {
     Sqlite(rusqlite::Error),
+    Log(std::io::Error),
     Corrupt(String),
     NewerSchema(i64),
 }
@@ -846,6 +857,7 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::Sqlite(e) => write!(f, "{e}"),
+            OpenError::Log(e) => write!(f, "write-ahead log: {e}"),
             OpenError::Corrupt(reason) => write!(f, "quick_check: {reason}"),
             OpenError::NewerSchema(v) => write!(f, "schema version {v}"),
         }
@@ -866,7 +878,7 @@ impl OpenError {
                 e.sqlite_error_code(),
                 Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
             ),
-            OpenError::NewerSchema(_) => false,
+            OpenError::NewerSchema(_) | OpenError::Log(_) => false,
         }
     }
 
@@ -874,13 +886,16 @@ impl OpenError {
         let path = path.to_owned();
         match self {
             OpenError::Sqlite(source) => StoreError::Sqlite { path, source },
+            OpenError::Log(source) => StoreError::Log { path, source },
             OpenError::Corrupt(reason) => StoreError::Corrupt { path, reason },
             OpenError::NewerSchema(found) => StoreError::NewerSchema { path, found },
         }
     }
 }
 
-fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, OpenError> {
+/// Opens the file and brings it to the current schema; also returns how many
+/// written-ahead samples of a first-layout file were queued by its conversion.
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<(Connection, u64), OpenError> {
     let mut conn = Connection::open(path)?;
     // Only a new file takes it; a file of the first layout gets it when converted.
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
@@ -902,11 +917,12 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         return Err(OpenError::NewerSchema(version));
     }
     conn.execute_batch(SCHEMA)?;
-    if version == 1 {
-        migrate::from_first_layout(&mut conn)?;
-    }
+    let migrated = match version {
+        1 => migrate::from_first_layout(&mut conn)?,
+        _ => 0,
+    };
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    Ok(conn)
+    Ok((conn, migrated))
 }
 
 /// Renames `path` (and its WAL and shared-memory files) to `<path>.corrupt-<unix ms>`.
@@ -925,6 +941,19 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
         }
     }
     Ok(aside)
+}
+
+fn log_error(path: &Path, source: std::io::Error) -> StoreError {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        StoreError::DiskFull {
+            path: path.to_owned(),
+        }
+    } else {
+        StoreError::Log {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
