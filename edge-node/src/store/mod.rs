@@ -52,8 +52,10 @@
 mod ahead;
 mod codec;
 mod config;
+mod log;
 mod migrate;
 mod pacer;
+mod pending;
 mod queue;
 mod window;
 

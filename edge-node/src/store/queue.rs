@@ -10,7 +10,8 @@
 //! with a per-sample sequence had. A row keeps its samples until all are gone: `ack`,
 //! the byte cap and a batch boundary inside a row mark the removed ones in the row's
 //! `gone` bitmap, and the row's `count` and `bytes` say what is left. The live
-//! write-ahead is a log file beside it ([`ahead`](super::ahead)).
+//! write-ahead is a log file beside it ([`ahead`](super::ahead)), and appends go to
+//! another log first, folded into the table by the 64 KiB ([`pending`](super::pending)).
 //! A file of the first layout (one row per sample, schema version 1) is converted when
 //! opened ([`migrate`](super::migrate)).
 //!
@@ -44,6 +45,7 @@
 //!   aside as `<file>.corrupt-<unix ms>` and a fresh queue is built; disk full is
 //!   [`StoreError::DiskFull`] and leaves the queue readable and ackable.
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,7 +56,9 @@ use tracing::{info, warn};
 use super::ahead::{self, Ahead};
 use super::codec::{self, StoredSample};
 use super::config::{Overflow, StoreConfig, Synchronous};
+use super::log;
 use super::migrate;
+use super::pending::{self, Pending};
 use crate::modbus::DeviceId;
 
 pub(crate) const SCHEMA_VERSION: i64 = 2;
@@ -77,11 +81,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     bytes   INTEGER NOT NULL,
     PRIMARY KEY (ts, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sent_meta (
-    id    INTEGER PRIMARY KEY CHECK (id = 0),
-    epoch INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS logs (
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    ahead_epoch INTEGER NOT NULL,
+    queue_epoch INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO sent_meta (id, epoch) VALUES (0, 0);
+INSERT OR IGNORE INTO logs (id, ahead_epoch, queue_epoch) VALUES (0, 0, 0);
 ";
 
 /// What went wrong with the queue, and in which file.
@@ -207,7 +212,12 @@ pub struct Store {
     max_bytes: u64,
     max_age_ms: u64,
     overflow: Overflow,
-    next_seq: i64,
+    /// Behind a `Cell` (and the queue log behind a `RefCell`): a replay's `peek_batch`
+    /// folds the queue log into the table first.
+    next_seq: Cell<i64>,
+    pending: RefCell<Pending>,
+    /// Queue log size that makes an append fold it (0: appends go straight to the table).
+    fold_bytes: u64,
     depth: u64,
     bytes: u64,
     dropped: u64,
@@ -248,12 +258,21 @@ impl Store {
             Err(e) => return Err(e.into_store_error(&path)),
         };
         let mut blob = Vec::with_capacity(RUN_BYTES);
-        let log = ahead::log_path(&path);
-        let (epoch, recovered, trimmed) =
-            recover_sent(&mut conn, &log, config.max_bytes, &mut blob)
-                .map_err(|e| e.into_store_error(&path))?;
-        let recovered = recovered + migrated;
-        let ahead = Ahead::create(log, epoch, config.synchronous == Synchronous::Full)
+        let ahead_log = log::path_beside(&path, "ahead");
+        let queue_log = log::path_beside(&path, "queue");
+        let recovery = recover_logs(
+            &mut conn,
+            &ahead_log,
+            &queue_log,
+            config.max_bytes,
+            &mut blob,
+        )
+        .map_err(|e| e.into_store_error(&path))?;
+        let (recovered, trimmed) = (recovery.recovered + migrated, recovery.trimmed);
+        let sync = config.synchronous == Synchronous::Full;
+        let ahead = Ahead::create(ahead_log, recovery.ahead_epoch, sync)
+            .map_err(|e| log_error(&path, e))?;
+        let pending = Pending::create(queue_log, recovery.queue_epoch, sync)
             .map_err(|e| log_error(&path, e))?;
         if recovered > 0 {
             info!(store = %path.display(), samples = recovered,
@@ -275,7 +294,9 @@ impl Store {
             max_bytes: config.max_bytes,
             max_age_ms: config.max_age_s.saturating_mul(1000),
             overflow: config.overflow,
-            next_seq: max_seq.map_or(0, |s| s + 1),
+            next_seq: Cell::new(max_seq.map_or(0, |s| s + 1)),
+            pending: RefCell::new(pending),
+            fold_bytes: pending::FOLD_BYTES,
             depth: depth as u64,
             bytes: bytes as u64,
             dropped: trimmed,
@@ -319,36 +340,84 @@ impl Store {
             }
             added += len;
         }
+        let over = self.bytes + added > self.max_bytes;
+        let pending = self.pending.get_mut();
+        if !clear_sent && !over && pending.len() < self.fold_bytes {
+            if stored > 0 {
+                pending
+                    .append(&samples[..stored])
+                    .map_err(|e| log_error(&self.path, e))?;
+            }
+            self.depth += stored as u64;
+            self.bytes += added;
+            self.count_refused(samples.len() - stored, 0);
+            return Ok(stored);
+        }
+        // One transaction: the queue log folded, these samples, the caps.
         let tx = self
             .conn
             .transaction()
             .map_err(|e| map_err(&self.path, e))?;
-        let next_seq = insert_runs(&tx, &samples[..stored], self.next_seq, &mut self.blob)
+        let folded = !pending.is_empty();
+        let seq = insert_runs(&tx, pending.samples(), self.next_seq.get(), &mut self.blob)
             .map_err(|e| map_err(&self.path, e))?;
-        let epoch = self.ahead.epoch() + 1;
-        if clear_sent {
-            bump_epoch(&tx, epoch).map_err(|e| map_err(&self.path, e))?;
+        let next_seq = insert_runs(&tx, &samples[..stored], seq, &mut self.blob)
+            .map_err(|e| map_err(&self.path, e))?;
+        let queue_epoch = pending.epoch() + 1;
+        if folded {
+            set_epoch(&tx, "queue_epoch", queue_epoch).map_err(|e| map_err(&self.path, e))?;
         }
-        let (trimmed_rows, trimmed_bytes) = if self.bytes + added > self.max_bytes {
+        let ahead_epoch = self.ahead.epoch() + 1;
+        if clear_sent {
+            set_epoch(&tx, "ahead_epoch", ahead_epoch).map_err(|e| map_err(&self.path, e))?;
+        }
+        let (trimmed_rows, trimmed_bytes) = if over {
             trim_oldest(&tx, self.bytes + added - self.max_bytes)
                 .map_err(|e| map_err(&self.path, e))?
         } else {
             (0, 0)
         };
         tx.commit().map_err(|e| map_err(&self.path, e))?;
-        if clear_sent {
-            self.ahead.restart(epoch);
+        if folded {
+            pending.restart(queue_epoch);
         }
-        self.next_seq = next_seq;
+        if clear_sent {
+            self.ahead.restart(ahead_epoch);
+        }
+        self.next_seq.set(next_seq);
         self.depth = self.depth + stored as u64 - trimmed_rows;
         self.bytes = self.bytes + added - trimmed_bytes;
-        let refused = (samples.len() - stored) as u64;
+        self.count_refused(samples.len() - stored, trimmed_rows);
+        Ok(stored)
+    }
+
+    /// Counts and logs what an append could not keep.
+    fn count_refused(&mut self, refused: usize, trimmed_rows: u64) {
+        let refused = refused as u64;
         if refused + trimmed_rows > 0 {
             self.dropped += refused + trimmed_rows;
             warn!(store = %self.path.display(), dropped_oldest = trimmed_rows, refused,
                   total_dropped = self.dropped, "store full: samples dropped");
         }
-        Ok(stored)
+    }
+
+    /// Folds the queue log into the table, in one transaction.
+    fn fold(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let err = |e| map_err(&self.path, e);
+        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let mut blob = Vec::with_capacity(RUN_BYTES);
+        let next_seq =
+            insert_runs(&tx, pending.samples(), self.next_seq.get(), &mut blob).map_err(err)?;
+        let epoch = pending.epoch() + 1;
+        set_epoch(&tx, "queue_epoch", epoch).map_err(err)?;
+        tx.commit().map_err(err)?;
+        self.next_seq.set(next_seq);
+        pending.restart(epoch);
+        Ok(())
     }
 
     /// The oldest samples not yet acknowledged: at most `max_samples`, and at most
@@ -371,6 +440,10 @@ impl Store {
         let mut batch = Batch::default();
         if max_samples == 0 || self.depth == 0 {
             return Ok(batch);
+        }
+        if let Err(e) = self.fold() {
+            // What the table holds can still go; the log waits for the next try.
+            warn!(error = %e, "queue log not folded before replay");
         }
         let after = after.map(|id| id.last);
         let from = after.map_or((i64::MIN, i64::MIN), |p| (p.ts, p.seq));
@@ -443,7 +516,7 @@ impl Store {
         batch.id = first.zip(last).map(|(first, last)| BatchId {
             first,
             last,
-            max_seq: self.next_seq - 1,
+            max_seq: self.next_seq.get() - 1,
             held,
         });
         Ok(batch)
@@ -497,6 +570,14 @@ impl Store {
             return Ok(0);
         }
         let cutoff = now_ms.saturating_sub(self.max_age_ms) as i64;
+        if self
+            .pending
+            .get_mut()
+            .oldest_ts()
+            .is_some_and(|ts| (ts as i64) < cutoff)
+        {
+            self.fold()?;
+        }
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM chunks WHERE ts < ?1 RETURNING count, bytes")
@@ -543,7 +624,11 @@ impl Store {
             })
             .optional()
             .map_err(|e| map_err(&self.path, e))?;
-        Ok(ts.map(|ts| Duration::from_millis(now_ms.saturating_sub(ts as u64))))
+        let ts = match (ts.map(|ts| ts as u64), self.pending.borrow().oldest_ts()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(ts.map(|ts| Duration::from_millis(now_ms.saturating_sub(ts))))
     }
 
     /// Where a corrupt file found at open was moved, if one was.
@@ -557,7 +642,11 @@ impl Store {
 
     /// Caps the file at `pages` database pages (SQLite `max_page_count`): a hard ceiling
     /// on file growth below the free disk space, reached as [`StoreError::DiskFull`].
+    /// From then on appends go straight to the file (not through the queue log), so
+    /// that the cap bounds them all.
     pub fn limit_pages(&mut self, pages: u64) -> Result<u64, StoreError> {
+        self.fold()?;
+        self.fold_bytes = 0;
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                 r.get::<_, i64>(0)
@@ -580,8 +669,10 @@ impl Store {
         })
     }
 
-    /// Bytes the database file occupies (pages in use times page size).
+    /// Bytes the store occupies: the database file's pages in use times page size, plus
+    /// the write-ahead and queue logs.
     pub fn file_bytes(&self) -> Result<u64, StoreError> {
+        let logs = self.ahead.len() + self.pending.borrow().len();
         self.conn
             .query_row(
                 "SELECT (page_count - freelist_count) * page_size
@@ -589,8 +680,18 @@ impl Store {
                 [],
                 |r| r.get::<_, i64>(0),
             )
-            .map(|b| b as u64)
+            .map(|b| b as u64 + logs)
             .map_err(|e| map_err(&self.path, e))
+    }
+}
+
+/// A clean close folds the queue log into the table (a killed process leaves it to the
+/// next open).
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.fold() {
+            warn!(error = %e, "queue log not folded at close: the next open does it");
+        }
     }
 }
 
@@ -751,25 +852,42 @@ fn remove_acked(tx: &Transaction<'_>, id: BatchId) -> rusqlite::Result<(u64, u64
     Ok((n, freed))
 }
 
-/// Moves the samples a process wrote ahead and never saw confirmed into the queue (after
-/// every sample there, in mark order), bumps the write-ahead epoch and drops the oldest
-/// samples beyond `max_bytes`, in one transaction; returns the new epoch, how many moved
-/// and how many were dropped.
-fn recover_sent(
+/// What opening found in the logs.
+struct Recovery {
+    ahead_epoch: u64,
+    queue_epoch: u64,
+    /// Written-ahead samples queued.
+    recovered: u64,
+    /// Samples dropped by the byte cap after queueing them.
+    trimmed: u64,
+}
+
+/// Moves into the table, in one transaction: the queue log's samples, then the samples a
+/// process wrote ahead and never saw confirmed (in mark order), both after every row
+/// there; bumps both epochs and drops the oldest samples beyond `max_bytes`.
+fn recover_logs(
     conn: &mut Connection,
-    log: &Path,
+    ahead_log: &Path,
+    queue_log: &Path,
     max_bytes: u64,
     blob: &mut Vec<u8>,
-) -> Result<(u64, u64, u64), OpenError> {
-    let epoch: i64 =
-        conn.query_row("SELECT epoch FROM sent_meta WHERE id = 0", [], |r| r.get(0))?;
-    let unconfirmed = ahead::unconfirmed(log, epoch as u64).map_err(OpenError::Log)?;
+) -> Result<Recovery, OpenError> {
+    let (ahead_epoch, queue_epoch): (i64, i64) = conn.query_row(
+        "SELECT ahead_epoch, queue_epoch FROM logs WHERE id = 0",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (ahead_epoch, queue_epoch) = (ahead_epoch as u64, queue_epoch as u64);
+    let queued = pending::read(queue_log, queue_epoch).map_err(OpenError::Log)?;
+    let unconfirmed = ahead::unconfirmed(ahead_log, ahead_epoch).map_err(OpenError::Log)?;
     let tx = conn.transaction()?;
     let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM chunks", [], |r| {
         r.get(0)
     })?;
-    insert_runs(&tx, &unconfirmed, base, blob)?;
-    bump_epoch(&tx, epoch as u64 + 1)?;
+    let seq = insert_runs(&tx, &queued, base, blob)?;
+    insert_runs(&tx, &unconfirmed, seq, blob)?;
+    set_epoch(&tx, "ahead_epoch", ahead_epoch + 1)?;
+    set_epoch(&tx, "queue_epoch", queue_epoch + 1)?;
     let mut trimmed = 0;
     if !unconfirmed.is_empty() {
         let bytes: i64 = tx.query_row("SELECT coalesce(sum(bytes), 0) FROM chunks", [], |r| {
@@ -780,12 +898,23 @@ fn recover_sent(
         }
     }
     tx.commit()?;
-    Ok((epoch as u64 + 1, unconfirmed.len() as u64, trimmed))
+    if !queued.is_empty() {
+        info!(
+            samples = queued.len(),
+            "appended samples of the queue log folded into the table"
+        );
+    }
+    Ok(Recovery {
+        ahead_epoch: ahead_epoch + 1,
+        queue_epoch: queue_epoch + 1,
+        recovered: unconfirmed.len() as u64,
+        trimmed,
+    })
 }
 
-/// Written-ahead records of older epochs stop counting.
-fn bump_epoch(tx: &Transaction<'_>, epoch: u64) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE sent_meta SET epoch = ?1 WHERE id = 0")?
+/// Records of a log (`column` names which) older than `epoch` stop counting.
+fn set_epoch(tx: &Transaction<'_>, column: &str, epoch: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!("UPDATE logs SET {column} = ?1 WHERE id = 0"))?
         .execute([epoch as i64])
         .map(drop)
 }
