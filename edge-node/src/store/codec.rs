@@ -24,7 +24,8 @@ pub struct StoredSample {
     pub quality: Quality,
 }
 
-/// Bytes a row costs beside its value blob (keys, header, cell pointer), for the byte cap.
+/// Bytes a sample counts for beside its value blob, for the byte cap (what a row per
+/// sample cost in the first layout; kept so that a configured cap holds as many samples).
 pub(crate) const ROW_OVERHEAD: usize = 16;
 
 impl StoredSample {

@@ -21,8 +21,9 @@
 //!   Per metric this is strictly the original timestamp order, whatever order the
 //!   batches were appended in (e.g. the sent window appended after newer samples).
 //! - **Durability.** A sample is stored once `append` returned `Ok`. With
-//!   `synchronous = "normal"` (WAL) a killed process loses no committed row; power loss
-//!   may lose the last commits. `synchronous = "full"` fsyncs each commit.
+//!   `synchronous = "normal"` (WAL) a killed process loses no log record written and no
+//!   committed row; power loss may lose the last ones. `synchronous = "full"` fsyncs
+//!   each log record and each commit.
 //! - **At-least-once.** `ack` removes exactly the samples its batch handed out, nothing
 //!   appended since. A crash between handing a batch to the link and `ack` replays it
 //!   again: those are the only duplicates, and the host de-duplicates them by
