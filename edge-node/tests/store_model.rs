@@ -2,6 +2,9 @@
 //! (from the head or after an outstanding batch, passing over held devices), ack, expire,
 //! live scans written ahead, confirmed or lost with the link, and crash/reopen, checked
 //! after every step against a sorted in-memory model of what must still be delivered.
+//! A second mix appends long scans of few timestamps (samples share rows, rows split,
+//! batches end inside rows) and kills the store without closing it (its logs unfolded,
+//! batches in flight), as `kill -9` would.
 
 use edge_node::modbus::{DeviceId, Quality, Value};
 use edge_node::store::{BatchId, HeldDevices, Overflow, Store, StoreConfig, StoredSample};
@@ -30,6 +33,31 @@ enum Op {
     LinkLost,
     /// Drops the store with its outstanding batches un-acked, then reopens the file.
     Crash,
+    /// Leaks the store without closing it (nothing folded, nothing flushed by a
+    /// destructor) with its outstanding batches un-acked, then reopens the file.
+    Kill,
+}
+
+/// Long appends of few timestamps (and so of shared rows), peeks that end inside rows, kills.
+fn row_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((0u64..4, 0u64..4, prop::option::weighted(0.1, 0usize..300)), 0..200)
+            .prop_map(Op::Append),
+        4 => (0usize..90, 0usize..3_000, prop::option::weighted(0.3, 1u8..16), any::<bool>())
+            .prop_map(|(max_samples, max_bytes, held, after_outstanding)| Op::Peek {
+                max_samples,
+                max_bytes,
+                held: held.unwrap_or(0) << 1,
+                after_outstanding,
+            }),
+        3 => any::<usize>().prop_map(Op::Ack),
+        2 => prop::collection::vec((0u64..4, 0u64..4, prop::option::weighted(0.1, 0usize..300)), 0..120)
+            .prop_map(Op::WriteAhead),
+        1 => any::<u64>().prop_map(Op::Confirm),
+        1 => Just(Op::LinkLost),
+        1 => Just(Op::Crash),
+        2 => Just(Op::Kill),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -173,10 +201,19 @@ fn to_samples(specs: &[(u64, u64, Option<usize>)], id: &mut i64) -> Vec<StoredSa
 }
 
 fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCaseError> {
+    check_capped(ops, overflow, max_age_s, 1024)
+}
+
+fn check_capped(
+    ops: Vec<Op>,
+    overflow: Overflow,
+    max_age_s: u64,
+    max_bytes: u64,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let config = StoreConfig {
         path: dir.path().join("store.sqlite"),
-        max_bytes: 1024,
+        max_bytes,
         max_age_s,
         overflow,
         ..StoreConfig::default()
@@ -272,8 +309,12 @@ fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCas
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(stored, model.append(&window));
             }
-            Op::Crash => {
-                drop(store);
+            Op::Crash | Op::Kill => {
+                if matches!(op, Op::Kill) {
+                    std::mem::forget(store);
+                } else {
+                    drop(store);
+                }
                 outstanding.clear();
                 store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 model.dropped = 0;
@@ -326,5 +367,15 @@ proptest! {
     #[test]
     fn age_cap_drops_exactly_the_old(ops in prop::collection::vec(op(), 1..40)) {
         check(ops, Overflow::DropOldest, 20)?;
+    }
+
+    #[test]
+    fn rows_shared_and_split_and_kills_mid_batch_lose_and_repeat_nothing(ops in prop::collection::vec(row_op(), 1..30)) {
+        check_capped(ops, Overflow::DropOldest, 0, 16 * 1024)?;
+    }
+
+    #[test]
+    fn rows_and_kills_at_the_cap_with_stop_storing(ops in prop::collection::vec(row_op(), 1..30)) {
+        check_capped(ops, Overflow::StopStoring, 0, 6 * 1024)?;
     }
 }

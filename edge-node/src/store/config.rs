@@ -22,10 +22,10 @@ pub use infra::durability::Synchronous;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// The SQLite file.
+    /// The SQLite file; its logs are `<path>-queue` and `<path>-ahead`.
     pub path: PathBuf,
-    /// Cap on stored bytes, counted as values plus 16 bytes per row. The file is larger:
-    /// about 1.4x for numeric samples (b-tree pages are not full), plus a WAL of up to 4 MiB.
+    /// Cap on stored bytes, counted as values plus 16 bytes per sample. The file is
+    /// smaller: about half for numeric samples, plus a WAL of up to 4 MiB and the logs.
     pub max_bytes: u64,
     /// Samples older than this are dropped (0: no age cap).
     pub max_age_s: u64,
@@ -37,8 +37,9 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     /// Most live samples kept until the link confirms them (re-sent after a link loss).
     pub sent_window_samples: usize,
-    /// Also keep those samples in the file, written before they are published, so that a
-    /// killed process loses none of them: one small commit per published scan.
+    /// Also keep those samples on disk, written before they are published, so that a
+    /// killed process loses none of them: one record appended to `<path>-ahead` per
+    /// publish.
     pub persist_sent_window: bool,
 }
 

@@ -1,8 +1,11 @@
 //! Store-and-forward: what the edge node keeps while it cannot deliver live, and how it
 //! sends it later, flagged historical, without starving live values.
 //!
-//! - [`Store`]: a durable FIFO of [`StoredSample`]s in one SQLite file (WAL), bounded in
-//!   bytes and age, replayed at-least-once by `peek_batch` + `ack`.
+//! - [`Store`]: a durable FIFO of [`StoredSample`]s in one SQLite file (WAL) and two
+//!   append-only logs beside it, bounded in bytes and age, replayed at-least-once by
+//!   `peek_batch` + `ack`. Each sample's bytes are written about once: appends and live
+//!   write-aheads are log records of a few bytes per sample, and the queue log reaches
+//!   the SQLite table in transactions of thousands of samples.
 //! - [`SentWindow`]: the samples published live that no answered liveness probe has
 //!   confirmed yet, which may have gone into a dead TCP link before anyone noticed; moved
 //!   into the store when the link is declared down.
@@ -20,7 +23,7 @@
 //!    live and `pacer.spend_live(payload_len, now)`. Until a probe confirms them, these
 //!    samples count as not delivered.
 //! 2. **Each scan otherwise** (link down, primary host offline, births not yet out):
-//!    `store.append(&scan_samples)` — one transaction per scan.
+//!    `store.append(&scan_samples)` — one log record per scan.
 //! 3. **Link declared down / host offline** (unanswered probe, keep-alive timeout,
 //!    disconnect, STATE offline): `window.drain_into(&mut gap);
 //!    store.append_unconfirmed(&gap)` — the samples that may have vanished into a dead TCP
@@ -49,9 +52,13 @@
 //! A [`BatchId`] is only valid for the `Store` that handed it out: after reopening,
 //! peek again.
 
+mod ahead;
 mod codec;
 mod config;
+mod log;
+mod migrate;
 mod pacer;
+mod pending;
 mod queue;
 mod window;
 

@@ -1,5 +1,19 @@
-//! The durable queue: one SQLite file in WAL mode, one table clustered on
-//! (original timestamp, insertion sequence).
+//! The durable queue: one SQLite file in WAL mode with 1 KiB pages, one table of runs
+//! of samples clustered on (original timestamp, insertion sequence).
+//!
+//! # Layout
+//!
+//! An append writes its samples as few rows as it can: one row per original timestamp
+//! (the samples of one scan share it), split at [`RUN_BYTES`] so a row never needs an
+//! overflow page, the samples compactly encoded (see [`codec`](super::codec)). A sample's
+//! place is (timestamp, row sequence, index in the row), the order a row per sample
+//! with a per-sample sequence had. A row keeps its samples until all are gone: `ack`,
+//! the byte cap and a batch boundary inside a row mark the removed ones in the row's
+//! `gone` bitmap, and the row's `count` and `bytes` say what is left. The live
+//! write-ahead is a log file beside it ([`ahead`](super::ahead)), and appends go to
+//! another log first, folded into the table by the 64 KiB ([`pending`](super::pending)).
+//! A file of the first layout (one row per sample, schema version 1) is converted when
+//! opened ([`migrate`](super::migrate)).
 //!
 //! # Guarantees
 //!
@@ -7,59 +21,73 @@
 //!   Per metric this is strictly the original timestamp order, whatever order the
 //!   batches were appended in (e.g. the sent window appended after newer samples).
 //! - **Durability.** A sample is stored once `append` returned `Ok`. With
-//!   `synchronous = "normal"` (WAL) a killed process loses no committed row; power loss
-//!   may lose the last commits. `synchronous = "full"` fsyncs each commit.
-//! - **At-least-once.** `ack` deletes exactly the rows its batch handed out, nothing
+//!   `synchronous = "normal"` (WAL) a killed process loses no log record written and no
+//!   committed row; power loss may lose the last ones. `synchronous = "full"` fsyncs
+//!   each log record and each commit.
+//! - **At-least-once.** `ack` removes exactly the samples its batch handed out, nothing
 //!   appended since. A crash between handing a batch to the link and `ack` replays it
 //!   again: those are the only duplicates, and the host de-duplicates them by
 //!   (metric, timestamp).
-//! - **Held devices.** `peek_batch_after` passes over the rows of [`HeldDevices`] (a
+//! - **Held devices.** `peek_batch_after` passes over the samples of [`HeldDevices`] (a
 //!   device not born now must not hold up the others); they stay queued, and the batch's
 //!   `ack` leaves them alone.
-//! - **Bounds.** `max_bytes` (values plus [`ROW_OVERHEAD`](super::codec) per row) and
+//! - **Bounds.** `max_bytes` (values plus [`ROW_OVERHEAD`](super::codec) per sample) and
 //!   `max_age_s` (by `expire`); what they remove is counted in `dropped()` and logged.
 //!   A batch already handed out may be dropped by the caps before its `ack`: it still
 //!   counts as dropped, and the `ack` then removes nothing.
-//! - **Unconfirmed live samples.** `write_ahead` keeps a copy of each live scan in a
-//!   second table, `sent`, keyed by the sent window's mark, until `forget_sent` (the
-//!   link confirmed it) or `append_unconfirmed` (the link was lost: the window's samples
-//!   join the queue and `sent` is emptied, in one transaction). Rows still in `sent` when
-//!   the file is opened belong to a process that died before either: they join the
-//!   queue then (the byte cap applied, oldest first), so a `kill -9` loses no sample the
-//!   link had not confirmed.
+//! - **Unconfirmed live samples.** `write_ahead` keeps a copy of each live scan under
+//!   the sent window's marks until `forget_sent` (the link confirmed it) or
+//!   `append_unconfirmed` (the link was lost: the window's samples join the queue and
+//!   the copies stop counting, in one transaction). Copies still counting when the file
+//!   is opened belong to a process that died before either: they join the queue then
+//!   (the byte cap applied, oldest first), so a `kill -9` loses no sample the link had
+//!   not confirmed.
 //! - **Damage.** A file SQLite does not recognise, or that fails `quick_check`, is moved
 //!   aside as `<file>.corrupt-<unix ms>` and a fresh queue is built; disk full is
 //!   [`StoreError::DiskFull`] and leaves the queue readable and ackable.
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infra::ConfigError;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use tracing::{info, warn};
 
-use super::codec::{self, ROW_OVERHEAD, StoredSample};
+use super::ahead::{self, Ahead};
+use super::codec::{self, StoredSample};
 use super::config::{Overflow, StoreConfig, Synchronous};
+use super::log;
+use super::migrate;
+use super::pending::{self, Pending};
 use crate::modbus::DeviceId;
 
-const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// Page size of a new file: a WAL frame is a page, and a scan's commit touches few.
+pub(crate) const PAGE_SIZE: i64 = 1024;
+
+/// Most encoded bytes of samples in one queue row: with its key and counters the row
+/// stays under the 231 bytes a 1024-byte page keeps of a WITHOUT ROWID row before it
+/// spills to an overflow page.
+pub(crate) const RUN_BYTES: usize = 192;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS samples (
-    ts     INTEGER NOT NULL,
-    seq    INTEGER NOT NULL,
-    device INTEGER,
-    alias  INTEGER NOT NULL,
-    value  BLOB    NOT NULL,
+CREATE TABLE IF NOT EXISTS chunks (
+    ts      INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    samples BLOB    NOT NULL,
+    gone    BLOB,
+    count   INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL,
     PRIMARY KEY (ts, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sent (
-    mark   INTEGER PRIMARY KEY,
-    ts     INTEGER NOT NULL,
-    device INTEGER,
-    alias  INTEGER NOT NULL,
-    value  BLOB    NOT NULL
+CREATE TABLE IF NOT EXISTS logs (
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    ahead_epoch INTEGER NOT NULL,
+    queue_epoch INTEGER NOT NULL
 );
+INSERT OR IGNORE INTO logs (id, ahead_epoch, queue_epoch) VALUES (0, 0, 0);
 ";
 
 /// What went wrong with the queue, and in which file.
@@ -79,6 +107,11 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, found: i64 },
     #[error("store {path}: damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("store {path}: write-ahead log: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path}: cannot move the corrupt file aside: {source}")]
     MoveAside {
         path: PathBuf,
@@ -86,14 +119,35 @@ pub enum StoreError {
     },
 }
 
-/// Identifies the rows one `peek_batch` handed out, for [`Store::ack`].
+/// A sample's place in the queue: its row's key, then its index in the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pos {
+    ts: i64,
+    seq: i64,
+    k: u32,
+}
+
+impl Pos {
+    fn row(ts: i64, seq: i64) -> (Pos, Pos) {
+        (
+            Pos { ts, seq, k: 0 },
+            Pos {
+                ts,
+                seq,
+                k: u32::MAX,
+            },
+        )
+    }
+}
+
+/// Identifies the samples one `peek_batch` handed out, for [`Store::ack`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchId {
-    first: (i64, i64),
-    last: (i64, i64),
-    /// Highest sequence that existed at peek time: later appends are never acked by it.
+    first: Pos,
+    last: Pos,
+    /// Highest row sequence that existed at peek time: later appends are never acked by it.
     max_seq: i64,
-    /// Devices passed over at peek time: their rows in the range are not the batch's.
+    /// Devices passed over at peek time: their samples in the range are not the batch's.
     held: HeldDevices,
 }
 
@@ -115,21 +169,9 @@ impl HeldDevices {
         true
     }
 
-    /// The set as SQLite's signed integer; bit `d` is device `d`.
-    fn mask(self) -> i64 {
-        self.0 as i64
+    fn holds(self, device: Option<DeviceId>) -> bool {
+        device.is_some_and(|d| d.0 < Self::CAPACITY && self.0 & (1 << d.0) != 0)
     }
-}
-
-/// SQL condition on a row's `device` (?N is the held mask): the row is not held.
-macro_rules! not_held {
-    ($n:literal) => {
-        concat!(
-            "(device IS NULL OR device >= 64 OR ((?",
-            $n,
-            " >> device) & 1) = 0)"
-        )
-    };
 }
 
 /// Samples to replay, oldest first.
@@ -171,13 +213,19 @@ pub struct Store {
     max_bytes: u64,
     max_age_ms: u64,
     overflow: Overflow,
-    next_seq: i64,
+    /// Behind a `Cell` (and the queue log behind a `RefCell`): a replay's `peek_batch`
+    /// folds the queue log into the table first.
+    next_seq: Cell<i64>,
+    pending: RefCell<Pending>,
+    /// Queue log size that makes an append fold it (0: appends go straight to the table).
+    fold_bytes: u64,
     depth: u64,
     bytes: u64,
     dropped: u64,
     moved_aside: Option<PathBuf>,
-    /// Rows of `sent` moved into the queue when the file was opened.
+    /// Written-ahead samples moved into the queue when the file was opened.
     recovered: u64,
+    ahead: Ahead,
     blob: Vec<u8>,
 }
 
@@ -198,20 +246,35 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         config.validate()?;
         let path = config.path.clone();
-        let (conn, moved_aside) = match open_connection(&path, config.synchronous) {
-            Ok(conn) => (conn, None),
+        let (mut conn, migrated, moved_aside) = match open_connection(&path, config.synchronous) {
+            Ok((conn, migrated)) => (conn, migrated, None),
             Err(e) if e.is_corruption() => {
                 let aside = move_aside(&path)?;
                 warn!(store = %path.display(), moved_to = %aside.display(), error = %e,
                       "store file is corrupt: moved aside, starting an empty queue");
-                let conn = open_connection(&path, config.synchronous)
+                let (conn, migrated) = open_connection(&path, config.synchronous)
                     .map_err(|e| e.into_store_error(&path))?;
-                (conn, Some(aside))
+                (conn, migrated, Some(aside))
             }
             Err(e) => return Err(e.into_store_error(&path)),
         };
-        let (recovered, trimmed) =
-            recover_sent(&conn, config.max_bytes).map_err(|source| sqlite_error(&path, source))?;
+        let mut blob = Vec::with_capacity(RUN_BYTES);
+        let ahead_log = log::path_beside(&path, "ahead");
+        let queue_log = log::path_beside(&path, "queue");
+        let recovery = recover_logs(
+            &mut conn,
+            &ahead_log,
+            &queue_log,
+            config.max_bytes,
+            &mut blob,
+        )
+        .map_err(|e| e.into_store_error(&path))?;
+        let (recovered, trimmed) = (recovery.recovered + migrated, recovery.trimmed);
+        let sync = config.synchronous == Synchronous::Full;
+        let ahead = Ahead::create(ahead_log, recovery.ahead_epoch, sync)
+            .map_err(|e| log_error(&path, e))?;
+        let pending = Pending::create(queue_log, recovery.queue_epoch, sync)
+            .map_err(|e| log_error(&path, e))?;
         if recovered > 0 {
             info!(store = %path.display(), samples = recovered,
                   "live samples the link never confirmed before the last stop: queued for replay");
@@ -222,24 +285,26 @@ impl Store {
         }
         let (depth, bytes, max_seq): (i64, i64, Option<i64>) = conn
             .query_row(
-                "SELECT count(*), coalesce(sum(length(value)), 0), max(seq) FROM samples",
+                "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0), max(seq) FROM chunks",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|source| sqlite_error(&path, source))?;
-        let depth = depth as u64;
         let store = Store {
             conn,
             max_bytes: config.max_bytes,
             max_age_ms: config.max_age_s.saturating_mul(1000),
             overflow: config.overflow,
-            next_seq: max_seq.map_or(0, |s| s + 1),
-            depth,
-            bytes: bytes as u64 + depth * ROW_OVERHEAD as u64,
+            next_seq: Cell::new(max_seq.map_or(0, |s| s + 1)),
+            pending: RefCell::new(pending),
+            fold_bytes: pending::FOLD_BYTES,
+            depth: depth as u64,
+            bytes: bytes as u64,
             dropped: trimmed,
             moved_aside,
             recovered,
-            blob: Vec::with_capacity(64),
+            ahead,
+            blob,
             path,
         };
         info!(store = %store.path.display(), depth = store.depth, bytes = store.bytes, "store opened");
@@ -256,7 +321,7 @@ impl Store {
     }
 
     /// The link was lost: `samples` (the sent window's) join the queue like [`Store::append`]
-    /// and the `sent` table is emptied, in one transaction.
+    /// and the written-ahead copies stop counting, in one transaction.
     pub fn append_unconfirmed(&mut self, samples: &[StoredSample]) -> Result<usize, StoreError> {
         self.append_inner(samples, true)
     }
@@ -266,62 +331,94 @@ impl Store {
         samples: &[StoredSample],
         clear_sent: bool,
     ) -> Result<usize, StoreError> {
+        let mut stored = samples.len();
+        let mut added = 0u64;
+        for (i, sample) in samples.iter().enumerate() {
+            let len = sample.stored_len() as u64;
+            if self.overflow == Overflow::StopStoring && self.bytes + added + len > self.max_bytes {
+                stored = i;
+                break;
+            }
+            added += len;
+        }
+        let over = self.bytes + added > self.max_bytes;
+        let pending = self.pending.get_mut();
+        if !clear_sent && !over && pending.len() < self.fold_bytes {
+            if stored > 0 {
+                pending
+                    .append(&samples[..stored])
+                    .map_err(|e| log_error(&self.path, e))?;
+            }
+            self.depth += stored as u64;
+            self.bytes += added;
+            self.count_refused(samples.len() - stored, 0);
+            return Ok(stored);
+        }
+        // One transaction: the queue log folded, these samples, the caps.
         let tx = self
             .conn
             .transaction()
             .map_err(|e| map_err(&self.path, e))?;
-        let mut stored = 0usize;
-        let mut added = 0u64;
-        let mut seq = self.next_seq;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO samples (ts, seq, device, alias, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(|e| map_err(&self.path, e))?;
-            for sample in samples {
-                let len = sample.stored_len() as u64;
-                if self.overflow == Overflow::StopStoring
-                    && self.bytes + added + len > self.max_bytes
-                {
-                    break;
-                }
-                codec::encode(&sample.value, sample.quality, &mut self.blob);
-                insert
-                    .execute(params![
-                        sample.timestamp_ms as i64,
-                        seq,
-                        sample.device.map(|d| d.0),
-                        sample.alias as i64,
-                        &self.blob,
-                    ])
-                    .map_err(|e| map_err(&self.path, e))?;
-                seq += 1;
-                stored += 1;
-                added += len;
-            }
+        let folded = !pending.is_empty();
+        let seq = insert_runs(&tx, pending.samples(), self.next_seq.get(), &mut self.blob)
+            .map_err(|e| map_err(&self.path, e))?;
+        let next_seq = insert_runs(&tx, &samples[..stored], seq, &mut self.blob)
+            .map_err(|e| map_err(&self.path, e))?;
+        let queue_epoch = pending.epoch() + 1;
+        if folded {
+            set_epoch(&tx, "queue_epoch", queue_epoch).map_err(|e| map_err(&self.path, e))?;
         }
+        let ahead_epoch = self.ahead.epoch() + 1;
         if clear_sent {
-            tx.execute("DELETE FROM sent", [])
-                .map_err(|e| map_err(&self.path, e))?;
+            set_epoch(&tx, "ahead_epoch", ahead_epoch).map_err(|e| map_err(&self.path, e))?;
         }
-        let (trimmed_rows, trimmed_bytes) = if self.bytes + added > self.max_bytes {
+        let (trimmed_rows, trimmed_bytes) = if over {
             trim_oldest(&tx, self.bytes + added - self.max_bytes)
                 .map_err(|e| map_err(&self.path, e))?
         } else {
             (0, 0)
         };
         tx.commit().map_err(|e| map_err(&self.path, e))?;
-        self.next_seq = seq;
+        if folded {
+            pending.restart(queue_epoch);
+        }
+        if clear_sent {
+            self.ahead.restart(ahead_epoch);
+        }
+        self.next_seq.set(next_seq);
         self.depth = self.depth + stored as u64 - trimmed_rows;
         self.bytes = self.bytes + added - trimmed_bytes;
-        let refused = (samples.len() - stored) as u64;
+        self.count_refused(samples.len() - stored, trimmed_rows);
+        Ok(stored)
+    }
+
+    /// Counts and logs what an append could not keep.
+    fn count_refused(&mut self, refused: usize, trimmed_rows: u64) {
+        let refused = refused as u64;
         if refused + trimmed_rows > 0 {
             self.dropped += refused + trimmed_rows;
             warn!(store = %self.path.display(), dropped_oldest = trimmed_rows, refused,
                   total_dropped = self.dropped, "store full: samples dropped");
         }
-        Ok(stored)
+    }
+
+    /// Folds the queue log into the table, in one transaction.
+    fn fold(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let err = |e| map_err(&self.path, e);
+        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let mut blob = Vec::with_capacity(RUN_BYTES);
+        let next_seq =
+            insert_runs(&tx, pending.samples(), self.next_seq.get(), &mut blob).map_err(err)?;
+        let epoch = pending.epoch() + 1;
+        set_epoch(&tx, "queue_epoch", epoch).map_err(err)?;
+        tx.commit().map_err(err)?;
+        self.next_seq.set(next_seq);
+        pending.restart(epoch);
+        Ok(())
     }
 
     /// The oldest samples not yet acknowledged: at most `max_samples`, and at most
@@ -331,8 +428,9 @@ impl Store {
         self.peek_batch_after(None, HeldDevices::default(), max_samples, max_bytes)
     }
 
-    /// Like [`Store::peek_batch`], but only rows after `after`'s last one (the batch that
-    /// follows batches handed out and not yet acknowledged), passing over `held` devices.
+    /// Like [`Store::peek_batch`], but only samples after `after`'s last one (the batch
+    /// that follows batches handed out and not yet acknowledged), passing over `held`
+    /// devices.
     pub fn peek_batch_after(
         &self,
         after: Option<BatchId>,
@@ -344,94 +442,96 @@ impl Store {
         if max_samples == 0 || self.depth == 0 {
             return Ok(batch);
         }
-        let (after_ts, after_seq) = after.map_or((i64::MIN, i64::MIN), |id| id.last);
+        if let Err(e) = self.fold() {
+            // What the table holds can still go; the log waits for the next try.
+            warn!(error = %e, "queue log not folded before replay");
+        }
+        let after = after.map(|id| id.last);
+        let from = after.map_or((i64::MIN, i64::MIN), |p| (p.ts, p.seq));
+        let err = |e| map_err(&self.path, e);
         let mut stmt = self
             .conn
-            .prepare_cached(concat!(
-                "SELECT ts, seq, device, alias, value FROM samples WHERE (ts, seq) > (?1, ?2) AND ",
-                not_held!(4),
-                " ORDER BY ts, seq LIMIT ?3"
-            ))
-            .map_err(|e| map_err(&self.path, e))?;
-        let mut rows = stmt
-            .query(params![
-                after_ts,
-                after_seq,
-                max_samples as i64,
-                held.mask()
-            ])
-            .map_err(|e| map_err(&self.path, e))?;
-        let mut first = None;
-        let mut last = (0, 0);
-        while let Some(row) = rows.next().map_err(|e| map_err(&self.path, e))? {
-            let key: (i64, i64) = (
-                row.get(0).map_err(|e| map_err(&self.path, e))?,
-                row.get(1).map_err(|e| map_err(&self.path, e))?,
-            );
-            let device: Option<u32> = row.get(2).map_err(|e| map_err(&self.path, e))?;
-            let alias: i64 = row.get(3).map_err(|e| map_err(&self.path, e))?;
-            let blob = row.get_ref(4).map_err(|e| map_err(&self.path, e))?;
-            let blob = blob.as_blob().unwrap_or(&[]);
-            let len = ROW_OVERHEAD + blob.len();
-            if !batch.samples.is_empty() && batch.bytes + len > max_bytes {
-                break;
-            }
-            // A row that does not decode must not block the queue: it is left out of the
-            // batch but inside its key range, so the batch's ack removes it.
-            match codec::decode(blob) {
-                Ok((value, quality)) => batch.samples.push(StoredSample {
-                    device: device.map(DeviceId),
-                    alias: alias as u64,
-                    timestamp_ms: key.0 as u64,
-                    value,
-                    quality,
-                }),
+            .prepare_cached(
+                "SELECT ts, seq, samples, gone, bytes FROM chunks WHERE (ts, seq) >= (?1, ?2)
+                 ORDER BY ts, seq",
+            )
+            .map_err(err)?;
+        let mut rows = stmt.query(params![from.0, from.1]).map_err(err)?;
+        let (mut first, mut last) = (None, None);
+        'rows: while let Some(row) = rows.next().map_err(err)? {
+            let ts: i64 = row.get(0).map_err(err)?;
+            let seq: i64 = row.get(1).map_err(err)?;
+            let blob = row.get_ref(2).map_err(err)?.as_blob().unwrap_or(&[]);
+            let gone = row
+                .get_ref(3)
+                .map_err(err)?
+                .as_blob_or_null()
+                .ok()
+                .flatten();
+            let gone = gone.unwrap_or(&[]);
+            match codec::decode_run(ts as u64, blob) {
+                Ok(samples) => {
+                    for (k, sample) in samples.into_iter().enumerate() {
+                        let pos = Pos {
+                            ts,
+                            seq,
+                            k: k as u32,
+                        };
+                        if after.is_some_and(|a| pos <= a)
+                            || is_gone(gone, k)
+                            || held.holds(sample.device)
+                        {
+                            continue;
+                        }
+                        let len = sample.stored_len();
+                        if batch.samples.len() == max_samples
+                            || (!batch.samples.is_empty() && batch.bytes + len > max_bytes)
+                        {
+                            break 'rows;
+                        }
+                        batch.samples.push(sample);
+                        batch.bytes += len;
+                        first.get_or_insert(pos);
+                        last = Some(pos);
+                    }
+                }
+                // A row that does not decode must not block the queue: it is left out of
+                // the batch but inside its range, so the batch's ack removes it.
                 Err(e) => {
-                    warn!(store = %self.path.display(), ts = key.0, seq = key.1, error = %e,
-                          "stored value does not decode: skipped");
+                    let (row_first, row_last) = Pos::row(ts, seq);
+                    if after.is_some_and(|a| row_first <= a) {
+                        continue;
+                    }
+                    let len = row.get::<_, i64>(4).map_err(err)? as usize;
+                    if !batch.samples.is_empty() && batch.bytes + len > max_bytes {
+                        break;
+                    }
+                    warn!(store = %self.path.display(), ts, seq, error = %e,
+                          "stored samples do not decode: skipped");
+                    batch.bytes += len;
+                    first.get_or_insert(row_first);
+                    last = Some(row_last);
                 }
             }
-            batch.bytes += len;
-            first.get_or_insert(key);
-            last = key;
         }
-        batch.id = first.map(|first| BatchId {
+        batch.id = first.zip(last).map(|(first, last)| BatchId {
             first,
             last,
-            max_seq: self.next_seq - 1,
+            max_seq: self.next_seq.get() - 1,
             held,
         });
         Ok(batch)
     }
 
-    /// Deletes exactly the rows `id`'s batch handed out (those still present). Returns
-    /// how many were deleted.
+    /// Removes exactly the samples `id`'s batch handed out (those still present). Returns
+    /// how many were removed.
     pub fn ack(&mut self, id: BatchId) -> Result<u64, StoreError> {
-        let mut stmt = self
+        let tx = self
             .conn
-            .prepare_cached(concat!(
-                "DELETE FROM samples WHERE (ts, seq) >= (?1, ?2) AND (ts, seq) <= (?3, ?4)
-                 AND seq <= ?5 AND ",
-                not_held!(6),
-                " RETURNING length(value)"
-            ))
+            .transaction()
             .map_err(|e| map_err(&self.path, e))?;
-        let mut rows = stmt
-            .query(params![
-                id.first.0,
-                id.first.1,
-                id.last.0,
-                id.last.1,
-                id.max_seq,
-                id.held.mask()
-            ])
-            .map_err(|e| map_err(&self.path, e))?;
-        let (mut n, mut bytes) = (0u64, 0u64);
-        while let Some(row) = rows.next().map_err(|e| map_err(&self.path, e))? {
-            let len: i64 = row.get(0).map_err(|e| map_err(&self.path, e))?;
-            n += 1;
-            bytes += len as u64 + ROW_OVERHEAD as u64;
-        }
+        let (n, bytes) = remove_acked(&tx, id).map_err(|e| map_err(&self.path, e))?;
+        tx.commit().map_err(|e| map_err(&self.path, e))?;
         self.depth -= n;
         self.bytes -= bytes;
         Ok(n)
@@ -447,40 +547,16 @@ impl Store {
         if samples.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| map_err(&self.path, e))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO sent (mark, ts, device, alias, value)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(|e| map_err(&self.path, e))?;
-            for (mark, sample) in (first_mark..).zip(samples) {
-                codec::encode(&sample.value, sample.quality, &mut self.blob);
-                insert
-                    .execute(params![
-                        mark as i64,
-                        sample.timestamp_ms as i64,
-                        sample.device.map(|d| d.0),
-                        sample.alias as i64,
-                        &self.blob,
-                    ])
-                    .map_err(|e| map_err(&self.path, e))?;
-            }
-        }
-        tx.commit().map_err(|e| map_err(&self.path, e))
+        self.ahead
+            .write(first_mark, samples)
+            .map_err(|e| log_error(&self.path, e))
     }
 
     /// The link confirmed every live sample before `mark`: their copies go.
     pub fn forget_sent(&mut self, mark: u64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM sent WHERE mark < ?1")
-            .and_then(|mut stmt| stmt.execute([mark as i64]))
-            .map(|_| ())
-            .map_err(|e| map_err(&self.path, e))
+        self.ahead
+            .forget(mark)
+            .map_err(|e| log_error(&self.path, e))
     }
 
     /// Live samples of a process that died before the link confirmed them, moved into the
@@ -495,16 +571,23 @@ impl Store {
             return Ok(0);
         }
         let cutoff = now_ms.saturating_sub(self.max_age_ms) as i64;
+        if self
+            .pending
+            .get_mut()
+            .oldest_ts()
+            .is_some_and(|ts| (ts as i64) < cutoff)
+        {
+            self.fold()?;
+        }
         let mut stmt = self
             .conn
-            .prepare_cached("DELETE FROM samples WHERE ts < ?1 RETURNING length(value)")
+            .prepare_cached("DELETE FROM chunks WHERE ts < ?1 RETURNING count, bytes")
             .map_err(|e| map_err(&self.path, e))?;
         let mut rows = stmt.query([cutoff]).map_err(|e| map_err(&self.path, e))?;
         let (mut n, mut bytes) = (0u64, 0u64);
         while let Some(row) = rows.next().map_err(|e| map_err(&self.path, e))? {
-            let len: i64 = row.get(0).map_err(|e| map_err(&self.path, e))?;
-            n += 1;
-            bytes += len as u64 + ROW_OVERHEAD as u64;
+            n += row.get::<_, i64>(0).map_err(|e| map_err(&self.path, e))? as u64;
+            bytes += row.get::<_, i64>(1).map_err(|e| map_err(&self.path, e))? as u64;
         }
         drop(rows);
         drop(stmt);
@@ -537,12 +620,16 @@ impl Store {
     pub fn oldest_age(&self, now_ms: u64) -> Result<Option<Duration>, StoreError> {
         let ts: Option<i64> = self
             .conn
-            .query_row("SELECT ts FROM samples ORDER BY ts, seq LIMIT 1", [], |r| {
+            .query_row("SELECT ts FROM chunks ORDER BY ts, seq LIMIT 1", [], |r| {
                 r.get(0)
             })
             .optional()
             .map_err(|e| map_err(&self.path, e))?;
-        Ok(ts.map(|ts| Duration::from_millis(now_ms.saturating_sub(ts as u64))))
+        let ts = match (ts.map(|ts| ts as u64), self.pending.borrow().oldest_ts()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(ts.map(|ts| Duration::from_millis(now_ms.saturating_sub(ts))))
     }
 
     /// Where a corrupt file found at open was moved, if one was.
@@ -556,7 +643,11 @@ impl Store {
 
     /// Caps the file at `pages` database pages (SQLite `max_page_count`): a hard ceiling
     /// on file growth below the free disk space, reached as [`StoreError::DiskFull`].
+    /// From then on appends go straight to the file (not through the queue log), so
+    /// that the cap bounds them all.
     pub fn limit_pages(&mut self, pages: u64) -> Result<u64, StoreError> {
+        self.fold()?;
+        self.fold_bytes = 0;
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                 r.get::<_, i64>(0)
@@ -579,8 +670,10 @@ impl Store {
         })
     }
 
-    /// Bytes the database file occupies (pages in use times page size).
+    /// Bytes the store occupies: the database file's pages in use times page size, plus
+    /// the write-ahead and queue logs.
     pub fn file_bytes(&self) -> Result<u64, StoreError> {
+        let logs = self.ahead.len() + self.pending.borrow().len();
         self.conn
             .query_row(
                 "SELECT (page_count - freelist_count) * page_size
@@ -588,66 +681,304 @@ impl Store {
                 [],
                 |r| r.get::<_, i64>(0),
             )
-            .map(|b| b as u64)
+            .map(|b| b as u64 + logs)
             .map_err(|e| map_err(&self.path, e))
     }
 }
 
-/// Moves every row of `sent` into the queue (after every row there, in mark order),
-/// empties `sent` and drops the oldest rows beyond `max_bytes`, in one transaction;
-/// returns how many moved and how many were dropped.
-fn recover_sent(conn: &Connection, max_bytes: u64) -> rusqlite::Result<(u64, u64)> {
-    let tx = conn.unchecked_transaction()?;
-    let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM samples", [], |r| {
+/// A clean close folds the queue log into the table (a killed process leaves it to the
+/// next open).
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.fold() {
+            warn!(error = %e, "queue log not folded at close: the next open does it");
+        }
+    }
+}
+
+/// Writes `samples` as queue rows from sequence `seq` on: one row per timestamp (input
+/// order kept within it), split at [`RUN_BYTES`]. Returns the next free sequence.
+pub(crate) fn insert_runs(
+    tx: &Transaction<'_>,
+    samples: &[StoredSample],
+    mut seq: i64,
+    blob: &mut Vec<u8>,
+) -> rusqlite::Result<i64> {
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    // Stable: samples of one timestamp stay in input order.
+    order.sort_by_key(|&i| samples[i].timestamp_ms);
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO chunks (ts, seq, samples, gone, count, bytes) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
+    )?;
+    let mut start = 0;
+    while start < order.len() {
+        let ts = samples[order[start]].timestamp_ms;
+        let (mut end, mut alias, mut bytes) = (start, 0, 0);
+        blob.clear();
+        while end < order.len() {
+            let s = &samples[order[end]];
+            if s.timestamp_ms != ts
+                || (end > start && blob.len() + codec::run_len(ts, alias, s) > RUN_BYTES)
+            {
+                break;
+            }
+            codec::encode_one(ts, &mut alias, s, blob);
+            bytes += s.stored_len();
+            end += 1;
+        }
+        insert.execute(params![
+            ts as i64,
+            seq,
+            &blob[..],
+            (end - start) as i64,
+            bytes as i64
+        ])?;
+        seq += 1;
+        start = end;
+    }
+    Ok(seq)
+}
+
+fn is_gone(gone: &[u8], k: usize) -> bool {
+    gone.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0)
+}
+
+fn set_gone(gone: &mut Vec<u8>, k: usize) {
+    if gone.len() <= k / 8 {
+        gone.resize(k / 8 + 1, 0);
+    }
+    gone[k / 8] |= 1 << (k % 8);
+}
+
+/// What an ack or the byte cap does to one row.
+enum RowChange {
+    Delete {
+        ts: i64,
+        seq: i64,
+    },
+    Update {
+        ts: i64,
+        seq: i64,
+        gone: Vec<u8>,
+        count: i64,
+        bytes: i64,
+    },
+}
+
+fn apply(tx: &Transaction<'_>, changes: &[RowChange]) -> rusqlite::Result<()> {
+    let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE ts = ?1 AND seq = ?2")?;
+    let mut update = tx.prepare_cached(
+        "UPDATE chunks SET gone = ?3, count = ?4, bytes = ?5 WHERE ts = ?1 AND seq = ?2",
+    )?;
+    for change in changes {
+        match change {
+            RowChange::Delete { ts, seq } => delete.execute([ts, seq])?,
+            RowChange::Update {
+                ts,
+                seq,
+                gone,
+                count,
+                bytes,
+            } => update.execute(params![ts, seq, gone, count, bytes])?,
+        };
+    }
+    Ok(())
+}
+
+/// Marks gone the samples of `id`'s batch still present; returns (samples, bytes).
+fn remove_acked(tx: &Transaction<'_>, id: BatchId) -> rusqlite::Result<(u64, u64)> {
+    let mut changes = Vec::new();
+    let (mut n, mut freed) = (0u64, 0u64);
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT ts, seq, samples, gone, count, bytes FROM chunks
+             WHERE (ts, seq) >= (?1, ?2) AND (ts, seq) <= (?3, ?4) AND seq <= ?5
+             ORDER BY ts, seq",
+        )?;
+        let mut rows = stmt.query(params![
+            id.first.ts,
+            id.first.seq,
+            id.last.ts,
+            id.last.seq,
+            id.max_seq
+        ])?;
+        while let Some(row) = rows.next()? {
+            let (ts, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let count: i64 = row.get(4)?;
+            let bytes: i64 = row.get(5)?;
+            let (row_first, row_last) = Pos::row(ts, seq);
+            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
+            let Ok(samples) = codec::decode_run(ts as u64, blob) else {
+                if id.first <= row_first && row_last <= id.last {
+                    n += count as u64;
+                    freed += bytes as u64;
+                    changes.push(RowChange::Delete { ts, seq });
+                }
+                continue;
+            };
+            let mut gone = row.get_ref(3)?.as_blob_or_null()?.unwrap_or(&[]).to_vec();
+            let (mut row_n, mut row_bytes) = (0i64, 0i64);
+            for (k, s) in samples.iter().enumerate() {
+                let pos = Pos {
+                    ts,
+                    seq,
+                    k: k as u32,
+                };
+                if pos < id.first || id.last < pos || is_gone(&gone, k) || id.held.holds(s.device) {
+                    continue;
+                }
+                set_gone(&mut gone, k);
+                row_n += 1;
+                row_bytes += s.stored_len() as i64;
+            }
+            if row_n == 0 {
+                continue;
+            }
+            n += row_n as u64;
+            freed += row_bytes as u64;
+            changes.push(if row_n == count {
+                RowChange::Delete { ts, seq }
+            } else {
+                RowChange::Update {
+                    ts,
+                    seq,
+                    gone,
+                    count: count - row_n,
+                    bytes: bytes - row_bytes,
+                }
+            });
+        }
+    }
+    apply(tx, &changes)?;
+    Ok((n, freed))
+}
+
+/// What opening found in the logs.
+struct Recovery {
+    ahead_epoch: u64,
+    queue_epoch: u64,
+    /// Written-ahead samples queued.
+    recovered: u64,
+    /// Samples dropped by the byte cap after queueing them.
+    trimmed: u64,
+}
+
+/// Moves into the table, in one transaction: the queue log's samples, then the samples a
+/// process wrote ahead and never saw confirmed (in mark order), both after every row
+/// there; bumps both epochs and drops the oldest samples beyond `max_bytes`.
+fn recover_logs(
+    conn: &mut Connection,
+    ahead_log: &Path,
+    queue_log: &Path,
+    max_bytes: u64,
+    blob: &mut Vec<u8>,
+) -> Result<Recovery, OpenError> {
+    let (ahead_epoch, queue_epoch): (i64, i64) = conn.query_row(
+        "SELECT ahead_epoch, queue_epoch FROM logs WHERE id = 0",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (ahead_epoch, queue_epoch) = (ahead_epoch as u64, queue_epoch as u64);
+    let queued = pending::read(queue_log, queue_epoch).map_err(OpenError::Log)?;
+    let unconfirmed = ahead::unconfirmed(ahead_log, ahead_epoch).map_err(OpenError::Log)?;
+    let tx = conn.transaction()?;
+    let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM chunks", [], |r| {
         r.get(0)
     })?;
-    let moved = tx.execute(
-        "INSERT INTO samples (ts, seq, device, alias, value)
-         SELECT ts, ?1 + mark - (SELECT min(mark) FROM sent), device, alias, value FROM sent",
-        [base],
-    )?;
-    tx.execute("DELETE FROM sent", [])?;
+    let seq = insert_runs(&tx, &queued, base, blob)?;
+    insert_runs(&tx, &unconfirmed, seq, blob)?;
+    set_epoch(&tx, "ahead_epoch", ahead_epoch + 1)?;
+    set_epoch(&tx, "queue_epoch", queue_epoch + 1)?;
     let mut trimmed = 0;
-    if moved > 0 {
-        let bytes: i64 = tx.query_row(
-            "SELECT coalesce(sum(length(value)), 0) + count(*) * ?1 FROM samples",
-            [ROW_OVERHEAD as i64],
-            |r| r.get(0),
-        )?;
+    if !unconfirmed.is_empty() {
+        let bytes: i64 = tx.query_row("SELECT coalesce(sum(bytes), 0) FROM chunks", [], |r| {
+            r.get(0)
+        })?;
         if bytes as u64 > max_bytes {
             trimmed = trim_oldest(&tx, bytes as u64 - max_bytes)?.0;
         }
     }
     tx.commit()?;
-    Ok((moved as u64, trimmed))
+    if !queued.is_empty() {
+        info!(
+            samples = queued.len(),
+            "appended samples of the queue log folded into the table"
+        );
+    }
+    Ok(Recovery {
+        ahead_epoch: ahead_epoch + 1,
+        queue_epoch: queue_epoch + 1,
+        recovered: unconfirmed.len() as u64,
+        trimmed,
+    })
 }
 
-/// Deletes the oldest rows until at least `excess` bytes are freed; returns (rows, bytes).
-fn trim_oldest(tx: &rusqlite::Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)> {
+/// Records of a log (`column` names which) older than `epoch` stop counting.
+fn set_epoch(tx: &Transaction<'_>, column: &str, epoch: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!("UPDATE logs SET {column} = ?1 WHERE id = 0"))?
+        .execute([epoch as i64])
+        .map(drop)
+}
+
+/// Removes the oldest samples until at least `excess` bytes are freed; returns
+/// (samples, bytes).
+fn trim_oldest(tx: &Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)> {
     let mut freed = 0u64;
-    let mut rows = 0u64;
-    let mut last = None;
+    let mut n = 0u64;
+    let mut changes = Vec::new();
     {
-        let mut stmt =
-            tx.prepare_cached("SELECT ts, seq, length(value) FROM samples ORDER BY ts, seq")?;
-        let mut cursor = stmt.query([])?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT ts, seq, samples, gone, count, bytes FROM chunks ORDER BY ts, seq",
+        )?;
+        let mut rows = stmt.query([])?;
         while freed < excess {
-            let Some(row) = cursor.next()? else { break };
-            let len: i64 = row.get(2)?;
-            freed += len as u64 + ROW_OVERHEAD as u64;
-            rows += 1;
-            last = Some((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?));
+            let Some(row) = rows.next()? else { break };
+            let (ts, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let count: i64 = row.get(4)?;
+            let bytes: i64 = row.get(5)?;
+            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
+            let whole = freed + bytes as u64 <= excess;
+            let samples = match codec::decode_run(ts as u64, blob) {
+                Ok(samples) if !whole => samples,
+                // The whole row goes (or it does not decode).
+                _ => {
+                    n += count as u64;
+                    freed += bytes as u64;
+                    changes.push(RowChange::Delete { ts, seq });
+                    continue;
+                }
+            };
+            let mut gone = row.get_ref(3)?.as_blob_or_null()?.unwrap_or(&[]).to_vec();
+            let (mut row_n, mut row_bytes) = (0i64, 0i64);
+            for (k, s) in samples.iter().enumerate() {
+                if freed >= excess {
+                    break;
+                }
+                if is_gone(&gone, k) {
+                    continue;
+                }
+                set_gone(&mut gone, k);
+                row_n += 1;
+                row_bytes += s.stored_len() as i64;
+                freed += s.stored_len() as u64;
+            }
+            n += row_n as u64;
+            changes.push(RowChange::Update {
+                ts,
+                seq,
+                gone,
+                count: count - row_n,
+                bytes: bytes - row_bytes,
+            });
         }
     }
-    if let Some((ts, seq)) = last {
-        tx.prepare_cached("DELETE FROM samples WHERE (ts, seq) <= (?1, ?2)")?
-            .execute([ts, seq])?;
-    }
-    Ok((rows, freed))
+    apply(tx, &changes)?;
+    Ok((n, freed))
 }
 
 enum OpenError {
     Sqlite(rusqlite::Error),
+    Log(std::io::Error),
     Corrupt(String),
     NewerSchema(i64),
 }
@@ -656,6 +987,7 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::Sqlite(e) => write!(f, "{e}"),
+            OpenError::Log(e) => write!(f, "write-ahead log: {e}"),
             OpenError::Corrupt(reason) => write!(f, "quick_check: {reason}"),
             OpenError::NewerSchema(v) => write!(f, "schema version {v}"),
         }
@@ -676,7 +1008,7 @@ impl OpenError {
                 e.sqlite_error_code(),
                 Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
             ),
-            OpenError::NewerSchema(_) => false,
+            OpenError::NewerSchema(_) | OpenError::Log(_) => false,
         }
     }
 
@@ -684,14 +1016,19 @@ impl OpenError {
         let path = path.to_owned();
         match self {
             OpenError::Sqlite(source) => StoreError::Sqlite { path, source },
+            OpenError::Log(source) => StoreError::Log { path, source },
             OpenError::Corrupt(reason) => StoreError::Corrupt { path, reason },
             OpenError::NewerSchema(found) => StoreError::NewerSchema { path, found },
         }
     }
 }
 
-fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, OpenError> {
-    let conn = Connection::open(path)?;
+/// Opens the file and brings it to the current schema; also returns how many
+/// written-ahead samples of a first-layout file were queued by its conversion.
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<(Connection, u64), OpenError> {
+    let mut conn = Connection::open(path)?;
+    // Only a new file takes it; a file of the first layout gets it when converted.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(OpenError::Corrupt(format!(
@@ -710,8 +1047,12 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         return Err(OpenError::NewerSchema(version));
     }
     conn.execute_batch(SCHEMA)?;
+    let migrated = match version {
+        1 => migrate::from_first_layout(&mut conn)?,
+        _ => 0,
+    };
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    Ok(conn)
+    Ok((conn, migrated))
 }
 
 /// Renames `path` (and its WAL and shared-memory files) to `<path>.corrupt-<unix ms>`.
@@ -730,6 +1071,19 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
         }
     }
     Ok(aside)
+}
+
+fn log_error(path: &Path, source: std::io::Error) -> StoreError {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        StoreError::DiskFull {
+            path: path.to_owned(),
+        }
+    } else {
+        StoreError::Log {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
