@@ -86,7 +86,7 @@ fn late_samples_land_in_closed_chunks_once_and_replace_only_a_stale_marker() {
         ..sample(id, T0 + 1_800_500, SampleValue::Null)
     };
     t.store.append(&hour).unwrap();
-    t.store.append(&[stale.clone()]).unwrap();
+    t.store.append(std::slice::from_ref(&stale)).unwrap();
     let later: Vec<Sample> = (0..60u64)
         .map(|s| {
             sample(

@@ -330,11 +330,13 @@ impl SqliteStore {
                     None => {
                         let win = window_of(sample.ts);
                         if state.may_hold(sample.metric, win) {
-                            if !chunks.contains_key(&(win, sample.metric)) {
-                                let chunk = self.read_chunk(conn, win, sample.metric)?;
-                                chunks.insert((win, sample.metric), chunk);
-                            }
-                            chunks[&(win, sample.metric)].as_ref().and_then(|c| {
+                            let chunk = match chunks.entry((win, sample.metric)) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    e.insert(self.read_chunk(conn, win, sample.metric)?)
+                                }
+                            };
+                            chunk.as_ref().and_then(|c| {
                                 c.binary_search_by_key(&sample.ts, |s| s.ts)
                                     .ok()
                                     .map(|i| c[i].quality)

@@ -409,7 +409,7 @@ mod tests {
             ts,
             value,
             quality: Quality(quality),
-            is_historical: ts % 2 == 0,
+            is_historical: ts.is_multiple_of(2),
         }
     }
 
