@@ -62,10 +62,10 @@ struct SystemPage {
     metrics: usize,
 }
 
-/// The database file with its WAL and shared-memory files, in bytes.
+/// The database file with its WAL, shared-memory and recent-log files, in bytes.
 fn database_size(path: &std::path::Path) -> Option<u64> {
     let main = std::fs::metadata(path).ok()?.len();
-    let side = ["-wal", "-shm"]
+    let side = ["-wal", "-shm", "-recent"]
         .iter()
         .filter_map(|suffix| {
             let mut p = path.as_os_str().to_owned();
