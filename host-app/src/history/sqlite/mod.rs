@@ -152,16 +152,17 @@ impl SqliteStore {
         let catalog =
             catalog::Catalog::load(&conn).map_err(|e| sql_error(&path, "load metrics", e))?;
         let chunks = load_windows(&conn).map_err(|e| sql_error(&path, "load chunk windows", e))?;
-        let (log, replayed, damage) =
+        let opened =
             RecentLog::open(&path, options.synchronous == Synchronous::Full).map_err(|e| {
                 HistoryError::Open {
-                    path: RecentLog::path_for(&path),
+                    path: RecentLog::prefix_for(&path),
                     source: Box::new(e),
                 }
             })?;
-        if let Some(damage) = damage {
+        for damage in &opened.damage {
             tracing::warn!(%damage, "recent log had a damaged tail (a write cut short); it was not acknowledged");
         }
+        let (log, replayed, orphans) = (opened.log, opened.replayed, opened.orphans);
         let checkpoint_gate = checkpoint::CheckpointGate::default();
         let checkpointer = checkpoint::Checkpointer::start(
             &path,
@@ -188,6 +189,20 @@ impl SqliteStore {
             _checkpointer: checkpointer,
         };
         store.replay(replayed)?;
+        // What earlier runs left is now in this store's log; theirs can go.
+        if !orphans.is_empty() {
+            lock(&store.log)
+                .rewrite(read(&store.recent).iter(), true)
+                .map_err(|e| HistoryError::Open {
+                    path: RecentLog::prefix_for(&store.path),
+                    source: Box::new(e),
+                })?;
+            for orphan in orphans {
+                if let Err(e) = std::fs::remove_file(&orphan) {
+                    tracing::warn!(path = %orphan.display(), error = %e, "old recent log not removed");
+                }
+            }
+        }
         // Fail at open, not at the first trend query, if readers cannot attach.
         let reader = store.open_reader()?;
         lock(&store.readers).push(reader);
@@ -523,8 +538,15 @@ impl SqliteStore {
     }
 
     /// Deletes up to `budget` samples older than `cutoff`: whole chunks where they fit,
-    /// else the oldest samples of a chunk; then samples in memory.
-    fn delete_older_than(&self, conn: &mut Connection, cutoff: i64, budget: u64) -> Result<u64> {
+    /// else the oldest samples of a chunk; then samples in memory. Also says whether old
+    /// chunks may remain.
+    fn delete_older_than(
+        &self,
+        conn: &mut Connection,
+        cutoff: i64,
+        budget: u64,
+    ) -> Result<(u64, bool)> {
+        let mut remain = false;
         let mut deleted = 0;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -540,23 +562,25 @@ impl SqliteStore {
             let mut rows = old
                 .query(params![window_of(cutoff.max(0) as u64), cutoff])
                 .map_err(self.sql("find old chunks"))?;
-            let mut planned = 0u64;
-            while planned < budget
-                && let Some(row) = rows.next().map_err(self.sql("find old chunks"))?
-            {
+            // Each candidate gives up at least one sample.
+            while let Some(row) = rows.next().map_err(self.sql("find old chunks"))? {
+                if candidates.len() as u64 == budget {
+                    remain = true;
+                    break;
+                }
                 let c: (i64, i64, i64, i64) = (
                     row.get(0).map_err(self.sql("find old chunks"))?,
                     row.get(1).map_err(self.sql("find old chunks"))?,
                     row.get(2).map_err(self.sql("find old chunks"))?,
                     row.get(3).map_err(self.sql("find old chunks"))?,
                 );
-                planned += c.3 as u64;
                 candidates.push(c);
             }
             drop(rows);
             for (win, metric, last_ts, count) in candidates {
                 let left = budget - deleted;
                 if left == 0 {
+                    remain = true;
                     break;
                 }
                 let metric = MetricId(metric);
@@ -588,7 +612,7 @@ impl SqliteStore {
                 self.rewrite_log(&recent);
             }
         }
-        Ok(deleted)
+        Ok((deleted, remain))
     }
 }
 
@@ -803,13 +827,14 @@ impl HistoryStore for SqliteStore {
         tx.commit().map_err(self.sql("commit sample batch"))?;
         lock(&self.catalog).written(registered.len());
         // Acknowledged once in the log; memory follows.
-        lock(&self.log)
-            .append(&accepted)
-            .map_err(|e| HistoryError::Backend {
-                path: RecentLog::path_for(&self.path),
+        {
+            let mut log = lock(&self.log);
+            log.append(&accepted).map_err(|e| HistoryError::Backend {
+                path: log.path().to_path_buf(),
                 what: "append to the recent log",
                 source: Box::new(e),
             })?;
+        }
         {
             let mut recent = write(&self.recent);
             let mut state = lock(&self.state);
@@ -921,11 +946,11 @@ impl HistoryStore for SqliteStore {
         let age_cutoff = policy.max_age.map(|age| {
             to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
         });
-        let deleted = match age_cutoff.max(*size_cutoff) {
+        let (deleted, remain) = match age_cutoff.max(*size_cutoff) {
             Some(cutoff) => self.delete_older_than(&mut conn, cutoff, budget)?,
-            None => 0,
+            None => (0, false),
         };
-        let mut more = deleted == budget;
+        let mut more = deleted == budget || remain;
         if !more {
             *size_cutoff = None;
         }

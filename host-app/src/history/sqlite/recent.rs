@@ -140,61 +140,109 @@ pub(super) struct RecentLog {
     sync: bool,
 }
 
+/// What opening the log found.
+pub(super) struct Opened {
+    pub(super) log: RecentLog,
+    /// Samples of logs left by stores that are gone (a crash), in the order written.
+    pub(super) replayed: Vec<Sample>,
+    /// Damaged tails cut off (a write cut short: never acknowledged).
+    pub(super) damage: Vec<String>,
+    /// Those logs, to remove once their samples are in this store's own log.
+    pub(super) orphans: Vec<PathBuf>,
+}
+
+/// Stores opened in this process, so two stores of one process never share a log name.
+static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl RecentLog {
-    /// The log of the database at `db`.
-    pub(super) fn path_for(db: &Path) -> PathBuf {
+    /// Every log of the database at `db` starts with this name.
+    pub(super) fn prefix_for(db: &Path) -> PathBuf {
         let mut p = db.as_os_str().to_owned();
         p.push("-recent");
         PathBuf::from(p)
     }
 
-    /// Opens (creating) the log and returns it with every sample of its valid records, in
-    /// the order written. A damaged tail is cut off and reported in the second value.
-    pub(super) fn open(db: &Path, sync: bool) -> io::Result<(Self, Vec<Sample>, Option<String>)> {
-        let path = Self::path_for(db);
-        let mut file = OpenOptions::new()
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates this store's own log (`<db>-recent-<pid>-<n>`, locked while the store is
+    /// open) and reads every log beside it that no open store holds: what a store that
+    /// did not close left behind. A store still open elsewhere keeps its own log, so two
+    /// stores on one file never forget each other's samples.
+    pub(super) fn open(db: &Path, sync: bool) -> io::Result<Opened> {
+        let prefix = Self::prefix_for(db);
+        let own = PathBuf::from(format!(
+            "{}-{}-{}",
+            prefix.display(),
+            std::process::id(),
+            OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let dir = match db.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = prefix
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        let (mut replayed, mut damage, mut orphans) = (Vec::new(), Vec::new(), Vec::new());
+        for path in found {
+            if path.extension().is_some_and(|e| e == "tmp") {
+                orphans.push(path); // a rewrite cut short: the log it was to replace is still there
+                continue;
+            }
+            let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue, // an open store's
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            let mut at = 0usize;
+            while at < bytes.len() {
+                match read_record(&bytes[at..], &mut replayed) {
+                    Ok(n) => at += n,
+                    Err(reason) => {
+                        damage.push(format!(
+                            "{}: record at offset {at} {reason}; {} bytes dropped",
+                            path.display(),
+                            bytes.len() - at
+                        ));
+                        break;
+                    }
+                }
+            }
+            if path != own {
+                orphans.push(path);
+            }
+        }
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
-            .open(&path)?;
-        // One store per file: a second one would replay and forget samples the first holds.
-        file.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "in use by another history store (another process, or one not yet closed)",
-            ),
-            std::fs::TryLockError::Error(e) => e,
-        })?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut samples = Vec::new();
-        let mut at = 0usize;
-        let mut damage = None;
-        while at < bytes.len() {
-            match read_record(&bytes[at..], &mut samples) {
-                Ok(n) => at += n,
-                Err(reason) => {
-                    damage = Some(format!(
-                        "{}: record at offset {at} {reason}; {} bytes dropped",
-                        path.display(),
-                        bytes.len() - at
-                    ));
-                    break;
-                }
-            }
-        }
-        if at < bytes.len() {
-            file.set_len(at as u64)?;
-        }
-        file.seek(SeekFrom::Start(at as u64))?;
+            .truncate(true)
+            .open(&own)?;
+        file.lock()?;
         let log = RecentLog {
-            path,
+            path: own,
             file,
-            len: at as u64,
+            len: 0,
             sync,
         };
-        Ok((log, samples, damage))
+        Ok(Opened {
+            log,
+            replayed,
+            damage,
+            orphans,
+        })
     }
 
     /// Appends one record of `samples`; on failure the file is cut back to what it was.
@@ -414,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn records_replay_in_order_and_a_torn_tail_is_cut() {
+    fn a_log_left_behind_is_replayed_an_open_one_is_not_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("h.db");
         let first = vec![
@@ -428,29 +476,39 @@ mod tests {
             s(3, 2, SampleValue::Bool(true), 192),
             s(3, 3, SampleValue::Null, 192),
         ];
-        {
-            let (mut log, replayed, damage) = RecentLog::open(&db, false).unwrap();
-            assert!(replayed.is_empty() && damage.is_none());
-            log.append(&first).unwrap();
-            log.append(&second).unwrap();
-        }
-        let path = RecentLog::path_for(&db);
-        let full = std::fs::metadata(&path).unwrap().len();
-        let (_, replayed, damage) = RecentLog::open(&db, false).unwrap();
-        assert_eq!(replayed, [first.clone(), second].concat());
-        assert!(damage.is_none());
-        // A torn second record: the first survives, the tail is cut off.
+        let left = {
+            let mut a = RecentLog::open(&db, false).unwrap().log;
+            a.append(&first).unwrap();
+            a.append(&second).unwrap();
+            // While `a` is open, another store does not take its samples.
+            let b = RecentLog::open(&db, false).unwrap();
+            assert!(b.replayed.is_empty() && b.orphans.is_empty());
+            a.path().to_path_buf()
+        };
+        let full = std::fs::metadata(&left).unwrap().len();
+        let c = RecentLog::open(&db, false).unwrap();
+        assert_eq!(c.replayed, [first.clone(), second].concat());
+        assert!(c.damage.is_empty());
+        assert!(c.orphans.contains(&left));
+        drop(c);
+        // A torn second record: the first survives, the tail is reported.
         std::fs::OpenOptions::new()
             .write(true)
-            .open(&path)
+            .open(&left)
             .unwrap()
             .set_len(full - 3)
             .unwrap();
-        let (mut log, replayed, damage) = RecentLog::open(&db, false).unwrap();
-        assert_eq!(replayed, first);
-        assert!(damage.unwrap().contains("truncated"));
-        log.rewrite(first[..1].iter(), true).unwrap();
-        let (_, replayed, _) = RecentLog::open(&db, false).unwrap();
-        assert_eq!(replayed, first[..1]);
+        let mut d = RecentLog::open(&db, false).unwrap();
+        assert_eq!(d.replayed, first);
+        assert!(d.damage[0].contains("truncated"));
+        d.log.rewrite(first[..1].iter(), true).unwrap();
+        for orphan in &d.orphans {
+            std::fs::remove_file(orphan).unwrap();
+        }
+        let own = d.log.path().to_path_buf();
+        drop(d);
+        let e = RecentLog::open(&db, false).unwrap();
+        assert_eq!(e.replayed, first[..1]);
+        assert_eq!(e.orphans, vec![own], "only the rewritten log was left");
     }
 }
