@@ -60,7 +60,7 @@ const COMPACT_SAMPLES: usize = 64 * 1024;
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 /// Memory bound: past this many samples in memory every window is written to chunks.
-const RECENT_MAX: usize = 2 * 1024 * 1024;
+const RECENT_MAX: usize = 1024 * 1024;
 
 /// The newest sample's clock may run ahead of this host's by at most this much before it
 /// stops closing windows (a node with a clock in the future must not close them all).
