@@ -45,20 +45,23 @@ pub struct Host {
     session_stop: CancellationToken,
     api: ApiServer,
     api_stop: CancellationToken,
+    /// To write what is still in memory to the file at stop, whoever still holds the store.
+    sqlite: Arc<SqliteStore>,
 }
 
 impl Host {
     /// Starts every part; on an error, what was started is stopped again.
     pub async fn start(config: &HostConfig) -> Result<Host, HostError> {
         let broker = Broker::start(&config.broker).await?;
-        let store: Arc<dyn HistoryStore> =
-            match SqliteStore::open(&config.history.path, &config.history.store_options()) {
-                Ok(store) => Arc::new(store),
-                Err(e) => {
-                    broker.stop().await;
-                    return Err(e.into());
-                }
-            };
+        let sqlite = match SqliteStore::open(&config.history.path, &config.history.store_options())
+        {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                broker.stop().await;
+                return Err(e.into());
+            }
+        };
+        let store: Arc<dyn HistoryStore> = sqlite.clone();
         let (writer, writer_task) =
             HistoryWriter::spawn(Arc::clone(&store), config.history.writer_config());
         let retention = RetentionTask::spawn(
@@ -126,6 +129,7 @@ impl Host {
             session_stop,
             api,
             api_stop,
+            sqlite,
         })
     }
 
@@ -173,6 +177,13 @@ impl Host {
         self.session_stop.cancel();
         let _ = self.session.await;
         let stats = stop_storage(&self.writer, self.writer_task, self.retention).await;
+        let sqlite = self.sqlite;
+        if let Err(e) = tokio::task::spawn_blocking(move || sqlite.checkpoint())
+            .await
+            .unwrap_or_else(|e| Err(HistoryError::TaskFailed(e.to_string())))
+        {
+            tracing::warn!(error = %e, "history not written to its file at stop; the recent log keeps it");
+        }
         if self.broker.embedded().is_some() {
             // The STATE offline is acknowledged once the engine has it, not once it reached
             // the edge nodes, and the engine has no drain: let it deliver before closing.

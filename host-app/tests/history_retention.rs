@@ -87,7 +87,8 @@ fn size_retention_shrinks_the_file_under_the_limit_keeping_the_newest() {
     let metrics: Vec<_> = (0..10)
         .map(|i| register(&*t.store, &format!("M{i}")))
         .collect();
-    let per_metric = 20_000;
+    // Enough to exceed four times the limit even at a few bytes per sample.
+    let per_metric = 80_000;
     for &id in &metrics {
         for chunk in series(id, T0, per_metric, 1_000).chunks(5_000) {
             t.store.append(chunk).unwrap();

@@ -164,7 +164,7 @@ async fn readers_query_consistent_snapshots_while_ingest_runs() {
     let snapshot = rusqlite::Connection::open(t.path()).unwrap();
     snapshot.execute_batch("BEGIN").unwrap();
     let before: i64 = snapshot
-        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM sample_chunks", [], |r| r.get(0))
         .unwrap();
 
     let done = Arc::new(AtomicBool::new(false));
@@ -216,7 +216,7 @@ async fn readers_query_consistent_snapshots_while_ingest_runs() {
         "the read after ingest ended sees everything"
     );
     let still: i64 = snapshot
-        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM sample_chunks", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
         still, before,

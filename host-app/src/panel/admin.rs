@@ -62,16 +62,16 @@ struct SystemPage {
     metrics: usize,
 }
 
-/// The database file with its WAL and shared-memory files, in bytes.
+/// The database file with its side files (WAL, shared memory, recent logs), in bytes.
 fn database_size(path: &std::path::Path) -> Option<u64> {
     let main = std::fs::metadata(path).ok()?.len();
-    let side = ["-wal", "-shm"]
-        .iter()
-        .filter_map(|suffix| {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            std::fs::metadata(p).ok().map(|m| m.len())
-        })
+    let name = format!("{}-", path.file_name()?.to_string_lossy());
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let side = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
         .sum::<u64>();
     Some(main + side)
 }

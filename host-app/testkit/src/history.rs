@@ -33,7 +33,13 @@ impl TempStore {
     /// Closes the store and opens the same file again.
     pub fn reopen(&mut self) {
         let path = self.path();
-        self.store = Arc::new(open(&path)); // the old store drops here, closing its connections
+        // One store per file: the old one closes before the file opens again.
+        let closing = std::mem::replace(
+            &mut self.store,
+            Arc::new(open(&self.dir.path().join("reopening.db"))),
+        );
+        drop(closing);
+        self.store = Arc::new(open(&path));
     }
 }
 

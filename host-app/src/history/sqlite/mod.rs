@@ -1,33 +1,44 @@
 //! The embedded SQLite history backend: one writer connection (ingest, retention, audit
-//! appends), a small pool of read-only connections, a checkpoint thread, and the metric
-//! catalog in memory (registration never waits for the writer; see `catalog`), in WAL
-//! mode so trend queries read a snapshot while ingest commits.
+//! appends), a small pool of read-only connections, a checkpoint thread, the metric
+//! catalog in memory (registration never waits for the writer; see `catalog`), and the
+//! samples of the open windows in memory and in the recent log (see `recent`).
+//!
+//! Layout, and why (flash wear on gateways, measured in BENCHMARKS.md):
+//! - time is cut into windows of ten minutes; a closed window's samples of one metric are
+//!   one row of `sample_chunks`, encoded compactly (`chunk`: a few bytes per sample);
+//! - a commit appends its samples' bytes to the recent log and keeps them in memory for
+//!   live queries: no SQLite page is written per commit. It still takes the database's
+//!   write lock, so a tool holding the file's lock (a backup) holds ingest as before;
+//! - once a window closes (the newest sample is a minute past its end), its samples are
+//!   written as chunks in one transaction at the end of the table and the log keeps only
+//!   what is still open; late samples of a closed window are merged into its chunk then.
 //!
 //! Settings, and why:
-//! - `journal_mode = WAL`, `synchronous = NORMAL` by default: a commit is an append to the
-//!   WAL without fsync; the database never corrupts, and a power cut may lose the last
-//!   commits (a crash of the process loses nothing committed). `FULL` is offered for sites
-//!   that prefer an fsync per commit (one per batch, so still affordable).
+//! - `journal_mode = WAL`, `synchronous = NORMAL` by default: commits do not fsync; the
+//!   database never corrupts, and a power cut may lose the last commits (a crash of the
+//!   process loses nothing acknowledged). Closing a window always syncs, so it never drops
+//!   samples from the log that the database does not hold. `FULL` syncs every commit.
 //! - `page_size = 4096` (flash page / filesystem block), `auto_vacuum = INCREMENTAL` so
 //!   retention can give space back, writer cache 8 MiB, reader caches 2 MiB each.
 //! - checkpoints every second on their own connection and thread (PASSIVE: they wait for no
 //!   one); the writer checkpoints itself only if the WAL reaches 64 MiB.
-//! - small batches land in `samples_recent` (keyed by time, so a commit appends a few
-//!   pages) and are folded into `samples` (keyed by metric, time) every minute or 64k rows;
-//!   queries read both. See `schema` for why: flash wear on gateways.
 
 mod catalog;
 mod checkpoint;
+mod chunk;
 mod codec;
+mod migrate;
+mod recent;
 mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
 use super::HistoryStore;
 use super::error::{HistoryError, Result};
@@ -36,15 +47,24 @@ use super::types::{
     MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
     TimeRange, TimestampMs,
 };
+use recent::{Recent, RecentLog};
+use schema::WINDOW_MS;
 
-/// `samples_recent` is folded into `samples` once it holds this many rows ...
-const FOLD_ROWS: u64 = 64 * 1024;
-/// ... or this long after the previous fold, whichever comes first.
-const FOLD_EVERY: Duration = Duration::from_secs(60);
+/// A window closes this long after its end (by the newest sample's clock), so samples a
+/// little late still land in memory rather than in a chunk to rewrite.
+const GRACE_MS: u64 = 60_000;
 
-/// A batch this large goes straight into `samples`: sorted by key, it writes each metric's
-/// pages about once anyway, and skipping the recent table halves the work under a flood.
-const DIRECT_ROWS: usize = 16 * 1024;
+/// Late samples of closed windows wait in memory until this many are held ...
+const COMPACT_SAMPLES: usize = 64 * 1024;
+/// ... or this long, so a replay merges into each chunk a few times, not once per batch.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// Memory bound: past this many samples in memory every window is written to chunks.
+const RECENT_MAX: usize = 1024 * 1024;
+
+/// The newest sample's clock may run ahead of this host's by at most this much before it
+/// stops closing windows (a node with a clock in the future must not close them all).
+const CLOCK_AHEAD_MS: u64 = 60_000;
 
 /// Idle reader connections kept open for reuse; more are opened on demand.
 const MAX_IDLE_READERS: usize = 4;
@@ -65,12 +85,18 @@ pub struct SqliteOptions {
 /// (`Arc`); it is `Send + Sync`.
 pub struct SqliteStore {
     path: PathBuf,
+    synchronous: Synchronous,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Samples of the open windows (and late ones not yet merged); changed only by the
+    /// holder of `writer`.
+    recent: RwLock<Recent>,
+    /// Locked after `writer`.
+    log: Mutex<RecentLog>,
+    /// Locked after `writer` (and after `recent` when both are held).
+    state: Mutex<WindowState>,
     /// Oldest timestamp kept by the size-retention pass under way, if one is.
     size_cutoff: Mutex<Option<i64>>,
-    /// Locked after `writer`, like `size_cutoff`.
-    fold: Mutex<FoldState>,
     /// Every registered metric; locked alone or after `writer`, never held across SQL.
     catalog: Mutex<catalog::Catalog>,
     checkpoint_gate: checkpoint::CheckpointGate,
@@ -78,50 +104,40 @@ pub struct SqliteStore {
     _checkpointer: checkpoint::Checkpointer,
 }
 
-/// Samples in `samples_recent` since the last fold into `samples`.
-struct FoldState {
-    rows: u64,
-    last: Instant,
+/// Which windows hold chunks, and when windows were last closed.
+#[derive(Debug)]
+struct WindowState {
+    /// Per metric, the first and last window that may hold a chunk (`chunk_windows`).
+    chunks: HashMap<MetricId, (i64, i64)>,
+    /// Newest sample timestamp stored.
+    newest: u64,
+    /// Windows before this one were closed by the last compaction.
+    closed_before: i64,
+    last_compaction: Instant,
 }
 
-/// Exactly once: the recent table's key refuses a second copy of a recent (metric, ts), the
-/// NOT EXISTS probe (a read, no page written) one already folded.
-const INSERT_SAMPLE: &str = "INSERT OR IGNORE INTO samples_recent \
-     (ts, metric_id, kind, value, quality, is_historical) \
-     SELECT ?2, ?1, ?3, ?4, ?5, ?6 \
-     WHERE NOT EXISTS (SELECT 1 FROM samples WHERE metric_id = ?1 AND ts = ?2)";
+impl WindowState {
+    fn may_hold(&self, metric: MetricId, win: i64) -> bool {
+        self.chunks
+            .get(&metric)
+            .is_some_and(|&(first, last)| first <= win && win <= last)
+    }
+}
 
-/// Straight into the main table; only used while `samples_recent` is empty.
-const INSERT_SAMPLE_DIRECT: &str = "INSERT OR IGNORE INTO samples \
-     (metric_id, ts, kind, value, quality, is_historical) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+fn window_of(ts: u64) -> i64 {
+    (ts / WINDOW_MS as u64) as i64
+}
 
-/// A measured sample refused as a duplicate may be meeting the host's own STALE marker
-/// (written at a death, at the host's clock) on the same millisecond: the measurement
-/// wins. Run only after a refused insert, on whichever table holds the row.
-const REPLACE_STALE_MARKER_RECENT: &str = "UPDATE samples_recent \
-     SET kind = ?3, value = ?4, quality = ?5, is_historical = ?6 \
-     WHERE ts = ?2 AND metric_id = ?1 AND quality = 500";
-const REPLACE_STALE_MARKER: &str = "UPDATE samples \
-     SET kind = ?3, value = ?4, quality = ?5, is_historical = ?6 \
-     WHERE metric_id = ?1 AND ts = ?2 AND quality = 500";
-
-const SAMPLE_COLUMNS: &str = "ts, kind, value, quality, is_historical";
-
-/// A metric's samples in `[?2, ?3)` from both tables, in time order (SQLite merges the two
-/// ordered scans; no sort).
-const SAMPLES_IN_RANGE: &str = "SELECT ts, kind, value, quality, is_historical FROM samples \
-     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 \
-     UNION ALL \
-     SELECT ts, kind, value, quality, is_historical FROM samples_recent \
-     WHERE metric_id = ?1 AND ts >= ?2 AND ts < ?3 \
-     ORDER BY ts";
+const SELECT_CHUNK: &str = "SELECT data FROM sample_chunks WHERE win = ?1 AND metric_id = ?2";
 
 impl SqliteStore {
     /// Opens (creating if absent) the history database at `path`. A file that is not a
     /// SQLite database, has a damaged header or schema, belongs to another program or to a
     /// newer schema is refused here with [`HistoryError::Corrupt`] naming the file. Damage
     /// deeper in the file (no full integrity check at open: it would read every page) is
-    /// reported as [`HistoryError::Corrupt`] by the first operation that reaches it.
+    /// reported as [`HistoryError::Corrupt`] by the first operation that reaches it. A file
+    /// of the previous layout (a row per sample) is converted to chunks here, in one
+    /// transaction. Samples in the recent log from a run that did not close are replayed.
     pub fn open(path: impl AsRef<Path>, options: &SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open_with_flags(
@@ -132,11 +148,21 @@ impl SqliteStore {
         )
         .map_err(|e| open_error(&path, e))?;
         initialize(&conn, options).map_err(|e| open_error(&path, e))?;
-        check_schema(&path, &conn)?;
-        // Samples left recent by the previous run go where queries expect most of them.
-        fold_recent(&mut conn).map_err(|e| sql_error(&path, "fold recent samples", e))?;
+        check_schema(&path, &mut conn)?;
         let catalog =
             catalog::Catalog::load(&conn).map_err(|e| sql_error(&path, "load metrics", e))?;
+        let chunks = load_windows(&conn).map_err(|e| sql_error(&path, "load chunk windows", e))?;
+        let opened =
+            RecentLog::open(&path, options.synchronous == Synchronous::Full).map_err(|e| {
+                HistoryError::Open {
+                    path: RecentLog::prefix_for(&path),
+                    source: Box::new(e),
+                }
+            })?;
+        for damage in &opened.damage {
+            tracing::warn!(%damage, "recent log had a damaged tail (a write cut short); it was not acknowledged");
+        }
+        let (log, replayed, orphans) = (opened.log, opened.replayed, opened.orphans);
         let checkpoint_gate = checkpoint::CheckpointGate::default();
         let checkpointer = checkpoint::Checkpointer::start(
             &path,
@@ -146,21 +172,41 @@ impl SqliteStore {
         .map_err(|e| open_error(&path, e))?;
         let store = SqliteStore {
             path,
+            synchronous: options.synchronous,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
-            size_cutoff: Mutex::new(None),
-            fold: Mutex::new(FoldState {
-                rows: 0,
-                last: Instant::now(),
+            recent: RwLock::new(Recent::default()),
+            log: Mutex::new(log),
+            state: Mutex::new(WindowState {
+                chunks,
+                newest: 0,
+                closed_before: i64::MIN,
+                last_compaction: Instant::now(),
             }),
+            size_cutoff: Mutex::new(None),
             catalog: Mutex::new(catalog),
             checkpoint_gate,
             _checkpointer: checkpointer,
         };
+        store.replay(replayed)?;
+        // What earlier runs left is now in this store's log; theirs can go.
+        if !orphans.is_empty() {
+            lock(&store.log)
+                .rewrite(read(&store.recent).iter(), true)
+                .map_err(|e| HistoryError::Open {
+                    path: RecentLog::prefix_for(&store.path),
+                    source: Box::new(e),
+                })?;
+            for orphan in orphans {
+                if let Err(e) = std::fs::remove_file(&orphan) {
+                    tracing::warn!(path = %orphan.display(), error = %e, "old recent log not removed");
+                }
+            }
+        }
         // Fail at open, not at the first trend query, if readers cannot attach.
         let reader = store.open_reader()?;
         lock(&store.readers).push(reader);
-        tracing::info!(path = %store.path.display(), synchronous = ?options.synchronous, "history database open");
+        tracing::info!(path = %store.path.display(), synchronous = ?options.synchronous, recent = read(&store.recent).len(), "history database open");
         Ok(store)
     }
 
@@ -169,14 +215,21 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Writes the metrics registered since the last commit, copies the WAL into the
-    /// database file and truncates the WAL, so the file holds everything and its size on
-    /// disk is the database size (for tools, backups and size checks). Fails if a reader
-    /// holds an old snapshot past the busy timeout. Routine checkpoints need no call.
+    /// Samples held in memory and in the recent log, not yet in chunks.
+    pub fn recent_samples(&self) -> usize {
+        read(&self.recent).len()
+    }
+
+    /// Writes the metrics registered since the last commit and every sample still in
+    /// memory as chunks, copies the WAL into the database file and truncates the WAL, so the
+    /// file holds everything and its size on disk is the database size (for tools, backups
+    /// and size checks). Fails if a reader holds an old snapshot past the busy timeout.
+    /// Routine checkpoints need no call.
     pub fn checkpoint(&self) -> Result<()> {
         let _gate = lock(&self.checkpoint_gate);
         let mut conn = lock(&self.writer);
         write_registered(&mut conn, &self.catalog).map_err(self.sql("write registered metrics"))?;
+        self.compact(&mut conn, u64::MAX)?;
         let busy: i64 = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
             .map_err(self.sql("checkpoint"))?;
@@ -228,7 +281,7 @@ impl SqliteStore {
         };
         let result = f(&conn);
         let mut idle = lock(&self.readers);
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
             idle.push(conn);
         }
         result
@@ -239,97 +292,403 @@ impl SqliteStore {
         move |e| sql_error(&self.path, what, e)
     }
 
-    fn row_to_sample(&self, metric: MetricId, row: &Row<'_>) -> Result<Sample> {
-        let sql = |e| sql_error(&self.path, "read sample", e);
-        self.build_sample(
-            metric,
-            row.get(0).map_err(sql)?,
-            row.get(1).map_err(sql)?,
-            row.get_ref(2).map_err(sql)?,
-            row.get(3).map_err(sql)?,
-            row.get(4).map_err(sql)?,
-        )
-    }
-
-    fn build_sample(
-        &self,
-        metric: MetricId,
-        ts: i64,
-        kind: i64,
-        value: ValueRef<'_>,
-        quality: i64,
-        is_historical: bool,
-    ) -> Result<Sample> {
-        let bad = |reason: String| HistoryError::BadRow {
+    fn decode_chunk(&self, metric: MetricId, win: i64, data: &[u8]) -> Result<Vec<Sample>> {
+        chunk::decode(metric, data).map_err(|reason| HistoryError::BadRow {
             path: self.path.clone(),
             metric,
-            ts,
-            reason,
-        };
-        Ok(Sample {
-            metric,
-            ts: u64::try_from(ts).map_err(|_| bad("negative timestamp".into()))?,
-            value: codec::decode(kind, value).map_err(bad)?,
-            quality: Quality(
-                i32::try_from(quality).map_err(|_| bad(format!("quality {quality}")))?,
-            ),
-            is_historical,
+            ts: win.saturating_mul(WINDOW_MS),
+            reason: format!("chunk of window {win}: {reason}"),
         })
     }
 
-    fn fold_now(&self, conn: &mut Connection, fold: &mut FoldState) -> Result<()> {
-        let moved = fold_recent(conn).map_err(self.sql("fold recent samples"))?;
-        tracing::debug!(moved, "recent samples folded");
-        *fold = FoldState {
-            rows: 0,
-            last: Instant::now(),
-        };
+    /// The stored chunk of (`win`, `metric`), decoded, if there is one.
+    fn read_chunk(
+        &self,
+        conn: &Connection,
+        win: i64,
+        metric: MetricId,
+    ) -> Result<Option<Vec<Sample>>> {
+        let data: Option<Vec<u8>> = conn
+            .prepare_cached(SELECT_CHUNK)
+            .and_then(|mut s| s.query_row(params![win, metric.0], |r| r.get(0)).optional())
+            .map_err(self.sql("read chunk"))?;
+        data.map(|d| self.decode_chunk(metric, win, &d)).transpose()
+    }
+
+    /// Splits `samples` into those to store and counts the rest: a sample whose (metric, ts)
+    /// is already stored (in memory, in a chunk, or earlier in the batch) is a duplicate,
+    /// unless the stored one is the host's own STALE marker and this one a measurement,
+    /// which then replaces it.
+    fn admit(
+        &self,
+        conn: &Connection,
+        recent: &Recent,
+        state: &WindowState,
+        samples: &[Sample],
+    ) -> Result<(Vec<Sample>, AppendOutcome)> {
+        let mut outcome = AppendOutcome::default();
+        let mut accepted: Vec<Sample> = Vec::with_capacity(samples.len());
+        let mut in_batch: HashMap<(MetricId, u64), usize> = HashMap::with_capacity(samples.len());
+        let mut chunks: HashMap<(i64, MetricId), Option<Vec<Sample>>> = HashMap::new();
+        for sample in samples {
+            if i64::try_from(sample.ts).is_err() {
+                tracing::warn!(metric = %sample.metric, ts = sample.ts, "sample timestamp out of range; not stored");
+                outcome.rejected += 1;
+                continue;
+            }
+            let key = (sample.metric, sample.ts);
+            let earlier = in_batch.get(&key).copied();
+            let stored = match earlier {
+                Some(i) => Some(accepted[i].quality),
+                None => match recent.get(sample.metric, sample.ts) {
+                    Some(s) => Some(s.quality),
+                    None => {
+                        let win = window_of(sample.ts);
+                        if state.may_hold(sample.metric, win) {
+                            let chunk = match chunks.entry((win, sample.metric)) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    e.insert(self.read_chunk(conn, win, sample.metric)?)
+                                }
+                            };
+                            chunk.as_ref().and_then(|c| {
+                                c.binary_search_by_key(&sample.ts, |s| s.ts)
+                                    .ok()
+                                    .map(|i| c[i].quality)
+                            })
+                        } else {
+                            None
+                        }
+                    }
+                },
+            };
+            match stored {
+                Some(q) if !(q == Quality::STALE && sample.quality != Quality::STALE) => {
+                    outcome.duplicates += 1;
+                }
+                _ => {
+                    outcome.inserted += 1;
+                    match earlier {
+                        Some(i) => accepted[i] = sample.clone(),
+                        None => {
+                            in_batch.insert(key, accepted.len());
+                            accepted.push(sample.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok((accepted, outcome))
+    }
+
+    /// Takes in the samples of the recent log at open, as `append` would (without logging
+    /// them again): what a crash left there counts once, whatever was already in chunks.
+    fn replay(&self, replayed: Vec<Sample>) -> Result<()> {
+        if replayed.is_empty() {
+            return Ok(());
+        }
+        let known: std::collections::HashSet<MetricId> = lock(&self.catalog)
+            .list()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        let (kept, unknown): (Vec<Sample>, Vec<Sample>) = replayed
+            .into_iter()
+            .partition(|s| known.contains(&s.metric));
+        if !unknown.is_empty() {
+            tracing::warn!(
+                samples = unknown.len(),
+                "recent log holds samples of unknown metrics; dropped"
+            );
+        }
+        let conn = lock(&self.writer);
+        let mut recent = write(&self.recent);
+        let mut state = lock(&self.state);
+        for part in kept.chunks(64 * 1024) {
+            let (accepted, _) = self.admit(&conn, &recent, &state, part)?;
+            for sample in accepted {
+                state.newest = state.newest.max(sample.ts);
+                recent.insert(sample);
+            }
+        }
+        tracing::info!(samples = recent.len(), "recent log replayed");
         Ok(())
     }
 
-    /// Deletes up to `budget` samples older than `cutoff`, oldest first within each metric.
+    /// Closes windows whose time has come (see the constants above).
+    fn maybe_compact(&self, conn: &mut Connection) -> Result<()> {
+        let held = read(&self.recent).len();
+        let oldest = read(&self.recent).oldest();
+        let cutoff = {
+            let state = lock(&self.state);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let horizon = state.newest.min(now.saturating_add(CLOCK_AHEAD_MS));
+            let closed_before = window_of(horizon.saturating_sub(GRACE_MS));
+            let cutoff = (closed_before as u64).saturating_mul(WINDOW_MS as u64);
+            let due = oldest.is_some_and(|o| o < cutoff)
+                && (closed_before > state.closed_before
+                    || held >= COMPACT_SAMPLES
+                    || state.last_compaction.elapsed() >= COMPACT_EVERY);
+            if held >= RECENT_MAX {
+                Some(u64::MAX)
+            } else {
+                due.then_some(cutoff)
+            }
+        };
+        match cutoff {
+            Some(cutoff) => self.compact(conn, cutoff),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every sample in memory older than `cutoff` into its window's chunk (merging
+    /// with a chunk already there), in one synced transaction, then keeps only the rest in
+    /// memory and in the log.
+    fn compact(&self, conn: &mut Connection, cutoff: u64) -> Result<()> {
+        let groups = read(&self.recent).before(cutoff);
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let mut touched: Vec<(MetricId, i64, i64)> = Vec::new();
+        let sync_normal = self.synchronous == Synchronous::Normal;
+        if sync_normal {
+            // The log forgets these samples below: the chunks must be on disk first.
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(self.sql("sync window close"))?;
+        }
+        let result = (|| -> Result<()> {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(self.sql("begin window close"))?;
+            for (metric, samples) in &groups {
+                let mut start = 0;
+                while start < samples.len() {
+                    let win = window_of(samples[start].ts);
+                    let len = samples[start..].partition_point(|s| window_of(s.ts) == win);
+                    let run = &samples[start..start + len];
+                    start += len;
+                    let merged = match self.read_chunk(&tx, win, *metric)? {
+                        Some(stored) => merge(stored, run),
+                        None => run.to_vec(),
+                    };
+                    write_chunk(&tx, win, *metric, &merged).map_err(self.sql("write chunk"))?;
+                    match touched.last_mut() {
+                        Some((m, _, last)) if m == metric => *last = win,
+                        _ => touched.push((*metric, win, win)),
+                    }
+                }
+            }
+            let mut state = lock(&self.state);
+            {
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO chunk_windows (metric_id, first_win, last_win) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (metric_id) DO UPDATE SET \
+                         first_win = min(first_win, excluded.first_win), \
+                         last_win = max(last_win, excluded.last_win)",
+                    )
+                    .map_err(self.sql("write chunk windows"))?;
+                for &(metric, first, last) in &touched {
+                    let (f, l) = state.chunks.get(&metric).copied().unwrap_or((first, last));
+                    let bounds = (f.min(first), l.max(last));
+                    if state.chunks.get(&metric) != Some(&bounds) {
+                        upsert
+                            .execute(params![metric.0, bounds.0, bounds.1])
+                            .map_err(self.sql("write chunk windows"))?;
+                    }
+                }
+            }
+            tx.commit().map_err(self.sql("commit window close"))?;
+            for &(metric, first, last) in &touched {
+                let bounds = state.chunks.entry(metric).or_insert((first, last));
+                *bounds = (bounds.0.min(first), bounds.1.max(last));
+            }
+            if cutoff != u64::MAX {
+                state.closed_before = state.closed_before.max(window_of(cutoff));
+            }
+            state.last_compaction = Instant::now();
+            Ok(())
+        })();
+        if sync_normal {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(self.sql("restore synchronous"))?;
+        }
+        result?;
+        let mut recent = write(&self.recent);
+        recent.remove_before(cutoff, u64::MAX);
+        let recent = RwLockWriteGuard::downgrade(recent);
+        self.rewrite_log(&recent);
+        tracing::debug!(
+            chunks = touched.len(),
+            recent = recent.len(),
+            "windows closed"
+        );
+        Ok(())
+    }
+
+    /// Rewrites the log to hold what is in memory. On failure the old log stays: it holds
+    /// a superset, which replay de-duplicates.
+    fn rewrite_log(&self, recent: &Recent) {
+        let durable = true;
+        if let Err(e) = lock(&self.log).rewrite(recent.iter(), durable) {
+            tracing::error!(path = %self.path.display(), error = %e, "recent log not rewritten; it keeps samples already in chunks");
+        }
+    }
+
+    /// Deletes up to `budget` samples older than `cutoff`: whole chunks where they fit,
+    /// else the oldest samples of a chunk; then samples in memory. Also says whether old
+    /// chunks may remain.
     fn delete_older_than(
+        &self,
         conn: &mut Connection,
         cutoff: i64,
-        mut budget: u64,
-    ) -> rusqlite::Result<u64> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        budget: u64,
+    ) -> Result<(u64, bool)> {
+        let mut remain = false;
         let mut deleted = 0;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql("begin deleting old samples"))?;
         {
-            let mut with_old = tx.prepare_cached(
-                "SELECT id FROM metrics AS m \
-                 WHERE (SELECT min(ts) FROM samples WHERE metric_id = m.id) < ?1 ORDER BY id",
-            )?;
-            let ids = with_old
-                .query_map([cutoff], |row| row.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            let mut delete = tx.prepare_cached(
-                "DELETE FROM samples WHERE metric_id = ?1 AND ts IN \
-                 (SELECT ts FROM samples WHERE metric_id = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)",
-            )?;
-            for id in ids {
-                if budget == 0 {
+            let mut candidates = Vec::new();
+            let mut old = tx
+                .prepare_cached(
+                    "SELECT win, metric_id, last_ts, count FROM sample_chunks \
+                     WHERE win <= ?1 AND first_ts < ?2 ORDER BY win, metric_id",
+                )
+                .map_err(self.sql("find old chunks"))?;
+            let mut rows = old
+                .query(params![window_of(cutoff.max(0) as u64), cutoff])
+                .map_err(self.sql("find old chunks"))?;
+            // Each candidate gives up at least one sample.
+            while let Some(row) = rows.next().map_err(self.sql("find old chunks"))? {
+                if candidates.len() as u64 == budget {
+                    remain = true;
                     break;
                 }
-                let n = delete.execute(params![id, cutoff, budget as i64])? as u64;
-                deleted += n;
-                budget -= n;
+                let c: (i64, i64, i64, i64) = (
+                    row.get(0).map_err(self.sql("find old chunks"))?,
+                    row.get(1).map_err(self.sql("find old chunks"))?,
+                    row.get(2).map_err(self.sql("find old chunks"))?,
+                    row.get(3).map_err(self.sql("find old chunks"))?,
+                );
+                candidates.push(c);
+            }
+            drop(rows);
+            for (win, metric, last_ts, count) in candidates {
+                let left = budget - deleted;
+                if left == 0 {
+                    remain = true;
+                    break;
+                }
+                let metric = MetricId(metric);
+                if last_ts < cutoff && count as u64 <= left {
+                    tx.prepare_cached(
+                        "DELETE FROM sample_chunks WHERE win = ?1 AND metric_id = ?2",
+                    )
+                    .and_then(|mut s| s.execute(params![win, metric.0]))
+                    .map_err(self.sql("delete chunk"))?;
+                    deleted += count as u64;
+                    continue;
+                }
+                let Some(samples) = self.read_chunk(&tx, win, metric)? else {
+                    continue;
+                };
+                let old = (samples.partition_point(|s| (s.ts as i64) < cutoff) as u64).min(left);
+                write_chunk(&tx, win, metric, &samples[old as usize..])
+                    .map_err(self.sql("trim chunk"))?;
+                deleted += old;
             }
         }
-        tx.commit()?;
-        Ok(deleted)
+        tx.commit()
+            .map_err(self.sql("commit deleting old samples"))?;
+        if deleted < budget {
+            let mut recent = write(&self.recent);
+            let removed = recent.remove_before(cutoff.max(0) as u64, budget - deleted);
+            if removed > 0 {
+                deleted += removed;
+                self.rewrite_log(&recent);
+            }
+        }
+        Ok((deleted, remain))
     }
 }
 
+/// `stored` (a chunk) and `new` (sorted samples of the same metric and window) as one
+/// sorted list; at the same timestamp the stored sample stays unless it is the host's STALE
+/// marker and the new one a measurement.
+fn merge(stored: Vec<Sample>, new: &[Sample]) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(stored.len() + new.len());
+    let mut new = new.iter().peekable();
+    for s in stored {
+        while let Some(n) = new.next_if(|n| n.ts < s.ts) {
+            out.push(n.clone());
+        }
+        match new.next_if(|n| n.ts == s.ts) {
+            Some(n) if s.quality == Quality::STALE && n.quality != Quality::STALE => {
+                out.push(n.clone())
+            }
+            _ => out.push(s),
+        }
+    }
+    out.extend(new.cloned());
+    out
+}
+
+/// Stores `samples` (sorted, of one metric and window) as the chunk of (`win`, `metric`),
+/// replacing the one there; no samples deletes it.
+fn write_chunk(
+    conn: &Connection,
+    win: i64,
+    metric: MetricId,
+    samples: &[Sample],
+) -> rusqlite::Result<()> {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        conn.prepare_cached("DELETE FROM sample_chunks WHERE win = ?1 AND metric_id = ?2")?
+            .execute(params![win, metric.0])?;
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO sample_chunks (win, metric_id, first_ts, last_ts, count, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        win,
+        metric.0,
+        first.ts as i64,
+        last.ts as i64,
+        samples.len() as i64,
+        chunk::encode(samples)
+    ])?;
+    Ok(())
+}
+
+fn load_windows(conn: &Connection) -> rusqlite::Result<HashMap<MetricId, (i64, i64)>> {
+    let mut stmt = conn.prepare("SELECT metric_id, first_win, last_win FROM chunk_windows")?;
+    let rows = stmt.query_map([], |r| Ok((MetricId(r.get(0)?), (r.get(1)?, r.get(2)?))))?;
+    rows.collect()
+}
+
 impl Drop for SqliteStore {
-    /// Metrics registered with no sample since are written before the file closes.
+    /// Metrics registered with no sample since, and every sample in memory, are written to
+    /// the database before the file closes, so a closed history is one file.
     fn drop(&mut self) {
-        let conn = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = write_registered(conn, &self.catalog) {
+        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = write_registered(&mut conn, &self.catalog) {
             tracing::warn!(path = %self.path.display(), error = %e, "registered metrics without samples not written at close");
+        }
+        match self.compact(&mut conn, u64::MAX) {
+            Ok(()) if read(&self.recent).len() == 0 => {
+                if let Err(e) = lock(&self.log).remove() {
+                    tracing::warn!(path = %self.path.display(), error = %e, "recent log not removed at close");
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "recent samples not written to chunks at close; the log keeps them")
+            }
         }
     }
 }
@@ -350,6 +709,91 @@ fn write_registered(
     Ok(())
 }
 
+impl SqliteStore {
+    /// The samples of `metric` in `range`, oldest first: at most `limit` of them when a
+    /// limit is given. Memory and chunks are read as of one moment: the reader's snapshot
+    /// starts while the in-memory samples are held, so a window closing meanwhile is seen
+    /// on exactly one side (or on both, which the merge de-duplicates).
+    fn collect(
+        &self,
+        metric: MetricId,
+        range: TimeRange,
+        limit: Option<usize>,
+    ) -> Result<Vec<Sample>> {
+        let (from, to) = (range.from, range.to.min(i64::MAX as u64 + 1));
+        self.with_reader(|conn| {
+            let recent = read(&self.recent);
+            conn.execute_batch("BEGIN")
+                .map_err(self.sql("begin read"))?;
+            let result = (|| {
+                let bounds: Option<(i64, i64)> = conn
+                    .prepare_cached(
+                        "SELECT first_win, last_win FROM chunk_windows WHERE metric_id = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([metric.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(self.sql("read chunk windows"))?;
+                let hot = recent.range(metric, from, to).to_vec();
+                drop(recent);
+                let mut stored = Vec::new();
+                if let Some((first, last)) = bounds
+                    && from < to
+                {
+                    let lo = window_of(from).max(first);
+                    let hi = window_of(to - 1).min(last);
+                    let mut stmt = conn
+                        .prepare_cached(SELECT_CHUNK)
+                        .map_err(self.sql("read chunk"))?;
+                    for win in lo..=hi {
+                        if limit.is_some_and(|l| stored.len() >= l) {
+                            break;
+                        }
+                        let data: Option<Vec<u8>> = stmt
+                            .query_row(params![win, metric.0], |r| r.get(0))
+                            .optional()
+                            .map_err(self.sql("read chunk"))?;
+                        if let Some(data) = data {
+                            let at = stored.len();
+                            chunk::decode_into(metric, &data, &mut stored).map_err(|reason| {
+                                HistoryError::BadRow {
+                                    path: self.path.clone(),
+                                    metric,
+                                    ts: win.saturating_mul(WINDOW_MS),
+                                    reason: format!("chunk of window {win}: {reason}"),
+                                }
+                            })?;
+                            // Only the edge windows hold samples outside the range.
+                            if win == lo || win == hi {
+                                let mut kept = at;
+                                for i in at..stored.len() {
+                                    if stored[i].ts >= from && stored[i].ts < to {
+                                        stored.swap(kept, i);
+                                        kept += 1;
+                                    }
+                                }
+                                stored.truncate(kept);
+                            }
+                        }
+                    }
+                }
+                Ok(if hot.is_empty() {
+                    stored
+                } else {
+                    merge(stored, &hot)
+                })
+            })();
+            conn.execute_batch("COMMIT").map_err(self.sql("end read"))?;
+            let mut out = result?;
+            if let Some(l) = limit {
+                out.truncate(l);
+            }
+            Ok(out)
+        })
+    }
+}
+
 impl HistoryStore for SqliteStore {
     fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId> {
         Ok(lock(&self.catalog).register(key, meta))
@@ -364,72 +808,44 @@ impl HistoryStore for SqliteStore {
     }
 
     fn append(&self, samples: &[Sample]) -> Result<AppendOutcome> {
-        let mut outcome = AppendOutcome::default();
         if samples.is_empty() {
-            return Ok(outcome);
+            return Ok(AppendOutcome::default());
         }
         let mut conn = lock(&self.writer);
-        let mut fold = lock(&self.fold);
-        let direct = samples.len() >= DIRECT_ROWS;
-        if direct && fold.rows > 0 {
-            self.fold_now(&mut conn, &mut fold)?;
-        }
+        // The database's write lock, as a row insert would take it, and the metrics
+        // registered since the last commit, before the samples that use them.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin sample batch"))?;
-        // Metrics registered since the last commit, before the samples that use them.
         let registered = lock(&self.catalog).pending();
         catalog::write(&tx, &registered).map_err(self.sql("write registered metrics"))?;
-        {
-            let mut insert = tx
-                .prepare_cached(if direct {
-                    INSERT_SAMPLE_DIRECT
-                } else {
-                    INSERT_SAMPLE
-                })
-                .map_err(self.sql("prepare sample insert"))?;
-            for sample in samples {
-                let Ok(ts) = i64::try_from(sample.ts) else {
-                    tracing::warn!(metric = %sample.metric, ts = sample.ts, "sample timestamp out of range; not stored");
-                    outcome.rejected += 1;
-                    continue;
-                };
-                let (kind, value) = codec::encode(&sample.value);
-                let row = params![
-                    sample.metric.0,
-                    ts,
-                    kind,
-                    value,
-                    sample.quality.0,
-                    sample.is_historical
-                ];
-                let mut changed = insert.execute(row).map_err(self.sql("insert sample"))?;
-                if changed == 0 && sample.quality != Quality::STALE {
-                    for sql in [REPLACE_STALE_MARKER_RECENT, REPLACE_STALE_MARKER] {
-                        changed += tx
-                            .prepare_cached(sql)
-                            .and_then(|mut replace| replace.execute(row))
-                            .map_err(self.sql("replace a STALE marker"))?;
-                    }
-                }
-                if changed == 1 {
-                    outcome.inserted += 1;
-                } else {
-                    outcome.duplicates += 1;
-                }
-            }
-        }
+        let (accepted, outcome) = {
+            let recent = read(&self.recent);
+            let state = lock(&self.state);
+            self.admit(&tx, &recent, &state, samples)?
+        };
         tx.commit().map_err(self.sql("commit sample batch"))?;
         lock(&self.catalog).written(registered.len());
-        if direct {
-            return Ok(outcome);
+        // Acknowledged once in the log; memory follows.
+        {
+            let mut log = lock(&self.log);
+            log.append(&accepted).map_err(|e| HistoryError::Backend {
+                path: log.path().to_path_buf(),
+                what: "append to the recent log",
+                source: Box::new(e),
+            })?;
         }
-        fold.rows += outcome.inserted;
-        if fold.rows >= FOLD_ROWS || (fold.rows > 0 && fold.last.elapsed() >= FOLD_EVERY) {
-            // The batch is committed whatever happens here; a failed fold is retried later.
-            if let Err(e) = self.fold_now(&mut conn, &mut fold) {
-                tracing::error!(error = %e, "folding recent samples failed; will retry");
+        {
+            let mut recent = write(&self.recent);
+            let mut state = lock(&self.state);
+            for sample in accepted {
+                state.newest = state.newest.max(sample.ts);
+                recent.insert(sample);
             }
+        }
+        // The batch is stored whatever happens here; closing windows is retried later.
+        if let Err(e) = self.maybe_compact(&mut conn) {
+            tracing::error!(error = %e, "closing history windows failed; will retry");
         }
         Ok(outcome)
     }
@@ -438,24 +854,7 @@ impl HistoryStore for SqliteStore {
         if range.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!("{SAMPLES_IN_RANGE} LIMIT ?4"))
-                .map_err(self.sql("query range"))?;
-            let mut rows = stmt
-                .query(params![
-                    metric.0,
-                    to_sql_ts(range.from),
-                    to_sql_ts(range.to),
-                    limit
-                ])
-                .map_err(self.sql("query range"))?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(self.sql("query range"))? {
-                out.push(self.row_to_sample(metric, row)?);
-            }
-            Ok(out)
-        })
+        self.collect(metric, range, Some(limit as usize))
     }
 
     fn downsample(&self, metric: MetricId, range: TimeRange, buckets: u32) -> Result<Vec<Bucket>> {
@@ -463,81 +862,61 @@ impl HistoryStore for SqliteStore {
             return Ok(Vec::new());
         }
         let width = range.bucket_width(buckets);
-        // One ordered pass over the metric's contiguous key range, aggregating as rows go
-        // by. Measured 3x faster than `GROUP BY bucket`, whose temporary B-tree re-sorts rows
-        // that the primary key already yields in time order.
-        self.with_reader(|conn| {
-            let mut stmt = conn
-                .prepare_cached(SAMPLES_IN_RANGE)
-                .map_err(self.sql("query trend"))?;
-            let mut rows = stmt
-                .query(params![
-                    metric.0,
-                    to_sql_ts(range.from),
-                    to_sql_ts(range.to)
-                ])
-                .map_err(self.sql("query trend"))?;
-            let mut out = Vec::with_capacity(buckets.min(10_000) as usize);
-            let mut scan = BucketScan::default();
-            while let Some(row) = rows.next().map_err(self.sql("query trend"))? {
-                let sql = |e| sql_error(&self.path, "query trend", e);
-                let ts: i64 = row.get(0).map_err(sql)?;
-                let index = ts.abs_diff(to_sql_ts(range.from)) / width;
-                if scan.count > 0 && scan.index != index {
-                    out.push(self.finish_bucket(metric, &scan, range, width)?);
-                    scan.count = 0;
-                }
-                let kind: i64 = row.get(1).map_err(sql)?;
-                let value = row.get_ref(2).map_err(sql)?;
-                scan.add(index, ts, kind, value);
-                scan.last_quality = row.get(3).map_err(sql)?;
-                scan.last_historical = row.get(4).map_err(sql)?;
+        let samples = self.collect(metric, range, None)?;
+        // One ordered pass, aggregating as samples go by.
+        let mut out = Vec::with_capacity(buckets.min(10_000) as usize);
+        let mut scan = BucketScan::default();
+        for (i, sample) in samples.iter().enumerate() {
+            let index = (sample.ts - range.from) / width;
+            if scan.count > 0 && scan.index != index {
+                out.push(scan.finish(range, width, &samples[i - 1]));
+                scan = BucketScan::default();
             }
-            if scan.count > 0 {
-                out.push(self.finish_bucket(metric, &scan, range, width)?);
-            }
-            Ok(out)
-        })
+            scan.add(index, sample);
+        }
+        if let Some(last) = samples.last() {
+            out.push(scan.finish(range, width, last));
+        }
+        Ok(out)
     }
 
     fn latest(&self, metrics: &[MetricId]) -> Result<Vec<Sample>> {
         self.with_reader(|conn| {
-            // Folded samples: one key lookup per metric.
-            let mut newest: Vec<Option<Sample>> = Vec::with_capacity(metrics.len());
-            let mut folded = conn
-                .prepare_cached(&format!(
-                    "SELECT {SAMPLE_COLUMNS} FROM samples WHERE metric_id = ?1 \
-                     ORDER BY ts DESC LIMIT 1"
-                ))
-                .map_err(self.sql("query latest"))?;
-            for &metric in metrics {
-                let mut rows = folded.query([metric.0]).map_err(self.sql("query latest"))?;
-                newest.push(match rows.next().map_err(self.sql("query latest"))? {
-                    Some(row) => Some(self.row_to_sample(metric, row)?),
-                    None => None,
-                });
-            }
-            // Recent samples: one pass, newest first, until each metric has been seen.
-            let mut unseen: HashMap<i64, usize> =
-                metrics.iter().enumerate().map(|(i, m)| (m.0, i)).collect();
-            let mut recent = conn
-                .prepare_cached(&format!(
-                    "SELECT {SAMPLE_COLUMNS}, metric_id FROM samples_recent ORDER BY ts DESC"
-                ))
-                .map_err(self.sql("query latest"))?;
-            let mut rows = recent.query([]).map_err(self.sql("query latest"))?;
-            while !unseen.is_empty()
-                && let Some(row) = rows.next().map_err(self.sql("query latest"))?
-            {
-                let id: i64 = row.get(5).map_err(self.sql("query latest"))?;
-                if let Some(i) = unseen.remove(&id) {
-                    let sample = self.row_to_sample(MetricId(id), row)?;
-                    if newest[i].as_ref().is_none_or(|s| s.ts < sample.ts) {
-                        newest[i] = Some(sample);
-                    }
+            let recent = read(&self.recent);
+            conn.execute_batch("BEGIN")
+                .map_err(self.sql("begin read"))?;
+            let result = (|| {
+                let mut out = Vec::with_capacity(metrics.len());
+                let mut windows = conn
+                    .prepare_cached("SELECT last_win FROM chunk_windows WHERE metric_id = ?1")
+                    .map_err(self.sql("query latest"))?;
+                for &metric in metrics {
+                    let last_win: Option<i64> = windows
+                        .query_row([metric.0], |r| r.get(0))
+                        .optional()
+                        .map_err(self.sql("query latest"))?;
+                    let stored = match last_win {
+                        Some(win) => self
+                            .read_chunk(conn, win, metric)?
+                            .and_then(|mut c| c.pop()),
+                        None => None,
+                    };
+                    let hot = recent.last(metric);
+                    let newest = match (stored, hot) {
+                        (Some(s), Some(h)) if h.ts > s.ts => Some(h.clone()),
+                        (Some(s), Some(h)) if h.ts == s.ts => {
+                            merge(vec![s], std::slice::from_ref(h)).pop()
+                        }
+                        (Some(s), _) => Some(s),
+                        (None, h) => h.cloned(),
+                    };
+                    out.extend(newest);
                 }
-            }
-            Ok(newest.into_iter().flatten().collect())
+                Ok(out)
+            })();
+            drop(recent);
+            conn.execute_batch("COMMIT").map_err(self.sql("end read"))?;
+            result
         })
     }
 
@@ -549,12 +928,6 @@ impl HistoryStore for SqliteStore {
     ) -> Result<RetentionStep> {
         let budget = u64::from(max_rows.max(1));
         let mut conn = lock(&self.writer);
-        // Replayed old samples may still be recent: fold so the policy sees every sample.
-        let mut fold = lock(&self.fold);
-        if fold.rows > 0 {
-            self.fold_now(&mut conn, &mut fold)?;
-        }
-        drop(fold);
         let mut size_cutoff = lock(&self.size_cutoff);
 
         if policy.max_bytes.is_none() {
@@ -573,12 +946,11 @@ impl HistoryStore for SqliteStore {
         let age_cutoff = policy.max_age.map(|age| {
             to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
         });
-        let deleted = match age_cutoff.max(*size_cutoff) {
-            Some(cutoff) => Self::delete_older_than(&mut conn, cutoff, budget)
-                .map_err(self.sql("delete old samples"))?,
-            None => 0,
+        let (deleted, remain) = match age_cutoff.max(*size_cutoff) {
+            Some(cutoff) => self.delete_older_than(&mut conn, cutoff, budget)?,
+            None => (0, false),
         };
-        let mut more = deleted == budget;
+        let mut more = deleted == budget || remain;
         if !more {
             *size_cutoff = None;
         }
@@ -708,7 +1080,7 @@ impl HistoryStore for SqliteStore {
     }
 }
 
-/// Running aggregates of the trend bucket being scanned; reused from bucket to bucket.
+/// Running aggregates of the trend bucket being scanned.
 #[derive(Debug, Default)]
 struct BucketScan {
     index: u64,
@@ -717,24 +1089,13 @@ struct BucketScan {
     min: f64,
     max: f64,
     sum: f64,
-    last_ts: i64,
-    last_kind: i64,
-    last_value: codec::HeldValue,
-    last_quality: i64,
-    last_historical: bool,
 }
 
 impl BucketScan {
-    fn add(&mut self, index: u64, ts: i64, kind: i64, value: ValueRef<'_>) {
-        if self.count == 0 {
-            *self = BucketScan {
-                index,
-                last_value: std::mem::take(&mut self.last_value),
-                ..BucketScan::default()
-            };
-        }
+    fn add(&mut self, index: u64, sample: &Sample) {
+        self.index = index;
         self.count += 1;
-        if let Some(x) = codec::numeric(kind, value) {
+        if let Some(x) = sample.value.as_f64() {
             if self.numeric == 0 {
                 (self.min, self.max) = (x, x);
             } else {
@@ -743,40 +1104,25 @@ impl BucketScan {
             self.numeric += 1;
             self.sum += x;
         }
-        self.last_ts = ts;
-        self.last_kind = kind;
-        self.last_value.set(value);
+    }
+
+    /// The bucket, whose latest sample is `last`.
+    fn finish(&self, range: TimeRange, width: u64, last: &Sample) -> Bucket {
+        let start = range.from + self.index * width;
+        let numeric = |x: f64| (self.numeric > 0).then_some(x);
+        Bucket {
+            start,
+            end: start.saturating_add(width).min(range.to),
+            count: self.count,
+            min: numeric(self.min),
+            max: numeric(self.max),
+            avg: numeric(self.sum / self.numeric.max(1) as f64),
+            last: last.clone(),
+        }
     }
 }
 
 impl SqliteStore {
-    fn finish_bucket(
-        &self,
-        metric: MetricId,
-        scan: &BucketScan,
-        range: TimeRange,
-        width: u64,
-    ) -> Result<Bucket> {
-        let start = range.from + scan.index * width;
-        let numeric = |x: f64| (scan.numeric > 0).then_some(x);
-        Ok(Bucket {
-            start,
-            end: start.saturating_add(width).min(range.to),
-            count: scan.count,
-            min: numeric(scan.min),
-            max: numeric(scan.max),
-            avg: numeric(scan.sum / scan.numeric.max(1) as f64),
-            last: self.build_sample(
-                metric,
-                scan.last_ts,
-                scan.last_kind,
-                scan.last_value.as_ref(),
-                scan.last_quality,
-                scan.last_historical,
-            )?,
-        })
-    }
-
     fn row_to_audit(&self, row: &Row<'_>) -> Result<AuditRecord> {
         let sql = |e| sql_error(&self.path, "read audit entry", e);
         let id: i64 = row.get(0).map_err(sql)?;
@@ -835,8 +1181,9 @@ fn initialize(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()
     schema::configure_writer(conn, options.synchronous.pragma_value())
 }
 
-/// Creates the schema in an empty file, or checks that an existing file holds ours.
-fn check_schema(path: &Path, conn: &Connection) -> Result<()> {
+/// Creates the schema in an empty file, converts a file of the previous layout, or checks
+/// that an existing file holds ours.
+fn check_schema(path: &Path, conn: &mut Connection) -> Result<()> {
     let sql = |e| open_error(path, e);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -848,6 +1195,12 @@ fn check_schema(path: &Path, conn: &Connection) -> Result<()> {
     let corrupt = |reason: String| HistoryError::Corrupt {
         path: path.to_path_buf(),
         reason,
+    };
+    let has_all = |names: &[&str]| -> Result<()> {
+        match names.iter().find(|t| !tables.iter().any(|n| n == *t)) {
+            Some(missing) => Err(corrupt(format!("table `{missing}` is missing"))),
+            None => Ok(()),
+        }
     };
     match version {
         0 if tables.is_empty() => {
@@ -869,32 +1222,16 @@ fn check_schema(path: &Path, conn: &Connection) -> Result<()> {
             "holds tables of another program ({})",
             tables.join(", ")
         ))),
-        schema::SCHEMA_VERSION => match schema::TABLES
-            .iter()
-            .find(|t| !tables.iter().any(|n| n == *t))
-        {
-            Some(missing) => Err(corrupt(format!("table `{missing}` is missing"))),
-            None => Ok(()),
-        },
+        migrate::FROM_VERSION => {
+            has_all(&migrate::FROM_TABLES)?;
+            migrate::to_chunks(path, conn)
+        }
+        schema::SCHEMA_VERSION => has_all(&schema::TABLES),
         other => Err(corrupt(format!(
             "schema version {other}; this build reads version {}",
             schema::SCHEMA_VERSION
         ))),
     }
-}
-
-/// Moves every recent sample into `samples`, in key order, in one transaction.
-fn fold_recent(conn: &mut Connection) -> rusqlite::Result<usize> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let moved = tx.execute(
-        "INSERT OR IGNORE INTO samples (metric_id, ts, kind, value, quality, is_historical) \
-         SELECT metric_id, ts, kind, value, quality, is_historical FROM samples_recent \
-         ORDER BY metric_id, ts",
-        [],
-    )?;
-    tx.execute("DELETE FROM samples_recent", [])?;
-    tx.commit()?;
-    Ok(moved)
 }
 
 /// Hands up to `pages` free pages back to the filesystem. The pragma frees one page per
@@ -922,10 +1259,12 @@ fn live_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 /// The timestamp below which deleting samples brings the database to the size target,
 /// assuming samples spread evenly over time (the pass repeats if they did not).
 fn size_cutoff_for(conn: &Connection, live: u64, max_bytes: u64) -> rusqlite::Result<Option<i64>> {
-    // Per-metric min/max are primary-key lookups; a global min(ts) would scan the table.
+    // The first and last windows are the ends of the key: two short range reads.
     let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT min((SELECT min(ts) FROM samples WHERE metric_id = m.id)), \
-                max((SELECT max(ts) FROM samples WHERE metric_id = m.id)) FROM metrics AS m",
+        "SELECT (SELECT min(first_ts) FROM sample_chunks \
+                 WHERE win = (SELECT min(win) FROM sample_chunks)), \
+                (SELECT max(last_ts) FROM sample_chunks \
+                 WHERE win = (SELECT max(win) FROM sample_chunks))",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -964,4 +1303,12 @@ fn sql_error(path: &Path, what: &'static str, e: rusqlite::Error) -> HistoryErro
             source: Box::new(e),
         },
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }

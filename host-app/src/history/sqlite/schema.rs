@@ -2,17 +2,20 @@
 
 use rusqlite::Connection;
 
-/// Written to `PRAGMA user_version` when the schema is created.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// Written to `PRAGMA user_version` when the schema is created. Version 1 kept a row per
+/// sample (`samples`, `samples_recent`); `migrate` converts such a file at open.
+pub(super) const SCHEMA_VERSION: i64 = 2;
+
+/// Each chunk holds one metric's samples of one window of this many milliseconds.
+pub(super) const WINDOW_MS: i64 = 10 * 60 * 1000;
 
 /// Matches the flash page and filesystem block of typical SD cards and eMMC.
 pub(super) const PAGE_SIZE: u32 = 4096;
 
-/// Writer page cache (KiB). Ingest from 1,000 metrics touches one leaf page per metric per
-/// batch, so the cache holds those ~4 MB of leaves plus interior pages.
+/// Writer page cache (KiB): closing a window writes ~1,000 chunks and merges late samples.
 pub(super) const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
-/// Reader page cache (KiB) per connection: a 24-hour trend of one metric is ~2.5 MB.
+/// Reader page cache (KiB) per connection: a 24-hour trend of one metric is ~0.5 MB.
 pub(super) const READER_CACHE_KIB: i64 = 2 * 1024;
 
 /// Checkpoints normally run on their own thread (`checkpoint`); the writer checkpoints
@@ -26,15 +29,13 @@ pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `device_id` is `''` for an edge node's own metrics: NULL would defeat the UNIQUE key.
-/// New samples land in `samples_recent`, keyed by time: live data appends to its end, so a
-/// commit writes a few pages instead of one page per metric. Every minute (or 64k rows) it
-/// is folded into `samples` in key order, one transaction, each metric's pages written
-/// once. Very large batches (a flood, a long replay) go straight into `samples` after a
-/// fold. A (metric, ts) is in at most one of the two tables.
-/// `samples` is clustered on (metric_id, ts) without a rowid: the key *is* the
-/// de-duplication (INSERT OR IGNORE), a trend is one contiguous range scan, and no second
-/// index is written per sample. `value` is `ANY` in a STRICT table so every type keeps its
-/// own storage class; `kind` says how to read it back (see `codec`).
+/// `sample_chunks` holds closed windows: one row per (window, metric) whose `data` is the
+/// window's samples of that metric encoded by `chunk`. Keyed by window first, so closing a
+/// window appends its chunks at the end of the tree and writes each page about once (flash
+/// wear on gateways); a trend of one metric is one key lookup per window. The samples of
+/// the open window live in memory and in the recent log beside the file (see `recent`).
+/// `chunk_windows` bounds each metric's windows, so queries and `latest` know where to
+/// look without scanning other metrics' chunks.
 pub(super) const CREATE: &str = "
 CREATE TABLE metrics (
     id            INTEGER PRIMARY KEY,
@@ -47,25 +48,21 @@ CREATE TABLE metrics (
     UNIQUE (group_id, edge_node_id, device_id, name)
 ) STRICT;
 
-CREATE TABLE samples (
+CREATE TABLE sample_chunks (
+    win           INTEGER NOT NULL,
     metric_id     INTEGER NOT NULL,
-    ts            INTEGER NOT NULL,
-    kind          INTEGER NOT NULL,
-    value         ANY,
-    quality       INTEGER NOT NULL,
-    is_historical INTEGER NOT NULL,
-    PRIMARY KEY (metric_id, ts)
+    first_ts      INTEGER NOT NULL,
+    last_ts       INTEGER NOT NULL,
+    count         INTEGER NOT NULL,
+    data          BLOB NOT NULL,
+    PRIMARY KEY (win, metric_id)
 ) STRICT, WITHOUT ROWID;
 
-CREATE TABLE samples_recent (
-    ts            INTEGER NOT NULL,
-    metric_id     INTEGER NOT NULL,
-    kind          INTEGER NOT NULL,
-    value         ANY,
-    quality       INTEGER NOT NULL,
-    is_historical INTEGER NOT NULL,
-    PRIMARY KEY (ts, metric_id)
-) STRICT, WITHOUT ROWID;
+CREATE TABLE chunk_windows (
+    metric_id     INTEGER PRIMARY KEY,
+    first_win     INTEGER NOT NULL,
+    last_win      INTEGER NOT NULL
+) STRICT;
 
 CREATE TABLE audit_log (
     id            INTEGER PRIMARY KEY,
@@ -84,7 +81,7 @@ CREATE INDEX audit_log_ts ON audit_log (ts);
 ";
 
 /// Tables a history database must have.
-pub(super) const TABLES: [&str; 4] = ["metrics", "samples", "samples_recent", "audit_log"];
+pub(super) const TABLES: [&str; 4] = ["metrics", "sample_chunks", "chunk_windows", "audit_log"];
 
 /// Settings that only take effect before the first table is written: fixed page size, and
 /// incremental auto-vacuum so retention can hand freed pages back to the filesystem.
