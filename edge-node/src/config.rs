@@ -47,6 +47,8 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// Where Prometheus `/metrics` is served (`[metrics] listen`, loopback); `None`: off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The technician's web UI (`[ui]`); `None`: off.
+    pub ui: Option<crate::ui::UiConfig>,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -147,6 +149,7 @@ struct Document {
     modbus: Option<toml::Table>,
     store: Option<StoreConfig>,
     metrics: Option<infra::metrics::MetricsConfig>,
+    ui: Option<crate::ui::UiConfig>,
 }
 
 #[derive(Deserialize)]
@@ -259,14 +262,14 @@ impl Config {
     }
 
     /// Every section checked, so that all problems are reported at once.
-    fn check(
+    pub(crate) fn check(
         text: &str,
         base: &Path,
         modbus: impl FnOnce() -> Result<(ModbusConfig, Site), ConfigError>,
     ) -> Result<Config, ConfigError> {
         // A syntax error is reported once, not by each section's reader.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::from_toml(&e, text))?;
-        let ((sparkplug, mqtt, store, metrics), (modbus, site)) =
+        let ((sparkplug, mqtt, store, metrics, ui), (modbus, site)) =
             match (parse_sections(text, base), modbus()) {
                 (Ok(sections), Ok(modbus)) => (sections, modbus),
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
@@ -279,6 +282,7 @@ impl Config {
             site,
             store,
             metrics,
+            ui,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -306,7 +310,8 @@ fn parse_sections(text: &str, base: &Path) -> Result<Sections, ConfigError> {
     let mqtt = check_mqtt(doc.mqtt, &sparkplug, base, &mut problems);
     let store = doc.store.map(|s| check_store(s, base, &mut problems));
     let metrics = doc.metrics.and_then(|m| problems.check(m.addr()));
-    problems.finish((sparkplug, mqtt, store, metrics))
+    let ui = doc.ui.and_then(|u| problems.check(u.validate(base)));
+    problems.finish((sparkplug, mqtt, store, metrics, ui))
 }
 
 type Sections = (
@@ -314,6 +319,7 @@ type Sections = (
     MqttSettings,
     Option<StoreConfig>,
     Option<std::net::SocketAddr>,
+    Option<crate::ui::UiConfig>,
 );
 
 /// The store's own checks, its path taken relative to the config file.

@@ -4,7 +4,9 @@
 //! - [`link`]: one MQTT 3.1.1 connection (TLS, credentials, byte counts), backoff;
 //! - [`node`]: the Sparkplug B 3.0 edge node ([`EdgeNode::start`] -> [`NodeHandle`]);
 //! - [`modbus`]: Modbus acquisition; [`simulator`]: a Modbus plant for tests and demos;
-//! - [`store`]: the store-and-forward queue (SQLite), its sent window and replay pacer.
+//! - [`store`]: the store-and-forward queue (SQLite), its sent window and replay pacer;
+//! - [`configure`]: the configuration lifecycle (draft, validate, diff, apply, rollback);
+//! - [`ui`]: the technician's web UI (`[ui]`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,10 +19,12 @@
 //! ```
 
 pub mod config;
+pub mod configure;
 pub mod modbus;
 pub mod node;
 pub mod simulator;
 pub mod store;
+pub mod ui;
 
 pub use config::Config;
 pub use node::{EdgeNode, NodeHandle, ServiceStatus};

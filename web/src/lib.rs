@@ -13,6 +13,7 @@
 //! - [`auth`]: the service tying these together, [`Auth`].
 //! - [`http`]: the axum layer, extractors and routes.
 //! - [`shell`]: the pages' frame: layout, login and setup pages, embedded assets.
+//! - [`cli`]: the `user add|passwd|list|remove` command of both services.
 //! - [`serve`]: the connection loop (limits, TLS, header timeout, graceful end).
 //! - [`cert`]: the configured or self-signed HTTPS certificate.
 //! - [`state`]: the state directory, accounts database, setup token file, session purge.
@@ -23,6 +24,7 @@ pub mod api_token;
 pub mod audit;
 pub mod auth;
 pub mod cert;
+pub mod cli;
 pub mod clock;
 pub mod csrf;
 pub mod http;

@@ -1,6 +1,7 @@
 //! `edge-node`: polls the configured Modbus devices and publishes them as a Sparkplug B
-//! 3.0 edge node. `edge-node --config FILE` runs; `edge-node check-config FILE` checks a
-//! file and prints every problem. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. Exit codes
+//! 3.0 edge node. `edge-node --config FILE` runs (with the web UI when the file has a
+//! `[ui]` table); `edge-node check-config FILE` checks a file and prints every problem;
+//! `edge-node user --config FILE add|passwd|list|remove` manages the UI's accounts. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. Exit codes
 //! follow [`infra::Exit`]: 2 for a bad configuration or command line, 1 for a failure.
 
 use std::path::PathBuf;
@@ -34,6 +35,14 @@ struct Args {
 enum Command {
     /// Checks a configuration file and exits.
     CheckConfig { file: PathBuf },
+    /// Manage the web UI's accounts (for recovery: works while the node runs or not).
+    User {
+        /// The configuration file: the accounts live in its `[ui] state_dir`.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: web::cli::UserAction,
+    },
 }
 
 #[tokio::main]
@@ -41,6 +50,9 @@ async fn main() -> ExitCode {
     infra::logging::init();
     infra::panic::install();
     let args = Args::parse();
+    if let Some(Command::User { config, action }) = args.command {
+        return user(&config, action);
+    }
     if let Some(Command::CheckConfig { file }) = args.command {
         return match Config::load(&file) {
             Ok(c) => {
@@ -83,8 +95,37 @@ async fn main() -> ExitCode {
 /// (a device that never answers is reported offline only after its retries).
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
+/// `edge-node user ...` on the accounts database of the file's `[ui]`.
+fn user(file: &std::path::Path, action: web::cli::UserAction) -> ExitCode {
+    use web::cli::UserError;
+    let ui = match Config::load(file) {
+        Ok(Config { ui: Some(ui), .. }) => ui,
+        Ok(_) => {
+            eprintln!("{}: no [ui] table, so no UI accounts", file.display());
+            return Exit::BadInput.into();
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadInput.into();
+        }
+    };
+    match web::cli::run(action, || {
+        edge_node::ui::open_auth(&ui).map_err(UserError::Failed)
+    }) {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("edge-node user: {e}");
+            match e {
+                UserError::BadInput(_) => Exit::BadInput.into(),
+                UserError::Failed(_) => Exit::RuntimeFailure.into(),
+            }
+        }
+    }
+}
+
 async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let metrics_addr = config.metrics;
+    let ui_config = config.ui.clone();
     // Installed first: SIGHUP's default action would end the process.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
@@ -97,6 +138,23 @@ async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
         .await
         .context("starting the metrics listener")?;
     let mut reloader = infra::reload::Reloader::new(path, metrics);
+    let ui_stop = tokio_util::sync::CancellationToken::new();
+    let ui = match &ui_config {
+        Some(ui) => {
+            let configurator = edge_node::configure::Configurator::new(path);
+            let server = edge_node::ui::UiServer::start(
+                ui,
+                configurator,
+                path,
+                node.metrics(),
+                ui_stop.clone(),
+            )
+            .await
+            .context("starting the web UI")?;
+            Some(server)
+        }
+        None => None,
+    };
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
@@ -127,6 +185,10 @@ async fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     }
     report(notifier.stopping());
     tracing::info!("shutting down");
+    ui_stop.cancel();
+    if let Some(ui) = ui {
+        ui.join().await;
+    }
     node.shutdown().await.context("stopping the edge node")
 }
 

@@ -95,13 +95,24 @@ fn column_in_message(
 
 /// Writes every tag of every device, one row each, with the header row.
 pub fn export_tags(config: &ModbusConfig, writer: impl Write) -> Result<(), csv::Error> {
+    let rows: Vec<TagConfig> = config
+        .devices
+        .iter()
+        .flat_map(|device| {
+            device.tags.iter().map(|tag| TagConfig {
+                device: Some(device.name.clone()),
+                ..tag.clone()
+            })
+        })
+        .collect();
+    write_rows(&rows, writer)
+}
+
+/// Writes rows that name their device, with the header row.
+pub fn write_rows(rows: &[TagConfig], writer: impl Write) -> Result<(), csv::Error> {
     let mut wtr = csv::Writer::from_writer(writer);
-    for device in &config.devices {
-        for tag in &device.tags {
-            let mut row = tag.clone();
-            row.device = Some(device.name.clone());
-            wtr.serialize(&row)?;
-        }
+    for row in rows {
+        wtr.serialize(row)?;
     }
     wtr.flush()?;
     Ok(())

@@ -345,6 +345,11 @@ impl EdgeNode {
     fn set_born_on(&self, server: Option<String>) {
         self.status.send_if_modified(|s| {
             let changed = s.born_on != server;
+            if changed {
+                self.gauges
+                    .link_since_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+            }
             s.born_on = server;
             changed
         });
@@ -466,9 +471,7 @@ impl EdgeNode {
                         let now = now_ms();
                         f.expire(now);
                         f.measure_rate(now);
-                        let stats = f.stats(now);
-                        self.gauges.store_depth.store(stats.depth, std::sync::atomic::Ordering::Relaxed);
-                        self.gauges.store_dropped.store(stats.dropped, std::sync::atomic::Ordering::Relaxed);
+                        self.gauges.set_store(&f.stats(now));
                     }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
                         break Ending::Lost(e.to_string());
@@ -721,6 +724,7 @@ impl EdgeNode {
             return Ok(None);
         }
         self.host_state = Some(state);
+        self.gauges.set_host_state(state.online, state.timestamp);
         self.host_online_here = state.online;
         info!(host_id, online = state.online, "primary host STATE");
         if !state.online {
