@@ -160,7 +160,7 @@ pub fn interpretations(words: &[u16]) -> Vec<Interpretation> {
         for offset in 0..words.len().saturating_sub(width - 1) {
             for order in orders {
                 let value = value::decode(data_type, *order, &words[offset..offset + width])
-                    .map_or_else(|e| e.to_string(), |v| v.to_string());
+                    .map_or_else(|e| e.to_string(), |v| shown(&v));
                 out.push(Interpretation {
                     offset,
                     data_type,
@@ -171,6 +171,23 @@ pub fn interpretations(words: &[u16]) -> Vec<Interpretation> {
         }
     }
     out
+}
+
+/// A value as the probe shows it: very large or small floats in exponent form.
+fn shown(v: &value::Value) -> String {
+    let float = match v {
+        value::Value::F32(f) => f64::from(*f),
+        value::Value::F64(f) => *f,
+        other => return other.to_string(),
+    };
+    if float != 0.0 && !(1e-6..1e15).contains(&float.abs()) {
+        match v {
+            value::Value::F32(f) => format!("{f:e}"),
+            _ => format!("{float:e}"),
+        }
+    } else {
+        v.to_string()
+    }
 }
 
 /// The words as text, two characters each, in both byte orders (AB then BA).
@@ -198,6 +215,7 @@ mod tests {
             .collect();
         assert_eq!(f32s.len(), 4);
         assert!(f32s.contains(&("CDAB", "3.1415927")), "{f32s:?}");
+        assert!(f32s.contains(&("ABCD", "2.1619829e-30")), "{f32s:?}");
         assert_eq!(
             all.iter()
                 .filter(|i| i.data_type == DataType::U16)

@@ -202,25 +202,41 @@ pub fn submitted_index(form: &Submitted) -> Result<Option<usize>, String> {
     }
 }
 
-/// The form again with what was typed, its problems and a test outcome.
+/// What the form shows besides the typed values.
+pub struct Outcome<'a> {
+    pub status: StatusCode,
+    /// Problems of the typed text, by field.
+    pub field_errors: Vec<(&'static str, String)>,
+    /// The draft's problems, and the entry (its index in the draft) they are placed at.
+    pub error: Option<(&'a infra::ConfigError, Option<usize>)>,
+    pub test: Option<Result<String, String>>,
+}
+
+/// The form again with what was typed (entry `index`, `None` for a new one), its
+/// problems and a test outcome.
 pub fn render_form(
     state: &UiState,
     caller: &Caller,
     section: &'static Section,
     form: &Submitted,
     index: Option<usize>,
-    status: StatusCode,
-    field_errors: Vec<(&'static str, String)>,
-    error: Option<&infra::ConfigError>,
-    test: Option<Result<String, String>>,
+    outcome: Outcome<'_>,
 ) -> Response {
+    let Outcome {
+        status,
+        field_errors,
+        error,
+        test,
+    } = outcome;
     let mut fields = section.view(form);
     for (key, message) in field_errors {
         if let Some(f) = fields.iter_mut().find(|f| f.key == key) {
             f.error = Some(message);
         }
     }
-    let problems = error.map_or_else(Vec::new, |e| section.place_problems(e, index, &mut fields));
+    let problems = error.map_or_else(Vec::new, |(e, at)| {
+        section.place_problems(e, at, &mut fields)
+    });
     let page = EditPage {
         shell: state.shell(caller, section.title, section.back),
         section,
@@ -250,18 +266,14 @@ pub async fn save(
         Ok(i) => i,
         Err(e) => return state.message(&caller, StatusCode::BAD_REQUEST, "Bad request", e),
     };
-    let bad = |errors| {
-        render_form(
-            &state,
-            &caller,
-            section,
-            &submitted,
-            index,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            errors,
-            None,
-            None,
-        )
+    let bad = |field_errors| {
+        let outcome = Outcome {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            field_errors,
+            error: None,
+            test: None,
+        };
+        render_form(&state, &caller, section, &submitted, index, outcome)
     };
     let values = match section.parse(&submitted) {
         Ok(v) => v,
@@ -277,30 +289,26 @@ pub async fn save(
             )]);
         }
     };
-    let index = match section.write(&mut doc, index, &values) {
+    let written = match section.write(&mut doc, index, &values) {
         Ok(i) => i,
         Err(e) => return bad(vec![(section.fields[0].key, e)]),
     };
     draft.main = doc.to_string();
-    let shown = match section.place {
-        form::Place::Array(_) => Some(index),
+    let at = match section.place {
+        form::Place::Array(_) => Some(written),
         form::Place::Table(_) => None,
     };
     if let Err(e) = state.configurator.validate(&draft) {
         let mut fields = section.view(&submitted);
-        section.place_problems(&e, shown, &mut fields);
+        section.place_problems(&e, at, &mut fields);
         if fields.iter().any(|f| f.error.is_some()) {
-            return render_form(
-                &state,
-                &caller,
-                section,
-                &submitted,
-                shown,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Vec::new(),
-                Some(&e),
-                None,
-            );
+            let outcome = Outcome {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                field_errors: Vec::new(),
+                error: Some((&e, at)),
+                test: None,
+            };
+            return render_form(&state, &caller, section, &submitted, index, outcome);
         }
     }
     state.drafts.put(&caller.user, draft);

@@ -15,7 +15,7 @@ use web::shell::Shell;
 
 use super::UiState;
 use super::draft::modbus_of;
-use super::edit::{render_form, submitted_index};
+use super::edit::{Outcome, render_form, submitted_index};
 use super::form::{self, Submitted};
 use crate::modbus::config::{DeviceConfig, ScanClassConfig, TagConfig};
 use crate::modbus::probe::{self, Interpretation, Read, Target};
@@ -74,18 +74,14 @@ pub async fn test_device(
     Form(submitted): Form<Submitted>,
 ) -> Response {
     let index = submitted_index(&submitted).unwrap_or(None);
-    let render = |status, errors, test| {
-        render_form(
-            &state,
-            &caller,
-            &form::DEVICE,
-            &submitted,
-            index,
+    let render = |status, field_errors, test| {
+        let outcome = Outcome {
             status,
-            errors,
-            None,
+            field_errors,
+            error: None,
             test,
-        )
+        };
+        render_form(&state, &caller, &form::DEVICE, &submitted, index, outcome)
     };
     let device = match device_from_form(&submitted) {
         Ok(d) => d,
@@ -139,19 +135,16 @@ pub async fn test_server(
     Form(submitted): Form<Submitted>,
 ) -> Response {
     let index = submitted_index(&submitted).unwrap_or(None);
-    let render = |status, errors, error: Option<&infra::ConfigError>, test| {
-        render_form(
-            &state,
-            &caller,
-            &form::SERVER,
-            &submitted,
-            index,
-            status,
-            errors,
-            error,
-            test,
-        )
-    };
+    let render =
+        |status, field_errors, error: Option<(&infra::ConfigError, Option<usize>)>, test| {
+            let outcome = Outcome {
+                status,
+                field_errors,
+                error,
+                test,
+            };
+            render_form(&state, &caller, &form::SERVER, &submitted, index, outcome)
+        };
     let values = match form::SERVER.parse(&submitted) {
         Ok(v) => v,
         Err(errors) => return render(StatusCode::UNPROCESSABLE_ENTITY, errors, None, None),
@@ -177,7 +170,7 @@ pub async fn test_server(
             return render(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Vec::new(),
-                Some(&e),
+                Some((&e, Some(at))),
                 Some(Err(text)),
             );
         }
