@@ -215,7 +215,7 @@ mod tests {
             .collect();
         assert_eq!(f32s.len(), 4);
         assert!(f32s.contains(&("CDAB", "3.1415927")), "{f32s:?}");
-        assert!(f32s.contains(&("ABCD", "2.1619829e-30")), "{f32s:?}");
+        assert!(f32s.contains(&("ABCD", "2.1619829e-29")), "{f32s:?}");
         assert_eq!(
             all.iter()
                 .filter(|i| i.data_type == DataType::U16)
