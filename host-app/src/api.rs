@@ -5,6 +5,7 @@
 //! - [`config`]: the `[api]` table.
 //! - [`types`]: the API's request and response bodies, shared with the pages.
 //! - [`access`]: the accounts database, audit routing and first-run setup.
+//!
 //! The connection loop and the HTTPS certificate are `web`'s ([`web::serve`], [`web::cert`]).
 //!
 //! Every route but login, setup and static assets needs a session or an API token (401);

@@ -291,6 +291,12 @@ impl FieldView {
 /// The form's values as submitted (a checkbox absent means false).
 pub type Submitted = HashMap<String, String>;
 
+/// A form's typed values, by key (`None`: the field was empty).
+pub type Values = Vec<(&'static str, Option<toml::Value>)>;
+
+/// Problems of the typed text, by key.
+pub type FieldErrors = Vec<(&'static str, String)>;
+
 impl Section {
     /// The key path of entry `index` (`modbus.devices[2]`), or of the table.
     pub fn key_path(&self, index: Option<usize>) -> String {
@@ -326,10 +332,7 @@ impl Section {
 
     /// The submitted values of this section's keys, typed: `None` for an empty field,
     /// an error naming the field for text that is not of the key's kind.
-    pub fn parse(
-        &self,
-        form: &Submitted,
-    ) -> Result<Vec<(&'static str, Option<toml::Value>)>, Vec<(&'static str, String)>> {
+    pub fn parse(&self, form: &Submitted) -> Result<Values, FieldErrors> {
         let mut values = Vec::new();
         let mut errors = Vec::new();
         for field in self.fields {
