@@ -3,8 +3,9 @@
 //! as processes: setup and login, the status page, a device added pointing at plant-sim
 //! (a bad field shown next to it first, test connection), a register probe showing the
 //! f32 in the right byte order, a tag CSV with a bad line (line and column shown, nothing
-//! imported) then a good one, apply, rollback, the CSV export imported back unchanged, and
-//! a viewer refused everything that changes. Screenshots: `target/screenshots/edge-ui/`.
+//! imported) then a good one, apply, rollback, test connection to the MQTT server, the CSV
+//! export imported back unchanged, a viewer refused every admin route, and no route served
+//! without a session. Screenshots: `target/screenshots/edge-ui/`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -17,7 +18,7 @@ use system_tests::stack::{Broker, EdgeNode, GROUP, HostApp, NODE, Plant, Tree, W
 use system_tests::wait;
 
 /// Every step the script reports, in order.
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 13] = [
     "01-setup",
     "02-status",
     "03-device-bad-field",
@@ -27,8 +28,10 @@ const STEPS: [&str; 11] = [
     "07-import-good",
     "08-apply",
     "09-rollback",
-    "10-export-round-trip",
-    "11-viewer",
+    "10-server-test",
+    "11-export-round-trip",
+    "12-viewer",
+    "13-anonymous",
 ];
 
 /// The test edge node's configuration with a `[ui]` table (HTTPS, self-signed), its
