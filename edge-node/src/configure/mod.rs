@@ -453,3 +453,97 @@ pub async fn test_server(config: &Config, index: usize) -> Result<String, String
     link.close(std::time::Duration::from_millis(500)).await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAIN: &str = r#"# the site
+[sparkplug]
+group_id = "g"
+edge_node_id = "n"
+
+[mqtt]
+[[mqtt.servers]]
+host = "127.0.0.1"
+
+[modbus]
+tag_files = ["tags.csv"]
+
+[[modbus.scan_classes]]
+name = "normal"
+period_ms = 1000
+
+[[modbus.devices]]
+name = "boiler"
+host = "127.0.0.1"
+"#;
+
+    const TAGS: &str = "device,name,address,type\nboiler,temp,40001,u16\n";
+
+    fn setup() -> (tempfile::TempDir, Configurator) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("edge-node.toml"), MAIN).unwrap();
+        std::fs::write(dir.path().join("tags.csv"), TAGS).unwrap();
+        let c = Configurator::new(dir.path().join("edge-node.toml"));
+        (dir, c)
+    }
+
+    #[tokio::test]
+    async fn apply_writes_the_draft_and_rollback_brings_the_last_known_good_back() {
+        let (dir, c) = setup();
+        assert!(!c.can_roll_back());
+        let mut draft = c.running();
+        c.validate(&draft).unwrap();
+        draft.files.insert(
+            "tags.csv".into(),
+            b"device,name,address,type\nboiler,temp,40001,u16\nboiler,level,40002,f32\n".to_vec(),
+        );
+        let diff = c.diff(&draft);
+        assert_eq!(diff.tags[0].added, ["level"]);
+        assert!(
+            diff.tables.is_empty() && diff.devices_changed.is_empty(),
+            "{diff}"
+        );
+        c.apply(draft, "ada").await.unwrap();
+        assert!(
+            std::fs::read_to_string(dir.path().join("tags.csv"))
+                .unwrap()
+                .contains("level")
+        );
+        assert!(c.can_roll_back());
+        c.rollback("ada").await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tags.csv")).unwrap(),
+            TAGS
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("edge-node.toml")).unwrap(),
+            MAIN
+        );
+        let audit: Vec<_> = c.audit(10).into_iter().map(|a| a.action).collect();
+        assert_eq!(audit, ["rollback", "apply"], "newest first");
+    }
+
+    #[tokio::test]
+    async fn a_draft_that_fails_its_checks_changes_nothing() {
+        let (dir, c) = setup();
+        let mut draft = c.running();
+        draft.files.insert(
+            "tags.csv".into(),
+            b"device,name,address,type\nboiler,temp,40001,float\n".to_vec(),
+        );
+        let e = c.validate(&draft).unwrap_err();
+        assert_eq!(e.problems()[0].file.as_deref(), Some("tags.csv"));
+        assert!(matches!(
+            c.apply(draft, "ada").await,
+            Err(ApplyError::Invalid(_))
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tags.csv")).unwrap(),
+            TAGS
+        );
+        assert!(!c.can_roll_back());
+        assert_ne!(c.audit(1)[0].outcome, "ok");
+    }
+}
