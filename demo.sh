@@ -2,17 +2,19 @@
 # The whole product on loopback: the plant simulator, an edge node polling it, the host
 # with its embedded broker, history and HTTP API. Runs until Ctrl-C.
 #
-#   ./demo.sh [--broker-port 1883] [--http-port 8080] [--state-dir DIR]
+#   ./demo.sh [--broker-port 1883] [--http-port 8080] [--ui-port 8443] [--state-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 
 broker_port=1883
 http_port=8080
+ui_port=8443
 state_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --broker-port) broker_port="${2:?--broker-port needs a port}"; shift 2 ;;
     --http-port) http_port="${2:?--http-port needs a port}"; shift 2 ;;
+    --ui-port) ui_port="${2:?--ui-port needs a port}"; shift 2 ;;
     --state-dir) state_dir="${2:?--state-dir needs a directory}"; shift 2 ;;
     -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
@@ -20,7 +22,7 @@ while [ $# -gt 0 ]; do
 done
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$broker_port:broker (--broker-port)" "$http_port:HTTP API (--http-port)"; do
+for p in "$broker_port:broker (--broker-port)" "$http_port:HTTP API (--http-port)" "$ui_port:edge node UI (--ui-port)"; do
   port=${p%%:*}
   if port_taken "$port"; then
     echo "demo.sh: 127.0.0.1:$port is already in use; the ${p#*:} needs it. Stop what holds it or pick another port." >&2
@@ -66,7 +68,7 @@ done
 
 fill() {
   sed -e "s|@PLANT_PORT@|${plant_addr##*:}|g" -e "s|@BROKER_PORT@|$broker_port|g" \
-      -e "s|@HTTP_PORT@|$http_port|g" -e "s|@STATE_DIR@|$state_dir|g" "$1" >"$2"
+      -e "s|@HTTP_PORT@|$http_port|g" -e "s|@UI_PORT@|$ui_port|g" -e "s|@STATE_DIR@|$state_dir|g" "$1" >"$2"
 }
 # One random password per broker account, kept across runs in the state directory.
 mkdir -p "$state_dir/secrets"
@@ -102,6 +104,19 @@ else
   first_login="log in with an account of $state_dir (or: $bin/host-app user --config $state_dir/host-app.toml add NAME --role admin)"
 fi
 
+# The edge node's UI logs its own setup link (first start of its state dir).
+ui_setup=""
+for _ in $(seq 1 50); do
+  ui_setup=$(grep -o 'https://[^ "]*/setup?token=[A-Za-z0-9_-]*' "$logs/edge-node.log" | tail -n 1 || true)
+  [ -n "$ui_setup" ] && break
+  sleep 0.1
+done
+if [ -n "$ui_setup" ]; then
+  ui_login="create its first admin: $ui_setup"
+else
+  ui_login="log in with an account of $state_dir/edge-ui (or: $bin/edge-node user --config $state_dir/edge-node.toml add NAME --role admin)"
+fi
+
 cat <<MSG
 
 The demo is running (Ctrl-C stops it):
@@ -110,6 +125,8 @@ The demo is running (Ctrl-C stops it):
   panel             http://127.0.0.1:$http_port/
                     $first_login
   JSON API          http://127.0.0.1:$http_port/api/tree  (after login, or with an API token)
+  edge node UI      https://127.0.0.1:$ui_port/  (self-signed certificate)
+                    $ui_login
   watch the wire    $bin/host-app spy --broker mqtt://127.0.0.1:$broker_port
                       --username viewer --password-file $state_dir/secrets/mqtt-viewer
   history, logs     $state_dir

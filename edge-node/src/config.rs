@@ -56,6 +56,8 @@ pub struct Config {
     pub log: infra::logging::LogConfig,
     /// The link-economy levers (`[economy]`); all off without the table.
     pub economy: Levers,
+    /// The technician's web UI (`[ui]`); `None`: off.
+    pub ui: Option<crate::ui::UiConfig>,
 }
 
 /// The Sparkplug identity and behaviour of the edge node.
@@ -159,6 +161,7 @@ struct Document {
     metrics: Option<infra::metrics::MetricsConfig>,
     log: Option<infra::logging::LogConfig>,
     economy: Option<EconomySection>,
+    ui: Option<crate::ui::UiConfig>,
 }
 
 #[derive(Deserialize)]
@@ -282,7 +285,7 @@ impl Config {
     }
 
     /// Every section checked, so that all problems are reported at once.
-    fn check(
+    pub(crate) fn check(
         text: &str,
         base: &Path,
         read: ReadFile<'_>,
@@ -290,7 +293,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         // A syntax error is reported once, not by each section's reader.
         toml::from_str::<toml::Table>(text).map_err(|e| ConfigError::from_toml(&e, text))?;
-        let ((sparkplug, mqtt, store, metrics, economy, log), (modbus, site)) =
+        let ((sparkplug, mqtt, store, metrics, economy, log, ui), (modbus, site)) =
             match (parse_sections(text, base, read), modbus()) {
                 (Ok(sections), Ok(modbus)) => (sections, modbus),
                 (Err(e), Err(modbus)) => return Err(e.join(modbus)),
@@ -305,6 +308,7 @@ impl Config {
             metrics,
             log,
             economy,
+            ui,
         };
         config.check_device_ids()?;
         Ok(config)
@@ -340,7 +344,8 @@ fn parse_sections(text: &str, base: &Path, read: ReadFile<'_>) -> Result<Section
         .map(|e| e.check(&mut problems))
         .unwrap_or_else(Levers::off);
     let log = doc.log.unwrap_or_default();
-    problems.finish((sparkplug, mqtt, store, metrics, economy, log))
+    let ui = doc.ui.and_then(|u| problems.check(u.validate(base)));
+    problems.finish((sparkplug, mqtt, store, metrics, economy, log, ui))
 }
 
 type Sections = (
@@ -350,6 +355,7 @@ type Sections = (
     Option<std::net::SocketAddr>,
     Levers,
     infra::logging::LogConfig,
+    Option<crate::ui::UiConfig>,
 );
 
 /// The store's own checks, its path taken relative to the config file.

@@ -6,7 +6,9 @@
 //! - [`link`]: one MQTT 3.1.1 connection (TLS, credentials, byte counts), backoff;
 //! - [`node`]: the Sparkplug B 3.0 edge node ([`EdgeNode::start`] -> [`NodeHandle`]);
 //! - [`modbus`]: Modbus acquisition; [`simulator`]: a Modbus plant for tests and demos;
-//! - [`store`]: the store-and-forward queue (SQLite), its sent window and replay pacer.
+//! - [`store`]: the store-and-forward queue (SQLite), its sent window and replay pacer;
+//! - [`configure`]: the configuration lifecycle (draft, validate, diff, apply, rollback);
+//! - [`ui`]: the technician's web UI (`[ui]`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +26,7 @@ pub mod modbus;
 pub mod node;
 pub mod simulator;
 pub mod store;
+pub mod ui;
 
 pub use config::Config;
 pub use node::{EdgeNode, NodeHandle, ServiceStatus};

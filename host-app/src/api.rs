@@ -5,8 +5,8 @@
 //! - [`config`]: the `[api]` table.
 //! - [`types`]: the API's request and response bodies, shared with the pages.
 //! - [`access`]: the accounts database, audit routing and first-run setup.
-//! - [`tls`]: the configured or self-signed HTTPS certificate.
-//! - [`serve`]: the connection loop and its limits.
+//!
+//! The connection loop and the HTTPS certificate are `web`'s ([`web::serve`], [`web::cert`]).
 //!
 //! Every route but login, setup and static assets needs a session or an API token (401);
 //! reads need viewer, writes and Rebirth operator, users and API tokens admin (403).
@@ -15,8 +15,6 @@
 
 pub mod access;
 pub mod config;
-mod serve;
-pub mod tls;
 pub mod types;
 
 use std::collections::HashMap;
@@ -89,7 +87,7 @@ pub enum ApiError {
     #[error("accounts database: {0}")]
     Auth(String),
     #[error("{0}")]
-    Cert(#[from] tls::CertError),
+    Cert(#[from] web::cert::CertError),
 }
 
 /// What the handlers share.
@@ -141,7 +139,17 @@ impl ApiServer {
             let dir = state_dir.to_owned();
             let (tls, listen) = (config.tls.clone(), config.listen);
             let cert = tokio::task::spawn_blocking(move || {
-                tls::load(tls.as_ref(), &dir, listen, public_host.as_deref())
+                let files = tls.map(|t| web::cert::CertFiles {
+                    cert_file: t.cert_file,
+                    key_file: t.key_file,
+                });
+                web::cert::load(
+                    "api.tls",
+                    files.as_ref(),
+                    &dir,
+                    listen,
+                    public_host.as_deref(),
+                )
             })
             .await
             .map_err(|e| ApiError::Auth(e.to_string()))??;
@@ -173,7 +181,7 @@ impl ApiServer {
         let scheme = if config.https { "https" } else { "http" };
         let base_url = config
             .public_origin()
-            .unwrap_or_else(|| format!("{scheme}://{}", shown_addr(addr)));
+            .unwrap_or_else(|| format!("{scheme}://{}", web::state::shown_addr(addr)));
         let fingerprint = cert.as_ref().map(|c| c.fingerprint.clone());
         system.cert = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let pages = PanelState::new(Arc::clone(&shared), auth.clone(), system);
@@ -189,7 +197,7 @@ impl ApiServer {
         let app = app(state, &auth, config.request_timeout(), pages).layer(
             middleware::from_fn_with_state(Arc::clone(&requests), count_request),
         );
-        let limits = serve::Limits {
+        let limits = web::serve::Limits {
             max_connections: config.max_connections,
             header_timeout: config.header_timeout(),
         };
@@ -203,8 +211,8 @@ impl ApiServer {
         }
         let served = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
-        tokio::spawn(purge_sessions(auth.clone(), shutdown.clone()));
-        let task = tokio::spawn(serve::serve(listener, app, acceptor, limits, shutdown));
+        tokio::spawn(web::state::purge_sessions(auth.clone(), shutdown.clone()));
+        let task = tokio::spawn(web::serve::serve(listener, app, acceptor, limits, shutdown));
         tracing::info!(%addr, url = %base_url, "panel listening");
         let server = ApiServer {
             addr,
@@ -272,34 +280,6 @@ impl ApiServer {
     /// Waits for the server to finish after its shutdown token was cancelled.
     pub async fn join(self) {
         let _ = self.task.await;
-    }
-}
-
-/// How often expired sessions are deleted from the accounts database.
-const SESSION_PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
-
-/// Deletes expired sessions now and then, so the table holds live ones only.
-async fn purge_sessions(auth: Auth, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(SESSION_PURGE_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = auth.blocking(|a| a.purge_expired_sessions()).await {
-                    tracing::warn!(error = %e, "expired sessions not purged");
-                }
-            }
-        }
-    }
-}
-
-/// An address as a browser would type it (`localhost` for every interface).
-fn shown_addr(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("localhost:{}", addr.port())
-    } else {
-        addr.to_string()
     }
 }
 

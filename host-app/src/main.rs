@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         #[command(subcommand)]
-        action: UserAction,
+        action: web::cli::UserAction,
     },
     /// Subscribe to a broker and print every Sparkplug message as one JSON line.
     Spy {
@@ -77,23 +77,6 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
-}
-
-#[derive(Subcommand)]
-enum UserAction {
-    /// Create an account; the password is read from standard input or a prompt.
-    Add {
-        name: String,
-        /// viewer, operator or admin.
-        #[arg(long, default_value = "viewer")]
-        role: String,
-    },
-    /// Set an account's password (read from standard input or a prompt) and end its sessions.
-    Passwd { name: String },
-    /// List the accounts and their roles.
-    List,
-    /// Delete an account with its sessions and API tokens (never the last admin).
-    Remove { name: String },
 }
 
 fn main() -> ExitCode {
@@ -204,8 +187,8 @@ fn run(file: &Path) -> ExitCode {
     }
 }
 
-fn user(file: &Path, action: UserAction) -> ExitCode {
-    use host_app::users::{self, UserError};
+fn user(file: &Path, action: web::cli::UserAction) -> ExitCode {
+    use web::cli::UserError;
     let config = match HostConfig::load(file) {
         Ok(config) => config,
         Err(e) => {
@@ -213,39 +196,7 @@ fn user(file: &Path, action: UserAction) -> ExitCode {
             return Exit::BadInput.into();
         }
     };
-    let run = || -> Result<(), UserError> {
-        // Input first: a bad role or an empty password is refused before any hashing.
-        match action {
-            UserAction::Add { name, role } => {
-                let role: web::Role = role
-                    .parse()
-                    .map_err(|e: web::account::AccountError| UserError::BadInput(e.to_string()))?;
-                let password = users::read_password()?;
-                let auth = users::open(&config)?;
-                let user = users::add(&auth, &name, role, &password)?;
-                println!("user {} created with role {}", user.username, user.role);
-            }
-            UserAction::Passwd { name } => {
-                let password = users::read_password()?;
-                let auth = users::open(&config)?;
-                users::passwd(&auth, &name, &password)?;
-                println!("password of {name} changed; its sessions ended");
-            }
-            UserAction::List => {
-                let auth = users::open(&config)?;
-                for user in users::list(&auth)? {
-                    println!("{}\t{}", user.username, user.role);
-                }
-            }
-            UserAction::Remove { name } => {
-                let auth = users::open(&config)?;
-                users::remove(&auth, &name)?;
-                println!("user {name} removed");
-            }
-        }
-        Ok(())
-    };
-    match run() {
+    match web::cli::run(action, || host_app::users::open(&config)) {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("host-app user: {e}");

@@ -533,7 +533,7 @@ fn https_self_signed_certificate_is_logged_served_and_kept() {
             && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    for private in [host_app::api::tls::SELF_SIGNED_KEY, "auth.db"] {
+    for private in [web::cert::SELF_SIGNED_KEY, "auth.db"] {
         let mode = std::fs::metadata(dir.path().join(private))
             .unwrap()
             .permissions()
@@ -590,7 +590,7 @@ fn tls_login(addr: SocketAddr) -> (String, String) {
         .unwrap()
         .clone()
         .expect("a certificate was served");
-    (host_app::api::tls::fingerprint(&der), head)
+    (web::cert::fingerprint(&der), head)
 }
 
 /// Accepts any server certificate and keeps it, for the fingerprint comparison.
@@ -665,13 +665,11 @@ async fn a_configured_certificate_is_served_and_a_bad_one_named() {
     let host = host_app::host::Host::start(&parsed).await.unwrap();
     assert_eq!(
         host.api().fingerprint(),
-        Some(host_app::api::tls::fingerprint(generated.cert.der()).as_str())
+        Some(web::cert::fingerprint(generated.cert.der()).as_str())
     );
     assert!(host.api().base_url().starts_with("https://"));
     assert!(
-        !dir.path()
-            .join(host_app::api::tls::SELF_SIGNED_CERT)
-            .exists(),
+        !dir.path().join(web::cert::SELF_SIGNED_CERT).exists(),
         "no self-signed certificate when one is configured"
     );
     host.stop().await.unwrap();

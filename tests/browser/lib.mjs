@@ -30,7 +30,8 @@ export async function ask(command) {
 }
 
 // A fresh profile per run; flags keep Chromium off the network and quiet.
-export async function launch() {
+// `ignoreHTTPSErrors`: for a server on its self-signed certificate.
+export async function launch({ ignoreHTTPSErrors = false } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "panel-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -39,6 +40,7 @@ export async function launch() {
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     viewport: { width: 1280, height: 860 },
     acceptDownloads: true,
+    ignoreHTTPSErrors,
   });
   context.setDefaultTimeout(15000);
   const page = context.pages()[0] || await context.newPage();

@@ -14,6 +14,7 @@ struct Ports {
     plant: u16,
     broker: u16,
     http: u16,
+    ui: u16,
 }
 
 /// Fills a template as demo.sh does (same placeholders, a password file per broker
@@ -35,6 +36,7 @@ fn fill(template: &str, ports: &Ports, dir: &Path) -> PathBuf {
         .replace("@PLANT_PORT@", &ports.plant.to_string())
         .replace("@BROKER_PORT@", &ports.broker.to_string())
         .replace("@HTTP_PORT@", &ports.http.to_string())
+        .replace("@UI_PORT@", &ports.ui.to_string())
         .replace("@STATE_DIR@", &dir.display().to_string());
     let leftover: Vec<&str> = filled
         .lines()
@@ -76,6 +78,7 @@ fn demo_config_templates_pass_check_config() {
         plant: 5020,
         broker: free_port(),
         http: free_port(),
+        ui: free_port(),
     };
     check_config("edge-node", &fill("edge-node.toml", &ports, dir.path()));
     check_config("host-app", &fill("host-app.toml", &ports, dir.path()));
@@ -121,6 +124,7 @@ fn demo_configs_read_the_built_in_plant_end_to_end() {
         plant: plant.port(),
         broker: free_port(),
         http: free_port(),
+        ui: free_port(),
     };
     let host_config = fill("host-app.toml", &ports, dir.path());
     let edge_config = fill("edge-node.toml", &ports, dir.path());

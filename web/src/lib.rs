@@ -13,20 +13,28 @@
 //! - [`auth`]: the service tying these together, [`Auth`].
 //! - [`http`]: the axum layer, extractors and routes.
 //! - [`shell`]: the pages' frame: layout, login and setup pages, embedded assets.
+//! - [`cli`]: the `user add|passwd|list|remove` command of both services.
+//! - [`serve`]: the connection loop (limits, TLS, header timeout, graceful end).
+//! - [`cert`]: the configured or self-signed HTTPS certificate.
+//! - [`state`]: the state directory, accounts database, setup token file, session purge.
 //! - [`secret`], [`clock`]: redacted secrets and the injectable clock.
 
 pub mod account;
 pub mod api_token;
 pub mod audit;
 pub mod auth;
+pub mod cert;
+pub mod cli;
 pub mod clock;
 pub mod csrf;
 pub mod http;
 pub mod secret;
+pub mod serve;
 pub mod session;
 pub mod setup;
 pub mod shell;
 pub mod sqlite;
+pub mod state;
 pub mod store;
 pub mod throttle;
 pub mod token;

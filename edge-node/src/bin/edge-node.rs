@@ -1,8 +1,10 @@
 //! `edge-node`: polls the configured Modbus devices and publishes them as a Sparkplug B
-//! 3.0 edge node. `edge-node --config FILE` runs; `edge-node check-config FILE` checks a
-//! file and prints every problem. SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. SIGHUP
-//! (`systemctl reload`): the files as on disk now go through the configurator's
-//! validate-and-apply path (a bad file changes nothing; the status line says why). Exit codes
+//! 3.0 edge node. `edge-node --config FILE` runs (with the web UI when the file has a
+//! `[ui]` table); `edge-node check-config FILE` checks a file and prints every problem;
+//! `edge-node user --config FILE add|passwd|list|remove` manages the UI's accounts.
+//! SIGTERM or Ctrl-C: NDEATH, DISCONNECT, exit. SIGHUP (`systemctl reload`): the files as
+//! on disk now go through the configurator's validate-and-apply path, as the UI's applies
+//! do (a bad file changes nothing; the status line says why). Exit codes
 //! follow [`infra::Exit`]: 2 for a bad configuration or command line, 1 for a failure.
 
 use std::path::PathBuf;
@@ -41,12 +43,23 @@ struct Args {
 enum Command {
     /// Checks a configuration file and exits.
     CheckConfig { file: PathBuf },
+    /// Manage the web UI's accounts (for recovery: works while the node runs or not).
+    User {
+        /// The configuration file: the accounts live in its `[ui] state_dir`.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: web::cli::UserAction,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     infra::panic::install();
     let args = Args::parse();
+    if let Some(Command::User { config, action }) = args.command {
+        return user(&config, action);
+    }
     if let Some(Command::CheckConfig { file }) = args.command {
         return match Config::load(&file) {
             Ok(c) => {
@@ -102,12 +115,41 @@ async fn main() -> ExitCode {
 /// (a device that never answers is reported offline only after its retries).
 const FIRST_POLL_WAIT: Duration = Duration::from_secs(30);
 
+/// `edge-node user ...` on the accounts database of the file's `[ui]`.
+fn user(file: &std::path::Path, action: web::cli::UserAction) -> ExitCode {
+    use web::cli::UserError;
+    let ui = match Config::load(file) {
+        Ok(Config { ui: Some(ui), .. }) => ui,
+        Ok(_) => {
+            eprintln!("{}: no [ui] table, so no UI accounts", file.display());
+            return Exit::BadInput.into();
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadInput.into();
+        }
+    };
+    match web::cli::run(action, || {
+        edge_node::ui::open_auth(&ui).map_err(UserError::Failed)
+    }) {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("edge-node user: {e}");
+            match e {
+                UserError::BadInput(_) => Exit::BadInput.into(),
+                UserError::Failed(_) => Exit::RuntimeFailure.into(),
+            }
+        }
+    }
+}
+
 async fn run(
     config: Config,
     path: &std::path::Path,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let metrics_addr = config.metrics;
+    let ui_config = config.ui.clone();
     // Installed first: SIGHUP's default action would end the process.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
@@ -120,6 +162,25 @@ async fn run(
         infra::metrics::Listener::start(metrics_addr, Arc::new(move || source.render()))
             .await
             .context("starting the metrics listener")?;
+    let configurator = node
+        .configurator(path, state_dir)
+        .context("starting the configurator")?;
+    let ui_stop = tokio_util::sync::CancellationToken::new();
+    let ui = match &ui_config {
+        Some(ui) => {
+            let server = edge_node::ui::UiServer::start(
+                ui,
+                configurator.clone(),
+                path,
+                node.metrics(),
+                ui_stop.clone(),
+            )
+            .await
+            .context("starting the web UI")?;
+            Some(server)
+        }
+        None => None,
+    };
     let mut status = node.status();
     // Ready once acquisition has polled: configuration, Modbus and the session task all run.
     let first_poll = tokio::time::timeout(FIRST_POLL_WAIT, status.wait_for(|s| s.polled));
@@ -131,10 +192,6 @@ async fn run(
         let line = status.borrow_and_update().to_string();
         report(notifier.ready(&line));
         let _watchdog = start_watchdog(&node);
-        // After READY=1: reading the files again must not delay it.
-        let configurator = node
-            .configurator(path, state_dir)
-            .context("starting the configurator")?;
         let mut applied = configurator.watch();
         loop {
             tokio::select! {
@@ -180,6 +237,10 @@ async fn run(
     }
     report(notifier.stopping());
     tracing::info!("shutting down");
+    ui_stop.cancel();
+    if let Some(ui) = ui {
+        ui.join().await;
+    }
     node.shutdown().await.context("stopping the edge node")
 }
 

@@ -174,12 +174,18 @@ impl AcquisitionHandle {
         answer.await.ok().flatten()
     }
 
-    /// Counters of a device (requests, scans, exceptions, failures, splits).
+    /// Counters of a device (requests, scans, exceptions, failures, splits, timeouts,
+    /// response times, online).
     pub fn stats(&self, device: DeviceId) -> DeviceStats {
         self.counters
             .get(device.index())
             .map(|c| c.snapshot())
             .unwrap_or_default()
+    }
+
+    /// The newest failed request of a device, with its time.
+    pub fn last_error(&self, device: DeviceId) -> Option<super::poller::LastError> {
+        self.counters.get(device.index())?.last_error()
     }
 
     /// Writes an engineering value to a tag: checks access and range, undoes scaling,

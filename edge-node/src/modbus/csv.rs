@@ -18,13 +18,20 @@ use super::config::{ModbusConfig, RowSource, TagConfig};
 
 /// Reads tag rows; each keeps its line and the file's columns for later validation
 /// messages. Every bad row is reported, each at its file, line and column.
-pub fn import_tags(reader: impl Read, file: &str) -> Result<Vec<TagConfig>, ConfigError> {
+pub fn import_tags(mut reader: impl Read, file: &str) -> Result<Vec<TagConfig>, ConfigError> {
+    // Read whole (sheets are small) so lines are counted from byte offsets: the reader's
+    // own line count is off by one per CRLF line, which spreadsheets write.
+    let mut text = Vec::new();
+    reader
+        .read_to_end(&mut text)
+        .map_err(|e| ConfigError::from(ConfigProblem::new("", e).in_file(file)))?;
+    let lines = Lines(&text);
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(reader);
+        .from_reader(text.as_slice());
     let headers = rdr
         .headers()
-        .map_err(|e| ConfigError::from(csv_problem(file, &e, None)))?
+        .map_err(|e| ConfigError::from(csv_problem(file, &e, None, lines)))?
         .clone();
     let columns: Arc<[String]> = headers.iter().map(str::to_owned).collect();
     let mut rows = Vec::new();
@@ -33,11 +40,11 @@ pub fn import_tags(reader: impl Read, file: &str) -> Result<Vec<TagConfig>, Conf
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                problems.add(csv_problem(file, &e, None));
+                problems.add(csv_problem(file, &e, None, lines));
                 continue;
             }
         };
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = record.position().map_or(0, |p| lines.at(p));
         match record.deserialize::<TagConfig>(Some(&headers)) {
             Ok(mut row) => {
                 row.source = Some(RowSource {
@@ -47,7 +54,7 @@ pub fn import_tags(reader: impl Read, file: &str) -> Result<Vec<TagConfig>, Conf
                 });
                 rows.push(row);
             }
-            Err(e) => problems.add(csv_problem(file, &e, Some((&headers, &record)))),
+            Err(e) => problems.add(csv_problem(file, &e, Some((&headers, &record)), lines)),
         }
     }
     problems.finish(rows)
@@ -59,12 +66,13 @@ fn csv_problem(
     file: &str,
     e: &csv::Error,
     row: Option<(&csv::StringRecord, &csv::StringRecord)>,
+    lines: Lines<'_>,
 ) -> ConfigProblem {
-    let mut line = e.position().map_or(1, csv::Position::line);
+    let mut line = e.position().map_or(1, |p| lines.at(p));
     let mut column = None;
     let mut message = e.to_string();
     if let csv::ErrorKind::Deserialize { pos, err } = e.kind() {
-        line = pos.as_ref().map_or(line, csv::Position::line);
+        line = pos.as_ref().map_or(line, |p| lines.at(p));
         message = err.kind().to_string();
         column = err
             .field()
@@ -77,6 +85,23 @@ fn csv_problem(
     ConfigProblem::new(key, message)
         .in_file(file)
         .at(line, column.map_or(1, |i| i as u64 + 1))
+}
+
+/// Line numbers of a sheet, counted from byte offsets.
+#[derive(Clone, Copy)]
+struct Lines<'a>(&'a [u8]);
+
+impl Lines<'_> {
+    /// The 1-based line a record starts on. The reader places a record after a CR at
+    /// the LF that follows it: line ends at the position are skipped.
+    fn at(self, position: &csv::Position) -> u64 {
+        let mut start =
+            usize::try_from(position.byte()).map_or(self.0.len(), |b| b.min(self.0.len()));
+        while start < self.0.len() && matches!(self.0[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        1 + self.0[..start].iter().filter(|&&b| b == b'\n').count() as u64
+    }
 }
 
 /// Serde's own messages (unknown variant `x`, unknown field `y`) carry no column index:
@@ -95,13 +120,24 @@ fn column_in_message(
 
 /// Writes every tag of every device, one row each, with the header row.
 pub fn export_tags(config: &ModbusConfig, writer: impl Write) -> Result<(), csv::Error> {
+    let rows: Vec<TagConfig> = config
+        .devices
+        .iter()
+        .flat_map(|device| {
+            device.tags.iter().map(|tag| TagConfig {
+                device: Some(device.name.clone()),
+                ..tag.clone()
+            })
+        })
+        .collect();
+    write_rows(&rows, writer)
+}
+
+/// Writes rows that name their device, with the header row.
+pub fn write_rows(rows: &[TagConfig], writer: impl Write) -> Result<(), csv::Error> {
     let mut wtr = csv::Writer::from_writer(writer);
-    for device in &config.devices {
-        for tag in &device.tags {
-            let mut row = tag.clone();
-            row.device = Some(device.name.clone());
-            wtr.serialize(&row)?;
-        }
+    for row in rows {
+        wtr.serialize(row)?;
     }
     wtr.flush()?;
     Ok(())
@@ -197,6 +233,13 @@ boiler,alarm_word_b3,holding,10,3,bool,,,,,,,,,,
             e.starts_with("tags.csv:3:5: access: a input_register cannot be written"),
             "{e}"
         );
+
+        // Spreadsheets end lines with CRLF: the lines are the same.
+        let crlf = "device,name,address,type\r\nboiler,a,40001,u16\r\nboiler,b,40002,u16\r\nboiler,c,40003,float\r\n";
+        let e = import_tags(crlf.as_bytes(), "tags.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("tags.csv:4:4: type: unknown variant"), "{e}");
 
         let unknown_device = "device,name,address,type\npump,a,40001,u16\n";
         let rows = import_tags(unknown_device.as_bytes(), "tags.csv").unwrap();

@@ -8,6 +8,7 @@
 //! - [`csv`]: tag lists imported from and exported to CSV.
 //! - [`planner`]: tags coalesced into the fewest requests; blocks split on exception 02.
 //! - [`poller`]: one task per link: scan classes on absolute deadlines, health, writes.
+//! - [`probe`]: commissioning reads (test connection, register probe) with every decoding.
 //! - [`acquisition`]: start/stop, the [`Event`] stream and the write handle.
 //! - [`sample`]: samples, qualities, reports, events; [`error`]: located errors.
 //!
@@ -50,6 +51,7 @@ pub mod csv;
 pub mod error;
 pub mod planner;
 pub mod poller;
+pub mod probe;
 pub mod sample;
 pub mod tag;
 mod transport;
@@ -58,7 +60,7 @@ pub mod value;
 pub use acquisition::{Acquisition, AcquisitionHandle, AcquisitionOptions};
 pub use config::{ModbusConfig, Site};
 pub use error::{Failure, RequestError, WriteError};
-pub use poller::DeviceStats;
+pub use poller::{DeviceStats, LastError};
 pub use sample::{DeviceId, Event, Quality, Report, Sample};
 pub use tag::{Access, Table, Tag, TagId};
 pub use value::{ByteOrder, DataType, Value};

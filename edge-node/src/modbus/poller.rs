@@ -47,6 +47,23 @@ pub struct DeviceCounters {
     pub failures: AtomicU64,
     /// Blocks split after "illegal data address".
     pub splits: AtomicU64,
+    /// Requests that got no answer within the device's timeout (also in `failures`).
+    pub timeouts: AtomicU64,
+    /// Requests answered (data or exception), and their summed and worst response times.
+    pub responses: AtomicU64,
+    pub response_us_total: AtomicU64,
+    pub response_us_max: AtomicU64,
+    /// The device answers its polls (set as it goes online and offline).
+    pub online: std::sync::atomic::AtomicBool,
+    /// The newest failed request: what happened and when (Unix ms).
+    pub last_error: std::sync::Mutex<Option<LastError>>,
+}
+
+/// The newest failed request of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    pub message: String,
+    pub at_ms: u64,
 }
 
 /// A snapshot of [`DeviceCounters`].
@@ -57,6 +74,18 @@ pub struct DeviceStats {
     pub exceptions: u64,
     pub failures: u64,
     pub splits: u64,
+    pub timeouts: u64,
+    pub responses: u64,
+    pub response_us_total: u64,
+    pub response_us_max: u64,
+    pub online: bool,
+}
+
+impl DeviceStats {
+    /// Mean response time in microseconds, `None` before the first answer.
+    pub fn mean_response_us(&self) -> Option<u64> {
+        self.response_us_total.checked_div(self.responses)
+    }
 }
 
 impl DeviceCounters {
@@ -67,7 +96,35 @@ impl DeviceCounters {
             exceptions: self.exceptions.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             splits: self.splits.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            responses: self.responses.load(Ordering::Relaxed),
+            response_us_total: self.response_us_total.load(Ordering::Relaxed),
+            response_us_max: self.response_us_max.load(Ordering::Relaxed),
+            online: self.online.load(Ordering::Relaxed),
         }
+    }
+
+    /// The newest failed request, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn record_error(&self, error: &RequestError) {
+        let entry = LastError {
+            message: error.to_string(),
+            at_ms: infra::clock::now_ms(),
+        };
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry);
+    }
+
+    fn record_response(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        self.response_us_total.fetch_add(us, Ordering::Relaxed);
+        self.response_us_max.fetch_max(us, Ordering::Relaxed);
     }
 }
 
@@ -356,6 +413,7 @@ impl LineTask {
                         }
                     }
                     dev.online = true;
+                    dev.counters.online.store(true, Ordering::Relaxed);
                     dev.failures = 0;
                     dev.backoff = self.site.devices[dev.id.index()].health.reconnect_min;
                     info!(device = %self.site.devices[dev.id.index()].name, "device online");
@@ -392,6 +450,7 @@ impl LineTask {
             return Ok(());
         }
         dev.online = false;
+        dev.counters.online.store(false, Ordering::Relaxed);
         for block in dev.classes.iter_mut().flat_map(|c| &mut c.blocks) {
             block.all_good = false;
         }
@@ -677,7 +736,14 @@ async fn request(
         | Request::WriteMultipleRegisters(a, _) => *a,
         _ => 0,
     };
-    let fail = |failure| located(device, function, address, failure);
+    let fail = |failure: Failure| {
+        if matches!(failure, Failure::Timeout) {
+            counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        let e = located(device, function, address, failure);
+        counters.record_error(&e);
+        e
+    };
     if conn.is_none() {
         match transport::connect(transport, device.timeout).await {
             Ok(ctx) => *conn = Some(ctx),
@@ -696,9 +762,14 @@ async fn request(
         Transport::Tcp { .. } => {}
     }
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let sent = Instant::now();
     match transport::call(ctx, device.unit_id, req, device.timeout, timer).await {
-        Ok(r) => Ok(r),
+        Ok(r) => {
+            counters.record_response(sent.elapsed());
+            Ok(r)
+        }
         Err(f @ Failure::Exception(_)) => {
+            counters.record_response(sent.elapsed());
             counters.exceptions.fetch_add(1, Ordering::Relaxed);
             Err(fail(f))
         }

@@ -9,7 +9,7 @@ use infra::metrics::{Exposition, Kind};
 
 use super::ServiceStatus;
 use super::publisher::PublishCounters;
-use crate::modbus::DeviceId;
+use crate::modbus::{DeviceId, DeviceStats, LastError};
 
 /// Figures only the node's task sees, copied out for scrapes.
 #[derive(Debug, Default)]
@@ -20,6 +20,38 @@ pub struct LinkGauges {
     pub store_depth: AtomicU64,
     /// Samples the store dropped (caps) since start, as of the last metrics period.
     pub store_dropped: AtomicU64,
+    /// Stored bytes, as of the last metrics period.
+    pub store_bytes: AtomicU64,
+    /// Age of the oldest stored sample (ms), as of the last metrics period.
+    pub store_oldest_age_ms: AtomicU64,
+    /// Stored samples replayed per second over the last metrics period.
+    pub store_replay_rate: AtomicU64,
+    /// When the link last came up or went down (Unix ms; 0 before the first connect).
+    pub link_since_ms: AtomicU64,
+    /// The newest primary host STATE the node took: online, and its timestamp.
+    pub host_state: std::sync::Mutex<Option<(bool, u64)>>,
+}
+
+impl LinkGauges {
+    /// Copies the store's figures out for scrapes and the status page.
+    pub(super) fn set_store(&self, stats: &super::forwarder::ForwarderStats) {
+        self.store_depth.store(stats.depth, Ordering::Relaxed);
+        self.store_dropped.store(stats.dropped, Ordering::Relaxed);
+        self.store_bytes.store(stats.bytes, Ordering::Relaxed);
+        self.store_oldest_age_ms
+            .store(stats.oldest_age_ms, Ordering::Relaxed);
+        self.store_replay_rate
+            .store(stats.replay_rate, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_host_state(&self, online: bool, timestamp: u64) {
+        *self.host_state.lock().unwrap_or_else(|p| p.into_inner()) = Some((online, timestamp));
+    }
+
+    /// The newest primary host STATE: online, and its timestamp.
+    pub fn host_state(&self) -> Option<(bool, u64)> {
+        *self.host_state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Everything a scrape reads; cheap to clone into the listener.
@@ -45,10 +77,7 @@ impl MetricsSource {
             })
             .collect();
         let device_counter =
-            |e: &mut Exposition,
-             name: &str,
-             help: &str,
-             value: fn(&crate::modbus::DeviceStats) -> u64| {
+            |e: &mut Exposition, name: &str, help: &str, value: fn(&DeviceStats) -> u64| {
                 e.family(name, Kind::Counter, help);
                 for (device, stats) in &per_device {
                     e.sample(name, &[("device", device)], value(stats) as f64);
@@ -77,6 +106,49 @@ impl MetricsSource {
             "edge_modbus_exceptions_total",
             "Requests answered with a Modbus exception.",
             |s| s.exceptions,
+        );
+        device_counter(
+            &mut e,
+            "edge_modbus_timeouts_total",
+            "Requests not answered within the device's timeout.",
+            |s| s.timeouts,
+        );
+        device_counter(
+            &mut e,
+            "edge_modbus_responses_total",
+            "Requests answered (data or exception).",
+            |s| s.responses,
+        );
+        let device_gauge =
+            |e: &mut Exposition, name: &str, help: &str, value: fn(&DeviceStats) -> f64| {
+                e.family(name, Kind::Gauge, help);
+                for (device, stats) in &per_device {
+                    e.sample(name, &[("device", device)], value(stats));
+                }
+            };
+        e.family(
+            "edge_modbus_response_seconds_total",
+            Kind::Counter,
+            "Summed response time of answered requests; divide by edge_modbus_responses_total for the mean.",
+        );
+        for (device, stats) in &per_device {
+            e.sample(
+                "edge_modbus_response_seconds_total",
+                &[("device", device)],
+                stats.response_us_total as f64 / 1e6,
+            );
+        }
+        device_gauge(
+            &mut e,
+            "edge_modbus_response_seconds_max",
+            "Worst response time of an answered request since start.",
+            |s| s.response_us_max as f64 / 1e6,
+        );
+        device_gauge(
+            &mut e,
+            "edge_device_online",
+            "1 while the device answers its polls.",
+            |s| f64::from(u8::from(s.online)),
         );
         let status = self.status.borrow().clone();
         e.single(
@@ -164,6 +236,110 @@ impl MetricsSource {
             "Samples the store dropped at its caps.",
             self.gauges.store_dropped.load(Ordering::Relaxed) as f64,
         );
+        e.single(
+            "edge_store_bytes",
+            Kind::Gauge,
+            "Bytes stored (as of the last metrics period).",
+            self.gauges.store_bytes.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "edge_store_oldest_age_seconds",
+            Kind::Gauge,
+            "Age of the oldest stored sample (as of the last metrics period).",
+            self.gauges.store_oldest_age_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        );
+        e.single(
+            "edge_store_replay_rate",
+            Kind::Gauge,
+            "Stored samples replayed per second over the last metrics period.",
+            self.gauges.store_replay_rate.load(Ordering::Relaxed) as f64,
+        );
+        if let Some((online, _)) = self.gauges.host_state() {
+            e.single(
+                "edge_primary_host_online",
+                Kind::Gauge,
+                "1 while the newest primary host STATE says online.",
+                f64::from(u8::from(online)),
+            );
+        }
         e.finish()
     }
+
+    /// What the node's status page shows, read now.
+    pub fn figures(&self) -> Figures {
+        let site = self.acquisition.site();
+        let devices = site
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(d, device)| {
+                let id = DeviceId(d as u32);
+                DeviceFigures {
+                    name: device.name.clone(),
+                    stats: self.acquisition.stats(id),
+                    last_error: self.acquisition.last_error(id),
+                }
+            })
+            .collect();
+        let status = self.status.borrow().clone();
+        let g = &self.gauges;
+        Figures {
+            born_on: status.born_on,
+            link_since_ms: g.link_since_ms.load(Ordering::Relaxed),
+            reconnects: g.connects.load(Ordering::Relaxed).saturating_sub(1),
+            bytes_sent: self.bytes.sent(),
+            bytes_received: self.bytes.received(),
+            messages_published: self.published.messages.load(Ordering::Relaxed),
+            host_state: g.host_state(),
+            store_depth: g.store_depth.load(Ordering::Relaxed),
+            store_bytes: g.store_bytes.load(Ordering::Relaxed),
+            store_oldest_age_ms: g.store_oldest_age_ms.load(Ordering::Relaxed),
+            store_replay_rate: g.store_replay_rate.load(Ordering::Relaxed),
+            store_dropped: g.store_dropped.load(Ordering::Relaxed),
+            devices,
+        }
+    }
+
+    /// The running acquisition (its site, device statistics, tag snapshots).
+    pub fn acquisition(&self) -> &super::lines::Lines {
+        &self.acquisition
+    }
+}
+
+/// The node's figures at one moment, for the status page.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// The server the node is born on, if any.
+    pub born_on: Option<String>,
+    /// When the link last came up or went down (Unix ms, 0: never).
+    pub link_since_ms: u64,
+    pub reconnects: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_published: u64,
+    /// The newest primary host STATE: online, and its timestamp.
+    pub host_state: Option<(bool, u64)>,
+    pub store_depth: u64,
+    pub store_bytes: u64,
+    pub store_oldest_age_ms: u64,
+    pub store_replay_rate: u64,
+    pub store_dropped: u64,
+    pub devices: Vec<DeviceFigures>,
+}
+
+impl Figures {
+    /// Seconds until the store is empty at the current replay rate, when it replays.
+    pub fn drain_eta_s(&self) -> Option<u64> {
+        (self.store_depth > 0)
+            .then(|| self.store_depth.checked_div(self.store_replay_rate))
+            .flatten()
+    }
+}
+
+/// One device's figures.
+#[derive(Debug, Clone)]
+pub struct DeviceFigures {
+    pub name: String,
+    pub stats: DeviceStats,
+    pub last_error: Option<LastError>,
 }

@@ -79,6 +79,8 @@ pub struct LinkMark {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwarderStats {
     pub depth: u64,
+    /// Stored bytes, as counted against the store's `max_bytes`.
+    pub bytes: u64,
     /// Samples dropped by the caps or the sent window's count bound, or refused.
     pub dropped: u64,
     pub oldest_age_ms: u64,
@@ -312,6 +314,7 @@ impl Forwarder {
         };
         ForwarderStats {
             depth: self.store.depth(),
+            bytes: self.store.bytes(),
             dropped: self.dropped(),
             oldest_age_ms,
             replayed: self.replayed,

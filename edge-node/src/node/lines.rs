@@ -273,6 +273,15 @@ impl Lines {
         }
     }
 
+    /// The device's last polling error and its time; `None` for a device not in the site.
+    pub fn last_error(&self, device: DeviceId) -> Option<crate::modbus::LastError> {
+        let view = self.read();
+        match view.devices.get(device.index()) {
+            Some(&(line, local)) if line != usize::MAX => view.lines[line].handle.last_error(local),
+            _ => None,
+        }
+    }
+
     /// Writes a tag by the node's id (see [`AcquisitionHandle::write`]).
     pub async fn write(&self, tag: TagId, value: Value) -> Result<(), WriteError> {
         let target = {

@@ -159,6 +159,7 @@ impl EdgeNode {
             return Ok(None);
         }
         self.host_state = Some(state);
+        self.gauges.set_host_state(state.online, state.timestamp);
         self.host_online_here = state.online;
         info!(host_id, online = state.online, "primary host STATE");
         if !state.online {

@@ -54,6 +54,11 @@ impl EdgeNode {
     pub(super) fn set_born_on(&self, server: Option<String>) {
         self.status.send_if_modified(|s| {
             let changed = s.born_on != server;
+            if changed {
+                self.gauges
+                    .link_since_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+            }
             s.born_on = server;
             changed
         });
@@ -180,9 +185,7 @@ impl EdgeNode {
                         let now = now_ms();
                         f.expire(now);
                         f.measure_rate(now);
-                        let stats = f.stats(now);
-                        self.gauges.store_depth.store(stats.depth, std::sync::atomic::Ordering::Relaxed);
-                        self.gauges.store_dropped.store(stats.dropped, std::sync::atomic::Ordering::Relaxed);
+                        self.gauges.set_store(&f.stats(now));
                     }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
                         break Ending::Lost(e.to_string());

@@ -2,12 +2,10 @@
 //! the web auth service built on it, its audit events routed into the host's audit log,
 //! and the first-run setup token.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use web::{
-    Auth, AuthConfig, AuthEvent, AuthEventKind, Secret, SessionConfig, SqliteStore, StoreError,
-};
+use web::{Auth, AuthConfig, AuthEvent, AuthEventKind, SessionConfig, SqliteStore};
 
 use super::config::ApiConfig;
 use crate::history::{AuditEntry, CommandOutcome, HistoryStore, MetricKey};
@@ -16,25 +14,9 @@ use crate::history::{AuditEntry, CommandOutcome, HistoryStore, MetricKey};
 /// embedded static assets and its login and setup pages.
 pub const PUBLIC_PATHS: &[&str] = &["/static/*", "/login", "/setup"];
 
-/// The setup token's file in the state directory.
-pub const SETUP_TOKEN_FILE: &str = "setup-token";
-
-/// Opens (creating, mode 0600: it holds password hashes) the accounts database in
-/// `state_dir`. SQLite gives its WAL and shared-memory files the same mode.
+/// Opens (creating, mode 0600) the accounts database in `state_dir`.
 pub fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = ApiConfig::auth_db(state_dir);
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
-    match created {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    }
-    SqliteStore::open(&path).map_err(|e: StoreError| format!("{}: {e}", path.display()))
+    web::state::open_store(&ApiConfig::auth_db(state_dir))
 }
 
 /// The auth settings `[api]` asks for.
@@ -120,29 +102,7 @@ pub fn audit_entry(event: &AuthEvent) -> AuditEntry {
     }
 }
 
-/// Before the first admin exists: a fresh one-time setup token, written (mode 0600) to
-/// the state directory's token file; `None` once an admin exists.
-pub fn begin_setup(auth: &Auth, state_dir: &Path) -> Result<Option<(Secret, PathBuf)>, String> {
-    let path = state_dir.join(SETUP_TOKEN_FILE);
-    match auth.begin_setup(&path) {
-        Ok(token) => Ok(token.map(|t| (t, path))),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Creates the state directory (mode 0700: it holds the accounts and keys) if absent.
-pub fn ensure_state_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+pub use web::state::{SETUP_TOKEN_FILE, begin_setup, ensure_state_dir};
 
 /// The panel page that completes setup; the logged link opens it with `?token=`.
 pub const SETUP_PAGE: &str = "/setup";

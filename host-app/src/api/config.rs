@@ -175,7 +175,7 @@ impl ApiConfig {
 
     /// The accounts and sessions database in `state_dir`.
     pub fn auth_db(state_dir: &Path) -> PathBuf {
-        state_dir.join("auth.db")
+        state_dir.join(web::state::AUTH_DB)
     }
 
     pub fn idle_timeout(&self) -> Duration {

@@ -129,7 +129,7 @@ pub async fn system_page(State(state): State<PanelState>, caller: Caller) -> Res
         fingerprint: sys
             .cert
             .as_ref()
-            .map(|c| crate::api::tls::fingerprint(&c.leaf()))
+            .map(|c| web::cert::fingerprint(&c.leaf()))
             .unwrap_or_else(|| "– (plain HTTP)".into()),
         nodes,
         metrics,

@@ -1,4 +1,4 @@
-//! The panel's connection loop: at most `max_connections` served at once, TLS (when
+//! A panel's connection loop: at most `max_connections` served at once, TLS (when
 //! configured) finished within the header timeout, HTTP/1.1 with a header read timeout,
 //! the client's address handed to the router for login throttling, and a graceful end.
 
@@ -47,7 +47,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "API accept failed");
+                    tracing::warn!(error = %e, "panel accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -1,4 +1,4 @@
-//! The panel's HTTPS certificate: the one `[api.tls]` names, or a self-signed one
+//! A panel's HTTPS certificate: the one its configuration names, or a self-signed one
 //! generated at first start and kept in the state directory (key file 0600) so browsers
 //! that accepted it once keep accepting it. Its SHA-256 fingerprint goes to the log so
 //! a technician can compare it with what the browser shows.
@@ -12,7 +12,12 @@ use infra::tls::{ClientCertificates, ServerCert, ServerTls};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
-use super::config::ApiTls;
+/// A configured certificate chain and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
 
 /// Where the self-signed certificate and its key live in the state directory.
 pub const SELF_SIGNED_CERT: &str = "panel-cert.pem";
@@ -31,16 +36,22 @@ pub struct PanelCert {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("api.tls: {0}")]
-    Configured(infra::tls::TlsError),
+    /// The configured files, named by their table's key path (`api.tls`, `ui.tls`).
+    #[error("{key}: {source}")]
+    Configured {
+        key: &'static str,
+        source: infra::tls::TlsError,
+    },
     #[error("self-signed certificate {}: {message}", path.display())]
     SelfSigned { path: PathBuf, message: String },
 }
 
 /// The configured certificate, or the state directory's self-signed one (generated
-/// when absent). `listen` and `public_host` name the certificate's subject.
+/// when absent). `listen` and `public_host` name the certificate's subject; `key` is the
+/// configured files' table in problems.
 pub fn load(
-    configured: Option<&ApiTls>,
+    key: &'static str,
+    configured: Option<&CertFiles>,
     state_dir: &Path,
     listen: SocketAddr,
     public_host: Option<&str>,
@@ -53,8 +64,8 @@ pub fn load(
                 client_ca_file: None,
                 client_certificates: ClientCertificates::None,
             };
-            let (config, cert) =
-                infra::tls::reloadable_server_config(&server).map_err(CertError::Configured)?;
+            let (config, cert) = infra::tls::reloadable_server_config(&server)
+                .map_err(|source| CertError::Configured { key, source })?;
             let mut config = (*config).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             Ok(PanelCert {
@@ -65,11 +76,12 @@ pub fn load(
                 cert,
             })
         }
-        None => self_signed(state_dir, listen, public_host),
+        None => self_signed(key, state_dir, listen, public_host),
     }
 }
 
 fn self_signed(
+    key: &'static str,
     state_dir: &Path,
     listen: SocketAddr,
     public_host: Option<&str>,
@@ -98,13 +110,13 @@ fn self_signed(
         fs::write(&cert_file, generated.cert.pem()).map_err(|e| fail(&cert_file, e.to_string()))?;
         tracing::info!(cert = %cert_file.display(), "self-signed panel certificate generated");
     }
-    let configured = ApiTls {
+    let configured = CertFiles {
         cert_file: cert_file.clone(),
         key_file,
     };
-    let mut cert = load(Some(&configured), state_dir, listen, public_host).map_err(|e| {
+    let mut cert = load(key, Some(&configured), state_dir, listen, public_host).map_err(|e| {
         let message = match e {
-            CertError::Configured(e) => e.to_string(),
+            CertError::Configured { source, .. } => source.to_string(),
             other => other.to_string(),
         };
         fail(&cert_file, message)

@@ -1,0 +1,188 @@
+//! The `[ui]` table: where the technician's web UI listens, HTTPS, where its accounts
+//! and sessions live, and session lifetimes. No `[ui]` table: no UI.
+//!
+//! ```toml
+//! [ui]
+//! listen = "0.0.0.0:8443"
+//! state_dir = "/var/lib/edge-node/ui"
+//! [ui.tls]                    # absent: a self-signed certificate kept in state_dir
+//! cert_file = "/etc/edge-node/tls/ui.pem"
+//! key_file = "/etc/edge-node/tls/ui.key"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use infra::{ConfigError, Problems};
+use serde::Deserialize;
+
+/// `[ui]`: the technician's web UI.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Serve HTTPS (the default). Plain HTTP only on a loopback address.
+    #[serde(default = "defaults::https")]
+    pub https: bool,
+    /// A configured certificate; without it, HTTPS uses a self-signed certificate
+    /// generated at first start and kept in `state_dir`.
+    #[serde(default)]
+    pub tls: Option<UiTls>,
+    /// Accounts, sessions, the setup token file and the self-signed certificate.
+    pub state_dir: PathBuf,
+    /// The address browsers use, when it is not `listen` (a name, a proxy).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// A session unused this long ends.
+    #[serde(default = "defaults::idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// A session ends this long after login, however busy.
+    #[serde(default = "defaults::session_lifetime_s")]
+    pub session_lifetime_s: u64,
+}
+
+/// `[ui.tls]`: the UI's certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+mod defaults {
+    pub fn listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8443))
+    }
+    pub fn https() -> bool {
+        true
+    }
+    pub fn idle_timeout_s() -> u64 {
+        30 * 60
+    }
+    pub fn session_lifetime_s() -> u64 {
+        12 * 60 * 60
+    }
+}
+
+impl UiConfig {
+    /// Checks every key; relative paths are taken relative to `base` (the file's directory).
+    pub fn validate(mut self, base: &Path) -> Result<UiConfig, ConfigError> {
+        let mut problems = Problems::new();
+        if !self.https && !self.listen.ip().is_loopback() {
+            problems.push(
+                "ui.https",
+                "plain HTTP is allowed on a loopback address only; set https = true (or listen on 127.0.0.1)",
+            );
+        }
+        if self.tls.is_some() && !self.https {
+            problems.push("ui.tls", "is given but https = false");
+        }
+        if let Some(tls) = &mut self.tls {
+            for (key, path) in [
+                ("cert_file", &mut tls.cert_file),
+                ("key_file", &mut tls.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    problems.push(format!("ui.tls.{key}"), "must name a PEM file");
+                }
+                *path = base.join(&*path);
+            }
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            problems.push("ui.state_dir", "must name a directory");
+        }
+        self.state_dir = base.join(&self.state_dir);
+        if let Some(url) = &self.public_url
+            && origin_of(url).is_none()
+        {
+            problems.push(
+                "ui.public_url",
+                format!("{url:?} must be http(s)://HOST[:PORT] with no path"),
+            );
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.idle_timeout_s) {
+            problems.push("ui.idle_timeout_s", "must be 60 to 604800 seconds");
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.session_lifetime_s) {
+            problems.push("ui.session_lifetime_s", "must be 60 to 2592000 seconds");
+        } else if self.session_lifetime_s < self.idle_timeout_s {
+            problems.push(
+                "ui.session_lifetime_s",
+                "must be at least ui.idle_timeout_s",
+            );
+        }
+        problems.finish(self)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_s)
+    }
+
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.session_lifetime_s)
+    }
+
+    /// The origin of `public_url`, if set.
+    pub fn public_origin(&self) -> Option<String> {
+        self.public_url.as_deref().and_then(origin_of)
+    }
+}
+
+/// `scheme://authority` of an http(s) URL with no path beyond `/`.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_problem_names_its_key() {
+        let c: UiConfig = toml::from_str(
+            r#"
+listen = "0.0.0.0:8443"
+https = false
+state_dir = ""
+public_url = "https://x/y"
+idle_timeout_s = 1
+[tls]
+cert_file = ""
+key_file = "k"
+"#,
+        )
+        .unwrap();
+        let e = c.validate(Path::new("/etc")).unwrap_err();
+        assert_eq!(
+            e.keys(),
+            [
+                "ui.https",
+                "ui.tls",
+                "ui.tls.cert_file",
+                "ui.state_dir",
+                "ui.public_url",
+                "ui.idle_timeout_s",
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_https_on_loopback() {
+        let c: UiConfig = toml::from_str("state_dir = \"ui\"").unwrap();
+        let c = c.validate(Path::new("/etc/edge-node")).unwrap();
+        assert!(c.https);
+        assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.state_dir, Path::new("/etc/edge-node/ui"));
+    }
+}

@@ -1,0 +1,88 @@
+//! A panel's state directory: created owner-only, the accounts database in it (mode
+//! 0600: it holds password hashes), the first-run setup token file, and the periodic
+//! purge of expired sessions.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::secret::Secret;
+use crate::sqlite::SqliteStore;
+use crate::store::StoreError;
+
+/// The accounts and sessions database in a state directory.
+pub const AUTH_DB: &str = "auth.db";
+
+/// The setup token's file in the state directory.
+pub const SETUP_TOKEN_FILE: &str = "setup-token";
+
+/// Creates the state directory (mode 0700: it holds the accounts and keys) if absent.
+pub fn ensure_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens (creating, mode 0600) the accounts database at `path`. SQLite gives its WAL
+/// and shared-memory files the same mode.
+pub fn open_store(path: &Path) -> Result<SqliteStore, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    SqliteStore::open(path).map_err(|e: StoreError| format!("{}: {e}", path.display()))
+}
+
+/// Before the first admin exists: a fresh one-time setup token, written (mode 0600) to
+/// the state directory's token file; `None` once an admin exists.
+pub fn begin_setup(auth: &Auth, state_dir: &Path) -> Result<Option<(Secret, PathBuf)>, String> {
+    let path = state_dir.join(SETUP_TOKEN_FILE);
+    match auth.begin_setup(&path) {
+        Ok(token) => Ok(token.map(|t| (t, path))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How often expired sessions are deleted from the accounts database.
+const SESSION_PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
+
+/// Deletes expired sessions now and then until `shutdown`, so the table holds live ones only.
+pub async fn purge_sessions(auth: Auth, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SESSION_PURGE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = auth.blocking(|a| a.purge_expired_sessions()).await {
+                    tracing::warn!(error = %e, "expired sessions not purged");
+                }
+            }
+        }
+    }
+}
+
+/// An address as a browser would type it (`localhost` for every interface).
+pub fn shown_addr(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
