@@ -50,7 +50,7 @@ pub struct Host {
 impl Host {
     /// Starts every part; on an error, what was started is stopped again.
     pub async fn start(config: &HostConfig) -> Result<Host, HostError> {
-        let broker = Broker::start(&config.broker).await?;
+        let broker = Broker::start(&config.broker, &config.state_dir()).await?;
         let store: Arc<dyn HistoryStore> =
             match SqliteStore::open(&config.history.path, &config.history.store_options()) {
                 Ok(store) => Arc::new(store),

@@ -404,7 +404,8 @@ async fn external_mode_gives_the_configured_endpoint() {
     }
     .to_toml();
     let config = BrokerConfig::from_toml(&doc).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&config, state.path()).await.unwrap();
     assert!(broker.embedded().is_none());
     let endpoint = broker.endpoint().clone();
     assert_eq!(endpoint.host, "mqtt.plant.example");
@@ -427,7 +428,8 @@ async fn embedded_mode_gives_a_loopback_endpoint() {
     let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nallow_anonymous = true\n\
                [broker.embedded.plain]\nlisten = \"0.0.0.0:0\"\n";
     let config = BrokerConfig::from_toml(doc).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&config, state.path()).await.unwrap();
     let endpoint = broker.endpoint().clone();
     assert_eq!(
         endpoint.host, "127.0.0.1",

@@ -111,6 +111,8 @@ mod front;
 pub mod policy;
 mod read_buffer;
 mod retained;
+mod sessions;
+mod store;
 mod tls;
 mod topic_filter;
 
@@ -125,6 +127,7 @@ pub use config::{
 pub use embedded::{ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
 pub use policy::TopicPolicy;
+pub use store::{STORE_FILE, StoreError};
 
 use std::net::SocketAddr;
 
@@ -140,4 +143,6 @@ pub enum BrokerError {
     },
     #[error("embedded broker: {0}")]
     Start(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
