@@ -303,3 +303,32 @@ async fn retained_messages_past_the_limit_are_not_kept() {
     assert_eq!(&p.topic[..], b"plant/marker", "the second one was not");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn sparkplug_aware_births_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let nbirth = "spBv1.0/plant/NBIRTH/edge-1";
+    let broker = start_in(&config, dir.path()).await;
+    let addr = broker.plain_addr().unwrap();
+    publish_once(addr, "edge-1", nbirth, b"nbirth-1", QoS::AtLeastOnce, false).await;
+    broker.stop().await;
+
+    let broker = start_in(&config, dir.path()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (_late, mut late_loop) = subscriber(
+        addr,
+        "late-host",
+        "$sparkplug/certificates/#",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let p = next_publish(&mut late_loop).await;
+    assert_eq!(
+        p.topic.to_vec(),
+        format!("$sparkplug/certificates/{nbirth}").into_bytes()
+    );
+    assert_eq!(&p.payload[..], b"nbirth-1");
+    assert!(p.retain);
+    broker.stop().await;
+}

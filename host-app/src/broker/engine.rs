@@ -252,6 +252,9 @@ async fn build(
         .max_inflight(max_inflight)
         .max_mqueue_len(settings.max_queued)
         .max_topic_aliases(MAX_TOPIC_ALIASES)
+        // Zero: a message without its own MQTT 5 expiry never expires (as Mosquitto), so
+        // a kept session offline longer than rmqtt's 5-minute default loses nothing.
+        .message_expiry_interval(Duration::ZERO)
         // The front keeps its own CONNECT deadline; it forwards the CONNECT at once.
         .handshake_timeout(Duration::from_secs(10))
         .bind()
