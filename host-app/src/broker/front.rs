@@ -151,6 +151,9 @@ impl Front {
         }
     }
 
+    /// Each connection's task holds this future for its whole life, sized for its largest
+    /// state; the TLS handshake and the session are boxed so an idle connection holds only
+    /// the state it is in.
     async fn serve_inner(&self, stream: TcpStream, tls: Option<TlsAcceptor>, mut ticket: Ticket) {
         // TLS handshake and CONNECT must both arrive within the deadline, which is set once
         // at accept: bytes trickling in do not extend it. Newer sockets may evict this one
@@ -172,7 +175,8 @@ impl Front {
                     Ok(Some(first)) => {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
-                            self.session(stream, first, proxy_header).await;
+                            // Boxed: the task keeps only the branch it runs (see `serve_inner`).
+                            Box::pin(self.session(stream, first, proxy_header)).await;
                         }
                     }
                     Ok(None) => {}
@@ -191,6 +195,8 @@ impl Front {
                     let first = self.read_connect(&mut stream).await?;
                     Some((stream, first))
                 };
+                // Boxed: freed once the handshake is done, and not part of plain tasks.
+                let opening = Box::pin(opening);
                 let opened = tokio::select! {
                     _ = evicted.cancelled() => {
                         debug!("pending pool full; closing the oldest socket without CONNECT");
@@ -202,7 +208,8 @@ impl Front {
                     Ok(Some((mut stream, first))) => {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
-                            self.session(stream, first, proxy_header).await;
+                            // Boxed: the task keeps only the branch it runs (see `serve_inner`).
+                            Box::pin(self.session(stream, first, proxy_header)).await;
                         }
                     }
                     Ok(None) => {}
@@ -376,8 +383,9 @@ impl Front {
         connect.password = Some(Bytes::from(self.upstream.secret.expose().to_owned()));
         let level = connect.level;
 
-        let Some((upstream, mut connack)) = self.open_upstream(&connect, &proxy_header).await
-        else {
+        // Boxed: its state (connect, timers, CONNACK read) is not kept while proxying.
+        let opened = Box::pin(self.open_upstream(&connect, &proxy_header)).await;
+        let Some((upstream, mut connack)) = opened else {
             refuse(&mut client, level, Refusal::ServerUnavailable).await;
             return;
         };
