@@ -148,6 +148,19 @@ pub struct TlsListenerConfig {
     pub client_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub client_certificates: ClientCertificates,
+    /// Log a client that presents a valid certificate in as the account its certificate
+    /// names (`"cn"`: the subject's Common Name; `"san"`: the first DNS, e-mail or URI
+    /// Subject Alternative Name), without a password; others log in as usual.
+    #[serde(default)]
+    pub certificate_username: Option<CertificateName>,
+}
+
+/// Which name of a client certificate is its account (`certificate_username`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateName {
+    Cn,
+    San,
 }
 
 /// What an account may do once connected (see [`Acl`](super::acl::Acl) for the rules).
@@ -532,6 +545,14 @@ impl TlsListenerConfig {
                 "broker.embedded.tls.client_ca_file",
                 "required when client_certificates is \"optional\" or \"required\"",
             ),
+        }
+        if self.certificate_username.is_some()
+            && self.client_certificates == ClientCertificates::None
+        {
+            problems.push(
+                "broker.embedded.tls.certificate_username",
+                "does nothing unless client_certificates is \"optional\" or \"required\"",
+            );
         }
         problems.finish(())?;
         // Parse the files now so a bad PEM is reported at load, not at start.

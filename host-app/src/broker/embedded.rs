@@ -129,20 +129,23 @@ impl EmbeddedBroker {
             secret: engine.secret().clone(),
         };
 
-        let front = Arc::new(Front::new(
-            upstream,
-            acl,
-            Duration::from_millis(config.connection_timeout_ms),
-            config.max_payload_size,
-            config.max_connections,
-            Limits {
-                max_pending: config.max_pending_connections,
-                max_per_address: config.max_connections_per_address,
-                rate: config.connect_rate,
-                rate_per_address: config.connect_rate_per_address,
-            },
-            config.max_keepalive_s,
-        ));
+        let front = Arc::new(
+            Front::new(
+                upstream,
+                acl,
+                Duration::from_millis(config.connection_timeout_ms),
+                config.max_payload_size,
+                config.max_connections,
+                Limits {
+                    max_pending: config.max_pending_connections,
+                    max_per_address: config.max_connections_per_address,
+                    rate: config.connect_rate,
+                    rate_per_address: config.connect_rate_per_address,
+                },
+                config.max_keepalive_s,
+            )
+            .certificate_username(config.tls.as_ref().and_then(|t| t.certificate_username)),
+        );
         let mut broker = EmbeddedBroker {
             plain_addr: None,
             tls_addr: None,

@@ -125,9 +125,9 @@ pub(crate) use tls::tls_key;
 
 pub use acl::{Acl, Denied, Login};
 pub use config::{
-    AnonymousConfig, BrokerConfig, BrokerMode, ClientCertificates, ConfigError, EmbeddedConfig,
-    ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret, TlsListenerConfig,
-    UserConfig,
+    AnonymousConfig, BrokerConfig, BrokerMode, CertificateName, ClientCertificates, ConfigError,
+    EmbeddedConfig, ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret,
+    TlsListenerConfig, UserConfig,
 };
 pub use embedded::{ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
