@@ -23,7 +23,8 @@
 //! (`$share/{group}/...`) go round robin.
 //!
 //! Every client meets our own front first (module `front`): plain and TLS listeners
-//! (tokio-rustls, ring provider, optional or required client certificates), admission at
+//! (tokio-rustls, ring provider, optional or required client certificates, whose Common
+//! Name or first Subject Alternative Name may be the account: `certificate_username`), admission at
 //! accept, the deadline for TLS + CONNECT, the login and client id checks of the access
 //! rules (module `acl`: accounts with roles, default deny) and the will topic's check.
 //! The front keeps two pools: sockets that have not sent CONNECT yet
