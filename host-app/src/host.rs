@@ -52,7 +52,7 @@ pub struct Host {
 impl Host {
     /// Starts every part; on an error, what was started is stopped again.
     pub async fn start(config: &HostConfig) -> Result<Host, HostError> {
-        let broker = Broker::start(&config.broker).await?;
+        let broker = Broker::start(&config.broker, &config.state_dir()).await?;
         let sqlite = match SqliteStore::open(&config.history.path, &config.history.store_options())
         {
             Ok(store) => Arc::new(store),

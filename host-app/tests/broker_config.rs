@@ -83,6 +83,36 @@ fn connection_limits_of_zero_are_each_named() {
 }
 
 #[test]
+fn store_limits_of_the_example_are_the_defaults_and_bad_ones_are_named() {
+    let secrets = tempfile::tempdir().unwrap();
+    let example = BrokerConfig::from_toml(&example(secrets.path()))
+        .unwrap()
+        .embedded;
+    let default = host_app::broker::EmbeddedConfig::default();
+    let limits = |c: &host_app::broker::EmbeddedConfig| {
+        (
+            c.persist,
+            c.max_retained_messages,
+            c.max_retained_bytes,
+            c.max_stored_sessions,
+            c.max_stored_messages,
+            c.store_flush_ms,
+        )
+    };
+    assert_eq!(limits(&example), limits(&default));
+
+    let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nmax_retained_messages = 0\n\
+               max_retained_bytes = 0\nmax_stored_sessions = 0\nmax_stored_messages = 0\n\
+               store_flush_ms = 5\nallow_anonymous = true\n";
+    assert_eq!(
+        error_key(doc),
+        "broker.embedded.max_retained_messages, broker.embedded.max_retained_bytes, \
+         broker.embedded.max_stored_sessions, broker.embedded.max_stored_messages, \
+         broker.embedded.store_flush_ms"
+    );
+}
+
+#[test]
 fn commented_parts_of_the_example_load_when_enabled() {
     let pki = Pki::generate();
     let acl_file = pki.dir.path().join("mqtt.acl");
@@ -404,7 +434,8 @@ async fn external_mode_gives_the_configured_endpoint() {
     }
     .to_toml();
     let config = BrokerConfig::from_toml(&doc).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&config, state.path()).await.unwrap();
     assert!(broker.embedded().is_none());
     let endpoint = broker.endpoint().clone();
     assert_eq!(endpoint.host, "mqtt.plant.example");
@@ -427,7 +458,8 @@ async fn embedded_mode_gives_a_loopback_endpoint() {
     let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nallow_anonymous = true\n\
                [broker.embedded.plain]\nlisten = \"0.0.0.0:0\"\n";
     let config = BrokerConfig::from_toml(doc).unwrap();
-    let broker = Broker::start(&config).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&config, state.path()).await.unwrap();
     let endpoint = broker.endpoint().clone();
     assert_eq!(
         endpoint.host, "127.0.0.1",

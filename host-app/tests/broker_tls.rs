@@ -2,7 +2,9 @@
 //! rustls with the ring provider: server authentication and client certificates
 //! required or optional.
 
-use host_app::broker::{ClientCertificates, EmbeddedConfig, TlsListenerConfig};
+use host_app::broker::{
+    CertificateName, ClientCertificates, EmbeddedConfig, Secret, TlsListenerConfig, UserConfig,
+};
 use host_app_testkit::broker::*;
 use infra::tls::ClientTls;
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -17,6 +19,7 @@ fn tls_config(pki: &Pki, client_certificates: ClientCertificates) -> EmbeddedCon
         key_file: pki.server_key.clone(),
         client_ca_file: Some(pki.ca.clone()),
         client_certificates,
+        certificate_username: None,
     });
     config.validate().unwrap();
     config
@@ -161,4 +164,43 @@ async fn socket_without_tls_handshake_is_dropped() {
     .await;
     assert!(closed.is_ok(), "idle TLS socket must be dropped");
     broker.stop().await;
+}
+
+/// Anonymous off, accounts `host-1` and `edge-1` (a reader), client certificates required;
+/// `certificate_username` as given.
+fn certificate_login_config(pki: &Pki, which: Option<CertificateName>) -> EmbeddedConfig {
+    let mut config = with_accounts(
+        config(),
+        vec![
+            UserConfig::new("host-1", Secret::new("host-pw")).host("host-1"),
+            UserConfig::new("edge-1", Secret::new("edge-pw")).reader(),
+        ],
+    );
+    config.tls = tls_config(pki, ClientCertificates::Required).tls;
+    if let Some(tls) = config.tls.as_mut() {
+        tls.certificate_username = which;
+    }
+    config.validate().unwrap();
+    config
+}
+
+#[tokio::test]
+async fn certificate_common_name_logs_in_as_its_account() {
+    let pki = Pki::generate();
+    let client_cert = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+
+    // Without the option a certificate alone is no login: anonymous access is off.
+    let broker = start(&certificate_login_config(&pki, None)).await;
+    assert!(refused(tls_options("reader-1", &broker, &pki, client_cert)).await);
+    broker.stop().await;
+
+    // With it, the certificate (CN and SAN "edge-1") is the account edge-1, a reader.
+    for which in [CertificateName::Cn, CertificateName::San] {
+        let broker = start(&certificate_login_config(&pki, Some(which))).await;
+        let (client, mut eventloop) =
+            connect(tls_options("reader-1", &broker, &pki, client_cert)).await;
+        subscribe(&client, &mut eventloop, "spBv1.0/#", QoS::AtLeastOnce).await;
+        disconnect(client, eventloop).await;
+        broker.stop().await;
+    }
 }

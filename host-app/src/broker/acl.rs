@@ -220,7 +220,6 @@ impl Acl {
         password: Option<&[u8]>,
         client_id: &[u8],
     ) -> Result<Login, Denied> {
-        let client_id = std::str::from_utf8(client_id).map_err(|_| Denied::InvalidClientId)?;
         let account = match (username, password) {
             (None, None) if self.anonymous.is_some() => None,
             (None, None) => return Err(Denied::AnonymousNotAllowed),
@@ -230,6 +229,19 @@ impl Acl {
             ),
             _ => return Err(Denied::BadCredentials),
         };
+        self.bind(account, client_id)
+    }
+
+    /// As [`Acl::login`] for a client whose verified certificate names `account`: no
+    /// password, the client id checks alike.
+    pub fn login_certified(&self, account: &str, client_id: &[u8]) -> Result<Login, Denied> {
+        let account = *self.by_name.get(account).ok_or(Denied::BadCredentials)?;
+        self.bind(Some(account), client_id)
+    }
+
+    /// Checks that the client id is free for, and bound to, the account logging in.
+    fn bind(&self, account: Option<usize>, client_id: &[u8]) -> Result<Login, Denied> {
+        let client_id = std::str::from_utf8(client_id).map_err(|_| Denied::InvalidClientId)?;
         if let Some(owner) = self
             .accounts
             .iter()

@@ -71,6 +71,22 @@ pub struct EmbeddedConfig {
     /// QoS 1/2 messages queued for one subscriber that reads slower than they arrive
     /// (beyond the 100 in flight); past it the oldest are dropped and logged.
     pub max_queued_messages: usize,
+    /// Retained messages kept at once; past it a new retained topic is delivered but not
+    /// kept (logged).
+    pub max_retained_messages: usize,
+    /// Bytes of topic and payload of all retained messages kept at once.
+    pub max_retained_bytes: usize,
+    /// Keep retained messages and the sessions clients ask to keep (with their
+    /// subscriptions and queued QoS 1/2 messages) across a restart, in `broker.db` in the
+    /// state directory.
+    pub persist: bool,
+    /// `persist`: kept sessions stored at most; past it a new one is not kept (logged).
+    pub max_stored_sessions: usize,
+    /// `persist`: messages queued for offline sessions stored at most, over all sessions.
+    pub max_stored_messages: usize,
+    /// `persist`: changes are written together once per this many milliseconds (fewer
+    /// writes on SD cards); a crash loses at most this interval.
+    pub store_flush_ms: u64,
 }
 
 impl Default for EmbeddedConfig {
@@ -92,6 +108,12 @@ impl Default for EmbeddedConfig {
             max_keepalive_s: 300,
             max_payload_size: 256 * 1024,
             max_queued_messages: 1_000_000,
+            max_retained_messages: 10_000,
+            max_retained_bytes: 64 * 1024 * 1024,
+            persist: true,
+            max_stored_sessions: 1_000,
+            max_stored_messages: 100_000,
+            store_flush_ms: 1_000,
         }
     }
 }
@@ -126,6 +148,19 @@ pub struct TlsListenerConfig {
     pub client_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub client_certificates: ClientCertificates,
+    /// Log a client that presents a valid certificate in as the account its certificate
+    /// names (`"cn"`: the subject's Common Name; `"san"`: the first DNS, e-mail or URI
+    /// Subject Alternative Name), without a password; others log in as usual.
+    #[serde(default)]
+    pub certificate_username: Option<CertificateName>,
+}
+
+/// Which name of a client certificate is its account (`certificate_username`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateName {
+    Cn,
+    San,
 }
 
 /// What an account may do once connected (see [`Acl`](super::acl::Acl) for the rules).
@@ -395,8 +430,22 @@ impl EmbeddedConfig {
                 "must be between 128 and 268435455 bytes",
             );
         }
-        if self.max_queued_messages == 0 {
-            problems.push("broker.embedded.max_queued_messages", "must be at least 1");
+        for (key, value) in [
+            ("max_queued_messages", self.max_queued_messages),
+            ("max_retained_messages", self.max_retained_messages),
+            ("max_retained_bytes", self.max_retained_bytes),
+            ("max_stored_sessions", self.max_stored_sessions),
+            ("max_stored_messages", self.max_stored_messages),
+        ] {
+            if value == 0 {
+                problems.push(format!("broker.embedded.{key}"), "must be at least 1");
+            }
+        }
+        if !(10..=60_000).contains(&self.store_flush_ms) {
+            problems.push(
+                "broker.embedded.store_flush_ms",
+                "must be between 10 and 60000 milliseconds",
+            );
         }
         if let Some(tls) = &self.tls {
             problems.check(tls.validate());
@@ -496,6 +545,14 @@ impl TlsListenerConfig {
                 "broker.embedded.tls.client_ca_file",
                 "required when client_certificates is \"optional\" or \"required\"",
             ),
+        }
+        if self.certificate_username.is_some()
+            && self.client_certificates == ClientCertificates::None
+        {
+            problems.push(
+                "broker.embedded.tls.certificate_username",
+                "does nothing unless client_certificates is \"optional\" or \"required\"",
+            );
         }
         problems.finish(())?;
         // Parse the files now so a bad PEM is reported at load, not at start.

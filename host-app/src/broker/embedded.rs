@@ -3,6 +3,7 @@
 //! and a stop that ends the engine and closes every front listener and connection.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ use super::acl::Acl;
 use super::admission::Limits;
 use super::config::{EmbeddedConfig, Secret};
 use super::endpoint::{Credentials, MqttEndpoint};
-use super::engine::{Engine, EngineSettings, MessageCounters};
+use super::engine::{Engine, EngineSettings, EngineStore, MessageCounters};
 use super::front::{Front, Upstream};
+use super::retained::RetainedLimits;
+use super::store::{self, StoreLimits};
 
 /// QoS 1/2 messages in flight to one subscriber.
 const MAX_INFLIGHT: u16 = 100;
@@ -52,8 +55,18 @@ impl EmbeddedBroker {
     /// Validates `config`, binds the configured listeners, starts the engine and returns
     /// once both accept MQTT clients. The access rules of `config` decide every login and
     /// will at CONNECT (the front) and every PUBLISH and SUBSCRIBE (the engine). Must be
-    /// called within a tokio runtime.
+    /// called within a tokio runtime. Keeps nothing across a restart: see
+    /// [`EmbeddedBroker::start_in`].
     pub async fn start(config: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
+        Self::start_in(config, None).await
+    }
+
+    /// As [`EmbeddedBroker::start`]; with `state_dir` and `persist` on, retained messages
+    /// and kept sessions are restored from, and written to, its [`store::STORE_FILE`].
+    pub async fn start_in(
+        config: &EmbeddedConfig,
+        state_dir: Option<&Path>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
         let mut config = config.clone();
         config.validate()?;
         let config = &config;
@@ -80,6 +93,26 @@ impl EmbeddedBroker {
         };
 
         let counters = Arc::new(MessageCounters::default());
+        let store = match state_dir.filter(|_| config.persist) {
+            Some(dir) => {
+                let limits = StoreLimits {
+                    max_sessions: config.max_stored_sessions,
+                    max_messages: config.max_stored_messages,
+                    flush: Duration::from_millis(config.store_flush_ms),
+                };
+                let dir = dir.to_owned();
+                let (loaded, writer, thread) =
+                    tokio::task::spawn_blocking(move || store::open(&dir, limits))
+                        .await
+                        .map_err(|e| BrokerError::Start(format!("store: {e}")))??;
+                Some(EngineStore {
+                    loaded,
+                    writer,
+                    thread,
+                })
+            }
+            None => None,
+        };
         let engine = Engine::start(
             EngineSettings {
                 max_packet_size: config.max_payload_size,
@@ -87,9 +120,14 @@ impl EmbeddedBroker {
                 max_inflight: MAX_INFLIGHT,
                 max_queued: config.max_queued_messages,
                 counters: Arc::clone(&counters),
+                retained: RetainedLimits {
+                    max_messages: config.max_retained_messages,
+                    max_bytes: config.max_retained_bytes,
+                },
             },
             Secret::new(random_secret()),
             acl.clone(),
+            store,
         )?;
         let engine_addr = engine.addr();
         info!(addr = %engine_addr, "MQTT engine ready");
@@ -98,20 +136,23 @@ impl EmbeddedBroker {
             secret: engine.secret().clone(),
         };
 
-        let front = Arc::new(Front::new(
-            upstream,
-            acl,
-            Duration::from_millis(config.connection_timeout_ms),
-            config.max_payload_size,
-            config.max_connections,
-            Limits {
-                max_pending: config.max_pending_connections,
-                max_per_address: config.max_connections_per_address,
-                rate: config.connect_rate,
-                rate_per_address: config.connect_rate_per_address,
-            },
-            config.max_keepalive_s,
-        ));
+        let front = Arc::new(
+            Front::new(
+                upstream,
+                acl,
+                Duration::from_millis(config.connection_timeout_ms),
+                config.max_payload_size,
+                config.max_connections,
+                Limits {
+                    max_pending: config.max_pending_connections,
+                    max_per_address: config.max_connections_per_address,
+                    rate: config.connect_rate,
+                    rate_per_address: config.connect_rate_per_address,
+                },
+                config.max_keepalive_s,
+            )
+            .certificate_username(config.tls.as_ref().and_then(|t| t.certificate_username)),
+        );
         let mut broker = EmbeddedBroker {
             plain_addr: None,
             tls_addr: None,

@@ -1,5 +1,7 @@
 //! What the rest of the host sees of the broker: an MQTT endpoint to connect to.
 
+use std::path::Path;
+
 use infra::tls::ClientTls;
 
 use super::BrokerError;
@@ -16,11 +18,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the embedded broker, or only describes the external one, as configured.
-    pub async fn start(config: &BrokerConfig) -> Result<Broker, BrokerError> {
+    /// Starts the embedded broker (its store in `state_dir`), or only describes the
+    /// external one, as configured.
+    pub async fn start(config: &BrokerConfig, state_dir: &Path) -> Result<Broker, BrokerError> {
         match config.mode {
             BrokerMode::Embedded => {
-                let embedded = EmbeddedBroker::start(&config.embedded).await?;
+                let embedded = EmbeddedBroker::start_in(&config.embedded, Some(state_dir)).await?;
                 let endpoint = embedded.host_endpoint(&config.embedded);
                 Ok(Broker {
                     embedded: Some(embedded),

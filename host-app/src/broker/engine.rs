@@ -6,7 +6,9 @@
 //! The engine's hooks: only the front can log in (the password must be the per-process
 //! secret; the username carries the account the front authenticated), every PUBLISH and
 //! SUBSCRIBE is asked of the [`TopicPolicy`], and each NBIRTH and DBIRTH is kept retained
-//! under `$sparkplug/certificates/` (a Sparkplug Aware MQTT Server).
+//! under `$sparkplug/certificates/` (a Sparkplug Aware MQTT Server). With a store, the
+//! retained messages and kept sessions it holds are put back before the engine accepts
+//! a connection, and their changes are written to it (modules `retained`, `sessions`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
@@ -35,7 +37,9 @@ use tracing::{debug, warn};
 use super::BrokerError;
 use super::config::Secret;
 use super::policy::TopicPolicy;
-use super::retained::Retained;
+use super::retained::{Retained, RetainedLimits};
+use super::sessions::{self, SessionKeeper};
+use super::store::{Loaded, StoreWriter, WriterThread};
 
 /// Topic aliases an MQTT 5 client may set up (rmqtt allows none by default).
 const MAX_TOPIC_ALIASES: u16 = 64;
@@ -52,6 +56,7 @@ pub struct EngineSettings {
     pub max_queued: usize,
     /// Where the engine counts the messages it takes in and delivers.
     pub counters: Arc<MessageCounters>,
+    pub retained: RetainedLimits,
 }
 
 /// PUBLISH packets through the engine, for `/metrics`.
@@ -63,12 +68,20 @@ pub struct MessageCounters {
     pub delivered: AtomicU64,
 }
 
+/// What the store held at start, and where changes go.
+pub struct EngineStore {
+    pub loaded: Loaded,
+    pub writer: StoreWriter,
+    pub thread: WriterThread,
+}
+
 /// A running engine. Dropping it stops the engine without waiting.
 pub struct Engine {
     addr: SocketAddr,
     secret: Secret,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    store: Option<WriterThread>,
 }
 
 impl Engine {
@@ -77,13 +90,18 @@ impl Engine {
         settings: EngineSettings,
         secret: Secret,
         policy: Arc<dyn TopicPolicy>,
+        store: Option<EngineStore>,
     ) -> Result<Engine, BrokerError> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let engine_secret = secret.clone();
+        let (store, writer_thread) = match store {
+            Some(s) => (Some((s.loaded, s.writer)), Some(s.thread)),
+            None => (None, None),
+        };
         let thread = std::thread::Builder::new()
             .name("mqtt-engine".to_owned())
-            .spawn(move || run(settings, engine_secret, policy, ready_tx, stop_rx))
+            .spawn(move || run(settings, engine_secret, policy, store, ready_tx, stop_rx))
             .map_err(|e| BrokerError::Start(format!("cannot spawn the engine thread: {e}")))?;
         let addr = match ready_rx.recv() {
             Ok(Ok(addr)) => addr,
@@ -95,6 +113,7 @@ impl Engine {
             secret,
             stop: Some(stop_tx),
             thread: Some(thread),
+            store: writer_thread,
         })
     }
 
@@ -108,14 +127,23 @@ impl Engine {
         &self.secret
     }
 
-    /// Ends the engine and waits until its runtime is gone (its port closed).
+    /// Ends the engine and waits until its runtime is gone (its port closed) and the
+    /// store has written every change.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        let thread = self.thread.take();
+        let store = self.store.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+            if let Some(store) = store {
+                store.stop();
+            }
+        })
+        .await;
     }
 }
 
@@ -132,6 +160,7 @@ fn run(
     settings: EngineSettings,
     secret: Secret,
     policy: Arc<dyn TopicPolicy>,
+    store: Option<(Loaded, StoreWriter)>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
     stop: oneshot::Receiver<()>,
 ) {
@@ -148,7 +177,7 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let server = match build(settings, secret, policy).await {
+        let server = match build(settings, secret, policy, store).await {
             Ok((server, addr)) => {
                 let _ = ready.send(Ok(addr));
                 server
@@ -175,19 +204,24 @@ async fn build(
     settings: EngineSettings,
     secret: Secret,
     policy: Arc<dyn TopicPolicy>,
+    store: Option<(Loaded, StoreWriter)>,
 ) -> Result<(MqttServer, SocketAddr), String> {
     let scx = ServerContext::new()
         // rmqtt refuses CONNECTs as "server unavailable" while it deems the host busy.
         .busy_check_enable(false)
         .build()
         .await;
-    let retained = Retained::new();
+    let (loaded, writer) = match store {
+        Some((loaded, writer)) => (Some(loaded), Some(writer)),
+        None => (None, None),
+    };
+    let retained = Retained::new(settings.retained, writer.clone());
     *scx.extends.retain_mut().await = Box::new(retained.clone());
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     let hooks = Hooks {
         secret,
-        policy,
-        retained,
+        policy: policy.clone(),
+        retained: retained.clone(),
         counters: Arc::clone(&settings.counters),
     };
     let register = scx.extends.hook_mgr().register();
@@ -200,6 +234,22 @@ async fn build(
         Type::MessageDelivered,
     ] {
         register.add(typ, Box::new(hooks.clone())).await;
+    }
+    if let Some(writer) = &writer {
+        let keeper = SessionKeeper {
+            store: writer.clone(),
+        };
+        for typ in [
+            Type::ClientConnected,
+            Type::ClientDisconnected,
+            Type::SessionTerminated,
+            Type::SessionSubscribed,
+            Type::SessionUnsubscribed,
+            Type::OfflineMessage,
+            Type::OfflineInflightMessages,
+        ] {
+            register.add(typ, Box::new(keeper.clone())).await;
+        }
     }
     register.start().await;
 
@@ -215,6 +265,9 @@ async fn build(
         .max_inflight(max_inflight)
         .max_mqueue_len(settings.max_queued)
         .max_topic_aliases(MAX_TOPIC_ALIASES)
+        // Zero: a message without its own MQTT 5 expiry never expires (as Mosquitto), so
+        // a kept session offline longer than rmqtt's 5-minute default loses nothing.
+        .message_expiry_interval(Duration::ZERO)
         // The front keeps its own CONNECT deadline; it forwards the CONNECT at once.
         .handshake_timeout(Duration::from_secs(10))
         .bind()
@@ -224,7 +277,13 @@ async fn build(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("engine listener address: {e}"))?;
-    let server = MqttServer::new(scx).listener_by_id(listener, 1).build();
+    let server = MqttServer::new(scx.clone())
+        .listener_by_id(listener, 1)
+        .build();
+    if let (Some(loaded), Some(writer)) = (loaded, &writer) {
+        retained.restore(loaded.retained).await;
+        sessions::restore(&scx, loaded.sessions, &policy, writer).await;
+    }
     Ok((server, addr))
 }
 

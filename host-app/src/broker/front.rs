@@ -28,7 +28,7 @@ use super::admission::{Admission, Limits, Ticket};
 use super::codec::{
     self, CodecError, Connect, DisconnectScanner, Ending, LEVEL_5, RawPacket, Refusal,
 };
-use super::config::Secret;
+use super::config::{CertificateName, Secret};
 use super::read_buffer::ReadBuffer;
 
 /// How long the front waits on the engine's CONNACK on loopback.
@@ -63,6 +63,8 @@ pub struct Front {
     admission: Arc<Admission>,
     /// Largest keep-alive granted, in seconds.
     max_keepalive: u16,
+    /// TLS: the client certificate's name that logs in as an account.
+    certificate_username: Option<CertificateName>,
     pub max_connections: usize,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
@@ -101,12 +103,19 @@ impl Front {
             permits: Arc::new(Semaphore::new(max_connections)),
             admission: Arc::new(Admission::new(limits)),
             max_keepalive,
+            certificate_username: None,
             max_connections,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             serials: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// TLS clients with a valid certificate log in as the account it names.
+    pub fn certificate_username(mut self, which: Option<CertificateName>) -> Front {
+        self.certificate_username = which;
+        self
     }
 
     /// Accepts clients on `listener` until shutdown.
@@ -151,6 +160,9 @@ impl Front {
         }
     }
 
+    /// Each connection's task holds this future for its whole life, sized for its largest
+    /// state; the TLS handshake and the session are boxed so an idle connection holds only
+    /// the state it is in.
     async fn serve_inner(&self, stream: TcpStream, tls: Option<TlsAcceptor>, mut ticket: Ticket) {
         // TLS handshake and CONNECT must both arrive within the deadline, which is set once
         // at accept: bytes trickling in do not extend it. Newer sockets may evict this one
@@ -172,7 +184,8 @@ impl Front {
                     Ok(Some(first)) => {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
-                            self.session(stream, first, proxy_header).await;
+                            // Boxed: the task keeps only the branch it runs (see `serve_inner`).
+                            Box::pin(self.session(stream, first, proxy_header, None)).await;
                         }
                     }
                     Ok(None) => {}
@@ -188,9 +201,15 @@ impl Front {
                             return None;
                         }
                     };
+                    let identity = self.certificate_username.and_then(|which| {
+                        let certificate = stream.get_ref().1.peer_certificates()?.first()?;
+                        super::tls::certificate_name(certificate, which)
+                    });
                     let first = self.read_connect(&mut stream).await?;
-                    Some((stream, first))
+                    Some((stream, first, identity))
                 };
+                // Boxed: freed once the handshake is done, and not part of plain tasks.
+                let opening = Box::pin(opening);
                 let opened = tokio::select! {
                     _ = evicted.cancelled() => {
                         debug!("pending pool full; closing the oldest socket without CONNECT");
@@ -199,10 +218,11 @@ impl Front {
                     opened = timeout(self.connection_timeout, opening) => opened,
                 };
                 match opened {
-                    Ok(Some((mut stream, first))) => {
+                    Ok(Some((mut stream, first, identity))) => {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
-                            self.session(stream, first, proxy_header).await;
+                            // Boxed: the task keeps only the branch it runs (see `serve_inner`).
+                            Box::pin(self.session(stream, first, proxy_header, identity)).await;
                         }
                     }
                     Ok(None) => {}
@@ -252,14 +272,18 @@ impl Front {
         }
     }
 
-    /// Who the CONNECT is (login and client id, see [`Acl::login`]), and whether its will
-    /// is its own to leave.
-    fn admit(&self, connect: &Connect) -> Result<Login, Denied> {
-        let login = self.acl.login(
-            connect.username.as_deref(),
-            connect.password.as_deref(),
-            &connect.client_id,
-        )?;
+    /// Who the CONNECT is (login and client id, see [`Acl::login`]; the account its
+    /// verified certificate names, when `certificate_username` is set), and whether its
+    /// will is its own to leave.
+    fn admit(&self, connect: &Connect, identity: Option<&str>) -> Result<Login, Denied> {
+        let login = match identity {
+            Some(account) => self.acl.login_certified(account, &connect.client_id)?,
+            None => self.acl.login(
+                connect.username.as_deref(),
+                connect.password.as_deref(),
+                &connect.client_id,
+            )?,
+        };
         if let Some(will) = &connect.will {
             let client_id = std::str::from_utf8(&connect.client_id).unwrap_or_default();
             let mine = std::str::from_utf8(&will.topic)
@@ -276,6 +300,7 @@ impl Front {
         mut client: S,
         first: RawPacket,
         proxy_header: Bytes,
+        identity: Option<String>,
     ) {
         let connect = match Connect::parse(&first) {
             Ok(c) => c,
@@ -295,7 +320,10 @@ impl Front {
 
         // The engine publishes wills without asking the policy: the will topic is fixed
         // at CONNECT, so `admit` asks it here, as Mosquitto does.
-        let login = match self.admit(&connect) {
+        if let Some(account) = &identity {
+            debug!(account = %Escaped(account), "client certificate names the account");
+        }
+        let login = match self.admit(&connect, identity.as_deref()) {
             Ok(login) => login,
             Err(denied) => return refuse_login(client, &connect, denied).await,
         };
@@ -376,8 +404,9 @@ impl Front {
         connect.password = Some(Bytes::from(self.upstream.secret.expose().to_owned()));
         let level = connect.level;
 
-        let Some((upstream, mut connack)) = self.open_upstream(&connect, &proxy_header).await
-        else {
+        // Boxed: its state (connect, timers, CONNACK read) is not kept while proxying.
+        let opened = Box::pin(self.open_upstream(&connect, &proxy_header)).await;
+        let Some((upstream, mut connack)) = opened else {
             refuse(&mut client, level, Refusal::ServerUnavailable).await;
             return;
         };

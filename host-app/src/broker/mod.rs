@@ -15,11 +15,16 @@
 //! the [`policy::TopicPolicy`]: a refused SUBSCRIBE gets the failure code (0x80; MQTT 5:
 //! 0x87), a refused PUBLISH is acknowledged as Mosquitto does (MQTT 5: PUBACK 0x87), not
 //! delivered, and logged at WARN. Retained messages are kept by module `retained` (rmqtt
-//! keeps none without a retainer plugin), in memory. Shared subscriptions
+//! keeps none without a retainer plugin), bounded by count and bytes. With a state
+//! directory and `persist` on, retained messages and the sessions clients ask to keep
+//! (their subscriptions and queued QoS 1/2 messages) survive a restart: module `store`
+//! writes them to `broker.db` in batches, module `sessions` tells it of each kept
+//! session's changes and rebuilds the sessions at start. Shared subscriptions
 //! (`$share/{group}/...`) go round robin.
 //!
 //! Every client meets our own front first (module `front`): plain and TLS listeners
-//! (tokio-rustls, ring provider, optional or required client certificates), admission at
+//! (tokio-rustls, ring provider, optional or required client certificates, whose Common
+//! Name or first Subject Alternative Name may be the account: `certificate_username`), admission at
 //! accept, the deadline for TLS + CONNECT, the login and client id checks of the access
 //! rules (module `acl`: accounts with roles, default deny) and the will topic's check.
 //! The front keeps two pools: sockets that have not sent CONNECT yet
@@ -78,12 +83,13 @@
 //!   embedded broker does not (`tests/broker_paho.rs`, 10/10 and 22/27 against
 //!   Mosquitto's 8/10 and 18-21/27).
 //! - **Messages expire after 5 minutes by default**, retained ones included (a host's
-//!   STATE would vanish). Module `retained` keeps a retained message until replaced
-//!   unless the message carries its own MQTT 5 Message Expiry Interval, as Mosquitto
-//!   does. A message queued for a subscriber and not delivered within 5 minutes is still
-//!   dropped (logged at WARN); a zero default (seen here) makes rmqtt deliver no
-//!   retained message at all. A persistent MQTT 3.1.1 session is kept 2 hours after its client leaves
-//!   (rmqtt's default; MQTT 5 clients set their own).
+//!   STATE would vanish, and a kept session offline for longer would lose its queued
+//!   messages). The engine is given no default expiry (zero, which rmqtt's delivery
+//!   reads as none), and module `retained` ignores the default rmqtt still hands it
+//!   (zero would make it keep no retained message at all): a message expires only by its
+//!   own MQTT 5 Message Expiry Interval, as Mosquitto does. A persistent MQTT 3.1.1
+//!   session is kept 2 hours after its client leaves (rmqtt's default; MQTT 5 clients
+//!   set their own).
 //! - **It logs through the `log` crate**: lines show with target `rmqtt::...`; ordinary
 //!   kicks are logged at WARN by `rmqtt::shared`.
 //!
@@ -111,6 +117,8 @@ mod front;
 pub mod policy;
 mod read_buffer;
 mod retained;
+mod sessions;
+mod store;
 mod tls;
 mod topic_filter;
 
@@ -118,14 +126,15 @@ pub(crate) use tls::tls_key;
 
 pub use acl::{Acl, Denied, Login};
 pub use config::{
-    AnonymousConfig, BrokerConfig, BrokerMode, ClientCertificates, ConfigError, EmbeddedConfig,
-    ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret, TlsListenerConfig,
-    UserConfig,
+    AnonymousConfig, BrokerConfig, BrokerMode, CertificateName, ClientCertificates, ConfigError,
+    EmbeddedConfig, ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret,
+    TlsListenerConfig, UserConfig,
 };
 pub use embedded::{ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
 pub use engine::MessageCounters;
 pub use policy::TopicPolicy;
+pub use store::{STORE_FILE, StoreError};
 
 use std::net::SocketAddr;
 
@@ -141,4 +150,6 @@ pub enum BrokerError {
     },
     #[error("embedded broker: {0}")]
     Start(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

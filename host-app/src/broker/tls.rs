@@ -6,7 +6,7 @@ use std::sync::Arc;
 use infra::tls::{ServerCert, ServerTls, TlsError};
 use rustls::ServerConfig;
 
-use super::config::{ConfigError, TlsListenerConfig};
+use super::config::{CertificateName, ConfigError, TlsListenerConfig};
 
 /// The TLS listener's server configuration, with client certificate checking as
 /// configured, and its certificate (re-read on SIGHUP).
@@ -20,6 +20,33 @@ pub fn server_config(
         client_certificates: tls.client_certificates,
     })
     .map_err(|e| ConfigError::new(tls_key("broker.embedded.tls", &e), e))
+}
+
+/// The account name a verified client certificate carries, as `which` says.
+pub fn certificate_name(der: &[u8], which: CertificateName) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    match which {
+        CertificateName::Cn => cert
+            .subject()
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()
+            .map(str::to_owned),
+        CertificateName::San => cert
+            .subject_alternative_name()
+            .ok()??
+            .value
+            .general_names
+            .iter()
+            .find_map(|name| match name {
+                GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
+                    Some((*s).to_owned())
+                }
+                _ => None,
+            }),
+    }
 }
 
 /// The configuration key a TLS error belongs to, under `section`.
