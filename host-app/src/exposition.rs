@@ -35,74 +35,74 @@ pub fn source(host: &Host) -> Render {
             "host_sparkplug_messages_received_total",
             Kind::Counter,
             "Sparkplug messages the host session received.",
-            stats.messages as f64,
+            stats.messages,
         );
         e.single(
             "host_sparkplug_samples_received_total",
             Kind::Counter,
             "Metric values received in those messages.",
-            stats.samples as f64,
+            stats.samples,
         );
         e.single(
             "host_sparkplug_seq_gaps_total",
             Kind::Counter,
             "Gaps in an edge node's seq numbering.",
-            stats.seq_gaps as f64,
+            stats.seq_gaps,
         );
         e.single(
             "host_sparkplug_rebirths_requested_total",
             Kind::Counter,
             "Rebirth commands the host sent.",
-            stats.rebirths_requested as f64,
+            stats.rebirths_requested,
         );
         e.single(
             "host_sparkplug_stale_deaths_ignored_total",
             Kind::Counter,
             "NDEATHs ignored for an old bdSeq.",
-            stats.stale_deaths_ignored as f64,
+            stats.stale_deaths_ignored,
         );
         e.single(
             "host_edge_nodes_online",
             Kind::Gauge,
             "Edge nodes online (born, not dead).",
-            online as f64,
+            online,
         );
         e.single(
             "host_edge_nodes_known",
             Kind::Gauge,
             "Edge nodes the host has heard of.",
-            known as f64,
+            known,
         );
         e.single(
             "host_session_connected",
             Kind::Gauge,
             "1 while the Primary Host session is connected to its broker.",
-            f64::from(u8::from(shared.is_connected())),
+            shared.is_connected(),
         );
         let bytes = shared.link_bytes();
         e.single(
             "host_session_reconnects_total",
             Kind::Counter,
             "Connections of the session after the first.",
-            shared.connects().saturating_sub(1) as f64,
+            shared.connects().saturating_sub(1),
         );
         e.single(
             "host_session_sent_bytes_total",
             Kind::Counter,
             "Bytes the session sent to its broker.",
-            bytes.sent() as f64,
+            bytes.sent(),
         );
         e.single(
             "host_session_received_bytes_total",
             Kind::Counter,
             "Bytes the session received from its broker.",
-            bytes.received() as f64,
+            bytes.received(),
         );
         e.single(
             "host_history_commits_total",
             Kind::Counter,
             "History commits that landed.",
-            commits.beats() as f64,
+            commits.beats(),
         );
         e.single(
             "host_history_commit_seconds_total",
@@ -114,38 +114,38 @@ pub fn source(host: &Host) -> Render {
             "host_history_failed_commits_total",
             Kind::Counter,
             "History commits that failed (their samples are tried again).",
-            writer.failed_commits.load(Ordering::Relaxed) as f64,
+            writer.failed_commits.load(Ordering::Relaxed),
         );
         e.single(
             "host_history_samples_committed_total",
             Kind::Counter,
             "Samples stored in the history by commits that landed.",
-            writer.committed.load(Ordering::Relaxed) as f64,
+            writer.committed.load(Ordering::Relaxed),
         );
         e.single(
             "host_history_pending_samples",
             Kind::Gauge,
             "Samples the history writer took in and has not committed yet.",
-            writer.pending() as f64,
+            writer.pending(),
         );
         if let Some((clients, messages)) = &broker {
             e.single(
                 "host_broker_connections",
                 Kind::Gauge,
                 "MQTT clients logged in to the embedded broker.",
-                clients.connected() as f64,
+                clients.connected(),
             );
             e.single(
                 "host_broker_messages_received_total",
                 Kind::Counter,
                 "PUBLISH packets the embedded broker accepted from clients.",
-                messages.received.load(Ordering::Relaxed) as f64,
+                messages.received.load(Ordering::Relaxed),
             );
             e.single(
                 "host_broker_messages_sent_total",
                 Kind::Counter,
                 "Messages the embedded broker delivered to subscribers.",
-                messages.delivered.load(Ordering::Relaxed) as f64,
+                messages.delivered.load(Ordering::Relaxed),
             );
         }
         e.family(
@@ -154,7 +154,7 @@ pub fn source(host: &Host) -> Render {
             "Requests the API and the panel answered, by status class.",
         );
         for (class, count) in requests.by_class() {
-            e.sample("host_api_requests_total", &[("code", class)], count as f64);
+            e.sample(&[("code", class)], count);
         }
         e.finish()
     })

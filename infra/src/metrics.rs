@@ -1,15 +1,20 @@
-//! Prometheus metrics: the text exposition format (version 0.0.4) written from counters
-//! the services already keep, and the small HTTP listener that serves it at `/metrics`.
+//! Prometheus metrics: the figures the services already keep, encoded at each scrape by
+//! the prometheus-client crate in the Prometheus text format (version 0.0.4), and the
+//! small HTTP listener that serves them at `/metrics`.
 //!
 //! The listener has no authentication, so `[metrics] listen` must be a loopback address;
 //! a Prometheus server elsewhere scrapes through a reverse proxy or an SSH tunnel. Each
-//! scrape renders the text afresh from the live counters (nothing is registered).
+//! scrape takes a fresh [`Exposition`] of the live counters (nothing is registered ahead).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, prometheus_text};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -43,16 +48,56 @@ impl MetricsConfig {
 }
 
 /// The kind of a metric family.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
 }
 
-/// The exposition text being written: families in order, each `# HELP`, `# TYPE`, samples.
+/// One figure: whole counts stay integers, durations are floats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<usize> for Value {
+    fn from(v: usize) -> Value {
+        Value::Int(v as u64)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Int(u64::from(v))
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Float(v)
+    }
+}
+
+/// A metric family: its exported name, help, kind and labelled samples.
+#[derive(Debug)]
+struct Family {
+    name: String,
+    help: String,
+    kind: Kind,
+    samples: Vec<(Vec<(String, String)>, Value)>,
+}
+
+/// The figures of one scrape, families in order; a [`Collector`] the crate encodes.
 #[derive(Debug, Default)]
 pub struct Exposition {
-    text: String,
+    families: Vec<Family>,
 }
 
 impl Exposition {
@@ -60,45 +105,77 @@ impl Exposition {
         Exposition::default()
     }
 
-    /// Starts a family; its samples follow with [`Exposition::sample`].
+    /// Starts a family named as exported (a counter's name ends in `_total`); its
+    /// samples follow with [`Exposition::sample`].
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let help = help.replace('\\', r"\\").replace('\n', r"\n");
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        debug_assert!(kind == Kind::Gauge || name.ends_with("_total"), "{name}");
+        self.families.push(Family {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            kind,
+            samples: Vec::new(),
+        });
         self
     }
 
-    /// One sample of the current family; label values are escaped as the format asks.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (key, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let value = value
-                    .replace('\\', r"\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', r"\n");
-                let _ = write!(self.text, "{key}=\"{value}\"");
-            }
-            self.text.push('}');
+    /// One sample of the current family.
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<Value>) -> &mut Self {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if let Some(family) = self.families.last_mut() {
+            family.samples.push((labels, value.into()));
         }
-        let _ = writeln!(self.text, " {value}");
         self
     }
 
     /// A family with one unlabelled sample.
-    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) -> &mut Self {
-        self.family(name, kind, help).sample(name, &[], value)
+    pub fn single(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        help: &str,
+        value: impl Into<Value>,
+    ) -> &mut Self {
+        self.family(name, kind, help).sample(&[], value)
     }
 
+    /// The text exposition of these families.
     pub fn finish(self) -> String {
-        self.text
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut text = String::new();
+        // Writing to a String fails only if a collector fails, and this one does not.
+        let _ = prometheus_text::encode(&mut text, &registry);
+        text
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.families {
+            // The crate appends a counter's `_total` itself.
+            let name = match family.kind {
+                Kind::Counter => family.name.strip_suffix("_total").unwrap_or(&family.name),
+                Kind::Gauge => &family.name,
+            };
+            let metric_type = match family.kind {
+                Kind::Counter => prometheus_client::metrics::MetricType::Counter,
+                Kind::Gauge => prometheus_client::metrics::MetricType::Gauge,
+            };
+            let mut metric = encoder.encode_descriptor(name, &family.help, None, metric_type)?;
+            for (labels, value) in &family.samples {
+                let sample = metric.encode_family(labels)?;
+                match (family.kind, *value) {
+                    (Kind::Counter, Value::Int(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Counter, Value::Float(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Gauge, Value::Int(v)) => ConstGauge::new(v).encode(sample)?,
+                    (Kind::Gauge, Value::Float(v)) => ConstGauge::new(v).encode(sample)?,
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -208,7 +285,8 @@ async fn answer(mut stream: tokio::net::TcpStream, render: Render) -> std::io::R
         _ => ("405 Method Not Allowed", "GET only\n".to_owned()),
     };
     let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        prometheus_text::CONTENT_TYPE,
         body.len()
     );
     stream.write_all(reply.as_bytes()).await?;
@@ -223,13 +301,16 @@ mod tests {
     fn families_and_escaped_labels_follow_the_text_format() {
         let mut e = Exposition::new();
         e.family("x_requests_total", Kind::Counter, "Requests.")
-            .sample("x_requests_total", &[("device", "a\"b\nc")], 3.0);
-        e.single("x_up", Kind::Gauge, "Up.", 1.0);
+            .sample(&[("device", "a\"b\nc")], 3u64);
+        e.single("x_up", Kind::Gauge, "Up.", true);
+        e.single("x_busy_seconds_total", Kind::Counter, "Busy.", 1.5);
         assert_eq!(
             e.finish(),
             "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\n\
              x_requests_total{device=\"a\\\"b\\nc\"} 3\n\
-             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+             # HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n\
+             # HELP x_busy_seconds_total Busy.\n# TYPE x_busy_seconds_total counter\n\
+             x_busy_seconds_total 1.5\n"
         );
     }
 

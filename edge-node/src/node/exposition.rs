@@ -80,7 +80,7 @@ impl MetricsSource {
             |e: &mut Exposition, name: &str, help: &str, value: fn(&DeviceStats) -> u64| {
                 e.family(name, Kind::Counter, help);
                 for (device, stats) in &per_device {
-                    e.sample(name, &[("device", device)], value(stats) as f64);
+                    e.sample(&[("device", device)], value(stats));
                 }
             };
         device_counter(
@@ -155,32 +155,32 @@ impl MetricsSource {
             "edge_devices_online",
             Kind::Gauge,
             "Devices answering their polls.",
-            status.devices_online as f64,
+            status.devices_online,
         );
         e.single(
             "edge_mqtt_connected",
             Kind::Gauge,
             "1 while the node is born on an MQTT server.",
-            f64::from(u8::from(status.born_on.is_some())),
+            status.born_on.is_some(),
         );
         let connects = self.gauges.connects.load(Ordering::Relaxed);
         e.single(
             "edge_mqtt_reconnects_total",
             Kind::Counter,
             "Accepted MQTT connects after the first.",
-            connects.saturating_sub(1) as f64,
+            connects.saturating_sub(1),
         );
         e.single(
             "edge_mqtt_sent_bytes_total",
             Kind::Counter,
             "Bytes sent to MQTT servers.",
-            self.bytes.sent() as f64,
+            self.bytes.sent(),
         );
         e.single(
             "edge_mqtt_received_bytes_total",
             Kind::Counter,
             "Bytes received from MQTT servers.",
-            self.bytes.received() as f64,
+            self.bytes.received(),
         );
         let bill = self.bill.figures();
         for (name, help, value) in [
@@ -222,19 +222,19 @@ impl MetricsSource {
             "edge_sparkplug_messages_published_total",
             Kind::Counter,
             "Sparkplug messages published.",
-            self.published.messages.load(Ordering::Relaxed) as f64,
+            self.published.messages.load(Ordering::Relaxed),
         );
         e.single(
             "edge_store_depth",
             Kind::Gauge,
             "Samples waiting in the store (as of the last metrics period).",
-            self.gauges.store_depth.load(Ordering::Relaxed) as f64,
+            self.gauges.store_depth.load(Ordering::Relaxed),
         );
         e.single(
             "edge_store_dropped_total",
             Kind::Counter,
             "Samples the store dropped at its caps.",
-            self.gauges.store_dropped.load(Ordering::Relaxed) as f64,
+            self.gauges.store_dropped.load(Ordering::Relaxed),
         );
         e.single(
             "edge_store_bytes",
