@@ -91,7 +91,10 @@ impl Bill {
         self.budget
             .store(budget.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         if budget.is_none() {
-            self.marks.lock().unwrap_or_else(PoisonError::into_inner).paused = false;
+            self.marks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .paused = false;
         }
     }
 

@@ -144,7 +144,11 @@ impl Catalog {
 
     /// Births from now on declare the narrowest datatypes, or not (values and states kept).
     pub fn set_narrow_types(&mut self, narrow: bool) {
-        let of = if narrow { narrow_datatype } else { tag_datatype };
+        let of = if narrow {
+            narrow_datatype
+        } else {
+            tag_datatype
+        };
         self.datatypes = self.site.tags.iter().map(of).collect();
     }
 

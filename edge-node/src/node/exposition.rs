@@ -123,7 +123,7 @@ impl MetricsSource {
             |e: &mut Exposition, name: &str, help: &str, value: fn(&DeviceStats) -> f64| {
                 e.family(name, Kind::Gauge, help);
                 for (device, stats) in &per_device {
-                    e.sample(name, &[("device", device)], value(stats));
+                    e.sample(&[("device", device)], value(stats));
                 }
             };
         e.family(
@@ -132,11 +132,7 @@ impl MetricsSource {
             "Summed response time of answered requests; divide by edge_modbus_responses_total for the mean.",
         );
         for (device, stats) in &per_device {
-            e.sample(
-                "edge_modbus_response_seconds_total",
-                &[("device", device)],
-                stats.response_us_total as f64 / 1e6,
-            );
+            e.sample(&[("device", device)], stats.response_us_total as f64 / 1e6);
         }
         device_gauge(
             &mut e,
