@@ -117,7 +117,6 @@ fn edge_ui_in_chromium_from_setup_to_viewer() {
 /// The applied tags reach the host without an NDEATH: needs the running node to take an
 /// applied configuration live (the configuration lifecycle's live apply).
 #[test]
-#[ignore = "needs the live apply of the configuration lifecycle (edge-config branch)"]
 fn edge_ui_apply_reaches_the_host_with_a_rebirth() {
     run(true);
 }
