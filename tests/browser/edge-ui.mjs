@@ -136,6 +136,7 @@ const ok = await run(page, [
     const cell = await page.waitForSelector(`#import-errors tr.bad-line[data-line="${badLine}"][data-column="${typeColumn}"]`);
     check((await cell.textContent()).includes("float"), "the bad value is named");
     check(!(await page.isVisible("#import-confirm")), "nothing can be imported");
+    await shot(page, "06-import-bad-line-errors");
     await page.goto(`${url}/tags?device=${device}`);
     check(await page.isVisible("text=No tags."), "nothing was imported");
   }],
@@ -149,6 +150,7 @@ const ok = await run(page, [
     const added = await page.textContent(`#import-diff .device-changes[data-device="${device}"] .added`);
     check(added.includes("Pi") && added.includes("Counter"), `the dry run lists the added tags: ${added}`);
     check((await page.$$("#import-diff .removed")).length === 1, "only the new device changes");
+    await shot(page, "07-import-good-dry-run");
     await submit("#import-confirm");
     await page.waitForSelector("#imported");
     await page.goto(`${url}/tags?device=${device}`);

@@ -27,10 +27,17 @@ pub struct AuditEntry {
     pub applied: bool,
     /// The diff and what the node did, or why nothing was applied.
     pub outcome: serde_json::Value,
+    /// The same in one line for people (the UI's audit list).
+    #[serde(default)]
+    pub summary: String,
 }
 
 impl AuditEntry {
     pub fn new(action: &str, who: &str, result: &Result<ApplyReport, ApplyError>) -> AuditEntry {
+        let summary = match result {
+            Ok(report) => report.to_string(),
+            Err(e) => e.to_string(),
+        };
         let outcome = match result {
             Ok(report) => serde_json::to_value(report),
             Err(e) => serde_json::to_value(e),
@@ -42,6 +49,7 @@ impl AuditEntry {
             action: action.to_owned(),
             applied: result.is_ok(),
             outcome,
+            summary,
         }
     }
 }
