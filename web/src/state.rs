@@ -86,3 +86,17 @@ pub fn shown_addr(addr: std::net::SocketAddr) -> String {
         addr.to_string()
     }
 }
+
+/// The origin a panel's `public_url` names: `scheme://authority` of an http(s) URL with
+/// no path beyond `/`; `None` for anything else.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}"))
+}

@@ -129,7 +129,7 @@ impl ApiConfig {
             problems.push("api.state_dir", "must name a directory");
         }
         if let Some(url) = &self.public_url
-            && origin_of(url).is_none()
+            && web::state::origin_of(url).is_none()
         {
             problems.push(
                 "api.public_url",
@@ -196,21 +196,8 @@ impl ApiConfig {
 
     /// The origin of `public_url`, if set (`https://panel.example:8443`).
     pub fn public_origin(&self) -> Option<String> {
-        self.public_url.as_deref().and_then(origin_of)
+        self.public_url.as_deref().and_then(web::state::origin_of)
     }
-}
-
-/// `scheme://authority` of an http(s) URL with no path beyond `/`.
-fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    if !matches!(scheme, "http" | "https") {
-        return None;
-    }
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-        return None;
-    }
-    Some(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
