@@ -100,3 +100,39 @@ pub fn origin_of(url: &str) -> Option<String> {
     }
     Some(format!("{scheme}://{authority}"))
 }
+
+/// The checks both panels make of their shared keys (`public_url`, `idle_timeout_s`,
+/// `session_lifetime_s`) under the table `table` (`api`, `ui`), each problem by its key.
+pub fn check_session_keys(
+    table: &str,
+    public_url: Option<&str>,
+    idle_timeout_s: u64,
+    session_lifetime_s: u64,
+    problems: &mut infra::Problems,
+) {
+    if let Some(url) = public_url
+        && origin_of(url).is_none()
+    {
+        problems.push(
+            format!("{table}.public_url"),
+            format!("{url:?} must be http(s)://HOST[:PORT] with no path"),
+        );
+    }
+    if !(60..=7 * 24 * 3600).contains(&idle_timeout_s) {
+        problems.push(
+            format!("{table}.idle_timeout_s"),
+            "must be 60 to 604800 seconds",
+        );
+    }
+    if !(60..=30 * 24 * 3600).contains(&session_lifetime_s) {
+        problems.push(
+            format!("{table}.session_lifetime_s"),
+            "must be 60 to 2592000 seconds",
+        );
+    } else if session_lifetime_s < idle_timeout_s {
+        problems.push(
+            format!("{table}.session_lifetime_s"),
+            format!("must be at least {table}.idle_timeout_s"),
+        );
+    }
+}

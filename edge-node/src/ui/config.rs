@@ -94,25 +94,13 @@ impl UiConfig {
             problems.push("ui.state_dir", "must name a directory");
         }
         self.state_dir = base.join(&self.state_dir);
-        if let Some(url) = &self.public_url
-            && web::state::origin_of(url).is_none()
-        {
-            problems.push(
-                "ui.public_url",
-                format!("{url:?} must be http(s)://HOST[:PORT] with no path"),
-            );
-        }
-        if !(60..=7 * 24 * 3600).contains(&self.idle_timeout_s) {
-            problems.push("ui.idle_timeout_s", "must be 60 to 604800 seconds");
-        }
-        if !(60..=30 * 24 * 3600).contains(&self.session_lifetime_s) {
-            problems.push("ui.session_lifetime_s", "must be 60 to 2592000 seconds");
-        } else if self.session_lifetime_s < self.idle_timeout_s {
-            problems.push(
-                "ui.session_lifetime_s",
-                "must be at least ui.idle_timeout_s",
-            );
-        }
+        web::state::check_session_keys(
+            "ui",
+            self.public_url.as_deref(),
+            self.idle_timeout_s,
+            self.session_lifetime_s,
+            &mut problems,
+        );
         problems.finish(self)
     }
 

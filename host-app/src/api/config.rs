@@ -128,25 +128,13 @@ impl ApiConfig {
         {
             problems.push("api.state_dir", "must name a directory");
         }
-        if let Some(url) = &self.public_url
-            && web::state::origin_of(url).is_none()
-        {
-            problems.push(
-                "api.public_url",
-                format!("{url:?} must be http(s)://HOST[:PORT] with no path"),
-            );
-        }
-        if !(60..=7 * 24 * 3600).contains(&self.idle_timeout_s) {
-            problems.push("api.idle_timeout_s", "must be 60 to 604800 seconds");
-        }
-        if !(60..=30 * 24 * 3600).contains(&self.session_lifetime_s) {
-            problems.push("api.session_lifetime_s", "must be 60 to 2592000 seconds");
-        } else if self.session_lifetime_s < self.idle_timeout_s {
-            problems.push(
-                "api.session_lifetime_s",
-                "must be at least api.idle_timeout_s",
-            );
-        }
+        web::state::check_session_keys(
+            "api",
+            self.public_url.as_deref(),
+            self.idle_timeout_s,
+            self.session_lifetime_s,
+            &mut problems,
+        );
         if !(100..=600_000).contains(&self.header_timeout_ms) {
             problems.push("api.header_timeout_ms", "must be 100 to 600000 ms");
         }
