@@ -42,11 +42,11 @@ use tokio_util::sync::CancellationToken;
 use web::{Auth, Caller, Role};
 
 use crate::command::{self, WriteError};
-use crate::history::{AuditQuery, AuditRecord, MetricKey, TimeRange};
+use crate::history::{AuditQuery, AuditRecord, MetricId, MetricKey, Sample, TimeRange};
 use crate::panel::{self, PanelState, SystemInfo};
 use crate::session::Publisher;
 use crate::shared::{HostShared, sample_json};
-use crate::tracker::{MetricState, Metrics};
+use crate::tracker::{MetricState, Metrics, NodeId, NodeState};
 use config::ApiConfig;
 use types::{
     AuditLog, AuditView, DeviceView, GroupView, MetricView, NodeView, RebirthReply, RebirthRequest,
@@ -476,56 +476,123 @@ async fn blocking<T: Send + 'static>(
         .map_err(internal)
 }
 
+/// Most metrics of observed nodes whose latest value one tree request looks up in
+/// history; beyond, they show their birth values.
+const MAX_OBSERVED_LOOKUP: usize = 100_000;
+
 async fn tree(State(state): State<ApiState>) -> axum::Json<Tree> {
-    let tracker = state.shared.tracker();
+    let shared = &state.shared;
+    let latest = observed_latest(shared).await;
+    let mut nodes: Vec<(NodeId, NodeView)> = Vec::new();
+    for (id, node) in shared.tracker().nodes() {
+        let owner = Some(shared.host_id.clone());
+        nodes.push((
+            id.clone(),
+            node_view(id, node, true, owner, &HashMap::new()),
+        ));
+    }
+    for (id, node) in shared.observed().nodes() {
+        let owner = shared.ownership.owner(&id.group_id).map(str::to_owned);
+        nodes.push((id.clone(), node_view(id, node, false, owner, &latest)));
+    }
+    nodes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut groups: Vec<GroupView> = Vec::new();
-    for (id, node) in tracker.nodes() {
-        let devices = node
-            .devices
-            .iter()
-            .map(|(device_id, d)| DeviceView {
-                device: device_id.clone(),
-                state: d.state,
-                since: d.since,
-                metrics: metrics_view(&d.metrics),
-            })
-            .collect();
-        let view = NodeView {
-            node: id.edge_node_id.clone(),
-            state: node.state,
-            since: node.since,
-            bd_seq: node.bd_seq.map(|b| b.value()),
-            metrics: metrics_view(&node.metrics),
-            devices,
-        };
+    for (id, view) in nodes {
         match groups.last_mut() {
             Some(g) if g.group == id.group_id => g.nodes.push(view),
             _ => groups.push(GroupView {
-                group: id.group_id.clone(),
+                group: id.group_id,
                 nodes: vec![view],
             }),
         }
     }
     axum::Json(Tree {
-        host_id: state.shared.host_id.clone(),
-        connected: state.shared.is_connected(),
+        host_id: shared.host_id.clone(),
+        connected: shared.is_connected(),
         groups,
     })
 }
 
-fn metrics_view(metrics: &Metrics) -> Vec<MetricView> {
-    metrics.list.iter().map(metric_view).collect()
+/// The newest stored sample of each metric of the nodes other instances own: with a
+/// history database shared by the fleet, their values; none when it cannot be read.
+async fn observed_latest(shared: &Arc<HostShared>) -> HashMap<MetricId, Sample> {
+    let ids: Vec<MetricId> = {
+        let observed = shared.observed();
+        observed
+            .nodes()
+            .into_iter()
+            .flat_map(|(_, n)| {
+                let devices = n.devices.iter().flat_map(|(_, d)| d.metrics.list.iter());
+                n.metrics.list.iter().chain(devices)
+            })
+            .filter_map(|m| m.id)
+            .take(MAX_OBSERVED_LOOKUP)
+            .collect()
+    };
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    let store = Arc::clone(&shared.store);
+    match blocking(move || store.latest(&ids)).await {
+        Ok(samples) => samples.into_iter().map(|s| (s.metric, s)).collect(),
+        Err(Failure(_, e)) => {
+            tracing::warn!(error = %e, "latest values of observed nodes not read; birth values shown");
+            HashMap::new()
+        }
+    }
 }
 
-fn metric_view(m: &MetricState) -> MetricView {
+fn node_view(
+    id: &NodeId,
+    node: &NodeState,
+    owned: bool,
+    owner: Option<String>,
+    latest: &HashMap<MetricId, Sample>,
+) -> NodeView {
+    let devices = node
+        .devices
+        .iter()
+        .map(|(device_id, d)| DeviceView {
+            device: device_id.clone(),
+            state: d.state,
+            since: d.since,
+            metrics: metrics_view(&d.metrics, latest),
+        })
+        .collect();
+    NodeView {
+        node: id.edge_node_id.clone(),
+        state: node.state,
+        since: node.since,
+        bd_seq: node.bd_seq.map(|b| b.value()),
+        owned,
+        owner,
+        metrics: metrics_view(&node.metrics, latest),
+        devices,
+    }
+}
+
+fn metrics_view(metrics: &Metrics, latest: &HashMap<MetricId, Sample>) -> Vec<MetricView> {
+    metrics
+        .list
+        .iter()
+        .map(|m| metric_view(m, latest))
+        .collect()
+}
+
+/// A metric as the tracker has it, or as history has it when history is newer.
+fn metric_view(m: &MetricState, latest: &HashMap<MetricId, Sample>) -> MetricView {
+    let (value, quality, timestamp) = match m.id.and_then(|id| latest.get(&id)) {
+        Some(s) if s.ts >= m.ts => (Some(sample_json(&s.value)), s.quality.0, s.ts),
+        _ => (m.value.as_ref().map(sample_json), m.quality.0, m.ts),
+    };
     MetricView {
         name: m.name.clone(),
         datatype: m.datatype.map(|d| d.to_string()),
         units: m.units.clone(),
         alias: m.alias,
-        value: m.value.as_ref().map(sample_json),
-        quality: m.quality.0,
-        timestamp: m.ts,
+        value,
+        quality,
+        timestamp,
     }
 }
 

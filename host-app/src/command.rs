@@ -38,7 +38,8 @@ pub enum WriteError {
     /// No such node, device or metric (HTTP 404).
     #[error("{0}")]
     NotFound(String),
-    /// The target exists but cannot take a command now (HTTP 409).
+    /// The target cannot take a command now, or another host instance owns its group
+    /// (HTTP 409).
     #[error("{0}")]
     Conflict(String),
     /// Publishing or auditing failed (HTTP 500).
@@ -115,7 +116,9 @@ pub async fn rebirth(
         ("node", Some(&node.to_owned())),
     ])?;
     let node_id = NodeId::new(group, node);
-    let checked = if !shared.is_connected() {
+    let checked = if let Err(e) = check_owned(shared, &node_id) {
+        Err(e)
+    } else if !shared.is_connected() {
         Err(WriteError::Conflict(
             "the host is not connected to the MQTT broker".into(),
         ))
@@ -179,8 +182,29 @@ fn check_ids(fields: &[(&str, Option<&String>)]) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// Commands go only to nodes of groups this instance owns: another instance is their
+/// Primary Host. The refusal names the owner when the configuration knows it.
+fn check_owned(shared: &HostShared, node: &NodeId) -> Result<(), WriteError> {
+    if shared.ownership.owns(&node.group_id) {
+        return Ok(());
+    }
+    Err(WriteError::Conflict(
+        match shared.ownership.owner(&node.group_id) {
+            Some(owner) => format!(
+                "edge node {node} is in group {:?}, owned by host {owner:?}: send the command there",
+                node.group_id
+            ),
+            None => format!(
+                "edge node {node} is in group {:?}, not owned by this host (sparkplug.groups) nor by a known peer",
+                node.group_id
+            ),
+        },
+    ))
+}
+
 /// The metric to publish, when the target is known, online and the value fits.
 fn check_target(shared: &HostShared, request: &WriteRequest) -> Result<Metric, WriteError> {
+    check_owned(shared, &NodeId::new(&request.group, &request.node))?;
     if !shared.is_connected() {
         return Err(WriteError::Conflict(
             "the host is not connected to the MQTT broker".into(),

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 pub use crate::api::config::{ApiConfig, ApiTls};
 use crate::broker::BrokerConfig;
+use crate::fleet::{GroupPattern, Ownership, PeerConfig};
 use crate::history::HistoryConfig;
 use crate::mqtt::MAX_PACKET_SIZE;
 use crate::session::SessionConfig;
@@ -22,6 +23,14 @@ pub struct SparkplugConfig {
     /// The Primary Host id: `spBv1.0/STATE/<host_id>`, and what edge nodes are told to
     /// wait for.
     pub host_id: String,
+    /// The groups this instance owns (names, or patterns with `*`); absent: every group.
+    /// Births and deaths of the other groups are observed for the fleet view only.
+    #[serde(default)]
+    pub groups: Option<Vec<GroupPattern>>,
+    /// The other host instances of the fleet and their groups: who owns what this
+    /// instance only observes.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
     /// How long a message after a `seq` gap waits for the missing ones before a Rebirth.
     #[serde(default = "defaults::reorder_timeout_ms")]
     pub reorder_timeout_ms: u64,
@@ -59,6 +68,11 @@ impl SparkplugConfig {
             max_devices_per_node: self.max_devices_per_node,
             max_metrics: self.max_metrics,
         }
+    }
+
+    /// Which groups this instance owns and which peer owns the others.
+    pub fn ownership(&self) -> Ownership {
+        Ownership::new(&self.host_id, self.groups.clone(), self.peers.clone())
     }
 
     pub fn session(&self) -> SessionConfig {
@@ -253,6 +267,7 @@ impl SparkplugConfig {
                 "must be 65536 to 1073741824 bytes",
             );
         }
+        self.validate_fleet(&mut problems);
         let counts = [
             ("sparkplug.max_nodes", self.max_nodes, 1_000_000),
             (
@@ -268,6 +283,65 @@ impl SparkplugConfig {
             }
         }
         problems.finish(())
+    }
+}
+
+impl SparkplugConfig {
+    /// `groups` and `peers`: valid names or patterns, and peers only beside `groups`.
+    fn validate_fleet(&self, problems: &mut Problems) {
+        if let Some(groups) = &self.groups {
+            if groups.is_empty() {
+                problems.push(
+                    "sparkplug.groups",
+                    "must list at least one group (leave the key out to own every group)",
+                );
+            }
+            check_patterns("sparkplug.groups", groups, problems);
+        } else if !self.peers.is_empty() {
+            problems.push(
+                "sparkplug.peers",
+                "needs sparkplug.groups: without it this host owns every group",
+            );
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            let key = format!("sparkplug.peers[{i}]");
+            if let Err(e) = sparkplug::StateTopic::new(peer.host_id.as_str()) {
+                problems.push(format!("{key}.host_id"), e);
+            } else if peer.host_id == self.host_id {
+                problems.push(
+                    format!("{key}.host_id"),
+                    "is this host's own id (sparkplug.host_id)",
+                );
+            } else if self.peers[..i].iter().any(|p| p.host_id == peer.host_id) {
+                problems.push(format!("{key}.host_id"), "is listed twice");
+            }
+            if peer.groups.is_empty() {
+                problems.push(format!("{key}.groups"), "must list at least one group");
+            }
+            check_patterns(&format!("{key}.groups"), &peer.groups, problems);
+            let own = self.groups.as_deref().unwrap_or_default();
+            for (j, g) in peer.groups.iter().enumerate() {
+                if own.contains(g) {
+                    problems.push(
+                        format!("{key}.groups[{j}]"),
+                        format!("{:?} is also in sparkplug.groups", g.as_str()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_patterns(key: &str, groups: &[GroupPattern], problems: &mut Problems) {
+    for (i, g) in groups.iter().enumerate() {
+        if let Some(problem) = g.problem() {
+            problems.push(format!("{key}[{i}]"), problem);
+        } else if groups[..i].contains(g) {
+            problems.push(
+                format!("{key}[{i}]"),
+                format!("{:?} is listed twice", g.as_str()),
+            );
+        }
     }
 }
 
@@ -341,6 +415,55 @@ host_id = "scada"
             let text = format!("{BASE}{key} = {value}\n");
             let e = HostConfig::from_toml(&text).unwrap_err();
             assert_eq!(e.keys(), [format!("sparkplug.{key}")], "{e}");
+        }
+    }
+
+    #[test]
+    fn groups_are_optional_and_every_group_is_owned_without_them() {
+        let config = HostConfig::from_toml(BASE).unwrap();
+        assert_eq!(config.sparkplug.groups, None);
+        assert!(config.sparkplug.ownership().owns("any"));
+        let text = format!(
+            "{BASE}groups = [\"Plant1\", \"Pipeline-*\"]\n\
+             peers = [{{ host_id = \"HostB\", groups = [\"Plant2\"] }}]\n"
+        );
+        let ownership = HostConfig::from_toml(&text).unwrap().sparkplug.ownership();
+        assert!(ownership.owns("Plant1") && ownership.owns("Pipeline-North"));
+        assert!(!ownership.owns("Plant2"));
+        assert_eq!(ownership.owner("Plant2"), Some("HostB"));
+    }
+
+    #[test]
+    fn bad_groups_and_peers_are_named_by_key() {
+        for (lines, keys) in [
+            ("groups = []", vec!["sparkplug.groups"]),
+            ("groups = [\"\"]", vec!["sparkplug.groups[0]"]),
+            ("groups = [\"A\", \"a/b\"]", vec!["sparkplug.groups[1]"]),
+            ("groups = [\"Plant+\"]", vec!["sparkplug.groups[0]"]),
+            ("groups = [\"#\"]", vec!["sparkplug.groups[0]"]),
+            ("groups = [\"A\", \"A\"]", vec!["sparkplug.groups[1]"]),
+            (
+                "peers = [{ host_id = \"B\", groups = [\"P\"] }]",
+                vec!["sparkplug.peers"],
+            ),
+            (
+                "groups = [\"A\"]\npeers = [{ host_id = \"scada\", groups = [\"P\"] }]",
+                vec!["sparkplug.peers[0].host_id"],
+            ),
+            (
+                "groups = [\"A\"]\npeers = [{ host_id = \"B\", groups = [] }]",
+                vec!["sparkplug.peers[0].groups"],
+            ),
+            (
+                "groups = [\"A\"]\npeers = [{ host_id = \"B\", groups = [\"x/y\", \"A\"] }]",
+                vec![
+                    "sparkplug.peers[0].groups[0]",
+                    "sparkplug.peers[0].groups[1]",
+                ],
+            ),
+        ] {
+            let e = HostConfig::from_toml(&format!("{BASE}{lines}\n")).unwrap_err();
+            assert_eq!(e.keys(), keys, "{lines}: {e}");
         }
     }
 

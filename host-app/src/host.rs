@@ -70,13 +70,18 @@ impl Host {
             config.history.audit_retention(),
             config.history.retention_interval(),
         );
-        let shared = HostShared::new(
-            &config.sparkplug.host_id,
+        let shared = HostShared::with_ownership(
             Arc::clone(&store),
             config.sparkplug.tracker(),
+            config.sparkplug.ownership(),
         );
         let started = Session::new(broker.endpoint(), Arc::clone(&shared), writer.clone()).map(
-            |(session, publisher)| (session.with_config(config.sparkplug.session()), publisher),
+            |(session, publisher)| {
+                let session = session
+                    .with_config(config.sparkplug.session())
+                    .with_failover(broker.failover().iter().cloned());
+                (session, publisher)
+            },
         );
         let (session, publisher) = match started {
             Ok(s) => s,

@@ -10,12 +10,14 @@
 //! - [`panel`]: the operator's pages.
 //! - [`users`]: the `user` subcommands that manage accounts from the shell.
 //! - [`spy`]: every Sparkplug message on a broker, one JSON line each.
+//! - [`fleet`]: the groups this instance owns, who owns the others, its subscriptions.
 
 pub mod api;
 pub mod broker;
 pub mod command;
 pub mod config;
 pub mod exposition;
+pub mod fleet;
 pub mod history;
 pub mod host;
 pub mod inspect;

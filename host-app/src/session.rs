@@ -1,7 +1,9 @@
 //! The Primary Host session (Sparkplug B 3.0): the host's MQTT connection with its STATE
-//! will and birth, the subscription to the whole namespace, ingest of every edge node
-//! message through the [`Tracker`](crate::tracker::Tracker) into history, Rebirth
-//! requests, and the clean offline STATE at shutdown.
+//! will and birth, the subscriptions of the groups it owns (the whole namespace when it
+//! owns every group, see [`fleet`](crate::fleet)), ingest of their messages through the
+//! [`Tracker`](crate::tracker::Tracker) into history, Rebirth requests, and the clean
+//! offline STATE at shutdown. Births and deaths of groups other instances own go to the
+//! observer tracker only: no history, no `seq` check, no Rebirth.
 //!
 //! Every connection uses a fresh STATE timestamp `T`: the will is
 //! `{"online":false,"timestamp":T}` and, once the subscriptions are acknowledged, the birth
@@ -17,7 +19,9 @@
 //!
 //! The connection is an [`infra::link::Link`], one per attempt (each with its own will),
 //! so a half-open path is noticed by the keep-alive and TCP's give-up time and a request
-//! that cannot be queued fails instead of holding the session.
+//! that cannot be queued fails instead of holding the session. With failover servers
+//! (`[broker.external] failover`), each lost or refused connection moves to the next
+//! server in the list, round and round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +32,7 @@ use infra::clock::now_ms;
 use infra::link::{LastWill, Link, LinkEvent, LinkOptions, QoS, Requests, SubscribeFilter};
 use infra::logging::Escaped;
 use sparkplug::{
-    AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic, filter, names,
+    AnyTopic, DecodeLimits, MessageType, Metric, Payload, State, StateTopic, Topic, names,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -181,8 +185,12 @@ impl MetricRegistry for StoreRegistry {
 pub struct Session {
     shared: Arc<HostShared>,
     writer: HistoryWriter,
-    /// How every connection is made; the will is set per connection.
+    /// How every connection is made; the will and the server are set per connection.
     options: LinkOptions,
+    /// The broker's servers, tried in order: the first, then each failover server.
+    servers: Vec<MqttEndpoint>,
+    /// The index in `servers` of the next connection's server.
+    server: usize,
     /// The connection of the moment (connecting or connected).
     link: Option<Link>,
     /// Tells every [`Publisher`] which connection to use.
@@ -237,6 +245,8 @@ impl Session {
             Session {
                 shared,
                 writer,
+                servers: vec![options.endpoint.clone()],
+                server: 0,
                 options,
                 link: None,
                 current,
@@ -263,6 +273,13 @@ impl Session {
         self
     }
 
+    /// Adds servers to fail over to, in order, after the one given to [`Session::new`]
+    /// (cluster nodes of one broker: same TLS settings and login).
+    pub fn with_failover(mut self, servers: impl IntoIterator<Item = MqttEndpoint>) -> Session {
+        self.servers.extend(servers);
+        self
+    }
+
     /// Sets the payload bound and the STATE re-assert interval.
     pub fn with_config(mut self, config: SessionConfig) -> Session {
         self.config = config;
@@ -282,6 +299,7 @@ impl Session {
                 && let Err(e) = self.connect()
             {
                 warn!(error = %e, "cannot connect");
+                self.server = (self.server + 1) % self.servers.len().max(1);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(RECONNECT_DELAY) => continue,
@@ -323,6 +341,9 @@ impl Session {
     fn connect(&mut self) -> Result<(), infra::link::LinkError> {
         let mut options = self.options.clone();
         options.will = Some(state_will(&self.state_topic, self.state_ts));
+        if let Some(server) = self.servers.get(self.server) {
+            options.endpoint = server.clone();
+        }
         let link = Link::open(options, Arc::clone(self.shared.link_bytes()))?;
         self.current.send_replace(Some(link.requests()));
         self.link = Some(link);
@@ -332,13 +353,17 @@ impl Session {
     async fn on_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Connected => {
-                info!(state_ts = self.state_ts, "connected; subscribing");
+                let server = self.servers.get(self.server).map(ToString::to_string);
+                info!(state_ts = self.state_ts, server, "connected; subscribing");
                 self.born = false;
-                // One SUBSCRIBE for both, so its SUBACK means both are in place.
-                let filters = [
-                    SubscribeFilter::new(filter::NAMESPACE_ALL.to_owned(), QoS::AtLeastOnce),
-                    SubscribeFilter::new(self.state_topic.clone(), QoS::AtLeastOnce),
-                ];
+                // One SUBSCRIBE for all, so its SUBACK means all are in place.
+                let filters: Vec<SubscribeFilter> = self
+                    .shared
+                    .ownership
+                    .filters(&self.state_topic)
+                    .into_iter()
+                    .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
+                    .collect();
                 if let Some(link) = &self.link
                     && let Err(e) = link.subscribe_many(filters).await
                 {
@@ -382,6 +407,17 @@ impl Session {
                 }
             }
             Ok(AnyTopic::Edge(edge)) => {
+                let owned = self.shared.ownership.owns(edge.group_id());
+                let lifecycle = matches!(
+                    edge.message_type(),
+                    MessageType::NBirth
+                        | MessageType::NDeath
+                        | MessageType::DBirth
+                        | MessageType::DDeath
+                );
+                if !owned && !lifecycle {
+                    return; // another instance's data, on a pattern's wide subscription
+                }
                 if publish.payload.len() > self.config.max_payload_bytes {
                     if let Some(unlogged) = self.refusals.admit("payload") {
                         warn!(
@@ -402,17 +438,34 @@ impl Session {
                     }
                 };
                 let now = now_ms();
-                self.shared.tracker().handle(
-                    edge.group_id(),
-                    edge.message_type(),
-                    edge.edge_node_id(),
-                    edge.device_id(),
-                    payload,
-                    now,
-                    &mut self.registry,
-                    &mut self.samples,
-                    &mut self.actions,
-                );
+                if owned {
+                    self.shared.tracker().handle(
+                        edge.group_id(),
+                        edge.message_type(),
+                        edge.edge_node_id(),
+                        edge.device_id(),
+                        payload,
+                        now,
+                        &mut self.registry,
+                        &mut self.samples,
+                        &mut self.actions,
+                    );
+                } else {
+                    // Metrics registered so shared history can show their values; the
+                    // birth values are the owner's to store.
+                    let mut not_ours = Vec::new();
+                    self.shared.observed().handle(
+                        edge.group_id(),
+                        edge.message_type(),
+                        edge.edge_node_id(),
+                        edge.device_id(),
+                        payload,
+                        now,
+                        &mut self.registry,
+                        &mut not_ours,
+                        &mut self.actions,
+                    );
+                }
                 self.after_message().await;
             }
             Err(e) => debug!(topic, error = %e, "not a Sparkplug topic; ignored"),
@@ -546,8 +599,15 @@ impl Session {
     }
 
     async fn on_connection_lost(&mut self, error: &str) {
-        // This link is finished; the next attempt opens a new one.
+        // This link is finished; the next attempt opens a new one, on the next server.
         self.link = None;
+        if self.servers.len() > 1 {
+            self.server = (self.server + 1) % self.servers.len();
+            info!(
+                next = %self.servers[self.server],
+                "failing over to the next server"
+            );
+        }
         self.current.send_replace(None);
         let was_connected = self.shared.is_connected();
         self.born = false;

@@ -1,5 +1,6 @@
 //! What the session, the command path and the API share: the tracker's picture of every
-//! edge node, the history store, the live event stream and the host's connection state.
+//! edge node this instance owns, the observer's picture of the fleet's other nodes, which
+//! groups are whose, the history store, the live event stream and the connection state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
+use crate::fleet::Ownership;
 use crate::history::{HistoryStore, MetricKey, SampleValue};
 use crate::tracker::{Liveness, Tracker, TrackerConfig};
 
@@ -75,7 +77,11 @@ pub fn sample_json(value: &SampleValue) -> Json {
 pub struct HostShared {
     pub host_id: String,
     pub store: Arc<dyn HistoryStore>,
+    /// Which groups this instance owns and who owns the others.
+    pub ownership: Ownership,
     tracker: Mutex<Tracker>,
+    /// The nodes of groups other instances own, from their births and deaths.
+    observed: Mutex<Tracker>,
     events: broadcast::Sender<HostEvent>,
     connected: AtomicBool,
     /// Connections of the session accepted by the broker, over the process's life.
@@ -85,12 +91,24 @@ pub struct HostShared {
 }
 
 impl HostShared {
+    /// A host that owns every group.
     pub fn new(host_id: &str, store: Arc<dyn HistoryStore>, config: TrackerConfig) -> Arc<Self> {
+        Self::with_ownership(store, config, Ownership::all(host_id))
+    }
+
+    /// A host instance of a fleet, owning the groups `ownership` says.
+    pub fn with_ownership(
+        store: Arc<dyn HistoryStore>,
+        config: TrackerConfig,
+        ownership: Ownership,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Arc::new(Self {
-            host_id: host_id.to_owned(),
+            host_id: ownership.host_id().to_owned(),
             store,
+            ownership,
             tracker: Mutex::new(Tracker::new(config)),
+            observed: Mutex::new(Tracker::observer(config)),
             events,
             connected: AtomicBool::new(false),
             connects: AtomicU64::new(0),
@@ -102,6 +120,11 @@ impl HostShared {
     pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The observer of the groups other instances own, locked (same rule as `tracker`).
+    pub fn observed(&self) -> MutexGuard<'_, Tracker> {
+        self.observed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {

@@ -309,12 +309,26 @@ pub struct Tracker {
     /// Metrics of every node and device, against `max_metrics`.
     metric_count: usize,
     stats: TrackerStats,
+    /// Observes another instance's groups: births and deaths only, no `seq` check (the
+    /// data between them is not seen), never a Rebirth.
+    observer: bool,
 }
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
         Self {
             config,
+            ..Self::default()
+        }
+    }
+
+    /// A tracker of the nodes another host instance owns, fed their births and deaths
+    /// only: it keeps their state and metric definitions within the same bounds, checks
+    /// no `seq` and asks for no Rebirth.
+    pub fn observer(config: TrackerConfig) -> Self {
+        Self {
+            config,
+            observer: true,
             ..Self::default()
         }
     }
@@ -528,6 +542,7 @@ impl Tracker {
         };
         let seq = payload.seq.and_then(|s| Seq::try_from(s).ok());
         match (seq, node.expected_seq) {
+            _ if self.observer => {} // the data between births is not seen: no order to check
             (Some(seq), Some(expected)) if seq != expected => {
                 if node.held.is_empty() {
                     self.stats.seq_gaps += 1;
@@ -699,6 +714,9 @@ impl Tracker {
     }
 
     fn request_rebirth(&mut self, id: &NodeId, reason: RebirthReason, now: u64, out: &mut Out) {
+        if self.observer {
+            return; // the owner asks, not an observer
+        }
         let min = self.config.rebirth_min_interval_ms;
         match self.last_rebirth.get_mut(id) {
             Some(last) if now.saturating_sub(*last) < min => {

@@ -12,7 +12,8 @@ pub struct ErrorReply {
     pub error: String,
 }
 
-/// `GET /api/tree`: every group, edge node, device and metric the host tracks.
+/// `GET /api/tree`: every group, edge node, device and metric of the fleet: the nodes of
+/// the groups this instance owns, and those it observes for other instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     pub host_id: String,
@@ -35,6 +36,11 @@ pub struct NodeView {
     pub since: u64,
     #[serde(rename = "bdSeq")]
     pub bd_seq: Option<u8>,
+    /// This instance owns the node's group (ingests it, takes its commands).
+    pub owned: bool,
+    /// The host id of the instance that owns the group: this one's when `owned`, a
+    /// configured peer's otherwise, `null` when no known instance owns it.
+    pub owner: Option<String>,
     pub metrics: Vec<MetricView>,
     pub devices: Vec<DeviceView>,
 }

@@ -323,6 +323,10 @@ pub struct ExternalConfig {
     pub username: Option<String>,
     /// File holding the password (one trailing line break ignored).
     pub password_file: Option<PathBuf>,
+    /// More servers of the same broker (cluster nodes), `host:port` (port: `port`'s when
+    /// absent), tried in order after `host` when a connection is refused or lost.
+    #[serde(default)]
+    pub failover: Vec<String>,
 }
 
 /// `[broker.external.tls]`.
@@ -569,6 +573,17 @@ impl ExternalConfig {
         if self.port == Some(0) {
             problems.push("broker.external.port", "must not be 0");
         }
+        let servers = self.servers().collect::<Vec<_>>();
+        for (i, server) in servers.iter().enumerate().skip(1) {
+            let key = format!("broker.external.failover[{}]", i - 1);
+            match server {
+                Err(e) => problems.push(key, e),
+                Ok(s) if servers[..i].iter().any(|o| o.as_ref().ok() == Some(s)) => {
+                    problems.push(key, "names a server already listed");
+                }
+                Ok(_) => {}
+            }
+        }
         if let Some(path) = &self.password_file {
             if self.username.is_none() {
                 problems.push("broker.external.username", "required with password_file");
@@ -594,6 +609,18 @@ impl ExternalConfig {
             }
         }
         problems.finish(())
+    }
+
+    /// Every server as (host, port): `host` first, then each failover entry in order, or
+    /// what is wrong with an entry.
+    pub fn servers(&self) -> impl Iterator<Item = Result<(String, u16), String>> + '_ {
+        let first = std::iter::once(Ok((self.host.clone(), self.port())));
+        first.chain(self.failover.iter().map(|entry| {
+            // `host:port` is the authority of an MQTT URL: one grammar for both.
+            let url = infra::url::MqttUrl::parse(&format!("mqtt://{entry}"))
+                .map_err(|e| format!("{entry:?} is not host:port: {}", e.problem))?;
+            Ok((url.host, url.explicit_port.unwrap_or(self.port())))
+        }))
     }
 
     /// The broker's port: as configured, else 8883 with TLS and 1883 without.

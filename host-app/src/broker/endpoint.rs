@@ -15,6 +15,8 @@ pub use infra::link::{Credentials, Endpoint as MqttEndpoint};
 pub struct Broker {
     embedded: Option<EmbeddedBroker>,
     endpoint: MqttEndpoint,
+    /// An external broker's other servers, tried in order after `endpoint`.
+    failover: Vec<MqttEndpoint>,
 }
 
 impl Broker {
@@ -28,6 +30,7 @@ impl Broker {
                 Ok(Broker {
                     embedded: Some(embedded),
                     endpoint,
+                    failover: Vec::new(),
                 })
             }
             BrokerMode::External => {
@@ -37,23 +40,6 @@ impl Broker {
                         "required when broker.mode = \"external\"",
                     )
                 })?;
-                let tls = external.tls.as_ref().map(|tls| ClientTls {
-                    ca_file: tls.ca_file.clone(),
-                    // Checked against the broker's certificate; defaults to `host`.
-                    server_name: Some(
-                        tls.server_name
-                            .clone()
-                            .unwrap_or_else(|| external.host.clone()),
-                    ),
-                    client_auth: tls
-                        .client_cert_file
-                        .clone()
-                        .zip(tls.client_key_file.clone()),
-                });
-                if let Some(name) = tls.as_ref().and_then(|t| t.server_name.as_deref()) {
-                    infra::tls::server_name(name)
-                        .map_err(|e| ConfigError::new("broker.external.tls.server_name", e))?;
-                }
                 let credentials = match &external.username {
                     Some(username) => Some(Credentials {
                         username: username.clone(),
@@ -61,14 +47,38 @@ impl Broker {
                     }),
                     None => None,
                 };
+                let mut servers = Vec::new();
+                for (i, server) in external.servers().enumerate() {
+                    let key = match i {
+                        0 => "broker.external.host".to_owned(),
+                        _ => format!("broker.external.failover[{}]", i - 1),
+                    };
+                    let (host, port) = server.map_err(|e| ConfigError::new(key, e))?;
+                    let tls = external.tls.as_ref().map(|tls| ClientTls {
+                        ca_file: tls.ca_file.clone(),
+                        // Checked against the certificate; defaults to the server's host.
+                        server_name: Some(tls.server_name.clone().unwrap_or_else(|| host.clone())),
+                        client_auth: tls
+                            .client_cert_file
+                            .clone()
+                            .zip(tls.client_key_file.clone()),
+                    });
+                    if let Some(name) = tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+                        infra::tls::server_name(name)
+                            .map_err(|e| ConfigError::new("broker.external.tls.server_name", e))?;
+                    }
+                    servers.push(MqttEndpoint {
+                        host,
+                        port,
+                        tls,
+                        credentials: credentials.clone(),
+                    });
+                }
+                let endpoint = servers.remove(0); // `host` is always the first
                 Ok(Broker {
                     embedded: None,
-                    endpoint: MqttEndpoint {
-                        host: external.host.clone(),
-                        port: external.port(),
-                        tls,
-                        credentials,
-                    },
+                    endpoint,
+                    failover: servers,
                 })
             }
         }
@@ -77,6 +87,12 @@ impl Broker {
     /// Where the host's own MQTT session connects.
     pub fn endpoint(&self) -> &MqttEndpoint {
         &self.endpoint
+    }
+
+    /// The servers to fail over to, in order, after [`Broker::endpoint`] (none for the
+    /// embedded broker).
+    pub fn failover(&self) -> &[MqttEndpoint] {
+        &self.failover
     }
 
     /// The embedded broker, when this process runs one.

@@ -1,6 +1,8 @@
-//! The Overview page: every group, edge node and device with ONLINE / OFFLINE / STALE
-//! and since when, each node's bdSeq, last birth and death, seq gaps, Rebirths requested
-//! and its store-and-forward figures (the node's `Store/*` metrics).
+//! The Overview page: every group, edge node and device of the fleet with ONLINE /
+//! OFFLINE / STALE and since when, each node's bdSeq, last birth and death, seq gaps,
+//! Rebirths requested and its store-and-forward figures (the node's `Store/*` metrics).
+//! Nodes of groups another instance owns are listed as observed, with their owner: their
+//! state comes from their births and deaths, their figures from (shared) history.
 
 use askama::Template;
 use axum::extract::State;
@@ -11,7 +13,7 @@ use web::{Caller, Role};
 
 use super::{PanelState, metric_key, shown_state};
 use crate::shared::sample_json;
-use crate::tracker::{Liveness, Metrics};
+use crate::tracker::{Liveness, Metrics, NodeId, NodeState};
 
 /// The node metrics an edge node reports its store-and-forward with.
 const STORE_METRICS: [&str; 4] = [
@@ -40,7 +42,12 @@ pub struct DeviceRow {
 pub struct NodeRow {
     pub group: String,
     pub id: String,
+    /// The node's page; empty for an observed node (this instance has no detail of it).
     pub href: String,
+    /// This instance owns the node's group.
+    pub owned: bool,
+    /// The owning instance's host id; `–` when unknown.
+    pub owner: String,
     pub state: &'static str,
     pub since: u64,
     pub bd_seq: String,
@@ -82,65 +89,85 @@ pub fn value_text(metrics: &Metrics, name: &str) -> String {
     }
 }
 
-/// The groups as the tracker sees them now.
+/// The groups as the tracker (owned nodes) and the observer (the fleet's others) see them.
 pub fn groups(state: &PanelState) -> Vec<GroupRow> {
-    let connected = state.shared.is_connected();
-    let tracker = state.shared.tracker();
+    let shared = &state.shared;
+    let connected = shared.is_connected();
+    let mut rows: Vec<(NodeId, NodeRow)> = Vec::new();
+    for (id, node) in shared.tracker().nodes() {
+        rows.push((
+            id.clone(),
+            node_row(id, node, connected, Some(&shared.host_id)),
+        ));
+    }
+    for (id, node) in shared.observed().nodes() {
+        let owner = shared.ownership.owner(&id.group_id);
+        let mut row = node_row(id, node, connected, owner);
+        row.owned = false;
+        row.href = String::new();
+        rows.push((id.clone(), row));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     let mut groups: Vec<GroupRow> = Vec::new();
-    for (id, node) in tracker.nodes() {
-        let (g, n) = (&id.group_id, &id.edge_node_id);
-        let row = NodeRow {
-            group: g.clone(),
-            id: n.clone(),
-            href: format!("/node/{}/{}", path_segment(g), path_segment(n)),
-            state: shown_state(connected, node.state == Liveness::Online),
-            since: node.since,
-            bd_seq: node
-                .bd_seq
-                .map_or_else(|| "–".into(), |b| b.value().to_string()),
-            last_birth: node.last_birth.unwrap_or(0),
-            last_death: node.last_death.unwrap_or(0),
-            seq_gaps: node.seq_gaps,
-            rebirths: node.rebirths_requested,
-            store: STORE_METRICS
-                .iter()
-                .map(|&name| StoreFigure {
-                    name,
-                    key: metric_key(g, n, None, name),
-                    text: value_text(&node.metrics, name),
-                    units: node
-                        .metrics
-                        .get(name)
-                        .and_then(|m| m.units.clone())
-                        .unwrap_or_default(),
-                })
-                .collect(),
-            devices: node
-                .devices
-                .iter()
-                .map(|(d, dev)| DeviceRow {
-                    id: d.clone(),
-                    href: format!(
-                        "/device/{}/{}/{}",
-                        path_segment(g),
-                        path_segment(n),
-                        path_segment(d)
-                    ),
-                    state: shown_state(connected, dev.state == Liveness::Online),
-                    since: dev.since,
-                    metrics: dev.metrics.list.len(),
-                })
-                .collect(),
-        };
+    for (id, row) in rows {
         match groups.last_mut() {
-            Some(group) if group.id == *g => group.nodes.push(row),
+            Some(group) if group.id == id.group_id => group.nodes.push(row),
             _ => groups.push(GroupRow {
-                id: g.clone(),
+                id: id.group_id,
                 nodes: vec![row],
             }),
         }
     }
     groups
+}
+
+fn node_row(id: &NodeId, node: &NodeState, connected: bool, owner: Option<&str>) -> NodeRow {
+    let (g, n) = (&id.group_id, &id.edge_node_id);
+    NodeRow {
+        group: g.clone(),
+        id: n.clone(),
+        href: format!("/node/{}/{}", path_segment(g), path_segment(n)),
+        owned: true,
+        owner: owner.unwrap_or("–").to_owned(),
+        state: shown_state(connected, node.state == Liveness::Online),
+        since: node.since,
+        bd_seq: node
+            .bd_seq
+            .map_or_else(|| "–".into(), |b| b.value().to_string()),
+        last_birth: node.last_birth.unwrap_or(0),
+        last_death: node.last_death.unwrap_or(0),
+        seq_gaps: node.seq_gaps,
+        rebirths: node.rebirths_requested,
+        store: STORE_METRICS
+            .iter()
+            .map(|&name| StoreFigure {
+                name,
+                key: metric_key(g, n, None, name),
+                text: value_text(&node.metrics, name),
+                units: node
+                    .metrics
+                    .get(name)
+                    .and_then(|m| m.units.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        devices: node
+            .devices
+            .iter()
+            .map(|(d, dev)| DeviceRow {
+                id: d.clone(),
+                href: format!(
+                    "/device/{}/{}/{}",
+                    path_segment(g),
+                    path_segment(n),
+                    path_segment(d)
+                ),
+                state: shown_state(connected, dev.state == Liveness::Online),
+                since: dev.since,
+                metrics: dev.metrics.list.len(),
+            })
+            .collect(),
+    }
 }
 
 /// Percent-encodes an id for one path segment.

@@ -575,3 +575,41 @@ fn rebirth_requests_for_unknown_nodes_do_not_grow_without_end() {
     );
     assert_eq!(h.rebirths(), 1);
 }
+
+#[test]
+fn an_observer_takes_births_and_deaths_without_seq_checks_or_rebirths() {
+    let mut h = Harness::new();
+    h.tracker = Tracker::observer(h.tracker.config());
+    h.birth(4);
+    // The owner's data moved seq on; the observer saw none of it.
+    let d = Payload::new(T0 + 10)
+        .with_seq(Seq::new(40))
+        .with_metric(Metric::new("Flow", 1.5f64).with_alias(3));
+    h.send(MessageType::DBirth, Some("D2"), d, T0 + 10);
+    assert_eq!(h.rebirths(), 0);
+    assert_eq!(h.node().device("D2").unwrap().state, Liveness::Online);
+    assert_eq!(h.tracker.stats().seq_gaps, 0);
+    h.send(
+        MessageType::DDeath,
+        Some("D"),
+        Payload::new(T0 + 20).with_seq(Seq::new(90)),
+        T0 + 20,
+    );
+    assert_eq!(h.node().device("D").unwrap().state, Liveness::Offline);
+    h.send(MessageType::NDeath, None, ndeath(4), T0 + 30);
+    assert_eq!(h.node().state, Liveness::Offline);
+    // A device birth of a node it has no birth of asks for nothing either.
+    h.tracker.handle(
+        "G",
+        MessageType::DBirth,
+        "Other",
+        Some("D"),
+        Payload::new(T0).with_seq(Seq::new(7)),
+        T0 + 40,
+        &mut h.registry,
+        &mut h.samples,
+        &mut h.actions,
+    );
+    assert_eq!(h.rebirths(), 0);
+    assert_eq!(h.tracker.stats().rebirths_requested, 0);
+}
