@@ -454,6 +454,66 @@ async fn external_mode_gives_the_configured_endpoint() {
 }
 
 #[tokio::test]
+async fn external_failover_servers_follow_the_first_in_order() {
+    let pki = Pki::generate();
+    let doc = cfg::Broker {
+        mode: "external".to_owned(),
+        embedded: None,
+        external: Some(cfg::External {
+            host: "node1.example".to_owned(),
+            port: Some(4001),
+            failover: Some(vec!["node2.example:4002".into(), "[::1]".into()]),
+            tls: Some(cfg::ExternalTls {
+                ca_file: pki.ca.clone(),
+                ..cfg::ExternalTls::default()
+            }),
+            ..cfg::External::default()
+        }),
+    }
+    .to_toml();
+    let config = BrokerConfig::from_toml(&doc).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&config, state.path()).await.unwrap();
+    assert_eq!(broker.endpoint().to_string(), "mqtts://node1.example:4001");
+    let failover: Vec<String> = broker.failover().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        failover,
+        ["mqtts://node2.example:4002", "mqtts://[::1]:4001"],
+        "a failover entry without a port takes `port`"
+    );
+    let names: Vec<_> = broker
+        .failover()
+        .iter()
+        .map(|e| e.tls.as_ref().unwrap().server_name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["node2.example", "::1"], "each server's own name");
+    broker.stop().await;
+}
+
+#[test]
+fn bad_failover_entries_are_named_by_index() {
+    let doc = |failover: &str| {
+        format!(
+            "[broker]\nmode = \"external\"\n[broker.external]\nhost = \"127.0.0.1\"\nport = 4001\nfailover = {failover}\n"
+        )
+    };
+    assert_eq!(
+        error_key(&doc(r#"["127.0.0.1:4002", "", "a:0"]"#)),
+        "broker.external.failover[1], broker.external.failover[2]"
+    );
+    assert_eq!(
+        error_key(&doc(r#"["127.0.0.1:4001"]"#)),
+        "broker.external.failover[0]",
+        "the first server again"
+    );
+    assert_eq!(
+        error_key(&doc(r#"["h:4002/x", "h:4002", "h:4002"]"#)),
+        "broker.external.failover[0], broker.external.failover[2]"
+    );
+    assert!(BrokerConfig::from_toml(&doc(r#"["127.0.0.1:4002", "other"]"#)).is_ok());
+}
+
+#[tokio::test]
 async fn embedded_mode_gives_a_loopback_endpoint() {
     let doc = "[broker]\nmode = \"embedded\"\n[broker.embedded]\nallow_anonymous = true\n\
                [broker.embedded.plain]\nlisten = \"0.0.0.0:0\"\n";

@@ -34,6 +34,8 @@ impl HostConfig {
                 host_id: host_id.to_owned(),
                 reorder_timeout_ms: None,
                 rebirth_min_interval_ms: None,
+                groups: None,
+                peers: Vec::new(),
             },
             api: Api::plain("127.0.0.1:0"),
             metrics: None,
@@ -262,6 +264,8 @@ pub struct External {
     pub port: Option<u16>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// More servers, `host:port`, tried in order after `host`.
+    pub failover: Option<Vec<String>>,
     pub tls: Option<ExternalTls>,
 }
 
@@ -299,6 +303,26 @@ pub struct Sparkplug {
     pub host_id: String,
     pub reorder_timeout_ms: Option<u64>,
     pub rebirth_min_interval_ms: Option<u64>,
+    /// The groups this instance owns; `None`: every group.
+    pub groups: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+}
+
+/// `[[sparkplug.peers]]`: another host instance and the groups it owns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    pub host_id: String,
+    pub groups: Vec<String>,
+}
+
+impl Peer {
+    pub fn new(host_id: &str, groups: &[&str]) -> Peer {
+        Peer {
+            host_id: host_id.to_owned(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
 }
 
 /// `[api]`: tests serve plain HTTP on loopback unless they set `https`.
