@@ -1,21 +1,28 @@
 //! Host instances partitioned by Sparkplug group on one real broker: each ingests, checks
 //! `seq` and asks Rebirths only for the groups it owns, both list every edge node of the
-//! fleet with its owner, a command for another instance's node is refused naming the
-//! owner; and the host's MQTT client fails over to the next external server.
+//! fleet with its owner (the overview too, in Chromium), a command for another instance's
+//! node is refused naming the owner; and the host's MQTT client fails over to the next
+//! external server.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use host_app::broker::EmbeddedBroker;
 use host_app::config::HostConfig;
 use host_app::history::{MetricKey, TimeRange};
 use host_app::host::Host;
 use host_app::tracker::{Liveness, NodeId};
-use host_app_testkit::host::{WAIT, admin, embedded_broker, host_config};
+use host_app_testkit::host::{WAIT, admin, embedded_broker, host_config, login};
 use serde_json::{Value as Json, json};
 use sparkplug::Metric;
+use system_tests::browser;
 use system_tests::config::host::{Broker, Peer};
+use system_tests::http::TEST_PASSWORD;
 use system_tests::mqtt::ScriptedEdge;
 use system_tests::stack::now_ms;
 use system_tests::wait;
+use tempfile::TempDir;
+use web::Role;
 
 /// The fleet: HostA owns Plant1; HostB owns Plant2 and every `Pipe-*` group; nobody
 /// owns Plant3.
@@ -84,8 +91,17 @@ async fn tree_owners(host: &Host) -> Vec<(String, bool, Json)> {
     out
 }
 
-#[tokio::test]
-async fn two_instances_share_the_fleet_by_group() {
+/// The fleet on one embedded broker: both instances started, every node born with a
+/// device, and each instance tracking its own nodes and observing the others.
+struct Fleet {
+    broker: EmbeddedBroker,
+    a: Host,
+    b: Host,
+    edges: Vec<ScriptedEdge>,
+    _dirs: (TempDir, TempDir),
+}
+
+async fn fleet() -> Fleet {
     let broker = embedded_broker().await;
     let addr = broker.plain_addr().unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -136,8 +152,27 @@ async fn two_instances_share_the_fleet_by_group() {
         assert_eq!(shared.tracker().nodes().len(), own.len());
         assert_eq!(shared.observed().nodes().len(), NODES.len() - own.len());
     }
+    Fleet {
+        broker,
+        a,
+        b,
+        edges,
+        _dirs: (dir_a, dir_b),
+    }
+}
+
+#[tokio::test]
+async fn two_instances_share_the_fleet_by_group() {
+    let Fleet {
+        broker,
+        a,
+        b,
+        mut edges,
+        _dirs,
+    } = fleet().await;
 
     // Data, in order, from every node: each instance stores only its own groups'.
+    let (a_shared, b_shared) = (a.shared().clone(), b.shared().clone());
     let t0 = now_ms() - 10_000; // one timestamp per value: history keeps (metric, ts) once
     for edge in &mut edges {
         for v in 1..=3u32 {
@@ -145,8 +180,6 @@ async fn two_instances_share_the_fleet_by_group() {
             edge.ndata(vec![value]).await;
         }
     }
-    let a_shared = a.shared().clone();
-    let b_shared = b.shared().clone();
     // NBIRTH, DBIRTH and three NDATA per owned node.
     wait::until_async("HostA took Plant1's data", WAIT, || {
         a_shared.tracker().stats().messages >= 5
@@ -195,7 +228,7 @@ async fn two_instances_share_the_fleet_by_group() {
     }
     assert!(
         edges[3]
-            .collect_for("/NCMD/", std::time::Duration::from_millis(500))
+            .collect_for("/NCMD/", Duration::from_millis(500))
             .await
             .is_empty(),
         "a node of a group nobody owns is asked nothing"
@@ -329,6 +362,47 @@ async fn the_host_fails_over_to_the_next_external_server() {
     let _edge = tracks_edge_on(&host, second.plain_addr().unwrap(), "E2").await;
     host.stop().await.unwrap();
     second.stop().await;
+}
+
+/// HostA's overview in Chromium (tests/browser/fleet.mjs): its own node, HostB's nodes
+/// observed with their owner, a node nobody owns, and an observed death shown live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_owned_and_observed_nodes_in_a_browser() {
+    let Fleet {
+        broker,
+        a,
+        b,
+        mut edges,
+        _dirs,
+    } = fleet().await;
+    login(&a, "olivia", Role::Operator).await;
+    let env = [
+        ("PANEL_URL", format!("http://{}", a.api_addr())),
+        ("PANEL_USER", "olivia".to_owned()),
+        ("PANEL_PASSWORD", TEST_PASSWORD.to_owned()),
+        ("HOST_ID", "HostA".to_owned()),
+    ];
+    let mut plant2 = Some(edges.remove(1));
+    let outcome = tokio::task::spawn_blocking(move || {
+        browser::run("fleet", &env, Duration::from_secs(120), |command| {
+            match (command, plant2.take()) {
+                ("kill Plant2/E2", Some(edge)) => {
+                    edge.kill();
+                    Ok(String::new())
+                }
+                _ => Err(format!("unknown command {command:?}")),
+            }
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.passed,
+        ["01-owned-and-observed", "02-observed-death"]
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    broker.stop().await;
 }
 
 #[test]

@@ -46,15 +46,16 @@ pub struct NodeRow {
     pub href: String,
     /// This instance owns the node's group.
     pub owned: bool,
-    /// The owning instance's host id; `–` when unknown.
-    pub owner: String,
+    /// The owning instance's host id; `None` when no known instance owns the group.
+    pub owner: Option<String>,
     pub state: &'static str,
     pub since: u64,
     pub bd_seq: String,
     pub last_birth: u64,
     pub last_death: u64,
-    pub seq_gaps: u64,
-    pub rebirths: u64,
+    /// Seq gaps seen and Rebirths asked: `–` for an observed node (its owner checks).
+    pub seq_gaps: String,
+    pub rebirths: String,
     pub store: Vec<StoreFigure>,
     pub devices: Vec<DeviceRow>,
 }
@@ -105,6 +106,8 @@ pub fn groups(state: &PanelState) -> Vec<GroupRow> {
         let mut row = node_row(id, node, connected, owner);
         row.owned = false;
         row.href = String::new();
+        row.seq_gaps = "–".into();
+        row.rebirths = "–".into();
         rows.push((id.clone(), row));
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -128,7 +131,7 @@ fn node_row(id: &NodeId, node: &NodeState, connected: bool, owner: Option<&str>)
         id: n.clone(),
         href: format!("/node/{}/{}", path_segment(g), path_segment(n)),
         owned: true,
-        owner: owner.unwrap_or("–").to_owned(),
+        owner: owner.map(str::to_owned),
         state: shown_state(connected, node.state == Liveness::Online),
         since: node.since,
         bd_seq: node
@@ -136,8 +139,8 @@ fn node_row(id: &NodeId, node: &NodeState, connected: bool, owner: Option<&str>)
             .map_or_else(|| "–".into(), |b| b.value().to_string()),
         last_birth: node.last_birth.unwrap_or(0),
         last_death: node.last_death.unwrap_or(0),
-        seq_gaps: node.seq_gaps,
-        rebirths: node.rebirths_requested,
+        seq_gaps: node.seq_gaps.to_string(),
+        rebirths: node.rebirths_requested.to_string(),
         store: STORE_METRICS
             .iter()
             .map(|&name| StoreFigure {
