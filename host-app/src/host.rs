@@ -70,6 +70,20 @@ impl Host {
             config.history.audit_retention(),
             config.history.retention_interval(),
         );
+        if let Some(groups) = &config.sparkplug.groups {
+            let groups: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
+            let peers: Vec<&str> = config
+                .sparkplug
+                .peers
+                .iter()
+                .map(|p| p.host_id.as_str())
+                .collect();
+            tracing::info!(
+                ?groups,
+                ?peers,
+                "owning these groups; the others' births and deaths are observed"
+            );
+        }
         let shared = HostShared::with_ownership(
             Arc::clone(&store),
             config.sparkplug.tracker(),
