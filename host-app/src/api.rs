@@ -815,3 +815,47 @@ async fn events(
     .take_until(state.shutdown.cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Quality, SampleValue};
+
+    fn birth_metric(id: i64, value: f64, ts: u64) -> MetricState {
+        MetricState {
+            name: "Temp".into(),
+            datatype: Some(sparkplug::DataType::Double),
+            units: None,
+            alias: Some(1),
+            eng_range: None,
+            writable: false,
+            quality: Quality::GOOD,
+            id: Some(MetricId(id)),
+            value: Some(SampleValue::F64(value)),
+            ts,
+        }
+    }
+
+    #[test]
+    fn an_observed_metric_shows_history_when_history_is_newer() {
+        let m = birth_metric(7, 20.0, 1_000);
+        let newer = Sample {
+            metric: MetricId(7),
+            ts: 2_000,
+            value: SampleValue::F64(23.5),
+            quality: Quality::STALE,
+            is_historical: false,
+        };
+        let latest = HashMap::from([(MetricId(7), newer.clone())]);
+        let view = metric_view(&m, &latest);
+        assert_eq!(
+            (view.value, view.quality, view.timestamp),
+            (Some(json!(23.5)), 500, 2_000)
+        );
+        let older = Sample { ts: 500, ..newer };
+        let view = metric_view(&m, &HashMap::from([(MetricId(7), older)]));
+        assert_eq!((view.value, view.timestamp), (Some(json!(20.0)), 1_000));
+        let view = metric_view(&m, &HashMap::new());
+        assert_eq!(view.value, Some(json!(20.0)));
+    }
+}

@@ -250,6 +250,22 @@ async fn two_instances_share_the_fleet_by_group() {
     };
     assert_eq!(tree_owners(&a).await, expected("HostA"));
     assert_eq!(tree_owners(&b).await, expected("HostB"));
+    // Values: an owned node's latest, an observed one's from history, which here (one
+    // SQLite file per instance) holds none of it: the birth's value stays.
+    let (_, tree) = admin(&a).await.call_async("GET", "/api/tree", None).await;
+    let temp_of = |group: usize| {
+        tree["groups"][group]["nodes"][0]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "Temp")
+            .unwrap()["value"]
+            .clone()
+    };
+    assert_eq!(tree["groups"][1]["group"], "Plant1");
+    assert_eq!(temp_of(1), json!(99.0), "owned: the latest NDATA");
+    assert_eq!(tree["groups"][2]["group"], "Plant2");
+    assert_eq!(temp_of(2), json!(20.0), "observed: the NBIRTH's");
 
     // Commands for another instance's node are refused, naming the owner.
     let api = admin(&a).await;
