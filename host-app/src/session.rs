@@ -603,10 +603,13 @@ impl Session {
         self.link = None;
         if self.servers.len() > 1 {
             self.server = (self.server + 1) % self.servers.len();
-            info!(
-                next = %self.servers[self.server],
-                "failing over to the next server"
-            );
+            let next = &self.servers[self.server];
+            // Once per outage at INFO; attempts while every server is down at DEBUG.
+            if self.shared.is_connected() {
+                info!(%next, "failing over to the next server");
+            } else {
+                debug!(%next, "trying the next server");
+            }
         }
         self.current.send_replace(None);
         let was_connected = self.shared.is_connected();
