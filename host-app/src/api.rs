@@ -49,8 +49,8 @@ use crate::shared::{HostShared, sample_json};
 use crate::tracker::{MetricState, Metrics, NodeId, NodeState};
 use config::ApiConfig;
 use types::{
-    AuditLog, AuditView, DeviceView, GroupView, MetricView, NodeView, RebirthReply, RebirthRequest,
-    Tree, Trend, TrendPoint, TrendSample, WriteReply, WriteRequest,
+    AuditLog, AuditView, DeviceView, GroupView, MetricView, NodeView, PeerView, RebirthReply,
+    RebirthRequest, Tree, Trend, TrendPoint, TrendSample, WriteReply, WriteRequest,
 };
 
 /// Most trend points one request may ask for.
@@ -506,9 +506,15 @@ async fn tree(State(state): State<ApiState>) -> axum::Json<Tree> {
             }),
         }
     }
+    let peers = shared
+        .peer_states()
+        .into_iter()
+        .map(|(host_id, online)| PeerView { host_id, online })
+        .collect();
     axum::Json(Tree {
         host_id: shared.host_id.clone(),
         connected: shared.is_connected(),
+        peers,
         groups,
     })
 }

@@ -121,6 +121,11 @@ impl Ownership {
         &self.host_id
     }
 
+    /// The configured peers' host ids, in order.
+    pub fn peer_ids(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().map(|p| p.host_id.as_str())
+    }
+
     /// Whether this instance owns only some groups.
     pub fn is_partitioned(&self) -> bool {
         self.groups.is_some()

@@ -400,10 +400,15 @@ impl Session {
         let topic = publish.topic.as_str();
         match AnyTopic::parse(topic) {
             Ok(AnyTopic::State(state)) => {
-                if state.host_id() == self.shared.host_id
-                    && let Some(beat) = self.stranger_state(&publish)
-                {
-                    self.reassert(beat).await;
+                if state.host_id() == self.shared.host_id {
+                    if let Some(beat) = self.stranger_state(&publish) {
+                        self.reassert(beat).await;
+                    }
+                } else if let Ok(peer) = State::parse(&publish.payload) {
+                    // Another instance of the fleet: shown beside the nodes it owns.
+                    if self.shared.set_peer_state(state.host_id(), peer.online) {
+                        debug!(peer = %Escaped(state.host_id()), online = peer.online, "peer STATE");
+                    }
                 }
             }
             Ok(AnyTopic::Edge(edge)) => {

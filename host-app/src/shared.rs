@@ -82,6 +82,9 @@ pub struct HostShared {
     tracker: Mutex<Tracker>,
     /// The nodes of groups other instances own, from their births and deaths.
     observed: Mutex<Tracker>,
+    /// Each configured peer's latest STATE: online or not, `None` before one is seen.
+    /// Only configured peers: a forged STATE topic cannot grow it.
+    peers: Mutex<Vec<(String, Option<bool>)>>,
     events: broadcast::Sender<HostEvent>,
     connected: AtomicBool,
     /// Connections of the session accepted by the broker, over the process's life.
@@ -103,12 +106,17 @@ impl HostShared {
         ownership: Ownership,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let peers = ownership
+            .peer_ids()
+            .map(|id| (id.to_owned(), None))
+            .collect();
         Arc::new(Self {
             host_id: ownership.host_id().to_owned(),
             store,
             ownership,
             tracker: Mutex::new(Tracker::new(config)),
             observed: Mutex::new(Tracker::observer(config)),
+            peers: Mutex::new(peers),
             events,
             connected: AtomicBool::new(false),
             connects: AtomicU64::new(0),
@@ -125,6 +133,23 @@ impl HostShared {
     /// The observer of the groups other instances own, locked (same rule as `tracker`).
     pub fn observed(&self) -> MutexGuard<'_, Tracker> {
         self.observed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a STATE of `host_id`; false when it is not a configured peer.
+    pub(crate) fn set_peer_state(&self, host_id: &str, online: bool) -> bool {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        match peers.iter_mut().find(|(id, _)| id == host_id) {
+            Some((_, state)) => {
+                *state = Some(online);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Each configured peer and its latest STATE (`None`: none seen yet).
+    pub fn peer_states(&self) -> Vec<(String, Option<bool>)> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {

@@ -249,6 +249,8 @@ async fn two_instances_share_the_fleet_by_group() {
         rows
     };
     assert_eq!(tree_owners(&a).await, expected("HostA"));
+    let (_, tree) = admin(&a).await.call_async("GET", "/api/tree", None).await;
+    assert_eq!(tree["peers"], json!([{"host_id": "HostB", "online": true}]));
     assert_eq!(tree_owners(&b).await, expected("HostB"));
     // Values: an owned node's latest, an observed one's from history, which here (one
     // SQLite file per instance) holds none of it: the birth's value stays.
@@ -307,8 +309,13 @@ async fn two_instances_share_the_fleet_by_group() {
     })
     .await;
 
-    a.stop().await.unwrap();
+    // A peer's STATE offline reaches the others.
     b.stop().await.unwrap();
+    wait::until_async("HostA saw HostB's STATE offline", WAIT, || {
+        a_shared.peer_states() == [("HostB".to_owned(), Some(false))]
+    })
+    .await;
+    a.stop().await.unwrap();
     broker.stop().await;
 }
 

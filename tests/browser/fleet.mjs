@@ -28,6 +28,7 @@ const ok = await run(page, [
       check(!(await page.$(`${rowOf(node)} button.rebirth`)), `${node} has no Rebirth button`);
     }
     check(await owner("Plant3/E4") === "unknown", "a group nobody owns has no owner");
+    check((await page.textContent(`#peers [data-peer="HostB"] .badge`)).trim() === "ONLINE", "the peer's STATE shown");
     check((await page.textContent(`${rowOf("Plant2/E2")} td[data-label="Seq gaps"]`)).trim() === "–", "gaps are the owner's to count");
   }],
   ["02-observed-death", async () => {

@@ -19,7 +19,17 @@ pub struct Tree {
     pub host_id: String,
     /// The host's own MQTT session is up.
     pub connected: bool,
+    /// The other host instances of the fleet (`[sparkplug] peers`) and their STATE.
+    #[serde(default)]
+    pub peers: Vec<PeerView>,
     pub groups: Vec<GroupView>,
+}
+
+/// A peer instance: `online` from its latest STATE, `null` before one was seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub host_id: String,
+    pub online: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -71,6 +71,8 @@ struct OverviewPage {
     shell: Shell,
     host_id: String,
     connected: bool,
+    /// The fleet's other instances: host id and `ONLINE`, `OFFLINE` or `UNKNOWN`.
+    peers: Vec<(String, &'static str)>,
     groups: Vec<GroupRow>,
     operator: bool,
 }
@@ -191,6 +193,19 @@ pub async fn page(State(state): State<PanelState>, caller: Caller) -> Response {
         shell: state.shell(&caller, "Overview", "/", &["host.js"]),
         host_id: state.shared.host_id.clone(),
         connected: state.shared.is_connected(),
+        peers: state
+            .shared
+            .peer_states()
+            .into_iter()
+            .map(|(id, online)| {
+                let shown = match online {
+                    Some(true) => "ONLINE",
+                    Some(false) => "OFFLINE",
+                    None => "UNKNOWN",
+                };
+                (id, shown)
+            })
+            .collect(),
         groups: groups(&state),
         operator: caller.has_role(Role::Operator) && caller.may_write(),
     };
