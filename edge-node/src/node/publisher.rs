@@ -245,7 +245,7 @@ mod tests {
         for scan in 0..60u64 {
             for (tag, value) in values.iter_mut().enumerate() {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if (x >> 16) % 6 == 0 {
+                if (x >> 16).is_multiple_of(6) {
                     *value += ((x >> 4) % 2_000) as f32 / 1_000.0 - 1.0;
                     p.metrics.push(
                         Metric::aliased(64 + tag as u64, *value)
