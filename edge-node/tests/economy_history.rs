@@ -1,7 +1,8 @@
 //! The link-economy levers change the bytes, never the history: the reference plant's
 //! samples, published by the node's own payload path (catalog, report window, publisher)
-//! once with every lever off and once with every lever on, through Mosquitto to the real
-//! host-app, leave the same history there: every sample, value and timestamp.
+//! once with every lever off, once with every lever on (10 s window) and once with one
+//! window over the whole run (where DDATA may go out tag by tag), through Mosquitto to the
+//! real host-app, leave the same history there: every sample, value and timestamp.
 //!
 //! Needs the binaries: `cargo build -p host-app --bins` (tests/run.sh builds them).
 
@@ -20,13 +21,13 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde_json::Value as Json;
 use sparkplug::{Algorithm, BdSeq, MessageType, Payload};
 use system_tests::Mosquitto;
+use system_tests::mqtt::Recorder;
 use system_tests::process::Proc;
 use system_tests::stack::{Broker, HostApp};
 
 const GROUP: &str = "e2e";
-/// Scans of the run (one a second of plant time) and scans per report window.
+/// Scans of the run (one a second of plant time).
 const SCANS: usize = 40;
-const WINDOW_SCANS: usize = 10;
 
 fn site() -> Site {
     edge_node_testkit::modbus::site(&reference::edge_modbus_toml("127.0.0.1", 502))
@@ -40,6 +41,15 @@ fn all_on() -> Levers {
         compression: Some(Algorithm::Deflate),
         compression_min_bytes: 256,
         daily_budget_bytes: None,
+    }
+}
+
+/// Every lever on with a window of the whole run: tags repeat in a window, so its DDATA
+/// may go out tag by tag.
+fn all_on_one_window() -> Levers {
+    Levers {
+        report_window: Duration::from_secs(SCANS as u64),
+        ..all_on()
     }
 }
 
@@ -186,6 +196,8 @@ async fn publish_run(
     }
     let mut window =
         (!levers.report_window.is_zero()).then(|| ReportWindow::new(reference::DEVICES));
+    // One scan a second of plant time.
+    let window_scans = levers.report_window.as_secs().max(1) as usize;
     let mut out: Vec<Report> = Vec::new();
     for (s, reports) in scans.iter().enumerate() {
         for report in reports {
@@ -196,7 +208,7 @@ async fn publish_run(
             }
         }
         if let Some(w) = window.as_mut()
-            && ((s + 1) % WINDOW_SCANS == 0 || s + 1 == scans.len())
+            && ((s + 1) % window_scans == 0 || s + 1 == scans.len())
         {
             out.extend(w.take_all());
         }
@@ -305,17 +317,54 @@ async fn history_is_the_same_with_every_lever_on_and_off() {
     let samples: usize = scans.iter().flatten().map(|r| r.samples.len()).sum();
     assert!(samples > 1_000, "the plant changes: {samples} samples");
 
-    let mut python = system_tests::python_command("economy_decode.py");
-    python.args([&broker.port().to_string(), GROUP, "on", "60"]);
-    let mut pysparkplug = Proc::spawn("economy_decode.py", python);
-    pysparkplug.wait_for_line(Duration::from_secs(20), |l| l == "ready");
+    // pysparkplug decodes both lever-on nodes (the one-window node's DDATA may go tag by tag).
+    let mut decoders = Vec::new();
+    for node in ["on", "whole"] {
+        let mut python = system_tests::python_command("economy_decode.py");
+        python.args([&broker.port().to_string(), GROUP, node, "60"]);
+        let mut pysparkplug = Proc::spawn("economy_decode.py", python);
+        pysparkplug.wait_for_line(Duration::from_secs(20), |l| l == "ready");
+        decoders.push(pysparkplug);
+    }
 
+    let mut whole_ddata = Recorder::start(
+        broker.port(),
+        "whole-ddata",
+        &format!("spBv1.0/{GROUP}/DDATA/whole/#"),
+    )
+    .await;
     let off = publish_run("off", broker.port(), &Levers::off(), &births, &scans).await;
     let on = publish_run("on", broker.port(), &all_on(), &births, &scans).await;
-    pysparkplug_decodes_every_sample(&mut pysparkplug, &site, &scans);
+    let whole = publish_run(
+        "whole",
+        broker.port(),
+        &all_on_one_window(),
+        &births,
+        &scans,
+    )
+    .await;
+    for pysparkplug in &mut decoders {
+        pysparkplug_decodes_every_sample(pysparkplug, &site, &scans);
+    }
     assert!(
         on * 2 < off,
         "the levers save bytes: {on} with, {off} without"
+    );
+    assert!(whole < on, "a longer window saves more: {whole} vs {on}");
+    // The one-window node's DDATA went out tag by tag (smaller there): its metrics are not
+    // in time order, and the history below is still the same.
+    let tag_by_tag = whole_ddata
+        .drain_for(Duration::from_secs(1))
+        .await
+        .iter()
+        .filter(|m| {
+            let stamps: Vec<_> = m.sparkplug().metrics.iter().map(|m| m.timestamp).collect();
+            !stamps.is_sorted()
+        })
+        .count();
+    assert!(
+        tag_by_tag > 0,
+        "some DDATA of the one-window node went tag by tag"
     );
 
     // Every tag's history, the same on both nodes; wait (bounded) until both hold the
@@ -325,7 +374,7 @@ async fn history_is_the_same_with_every_lever_on_and_off() {
         let t = &site.tags[tag.index()];
         format!("{GROUP}/{node}/{}:{}", site.devices[t.device].name, t.name)
     };
-    for node in ["off", "on"] {
+    for node in ["off", "on", "whole"] {
         let metric = name(node, last_tag.tag);
         system_tests::wait::until(
             &format!("{metric} in history"),
@@ -343,8 +392,10 @@ async fn history_is_the_same_with_every_lever_on_and_off() {
         let tag = TagId(i as u32);
         let off = points(&api.history(&name("off", tag), start - 1, now_ms() + 1));
         let on = points(&api.history(&name("on", tag), start - 1, now_ms() + 1));
+        let whole = points(&api.history(&name("whole", tag), start - 1, now_ms() + 1));
         assert!(!off.is_empty(), "{} has history", name("off", tag));
         assert_eq!(off, on, "history of tag {}", name("", tag));
+        assert_eq!(off, whole, "history of tag {} (one window)", name("", tag));
         assert!(
             off.iter().all(|p| p.0 == 1),
             "one sample per point: {off:?}"

@@ -41,7 +41,7 @@ def main() -> None:
     port, group, node, seconds = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
     inbox: "queue.Queue" = queue.Queue()
     subscribed: "queue.Queue" = queue.Queue()
-    client = mqtt.Client(client_id="pysparkplug-economy", protocol=mqtt.MQTTv311)
+    client = mqtt.Client(client_id=f"pysparkplug-economy-{node}", protocol=mqtt.MQTTv311)
     client.on_message = lambda c, u, m: inbox.put((m.topic, bytes(m.payload)))
     client.on_subscribe = lambda c, u, mid, q: subscribed.put(True)
     client.connect("127.0.0.1", port)

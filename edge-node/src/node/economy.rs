@@ -152,6 +152,28 @@ pub fn omit_equal_timestamps(payload: &mut Payload) {
     }
 }
 
+/// The payload with its metrics grouped tag by tag (by alias, each tag's samples in the
+/// order they were taken), when some tag occurs more than once and every metric is live
+/// and aliased; `None` otherwise. A report window's DDATA holds a tag's samples scans
+/// apart: grouped, DEFLATE finds their alias and framing repeated next to each other.
+/// The host's history is the same either way (every sample keeps its own timestamp, and
+/// a tag's newest value is still its last).
+pub fn tag_ordered(payload: &Payload) -> Option<Payload> {
+    let metrics = &payload.metrics;
+    if metrics.len() < 2 || metrics.iter().any(|m| m.is_historical || m.alias.is_none()) {
+        return None;
+    }
+    let mut aliases: Vec<u64> = metrics.iter().filter_map(|m| m.alias).collect();
+    aliases.sort_unstable();
+    if !aliases.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
+    let mut by_tag = payload.clone();
+    // Stable: each tag's samples keep their order.
+    by_tag.metrics.sort_by_key(|m| m.alias);
+    Some(by_tag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +224,39 @@ mod tests {
         }
         assert!(toml::from_str::<EconomySection>("compression = \"zstd\"").is_err());
         assert!(toml::from_str::<EconomySection>("timestamps = \"never\"").is_err());
+    }
+
+    #[test]
+    fn a_window_is_grouped_tag_by_tag_with_each_tags_samples_in_order() {
+        let window = Payload::new(3_000)
+            .with_metric(Metric::aliased(65, 1u16).with_timestamp(1_000))
+            .with_metric(Metric::aliased(64, 2u16).with_timestamp(1_000))
+            .with_metric(Metric::aliased(65, 3u16).with_timestamp(2_000))
+            .with_metric(Metric::aliased(64, 4u16).with_timestamp(3_000));
+        let by_tag = tag_ordered(&window).unwrap();
+        let order: Vec<_> = by_tag
+            .metrics
+            .iter()
+            .map(|m| (m.alias, m.timestamp))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (Some(64), Some(1_000)),
+                (Some(64), Some(3_000)),
+                (Some(65), Some(1_000)),
+                (Some(65), Some(2_000))
+            ]
+        );
+        assert_eq!(by_tag.timestamp, window.timestamp);
+        // One scan (no tag twice), or replayed history: left as it is.
+        let scan = Payload::new(1)
+            .with_metric(Metric::aliased(65, 1u16))
+            .with_metric(Metric::aliased(64, 2u16));
+        assert!(tag_ordered(&scan).is_none());
+        let mut replay = window.clone();
+        replay.metrics[0].is_historical = true;
+        assert!(tag_ordered(&replay).is_none());
     }
 
     #[test]
