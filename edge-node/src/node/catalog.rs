@@ -2,18 +2,17 @@
 //! last values and online state; and the device payloads built from them (DBIRTH,
 //! DDATA, DDEATH). Pure: no I/O, callers pass the time.
 //!
-//! Aliases are fixed by position: node metrics use `1..FIRST_TAG_ALIAS`, tag `i` of
-//! the site gets `FIRST_TAG_ALIAS + i`, so they are unique across the node and the
-//! same in every birth.
+//! Node metrics use aliases `1..FIRST_TAG_ALIAS`; tags have the aliases the node's
+//! alias map gave them ([`crate::store::AliasMap`]): unique across the node, and the
+//! same for the same (device, tag) in every birth, whatever the tag list becomes.
 
 use infra::clock::millis;
 use sparkplug::{DataType, Metric, MetricValue, Payload, PropertySet, Quality};
 use std::sync::Arc;
 
 use crate::modbus::{self, Event, Report, Site, Tag, TagId};
-
-/// Aliases below this belong to node metrics.
-pub const FIRST_TAG_ALIAS: u64 = 64;
+pub use crate::store::FIRST_TAG_ALIAS;
+use crate::store::TagAliases;
 
 /// The Sparkplug datatype a tag is born with (scaled tags are Double, bits Boolean).
 pub fn tag_datatype(tag: &Tag) -> DataType {
@@ -117,14 +116,17 @@ pub enum Change {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     site: Arc<Site>,
+    aliases: TagAliases,
     datatypes: Vec<DataType>,
     last: Vec<Option<Last>>,
     online: Vec<bool>,
 }
 
 impl Catalog {
-    pub fn new(site: Arc<Site>) -> Catalog {
+    /// The catalog of `site`, its tags under `aliases` (assigned to this site).
+    pub fn new(site: Arc<Site>, aliases: TagAliases) -> Catalog {
         Catalog {
+            aliases,
             datatypes: site.tags.iter().map(tag_datatype).collect(),
             last: vec![None; site.tags.len()],
             online: vec![false; site.devices.len()],
@@ -133,8 +135,12 @@ impl Catalog {
     }
 
     /// The catalog of `site` as the levers say (narrowest datatypes or not).
-    pub fn with_levers(site: Arc<Site>, levers: &super::economy::Levers) -> Catalog {
-        let catalog = Catalog::new(site);
+    pub fn with_levers(
+        site: Arc<Site>,
+        aliases: TagAliases,
+        levers: &super::economy::Levers,
+    ) -> Catalog {
+        let catalog = Catalog::new(site, aliases);
         if levers.narrow_types {
             catalog.narrowed()
         } else {
@@ -180,14 +186,20 @@ impl Catalog {
         self.site.devices.iter().position(|d| d.name == name)
     }
 
-    pub fn alias(tag: TagId) -> u64 {
-        FIRST_TAG_ALIAS + u64::from(tag.0)
+    /// The alias of a tag of the site (0, no alias, for an index beyond it).
+    pub fn alias(&self, tag: TagId) -> u64 {
+        self.aliases.alias(tag).unwrap_or(0)
+    }
+
+    /// The site's aliases.
+    pub fn aliases(&self) -> &TagAliases {
+        &self.aliases
     }
 
     /// The tag of `device` with this alias or name.
     pub fn find_tag(&self, device: usize, alias: Option<u64>, name: Option<&str>) -> Option<TagId> {
         let index = match (alias, name) {
-            (Some(a), _) => usize::try_from(a.checked_sub(FIRST_TAG_ALIAS)?).ok()?,
+            (Some(a), _) => self.aliases.tag(a)?.index(),
             (None, Some(n)) => self
                 .site
                 .tags
@@ -274,7 +286,7 @@ impl Catalog {
                 }
                 None => Metric::null(tag.name.clone(), self.datatypes[i]).with_timestamp(now),
             };
-            let mut metric = metric.with_alias(Self::alias(id));
+            let mut metric = metric.with_alias(self.alias(id));
             // A value's own type may differ from the birth type only by scaling.
             metric.datatype = Some(self.datatypes[i]);
             if !properties.is_empty() {
@@ -287,12 +299,12 @@ impl Catalog {
 
     /// A DDATA with the report's samples: alias only, no datatype, own timestamp,
     /// Quality when not GOOD.
-    pub fn ddata(report: &Report, now: u64) -> Payload {
+    pub fn ddata(&self, report: &Report, now: u64) -> Payload {
         let mut payload = Payload::new(now);
         payload.metrics.reserve(report.samples.len());
         for s in &report.samples {
             payload.metrics.push(data_metric(
-                Self::alias(s.tag),
+                self.alias(s.tag),
                 &s.value,
                 s.quality,
                 millis(s.timestamp),
@@ -307,7 +319,7 @@ impl Catalog {
         payload.metrics.reserve(report.samples.len());
         for s in &report.samples {
             payload.metrics.push(self.data_metric_fitted(
-                Self::alias(s.tag),
+                self.alias(s.tag),
                 &s.value,
                 s.quality,
                 millis(s.timestamp),
@@ -325,9 +337,10 @@ impl Catalog {
         timestamp: u64,
     ) -> Metric {
         let mut metric = data_metric(alias, value, q, timestamp);
-        let datatype = alias
-            .checked_sub(FIRST_TAG_ALIAS)
-            .and_then(|i| self.datatypes.get(usize::try_from(i).ok()?));
+        let datatype = self
+            .aliases
+            .tag(alias)
+            .and_then(|t| self.datatypes.get(t.index()));
         if let (Some(&datatype), MetricValue::Value(v)) = (datatype, &mut metric.value) {
             *v = fit(v.clone(), datatype);
         }
