@@ -219,6 +219,7 @@ impl EdgeNode {
             match tokio::time::timeout(SNAPSHOT_WAIT, self.handle.snapshot(device)).await {
                 Ok(Some((true, report))) => {
                     catalog.apply(&Event::Online(report));
+                    catalog.carry_last(&self.catalog, device.index());
                 }
                 Ok(_) => {}
                 Err(_) => warn!(

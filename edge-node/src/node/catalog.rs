@@ -251,6 +251,34 @@ impl Catalog {
         }
     }
 
+    /// `device`'s tags take their last values from `old` (matched by device and tag
+    /// name), timestamps included: a Rebirth then restates the samples already sent, which
+    /// the host already has, instead of making new ones at the birth's time.
+    pub fn carry_last(&mut self, old: &Catalog, device: usize) {
+        let Some(old_device) = old.device_index(self.device_name(device)) else {
+            return;
+        };
+        let old_tags: std::collections::HashMap<&str, usize> = old
+            .site
+            .tags
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.device == old_device)
+            .map(|(j, t)| (t.name.as_str(), j))
+            .collect();
+        for (i, tag) in self.site.tags.iter().enumerate() {
+            if tag.device != device {
+                continue;
+            }
+            if let Some(last) = old_tags
+                .get(tag.name.as_str())
+                .and_then(|&j| old.last[j].as_ref())
+            {
+                self.last[i] = Some(last.clone());
+            }
+        }
+    }
+
     /// Every device is offline (the engine restarted); births follow its Online events.
     pub fn forget_devices(&mut self) {
         self.online.iter_mut().for_each(|o| *o = false);
