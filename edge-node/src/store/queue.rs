@@ -13,7 +13,9 @@
 //! write-ahead is a log file beside it ([`ahead`](super::ahead)), and appends go to
 //! another log first, folded into the table by the 64 KiB ([`pending`](super::pending)).
 //! A file of the first layout (one row per sample, schema version 1) is converted when
-//! opened ([`migrate`](super::migrate)).
+//! opened ([`migrate`](super::migrate)). Table `aliases` keeps the node's alias map
+//! ([`aliases`](super::aliases), schema version 3); a file of versions 1 and 2 gets it
+//! empty, to be derived from the configuration at the first `assign_aliases`.
 //!
 //! # Guarantees
 //!
