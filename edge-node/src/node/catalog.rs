@@ -475,4 +475,54 @@ mod tests {
             assert_eq!(from_sparkplug(&to_sparkplug(&v)), Some(v));
         }
     }
+
+    fn report(device: u32, samples: &[(u32, u16, u64)]) -> Report {
+        Report {
+            device: modbus::DeviceId(device),
+            scan_class: Some(0),
+            samples: samples
+                .iter()
+                .map(|&(tag, v, ms)| modbus::Sample {
+                    tag: TagId(tag),
+                    value: modbus::Value::U16(v),
+                    quality: modbus::Quality::Good,
+                    timestamp: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rebirth_restates_the_last_samples_sent_at_their_own_time() {
+        let site = Arc::new(crate::store::test_site(&[
+            ("a", &["x"]),
+            ("b", &["y", "z"]),
+        ]));
+        let mut old = Catalog::new(Arc::clone(&site), TagAliases::positional(&site));
+        old.apply(&Event::Data(report(1, &[(1, 7, 1_000), (2, 8, 1_000)])));
+        // Devices swapped, a tag inserted before y; the line's snapshot is newer.
+        let site = Arc::new(crate::store::test_site(&[
+            ("b", &["w", "y", "z"]),
+            ("a", &["x"]),
+        ]));
+        let mut new = Catalog::new(Arc::clone(&site), TagAliases::positional(&site));
+        new.apply(&Event::Online(report(
+            0,
+            &[(0, 1, 5_000), (1, 7, 5_000), (2, 8, 5_000)],
+        )));
+        new.carry_last(&old, 0);
+        let birth = new.dbirth(0, 6_000);
+        let at = |name: &str| {
+            let m = birth.metric(name).unwrap();
+            (m.timestamp, m.value.clone())
+        };
+        let u16_at = |ms: u64, v: u16| (Some(ms), MetricValue::Value(sparkplug::Value::UInt16(v)));
+        assert_eq!(at("y"), u16_at(1_000, 7));
+        assert_eq!(at("z"), u16_at(1_000, 8));
+        assert_eq!(
+            at("w"),
+            u16_at(5_000, 1),
+            "new to the catalog: the snapshot's"
+        );
+    }
 }
