@@ -13,8 +13,11 @@
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
-use edge_node::modbus::{DeviceId, Quality, Report, Sample, TagId, Value};
+use std::sync::Arc;
+
+use edge_node::modbus::{DeviceId, ModbusConfig, Quality, Report, Sample, Site, TagId, Value};
 use edge_node::node::catalog::Catalog;
+use edge_node::store::TagAliases;
 use sparkplug::{Payload, Seq};
 
 const DEVICES: u32 = 10;
@@ -28,6 +31,23 @@ fn thread_cpu() -> Duration {
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .map(Duration::from_nanos)
         .unwrap_or_default()
+}
+
+/// The bench's devices and Float tags, as a configuration would declare them.
+fn site() -> Site {
+    let mut toml = String::from("[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 1000\n");
+    for d in 0..DEVICES {
+        toml += &format!("[[modbus.devices]]\nname = \"boiler-{d:02}\"\nhost = \"127.0.0.1\"\n");
+        for t in 0..TAGS_PER_DEVICE {
+            toml += &format!(
+                "[[modbus.devices.tags]]\nname = \"t{t}\"\naddress = \"4{:04}\"\ntype = \"f32\"\n",
+                1 + 2 * t
+            );
+        }
+    }
+    ModbusConfig::from_toml(&toml, "bench.toml")
+        .and_then(|c| c.validate())
+        .expect("bench site is valid")
 }
 
 fn reports(round: u32, now: SystemTime) -> Vec<Report> {
@@ -64,6 +84,8 @@ fn main() {
     let now = SystemTime::now();
     let ms = infra::clock::millis(now);
     let topic = "spBv1.0/plant-1/DDATA/gateway-7/boiler-01";
+    let site = Arc::new(site());
+    let catalog = Catalog::new(Arc::clone(&site), TagAliases::positional(&site));
 
     // Bytes, one second's worth.
     let mut total = 0usize;
@@ -72,7 +94,7 @@ fn main() {
     let mut framing_bytes = 0usize;
     let mut buffer = Vec::new();
     for report in reports(0, now) {
-        let mut payload = Catalog::ddata(&report, ms);
+        let mut payload = catalog.ddata(&report, ms);
         payload.seq = Some(u64::from(Seq::new(200).value()));
         buffer.clear();
         payload.encode(&mut buffer).unwrap();
@@ -99,7 +121,7 @@ fn main() {
     let start = thread_cpu();
     for round in 0..ROUNDS {
         for report in &inputs[(round % 16) as usize] {
-            let mut payload = Catalog::ddata(report, ms);
+            let mut payload = catalog.ddata(report, ms);
             payload.seq = Some(u64::from(round % 256));
             buffer.clear();
             payload.encode(&mut buffer).unwrap();

@@ -15,6 +15,7 @@ use edge_node::node::economy::{Levers, MetricTimestamps};
 use edge_node::node::publisher::Publisher;
 use edge_node::node::window::ReportWindow;
 use edge_node::simulator::reference;
+use edge_node::store::TagAliases;
 use infra::clock::now_ms;
 use infra::link::{Endpoint, Link, LinkEvent, LinkOptions};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -171,7 +172,8 @@ async fn publish_run(
     scans: &[Vec<Report>],
 ) -> usize {
     let link = connect(node, port).await;
-    let mut catalog = Catalog::new(Arc::new(site()));
+    let site = Arc::new(site());
+    let mut catalog = Catalog::new(Arc::clone(&site), TagAliases::positional(&site));
     if levers.narrow_types {
         catalog = catalog.narrowed();
     }

@@ -75,3 +75,110 @@ fn a_first_layout_file_is_converted_without_losing_a_queued_sample() {
     assert_eq!(drain(&mut store), expected[100..]);
     assert_eq!(store.depth(), 0);
 }
+
+/// A site of u16 tags by device, as a configuration file declares them.
+fn site(devices: &[(&str, &[&str])]) -> edge_node::modbus::Site {
+    let mut toml = String::from("[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n");
+    for (device, tags) in devices {
+        toml += &format!("[[modbus.devices]]\nname = \"{device}\"\nhost = \"127.0.0.1\"\n");
+        for (i, tag) in tags.iter().enumerate() {
+            toml += &format!(
+                "[[modbus.devices.tags]]\nname = \"{tag}\"\naddress = \"4{:04}\"\ntype = \"u16\"\n",
+                i + 1
+            );
+        }
+    }
+    edge_node_testkit::modbus::site(&toml)
+}
+
+/// Writes a first-layout file whose samples were stored under positional aliases
+/// (64 + the tag's index in the site), as the builds before the alias map did.
+fn first_layout_file(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE samples (ts INTEGER NOT NULL, seq INTEGER NOT NULL, device INTEGER,
+             alias INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ts, seq)) WITHOUT ROWID;
+         CREATE TABLE sent (mark INTEGER PRIMARY KEY, ts INTEGER NOT NULL, device INTEGER,
+             alias INTEGER NOT NULL, value BLOB NOT NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    // Value blob: kind 3 (u16, GOOD), then little-endian bytes.
+    let u16_blob = |v: u16| [vec![3u8], v.to_le_bytes().to_vec()].concat();
+    let ts = 1_764_000_000_000i64;
+    for (seq, (device, alias, v)) in [(0, 64, 1u16), (0, 65, 2), (1, 66, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        conn.execute(
+            "INSERT INTO samples (ts, seq, device, alias, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![ts, seq as i64, device, alias, u16_blob(v)],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO sent (mark, ts, device, alias, value) VALUES (0, ?1, 1, 66, ?2)",
+        rusqlite::params![ts + 1_000, u16_blob(4)],
+    )
+    .unwrap();
+}
+
+/// (device name, tag name, value) of every queued sample, through the site's aliases.
+fn named(
+    store: &mut Store,
+    site: &edge_node::modbus::Site,
+    aliases: &edge_node::store::TagAliases,
+) -> Vec<(String, String, Value)> {
+    let batch = store.peek_batch(100, 1 << 20).unwrap();
+    batch
+        .samples()
+        .iter()
+        .map(|s| {
+            let tag = &site.tags[aliases.tag(s.alias).unwrap().index()];
+            assert_eq!(s.device, Some(DeviceId(tag.device as u32)));
+            let device = site.devices[tag.device].name.clone();
+            (device, tag.name.clone(), s.value.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn an_old_file_s_samples_keep_their_metrics_through_the_map_derived_at_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite");
+    first_layout_file(&path);
+    let cfg = StoreConfig {
+        path,
+        ..StoreConfig::default()
+    };
+    let n = |d: &str, t: &str, v: u16| (d.to_owned(), t.to_owned(), Value::U16(v));
+    // The configuration in force when the file was written, at the first open.
+    let old = site(&[("a", &["x", "y"]), ("b", &["z"])]);
+    let mut store = Store::open(&cfg).unwrap();
+    let aliases = store.assign_aliases(&old);
+    store.save_aliases().unwrap();
+    assert_eq!(
+        named(&mut store, &old, &aliases),
+        [
+            n("a", "x", 1),
+            n("a", "y", 2),
+            n("b", "z", 3),
+            n("b", "z", 4)
+        ]
+    );
+    drop(store);
+    // Restarted with an edited file: devices swapped, a tag inserted before x, y removed.
+    let new = site(&[("b", &["z"]), ("a", &["new", "x"])]);
+    let mut store = Store::open(&cfg).unwrap();
+    let aliases = store.assign_aliases(&new);
+    store.save_aliases().unwrap();
+    assert_eq!(store.alias_map().alias("a", "new"), Some(67));
+    let batch = store.peek_batch(100, 1 << 20).unwrap();
+    assert_eq!(batch.retired(), 1, "y's sample has no metric any more");
+    assert_eq!(
+        named(&mut store, &new, &aliases),
+        [n("a", "x", 1), n("b", "z", 3), n("b", "z", 4)]
+    );
+    assert_eq!(store.ack(batch.id().unwrap()).unwrap(), 4);
+    assert_eq!(store.depth(), 0);
+}

@@ -212,11 +212,14 @@ impl EdgeNode {
     /// as they answer.
     pub(super) async fn resite(&mut self, site: Site, restart_all: bool) -> Restart {
         let restart = self.acquisitions.apply(&site, restart_all).await;
-        let mut catalog = Catalog::with_levers(Arc::new(site.clone()), &self.config.economy);
+        let aliases = super::assign_aliases(self.forwarder.as_mut(), &mut self.aliases, &site);
+        let mut catalog =
+            Catalog::with_levers(Arc::new(site.clone()), aliases, &self.config.economy);
         for &device in &restart.kept {
             match tokio::time::timeout(SNAPSHOT_WAIT, self.handle.snapshot(device)).await {
                 Ok(Some((true, report))) => {
                     catalog.apply(&Event::Online(report));
+                    catalog.carry_last(&self.catalog, device.index());
                 }
                 Ok(_) => {}
                 Err(_) => warn!(

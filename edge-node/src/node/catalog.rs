@@ -2,18 +2,17 @@
 //! last values and online state; and the device payloads built from them (DBIRTH,
 //! DDATA, DDEATH). Pure: no I/O, callers pass the time.
 //!
-//! Aliases are fixed by position: node metrics use `1..FIRST_TAG_ALIAS`, tag `i` of
-//! the site gets `FIRST_TAG_ALIAS + i`, so they are unique across the node and the
-//! same in every birth.
+//! Node metrics use aliases `1..FIRST_TAG_ALIAS`; tags have the aliases the node's
+//! alias map gave them ([`crate::store::AliasMap`]): unique across the node, and the
+//! same for the same (device, tag) in every birth, whatever the tag list becomes.
 
 use infra::clock::millis;
 use sparkplug::{DataType, Metric, MetricValue, Payload, PropertySet, Quality};
 use std::sync::Arc;
 
 use crate::modbus::{self, Event, Report, Site, Tag, TagId};
-
-/// Aliases below this belong to node metrics.
-pub const FIRST_TAG_ALIAS: u64 = 64;
+pub use crate::store::FIRST_TAG_ALIAS;
+use crate::store::TagAliases;
 
 /// The Sparkplug datatype a tag is born with (scaled tags are Double, bits Boolean).
 pub fn tag_datatype(tag: &Tag) -> DataType {
@@ -117,14 +116,17 @@ pub enum Change {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     site: Arc<Site>,
+    aliases: TagAliases,
     datatypes: Vec<DataType>,
     last: Vec<Option<Last>>,
     online: Vec<bool>,
 }
 
 impl Catalog {
-    pub fn new(site: Arc<Site>) -> Catalog {
+    /// The catalog of `site`, its tags under `aliases` (assigned to this site).
+    pub fn new(site: Arc<Site>, aliases: TagAliases) -> Catalog {
         Catalog {
+            aliases,
             datatypes: site.tags.iter().map(tag_datatype).collect(),
             last: vec![None; site.tags.len()],
             online: vec![false; site.devices.len()],
@@ -133,8 +135,12 @@ impl Catalog {
     }
 
     /// The catalog of `site` as the levers say (narrowest datatypes or not).
-    pub fn with_levers(site: Arc<Site>, levers: &super::economy::Levers) -> Catalog {
-        let catalog = Catalog::new(site);
+    pub fn with_levers(
+        site: Arc<Site>,
+        aliases: TagAliases,
+        levers: &super::economy::Levers,
+    ) -> Catalog {
+        let catalog = Catalog::new(site, aliases);
         if levers.narrow_types {
             catalog.narrowed()
         } else {
@@ -180,14 +186,20 @@ impl Catalog {
         self.site.devices.iter().position(|d| d.name == name)
     }
 
-    pub fn alias(tag: TagId) -> u64 {
-        FIRST_TAG_ALIAS + u64::from(tag.0)
+    /// The alias of a tag of the site (0, no alias, for an index beyond it).
+    pub fn alias(&self, tag: TagId) -> u64 {
+        self.aliases.alias(tag).unwrap_or(0)
+    }
+
+    /// The site's aliases.
+    pub fn aliases(&self) -> &TagAliases {
+        &self.aliases
     }
 
     /// The tag of `device` with this alias or name.
     pub fn find_tag(&self, device: usize, alias: Option<u64>, name: Option<&str>) -> Option<TagId> {
         let index = match (alias, name) {
-            (Some(a), _) => usize::try_from(a.checked_sub(FIRST_TAG_ALIAS)?).ok()?,
+            (Some(a), _) => self.aliases.tag(a)?.index(),
             (None, Some(n)) => self
                 .site
                 .tags
@@ -239,6 +251,34 @@ impl Catalog {
         }
     }
 
+    /// `device`'s tags take their last values from `old` (matched by device and tag
+    /// name), timestamps included: a Rebirth then restates the samples already sent, which
+    /// the host already has, instead of making new ones at the birth's time.
+    pub fn carry_last(&mut self, old: &Catalog, device: usize) {
+        let Some(old_device) = old.device_index(self.device_name(device)) else {
+            return;
+        };
+        let old_tags: std::collections::HashMap<&str, usize> = old
+            .site
+            .tags
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.device == old_device)
+            .map(|(j, t)| (t.name.as_str(), j))
+            .collect();
+        for (i, tag) in self.site.tags.iter().enumerate() {
+            if tag.device != device {
+                continue;
+            }
+            if let Some(last) = old_tags
+                .get(tag.name.as_str())
+                .and_then(|&j| old.last[j].as_ref())
+            {
+                self.last[i] = Some(last.clone());
+            }
+        }
+    }
+
     /// Every device is offline (the engine restarted); births follow its Online events.
     pub fn forget_devices(&mut self) {
         self.online.iter_mut().for_each(|o| *o = false);
@@ -274,7 +314,7 @@ impl Catalog {
                 }
                 None => Metric::null(tag.name.clone(), self.datatypes[i]).with_timestamp(now),
             };
-            let mut metric = metric.with_alias(Self::alias(id));
+            let mut metric = metric.with_alias(self.alias(id));
             // A value's own type may differ from the birth type only by scaling.
             metric.datatype = Some(self.datatypes[i]);
             if !properties.is_empty() {
@@ -287,12 +327,12 @@ impl Catalog {
 
     /// A DDATA with the report's samples: alias only, no datatype, own timestamp,
     /// Quality when not GOOD.
-    pub fn ddata(report: &Report, now: u64) -> Payload {
+    pub fn ddata(&self, report: &Report, now: u64) -> Payload {
         let mut payload = Payload::new(now);
         payload.metrics.reserve(report.samples.len());
         for s in &report.samples {
             payload.metrics.push(data_metric(
-                Self::alias(s.tag),
+                self.alias(s.tag),
                 &s.value,
                 s.quality,
                 millis(s.timestamp),
@@ -307,7 +347,7 @@ impl Catalog {
         payload.metrics.reserve(report.samples.len());
         for s in &report.samples {
             payload.metrics.push(self.data_metric_fitted(
-                Self::alias(s.tag),
+                self.alias(s.tag),
                 &s.value,
                 s.quality,
                 millis(s.timestamp),
@@ -325,9 +365,10 @@ impl Catalog {
         timestamp: u64,
     ) -> Metric {
         let mut metric = data_metric(alias, value, q, timestamp);
-        let datatype = alias
-            .checked_sub(FIRST_TAG_ALIAS)
-            .and_then(|i| self.datatypes.get(usize::try_from(i).ok()?));
+        let datatype = self
+            .aliases
+            .tag(alias)
+            .and_then(|t| self.datatypes.get(t.index()));
         if let (Some(&datatype), MetricValue::Value(v)) = (datatype, &mut metric.value) {
             *v = fit(v.clone(), datatype);
         }
@@ -433,5 +474,55 @@ mod tests {
         ] {
             assert_eq!(from_sparkplug(&to_sparkplug(&v)), Some(v));
         }
+    }
+
+    fn report(device: u32, samples: &[(u32, u16, u64)]) -> Report {
+        Report {
+            device: modbus::DeviceId(device),
+            scan_class: Some(0),
+            samples: samples
+                .iter()
+                .map(|&(tag, v, ms)| modbus::Sample {
+                    tag: TagId(tag),
+                    value: modbus::Value::U16(v),
+                    quality: modbus::Quality::Good,
+                    timestamp: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rebirth_restates_the_last_samples_sent_at_their_own_time() {
+        let site = Arc::new(crate::store::test_site(&[
+            ("a", &["x"]),
+            ("b", &["y", "z"]),
+        ]));
+        let mut old = Catalog::new(Arc::clone(&site), TagAliases::positional(&site));
+        old.apply(&Event::Data(report(1, &[(1, 7, 1_000), (2, 8, 1_000)])));
+        // Devices swapped, a tag inserted before y; the line's snapshot is newer.
+        let site = Arc::new(crate::store::test_site(&[
+            ("b", &["w", "y", "z"]),
+            ("a", &["x"]),
+        ]));
+        let mut new = Catalog::new(Arc::clone(&site), TagAliases::positional(&site));
+        new.apply(&Event::Online(report(
+            0,
+            &[(0, 1, 5_000), (1, 7, 5_000), (2, 8, 5_000)],
+        )));
+        new.carry_last(&old, 0);
+        let birth = new.dbirth(0, 6_000);
+        let at = |name: &str| {
+            let m = birth.metric(name).unwrap();
+            (m.timestamp, m.value.clone())
+        };
+        let u16_at = |ms: u64, v: u16| (Some(ms), MetricValue::Value(sparkplug::Value::UInt16(v)));
+        assert_eq!(at("y"), u16_at(1_000, 7));
+        assert_eq!(at("z"), u16_at(1_000, 8));
+        assert_eq!(
+            at("w"),
+            u16_at(5_000, 1),
+            "new to the catalog: the snapshot's"
+        );
     }
 }

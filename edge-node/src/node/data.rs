@@ -70,7 +70,7 @@ impl EdgeNode {
         if let (Some(f), Event::Data(report) | Event::Online(report)) =
             (self.forwarder.as_mut(), event)
         {
-            f.keep(report);
+            f.keep(report, self.catalog.aliases());
         }
     }
 

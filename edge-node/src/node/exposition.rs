@@ -20,6 +20,9 @@ pub struct LinkGauges {
     pub store_depth: AtomicU64,
     /// Samples the store dropped (caps) since start, as of the last metrics period.
     pub store_dropped: AtomicU64,
+    /// Stored samples of tags removed from the configuration, dropped unsent since
+    /// start, as of the last metrics period.
+    pub store_dropped_removed_tag: AtomicU64,
     /// Stored bytes, as of the last metrics period.
     pub store_bytes: AtomicU64,
     /// Age of the oldest stored sample (ms), as of the last metrics period.
@@ -37,6 +40,8 @@ impl LinkGauges {
     pub(super) fn set_store(&self, stats: &super::forwarder::ForwarderStats) {
         self.store_depth.store(stats.depth, Ordering::Relaxed);
         self.store_dropped.store(stats.dropped, Ordering::Relaxed);
+        self.store_dropped_removed_tag
+            .store(stats.dropped_removed_tag, Ordering::Relaxed);
         self.store_bytes.store(stats.bytes, Ordering::Relaxed);
         self.store_oldest_age_ms
             .store(stats.oldest_age_ms, Ordering::Relaxed);
@@ -231,6 +236,14 @@ impl MetricsSource {
             Kind::Counter,
             "Samples the store dropped at its caps.",
             self.gauges.store_dropped.load(Ordering::Relaxed),
+        );
+        e.single(
+            "edge_store_dropped_removed_tag_samples_total",
+            Kind::Counter,
+            "Stored samples of tags removed from the configuration, dropped unsent.",
+            self.gauges
+                .store_dropped_removed_tag
+                .load(Ordering::Relaxed),
         );
         e.single(
             "edge_store_bytes",

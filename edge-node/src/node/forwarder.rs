@@ -20,22 +20,32 @@
 //! reaches it waits for its birth. When the held set changes, replay waits until the
 //! batches in flight are confirmed and starts again from the head, so each device's
 //! samples still go out in timestamp order.
+//!
+//! Alias rule: samples are stored under the aliases of the store's alias map
+//! ([`Forwarder::assign_aliases`] at start and at each applied tag list), so a stored
+//! sample names the same metric whatever the tag list becomes. Samples of tags removed
+//! since are never replayed: their batch's ack removes them, and they are counted
+//! ([`ForwarderStats::dropped_removed_tag`]) and logged.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use crate::modbus::{DeviceId, Report};
+use crate::modbus::{DeviceId, Report, Site};
 use crate::store::{
     Batch, BatchId, HeldDevices, ReplayPacer, SentWindow, Store, StoreConfig, StoreError,
-    StoredSample,
+    StoredSample, TagAliases,
 };
 
 use infra::clock::millis;
 
 /// Depth and drop count changes smaller than this are not logged.
 const DEPTH_LOG_STEP: u64 = 1_000;
+
+/// Batches of removed tags' samples alone removed per [`Forwarder::next_batch`]: bounds
+/// the work of one call after a large tag removal.
+const RETIRED_BATCHES_PER_CALL: usize = 16;
 
 /// The node's store, sent window and replay pacer.
 #[derive(Debug)]
@@ -46,8 +56,9 @@ pub struct Forwarder {
     /// The pacer's monotonic clock.
     started: Instant,
     scratch: Vec<StoredSample>,
-    /// Replayed batches not yet confirmed, oldest first, each with its hand-out number.
-    in_flight: VecDeque<(u64, BatchId, u64)>,
+    /// Replayed batches not yet confirmed, oldest first: hand-out number, id, samples
+    /// published, samples of removed tags left out.
+    in_flight: VecDeque<(u64, BatchId, u64, u64)>,
     /// Batches handed to the link since start: the batch part of a [`LinkMark`].
     handed_out: u64,
     /// The devices the batches in flight passed over.
@@ -60,6 +71,8 @@ pub struct Forwarder {
     replay_rate: u64,
     /// Samples whose append the store refused (lost).
     refused: u64,
+    /// Stored samples of tags no longer configured, removed unsent.
+    dropped_removed_tag: u64,
     /// Live scans are written ahead into the store before they are published.
     persist_sent_window: bool,
     /// The last write-ahead failed (logged once until one succeeds again).
@@ -83,6 +96,8 @@ pub struct ForwarderStats {
     pub bytes: u64,
     /// Samples dropped by the caps or the sent window's count bound, or refused.
     pub dropped: u64,
+    /// Stored samples of tags removed from the configuration since: removed unsent.
+    pub dropped_removed_tag: u64,
     pub oldest_age_ms: u64,
     pub replayed: u64,
     /// Samples per second, over the period before the last [`Forwarder::measure_rate`].
@@ -110,12 +125,24 @@ impl Forwarder {
             rate_since: (0, 0),
             replay_rate: 0,
             refused: 0,
+            dropped_removed_tag: 0,
             persist_sent_window: config.persist_sent_window,
             write_ahead_failing: false,
             logged_depth: depth,
             logged_dropped: 0,
             store,
         })
+    }
+
+    /// The aliases of `site`'s tags from the store's alias map (see [`Store::assign_aliases`]),
+    /// which is written to the file at once.
+    pub fn assign_aliases(&mut self, site: &Site) -> TagAliases {
+        let aliases = self.store.assign_aliases(site);
+        if let Err(e) = self.store.save_aliases() {
+            // The running node is consistent; the file catches up at the next save.
+            error!(error = %e, "alias map not saved: a restart now may rename stored samples");
+        }
+        aliases
     }
 
     fn mono_ms(&self) -> u64 {
@@ -125,9 +152,9 @@ impl Forwarder {
     /// A scan about to be published live: remembered (and written ahead, by config) until
     /// the link confirms it. If the publish then fails, the session ends and
     /// [`Forwarder::link_lost`] stores it.
-    pub fn sending_live(&mut self, report: &Report) {
+    pub fn sending_live(&mut self, report: &Report, aliases: &TagAliases) {
         let first_mark = self.window.mark();
-        self.fill_scratch(report);
+        self.fill_scratch(report, aliases);
         for s in &self.scratch {
             self.window.record(s);
         }
@@ -151,11 +178,11 @@ impl Forwarder {
     }
 
     /// A scan that could not go live: one append.
-    pub fn keep(&mut self, report: &Report) {
+    pub fn keep(&mut self, report: &Report, aliases: &TagAliases) {
         if report.samples.is_empty() {
             return;
         }
-        self.fill_scratch(report);
+        self.fill_scratch(report, aliases);
         self.append_scratch(false);
     }
 
@@ -183,13 +210,17 @@ impl Forwarder {
             // Harmless but for duplicates: what stays is queued at the next link loss.
             warn!(error = %e, "confirmed live samples not forgotten in the store");
         }
-        while let Some(&(number, id, _)) = self.in_flight.front() {
+        while let Some(&(number, id, _, retired)) = self.in_flight.front() {
             if number >= mark.batches {
                 break;
             }
             self.in_flight.pop_front();
             match self.store.ack(id) {
-                Ok(n) => self.replayed += n,
+                Ok(0) => {}
+                Ok(n) => {
+                    self.replayed += n.saturating_sub(retired);
+                    self.count_removed_tag(retired.min(n));
+                }
                 Err(e) => error!(error = %e, "replayed batch not acked: it will be sent again"),
             }
         }
@@ -221,10 +252,25 @@ impl Forwarder {
     }
 
     /// The scratch buffer holds `report`'s samples, as stored.
-    fn fill_scratch(&mut self, report: &Report) {
+    fn fill_scratch(&mut self, report: &Report, aliases: &TagAliases) {
         self.scratch.clear();
-        self.scratch
-            .extend(report.samples.iter().map(|s| stored(report.device, s)));
+        self.scratch.extend(
+            report
+                .samples
+                .iter()
+                .filter_map(|s| stored(report.device, s, aliases)),
+        );
+    }
+
+    fn count_removed_tag(&mut self, n: u64) {
+        if n > 0 {
+            self.dropped_removed_tag += n;
+            warn!(
+                samples = n,
+                total = self.dropped_removed_tag,
+                "stored samples of tags removed from the configuration dropped"
+            );
+        }
     }
 
     /// Appends the scratch samples; `unconfirmed` when they are the sent window's, whose
@@ -253,18 +299,33 @@ impl Forwarder {
             self.held = held;
         }
         let grant = self.pacer.grant(self.mono_ms())?;
-        let after = self.in_flight.back().map(|b| b.1);
-        match self
-            .store
-            .peek_batch_after(after, held, grant.max_samples, grant.max_bytes)
-        {
-            Ok(batch) if !batch.is_empty() => Some(batch),
-            Ok(_) => None,
-            Err(e) => {
-                error!(error = %e, "store unreadable: replay paused");
-                None
+        for _ in 0..RETIRED_BATCHES_PER_CALL {
+            let after = self.in_flight.back().map(|b| b.1);
+            let batch =
+                match self
+                    .store
+                    .peek_batch_after(after, held, grant.max_samples, grant.max_bytes)
+                {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        error!(error = %e, "store unreadable: replay paused");
+                        return None;
+                    }
+                };
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            // Only samples of removed tags: nothing to send, they go now.
+            let id = batch.id()?;
+            match self.store.ack(id) {
+                Ok(n) => self.count_removed_tag(n),
+                Err(e) => {
+                    error!(error = %e, "samples of removed tags not removed: replay paused");
+                    return None;
+                }
             }
         }
+        None
     }
 
     /// `batch` was handed to the MQTT client in `payload_len` bytes: it leaves the queue
@@ -274,7 +335,7 @@ impl Forwarder {
         self.pacer.spend_replay(payload_len, mono);
         if let Some(id) = batch.id() {
             self.in_flight
-                .push_back((self.handed_out, id, batch.len() as u64));
+                .push_back((self.handed_out, id, batch.len() as u64, batch.retired()));
             self.handed_out += 1;
         }
     }
@@ -316,6 +377,7 @@ impl Forwarder {
             depth: self.store.depth(),
             bytes: self.store.bytes(),
             dropped: self.dropped(),
+            dropped_removed_tag: self.dropped_removed_tag,
             oldest_age_ms,
             replayed: self.replayed,
             replay_rate: self.replay_rate,
@@ -344,14 +406,20 @@ impl Forwarder {
     }
 }
 
-fn stored(device: DeviceId, s: &crate::modbus::Sample) -> StoredSample {
-    StoredSample {
+/// A sample as stored; `None` for a tag `aliases` does not know (a report of a site
+/// replaced since).
+fn stored(
+    device: DeviceId,
+    s: &crate::modbus::Sample,
+    aliases: &TagAliases,
+) -> Option<StoredSample> {
+    Some(StoredSample {
         device: Some(device),
-        alias: super::catalog::Catalog::alias(s.tag),
+        alias: aliases.alias(s.tag)?,
         timestamp_ms: millis(s.timestamp),
         value: s.value.clone(),
         quality: s.quality,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -405,9 +473,23 @@ mod tests {
         replayed
     }
 
+    /// The aliases of a one-device site of five tags (`report`'s).
+    fn aliases() -> TagAliases {
+        TagAliases::positional(&crate::store::test_site(&[(
+            "d",
+            &["t0", "t1", "t2", "t3", "t4"],
+        )]))
+    }
+
+    impl Forwarder {
+        fn keep_positional(&mut self, report: &Report) {
+            self.keep(report, &aliases());
+        }
+    }
+
     /// A scan published live, as the session does it.
     fn live(f: &mut Forwarder, report: &Report) {
-        f.sending_live(report);
+        f.sending_live(report, &aliases());
         f.published_live(40);
     }
 
@@ -428,7 +510,7 @@ mod tests {
         f.confirmed(mark);
         assert!(f.unconfirmed());
         f.link_lost();
-        f.keep(&report(&[3, 4, 5], now + 100));
+        f.keep_positional(&report(&[3, 4, 5], now + 100));
         assert_eq!(f.stats(now + 200).depth, 4);
         assert!(f.stats(now + 200).oldest_age_ms >= 199);
 
@@ -449,7 +531,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut f = forwarder(dir.path());
         let now = now_ms();
-        f.keep(&report(&[1, 2, 3, 4, 5], now));
+        f.keep_positional(&report(&[1, 2, 3, 4, 5], now));
         let first = replay_all(&mut f);
         assert_eq!(first, values(&[1, 2, 3, 4, 5]));
         // The link is lost before any probe was answered.
@@ -476,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut f = forwarder(dir.path());
         let now = now_ms();
-        f.keep(&report(&[1, 2, 3, 4], now));
+        f.keep_positional(&report(&[1, 2, 3, 4], now));
         std::thread::sleep(Duration::from_millis(20));
         let b1 = f.next_batch(HeldDevices::default()).unwrap();
         f.replayed(&b1, 50);
@@ -537,5 +619,72 @@ mod tests {
         let mut f = forwarder(dir.path());
         assert_eq!(f.store.recovered(), 0);
         assert_eq!(replay_all(&mut f), values(&[1, 2]));
+    }
+
+    /// A scan of `device` with `(tag index, value)` samples.
+    fn scan(device: u32, samples: &[(u32, u16)], at_ms: u64) -> Report {
+        Report {
+            device: DeviceId(device),
+            scan_class: Some(0),
+            samples: samples
+                .iter()
+                .map(|&(tag, v)| Sample {
+                    tag: TagId(tag),
+                    value: Value::U16(v),
+                    quality: Quality::Good,
+                    timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn stored_samples_keep_their_metric_across_a_changed_tag_list_and_removed_tags_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let old = crate::store::test_site(&[("a", &["x", "y"]), ("b", &["z"])]);
+        let mut f = forwarder(dir.path());
+        let aliases = f.assign_aliases(&old);
+        f.keep(&scan(0, &[(0, 1), (1, 2)], now), &aliases);
+        f.keep(&scan(1, &[(2, 3)], now), &aliases);
+        f.keep(&scan(0, &[(1, 4), (1, 5)], now + 50), &aliases);
+        drop(f);
+        // Restarted with a device inserted first, a tag inserted before x, y removed.
+        let new = crate::store::test_site(&[("c", &["w"]), ("b", &["z"]), ("a", &["new", "x"])]);
+        let mut f = forwarder(dir.path());
+        let aliases = f.assign_aliases(&new);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut replayed = Vec::new();
+        for _ in 0..10 {
+            let Some(batch) = f.next_batch(HeldDevices::default()) else {
+                break;
+            };
+            replayed.extend(batch.samples().iter().map(|s| {
+                let tag = aliases.tag(s.alias).expect("a tag of the new list");
+                let device = new.tags[tag.index()].device;
+                assert_eq!(s.device, Some(DeviceId(device as u32)));
+                (
+                    new.devices[device].name.clone(),
+                    new.tags[tag.index()].name.clone(),
+                    s.value.clone(),
+                )
+            }));
+            f.replayed(&batch, 50);
+        }
+        let named = |d: &str, t: &str, v| (d.to_owned(), t.to_owned(), Value::U16(v));
+        assert_eq!(replayed, [named("a", "x", 1), named("b", "z", 3)]);
+        // The last batch held y's sample alone: it went at once.
+        assert_eq!(f.stats(now).dropped_removed_tag, 1);
+        f.confirmed(f.mark());
+        let stats = f.stats(now);
+        assert_eq!(
+            (
+                stats.depth,
+                stats.replayed,
+                stats.dropped_removed_tag,
+                stats.dropped
+            ),
+            (0, 2, 3, 0)
+        );
     }
 }

@@ -63,8 +63,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::Config;
+use crate::modbus::Site;
 use crate::modbus::{DeviceId, Event};
-use crate::store::HeldDevices;
+use crate::store::{AliasMap, HeldDevices, TagAliases};
 use bdseq::BdSeqStore;
 use catalog::{Catalog, Change};
 use commands::NodeCommand;
@@ -200,6 +201,8 @@ pub struct EdgeNode {
     writes_in_flight: Arc<tokio::sync::Semaphore>,
     /// Store-and-forward, when the configuration has a `[store]` table.
     forwarder: Option<Forwarder>,
+    /// The alias map without a store (with one, the store keeps it).
+    aliases: AliasMap,
     /// The liveness probe of the current session, while one is unanswered.
     probe: Option<Probe>,
     /// Messages published when the last probe went out.
@@ -233,13 +236,15 @@ impl EdgeNode {
             }),
             None => BdSeqStore::in_memory(),
         };
-        let forwarder = match &config.store {
+        let mut forwarder = match &config.store {
             Some(store) => Some(Forwarder::open(store).map_err(|source| NodeError::Store {
                 path: store.path.display().to_string(),
                 source,
             })?),
             None => None,
         };
+        let mut aliases = AliasMap::new();
+        let tag_aliases = assign_aliases(forwarder.as_mut(), &mut aliases, &config.site);
         let acquisitions = lines::Acquisitions::start(&config.site);
         let handle = acquisitions.lines();
         let (control_tx, control) = mpsc::channel(4);
@@ -273,7 +278,7 @@ impl EdgeNode {
         };
         let levers = &config.economy;
         let node = EdgeNode {
-            catalog: Catalog::with_levers(Arc::new(config.site.clone()), levers),
+            catalog: Catalog::with_levers(Arc::new(config.site.clone()), tag_aliases, levers),
             publisher: Publisher::new(
                 &config.sparkplug.group_id,
                 &config.sparkplug.edge_node_id,
@@ -299,6 +304,7 @@ impl EdgeNode {
             last_rebirth: None,
             writes_in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
             forwarder,
+            aliases,
             probe: None,
             published_at_probe: 0,
             status,
@@ -323,5 +329,18 @@ impl EdgeNode {
                 running: running_rx,
             },
         })
+    }
+}
+
+/// The aliases of `site`'s tags: from the store's alias map when there is a store,
+/// else from the node's own (kept for the life of the process).
+fn assign_aliases(
+    forwarder: Option<&mut Forwarder>,
+    without_store: &mut AliasMap,
+    site: &Site,
+) -> TagAliases {
+    match forwarder {
+        Some(f) => f.assign_aliases(site),
+        None => without_store.assign(site),
     }
 }

@@ -40,7 +40,7 @@ impl EdgeNode {
         // Kept before it goes: a publish that fails ends the session, and the link loss
         // stores what was kept.
         if let Some(f) = self.forwarder.as_mut() {
-            f.sending_live(report);
+            f.sending_live(report, self.catalog.aliases());
         }
         let payload = self.catalog.ddata_fitted(report, now);
         self.publisher
@@ -89,7 +89,7 @@ impl EdgeNode {
         let held = window.take_all();
         if let Some(f) = self.forwarder.as_mut() {
             for report in &held {
-                f.keep(report);
+                f.keep(report, self.catalog.aliases());
             }
         }
     }

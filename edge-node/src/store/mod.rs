@@ -47,12 +47,20 @@
 //!
 //! Opening the store queues the written-ahead samples a killed process left behind.
 //!
+//! **Aliases.** A sample is stored under its metric's alias, and the file keeps the
+//! node's [`AliasMap`] (see [`aliases`]): at start and at each applied tag list the
+//! session calls `store.assign_aliases(&site)` (the catalog is built from its answer)
+//! and `store.save_aliases()`. Replay then hands each sample out with its device's index
+//! in the site now, and the samples of tags removed since are left out, removed by the
+//! batch's `ack` and counted ([`Batch::retired`]), never sent under another metric.
+//!
 //! A [`StoreError`] never stops live publishing: the publisher logs it, counts it and
 //! goes on with the next scan (a refused append is lost data and must be counted).
 //! A [`BatchId`] is only valid for the `Store` that handed it out: after reopening,
 //! peek again.
 
 mod ahead;
+mod aliases;
 mod codec;
 mod config;
 mod log;
@@ -62,8 +70,27 @@ mod pending;
 mod queue;
 mod window;
 
+pub use aliases::{AliasMap, FIRST_TAG_ALIAS, TagAliases};
 pub use codec::{CodecError, StoredSample};
 pub use config::{Overflow, StoreConfig, Synchronous};
 pub use pacer::{ReplayGrant, ReplayPacer};
 pub use queue::{Batch, BatchId, HeldDevices, Store, StoreError};
 pub use window::SentWindow;
+
+/// A site of Modbus TCP devices with u16 holding-register tags, by name.
+#[cfg(test)]
+pub(crate) fn test_site(devices: &[(&str, &[&str])]) -> crate::modbus::Site {
+    let mut toml = String::from("[[modbus.scan_classes]]\nname = \"fast\"\nperiod_ms = 100\n");
+    for (device, tags) in devices {
+        toml += &format!("[[modbus.devices]]\nname = \"{device}\"\nhost = \"127.0.0.1\"\n");
+        for (i, tag) in tags.iter().enumerate() {
+            toml += &format!(
+                "[[modbus.devices.tags]]\nname = \"{tag}\"\naddress = \"4{:04}\"\ntype = \"u16\"\n",
+                i + 1
+            );
+        }
+    }
+    crate::modbus::ModbusConfig::from_toml(&toml, "test.toml")
+        .and_then(|c| c.validate())
+        .expect("test site is valid")
+}

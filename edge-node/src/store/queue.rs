@@ -13,7 +13,9 @@
 //! write-ahead is a log file beside it ([`ahead`](super::ahead)), and appends go to
 //! another log first, folded into the table by the 64 KiB ([`pending`](super::pending)).
 //! A file of the first layout (one row per sample, schema version 1) is converted when
-//! opened ([`migrate`](super::migrate)).
+//! opened ([`migrate`](super::migrate)). Table `aliases` keeps the node's alias map
+//! ([`aliases`](super::aliases), schema version 3); a file of versions 1 and 2 gets it
+//! empty, to be derived from the configuration at the first `assign_aliases`.
 //!
 //! # Guarantees
 //!
@@ -55,14 +57,15 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use tracing::{info, warn};
 
 use super::ahead::{self, Ahead};
+use super::aliases::{AliasMap, TagAliases};
 use super::codec::{self, StoredSample};
 use super::config::{Overflow, StoreConfig, Synchronous};
 use super::log;
 use super::migrate;
 use super::pending::{self, Pending};
-use crate::modbus::DeviceId;
+use crate::modbus::{DeviceId, Site};
 
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Page size of a new file: a WAL frame is a page, and a scan's commit touches few.
 pub(crate) const PAGE_SIZE: i64 = 1024;
@@ -88,6 +91,12 @@ CREATE TABLE IF NOT EXISTS logs (
     queue_epoch INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO logs (id, ahead_epoch, queue_epoch) VALUES (0, 0, 0);
+CREATE TABLE IF NOT EXISTS aliases (
+    alias   INTEGER PRIMARY KEY,
+    device  TEXT    NOT NULL,
+    tag     TEXT    NOT NULL,
+    retired INTEGER NOT NULL
+);
 ";
 
 /// What went wrong with the queue, and in which file.
@@ -149,6 +158,8 @@ pub struct BatchId {
     max_seq: i64,
     /// Devices passed over at peek time: their samples in the range are not the batch's.
     held: HeldDevices,
+    /// The alias assignment the batch was resolved with (see [`Store::assign_aliases`]).
+    generation: u64,
 }
 
 /// Devices whose samples a replay must pass over for now (not born in this session), as
@@ -180,6 +191,7 @@ pub struct Batch {
     samples: Vec<StoredSample>,
     id: Option<BatchId>,
     bytes: usize,
+    retired: u64,
 }
 
 impl Batch {
@@ -204,6 +216,17 @@ impl Batch {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Samples in the batch's range whose alias no tag has any more (see
+    /// [`Store::assign_aliases`]): left out of `samples`, removed by the batch's `ack`.
+    pub fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// Nothing to publish and nothing to remove.
+    pub fn is_void(&self) -> bool {
+        self.id.is_none()
+    }
 }
 
 /// The store-and-forward queue. See the module docs for its guarantees.
@@ -227,6 +250,11 @@ pub struct Store {
     recovered: u64,
     ahead: Ahead,
     blob: Vec<u8>,
+    aliases: AliasMap,
+    /// The aliases of the site now, once assigned: replay resolves samples through them.
+    resolve: Option<TagAliases>,
+    /// Counts the changes of `resolve`.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -290,7 +318,11 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|source| sqlite_error(&path, source))?;
+        let aliases = AliasMap::load(&conn).map_err(|source| sqlite_error(&path, source))?;
         let store = Store {
+            aliases,
+            resolve: None,
+            generation: 0,
             conn,
             max_bytes: config.max_bytes,
             max_age_ms: config.max_age_s.saturating_mul(1000),
@@ -471,20 +503,31 @@ impl Store {
             let gone = gone.unwrap_or(&[]);
             match codec::decode_run(ts as u64, blob) {
                 Ok(samples) => {
-                    for (k, sample) in samples.into_iter().enumerate() {
+                    for (k, mut sample) in samples.into_iter().enumerate() {
                         let pos = Pos {
                             ts,
                             seq,
                             k: k as u32,
                         };
-                        if after.is_some_and(|a| pos <= a)
-                            || is_gone(gone, k)
-                            || held.holds(sample.device)
-                        {
+                        if after.is_some_and(|a| pos <= a) || is_gone(gone, k) {
+                            continue;
+                        }
+                        let Some(device) = current_device(self.resolve.as_ref(), &sample) else {
+                            // Its tag is gone: inside the range, so the ack removes it.
+                            if batch.samples.len() + batch.retired as usize == max_samples {
+                                break 'rows;
+                            }
+                            batch.retired += 1;
+                            first.get_or_insert(pos);
+                            last = Some(pos);
+                            continue;
+                        };
+                        sample.device = device;
+                        if held.holds(sample.device) {
                             continue;
                         }
                         let len = sample.stored_len();
-                        if batch.samples.len() == max_samples
+                        if batch.samples.len() + batch.retired as usize == max_samples
                             || (!batch.samples.is_empty() && batch.bytes + len > max_bytes)
                         {
                             break 'rows;
@@ -519,18 +562,26 @@ impl Store {
             last,
             max_seq: self.next_seq.get() - 1,
             held,
+            generation: self.generation,
         });
         Ok(batch)
     }
 
     /// Removes exactly the samples `id`'s batch handed out (those still present). Returns
     /// how many were removed.
+    /// A batch peeked before the last change of the alias assignment removes nothing:
+    /// which of its samples were held is no longer known, so it is handed out again.
     pub fn ack(&mut self, id: BatchId) -> Result<u64, StoreError> {
+        if id.generation != self.generation {
+            info!("replayed batch predates the tag list in force: it goes again");
+            return Ok(0);
+        }
         let tx = self
             .conn
             .transaction()
             .map_err(|e| map_err(&self.path, e))?;
-        let (n, bytes) = remove_acked(&tx, id).map_err(|e| map_err(&self.path, e))?;
+        let (n, bytes) =
+            remove_acked(&tx, id, self.resolve.as_ref()).map_err(|e| map_err(&self.path, e))?;
         tx.commit().map_err(|e| map_err(&self.path, e))?;
         self.depth -= n;
         self.bytes -= bytes;
@@ -563,6 +614,33 @@ impl Store {
     /// queue when the file was opened.
     pub fn recovered(&self) -> u64 {
         self.recovered
+    }
+
+    /// The aliases of `site`'s tags from the file's alias map (assigned for new tags,
+    /// retired for tags no longer there; see [`super::aliases`]). From now on replay
+    /// hands samples out with the index their device has in `site`, and leaves out (for
+    /// the batch's `ack` to remove, counted in [`Batch::retired`]) those whose alias no
+    /// tag of `site` has. Until the first call, samples come out as they went in. The
+    /// map is changed in memory: [`Store::save_aliases`] writes it.
+    pub fn assign_aliases(&mut self, site: &Site) -> TagAliases {
+        let aliases = self.aliases.assign(site);
+        if self.resolve.as_ref() != Some(&aliases) {
+            self.generation += 1;
+            self.resolve = Some(aliases.clone());
+        }
+        aliases
+    }
+
+    /// Writes the alias map if it changed since it was last written.
+    pub fn save_aliases(&mut self) -> Result<(), StoreError> {
+        self.aliases
+            .save(&mut self.conn)
+            .map_err(|e| map_err(&self.path, e))
+    }
+
+    /// The file's alias map.
+    pub fn alias_map(&self) -> &AliasMap {
+        &self.aliases
     }
 
     /// Drops samples older than `max_age_s` at `now_ms`; returns how many.
@@ -785,8 +863,22 @@ fn apply(tx: &Transaction<'_>, changes: &[RowChange]) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The device a stored sample belongs to under `resolve` (its alias's device in the site
+/// now; a node metric's `None` as stored); `None` when its tag is gone. Without a
+/// resolution, the device it was stored with.
+fn current_device(resolve: Option<&TagAliases>, sample: &StoredSample) -> Option<Option<DeviceId>> {
+    match (resolve, sample.device) {
+        (Some(resolve), Some(_)) => resolve.device(sample.alias).map(Some),
+        _ => Some(sample.device),
+    }
+}
+
 /// Marks gone the samples of `id`'s batch still present; returns (samples, bytes).
-fn remove_acked(tx: &Transaction<'_>, id: BatchId) -> rusqlite::Result<(u64, u64)> {
+fn remove_acked(
+    tx: &Transaction<'_>,
+    id: BatchId,
+    resolve: Option<&TagAliases>,
+) -> rusqlite::Result<(u64, u64)> {
     let mut changes = Vec::new();
     let (mut n, mut freed) = (0u64, 0u64);
     {
@@ -824,7 +916,12 @@ fn remove_acked(tx: &Transaction<'_>, id: BatchId) -> rusqlite::Result<(u64, u64
                     seq,
                     k: k as u32,
                 };
-                if pos < id.first || id.last < pos || is_gone(&gone, k) || id.held.holds(s.device) {
+                if pos < id.first || id.last < pos || is_gone(&gone, k) {
+                    continue;
+                }
+                if let Some(device) = current_device(resolve, s)
+                    && id.held.holds(device)
+                {
                     continue;
                 }
                 set_gone(&mut gone, k);
