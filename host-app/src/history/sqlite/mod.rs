@@ -5,7 +5,9 @@
 //!
 //! Layout, and why (flash wear on gateways, measured in BENCHMARKS.md):
 //! - time is cut into windows of ten minutes; a closed window's samples of one metric are
-//!   one row of `sample_chunks`, encoded compactly (`chunk`: a few bytes per sample);
+//!   one chunk in `sample_chunks`, encoded compactly (`chunk`: a few bytes per sample) in
+//!   parts of under 1 KB, so each part is a row that fits its page (a larger row would
+//!   take an overflow page of 4 KiB, mostly empty, written twice through the WAL);
 //! - a commit appends its samples' bytes to the recent log and keeps them in memory for
 //!   live queries: no SQLite page is written per commit. It still takes the database's
 //!   write lock, so a tool holding the file's lock (a backup) holds ingest as before;
