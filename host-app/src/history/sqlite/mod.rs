@@ -234,6 +234,10 @@ impl SqliteStore {
             _checkpointer: checkpointer,
         };
         store.replay(replayed)?;
+        // A log from a run with a larger bound (or none) is brought within this one.
+        if let Err(e) = store.maybe_compact(&mut lock(&store.writer)) {
+            tracing::error!(error = %e, "closing history windows at open failed; will retry");
+        }
         // What earlier runs left is now in this store's log; theirs can go.
         if !orphans.is_empty() {
             lock(&store.log)
