@@ -498,6 +498,35 @@ mod tests {
     }
 
     #[test]
+    fn memory_is_counted_as_samples_come_are_replaced_and_go() {
+        let mut recent = Recent::default();
+        for ts in (0..300u64).rev() {
+            recent.insert(s(
+                1,
+                ts,
+                SampleValue::Text("x".repeat(ts as usize % 7)),
+                192,
+            ));
+            recent.insert(s(2, ts, SampleValue::Bytes(vec![1; 3]), 192));
+            recent.insert(s(3, ts, SampleValue::F64(1.0), 192));
+        }
+        let held = |r: &Recent| -> u64 {
+            r.by_metric
+                .values()
+                .map(|l| l.capacity() as u64 * SAMPLE_BYTES + l.iter().map(heap_bytes).sum::<u64>())
+                .sum()
+        };
+        assert_eq!(recent.bytes(), held(&recent));
+        // A replacement trades its text for the new one's.
+        recent.insert(s(1, 6, SampleValue::Text("longer text".into()), 0));
+        assert_eq!(recent.bytes(), held(&recent));
+        assert_eq!(recent.remove_before(250, u64::MAX), 750);
+        assert_eq!(recent.bytes(), held(&recent));
+        assert_eq!(recent.remove_before(u64::MAX, u64::MAX), 150);
+        assert_eq!((recent.len(), recent.bytes()), (0, 0));
+    }
+
+    #[test]
     fn a_log_left_behind_is_replayed_an_open_one_is_not_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("h.db");
