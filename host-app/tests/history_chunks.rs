@@ -273,10 +273,49 @@ fn expected(ids: &[MetricId]) -> Vec<Sample> {
 
 #[test]
 fn a_file_of_the_previous_layout_is_converted_at_open_without_losing_a_sample() {
+    converted_without_loss("history-v1.db", &["samples", "samples_recent"]);
+}
+
+/// `tests/fixtures/history-v2.db` was made by the store of schema version 2 (commit
+/// ea8835d, a chunk in one row whatever its size) from the same samples as the v1 file:
+/// 6,000 appended in one batch, 3,000 in batches of 100, one audit entry, then closed.
+#[test]
+fn a_file_of_whole_row_chunks_is_converted_at_open_without_losing_a_sample() {
+    converted_without_loss("history-v2.db", &["sample_chunks_whole"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
     std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history-v1.db"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history-v2.db"),
+        &path,
+    )
+    .unwrap();
+    drop(SqliteStore::open(&path, &SqliteOptions::default()).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (version, rows, parts0): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), count(*), \
+                    sum(part = 0) FROM sample_chunks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(version, 3);
+    assert_eq!(
+        (rows, parts0),
+        (39, 39),
+        "each old chunk is part 0 of its chunk"
+    );
+}
+
+/// Opens a copy of `fixture` (made from [`expected`]) twice: every sample and the audit
+/// entry are there, appending goes on, and the `old` tables are gone.
+fn converted_without_loss(fixture: &str, old: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.db");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture),
         &path,
     )
     .unwrap();
@@ -324,11 +363,187 @@ fn a_file_of_the_previous_layout_is_converted_at_open_without_losing_a_sample() 
         let conn = rusqlite::Connection::open(&path).unwrap();
         let old_tables: i64 = conn
             .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE name IN ('samples', 'samples_recent')",
+                &format!(
+                    "SELECT count(*) FROM sqlite_schema WHERE name IN ('{}')",
+                    old.join("', '")
+                ),
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(old_tables, 0, "the row-per-sample tables are gone");
+        assert_eq!(old_tables, 0, "the old layout's tables are gone");
+    }
+}
+
+fn open_bounded(path: &std::path::Path, bound: u64) -> SqliteStore {
+    SqliteStore::open(
+        path,
+        &SqliteOptions {
+            open_window_max_bytes: bound,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Most bytes of one part row: past 1,002 a row of a 4 KiB page spills to an overflow page.
+fn largest_part(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT max(length(data) + 40) FROM sample_chunks",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// A flood through the store: 100 metrics every second for half an hour, one append per
+/// second. The open windows' memory never passes its bound after an append; reaching it
+/// writes them early, the rest of each window adds parts, and every sample reads back once.
+#[test]
+fn a_flood_keeps_the_open_windows_within_their_memory_bound() {
+    const BOUND: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.db");
+    let store = open_bounded(&path, BOUND);
+    let ids: Vec<MetricId> = (0..100)
+        .map(|i| register(&store, &format!("F{i}")))
+        .collect();
+    let (mut folds, mut held_before, mut most) = (0, 0, 0);
+    for second in 0..1_800u64 {
+        let batch: Vec<Sample> = ids
+            .iter()
+            .enumerate()
+            .map(|(m, &id)| {
+                let value = ((second as f64) * 0.01 + m as f64).sin() * 1e3;
+                sample(id, T0 + second * 1_000, SampleValue::F64(value))
+            })
+            .collect();
+        assert_eq!(store.append(&batch).unwrap().inserted, 100);
+        let bytes = store.open_window_bytes();
+        assert!(bytes <= BOUND, "second {second}: {bytes} bytes open");
+        most = most.max(bytes);
+        let held = store.recent_samples();
+        if held < held_before {
+            folds += 1;
+        }
+        held_before = held;
+    }
+    assert!(
+        folds >= 5,
+        "the bound was reached and the windows written {folds} times"
+    );
+    assert!(
+        most > BOUND / 2,
+        "the open windows used their room: {most} bytes"
+    );
+    // A late sample inside a window written early lands once, between its neighbours.
+    let late = sample(ids[3], T0 + 100_500, SampleValue::F64(0.5));
+    assert_eq!(
+        store.append(std::slice::from_ref(&late)).unwrap().inserted,
+        1
+    );
+    store.checkpoint().unwrap();
+    for (m, &id) in ids.iter().enumerate() {
+        let got = all(&store, id);
+        assert_eq!(got.len(), 1_800 + usize::from(m == 3), "metric {m}");
+        assert!(
+            got.windows(2).all(|w| w[0].ts < w[1].ts),
+            "metric {m} in order"
+        );
+        if m == 3 {
+            assert_eq!(got[101], late);
+        }
+    }
+    drop(store);
+    assert!(
+        largest_part(&path) <= 1_002,
+        "no part spills to an overflow page"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum BoundedStep {
+    /// (metric index, seconds after T0 within three hours, value)
+    Append(Vec<(usize, u64, i64)>),
+    /// One metric every second from a start, for a while: parts are cut inside a window.
+    Run(usize, u64, u64, i64),
+    Checkpoint,
+    Reopen,
+}
+
+fn bounded_step() -> impl Strategy<Value = BoundedStep> {
+    prop_oneof![
+        6 => proptest::collection::vec((0_usize..3, 0_u64..10_800, any::<i64>()), 0..120)
+            .prop_map(BoundedStep::Append),
+        2 => (0_usize..3, 0_u64..10_800, 1_u64..700, any::<i64>())
+            .prop_map(|(m, start, len, seed)| BoundedStep::Run(m, start.min(10_800 - len), len, seed)),
+        1 => Just(BoundedStep::Checkpoint),
+        1 => Just(BoundedStep::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// With an open-window bound of a few KiB nearly every append writes the open windows
+    /// early, so later samples add parts to chunks or merge into them (in order or late):
+    /// each (metric, ts) is still stored once with its first value, every query agrees, and
+    /// the bound holds after every append.
+    #[test]
+    fn with_a_tiny_memory_bound_each_sample_is_kept_once_with_its_first_value(
+        steps in proptest::collection::vec(bounded_step(), 1..16)
+    ) {
+        const BOUND: u64 = 4 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let mut store = open_bounded(&path, BOUND);
+        let ids: Vec<MetricId> = (0..3).map(|i| register(&store, &format!("M{i}"))).collect();
+        let mut model: BTreeMap<(MetricId, u64), Sample> = BTreeMap::new();
+        for step in steps {
+            let samples: Vec<Sample> = match step {
+                BoundedStep::Append(batch) => batch
+                    .into_iter()
+                    .map(|(m, s, v)| sample(ids[m], T0 + s * 1_000, SampleValue::I64(v)))
+                    .collect(),
+                BoundedStep::Run(m, start, len, seed) => (start..start + len)
+                    .map(|s| {
+                        let v = seed.wrapping_mul(s as i64 + 1).rotate_left(s as u32);
+                        sample(ids[m], T0 + s * 1_000, SampleValue::I64(v))
+                    })
+                    .collect(),
+                BoundedStep::Checkpoint => {
+                    store.checkpoint().unwrap();
+                    continue;
+                }
+                BoundedStep::Reopen => {
+                    drop(store);
+                    store = open_bounded(&path, BOUND);
+                    continue;
+                }
+            };
+            let mut fresh = 0;
+            for s in &samples {
+                if let Entry::Vacant(slot) = model.entry((s.metric, s.ts)) {
+                    slot.insert(s.clone());
+                    fresh += 1;
+                }
+            }
+            let o = store.append(&samples).unwrap();
+            prop_assert_eq!((o.inserted, o.duplicates), (fresh, samples.len() as u64 - fresh));
+            prop_assert!(store.open_window_bytes() <= BOUND);
+        }
+        for &id in &ids {
+            let expected: Vec<Sample> =
+                model.range((id, 0)..=(id, u64::MAX)).map(|(_, s)| s.clone()).collect();
+            prop_assert_eq!(&all(&store, id), &expected);
+            let latest = store.latest(&[id]).unwrap();
+            prop_assert_eq!(latest.first(), expected.last());
+            let buckets = store.downsample(id, TimeRange::new(T0, T0 + 10_800_000), 7).unwrap();
+            prop_assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), expected.len() as u64);
+        }
+        drop(store);
+        prop_assert!(largest_part(&path) <= 1_002);
     }
 }

@@ -143,3 +143,20 @@ fn the_synchronous_choice_reaches_the_database_connection() {
         assert_eq!(store.synchronous().unwrap(), expected);
     }
 }
+
+#[test]
+fn the_open_window_bound_reaches_the_store_and_is_range_checked() {
+    let config = HistoryConfig::from_toml(&with("open_window_max_mb", "64")).unwrap();
+    assert_eq!(config.store_options().open_window_max_bytes, 64 << 20);
+    let absent: String = example()
+        .lines()
+        .filter(|l| !l.starts_with("open_window_max_mb"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = HistoryConfig::from_toml(&absent).unwrap();
+    assert_eq!(config.store_options().open_window_max_bytes, 16 << 20);
+    for value in ["0", "4097"] {
+        let err = HistoryConfig::from_toml(&with("open_window_max_mb", value)).unwrap_err();
+        assert_eq!(err.keys(), ["history.open_window_max_mb"], "{value}: {err}");
+    }
+}

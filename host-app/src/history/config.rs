@@ -22,6 +22,7 @@ use super::writer::WriterConfig;
 /// audit_retention_days = 365
 /// audit_max_rows = 1000000
 /// synchronous = "normal"
+/// open_window_max_mb = 16
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +60,10 @@ pub struct HistoryConfig {
     /// (an fsync per commit).
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// Most MiB the samples of the open (not yet chunked) windows hold in memory; reaching
+    /// it writes them to the database early (a flood), so memory stays bounded.
+    #[serde(default = "defaults::open_window_max_mb")]
+    pub open_window_max_mb: u64,
 }
 
 mod defaults {
@@ -79,6 +84,9 @@ mod defaults {
     }
     pub fn audit_max_rows() -> u64 {
         1_000_000
+    }
+    pub fn open_window_max_mb() -> u64 {
+        super::SqliteOptions::DEFAULT_OPEN_WINDOW_MAX_BYTES / (1024 * 1024)
     }
 }
 
@@ -138,12 +146,16 @@ impl HistoryConfig {
         if !(1..=86_400).contains(&self.retention_interval_s) {
             problems.push("history.retention_interval_s", "must be 1 to 86400 s");
         }
+        if !(1..=4_096).contains(&self.open_window_max_mb) {
+            problems.push("history.open_window_max_mb", "must be 1 to 4096 MiB");
+        }
         problems.finish(())
     }
 
     pub fn store_options(&self) -> SqliteOptions {
         SqliteOptions {
             synchronous: self.synchronous,
+            open_window_max_bytes: self.open_window_max_mb * 1024 * 1024,
         }
     }
 

@@ -13,6 +13,9 @@
 //!   in the header byte, text and bytes as a length and the raw bytes.
 //!
 //! All arithmetic wraps, so every `i64` timestamp and every value round-trips exactly.
+//!
+//! A window's samples of one metric may be cut into parts ([`encode_parts`]), each
+//! encoded on its own, so every part fits in a b-tree page without an overflow page.
 
 use crate::history::types::{MetricId, Quality, Sample, SampleValue};
 
@@ -35,33 +38,79 @@ const META_QUALITY: u8 = 0x10;
 
 /// Encodes samples of one metric, sorted by `ts` with no two at the same `ts`.
 pub(super) fn encode(samples: &[Sample]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + samples.len() * 4);
-    out.push(FORMAT);
-    let mut state = State::default();
+    let mut encoder = Encoder::new(samples.len());
     for sample in samples {
+        encoder.push(sample);
+    }
+    encoder.out
+}
+
+/// Encodes samples as [`encode`] does, cut into parts of at most `max_bytes` each (a
+/// single sample larger than that is a part of its own); each part decodes on its own.
+/// Returns each part's sample count and bytes.
+pub(super) fn encode_parts(samples: &[Sample], max_bytes: usize) -> Vec<(usize, Vec<u8>)> {
+    let mut parts = Vec::new();
+    let mut encoder = Encoder::new(max_bytes / 2);
+    let mut count = 0;
+    for sample in samples {
+        let len = encoder.out.len();
+        encoder.push(sample);
+        if encoder.out.len() > max_bytes && count > 0 {
+            // The sample starts the next part, encoded against a fresh state.
+            encoder.out.truncate(len);
+            let full = std::mem::replace(&mut encoder, Encoder::new(max_bytes / 2));
+            parts.push((count, full.out));
+            encoder.push(sample);
+            count = 0;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        parts.push((count, encoder.out));
+    }
+    parts
+}
+
+/// Appends samples to a chunk's bytes, each encoded against the previous one.
+struct Encoder {
+    out: Vec<u8>,
+    state: State,
+}
+
+impl Encoder {
+    fn new(samples: usize) -> Self {
+        let mut out = Vec::with_capacity(1 + samples * 4);
+        out.push(FORMAT);
+        Encoder {
+            out,
+            state: State::default(),
+        }
+    }
+
+    fn push(&mut self, sample: &Sample) {
         let ts = sample.ts as i64;
-        let delta = ts.wrapping_sub(state.ts);
-        let dod = delta.wrapping_sub(state.delta);
-        (state.ts, state.delta) = (ts, delta);
+        let delta = ts.wrapping_sub(self.state.ts);
+        let dod = delta.wrapping_sub(self.state.delta);
+        (self.state.ts, self.state.delta) = (ts, delta);
 
         let kind = kind_of(&sample.value);
         let mut meta = kind;
         if sample.is_historical {
             meta |= META_HISTORICAL;
         }
-        let quality_changed = sample.quality.0 != state.quality;
+        let quality_changed = sample.quality.0 != self.state.quality;
         if quality_changed {
             meta |= META_QUALITY;
         }
-        let mut header = if meta != state.meta { META } else { 0 };
+        let mut header = if meta != self.state.meta { META } else { 0 };
         // The value part of the header, and the bytes that follow the timestamp.
         let mut tail = [0u8; 8];
         let mut tail_len = 0;
         match &sample.value {
             SampleValue::Bool(b) => header |= u8::from(*b) << 1,
             SampleValue::F64(v) => {
-                let xor = v.to_bits() ^ state.f64_bits;
-                state.f64_bits = v.to_bits();
+                let xor = v.to_bits() ^ self.state.f64_bits;
+                self.state.f64_bits = v.to_bits();
                 if xor != 0 {
                     let trailing = xor.trailing_zeros() / 8;
                     let len = 8 - xor.leading_zeros() / 8 - trailing;
@@ -73,38 +122,39 @@ pub(super) fn encode(samples: &[Sample]) -> Vec<u8> {
             }
             _ => {}
         }
-        out.push(header);
+        self.out.push(header);
         if header & META != 0 {
-            out.push(meta & !META_QUALITY | if quality_changed { META_QUALITY } else { 0 });
+            self.out
+                .push(meta & !META_QUALITY | if quality_changed { META_QUALITY } else { 0 });
             if quality_changed {
-                put_varint(&mut out, zigzag(i64::from(sample.quality.0)));
+                put_varint(&mut self.out, zigzag(i64::from(sample.quality.0)));
             }
-            state.meta = meta & !META_QUALITY;
-            state.quality = sample.quality.0;
+            self.state.meta = meta & !META_QUALITY;
+            self.state.quality = sample.quality.0;
         }
-        put_varint(&mut out, zigzag(dod));
+        put_varint(&mut self.out, zigzag(dod));
         match &sample.value {
             SampleValue::I64(v) => {
-                put_varint(&mut out, zigzag(v.wrapping_sub(state.int)));
-                state.int = *v;
+                put_varint(&mut self.out, zigzag(v.wrapping_sub(self.state.int)));
+                self.state.int = *v;
             }
             SampleValue::U64(v) => {
                 let v = *v as i64;
-                put_varint(&mut out, zigzag(v.wrapping_sub(state.int)));
-                state.int = v;
+                put_varint(&mut self.out, zigzag(v.wrapping_sub(self.state.int)));
+                self.state.int = v;
             }
-            SampleValue::Text(s) => put_bytes(&mut out, s.as_bytes()),
-            SampleValue::Bytes(b) => put_bytes(&mut out, b),
-            SampleValue::F64(_) => out.extend_from_slice(&tail[..tail_len]),
+            SampleValue::Text(s) => put_bytes(&mut self.out, s.as_bytes()),
+            SampleValue::Bytes(b) => put_bytes(&mut self.out, b),
+            SampleValue::F64(_) => self.out.extend_from_slice(&tail[..tail_len]),
             SampleValue::Null | SampleValue::Bool(_) => {}
         }
         // A meta byte is written only on a change, so "quality changed" must not linger.
-        state.meta &= !META_QUALITY;
+        self.state.meta &= !META_QUALITY;
     }
-    out
 }
 
 /// Decodes a chunk of `metric` written by [`encode`], or says where it is damaged.
+#[cfg(test)]
 pub(super) fn decode(metric: MetricId, data: &[u8]) -> Result<Vec<Sample>, String> {
     let mut out = Vec::new();
     decode_into(metric, data, &mut out)?;
@@ -189,7 +239,7 @@ pub(super) fn decode_into(
 }
 
 /// What each sample is encoded against: the previous sample's.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct State {
     ts: i64,
     delta: i64,
@@ -378,6 +428,23 @@ mod tests {
                 .collect();
             let bytes = encode(&samples).len() as f64 / n as f64;
             prop_assert!(bytes <= 6.0, "{bytes} bytes per sample");
+        }
+    }
+
+    proptest! {
+        /// Parts stay within their size (unless one sample alone is larger), keep every
+        /// sample in order, and each decodes on its own.
+        #[test]
+        fn parts_hold_every_sample_within_their_size(samples in series(), max in 1usize..200) {
+            let parts = encode_parts(&samples, max);
+            let mut decoded = Vec::new();
+            for (count, bytes) in &parts {
+                let part = decode(MetricId(7), bytes).unwrap();
+                prop_assert_eq!(part.len(), *count);
+                prop_assert!(bytes.len() <= max || *count == 1, "{} bytes", bytes.len());
+                decoded.extend(part);
+            }
+            prop_assert!(same(&samples, &decoded));
         }
     }
 

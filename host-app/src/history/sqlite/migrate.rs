@@ -1,40 +1,57 @@
-//! Conversion of a file of the previous layout (schema version 1: a row per sample in
-//! `samples`, and `samples_recent` for the last minute) into chunks, at open, in one
-//! transaction: either every sample is converted and the old tables are gone, or the file
-//! is left as it was.
+//! Conversion of a file of an earlier layout at open, in one transaction: either every
+//! sample is converted and the old tables are gone, or the file is left as it was.
+//! - schema version 1: a row per sample in `samples`, and `samples_recent` for the last
+//!   minute: every sample is encoded into chunks;
+//! - schema version 2: a chunk in one row whatever its size: each row becomes part 0 of
+//!   its chunk as it is (parts written from then on are cut to fit a page).
 
 use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{codec, schema, sql_error, window_of, write_chunk};
+use super::{codec, schema, sql_error, window_of, write_parts};
 use crate::history::error::{HistoryError, Result};
 use crate::history::types::{MetricId, Quality, Sample};
 
-/// The schema version this module converts from.
-pub(super) const FROM_VERSION: i64 = 1;
+/// The first layout: a row per sample.
+pub(super) const ROWS_VERSION: i64 = 1;
 
 /// Tables a version 1 file must have.
-pub(super) const FROM_TABLES: [&str; 4] = ["metrics", "samples", "samples_recent", "audit_log"];
+pub(super) const ROWS_TABLES: [&str; 4] = ["metrics", "samples", "samples_recent", "audit_log"];
 
-/// The tables version 2 adds (`metrics` and `audit_log` stay as they are).
-const CREATE_CHUNKS: &str = "
-CREATE TABLE sample_chunks (
-    win           INTEGER NOT NULL,
-    metric_id     INTEGER NOT NULL,
-    first_ts      INTEGER NOT NULL,
-    last_ts       INTEGER NOT NULL,
-    count         INTEGER NOT NULL,
-    data          BLOB NOT NULL,
-    PRIMARY KEY (win, metric_id)
-) STRICT, WITHOUT ROWID;
+/// Chunks in one row each.
+pub(super) const WHOLE_CHUNKS_VERSION: i64 = 2;
 
-CREATE TABLE chunk_windows (
-    metric_id     INTEGER PRIMARY KEY,
-    first_win     INTEGER NOT NULL,
-    last_win      INTEGER NOT NULL
-) STRICT;
-";
+/// Tables a version 2 file must have.
+pub(super) const WHOLE_CHUNKS_TABLES: [&str; 4] =
+    ["metrics", "sample_chunks", "chunk_windows", "audit_log"];
+
+/// Makes every row of a version 2 `sample_chunks` part 0 of its chunk.
+pub(super) fn to_parts(path: &Path, conn: &mut Connection) -> Result<()> {
+    let sql = |what: &'static str| move |e| sql_error(path, what, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin conversion"))?;
+    tx.execute_batch("ALTER TABLE sample_chunks RENAME TO sample_chunks_whole;")
+        .map_err(sql("rename the old chunk table"))?;
+    tx.execute_batch(schema::CREATE_SAMPLE_CHUNKS)
+        .map_err(sql("create the chunk table"))?;
+    let chunks = tx
+        .execute(
+            "INSERT INTO sample_chunks (win, metric_id, part, first_ts, last_ts, count, data) \
+             SELECT win, metric_id, 0, first_ts, last_ts, count, data FROM sample_chunks_whole",
+            [],
+        )
+        .map_err(sql("copy chunks"))?;
+    tx.execute_batch(&format!(
+        "DROP TABLE sample_chunks_whole; PRAGMA user_version = {};",
+        schema::SCHEMA_VERSION
+    ))
+    .map_err(sql("drop the old chunk table"))?;
+    tx.commit().map_err(sql("commit conversion"))?;
+    tracing::info!(path = %path.display(), chunks, "history chunks converted to parts");
+    Ok(())
+}
 
 /// Converts every sample of a version 1 file into chunks and drops the old tables.
 pub(super) fn to_chunks(path: &Path, conn: &mut Connection) -> Result<()> {
@@ -43,7 +60,8 @@ pub(super) fn to_chunks(path: &Path, conn: &mut Connection) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("begin conversion"))?;
-    tx.execute_batch(CREATE_CHUNKS)
+    tx.execute_batch(schema::CREATE_SAMPLE_CHUNKS)
+        .and_then(|()| tx.execute_batch(schema::CREATE_CHUNK_WINDOWS))
         .map_err(sql("create chunk tables"))?;
     // A (metric, ts) was in at most one of the two tables; fold as the old layout did.
     tx.execute(
@@ -69,7 +87,7 @@ pub(super) fn to_chunks(path: &Path, conn: &mut Connection) -> Result<()> {
                     return Ok(());
                 };
                 let (metric, win) = (first.metric, window_of(first.ts));
-                write_chunk(&tx, win, metric, run).map_err(sql("write chunk"))?;
+                write_parts(&tx, win, metric, 0, run).map_err(sql("write chunk"))?;
                 *bounds = match *bounds {
                     Some((m, lo, _)) if m == metric => Some((m, lo, win)),
                     Some((m, lo, hi)) => {

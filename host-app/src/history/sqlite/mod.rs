@@ -5,13 +5,18 @@
 //!
 //! Layout, and why (flash wear on gateways, measured in BENCHMARKS.md):
 //! - time is cut into windows of ten minutes; a closed window's samples of one metric are
-//!   one row of `sample_chunks`, encoded compactly (`chunk`: a few bytes per sample);
+//!   one chunk in `sample_chunks`, encoded compactly (`chunk`: a few bytes per sample) in
+//!   parts of under 1 KB, so each part is a row that fits its page (a larger row would
+//!   take an overflow page of 4 KiB, mostly empty, written twice through the WAL);
 //! - a commit appends its samples' bytes to the recent log and keeps them in memory for
 //!   live queries: no SQLite page is written per commit. It still takes the database's
 //!   write lock, so a tool holding the file's lock (a backup) holds ingest as before;
 //! - once a window closes (the newest sample is a minute past its end), its samples are
 //!   written as chunks in one transaction at the end of the table and the log keeps only
-//!   what is still open; late samples of a closed window are merged into its chunk then.
+//!   what is still open; late samples of a closed window are merged into its chunk then;
+//! - the open windows' samples in memory are bounded in bytes (`open_window_max_bytes`):
+//!   reaching the bound (a flood) writes every open window's samples as chunks early, and
+//!   what arrives after adds parts to those chunks instead of rewriting them.
 //!
 //! Settings, and why:
 //! - `journal_mode = WAL`, `synchronous = NORMAL` by default: commits do not fsync; the
@@ -59,9 +64,6 @@ const COMPACT_SAMPLES: usize = 64 * 1024;
 /// ... or this long, so a replay merges into each chunk a few times, not once per batch.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
-/// Memory bound: past this many samples in memory every window is written to chunks.
-const RECENT_MAX: usize = 1024 * 1024;
-
 /// The newest sample's clock may run ahead of this host's by at most this much before it
 /// stops closing windows (a node with a clock in the future must not close them all).
 const CLOCK_AHEAD_MS: u64 = 60_000;
@@ -76,9 +78,27 @@ const SIZE_TARGET_PERCENT: u64 = 90;
 pub use infra::durability::Synchronous;
 
 /// How to open the SQLite history database.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteOptions {
     pub synchronous: Synchronous,
+    /// Most bytes the samples of the open windows may hold in memory: past it every open
+    /// window is written to chunks at once.
+    pub open_window_max_bytes: u64,
+}
+
+impl SqliteOptions {
+    /// 16 MiB: about 290,000 samples, five minutes of a 1,000-tag plant changing every
+    /// second; the reference plant (10 % changing) holds about 4 MiB and never reaches it.
+    pub const DEFAULT_OPEN_WINDOW_MAX_BYTES: u64 = 16 * 1024 * 1024;
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::default(),
+            open_window_max_bytes: Self::DEFAULT_OPEN_WINDOW_MAX_BYTES,
+        }
+    }
 }
 
 /// SQLite implementation of [`HistoryStore`]. Open one per database file and share it
@@ -86,6 +106,7 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     path: PathBuf,
     synchronous: Synchronous,
+    open_window_max_bytes: u64,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Samples of the open windows (and late ones not yet merged); changed only by the
@@ -104,11 +125,22 @@ pub struct SqliteStore {
     _checkpointer: checkpoint::Checkpointer,
 }
 
+/// Where a metric's chunks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// The first and last window that may hold a chunk (`chunk_windows`).
+    first_win: i64,
+    last_win: i64,
+    /// No chunk holds a sample newer than this (a sample after it cannot be a duplicate
+    /// there, so it is admitted without reading a chunk).
+    newest: u64,
+}
+
 /// Which windows hold chunks, and when windows were last closed.
 #[derive(Debug)]
 struct WindowState {
-    /// Per metric, the first and last window that may hold a chunk (`chunk_windows`).
-    chunks: HashMap<MetricId, (i64, i64)>,
+    /// Per metric, where its chunks are.
+    chunks: HashMap<MetricId, Span>,
     /// Newest sample timestamp stored.
     newest: u64,
     /// Windows before this one were closed by the last compaction.
@@ -120,7 +152,13 @@ impl WindowState {
     fn may_hold(&self, metric: MetricId, win: i64) -> bool {
         self.chunks
             .get(&metric)
-            .is_some_and(|&(first, last)| first <= win && win <= last)
+            .is_some_and(|s| s.first_win <= win && win <= s.last_win)
+    }
+
+    /// Whether a chunk may hold a sample of `metric` at `ts`.
+    fn may_hold_ts(&self, metric: MetricId, ts: u64) -> bool {
+        self.may_hold(metric, window_of(ts))
+            && self.chunks.get(&metric).is_some_and(|s| ts <= s.newest)
     }
 }
 
@@ -128,7 +166,13 @@ fn window_of(ts: u64) -> i64 {
     (ts / WINDOW_MS as u64) as i64
 }
 
-const SELECT_CHUNK: &str = "SELECT data FROM sample_chunks WHERE win = ?1 AND metric_id = ?2";
+/// The parts of one chunk, in time order.
+const SELECT_CHUNK: &str =
+    "SELECT data FROM sample_chunks WHERE win = ?1 AND metric_id = ?2 ORDER BY part";
+
+/// The last part of one chunk.
+const SELECT_LAST_PART: &str = "SELECT part, last_ts, data FROM sample_chunks \
+     WHERE win = ?1 AND metric_id = ?2 ORDER BY part DESC LIMIT 1";
 
 impl SqliteStore {
     /// Opens (creating if absent) the history database at `path`. A file that is not a
@@ -173,6 +217,7 @@ impl SqliteStore {
         let store = SqliteStore {
             path,
             synchronous: options.synchronous,
+            open_window_max_bytes: options.open_window_max_bytes,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             recent: RwLock::new(Recent::default()),
@@ -189,6 +234,10 @@ impl SqliteStore {
             _checkpointer: checkpointer,
         };
         store.replay(replayed)?;
+        // A log from a run with a larger bound (or none) is brought within this one.
+        if let Err(e) = store.maybe_compact(&mut lock(&store.writer)) {
+            tracing::error!(error = %e, "closing history windows at open failed; will retry");
+        }
         // What earlier runs left is now in this store's log; theirs can go.
         if !orphans.is_empty() {
             lock(&store.log)
@@ -218,6 +267,12 @@ impl SqliteStore {
     /// Samples held in memory and in the recent log, not yet in chunks.
     pub fn recent_samples(&self) -> usize {
         read(&self.recent).len()
+    }
+
+    /// Bytes the samples of the open windows hold in memory (see `open_window_max_bytes`);
+    /// at most the bound whenever no append is under way.
+    pub fn open_window_bytes(&self) -> u64 {
+        read(&self.recent).bytes()
     }
 
     /// Writes the metrics registered since the last commit and every sample still in
@@ -293,7 +348,19 @@ impl SqliteStore {
     }
 
     fn decode_chunk(&self, metric: MetricId, win: i64, data: &[u8]) -> Result<Vec<Sample>> {
-        chunk::decode(metric, data).map_err(|reason| HistoryError::BadRow {
+        let mut out = Vec::new();
+        self.decode_chunk_into(metric, win, data, &mut out)?;
+        Ok(out)
+    }
+
+    fn decode_chunk_into(
+        &self,
+        metric: MetricId,
+        win: i64,
+        data: &[u8],
+        out: &mut Vec<Sample>,
+    ) -> Result<()> {
+        chunk::decode_into(metric, data, out).map_err(|reason| HistoryError::BadRow {
             path: self.path.clone(),
             metric,
             ts: win.saturating_mul(WINDOW_MS),
@@ -301,18 +368,49 @@ impl SqliteStore {
         })
     }
 
-    /// The stored chunk of (`win`, `metric`), decoded, if there is one.
+    /// The stored chunk of (`win`, `metric`), every part decoded, if there is one.
     fn read_chunk(
         &self,
         conn: &Connection,
         win: i64,
         metric: MetricId,
     ) -> Result<Option<Vec<Sample>>> {
-        let data: Option<Vec<u8>> = conn
+        let mut stmt = conn
             .prepare_cached(SELECT_CHUNK)
-            .and_then(|mut s| s.query_row(params![win, metric.0], |r| r.get(0)).optional())
             .map_err(self.sql("read chunk"))?;
-        data.map(|d| self.decode_chunk(metric, win, &d)).transpose()
+        let mut rows = stmt
+            .query(params![win, metric.0])
+            .map_err(self.sql("read chunk"))?;
+        let mut out: Option<Vec<Sample>> = None;
+        while let Some(row) = rows.next().map_err(self.sql("read chunk"))? {
+            let data = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(self.sql("read chunk"))?;
+            let samples = out.get_or_insert_with(Vec::new);
+            self.decode_chunk_into(metric, win, data, samples)?;
+        }
+        Ok(out)
+    }
+
+    /// The last part of the chunk of (`win`, `metric`): its number, its newest timestamp
+    /// and its bytes.
+    fn read_last_part(
+        &self,
+        conn: &Connection,
+        win: i64,
+        metric: MetricId,
+    ) -> Result<Option<(i64, u64, Vec<u8>)>> {
+        let row: Option<(i64, i64, Vec<u8>)> = conn
+            .prepare_cached(SELECT_LAST_PART)
+            .and_then(|mut s| {
+                s.query_row(params![win, metric.0], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(self.sql("read chunk"))?;
+        Ok(row.map(|(part, last_ts, data)| (part, last_ts.max(0) as u64, data)))
     }
 
     /// Splits `samples` into those to store and counts the rest: a sample whose (metric, ts)
@@ -344,7 +442,7 @@ impl SqliteStore {
                     Some(s) => Some(s.quality),
                     None => {
                         let win = window_of(sample.ts);
-                        if state.may_hold(sample.metric, win) {
+                        if state.may_hold_ts(sample.metric, sample.ts) {
                             let chunk = match chunks.entry((win, sample.metric)) {
                                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                                 std::collections::hash_map::Entry::Vacant(e) => {
@@ -417,8 +515,10 @@ impl SqliteStore {
 
     /// Closes windows whose time has come (see the constants above).
     fn maybe_compact(&self, conn: &mut Connection) -> Result<()> {
-        let held = read(&self.recent).len();
-        let oldest = read(&self.recent).oldest();
+        let (held, oldest, bytes) = {
+            let recent = read(&self.recent);
+            (recent.len(), recent.oldest(), recent.bytes())
+        };
         let cutoff = {
             let state = lock(&self.state);
             let now = SystemTime::now()
@@ -431,7 +531,12 @@ impl SqliteStore {
                 && (closed_before > state.closed_before
                     || held >= COMPACT_SAMPLES
                     || state.last_compaction.elapsed() >= COMPACT_EVERY);
-            if held >= RECENT_MAX {
+            if bytes > self.open_window_max_bytes {
+                tracing::debug!(
+                    bytes,
+                    held,
+                    "open windows at their memory bound; written early"
+                );
                 Some(u64::MAX)
             } else {
                 due.then_some(cutoff)
@@ -451,7 +556,8 @@ impl SqliteStore {
         if groups.is_empty() {
             return Ok(());
         }
-        let mut touched: Vec<(MetricId, i64, i64)> = Vec::new();
+        // Per metric: first and last window written, newest timestamp written.
+        let mut touched: Vec<(MetricId, i64, i64, u64)> = Vec::new();
         let sync_normal = self.synchronous == Synchronous::Normal;
         if sync_normal {
             // The log forgets these samples below: the chunks must be on disk first.
@@ -462,6 +568,7 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(self.sql("begin window close"))?;
+            let mut state = lock(&self.state);
             for (metric, samples) in &groups {
                 let mut start = 0;
                 while start < samples.len() {
@@ -469,18 +576,14 @@ impl SqliteStore {
                     let len = samples[start..].partition_point(|s| window_of(s.ts) == win);
                     let run = &samples[start..start + len];
                     start += len;
-                    let merged = match self.read_chunk(&tx, win, *metric)? {
-                        Some(stored) => merge(stored, run),
-                        None => run.to_vec(),
-                    };
-                    write_chunk(&tx, win, *metric, &merged).map_err(self.sql("write chunk"))?;
+                    self.write_run(&tx, &state, win, *metric, run)?;
+                    let newest = run[run.len() - 1].ts;
                     match touched.last_mut() {
-                        Some((m, _, last)) if m == metric => *last = win,
-                        _ => touched.push((*metric, win, win)),
+                        Some((m, _, last, n)) if m == metric => (*last, *n) = (win, newest),
+                        _ => touched.push((*metric, win, win, newest)),
                     }
                 }
             }
-            let mut state = lock(&self.state);
             {
                 let mut upsert = tx
                     .prepare_cached(
@@ -490,10 +593,11 @@ impl SqliteStore {
                          last_win = max(last_win, excluded.last_win)",
                     )
                     .map_err(self.sql("write chunk windows"))?;
-                for &(metric, first, last) in &touched {
-                    let (f, l) = state.chunks.get(&metric).copied().unwrap_or((first, last));
+                for &(metric, first, last, _) in &touched {
+                    let known = state.chunks.get(&metric).map(|s| (s.first_win, s.last_win));
+                    let (f, l) = known.unwrap_or((first, last));
                     let bounds = (f.min(first), l.max(last));
-                    if state.chunks.get(&metric) != Some(&bounds) {
+                    if known != Some(bounds) {
                         upsert
                             .execute(params![metric.0, bounds.0, bounds.1])
                             .map_err(self.sql("write chunk windows"))?;
@@ -501,9 +605,15 @@ impl SqliteStore {
                 }
             }
             tx.commit().map_err(self.sql("commit window close"))?;
-            for &(metric, first, last) in &touched {
-                let bounds = state.chunks.entry(metric).or_insert((first, last));
-                *bounds = (bounds.0.min(first), bounds.1.max(last));
+            for &(metric, first, last, newest) in &touched {
+                let span = state.chunks.entry(metric).or_insert(Span {
+                    first_win: first,
+                    last_win: last,
+                    newest,
+                });
+                span.first_win = span.first_win.min(first);
+                span.last_win = span.last_win.max(last);
+                span.newest = span.newest.max(newest);
             }
             if cutoff != u64::MAX {
                 state.closed_before = state.closed_before.max(window_of(cutoff));
@@ -526,6 +636,42 @@ impl SqliteStore {
             "windows closed"
         );
         Ok(())
+    }
+
+    /// Writes `run` (sorted samples of `metric` in window `win`) into its chunk: as its
+    /// first parts when there is none, as parts after the last when every sample is newer
+    /// than what is stored (an early fold, then the rest of the window; a small last part is
+    /// rewritten with them), else merged with the stored samples and written again.
+    fn write_run(
+        &self,
+        tx: &Connection,
+        state: &WindowState,
+        win: i64,
+        metric: MetricId,
+        run: &[Sample],
+    ) -> Result<()> {
+        let last = if state.may_hold(metric, win) {
+            self.read_last_part(tx, win, metric)?
+        } else {
+            None
+        };
+        let written = match last {
+            None => write_parts(tx, win, metric, 0, run),
+            Some((part, last_ts, data)) if last_ts < run[0].ts => {
+                if data.len() < schema::PART_BYTES / 2 {
+                    let mut joined = self.decode_chunk(metric, win, &data)?;
+                    joined.extend_from_slice(run);
+                    write_parts(tx, win, metric, part, &joined)
+                } else {
+                    write_parts(tx, win, metric, part + 1, run)
+                }
+            }
+            Some(_) => {
+                let stored = self.read_chunk(tx, win, metric)?.unwrap_or_default();
+                write_chunk(tx, win, metric, &merge(stored, run))
+            }
+        };
+        written.map_err(self.sql("write chunk"))
     }
 
     /// Rewrites the log to hold what is in memory. On failure the old log stays: it holds
@@ -555,8 +701,8 @@ impl SqliteStore {
             let mut candidates = Vec::new();
             let mut old = tx
                 .prepare_cached(
-                    "SELECT win, metric_id, last_ts, count FROM sample_chunks \
-                     WHERE win <= ?1 AND first_ts < ?2 ORDER BY win, metric_id",
+                    "SELECT win, metric_id, part, last_ts, count FROM sample_chunks \
+                     WHERE win <= ?1 AND first_ts < ?2 ORDER BY win, metric_id, part",
                 )
                 .map_err(self.sql("find old chunks"))?;
             let mut rows = old
@@ -568,16 +714,17 @@ impl SqliteStore {
                     remain = true;
                     break;
                 }
-                let c: (i64, i64, i64, i64) = (
+                let c: (i64, i64, i64, i64, i64) = (
                     row.get(0).map_err(self.sql("find old chunks"))?,
                     row.get(1).map_err(self.sql("find old chunks"))?,
                     row.get(2).map_err(self.sql("find old chunks"))?,
                     row.get(3).map_err(self.sql("find old chunks"))?,
+                    row.get(4).map_err(self.sql("find old chunks"))?,
                 );
                 candidates.push(c);
             }
             drop(rows);
-            for (win, metric, last_ts, count) in candidates {
+            for (win, metric, part, last_ts, count) in candidates {
                 let left = budget - deleted;
                 if left == 0 {
                     remain = true;
@@ -585,19 +732,26 @@ impl SqliteStore {
                 }
                 let metric = MetricId(metric);
                 if last_ts < cutoff && count as u64 <= left {
-                    tx.prepare_cached(
-                        "DELETE FROM sample_chunks WHERE win = ?1 AND metric_id = ?2",
-                    )
-                    .and_then(|mut s| s.execute(params![win, metric.0]))
-                    .map_err(self.sql("delete chunk"))?;
+                    write_part(&tx, win, metric, part, &[]).map_err(self.sql("delete chunk"))?;
                     deleted += count as u64;
                     continue;
                 }
-                let Some(samples) = self.read_chunk(&tx, win, metric)? else {
+                let data: Option<Vec<u8>> = tx
+                    .prepare_cached(
+                        "SELECT data FROM sample_chunks \
+                         WHERE win = ?1 AND metric_id = ?2 AND part = ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![win, metric.0, part], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(self.sql("read chunk"))?;
+                let Some(data) = data else {
                     continue;
                 };
+                let samples = self.decode_chunk(metric, win, &data)?;
                 let old = (samples.partition_point(|s| (s.ts as i64) < cutoff) as u64).min(left);
-                write_chunk(&tx, win, metric, &samples[old as usize..])
+                write_part(&tx, win, metric, part, &samples[old as usize..])
                     .map_err(self.sql("trim chunk"))?;
                 deleted += old;
             }
@@ -638,25 +792,77 @@ fn merge(stored: Vec<Sample>, new: &[Sample]) -> Vec<Sample> {
 }
 
 /// Stores `samples` (sorted, of one metric and window) as the chunk of (`win`, `metric`),
-/// replacing the one there; no samples deletes it.
+/// replacing every part there; no samples deletes it.
 fn write_chunk(
     conn: &Connection,
     win: i64,
     metric: MetricId,
     samples: &[Sample],
 ) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sample_chunks WHERE win = ?1 AND metric_id = ?2")?
+        .execute(params![win, metric.0])?;
+    write_parts(conn, win, metric, 0, samples)
+}
+
+/// Stores `samples` (sorted, of one metric and window) as parts `first_part..` of the
+/// chunk of (`win`, `metric`), cut at [`schema::PART_BYTES`], replacing parts of those
+/// numbers.
+pub(super) fn write_parts(
+    conn: &Connection,
+    win: i64,
+    metric: MetricId,
+    first_part: i64,
+    samples: &[Sample],
+) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO sample_chunks \
+         (win, metric_id, part, first_ts, last_ts, count, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut at = 0;
+    for (part, (count, data)) in
+        (first_part..).zip(chunk::encode_parts(samples, schema::PART_BYTES))
+    {
+        let held = &samples[at..at + count];
+        at += count;
+        insert.execute(params![
+            win,
+            metric.0,
+            part,
+            held[0].ts as i64,
+            held[count - 1].ts as i64,
+            count as i64,
+            data
+        ])?;
+    }
+    Ok(())
+}
+
+/// Replaces one part of a chunk by `samples` (what retention leaves of it); none deletes
+/// the part.
+fn write_part(
+    conn: &Connection,
+    win: i64,
+    metric: MetricId,
+    part: i64,
+    samples: &[Sample],
+) -> rusqlite::Result<()> {
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-        conn.prepare_cached("DELETE FROM sample_chunks WHERE win = ?1 AND metric_id = ?2")?
-            .execute(params![win, metric.0])?;
+        conn.prepare_cached(
+            "DELETE FROM sample_chunks WHERE win = ?1 AND metric_id = ?2 AND part = ?3",
+        )?
+        .execute(params![win, metric.0, part])?;
         return Ok(());
     };
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO sample_chunks (win, metric_id, first_ts, last_ts, count, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO sample_chunks \
+         (win, metric_id, part, first_ts, last_ts, count, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         win,
         metric.0,
+        part,
         first.ts as i64,
         last.ts as i64,
         samples.len() as i64,
@@ -665,10 +871,30 @@ fn write_chunk(
     Ok(())
 }
 
-fn load_windows(conn: &Connection) -> rusqlite::Result<HashMap<MetricId, (i64, i64)>> {
+/// Where each metric's chunks are: `chunk_windows`, and the newest timestamp of the last
+/// window's chunk.
+fn load_windows(conn: &Connection) -> rusqlite::Result<HashMap<MetricId, Span>> {
     let mut stmt = conn.prepare("SELECT metric_id, first_win, last_win FROM chunk_windows")?;
-    let rows = stmt.query_map([], |r| Ok((MetricId(r.get(0)?), (r.get(1)?, r.get(2)?))))?;
-    rows.collect()
+    let rows: Vec<(i64, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut newest =
+        conn.prepare("SELECT max(last_ts) FROM sample_chunks WHERE win = ?1 AND metric_id = ?2")?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for (metric, first_win, last_win) in rows {
+        let ts: Option<i64> = newest.query_row(params![last_win, metric], |r| r.get(0))?;
+        // Without a chunk in its last window (retention), any sample of the span may be in one.
+        let newest = ts.map_or(u64::MAX, |t| t.max(0) as u64);
+        out.insert(
+            MetricId(metric),
+            Span {
+                first_win,
+                last_win,
+                newest,
+            },
+        );
+    }
+    Ok(out)
 }
 
 impl Drop for SqliteStore {
@@ -750,20 +976,20 @@ impl SqliteStore {
                         if limit.is_some_and(|l| stored.len() >= l) {
                             break;
                         }
-                        let data: Option<Vec<u8>> = stmt
-                            .query_row(params![win, metric.0], |r| r.get(0))
-                            .optional()
+                        let at = stored.len();
+                        let mut rows = stmt
+                            .query(params![win, metric.0])
                             .map_err(self.sql("read chunk"))?;
-                        if let Some(data) = data {
-                            let at = stored.len();
-                            chunk::decode_into(metric, &data, &mut stored).map_err(|reason| {
-                                HistoryError::BadRow {
-                                    path: self.path.clone(),
-                                    metric,
-                                    ts: win.saturating_mul(WINDOW_MS),
-                                    reason: format!("chunk of window {win}: {reason}"),
-                                }
-                            })?;
+                        let mut found = false;
+                        while let Some(row) = rows.next().map_err(self.sql("read chunk"))? {
+                            let data = row
+                                .get_ref(0)
+                                .and_then(|v| Ok(v.as_blob()?))
+                                .map_err(self.sql("read chunk"))?;
+                            self.decode_chunk_into(metric, win, data, &mut stored)?;
+                            found = true;
+                        }
+                        if found {
                             // Only the edge windows hold samples outside the range.
                             if win == lo || win == hi {
                                 let mut kept = at;
@@ -896,9 +1122,10 @@ impl HistoryStore for SqliteStore {
                         .optional()
                         .map_err(self.sql("query latest"))?;
                     let stored = match last_win {
-                        Some(win) => self
-                            .read_chunk(conn, win, metric)?
-                            .and_then(|mut c| c.pop()),
+                        Some(win) => match self.read_last_part(conn, win, metric)? {
+                            Some((_, _, data)) => self.decode_chunk(metric, win, &data)?.pop(),
+                            None => None,
+                        },
                         None => None,
                     };
                     let hot = recent.last(metric);
@@ -1205,8 +1432,10 @@ fn check_schema(path: &Path, conn: &mut Connection) -> Result<()> {
     match version {
         0 if tables.is_empty() => {
             conn.execute_batch(&format!(
-                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                "BEGIN; {} {} {} PRAGMA user_version = {}; COMMIT;",
                 schema::CREATE,
+                schema::CREATE_SAMPLE_CHUNKS,
+                schema::CREATE_CHUNK_WINDOWS,
                 schema::SCHEMA_VERSION
             ))
             .map_err(sql)?;
@@ -1222,9 +1451,13 @@ fn check_schema(path: &Path, conn: &mut Connection) -> Result<()> {
             "holds tables of another program ({})",
             tables.join(", ")
         ))),
-        migrate::FROM_VERSION => {
-            has_all(&migrate::FROM_TABLES)?;
+        migrate::ROWS_VERSION => {
+            has_all(&migrate::ROWS_TABLES)?;
             migrate::to_chunks(path, conn)
+        }
+        migrate::WHOLE_CHUNKS_VERSION => {
+            has_all(&migrate::WHOLE_CHUNKS_TABLES)?;
+            migrate::to_parts(path, conn)
         }
         schema::SCHEMA_VERSION => has_all(&schema::TABLES),
         other => Err(corrupt(format!(

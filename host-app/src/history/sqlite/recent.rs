@@ -25,18 +25,37 @@ use crate::history::types::{MetricId, Quality, Sample, SampleValue};
 /// Samples per record when the log is rewritten, so a record stays a few megabytes.
 const REWRITE_RECORD: usize = 64 * 1024;
 
+/// Memory a held sample takes in its list, beside its text or bytes.
+const SAMPLE_BYTES: u64 = std::mem::size_of::<Sample>() as u64;
+
 /// The samples of the open windows, per metric, each list sorted by time.
 #[derive(Debug, Default)]
 pub(super) struct Recent {
     by_metric: HashMap<MetricId, Vec<Sample>>,
     len: usize,
+    /// Memory the lists hold: their capacity in samples, and each sample's text or bytes.
+    bytes: u64,
     /// Smallest timestamp held, if any.
     oldest: Option<u64>,
+}
+
+/// Heap bytes a sample owns beside its place in a list.
+fn heap_bytes(sample: &Sample) -> u64 {
+    match &sample.value {
+        SampleValue::Text(t) => t.capacity() as u64,
+        SampleValue::Bytes(b) => b.capacity() as u64,
+        _ => 0,
+    }
 }
 
 impl Recent {
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Memory held by the samples (see `open_window_max_bytes`).
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub(super) fn oldest(&self) -> Option<u64> {
@@ -54,19 +73,25 @@ impl Recent {
     pub(super) fn insert(&mut self, sample: Sample) {
         self.oldest = Some(self.oldest.map_or(sample.ts, |o| o.min(sample.ts)));
         let list = self.by_metric.entry(sample.metric).or_default();
+        let capacity = list.capacity();
+        self.bytes += heap_bytes(&sample);
         // Live samples arrive in time order: the common case is a push.
         if list.last().is_none_or(|last| last.ts < sample.ts) {
             list.push(sample);
             self.len += 1;
-            return;
-        }
-        match list.binary_search_by_key(&sample.ts, |s| s.ts) {
-            Ok(i) => list[i] = sample,
-            Err(i) => {
-                list.insert(i, sample);
-                self.len += 1;
+        } else {
+            match list.binary_search_by_key(&sample.ts, |s| s.ts) {
+                Ok(i) => {
+                    self.bytes -= heap_bytes(&list[i]);
+                    list[i] = sample;
+                }
+                Err(i) => {
+                    list.insert(i, sample);
+                    self.len += 1;
+                }
             }
         }
+        self.bytes += (list.capacity() - capacity) as u64 * SAMPLE_BYTES;
     }
 
     /// The samples of `metric` in `[from, to)`, in time order.
@@ -108,9 +133,20 @@ impl Recent {
                 continue;
             };
             let n = (list.partition_point(|s| s.ts < cutoff) as u64).min(budget - removed);
-            list.drain(..n as usize);
+            let capacity = list.capacity();
+            self.bytes -= list
+                .drain(..n as usize)
+                .map(|s| heap_bytes(&s))
+                .sum::<u64>();
             if list.is_empty() {
                 self.by_metric.remove(&id);
+                self.bytes -= capacity as u64 * SAMPLE_BYTES;
+            } else {
+                // What a flood grew is given back once its samples are in chunks.
+                if list.capacity() > 2 * list.len() {
+                    list.shrink_to_fit();
+                }
+                self.bytes -= (capacity - list.capacity()) as u64 * SAMPLE_BYTES;
             }
             removed += n;
             if removed == budget {
@@ -459,6 +495,35 @@ mod tests {
             quality: Quality(quality),
             is_historical: ts.is_multiple_of(2),
         }
+    }
+
+    #[test]
+    fn memory_is_counted_as_samples_come_are_replaced_and_go() {
+        let mut recent = Recent::default();
+        for ts in (0..300u64).rev() {
+            recent.insert(s(
+                1,
+                ts,
+                SampleValue::Text("x".repeat(ts as usize % 7)),
+                192,
+            ));
+            recent.insert(s(2, ts, SampleValue::Bytes(vec![1; 3]), 192));
+            recent.insert(s(3, ts, SampleValue::F64(1.0), 192));
+        }
+        let held = |r: &Recent| -> u64 {
+            r.by_metric
+                .values()
+                .map(|l| l.capacity() as u64 * SAMPLE_BYTES + l.iter().map(heap_bytes).sum::<u64>())
+                .sum()
+        };
+        assert_eq!(recent.bytes(), held(&recent));
+        // A replacement trades its text for the new one's.
+        recent.insert(s(1, 6, SampleValue::Text("longer text".into()), 0));
+        assert_eq!(recent.bytes(), held(&recent));
+        assert_eq!(recent.remove_before(250, u64::MAX), 750);
+        assert_eq!(recent.bytes(), held(&recent));
+        assert_eq!(recent.remove_before(u64::MAX, u64::MAX), 150);
+        assert_eq!((recent.len(), recent.bytes()), (0, 0));
     }
 
     #[test]

@@ -3,14 +3,20 @@
 use rusqlite::Connection;
 
 /// Written to `PRAGMA user_version` when the schema is created. Version 1 kept a row per
-/// sample (`samples`, `samples_recent`); `migrate` converts such a file at open.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// sample (`samples`, `samples_recent`), version 2 a chunk in one row whatever its size;
+/// `migrate` converts such files at open.
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Each chunk holds one metric's samples of one window of this many milliseconds.
 pub(super) const WINDOW_MS: i64 = 10 * 60 * 1000;
 
 /// Matches the flash page and filesystem block of typical SD cards and eMMC.
 pub(super) const PAGE_SIZE: u32 = 4096;
+
+/// Most encoded bytes in one chunk part: with its key and counters the row stays under
+/// the 1,002 bytes a 4 KiB page keeps of a WITHOUT ROWID row before it spills to an
+/// overflow page (a chunk of 2 KB in one row took a whole overflow page, most of it empty).
+pub(super) const PART_BYTES: usize = 944;
 
 /// Writer page cache (KiB): closing a window writes ~1,000 chunks and merges late samples.
 pub(super) const WRITER_CACHE_KIB: i64 = 8 * 1024;
@@ -29,13 +35,6 @@ pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `device_id` is `''` for an edge node's own metrics: NULL would defeat the UNIQUE key.
-/// `sample_chunks` holds closed windows: one row per (window, metric) whose `data` is the
-/// window's samples of that metric encoded by `chunk`. Keyed by window first, so closing a
-/// window appends its chunks at the end of the tree and writes each page about once (flash
-/// wear on gateways); a trend of one metric is one key lookup per window. The samples of
-/// the open window live in memory and in the recent log beside the file (see `recent`).
-/// `chunk_windows` bounds each metric's windows, so queries and `latest` know where to
-/// look without scanning other metrics' chunks.
 pub(super) const CREATE: &str = "
 CREATE TABLE metrics (
     id            INTEGER PRIMARY KEY,
@@ -46,22 +45,6 @@ CREATE TABLE metrics (
     datatype      TEXT NOT NULL,
     units         TEXT,
     UNIQUE (group_id, edge_node_id, device_id, name)
-) STRICT;
-
-CREATE TABLE sample_chunks (
-    win           INTEGER NOT NULL,
-    metric_id     INTEGER NOT NULL,
-    first_ts      INTEGER NOT NULL,
-    last_ts       INTEGER NOT NULL,
-    count         INTEGER NOT NULL,
-    data          BLOB NOT NULL,
-    PRIMARY KEY (win, metric_id)
-) STRICT, WITHOUT ROWID;
-
-CREATE TABLE chunk_windows (
-    metric_id     INTEGER PRIMARY KEY,
-    first_win     INTEGER NOT NULL,
-    last_win      INTEGER NOT NULL
 ) STRICT;
 
 CREATE TABLE audit_log (
@@ -78,6 +61,36 @@ CREATE TABLE audit_log (
 ) STRICT;
 
 CREATE INDEX audit_log_ts ON audit_log (ts);
+";
+
+/// `sample_chunks` holds closed windows: per (window, metric) the window's samples of that
+/// metric encoded by `chunk`, in parts of at most [`PART_BYTES`] numbered in time order.
+/// Keyed by window first, so closing a window appends its chunks at the end of the tree
+/// and writes each page about once (flash wear on gateways); a trend of one metric is one
+/// key range per window. Samples written to a window after it was written (an early fold,
+/// see `recent`) add parts after the last. The samples of the open window live in memory
+/// and in the recent log beside the file (see `recent`).
+pub(super) const CREATE_SAMPLE_CHUNKS: &str = "
+CREATE TABLE sample_chunks (
+    win           INTEGER NOT NULL,
+    metric_id     INTEGER NOT NULL,
+    part          INTEGER NOT NULL,
+    first_ts      INTEGER NOT NULL,
+    last_ts       INTEGER NOT NULL,
+    count         INTEGER NOT NULL,
+    data          BLOB NOT NULL,
+    PRIMARY KEY (win, metric_id, part)
+) STRICT, WITHOUT ROWID;
+";
+
+/// `chunk_windows` bounds each metric's windows, so queries and `latest` know where to look
+/// without scanning other metrics' chunks.
+pub(super) const CREATE_CHUNK_WINDOWS: &str = "
+CREATE TABLE chunk_windows (
+    metric_id     INTEGER PRIMARY KEY,
+    first_win     INTEGER NOT NULL,
+    last_win      INTEGER NOT NULL
+) STRICT;
 ";
 
 /// Tables a history database must have.
