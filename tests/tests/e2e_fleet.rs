@@ -204,9 +204,21 @@ fn a_fleet_on_a_broker_cluster_keeps_every_sample_once_through_a_lost_node() {
     });
     std::thread::sleep(Duration::from_secs(8));
 
-    // One broker node lost, then back on the same ports and store.
+    // One broker node lost, then back on the same ports and store. The edge node that
+    // started on it is born again (a new bdSeq) through another node.
+    let (moved_group, moved_node) = NODES[KILLED];
+    let bd_seq = |tree: &Tree| {
+        tree.node(moved_group, moved_node)
+            .and_then(|n| n["bdSeq"].as_u64())
+    };
+    let before = bd_seq(&api.tree()).expect("bdSeq of the node on the killed broker");
     cluster.kill(KILLED);
-    std::thread::sleep(Duration::from_secs(8));
+    wait::until(
+        "the node on the killed broker born again through another",
+        4 * WAIT,
+        || bd_seq(&api.tree()).is_some_and(|b| b != before) && all_online(&api.tree()),
+    );
+    std::thread::sleep(Duration::from_secs(5));
     cluster.restart(KILLED).expect("the killed node restarts");
     wait::until("all four edge nodes online again", 4 * WAIT, || {
         all_online(&api.tree())
