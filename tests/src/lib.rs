@@ -3,16 +3,18 @@
 //! project's venv, Mosquitto, rmqtt) they talk to, plus one module per job:
 //! [`browser`] (scripts in headless Chromium), [`config`] (typed config files for
 //! edge-node, host-app and plant-sim), [`wait`] (the bounded wait), [`http`] (the host API client), [`mqtt`] (recorder, watcher, scripted
-//! edge node, step-by-step client), [`process`] (our binaries as children, logs captured)
+//! edge node, step-by-step client), [`nats`] (a clustered MQTT broker), [`fleet`] (a simulated fleet of edge nodes), [`process`] (our binaries as children, logs captured)
 //! and [`stack`] (the whole product for end-to-end tests).
 
 pub mod browser;
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod linksim;
 pub mod logs;
 pub mod mqtt;
 pub mod mqtt_proxy;
+pub mod nats;
 pub mod pki;
 pub mod process;
 pub mod rmqtt;

@@ -466,6 +466,47 @@ impl Api {
         );
         self.get(&path).unwrap_or_else(|e| panic!("{e}"))
     }
+
+    /// Every sample of `metric` in `from..to`, raw (each one's `last` object): the API
+    /// downsamples, so each range is asked for in buckets narrow enough to hold one sample,
+    /// and a bucket holding more is asked for again, narrower (the host keeps one sample
+    /// per metric and millisecond).
+    pub fn raw_history(&self, metric: &str, from: u64, to: u64) -> Vec<Json> {
+        // 10,000 buckets of 100 ms: one sample each at 1 Hz.
+        const SPAN_MS: u64 = 1_000_000;
+        let mut out = Vec::new();
+        let mut start = from;
+        while start < to {
+            let end = (start + SPAN_MS).min(to);
+            self.collect_buckets(metric, start, end, &mut out);
+            start = end;
+        }
+        out
+    }
+
+    fn collect_buckets(&self, metric: &str, from: u64, to: u64, out: &mut Vec<Json>) {
+        let answer = self.history(metric, from, to);
+        let buckets = answer["points"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{metric}: no points in {answer}"));
+        for bucket in buckets {
+            let field = |name: &str| {
+                bucket[name]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{metric}: bucket without `{name}`: {bucket}"))
+            };
+            let (count, start, end) = (field("count"), field("start"), field("end"));
+            if count == 1 {
+                out.push(bucket["last"].clone());
+            } else {
+                assert!(
+                    end - start > 1,
+                    "{metric}: {count} samples in the 1 ms bucket {start}..{end}: {bucket}"
+                );
+                self.collect_buckets(metric, start, end, out);
+            }
+        }
+    }
 }
 
 /// A `/api/tree` answer with lookups by id.

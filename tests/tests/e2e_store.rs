@@ -312,44 +312,12 @@ impl std::fmt::Display for Stored {
     }
 }
 
-/// Every sample of `metric` in `from..to`, raw: the API downsamples, so each range is
-/// asked for in buckets narrow enough to hold one sample, and a bucket holding more is
-/// asked for again, narrower (the host keeps one sample per metric and millisecond).
+/// Every sample of `metric` in `from..to`, raw.
 fn raw_history(api: &Api, metric: &str, from: u64, to: u64) -> Vec<Stored> {
-    // 10,000 buckets of 100 ms: one sample each at 1 Hz.
-    const SPAN_MS: u64 = 1_000_000;
-    let mut out = Vec::new();
-    let mut start = from;
-    while start < to {
-        let end = (start + SPAN_MS).min(to);
-        collect_buckets(api, metric, start, end, &mut out);
-        start = end;
-    }
-    out
-}
-
-fn collect_buckets(api: &Api, metric: &str, from: u64, to: u64, out: &mut Vec<Stored>) {
-    let answer = api.history(metric, from, to);
-    let buckets = answer["points"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{metric}: no points in {answer}"));
-    for bucket in buckets {
-        let field = |name: &str| {
-            bucket[name]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{metric}: bucket without `{name}`: {bucket}"))
-        };
-        let (count, start, end) = (field("count"), field("start"), field("end"));
-        if count == 1 {
-            out.push(stored(metric, &bucket["last"]));
-        } else {
-            assert!(
-                end - start > 1,
-                "{metric}: {count} samples in the 1 ms bucket {start}..{end}: {bucket}"
-            );
-            collect_buckets(api, metric, start, end, out);
-        }
-    }
+    api.raw_history(metric, from, to)
+        .iter()
+        .map(|last| stored(metric, last))
+        .collect()
 }
 
 fn stored(metric: &str, last: &Json) -> Stored {
