@@ -162,6 +162,15 @@ impl HostConfig {
         if let Some(api) = &api {
             problems.check(api.validate());
         }
+        if let (Some(history), Some(api)) = (&history, &api)
+            && history.sqlite_path().is_none()
+            && api.state_dir.is_none()
+        {
+            problems.push(
+                "api.state_dir",
+                "is required with history.backend = \"postgres\" (no history file to sit beside)",
+            );
+        }
         if let (Some(broker), Some(sparkplug)) = (&broker, &sparkplug) {
             problems.check(host_account_matches(broker, sparkplug));
         }
@@ -182,7 +191,9 @@ impl HostConfig {
 impl HostConfig {
     /// Where accounts, sessions, the setup token and the panel's own certificate live.
     pub fn state_dir(&self) -> PathBuf {
-        self.api.state_dir(&self.history.path)
+        // A PostgreSQL history requires `api.state_dir` (checked at load).
+        self.api
+            .state_dir(self.history.sqlite_path().unwrap_or(Path::new("")))
     }
 }
 

@@ -10,6 +10,8 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,13 +25,20 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct TempPostgres {
     dir: tempfile::TempDir,
-    server: Option<Child>,
+    server: Mutex<Option<Child>>,
     port: u16,
 }
 
 impl TempPostgres {
     /// Creates a cluster and starts its server; ready for connections when this returns.
     pub fn start() -> Result<TempPostgres> {
+        TempPostgres::start_with(false)
+    }
+
+    /// `dies_with_process`: the server gets SIGQUIT when the thread that started it ends
+    /// (Linux parent-death signal), for the shared server, whose thread lives as long as
+    /// the test process, so an aborted test run leaves no server behind.
+    fn start_with(dies_with_process: bool) -> Result<TempPostgres> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("pg-").tempdir()?;
         let as_root = is_root();
@@ -56,7 +65,20 @@ impl TempPostgres {
         for _ in 0..3 {
             let port = free_port()?;
             let log = std::fs::File::create(dir.path().join("server.log"))?;
-            let mut server = command(&bin.join("postgres"), as_root, dir.path())
+            let mut server = command(&bin.join("postgres"), as_root, dir.path());
+            if dies_with_process {
+                // SAFETY: prctl is async-signal-safe; runs in the child before exec, after
+                // the user change (which would clear the setting).
+                unsafe {
+                    server.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let mut server = server
                 .arg("-D")
                 .arg(&data)
                 .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
@@ -72,7 +94,7 @@ impl TempPostgres {
                 Ok(()) => {
                     return Ok(TempPostgres {
                         dir,
-                        server: Some(server),
+                        server: Mutex::new(Some(server)),
                         port,
                     });
                 }
@@ -83,6 +105,59 @@ impl TempPostgres {
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("postgres did not start")))
+    }
+
+    /// One server for the whole test process, started at first use and stopped (its
+    /// directory removed) when the process exits. Give each test its own database
+    /// ([`TempPostgres::fresh_database`]).
+    pub fn shared() -> Result<&'static TempPostgres> {
+        static SHARED: OnceLock<TempPostgres> = OnceLock::new();
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pg) = SHARED.get() {
+            return Ok(pg);
+        }
+        // Started from a thread that never ends: the parent-death signal fires when the
+        // starting thread ends, and test threads end with their test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("temp-postgres".into())
+            .spawn(move || {
+                let _ = tx.send(TempPostgres::start_with(true));
+                loop {
+                    std::thread::park();
+                }
+            })?;
+        let started = rx.recv().context("temp-postgres thread")??;
+        let _ = SHARED.set(started); // set once: `STARTING` is held
+        extern "C" fn stop_shared() {
+            if let Some(pg) = SHARED.get()
+                && let Some(server) = pg.server_for_exit()
+            {
+                stop(server);
+                let _ = std::fs::remove_dir_all(pg.dir.path());
+            }
+        }
+        // SAFETY: registers a plain function to run at exit; it touches only the static.
+        unsafe {
+            libc::atexit(stop_shared);
+        }
+        SHARED
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("shared PostgreSQL not set"))
+    }
+
+    /// The server process, taken once (at exit for the shared one: a static is never
+    /// dropped).
+    fn server_for_exit(&self) -> Option<Child> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// A new empty database with a name no other caller in this process gets.
+    pub fn fresh_database(&self) -> Result<String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.create_database(&format!("t{}_{n}", std::process::id()))
     }
 
     /// `postgresql://postgres@127.0.0.1:PORT/postgres`.
@@ -119,7 +194,7 @@ impl TempPostgres {
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
+        if let Some(server) = self.server_for_exit() {
             stop(server);
         }
     }
