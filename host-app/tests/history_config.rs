@@ -178,9 +178,10 @@ fn the_backend_key_chooses_postgres_with_its_own_keys_and_sqlite_stays_the_defau
     );
     assert_eq!(config.sqlite_path(), None);
 
-    let explicit = example().replace("[history]", "[history]\nbackend = \"sqlite\"");
+    let implicit = example().replace("backend = \"sqlite\"\n", "");
+    assert_ne!(implicit, example(), "the example names its backend");
     assert_eq!(
-        HistoryConfig::from_toml(&explicit).unwrap(),
+        HistoryConfig::from_toml(&implicit).unwrap(),
         HistoryConfig::from_toml(&example()).unwrap()
     );
 }

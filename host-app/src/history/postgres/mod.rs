@@ -3,8 +3,8 @@
 //! - samples in `samples`, partitioned by time (see `schema`); a sample is identified by
 //!   (metric, ts), its primary key, so a replay is stored once whichever instance gets it;
 //! - a batch is one `INSERT ... SELECT FROM unnest(...) ON CONFLICT` of arrays (one round
-//!   trip, measured against a raw COPY in BENCHMARKS.md), in one transaction with the
-//!   metrics registered since the last one;
+//!   trip; its row count is the number stored; measured against a raw COPY in
+//!   BENCHMARKS.md), in one transaction with the metrics registered since the last one;
 //! - metric ids derive from their keys (see `catalog`), so instances agree without asking;
 //! - retention drops whole partitions older than the age limit (cheap, whatever they hold)
 //!   and deletes the rows of the partition the cutoff falls in, in bounded steps; the size
@@ -53,10 +53,21 @@ const KIND_BYTES: i16 = 6;
 
 const SAMPLE_COLUMNS: &str = "metric, ts, kind, quality, historical, num, i, t, b";
 
-/// A batch in one statement; returns how many samples were accepted. `bonus` counts a
-/// second acceptance inside the batch (a STALE marker then a measurement of the same
-/// millisecond) where no row was there before. The host's STALE marker (quality 500) is
-/// replaced by a measurement; anything else stays.
+/// A batch in one statement; its row count (inserted or replaced) is how many samples
+/// were accepted. The host's STALE marker (quality 500) is replaced by a measurement;
+/// anything else stays.
+const INSERT_SAMPLES: &str = "
+INSERT INTO samples (metric, ts, kind, quality, historical, num, i, t, b)
+SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int4[], $5::bool[],
+                     $6::float8[], $7::int8[], $8::text[], $9::bytea[])
+ON CONFLICT (metric, ts) DO UPDATE SET
+    kind = EXCLUDED.kind, quality = EXCLUDED.quality, historical = EXCLUDED.historical,
+    num = EXCLUDED.num, i = EXCLUDED.i, t = EXCLUDED.t, b = EXCLUDED.b
+WHERE samples.quality = 500 AND EXCLUDED.quality <> 500";
+
+/// [`INSERT_SAMPLES`] for a batch in which a STALE marker was replaced by a measurement of
+/// the same millisecond; returns how many samples were accepted. `bonus` counts that
+/// second acceptance where no row was there before.
 const INSERT_BATCH: &str = "
 WITH src AS (
     SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int4[], $5::bool[],
@@ -312,6 +323,23 @@ impl PostgresStore {
                 let n: i64 = row.get(0);
                 bonus[flagged[n as usize - 1]] = 0;
             }
+        }
+        let columns: [&(dyn postgres::types::ToSql + Sync); 9] = [
+            &batch.metric,
+            &batch.ts,
+            &batch.kind,
+            &batch.quality,
+            &batch.historical,
+            &batch.num,
+            &batch.i,
+            &batch.t,
+            &batch.b,
+        ];
+        if bonus.iter().all(|&b| b == 0) {
+            // The usual batch: the row count says it all, nothing to return.
+            let accepted = tx.execute(INSERT_SAMPLES, &columns)?;
+            tx.commit()?;
+            return Ok(Ok(accepted as i64));
         }
         let accepted: i64 = tx
             .query_one(
