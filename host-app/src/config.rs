@@ -464,4 +464,28 @@ x = 1
         let e = HostConfig::from_toml(&other).unwrap_err();
         assert_eq!(e.keys(), ["broker.embedded.users[0].host_id"], "{e}");
     }
+
+    #[test]
+    fn a_postgres_history_needs_a_state_dir_of_its_own() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/host-app.example.toml");
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("mqtt-host"), "pa55word\n").unwrap();
+        let text = std::fs::read_to_string(path)
+            .unwrap()
+            .replace(
+                "/etc/host-app/secrets/",
+                &format!("{}/", secrets.path().display()),
+            )
+            .replace("backend = \"sqlite\"", "backend = \"postgres\"")
+            .replace(
+                "path = \"/var/lib/host-app/history.db\"",
+                "url = \"postgresql://host@127.0.0.1/history\"",
+            )
+            .replace("synchronous = \"normal\"", "");
+        let e = HostConfig::from_toml(&text).unwrap_err();
+        assert_eq!(e.keys(), ["api.state_dir"], "{e}");
+        let with_dir = text.replace("\n[api]\n", "\n[api]\nstate_dir = \"/var/lib/host-app\"\n");
+        let config = HostConfig::from_toml(&with_dir).unwrap();
+        assert_eq!(config.state_dir(), PathBuf::from("/var/lib/host-app"));
+    }
 }
