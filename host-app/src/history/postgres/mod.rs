@@ -745,6 +745,8 @@ impl HistoryStore for PostgresStore {
     ) -> Result<RetentionStep> {
         let budget = i64::from(max_rows.max(1));
         self.with_writer("apply retention", |client| {
+            // Other instances make and drop partitions too.
+            self.reload_partitions(client)?;
             self.ensure_ahead(client, now_ms())?;
             let mut step = RetentionStep::default();
             if let Some(age) = policy.max_age {
