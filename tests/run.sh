@@ -18,6 +18,8 @@ command -v dpkg-deb >/dev/null 2>&1 || need_debs+=(dpkg)
 command -v lintian >/dev/null 2>&1 || need_debs+=(lintian)
 # The panel's browser tests: Debian's Chromium driven by playwright-core under Node.
 [ -x /usr/bin/chromium ] || need_debs+=(chromium)
+# The PostgreSQL history tests start their own server (initdb into a temporary directory).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_debs+=(postgresql)
 command -v node >/dev/null 2>&1 || need_debs+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_debs+=(npm)
 if [ ${#need_debs[@]} -gt 0 ]; then
@@ -27,7 +29,10 @@ if [ ${#need_debs[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
   # The tests start their own broker on a free port; the packaged service is not wanted.
-  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo_cmd systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    $sudo_cmd systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
 fi
 
 # Independent Python implementations (Sparkplug, Modbus) in a private venv.

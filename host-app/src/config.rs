@@ -176,6 +176,15 @@ impl HostConfig {
         if let Some(api) = &api {
             problems.check(api.validate());
         }
+        if let (Some(history), Some(api)) = (&history, &api)
+            && history.sqlite_path().is_none()
+            && api.state_dir.is_none()
+        {
+            problems.push(
+                "api.state_dir",
+                "is required with history.backend = \"postgres\" (no history file to sit beside)",
+            );
+        }
         if let (Some(broker), Some(sparkplug)) = (&broker, &sparkplug) {
             problems.check(host_account_matches(broker, sparkplug));
         }
@@ -196,7 +205,9 @@ impl HostConfig {
 impl HostConfig {
     /// Where accounts, sessions, the setup token and the panel's own certificate live.
     pub fn state_dir(&self) -> PathBuf {
-        self.api.state_dir(&self.history.path)
+        // A PostgreSQL history requires `api.state_dir` (checked at load).
+        self.api
+            .state_dir(self.history.sqlite_path().unwrap_or(Path::new("")))
     }
 }
 
@@ -575,5 +586,29 @@ x = 1
         let other = format!("{}host_id = \"other\"{}", &text[..at], &text[at + 22..]);
         let e = HostConfig::from_toml(&other).unwrap_err();
         assert_eq!(e.keys(), ["broker.embedded.users[0].host_id"], "{e}");
+    }
+
+    #[test]
+    fn a_postgres_history_needs_a_state_dir_of_its_own() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/host-app.example.toml");
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("mqtt-host"), "pa55word\n").unwrap();
+        let text = std::fs::read_to_string(path)
+            .unwrap()
+            .replace(
+                "/etc/host-app/secrets/",
+                &format!("{}/", secrets.path().display()),
+            )
+            .replace("backend = \"sqlite\"", "backend = \"postgres\"")
+            .replace(
+                "path = \"/var/lib/host-app/history.db\"",
+                "url = \"postgresql://host@127.0.0.1/history\"",
+            )
+            .replace("synchronous = \"normal\"", "");
+        let e = HostConfig::from_toml(&text).unwrap_err();
+        assert_eq!(e.keys(), ["api.state_dir"], "{e}");
+        let with_dir = text.replace("\n[api]\n", "\n[api]\nstate_dir = \"/var/lib/host-app\"\n");
+        let config = HostConfig::from_toml(&with_dir).unwrap();
+        assert_eq!(config.state_dir(), PathBuf::from("/var/lib/host-app"));
     }
 }

@@ -12,7 +12,7 @@ use crate::api::{ApiError, ApiServer};
 use crate::broker::{Broker, BrokerError};
 use crate::config::HostConfig;
 use crate::history::{
-    HistoryError, HistoryStore, HistoryWriter, RetentionTask, SqliteStore, WriterStats, WriterTask,
+    HistoryError, HistoryStore, HistoryWriter, RetentionTask, WriterStats, WriterTask,
 };
 use crate::panel::SystemInfo;
 use crate::session::{Publisher, Session, SessionError};
@@ -45,23 +45,26 @@ pub struct Host {
     session_stop: CancellationToken,
     api: ApiServer,
     api_stop: CancellationToken,
-    /// To write what is still in memory to the file at stop, whoever still holds the store.
-    sqlite: Arc<SqliteStore>,
+    /// To write what is still in memory to the database at stop.
+    store: Arc<dyn HistoryStore>,
 }
 
 impl Host {
     /// Starts every part; on an error, what was started is stopped again.
     pub async fn start(config: &HostConfig) -> Result<Host, HostError> {
         let broker = Broker::start(&config.broker, &config.state_dir()).await?;
-        let sqlite = match SqliteStore::open(&config.history.path, &config.history.store_options())
-        {
-            Ok(store) => Arc::new(store),
+        // Opening connects and may create the schema: off the runtime's workers.
+        let history = config.history.clone();
+        let opened = tokio::task::spawn_blocking(move || history.build())
+            .await
+            .unwrap_or_else(|e| Err(HistoryError::TaskFailed(e.to_string())));
+        let store = match opened {
+            Ok(store) => store,
             Err(e) => {
                 broker.stop().await;
                 return Err(e.into());
             }
         };
-        let store: Arc<dyn HistoryStore> = sqlite.clone();
         let (writer, writer_task) =
             HistoryWriter::spawn(Arc::clone(&store), config.history.writer_config());
         let retention = RetentionTask::spawn(
@@ -113,7 +116,7 @@ impl Host {
             publisher.clone(),
             api_stop.clone(),
             SystemInfo {
-                history_path: config.history.path.clone(),
+                history_path: config.history.location().into(),
                 retention_days: config.history.retention_days,
                 max_size_mb: config.history.max_size_mb,
                 broker_mode: if broker.embedded().is_some() {
@@ -148,7 +151,7 @@ impl Host {
             session_stop,
             api,
             api_stop,
-            sqlite,
+            store,
         })
     }
 
@@ -196,12 +199,12 @@ impl Host {
         self.session_stop.cancel();
         let _ = self.session.await;
         let stats = stop_storage(&self.writer, self.writer_task, self.retention).await;
-        let sqlite = self.sqlite;
-        if let Err(e) = tokio::task::spawn_blocking(move || sqlite.checkpoint())
+        let store = self.store;
+        if let Err(e) = tokio::task::spawn_blocking(move || store.checkpoint())
             .await
             .unwrap_or_else(|e| Err(HistoryError::TaskFailed(e.to_string())))
         {
-            tracing::warn!(error = %e, "history not written to its file at stop; the recent log keeps it");
+            tracing::warn!(error = %e, "history not all written to its database at stop; the SQLite recent log keeps it");
         }
         if self.broker.embedded().is_some() {
             // The STATE offline is acknowledged once the engine has it, not once it reached

@@ -113,7 +113,7 @@ fn check_config(file: &Path) -> ExitCode {
                 file.display(),
                 config.sparkplug.host_id,
                 config.broker.mode,
-                config.history.path.display(),
+                config.history.location(),
                 config.api.listen
             );
             Exit::Success.into()

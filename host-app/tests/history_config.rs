@@ -4,11 +4,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use host_app::history::{HistoryConfig, SqliteStore, Synchronous};
+use host_app::history::{HistoryBackend, HistoryConfig, SqliteConfig, SqliteStore, Synchronous};
 
 fn example() -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/host-app.example.toml");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sqlite(config: &HistoryConfig) -> &SqliteConfig {
+    match &config.backend {
+        HistoryBackend::Sqlite(sqlite) => sqlite,
+        other => panic!("not SQLite: {other:?}"),
+    }
 }
 
 fn with(key: &str, value: &str) -> String {
@@ -28,7 +35,10 @@ fn with(key: &str, value: &str) -> String {
 #[test]
 fn the_example_file_loads_and_maps_to_store_writer_and_retention_settings() {
     let config = HistoryConfig::from_toml(&example()).unwrap();
-    assert_eq!(config.path, PathBuf::from("/var/lib/host-app/history.db"));
+    assert_eq!(
+        sqlite(&config).path,
+        PathBuf::from("/var/lib/host-app/history.db")
+    );
     let writer = config.writer_config();
     assert_eq!(
         (
@@ -45,7 +55,7 @@ fn the_example_file_loads_and_maps_to_store_writer_and_retention_settings() {
     let audit = config.audit_retention();
     assert_eq!(audit.max_age, Some(Duration::from_secs(365 * 86_400)));
     assert_eq!(audit.max_rows, Some(1_000_000));
-    assert_eq!(config.store_options().synchronous, Synchronous::Normal);
+    assert_eq!(sqlite(&config).synchronous, Synchronous::Normal);
 }
 
 #[test]
@@ -139,7 +149,8 @@ fn the_synchronous_choice_reaches_the_database_connection() {
             &format!("path = {:?}", path.display().to_string()),
         );
         let config = HistoryConfig::from_toml(&text).unwrap();
-        let store = SqliteStore::open(&config.path, &config.store_options()).unwrap();
+        let sqlite = sqlite(&config);
+        let store = SqliteStore::open(&sqlite.path, &sqlite.options()).unwrap();
         assert_eq!(store.synchronous().unwrap(), expected);
     }
 }
@@ -147,16 +158,97 @@ fn the_synchronous_choice_reaches_the_database_connection() {
 #[test]
 fn the_open_window_bound_reaches_the_store_and_is_range_checked() {
     let config = HistoryConfig::from_toml(&with("open_window_max_mb", "64")).unwrap();
-    assert_eq!(config.store_options().open_window_max_bytes, 64 << 20);
+    assert_eq!(sqlite(&config).options().open_window_max_bytes, 64 << 20);
     let absent: String = example()
         .lines()
         .filter(|l| !l.starts_with("open_window_max_mb"))
         .collect::<Vec<_>>()
         .join("\n");
     let config = HistoryConfig::from_toml(&absent).unwrap();
-    assert_eq!(config.store_options().open_window_max_bytes, 16 << 20);
+    assert_eq!(sqlite(&config).options().open_window_max_bytes, 16 << 20);
     for value in ["0", "4097"] {
         let err = HistoryConfig::from_toml(&with("open_window_max_mb", value)).unwrap_err();
         assert_eq!(err.keys(), ["history.open_window_max_mb"], "{value}: {err}");
     }
+}
+
+/// `[history]` with `backend = "postgres"` and the common keys of the example.
+fn postgres(extra: &str) -> String {
+    format!(
+        "[history]\nbackend = \"postgres\"\nurl = \"postgresql://sparkplug@127.0.0.1:5432/history\"\n\
+         retention_days = 30\n{extra}"
+    )
+}
+
+#[test]
+fn the_backend_key_chooses_postgres_with_its_own_keys_and_sqlite_stays_the_default() {
+    let config = HistoryConfig::from_toml(&postgres("partition_hours = 6\n")).unwrap();
+    let HistoryBackend::Postgres(pg) = &config.backend else {
+        panic!("{config:?}");
+    };
+    assert_eq!(pg.url, "postgresql://sparkplug@127.0.0.1:5432/history");
+    assert_eq!((pg.partition_hours, pg.password_file.as_ref()), (6, None));
+    assert_eq!(config.retention_days, 30);
+    assert_eq!(
+        config.location(),
+        "postgresql://sparkplug@127.0.0.1:5432/history"
+    );
+    assert_eq!(config.sqlite_path(), None);
+
+    let implicit = example().replace("backend = \"sqlite\"\n", "");
+    assert_ne!(implicit, example(), "the example names its backend");
+    assert_eq!(
+        HistoryConfig::from_toml(&implicit).unwrap(),
+        HistoryConfig::from_toml(&example()).unwrap()
+    );
+}
+
+#[test]
+fn postgres_keys_are_checked_and_the_other_backend_keys_refused_naming_each() {
+    let cases = [
+        ("path = \"/var/lib/h.db\"\n", "history.path"),
+        ("synchronous = \"full\"\n", "history.synchronous"),
+        ("open_window_max_mb = 8\n", "history.open_window_max_mb"),
+        ("partition_hours = 0\n", "history.partition_hours"),
+        (
+            "password_file = \"/nonexistent/pg-password\"\n",
+            "history.password_file",
+        ),
+    ];
+    for (extra, key) in cases {
+        let err = HistoryConfig::from_toml(&postgres(extra)).unwrap_err();
+        assert_eq!(err.keys(), [key], "{extra}: {err}");
+    }
+    let with_password = postgres("").replace("sparkplug@", "sparkplug:hunter2@");
+    let err = HistoryConfig::from_toml(&with_password).unwrap_err();
+    assert_eq!(err.keys(), ["history.url"], "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    let err = HistoryConfig::from_toml("[history]\nbackend = \"postgres\"\n").unwrap_err();
+    assert_eq!(err.keys(), ["history.url"], "{err}");
+    let err = HistoryConfig::from_toml(
+        &with("url", "\"x\"").replace("path =", "url = \"postgresql://a@b/c\"\npath ="),
+    )
+    .unwrap_err();
+    assert_eq!(err.keys(), ["history.url"], "{err}");
+    let err = HistoryConfig::from_toml(&postgres("").replace("postgres\"", "mysql\"")).unwrap_err();
+    assert_eq!(err.keys(), ["history.backend"], "{err}");
+}
+
+#[test]
+fn a_password_file_is_read_for_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let text = postgres(&format!(
+        "password_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let config = HistoryConfig::from_toml(&text).unwrap();
+    let HistoryBackend::Postgres(pg) = &config.backend else {
+        panic!("{config:?}");
+    };
+    let options = pg.options().unwrap();
+    assert_eq!(options.password.unwrap().expose(), "s3cret");
+    assert_eq!(options.partition, Duration::from_secs(24 * 3_600));
 }

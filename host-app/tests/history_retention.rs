@@ -1,4 +1,5 @@
-//! Retention by age and by size on a real file, in bounded steps.
+//! Retention on a real SQLite file: by size, and the retention task beside ingest (the
+//! retention both backends share is in history_backends.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,50 +36,6 @@ fn run_to_completion(
         }
     }
     panic!("retention did not finish in 100000 steps");
-}
-
-#[test]
-fn age_retention_deletes_exactly_what_is_older_in_bounded_steps() {
-    let t = TempStore::new();
-    let metrics: Vec<_> = (0..3)
-        .map(|i| register(&*t.store, &format!("M{i}")))
-        .collect();
-    for &id in &metrics {
-        // Ten days at one sample per minute.
-        t.store
-            .append(&series(id, T0, 10 * 24 * 60, MINUTE_MS))
-            .unwrap();
-    }
-    let now = T0 + 10 * DAY_MS;
-    let policy = RetentionPolicy {
-        max_age: Some(Duration::from_millis(3 * DAY_MS)),
-        max_bytes: None,
-    };
-    let cutoff = now - 3 * DAY_MS;
-    let (steps, deleted) = run_to_completion(&*t.store, &policy, now, 500);
-
-    let expected_gone = (cutoff - T0) / MINUTE_MS; // per metric
-    assert_eq!(deleted, 3 * expected_gone);
-    assert!(
-        steps as u64 >= deleted / 500,
-        "{steps} steps for {deleted} rows"
-    );
-    for &id in &metrics {
-        let kept = t
-            .store
-            .range(id, TimeRange::new(0, u64::MAX), u32::MAX)
-            .unwrap();
-        assert_eq!(kept.len() as u64, 10 * 24 * 60 - expected_gone);
-        assert_eq!(
-            kept[0].ts, cutoff,
-            "the oldest kept sample is the first at the cutoff"
-        );
-    }
-    // Nothing more to do: a further step deletes nothing.
-    assert_eq!(
-        t.store.apply_retention(&policy, now, 500).unwrap().deleted,
-        0
-    );
 }
 
 #[test]
@@ -250,73 +207,6 @@ fn audit_timestamps(store: &dyn HistoryStore) -> Vec<u64> {
     let mut ts: Vec<u64> = all.iter().map(|r| r.entry.ts).collect();
     ts.sort_unstable();
     ts
-}
-
-#[test]
-fn the_audit_log_keeps_its_own_age_and_row_limits_apart_from_sample_retention() {
-    let t = TempStore::new();
-    let id = register(&*t.store, "M");
-    t.store.append(&series(id, T0, 10 * 24, 3_600_000)).unwrap();
-    // Ten days of audit entries, one an hour.
-    for hour in 0..10 * 24 {
-        t.store
-            .audit_append(&audit_entry(T0 + hour * 3_600_000))
-            .unwrap();
-    }
-    let now = T0 + 10 * DAY_MS;
-
-    // Sample retention keeping one day, and a size limit of 1 byte, leave every entry.
-    let samples_only = RetentionPolicy {
-        max_age: Some(Duration::from_millis(DAY_MS)),
-        max_bytes: Some(1),
-    };
-    run_to_completion(&*t.store, &samples_only, now, 1_000);
-    assert!(count(&*t.store, id) < 10 * 24);
-    assert_eq!(audit_timestamps(&*t.store).len(), 10 * 24);
-
-    // By age: entries older than three days go, in steps of at most 50.
-    let by_age = AuditRetention {
-        max_age: Some(Duration::from_millis(3 * DAY_MS)),
-        max_rows: None,
-    };
-    let mut steps = 0;
-    loop {
-        let step = t.store.apply_audit_retention(&by_age, now, 50).unwrap();
-        assert!(step.deleted <= 50);
-        steps += 1;
-        assert!(steps < 100, "audit retention does not finish");
-        if !step.more {
-            break;
-        }
-    }
-    let kept = audit_timestamps(&*t.store);
-    assert_eq!(kept.len(), 3 * 24);
-    assert_eq!(kept[0], now - 3 * DAY_MS);
-
-    // By rows: the newest 10 stay.
-    let by_rows = AuditRetention {
-        max_age: None,
-        max_rows: Some(10),
-    };
-    let step = t
-        .store
-        .apply_audit_retention(&by_rows, now, 10_000)
-        .unwrap();
-    assert_eq!(step.deleted, 3 * 24 - 10);
-    assert!(!step.more);
-    let kept = audit_timestamps(&*t.store);
-    assert_eq!(
-        kept,
-        (0..10)
-            .map(|i| now - (10 - i) * 3_600_000)
-            .collect::<Vec<_>>()
-    );
-    // Nothing left to do: a second pass deletes nothing.
-    let again = t
-        .store
-        .apply_audit_retention(&by_rows, now, 10_000)
-        .unwrap();
-    assert_eq!((again.deleted, again.more), (0, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

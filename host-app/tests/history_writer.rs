@@ -125,36 +125,6 @@ async fn commits_by_time_when_the_batch_stays_small() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_through_the_writer_is_stored_once() {
-    let t = TempStore::new();
-    let id = register(&*t.store, "P");
-    let (writer, task) =
-        HistoryWriter::spawn(t.store.clone(), config(64, Duration::from_millis(50)));
-    let live = series(id, T0, 1_000, 1_000);
-    writer.append(live.clone()).await.unwrap();
-    writer.flush().await.unwrap();
-    let replay: Vec<Sample> = live
-        .iter()
-        .map(|s| Sample {
-            is_historical: true,
-            ..s.clone()
-        })
-        .collect();
-    writer.append(replay).await.unwrap();
-    writer.shutdown().await.unwrap();
-    let stats = task.join().await.unwrap();
-    assert_eq!(
-        (stats.stored.inserted, stats.stored.duplicates),
-        (1_000, 1_000)
-    );
-    let stored = t
-        .store
-        .range(id, TimeRange::new(0, u64::MAX), u32::MAX)
-        .unwrap();
-    assert_eq!(stored, live);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_query_consistent_snapshots_while_ingest_runs() {
     let t = TempStore::new();
     let id = register(&*t.store, "P");

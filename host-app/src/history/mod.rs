@@ -1,19 +1,23 @@
 //! History: every sample the host ingests, kept exactly once per (metric, timestamp), plus the
 //! audit log of operator commands.
 //!
-//! The store sits behind [`HistoryStore`], a narrow synchronous seam that a PostgreSQL or
-//! TimescaleDB backend can implement; [`SqliteStore`] is the embedded implementation.
+//! The store sits behind [`HistoryStore`], a narrow synchronous seam with two backends,
+//! chosen by `[history] backend` ([`HistoryConfig::build`]): [`SqliteStore`], an embedded
+//! file, and [`PostgresStore`], a database several host instances share.
 //!
-//! The seam is **blocking** on purpose: embedded SQLite is blocking, and one trait shape
-//! keeps every backend simple. Async code never calls it on a runtime worker:
+//! The seam is **blocking** on purpose: embedded SQLite is blocking, the PostgreSQL client
+//! drives its connections on a runtime of its own, and one trait shape keeps every backend
+//! simple. It is safe to use from async code because no call blocks a runtime worker:
 //! - ingest sends sample batches to a [`HistoryWriter`] (bounded channel, backpressure by
 //!   `.await`); its task groups them into commits by size or time and runs each commit on
 //!   the blocking pool, one commit in flight while the next fills (under a flood commits
 //!   grow, up to 8 batch sizes, so their fixed cost is amortised);
 //! - [`RetentionTask`] runs retention in bounded steps the same way;
 //! - queries (trend, latest, audit) are called through `tokio::task::spawn_blocking` or from
-//!   a blocking handler; the SQLite backend answers them on reader connections that never
-//!   wait for the writer.
+//!   a blocking handler (account events reach the audit log from a thread of their own);
+//!   both backends answer them on reader connections that never wait for the writer;
+//! - the one call made on a worker, [`HistoryStore::register_metric`] (under the tracker
+//!   lock at a birth), answers from memory in both backends.
 //!
 //! Exactly once: a sample is identified by (metric, timestamp). The first copy stored wins;
 //! live samples, replays flagged `is_historical` and windows re-sent after a half-open link
@@ -41,13 +45,15 @@
 
 mod config;
 mod error;
+mod postgres;
 mod retention;
 mod sqlite;
 mod types;
 mod writer;
 
-pub use config::HistoryConfig;
+pub use config::{HistoryBackend, HistoryConfig, PostgresConfig, SqliteConfig};
 pub use error::{BoxError, HistoryError, Result};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use retention::RetentionTask;
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use types::{
@@ -110,4 +116,10 @@ pub trait HistoryStore: Send + Sync {
 
     /// Audit entries matching the query, newest first.
     fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
+
+    /// Writes what the store holds only in memory (registrations, recent samples) to the
+    /// database; called at stop. A store whose every commit is complete does nothing more.
+    fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -4,8 +4,10 @@
 //!
 //! - [`host`]: a host on its embedded broker and a real SQLite file, a born edge node;
 //! - [`broker`]: an embedded broker configuration and a started broker;
-//! - [`history`]: a history store on a temporary file and sample builders.
+//! - [`history`]: a history store on a temporary file and sample builders;
+//! - [`postgres`]: a throw-away PostgreSQL server on loopback.
 
 pub mod broker;
 pub mod history;
 pub mod host;
+pub mod postgres;

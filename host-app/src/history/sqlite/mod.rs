@@ -1021,6 +1021,10 @@ impl SqliteStore {
 }
 
 impl HistoryStore for SqliteStore {
+    fn checkpoint(&self) -> Result<()> {
+        SqliteStore::checkpoint(self)
+    }
+
     fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId> {
         Ok(lock(&self.catalog).register(key, meta))
     }

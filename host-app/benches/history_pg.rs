@@ -1,0 +1,181 @@
+//! PostgreSQL history ingest beside its limit, measured in the same run on the same table.
+//!
+//!     cargo bench -p host-app --bench history_pg
+//!
+//! Starts its own server (`TempPostgres`: PostgreSQL installed, fsync off for both runs).
+//! Environment: `HISTORY_PG_BENCH_SAMPLES` (default 1000000), `HISTORY_PG_BENCH_METRICS`
+//! (default 1000), `HISTORY_PG_BENCH_BATCH` (default 5000, the writer's default
+//! `batch_size`), `HISTORY_PG_BENCH_ROUNDS` (default 2; the two runs alternate in order,
+//! best of each reported).
+//!
+//! - ours: `PostgresStore::append` of batches of Double samples (one timestamp carrying
+//!   every metric, as Sparkplug DATA does), each batch one transaction with its exactly-once
+//!   check (`INSERT ... ON CONFLICT`);
+//! - the limit: a binary `COPY` of the same rows into the same `samples` table (emptied
+//!   between runs, partitions kept), one COPY and transaction per batch of the same size,
+//!   no duplicate check at all.
+
+use std::time::{Duration, Instant};
+
+use host_app::history::{
+    HistoryStore, MetricId, MetricKey, MetricMeta, PostgresOptions, PostgresStore, Quality, Sample,
+    SampleValue,
+};
+use host_app_testkit::postgres::TempPostgres;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
+
+const T0: u64 = 1_700_000_000_000;
+const RATIO_TARGET: f64 = 0.5;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn value_of(metric: u64, step: u64) -> f64 {
+    (metric * 31 + step) as f64 * 0.25
+}
+
+fn batches(ids: &[MetricId], samples: u64, batch: u64) -> Vec<Vec<Sample>> {
+    let metrics = ids.len() as u64;
+    (0..samples)
+        .map(|i| {
+            let (step, metric) = (i / metrics, i % metrics);
+            Sample {
+                metric: ids[metric as usize],
+                ts: T0 + step * 1_000,
+                value: SampleValue::F64(value_of(metric, step)),
+                quality: Quality::GOOD,
+                is_historical: false,
+            }
+        })
+        .collect::<Vec<_>>()
+        .chunks(batch as usize)
+        .map(<[Sample]>::to_vec)
+        .collect()
+}
+
+fn ours(store: &PostgresStore, batches: &[Vec<Sample>]) -> Duration {
+    let started = Instant::now();
+    for batch in batches {
+        let outcome = store.append(batch).expect("append");
+        assert_eq!(outcome.inserted, batch.len() as u64, "every sample new");
+    }
+    started.elapsed()
+}
+
+fn copy(client: &mut postgres::Client, batches: &[Vec<Sample>]) -> Duration {
+    let types = [
+        Type::INT8,
+        Type::INT8,
+        Type::INT2,
+        Type::INT4,
+        Type::BOOL,
+        Type::FLOAT8,
+    ];
+    let started = Instant::now();
+    for batch in batches {
+        let mut tx = client.transaction().expect("begin");
+        let sink = tx
+            .copy_in("COPY samples (metric, ts, kind, quality, historical, num) FROM STDIN BINARY")
+            .expect("copy in");
+        let mut writer = BinaryCopyInWriter::new(sink, &types);
+        for s in batch {
+            let SampleValue::F64(v) = s.value else {
+                unreachable!("the bench writes Doubles")
+            };
+            writer
+                .write(&[
+                    &s.metric.0,
+                    &(s.ts as i64),
+                    &4i16,
+                    &s.quality.0,
+                    &s.is_historical,
+                    &v,
+                ])
+                .expect("copy row");
+        }
+        writer.finish().expect("finish copy");
+        tx.commit().expect("commit");
+    }
+    started.elapsed()
+}
+
+fn empty(client: &mut postgres::Client) {
+    // Separate statements: VACUUM refuses to run inside a multi-statement batch.
+    for sql in ["TRUNCATE samples", "VACUUM ANALYZE samples"] {
+        client.batch_execute(sql).expect("empty samples");
+    }
+}
+
+fn rate(samples: u64, took: Duration) -> f64 {
+    samples as f64 / took.as_secs_f64()
+}
+
+fn main() {
+    let samples = env_u64("HISTORY_PG_BENCH_SAMPLES", 1_000_000);
+    let metrics = env_u64("HISTORY_PG_BENCH_METRICS", 1_000).max(1);
+    let batch = env_u64("HISTORY_PG_BENCH_BATCH", 5_000).max(1);
+    let rounds = env_u64("HISTORY_PG_BENCH_ROUNDS", 2).max(1);
+
+    let pg = TempPostgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("bench").expect("create database");
+    let store = PostgresStore::open(&PostgresOptions::new(&url)).expect("open store");
+    let ids: Vec<MetricId> = (0..metrics)
+        .map(|m| {
+            store
+                .register_metric(
+                    &MetricKey::node("Plant1", "Edge1", &format!("Tag{m}")),
+                    &MetricMeta {
+                        datatype: "Double".into(),
+                        units: None,
+                    },
+                )
+                .expect("register")
+        })
+        .collect();
+    store.checkpoint().expect("write metrics");
+    let work = batches(&ids, samples, batch);
+    let mut raw = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+
+    let (mut best_ours, mut best_copy) = (Duration::MAX, Duration::MAX);
+    for round in 0..rounds {
+        let (o, c) = if round % 2 == 0 {
+            empty(&mut raw);
+            let o = ours(&store, &work);
+            empty(&mut raw);
+            (o, copy(&mut raw, &work))
+        } else {
+            empty(&mut raw);
+            let c = copy(&mut raw, &work);
+            empty(&mut raw);
+            (ours(&store, &work), c)
+        };
+        println!(
+            "round {}: ours {:>9.0} samples/s, COPY {:>9.0} samples/s",
+            round + 1,
+            rate(samples, o),
+            rate(samples, c)
+        );
+        best_ours = best_ours.min(o);
+        best_copy = best_copy.min(c);
+    }
+    let (ours_rate, copy_rate) = (rate(samples, best_ours), rate(samples, best_copy));
+    let ratio = ours_rate / copy_rate;
+    println!(
+        "postgres ingest: {samples} samples, {metrics} metrics, batches of {batch}, best of {rounds}"
+    );
+    println!("  ours (append, exactly once) {ours_rate:>10.0} samples/s");
+    println!("  raw binary COPY             {copy_rate:>10.0} samples/s");
+    println!(
+        "  ratio {ratio:.2} (target >= {RATIO_TARGET}): {}",
+        if ratio >= RATIO_TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
