@@ -293,6 +293,10 @@ impl SessionState {
                 self.hook.offline_inflight_messages(inflight_messages).await;
             }
 
+            // The connection is over: an offline session keeps no socket or buffers
+            // while it waits for its client or its expiry.
+            drop(sink);
+
             //Start offline event loop
             self.offline_run_loop(
                 &deliver_queue_tx,
