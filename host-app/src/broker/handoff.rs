@@ -166,7 +166,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandedOver<S> {
                 this.ended = true;
                 buf.set_filled(before + at);
             }
-            Some((_, found)) => this.ending = found,
+            // Nothing may follow a DISCONNECT (rmqtt would wait for the client to close).
+            Some((_, found)) => {
+                this.ending = found;
+                this.ended = true;
+            }
             None => {}
         }
         if taken {
@@ -299,6 +303,20 @@ mod tests {
             Done::Ended { ending, .. } => assert_eq!(ending, Ending::WithWill),
             Done::Retry(_) => panic!("no CONNACK was held back"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_ends_the_stream_after_it() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (mut conn, _, _) = handed_over(server, codec::LEVEL_311, false);
+        client.write_all(&[0xe0, 0]).await.unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            [0x10, 1, 0xff, 0xe0, 0],
+            "the client's socket is still open"
+        );
     }
 
     #[tokio::test]
