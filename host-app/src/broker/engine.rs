@@ -47,6 +47,8 @@ use super::store::{Loaded, StoreWriter, WriterThread};
 const MAX_TOPIC_ALIASES: u16 = 64;
 /// How long the engine's runtime may take to end its tasks once stopped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long the engine keeps running once told to stop, before its tasks are ended.
+const STOP_SETTLE: Duration = Duration::from_millis(50);
 /// The engine's listener configuration for clients of the front's plain listener.
 pub const PLAIN: ListenerId = 1;
 /// The same for clients of the front's TLS listener.
@@ -193,6 +195,9 @@ fn run(
         let _ = ready.send(Ok((handle, scx)));
         let _ = stop.await;
         debug!("engine stopping");
+        // A message already acknowledged to its publisher may still be on its way to an
+        // offline session (and so to the store): let the sessions take it first.
+        tokio::time::sleep(STOP_SETTLE).await;
     });
     // Ends every task on the runtime: the engine's, and the front's listeners and
     // connections.
