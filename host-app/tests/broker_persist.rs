@@ -332,3 +332,166 @@ async fn sparkplug_aware_births_survive_a_restart() {
     assert!(p.retain);
     broker.stop().await;
 }
+
+/// A raw MQTT 5 client: only what a kept session across a restart needs.
+mod mqtt5 {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::WAIT;
+
+    fn packet(header: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![header];
+        let mut len = body.len();
+        loop {
+            let byte = (len % 128) as u8;
+            len /= 128;
+            out.push(if len > 0 { byte | 0x80 } else { byte });
+            if len == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u16).to_be_bytes());
+        out.extend(s.as_bytes());
+    }
+
+    /// Reads one packet: its first header byte and its body.
+    pub async fn read(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+        let read = async {
+            let header = stream.read_u8().await?;
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let byte = stream.read_u8().await?;
+                len |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            stream.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>((header, body))
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("a packet in time")
+            .expect("a packet")
+    }
+
+    /// Connects with Clean Start false and `expiry_s` as Session Expiry Interval;
+    /// returns the stream and the CONNACK's session present flag.
+    pub async fn connect(addr: SocketAddr, client_id: &str, expiry_s: u32) -> (TcpStream, bool) {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 30];
+        body.push(5);
+        body.push(0x11);
+        body.extend(expiry_s.to_be_bytes());
+        string(&mut body, client_id);
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&packet(0x10, &body)).await.unwrap();
+        let (header, connack) = read(&mut stream).await;
+        assert_eq!(header, 0x20, "CONNACK");
+        assert_eq!(connack[1], 0, "CONNECT accepted");
+        (stream, connack[0] & 1 == 1)
+    }
+
+    pub async fn subscribe(stream: &mut TcpStream, filter: &str) {
+        let mut body = vec![0, 1, 0];
+        string(&mut body, filter);
+        body.push(1);
+        stream.write_all(&packet(0x82, &body)).await.unwrap();
+        let (header, suback) = read(stream).await;
+        assert_eq!(header, 0x90, "SUBACK");
+        assert_eq!(suback.last(), Some(&1), "granted QoS 1");
+    }
+
+    /// DISCONNECT (normal; the session expiry of the CONNECT stays), then waits until the
+    /// broker has closed the connection.
+    pub async fn disconnect(mut stream: TcpStream) {
+        stream.write_all(&[0xe0, 0]).await.unwrap();
+        // Left open: the broker ends the connection at the DISCONNECT.
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the broker closes the connection");
+    }
+
+    /// The next PUBLISH's topic and payload.
+    pub async fn next_publish(stream: &mut TcpStream) -> (String, Vec<u8>) {
+        loop {
+            let (header, body) = read(stream).await;
+            if header >> 4 != 3 {
+                continue;
+            }
+            let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
+            let mut at = 2 + topic_len;
+            if (header >> 1) & 3 > 0 {
+                at += 2;
+            }
+            // Properties, then the payload.
+            let (mut props, mut shift, mut used) = (0usize, 0, 0);
+            loop {
+                let byte = body[at + used];
+                used += 1;
+                props |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            return (topic, body[at + used + props..].to_vec());
+        }
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_session_expiry_is_counted_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let broker = start_in(&config, dir.path()).await;
+    let addr = broker.plain_addr().unwrap();
+    // One session kept an hour, one only a second.
+    for (client_id, expiry_s) in [("long", 3600), ("short", 1)] {
+        let (mut stream, present) = mqtt5::connect(addr, client_id, expiry_s).await;
+        assert!(!present, "{client_id}: a new session");
+        mqtt5::subscribe(&mut stream, "plant/data/#").await;
+        mqtt5::disconnect(stream).await;
+    }
+    publish_once(
+        addr,
+        "edge",
+        "plant/data/n",
+        b"queued",
+        QoS::AtLeastOnce,
+        false,
+    )
+    .await;
+    broker.stop().await;
+    // Longer than the short session's interval, counted from its client's leaving.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let broker = start_in(&config, dir.path()).await;
+    let addr = broker.plain_addr().unwrap();
+    let (mut long, present) = mqtt5::connect(addr, "long", 3600).await;
+    assert!(
+        present,
+        "the session kept an hour is found after the restart"
+    );
+    let (topic, payload) = mqtt5::next_publish(&mut long).await;
+    assert_eq!(
+        (topic.as_str(), &payload[..]),
+        ("plant/data/n", &b"queued"[..])
+    );
+    let (_short, present) = mqtt5::connect(addr, "short", 1).await;
+    assert!(
+        !present,
+        "the session kept a second expired across the restart"
+    );
+    broker.stop().await;
+}

@@ -321,76 +321,16 @@ impl Connect {
     }
 }
 
-/// The CONNACK return code (3.1.1) or reason code (5.0): zero means accepted.
-pub fn connack_code(packet: &RawPacket) -> Result<u8, CodecError> {
-    if packet.kind() != CONNACK {
-        return Err(CodecError::UnexpectedType {
-            expected: CONNACK,
-            got: packet.kind(),
-        });
+/// The return code (3.1.1) or reason code (5.0) of the CONNACK `packet` (whole, with its
+/// fixed header) starts with: zero means accepted.
+pub fn connack_code(packet: &[u8]) -> Option<u8> {
+    let (&header, rest) = packet.split_first()?;
+    if header >> 4 != CONNACK {
+        return None;
     }
-    packet
-        .body
-        .get(1)
-        .copied()
-        .ok_or(CodecError::Malformed("CONNACK"))
-}
-
-/// MQTT 5 property "Server Keep Alive".
-const SERVER_KEEP_ALIVE: u8 = 0x13;
-
-/// An MQTT 5 CONNACK (whole packet) with its Server Keep Alive set to `seconds`: the
-/// property is replaced when present, else added. A CONNACK that cannot be read (or
-/// holds a property unknown here) is returned unchanged.
-pub fn with_server_keep_alive(connack: &[u8], seconds: u16) -> Bytes {
-    rewrite_server_keep_alive(connack, seconds).unwrap_or_else(|| Bytes::copy_from_slice(connack))
-}
-
-fn rewrite_server_keep_alive(connack: &[u8], seconds: u16) -> Option<Bytes> {
-    let (&header, rest) = connack.split_first()?;
-    let (body_len, used) = varint(rest)?;
-    let body = rest.get(used..used + body_len)?;
-    // Acknowledge flags and reason code, then the properties.
-    let (head, props) = (body.get(..2)?, body.get(2..)?);
-    let (props_len, used) = if props.is_empty() {
-        (0, 0)
-    } else {
-        varint(props)?
-    };
-    let mut props = props.get(used..used + props_len)?;
-    let mut kept = BytesMut::with_capacity(props.len() + 3);
-    while let Some((&id, rest)) = props.split_first() {
-        let len = match id {
-            0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
-            0x13 | 0x21 | 0x22 => 2,
-            0x11 | 0x27 => 4,
-            0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
-                2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]))
-            }
-            0x26 => {
-                let key = 2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
-                let value = rest.get(key..key + 2)?;
-                key + 2 + usize::from(u16::from_be_bytes([value[0], value[1]]))
-            }
-            _ => return None,
-        };
-        if id != SERVER_KEEP_ALIVE {
-            kept.put_u8(id);
-            kept.put_slice(rest.get(..len)?);
-        }
-        props = rest.get(len..)?;
-    }
-    kept.put_u8(SERVER_KEEP_ALIVE);
-    kept.put_u16(seconds);
-    let mut props_len = BytesMut::new();
-    put_remaining_length(&mut props_len, kept.len());
-    let mut out = BytesMut::with_capacity(connack.len() + 4);
-    out.put_u8(header);
-    put_remaining_length(&mut out, head.len() + props_len.len() + kept.len());
-    out.put_slice(head);
-    out.put_slice(&props_len);
-    out.put_slice(&kept);
-    Some(out.freeze())
+    // The remaining length, the acknowledge flags, then the code.
+    let (_, used) = varint(rest)?;
+    rest.get(used + 1).copied()
 }
 
 /// A variable byte integer at the start of `buf`: its value and how many bytes it took.
@@ -654,32 +594,12 @@ mod tests {
     }
 
     #[test]
-    fn server_keep_alive_is_added_to_a_connack_without_one() {
-        // Success, no properties.
-        let connack = [0x20, 3, 0, 0, 0];
-        assert_eq!(
-            &with_server_keep_alive(&connack, 60)[..],
-            &[0x20, 6, 0, 0, 3, 0x13, 0, 60]
-        );
-    }
-
-    #[test]
-    fn server_keep_alive_replaces_one_present_and_keeps_other_properties() {
-        // Receive Maximum 10, Server Keep Alive 5, Assigned Client Identifier "ab".
-        let connack = [
-            0x20, 14, 1, 0, 11, 0x21, 0, 10, 0x13, 0, 5, 0x12, 0, 2, b'a', b'b',
-        ];
-        assert_eq!(
-            &with_server_keep_alive(&connack, 300)[..],
-            &[
-                0x20, 14, 1, 0, 11, 0x21, 0, 10, 0x12, 0, 2, b'a', b'b', 0x13, 1, 44
-            ]
-        );
-    }
-
-    #[test]
-    fn a_connack_with_an_unknown_property_is_left_unchanged() {
-        let connack = [0x20, 5, 0, 0, 2, 0x7f, 0];
-        assert_eq!(&with_server_keep_alive(&connack, 60)[..], &connack);
+    fn connack_codes_are_read_for_both_protocol_levels() {
+        assert_eq!(connack_code(&[0x20, 2, 0, 3]), Some(3));
+        assert_eq!(connack_code(&[0x20, 3, 0, 0x88, 0]), Some(0x88));
+        let mut long = vec![0x20, 0x83, 0x01, 0, 0x87];
+        long.resize(3 + 131, 0);
+        assert_eq!(connack_code(&long), Some(0x87));
+        assert_eq!(connack_code(&[0x30, 2, 0, 3]), None, "not a CONNACK");
     }
 }

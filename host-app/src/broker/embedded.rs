@@ -1,13 +1,12 @@
-//! The embedded broker's lifecycle: the engine (rmqtt) on a runtime of its own behind an
-//! internal loopback listener, our front listeners bound to the configured addresses,
-//! and a stop that ends the engine and closes every front listener and connection.
+//! The embedded broker's lifecycle: the engine (rmqtt) on a runtime of its own, our front
+//! listeners bound to the configured addresses and run on that runtime, and a stop that
+//! ends the engine and with it every front listener and connection.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, info, info_span};
@@ -15,10 +14,10 @@ use tracing::{Instrument, info, info_span};
 use super::BrokerError;
 use super::acl::Acl;
 use super::admission::Limits;
-use super::config::{EmbeddedConfig, Secret};
+use super::config::EmbeddedConfig;
 use super::endpoint::{Credentials, MqttEndpoint};
-use super::engine::{Engine, EngineSettings, EngineStore, MessageCounters};
-use super::front::{Front, Upstream};
+use super::engine::{self, Engine, EngineSettings, EngineStore, MessageCounters};
+use super::front::Front;
 use super::retained::RetainedLimits;
 use super::store::{self, StoreLimits};
 
@@ -46,7 +45,6 @@ pub struct EmbeddedBroker {
     /// The TLS listener's certificate, re-read on SIGHUP.
     tls_cert: Option<Arc<infra::tls::ServerCert>>,
     counters: Arc<MessageCounters>,
-    engine_addr: SocketAddr,
     front: Arc<Front>,
     engine: Option<Engine>,
 }
@@ -91,6 +89,8 @@ impl EmbeddedBroker {
             Some((addr, acceptor)) => Some((bind(addr).await?, acceptor)),
             None => None,
         };
+        let plain_addr = plain.as_ref().map(|(_, addr)| *addr);
+        let tls_addr = tls.as_ref().map(|((_, addr), _)| *addr);
 
         let counters = Arc::new(MessageCounters::default());
         let store = match state_dir.filter(|_| config.persist) {
@@ -124,21 +124,17 @@ impl EmbeddedBroker {
                     max_messages: config.max_retained_messages,
                     max_bytes: config.max_retained_bytes,
                 },
+                plain_addr,
+                tls_addr,
             },
-            Secret::new(random_secret()),
             acl.clone(),
             store,
         )?;
-        let engine_addr = engine.addr();
-        info!(addr = %engine_addr, "MQTT engine ready");
-        let upstream = Upstream {
-            addr: engine_addr,
-            secret: engine.secret().clone(),
-        };
+        info!("MQTT engine ready");
 
         let front = Arc::new(
             Front::new(
-                upstream,
+                engine.context().clone(),
                 acl,
                 Duration::from_millis(config.connection_timeout_ms),
                 config.max_payload_size,
@@ -153,38 +149,36 @@ impl EmbeddedBroker {
             )
             .certificate_username(config.tls.as_ref().and_then(|t| t.certificate_username)),
         );
-        let mut broker = EmbeddedBroker {
-            plain_addr: None,
-            tls_addr: None,
+        // The listeners run on the engine's runtime, and so does every connection.
+        let runtime = engine.handle().clone();
+        if let Some((listener, addr)) = plain {
+            info!(%addr, "MQTT listener (plain) ready");
+            front.tasks.spawn_on(
+                front
+                    .clone()
+                    .accept_loop(listener, None, engine::PLAIN)
+                    .instrument(info_span!("mqtt_listener", %addr, tls = false)),
+                &runtime,
+            );
+        }
+        if let Some(((listener, addr), acceptor)) = tls {
+            info!(%addr, "MQTT listener (TLS) ready");
+            front.tasks.spawn_on(
+                front
+                    .clone()
+                    .accept_loop(listener, Some(acceptor), engine::TLS)
+                    .instrument(info_span!("mqtt_listener", %addr, tls = true)),
+                &runtime,
+            );
+        }
+        Ok(EmbeddedBroker {
+            plain_addr,
+            tls_addr,
             tls_cert,
             counters,
-            engine_addr,
-            front: front.clone(),
+            front,
             engine: Some(engine),
-        };
-        if let Some(listener) = plain {
-            let addr = local_addr(&listener)?;
-            broker.plain_addr = Some(addr);
-            info!(%addr, "MQTT listener (plain) ready");
-            front.tasks.spawn(
-                front
-                    .clone()
-                    .accept_loop(listener, None)
-                    .instrument(info_span!("mqtt_listener", %addr, tls = false)),
-            );
-        }
-        if let Some((listener, acceptor)) = tls {
-            let addr = local_addr(&listener)?;
-            broker.tls_addr = Some(addr);
-            info!(%addr, "MQTT listener (TLS) ready");
-            front.tasks.spawn(
-                front
-                    .clone()
-                    .accept_loop(listener, Some(acceptor))
-                    .instrument(info_span!("mqtt_listener", %addr, tls = true)),
-            );
-        }
-        Ok(broker)
+        })
     }
 
     /// Counts the connected MQTT clients, for the System page.
@@ -213,11 +207,6 @@ impl EmbeddedBroker {
     /// The TLS listener's certificate, which a reload replaces for new connections.
     pub fn tls_cert(&self) -> Option<&Arc<infra::tls::ServerCert>> {
         self.tls_cert.as_ref()
-    }
-
-    /// The engine's internal loopback address (only the front can log in there).
-    pub fn engine_addr(&self) -> SocketAddr {
-        self.engine_addr
     }
 
     /// The endpoint the host's own session uses: the plain listener, over loopback when it
@@ -272,21 +261,11 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BrokerError::Bind { addr, source })
-}
-
-fn local_addr(listener: &TcpListener) -> Result<SocketAddr, BrokerError> {
-    listener.local_addr().map_err(|source| BrokerError::Bind {
-        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        source,
-    })
-}
-
-fn random_secret() -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Binds `addr` (tokio's socket options: address reuse) and returns the listener, taken
+/// off this runtime to be run on the engine's, with its bound address.
+async fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), BrokerError> {
+    let error = |source| BrokerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener.into_std().map_err(error)?, bound))
 }

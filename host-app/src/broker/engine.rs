@@ -1,14 +1,17 @@
 //! The broker engine: rmqtt on a tokio runtime of its own (one thread owns it; stopping
-//! it drops the runtime, which ends every engine task and closes its listener), listening
-//! on an internal loopback port the OS picks, reading the PROXY protocol header the front
-//! sends first so that rmqtt sees each client's real address.
+//! it drops the runtime, which ends every engine task, the front's included). The engine
+//! has no listener: the front hands it each accepted (and TLS-terminated) client stream
+//! with the client's real address (module `handoff`), and rmqtt serves it with its own
+//! per-connection handler (`rmqtt::v3::process`, `rmqtt::v5::process`, made public by
+//! our patch in vendor/rmqtt). Each front listener has a listener configuration of its
+//! own in the engine ([`PLAIN`], [`TLS`]).
 //!
-//! The engine's hooks: only the front can log in (the password must be the per-process
-//! secret; the username carries the account the front authenticated), every PUBLISH and
-//! SUBSCRIBE is asked of the [`TopicPolicy`], and each NBIRTH and DBIRTH is kept retained
-//! under `$sparkplug/certificates/` (a Sparkplug Aware MQTT Server). With a store, the
-//! retained messages and kept sessions it holds are put back before the engine accepts
-//! a connection, and their changes are written to it (modules `retained`, `sessions`).
+//! The engine's hooks: logins are the front's (the username carries the account the front
+//! authenticated; nothing else reaches the engine), every PUBLISH and SUBSCRIBE is asked
+//! of the [`TopicPolicy`], and each NBIRTH and DBIRTH is kept retained under
+//! `$sparkplug/certificates/` (a Sparkplug Aware MQTT Server). With a store, the retained
+//! messages and kept sessions it holds are put back before the engine accepts a
+//! connection, and their changes are written to it (modules `retained`, `sessions`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
@@ -23,19 +26,18 @@ use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::retain::RetainStorage;
-use rmqtt::server::MqttServer;
 use rmqtt::session::Session;
 use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
-    AuthResult, ClientId, Id, IsOnline, NodeId, Publish, PublishAclResult, Reason, Retain,
-    SharedGroup, SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, TopicName,
+    AuthResult, ClientId, Id, IsOnline, ListenerConfig, ListenerId, NodeId, Publish,
+    PublishAclResult, Reason, Retain, SharedGroup, SubscribeAclResult, SubscriptionIdentifier,
+    SubscriptionOptions, TopicName,
 };
-use subtle::ConstantTimeEq;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::BrokerError;
-use super::config::Secret;
 use super::policy::TopicPolicy;
 use super::retained::{Retained, RetainedLimits};
 use super::sessions::{self, SessionKeeper};
@@ -45,6 +47,16 @@ use super::store::{Loaded, StoreWriter, WriterThread};
 const MAX_TOPIC_ALIASES: u16 = 64;
 /// How long the engine's runtime may take to end its tasks once stopped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long the engine keeps running once told to stop, before its tasks are ended.
+const STOP_SETTLE: Duration = Duration::from_millis(50);
+/// The engine's listener configuration for clients of the front's plain listener.
+pub const PLAIN: ListenerId = 1;
+/// The same for clients of the front's TLS listener.
+pub const TLS: ListenerId = 2;
+/// Bytes the engine's read buffer of a connection starts with (rmqtt-net's default is
+/// 8 KiB for reading and 8 KiB for writing, kept for the connection's whole life); both
+/// grow while a client is busy.
+pub const READ_BUFFER: usize = 512;
 
 /// Limits the engine applies to each connection the front forwards.
 pub struct EngineSettings {
@@ -57,6 +69,9 @@ pub struct EngineSettings {
     /// Where the engine counts the messages it takes in and delivers.
     pub counters: Arc<MessageCounters>,
     pub retained: RetainedLimits,
+    /// The front's plain and TLS listener addresses (for the engine's connection ids).
+    pub plain_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
 }
 
 /// PUBLISH packets through the engine, for `/metrics`.
@@ -77,54 +92,53 @@ pub struct EngineStore {
 
 /// A running engine. Dropping it stops the engine without waiting.
 pub struct Engine {
-    addr: SocketAddr,
-    secret: Secret,
+    handle: Handle,
+    scx: ServerContext,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     store: Option<WriterThread>,
 }
 
 impl Engine {
-    /// Starts rmqtt on its own thread and runtime; returns once it listens.
+    /// Starts rmqtt on its own thread and runtime; returns once it takes connections.
     pub fn start(
         settings: EngineSettings,
-        secret: Secret,
         policy: Arc<dyn TopicPolicy>,
         store: Option<EngineStore>,
     ) -> Result<Engine, BrokerError> {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let engine_secret = secret.clone();
         let (store, writer_thread) = match store {
             Some(s) => (Some((s.loaded, s.writer)), Some(s.thread)),
             None => (None, None),
         };
         let thread = std::thread::Builder::new()
             .name("mqtt-engine".to_owned())
-            .spawn(move || run(settings, engine_secret, policy, store, ready_tx, stop_rx))
+            .spawn(move || run(settings, policy, store, ready_tx, stop_rx))
             .map_err(|e| BrokerError::Start(format!("cannot spawn the engine thread: {e}")))?;
-        let addr = match ready_rx.recv() {
-            Ok(Ok(addr)) => addr,
+        let (handle, scx) = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
             Ok(Err(e)) => return Err(BrokerError::Start(e)),
             Err(_) => return Err(BrokerError::Start("the engine thread ended".to_owned())),
         };
         Ok(Engine {
-            addr,
-            secret,
+            handle,
+            scx,
             stop: Some(stop_tx),
             thread: Some(thread),
             store: writer_thread,
         })
     }
 
-    /// The internal loopback address the front forwards clients to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The engine's runtime: the front's listeners and connections run there too, so
+    /// that stopping the engine ends them.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
 
-    /// The password only the front knows.
-    pub fn secret(&self) -> &Secret {
-        &self.secret
+    /// The engine's state, which each handed-over connection is served with.
+    pub fn context(&self) -> &ServerContext {
+        &self.scx
     }
 
     /// Ends the engine and waits until its runtime is gone (its port closed) and the
@@ -158,10 +172,9 @@ impl Drop for Engine {
 /// The engine thread: builds the runtime, runs rmqtt until told to stop, drops it all.
 fn run(
     settings: EngineSettings,
-    secret: Secret,
     policy: Arc<dyn TopicPolicy>,
     store: Option<(Loaded, StoreWriter)>,
-    ready: mpsc::Sender<Result<SocketAddr, String>>,
+    ready: mpsc::Sender<Result<(Handle, ServerContext), String>>,
     stop: oneshot::Receiver<()>,
 ) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -176,36 +189,26 @@ fn run(
             return;
         }
     };
+    let handle = runtime.handle().clone();
     runtime.block_on(async move {
-        let server = match build(settings, secret, policy, store).await {
-            Ok((server, addr)) => {
-                let _ = ready.send(Ok(addr));
-                server
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        tokio::select! {
-            _ = stop => debug!("engine stopping"),
-            result = server.run() => {
-                if let Err(e) = result {
-                    warn!(error = %e, "engine ended");
-                }
-            }
-        }
+        let scx = build(settings, policy, store).await;
+        let _ = ready.send(Ok((handle, scx)));
+        let _ = stop.await;
+        debug!("engine stopping");
+        // A message already acknowledged to its publisher may still be on its way to an
+        // offline session (and so to the store): let the sessions take it first.
+        tokio::time::sleep(STOP_SETTLE).await;
     });
-    // Ends every task the engine spawned; its listener and connections close with them.
+    // Ends every task on the runtime: the engine's, and the front's listeners and
+    // connections.
     runtime.shutdown_timeout(STOP_GRACE);
 }
 
 async fn build(
     settings: EngineSettings,
-    secret: Secret,
     policy: Arc<dyn TopicPolicy>,
     store: Option<(Loaded, StoreWriter)>,
-) -> Result<(MqttServer, SocketAddr), String> {
+) -> ServerContext {
     let scx = ServerContext::new()
         // rmqtt refuses CONNECTs as "server unavailable" while it deems the host busy.
         .busy_check_enable(false)
@@ -219,7 +222,6 @@ async fn build(
     *scx.extends.retain_mut().await = Box::new(retained.clone());
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     let hooks = Hooks {
-        secret,
         policy: policy.clone(),
         retained: retained.clone(),
         counters: Arc::clone(&settings.counters),
@@ -253,12 +255,28 @@ async fn build(
     }
     register.start().await;
 
+    let unbound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    for (lid, name, laddr) in [
+        (PLAIN, "plain", settings.plain_addr),
+        (TLS, "tls", settings.tls_addr),
+    ] {
+        let cfg = listener_config(&settings, name, laddr.unwrap_or(unbound));
+        scx.listen_cfgs.insert(lid, cfg);
+    }
+    if let (Some(loaded), Some(writer)) = (loaded, &writer) {
+        retained.restore(loaded.retained).await;
+        sessions::restore(&scx, loaded.sessions, &policy, writer).await;
+    }
+    scx
+}
+
+/// The engine's settings for the connections of one front listener.
+fn listener_config(settings: &EngineSettings, name: &str, laddr: SocketAddr) -> ListenerConfig {
     let max_inflight = NonZeroU16::new(settings.max_inflight).unwrap_or(NonZeroU16::MIN);
-    let listener = Builder::new()
-        .name("internal")
-        .laddr(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    let cfg = Builder::new()
+        .name(name)
+        .laddr(laddr)
         .nodelay(true)
-        .proxy_protocol(true)
         .allow_anonymous(false)
         .max_packet_size(u32::try_from(settings.max_packet_size).unwrap_or(u32::MAX))
         .max_connections(settings.max_connections)
@@ -268,23 +286,9 @@ async fn build(
         // Zero: a message without its own MQTT 5 expiry never expires (as Mosquitto), so
         // a kept session offline longer than rmqtt's 5-minute default loses nothing.
         .message_expiry_interval(Duration::ZERO)
-        // The front keeps its own CONNECT deadline; it forwards the CONNECT at once.
-        .handshake_timeout(Duration::from_secs(10))
-        .bind()
-        .map_err(|e| format!("cannot listen on loopback: {e}"))?
-        .tcp()
-        .map_err(|e| format!("engine listener: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("engine listener address: {e}"))?;
-    let server = MqttServer::new(scx.clone())
-        .listener_by_id(listener, 1)
-        .build();
-    if let (Some(loaded), Some(writer)) = (loaded, &writer) {
-        retained.restore(loaded.retained).await;
-        sessions::restore(&scx, loaded.sessions, &policy, writer).await;
-    }
-    Ok((server, addr))
+        // The front keeps its own CONNECT deadline; the CONNECT it hands over is whole.
+        .handshake_timeout(Duration::from_secs(10));
+    Arc::new(cfg)
 }
 
 /// Shared subscriptions (`$share/{group}/{filter}`): each message to one member of the
@@ -331,7 +335,6 @@ impl SharedSubscription for RoundRobin {
 /// The engine's login and access checks.
 #[derive(Clone)]
 struct Hooks {
-    secret: Secret,
     policy: Arc<dyn TopicPolicy>,
     /// Where the Sparkplug Aware copies of NBIRTH and DBIRTH go.
     retained: Retained,
@@ -352,16 +355,11 @@ fn account(session: &Session) -> Option<&str> {
 impl Handler for Hooks {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         match param {
-            Parameter::ClientAuthenticate(connect) => {
-                let given = connect.password().map(|p| p.as_ref()).unwrap_or_default();
-                let result = if bool::from(given.ct_eq(self.secret.expose().as_bytes())) {
-                    AuthResult::Allow(false, None)
-                } else {
-                    warn!("engine login refused: not the front's credential");
-                    AuthResult::BadUsernameOrPassword
-                };
-                (false, Some(HookResult::AuthResult(result)))
-            }
+            // Only the front hands connections to the engine, each one logged in there.
+            Parameter::ClientAuthenticate(_) => (
+                false,
+                Some(HookResult::AuthResult(AuthResult::Allow(false, None))),
+            ),
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 let client_id = &session.id.client_id;
                 let filter = &subscribe.topic_filter;

@@ -2,8 +2,9 @@
 //! accept (module `admission`: pending pool, limits per address, connect rates), the
 //! CONNECT deadline, the limit on logged-in connections, the maximum keep-alive, the
 //! login, client id and will checks of the access rules ([`Acl`]) and the order of
-//! connections that share a client id. Each accepted client is proxied to the engine's
-//! internal loopback listener, behind a PROXY protocol header naming the peer.
+//! connections that share a client id. Each accepted client's stream, with its real
+//! address, is then handed to the engine (module `handoff`). The listeners and
+//! connections run on the engine's runtime.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,11 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rmqtt::codec::MqttCodec;
+use rmqtt::context::ServerContext;
+use rmqtt::types::ListenerId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -25,35 +30,25 @@ use infra::logging::Escaped;
 
 use super::acl::{Acl, Denied, Login};
 use super::admission::{Admission, Limits, Ticket};
-use super::codec::{
-    self, CodecError, Connect, DisconnectScanner, Ending, LEVEL_5, RawPacket, Refusal,
-};
-use super::config::{CertificateName, Secret};
-use super::read_buffer::ReadBuffer;
+use super::codec::{self, CodecError, Connect, Ending, LEVEL_5, RawPacket, Refusal};
+use super::config::CertificateName;
+use super::engine::READ_BUFFER;
+use super::handoff::{Done, HandedOver, Takeover};
 
-/// How long the front waits on the engine's CONNACK on loopback.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the engine may take to close a connection the client or the front ended.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long a taken-over connection may still deliver what its client already sent.
-const TAKEOVER_DRAIN: Duration = Duration::from_millis(100);
+/// How long a connection waits for the engine to end the one it takes the client id of.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest CONNECT read (client id, will and login): bounds what a socket that has not
 /// logged in yet can make the front hold.
 const MAX_CONNECT_SIZE: usize = 32 * 1024;
-/// Forwarded CONNECTs the engine answers "server unavailable" are tried again this many
+/// Handed-over CONNECTs the engine answers "server unavailable" are tried again this many
 /// times, this far apart (see the module docs of `broker`).
 const UNAVAILABLE_RETRIES: u32 = 40;
 const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(25);
 
-/// The engine's internal listener and the password only the front knows.
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub secret: Secret,
-}
-
 /// State shared by every accept loop and connection of one embedded broker.
 pub struct Front {
-    pub upstream: Upstream,
+    /// The engine each logged-in connection is handed to.
+    pub engine: ServerContext,
     pub acl: Arc<Acl>,
     pub connection_timeout: Duration,
     pub max_packet_size: usize,
@@ -79,15 +74,16 @@ struct OpenSession {
     serial: u64,
     /// The account it logged in as (`None`: anonymous).
     account: Option<String>,
-    /// Cancelled when a newer connection takes the client id over.
-    taken_over: CancellationToken,
-    /// Cancelled once the session has ended and its will, if any, is published.
+    /// Set when a newer connection takes the client id over.
+    taken_over: Arc<Takeover>,
+    /// Cancelled once the engine has ended the connection (will published, session
+    /// cleaned or gone offline).
     ended: CancellationToken,
 }
 
 impl Front {
     pub fn new(
-        upstream: Upstream,
+        engine: ServerContext,
         acl: Arc<Acl>,
         connection_timeout: Duration,
         max_packet_size: usize,
@@ -96,7 +92,7 @@ impl Front {
         max_keepalive: u16,
     ) -> Front {
         Front {
-            upstream,
+            engine,
             acl,
             connection_timeout,
             max_packet_size,
@@ -118,8 +114,21 @@ impl Front {
         self
     }
 
-    /// Accepts clients on `listener` until shutdown.
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    /// Accepts clients on `listener` until shutdown; the engine serves them with its
+    /// listener configuration `lid`. Runs on the engine's runtime.
+    pub async fn accept_loop(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        tls: Option<TlsAcceptor>,
+        lid: ListenerId,
+    ) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "listener not usable");
+                return;
+            }
+        };
         loop {
             let accepted = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -146,28 +155,42 @@ impl Front {
             let tls = tls.clone();
             let span = info_span!("mqtt_client", %peer, client_id = tracing::field::Empty);
             self.tasks
-                .spawn(async move { front.serve(stream, tls, ticket).await }.instrument(span));
+                .spawn(async move { front.serve(stream, tls, ticket, lid).await }.instrument(span));
         }
         debug!("listener closed");
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream, tls: Option<TlsAcceptor>, ticket: Ticket) {
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        tls: Option<TlsAcceptor>,
+        ticket: Ticket,
+        lid: ListenerId,
+    ) {
         let _ = stream.set_nodelay(true);
         let shutdown = self.shutdown.clone();
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = self.serve_inner(stream, tls, ticket) => {}
+            _ = self.serve_inner(stream, tls, ticket, lid) => {}
         }
     }
 
     /// Each connection's task holds this future for its whole life, sized for its largest
     /// state; the TLS handshake and the session are boxed so an idle connection holds only
     /// the state it is in.
-    async fn serve_inner(&self, stream: TcpStream, tls: Option<TlsAcceptor>, mut ticket: Ticket) {
+    async fn serve_inner(
+        &self,
+        stream: TcpStream,
+        tls: Option<TlsAcceptor>,
+        mut ticket: Ticket,
+        lid: ListenerId,
+    ) {
         // TLS handshake and CONNECT must both arrive within the deadline, which is set once
         // at accept: bytes trickling in do not extend it. Newer sockets may evict this one
         // from the pending pool meanwhile.
-        let proxy_header = proxy_header(&stream);
+        let Ok(peer) = stream.peer_addr() else {
+            return;
+        };
         let evicted = ticket.evicted();
         match tls {
             None => {
@@ -185,7 +208,7 @@ impl Front {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
                             // Boxed: the task keeps only the branch it runs (see `serve_inner`).
-                            Box::pin(self.session(stream, first, proxy_header, None)).await;
+                            Box::pin(self.session(stream, first, peer, None, lid)).await;
                         }
                     }
                     Ok(None) => {}
@@ -222,7 +245,7 @@ impl Front {
                         ticket.leave_pending();
                         if let Some(_permit) = self.session_permit(&mut stream, &first).await {
                             // Boxed: the task keeps only the branch it runs (see `serve_inner`).
-                            Box::pin(self.session(stream, first, proxy_header, identity)).await;
+                            Box::pin(self.session(stream, first, peer, identity, lid)).await;
                         }
                     }
                     Ok(None) => {}
@@ -250,14 +273,11 @@ impl Front {
         None
     }
 
-    /// Grants at most `max_keepalive_s` (a CONNECT asking 0 or more gets the maximum);
-    /// returns the granted value when it differs from what the client asked.
-    fn grant_keep_alive(&self, connect: &mut Connect) -> Option<u16> {
-        if connect.keep_alive != 0 && connect.keep_alive <= self.max_keepalive {
-            return None;
+    /// Grants at most `max_keepalive_s` (a CONNECT asking 0 or more gets the maximum).
+    fn grant_keep_alive(&self, connect: &mut Connect) {
+        if connect.keep_alive == 0 || connect.keep_alive > self.max_keepalive {
+            connect.keep_alive = self.max_keepalive;
         }
-        connect.keep_alive = self.max_keepalive;
-        Some(self.max_keepalive)
     }
 
     async fn read_connect<S: AsyncRead + Unpin>(&self, stream: &mut S) -> Option<RawPacket> {
@@ -295,12 +315,13 @@ impl Front {
         Ok(login)
     }
 
-    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         &self,
         mut client: S,
         first: RawPacket,
-        proxy_header: Bytes,
+        peer: SocketAddr,
         identity: Option<String>,
+        lid: ListenerId,
     ) {
         let connect = match Connect::parse(&first) {
             Ok(c) => c,
@@ -330,7 +351,7 @@ impl Front {
         debug!(account = ?login.account().map(Escaped), "logged in");
 
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
-        let taken_over = CancellationToken::new();
+        let taken_over = Arc::new(Takeover::default());
         let ended = CancellationToken::new();
         let _ended_on_exit = ended.clone().drop_guard();
         let client_key = connect.client_id.clone();
@@ -346,7 +367,7 @@ impl Front {
             }
         }
         let account = login.account().map(str::to_owned);
-        self.run_session(client, connect, account, proxy_header, &taken_over)
+        self.hand_over(client, connect, account, peer, lid, taken_over)
             .await;
         if !client_key.is_empty() {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -376,8 +397,8 @@ impl Front {
         };
         if let Some(previous) = previous {
             info!("client id taken over; closing its previous connection");
-            previous.taken_over.cancel();
-            if timeout(UPSTREAM_TIMEOUT, previous.ended.cancelled())
+            previous.taken_over.take_over();
+            if timeout(TAKEOVER_TIMEOUT, previous.ended.cancelled())
                 .await
                 .is_err()
             {
@@ -387,97 +408,99 @@ impl Front {
         Ok(())
     }
 
-    async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Hands the connection to the engine and waits until the engine has ended it.
+    async fn hand_over<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         &self,
-        mut client: S,
+        client: S,
         mut connect: Connect,
         account: Option<String>,
-        proxy_header: Bytes,
-        taken_over: &CancellationToken,
+        peer: SocketAddr,
+        lid: ListenerId,
+        taken_over: Arc<Takeover>,
     ) {
-        let granted_keep_alive = self.grant_keep_alive(&mut connect);
-        // A client silent for 1.5 times its keep-alive is gone (MQTT-3.1.2-24).
-        let idle = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
-        // The engine learns the account from the username; anonymous is an empty one
-        // (MQTT 3.1.1 allows no password without a username).
+        // The engine applies the keep-alive granted (it closes a client silent for 1.5
+        // times it) and tells MQTT 5 clients in the CONNACK's Server Keep Alive.
+        self.grant_keep_alive(&mut connect);
+        // The engine learns the account from the username; anonymous is an empty one.
         connect.username = Some(Bytes::from(account.unwrap_or_default()));
-        connect.password = Some(Bytes::from(self.upstream.secret.expose().to_owned()));
+        connect.password = None;
         let level = connect.level;
-
-        // Boxed: its state (connect, timers, CONNACK read) is not kept while proxying.
-        let opened = Box::pin(self.open_upstream(&connect, &proxy_header)).await;
-        let Some((upstream, mut connack)) = opened else {
-            refuse(&mut client, level, Refusal::ServerUnavailable).await;
+        let will_topic = connect.will.as_ref().map(|w| w.topic.clone());
+        let mut opening = BytesMut::new();
+        connect.encode(&mut opening);
+        let opening = opening.freeze();
+        drop(connect);
+        let Some(cfg) = self.engine.listen_cfgs.get(&lid).map(|c| c.value().clone()) else {
+            warn!(lid, "no engine listener configuration");
             return;
         };
-        // MQTT 5 is told the keep-alive it got (MQTT-3.2.2-22); 3.1.1 has no way to hear it.
-        if let Some(granted) = granted_keep_alive.filter(|_| level == LEVEL_5 && connack.0 == 0) {
-            connack.1 = codec::with_server_keep_alive(&connack.1, granted);
-        }
-        if client.write_all(&connack.1).await.is_err() {
-            return;
-        }
-        if connack.0 != 0 {
-            info!(code = connack.0, "CONNECT refused by the engine");
-            return;
-        }
-        debug!("session open");
 
-        let will_topic = connect.will.as_ref().map(|w| w.topic.clone());
-        match (
-            proxy(client, upstream, level, taken_over, idle).await,
-            will_topic,
-        ) {
-            (Ending::Clean, _) => debug!("closed with DISCONNECT"),
-            (_, None) => debug!("closed without DISCONNECT; no will"),
-            // The engine publishes it once it sees the upstream socket close.
-            (_, Some(topic)) => info!(
+        let mut client = client;
+        let mut tries = 0;
+        let (ending, code) = loop {
+            let (done_tx, done_rx) = oneshot::channel();
+            let hold_unavailable = tries < UNAVAILABLE_RETRIES;
+            let stream = HandedOver::new(
+                client,
+                opening.clone(),
+                level,
+                taken_over.clone(),
+                hold_unavailable,
+                done_tx,
+            );
+            let max = cfg.max_packet_size;
+            let codec = if level == LEVEL_5 {
+                MqttCodec::V5(rmqtt::codec::v5::Codec::new(max, max))
+            } else {
+                MqttCodec::V3(rmqtt::codec::v3::Codec::new(max))
+            };
+            // Small buffers that grow while the client is busy (rmqtt-net's are 8 KiB each).
+            let mut parts = FramedParts::new::<rmqtt::codec::MqttPacket>(stream, codec);
+            parts.read_buf = BytesMut::with_capacity(READ_BUFFER);
+            let io = Framed::from_parts(parts);
+            let scx = self.engine.clone();
+            let cfg = cfg.clone();
+            self.tasks.spawn(async move {
+                let served = if level == LEVEL_5 {
+                    let stream = rmqtt::net::v5::MqttStream {
+                        io,
+                        remote_addr: peer,
+                        cfg,
+                    };
+                    rmqtt::v5::process(scx, stream, lid).await
+                } else {
+                    let stream = rmqtt::net::v3::MqttStream {
+                        io,
+                        remote_addr: peer,
+                        cfg,
+                    };
+                    rmqtt::v3::process(scx, stream, lid).await
+                };
+                if let Err(e) = served {
+                    debug!(error = %e, "engine ended the connection");
+                }
+            });
+            match done_rx.await {
+                Ok(Done::Retry(stream)) => {
+                    tries += 1;
+                    debug!(tries, "engine answered server unavailable; trying again");
+                    client = stream;
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Ok(Done::Ended { ending, connack }) => break (ending, connack),
+                // The engine stopped.
+                Err(_) => return,
+            }
+        };
+        match (code, ending, will_topic) {
+            (None, ..) => debug!("closed before the engine answered"),
+            (Some(code), ..) if code != 0 => info!(code, "CONNECT refused by the engine"),
+            (_, Ending::Clean, _) => debug!("closed with DISCONNECT"),
+            (_, _, None) => debug!("closed without DISCONNECT; no will"),
+            (_, _, Some(topic)) => info!(
                 topic = %Escaped(String::from_utf8_lossy(&topic)),
                 "publishing will"
             ),
-        }
-    }
-
-    /// Connects to the engine and returns the socket with the CONNACK's code and bytes.
-    /// A "server unavailable" answer is tried again a few times before it is passed on.
-    async fn open_upstream(
-        &self,
-        connect: &Connect,
-        proxy_header: &Bytes,
-    ) -> Option<(TcpStream, (u8, Bytes))> {
-        let mut opening = BytesMut::from(&proxy_header[..]);
-        connect.encode(&mut opening);
-        let opening = opening.freeze();
-        let unavailable = codec::refusal_code(connect.level, Refusal::ServerUnavailable);
-        let mut tries = 0;
-        loop {
-            let attempt = async {
-                let mut upstream = TcpStream::connect(self.upstream.addr).await?;
-                let _ = upstream.set_nodelay(true);
-                // One write: the engine reads the PROXY header with a single peek.
-                upstream.write_all(&opening).await?;
-                let connack = codec::read_packet(&mut upstream, 1024).await?;
-                let code = codec::connack_code(&connack)?;
-                let mut bytes = BytesMut::new();
-                reencode(&connack, &mut bytes);
-                Ok::<_, CodecError>((upstream, (code, bytes.freeze())))
-            };
-            match timeout(UPSTREAM_TIMEOUT, attempt).await {
-                Ok(Ok((_, (code, _)))) if code == unavailable && tries < UNAVAILABLE_RETRIES => {
-                    tries += 1;
-                    debug!(tries, "engine answered server unavailable; trying again");
-                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
-                }
-                Ok(Ok(v)) => return Some(v),
-                Ok(Err(e)) => {
-                    warn!(error = %e, "engine did not accept the forwarded CONNECT");
-                    return None;
-                }
-                Err(_) => {
-                    warn!("engine did not answer the forwarded CONNECT in time");
-                    return None;
-                }
-            }
         }
     }
 }
@@ -500,135 +523,4 @@ async fn refuse_login<S: AsyncWrite + Unpin>(mut client: S, connect: &Connect, d
     codec::encode_connack_refusal(connect.level, denied.refusal(), &mut out);
     let _ = client.write_all(&out).await;
     let _ = client.shutdown().await;
-}
-
-async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, level: u8, refusal: Refusal) {
-    let mut out = BytesMut::new();
-    codec::encode_connack_refusal(level, refusal, &mut out);
-    let _ = client.write_all(&out).await;
-    let _ = client.shutdown().await;
-}
-
-/// The PROXY protocol (version 1) line telling the engine who the client is.
-fn proxy_header(stream: &TcpStream) -> Bytes {
-    let line = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(SocketAddr::V4(peer)), Ok(SocketAddr::V4(local))) => format!(
-            "PROXY TCP4 {} {} {} {}\r\n",
-            peer.ip(),
-            local.ip(),
-            peer.port(),
-            local.port()
-        ),
-        (Ok(SocketAddr::V6(peer)), Ok(SocketAddr::V6(local))) => format!(
-            "PROXY TCP6 {} {} {} {}\r\n",
-            peer.ip(),
-            local.ip(),
-            peer.port(),
-            local.port()
-        ),
-        _ => "PROXY UNKNOWN\r\n".to_owned(),
-    };
-    Bytes::from(line)
-}
-
-fn reencode(packet: &RawPacket, out: &mut BytesMut) {
-    use bytes::BufMut;
-    out.put_u8(packet.header);
-    let mut len = packet.body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.put_u8(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.put_slice(&packet.body);
-}
-
-/// Copies both ways until either side closes, the client is silent for `idle`, or the
-/// session is taken over.
-///
-/// An MQTT 5 DISCONNECT asking for the will (reason 0x04) is not forwarded: the engine
-/// would discard the will; the upstream socket is closed instead, for which it publishes
-/// the will.
-///
-/// However the client leaves (closed socket, takeover), the engine is the last to close: the front ends its side of the upstream socket and waits (bounded)
-/// until the engine closes too, so the engine has ended the connection (and published
-/// its will) before the client id is free for a new connection.
-async fn proxy<S: AsyncRead + AsyncWrite + Unpin>(
-    client: S,
-    upstream: TcpStream,
-    level: u8,
-    taken_over: &CancellationToken,
-    idle: Duration,
-) -> Ending {
-    let mut scanner = DisconnectScanner::new(level);
-    let mut ending = Ending::Dropped;
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
-    let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
-    // Ends when the client is gone; after a DISCONNECT the engine closes first.
-    let mut to_broker = Box::pin(async {
-        let mut buf = ReadBuffer::new();
-        loop {
-            match timeout(idle, buf.read(&mut client_rx)).await {
-                Ok(Ok(0) | Err(_)) => return,
-                Ok(Ok(_)) => {}
-                Err(_) => {
-                    info!("client silent for 1.5 times its keep-alive; closing");
-                    return;
-                }
-            }
-            let buf = buf.filled();
-            let forward = match scanner.feed(buf) {
-                Some((at, Ending::WithWill)) => {
-                    ending = Ending::WithWill;
-                    at
-                }
-                Some((_, found)) => {
-                    ending = found;
-                    buf.len()
-                }
-                None => buf.len(),
-            };
-            if upstream_tx.write_all(&buf[..forward]).await.is_err() || ending != Ending::Dropped {
-                return;
-            }
-        }
-    });
-    // Ends when the engine closes; a client that stopped reading does not end it.
-    let mut to_client = Box::pin(async {
-        let mut buf = ReadBuffer::new();
-        let mut client_open = true;
-        loop {
-            match buf.read(&mut upstream_rx).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            if client_open && client_tx.write_all(buf.filled()).await.is_err() {
-                client_open = false;
-            }
-        }
-        let _ = client_tx.shutdown().await;
-    });
-    tokio::select! {
-        _ = &mut to_broker => {}
-        _ = &mut to_client => {
-            drop(to_broker);
-            return ending;
-        }
-        _ = taken_over.cancelled() => {
-            // What the client sent before the takeover still counts (a DISCONNECT).
-            let _ = timeout(TAKEOVER_DRAIN, &mut to_broker).await;
-        }
-    }
-    drop(to_broker);
-    let _ = upstream_tx.shutdown().await;
-    if timeout(CLOSE_GRACE, &mut to_client).await.is_err() {
-        debug!("engine kept the connection open; closing it");
-    }
-    ending
 }

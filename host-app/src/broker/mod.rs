@@ -7,11 +7,14 @@
 //! The engine is rmqtt 0.24 (module `engine`), built without its TLS, WebSocket and
 //! QUIC transports (its TLS hard-wires the aws-lc-rs provider), on a tokio runtime of
 //! its own: one thread owns the runtime, and [`EmbeddedBroker::stop`] drops it, which
-//! ends every engine task and closes its internal port. It listens on a loopback port the
-//! OS picks, with TCP_NODELAY, and reads a PROXY protocol (v1) header first, so that it
-//! sees each client's real address. Its login hook accepts only a random per-process
-//! secret as password, so only the front can log in; the username carries the account
-//! the front authenticated (empty for anonymous). Its publish and subscribe ACL hooks ask
+//! ends every engine task and every front listener and connection (they run there too).
+//! The engine has no listener of its own: the front hands it each logged-in client's
+//! stream (the accepted socket, TLS already terminated) with the client's real address,
+//! and rmqtt serves it with its own per-connection handler (made public by a two-line
+//! patch, see vendor/README.md), with read and write buffers that start small (512
+//! bytes, none) and grow while the client is busy instead of rmqtt-net's fixed 8 KiB
+//! each. The username the engine sees carries the account the front authenticated
+//! (empty for anonymous). Its publish and subscribe ACL hooks ask
 //! the [`policy::TopicPolicy`]: a refused SUBSCRIBE gets the failure code (0x80; MQTT 5:
 //! 0x87), a refused PUBLISH is acknowledged as Mosquitto does (MQTT 5: PUBACK 0x87), not
 //! delivered, and logged at WARN. Retained messages are kept by module `retained` (rmqtt
@@ -34,10 +37,11 @@
 //! held to `max_connections_per_address` at once and to the connect rates
 //! `connect_rate_per_address` and `connect_rate` (closed at once when over). It grants at
 //! most `max_keepalive_s` (a CONNECT asking 0 or more gets the maximum, as Mosquitto's
-//! `max_keepalive`), tells MQTT 5 clients through the CONNACK's Server Keep Alive, and
-//! itself closes a client silent for 1.5 times the keep-alive granted. Only a CONNECT of
-//! the same account (or anonymous for anonymous) may take a session over. The decrypted
-//! stream is then proxied to the engine. Ports given as 0 are reported by
+//! `max_keepalive`) by rewriting the CONNECT the engine reads; the engine tells MQTT 5
+//! clients through the CONNACK's Server Keep Alive and closes a client silent for 1.5
+//! times the keep-alive granted (under 6 s: 3 s more than it). Only a CONNECT of
+//! the same account (or anonymous for anonymous) may take a session over. The stream is
+//! then handed to the engine (module `handoff`). Ports given as 0 are reported by
 //! [`EmbeddedBroker::plain_addr`] and [`EmbeddedBroker::tls_addr`].
 //!
 //! The embedded broker is a Sparkplug Aware MQTT Server (Sparkplug 3.0, chapter 10):
@@ -57,22 +61,22 @@
 //!   logged-in limits) before a byte reaches the engine.
 //! - **A quick reconnect with the same client id is refused** as "server unavailable"
 //!   (about 1 in 200 alone): the engine is still taking the previous connection apart.
-//!   The front forwards a CONNECT for a client id only once the engine has closed the
-//!   previous connection with that id (it closes it itself on takeover), and tries a
-//!   forwarded CONNECT the engine answers "server unavailable" again, up to 40 times
-//!   25 ms apart, before passing the refusal on.
+//!   The front hands over a CONNECT for a client id only once the engine has ended the
+//!   previous connection with that id (it ends it itself on takeover), and hands a
+//!   CONNECT the engine answers "server unavailable" over again (the answer held back
+//!   from the client), up to 40 times 25 ms apart, before passing the refusal on.
 //! - **A reconnect right after a clean disconnect reports a stale session present**
-//!   (16 in 200 alone). After a client's DISCONNECT or closed socket the front ends its
-//!   side of the upstream socket and waits (at most 5 s) until the engine closes its
-//!   side, so the engine has finished with the session before the client id is used
-//!   again.
+//!   (16 in 200 alone). A connection counts as ended for its client id only once the
+//!   engine lets go of its stream: after the will and the session's removal for a clean
+//!   session, before the offline wait for a kept one (our patch drops the stream there),
+//!   so the engine has finished with the session before the client id is used again.
 //! - **Wills skip the publish ACL check.** The will topic is fixed at CONNECT, so the
 //!   front asks the policy there, as Mosquitto does, and refuses the CONNECT (5 "not
 //!   authorized"; MQTT 5: 0x87). Wills themselves stay with the engine (will delay and
 //!   properties kept); the front logs each will the engine is about to publish.
 //! - **An MQTT 5 DISCONNECT with reason 0x04** ("Disconnect with Will Message") discards
-//!   the will. The front does not forward that DISCONNECT; it closes the upstream socket
-//!   instead, for which the engine publishes the will.
+//!   the will. The stream the engine reads ends just before that DISCONNECT, for which
+//!   the engine publishes the will.
 //! - **Session takeover of a persistent session drops the old will**: the engine
 //!   publishes no will for a connection it kicks out. The front does takeover itself (it
 //!   closes the old connection, so the engine publishes its will, and then forwards the
@@ -114,8 +118,8 @@ mod embedded;
 mod endpoint;
 mod engine;
 mod front;
+mod handoff;
 pub mod policy;
-mod read_buffer;
 mod retained;
 mod sessions;
 mod store;
