@@ -16,7 +16,7 @@ use host_app::history::{
     MetricId, MetricKey, MetricMeta, PostgresOptions, PostgresStore, Quality, RetentionPolicy,
     Sample, SampleValue, TimeRange, WriterConfig,
 };
-use host_app_testkit::history::{count, register, sample, series};
+use host_app_testkit::history::{audit_entry, audit_timestamps, count, register, sample, series};
 use host_app_testkit::postgres::TempPostgres;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -830,31 +830,6 @@ fn age_retention_deletes_exactly_what_is_older_in_bounded_steps<B: Backend>() {
         t.store.apply_retention(&policy, now, 500).unwrap().deleted,
         0
     );
-}
-
-fn audit_entry(ts: u64) -> AuditEntry {
-    AuditEntry {
-        ts,
-        user: "alice".into(),
-        metric: MetricKey::node("G", "E", "Setpoint"),
-        value: "1".into(),
-        outcome: CommandOutcome::Sent,
-        detail: None,
-    }
-}
-
-fn audit_timestamps(store: &dyn HistoryStore) -> Vec<u64> {
-    let all = store
-        .audit_query(&AuditQuery {
-            range: TimeRange::new(0, u64::MAX),
-            user: None,
-            metric: None,
-            limit: u32::MAX,
-        })
-        .unwrap();
-    let mut ts: Vec<u64> = all.iter().map(|r| r.entry.ts).collect();
-    ts.sort_unstable();
-    ts
 }
 
 fn the_audit_log_keeps_its_own_age_and_row_limits_apart_from_sample_retention<B: Backend>() {

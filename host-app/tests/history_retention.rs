@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use host_app::history::{
-    AuditEntry, AuditQuery, AuditRetention, CommandOutcome, HistoryStore, MetricKey,
-    RetentionPolicy, RetentionTask, TimeRange,
+use host_app::history::{AuditRetention, HistoryStore, RetentionPolicy, RetentionTask, TimeRange};
+use host_app_testkit::history::{
+    TempStore, audit_entry, audit_timestamps, count, register, series,
 };
-use host_app_testkit::history::{TempStore, count, register, series};
 
 const T0: u64 = 1_700_000_000_000;
 const DAY_MS: u64 = 86_400_000;
@@ -182,31 +181,6 @@ async fn retention_runs_beside_ingest_without_losing_new_samples() {
         .range(id, TimeRange::new(0, u64::MAX), u32::MAX)
         .unwrap();
     assert_eq!(kept, fresh, "old samples gone, every fresh one kept");
-}
-
-fn audit_entry(ts: u64) -> AuditEntry {
-    AuditEntry {
-        ts,
-        user: "alice".into(),
-        metric: MetricKey::node("G", "E", "Setpoint"),
-        value: "1".into(),
-        outcome: CommandOutcome::Sent,
-        detail: None,
-    }
-}
-
-fn audit_timestamps(store: &dyn HistoryStore) -> Vec<u64> {
-    let all = store
-        .audit_query(&AuditQuery {
-            range: TimeRange::new(0, u64::MAX),
-            user: None,
-            metric: None,
-            limit: u32::MAX,
-        })
-        .unwrap();
-    let mut ts: Vec<u64> = all.iter().map(|r| r.entry.ts).collect();
-    ts.sort_unstable();
-    ts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use host_app::history::{
-    HistoryStore, MetricId, MetricKey, MetricMeta, Quality, Sample, SampleValue, SqliteOptions,
-    SqliteStore,
+    AuditEntry, AuditQuery, CommandOutcome, HistoryStore, MetricId, MetricKey, MetricMeta, Quality,
+    Sample, SampleValue, SqliteOptions, SqliteStore, TimeRange,
 };
 
 pub struct TempStore {
@@ -92,4 +92,31 @@ pub fn count(store: &dyn HistoryStore, metric: MetricId) -> usize {
         )
         .expect("range")
         .len()
+}
+
+/// A command of the audit log at `ts`.
+pub fn audit_entry(ts: u64) -> AuditEntry {
+    AuditEntry {
+        ts,
+        user: "alice".into(),
+        metric: MetricKey::node("G", "E", "Setpoint"),
+        value: "1".into(),
+        outcome: CommandOutcome::Sent,
+        detail: None,
+    }
+}
+
+/// Every audit entry's timestamp, oldest first.
+pub fn audit_timestamps(store: &dyn HistoryStore) -> Vec<u64> {
+    let all = store
+        .audit_query(&AuditQuery {
+            range: TimeRange::new(0, u64::MAX),
+            user: None,
+            metric: None,
+            limit: u32::MAX,
+        })
+        .unwrap();
+    let mut ts: Vec<u64> = all.iter().map(|r| r.entry.ts).collect();
+    ts.sort_unstable();
+    ts
 }
