@@ -19,8 +19,11 @@
 //!   30 s of every metric still in memory; beside it the same query on today's layout (v1:
 //!   a row per sample, the store's own query and aggregation, same data, same run).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{env_u64, value_of};
 
 use host_app::history::{
     HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, Quality, RetentionPolicy,
@@ -34,17 +37,6 @@ const TREND_TARGET_MS: f64 = 50.0;
 const WRITTEN_TARGET: f64 = 30.0;
 const DISK_TARGET: f64 = 8.0;
 const TREND_RUNS: usize = 21;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn value_of(metric: u64, step: u64) -> f64 {
-    (metric * 31 + step) as f64 * 0.25
-}
 
 /// The plain-SQLite limit: same table, same settings, one transaction, prepared INSERT.
 /// `cache_kib` 8192 is the store's own writer cache; a larger one shows SQLite's ceiling

@@ -15,7 +15,10 @@
 //!   between runs, partitions kept), one COPY and transaction per batch of the same size,
 //!   no duplicate check at all.
 
+mod support;
+
 use std::time::{Duration, Instant};
+use support::{env_u64, value_of};
 
 use host_app::history::{
     HistoryStore, MetricId, MetricKey, MetricMeta, PostgresOptions, PostgresStore, Quality, Sample,
@@ -27,17 +30,6 @@ use postgres::types::Type;
 
 const T0: u64 = 1_700_000_000_000;
 const RATIO_TARGET: f64 = 0.5;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn value_of(metric: u64, step: u64) -> f64 {
-    (metric * 31 + step) as f64 * 0.25
-}
 
 fn batches(ids: &[MetricId], samples: u64, batch: u64) -> Vec<Vec<Sample>> {
     let metrics = ids.len() as u64;

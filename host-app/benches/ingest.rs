@@ -17,8 +17,11 @@
 //! - decode + track only: the same flood through `Payload::decode_envelope` and
 //!   `Tracker::handle` with the samples dropped, to show what the host costs before the store.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{env_u64, value_of};
 
 use host_app::history::{
     HistoryStore, HistoryWriter, MetricId, MetricKey, MetricMeta, SqliteOptions, SqliteStore,
@@ -30,17 +33,6 @@ use sparkplug::{BdSeq, DecodeLimits, MessageType, Metric, Payload, Seq};
 const T0: u64 = 1_700_000_000_000;
 const RATIO_TARGET: f64 = 0.5;
 const ABSOLUTE_TARGET: f64 = 500_000.0;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn value_of(metric: u64, step: u64) -> f64 {
-    (metric * 31 + step) as f64 * 0.25
-}
 
 struct Registry(Arc<SqliteStore>);
 
