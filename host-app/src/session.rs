@@ -443,23 +443,16 @@ impl Session {
                     }
                 };
                 let now = now_ms();
-                if owned {
-                    self.shared.tracker().handle(
-                        edge.group_id(),
-                        edge.message_type(),
-                        edge.edge_node_id(),
-                        edge.device_id(),
-                        payload,
-                        now,
-                        &mut self.registry,
-                        &mut self.samples,
-                        &mut self.actions,
-                    );
-                } else {
-                    // Metrics registered so shared history can show their values; the
-                    // birth values are the owner's to store.
+                // Observed nodes' metrics are registered so shared history can show their
+                // values; their birth values are the owner's to store.
+                {
                     let mut not_ours = Vec::new();
-                    self.shared.observed().handle(
+                    let (mut tracker, samples) = if owned {
+                        (self.shared.tracker(), &mut self.samples)
+                    } else {
+                        (self.shared.observed(), &mut not_ours)
+                    };
+                    tracker.handle(
                         edge.group_id(),
                         edge.message_type(),
                         edge.edge_node_id(),
@@ -467,7 +460,7 @@ impl Session {
                         payload,
                         now,
                         &mut self.registry,
-                        &mut not_ours,
+                        samples,
                         &mut self.actions,
                     );
                 }
