@@ -74,8 +74,16 @@ pub struct HandedOver<S> {
     connack: Connack,
     unavailable: u8,
     takeover: Arc<Takeover>,
+    /// Started at a takeover: what the old client already sent (its DISCONNECT, then the
+    /// end of its stream) may not have been seen by the reactor yet.
+    grace: Option<Pin<Box<tokio::time::Sleep>>>,
     done: Option<oneshot::Sender<Done<S>>>,
 }
+
+/// How long a taken-over connection may still deliver what its client sent before the
+/// newer one came: a client that sent DISCONNECT and closed ends well within it, a
+/// half-open one delays the takeover by this much.
+const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl<S> HandedOver<S> {
     pub fn new(
@@ -96,6 +104,7 @@ impl<S> HandedOver<S> {
             connack: Connack::Awaited { hold_unavailable },
             unavailable: codec::refusal_code(level, codec::Refusal::ServerUnavailable),
             takeover,
+            grace: None,
             done: Some(done),
         }
     }
@@ -147,6 +156,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandedOver<S> {
             // Taken over: what the client sent before still counts (a DISCONNECT), then
             // the stream ends.
             Poll::Pending if taken => {
+                let grace = this
+                    .grace
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(TAKEOVER_GRACE)));
+                if grace.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 this.ended = true;
                 return Poll::Ready(Ok(()));
             }
@@ -174,7 +189,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandedOver<S> {
             None => {}
         }
         if taken {
-            this.ended = true;
+            // A taken-over client still talking ends at the grace's end all the same.
+            let grace = this
+                .grace
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(TAKEOVER_GRACE)));
+            if grace.as_mut().poll(cx).is_ready() {
+                this.ended = true;
+            }
         }
         Poll::Ready(Ok(()))
     }
