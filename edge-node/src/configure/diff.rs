@@ -69,6 +69,17 @@ impl ConfigDiff {
         if old.scan_classes != new.scan_classes {
             self.keys.push("modbus.scan_classes".to_owned());
         }
+        // A bus without devices yet changes no device, yet it is a change to apply.
+        let buses = |site: &Site| -> Vec<_> {
+            site.links
+                .iter()
+                .filter(|l| !matches!(l.transport, crate::modbus::config::Transport::Tcp { .. }))
+                .cloned()
+                .collect()
+        };
+        if buses(old) != buses(new) {
+            self.keys.push("modbus.buses".to_owned());
+        }
         for d in &new.devices {
             if !old.devices.iter().any(|o| o.name == d.name) {
                 self.devices_added.push(d.name.clone());

@@ -170,7 +170,11 @@ pub const SERVER: Section = Section {
         f("host", Text, "instead of url"),
         f("port", Int, ""),
         f("tls", Bool, ""),
-        f("ca_file", Text, "PEM; upload below"),
+        f(
+            "ca_file",
+            Text,
+            "PEM file; upload it with the link below the form",
+        ),
         f("server_name", Text, "name to verify, default the host"),
         f("client_cert_file", Text, "PEM"),
         f("client_key_file", Text, "PEM"),
