@@ -155,7 +155,6 @@ const ok = await run(page, [
     check(await page.getAttribute("#outcome", "data-ok") === "true", `applied: ${await page.textContent("#outcome")}`);
     await ask(`host-sees ${device} ${encodeURIComponent(renamed)}`);
     await ask(`host-lacks ${device} ${encodeURIComponent("Run Seconds")}`);
-    await page.reload();
   }],
 ]);
 
