@@ -148,6 +148,7 @@ const ok = await run(page, [
     await submit("#remove");
     await page.waitForSelector(`#tags tr[data-tag="${renamed}"]`);
     check(!(await page.isVisible('#tags tr[data-tag="Run Seconds"]')), "the removed tag is gone");
+    check(await page.isVisible("#draft-notice"), "the tags page says the draft differs");
   }],
   ["13-apply-reaches-host", async () => {
     await draftShows(`Tags of ${device}`);

@@ -169,7 +169,7 @@ pub const SERVER: Section = Section {
         f("url", Text, "mqtt://host:port or mqtts://host:port"),
         f("host", Text, "instead of url"),
         f("port", Int, ""),
-        f("tls", Bool, ""),
+        f("tls", Bool, "on with mqtts:// or a ca_file"),
         f(
             "ca_file",
             Text,

@@ -74,6 +74,8 @@ struct TagsPage {
     dry_run: Option<DryRun>,
     read: Option<(String, Result<String, String>)>,
     notice: Option<String>,
+    /// The user's draft differs from the running configuration.
+    changed: bool,
 }
 
 impl TagsPage {
@@ -151,6 +153,7 @@ pub fn render(
         dry_run,
         read,
         notice,
+        changed: state.drafts.has(&caller.user),
     };
     web::shell::html(status, &page)
 }
