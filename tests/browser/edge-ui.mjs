@@ -5,7 +5,7 @@
 // showing the f32 in the right byte order, a tag CSV with a bad line (line and column
 // shown, nothing imported) then a good one, apply, rollback, the export imported back
 // unchanged, and a viewer who cannot change anything. One screenshot per step.
-import { url, ask, launch, run, check, login, logout, shot } from "./lib.mjs";
+import { url, ask, launch, run, check, login, logout, shot, setup, submit as submitOn, call as callOn } from "./lib.mjs";
 
 const token = process.env.SETUP_TOKEN;
 const password = process.env.PANEL_PASSWORD;
@@ -16,23 +16,8 @@ const device = "line-2";
 
 const { page, close } = await launch({ ignoreHTTPSErrors: true });
 
-// Submits by clicking `selector` and waits for the page it leads to.
-async function submit(selector) {
-  await Promise.all([page.waitForNavigation(), page.click(selector)]);
-}
-
-// A fetch from the page with the session and its CSRF token.
-async function call(method, path, body) {
-  return page.evaluate(async ([method, path, body]) => {
-    const csrf = document.querySelector('meta[name="csrf-token"]').content;
-    const r = await fetch(path, {
-      method,
-      headers: { "content-type": "application/json", "x-csrf-token": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: r.status, text: await r.text() };
-  }, [method, path, body]);
-}
+const submit = (selector) => submitOn(page, selector);
+const call = (method, path, body) => callOn(page, method, path, body);
 
 async function exportCsv() {
   const r = await call("GET", "/tags.csv");
@@ -63,12 +48,7 @@ const ok = await run(page, [
   ["01-setup", async () => {
     await page.goto(url + "/");
     check(page.url().startsWith(url + "/setup") || page.url().startsWith(url + "/login"), `before setup / leads to setup, got ${page.url()}`);
-    await page.goto(`${url}/setup?token=${encodeURIComponent(token)}`);
-    await page.fill("#username", "ada");
-    await page.fill("#password", password);
-    await page.fill("#confirm", password);
-    await Promise.all([page.waitForURL(url + "/"), page.click("button[type=submit]")]);
-    check(await page.textContent("#role") === "admin", "the first account is an admin");
+    await setup(page, token, "ada", password);
     const r = await call("POST", "/auth/users", { username: "victor", password, role: "viewer" });
     check(r.status === 201, `viewer created: ${r.status} ${r.text}`);
     await logout(page);

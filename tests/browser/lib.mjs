@@ -85,3 +85,31 @@ export async function login(page, user, password) {
 export async function logout(page) {
   await Promise.all([page.waitForURL(/\/login/), page.click("#logout")]);
 }
+
+// Submits a form by clicking `selector` and waits for the page it leads to.
+export async function submit(page, selector) {
+  await Promise.all([page.waitForNavigation(), page.click(selector)]);
+}
+
+// A fetch from the page with the session and its CSRF token.
+export async function call(page, method, path, body) {
+  return page.evaluate(async ([method, path, body]) => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const r = await fetch(path, {
+      method,
+      headers: { "content-type": "application/json", "x-csrf-token": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: r.status, text: await r.text() };
+  }, [method, path, body]);
+}
+
+// The first account, an admin, made with the setup token; leaves it logged in.
+export async function setup(page, token, user, password) {
+  await page.goto(`${url}/setup?token=${encodeURIComponent(token)}`);
+  await page.fill("#username", user);
+  await page.fill("#password", password);
+  await page.fill("#confirm", password);
+  await Promise.all([page.waitForURL(url + "/"), page.click("button[type=submit]")]);
+  check(await page.textContent("#role") === "admin", "the first account is an admin");
+}

@@ -2,12 +2,13 @@
 //! the workspace is and how to reach the independent implementations (Python tools in the
 //! project's venv, Mosquitto, rmqtt) they talk to, plus one module per job:
 //! [`browser`] (scripts in headless Chromium), [`config`] (typed config files for
-//! edge-node, host-app and plant-sim), [`wait`] (the bounded wait), [`http`] (the host API client), [`mqtt`] (recorder, watcher, scripted
+//! edge-node, host-app and plant-sim), [`edge_ui`] (the edge node's UI with its peers), [`wait`] (the bounded wait), [`http`] (the host API client), [`mqtt`] (recorder, watcher, scripted
 //! edge node, step-by-step client), [`nats`] (a clustered MQTT broker), [`fleet`] (a simulated fleet of edge nodes), [`process`] (our binaries as children, logs captured)
 //! and [`stack`] (the whole product for end-to-end tests).
 
 pub mod browser;
 pub mod config;
+pub mod edge_ui;
 pub mod fleet;
 pub mod http;
 pub mod linksim;

@@ -69,6 +69,17 @@ impl ConfigDiff {
         if old.scan_classes != new.scan_classes {
             self.keys.push("modbus.scan_classes".to_owned());
         }
+        // A bus without devices yet changes no device, yet it is a change to apply.
+        let buses = |site: &Site| -> Vec<_> {
+            site.links
+                .iter()
+                .filter(|l| !matches!(l.transport, crate::modbus::config::Transport::Tcp { .. }))
+                .cloned()
+                .collect()
+        };
+        if buses(old) != buses(new) {
+            self.keys.push("modbus.buses".to_owned());
+        }
         for d in &new.devices {
             if !old.devices.iter().any(|o| o.name == d.name) {
                 self.devices_added.push(d.name.clone());
@@ -212,5 +223,31 @@ impl fmt::Display for ConfigDiff {
             parts.push(format!("files {}", files.join(", ")));
         }
         f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = "[sparkplug]\ngroup_id = \"plant\"\nedge_node_id = \"gw1\"\n\n[[mqtt.servers]]\nurl = \"mqtt://127.0.0.1:1883\"\n\n[[modbus.scan_classes]]\nname = \"normal\"\nperiod_ms = 250\n\n[[modbus.devices]]\nname = \"boiler\"\nhost = \"127.0.0.1\"\n\n[[modbus.devices.tags]]\nname = \"t\"\naddress = \"40001\"\ntype = \"u16\"\n";
+
+    fn load(text: &str) -> Config {
+        Config::from_toml(text, Path::new(".")).expect("valid test configuration")
+    }
+
+    #[test]
+    fn a_bus_without_devices_is_a_change() {
+        let bus = format!(
+            "{BASE}\n[[modbus.buses]]\nname = \"line\"\ntransport = \"rtu\"\npath = \"/dev/ttyUSB-not-here\"\n"
+        );
+        let (old, new) = (load(BASE), load(&bus));
+        let diff = ConfigDiff::between(BASE, &bus, Some(&old), Some(&new), Vec::new());
+        assert_eq!(diff.keys, ["modbus.buses"]);
+        assert!(diff.devices_changed.is_empty());
+        let same = ConfigDiff::between(BASE, BASE, Some(&old), Some(&old), Vec::new());
+        assert!(same.is_empty());
     }
 }

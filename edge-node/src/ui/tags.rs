@@ -74,6 +74,8 @@ struct TagsPage {
     dry_run: Option<DryRun>,
     read: Option<(String, Result<String, String>)>,
     notice: Option<String>,
+    /// The user's draft differs from the running configuration.
+    changed: bool,
 }
 
 impl TagsPage {
@@ -151,6 +153,7 @@ pub fn render(
         dry_run,
         read,
         notice,
+        changed: state.drafts.has(&caller.user),
     };
     web::shell::html(status, &page)
 }
@@ -208,7 +211,7 @@ fn dry_run(state: &UiState, draft: &Draft, sheet: &str) -> (DryRun, Option<Draft
     }
     let mut candidate = draft.clone();
     let file = match set_tag_file(&mut candidate, sheet.as_bytes().to_vec()) {
-        Ok(f) => f.display().to_string(),
+        Ok(f) => f,
         Err(e) => {
             run.other.push(e);
             return (run, None);
@@ -216,7 +219,7 @@ fn dry_run(state: &UiState, draft: &Draft, sheet: &str) -> (DryRun, Option<Draft
     };
     if let Err(e) = state.configurator.validate(&candidate) {
         for p in e.problems() {
-            if p.file.as_deref() == Some(file.as_str()) && p.position.is_some() {
+            if names_file(p, &file) && p.position.is_some() {
                 run.bad.push(bad_line(p));
             } else if p.key.starts_with("modbus.devices") && p.key.ends_with(".tags") {
                 // A device left without tags: the sheet's doing.
@@ -334,6 +337,15 @@ pub async fn form_page(
     web::shell::html(StatusCode::OK, &page)
 }
 
+/// Whether `problem` is in the tag file `file` (relative to the configuration; problems
+/// name it as resolved against the configuration's directory).
+fn names_file(problem: &infra::ConfigProblem, file: &std::path::Path) -> bool {
+    problem
+        .file
+        .as_deref()
+        .is_some_and(|f| std::path::Path::new(f).ends_with(file))
+}
+
 pub async fn save(
     State(state): State<UiState>,
     caller: Caller,
@@ -393,7 +405,7 @@ pub async fn save(
         Err(e) => return render(fields, vec![e]),
     };
     let file = match set_tag_file(&mut draft, sheet) {
-        Ok(f) => f.display().to_string(),
+        Ok(f) => f,
         Err(e) => return render(fields, vec![e]),
     };
     if let Err(e) = state.configurator.validate(&draft) {
@@ -401,8 +413,7 @@ pub async fn save(
         let here = line as u64 + 2;
         let mut placed = false;
         for p in e.problems() {
-            let on_row = p.file.as_deref() == Some(file.as_str())
-                && p.position.is_some_and(|pos| pos.line == here);
+            let on_row = names_file(p, &file) && p.position.is_some_and(|pos| pos.line == here);
             if let Some(f) = fields.iter_mut().find(|f| on_row && f.key == p.key) {
                 f.error = Some(p.message.clone());
                 placed = true;
