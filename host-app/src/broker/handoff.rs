@@ -80,20 +80,21 @@ pub struct HandedOver<S> {
     /// The engine has shut the stream down; later writes fail.
     shut: bool,
     /// Writing to the client failed (it is gone) or stalls after a takeover: later writes
-    /// are dropped, and the stream ends once the client has nothing more to read.
+    /// are dropped, and the stream ends once what the client sent is read (within the
+    /// grace).
     unwritable: bool,
     connack: Connack,
     unavailable: u8,
     takeover: Arc<Takeover>,
-    /// Started at a takeover: what the old client already sent (its DISCONNECT, then the
-    /// end of its stream) may not have been seen by the reactor yet.
+    /// Started at a takeover or a failed write: what the client already sent (its
+    /// DISCONNECT, then the end of its stream) may not have been seen by the reactor yet.
     grace: Option<Pin<Box<tokio::time::Sleep>>>,
     done: Option<oneshot::Sender<Done<S>>>,
 }
 
-/// How long a taken-over connection may still deliver what its client sent before the
-/// newer one came: a client that sent DISCONNECT and closed ends well within it, a
-/// half-open one delays the takeover by this much.
+/// How long a taken-over connection, or one whose client is gone (a write failed), may
+/// still deliver what its client sent: a client that sent DISCONNECT and closed ends well
+/// within it, a half-open one delays the takeover by this much.
 const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl<S> HandedOver<S> {
@@ -180,20 +181,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandedOver<S> {
         let taken = this.takeover.is_taken();
         let before = buf.filled().len();
         match Pin::new(io).poll_read(cx, buf) {
-            // Taken over: what the client sent before still counts (a DISCONNECT), then
-            // the stream ends.
-            Poll::Pending if taken => {
+            // Taken over, or gone (a write failed): what the client sent before still
+            // counts (a DISCONNECT), then the stream ends. The reactor may not have seen
+            // it arrive yet, hence the grace.
+            Poll::Pending if taken || this.unwritable => {
                 let grace = this
                     .grace
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(TAKEOVER_GRACE)));
                 if grace.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.ended = true;
-                return Poll::Ready(Ok(()));
-            }
-            // Nothing more from a client we cannot write to: what it sent is all read.
-            Poll::Pending if this.unwritable => {
                 this.ended = true;
                 return Poll::Ready(Ok(()));
             }
