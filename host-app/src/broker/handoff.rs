@@ -6,6 +6,12 @@
 //! the client id over, and holds back a CONNACK "server unavailable" the front wants to
 //! try again. When the engine lets go of the stream (the connection is over: the will is
 //! published and the session cleaned, or gone offline), it tells the front how it ended.
+//!
+//! Writes to a client that is gone never fail for the engine: they are dropped, and the
+//! stream ends once what the client sent is read. The engine picks what to do next at
+//! random among its ready branches; a failed write (a client that sent DISCONNECT, then
+//! closed with a message of ours unread: a reset) would end the connection before it read
+//! that DISCONNECT, and it would publish the will.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +23,8 @@ use bytes::{Buf, Bytes};
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+
+use tracing::debug;
 
 use super::codec::{self, DisconnectScanner, Ending};
 
@@ -71,18 +79,22 @@ pub struct HandedOver<S> {
     ended: bool,
     /// The engine has shut the stream down; later writes fail.
     shut: bool,
+    /// Writing to the client failed (it is gone) or stalls after a takeover: later writes
+    /// are dropped, and the stream ends once what the client sent is read (within the
+    /// grace).
+    unwritable: bool,
     connack: Connack,
     unavailable: u8,
     takeover: Arc<Takeover>,
-    /// Started at a takeover: what the old client already sent (its DISCONNECT, then the
-    /// end of its stream) may not have been seen by the reactor yet.
+    /// Started at a takeover or a failed write: what the client already sent (its
+    /// DISCONNECT, then the end of its stream) may not have been seen by the reactor yet.
     grace: Option<Pin<Box<tokio::time::Sleep>>>,
     done: Option<oneshot::Sender<Done<S>>>,
 }
 
-/// How long a taken-over connection may still deliver what its client sent before the
-/// newer one came: a client that sent DISCONNECT and closed ends well within it, a
-/// half-open one delays the takeover by this much.
+/// How long a taken-over connection, or one whose client is gone (a write failed), may
+/// still deliver what its client sent: a client that sent DISCONNECT and closed ends well
+/// within it, a half-open one delays the takeover by this much.
 const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl<S> HandedOver<S> {
@@ -101,6 +113,7 @@ impl<S> HandedOver<S> {
             ending: Ending::Dropped,
             ended: false,
             shut: false,
+            unwritable: false,
             connack: Connack::Awaited { hold_unavailable },
             unavailable: codec::refusal_code(level, codec::Refusal::ServerUnavailable),
             takeover,
@@ -125,6 +138,21 @@ impl<S> HandedOver<S> {
 
 fn gone() -> io::Error {
     io::Error::from(io::ErrorKind::BrokenPipe)
+}
+
+impl<S> HandedOver<S> {
+    /// The client cannot be written to any more: the write is dropped and the reader
+    /// woken, so the stream ends on what the client sent (its DISCONNECT, if any).
+    fn lose_writes(&mut self, cx: &Context<'_>, error: Option<io::Error>) {
+        if !self.unwritable {
+            match error {
+                Some(e) => debug!(error = %e, "client gone; its stream ends after what it sent"),
+                None => debug!("taken-over client not reading; its stream ends after what it sent"),
+            }
+        }
+        self.unwritable = true;
+        cx.waker().wake_by_ref();
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HandedOver<S> {
@@ -153,9 +181,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandedOver<S> {
         let taken = this.takeover.is_taken();
         let before = buf.filled().len();
         match Pin::new(io).poll_read(cx, buf) {
-            // Taken over: what the client sent before still counts (a DISCONNECT), then
-            // the stream ends.
-            Poll::Pending if taken => {
+            // Taken over, or gone (a write failed): what the client sent before still
+            // counts (a DISCONNECT), then the stream ends. The reactor may not have seen
+            // it arrive yet, hence the grace.
+            Poll::Pending if taken || this.unwritable => {
                 let grace = this
                     .grace
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(TAKEOVER_GRACE)));
@@ -215,20 +244,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandedOver<S> {
         if this.shut {
             return Poll::Ready(Err(gone()));
         }
+        if this.unwritable {
+            return Poll::Ready(Ok(buf.len()));
+        }
         let Some(io) = this.io.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
         this.takeover.waker.register(cx.waker());
         match Pin::new(io).poll_write(cx, buf) {
             // A client that stopped reading does not hold a taken-over connection.
-            Poll::Pending if this.takeover.is_taken() => Poll::Ready(Err(gone())),
+            Poll::Pending if this.takeover.is_taken() => {
+                this.lose_writes(cx, None);
+                Poll::Ready(Ok(buf.len()))
+            }
+            Poll::Ready(Err(e)) => {
+                this.lose_writes(cx, Some(e));
+                Poll::Ready(Ok(buf.len()))
+            }
             polled => polled,
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if matches!(this.connack, Connack::HeldBack) || this.shut {
+        if matches!(this.connack, Connack::HeldBack) || this.shut || this.unwritable {
             return Poll::Ready(Ok(()));
         }
         let Some(io) = this.io.as_mut() else {
@@ -236,7 +275,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandedOver<S> {
         };
         this.takeover.waker.register(cx.waker());
         match Pin::new(io).poll_flush(cx) {
-            Poll::Pending if this.takeover.is_taken() => Poll::Ready(Err(gone())),
+            Poll::Pending if this.takeover.is_taken() => {
+                this.lose_writes(cx, None);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                this.lose_writes(cx, Some(e));
+                Poll::Ready(Ok(()))
+            }
             polled => polled,
         }
     }
@@ -244,6 +290,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandedOver<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if matches!(this.connack, Connack::HeldBack) || this.shut {
+            return Poll::Ready(Ok(()));
+        }
+        if this.unwritable {
+            this.shut = true;
             return Poll::Ready(Ok(()));
         }
         let Some(io) = this.io.as_mut() else {
@@ -338,6 +388,24 @@ mod tests {
             [0x10, 1, 0xff, 0xe0, 0],
             "the client's socket is still open"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_gone_client_is_dropped_and_its_disconnect_still_read() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (mut conn, _, done) = handed_over(server, codec::LEVEL_311, false);
+        client.write_all(&[0xe0, 0]).await.unwrap();
+        drop(client);
+        conn.write_all(&[0x30, 3, 0, 1, b't']).await.unwrap();
+        conn.flush().await.unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [0x10, 1, 0xff, 0xe0, 0]);
+        drop(conn);
+        match done.await.unwrap() {
+            Done::Ended { ending, .. } => assert_eq!(ending, Ending::Clean),
+            Done::Retry(_) => panic!("no CONNACK was held back"),
+        }
     }
 
     #[tokio::test]
