@@ -4,7 +4,8 @@
 //! one broker they share, which no instance's embedded broker is), stepping up nodes x
 //! tags at 1 Hz. At each step the ingest lag is measured: for probe metrics of the fleet,
 //! the time from a sample's timestamp to its first appearance in the host's history API.
-//! A step is sustained when the worst lag seen over the step stays under 2 s.
+//! A step is sustained when the worst lag seen over the step stays under 2 s; the node
+//! count doubles until a step fails, then two bisection steps narrow the limit.
 //! Phase 1: one host owning every group. Phase 2: two hosts, each owning half the groups
 //! (`[sparkplug] groups`); target: two carry at least 1.8x one.
 //!
@@ -27,6 +28,8 @@ use system_tests::stack::{Broker, HostApp, now_ms};
 const LAG_LIMIT_MS: u64 = 2_000;
 /// Groups of the fleet; each host of phase 2 owns half of them.
 const GROUPS: [&str; 4] = ["FleetA", "FleetB", "FleetC", "FleetD"];
+/// Bisection steps after the first failed doubling.
+const REFINE: usize = 2;
 /// Probe nodes per step (spread over the groups) whose first tag is followed into history.
 const PROBES: usize = 8;
 
@@ -37,48 +40,28 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Whether this host-app takes `[sparkplug] groups` (`host-app check-config`).
-fn host_takes_groups(dir: &Path, port: u16) -> bool {
-    let (path, _) = write_host_config(dir, "FleetHostCheck", port, Some(&GROUPS[..1]));
-    std::process::Command::new(system_tests::process::bin("host-app"))
-        .arg("check-config")
-        .arg(path)
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// A host instance owning `groups` (all when `None`) on the broker at `port`.
-fn start_host(dir: &Path, host_id: &str, port: u16, groups: Option<&[&str]>) -> HostApp {
-    let (path, http) = write_host_config(dir, host_id, port, groups);
-    let host = HostApp::start_config(path, Broker::External { port }, http);
-    system_tests::wait::until("host API", Duration::from_secs(30), || {
-        host.api().get("/api/tree").is_ok()
-    });
-    host
-}
-
-/// The host's config file in `dir` and its API port.
-fn write_host_config(
+/// A host instance owning `groups` (all when `None`) on the broker at `port`, knowing
+/// `peers`, history in its own SQLite file in `dir`.
+fn start_host(
     dir: &Path,
     host_id: &str,
     port: u16,
     groups: Option<&[&str]>,
-) -> (std::path::PathBuf, u16) {
+    peers: Vec<host::Peer>,
+) -> HostApp {
     let http = free_port();
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut config = host::HostConfig::new(host_id, host::Broker::external(loopback), dir);
     config.api.listen = format!("127.0.0.1:{http}");
     config.history.flush_interval_ms = Some(200);
-    let mut table: toml::Table = toml::from_str(&config.to_toml()).expect("host config");
-    if let Some(groups) = groups {
-        // `[sparkplug] groups` (the instance's share of the fleet).
-        let owned = groups.iter().map(|g| toml::Value::from(*g)).collect();
-        table["sparkplug"]
-            .as_table_mut()
-            .expect("[sparkplug]")
-            .insert("groups".into(), toml::Value::Array(owned));
-    }
-    (config::write(&table, dir, "host-app.toml"), http)
+    config.sparkplug.groups = groups.map(|g| g.iter().map(|g| g.to_string()).collect());
+    config.sparkplug.peers = peers;
+    let path = config::write(&config, dir, "host-app.toml");
+    let host = HostApp::start_config(path, Broker::External { port }, http);
+    system_tests::wait::until("host API", Duration::from_secs(30), || {
+        host.api().get("/api/tree").is_ok()
+    });
+    host
 }
 
 /// The worst lag seen over `window` for the probe metrics, each asked of the host owning
@@ -169,7 +152,8 @@ fn run_step(
     (lag, rate)
 }
 
-/// Steps up the node count until the lag passes the limit; the largest sustained
+/// Doubles the node count until the lag passes the limit, then halves the gap between the
+/// last sustained and the first failed count `REFINE` times; the largest sustained
 /// nodes x tags.
 fn largest_sustained(
     label: &str,
@@ -181,9 +165,7 @@ fn largest_sustained(
     let tags = env_u64("FLEET_TAGS", 100) as usize;
     let step = Duration::from_secs(env_u64("FLEET_STEP_S", 30));
     let max_nodes = env_u64("FLEET_MAX_NODES", 5000) as usize;
-    let mut best = 0;
-    let mut nodes = 10;
-    while nodes <= max_nodes {
+    let mut sustains = |nodes: usize| {
         *round += 1;
         let (lag, rate) = run_step(runtime, broker, hosts, (nodes, tags), step, *round);
         match lag {
@@ -193,13 +175,32 @@ fn largest_sustained(
             ),
             None => println!("{label}: {nodes} nodes x {tags} tags: a probe never reached history"),
         }
-        match lag {
-            Some(lag) if lag <= LAG_LIMIT_MS => best = nodes * tags,
-            _ => break,
+        lag.is_some_and(|lag| lag <= LAG_LIMIT_MS)
+    };
+    let (mut best, mut failed) = (0, None);
+    let mut nodes = 10;
+    while nodes <= max_nodes {
+        if !sustains(nodes) {
+            failed = Some(nodes);
+            break;
         }
+        best = nodes;
         nodes *= 2;
     }
-    best
+    // Doubling alone would make every ratio a power of two.
+    for _ in 0..REFINE {
+        let Some(high) = failed else { break };
+        let mid = (best + high) / 2;
+        if mid <= best {
+            break;
+        }
+        if sustains(mid) {
+            best = mid;
+        } else {
+            failed = Some(mid);
+        }
+    }
+    best * tags
 }
 
 fn main() {
@@ -214,24 +215,28 @@ fn main() {
 
     let one = {
         let dir = tempfile::tempdir().expect("temp dir");
-        let host = start_host(dir.path(), "FleetHost1", broker.port(), None);
+        let host = start_host(dir.path(), "FleetHost1", broker.port(), None, Vec::new());
         let hosts: Vec<(&[&str], Api)> = vec![(&[], host.api())];
         largest_sustained("one host", &runtime, broker.port(), &hosts, &mut round)
     };
 
-    let check = tempfile::tempdir().expect("temp dir");
-    if !host_takes_groups(check.path(), broker.port()) {
-        println!(
-            "\n| hosts | largest nodes x tags at 1 Hz with lag <= 2 s |\n|---|---|\n| 1 | {one} |"
-        );
-        println!("two hosts: not measured: this host-app has no `[sparkplug] groups`");
-        return;
-    }
     let two = {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (half_a, half_b) = GROUPS.split_at(GROUPS.len() / 2);
-        let a = start_host(dir_a.path(), "FleetHostA", broker.port(), Some(half_a));
-        let b = start_host(dir_b.path(), "FleetHostB", broker.port(), Some(half_b));
+        let a = start_host(
+            dir_a.path(),
+            "FleetHostA",
+            broker.port(),
+            Some(half_a),
+            vec![host::Peer::new("FleetHostB", half_b)],
+        );
+        let b = start_host(
+            dir_b.path(),
+            "FleetHostB",
+            broker.port(),
+            Some(half_b),
+            vec![host::Peer::new("FleetHostA", half_a)],
+        );
         let hosts: Vec<(&[&str], Api)> = vec![(half_a, a.api()), (half_b, b.api())];
         largest_sustained("two hosts", &runtime, broker.port(), &hosts, &mut round)
     };

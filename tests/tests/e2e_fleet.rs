@@ -1,10 +1,13 @@
 //! The fleet on a clustered broker, with real processes: a three-node NATS cluster (MQTT
-//! with JetStream), the host in external broker mode, four edge nodes in two groups, each
-//! polling its own plant-sim and listing several cluster nodes as its servers (each starts
-//! on a different one). Mid-run one broker node is killed (SIGKILL) and later restarted;
-//! the edge nodes on it move to the next server, keeping what they could not send in their
-//! store. Afterwards the host's history holds every sample the edge nodes took exactly
-//! once, and the host's panel shows all four nodes.
+//! with JetStream), two host instances in external broker mode (HostA owns PlantA, HostB
+//! PlantB, each names the other as its peer and lists every cluster node as a server),
+//! history in one PostgreSQL database both write, and four edge nodes, two per group, each
+//! polling its own plant-sim, naming its group's owner as its primary host and listing
+//! several cluster nodes as its servers (each starts on a different one). Mid-run one broker
+//! node is killed (SIGKILL) and later restarted; the edge nodes on it move to the next
+//! server, keeping what they could not send in their store. Afterwards the shared history
+//! holds every sample the edge nodes took exactly once (read through one instance, so it
+//! holds the other's groups too), and both panels show all four nodes with their owners.
 //!
 //! Every tag is a counter rising one count per second, scanned five times a second and
 //! reported by exception: each value the plant passes through is one sample, so per tag
@@ -17,15 +20,17 @@
 use std::path::Path;
 use std::time::Duration;
 
+use host_app_testkit::postgres::TempPostgres;
 use system_tests::config::edge::{Device, EdgeConfig, ScanClass, Server, Store, Tag};
-use system_tests::config::host::{Broker as HostBroker, HostConfig};
+use system_tests::config::host::{Broker as HostBroker, History, HostConfig, Peer};
 use system_tests::config::sim::{Signal, SimConfig, Sizes, Unit};
+use system_tests::http::Api;
 use system_tests::nats::NatsCluster;
 use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, Tree, WAIT, now_ms};
 use system_tests::{config, free_port, wait};
 
-/// The host instance's id; every edge node names it as its primary host.
-const HOST_ID: &str = "FleetHost";
+/// The host instances: (host id, the group it owns, the cluster node it starts on).
+const HOSTS: [(&str, &str, usize); 2] = [("HostA", "PlantA", 0), ("HostB", "PlantB", 2)];
 /// The edge nodes: (group, node).
 const NODES: [(&str, &str); 4] = [
     ("PlantA", "gw-1"),
@@ -35,10 +40,20 @@ const NODES: [(&str, &str); 4] = [
 ];
 /// Counters per edge node.
 const TAGS: usize = 5;
-/// The cluster node killed mid-run: edge node 1 starts on it. (The host stays on node 0.)
+/// The cluster node killed mid-run: edge node 1 starts on it. (The hosts start on the
+/// other two.)
 const KILLED: usize = 1;
 /// Quality GOOD as the API reports it.
 const GOOD: i64 = 192;
+
+/// The host id of the instance that owns `group`.
+fn owner(group: &str) -> &'static str {
+    HOSTS
+        .iter()
+        .find(|(_, owned, _)| *owned == group)
+        .map(|(host_id, _, _)| *host_id)
+        .expect("every group has an owner")
+}
 
 fn tag_name(tag: usize) -> String {
     format!("T{tag}")
@@ -81,7 +96,7 @@ fn plant_config(node: usize) -> SimConfig {
 fn edge_config(dir: &Path, k: usize, cluster: &NatsCluster, plant_port: u16) -> EdgeConfig {
     let (group, node) = NODES[k];
     let mut config = EdgeConfig::new(group, node)
-        .primary_host(HOST_ID)
+        .primary_host(owner(group))
         .state_file(dir.join("edge-node.bdseq"));
     config.mqtt.username = Some(NatsCluster::USERNAME.to_owned());
     config.mqtt.password_file = Some(cluster.password_file().to_owned());
@@ -106,31 +121,71 @@ fn edge_config(dir: &Path, k: usize, cluster: &NatsCluster, plant_port: u16) -> 
     config
 }
 
-/// The host on cluster node 0, history in `dir`.
-fn start_host(dir: &Path, cluster: &NatsCluster) -> HostApp {
-    let port = cluster.mqtt_port(0);
+/// Host instance `h` on its cluster node, the others as failover, history in the
+/// PostgreSQL database at `history`, its own state in `dir`.
+fn start_host(h: usize, dir: &Path, cluster: &NatsCluster, history: &str) -> HostApp {
+    let (host_id, group, first) = HOSTS[h];
+    let ports = cluster.mqtt_ports();
+    let port = ports[first];
     let http = free_port();
     let mut config = HostConfig::new(
-        HOST_ID,
+        host_id,
         HostBroker::external(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
         dir,
     );
     if let Some(external) = config.broker.external.as_mut() {
         external.username = Some(NatsCluster::USERNAME.to_owned());
         external.password_file = Some(cluster.password_file().to_owned());
+        external.failover = Some(
+            (1..ports.len())
+                .map(|i| format!("127.0.0.1:{}", ports[(first + i) % ports.len()]))
+                .collect(),
+        );
     }
+    config.history = History::postgres(history);
     config.history.flush_interval_ms = Some(100);
     config.sparkplug.reorder_timeout_ms = Some(500);
+    config.sparkplug.groups = Some(vec![group.to_owned()]);
+    config.sparkplug.peers = HOSTS
+        .iter()
+        .filter(|(other, _, _)| *other != host_id)
+        .map(|(other, group, _)| Peer::new(other, &[group]))
+        .collect();
     config.api.listen = format!("127.0.0.1:{http}");
+    config.api.state_dir = Some(dir.to_owned());
     let path = config::write(&config, dir, "host-app.toml");
     HostApp::start_config(path, Broker::External { port }, http)
 }
 
-fn all_online(tree: &Tree) -> bool {
+/// Every edge node online, in the tree of the instance that owns its group.
+fn all_online(apis: &[Api]) -> bool {
+    let trees: Vec<Tree> = apis.iter().map(Api::tree).collect();
     NODES.iter().all(|(group, node)| {
-        tree.node(group, node)
+        let h = HOSTS.iter().position(|(_, g, _)| g == group).unwrap_or(0);
+        trees[h]
+            .node(group, node)
             .is_some_and(|n| n["state"] == "online")
     })
+}
+
+/// What is wrong in instance `h`'s tree: a node missing, or its `owned`/`owner` wrong.
+fn fleet_view_faults(h: usize, tree: &Tree) -> Vec<String> {
+    let me = HOSTS[h].0;
+    let mut faults = Vec::new();
+    for (group, node) in NODES {
+        let Some(n) = tree.node(group, node) else {
+            faults.push(format!("{me}: {group}/{node} missing"));
+            continue;
+        };
+        let owner = owner(group);
+        if n["owned"] != (owner == me) || n["owner"] != owner {
+            faults.push(format!(
+                "{me}: {group}/{node} owned {} owner {}, expected owner {owner}",
+                n["owned"], n["owner"]
+            ));
+        }
+    }
+    faults
 }
 
 /// One tag's faults: not GOOD, not contiguous, not reaching `end`.
@@ -179,9 +234,18 @@ fn a_fleet_on_a_broker_cluster_keeps_every_sample_once_through_a_lost_node() {
     let mut cluster = NatsCluster::start(3).expect("three-node NATS cluster");
     let dir = tempfile::tempdir().expect("temp dir");
     let started = now_ms();
-    let host_dir = dir.path().join("host");
-    std::fs::create_dir_all(&host_dir).unwrap();
-    let host = start_host(&host_dir, &cluster);
+    let history = TempPostgres::shared()
+        .and_then(|pg| pg.fresh_database())
+        .expect("a PostgreSQL database for the shared history");
+    // Both hosts first: an observing instance learns nodes only from their births.
+    let hosts: Vec<HostApp> = (0..HOSTS.len())
+        .map(|h| {
+            let host_dir = dir.path().join(HOSTS[h].0);
+            std::fs::create_dir_all(&host_dir).unwrap();
+            start_host(h, &host_dir, &cluster, &history)
+        })
+        .collect();
+    let apis: Vec<Api> = hosts.iter().map(HostApp::api).collect();
 
     let mut plants = Vec::new();
     let mut edges = Vec::new();
@@ -198,10 +262,11 @@ fn a_fleet_on_a_broker_cluster_keeps_every_sample_once_through_a_lost_node() {
         plants.push(plant);
     }
 
-    let api = host.api();
-    wait::until("all four edge nodes online at the host", 4 * WAIT, || {
-        all_online(&api.tree())
-    });
+    wait::until(
+        "all four edge nodes online at their owners",
+        4 * WAIT,
+        || all_online(&apis),
+    );
     std::thread::sleep(Duration::from_secs(8));
 
     // One broker node lost, then back on the same ports and store. The edge node that
@@ -211,36 +276,37 @@ fn a_fleet_on_a_broker_cluster_keeps_every_sample_once_through_a_lost_node() {
         tree.node(moved_group, moved_node)
             .and_then(|n| n["bdSeq"].as_u64())
     };
-    let before = bd_seq(&api.tree()).expect("bdSeq of the node on the killed broker");
+    let moved_owner = &apis[HOSTS
+        .iter()
+        .position(|(_, g, _)| *g == moved_group)
+        .unwrap()];
+    let before = bd_seq(&moved_owner.tree()).expect("bdSeq of the node on the killed broker");
     cluster.kill(KILLED);
     wait::until(
         "the node on the killed broker born again through another",
         4 * WAIT,
-        || bd_seq(&api.tree()).is_some_and(|b| b != before) && all_online(&api.tree()),
+        || bd_seq(&moved_owner.tree()).is_some_and(|b| b != before) && all_online(&apis),
     );
     std::thread::sleep(Duration::from_secs(5));
     cluster.restart(KILLED).expect("the killed node restarts");
     wait::until("all four edge nodes online again", 4 * WAIT, || {
-        all_online(&api.tree())
+        all_online(&apis)
     });
     std::thread::sleep(Duration::from_secs(8));
     let end = now_ms();
     // The last samples reach history (the host flushes every 100 ms).
     std::thread::sleep(Duration::from_secs(3));
 
-    let tree = api.tree();
-    for (group, node) in NODES {
-        assert!(
-            tree.node(group, node).is_some(),
-            "{group}/{node} in the panel's tree: {}",
-            tree.0
-        );
-    }
+    // Both panels show the whole fleet, each node with its owner.
+    let view: Vec<String> = (0..HOSTS.len())
+        .flat_map(|h| fleet_view_faults(h, &apis[h].tree()))
+        .collect();
+    assert!(view.is_empty(), "fleet view: {}", view.join("\n"));
     let mut faults = Vec::new();
     for (k, (group, node)) in NODES.iter().enumerate() {
         for tag in 0..TAGS {
             let metric = format!("{group}/{node}/rtu:{}", tag_name(tag));
-            let samples = api.raw_history(&metric, started, end);
+            let samples = apis[0].raw_history(&metric, started, end);
             faults.extend(check_tag(&metric, k, tag, &samples, end));
         }
     }

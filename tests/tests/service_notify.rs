@@ -257,7 +257,7 @@ fn watchdog_pings_flow_while_the_data_path_works_and_stop_while_history_is_wedge
         Broker::Embedded { port: broker_port },
         free_port(),
     );
-    let history = host_cfg.history.path.clone();
+    let history = host_cfg.history.path.clone().expect("a SQLite history");
     let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
     let mut host_notify = NotifySocket::bind(dir.path(), "host.sock");
     let mut cmd = Command::new(bin("host-app"));

@@ -90,6 +90,13 @@ impl EdgeNode {
             }
             LinkEvent::Subscribed { granted } => {
                 if !granted {
+                    if let Phase::Subscribing { .. } = *phase {
+                        // Without it the node hears neither its primary host's STATE nor a
+                        // Rebirth (a cluster node refuses while it elects leaders): try again.
+                        return Ok(Some(Ending::Lost(
+                            "the server refused a subscription".into(),
+                        )));
+                    }
                     warn!("the server refused a subscription; commands may not arrive");
                 }
                 if *phase == Phase::Born {

@@ -9,6 +9,11 @@ use super::*;
 /// How long an NDEATH's PUBACK and the DISCONNECT may take on the way out.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// How often the STATE subscription is made again while the primary host's STATE is
+/// awaited: on a broker cluster a retained STATE reaches a node's copy after a while, and a
+/// new subscription is sent the retained message again (MQTT 3.1.1, 3.8.4).
+const STATE_RESUBSCRIBE: Duration = Duration::from_secs(5);
+
 /// How often stored samples are offered for replay when no scan brings live data.
 const REPLAY_PERIOD: Duration = Duration::from_millis(200);
 
@@ -142,6 +147,11 @@ impl EdgeNode {
         let mut beat = tokio::time::interval(BEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut window_tick = reporting::window_interval(&self.config.economy);
+        let mut state_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + STATE_RESUBSCRIBE,
+            STATE_RESUBSCRIBE,
+        );
+        state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
             self.progress.beat();
             self.handle.relay_progress();
@@ -189,6 +199,14 @@ impl EdgeNode {
                     }
                     if phase == Phase::Born && let Err(e) = self.publish_node_changes(&link).await {
                         break Ending::Lost(e.to_string());
+                    }
+                }
+                _ = state_tick.tick(), if phase == Phase::AwaitingHost => {
+                    if let Some(Ok(filter)) = self.config.sparkplug.primary_host_id.as_deref().map(filter::state) {
+                        debug!("no STATE of the primary host yet: subscribing again");
+                        if let Err(e) = link.subscribe(&filter, QoS::AtLeastOnce).await {
+                            break Ending::Lost(e.to_string());
+                        }
                     }
                 }
                 _ = replay_tick.tick(), if phase == Phase::Born && self.forwarder.is_some() => {

@@ -277,9 +277,17 @@ pub struct ExternalTls {
     pub client_key_file: Option<PathBuf>,
 }
 
+/// `[history]`: SQLite ([`History::new`]) or PostgreSQL ([`History::postgres`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct History {
-    pub path: PathBuf,
+    /// `sqlite` (the default when absent) or `postgres`.
+    pub backend: Option<String>,
+    /// SQLite only: the database file.
+    pub path: Option<PathBuf>,
+    /// PostgreSQL only: the server's URL (no password in it).
+    pub url: Option<String>,
+    /// PostgreSQL only.
+    pub password_file: Option<PathBuf>,
     pub batch_size: Option<usize>,
     pub flush_interval_ms: Option<u64>,
     pub channel_capacity: Option<usize>,
@@ -290,9 +298,19 @@ pub struct History {
 }
 
 impl History {
+    /// SQLite in the file `path`.
     pub fn new(path: PathBuf) -> History {
         History {
-            path,
+            path: Some(path),
+            ..History::default()
+        }
+    }
+
+    /// PostgreSQL at `url` (the host then needs `[api] state_dir`).
+    pub fn postgres(url: &str) -> History {
+        History {
+            backend: Some("postgres".to_owned()),
+            url: Some(url.to_owned()),
             ..History::default()
         }
     }
