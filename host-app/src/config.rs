@@ -604,7 +604,8 @@ x = 1
                 "path = \"/var/lib/host-app/history.db\"",
                 "url = \"postgresql://host@127.0.0.1/history\"",
             )
-            .replace("synchronous = \"normal\"", "");
+            .replace("synchronous = \"normal\"", "")
+            .replace("open_window_max_mb = 16", "");
         let e = HostConfig::from_toml(&text).unwrap_err();
         assert_eq!(e.keys(), ["api.state_dir"], "{e}");
         let with_dir = text.replace("\n[api]\n", "\n[api]\nstate_dir = \"/var/lib/host-app\"\n");
