@@ -19,6 +19,7 @@ impl EdgeNode {
             return Ok(());
         }
         let change = self.catalog.apply(&event);
+        self.report_devices_online();
         let now = now_ms();
         match change {
             Change::Born(d) => {
@@ -58,6 +59,17 @@ impl EdgeNode {
     /// Offline reports are not kept: their device is dead, and DDEATH says so.
     pub(super) fn absorb(&mut self, event: &Event) {
         self.catalog.apply(event);
+        self.report_devices_online();
+        if let (Some(f), Event::Data(report) | Event::Online(report)) =
+            (self.forwarder.as_mut(), event)
+        {
+            f.keep(report, self.catalog.aliases());
+        }
+    }
+
+    /// The status after a device event, born or not: acquisition has polled (what the
+    /// service's readiness waits for) and how many devices are online.
+    fn report_devices_online(&mut self) {
         let online = (0..self.catalog.site().devices.len())
             .filter(|&d| self.catalog.is_online(d))
             .count();
@@ -67,11 +79,6 @@ impl EdgeNode {
             s.devices_online = online;
             changed
         });
-        if let (Some(f), Event::Data(report) | Event::Online(report)) =
-            (self.forwarder.as_mut(), event)
-        {
-            f.keep(report, self.catalog.aliases());
-        }
     }
 
     /// Publishes stored samples as historical DDATA while the pacer allows, one DDATA
