@@ -362,29 +362,6 @@ mod mqtt5 {
         out.extend(s.as_bytes());
     }
 
-    /// Reads one packet: its first header byte and its body.
-    pub async fn read(stream: &mut TcpStream) -> (u8, Vec<u8>) {
-        let read = async {
-            let header = stream.read_u8().await?;
-            let (mut len, mut shift) = (0usize, 0);
-            loop {
-                let byte = stream.read_u8().await?;
-                len |= usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte & 0x80 == 0 {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            stream.read_exact(&mut body).await?;
-            Ok::<_, std::io::Error>((header, body))
-        };
-        tokio::time::timeout(WAIT, read)
-            .await
-            .expect("a packet in time")
-            .expect("a packet")
-    }
-
     /// Connects with Clean Start false and `expiry_s` as Session Expiry Interval;
     /// returns the stream and the CONNACK's session present flag.
     pub async fn connect(addr: SocketAddr, client_id: &str, expiry_s: u32) -> (TcpStream, bool) {
@@ -395,7 +372,7 @@ mod mqtt5 {
         string(&mut body, client_id);
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(&packet(0x10, &body)).await.unwrap();
-        let (header, connack) = read(&mut stream).await;
+        let (header, connack) = host_app_testkit::broker::read_packet(&mut stream).await;
         assert_eq!(header, 0x20, "CONNACK");
         assert_eq!(connack[1], 0, "CONNECT accepted");
         (stream, connack[0] & 1 == 1)
@@ -406,7 +383,7 @@ mod mqtt5 {
         string(&mut body, filter);
         body.push(1);
         stream.write_all(&packet(0x82, &body)).await.unwrap();
-        let (header, suback) = read(stream).await;
+        let (header, suback) = host_app_testkit::broker::read_packet(stream).await;
         assert_eq!(header, 0x90, "SUBACK");
         assert_eq!(suback.last(), Some(&1), "granted QoS 1");
     }
@@ -424,7 +401,7 @@ mod mqtt5 {
     /// The next PUBLISH's topic and payload.
     pub async fn next_publish(stream: &mut TcpStream) -> (String, Vec<u8>) {
         loop {
-            let (header, body) = read(stream).await;
+            let (header, body) = host_app_testkit::broker::read_packet(stream).await;
             if header >> 4 != 3 {
                 continue;
             }

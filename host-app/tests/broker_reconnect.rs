@@ -156,29 +156,6 @@ fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
     packet(0x30, &body)
 }
 
-/// Reads one packet: its first byte and its body.
-async fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
-    let read = async {
-        let first = stream.read_u8().await?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let byte = stream.read_u8().await?;
-            len |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>((first, body))
-    };
-    tokio::time::timeout(WAIT, read)
-        .await
-        .expect("a packet in time")
-        .expect("a packet")
-}
-
 /// Connects a client with a will, subscribed to `topic`.
 async fn will_client(
     addr: SocketAddr,
@@ -191,10 +168,10 @@ async fn will_client(
         .write_all(&connect_with_will(client_id, will_topic, b"gone"))
         .await
         .unwrap();
-    let (first, connack) = read_packet(&mut stream).await;
+    let (first, connack) = host_app_testkit::broker::read_packet(&mut stream).await;
     assert_eq!((first, connack), (0x20, vec![0, 0]), "CONNACK accepted");
     stream.write_all(&subscribe_packet(topic)).await.unwrap();
-    let (first, _) = read_packet(&mut stream).await;
+    let (first, _) = host_app_testkit::broker::read_packet(&mut stream).await;
     assert_eq!(first, 0x90, "SUBACK");
     stream
 }
@@ -204,14 +181,14 @@ async fn observer(addr: SocketAddr, filter: &str) -> TcpStream {
     let (mut stream, _, code) = connect(addr, "will-observer", true).await;
     assert_eq!(code, 0);
     stream.write_all(&subscribe_packet(filter)).await.unwrap();
-    let (first, _) = read_packet(&mut stream).await;
+    let (first, _) = host_app_testkit::broker::read_packet(&mut stream).await;
     assert_eq!(first, 0x90, "SUBACK");
     stream
 }
 
 /// The payload of the next PUBLISH on `stream`.
 async fn next_payload(stream: &mut TcpStream) -> Vec<u8> {
-    let (first, body) = read_packet(stream).await;
+    let (first, body) = host_app_testkit::broker::read_packet(stream).await;
     assert_eq!(first >> 4, 3, "a PUBLISH");
     let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
     body[2 + topic_len..].to_vec()

@@ -66,3 +66,27 @@ pub async fn start(config: &EmbeddedConfig) -> EmbeddedBroker {
     system_tests::logs::init();
     EmbeddedBroker::start(config).await.unwrap()
 }
+
+/// Reads one raw MQTT packet within [`WAIT`]: its first byte and its body.
+pub async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let first = stream.read_u8().await?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = stream.read_u8().await?;
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>((first, body))
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("a packet in time")
+        .expect("a packet")
+}
