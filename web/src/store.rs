@@ -1,8 +1,9 @@
 //! The storage seam: accounts, sessions, API tokens and audit events behind
-//! one plain, synchronous trait. SQLite implements it today
-//! ([`SqliteStore`](crate::SqliteStore)); a PostgreSQL backend can implement
-//! the same trait. Calls may block, so async code reaches them only through
-//! `spawn_blocking` (the axum layer does).
+//! one plain, synchronous trait. SQLite implements it here
+//! ([`SqliteStore`](crate::SqliteStore)); an application may bring another
+//! backend (the host's PostgreSQL store, shared by its instances). Calls may
+//! block, so async code reaches them only through `spawn_blocking` (the axum
+//! layer does).
 
 use std::fmt;
 
@@ -69,6 +70,9 @@ pub struct ApiTokenRecord {
 pub enum StoreError {
     #[error("auth database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another backend's failure (a lost server, a refused statement).
+    #[error("auth database: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("auth database: {what} already exists")]
     Duplicate { what: String },
     #[error("auth database: an admin account already exists")]
