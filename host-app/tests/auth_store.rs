@@ -53,19 +53,7 @@ impl Backend for Postgres {
     }
 }
 
-/// Each named generic test, once per backend: `sqlite::name` and `postgres::name`.
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name::<super::Sqlite>(); } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { super::$name::<super::Postgres>(); } )*
-        }
-    };
-}
-
-suite![
+host_app_testkit::backend_suite![
     accounts_round_trip_and_names_are_unique,
     only_one_first_admin_is_ever_created,
     roles_and_passwords_change_and_unknown_ids_are_named,
