@@ -2,8 +2,10 @@
 //! admin made through one instance's setup closes the other's; an account created on A
 //! logs in on B; a session or API token made on A is accepted by B; logout, password and
 //! role changes, token revocation and account deletion on A take effect on B at once; the
-//! auth audit is shared; `host-app user` works on the shared accounts. What stays per
-//! instance is checked too: the setup token and login throttling.
+//! auth audit is shared; `host-app user` works on the shared accounts (and names the
+//! server it cannot reach). What stays per instance is checked too: the setup token and
+//! login throttling. The tests run on tokio's current-thread runtime: a store call made on
+//! the runtime's worker would panic there (the client blocks on a runtime of its own).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -266,4 +268,36 @@ async fn login_throttling_stays_with_each_instance() {
 
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+#[test]
+fn user_commands_name_the_postgres_server_they_cannot_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgresql://sparkplug@127.0.0.1:{port}/history");
+    let mut config = host_config(dir.path(), None);
+    config.history = History::postgres(&url);
+    config.api.state_dir = Some(dir.path().to_owned());
+    let path = system_tests::config::write(&config, dir.path(), "host.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_host-app"))
+        .args(["user", "--config"])
+        .arg(&path)
+        .arg("list")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains(&format!("accounts in PostgreSQL {url}")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("auth.db").exists(),
+        "no SQLite accounts made instead"
+    );
 }
