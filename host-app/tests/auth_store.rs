@@ -1,7 +1,8 @@
 //! The panel's account store contract ([`web::AuthStore`]), checked on both backends: the
 //! same tests run on web's SQLite file and on the host's PostgreSQL store (a throw-away
 //! server on loopback). Accounts and unique names, the one first admin, roles and
-//! passwords, deletion with its sessions and tokens, sessions and their purge, API
+//! passwords, the last admin kept (also against stores racing to remove two admins at
+//! once), deletion with its sessions and tokens, sessions and their purge, API
 //! tokens, the audit table, and everything kept across a reopen; on PostgreSQL also two
 //! stores on one database (two host instances) seeing each other's changes at once.
 
@@ -57,6 +58,7 @@ host_app_testkit::backend_suite![
     accounts_round_trip_and_names_are_unique,
     only_one_first_admin_is_ever_created,
     roles_and_passwords_change_and_unknown_ids_are_named,
+    the_last_admin_is_never_demoted_nor_deleted_even_by_racing_stores,
     deleting_an_account_deletes_its_sessions_and_tokens,
     sessions_are_found_touched_ended_and_purged,
     api_tokens_belong_to_their_owner,
@@ -180,12 +182,13 @@ fn only_one_first_admin_is_ever_created<B: Backend>() {
 
 fn roles_and_passwords_change_and_unknown_ids_are_named<B: Backend>() {
     let (_b, store) = B::create();
+    add(&*store, "keeper", Role::Admin);
     let id = add(&*store, "op", Role::Operator);
     store.set_role(id, Role::Admin).unwrap();
     assert_eq!(store.user_by_id(id).unwrap().unwrap().role, Role::Admin);
-    assert_eq!(store.count_admins().unwrap(), 1);
+    assert_eq!(store.count_admins().unwrap(), 2);
     store.set_role(id, Role::Viewer).unwrap();
-    assert_eq!(store.count_admins().unwrap(), 0);
+    assert_eq!(store.count_admins().unwrap(), 1);
     store.set_password_hash(id, "$argon2id$new").unwrap();
     assert_eq!(
         store.user_by_name("op").unwrap().unwrap().password_hash,
@@ -202,6 +205,55 @@ fn roles_and_passwords_change_and_unknown_ids_are_named<B: Backend>() {
             matches!(&result, Err(StoreError::NotFound { what }) if what.contains(&missing.to_string())),
             "{result:?}"
         );
+    }
+}
+
+fn the_last_admin_is_never_demoted_nor_deleted_even_by_racing_stores<B: Backend>() {
+    let (b, store) = B::create();
+    let root = add(&*store, "root", Role::Admin);
+    let viewer = add(&*store, "viewer", Role::Viewer);
+    for refused in [
+        store.set_role(root, Role::Operator),
+        store.delete_user(root),
+    ] {
+        assert!(matches!(refused, Err(StoreError::LastAdmin)), "{refused:?}");
+    }
+    assert_eq!(store.user_by_id(root).unwrap().unwrap().role, Role::Admin);
+    store.set_role(root, Role::Admin).unwrap();
+    store.delete_user(viewer).unwrap();
+
+    // Two admins; two stores (instances, for PostgreSQL) at once remove one each: one
+    // wins, the other is refused, one admin is left. Several rounds.
+    let (one, two) = (b.open_again(), b.open_again());
+    for round in 0..5 {
+        let other = add(&*store, &format!("other{round}"), Role::Admin);
+        let barrier = Barrier::new(2);
+        let (demoted, deleted) = std::thread::scope(|s| {
+            let demote = s.spawn(|| {
+                barrier.wait();
+                one.set_role(root, Role::Viewer)
+            });
+            let delete = s.spawn(|| {
+                barrier.wait();
+                two.delete_user(other)
+            });
+            (demote.join().unwrap(), delete.join().unwrap())
+        });
+        let refused = [&demoted, &deleted]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdmin)))
+            .count();
+        assert_eq!(
+            (demoted.is_ok() as usize + deleted.is_ok() as usize, refused),
+            (1, 1),
+            "round {round}: {demoted:?} {deleted:?}"
+        );
+        assert_eq!(store.count_admins().unwrap(), 1, "round {round}");
+        // Back to root as the one admin for the next round.
+        if demoted.is_ok() {
+            store.set_role(root, Role::Admin).unwrap();
+            store.delete_user(other).unwrap();
+        }
     }
 }
 

@@ -19,10 +19,15 @@ use crate::pg::{self, Pool};
 /// This layout; a database written by a newer one is refused.
 const VERSION: i32 = 1;
 
-/// Advisory lock keys ("SPBH" + a number, after the history's): table creation, and the
-/// check-then-insert of the first admin.
+/// Advisory lock keys ("SPBH" + a number, after the history's): table creation, and
+/// every check-then-write of who is admin (the first admin, the last one), so instances
+/// never make two first admins nor remove the last one between them.
 const SCHEMA_LOCK: i64 = 0x5350_4248_0000_0003;
-const FIRST_ADMIN_LOCK: i64 = 0x5350_4248_0000_0004;
+const ADMINS_LOCK: i64 = 0x5350_4248_0000_0004;
+
+/// Whether account `$1` is the only admin.
+const LAST_ADMIN: &str = "SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = $1 AND role = 'admin') \
+    AND (SELECT count(*) FROM auth_users WHERE role = 'admin') = 1";
 
 /// Idle connections kept for reuse; more are opened while requests overlap.
 const MAX_IDLE: usize = 4;
@@ -116,6 +121,25 @@ impl PostgresAuthStore {
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         self.pool.with(f).map_err(backend)
+    }
+
+    /// Runs `write` (a demotion or deletion of account `id`) in a transaction under the
+    /// admins' lock, unless `id` is the only admin ([`StoreError::LastAdmin`]).
+    fn keeping_an_admin<T>(
+        &self,
+        id: i64,
+        write: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMINS_LOCK])?;
+            if tx.query_one(LAST_ADMIN, &[&id])?.get(0) {
+                return Ok(Err(StoreError::LastAdmin));
+            }
+            let done = write(&mut tx)?;
+            tx.commit()?;
+            Ok(Ok(done))
+        })?
     }
 }
 
@@ -229,7 +253,7 @@ impl AuthStore for PostgresAuthStore {
             .with(|c| {
                 // Every instance takes the same lock, so only one first admin is ever made.
                 let mut tx = c.transaction()?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_ADMIN_LOCK])?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMINS_LOCK])?;
                 let admins: i64 = tx
                     .query_one("SELECT count(*) FROM auth_users WHERE role = 'admin'", &[])?
                     .get(0);
@@ -291,12 +315,12 @@ impl AuthStore for PostgresAuthStore {
     }
 
     fn set_role(&self, id: i64, role: Role) -> Result<(), StoreError> {
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE auth_users SET role = $2 WHERE id = $1",
-                &[&id, &role.as_str()],
-            )
-        })?;
+        let update = "UPDATE auth_users SET role = $2 WHERE id = $1";
+        let n = if role == Role::Admin {
+            self.with(|c| c.execute(update, &[&id, &role.as_str()]))?
+        } else {
+            self.keeping_an_admin(id, |tx| tx.execute(update, &[&id, &role.as_str()]))?
+        };
         changed(n, id)
     }
 
@@ -311,7 +335,9 @@ impl AuthStore for PostgresAuthStore {
     }
 
     fn delete_user(&self, id: i64) -> Result<(), StoreError> {
-        let n = self.with(|c| c.execute("DELETE FROM auth_users WHERE id = $1", &[&id]))?;
+        let n = self.keeping_an_admin(id, |tx| {
+            tx.execute("DELETE FROM auth_users WHERE id = $1", &[&id])
+        })?;
         changed(n, id)
     }
 
