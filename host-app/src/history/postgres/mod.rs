@@ -12,21 +12,20 @@
 //!   step, never the newest that holds samples (so it cannot empty the history);
 //! - trends are aggregated by the server: the same buckets and min/max/avg as SQLite's.
 //!
-//! The client is the blocking `postgres` crate, which drives each connection on a small
-//! runtime of its own: the store is called from blocking threads (the writer's commits,
-//! `spawn_blocking`), never from a runtime worker, like the SQLite store. Connections that
-//! break are opened again at the next call.
+//! The client is the blocking `postgres` crate (see `crate::pg`): the store is called
+//! from blocking threads (the writer's commits, `spawn_blocking`), never from a runtime
+//! worker, like the SQLite store. Connections that break are opened again at the next call.
 
 mod catalog;
 mod schema;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 
 use super::HistoryStore;
 use super::error::{HistoryError, Result};
@@ -35,13 +34,13 @@ use super::types::{
     MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
     SampleValue, TimeRange, TimestampMs,
 };
+use crate::pg::{self, Pool, lock};
 use catalog::Catalog;
 
 /// Idle reader connections kept for reuse; more are opened on demand.
 const MAX_IDLE_READERS: usize = 4;
 /// Partitions kept ready ahead of the clock (beyond the current one).
 const AHEAD: i64 = 2;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const KIND_NULL: i16 = 0;
 const KIND_BOOL: i16 = 1;
@@ -122,20 +121,16 @@ impl PostgresOptions {
 pub struct PostgresStore {
     /// The URL, for errors (it holds no password).
     label: PathBuf,
-    config: postgres::Config,
     /// Partition width in ms, as the database has it.
     width: i64,
     /// Appends, retention, audit appends.
     writer: Mutex<Option<Client>>,
-    readers: Mutex<Vec<Client>>,
+    /// Queries; also opens the writer's connection.
+    readers: Pool,
     /// Partitions known to exist (another instance's retention may drop some: a miss
     /// reloads them).
     partitions: Mutex<BTreeSet<i64>>,
     catalog: Mutex<Catalog>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PostgresStore {
@@ -147,15 +142,11 @@ impl PostgresStore {
             path: label.clone(),
             source: e,
         };
-        let mut config: postgres::Config =
-            options.url.parse().map_err(|e| open_error(Box::new(e)))?;
-        if let Some(password) = &options.password {
-            config.password(password.expose());
-        }
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("host-app history");
-        let mut client = config.connect(NoTls).map_err(|e| open_error(Box::new(e)))?;
+        let config = pg::client_config(&options.url, options.password.as_ref(), "host-app history")
+            .map_err(|e| open_error(Box::new(e)))?;
+        let mut client = config
+            .connect(postgres::NoTls)
+            .map_err(|e| open_error(Box::new(e)))?;
         let wanted = i64::try_from(options.partition.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -168,10 +159,9 @@ impl PostgresStore {
         })?;
         let store = PostgresStore {
             label: label.clone(),
-            config,
             width,
             writer: Mutex::new(Some(client)),
-            readers: Mutex::new(Vec::new()),
+            readers: Pool::new(config, MAX_IDLE_READERS, "history-pg-close"),
             partitions: Mutex::new(BTreeSet::new()),
             catalog: Mutex::new(Catalog::default()),
         };
@@ -195,10 +185,6 @@ impl PostgresStore {
         }
     }
 
-    fn connect(&self, what: &'static str) -> Result<Client> {
-        self.config.connect(NoTls).map_err(self.sql(what))
-    }
-
     /// Runs `f` on the writer connection, opening it again if it broke.
     fn with_writer<T>(
         &self,
@@ -208,7 +194,7 @@ impl PostgresStore {
         let mut slot = lock(&self.writer);
         let client = match slot.as_mut() {
             Some(c) if !c.is_closed() => c,
-            _ => slot.insert(self.connect(what)?),
+            _ => slot.insert(self.readers.connect().map_err(self.sql(what))?),
         };
         let result = f(client);
         if client.is_closed() {
@@ -222,19 +208,7 @@ impl PostgresStore {
         what: &'static str,
         f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
-        let idle = lock(&self.readers).pop();
-        let mut client = match idle {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect(what)?,
-        };
-        let result = f(&mut client);
-        if !client.is_closed() {
-            let mut idle = lock(&self.readers);
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(client);
-            }
-        }
-        result.map_err(self.sql(what))
+        self.readers.with(f).map_err(self.sql(what))
     }
 
     fn reload_partitions(&self, client: &mut Client) -> std::result::Result<(), postgres::Error> {
@@ -455,18 +429,8 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        // A connection closes by blocking on its own small runtime, which a runtime worker
-        // must not do (tokio refuses): from async code, on a thread of its own.
-        let writer = lock(&self.writer).take();
-        let readers = std::mem::take(&mut *lock(&self.readers));
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let closing = std::thread::Builder::new()
-                .name("history-pg-close".into())
-                .spawn(move || drop((writer, readers)));
-            if let Err(e) = closing {
-                tracing::warn!(error = %e, "history connections not closed cleanly");
-            }
-        }
+        // The readers close with their pool.
+        pg::close("history-pg-close", lock(&self.writer).take());
     }
 }
 
