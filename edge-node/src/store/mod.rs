@@ -68,6 +68,8 @@ mod migrate;
 mod pacer;
 mod pending;
 mod queue;
+mod segments;
+mod table;
 mod window;
 
 pub use aliases::{AliasMap, FIRST_TAG_ALIAS, TagAliases};
