@@ -941,6 +941,13 @@ impl Store {
             .map_err(|e| log_error(&self.path, e))
     }
 
+    /// Seals the active segment file once it holds `bytes` (64 KiB by default): smaller
+    /// segments are deleted sooner after their samples are acked and cost less memory
+    /// to replay, at a few more files.
+    pub fn seal_segments_at(&mut self, bytes: u64) {
+        self.segments.seal_at(bytes.max(1));
+    }
+
     /// The `synchronous` level SQLite applies to this file.
     pub fn synchronous(&self) -> Result<Synchronous, StoreError> {
         let level: i64 = self

@@ -64,6 +64,7 @@ struct Sealed {
 pub(crate) struct Segments {
     store: PathBuf,
     sync: bool,
+    seal_bytes: u64,
     sealed: VecDeque<Sealed>,
     active_id: u64,
     active: Log,
@@ -195,14 +196,15 @@ impl Segments {
         for (_, path) in &files {
             cursor = cursor.max(read(path)?.1);
         }
-        let (mut depth, mut bytes, mut max_seq) = (0u64, 0u64, None);
+        let (mut depth, mut bytes, mut max_seq) = (0u64, 0u64, cursor.map(|c| c.seq));
         let mut sealed = VecDeque::new();
+        let mut behind = Vec::new();
         for (id, path) in &files {
             let (entries, _) = read(path)?;
             max_seq = max_seq.max(entries.iter().map(|e| e.pos.seq).max());
             let live: Vec<&Entry> = entries.iter().filter(|e| Some(e.pos) > cursor).collect();
             if live.is_empty() {
-                remove(path);
+                behind.push(path);
                 continue;
             }
             depth += live.len() as u64;
@@ -222,6 +224,7 @@ impl Segments {
         let mut segments = Segments {
             store: store.to_owned(),
             sync,
+            seal_bytes: SEAL_BYTES,
             active: Log::create(segment_path(store, active_id), sync)?,
             active_id,
             sealed,
@@ -233,7 +236,11 @@ impl Segments {
             max_seq,
             body: Vec::new(),
         };
+        // The cursor is in the new file before a file that held it goes.
         segments.write_cursor()?;
+        for path in behind {
+            remove(path);
+        }
         Ok(Opened {
             segments,
             depth,
@@ -258,13 +265,11 @@ impl Segments {
 
     /// Appends `records` (built by [`record`]) holding `entries`, with one write.
     pub(crate) fn append(&mut self, records: &[u8], entries: Vec<Entry>) -> std::io::Result<()> {
-        if let Err(e) = self.active.append(records) {
-            if self.active.is_torn() {
-                // Records after a torn one would never be read back: a new file.
-                self.seal()?;
-            }
-            return Err(e);
+        if self.active.is_torn() {
+            // Records after a torn one would never be read back: a new file.
+            self.seal()?;
         }
+        self.active.append(records)?;
         for entry in entries {
             self.depth += 1;
             self.bytes += entry.sample.stored_len() as u64;
@@ -272,10 +277,18 @@ impl Segments {
             let at = self.entries.partition_point(|e| e.pos < entry.pos);
             self.entries.insert(at, entry);
         }
-        if self.active.len() >= SEAL_BYTES {
-            self.seal()?;
+        if self.active.len() >= self.seal_bytes
+            && let Err(e) = self.seal()
+        {
+            // The samples are stored: the next append tries again.
+            warn!(segment = %self.active.path().display(), error = %e, "segment not sealed");
         }
         Ok(())
+    }
+
+    /// Seals the active segment once it holds `bytes` (default [`SEAL_BYTES`]).
+    pub(crate) fn seal_at(&mut self, bytes: u64) {
+        self.seal_bytes = bytes;
     }
 
     /// The active segment becomes sealed and a new one starts with the cursor.
@@ -283,21 +296,25 @@ impl Segments {
         let id = self.active_id + 1;
         let log = Log::create(segment_path(&self.store, id), self.sync)?;
         let old = std::mem::replace(&mut self.active, log);
-        let entries: Arc<[Entry]> = std::mem::take(&mut self.entries).into();
-        if entries.is_empty() {
-            remove(old.path());
-        } else {
-            self.sealed.push_back(Sealed {
-                id: self.active_id,
-                path: old.path().to_owned(),
-                last: entries.last().map(|e| e.pos),
-                min_ts: entries.iter().map(|e| e.pos.ts).min().unwrap_or(i64::MAX),
-                len: old.len(),
-            });
-            self.cache_put(self.active_id, entries);
-        }
         self.active_id = id;
-        self.write_cursor()
+        // The cursor is in the new file before the old one may go.
+        let written = self.write_cursor();
+        let entries: Arc<[Entry]> = std::mem::take(&mut self.entries).into();
+        match entries.last() {
+            None if written.is_ok() => remove(old.path()),
+            None => {}
+            Some(last) => {
+                self.sealed.push_back(Sealed {
+                    id: id - 1,
+                    path: old.path().to_owned(),
+                    last: Some(last.pos),
+                    min_ts: entries.iter().map(|e| e.pos.ts).min().unwrap_or(i64::MAX),
+                    len: old.len(),
+                });
+                self.cache_put(id - 1, entries);
+            }
+        }
+        written
     }
 
     fn write_cursor(&mut self) -> std::io::Result<()> {
@@ -311,13 +328,7 @@ impl Segments {
         codec::put_varint(&mut self.body, u64::from(pos.k));
         let mut record = Vec::with_capacity(self.body.len() + 9);
         log::frame(&self.body, &mut record);
-        match self.active.append(&record) {
-            Err(e) if self.active.is_torn() => {
-                self.seal()?;
-                Err(e)
-            }
-            other => other,
-        }
+        self.active.append(&record)
     }
 
     /// Every sample at or before `to` is gone (`removed` samples of `bytes` of them were
@@ -330,7 +341,8 @@ impl Segments {
         self.depth -= removed;
         self.bytes -= bytes;
         self.entries.retain(|e| e.pos > to);
-        let written = self.write_cursor();
+        // Files go only once the cursor that passes them is written.
+        self.write_cursor()?;
         while self
             .sealed
             .front()
@@ -341,7 +353,7 @@ impl Segments {
                 self.cache.borrow_mut().retain(|(id, _)| *id != s.id);
             }
         }
-        written
+        Ok(())
     }
 
     /// The samples after `from` (and after the cursor), in queue order.
