@@ -376,8 +376,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Stores `samples` in one transaction. Returns how many were stored; the rest (only
-    /// with `overflow = "stop_storing"` at the cap) are counted as dropped.
+    /// Stores `samples`: one write to the active segment (and, for samples older than
+    /// the segments hold, one to the queue log). Returns how many were stored; the rest
+    /// (only with `overflow = "stop_storing"` at the cap) are counted as dropped.
     pub fn append(&mut self, samples: &[StoredSample]) -> Result<usize, StoreError> {
         if samples.is_empty() {
             return Ok(0);

@@ -191,10 +191,14 @@ impl Segments {
     /// one; files with no sample after the cursor are deleted.
     pub(crate) fn open(store: &Path, cursor: Option<Pos>, sync: bool) -> std::io::Result<Opened> {
         let files = list(store)?;
-        // The cursor first: any file may move it.
+        // The cursor first: the newest file holding one has the furthest (each file
+        // starts with the cursor of its time, and the cursor only moves on).
         let mut cursor = cursor;
-        for (_, path) in &files {
-            cursor = cursor.max(read(path)?.1);
+        for (_, path) in files.iter().rev() {
+            if let Some(pos) = read(path)?.1 {
+                cursor = cursor.max(Some(pos));
+                break;
+            }
         }
         let (mut depth, mut bytes, mut max_seq) = (0u64, 0u64, cursor.map(|c| c.seq));
         let mut sealed = VecDeque::new();
