@@ -237,7 +237,7 @@ pub(crate) fn set_gone(gone: &mut Vec<u8>, k: usize) {
 }
 
 /// What an ack or the byte cap does to one row.
-pub(crate) enum RowChange {
+enum RowChange {
     Delete {
         ts: i64,
         seq: i64,
@@ -251,7 +251,7 @@ pub(crate) enum RowChange {
     },
 }
 
-pub(crate) fn apply(tx: &Transaction<'_>, changes: &[RowChange]) -> rusqlite::Result<()> {
+fn apply(tx: &Transaction<'_>, changes: &[RowChange]) -> rusqlite::Result<()> {
     let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE ts = ?1 AND seq = ?2")?;
     let mut update = tx.prepare_cached(
         "UPDATE chunks SET gone = ?3, count = ?4, bytes = ?5 WHERE ts = ?1 AND seq = ?2",
@@ -277,6 +277,42 @@ pub(crate) fn remove_acked(
     id: BatchId,
     resolve: Option<&TagAliases>,
 ) -> rusqlite::Result<(u64, u64)> {
+    remove_where(
+        tx,
+        (id.first, id.last),
+        id.max_seq,
+        |first, last| id.first <= first && last <= id.last,
+        |pos, s| {
+            id.first <= pos
+                && pos <= id.last
+                && !current_device(resolve, s).is_some_and(|device| id.held.holds(device))
+        },
+    )
+}
+
+/// Removes every sample at or before `bound` (a row that does not decode goes whole when
+/// it starts there); returns (samples, bytes).
+pub(crate) fn remove_through(tx: &Transaction<'_>, bound: Pos) -> rusqlite::Result<(u64, u64)> {
+    let start = Pos::row(i64::MIN, i64::MIN).0;
+    remove_where(
+        tx,
+        (start, bound),
+        i64::MAX,
+        |_, _| true,
+        |pos, _| pos <= bound,
+    )
+}
+
+/// Marks gone the samples `removes` picks in the rows from `range`'s first to its last
+/// (sequences up to `max_seq`), deleting the rows left empty; a row that does not decode
+/// goes whole when `whole` picks its (first, last) places. Returns (samples, bytes).
+fn remove_where(
+    tx: &Transaction<'_>,
+    (from, to): (Pos, Pos),
+    max_seq: i64,
+    whole: impl Fn(Pos, Pos) -> bool,
+    removes: impl Fn(Pos, &StoredSample) -> bool,
+) -> rusqlite::Result<(u64, u64)> {
     let mut changes = Vec::new();
     let (mut n, mut freed) = (0u64, 0u64);
     {
@@ -285,13 +321,7 @@ pub(crate) fn remove_acked(
              WHERE (ts, seq) >= (?1, ?2) AND (ts, seq) <= (?3, ?4) AND seq <= ?5
              ORDER BY ts, seq",
         )?;
-        let mut rows = stmt.query(params![
-            id.first.ts,
-            id.first.seq,
-            id.last.ts,
-            id.last.seq,
-            id.max_seq
-        ])?;
+        let mut rows = stmt.query(params![from.ts, from.seq, to.ts, to.seq, max_seq])?;
         while let Some(row) = rows.next()? {
             let (ts, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
             let count: i64 = row.get(4)?;
@@ -299,7 +329,7 @@ pub(crate) fn remove_acked(
             let (row_first, row_last) = Pos::row(ts, seq);
             let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
             let Ok(samples) = codec::decode_run(ts as u64, blob) else {
-                if id.first <= row_first && row_last <= id.last {
+                if whole(row_first, row_last) {
                     n += count as u64;
                     freed += bytes as u64;
                     changes.push(RowChange::Delete { ts, seq });
@@ -314,12 +344,7 @@ pub(crate) fn remove_acked(
                     seq,
                     k: k as u32,
                 };
-                if pos < id.first || id.last < pos || is_gone(&gone, k) {
-                    continue;
-                }
-                if let Some(device) = current_device(resolve, s)
-                    && id.held.holds(device)
-                {
+                if is_gone(&gone, k) || !removes(pos, s) {
                     continue;
                 }
                 set_gone(&mut gone, k);
@@ -328,67 +353,6 @@ pub(crate) fn remove_acked(
             }
             if row_n == 0 {
                 continue;
-            }
-            n += row_n as u64;
-            freed += row_bytes as u64;
-            changes.push(if row_n == count {
-                RowChange::Delete { ts, seq }
-            } else {
-                RowChange::Update {
-                    ts,
-                    seq,
-                    gone,
-                    count: count - row_n,
-                    bytes: bytes - row_bytes,
-                }
-            });
-        }
-    }
-    apply(tx, &changes)?;
-    Ok((n, freed))
-}
-
-/// Removes every sample at or before `bound` (a row that does not decode goes whole when
-/// it starts there); returns (samples, bytes).
-pub(crate) fn remove_through(tx: &Transaction<'_>, bound: Pos) -> rusqlite::Result<(u64, u64)> {
-    let (mut n, mut freed) = (0u64, 0u64);
-    let mut changes = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT ts, seq, samples, gone, count, bytes FROM chunks WHERE (ts, seq) <= (?1, ?2)
-             ORDER BY ts, seq",
-        )?;
-        let mut rows = stmt.query(params![bound.ts, bound.seq])?;
-        while let Some(row) = rows.next()? {
-            let (ts, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
-            let count: i64 = row.get(4)?;
-            let bytes: i64 = row.get(5)?;
-            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
-            let samples = match codec::decode_run(ts as u64, blob) {
-                Ok(samples) if Pos::row(ts, seq).1 > bound => samples,
-                // The whole row goes (or it does not decode).
-                _ => {
-                    n += count as u64;
-                    freed += bytes as u64;
-                    changes.push(RowChange::Delete { ts, seq });
-                    continue;
-                }
-            };
-            let mut gone = row.get_ref(3)?.as_blob_or_null()?.unwrap_or(&[]).to_vec();
-            let (mut row_n, mut row_bytes) = (0i64, 0i64);
-            for (k, s) in samples.iter().enumerate() {
-                if (Pos {
-                    ts,
-                    seq,
-                    k: k as u32,
-                }) > bound
-                    || is_gone(&gone, k)
-                {
-                    continue;
-                }
-                set_gone(&mut gone, k);
-                row_n += 1;
-                row_bytes += s.stored_len() as i64;
             }
             n += row_n as u64;
             freed += row_bytes as u64;
