@@ -554,7 +554,7 @@ impl Store {
         }
         if let Some(to) = seg_to {
             self.segments
-                .advance(to, seg_n, seg_bytes)
+                .advance(to, seg_n)
                 .map_err(|e| log_error(&self.path, e))?;
             n += seg_n;
             bytes += seg_bytes;
@@ -694,7 +694,7 @@ impl Store {
         let tx = self.conn.transaction().map_err(err)?;
         // Records holding samples that stay, at or before the batch's end: into the table
         // whole, so that the cursor can pass them.
-        let (moved, moved_bytes, ends) = move_records(
+        let (moved, ends) = move_records(
             &tx,
             &self.segments,
             &seg.kept,
@@ -710,7 +710,7 @@ impl Store {
         tx.commit().map_err(err)?;
         if let Some(to) = to {
             self.segments
-                .advance(to, seg.n + moved, seg.bytes + moved_bytes)
+                .advance(to, seg.n + moved)
                 .map_err(|e| log_error(&self.path, e))?;
         }
         let (n, bytes) = (n + seg.n, bytes + seg.bytes);
@@ -848,7 +848,7 @@ impl Store {
         }
         if let Some(to) = to {
             self.segments
-                .advance(to, n, bytes)
+                .advance(to, n)
                 .map_err(|e| log_error(&self.path, e))?;
         }
         Ok((n, bytes))
@@ -924,7 +924,7 @@ impl Store {
         }
         let err = |e| map_err(&self.path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        let (moved, bytes, to) = move_records(
+        let (moved, to) = move_records(
             &tx,
             &self.segments,
             &records,
@@ -938,7 +938,7 @@ impl Store {
         table::save_cursor(&tx, to).map_err(err)?;
         tx.commit().map_err(err)?;
         self.segments
-            .advance(to, moved, bytes)
+            .advance(to, moved)
             .map_err(|e| log_error(&self.path, e))
     }
 
@@ -1004,7 +1004,7 @@ pub(crate) fn current_device(
 
 /// Moves the segments' `records` (timestamp, sequence) into the table as rows, the
 /// samples at or before the cursor and those `removed` marked gone; returns the samples
-/// moved, their bytes, and the last place the rows can hold.
+/// moved and the last place the rows can hold.
 fn move_records(
     tx: &Transaction<'_>,
     segments: &Segments,
@@ -1012,9 +1012,9 @@ fn move_records(
     blob: &mut Vec<u8>,
     path: &Path,
     removed: impl Fn(&Entry) -> bool,
-) -> Result<(u64, u64, Option<Pos>), StoreError> {
+) -> Result<(u64, Option<Pos>), StoreError> {
     let cursor = segments.cursor();
-    let (mut moved, mut bytes, mut end) = (0u64, 0u64, None);
+    let (mut moved, mut end) = (0u64, None);
     for &(ts, seq) in records {
         let entries = segments
             .record_entries(ts, seq)
@@ -1025,14 +1025,13 @@ fn move_records(
                 table::set_gone(&mut gone, k);
             } else {
                 moved += 1;
-                bytes += e.sample.stored_len() as u64;
             }
         }
         let samples: Vec<StoredSample> = entries.into_iter().map(|e| e.sample).collect();
         table::insert_row(tx, (ts, seq), &samples, &gone, blob).map_err(|e| map_err(path, e))?;
         end = end.max(Some(Pos::row(ts, seq).1));
     }
-    Ok((moved, bytes, end))
+    Ok((moved, end))
 }
 
 /// Whether `id`'s ack removes the segments' sample `entry` (in its range).

@@ -72,9 +72,8 @@ pub(crate) struct Segments {
     entries: Vec<Entry>,
     cursor: Option<Pos>,
     cache: RefCell<VecDeque<(u64, Arc<[Entry]>)>>,
-    /// Samples after the cursor, and their stored bytes.
+    /// Samples after the cursor.
     depth: u64,
-    bytes: u64,
     max_seq: Option<i64>,
     body: Vec<u8>,
 }
@@ -236,7 +235,6 @@ impl Segments {
             cursor,
             cache: RefCell::new(VecDeque::new()),
             depth,
-            bytes,
             max_seq,
             body: Vec::new(),
         };
@@ -276,7 +274,6 @@ impl Segments {
         self.active.append(records)?;
         for entry in entries {
             self.depth += 1;
-            self.bytes += entry.sample.stored_len() as u64;
             self.max_seq = self.max_seq.max(Some(entry.pos.seq));
             let at = self.entries.partition_point(|e| e.pos < entry.pos);
             self.entries.insert(at, entry);
@@ -335,15 +332,14 @@ impl Segments {
         self.active.append(&record)
     }
 
-    /// Every sample at or before `to` is gone (`removed` samples of `bytes` of them were
-    /// still counted): the cursor moves there, and whole files behind it are deleted.
-    pub(crate) fn advance(&mut self, to: Pos, removed: u64, bytes: u64) -> std::io::Result<()> {
+    /// Every sample at or before `to` is gone (`removed` of them were still counted): the
+    /// cursor moves there, and whole files behind it are deleted.
+    pub(crate) fn advance(&mut self, to: Pos, removed: u64) -> std::io::Result<()> {
         if Some(to) <= self.cursor {
             return Ok(());
         }
         self.cursor = Some(to);
         self.depth -= removed;
-        self.bytes -= bytes;
         self.entries.retain(|e| e.pos > to);
         // Files go only once the cursor that passes them is written.
         self.write_cursor()?;
