@@ -553,9 +553,7 @@ impl Store {
             tx.commit().map_err(|e| map_err(&self.path, e))?;
         }
         if let Some(to) = seg_to {
-            self.segments
-                .advance(to, seg_n)
-                .map_err(|e| log_error(&self.path, e))?;
+            self.segments.advance(to, seg_n);
             n += seg_n;
             bytes += seg_bytes;
         }
@@ -709,9 +707,7 @@ impl Store {
         let (n, bytes) = table::remove_acked(&tx, id, resolve).map_err(err)?;
         tx.commit().map_err(err)?;
         if let Some(to) = to {
-            self.segments
-                .advance(to, seg.n + moved)
-                .map_err(|e| log_error(&self.path, e))?;
+            self.segments.advance(to, seg.n + moved);
         }
         let (n, bytes) = (n + seg.n, bytes + seg.bytes);
         self.depth -= n;
@@ -847,9 +843,7 @@ impl Store {
             to = Some(e.pos);
         }
         if let Some(to) = to {
-            self.segments
-                .advance(to, n)
-                .map_err(|e| log_error(&self.path, e))?;
+            self.segments.advance(to, n);
         }
         Ok((n, bytes))
     }
@@ -937,9 +931,8 @@ impl Store {
         };
         table::save_cursor(&tx, to).map_err(err)?;
         tx.commit().map_err(err)?;
-        self.segments
-            .advance(to, moved)
-            .map_err(|e| log_error(&self.path, e))
+        self.segments.advance(to, moved);
+        Ok(())
     }
 
     /// Seals the active segment file once it holds `bytes` (64 KiB by default): smaller

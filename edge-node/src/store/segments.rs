@@ -334,15 +334,20 @@ impl Segments {
 
     /// Every sample at or before `to` is gone (`removed` of them were still counted): the
     /// cursor moves there, and whole files behind it are deleted.
-    pub(crate) fn advance(&mut self, to: Pos, removed: u64) -> std::io::Result<()> {
+    pub(crate) fn advance(&mut self, to: Pos, removed: u64) {
         if Some(to) <= self.cursor {
-            return Ok(());
+            return;
         }
         self.cursor = Some(to);
         self.depth -= removed;
         self.entries.retain(|e| e.pos > to);
-        // Files go only once the cursor that passes them is written.
-        self.write_cursor()?;
+        // Files go only once the cursor that passes them is written; until then a
+        // restart hands those samples out again (at least once, never lost).
+        if let Err(e) = self.write_cursor() {
+            warn!(segment = %self.active.path().display(), error = %e,
+                  "segment cursor not written: replayed samples may replay again after a restart");
+            return;
+        }
         while self
             .sealed
             .front()
@@ -353,7 +358,6 @@ impl Segments {
                 self.cache.borrow_mut().retain(|(id, _)| *id != s.id);
             }
         }
-        Ok(())
     }
 
     /// The samples after `from` (and after the cursor), in queue order.
