@@ -13,7 +13,10 @@
 //!    answered every 15 s would) and the outage queue (`Store::append` per report), each
 //!    beside the raw INSERT of the same reports. Then the flood: every tag changing every
 //!    scan (50 samples per report), as fast as the store takes it.
-//! 3. Memory over a long fill (an outage of many hours).
+//!    After each outage, its replay: `peek_batch` + `ack` in batches of the default
+//!    `batch_size` (500), with what it writes per sample (the segments' cursor records;
+//!    deleting a replayed segment file writes nothing).
+//! 3. Memory over a long fill (an outage of many hours) and over its replay.
 //!
 //! Bytes written: the deltas of `/proc/self/io` over the timed part: `wchar` (bytes
 //! handed to write(2) and pwrite(2)) and `write_bytes` (page-cache pages this process
@@ -239,18 +242,28 @@ fn written_ahead(path: &Path, reports: &[Vec<StoredSample>], per_scan: usize) ->
     })
 }
 
-fn replay_rate(store: &mut Store, batch: usize) -> f64 {
+/// Replays the whole queue by `peek_batch` + `ack`; `at_half` runs once half is out.
+fn replay(store: &mut Store, batch: usize, mut at_half: impl FnMut()) -> Cost {
     let depth = store.depth();
-    let start = Instant::now();
-    let mut replayed = 0;
-    loop {
-        let batch = store.peek_batch(batch, usize::MAX).unwrap();
-        let Some(id) = batch.id() else { break };
-        replayed += batch.len() as u64;
-        store.ack(id).unwrap();
-    }
-    assert_eq!(replayed, depth);
-    depth as f64 / start.elapsed().as_secs_f64()
+    Cost::measure(depth, || {
+        let mut replayed = 0;
+        loop {
+            let batch = store.peek_batch(batch, usize::MAX).unwrap();
+            let Some(id) = batch.id() else { break };
+            let before = replayed;
+            replayed += batch.len() as u64;
+            store.ack(id).unwrap();
+            if before < depth / 2 && replayed >= depth / 2 {
+                at_half();
+            }
+        }
+        assert_eq!(replayed, depth);
+        None
+    })
+}
+
+fn replay_rate(store: &mut Store, batch: usize) -> f64 {
+    replay(store, batch, || {}).rate()
 }
 
 /// (VmRSS, VmHWM) in KiB.
@@ -304,6 +317,7 @@ fn main() {
         DEVICES * TAGS_PER_DEVICE
     );
     println!("{HEADER}");
+    let mut replays_plant = Vec::new();
     for (name, every) in [("steady, ~10% changing", 10u64), ("flood, all changing", 1)] {
         let reports = plant_reports(every);
         let per_report = TOTAL as f64 / reports.len() as f64;
@@ -321,13 +335,24 @@ fn main() {
             )
         );
         let raw = raw_insert(&file(&format!("raw-plant-{every}")), &reports);
-        let (cost, _) = appended(&file(&format!("plant-{every}")), &reports);
+        let (cost, mut store) = appended(&file(&format!("plant-{every}")), &reports);
         println!(
             "{}",
             cost.row(
                 &format!("outage queue, {name} ({per_report:.1} a report)"),
                 &raw
             )
+        );
+        let replayed = replay(&mut store, 500, || {});
+        replays_plant.push((name, cost, replayed));
+    }
+    for (name, append, replayed) in replays_plant {
+        let per = |c: &Cost| c.wchar as f64 / c.samples as f64;
+        println!(
+            "outage queue {name}: replay (peek + ack, batches of 500) {:.0} samples/s, wchar {:.2} bytes/sample; append + replay {:.1} bytes/sample",
+            replayed.rate(),
+            per(&replayed),
+            per(&append) + per(&replayed),
         );
     }
 
@@ -349,5 +374,12 @@ fn main() {
     println!(
         "long fill {LONG_FILL} samples ({} MiB on disk): VmRSS before {rss_start} KiB, at 10% {rss_10} KiB, at 100% {rss_100} KiB; VmHWM {hwm} KiB",
         store.file_bytes().unwrap() / (1 << 20)
+    );
+    let mut rss_half = 0;
+    let replayed = replay(&mut store, 500, || rss_half = memory_kib().0);
+    let (rss_end, hwm) = memory_kib();
+    println!(
+        "its replay (batches of 500, {:.0} samples/s): VmRSS at 50% {rss_half} KiB, at 100% {rss_end} KiB; VmHWM {hwm} KiB",
+        replayed.rate()
     );
 }

@@ -27,6 +27,8 @@ fn config(path: &str) -> StoreConfig {
 /// after it returned (append, ack) or before it is attempted (hand-off).
 fn child(path: &str, start: i64) -> ! {
     let mut store = Store::open(&config(path)).expect("child opens the store");
+    // Small segments: kills land mid-seal and mid-delete too.
+    store.seal_segments_at(2048);
     let mut out = std::io::stdout().lock();
     let mut next = start;
     let mut mark = 0u64;

@@ -2,7 +2,9 @@
 //! kept in tests/fixtures as that code left it: 200 samples appended, the first 30 of
 //! them replayed and acked, 100 live samples written ahead of which the first 40 were
 //! confirmed. Opening it with this build loses no queued sample, brings back no acked or
-//! confirmed one, and replays in the order the old file would have.
+//! confirmed one, and replays in the order the old file would have. The same for a file
+//! of the layout before segment files (schema version 3), with its queue and write-ahead
+//! logs as a killed process left them.
 
 use std::path::Path;
 
@@ -33,6 +35,36 @@ fn sample(i: u64) -> StoredSample {
     }
 }
 
+/// A copy of `tests/fixtures/<name>` (with the files of `suffixes` beside it) as
+/// `store.sqlite` in a new directory, and the store's configuration.
+fn fixture_copy(name: &str, suffixes: &[&str]) -> (tempfile::TempDir, StoreConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for suffix in suffixes {
+        std::fs::copy(
+            fixtures.join(format!("{name}{suffix}")),
+            dir.path().join(format!("store.sqlite{suffix}")),
+        )
+        .unwrap();
+    }
+    let cfg = StoreConfig {
+        path: dir.path().join("store.sqlite"),
+        ..StoreConfig::default()
+    };
+    (dir, cfg)
+}
+
+/// The fixture opened whole: `expected` queued, of which the unconfirmed live samples.
+fn assert_opened_with(store: &Store, expected: &[StoredSample]) {
+    assert!(store.moved_aside().is_none());
+    assert_eq!(store.recovered(), 60, "the unconfirmed live samples");
+    assert_eq!(store.depth(), expected.len() as u64);
+    assert_eq!(
+        store.bytes(),
+        expected.iter().map(|s| s.stored_len() as u64).sum::<u64>()
+    );
+}
+
 fn drain(store: &mut Store) -> Vec<StoredSample> {
     let mut out = Vec::new();
     for _ in 0..1_000 {
@@ -46,24 +78,11 @@ fn drain(store: &mut Store) -> Vec<StoredSample> {
 
 #[test]
 fn a_first_layout_file_is_converted_without_losing_a_queued_sample() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.sqlite");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1.sqlite");
-    std::fs::copy(&fixture, &path).unwrap();
-    let cfg = StoreConfig {
-        path: path.clone(),
-        ..StoreConfig::default()
-    };
+    let (_dir, cfg) = fixture_copy("store-v1.sqlite", &[""]);
     let expected: Vec<StoredSample> = (30..200).chain(240..300).map(sample).collect();
 
     let mut store = Store::open(&cfg).unwrap();
-    assert!(store.moved_aside().is_none());
-    assert_eq!(store.recovered(), 60, "the unconfirmed live samples");
-    assert_eq!(store.depth(), expected.len() as u64);
-    assert_eq!(
-        store.bytes(),
-        expected.iter().map(|s| s.stored_len() as u64).sum::<u64>()
-    );
+    assert_opened_with(&store, &expected);
     // Half of it replayed and acked, then a restart: the rest is still there, once.
     let batch = store.peek_batch(100, 1 << 20).unwrap();
     assert_eq!(batch.samples(), &expected[..100]);
@@ -73,6 +92,36 @@ fn a_first_layout_file_is_converted_without_losing_a_queued_sample() {
     let mut store = Store::open(&cfg).unwrap();
     assert_eq!(store.recovered(), 0);
     assert_eq!(drain(&mut store), expected[100..]);
+    assert_eq!(store.depth(), 0);
+}
+
+/// `tests/fixtures/store-v3.sqlite` and its logs, written by the build before segment
+/// files (schema version 3) from the samples of [`sample`]: 200 appended in reports of
+/// 5, a batch of the first 30 replayed and acked (folding the queue log into the table),
+/// 100 more appended (left in the queue log `-queue`), 100 live samples written ahead in
+/// scans of 10 (`-ahead`) of which the first 40 were confirmed, then killed (the WAL
+/// checkpointed into the file, the logs as they were).
+#[test]
+fn a_file_and_logs_of_the_layout_before_segments_open_and_replay_every_sample() {
+    let (_dir, cfg) = fixture_copy("store-v3.sqlite", &["", "-queue", "-ahead"]);
+    let expected: Vec<StoredSample> = (30..300).chain(340..400).map(sample).collect();
+
+    let mut store = Store::open(&cfg).unwrap();
+    assert_opened_with(&store, &expected);
+    let batch = store.peek_batch(100, 1 << 20).unwrap();
+    assert_eq!(batch.samples(), &expected[..100]);
+    store.ack(batch.id().unwrap()).unwrap();
+    // Newer samples now go to the segment files, after the converted ones.
+    let newer: Vec<StoredSample> = (400..450).map(sample).collect();
+    for report in newer.chunks(5) {
+        store.append(report).unwrap();
+    }
+    std::mem::forget(store);
+
+    let mut store = Store::open(&cfg).unwrap();
+    assert_eq!(store.recovered(), 0);
+    let rest: Vec<StoredSample> = expected[100..].iter().chain(&newer).cloned().collect();
+    assert_eq!(drain(&mut store), rest);
     assert_eq!(store.depth(), 0);
 }
 

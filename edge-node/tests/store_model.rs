@@ -4,7 +4,11 @@
 //! after every step against a sorted in-memory model of what must still be delivered.
 //! A second mix appends long scans of few timestamps (samples share rows, rows split,
 //! batches end inside rows) and kills the store without closing it (its logs unfolded,
-//! batches in flight), as `kill -9` would.
+//! batches in flight), as `kill -9` would. A third is an outage: appends in timestamp
+//! order with some jitter (mostly into the segment files, sealed every few records; a
+//! late one into the table), acks in and out of order, held devices, kills with the
+//! active segment unsealed. Then torn segment tails at every byte, a segment file a kill
+//! left behind mid-delete.
 
 use edge_node::modbus::{DeviceId, Quality, Value};
 use edge_node::store::{BatchId, HeldDevices, Overflow, Store, StoreConfig, StoredSample};
@@ -14,6 +18,9 @@ use proptest::prelude::*;
 enum Op {
     /// Samples as (timestamp, alias, string padding or none).
     Append(Vec<(u64, u64, Option<usize>)>),
+    /// Samples as (timestamp after the outage clock, alias, padding); the clock then
+    /// moves on a second.
+    AppendLater(Vec<(u64, u64, Option<usize>)>),
     Peek {
         max_samples: usize,
         max_bytes: usize,
@@ -57,6 +64,29 @@ fn row_op() -> impl Strategy<Value = Op> {
         1 => Just(Op::LinkLost),
         1 => Just(Op::Crash),
         2 => Just(Op::Kill),
+    ]
+}
+
+/// An outage: appends mostly in timestamp order, replay with batches in flight.
+fn outage_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec((0u64..3, 0u64..4, prop::option::weighted(0.1, 0usize..60)), 0..30)
+            .prop_map(Op::AppendLater),
+        4 => (0usize..40, 0usize..1_500, prop::option::weighted(0.2, 1u8..16), any::<bool>())
+            .prop_map(|(max_samples, max_bytes, held, after_outstanding)| Op::Peek {
+                max_samples,
+                max_bytes,
+                held: held.unwrap_or(0) << 1,
+                after_outstanding,
+            }),
+        4 => any::<usize>().prop_map(Op::Ack),
+        1 => (0u64..60).prop_map(Op::Expire),
+        1 => prop::collection::vec((0u64..60, 0u64..4, prop::option::weighted(0.2, 0usize..40)), 0..10)
+            .prop_map(Op::WriteAhead),
+        1 => any::<u64>().prop_map(Op::Confirm),
+        1 => Just(Op::LinkLost),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Kill),
     ]
 }
 
@@ -201,14 +231,16 @@ fn to_samples(specs: &[(u64, u64, Option<usize>)], id: &mut i64) -> Vec<StoredSa
 }
 
 fn check(ops: Vec<Op>, overflow: Overflow, max_age_s: u64) -> Result<(), TestCaseError> {
-    check_capped(ops, overflow, max_age_s, 1024)
+    check_capped(ops, overflow, max_age_s, 1024, None)
 }
 
+/// `seal`: the segment size, when not the default.
 fn check_capped(
     ops: Vec<Op>,
     overflow: Overflow,
     max_age_s: u64,
     max_bytes: u64,
+    seal: Option<u64>,
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let config = StoreConfig {
@@ -218,7 +250,14 @@ fn check_capped(
         overflow,
         ..StoreConfig::default()
     };
-    let mut store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let open = || -> Result<Store, TestCaseError> {
+        let mut store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if let Some(bytes) = seal {
+            store.seal_segments_at(bytes);
+        }
+        Ok(store)
+    };
+    let mut store = open()?;
     let mut model = Model {
         rows: Vec::new(),
         next: 0,
@@ -234,8 +273,18 @@ fn check_capped(
     let mut sent: Vec<(u64, StoredSample)> = Vec::new();
     let mut mark = 0u64;
     let mut id = 0i64;
+    let mut clock = 0u64;
     for op in ops {
         match op {
+            Op::AppendLater(specs) => {
+                let specs: Vec<_> = specs.iter().map(|&(dt, a, p)| (clock + dt, a, p)).collect();
+                clock += 1;
+                let samples = to_samples(&specs, &mut id);
+                let stored = store
+                    .append(&samples)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(stored, model.append(&samples));
+            }
             Op::Append(specs) => {
                 let samples = to_samples(&specs, &mut id);
                 let stored = store
@@ -316,7 +365,7 @@ fn check_capped(
                     drop(store);
                 }
                 outstanding.clear();
-                store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                store = open()?;
                 model.dropped = 0;
                 let window: Vec<StoredSample> = sent.drain(..).map(|(_, s)| s).collect();
                 prop_assert_eq!(store.recovered(), window.len() as u64);
@@ -331,7 +380,7 @@ fn check_capped(
     // What the store will replay, after a final reopen (which queues what was written
     // ahead and never confirmed), is the model's content in order.
     drop(store);
-    let mut store = Store::open(&config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut store = open()?;
     let window: Vec<StoredSample> = sent.drain(..).map(|(_, s)| s).collect();
     model.recover(&window);
     let mut replayed = Vec::new();
@@ -371,11 +420,161 @@ proptest! {
 
     #[test]
     fn rows_shared_and_split_and_kills_mid_batch_lose_and_repeat_nothing(ops in prop::collection::vec(row_op(), 1..30)) {
-        check_capped(ops, Overflow::DropOldest, 0, 16 * 1024)?;
+        check_capped(ops, Overflow::DropOldest, 0, 16 * 1024, None)?;
     }
 
     #[test]
     fn rows_and_kills_at_the_cap_with_stop_storing(ops in prop::collection::vec(row_op(), 1..30)) {
-        check_capped(ops, Overflow::StopStoring, 0, 6 * 1024)?;
+        check_capped(ops, Overflow::StopStoring, 0, 6 * 1024, None)?;
     }
+
+    #[test]
+    fn segment_boundaries_and_partial_acks_across_segments_lose_and_repeat_nothing(ops in prop::collection::vec(outage_op(), 1..60)) {
+        check_capped(ops, Overflow::DropOldest, 0, 1 << 20, Some(200))?;
+    }
+
+    #[test]
+    fn segments_at_the_byte_cap_drop_oldest(ops in prop::collection::vec(outage_op(), 1..60)) {
+        check_capped(ops, Overflow::DropOldest, 0, 2 * 1024, Some(300))?;
+    }
+
+    #[test]
+    fn segments_at_the_byte_cap_stop_storing(ops in prop::collection::vec(outage_op(), 1..60)) {
+        check_capped(ops, Overflow::StopStoring, 0, 2 * 1024, Some(300))?;
+    }
+
+    #[test]
+    fn segments_and_the_age_cap(ops in prop::collection::vec(outage_op(), 1..60)) {
+        check_capped(ops, Overflow::DropOldest, 10, 1 << 20, Some(200))?;
+    }
+}
+
+/// Five samples of timestamp `t` s, one per alias (device 1), valued `t`.
+fn scan(t: u64) -> Vec<StoredSample> {
+    (0..5)
+        .map(|a| StoredSample {
+            device: Some(DeviceId(1)),
+            alias: a,
+            timestamp_ms: t * 1_000,
+            value: Value::I64(t as i64),
+            quality: Quality::Good,
+        })
+        .collect()
+}
+
+fn drain(store: &mut Store) -> Vec<StoredSample> {
+    let mut out = Vec::new();
+    for _ in 0..1_000 {
+        let batch = store.peek_batch(7, 1 << 20).unwrap();
+        let Some(id) = batch.id() else { return out };
+        out.extend(batch.samples().iter().cloned());
+        store.ack(id).unwrap();
+    }
+    panic!("queue did not drain");
+}
+
+/// The segment files beside `store.sqlite` in `dir`, oldest first.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("store.sqlite-seg-")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Copies every file of `from` into `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let path = e.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A kill in the middle of an append leaves part of its record at the end of the active
+/// segment. Cut at every byte of the last record: the reopened store holds exactly the
+/// appends before it, in order, once, and appends after it go on being kept.
+#[test]
+fn a_segment_torn_at_any_byte_keeps_exactly_the_records_before() {
+    let made = tempfile::tempdir().unwrap();
+    let cfg = |dir: &std::path::Path| StoreConfig {
+        path: dir.join("store.sqlite"),
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(&cfg(made.path())).unwrap();
+    store.append(&scan(1)).unwrap();
+    store.append(&scan(2)).unwrap();
+    let [segment] = &segment_files(made.path())[..] else {
+        panic!("one segment file");
+    };
+    let whole = std::fs::metadata(segment).unwrap().len();
+    store.append(&scan(3)).unwrap();
+    let torn = std::fs::metadata(segment).unwrap().len();
+    std::mem::forget(store);
+    assert!(torn > whole + 5);
+    for cut in whole..torn {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(made.path(), dir.path());
+        let copy = dir.path().join(segment.file_name().unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let mut store = Store::open(&cfg(dir.path())).unwrap();
+        assert_eq!(store.depth(), 10, "cut at {cut} of {torn}");
+        store.append(&scan(4)).unwrap();
+        std::mem::forget(store);
+        let mut store = Store::open(&cfg(dir.path())).unwrap();
+        let expected: Vec<StoredSample> = [1, 2, 4].into_iter().flat_map(scan).collect();
+        assert_eq!(drain(&mut store), expected, "cut at {cut} of {torn}");
+    }
+}
+
+/// A kill after the cursor passed a sealed segment and before the file was deleted (or a
+/// file come back from a backup) replays none of its samples.
+#[test]
+fn segments_left_behind_mid_delete_or_mid_seal_replay_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        path: dir.path().join("store.sqlite"),
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(&cfg).unwrap();
+    store.seal_segments_at(100);
+    for t in 1..=10 {
+        store.append(&scan(t)).unwrap();
+    }
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = segment_files(dir.path())
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert!(files.len() >= 4, "sealed every two or three appends");
+    // Two batches across segment boundaries: the files behind the cursor go.
+    for _ in 0..2 {
+        let batch = store.peek_batch(12, 1 << 20).unwrap();
+        store.ack(batch.id().unwrap()).unwrap();
+    }
+    assert!(segment_files(dir.path()).len() < files.len());
+    std::mem::forget(store);
+    for (path, bytes) in &files {
+        if !path.exists() {
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+    let mut store = Store::open(&cfg).unwrap();
+    let all: Vec<StoredSample> = (1..=10).flat_map(scan).collect();
+    assert_eq!(store.depth(), 26);
+    assert_eq!(drain(&mut store), all[24..]);
+    assert_eq!(store.depth(), 0);
 }

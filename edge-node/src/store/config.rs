@@ -22,10 +22,12 @@ pub use infra::durability::Synchronous;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// The SQLite file; its logs are `<path>-queue` and `<path>-ahead`.
+    /// The SQLite file; its logs are `<path>-queue` and `<path>-ahead`, its segment files
+    /// `<path>-seg-<n>`.
     pub path: PathBuf,
-    /// Cap on stored bytes, counted as values plus 16 bytes per sample. The file is
-    /// smaller: about half for numeric samples, plus a WAL of up to 4 MiB and the logs.
+    /// Cap on stored bytes, counted as values plus 16 bytes per sample. The files are
+    /// smaller: about half for numeric samples, plus a WAL of up to 4 MiB, the logs and
+    /// the replayed part of the oldest segment file (at most 64 KiB).
     pub max_bytes: u64,
     /// Samples older than this are dropped (0: no age cap).
     pub max_age_s: u64,

@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use tracing::{info, warn};
 
 use super::codec::{self, StoredSample};
-use super::queue::{PAGE_SIZE, SCHEMA_VERSION, insert_runs};
+use super::queue::{PAGE_SIZE, SCHEMA_VERSION};
+use super::table::insert_runs;
 use crate::modbus::DeviceId;
 
 /// Converts the first layout's tables (the current schema already created beside them);

@@ -1,11 +1,12 @@
 //! Store-and-forward: what the edge node keeps while it cannot deliver live, and how it
 //! sends it later, flagged historical, without starving live values.
 //!
-//! - [`Store`]: a durable FIFO of [`StoredSample`]s in one SQLite file (WAL) and two
-//!   append-only logs beside it, bounded in bytes and age, replayed at-least-once by
-//!   `peek_batch` + `ack`. Each sample's bytes are written about once: appends and live
-//!   write-aheads are log records of a few bytes per sample, and the queue log reaches
-//!   the SQLite table in transactions of thousands of samples.
+//! - [`Store`]: a durable FIFO of [`StoredSample`]s in one SQLite file (WAL), two
+//!   append-only logs and append-only segment files beside it, bounded in bytes and age,
+//!   replayed at-least-once by `peek_batch` + `ack`. Each sample's bytes are written
+//!   about once: an outage's appends are segment records of a few bytes per sample that
+//!   replay reads in place and deletes whole, live write-aheads are log records, and
+//!   only what cannot be replayed in segment order reaches the SQLite table.
 //! - [`SentWindow`]: the samples published live that no answered liveness probe has
 //!   confirmed yet, which may have gone into a dead TCP link before anyone noticed; moved
 //!   into the store when the link is declared down.
@@ -23,7 +24,7 @@
 //!    live and `pacer.spend_live(payload_len, now)`. Until a probe confirms them, these
 //!    samples count as not delivered.
 //! 2. **Each scan otherwise** (link down, primary host offline, births not yet out):
-//!    `store.append(&scan_samples)` — one log record per scan.
+//!    `store.append(&scan_samples)` — one segment record per scan.
 //! 3. **Link declared down / host offline** (unanswered probe, keep-alive timeout,
 //!    disconnect, STATE offline): `window.drain_into(&mut gap);
 //!    store.append_unconfirmed(&gap)` — the samples that may have vanished into a dead TCP
@@ -68,6 +69,8 @@ mod migrate;
 mod pacer;
 mod pending;
 mod queue;
+mod segments;
+mod table;
 mod window;
 
 pub use aliases::{AliasMap, FIRST_TAG_ALIAS, TagAliases};

@@ -1,7 +1,8 @@
-//! Appended samples not yet in the queue's SQLite table: a [`Log`] beside the queue's
-//! file, `<file>-queue`, a record per append, folded into the table in one transaction
-//! once it holds [`FOLD_BYTES`] (or before a replay reads the queue, or when the byte cap
-//! must trim). An outage appends a handful of samples per device report; a commit each
+//! Appended samples the segments cannot take (older than what they hold, see
+//! [`segments`](super::segments)) and not yet in the queue's SQLite table: a [`Log`]
+//! beside the queue's file, `<file>-queue`, a record per append, folded into the table in
+//! one transaction once it holds [`FOLD_BYTES`] (or before a replay reads the queue, or
+//! when the byte cap must trim). A late report is a handful of samples; a commit each
 //! would write a page or more each time.
 //!
 //! Record bodies: `varint epoch, varint base timestamp, a run of samples` (see

@@ -3,19 +3,31 @@
 //!
 //! # Layout
 //!
-//! An append writes its samples as few rows as it can: one row per original timestamp
-//! (the samples of one scan share it), split at [`RUN_BYTES`] so a row never needs an
-//! overflow page, the samples compactly encoded (see [`codec`](super::codec)). A sample's
-//! place is (timestamp, row sequence, index in the row), the order a row per sample
-//! with a per-sample sequence had. A row keeps its samples until all are gone: `ack`,
-//! the byte cap and a batch boundary inside a row mark the removed ones in the row's
-//! `gone` bitmap, and the row's `count` and `bytes` say what is left. The live
-//! write-ahead is a log file beside it ([`ahead`](super::ahead)), and appends go to
+//! An outage's appends go to append-only segment files beside the file
+//! ([`segments`](super::segments)): one write per append, each sample's bytes written
+//! once, replay reading the files directly and deleting each whole once its samples are
+//! gone. The table holds only what cannot be replayed in segment order: samples older
+//! than the segments' newest (a late report, the sent window queued after newer samples,
+//! written-ahead samples of a killed process), and records of segments a removal could
+//! not cut at the front (samples of held devices, an ack out of order, a batch whose
+//! range an append reached), moved there whole.
+//!
+//! The table writes a row per original timestamp (the samples of one scan share it),
+//! split at [`RUN_BYTES`] so a row never needs an overflow page, the samples compactly
+//! encoded (see [`codec`](super::codec)); a segment record is such a row. A sample's
+//! place ([`Pos`]) is (timestamp, row sequence, index in the row), the order a row per
+//! sample with a per-sample sequence had; one sequence counter serves both. A row keeps
+//! its samples until all are gone: `ack`, the byte cap and a batch boundary inside a row
+//! mark the removed ones in the row's `gone` bitmap, and the row's `count` and `bytes`
+//! say what is left. Replay merges the table and the segments by place. The live
+//! write-ahead is a log file beside it ([`ahead`](super::ahead)), and late appends go to
 //! another log first, folded into the table by the 64 KiB ([`pending`](super::pending)).
 //! A file of the first layout (one row per sample, schema version 1) is converted when
-//! opened ([`migrate`](super::migrate)). Table `aliases` keeps the node's alias map
+//! opened ([`migrate`](super::migrate)); files of versions 2 and 3 (no segments) open as
+//! they are, their logs folded into the table. Table `aliases` keeps the node's alias map
 //! ([`aliases`](super::aliases), schema version 3); a file of versions 1 and 2 gets it
-//! empty, to be derived from the configuration at the first `assign_aliases`.
+//! empty, to be derived from the configuration at the first `assign_aliases`. Table
+//! `segment_cursor` (schema version 4) keeps the segments' cursor.
 //!
 //! # Guarantees
 //!
@@ -23,8 +35,9 @@
 //!   Per metric this is strictly the original timestamp order, whatever order the
 //!   batches were appended in (e.g. the sent window appended after newer samples).
 //! - **Durability.** A sample is stored once `append` returned `Ok`. With
-//!   `synchronous = "normal"` (WAL) a killed process loses no log record written and no
-//!   committed row; power loss may lose the last ones. `synchronous = "full"` fsyncs
+//!   `synchronous = "normal"` (WAL) a killed process loses no log or segment record
+//!   written and no committed row (a record torn by the kill belonged to a call that
+//!   never returned: its CRC drops it); power loss may lose the last ones. `synchronous = "full"` fsyncs
 //!   each log record and each commit.
 //! - **At-least-once.** `ack` removes exactly the samples its batch handed out, nothing
 //!   appended since. A crash between handing a batch to the link and `ack` replays it
@@ -53,19 +66,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infra::ConfigError;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction};
 use tracing::{info, warn};
 
 use super::ahead::{self, Ahead};
 use super::aliases::{AliasMap, TagAliases};
-use super::codec::{self, StoredSample};
+use super::codec::StoredSample;
 use super::config::{Overflow, StoreConfig, Synchronous};
 use super::log;
 use super::migrate;
 use super::pending::{self, Pending};
+use super::segments::{self, Entry, Segments};
+use super::table::{self, TableItem, TableReader, insert_runs};
 use crate::modbus::{DeviceId, Site};
 
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Page size of a new file: a WAL frame is a page, and a scan's commit touches few.
 pub(crate) const PAGE_SIZE: i64 = 1024;
@@ -91,6 +106,12 @@ CREATE TABLE IF NOT EXISTS logs (
     queue_epoch INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO logs (id, ahead_epoch, queue_epoch) VALUES (0, 0, 0);
+CREATE TABLE IF NOT EXISTS segment_cursor (
+    id  INTEGER PRIMARY KEY CHECK (id = 0),
+    ts  INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    k   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS aliases (
     alias   INTEGER PRIMARY KEY,
     device  TEXT    NOT NULL,
@@ -130,14 +151,15 @@ pub enum StoreError {
 
 /// A sample's place in the queue: its row's key, then its index in the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Pos {
-    ts: i64,
-    seq: i64,
-    k: u32,
+pub(crate) struct Pos {
+    pub(crate) ts: i64,
+    pub(crate) seq: i64,
+    pub(crate) k: u32,
 }
 
 impl Pos {
-    fn row(ts: i64, seq: i64) -> (Pos, Pos) {
+    /// The first and last place a row (or segment record) can hold.
+    pub(crate) fn row(ts: i64, seq: i64) -> (Pos, Pos) {
         (
             Pos { ts, seq, k: 0 },
             Pos {
@@ -152,12 +174,12 @@ impl Pos {
 /// Identifies the samples one `peek_batch` handed out, for [`Store::ack`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchId {
-    first: Pos,
-    last: Pos,
+    pub(crate) first: Pos,
+    pub(crate) last: Pos,
     /// Highest row sequence that existed at peek time: later appends are never acked by it.
-    max_seq: i64,
+    pub(crate) max_seq: i64,
     /// Devices passed over at peek time: their samples in the range are not the batch's.
-    held: HeldDevices,
+    pub(crate) held: HeldDevices,
     /// The alias assignment the batch was resolved with (see [`Store::assign_aliases`]).
     generation: u64,
 }
@@ -180,7 +202,7 @@ impl HeldDevices {
         true
     }
 
-    fn holds(self, device: Option<DeviceId>) -> bool {
+    pub(crate) fn holds(self, device: Option<DeviceId>) -> bool {
         device.is_some_and(|d| d.0 < Self::CAPACITY && self.0 & (1 << d.0) != 0)
     }
 }
@@ -242,6 +264,9 @@ pub struct Store {
     pending: RefCell<Pending>,
     /// Queue log size that makes an append fold it (0: appends go straight to the table).
     fold_bytes: u64,
+    segments: Segments,
+    /// Appends may go to the segments (not after `limit_pages`).
+    segmented: bool,
     depth: u64,
     bytes: u64,
     dropped: u64,
@@ -287,18 +312,20 @@ impl Store {
             Err(e) => return Err(e.into_store_error(&path)),
         };
         let mut blob = Vec::with_capacity(RUN_BYTES);
+        let sync = config.synchronous == Synchronous::Full;
+        let cursor = table::load_cursor(&conn).map_err(|source| sqlite_error(&path, source))?;
+        let opened = Segments::open(&path, cursor, sync).map_err(|e| log_error(&path, e))?;
         let ahead_log = log::path_beside(&path, "ahead");
         let queue_log = log::path_beside(&path, "queue");
         let recovery = recover_logs(
             &mut conn,
             &ahead_log,
             &queue_log,
-            config.max_bytes,
+            opened.segments.max_seq(),
             &mut blob,
         )
         .map_err(|e| e.into_store_error(&path))?;
-        let (recovered, trimmed) = (recovery.recovered + migrated, recovery.trimmed);
-        let sync = config.synchronous == Synchronous::Full;
+        let recovered = recovery.recovered + migrated;
         let ahead = Ahead::create(ahead_log, recovery.ahead_epoch, sync)
             .map_err(|e| log_error(&path, e))?;
         let pending = Pending::create(queue_log, recovery.queue_epoch, sync)
@@ -307,10 +334,6 @@ impl Store {
             info!(store = %path.display(), samples = recovered,
                   "live samples the link never confirmed before the last stop: queued for replay");
         }
-        if trimmed > 0 {
-            warn!(store = %path.display(), dropped_oldest = trimmed,
-                  "store full after queueing them: samples dropped");
-        }
         let (depth, bytes, max_seq): (i64, i64, Option<i64>) = conn
             .query_row(
                 "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0), max(seq) FROM chunks",
@@ -318,8 +341,9 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|source| sqlite_error(&path, source))?;
+        let max_seq = max_seq.max(opened.segments.max_seq());
         let aliases = AliasMap::load(&conn).map_err(|source| sqlite_error(&path, source))?;
-        let store = Store {
+        let mut store = Store {
             aliases,
             resolve: None,
             generation: 0,
@@ -330,21 +354,31 @@ impl Store {
             next_seq: Cell::new(max_seq.map_or(0, |s| s + 1)),
             pending: RefCell::new(pending),
             fold_bytes: pending::FOLD_BYTES,
-            depth: depth as u64,
-            bytes: bytes as u64,
-            dropped: trimmed,
+            segments: opened.segments,
+            segmented: true,
+            depth: depth as u64 + opened.depth,
+            bytes: bytes as u64 + opened.bytes,
+            dropped: 0,
             moved_aside,
             recovered,
             ahead,
             blob,
             path,
         };
+        // The written-ahead samples are stored already: the byte cap makes room, oldest first.
+        if recovery.recovered > 0 && store.bytes > store.max_bytes {
+            let (trimmed, _) = store.trim(store.bytes - store.max_bytes)?;
+            store.dropped = trimmed;
+            warn!(store = %store.path.display(), dropped_oldest = trimmed,
+                  "store full after queueing them: samples dropped");
+        }
         info!(store = %store.path.display(), depth = store.depth, bytes = store.bytes, "store opened");
         Ok(store)
     }
 
-    /// Stores `samples` in one transaction. Returns how many were stored; the rest (only
-    /// with `overflow = "stop_storing"` at the cap) are counted as dropped.
+    /// Stores `samples`: one write to the active segment (and, for samples older than
+    /// the segments hold, one to the queue log). Returns how many were stored; the rest
+    /// (only with `overflow = "stop_storing"` at the cap) are counted as dropped.
     pub fn append(&mut self, samples: &[StoredSample]) -> Result<usize, StoreError> {
         if samples.is_empty() {
             return Ok(0);
@@ -374,19 +408,78 @@ impl Store {
             added += len;
         }
         let over = self.bytes + added > self.max_bytes;
-        let pending = self.pending.get_mut();
-        if !clear_sent && !over && pending.len() < self.fold_bytes {
-            if stored > 0 {
-                pending
-                    .append(&samples[..stored])
-                    .map_err(|e| log_error(&self.path, e))?;
-            }
-            self.depth += stored as u64;
-            self.bytes += added;
-            self.count_refused(samples.len() - stored, 0);
-            return Ok(stored);
+        let kept = &samples[..stored];
+        if clear_sent || !self.segmented {
+            self.insert_now(kept, clear_sent)?;
+        } else {
+            self.append_segmented(kept)?;
         }
-        // One transaction: the queue log folded, these samples, the caps.
+        self.depth += stored as u64;
+        self.bytes += added;
+        let (trimmed, _) = if over {
+            self.trim(self.bytes - self.max_bytes)?
+        } else {
+            (0, 0)
+        };
+        self.count_refused(samples.len() - stored, trimmed);
+        Ok(stored)
+    }
+
+    /// `samples` go to the segments, those the segments cannot take (older than what
+    /// they hold) to the queue log, or with it into the table once it is full.
+    fn append_segmented(&mut self, samples: &[StoredSample]) -> Result<(), StoreError> {
+        let (mut records, mut entries, mut late) = (Vec::new(), Vec::new(), Vec::new());
+        let mut body = Vec::new();
+        let mut seq = self.next_seq.get();
+        let segments = &self.segments;
+        table::for_each_run(samples, &mut self.blob, |ts, row, run, _| {
+            let ts = ts as i64;
+            if segments.takes(Pos { ts, seq, k: 0 }) {
+                segments::record(ts, seq, run, &mut body, &mut records);
+                entries.extend(row.iter().enumerate().map(|(k, s)| Entry {
+                    pos: Pos {
+                        ts,
+                        seq,
+                        k: k as u32,
+                    },
+                    sample: (*s).clone(),
+                }));
+                seq += 1;
+            } else {
+                late.extend(row.iter().map(|s| (*s).clone()));
+            }
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
+        let late_bytes: u64 = late.iter().map(|s| s.stored_len() as u64).sum();
+        if !records.is_empty() {
+            self.segments
+                .append(&records, entries)
+                .map_err(|e| log_error(&self.path, e))?;
+            self.next_seq.set(seq);
+        }
+        let pending = self.pending.get_mut();
+        let stored_late = if late.is_empty() {
+            Ok(())
+        } else if pending.len() < self.fold_bytes {
+            pending.append(&late).map_err(|e| log_error(&self.path, e))
+        } else {
+            self.insert_now(&late, false)
+        };
+        if let Err(e) = stored_late {
+            // The segments' part is stored: counted, the rest reported lost.
+            let late_n = late.len() as u64;
+            self.depth += samples.len() as u64 - late_n;
+            self.bytes += samples.iter().map(|s| s.stored_len() as u64).sum::<u64>() - late_bytes;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `samples` into the table in one transaction, with the queue log folded (and, for
+    /// `clear_sent`, the written-ahead copies no longer counting).
+    fn insert_now(&mut self, samples: &[StoredSample], clear_sent: bool) -> Result<(), StoreError> {
+        let pending = self.pending.get_mut();
         let tx = self
             .conn
             .transaction()
@@ -394,8 +487,8 @@ impl Store {
         let folded = !pending.is_empty();
         let seq = insert_runs(&tx, pending.samples(), self.next_seq.get(), &mut self.blob)
             .map_err(|e| map_err(&self.path, e))?;
-        let next_seq = insert_runs(&tx, &samples[..stored], seq, &mut self.blob)
-            .map_err(|e| map_err(&self.path, e))?;
+        let next_seq =
+            insert_runs(&tx, samples, seq, &mut self.blob).map_err(|e| map_err(&self.path, e))?;
         let queue_epoch = pending.epoch() + 1;
         if folded {
             set_epoch(&tx, "queue_epoch", queue_epoch).map_err(|e| map_err(&self.path, e))?;
@@ -404,12 +497,6 @@ impl Store {
         if clear_sent {
             set_epoch(&tx, "ahead_epoch", ahead_epoch).map_err(|e| map_err(&self.path, e))?;
         }
-        let (trimmed_rows, trimmed_bytes) = if over {
-            trim_oldest(&tx, self.bytes + added - self.max_bytes)
-                .map_err(|e| map_err(&self.path, e))?
-        } else {
-            (0, 0)
-        };
         tx.commit().map_err(|e| map_err(&self.path, e))?;
         if folded {
             pending.restart(queue_epoch);
@@ -418,10 +505,61 @@ impl Store {
             self.ahead.restart(ahead_epoch);
         }
         self.next_seq.set(next_seq);
-        self.depth = self.depth + stored as u64 - trimmed_rows;
-        self.bytes = self.bytes + added - trimmed_bytes;
-        self.count_refused(samples.len() - stored, trimmed_rows);
-        Ok(stored)
+        Ok(())
+    }
+
+    /// Removes the oldest samples (table and segments merged by place) until at least
+    /// `excess` bytes are freed; returns (samples, bytes).
+    fn trim(&mut self, excess: u64) -> Result<(u64, u64), StoreError> {
+        self.fold()?;
+        // The last place that goes, and the segments' share.
+        let (mut freed, mut bound) = (0u64, None);
+        let (mut seg_n, mut seg_bytes, mut seg_to) = (0u64, 0u64, None);
+        {
+            let mut merged = Merged::new(&self.conn, &self.segments, &self.path, None)?;
+            while freed < excess {
+                let Some((item, from_segments)) = merged.next()? else {
+                    break;
+                };
+                match item {
+                    TableItem::Sample(pos, sample) => {
+                        let len = sample.stored_len() as u64;
+                        freed += len;
+                        bound = Some(pos);
+                        if from_segments {
+                            seg_n += 1;
+                            seg_bytes += len;
+                            seg_to = Some(pos);
+                        }
+                    }
+                    TableItem::Undecodable { last, bytes, .. } => {
+                        freed += bytes as u64;
+                        bound = Some(last);
+                    }
+                }
+            }
+        }
+        let Some(bound) = bound else {
+            return Ok((0, 0));
+        };
+        let (mut n, mut bytes) = (0, 0);
+        if freed > seg_bytes {
+            // Some of it is in the table.
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| map_err(&self.path, e))?;
+            (n, bytes) = table::remove_through(&tx, bound).map_err(|e| map_err(&self.path, e))?;
+            tx.commit().map_err(|e| map_err(&self.path, e))?;
+        }
+        if let Some(to) = seg_to {
+            self.segments.advance(to, seg_n);
+            n += seg_n;
+            bytes += seg_bytes;
+        }
+        self.depth -= n;
+        self.bytes -= bytes;
+        Ok((n, bytes))
     }
 
     /// Counts and logs what an append could not keep.
@@ -479,79 +617,50 @@ impl Store {
             warn!(error = %e, "queue log not folded before replay");
         }
         let after = after.map(|id| id.last);
-        let from = after.map_or((i64::MIN, i64::MIN), |p| (p.ts, p.seq));
-        let err = |e| map_err(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts, seq, samples, gone, bytes FROM chunks WHERE (ts, seq) >= (?1, ?2)
-                 ORDER BY ts, seq",
-            )
-            .map_err(err)?;
-        let mut rows = stmt.query(params![from.0, from.1]).map_err(err)?;
+        let mut merged = Merged::new(&self.conn, &self.segments, &self.path, after)?;
         let (mut first, mut last) = (None, None);
-        'rows: while let Some(row) = rows.next().map_err(err)? {
-            let ts: i64 = row.get(0).map_err(err)?;
-            let seq: i64 = row.get(1).map_err(err)?;
-            let blob = row.get_ref(2).map_err(err)?.as_blob().unwrap_or(&[]);
-            let gone = row
-                .get_ref(3)
-                .map_err(err)?
-                .as_blob_or_null()
-                .ok()
-                .flatten();
-            let gone = gone.unwrap_or(&[]);
-            match codec::decode_run(ts as u64, blob) {
-                Ok(samples) => {
-                    for (k, mut sample) in samples.into_iter().enumerate() {
-                        let pos = Pos {
-                            ts,
-                            seq,
-                            k: k as u32,
-                        };
-                        if after.is_some_and(|a| pos <= a) || is_gone(gone, k) {
-                            continue;
+        while let Some((item, _)) = merged.next()? {
+            match item {
+                TableItem::Sample(pos, mut sample) => {
+                    let Some(device) = current_device(self.resolve.as_ref(), &sample) else {
+                        // Its tag is gone: inside the range, so the ack removes it.
+                        if batch.samples.len() + batch.retired as usize == max_samples {
+                            break;
                         }
-                        let Some(device) = current_device(self.resolve.as_ref(), &sample) else {
-                            // Its tag is gone: inside the range, so the ack removes it.
-                            if batch.samples.len() + batch.retired as usize == max_samples {
-                                break 'rows;
-                            }
-                            batch.retired += 1;
-                            first.get_or_insert(pos);
-                            last = Some(pos);
-                            continue;
-                        };
-                        sample.device = device;
-                        if held.holds(sample.device) {
-                            continue;
-                        }
-                        let len = sample.stored_len();
-                        if batch.samples.len() + batch.retired as usize == max_samples
-                            || (!batch.samples.is_empty() && batch.bytes + len > max_bytes)
-                        {
-                            break 'rows;
-                        }
-                        batch.samples.push(sample);
-                        batch.bytes += len;
+                        batch.retired += 1;
                         first.get_or_insert(pos);
                         last = Some(pos);
+                        continue;
+                    };
+                    sample.device = device;
+                    if held.holds(sample.device) {
+                        continue;
                     }
+                    let len = sample.stored_len();
+                    if batch.samples.len() + batch.retired as usize == max_samples
+                        || (!batch.samples.is_empty() && batch.bytes + len > max_bytes)
+                    {
+                        break;
+                    }
+                    batch.samples.push(sample);
+                    batch.bytes += len;
+                    first.get_or_insert(pos);
+                    last = Some(pos);
                 }
                 // A row that does not decode must not block the queue: it is left out of
                 // the batch but inside its range, so the batch's ack removes it.
-                Err(e) => {
-                    let (row_first, row_last) = Pos::row(ts, seq);
-                    if after.is_some_and(|a| row_first <= a) {
-                        continue;
-                    }
-                    let len = row.get::<_, i64>(4).map_err(err)? as usize;
-                    if !batch.samples.is_empty() && batch.bytes + len > max_bytes {
+                TableItem::Undecodable {
+                    first: row_first,
+                    last: row_last,
+                    bytes,
+                    error,
+                } => {
+                    if !batch.samples.is_empty() && batch.bytes + bytes > max_bytes {
                         break;
                     }
-                    warn!(store = %self.path.display(), ts, seq, error = %e,
-                          "stored samples do not decode: skipped");
-                    batch.bytes += len;
+                    warn!(store = %self.path.display(), ts = row_first.ts, seq = row_first.seq,
+                          error = %error, "stored samples do not decode: skipped");
+                    batch.bytes += bytes;
                     first.get_or_insert(row_first);
                     last = Some(row_last);
                 }
@@ -576,16 +685,53 @@ impl Store {
             info!("replayed batch predates the tag list in force: it goes again");
             return Ok(0);
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| map_err(&self.path, e))?;
-        let (n, bytes) =
-            remove_acked(&tx, id, self.resolve.as_ref()).map_err(|e| map_err(&self.path, e))?;
-        tx.commit().map_err(|e| map_err(&self.path, e))?;
+        let seg = self.acked_in_segments(id)?;
+        let mut to = seg.to;
+        let resolve = self.resolve.as_ref();
+        let err = |e| map_err(&self.path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        // Records holding samples that stay, at or before the batch's end: into the table
+        // whole, so that the cursor can pass them.
+        let (moved, ends) = move_records(
+            &tx,
+            &self.segments,
+            &seg.kept,
+            &mut self.blob,
+            &self.path,
+            |e| e.pos <= id.last && acks(id, resolve, e),
+        )?;
+        to = to.max(ends);
+        if let Some(to) = to.filter(|_| !seg.kept.is_empty()) {
+            table::save_cursor(&tx, to).map_err(err)?;
+        }
+        let (n, bytes) = table::remove_acked(&tx, id, resolve).map_err(err)?;
+        tx.commit().map_err(err)?;
+        if let Some(to) = to {
+            self.segments.advance(to, seg.n + moved);
+        }
+        let (n, bytes) = (n + seg.n, bytes + seg.bytes);
         self.depth -= n;
         self.bytes -= bytes;
         Ok(n)
+    }
+
+    /// The segments' share of `id`'s ack.
+    fn acked_in_segments(&self, id: BatchId) -> Result<SegmentAck, StoreError> {
+        let mut ack = SegmentAck::default();
+        let mut entries = self.segments.iter(None);
+        while let Some(e) = entries.next().map_err(|e| log_error(&self.path, e))? {
+            if e.pos > id.last {
+                break;
+            }
+            ack.to = Some(e.pos);
+            if acks(id, self.resolve.as_ref(), &e) {
+                ack.n += 1;
+                ack.bytes += e.sample.stored_len() as u64;
+            } else if ack.kept.last() != Some(&(e.pos.ts, e.pos.seq)) {
+                ack.kept.push((e.pos.ts, e.pos.seq));
+            }
+        }
+        Ok(ack)
     }
 
     /// Keeps a copy of `samples`, about to be published live, under the sent window's
@@ -669,6 +815,8 @@ impl Store {
         }
         drop(rows);
         drop(stmt);
+        let (seg_n, seg_bytes) = self.expire_segments(cutoff)?;
+        let (n, bytes) = (n + seg_n, bytes + seg_bytes);
         if n > 0 {
             self.depth -= n;
             self.bytes -= bytes;
@@ -677,6 +825,27 @@ impl Store {
                   total_dropped = self.dropped, "stored samples past max_age_s dropped");
         }
         Ok(n)
+    }
+
+    /// Drops the segments' samples older than `cutoff`; returns (samples, bytes).
+    fn expire_segments(&mut self, cutoff: i64) -> Result<(u64, u64), StoreError> {
+        if self.segments.min_ts_bound().is_none_or(|ts| ts >= cutoff) {
+            return Ok((0, 0));
+        }
+        let (mut n, mut bytes, mut to) = (0u64, 0u64, None);
+        let mut entries = self.segments.iter(None);
+        while let Some(e) = entries.next().map_err(|e| log_error(&self.path, e))? {
+            if e.pos.ts >= cutoff {
+                break;
+            }
+            n += 1;
+            bytes += e.sample.stored_len() as u64;
+            to = Some(e.pos);
+        }
+        if let Some(to) = to {
+            self.segments.advance(to, n);
+        }
+        Ok((n, bytes))
     }
 
     /// Samples waiting.
@@ -703,11 +872,13 @@ impl Store {
             })
             .optional()
             .map_err(|e| map_err(&self.path, e))?;
-        let ts = match (ts.map(|ts| ts as u64), self.pending.borrow().oldest_ts()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(ts.map(|ts| Duration::from_millis(now_ms.saturating_sub(ts))))
+        let segments = self
+            .segments
+            .oldest_ts()
+            .map_err(|e| log_error(&self.path, e))?;
+        let pending = self.pending.borrow().oldest_ts().map(|ts| ts as i64);
+        let ts = [ts, segments, pending].into_iter().flatten().min();
+        Ok(ts.map(|ts| Duration::from_millis(now_ms.saturating_sub(ts as u64))))
     }
 
     /// Where a corrupt file found at open was moved, if one was.
@@ -721,17 +892,54 @@ impl Store {
 
     /// Caps the file at `pages` database pages (SQLite `max_page_count`): a hard ceiling
     /// on file growth below the free disk space, reached as [`StoreError::DiskFull`].
-    /// From then on appends go straight to the file (not through the queue log), so
-    /// that the cap bounds them all.
+    /// From then on appends go straight to the file (not through the queue log nor the
+    /// segments), so that the cap bounds them all.
     pub fn limit_pages(&mut self, pages: u64) -> Result<u64, StoreError> {
         self.fold()?;
         self.fold_bytes = 0;
+        self.segmented = false;
+        self.move_segments()?;
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|p| p as u64)
             .map_err(|e| map_err(&self.path, e))
+    }
+
+    /// Moves every sample of the segments into the table.
+    fn move_segments(&mut self) -> Result<(), StoreError> {
+        let mut records: Vec<(i64, i64)> = Vec::new();
+        let mut entries = self.segments.iter(None);
+        while let Some(e) = entries.next().map_err(|e| log_error(&self.path, e))? {
+            if records.last() != Some(&(e.pos.ts, e.pos.seq)) {
+                records.push((e.pos.ts, e.pos.seq));
+            }
+        }
+        let err = |e| map_err(&self.path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        let (moved, to) = move_records(
+            &tx,
+            &self.segments,
+            &records,
+            &mut self.blob,
+            &self.path,
+            |_| false,
+        )?;
+        let Some(to) = to else {
+            return Ok(());
+        };
+        table::save_cursor(&tx, to).map_err(err)?;
+        tx.commit().map_err(err)?;
+        self.segments.advance(to, moved);
+        Ok(())
+    }
+
+    /// Seals the active segment file once it holds `bytes` (64 KiB by default): smaller
+    /// segments are deleted sooner after their samples are acked and cost less memory
+    /// to replay, at a few more files.
+    pub fn seal_segments_at(&mut self, bytes: u64) {
+        self.segments.seal_at(bytes.max(1));
     }
 
     /// The `synchronous` level SQLite applies to this file.
@@ -749,9 +957,9 @@ impl Store {
     }
 
     /// Bytes the store occupies: the database file's pages in use times page size, plus
-    /// the write-ahead and queue logs.
+    /// the write-ahead and queue logs and the segments.
     pub fn file_bytes(&self) -> Result<u64, StoreError> {
-        let logs = self.ahead.len() + self.pending.borrow().len();
+        let logs = self.ahead.len() + self.pending.borrow().len() + self.segments.file_bytes();
         self.conn
             .query_row(
                 "SELECT (page_count - freelist_count) * page_size
@@ -774,180 +982,115 @@ impl Drop for Store {
     }
 }
 
-/// Writes `samples` as queue rows from sequence `seq` on: one row per timestamp (input
-/// order kept within it), split at [`RUN_BYTES`]. Returns the next free sequence.
-pub(crate) fn insert_runs(
-    tx: &Transaction<'_>,
-    samples: &[StoredSample],
-    mut seq: i64,
-    blob: &mut Vec<u8>,
-) -> rusqlite::Result<i64> {
-    let mut order: Vec<usize> = (0..samples.len()).collect();
-    // Stable: samples of one timestamp stay in input order.
-    order.sort_by_key(|&i| samples[i].timestamp_ms);
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO chunks (ts, seq, samples, gone, count, bytes) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
-    )?;
-    let mut start = 0;
-    while start < order.len() {
-        let ts = samples[order[start]].timestamp_ms;
-        let (mut end, mut alias, mut bytes) = (start, 0, 0);
-        blob.clear();
-        while end < order.len() {
-            let s = &samples[order[end]];
-            if s.timestamp_ms != ts
-                || (end > start && blob.len() + codec::run_len(ts, alias, s) > RUN_BYTES)
-            {
-                break;
-            }
-            codec::encode_one(ts, &mut alias, s, blob);
-            bytes += s.stored_len();
-            end += 1;
-        }
-        insert.execute(params![
-            ts as i64,
-            seq,
-            &blob[..],
-            (end - start) as i64,
-            bytes as i64
-        ])?;
-        seq += 1;
-        start = end;
-    }
-    Ok(seq)
-}
-
-fn is_gone(gone: &[u8], k: usize) -> bool {
-    gone.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0)
-}
-
-fn set_gone(gone: &mut Vec<u8>, k: usize) {
-    if gone.len() <= k / 8 {
-        gone.resize(k / 8 + 1, 0);
-    }
-    gone[k / 8] |= 1 << (k % 8);
-}
-
-/// What an ack or the byte cap does to one row.
-enum RowChange {
-    Delete {
-        ts: i64,
-        seq: i64,
-    },
-    Update {
-        ts: i64,
-        seq: i64,
-        gone: Vec<u8>,
-        count: i64,
-        bytes: i64,
-    },
-}
-
-fn apply(tx: &Transaction<'_>, changes: &[RowChange]) -> rusqlite::Result<()> {
-    let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE ts = ?1 AND seq = ?2")?;
-    let mut update = tx.prepare_cached(
-        "UPDATE chunks SET gone = ?3, count = ?4, bytes = ?5 WHERE ts = ?1 AND seq = ?2",
-    )?;
-    for change in changes {
-        match change {
-            RowChange::Delete { ts, seq } => delete.execute([ts, seq])?,
-            RowChange::Update {
-                ts,
-                seq,
-                gone,
-                count,
-                bytes,
-            } => update.execute(params![ts, seq, gone, count, bytes])?,
-        };
-    }
-    Ok(())
-}
-
 /// The device a stored sample belongs to under `resolve` (its alias's device in the site
 /// now; a node metric's `None` as stored); `None` when its tag is gone. Without a
 /// resolution, the device it was stored with.
-fn current_device(resolve: Option<&TagAliases>, sample: &StoredSample) -> Option<Option<DeviceId>> {
+pub(crate) fn current_device(
+    resolve: Option<&TagAliases>,
+    sample: &StoredSample,
+) -> Option<Option<DeviceId>> {
     match (resolve, sample.device) {
         (Some(resolve), Some(_)) => resolve.device(sample.alias).map(Some),
         _ => Some(sample.device),
     }
 }
 
-/// Marks gone the samples of `id`'s batch still present; returns (samples, bytes).
-fn remove_acked(
+/// Moves the segments' `records` (timestamp, sequence) into the table as rows, the
+/// samples at or before the cursor and those `removed` marked gone; returns the samples
+/// moved and the last place the rows can hold.
+fn move_records(
     tx: &Transaction<'_>,
-    id: BatchId,
-    resolve: Option<&TagAliases>,
-) -> rusqlite::Result<(u64, u64)> {
-    let mut changes = Vec::new();
-    let (mut n, mut freed) = (0u64, 0u64);
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT ts, seq, samples, gone, count, bytes FROM chunks
-             WHERE (ts, seq) >= (?1, ?2) AND (ts, seq) <= (?3, ?4) AND seq <= ?5
-             ORDER BY ts, seq",
-        )?;
-        let mut rows = stmt.query(params![
-            id.first.ts,
-            id.first.seq,
-            id.last.ts,
-            id.last.seq,
-            id.max_seq
-        ])?;
-        while let Some(row) = rows.next()? {
-            let (ts, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
-            let count: i64 = row.get(4)?;
-            let bytes: i64 = row.get(5)?;
-            let (row_first, row_last) = Pos::row(ts, seq);
-            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
-            let Ok(samples) = codec::decode_run(ts as u64, blob) else {
-                if id.first <= row_first && row_last <= id.last {
-                    n += count as u64;
-                    freed += bytes as u64;
-                    changes.push(RowChange::Delete { ts, seq });
-                }
-                continue;
-            };
-            let mut gone = row.get_ref(3)?.as_blob_or_null()?.unwrap_or(&[]).to_vec();
-            let (mut row_n, mut row_bytes) = (0i64, 0i64);
-            for (k, s) in samples.iter().enumerate() {
-                let pos = Pos {
-                    ts,
-                    seq,
-                    k: k as u32,
-                };
-                if pos < id.first || id.last < pos || is_gone(&gone, k) {
-                    continue;
-                }
-                if let Some(device) = current_device(resolve, s)
-                    && id.held.holds(device)
-                {
-                    continue;
-                }
-                set_gone(&mut gone, k);
-                row_n += 1;
-                row_bytes += s.stored_len() as i64;
-            }
-            if row_n == 0 {
-                continue;
-            }
-            n += row_n as u64;
-            freed += row_bytes as u64;
-            changes.push(if row_n == count {
-                RowChange::Delete { ts, seq }
+    segments: &Segments,
+    records: &[(i64, i64)],
+    blob: &mut Vec<u8>,
+    path: &Path,
+    removed: impl Fn(&Entry) -> bool,
+) -> Result<(u64, Option<Pos>), StoreError> {
+    let cursor = segments.cursor();
+    let (mut moved, mut end) = (0u64, None);
+    for &(ts, seq) in records {
+        let entries = segments
+            .record_entries(ts, seq)
+            .map_err(|e| log_error(path, e))?;
+        let mut gone = Vec::new();
+        for (k, e) in entries.iter().enumerate() {
+            if Some(e.pos) <= cursor || removed(e) {
+                table::set_gone(&mut gone, k);
             } else {
-                RowChange::Update {
-                    ts,
-                    seq,
-                    gone,
-                    count: count - row_n,
-                    bytes: bytes - row_bytes,
-                }
-            });
+                moved += 1;
+            }
+        }
+        let samples: Vec<StoredSample> = entries.into_iter().map(|e| e.sample).collect();
+        table::insert_row(tx, (ts, seq), &samples, &gone, blob).map_err(|e| map_err(path, e))?;
+        end = end.max(Some(Pos::row(ts, seq).1));
+    }
+    Ok((moved, end))
+}
+
+/// Whether `id`'s ack removes the segments' sample `entry` (in its range).
+fn acks(id: BatchId, resolve: Option<&TagAliases>, entry: &Entry) -> bool {
+    entry.pos >= id.first
+        && entry.pos.seq <= id.max_seq
+        && !current_device(resolve, &entry.sample).is_some_and(|device| id.held.holds(device))
+}
+
+/// What an ack does in the segments.
+#[derive(Default)]
+struct SegmentAck {
+    /// Samples removed, and their stored bytes.
+    n: u64,
+    bytes: u64,
+    /// Records (timestamp, sequence) with samples that stay.
+    kept: Vec<(i64, i64)>,
+    /// The last place walked: the cursor goes there.
+    to: Option<Pos>,
+}
+
+/// The queue's samples after a place, table and segments merged by place; each with
+/// whether it is the segments'.
+struct Merged<'a> {
+    table: TableReader<'a>,
+    segments: segments::Iter<'a>,
+    path: &'a Path,
+    next_table: Option<TableItem>,
+    next_segment: Option<Entry>,
+}
+
+impl<'a> Merged<'a> {
+    fn new(
+        conn: &'a Connection,
+        segments: &'a Segments,
+        path: &'a Path,
+        after: Option<Pos>,
+    ) -> Result<Merged<'a>, StoreError> {
+        let mut merged = Merged {
+            table: TableReader::new(conn, after),
+            segments: segments.iter(after),
+            path,
+            next_table: None,
+            next_segment: None,
+        };
+        merged.next_table = merged.table.next().map_err(|e| map_err(path, e))?;
+        merged.next_segment = merged.segments.next().map_err(|e| log_error(path, e))?;
+        Ok(merged)
+    }
+
+    fn next(&mut self) -> Result<Option<(TableItem, bool)>, StoreError> {
+        let from_table = match (&self.next_table, &self.next_segment) {
+            (None, None) => return Ok(None),
+            (Some(t), Some(s)) => t.pos() < s.pos,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if from_table {
+            let next = self.table.next().map_err(|e| map_err(self.path, e))?;
+            Ok(std::mem::replace(&mut self.next_table, next).map(|t| (t, false)))
+        } else {
+            let next = self.segments.next().map_err(|e| log_error(self.path, e))?;
+            Ok(std::mem::replace(&mut self.next_segment, next)
+                .map(|e| (TableItem::Sample(e.pos, e.sample), true)))
         }
     }
-    apply(tx, &changes)?;
-    Ok((n, freed))
 }
 
 /// What opening found in the logs.
@@ -956,18 +1099,16 @@ struct Recovery {
     queue_epoch: u64,
     /// Written-ahead samples queued.
     recovered: u64,
-    /// Samples dropped by the byte cap after queueing them.
-    trimmed: u64,
 }
 
 /// Moves into the table, in one transaction: the queue log's samples, then the samples a
 /// process wrote ahead and never saw confirmed (in mark order), both after every row
-/// there; bumps both epochs and drops the oldest samples beyond `max_bytes`.
+/// there and every segment record; bumps both epochs.
 fn recover_logs(
     conn: &mut Connection,
     ahead_log: &Path,
     queue_log: &Path,
-    max_bytes: u64,
+    segments_max_seq: Option<i64>,
     blob: &mut Vec<u8>,
 ) -> Result<Recovery, OpenError> {
     let (ahead_epoch, queue_epoch): (i64, i64) = conn.query_row(
@@ -982,19 +1123,11 @@ fn recover_logs(
     let base: i64 = tx.query_row("SELECT coalesce(max(seq) + 1, 0) FROM chunks", [], |r| {
         r.get(0)
     })?;
+    let base = base.max(segments_max_seq.map_or(0, |s| s + 1));
     let seq = insert_runs(&tx, &queued, base, blob)?;
     insert_runs(&tx, &unconfirmed, seq, blob)?;
     set_epoch(&tx, "ahead_epoch", ahead_epoch + 1)?;
     set_epoch(&tx, "queue_epoch", queue_epoch + 1)?;
-    let mut trimmed = 0;
-    if !unconfirmed.is_empty() {
-        let bytes: i64 = tx.query_row("SELECT coalesce(sum(bytes), 0) FROM chunks", [], |r| {
-            r.get(0)
-        })?;
-        if bytes as u64 > max_bytes {
-            trimmed = trim_oldest(&tx, bytes as u64 - max_bytes)?.0;
-        }
-    }
     tx.commit()?;
     if !queued.is_empty() {
         info!(
@@ -1006,7 +1139,6 @@ fn recover_logs(
         ahead_epoch: ahead_epoch + 1,
         queue_epoch: queue_epoch + 1,
         recovered: unconfirmed.len() as u64,
-        trimmed,
     })
 }
 
@@ -1015,62 +1147,6 @@ fn set_epoch(tx: &Transaction<'_>, column: &str, epoch: u64) -> rusqlite::Result
     tx.prepare_cached(&format!("UPDATE logs SET {column} = ?1 WHERE id = 0"))?
         .execute([epoch as i64])
         .map(drop)
-}
-
-/// Removes the oldest samples until at least `excess` bytes are freed; returns
-/// (samples, bytes).
-fn trim_oldest(tx: &Transaction<'_>, excess: u64) -> rusqlite::Result<(u64, u64)> {
-    let mut freed = 0u64;
-    let mut n = 0u64;
-    let mut changes = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT ts, seq, samples, gone, count, bytes FROM chunks ORDER BY ts, seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        while freed < excess {
-            let Some(row) = rows.next()? else { break };
-            let (ts, seq): (i64, i64) = (row.get(0)?, row.get(1)?);
-            let count: i64 = row.get(4)?;
-            let bytes: i64 = row.get(5)?;
-            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
-            let whole = freed + bytes as u64 <= excess;
-            let samples = match codec::decode_run(ts as u64, blob) {
-                Ok(samples) if !whole => samples,
-                // The whole row goes (or it does not decode).
-                _ => {
-                    n += count as u64;
-                    freed += bytes as u64;
-                    changes.push(RowChange::Delete { ts, seq });
-                    continue;
-                }
-            };
-            let mut gone = row.get_ref(3)?.as_blob_or_null()?.unwrap_or(&[]).to_vec();
-            let (mut row_n, mut row_bytes) = (0i64, 0i64);
-            for (k, s) in samples.iter().enumerate() {
-                if freed >= excess {
-                    break;
-                }
-                if is_gone(&gone, k) {
-                    continue;
-                }
-                set_gone(&mut gone, k);
-                row_n += 1;
-                row_bytes += s.stored_len() as i64;
-                freed += s.stored_len() as u64;
-            }
-            n += row_n as u64;
-            changes.push(RowChange::Update {
-                ts,
-                seq,
-                gone,
-                count: count - row_n,
-                bytes: bytes - row_bytes,
-            });
-        }
-    }
-    apply(tx, &changes)?;
-    Ok((n, freed))
 }
 
 enum OpenError {
@@ -1152,7 +1228,7 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<(Connection,
     Ok((conn, migrated))
 }
 
-/// Renames `path` (and its WAL and shared-memory files) to `<path>.corrupt-<unix ms>`.
+/// Renames `path` (and its WAL, shared-memory and segment files) to `<path>.corrupt-<unix ms>`.
 fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     let ms = infra::clock::now_ms();
     let aside = PathBuf::from(format!("{}.corrupt-{ms}", path.display()));
@@ -1167,6 +1243,8 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
             std::fs::rename(&side, format!("{}{suffix}", aside.display())).map_err(err)?;
         }
     }
+    // Their samples are stored under the aliases of the file's map: they go with it.
+    segments::move_aside(path, &aside).map_err(err)?;
     Ok(aside)
 }
 
