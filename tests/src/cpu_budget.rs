@@ -12,6 +12,8 @@ use anyhow::{Context as _, bail};
 const CPU_CGROUP: &str = "/sys/fs/cgroup/cpu";
 /// The CFS period every quota is a share of.
 const PERIOD_US: u64 = 100_000;
+/// The group's weight against other processes (1024 is one ordinary process's).
+const SHARES: u64 = 8_192;
 
 /// How a budget is enforced.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +79,7 @@ impl CpuBudget {
     pub fn describe(&self) -> String {
         match self.method {
             Method::Quota(cpus) => format!(
-                "cgroup v1 cpu quota {cpus} CPU ({} us per {PERIOD_US} us)",
+                "cgroup v1 cpu quota {cpus} CPU ({} us per {PERIOD_US} us), cpu.shares {SHARES}",
                 quota_us(cpus)
             ),
             Method::Pinned(cpu) => format!("taskset: pinned to CPU {cpu} (no writable cgroup)"),
@@ -123,6 +125,8 @@ fn quota_group(name: &str, pid: u32, cpus: f64) -> anyhow::Result<PathBuf> {
     let setup = || -> anyhow::Result<()> {
         std::fs::write(group.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
         std::fs::write(group.join("cpu.cfs_quota_us"), quota_us(cpus).to_string())?;
+        // The quota is a ceiling; the weight lets the group reach it on a busy machine.
+        std::fs::write(group.join("cpu.shares"), SHARES.to_string())?;
         // cgroup.procs moves the whole process, threads it already has included.
         std::fs::write(group.join("cgroup.procs"), pid.to_string())?;
         Ok(())
