@@ -66,8 +66,11 @@ fn env_f64(name: &str, default: f64) -> f64 {
 struct Instance {
     owned: &'static [&'static str],
     api: Api,
-    budget: CpuBudget,
+    /// Its Prometheus `/metrics`.
+    metrics: Api,
+    // The host stops before its budget's group is removed (a group must be empty).
     _host: HostApp,
+    budget: CpuBudget,
 }
 
 /// A host instance owning `owned` (all when empty) on the broker at `port`, knowing
@@ -85,6 +88,10 @@ fn start_host(
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut config = host::HostConfig::new(host_id, host::Broker::external(loopback), dir);
     config.api.listen = format!("127.0.0.1:{http}");
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    config.metrics = Some(config::edge::Metrics {
+        listen: metrics.to_string(),
+    });
     config.history.flush_interval_ms = Some(200);
     config.sparkplug.groups =
         (!owned.is_empty()).then(|| owned.iter().map(|g| g.to_string()).collect());
@@ -100,14 +107,15 @@ fn start_host(
     Instance {
         owned,
         api: host.api(),
-        budget,
+        metrics: Api::new(metrics),
         _host: host,
+        budget,
     }
 }
 
 /// One value of the host's `/metrics`.
-fn metric(api: &Api, name: &str) -> Option<u64> {
-    let (_, body) = api.request("GET", "/metrics", "").ok()?;
+fn metric(host: &Instance, name: &str) -> Option<u64> {
+    let (_, body) = host.metrics.request("GET", "/metrics", "").ok()?;
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -119,14 +127,14 @@ fn metric(api: &Api, name: &str) -> Option<u64> {
 /// past [`DRAIN_LIMIT`].
 fn drain(hosts: &[Instance]) -> Option<Duration> {
     let began = Instant::now();
-    let received = |i: &Instance| metric(&i.api, "host_sparkplug_samples_received_total");
+    let received = |i: &Instance| metric(i, "host_sparkplug_samples_received_total");
     let mut last: Vec<Option<u64>> = hosts.iter().map(received).collect();
     while began.elapsed() < DRAIN_LIMIT {
         std::thread::sleep(Duration::from_secs(1));
         let now: Vec<Option<u64>> = hosts.iter().map(received).collect();
         let idle = hosts
             .iter()
-            .all(|i| metric(&i.api, "host_history_pending_samples") == Some(0));
+            .all(|i| metric(i, "host_history_pending_samples") == Some(0));
         if idle && now == last && now.iter().all(Option::is_some) {
             return Some(began.elapsed());
         }
