@@ -19,7 +19,7 @@
 //! node count doubles until a step fails, then bisection steps narrow the limit.
 //!
 //! `cargo build -p host-app --bins --release && nice cargo bench -p system-tests --bench fleet`
-//! (`FLEET_HOST_CPUS`, default 0.5: each host's CPU quota; `FLEET_STEP_S`, default 30:
+//! (`FLEET_HOST_CPUS`, default 0.25: each host's CPU quota; `FLEET_STEP_S`, default 30:
 //! seconds per step; `FLEET_TAGS`, default 100: tags per node; `FLEET_START_NODES`, default
 //! 10; `FLEET_MAX_NODES`, default 5000; `FLEET_REFINE`, default 3: bisection steps).
 
@@ -413,7 +413,7 @@ fn load_average() -> String {
 
 fn main() {
     system_tests::raise_open_files_limit();
-    let host_cpus = env_f64("FLEET_HOST_CPUS", 0.5);
+    let host_cpus = env_f64("FLEET_HOST_CPUS", 0.25);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
