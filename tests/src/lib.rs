@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod config;
+pub mod cpu_budget;
 pub mod edge_ui;
 pub mod fleet;
 pub mod http;
@@ -145,6 +146,11 @@ impl Mosquitto {
         }
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         panic!("mosquitto did not accept connections on port {port} within 5 s:\n{log}");
+    }
+
+    /// The broker's process id (for its CPU use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn port(&self) -> u16 {

@@ -15,6 +15,12 @@ use anyhow::{Context as _, anyhow, bail};
 
 /// How long a node (or the whole cluster) gets to become ready.
 const READY: Duration = Duration::from_secs(30);
+/// How long a node's MQTT gives one JetStream API request (the consumer of a QoS 1
+/// subscription, a session record) before it refuses what needed it; set in every node's
+/// config, so the waits below follow it.
+pub const JS_API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a refused or unanswered subscription is tried again.
+const SUBSCRIBE_ATTEMPTS: usize = 6;
 /// How many times a start is tried with fresh ports (a port released by the OS-pick may be
 /// taken by another process before the server binds it).
 const START_ATTEMPTS: usize = 3;
@@ -162,8 +168,30 @@ impl NatsCluster {
         }
     }
 
+    /// Waits (bounded) until the running nodes agree on a JetStream meta leader among
+    /// them and every stream of the cluster (the MQTT sessions, messages, retained
+    /// messages) has a running leader. After a node is lost, logins and QoS 1
+    /// subscriptions on the others time out until then.
+    pub fn wait_for_leaders(&self) -> anyhow::Result<()> {
+        let live: Vec<&Node> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+        let names: Vec<&str> = live.iter().map(|n| n.name.as_str()).collect();
+        let deadline = Instant::now() + READY;
+        let mut last = String::from("nothing tried");
+        while Instant::now() < deadline {
+            match live
+                .iter()
+                .try_for_each(|node| leaders_among(node.ports.monitor, &names))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("no JetStream leaders on the running nodes {names:?} within {READY:?}: {last}")
+    }
+
     /// Starts node `i` again on the same ports and store, waiting (bounded) until it
-    /// accepts an MQTT login.
+    /// accepts an MQTT login, its JetStream is current and every stream has a leader.
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         let binary = Self::binary()?;
@@ -172,7 +200,7 @@ impl NatsCluster {
         for _ in 0..START_ATTEMPTS {
             self.spawn(&binary, i)?;
             match self.wait_ready(i, Instant::now() + READY) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.wait_for_leaders(),
                 Err(e) => {
                     self.kill(i);
                     last = Some(e);
@@ -268,6 +296,7 @@ cluster {{
 }}
 mqtt {{
   listen: "127.0.0.1:{mqtt}"
+  js_api_timeout: "{js_api_timeout}s"
 }}
 authorization {{
   users: [ {{ user: "{user}", password: "{password}" }} ]
@@ -279,6 +308,7 @@ authorization {{
         mqtt = ports.mqtt,
         store = store.display(),
         routes = routes.join(", "),
+        js_api_timeout = JS_API_TIMEOUT.as_secs(),
         user = NatsCluster::USERNAME,
         password = NatsCluster::PASSWORD,
     )
@@ -315,6 +345,66 @@ fn probe(ports: Ports) -> anyhow::Result<()> {
         bail!("no JetStream meta leader yet");
     }
     mqtt_login(ports.mqtt)
+}
+
+/// Whether the node at `monitor` knows a meta leader in `live` and a leader in `live` for
+/// every stream (`/jsz` with the streams of every account).
+fn leaders_among(monitor: u16, live: &[&str]) -> anyhow::Result<()> {
+    let jsz = http_get(monitor, "/jsz?accounts=true&streams=true")?;
+    let jsz: serde_json::Value = serde_json::from_str(&jsz).context("jsz is JSON")?;
+    let meta = jsz["meta_cluster"]["leader"].as_str().unwrap_or("");
+    if !live.contains(&meta) {
+        bail!("meta leader {meta:?} on port {monitor}");
+    }
+    let streams = jsz["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten());
+    for stream in streams {
+        let leader = stream["cluster"]["leader"].as_str().unwrap_or("");
+        if !live.contains(&leader) {
+            bail!(
+                "stream {} has leader {leader:?} on port {monitor}",
+                stream["name"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Subscribes `filter` through a cluster node and waits for its grant, subscribing again
+/// (bounded) while the node refuses it or leaves it unanswered. A QoS 1 filter needs a
+/// JetStream consumer per subject it covers (`a/#` two: `a` and `a/...`), each created
+/// within [`JS_API_TIMEOUT`] or refused; while a node is lost a new consumer can wait that
+/// long for a leader, so one SUBACK may take twice the timeout and still say Failure.
+pub async fn subscribe(
+    client: &rumqttc::AsyncClient,
+    eventloop: &mut rumqttc::EventLoop,
+    filter: &str,
+    qos: rumqttc::QoS,
+) -> anyhow::Result<()> {
+    let consumers = if filter.ends_with('#') { 2 } else { 1 };
+    let wait = JS_API_TIMEOUT * (consumers + 1);
+    let mut last = String::from("nothing tried");
+    for _ in 0..SUBSCRIBE_ATTEMPTS {
+        client
+            .subscribe(filter, qos)
+            .await
+            .context("queue a SUBSCRIBE")?;
+        match crate::mqtt::client::wait_suback(eventloop, wait).await {
+            Ok(codes)
+                if codes
+                    .iter()
+                    .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))) =>
+            {
+                return Ok(());
+            }
+            Ok(codes) => last = format!("refused: {codes:?}"),
+            Err(e) => last = e,
+        }
+    }
+    bail!("subscription to {filter} not granted in {SUBSCRIBE_ATTEMPTS} attempts: {last}")
 }
 
 /// The body of `GET path` on the monitor port.

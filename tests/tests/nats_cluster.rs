@@ -9,7 +9,7 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, PublishOptions, QoS,
 };
 use system_tests::mqtt::client;
-use system_tests::nats::NatsCluster;
+use system_tests::nats::{self, NatsCluster};
 
 /// Upper bound of one wait; never a speed assertion.
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -24,8 +24,8 @@ fn login(id: &str, port: u16) -> MqttOptions {
     options
 }
 
-/// Connects, retrying for a while: right after a node is lost, the cluster elects new
-/// leaders for the MQTT session streams and refuses logins until it has.
+/// Connects, retrying a few times: a login needs the MQTT session stream, whose leader a
+/// node lost takes with it until the cluster elects another.
 async fn connect(options: MqttOptions) -> (AsyncClient, EventLoop) {
     for _ in 0..10 {
         let (c, mut e) = AsyncClient::builder(options.clone()).build();
@@ -39,7 +39,9 @@ async fn connect(options: MqttOptions) -> (AsyncClient, EventLoop) {
 
 async fn subscriber(id: &str, port: u16, filter: &str) -> (AsyncClient, EventLoop) {
     let (c, mut e) = connect(login(id, port)).await;
-    client::subscribe(&c, &mut e, filter, QoS::AtLeastOnce).await;
+    nats::subscribe(&c, &mut e, filter, QoS::AtLeastOnce)
+        .await
+        .unwrap_or_else(|err| panic!("{id} on port {port}: {err:#}"));
     (c, e)
 }
 
@@ -161,7 +163,11 @@ async fn sparkplug_topics_cross_nodes_and_survive_a_lost_node() {
     );
 
     // Node 1 lost: node 0 still delivers to node 2, retained STATE included.
-    tokio::task::block_in_place(|| cluster.kill(1));
+    tokio::task::block_in_place(|| {
+        cluster.kill(1);
+        cluster.wait_for_leaders()
+    })
+    .expect("the other two nodes elect leaders");
     let (pub0, mut pub0_loop) = connect(login("Plant1:gw2", p0)).await;
     publish(
         &pub0,

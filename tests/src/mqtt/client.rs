@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Publish, PublishOptions,
+    SubscribeReasonCode,
 };
 
 /// Upper bound for any single wait; never a speed assertion.
@@ -49,16 +50,28 @@ pub async fn subscribe(
     qos: rumqttc::QoS,
 ) {
     client.subscribe(filter, qos).await.unwrap();
+    wait_suback(eventloop, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Polls until the SUBACK (its return codes), the connection fails, or `wait` passes.
+pub async fn wait_suback(
+    eventloop: &mut EventLoop,
+    wait: Duration,
+) -> Result<Vec<SubscribeReasonCode>, String> {
     let poll = async {
         loop {
-            if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await.unwrap() {
-                return;
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => return Ok(ack.return_codes),
+                Ok(_) => continue,
+                Err(e) => return Err(format!("connection failed waiting for a SUBACK: {e:?}")),
             }
         }
     };
-    tokio::time::timeout(WAIT, poll)
+    tokio::time::timeout(wait, poll)
         .await
-        .expect("no SUBACK in time");
+        .unwrap_or_else(|_| Err(format!("no SUBACK within {wait:?}")))
 }
 
 /// A client `id` connected to `addr`, subscribed to `filter` (SUBACK seen).
