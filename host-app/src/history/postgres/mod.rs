@@ -13,9 +13,9 @@
 //! - trends are aggregated by the server: the same buckets and min/max/avg as SQLite's.
 //!
 //! The client is the blocking `postgres` crate, which drives each connection on a small
-//! runtime of its own: the store is called from blocking threads (the writer's commits,
-//! `spawn_blocking`), never from a runtime worker, like the SQLite store. Connections that
-//! break are opened again at the next call.
+//! runtime of its own; every use of a connection goes through `blocking::run`, so the
+//! store may be called from async code too. Connections that break are opened again at
+//! the next call.
 
 mod catalog;
 mod schema;
@@ -29,6 +29,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row};
 
 use super::HistoryStore;
+use super::blocking;
 use super::error::{HistoryError, Result};
 use super::types::{
     AppendOutcome, AuditEntry, AuditQuery, AuditRecord, AuditRetention, Bucket, CommandOutcome,
@@ -142,6 +143,10 @@ impl PostgresStore {
     /// Connects, creates the tables if they are not there (safe when several instances
     /// start at once) and the partitions around now.
     pub fn open(options: &PostgresOptions) -> Result<PostgresStore> {
+        blocking::run(|| Self::connect_and_prepare(options))
+    }
+
+    fn connect_and_prepare(options: &PostgresOptions) -> Result<PostgresStore> {
         let label = PathBuf::from(&options.url);
         let open_error = |e: Box<dyn std::error::Error + Send + Sync>| HistoryError::Open {
             path: label.clone(),
@@ -200,41 +205,45 @@ impl PostgresStore {
     }
 
     /// Runs `f` on the writer connection, opening it again if it broke.
-    fn with_writer<T>(
+    fn with_writer<T: Send>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send,
     ) -> Result<T> {
-        let mut slot = lock(&self.writer);
-        let client = match slot.as_mut() {
-            Some(c) if !c.is_closed() => c,
-            _ => slot.insert(self.connect(what)?),
-        };
-        let result = f(client);
-        if client.is_closed() {
-            *slot = None;
-        }
-        result.map_err(self.sql(what))
+        blocking::run(|| {
+            let mut slot = lock(&self.writer);
+            let client = match slot.as_mut() {
+                Some(c) if !c.is_closed() => c,
+                _ => slot.insert(self.connect(what)?),
+            };
+            let result = f(client);
+            if client.is_closed() {
+                *slot = None;
+            }
+            result.map_err(self.sql(what))
+        })
     }
 
-    fn with_reader<T>(
+    fn with_reader<T: Send>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send,
     ) -> Result<T> {
-        let idle = lock(&self.readers).pop();
-        let mut client = match idle {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect(what)?,
-        };
-        let result = f(&mut client);
-        if !client.is_closed() {
-            let mut idle = lock(&self.readers);
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(client);
+        blocking::run(|| {
+            let idle = lock(&self.readers).pop();
+            let mut client = match idle {
+                Some(c) if !c.is_closed() => c,
+                _ => self.connect(what)?,
+            };
+            let result = f(&mut client);
+            if !client.is_closed() {
+                let mut idle = lock(&self.readers);
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(client);
+                }
             }
-        }
-        result.map_err(self.sql(what))
+            result.map_err(self.sql(what))
+        })
     }
 
     fn reload_partitions(&self, client: &mut Client) -> std::result::Result<(), postgres::Error> {
@@ -455,17 +464,15 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        // A connection closes by blocking on its own small runtime, which a runtime worker
-        // must not do (tokio refuses): from async code, on a thread of its own.
+        // A connection closes by blocking on its own small runtime (see `blocking`).
         let writer = lock(&self.writer).take();
         let readers = std::mem::take(&mut *lock(&self.readers));
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let closing = std::thread::Builder::new()
-                .name("history-pg-close".into())
-                .spawn(move || drop((writer, readers)));
-            if let Err(e) = closing {
-                tracing::warn!(error = %e, "history connections not closed cleanly");
-            }
+        let closed = blocking::run(move || {
+            drop((writer, readers));
+            Ok(())
+        });
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "history connections not closed cleanly");
         }
     }
 }
