@@ -660,11 +660,34 @@ fn a_measured_sample_replaces_a_stale_marker_on_the_same_millisecond<B: Backend>
     let o = t.store.append(&[stale(T0), measured(T0)]).unwrap();
     assert_eq!((o.inserted, o.duplicates), (0, 2));
 
+    // Marker and measurement in one batch count as stored one after the other: both
+    // accepted on a new millisecond, the measurement alone over a stored marker.
+    let o = t
+        .store
+        .append(&[stale(T0 + 600), measured(T0 + 600)])
+        .unwrap();
+    assert_eq!((o.inserted, o.duplicates), (2, 0));
+    t.store.append(&[stale(T0 + 700)]).unwrap();
+    let o = t
+        .store
+        .append(&[stale(T0 + 700), measured(T0 + 700), stale(T0 + 800)])
+        .unwrap();
+    assert_eq!((o.inserted, o.duplicates), (2, 1));
+
     let read = t
         .store
         .range(id, TimeRange::new(T0, T0 + 1_000), 1_000)
         .unwrap();
-    assert_eq!(read, vec![measured(T0), measured(T0 + 500)]);
+    assert_eq!(
+        read,
+        vec![
+            measured(T0),
+            measured(T0 + 500),
+            measured(T0 + 600),
+            measured(T0 + 700),
+            stale(T0 + 800)
+        ]
+    );
 }
 
 /// The expected buckets, computed straight from the samples.
