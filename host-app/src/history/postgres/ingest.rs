@@ -4,14 +4,20 @@
 //!   primary key is probed and extended in key order, each of its pages visited once per
 //!   batch (in arrival order, one timestamp of every metric after another, each row
 //!   probed a page far from the last: the largest single cost, measured);
-//! - the rows go by binary COPY (the cheapest way in) into a staging table of the writer
-//!   connection (temporary: no WAL, emptied at commit), and one `INSERT ... SELECT ...
-//!   ON CONFLICT` moves them into `samples`; its row count is the number accepted;
-//! - all in one transaction with the metric rows registered since the last batch.
+//! - live data is new data: a batch first goes by binary COPY straight into `samples`
+//!   (the cheapest way in: the server inserts rows in bulk). The primary key refuses the
+//!   whole COPY if one of its samples is stored already (a replay, a window re-sent, a
+//!   STALE marker to replace), and nothing of it stays;
+//! - then, and for the batches after it until one comes with nothing stored (replays run
+//!   over many batches), the rows go by COPY into a staging table of the writer connection
+//!   (temporary: no WAL, emptied at commit), and one `INSERT ... SELECT ... ON CONFLICT`
+//!   moves them into `samples`, each row checked; its row count is the number accepted;
+//! - either way in one transaction with the metric rows registered since the last batch.
 
 use std::collections::HashSet;
 
 use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, SimpleQueryMessage, Transaction};
 
@@ -22,10 +28,13 @@ use crate::history::types::{MetricInfo, Quality, Sample, SampleValue};
 pub(super) const CREATE_STAGE: &str =
     "CREATE TEMP TABLE history_stage (LIKE samples) ON COMMIT DELETE ROWS";
 
+const COPY_SAMPLES: &str =
+    "COPY samples (metric, ts, kind, quality, historical, num, i, t, b) FROM STDIN BINARY";
+
 const COPY_STAGE: &str = "COPY pg_temp.history_stage \
     (metric, ts, kind, quality, historical, num, i, t, b) FROM STDIN BINARY";
 
-const STAGE_TYPES: [Type; 9] = [
+const COLUMN_TYPES: [Type; 9] = [
     Type::INT8,
     Type::INT8,
     Type::INT2,
@@ -97,13 +106,57 @@ pub(super) fn reduce(samples: &[Sample]) -> (Vec<Row<'_>>, u64) {
     (rows, rejected)
 }
 
-/// One transaction: the pending metric rows, then the batch. Returns how many samples
-/// were accepted, or why the metric rows were refused.
+/// What a batch did.
+pub(super) struct Written {
+    /// Samples accepted (see [`Row`]).
+    pub accepted: u64,
+    /// Nothing of the batch was stored before: the next may go straight in.
+    pub all_new: bool,
+}
+
+/// One transaction: the pending metric rows, then the batch; straight into `samples` when
+/// `direct`, else (or when a sample of it is stored already) each row checked. Returns
+/// what it did, or why the metric rows were refused.
 pub(super) fn write(
     client: &mut Client,
     metrics: &[MetricInfo],
     batch: &[Row<'_>],
-) -> Result<Result<u64, String>, postgres::Error> {
+    direct: bool,
+) -> Result<Result<Written, String>, postgres::Error> {
+    if direct || batch.is_empty() {
+        let mut tx = client.transaction()?;
+        if let Err(refused) = write_metrics(&mut tx, metrics)? {
+            return Ok(Err(refused));
+        }
+        let copied = if batch.is_empty() {
+            Ok(())
+        } else {
+            copy(&mut tx, COPY_SAMPLES, batch)
+        };
+        match copied {
+            Ok(()) => {
+                tx.commit()?;
+                // Nothing was there: a marker replaced inside the batch counts twice.
+                let twice = batch.iter().filter(|(_, bonus)| *bonus).count();
+                return Ok(Ok(Written {
+                    accepted: (batch.len() + twice) as u64,
+                    all_new: true,
+                }));
+            }
+            // Rolled back when `tx` drops.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    write_checked(client, metrics, batch)
+}
+
+/// The batch through the staging table, each row checked against what is stored.
+fn write_checked(
+    client: &mut Client,
+    metrics: &[MetricInfo],
+    batch: &[Row<'_>],
+) -> Result<Result<Written, String>, postgres::Error> {
     let mut tx = client.transaction()?;
     if let Err(refused) = write_metrics(&mut tx, metrics)? {
         return Ok(Err(refused));
@@ -121,26 +174,28 @@ pub(super) fn write(
             twice.remove(&(row.get(0), row.get(1)));
         }
     }
-    stage(&mut tx, batch)?;
-    let accepted = if twice.is_empty() {
+    copy(&mut tx, COPY_STAGE, batch)?;
+    let (accepted, all_new) = if twice.is_empty() {
         // The usual batch: the row count says it all; a simple query, nothing to prepare.
-        tx.simple_query(INSERT_STAGED)?
+        let stored = tx
+            .simple_query(INSERT_STAGED)?
             .iter()
             .find_map(|m| match m {
                 SimpleQueryMessage::CommandComplete(n) => Some(*n),
                 _ => None,
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        (stored, stored == batch.len() as u64)
     } else {
         let stored = tx.query(&format!("{INSERT_STAGED} RETURNING metric, ts"), &[])?;
         let again = stored
             .iter()
             .filter(|r| twice.contains(&(r.get(0), r.get(1))))
             .count();
-        (stored.len() + again) as u64
+        ((stored.len() + again) as u64, stored.len() == batch.len())
     };
     tx.commit()?;
-    Ok(Ok(accepted))
+    Ok(Ok(Written { accepted, all_new }))
 }
 
 fn write_metrics(
@@ -181,9 +236,13 @@ fn write_metrics(
     ))
 }
 
-/// The batch into the staging table, by binary COPY.
-fn stage(tx: &mut Transaction<'_>, batch: &[Row<'_>]) -> Result<(), postgres::Error> {
-    let mut rows = BinaryCopyInWriter::new(tx.copy_in(COPY_STAGE)?, &STAGE_TYPES);
+/// The batch by binary COPY, `statement` saying where to.
+fn copy(
+    tx: &mut Transaction<'_>,
+    statement: &str,
+    batch: &[Row<'_>],
+) -> Result<(), postgres::Error> {
+    let mut rows = BinaryCopyInWriter::new(tx.copy_in(statement)?, &COLUMN_TYPES);
     for (sample, _) in batch {
         let (kind, i, t, b) = columns(&sample.value);
         // The trend value (NULL for NaN and non-numbers), and a Double's own value: NaN

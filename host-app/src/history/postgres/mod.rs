@@ -2,8 +2,9 @@
 //!
 //! - samples in `samples`, partitioned by time (see `schema`); a sample is identified by
 //!   (metric, ts), its primary key, so a replay is stored once whichever instance gets it;
-//! - a batch is sorted by that key, copied into a staging table and moved into `samples`
-//!   by one `INSERT ... SELECT ... ON CONFLICT` (see `ingest`), in one transaction with the
+//! - a batch is sorted by that key and copied straight into `samples`; if the primary key
+//!   refuses that (a sample of it is stored already), through a staging table and one
+//!   `INSERT ... SELECT ... ON CONFLICT` (see `ingest`); in one transaction with the
 //!   metrics registered since the last one;
 //! - metric ids derive from their keys (see `catalog`), so instances agree without asking;
 //! - retention drops whole partitions older than the age limit (cheap, whatever they hold)
@@ -23,6 +24,7 @@ mod schema;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -89,6 +91,8 @@ pub struct PostgresStore {
     /// reloads them).
     partitions: Mutex<BTreeSet<i64>>,
     catalog: Mutex<Catalog>,
+    /// The next batch tries the COPY straight into `samples` (see `ingest`).
+    direct: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +142,7 @@ impl PostgresStore {
             readers: Mutex::new(Vec::new()),
             partitions: Mutex::new(BTreeSet::new()),
             catalog: Mutex::new(Catalog::default()),
+            direct: AtomicBool::new(true),
         };
         store.with_writer("create partitions", |client| {
             store.reload_partitions(client)?;
@@ -456,17 +461,20 @@ impl HistoryStore for PostgresStore {
             .collect();
         let accepted = self.with_writer("store sample batch", |client| {
             self.ensure(client, starts.iter().copied())?;
-            match ingest::write(client, &metrics, &batch) {
+            let direct = self.direct.load(Ordering::Relaxed);
+            match ingest::write(client, &metrics, &batch, direct) {
                 // Another instance's retention dropped a partition this one knew.
                 Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
                     self.reload_partitions(client)?;
                     self.ensure(client, starts.iter().copied())?;
-                    ingest::write(client, &metrics, &batch)
+                    ingest::write(client, &metrics, &batch, direct)
                 }
                 other => other,
             }
         })?;
-        let accepted = accepted.map_err(HistoryError::CommitFailed)?;
+        let written = accepted.map_err(HistoryError::CommitFailed)?;
+        self.direct.store(written.all_new, Ordering::Relaxed);
+        let accepted = written.accepted;
         lock(&self.catalog).written(&metrics);
         Ok(AppendOutcome {
             inserted: accepted,
