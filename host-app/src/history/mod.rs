@@ -56,7 +56,7 @@ mod sqlite;
 mod types;
 mod writer;
 
-pub use config::{HistoryBackend, HistoryConfig, PostgresConfig, SqliteConfig};
+pub use config::{HistoryBackend, HistoryConfig, PostgresConfig, PostgresSslMode, SqliteConfig};
 pub use error::{BoxError, HistoryError, Result};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use retention::RetentionTask;

@@ -21,6 +21,7 @@
 mod catalog;
 mod ingest;
 mod schema;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row};
 
@@ -65,6 +67,8 @@ pub struct PostgresOptions {
     pub password: Option<infra::secret::Secret>,
     /// Width of a partition of `samples` when this creates the database.
     pub partition: Duration,
+    /// TLS to the server (required, the server checked), or none.
+    pub tls: Option<infra::tls::ClientTls>,
 }
 
 impl PostgresOptions {
@@ -73,6 +77,7 @@ impl PostgresOptions {
             url: url.into(),
             password: None,
             partition: Duration::from_secs(86_400),
+            tls: None,
         }
     }
 }
@@ -82,6 +87,7 @@ pub struct PostgresStore {
     /// The URL, for errors (it holds no password).
     label: PathBuf,
     config: postgres::Config,
+    tls: Option<tls::MakeRustls>,
     /// Partition width in ms, as the database has it.
     width: i64,
     /// Appends, retention, audit appends.
@@ -120,7 +126,17 @@ impl PostgresStore {
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name("host-app history");
-        let mut client = config.connect(NoTls).map_err(|e| open_error(Box::new(e)))?;
+        let tls = match &options.tls {
+            Some(tls) => {
+                config.ssl_mode(SslMode::Require);
+                let client_config =
+                    infra::tls::client_config(tls).map_err(|e| open_error(Box::new(e)))?;
+                Some(tls::MakeRustls(client_config))
+            }
+            None => None,
+        };
+        let mut client =
+            connect(&config, &tls).map_err(|e| open_error(Box::new(ClientError(e))))?;
         let wanted = i64::try_from(options.partition.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -129,14 +145,15 @@ impl PostgresStore {
                 path: label.clone(),
                 reason,
             },
-            schema::SchemaError::Sql(e) => open_error(Box::new(e)),
+            schema::SchemaError::Sql(e) => open_error(Box::new(ClientError(e))),
         })?;
         client
             .batch_execute(ingest::CREATE_STAGE)
-            .map_err(|e| open_error(Box::new(e)))?;
+            .map_err(|e| open_error(Box::new(ClientError(e))))?;
         let store = PostgresStore {
             label: label.clone(),
             config,
+            tls,
             width,
             writer: Mutex::new(Some(client)),
             readers: Mutex::new(Vec::new()),
@@ -160,12 +177,12 @@ impl PostgresStore {
         move |e| HistoryError::Backend {
             path: self.label.clone(),
             what,
-            source: Box::new(e),
+            source: Box::new(ClientError(e)),
         }
     }
 
     fn connect(&self, what: &'static str) -> Result<Client> {
-        self.config.connect(NoTls).map_err(self.sql(what))
+        connect(&self.config, &self.tls).map_err(self.sql(what))
     }
 
     /// A writer connection, with the staging table its batches go through.
@@ -358,6 +375,37 @@ impl Drop for PostgresStore {
         if let Err(e) = closed {
             tracing::warn!(error = %e, "history connections not closed cleanly");
         }
+    }
+}
+
+/// A client error shown with its causes: the client's own message names only the step
+/// ("db error", "error performing TLS handshake"); its causes say what went wrong.
+#[derive(Debug)]
+struct ClientError(postgres::Error);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// The causes are in the message already.
+impl std::error::Error for ClientError {}
+
+/// A new connection, over TLS if configured.
+fn connect(
+    config: &postgres::Config,
+    tls: &Option<tls::MakeRustls>,
+) -> std::result::Result<Client, postgres::Error> {
+    match tls {
+        Some(tls) => config.connect(tls.clone()),
+        None => config.connect(NoTls),
     }
 }
 
