@@ -9,7 +9,7 @@
 //!   whole COPY if one of its samples is stored already (a replay, a window re-sent, a
 //!   STALE marker to replace), and nothing of it stays;
 //! - then, and for the batches after it until one comes with nothing stored (replays run
-//!   over many batches), the rows go by COPY into a staging table of the writer connection
+//!   over many batches), the rows go by COPY into a staging table of the session
 //!   (temporary: no WAL, emptied at commit), and one `INSERT ... SELECT ... ON CONFLICT`
 //!   moves them into `samples`, each row checked; its row count is the number accepted;
 //! - either way in one transaction with the metric rows registered since the last batch.
@@ -24,9 +24,11 @@ use postgres::{Client, SimpleQueryMessage, Transaction};
 use super::{KIND_BOOL, KIND_BYTES, KIND_F64, KIND_I64, KIND_NULL, KIND_TEXT, KIND_U64};
 use crate::history::types::{MetricInfo, Quality, Sample, SampleValue};
 
-/// Created on every writer connection, before its first batch.
-pub(super) const CREATE_STAGE: &str =
-    "CREATE TEMP TABLE history_stage (LIKE samples) ON COMMIT DELETE ROWS";
+/// The staging table, made by the first checked batch of each session (in the batch's
+/// transaction, so a pooler that hands transactions to other sessions still finds one),
+/// without the notice that it exists already.
+const CREATE_STAGE: &str = "SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS history_stage (LIKE samples) ON COMMIT DELETE ROWS";
 
 const COPY_SAMPLES: &str =
     "COPY samples (metric, ts, kind, quality, historical, num, i, t, b) FROM STDIN BINARY";
@@ -174,6 +176,7 @@ fn write_checked(
             twice.remove(&(row.get(0), row.get(1)));
         }
     }
+    tx.batch_execute(CREATE_STAGE)?;
     copy(&mut tx, COPY_STAGE, batch)?;
     let (accepted, all_new) = if twice.is_empty() {
         // The usual batch: the row count says it all; a simple query, nothing to prepare.

@@ -147,9 +147,6 @@ impl PostgresStore {
             },
             schema::SchemaError::Sql(e) => open_error(Box::new(ClientError(e))),
         })?;
-        client
-            .batch_execute(ingest::CREATE_STAGE)
-            .map_err(|e| open_error(Box::new(ClientError(e))))?;
         let store = PostgresStore {
             label: label.clone(),
             config,
@@ -185,15 +182,6 @@ impl PostgresStore {
         connect(&self.config, &self.tls).map_err(self.sql(what))
     }
 
-    /// A writer connection, with the staging table its batches go through.
-    fn connect_writer(&self, what: &'static str) -> Result<Client> {
-        let mut client = self.connect(what)?;
-        client
-            .batch_execute(ingest::CREATE_STAGE)
-            .map_err(self.sql(what))?;
-        Ok(client)
-    }
-
     /// Runs `f` on the writer connection, opening it again if it broke.
     fn with_writer<T: Send>(
         &self,
@@ -204,7 +192,7 @@ impl PostgresStore {
             let mut slot = lock(&self.writer);
             let client = match slot.as_mut() {
                 Some(c) if !c.is_closed() => c,
-                _ => slot.insert(self.connect_writer(what)?),
+                _ => slot.insert(self.connect(what)?),
             };
             let result = f(client);
             if client.is_closed() {
