@@ -5,6 +5,7 @@
 //! - [`config`]: the `[api]` table.
 //! - [`types`]: the API's request and response bodies, shared with the pages.
 //! - [`access`]: the accounts database, audit routing and first-run setup.
+//! - [`postgres_accounts`]: the accounts in a PostgreSQL history's database.
 //!
 //! The connection loop and the HTTPS certificate are `web`'s ([`web::serve`], [`web::cert`]).
 //!
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod config;
+pub mod postgres_accounts;
 pub mod types;
 
 use std::collections::HashMap;
@@ -42,7 +44,9 @@ use tokio_util::sync::CancellationToken;
 use web::{Auth, Caller, Role};
 
 use crate::command::{self, WriteError};
-use crate::history::{AuditQuery, AuditRecord, MetricId, MetricKey, Sample, TimeRange};
+use crate::history::{
+    AuditQuery, AuditRecord, HistoryConfig, MetricId, MetricKey, Sample, TimeRange,
+};
 use crate::panel::{self, PanelState, SystemInfo};
 use crate::session::Publisher;
 use crate::shared::{HostShared, sample_json};
@@ -117,12 +121,15 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Opens the accounts database in `state_dir`, loads or makes the certificate, binds
-    /// `config.listen` (refusing clearly when the port is taken) and serves until
-    /// `shutdown` is cancelled. Before the first admin exists, writes the setup token.
+    /// Opens the accounts database (in `state_dir`, or in `history`'s PostgreSQL), loads
+    /// or makes the certificate, binds `config.listen` (refusing clearly when the port is
+    /// taken) and serves until `shutdown` is cancelled. Before the first admin exists,
+    /// writes the setup token.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         config: &ApiConfig,
         state_dir: &Path,
+        history: &HistoryConfig,
         shared: Arc<HostShared>,
         publisher: Publisher,
         shutdown: CancellationToken,
@@ -158,11 +165,12 @@ impl ApiServer {
             None
         };
         let audit = Arc::clone(&shared.store);
-        let (cfg, dir) = (config.clone(), state_dir.to_owned());
-        let auth = tokio::task::spawn_blocking(move || access::build(&cfg, &dir, Some(audit)))
-            .await
-            .map_err(|e| ApiError::Auth(e.to_string()))?
-            .map_err(ApiError::Auth)?;
+        let (cfg, dir, history) = (config.clone(), state_dir.to_owned(), history.clone());
+        let auth =
+            tokio::task::spawn_blocking(move || access::build(&cfg, &dir, &history, Some(audit)))
+                .await
+                .map_err(|e| ApiError::Auth(e.to_string()))?
+                .map_err(ApiError::Auth)?;
         let listen = config.listen;
         let listener =
             tokio::net::TcpListener::bind(listen)

@@ -112,6 +112,7 @@ impl Host {
         let api = match ApiServer::start(
             &config.api,
             &config.state_dir(),
+            &config.history,
             Arc::clone(&shared),
             publisher.clone(),
             api_stop.clone(),

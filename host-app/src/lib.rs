@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod json;
 pub mod mqtt;
 pub mod panel;
+mod pg;
 pub mod session;
 pub mod shared;
 pub mod spy;

@@ -1,4 +1,5 @@
-//! `host-app user add|passwd|list|remove` ([`web::cli`]) on the panel's accounts database.
+//! `host-app user add|passwd|list|remove` ([`web::cli`]) on the panel's accounts database:
+//! the state directory's, or the PostgreSQL history's (shared by every instance on it).
 
 use web::Auth;
 use web::cli::UserError;
@@ -11,5 +12,5 @@ pub fn open(config: &HostConfig) -> Result<Auth, UserError> {
     let dir = config.state_dir();
     access::ensure_state_dir(&dir)
         .map_err(|e| UserError::Failed(format!("api.state_dir {}: {e}", dir.display())))?;
-    access::build(&config.api, &dir, None).map_err(UserError::Failed)
+    access::build(&config.api, &dir, &config.history, None).map_err(UserError::Failed)
 }

@@ -4,7 +4,7 @@
 //! limited ranges, trend buckets against an in-memory computation, latest values, metric
 //! registry, retention by age, the audit log and its own retention, the batch writer.
 //!
-//! Each test is a generic function instantiated per backend by `suite!`; what only one
+//! Each test is a generic function instantiated per backend by `backend_suite!`; what only one
 //! backend has (SQLite's files and windows, PostgreSQL's partitions and shared ids) is
 //! tested beside it (history_store.rs, history_postgres.rs).
 
@@ -123,19 +123,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Each named generic test, once per backend: `sqlite::name` and `postgres::name`.
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name::<super::Sqlite>(); } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { super::$name::<super::Postgres>(); } )*
-        }
-    };
-}
-
-suite![
+host_app_testkit::backend_suite![
     every_value_type_round_trips,
     duplicate_metric_and_timestamp_is_stored_once_across_batches_and_reopen,
     each_metric_and_timestamp_is_kept_once_with_its_first_value,

@@ -46,7 +46,11 @@ const ok = await run(page, [
   ["02-bus", async () => {
     await open("/devices", "#add-bus");
     await page.fill("#f-name", "line-rs485");
+    // Each transport shows its own fields only.
+    await page.selectOption("#f-transport", "rtu_over_tcp");
+    check(await page.isVisible("#f-host") && !(await page.isVisible("#f-path")), "RTU over TCP asks for the device server, not a serial path");
     await page.selectOption("#f-transport", "rtu");
+    check(await page.isVisible("#f-path") && !(await page.isVisible("#f-host")) && !(await page.isVisible("#f-port")), "RTU asks for the serial path, not a host");
     await page.fill("#f-path", "/dev/ttyUSB-not-here");
     await page.fill("#f-baud", "19200");
     await page.selectOption("#f-parity", "even");

@@ -146,6 +146,12 @@ const ok = await run(page, [
     await submit("#apply");
     check(await page.getAttribute("#outcome", "data-ok") === "true", `applied: ${await page.textContent("#outcome")}`);
     await page.waitForSelector('#audit tr[data-action="apply"]');
+    // The apply answered with a redirect: a reload shows the page, it does not apply again.
+    check(new URL(page.url()).pathname === "/config", `after the apply the browser is at ${page.url()}`);
+    const applies = await page.locator('#audit tr[data-action="apply"]').count();
+    await page.reload();
+    check(!(await page.isVisible("#outcome")), "a reload does not repeat the apply's outcome");
+    check(await page.locator('#audit tr[data-action="apply"]').count() === applies, "a reload does not apply again");
     if (live) {
       await ask(`host-sees ${device} Pi`);
     }

@@ -114,6 +114,15 @@ impl Api {
         self.addr
     }
 
+    /// The same caller (session or token) at `addr`: another host instance sharing the
+    /// accounts.
+    pub fn at(&self, addr: SocketAddr) -> Api {
+        Api {
+            addr,
+            credentials: self.credentials.clone(),
+        }
+    }
+
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
     }
@@ -296,6 +305,21 @@ pub fn add_user(host_app: &std::path::Path, config: &std::path::Path, name: &str
     }
     let out = child.wait_with_output().expect("host-app user add ends");
     assert!(out.status.success(), "host-app user add {name}: {out:?}");
+}
+
+/// Whether `host_app user list --config CONFIG` lists account `name` (host instances on
+/// one PostgreSQL history share their accounts: the first may have made it already).
+pub fn has_user(host_app: &std::path::Path, config: &std::path::Path, name: &str) -> bool {
+    let out = std::process::Command::new(host_app)
+        .args(["user", "--config"])
+        .arg(config)
+        .arg("list")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", host_app.display()));
+    assert!(out.status.success(), "host-app user list: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split('\t').next() == Some(name))
 }
 
 fn dechunk(mut body: &str) -> Result<String, String> {

@@ -272,9 +272,13 @@ impl HostApp {
     }
 
     /// Starts the host with a config file already written, which uses `broker` and
-    /// serves its API on `http_port`.
+    /// serves its API on `http_port`; makes [`ADMIN`] unless the accounts have it (those
+    /// of a PostgreSQL history are shared by every instance on it).
     pub fn start_config(config: PathBuf, broker: Broker, http_port: u16) -> HostApp {
-        crate::http::add_user(&bin("host-app"), &config, ADMIN, "admin");
+        let host_app = bin("host-app");
+        if !crate::http::has_user(&host_app, &config, ADMIN) {
+            crate::http::add_user(&host_app, &config, ADMIN, "admin");
+        }
         Self::start_first_run(config, broker, http_port)
     }
 

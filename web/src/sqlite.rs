@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS auth_audit (
 CREATE INDEX IF NOT EXISTS auth_audit_kind ON auth_audit(kind, id);
 ";
 
+/// Whether account `?1` is the only admin.
+const LAST_ADMIN: &str = "SELECT EXISTS (SELECT 1 FROM auth_users WHERE id = ?1 AND role = 'admin')
+    AND (SELECT COUNT(*) FROM auth_users WHERE role = 'admin') = 1";
+
 const USER_COLUMNS: &str = "id, username, role, password_hash, created_ms";
 const TOKEN_COLUMNS: &str = "id, token_hash, user_id, name, scope, created_ms, last_used_ms";
 
@@ -157,6 +161,17 @@ fn insert_user(conn: &Connection, user: &NewUser<'_>) -> Result<i64, StoreError>
     }
 }
 
+/// [`StoreError::LastAdmin`] if account `id` is the only admin. Call it in the write
+/// transaction (IMMEDIATE: other writers wait) that would demote or delete it.
+fn keep_an_admin(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    let last: bool = conn.query_row(LAST_ADMIN, [id], |r| r.get(0))?;
+    if last {
+        Err(StoreError::LastAdmin)
+    } else {
+        Ok(())
+    }
+}
+
 fn changed(n: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
     if n == 0 {
         Err(StoreError::NotFound { what: what() })
@@ -229,10 +244,16 @@ impl AuthStore for SqliteStore {
     }
 
     fn set_role(&self, id: i64, role: Role) -> Result<(), StoreError> {
-        let n = self.conn()?.execute(
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if role != Role::Admin {
+            keep_an_admin(&tx, id)?;
+        }
+        let n = tx.execute(
             "UPDATE auth_users SET role = ?2 WHERE id = ?1",
             params![id, role.as_str()],
         )?;
+        tx.commit()?;
         changed(n, || format!("user id {id}"))
     }
 
@@ -245,9 +266,11 @@ impl AuthStore for SqliteStore {
     }
 
     fn delete_user(&self, id: i64) -> Result<(), StoreError> {
-        let n = self
-            .conn()?
-            .execute("DELETE FROM auth_users WHERE id = ?1", [id])?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        keep_an_admin(&tx, id)?;
+        let n = tx.execute("DELETE FROM auth_users WHERE id = ?1", [id])?;
+        tx.commit()?;
         changed(n, || format!("user id {id}"))
     }
 

@@ -1,8 +1,9 @@
 //! The storage seam: accounts, sessions, API tokens and audit events behind
-//! one plain, synchronous trait. SQLite implements it today
-//! ([`SqliteStore`](crate::SqliteStore)); a PostgreSQL backend can implement
-//! the same trait. Calls may block, so async code reaches them only through
-//! `spawn_blocking` (the axum layer does).
+//! one plain, synchronous trait. SQLite implements it here
+//! ([`SqliteStore`](crate::SqliteStore)); an application may bring another
+//! backend (the host's PostgreSQL store, shared by its instances). Calls may
+//! block, so async code reaches them only through `spawn_blocking` (the axum
+//! layer does).
 
 use std::fmt;
 
@@ -69,10 +70,15 @@ pub struct ApiTokenRecord {
 pub enum StoreError {
     #[error("auth database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another backend's failure (a lost server, a refused statement).
+    #[error("auth database: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("auth database: {what} already exists")]
     Duplicate { what: String },
     #[error("auth database: an admin account already exists")]
     AdminExists,
+    #[error("auth database: the last admin account cannot be removed or demoted")]
+    LastAdmin,
     #[error("auth database: {what} not found")]
     NotFound { what: String },
     #[error("auth database: {column} holds {value:?}, which is not valid")]
@@ -92,9 +98,13 @@ pub trait AuthStore: Send + Sync + 'static {
     fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError>;
     fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
     fn count_admins(&self) -> Result<u64, StoreError>;
+    /// Sets the account's role; refuses with [`StoreError::LastAdmin`] to demote the last
+    /// admin, checked in the same transaction (so two concurrent demotions, from one
+    /// process or several sharing the store, never leave none).
     fn set_role(&self, id: i64, role: Role) -> Result<(), StoreError>;
     fn set_password_hash(&self, id: i64, password_hash: &str) -> Result<(), StoreError>;
-    /// Deletes the account with its sessions and API tokens.
+    /// Deletes the account with its sessions and API tokens; refuses with
+    /// [`StoreError::LastAdmin`] to delete the last admin, as [`AuthStore::set_role`].
     fn delete_user(&self, id: i64) -> Result<(), StoreError>;
 
     fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;

@@ -5,7 +5,15 @@ use crate::account::{Role, Username, check_password};
 use crate::audit::AuthEventKind;
 use crate::auth::{Auth, AuthError, Caller, UserInfo};
 use crate::secret::Secret;
-use crate::store::{NewUser, UserRecord};
+use crate::store::{NewUser, StoreError, UserRecord};
+
+/// The store's refusal to remove the last admin, as the service says it.
+fn last_admin(e: StoreError) -> AuthError {
+    match e {
+        StoreError::LastAdmin => AuthError::LastAdmin,
+        other => other.into(),
+    }
+}
 
 impl Auth {
     fn admin(by: Option<&Caller>) -> Result<(), AuthError> {
@@ -79,11 +87,10 @@ impl Auth {
     ) -> Result<(), AuthError> {
         Self::admin(by)?;
         let user = self.user(username)?;
-        if user.role == Role::Admin && role != Role::Admin && self.inner.store.count_admins()? <= 1
-        {
-            return Err(AuthError::LastAdmin);
-        }
-        self.inner.store.set_role(user.id, role)?;
+        self.inner
+            .store
+            .set_role(user.id, role)
+            .map_err(last_admin)?;
         self.audit(
             AuthEventKind::RoleChanged,
             Some(username),
@@ -123,10 +130,7 @@ impl Auth {
     pub fn delete_user(&self, by: Option<&Caller>, username: &str) -> Result<(), AuthError> {
         Self::admin(by)?;
         let user = self.user(username)?;
-        if user.role == Role::Admin && self.inner.store.count_admins()? <= 1 {
-            return Err(AuthError::LastAdmin);
-        }
-        self.inner.store.delete_user(user.id)?;
+        self.inner.store.delete_user(user.id).map_err(last_admin)?;
         self.audit(
             AuthEventKind::UserDeleted,
             Some(username),

@@ -27,10 +27,27 @@ pub struct Field {
     pub key: &'static str,
     pub kind: Kind,
     pub help: &'static str,
+    /// Shown only while the choice field named first has the value named second (the
+    /// page's script hides it otherwise; without the script every field shows).
+    pub only_when: Option<(&'static str, &'static str)>,
 }
 
 const fn f(key: &'static str, kind: Kind, help: &'static str) -> Field {
-    Field { key, kind, help }
+    Field {
+        key,
+        kind,
+        help,
+        only_when: None,
+    }
+}
+
+impl Field {
+    const fn when(self, choice: &'static str, value: &'static str) -> Field {
+        Field {
+            only_when: Some((choice, value)),
+            ..self
+        }
+    }
 }
 
 /// Where a section's keys live in the TOML document.
@@ -102,13 +119,13 @@ pub const BUS: Section = Section {
             Choice(&["rtu", "rtu_over_tcp"]),
             "serial line or a serial device server",
         ),
-        f("path", Text, "rtu: serial device, e.g. /dev/ttyUSB0"),
-        f("baud", Int, "rtu"),
-        f("parity", Choice(&["", "none", "even", "odd"]), "rtu"),
-        f("data_bits", Int, "rtu: 5 to 8"),
-        f("stop_bits", Int, "rtu: 1 or 2"),
-        f("host", Text, "rtu_over_tcp: the device server"),
-        f("port", Int, "rtu_over_tcp"),
+        f("path", Text, "serial device, e.g. /dev/ttyUSB0").when("transport", "rtu"),
+        f("baud", Int, "").when("transport", "rtu"),
+        f("parity", Choice(&["", "none", "even", "odd"]), "").when("transport", "rtu"),
+        f("data_bits", Int, "5 to 8").when("transport", "rtu"),
+        f("stop_bits", Int, "1 or 2").when("transport", "rtu"),
+        f("host", Text, "the device server").when("transport", "rtu_over_tcp"),
+        f("port", Int, "the device server's TCP port").when("transport", "rtu_over_tcp"),
         f("inter_frame_delay_us", Int, "silence before each request"),
     ],
 };
@@ -279,6 +296,9 @@ pub struct FieldView {
     pub value: String,
     pub choices: &'static [&'static str],
     pub error: Option<String>,
+    /// [`Field::only_when`]: the choice field and its value, empty when always shown.
+    pub when_key: &'static str,
+    pub when_value: &'static str,
 }
 
 impl FieldView {
@@ -330,6 +350,8 @@ impl Section {
                     _ => &[],
                 },
                 error: None,
+                when_key: field.only_when.map_or("", |(key, _)| key),
+                when_value: field.only_when.map_or("", |(_, value)| value),
             })
             .collect()
     }

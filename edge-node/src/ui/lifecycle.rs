@@ -1,6 +1,10 @@
 //! The configuration page: the caller's draft checked as `check-config` would, its diff
 //! against the running configuration, apply, discard, rollback to the last known good,
-//! and the audit trail, all through [`crate::configure::Configurator`].
+//! and the audit trail, all through [`crate::configure::Configurator`]. Apply and rollback
+//! answer with a redirect to the page (post/redirect/get), so reloading it never repeats them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use askama::Template;
 use axum::extract::State;
@@ -30,6 +34,28 @@ struct ConfigPage {
     audit: Vec<AuditEntry>,
     /// What the last action did, or why it failed.
     outcome: Option<Result<String, String>>,
+}
+
+/// What each user's last apply or rollback did, shown once on the page it redirects to.
+#[derive(Default)]
+pub struct Outcomes {
+    by_user: Mutex<HashMap<String, Result<String, String>>>,
+}
+
+impl Outcomes {
+    fn put(&self, user: &str, outcome: Result<String, String>) {
+        self.by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.to_owned(), outcome);
+    }
+
+    fn take(&self, user: &str) -> Option<Result<String, String>> {
+        self.by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user)
+    }
 }
 
 impl ConfigPage {
@@ -68,16 +94,19 @@ fn render(state: &UiState, caller: &Caller, outcome: Option<Result<String, Strin
 }
 
 pub async fn page(State(state): State<UiState>, caller: Caller) -> Response {
-    render(&state, &caller, None)
+    let outcome = state.outcomes.take(&caller.user);
+    render(&state, &caller, outcome)
+}
+
+/// Keeps `outcome` for the caller's next view of the page and sends them there.
+fn show_on_page(state: &UiState, caller: &Caller, outcome: Result<String, String>) -> Response {
+    state.outcomes.put(&caller.user, outcome);
+    Redirect::to("/config").into_response()
 }
 
 pub async fn apply(State(state): State<UiState>, caller: Caller) -> Response {
     if !state.drafts.has(&caller.user) {
-        return render(
-            &state,
-            &caller,
-            Some(Err("You have no draft to apply.".into())),
-        );
+        return show_on_page(&state, &caller, Err("You have no draft to apply.".into()));
     }
     let draft = state.draft(&caller);
     let outcome = match state.configurator.apply(draft, &caller.user).await {
@@ -88,7 +117,7 @@ pub async fn apply(State(state): State<UiState>, caller: Caller) -> Response {
         }
         Err(e) => Err(format!("Not applied: {e}")),
     };
-    render(&state, &caller, Some(outcome))
+    show_on_page(&state, &caller, outcome)
 }
 
 pub async fn rollback(State(state): State<UiState>, caller: Caller) -> Response {
@@ -99,7 +128,7 @@ pub async fn rollback(State(state): State<UiState>, caller: Caller) -> Response 
         }
         Err(e) => Err(format!("Not rolled back: {e}")),
     };
-    render(&state, &caller, Some(outcome))
+    show_on_page(&state, &caller, outcome)
 }
 
 pub async fn discard(State(state): State<UiState>, caller: Caller) -> Response {

@@ -121,6 +121,7 @@ pub struct UiState {
     pub assets: Arc<Assets>,
     pub configurator: Configurator,
     pub drafts: Arc<draft::Drafts>,
+    pub outcomes: Arc<lifecycle::Outcomes>,
     /// The directory of the configuration file: relative paths in it start here.
     pub base: PathBuf,
     pub node: MetricsSource,
@@ -244,6 +245,7 @@ impl UiServer {
             assets: Arc::new(Assets::new(&[SHELL_ASSETS, EDGE_ASSETS])),
             configurator,
             drafts: Arc::default(),
+            outcomes: Arc::default(),
             base,
             node,
         };

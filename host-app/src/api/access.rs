@@ -1,22 +1,42 @@
-//! Who may use the panel: the accounts and sessions database in the state directory,
-//! the web auth service built on it, its audit events routed into the host's audit log,
-//! and the first-run setup token.
+//! Who may use the panel: the accounts and sessions database (the state directory's
+//! SQLite file, or the PostgreSQL history's database, which every host instance on it
+//! shares), the web auth service built on it, its audit events routed into the host's
+//! audit log, and the first-run setup token.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use web::{Auth, AuthConfig, AuthEvent, AuthEventKind, SessionConfig, SqliteStore};
+use web::{Auth, AuthConfig, AuthEvent, AuthEventKind, AuthStore, SessionConfig};
 
 use super::config::ApiConfig;
-use crate::history::{AuditEntry, CommandOutcome, HistoryStore, MetricKey};
+use super::postgres_accounts::PostgresAuthStore;
+use crate::history::{
+    AuditEntry, CommandOutcome, HistoryBackend, HistoryConfig, HistoryStore, MetricKey,
+};
 
 /// Paths open without login besides web's login and setup routes: the panel's
 /// embedded static assets and its login and setup pages.
 pub const PUBLIC_PATHS: &[&str] = &["/static/*", "/login", "/setup"];
 
-/// Opens (creating, mode 0600) the accounts database in `state_dir`.
-pub fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
-    web::state::open_store(&ApiConfig::auth_db(state_dir))
+/// Opens the accounts beside the history: with a PostgreSQL history, tables in its
+/// database (created if absent); otherwise the SQLite file in `state_dir` (created, mode
+/// 0600). Blocking.
+pub fn open_store(state_dir: &Path, history: &HistoryConfig) -> Result<Arc<dyn AuthStore>, String> {
+    let local = ApiConfig::auth_db(state_dir);
+    match &history.backend {
+        HistoryBackend::Postgres(pg) => {
+            if local.exists() {
+                tracing::warn!(
+                    file = %local.display(),
+                    "the panel's accounts are in PostgreSQL with the history; this file's are not used"
+                );
+            }
+            let options = pg.options().map_err(|e| e.to_string())?;
+            let store = PostgresAuthStore::open(&options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+        HistoryBackend::Sqlite(_) => Ok(Arc::new(web::state::open_store(&local)?)),
+    }
 }
 
 /// The auth settings `[api]` asks for.
@@ -33,15 +53,16 @@ pub fn auth_config(config: &ApiConfig) -> AuthConfig {
     }
 }
 
-/// The auth service on the accounts database in `state_dir`, its audit events also
-/// appended to the host's audit log (`audit`), when given, by a thread of their own.
+/// The auth service on the accounts [`open_store`] opens, its audit events also appended
+/// to the host's audit log (`audit`), when given, by a thread of their own. Blocking.
 pub fn build(
     config: &ApiConfig,
     state_dir: &Path,
+    history: &HistoryConfig,
     audit: Option<Arc<dyn HistoryStore>>,
 ) -> Result<Auth, String> {
-    let store = open_store(state_dir)?;
-    let mut builder = Auth::builder(Arc::new(store)).config(auth_config(config));
+    let store = open_store(state_dir, history)?;
+    let mut builder = Auth::builder(store).config(auth_config(config));
     if let Some(history) = audit {
         builder = builder.audit_hook(Arc::new(forward_to(history)?));
     }

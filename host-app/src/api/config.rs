@@ -32,8 +32,9 @@ pub struct ApiConfig {
     /// generated at first start and kept in `state_dir`.
     #[serde(default)]
     pub tls: Option<ApiTls>,
-    /// Accounts, sessions, the setup token file and the self-signed certificate live
-    /// here; default: the directory of `history.path`.
+    /// Accounts and sessions (with a SQLite history; a PostgreSQL history keeps them in
+    /// its database), the setup token file and the self-signed certificate live here;
+    /// default: the directory of `history.path`.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// The address browsers use, when it is not `listen` (a name, a proxy): the setup
@@ -161,7 +162,7 @@ impl ApiConfig {
         }
     }
 
-    /// The accounts and sessions database in `state_dir`.
+    /// The accounts and sessions database in `state_dir` (with a SQLite history).
     pub fn auth_db(state_dir: &Path) -> PathBuf {
         state_dir.join(web::state::AUTH_DB)
     }

@@ -13,25 +13,23 @@
 //!   step, never the newest that holds samples (so it cannot empty the history);
 //! - trends are aggregated by the server: the same buckets and min/max/avg as SQLite's.
 //!
-//! The client is the blocking `postgres` crate, which drives each connection on a small
-//! runtime of its own; every use of a connection goes through `blocking::run`, so the
-//! store may be called from async code too. Connections that break are opened again at
-//! the next call.
+//! The client is the blocking `postgres` crate (see `crate::pg`), which drives each
+//! connection on a small runtime of its own; every use of a connection goes through
+//! `blocking::run`, so the store may be called from async code too. Connections that break
+//! are opened again at the next call.
 
 mod catalog;
 mod ingest;
 mod schema;
-mod tls;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use postgres::config::SslMode;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 
 use super::HistoryStore;
 use super::blocking;
@@ -41,13 +39,13 @@ use super::types::{
     MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
     SampleValue, TimeRange, TimestampMs,
 };
+use crate::pg::{self, Pool, lock};
 use catalog::Catalog;
 
 /// Idle reader connections kept for reuse; more are opened on demand.
 const MAX_IDLE_READERS: usize = 4;
 /// Partitions kept ready ahead of the clock (beyond the current one).
 const AHEAD: i64 = 2;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const KIND_NULL: i16 = 0;
 const KIND_BOOL: i16 = 1;
@@ -86,23 +84,18 @@ impl PostgresOptions {
 pub struct PostgresStore {
     /// The URL, for errors (it holds no password).
     label: PathBuf,
-    config: postgres::Config,
-    tls: Option<tls::MakeRustls>,
     /// Partition width in ms, as the database has it.
     width: i64,
     /// Appends, retention, audit appends.
     writer: Mutex<Option<Client>>,
-    readers: Mutex<Vec<Client>>,
+    /// Queries; also opens the writer's connection.
+    readers: Pool,
     /// Partitions known to exist (another instance's retention may drop some: a miss
     /// reloads them).
     partitions: Mutex<BTreeSet<i64>>,
     catalog: Mutex<Catalog>,
     /// The next batch tries the COPY straight into `samples` (see `ingest`).
     direct: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PostgresStore {
@@ -118,25 +111,15 @@ impl PostgresStore {
             path: label.clone(),
             source: e,
         };
-        let mut config: postgres::Config =
-            options.url.parse().map_err(|e| open_error(Box::new(e)))?;
-        if let Some(password) = &options.password {
-            config.password(password.expose());
+        let config = pg::client_config(&options.url, options.password.as_ref(), "host-app history")
+            .map_err(|e| open_error(Box::new(e)))?;
+        let mut readers = Pool::new(config, MAX_IDLE_READERS, "history-pg-close");
+        if let Some(tls) = &options.tls {
+            readers = readers.with_tls(tls).map_err(|e| open_error(Box::new(e)))?;
         }
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("host-app history");
-        let tls = match &options.tls {
-            Some(tls) => {
-                config.ssl_mode(SslMode::Require);
-                let client_config =
-                    infra::tls::client_config(tls).map_err(|e| open_error(Box::new(e)))?;
-                Some(tls::MakeRustls(client_config))
-            }
-            None => None,
-        };
-        let mut client =
-            connect(&config, &tls).map_err(|e| open_error(Box::new(ClientError(e))))?;
+        let mut client = readers
+            .connect()
+            .map_err(|e| open_error(Box::new(ClientError(e))))?;
         let wanted = i64::try_from(options.partition.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -149,11 +132,9 @@ impl PostgresStore {
         })?;
         let store = PostgresStore {
             label: label.clone(),
-            config,
-            tls,
             width,
             writer: Mutex::new(Some(client)),
-            readers: Mutex::new(Vec::new()),
+            readers,
             partitions: Mutex::new(BTreeSet::new()),
             catalog: Mutex::new(Catalog::default()),
             direct: AtomicBool::new(true),
@@ -178,10 +159,6 @@ impl PostgresStore {
         }
     }
 
-    fn connect(&self, what: &'static str) -> Result<Client> {
-        connect(&self.config, &self.tls).map_err(self.sql(what))
-    }
-
     /// Runs `f` on the writer connection, opening it again if it broke.
     fn with_writer<T: Send>(
         &self,
@@ -192,7 +169,7 @@ impl PostgresStore {
             let mut slot = lock(&self.writer);
             let client = match slot.as_mut() {
                 Some(c) if !c.is_closed() => c,
-                _ => slot.insert(self.connect(what)?),
+                _ => slot.insert(self.readers.connect().map_err(self.sql(what))?),
             };
             let result = f(client);
             if client.is_closed() {
@@ -207,21 +184,7 @@ impl PostgresStore {
         what: &'static str,
         f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send,
     ) -> Result<T> {
-        blocking::run(|| {
-            let idle = lock(&self.readers).pop();
-            let mut client = match idle {
-                Some(c) if !c.is_closed() => c,
-                _ => self.connect(what)?,
-            };
-            let result = f(&mut client);
-            if !client.is_closed() {
-                let mut idle = lock(&self.readers);
-                if idle.len() < MAX_IDLE_READERS {
-                    idle.push(client);
-                }
-            }
-            result.map_err(self.sql(what))
-        })
+        blocking::run(|| self.readers.with(f).map_err(self.sql(what)))
     }
 
     fn reload_partitions(&self, client: &mut Client) -> std::result::Result<(), postgres::Error> {
@@ -353,16 +316,8 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        // A connection closes by blocking on its own small runtime (see `blocking`).
-        let writer = lock(&self.writer).take();
-        let readers = std::mem::take(&mut *lock(&self.readers));
-        let closed = blocking::run(move || {
-            drop((writer, readers));
-            Ok(())
-        });
-        if let Err(e) = closed {
-            tracing::warn!(error = %e, "history connections not closed cleanly");
-        }
+        // The readers close with their pool.
+        pg::close("history-pg-close", lock(&self.writer).take());
     }
 }
 
@@ -385,17 +340,6 @@ impl std::fmt::Display for ClientError {
 
 /// The causes are in the message already.
 impl std::error::Error for ClientError {}
-
-/// A new connection, over TLS if configured.
-fn connect(
-    config: &postgres::Config,
-    tls: &Option<tls::MakeRustls>,
-) -> std::result::Result<Client, postgres::Error> {
-    match tls {
-        Some(tls) => config.connect(tls.clone()),
-        None => config.connect(NoTls),
-    }
-}
 
 /// `[from, to)` as inclusive SQL bounds, or `None` when nothing can be in it.
 fn sql_range(range: TimeRange) -> Option<(i64, i64)> {
