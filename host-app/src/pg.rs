@@ -1,14 +1,18 @@
 //! PostgreSQL plumbing shared by the history and the panel's accounts: the client settings
 //! built from `[history]`'s connection options, a small pool of connections reopened when
-//! they break, and closing connections safely from async code.
+//! they break (over TLS if configured, see `tls`), and closing connections safely from
+//! async code.
 //!
 //! The client is the blocking `postgres` crate, which drives each connection on a small
 //! runtime of its own: everything here blocks and is called from blocking threads (the
 //! history writer's commits, `spawn_blocking`), never from a runtime worker.
 
+mod tls;
+
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::{Client, NoTls};
 
 /// How long opening a connection may take before it fails.
@@ -39,6 +43,7 @@ pub(crate) fn client_config(
 /// opened on demand, a broken one dropped and replaced at the next call.
 pub(crate) struct Pool {
     config: postgres::Config,
+    tls: Option<tls::MakeRustls>,
     idle: Mutex<Vec<Client>>,
     max_idle: usize,
     /// Names the closing thread.
@@ -49,15 +54,29 @@ impl Pool {
     pub(crate) fn new(config: postgres::Config, max_idle: usize, name: &'static str) -> Pool {
         Pool {
             config,
+            tls: None,
             idle: Mutex::new(Vec::new()),
             max_idle,
             name,
         }
     }
 
+    /// Every connection over TLS, the server checked as `tls` says (files read now).
+    pub(crate) fn with_tls(
+        mut self,
+        tls: &infra::tls::ClientTls,
+    ) -> Result<Pool, infra::tls::TlsError> {
+        self.tls = Some(tls::MakeRustls(infra::tls::client_config(tls)?));
+        self.config.ssl_mode(SslMode::Require);
+        Ok(self)
+    }
+
     /// A new connection, outside the pool.
     pub(crate) fn connect(&self) -> Result<Client, postgres::Error> {
-        self.config.connect(NoTls)
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
     }
 
     /// Runs `f` on an idle connection, or a new one, and keeps it for reuse unless it broke.

@@ -33,8 +33,12 @@ trait Backend: Sized {
     /// Property cases per property test (a PostgreSQL database per case is slower).
     const CASES: u32;
     fn create() -> (Self, Arc<dyn HistoryStore>);
+    /// Opens the history again, once its store is closed.
+    fn open(&self) -> Arc<dyn HistoryStore>;
     /// Closes `store` and opens the same history again.
     fn reopen(&self, store: &mut Arc<dyn HistoryStore>);
+    /// Makes sample batches wait, from another connection, until the returned call.
+    fn hold_writes(&self) -> Box<dyn FnOnce() + Send>;
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -47,12 +51,20 @@ impl Backend for Sqlite {
         let store = Arc::new(host_app_testkit::history::open(&dir.path().join("h.db")));
         (Sqlite(dir), store)
     }
+    fn open(&self) -> Arc<dyn HistoryStore> {
+        Arc::new(host_app_testkit::history::open(&self.0.path().join("h.db")))
+    }
     fn reopen(&self, store: &mut Arc<dyn HistoryStore>) {
         // One store per file: the old one closes before the file opens again.
         *store = Arc::new(host_app_testkit::history::open(
             &self.0.path().join("reopening.db"),
         ));
-        *store = Arc::new(host_app_testkit::history::open(&self.0.path().join("h.db")));
+        *store = self.open();
+    }
+    fn hold_writes(&self) -> Box<dyn FnOnce() + Send> {
+        let conn = rusqlite::Connection::open(self.0.path().join("h.db")).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        Box::new(move || conn.execute_batch("COMMIT").unwrap())
     }
 }
 
@@ -67,8 +79,18 @@ impl Backend for Postgres {
         let store = open_postgres(&url);
         (Postgres(url), store)
     }
+    fn open(&self) -> Arc<dyn HistoryStore> {
+        open_postgres(&self.0)
+    }
     fn reopen(&self, store: &mut Arc<dyn HistoryStore>) {
-        *store = open_postgres(&self.0);
+        *store = self.open();
+    }
+    fn hold_writes(&self) -> Box<dyn FnOnce() + Send> {
+        let mut client = ::postgres::Client::connect(&self.0, ::postgres::NoTls).unwrap();
+        client
+            .batch_execute("BEGIN; LOCK TABLE samples IN EXCLUSIVE MODE")
+            .unwrap();
+        Box::new(move || client.batch_execute("COMMIT").unwrap())
     }
 }
 
@@ -117,6 +139,8 @@ host_app_testkit::backend_suite![
     age_retention_deletes_exactly_what_is_older_in_bounded_steps,
     the_audit_log_keeps_its_own_age_and_row_limits_apart_from_sample_retention,
     a_replay_through_the_writer_is_stored_once,
+    every_method_answers_when_called_from_async_code,
+    a_call_waiting_on_the_database_leaves_its_worker_to_other_tasks,
 ];
 
 /// A property run with `B::CASES` cases, failures kept in `regressions` (under tests/).
@@ -624,11 +648,34 @@ fn a_measured_sample_replaces_a_stale_marker_on_the_same_millisecond<B: Backend>
     let o = t.store.append(&[stale(T0), measured(T0)]).unwrap();
     assert_eq!((o.inserted, o.duplicates), (0, 2));
 
+    // Marker and measurement in one batch count as stored one after the other: both
+    // accepted on a new millisecond, the measurement alone over a stored marker.
+    let o = t
+        .store
+        .append(&[stale(T0 + 600), measured(T0 + 600)])
+        .unwrap();
+    assert_eq!((o.inserted, o.duplicates), (2, 0));
+    t.store.append(&[stale(T0 + 700)]).unwrap();
+    let o = t
+        .store
+        .append(&[stale(T0 + 700), measured(T0 + 700), stale(T0 + 800)])
+        .unwrap();
+    assert_eq!((o.inserted, o.duplicates), (2, 1));
+
     let read = t
         .store
         .range(id, TimeRange::new(T0, T0 + 1_000), 1_000)
         .unwrap();
-    assert_eq!(read, vec![measured(T0), measured(T0 + 500)]);
+    assert_eq!(
+        read,
+        vec![
+            measured(T0),
+            measured(T0 + 500),
+            measured(T0 + 600),
+            measured(T0 + 700),
+            stale(T0 + 800)
+        ]
+    );
 }
 
 /// The expected buckets, computed straight from the samples.
@@ -922,4 +969,148 @@ async fn a_replay_through_the_writer<B: Backend>(t: Fixture<B>) {
     assert_eq!(stored, live);
     // The last handle, dropped on a runtime worker, closes the store without blocking it.
     drop(t);
+}
+
+/// Every method called straight from async code, as a handler may call it: in a task on a
+/// multi-threaded runtime's worker, in that runtime's `block_on`, and in a task on a
+/// current-thread runtime (the PostgreSQL client used to panic in all three). Each answers
+/// as it does from a plain thread, and the store's last handle may be dropped in a task.
+fn every_method_answers_when_called_from_async_code<B: Backend>() {
+    let Fixture { store, backend } = Fixture::<B>::new();
+    let multi = runtime();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let on_worker = Arc::clone(&store);
+    let ids = vec![
+        multi
+            .block_on(async { tokio::spawn(every_method(on_worker, "OnWorker")).await })
+            .unwrap(),
+        multi.block_on(every_method(Arc::clone(&store), "InBlockOn")),
+        current
+            .block_on(async {
+                tokio::spawn(every_method(Arc::clone(&store), "OnCurrentThread")).await
+            })
+            .unwrap(),
+    ];
+
+    let mut store = Some(store);
+    for rt in [&multi, &current] {
+        let last = store.take().unwrap();
+        rt.block_on(async { tokio::spawn(async move { drop(last) }).await })
+            .unwrap();
+        let reopened = backend.open();
+        for &id in &ids {
+            assert_eq!(count(&*reopened, id), 3, "samples kept after the close");
+        }
+        store = Some(reopened);
+    }
+}
+
+/// Calls each store method once, on a metric of its own named `name`; returns its id.
+async fn every_method(store: Arc<dyn HistoryStore>, name: &str) -> MetricId {
+    let key = MetricKey::device("Plant1", "Edge1", "PLC1", name);
+    let meta = MetricMeta {
+        datatype: "Double".into(),
+        units: Some("bar".into()),
+    };
+    let id = store.register_metric(&key, &meta).unwrap();
+    let samples = series(id, T0, 3, 1_000);
+    let o = store.append(&samples).unwrap();
+    assert_eq!((o.inserted, o.duplicates), (3, 0));
+    let o = store.append(&samples).unwrap();
+    assert_eq!((o.inserted, o.duplicates), (0, 3));
+    assert_eq!(store.resolve_metric(&key).unwrap(), Some(id));
+    let listed = store.metrics().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|m| (m.id, &m.key, &m.meta) == (id, &key, &meta))
+    );
+
+    let span = TimeRange::new(T0, T0 + 3_000);
+    assert_eq!(store.range(id, span, 10).unwrap(), samples);
+    let buckets = store.downsample(id, span, 3).unwrap();
+    assert_eq!(
+        buckets.iter().map(|b| b.count).collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+    assert_eq!(store.latest(&[id]).unwrap(), vec![samples[2].clone()]);
+
+    let entry = AuditEntry {
+        metric: key.clone(),
+        ..audit_entry(T0)
+    };
+    let seq = store.audit_append(&entry).unwrap();
+    let found = store
+        .audit_query(&AuditQuery {
+            range: TimeRange::new(0, u64::MAX),
+            user: None,
+            metric: Some(key),
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|r| (r.id, &r.entry)).collect::<Vec<_>>(),
+        vec![(seq, &entry)]
+    );
+
+    let decade = Some(Duration::from_secs(3_650 * 86_400));
+    let now = T0 + 3_000;
+    let step = store
+        .apply_retention(
+            &RetentionPolicy {
+                max_age: decade,
+                max_bytes: None,
+            },
+            now,
+            1_000,
+        )
+        .unwrap();
+    assert_eq!((step.deleted, step.more), (0, false));
+    let step = store
+        .apply_audit_retention(
+            &AuditRetention {
+                max_age: decade,
+                max_rows: None,
+            },
+            now,
+            1_000,
+        )
+        .unwrap();
+    assert_eq!((step.deleted, step.more), (0, false));
+    store.checkpoint().unwrap();
+    id
+}
+
+/// A store call that waits on the database does not hold its runtime worker: on a runtime
+/// of one worker, a task spawned just before the call (so queued behind it on that worker)
+/// runs while the call waits, and it is the one that lets the call through.
+fn a_call_waiting_on_the_database_leaves_its_worker_to_other_tasks<B: Backend>() {
+    let t = Fixture::<B>::new();
+    let id = register(&*t.store, "Held");
+    let samples = series(id, T0, 10, 1_000);
+    let release = t.backend.hold_writes();
+    let one_worker = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::clone(&t.store);
+    let (done, outcome) = std::sync::mpsc::channel();
+    one_worker.spawn(async move {
+        let releasing = tokio::spawn(async move {
+            tokio::task::spawn_blocking(release).await.unwrap();
+        });
+        let appended = store.append(&samples);
+        releasing.await.unwrap();
+        let _ = done.send(appended);
+    });
+    // A held worker would never run the release (PostgreSQL waits for the lock for ever).
+    let appended = outcome
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the append finished: its worker ran the task that released the lock");
+    assert_eq!(appended.unwrap().inserted, 10);
+    one_worker.shutdown_background();
 }

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use host_app::history::{HistoryBackend, HistoryConfig, SqliteConfig, SqliteStore, Synchronous};
+use host_app::history::{
+    HistoryBackend, HistoryConfig, PostgresSslMode, SqliteConfig, SqliteStore, Synchronous,
+};
 
 fn example() -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/host-app.example.toml");
@@ -251,4 +253,65 @@ fn a_password_file_is_read_for_the_connection() {
     let options = pg.options().unwrap();
     assert_eq!(options.password.unwrap().expose(), "s3cret");
     assert_eq!(options.partition, Duration::from_secs(24 * 3_600));
+}
+
+#[test]
+fn tls_to_postgres_takes_a_ca_file_that_loads_and_no_other_way_of_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["db.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+
+    let verify = |ca_file: &std::path::Path| {
+        format!(
+            "sslmode = \"verify-full\"\nca_file = {:?}\n",
+            ca_file.display().to_string()
+        )
+    };
+    let config = HistoryConfig::from_toml(&postgres(&verify(&ca))).unwrap();
+    let HistoryBackend::Postgres(pg) = &config.backend else {
+        panic!("{config:?}");
+    };
+    assert_eq!(
+        (pg.sslmode, pg.ca_file.as_deref()),
+        (PostgresSslMode::VerifyFull, Some(ca.as_path()))
+    );
+    let options = pg.options().unwrap();
+    assert_eq!(options.tls.map(|t| t.ca_file), Some(ca.clone()));
+    let plain = HistoryConfig::from_toml(&postgres("")).unwrap();
+    let HistoryBackend::Postgres(pg) = &plain.backend else {
+        panic!("{plain:?}");
+    };
+    assert_eq!(pg.sslmode, PostgresSslMode::Disable);
+    assert!(pg.options().unwrap().tls.is_none());
+
+    let cases = [
+        ("sslmode = \"verify-full\"\n".to_owned(), "history.ca_file"),
+        (verify(&dir.path().join("absent.pem")), "history.ca_file"),
+        (verify(&not_pem), "history.ca_file"),
+        (
+            format!("ca_file = {:?}\n", ca.display().to_string()),
+            "history.ca_file",
+        ),
+        ("sslmode = \"require\"\n".to_owned(), "history.sslmode"),
+    ];
+    for (extra, key) in &cases {
+        let err = HistoryConfig::from_toml(&postgres(extra)).unwrap_err();
+        assert_eq!(err.keys(), [*key], "{extra}: {err}");
+    }
+    let in_url = postgres("").replace("/history\"", "/history?sslmode=require\"");
+    let err = HistoryConfig::from_toml(&in_url).unwrap_err();
+    assert_eq!(err.keys(), ["history.url"], "{err}");
+    for extra in ["sslmode = \"disable\"", "ca_file = \"/etc/ca.pem\""] {
+        let text = example().replace("[history]\n", &format!("[history]\n{extra}\n"));
+        let err = HistoryConfig::from_toml(&text).unwrap_err();
+        let key = format!("history.{}", extra.split(' ').next().unwrap());
+        assert_eq!(err.keys(), [key], "sqlite: {err}");
+    }
 }

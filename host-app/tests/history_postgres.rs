@@ -215,3 +215,53 @@ fn the_history_table_builds_a_postgres_store_from_its_keys() {
         "the width the database was made with applies"
     );
 }
+
+/// `sslmode = "verify-full"`: the store reaches a server with TLS on (a throwaway CA, a
+/// certificate for 127.0.0.1) over TLS on every connection, and refuses a server whose
+/// certificate does not chain to the configured CA, saying why.
+#[test]
+fn with_verify_full_every_connection_is_tls_to_a_server_the_ca_vouches_for() {
+    let pki = system_tests::pki::Pki::generate();
+    let pg = TempPostgres::start_with_tls(&pki.server_cert, &pki.server_key).unwrap();
+    let url = pg.create_database("tls").unwrap();
+    let text = |ca: &std::path::Path| {
+        format!(
+            "[history]\nbackend = \"postgres\"\nurl = \"{url}\"\nsslmode = \"verify-full\"\n\
+             ca_file = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let store = HistoryConfig::from_toml(&text(&pki.ca))
+        .unwrap()
+        .build()
+        .unwrap();
+    let id = register(&*store, "Encrypted");
+    let samples = series(id, T0, 10, 1_000);
+    assert_eq!(store.append(&samples).unwrap().inserted, 10);
+    assert_eq!(count(&*store, id), 10, "read back on a reader connection");
+
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'host-app history'",
+            &[],
+        )
+        .unwrap();
+    let (tls, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((tls, plain), (2, 0), "writer and reader, both over TLS");
+
+    // A CA that did not sign the server's certificate: refused at open.
+    let other = system_tests::pki::Pki::generate();
+    let err = HistoryConfig::from_toml(&text(&other.ca))
+        .unwrap()
+        .build()
+        .err()
+        .expect("a server the CA does not vouch for is refused");
+    assert!(matches!(err, HistoryError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("invalid peer certificate"),
+        "{err}"
+    );
+}

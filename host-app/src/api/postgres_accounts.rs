@@ -87,6 +87,11 @@ pub enum OpenError {
         "accounts in PostgreSQL {url}: written by a newer layout ({found}; this build reads {VERSION})"
     )]
     Newer { url: String, found: i32 },
+    #[error("accounts in PostgreSQL {url}: TLS: {source}")]
+    Tls {
+        url: String,
+        source: infra::tls::TlsError,
+    },
 }
 
 /// [`AuthStore`] on PostgreSQL; `Send + Sync`, share it (`Arc`).
@@ -105,7 +110,13 @@ impl PostgresAuthStore {
         let config =
             pg::client_config(&options.url, options.password.as_ref(), "host-app accounts")
                 .map_err(sql)?;
-        let pool = Pool::new(config, MAX_IDLE, "accounts-pg-close");
+        let mut pool = Pool::new(config, MAX_IDLE, "accounts-pg-close");
+        if let Some(tls) = &options.tls {
+            pool = pool.with_tls(tls).map_err(|source| OpenError::Tls {
+                url: options.url.clone(),
+                source,
+            })?;
+        }
         let found = pool.with(prepare).map_err(sql)?;
         if found > VERSION {
             return Err(OpenError::Newer {

@@ -31,6 +31,8 @@ use super::writer::WriterConfig;
 /// url = "postgresql://sparkplug@127.0.0.1:5432/history"
 /// password_file = "/etc/host-app/pg-password"
 /// partition_hours = 24
+/// sslmode = "verify-full"     # TLS, the server checked; "disable" (the default) for none
+/// ca_file = "/etc/host-app/pg-ca.pem"
 /// ```
 ///
 /// The file is read flat (every key at the top of `[history]`) so each problem is named by
@@ -90,6 +92,22 @@ pub struct PostgresConfig {
     pub password_file: Option<PathBuf>,
     /// Width of one partition of the samples table, fixed when the database is created.
     pub partition_hours: u32,
+    /// Whether the connection is encrypted (and the server checked).
+    pub sslmode: PostgresSslMode,
+    /// PEM CA certificates the server's certificate must chain to (`verify-full`).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `history.sslmode`, as libpq spells its modes (the two this host offers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresSslMode {
+    /// No TLS: loopback or a trusted network.
+    #[default]
+    Disable,
+    /// TLS required; the server's certificate must chain to `ca_file` and name the URL's
+    /// host.
+    VerifyFull,
 }
 
 /// Which backend, as `backend` spells it.
@@ -116,6 +134,8 @@ struct Raw {
     url: Option<String>,
     password_file: Option<PathBuf>,
     partition_hours: Option<u32>,
+    sslmode: Option<PostgresSslMode>,
+    ca_file: Option<PathBuf>,
     // Common
     #[serde(default = "defaults::batch_size")]
     batch_size: usize,
@@ -155,6 +175,8 @@ impl Raw {
                     self.partition_hours.is_some(),
                     "postgres",
                 );
+                foreign("sslmode", self.sslmode.is_some(), "postgres");
+                foreign("ca_file", self.ca_file.is_some(), "postgres");
                 match self.path {
                     Some(path) => Some(HistoryBackend::Sqlite(SqliteConfig {
                         path,
@@ -184,6 +206,8 @@ impl Raw {
                         partition_hours: self
                             .partition_hours
                             .unwrap_or_else(defaults::partition_hours),
+                        sslmode: self.sslmode.unwrap_or_default(),
+                        ca_file: self.ca_file,
                     })),
                     None => {
                         problems.push("history.url", "missing: the PostgreSQL server's URL");
@@ -381,7 +405,28 @@ impl PostgresConfig {
                 if parsed.get_hosts().is_empty() {
                     problems.push("history.url", "names no host");
                 }
+                if parsed.get_ssl_mode() != postgres::config::SslMode::Prefer {
+                    problems.push("history.url", "sets sslmode; use history.sslmode");
+                }
             }
+        }
+        match (self.sslmode, &self.ca_file) {
+            (PostgresSslMode::VerifyFull, None) => problems.push(
+                "history.ca_file",
+                "missing: required with history.sslmode = \"verify-full\"",
+            ),
+            (PostgresSslMode::VerifyFull, Some(_)) => {
+                if let Ok(Some(tls)) = self.tls()
+                    && let Err(e) = infra::tls::client_config(&tls)
+                {
+                    problems.push(e.key("history"), e);
+                }
+            }
+            (PostgresSslMode::Disable, Some(_)) => problems.push(
+                "history.ca_file",
+                "does nothing with history.sslmode = \"disable\"",
+            ),
+            (PostgresSslMode::Disable, None) => {}
         }
         if let Some(path) = &self.password_file
             && let Err(e) = infra::secret::read_secret_file(path)
@@ -410,6 +455,25 @@ impl PostgresConfig {
             url: self.url.clone(),
             password,
             partition: Duration::from_secs(u64::from(self.partition_hours) * 3_600),
+            tls: self.tls().map_err(|e| HistoryError::Open {
+                path: PathBuf::from(&self.url),
+                source: e.into(),
+            })?,
         })
+    }
+
+    /// TLS to the server, if `sslmode` asks for it.
+    fn tls(&self) -> Result<Option<infra::tls::ClientTls>, String> {
+        match (self.sslmode, &self.ca_file) {
+            (PostgresSslMode::Disable, _) => Ok(None),
+            (PostgresSslMode::VerifyFull, Some(ca_file)) => Ok(Some(infra::tls::ClientTls {
+                ca_file: ca_file.clone(),
+                server_name: None,
+                client_auth: None,
+            })),
+            (PostgresSslMode::VerifyFull, None) => {
+                Err("history.sslmode = \"verify-full\" without history.ca_file".into())
+            }
+        }
     }
 }

@@ -7,7 +7,11 @@
 //!
 //! The seam is **blocking** on purpose: embedded SQLite is blocking, the PostgreSQL client
 //! drives its connections on a runtime of its own, and one trait shape keeps every backend
-//! simple. It is safe to use from async code because no call blocks a runtime worker:
+//! simple. Every method may still be called from async code: both backends run their
+//! database work through `blocking::run`, which hands a multi-threaded runtime's worker to
+//! its other tasks for the call's length (`block_in_place`) and, on a current-thread
+//! runtime, runs it on a thread of its own (the PostgreSQL client cannot run inside a
+//! runtime at all). The host keeps database work off its workers anyway:
 //! - ingest sends sample batches to a [`HistoryWriter`] (bounded channel, backpressure by
 //!   `.await`); its task groups them into commits by size or time and runs each commit on
 //!   the blocking pool, one commit in flight while the next fills (under a flood commits
@@ -43,6 +47,7 @@
 //! # let _ = trend; Ok(()) }
 //! ```
 
+mod blocking;
 mod config;
 mod error;
 mod postgres;
@@ -51,7 +56,7 @@ mod sqlite;
 mod types;
 mod writer;
 
-pub use config::{HistoryBackend, HistoryConfig, PostgresConfig, SqliteConfig};
+pub use config::{HistoryBackend, HistoryConfig, PostgresConfig, PostgresSslMode, SqliteConfig};
 pub use error::{BoxError, HistoryError, Result};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use retention::RetentionTask;
@@ -63,8 +68,8 @@ pub use types::{
 };
 pub use writer::{HistoryWriter, WriterConfig, WriterMetrics, WriterStats, WriterTask};
 
-/// The seam between the host and its history backend. All methods block; see the module
-/// docs for how async code drives them.
+/// The seam between the host and its history backend. All methods block; each may be called
+/// from a plain thread or straight from async code (see the module docs).
 pub trait HistoryStore: Send + Sync {
     /// Registers a metric (or updates its birth metadata) and returns its compact id; the
     /// same key always maps to the same id. Called under the host's tracker lock at every

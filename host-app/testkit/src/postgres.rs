@@ -7,6 +7,7 @@
 //! the data dies with the test anyway.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,13 +33,20 @@ pub struct TempPostgres {
 impl TempPostgres {
     /// Creates a cluster and starts its server; ready for connections when this returns.
     pub fn start() -> Result<TempPostgres> {
-        TempPostgres::start_with(false)
+        TempPostgres::start_with(false, None)
+    }
+
+    /// [`TempPostgres::start`] with TLS on (`ssl = on`), serving the PEM certificate chain
+    /// and key given (copied into the server's directory, readable by it alone). Clients
+    /// may still connect without TLS.
+    pub fn start_with_tls(cert_file: &Path, key_file: &Path) -> Result<TempPostgres> {
+        TempPostgres::start_with(false, Some((cert_file, key_file)))
     }
 
     /// `dies_with_process`: the server gets SIGQUIT when the thread that started it ends
     /// (Linux parent-death signal), for the shared server, whose thread lives as long as
     /// the test process, so an aborted test run leaves no server behind.
-    fn start_with(dies_with_process: bool) -> Result<TempPostgres> {
+    fn start_with(dies_with_process: bool, tls: Option<(&Path, &Path)>) -> Result<TempPostgres> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("pg-").tempdir()?;
         let as_root = is_root();
@@ -59,6 +67,25 @@ impl TempPostgres {
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        let mut settings = Vec::new();
+        if let Some((cert_file, key_file)) = tls {
+            for (from, name) in [(cert_file, "server.crt"), (key_file, "server.key")] {
+                let to = dir.path().join(name);
+                std::fs::copy(from, &to).with_context(|| format!("copy {}", from.display()))?;
+                // The server refuses a key others may read.
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+                if as_root {
+                    chown(&to)?;
+                }
+                let key = if name == "server.crt" {
+                    "ssl_cert_file"
+                } else {
+                    "ssl_key_file"
+                };
+                settings.push(format!("{key}={}", to.display()));
+            }
+            settings.push("ssl=on".to_owned());
         }
         // The port can be taken between choosing and binding: try a few.
         let mut last_error = None;
@@ -85,6 +112,7 @@ impl TempPostgres {
                 .arg(dir.path())
                 .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
                 .args(["-c", "synchronous_commit=off", "-c", "max_connections=200"])
+                .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -123,7 +151,7 @@ impl TempPostgres {
         std::thread::Builder::new()
             .name("temp-postgres".into())
             .spawn(move || {
-                let _ = tx.send(TempPostgres::start_with(true));
+                let _ = tx.send(TempPostgres::start_with(true, None));
                 loop {
                     std::thread::park();
                 }

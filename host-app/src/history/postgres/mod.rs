@@ -2,9 +2,10 @@
 //!
 //! - samples in `samples`, partitioned by time (see `schema`); a sample is identified by
 //!   (metric, ts), its primary key, so a replay is stored once whichever instance gets it;
-//! - a batch is one `INSERT ... SELECT FROM unnest(...) ON CONFLICT` of arrays (one round
-//!   trip; its row count is the number stored; measured against a raw COPY in
-//!   BENCHMARKS.md), in one transaction with the metrics registered since the last one;
+//! - a batch is sorted by that key and copied straight into `samples`; if the primary key
+//!   refuses that (a sample of it is stored already), through a staging table and one
+//!   `INSERT ... SELECT ... ON CONFLICT` (see `ingest`); in one transaction with the
+//!   metrics registered since the last one;
 //! - metric ids derive from their keys (see `catalog`), so instances agree without asking;
 //! - retention drops whole partitions older than the age limit (cheap, whatever they hold)
 //!   and deletes the rows of the partition the cutoff falls in, in bounded steps; the size
@@ -12,22 +13,26 @@
 //!   step, never the newest that holds samples (so it cannot empty the history);
 //! - trends are aggregated by the server: the same buckets and min/max/avg as SQLite's.
 //!
-//! The client is the blocking `postgres` crate (see `crate::pg`): the store is called
-//! from blocking threads (the writer's commits, `spawn_blocking`), never from a runtime
-//! worker, like the SQLite store. Connections that break are opened again at the next call.
+//! The client is the blocking `postgres` crate (see `crate::pg`), which drives each
+//! connection on a small runtime of its own; every use of a connection goes through
+//! `blocking::run`, so the store may be called from async code too. Connections that break
+//! are opened again at the next call.
 
 mod catalog;
+mod ingest;
 mod schema;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, Row};
 
 use super::HistoryStore;
+use super::blocking;
 use super::error::{HistoryError, Result};
 use super::types::{
     AppendOutcome, AuditEntry, AuditQuery, AuditRecord, AuditRetention, Bucket, CommandOutcome,
@@ -52,51 +57,6 @@ const KIND_BYTES: i16 = 6;
 
 const SAMPLE_COLUMNS: &str = "metric, ts, kind, quality, historical, num, i, t, b";
 
-/// A batch in one statement; its row count (inserted or replaced) is how many samples
-/// were accepted. The host's STALE marker (quality 500) is replaced by a measurement;
-/// anything else stays.
-const INSERT_SAMPLES: &str = "
-INSERT INTO samples (metric, ts, kind, quality, historical, num, i, t, b)
-SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int4[], $5::bool[],
-                     $6::float8[], $7::int8[], $8::text[], $9::bytea[])
-ON CONFLICT (metric, ts) DO UPDATE SET
-    kind = EXCLUDED.kind, quality = EXCLUDED.quality, historical = EXCLUDED.historical,
-    num = EXCLUDED.num, i = EXCLUDED.i, t = EXCLUDED.t, b = EXCLUDED.b
-WHERE samples.quality = 500 AND EXCLUDED.quality <> 500";
-
-/// [`INSERT_SAMPLES`] for a batch in which a STALE marker was replaced by a measurement of
-/// the same millisecond; returns how many samples were accepted. `bonus` counts that
-/// second acceptance where no row was there before.
-const INSERT_BATCH: &str = "
-WITH src AS (
-    SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int4[], $5::bool[],
-                         $6::float8[], $7::int8[], $8::text[], $9::bytea[], $10::int4[])
-        AS u(metric, ts, kind, quality, historical, num, i, t, b, bonus)
-), ins AS (
-    INSERT INTO samples (metric, ts, kind, quality, historical, num, i, t, b)
-    SELECT metric, ts, kind, quality, historical, num, i, t, b FROM src
-    ON CONFLICT (metric, ts) DO UPDATE SET
-        kind = EXCLUDED.kind, quality = EXCLUDED.quality, historical = EXCLUDED.historical,
-        num = EXCLUDED.num, i = EXCLUDED.i, t = EXCLUDED.t, b = EXCLUDED.b
-    WHERE samples.quality = 500 AND EXCLUDED.quality <> 500
-    RETURNING metric, ts
-)
-SELECT coalesce(sum(1 + src.bonus), 0)::int8 FROM ins JOIN src USING (metric, ts)";
-
-/// Which of the listed (metric, ts) rows are stored, by position (from 1).
-const STORED_AMONG: &str = "
-SELECT u.n FROM unnest($1::int8[], $2::int8[]) WITH ORDINALITY AS u(metric, ts, n)
-JOIN samples s ON s.metric = u.metric AND s.ts = u.ts";
-
-const UPSERT_METRICS: &str = "
-INSERT INTO metrics (id, group_id, edge_node_id, device_id, name, datatype, units)
-SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[])
-ON CONFLICT (id) DO UPDATE SET datatype = EXCLUDED.datatype, units = EXCLUDED.units
-WHERE (metrics.group_id, metrics.edge_node_id, metrics.device_id, metrics.name)
-    = (EXCLUDED.group_id, EXCLUDED.edge_node_id, EXCLUDED.device_id, EXCLUDED.name)
-RETURNING id";
-
 /// How to reach the database.
 #[derive(Clone)]
 pub struct PostgresOptions {
@@ -105,6 +65,8 @@ pub struct PostgresOptions {
     pub password: Option<infra::secret::Secret>,
     /// Width of a partition of `samples` when this creates the database.
     pub partition: Duration,
+    /// TLS to the server (required, the server checked), or none.
+    pub tls: Option<infra::tls::ClientTls>,
 }
 
 impl PostgresOptions {
@@ -113,6 +75,7 @@ impl PostgresOptions {
             url: url.into(),
             password: None,
             partition: Duration::from_secs(86_400),
+            tls: None,
         }
     }
 }
@@ -131,12 +94,18 @@ pub struct PostgresStore {
     /// reloads them).
     partitions: Mutex<BTreeSet<i64>>,
     catalog: Mutex<Catalog>,
+    /// The next batch tries the COPY straight into `samples` (see `ingest`).
+    direct: AtomicBool,
 }
 
 impl PostgresStore {
     /// Connects, creates the tables if they are not there (safe when several instances
     /// start at once) and the partitions around now.
     pub fn open(options: &PostgresOptions) -> Result<PostgresStore> {
+        blocking::run(|| Self::connect_and_prepare(options))
+    }
+
+    fn connect_and_prepare(options: &PostgresOptions) -> Result<PostgresStore> {
         let label = PathBuf::from(&options.url);
         let open_error = |e: Box<dyn std::error::Error + Send + Sync>| HistoryError::Open {
             path: label.clone(),
@@ -144,9 +113,13 @@ impl PostgresStore {
         };
         let config = pg::client_config(&options.url, options.password.as_ref(), "host-app history")
             .map_err(|e| open_error(Box::new(e)))?;
-        let mut client = config
-            .connect(postgres::NoTls)
-            .map_err(|e| open_error(Box::new(e)))?;
+        let mut readers = Pool::new(config, MAX_IDLE_READERS, "history-pg-close");
+        if let Some(tls) = &options.tls {
+            readers = readers.with_tls(tls).map_err(|e| open_error(Box::new(e)))?;
+        }
+        let mut client = readers
+            .connect()
+            .map_err(|e| open_error(Box::new(ClientError(e))))?;
         let wanted = i64::try_from(options.partition.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -155,15 +128,16 @@ impl PostgresStore {
                 path: label.clone(),
                 reason,
             },
-            schema::SchemaError::Sql(e) => open_error(Box::new(e)),
+            schema::SchemaError::Sql(e) => open_error(Box::new(ClientError(e))),
         })?;
         let store = PostgresStore {
             label: label.clone(),
             width,
             writer: Mutex::new(Some(client)),
-            readers: Pool::new(config, MAX_IDLE_READERS, "history-pg-close"),
+            readers,
             partitions: Mutex::new(BTreeSet::new()),
             catalog: Mutex::new(Catalog::default()),
+            direct: AtomicBool::new(true),
         };
         store.with_writer("create partitions", |client| {
             store.reload_partitions(client)?;
@@ -181,34 +155,36 @@ impl PostgresStore {
         move |e| HistoryError::Backend {
             path: self.label.clone(),
             what,
-            source: Box::new(e),
+            source: Box::new(ClientError(e)),
         }
     }
 
     /// Runs `f` on the writer connection, opening it again if it broke.
-    fn with_writer<T>(
+    fn with_writer<T: Send>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send,
     ) -> Result<T> {
-        let mut slot = lock(&self.writer);
-        let client = match slot.as_mut() {
-            Some(c) if !c.is_closed() => c,
-            _ => slot.insert(self.readers.connect().map_err(self.sql(what))?),
-        };
-        let result = f(client);
-        if client.is_closed() {
-            *slot = None;
-        }
-        result.map_err(self.sql(what))
+        blocking::run(|| {
+            let mut slot = lock(&self.writer);
+            let client = match slot.as_mut() {
+                Some(c) if !c.is_closed() => c,
+                _ => slot.insert(self.readers.connect().map_err(self.sql(what))?),
+            };
+            let result = f(client);
+            if client.is_closed() {
+                *slot = None;
+            }
+            result.map_err(self.sql(what))
+        })
     }
 
-    fn with_reader<T>(
+    fn with_reader<T: Send>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error> + Send,
     ) -> Result<T> {
-        self.readers.with(f).map_err(self.sql(what))
+        blocking::run(|| self.readers.with(f).map_err(self.sql(what)))
     }
 
     fn reload_partitions(&self, client: &mut Client) -> std::result::Result<(), postgres::Error> {
@@ -245,95 +221,6 @@ impl PostgresStore {
         let first = schema::partition_of(now, self.width);
         let starts = (0..=AHEAD).filter_map(|k| first.checked_add(k.checked_mul(self.width)?));
         self.ensure(client, starts)
-    }
-
-    /// One transaction: the pending metric rows, then the samples. Returns how many
-    /// samples were accepted.
-    fn write_batch(
-        &self,
-        client: &mut Client,
-        metrics: &[MetricInfo],
-        batch: &Columns,
-    ) -> std::result::Result<std::result::Result<i64, String>, postgres::Error> {
-        let mut tx = client.transaction()?;
-        if !metrics.is_empty() {
-            let ids: Vec<i64> = metrics.iter().map(|m| m.id.0).collect();
-            let text = |f: fn(&MetricInfo) -> &str| metrics.iter().map(f).collect::<Vec<_>>();
-            let units: Vec<Option<&str>> =
-                metrics.iter().map(|m| m.meta.units.as_deref()).collect();
-            let written = tx.query(
-                UPSERT_METRICS,
-                &[
-                    &ids,
-                    &text(|m| &m.key.group_id),
-                    &text(|m| &m.key.edge_node_id),
-                    &text(|m| m.key.device_id.as_deref().unwrap_or("")),
-                    &text(|m| &m.key.name),
-                    &text(|m| &m.meta.datatype),
-                    &units,
-                ],
-            )?;
-            if written.len() != metrics.len() {
-                let done: BTreeSet<i64> = written.iter().map(|r| r.get(0)).collect();
-                let clash = metrics.iter().find(|m| !done.contains(&m.id.0));
-                return Ok(Err(match clash {
-                    Some(m) => format!(
-                        "metric {} has id {} of another metric in the database",
-                        infra::logging::Escaped(&m.key.to_string()),
-                        m.id
-                    ),
-                    None => "metric rows not written".to_owned(),
-                }));
-            }
-        }
-        // A marker replaced inside the batch counts twice only where no row was there
-        // (rare: asked only then).
-        let mut bonus = batch.bonus.clone();
-        let flagged: Vec<usize> = (0..bonus.len()).filter(|&k| bonus[k] != 0).collect();
-        if !flagged.is_empty() {
-            let metric: Vec<i64> = flagged.iter().map(|&k| batch.metric[k]).collect();
-            let ts: Vec<i64> = flagged.iter().map(|&k| batch.ts[k]).collect();
-            for row in tx.query(STORED_AMONG, &[&metric, &ts])? {
-                let n: i64 = row.get(0);
-                bonus[flagged[n as usize - 1]] = 0;
-            }
-        }
-        let columns: [&(dyn postgres::types::ToSql + Sync); 9] = [
-            &batch.metric,
-            &batch.ts,
-            &batch.kind,
-            &batch.quality,
-            &batch.historical,
-            &batch.num,
-            &batch.i,
-            &batch.t,
-            &batch.b,
-        ];
-        if bonus.iter().all(|&b| b == 0) {
-            // The usual batch: the row count says it all, nothing to return.
-            let accepted = tx.execute(INSERT_SAMPLES, &columns)?;
-            tx.commit()?;
-            return Ok(Ok(accepted as i64));
-        }
-        let accepted: i64 = tx
-            .query_one(
-                INSERT_BATCH,
-                &[
-                    &batch.metric,
-                    &batch.ts,
-                    &batch.kind,
-                    &batch.quality,
-                    &batch.historical,
-                    &batch.num,
-                    &batch.i,
-                    &batch.t,
-                    &batch.b,
-                    &bonus,
-                ],
-            )?
-            .get(0);
-        tx.commit()?;
-        Ok(Ok(accepted))
     }
 
     fn query_samples(
@@ -434,80 +321,25 @@ impl Drop for PostgresStore {
     }
 }
 
-/// A batch as column arrays, the shape `unnest` takes.
-#[derive(Default)]
-struct Columns {
-    metric: Vec<i64>,
-    ts: Vec<i64>,
-    kind: Vec<i16>,
-    quality: Vec<i32>,
-    historical: Vec<bool>,
-    num: Vec<Option<f64>>,
-    i: Vec<Option<i64>>,
-    t: Vec<Option<String>>,
-    b: Vec<Option<Vec<u8>>>,
-    bonus: Vec<i32>,
-}
+/// A client error shown with its causes: the client's own message names only the step
+/// ("db error", "error performing TLS handshake"); its causes say what went wrong.
+#[derive(Debug)]
+struct ClientError(postgres::Error);
 
-impl Columns {
-    fn push(&mut self, sample: &Sample, bonus: bool) {
-        let (kind, i, t, b) = match &sample.value {
-            SampleValue::Null => (KIND_NULL, None, None, None),
-            SampleValue::Bool(v) => (KIND_BOOL, Some(i64::from(*v)), None, None),
-            SampleValue::I64(v) => (KIND_I64, Some(*v), None, None),
-            // The same bits: values above i64::MAX round-trip exactly.
-            SampleValue::U64(v) => (KIND_U64, Some(*v as i64), None, None),
-            SampleValue::F64(_) => (KIND_F64, None, None, None),
-            SampleValue::Text(s) => (KIND_TEXT, None, Some(s.clone()), None),
-            SampleValue::Bytes(v) => (KIND_BYTES, None, None, Some(v.clone())),
-        };
-        self.metric.push(sample.metric.0);
-        self.ts.push(sample.ts as i64);
-        self.kind.push(kind);
-        self.quality.push(sample.quality.0);
-        self.historical.push(sample.is_historical);
-        // The trend value (NULL for NaN and non-numbers), and a Double's own value: NaN
-        // reads back from a Double kind with no number.
-        self.num.push(sample.value.as_f64());
-        self.i.push(i);
-        self.t.push(t);
-        self.b.push(b);
-        self.bonus.push(i32::from(bonus));
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
     }
 }
 
-/// Per (metric, ts) of a batch, the one sample to send: the first measurement if any, else
-/// the first sample. That is what storing them one by one leaves, whatever was stored
-/// before (a marker is replaced only by a measurement, nothing else by anything).
-/// `bonus`: the first was a STALE marker and a measurement followed, which counts twice
-/// when the row was new.
-fn reduce(samples: &[Sample]) -> (Vec<(Sample, bool)>, u64) {
-    use std::collections::HashMap;
-    let mut out: Vec<(Sample, bool)> = Vec::with_capacity(samples.len());
-    let mut at: HashMap<(MetricId, u64), usize> = HashMap::with_capacity(samples.len());
-    let mut rejected = 0;
-    for sample in samples {
-        if i64::try_from(sample.ts).is_err() {
-            tracing::warn!(metric = %sample.metric, ts = sample.ts, "sample timestamp out of range; not stored");
-            rejected += 1;
-            continue;
-        }
-        match at.get(&(sample.metric, sample.ts)) {
-            None => {
-                at.insert((sample.metric, sample.ts), out.len());
-                out.push((sample.clone(), false));
-            }
-            Some(&i) => {
-                let (kept, bonus) = &mut out[i];
-                if kept.quality == Quality::STALE && sample.quality != Quality::STALE {
-                    *kept = sample.clone();
-                    *bonus = true;
-                }
-            }
-        }
-    }
-    (out, rejected)
-}
+/// The causes are in the message already.
+impl std::error::Error for ClientError {}
 
 /// `[from, to)` as inclusive SQL bounds, or `None` when nothing can be in it.
 fn sql_range(range: TimeRange) -> Option<(i64, i64)> {
@@ -595,7 +427,7 @@ impl HistoryStore for PostgresStore {
     }
 
     fn append(&self, samples: &[Sample]) -> Result<AppendOutcome> {
-        let (batch, rejected) = reduce(samples);
+        let (batch, rejected) = ingest::reduce(samples);
         let metrics = lock(&self.catalog).pending();
         if batch.is_empty() && metrics.is_empty() {
             return Ok(AppendOutcome {
@@ -603,30 +435,27 @@ impl HistoryStore for PostgresStore {
                 ..AppendOutcome::default()
             });
         }
-        let mut columns = Columns::default();
-        for (sample, bonus) in &batch {
-            columns.push(sample, *bonus);
-        }
-        let starts: BTreeSet<i64> = columns
-            .ts
+        let starts: BTreeSet<i64> = batch
             .iter()
-            .map(|&ts| schema::partition_of(ts, self.width))
+            .map(|(s, _)| schema::partition_of(s.ts as i64, self.width))
             .collect();
         let accepted = self.with_writer("store sample batch", |client| {
             self.ensure(client, starts.iter().copied())?;
-            match self.write_batch(client, &metrics, &columns) {
+            let direct = self.direct.load(Ordering::Relaxed);
+            match ingest::write(client, &metrics, &batch, direct) {
                 // Another instance's retention dropped a partition this one knew.
                 Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
                     self.reload_partitions(client)?;
                     self.ensure(client, starts.iter().copied())?;
-                    self.write_batch(client, &metrics, &columns)
+                    ingest::write(client, &metrics, &batch, direct)
                 }
                 other => other,
             }
         })?;
-        let accepted = accepted.map_err(HistoryError::CommitFailed)?;
+        let written = accepted.map_err(HistoryError::CommitFailed)?;
+        self.direct.store(written.all_new, Ordering::Relaxed);
+        let accepted = written.accepted;
         lock(&self.catalog).written(&metrics);
-        let accepted = accepted as u64;
         Ok(AppendOutcome {
             inserted: accepted,
             duplicates: (samples.len() as u64 - rejected).saturating_sub(accepted),
@@ -859,41 +688,5 @@ impl HistoryStore for PostgresStore {
     /// Writes the metrics registered since the last batch.
     fn checkpoint(&self) -> Result<()> {
         self.append(&[]).map(|_| ())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(ts: u64, quality: Quality, v: i64) -> Sample {
-        Sample {
-            metric: MetricId(1),
-            ts,
-            value: SampleValue::I64(v),
-            quality,
-            is_historical: false,
-        }
-    }
-
-    #[test]
-    fn a_batch_keeps_the_first_measurement_per_timestamp_and_flags_a_replaced_marker() {
-        let (out, rejected) = reduce(&[
-            s(1, Quality::STALE, 1),
-            s(1, Quality::GOOD, 2),
-            s(1, Quality::GOOD, 3),
-            s(2, Quality::GOOD, 4),
-            s(2, Quality::STALE, 5),
-            s(u64::MAX, Quality::GOOD, 6),
-        ]);
-        assert_eq!(rejected, 1);
-        let got: Vec<(u64, i64, bool)> = out
-            .iter()
-            .map(|(s, b)| match s.value {
-                SampleValue::I64(v) => (s.ts, v, *b),
-                _ => unreachable!(),
-            })
-            .collect();
-        assert_eq!(got, vec![(1, 2, true), (2, 4, false)]);
     }
 }

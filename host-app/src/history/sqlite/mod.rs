@@ -46,6 +46,7 @@ use rusqlite::{
 };
 
 use super::HistoryStore;
+use super::blocking;
 use super::error::{HistoryError, Result};
 use super::types::{
     AppendOutcome, AuditEntry, AuditQuery, AuditRecord, AuditRetention, Bucket, CommandOutcome,
@@ -327,19 +328,22 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    /// Runs `f` on a reader connection from the pool (opening one if all are busy).
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let idle = lock(&self.readers).pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.open_reader()?,
-        };
-        let result = f(&conn);
-        let mut idle = lock(&self.readers);
-        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
-            idle.push(conn);
-        }
-        result
+    /// Runs `f` on a reader connection from the pool (opening one if all are busy), where
+    /// it may block (see `blocking`).
+    fn with_reader<T: Send>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send) -> Result<T> {
+        blocking::run(|| {
+            let idle = lock(&self.readers).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => self.open_reader()?,
+            };
+            let result = f(&conn);
+            let mut idle = lock(&self.readers);
+            if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
+                idle.push(conn);
+            }
+            result
+        })
     }
 
     /// Maps a SQLite error to one naming this database and the operation.
@@ -1022,7 +1026,7 @@ impl SqliteStore {
 
 impl HistoryStore for SqliteStore {
     fn checkpoint(&self) -> Result<()> {
-        SqliteStore::checkpoint(self)
+        blocking::run(|| SqliteStore::checkpoint(self))
     }
 
     fn register_metric(&self, key: &MetricKey, meta: &MetricMeta) -> Result<MetricId> {
@@ -1038,46 +1042,48 @@ impl HistoryStore for SqliteStore {
     }
 
     fn append(&self, samples: &[Sample]) -> Result<AppendOutcome> {
-        if samples.is_empty() {
-            return Ok(AppendOutcome::default());
-        }
-        let mut conn = lock(&self.writer);
-        // The database's write lock, as a row insert would take it, and the metrics
-        // registered since the last commit, before the samples that use them.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.sql("begin sample batch"))?;
-        let registered = lock(&self.catalog).pending();
-        catalog::write(&tx, &registered).map_err(self.sql("write registered metrics"))?;
-        let (accepted, outcome) = {
-            let recent = read(&self.recent);
-            let state = lock(&self.state);
-            self.admit(&tx, &recent, &state, samples)?
-        };
-        tx.commit().map_err(self.sql("commit sample batch"))?;
-        lock(&self.catalog).written(registered.len());
-        // Acknowledged once in the log; memory follows.
-        {
-            let mut log = lock(&self.log);
-            log.append(&accepted).map_err(|e| HistoryError::Backend {
-                path: log.path().to_path_buf(),
-                what: "append to the recent log",
-                source: Box::new(e),
-            })?;
-        }
-        {
-            let mut recent = write(&self.recent);
-            let mut state = lock(&self.state);
-            for sample in accepted {
-                state.newest = state.newest.max(sample.ts);
-                recent.insert(sample);
+        blocking::run(|| {
+            if samples.is_empty() {
+                return Ok(AppendOutcome::default());
             }
-        }
-        // The batch is stored whatever happens here; closing windows is retried later.
-        if let Err(e) = self.maybe_compact(&mut conn) {
-            tracing::error!(error = %e, "closing history windows failed; will retry");
-        }
-        Ok(outcome)
+            let mut conn = lock(&self.writer);
+            // The database's write lock, as a row insert would take it, and the metrics
+            // registered since the last commit, before the samples that use them.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(self.sql("begin sample batch"))?;
+            let registered = lock(&self.catalog).pending();
+            catalog::write(&tx, &registered).map_err(self.sql("write registered metrics"))?;
+            let (accepted, outcome) = {
+                let recent = read(&self.recent);
+                let state = lock(&self.state);
+                self.admit(&tx, &recent, &state, samples)?
+            };
+            tx.commit().map_err(self.sql("commit sample batch"))?;
+            lock(&self.catalog).written(registered.len());
+            // Acknowledged once in the log; memory follows.
+            {
+                let mut log = lock(&self.log);
+                log.append(&accepted).map_err(|e| HistoryError::Backend {
+                    path: log.path().to_path_buf(),
+                    what: "append to the recent log",
+                    source: Box::new(e),
+                })?;
+            }
+            {
+                let mut recent = write(&self.recent);
+                let mut state = lock(&self.state);
+                for sample in accepted {
+                    state.newest = state.newest.max(sample.ts);
+                    recent.insert(sample);
+                }
+            }
+            // The batch is stored whatever happens here; closing windows is retried later.
+            if let Err(e) = self.maybe_compact(&mut conn) {
+                tracing::error!(error = %e, "closing history windows failed; will retry");
+            }
+            Ok(outcome)
+        })
     }
 
     fn range(&self, metric: MetricId, range: TimeRange, limit: u32) -> Result<Vec<Sample>> {
@@ -1157,48 +1163,50 @@ impl HistoryStore for SqliteStore {
         now: TimestampMs,
         max_rows: u32,
     ) -> Result<RetentionStep> {
-        let budget = u64::from(max_rows.max(1));
-        let mut conn = lock(&self.writer);
-        let mut size_cutoff = lock(&self.size_cutoff);
+        blocking::run(|| {
+            let budget = u64::from(max_rows.max(1));
+            let mut conn = lock(&self.writer);
+            let mut size_cutoff = lock(&self.size_cutoff);
 
-        if policy.max_bytes.is_none() {
-            *size_cutoff = None; // the limit was lifted mid-pass
-        }
-        if size_cutoff.is_none()
-            && let Some(max_bytes) = policy.max_bytes
-        {
-            let live = live_bytes(&conn).map_err(self.sql("read page counts"))?;
-            if live > max_bytes {
-                *size_cutoff = size_cutoff_for(&conn, live, max_bytes)
-                    .map_err(self.sql("find oldest samples"))?;
-                tracing::info!(live, max_bytes, cutoff = ?*size_cutoff, "history over its size limit; deleting oldest samples");
+            if policy.max_bytes.is_none() {
+                *size_cutoff = None; // the limit was lifted mid-pass
             }
-        }
-        let age_cutoff = policy.max_age.map(|age| {
-            to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
-        });
-        let (deleted, remain) = match age_cutoff.max(*size_cutoff) {
-            Some(cutoff) => self.delete_older_than(&mut conn, cutoff, budget)?,
-            None => (0, false),
-        };
-        let mut more = deleted == budget || remain;
-        if !more {
-            *size_cutoff = None;
-        }
+            if size_cutoff.is_none()
+                && let Some(max_bytes) = policy.max_bytes
+            {
+                let live = live_bytes(&conn).map_err(self.sql("read page counts"))?;
+                if live > max_bytes {
+                    *size_cutoff = size_cutoff_for(&conn, live, max_bytes)
+                        .map_err(self.sql("find oldest samples"))?;
+                    tracing::info!(live, max_bytes, cutoff = ?*size_cutoff, "history over its size limit; deleting oldest samples");
+                }
+            }
+            let age_cutoff = policy.max_age.map(|age| {
+                to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+            });
+            let (deleted, remain) = match age_cutoff.max(*size_cutoff) {
+                Some(cutoff) => self.delete_older_than(&mut conn, cutoff, budget)?,
+                None => (0, false),
+            };
+            let mut more = deleted == budget || remain;
+            if !more {
+                *size_cutoff = None;
+            }
 
-        let (_, free) = page_counts(&conn).map_err(self.sql("read page counts"))?;
-        if free > 0 {
-            incremental_vacuum(&conn, free).map_err(self.sql("incremental vacuum"))?;
-        }
-        let (pages, _) = page_counts(&conn).map_err(self.sql("read page counts"))?;
-        let bytes_in_use = pages * u64::from(schema::PAGE_SIZE);
-        if !more && deleted > 0 && policy.max_bytes.is_some_and(|max| bytes_in_use > max) {
-            more = true; // still over: the next step picks a new cutoff
-        }
-        Ok(RetentionStep {
-            deleted,
-            bytes_in_use,
-            more,
+            let (_, free) = page_counts(&conn).map_err(self.sql("read page counts"))?;
+            if free > 0 {
+                incremental_vacuum(&conn, free).map_err(self.sql("incremental vacuum"))?;
+            }
+            let (pages, _) = page_counts(&conn).map_err(self.sql("read page counts"))?;
+            let bytes_in_use = pages * u64::from(schema::PAGE_SIZE);
+            if !more && deleted > 0 && policy.max_bytes.is_some_and(|max| bytes_in_use > max) {
+                more = true; // still over: the next step picks a new cutoff
+            }
+            Ok(RetentionStep {
+                deleted,
+                bytes_in_use,
+                more,
+            })
         })
     }
 
@@ -1208,69 +1216,74 @@ impl HistoryStore for SqliteStore {
         now: TimestampMs,
         max_rows: u32,
     ) -> Result<RetentionStep> {
-        let budget = i64::from(max_rows.max(1));
-        let conn = lock(&self.writer);
-        let sql = |e| sql_error(&self.path, "apply audit retention", e);
-        let mut deleted = 0i64;
-        if let Some(age) = policy.max_age {
-            let cutoff =
-                to_sql_ts(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
-            deleted += conn
-                .prepare_cached(
-                    "DELETE FROM audit_log WHERE id IN \
-                     (SELECT id FROM audit_log WHERE ts < ?1 ORDER BY id LIMIT ?2)",
-                )
-                .and_then(|mut s| s.execute(params![cutoff, budget]))
-                .map_err(sql)? as i64;
-        }
-        if let Some(max) = policy.max_rows
-            && deleted < budget
-        {
-            let rows: i64 = conn
-                .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
-                .map_err(sql)?;
-            let excess = rows.saturating_sub(i64::try_from(max).unwrap_or(i64::MAX));
-            if excess > 0 {
+        blocking::run(|| {
+            let budget = i64::from(max_rows.max(1));
+            let conn = lock(&self.writer);
+            let sql = |e| sql_error(&self.path, "apply audit retention", e);
+            let mut deleted = 0i64;
+            if let Some(age) = policy.max_age {
+                let cutoff = to_sql_ts(
+                    now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                );
                 deleted += conn
                     .prepare_cached(
                         "DELETE FROM audit_log WHERE id IN \
-                         (SELECT id FROM audit_log ORDER BY id LIMIT ?1)",
+                         (SELECT id FROM audit_log WHERE ts < ?1 ORDER BY id LIMIT ?2)",
                     )
-                    .and_then(|mut s| s.execute([excess.min(budget - deleted)]))
+                    .and_then(|mut s| s.execute(params![cutoff, budget]))
                     .map_err(sql)? as i64;
             }
-        }
-        let (pages, _) = page_counts(&conn).map_err(sql)?;
-        Ok(RetentionStep {
-            deleted: deleted as u64,
-            bytes_in_use: pages * u64::from(schema::PAGE_SIZE),
-            more: deleted >= budget,
+            if let Some(max) = policy.max_rows
+                && deleted < budget
+            {
+                let rows: i64 = conn
+                    .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
+                    .map_err(sql)?;
+                let excess = rows.saturating_sub(i64::try_from(max).unwrap_or(i64::MAX));
+                if excess > 0 {
+                    deleted += conn
+                        .prepare_cached(
+                            "DELETE FROM audit_log WHERE id IN \
+                             (SELECT id FROM audit_log ORDER BY id LIMIT ?1)",
+                        )
+                        .and_then(|mut s| s.execute([excess.min(budget - deleted)]))
+                        .map_err(sql)? as i64;
+                }
+            }
+            let (pages, _) = page_counts(&conn).map_err(sql)?;
+            Ok(RetentionStep {
+                deleted: deleted as u64,
+                bytes_in_use: pages * u64::from(schema::PAGE_SIZE),
+                more: deleted >= budget,
+            })
         })
     }
 
     fn audit_append(&self, entry: &AuditEntry) -> Result<i64> {
-        let conn = lock(&self.writer);
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO audit_log \
-                 (ts, user, group_id, edge_node_id, device_id, metric, value, outcome, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
+        blocking::run(|| {
+            let conn = lock(&self.writer);
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO audit_log \
+                     (ts, user, group_id, edge_node_id, device_id, metric, value, outcome, detail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(self.sql("append audit entry"))?;
+            let key = &entry.metric;
+            stmt.execute(params![
+                to_sql_ts(entry.ts),
+                entry.user,
+                key.group_id,
+                key.edge_node_id,
+                key.device_id.as_deref().unwrap_or(""),
+                key.name,
+                entry.value,
+                entry.outcome.as_str(),
+                entry.detail
+            ])
             .map_err(self.sql("append audit entry"))?;
-        let key = &entry.metric;
-        stmt.execute(params![
-            to_sql_ts(entry.ts),
-            entry.user,
-            key.group_id,
-            key.edge_node_id,
-            key.device_id.as_deref().unwrap_or(""),
-            key.name,
-            entry.value,
-            entry.outcome.as_str(),
-            entry.detail
-        ])
-        .map_err(self.sql("append audit entry"))?;
-        Ok(conn.last_insert_rowid())
+            Ok(conn.last_insert_rowid())
+        })
     }
 
     fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
