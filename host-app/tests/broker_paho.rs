@@ -18,6 +18,17 @@ use system_tests::Mosquitto;
 /// in the `host_app::broker` docs (none today).
 const KNOWN_GAPS: &[&str] = &[];
 
+/// Tests whose own timing races, on any broker that serves connections in parallel: each
+/// may be run alone up to [`RACY_TRIES`] times. `test_request_response` publishes the
+/// request after waiting for the requester's SUBACK (a second time) instead of the
+/// responder's, and MQTT orders nothing across connections: under load the responder's
+/// SUBSCRIBE is often applied after the request was routed. Measured on the embedded
+/// broker with three busy processes beside it: 7 of 30 runs pass as the suite has it, 30
+/// of 30 once it waits for the responder's SUBACK (Mosquitto serves all connections on
+/// one thread, in the order their bytes arrive, so it does not race).
+const RACY: &[&str] = &["test_request_response"];
+const RACY_TRIES: usize = 3;
+
 /// Seconds one test of a suite may take before it counts as failed.
 const PER_TEST_TIMEOUT_S: &str = "20";
 
@@ -132,15 +143,26 @@ async fn paho_suites_pass_every_test_mosquitto_passes() {
         {
             // The suites share two clients across tests, so a failure can be a leftover
             // of an earlier one: such a test is run again alone on a fresh broker.
-            let fresh = EmbeddedBroker::start(&config()).await.unwrap();
-            let port = fresh.plain_addr().unwrap().port();
-            let (dir, out, only) = (dir.clone(), out.path().to_owned(), name.clone());
-            let (passed, _) = tokio::task::spawn_blocking(move || {
-                run_suite(&dir, suite_arg, port, &out, &[only.as_str()])
-            })
-            .await
-            .unwrap();
-            fresh.stop().await;
+            let tries = if RACY.contains(&name.as_str()) {
+                RACY_TRIES
+            } else {
+                1
+            };
+            let mut passed = BTreeSet::new();
+            for _ in 0..tries {
+                let fresh = EmbeddedBroker::start(&config()).await.unwrap();
+                let port = fresh.plain_addr().unwrap().port();
+                let (dir, out, only) = (dir.clone(), out.path().to_owned(), name.clone());
+                passed = tokio::task::spawn_blocking(move || {
+                    run_suite(&dir, suite_arg, port, &out, &[only.as_str()]).0
+                })
+                .await
+                .unwrap();
+                fresh.stop().await;
+                if passed.contains(name) {
+                    break;
+                }
+            }
             if passed.contains(name) {
                 eprintln!("MQTT {suite}: {name} passes alone on a fresh broker");
             } else {
