@@ -4,7 +4,8 @@
 //! the known gaps listed below.
 //!
 //! The suites are a peer's code, kept outside the repository: `../shared/paho-mqtt-testing`
-//! next to the workspace, or the directory `PAHO_MQTT_TESTING` names.
+//! next to the workspace, or the directory `PAHO_MQTT_TESTING` names. A gap the suites
+//! found is kept as a raw-socket test of our own too (Topic Alias 0).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,9 +15,19 @@ use host_app::broker::{EmbeddedBroker, EmbeddedConfig};
 use system_tests::Mosquitto;
 
 /// Tests Mosquitto may pass and the embedded broker does not, each for a reason named
-/// in the `host_app::broker` docs: rmqtt closes the connection on a PUBLISH with Topic
-/// Alias 0 (a malformed packet) without sending DISCONNECT 0x94 first.
-const KNOWN_GAPS: &[&str] = &["test_client_topic_alias"];
+/// in the `host_app::broker` docs (none today).
+const KNOWN_GAPS: &[&str] = &[];
+
+/// Tests whose own timing races, on any broker that serves connections in parallel: each
+/// may be run alone up to [`RACY_TRIES`] times. `test_request_response` publishes the
+/// request after waiting for the requester's SUBACK (a second time) instead of the
+/// responder's, and MQTT orders nothing across connections: under load the responder's
+/// SUBSCRIBE is often applied after the request was routed. Measured on the embedded
+/// broker with three busy processes beside it: 7 of 30 runs pass as the suite has it, 30
+/// of 30 once it waits for the responder's SUBACK (Mosquitto serves all connections on
+/// one thread, in the order their bytes arrive, so it does not race).
+const RACY: &[&str] = &["test_request_response"];
+const RACY_TRIES: usize = 3;
 
 /// Seconds one test of a suite may take before it counts as failed.
 const PER_TEST_TIMEOUT_S: &str = "20";
@@ -132,15 +143,26 @@ async fn paho_suites_pass_every_test_mosquitto_passes() {
         {
             // The suites share two clients across tests, so a failure can be a leftover
             // of an earlier one: such a test is run again alone on a fresh broker.
-            let fresh = EmbeddedBroker::start(&config()).await.unwrap();
-            let port = fresh.plain_addr().unwrap().port();
-            let (dir, out, only) = (dir.clone(), out.path().to_owned(), name.clone());
-            let (passed, _) = tokio::task::spawn_blocking(move || {
-                run_suite(&dir, suite_arg, port, &out, &[only.as_str()])
-            })
-            .await
-            .unwrap();
-            fresh.stop().await;
+            let tries = if RACY.contains(&name.as_str()) {
+                RACY_TRIES
+            } else {
+                1
+            };
+            let mut passed = BTreeSet::new();
+            for _ in 0..tries {
+                let fresh = EmbeddedBroker::start(&config()).await.unwrap();
+                let port = fresh.plain_addr().unwrap().port();
+                let (dir, out, only) = (dir.clone(), out.path().to_owned(), name.clone());
+                passed = tokio::task::spawn_blocking(move || {
+                    run_suite(&dir, suite_arg, port, &out, &[only.as_str()]).0
+                })
+                .await
+                .unwrap();
+                fresh.stop().await;
+                if passed.contains(name) {
+                    break;
+                }
+            }
             if passed.contains(name) {
                 eprintln!("MQTT {suite}: {name} passes alone on a fresh broker");
             } else {
@@ -158,5 +180,71 @@ async fn paho_suites_pass_every_test_mosquitto_passes() {
         mine[0].0.contains("test_subscribe_failure"),
         "MQTT 3.1.1: test_subscribe_failure"
     );
+    broker.stop().await;
+}
+
+/// An MQTT 5 CONNECT (clean start, keep-alive 30 s, no properties).
+fn connect_v5(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 0];
+    body.extend((client_id.len() as u16).to_be_bytes());
+    body.extend(client_id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// An MQTT 5 QoS 0 PUBLISH with a Topic Alias property.
+fn publish_v5_with_alias(topic: &str, alias: u16) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend(topic.as_bytes());
+    body.extend([3, 0x23]);
+    body.extend(alias.to_be_bytes());
+    body.extend(b"aliased");
+    let mut packet = vec![0x30, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// A PUBLISH with Topic Alias 0 (MQTT-3.3.2-8), or one above the Topic Alias Maximum the
+/// broker announced (64; MQTT-3.3.2-9), is answered with DISCONNECT 0x94 "Topic Alias
+/// invalid" before the connection closes, as Mosquitto does; an empty topic with an alias
+/// the connection never set, with 0x82 "Protocol Error".
+#[tokio::test]
+async fn an_invalid_topic_alias_gets_disconnect_0x94() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = host_app_testkit::broker::start(&config()).await;
+    let addr = broker.plain_addr().unwrap();
+    for (topic, alias, reason) in [
+        ("test/alias", 0, 0x94),
+        ("test/alias", u16::MAX, 0x94),
+        ("", 1, 0x82),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&connect_v5("alias-client")).await.unwrap();
+        let (first, connack) = host_app_testkit::broker::read_packet(&mut stream).await;
+        assert_eq!((first, connack[1]), (0x20, 0), "CONNACK accepted");
+        stream
+            .write_all(&publish_v5_with_alias(topic, alias))
+            .await
+            .unwrap();
+        let (first, disconnect) = host_app_testkit::broker::read_packet(&mut stream).await;
+        assert_eq!(first, 0xe0, "DISCONNECT for alias {alias}");
+        assert_eq!(
+            disconnect.first(),
+            Some(&reason),
+            "reason code for alias {alias}"
+        );
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            host_app_testkit::broker::WAIT,
+            stream.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the connection closes after the DISCONNECT");
+        assert!(
+            closed.is_ok() && rest.is_empty(),
+            "nothing follows the DISCONNECT"
+        );
+    }
     broker.stop().await;
 }

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -454,10 +454,11 @@ impl Front {
             } else {
                 MqttCodec::V3(rmqtt::codec::v3::Codec::new(max))
             };
-            // Small buffers that grow while the client is busy (rmqtt-net's are 8 KiB each).
-            let mut parts = FramedParts::new::<rmqtt::codec::MqttPacket>(stream, codec);
-            parts.read_buf = BytesMut::with_capacity(READ_BUFFER);
-            let io = Framed::from_parts(parts);
+            // Small buffers that grow while the client is busy: `Framed` gives each 8 KiB
+            // (also from parts), which an idle connection would keep for its whole life.
+            let mut io = Framed::new(stream, codec);
+            *io.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER);
+            *io.write_buffer_mut() = BytesMut::new();
             let scx = self.engine.clone();
             let cfg = cfg.clone();
             self.tasks.spawn(async move {

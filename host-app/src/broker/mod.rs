@@ -81,11 +81,10 @@
 //!   publishes no will for a connection it kicks out. The front does takeover itself (it
 //!   closes the old connection, so the engine publishes its will, and then forwards the
 //!   new CONNECT), so the old NDEATH arrives before the new NBIRTH.
-//! - **A PUBLISH with Topic Alias 0** (MQTT 5, a malformed packet) closes the connection
-//!   without the DISCONNECT 0x94 that should come first; not worked around (the front
-//!   does not parse PUBLISH packets). It is the one Paho test Mosquitto can pass and the
-//!   embedded broker does not (`tests/broker_paho.rs`, 10/10 and 22/27 against
-//!   Mosquitto's 8/10 and 18-21/27).
+//! - **A PUBLISH with an invalid Topic Alias** (0, or above the maximum) closed the
+//!   connection without the DISCONNECT 0x94 that should come first: fixed in
+//!   `vendor/rmqtt` and `vendor/rmqtt-codec` (vendor/README.md), checked by
+//!   `tests/broker_paho.rs` (the Paho suites pass every test Mosquitto passes).
 //! - **Messages expire after 5 minutes by default**, retained ones included (a host's
 //!   STATE would vanish, and a kept session offline for longer would lose its queued
 //!   messages). The engine is given no default expiry (zero, which rmqtt's delivery

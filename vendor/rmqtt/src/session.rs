@@ -206,6 +206,17 @@ impl SessionState {
             }
             Err(reason) => {
                 log::debug!("{} Reason: {}", self.id, reason);
+                // A client's malformed or invalid packet is answered with DISCONNECT and its
+                // reason code before the connection closes (MQTT 5, 4.13.2); at once, as
+                // the client may reconnect right away (`send_disconnect` lingers 500 ms).
+                if let (Sink::V5(s), Reason::MqttError(e @ (MqttError::Decode(_) | MqttError::InvalidProtocol))) =
+                    (&mut sink, &reason)
+                {
+                    let d = v5::Disconnect { reason_code: e.to_reason_code(), ..Default::default() };
+                    if let Err(e) = s.send(v5::Packet::Disconnect(d)).await {
+                        log::debug!("{} send disconnect error, {e}", self.id);
+                    }
+                }
                 let _ = self.disconnected_reason_add(reason).await;
             }
         }
@@ -396,6 +407,11 @@ impl SessionState {
                 pkt = sink.recv() => {
                     log::debug!("{:?} pkt: {:?}", state.id, pkt);
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
+                    // A packet that does not decode keeps its reason (the DISCONNECT's reason code).
+                    let pkt = pkt.map_err(|e| match e.downcast::<crate::codec::error::DecodeError>() {
+                        Ok(e) => Reason::MqttError(MqttError::Decode(e)),
+                        Err(e) => Reason::from(e),
+                    });
                     match pkt? {
                         Some(pkt) => {
                             state.process_mqtt_message(sink, pkt, flags).await?;
@@ -1048,10 +1064,12 @@ impl SessionState {
 
     #[inline]
     async fn _publish(&self, mut publish: Publish) -> Result<PublishResult> {
+        let topic_alias = publish.properties.as_ref().and_then(|p| p.topic_alias);
         if let Some(client_topic_aliases) = &self.client_topic_aliases {
-            publish.deref_mut().topic = client_topic_aliases
-                .set_and_get(publish.properties.as_ref().and_then(|p| p.topic_alias), publish.topic.clone())
-                .await?;
+            publish.deref_mut().topic =
+                client_topic_aliases.set_and_get(topic_alias, publish.topic.clone()).await?;
+        } else if topic_alias.is_some() {
+            return Err(topic_alias_invalid());
         }
 
         let from = From::from_custom(self.id.clone());

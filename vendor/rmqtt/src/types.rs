@@ -2721,6 +2721,12 @@ impl ServerTopicAliases {
     }
 }
 
+/// The error of a PUBLISH whose Topic Alias the client may not use.
+#[inline]
+pub fn topic_alias_invalid() -> Error {
+    MqttError::Decode(codec::error::DecodeError::TopicAliasInvalid).into()
+}
+
 #[derive(Debug)]
 pub struct ClientTopicAliases {
     max_topic_aliases: usize,
@@ -2735,16 +2741,14 @@ impl ClientTopicAliases {
 
     #[inline]
     pub async fn set_and_get(&self, alias: Option<NonZeroU16>, topic: TopicName) -> Result<TopicName> {
+        // Above the Topic Alias Maximum of our CONNACK (MQTT-3.3.2-9): DISCONNECT 0x94.
+        if alias.is_some_and(|alias| alias.get() as usize > self.max_topic_aliases) {
+            return Err(topic_alias_invalid());
+        }
         match (alias, topic.len()) {
+            // An alias this connection has not set: a Protocol Error (DISCONNECT 0x82).
             (Some(alias), 0) => {
-                self.aliases.read().await.get(&alias).ok_or_else(|| {
-                    MqttError::PublishAckReason(
-                        PublishAckReason::ImplementationSpecificError,
-                        ByteString::from(
-                            "implementation specific error, the ‘topic‘ associated with the ‘alias‘ was not found",
-                        ),
-                    ).into()
-                }).cloned()
+                self.aliases.read().await.get(&alias).ok_or_else(|| MqttError::InvalidProtocol.into()).cloned()
             }
             (Some(alias), _) => {
                 let mut aliases = self.aliases.write().await;
