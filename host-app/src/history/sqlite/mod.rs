@@ -32,6 +32,7 @@ mod catalog;
 mod checkpoint;
 mod chunk;
 mod codec;
+mod intake;
 mod migrate;
 mod recent;
 mod schema;
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
+use rustc_hash::FxHashMap;
 
 use super::HistoryStore;
 use super::blocking;
@@ -53,6 +55,7 @@ use super::types::{
     MetricId, MetricInfo, MetricKey, MetricMeta, Quality, RetentionPolicy, RetentionStep, Sample,
     TimeRange, TimestampMs,
 };
+use intake::Intake;
 use recent::{Recent, RecentLog};
 use schema::WINDOW_MS;
 
@@ -117,6 +120,8 @@ pub struct SqliteStore {
     log: Mutex<RecentLog>,
     /// Locked after `writer` (and after `recent` when both are held).
     state: Mutex<WindowState>,
+    /// What `admit` reuses from batch to batch; locked after `writer`, before the rest.
+    intake: Mutex<Intake>,
     /// Oldest timestamp kept by the size-retention pass under way, if one is.
     size_cutoff: Mutex<Option<i64>>,
     /// Every registered metric; locked alone or after `writer`, never held across SQL.
@@ -140,8 +145,8 @@ struct Span {
 /// Which windows hold chunks, and when windows were last closed.
 #[derive(Debug)]
 struct WindowState {
-    /// Per metric, where its chunks are.
-    chunks: HashMap<MetricId, Span>,
+    /// Per metric (our own ids: see `Recent`), where its chunks are.
+    chunks: FxHashMap<MetricId, Span>,
     /// Newest sample timestamp stored.
     newest: u64,
     /// Windows before this one were closed by the last compaction.
@@ -229,6 +234,7 @@ impl SqliteStore {
                 closed_before: i64::MIN,
                 last_compaction: Instant::now(),
             }),
+            intake: Mutex::new(Intake::default()),
             size_cutoff: Mutex::new(None),
             catalog: Mutex::new(catalog),
             checkpoint_gate,
@@ -417,20 +423,21 @@ impl SqliteStore {
         Ok(row.map(|(part, last_ts, data)| (part, last_ts.max(0) as u64, data)))
     }
 
-    /// Splits `samples` into those to store and counts the rest: a sample whose (metric, ts)
-    /// is already stored (in memory, in a chunk, or earlier in the batch) is a duplicate,
-    /// unless the stored one is the host's own STALE marker and this one a measurement,
-    /// which then replaces it.
+    /// Puts in `intake.accepted` the samples to store and counts the rest: a sample whose
+    /// (metric, ts) is already stored (in memory, in a chunk, or earlier in the batch) is a
+    /// duplicate, unless the stored one is the host's own STALE marker and this one a
+    /// measurement, which then replaces it.
     fn admit(
         &self,
         conn: &Connection,
         recent: &Recent,
         state: &WindowState,
         samples: &[Sample],
-    ) -> Result<(Vec<Sample>, AppendOutcome)> {
+        intake: &mut Intake,
+    ) -> Result<AppendOutcome> {
         let mut outcome = AppendOutcome::default();
-        let mut accepted: Vec<Sample> = Vec::with_capacity(samples.len());
-        let mut in_batch: HashMap<(MetricId, u64), usize> = HashMap::with_capacity(samples.len());
+        intake.clear();
+        // Keyed by windows of the client's timestamps: SipHash, and rarely used (replays).
         let mut chunks: HashMap<(i64, MetricId), Option<Vec<Sample>>> = HashMap::new();
         for sample in samples {
             if i64::try_from(sample.ts).is_err() {
@@ -438,10 +445,9 @@ impl SqliteStore {
                 outcome.rejected += 1;
                 continue;
             }
-            let key = (sample.metric, sample.ts);
-            let earlier = in_batch.get(&key).copied();
+            let earlier = intake.earlier(sample.metric, sample.ts);
             let stored = match earlier {
-                Some(i) => Some(accepted[i].quality),
+                Some(i) => Some(intake.accepted[i].quality),
                 None => match recent.get(sample.metric, sample.ts) {
                     Some(s) => Some(s.quality),
                     None => {
@@ -471,16 +477,13 @@ impl SqliteStore {
                 _ => {
                     outcome.inserted += 1;
                     match earlier {
-                        Some(i) => accepted[i] = sample.clone(),
-                        None => {
-                            in_batch.insert(key, accepted.len());
-                            accepted.push(sample.clone());
-                        }
+                        Some(i) => intake.accepted[i].clone_from(sample),
+                        None => intake.accept(sample),
                     }
                 }
             }
         }
-        Ok((accepted, outcome))
+        Ok(outcome)
     }
 
     /// Takes in the samples of the recent log at open, as `append` would (without logging
@@ -504,11 +507,12 @@ impl SqliteStore {
             );
         }
         let conn = lock(&self.writer);
+        let mut intake = lock(&self.intake);
         let mut recent = write(&self.recent);
         let mut state = lock(&self.state);
         for part in kept.chunks(64 * 1024) {
-            let (accepted, _) = self.admit(&conn, &recent, &state, part)?;
-            for sample in accepted {
+            self.admit(&conn, &recent, &state, part, &mut intake)?;
+            for sample in intake.accepted.drain(..) {
                 state.newest = state.newest.max(sample.ts);
                 recent.insert(sample);
             }
@@ -556,7 +560,9 @@ impl SqliteStore {
     /// with a chunk already there), in one synced transaction, then keeps only the rest in
     /// memory and in the log.
     fn compact(&self, conn: &mut Connection, cutoff: u64) -> Result<()> {
-        let groups = read(&self.recent).before(cutoff);
+        // Read in place: only the holder of `writer` (this caller) changes `recent`.
+        let held = read(&self.recent);
+        let groups = held.before(cutoff);
         if groups.is_empty() {
             return Ok(());
         }
@@ -573,18 +579,18 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(self.sql("begin window close"))?;
             let mut state = lock(&self.state);
-            for (metric, samples) in &groups {
+            for &(metric, samples) in &groups {
                 let mut start = 0;
                 while start < samples.len() {
                     let win = window_of(samples[start].ts);
                     let len = samples[start..].partition_point(|s| window_of(s.ts) == win);
                     let run = &samples[start..start + len];
                     start += len;
-                    self.write_run(&tx, &state, win, *metric, run)?;
+                    self.write_run(&tx, &state, win, metric, run)?;
                     let newest = run[run.len() - 1].ts;
                     match touched.last_mut() {
-                        Some((m, _, last, n)) if m == metric => (*last, *n) = (win, newest),
-                        _ => touched.push((*metric, win, win, newest)),
+                        Some((m, _, last, n)) if *m == metric => (*last, *n) = (win, newest),
+                        _ => touched.push((metric, win, win, newest)),
                     }
                 }
             }
@@ -629,6 +635,8 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(self.sql("restore synchronous"))?;
         }
+        drop(groups);
+        drop(held);
         result?;
         let mut recent = write(&self.recent);
         recent.remove_before(cutoff, u64::MAX);
@@ -877,14 +885,14 @@ fn write_part(
 
 /// Where each metric's chunks are: `chunk_windows`, and the newest timestamp of the last
 /// window's chunk.
-fn load_windows(conn: &Connection) -> rusqlite::Result<HashMap<MetricId, Span>> {
+fn load_windows(conn: &Connection) -> rusqlite::Result<FxHashMap<MetricId, Span>> {
     let mut stmt = conn.prepare("SELECT metric_id, first_win, last_win FROM chunk_windows")?;
     let rows: Vec<(i64, i64, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut newest =
         conn.prepare("SELECT max(last_ts) FROM sample_chunks WHERE win = ?1 AND metric_id = ?2")?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut out = FxHashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for (metric, first_win, last_win) in rows {
         let ts: Option<i64> = newest.query_row(params![last_win, metric], |r| r.get(0))?;
         // Without a chunk in its last window (retention), any sample of the span may be in one.
@@ -1054,30 +1062,33 @@ impl HistoryStore for SqliteStore {
                 .map_err(self.sql("begin sample batch"))?;
             let registered = lock(&self.catalog).pending();
             catalog::write(&tx, &registered).map_err(self.sql("write registered metrics"))?;
-            let (accepted, outcome) = {
+            let mut intake = lock(&self.intake);
+            let outcome = {
                 let recent = read(&self.recent);
                 let state = lock(&self.state);
-                self.admit(&tx, &recent, &state, samples)?
+                self.admit(&tx, &recent, &state, samples, &mut intake)?
             };
             tx.commit().map_err(self.sql("commit sample batch"))?;
             lock(&self.catalog).written(registered.len());
             // Acknowledged once in the log; memory follows.
             {
                 let mut log = lock(&self.log);
-                log.append(&accepted).map_err(|e| HistoryError::Backend {
-                    path: log.path().to_path_buf(),
-                    what: "append to the recent log",
-                    source: Box::new(e),
-                })?;
+                log.append(&intake.accepted)
+                    .map_err(|e| HistoryError::Backend {
+                        path: log.path().to_path_buf(),
+                        what: "append to the recent log",
+                        source: Box::new(e),
+                    })?;
             }
             {
                 let mut recent = write(&self.recent);
                 let mut state = lock(&self.state);
-                for sample in accepted {
+                for sample in intake.accepted.drain(..) {
                     state.newest = state.newest.max(sample.ts);
                     recent.insert(sample);
                 }
             }
+            drop(intake);
             // The batch is stored whatever happens here; closing windows is retried later.
             if let Err(e) = self.maybe_compact(&mut conn) {
                 tracing::error!(error = %e, "closing history windows failed; will retry");

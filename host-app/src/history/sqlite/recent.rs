@@ -14,10 +14,11 @@
 //! varint if not GOOD, then the value (Double as 8 bytes, integers as zigzag varints, a
 //! Bool as a byte, text and bytes with a varint length).
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashMap;
 
 use super::chunk::{Reader, put_varint};
 use crate::history::types::{MetricId, Quality, Sample, SampleValue};
@@ -31,7 +32,9 @@ const SAMPLE_BYTES: u64 = std::mem::size_of::<Sample>() as u64;
 /// The samples of the open windows, per metric, each list sorted by time.
 #[derive(Debug, Default)]
 pub(super) struct Recent {
-    by_metric: HashMap<MetricId, Vec<Sample>>,
+    /// Keyed by our own metric ids (the catalog assigns them), never by a client's string,
+    /// so a fast unkeyed hash cannot be flooded from outside.
+    by_metric: FxHashMap<MetricId, Vec<Sample>>,
     len: usize,
     /// Memory the lists hold: their capacity in samples, and each sample's text or bytes.
     bytes: u64,
@@ -108,17 +111,17 @@ impl Recent {
         self.by_metric.get(&metric).and_then(|l| l.last())
     }
 
-    /// Copies out every sample older than `cutoff`, per metric (metrics in id order).
-    pub(super) fn before(&self, cutoff: u64) -> Vec<(MetricId, Vec<Sample>)> {
-        let mut out: Vec<(MetricId, Vec<Sample>)> = self
+    /// Every sample older than `cutoff`, per metric (metrics in id order).
+    pub(super) fn before(&self, cutoff: u64) -> Vec<(MetricId, &[Sample])> {
+        let mut out: Vec<(MetricId, &[Sample])> = self
             .by_metric
             .iter()
             .filter_map(|(&metric, list)| {
                 let n = list.partition_point(|s| s.ts < cutoff);
-                (n > 0).then(|| (metric, list[..n].to_vec()))
+                (n > 0).then(|| (metric, &list[..n]))
             })
             .collect();
-        out.sort_by_key(|(metric, _)| *metric);
+        out.sort_unstable_by_key(|(metric, _)| *metric);
         out
     }
 
@@ -174,6 +177,8 @@ pub(super) struct RecentLog {
     file: File,
     len: u64,
     sync: bool,
+    /// The record being written, kept between appends.
+    buf: Vec<u8>,
 }
 
 /// What opening the log found.
@@ -272,6 +277,7 @@ impl RecentLog {
             file,
             len: 0,
             sync,
+            buf: Vec::new(),
         };
         Ok(Opened {
             log,
@@ -286,8 +292,9 @@ impl RecentLog {
         if samples.is_empty() {
             return Ok(());
         }
-        let record = encode_record(samples);
-        let result = self.file.write_all(&record).and_then(|()| {
+        encode_record(&mut self.buf, samples);
+        let record = &self.buf;
+        let result = self.file.write_all(record).and_then(|()| {
             if self.sync {
                 self.file.sync_data()
             } else {
@@ -327,12 +334,11 @@ impl RecentLog {
         // The lock stays with the file that takes the log's name.
         tmp.lock()?;
         let mut len = 0u64;
-        let all: Vec<&Sample> = samples.collect();
-        for part in all.chunks(REWRITE_RECORD) {
-            let owned: Vec<Sample> = part.iter().map(|s| (*s).clone()).collect();
-            let record = encode_record(&owned);
-            tmp.write_all(&record)?;
-            len += record.len() as u64;
+        let mut samples = samples.peekable();
+        while samples.peek().is_some() {
+            encode_record(&mut self.buf, samples.by_ref().take(REWRITE_RECORD));
+            tmp.write_all(&self.buf)?;
+            len += self.buf.len() as u64;
         }
         if durable {
             tmp.sync_all()?;
@@ -356,12 +362,16 @@ impl RecentLog {
 const FLAG_HISTORICAL: u8 = 0x08;
 const FLAG_QUALITY: u8 = 0x10;
 
-fn encode_record(samples: &[Sample]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(samples.len() * 12);
+/// Encodes one record of `samples` into `record` (cleared first), header and payload.
+fn encode_record<'a>(record: &mut Vec<u8>, samples: impl IntoIterator<Item = &'a Sample>) {
+    record.clear();
+    // Length and checksum go here once the payload is known.
+    record.extend_from_slice(&[0; 8]);
+    let payload = record;
     let (mut metric, mut ts) = (0i64, 0i64);
     for s in samples {
-        put_varint(&mut payload, zigzag(s.metric.0.wrapping_sub(metric)));
-        put_varint(&mut payload, zigzag((s.ts as i64).wrapping_sub(ts)));
+        put_varint(payload, zigzag(s.metric.0.wrapping_sub(metric)));
+        put_varint(payload, zigzag((s.ts as i64).wrapping_sub(ts)));
         (metric, ts) = (s.metric.0, s.ts as i64);
         let kind = match &s.value {
             SampleValue::Null => 0,
@@ -381,29 +391,28 @@ fn encode_record(samples: &[Sample]) -> Vec<u8> {
         }
         payload.push(flags);
         if s.quality != Quality::GOOD {
-            put_varint(&mut payload, zigzag(i64::from(s.quality.0)));
+            put_varint(payload, zigzag(i64::from(s.quality.0)));
         }
         match &s.value {
             SampleValue::Null => {}
             SampleValue::Bool(b) => payload.push(u8::from(*b)),
-            SampleValue::I64(v) => put_varint(&mut payload, zigzag(*v)),
-            SampleValue::U64(v) => put_varint(&mut payload, *v),
+            SampleValue::I64(v) => put_varint(payload, zigzag(*v)),
+            SampleValue::U64(v) => put_varint(payload, *v),
             SampleValue::F64(v) => payload.extend_from_slice(&v.to_bits().to_le_bytes()),
             SampleValue::Text(t) => {
-                put_varint(&mut payload, t.len() as u64);
+                put_varint(payload, t.len() as u64);
                 payload.extend_from_slice(t.as_bytes());
             }
             SampleValue::Bytes(b) => {
-                put_varint(&mut payload, b.len() as u64);
+                put_varint(payload, b.len() as u64);
                 payload.extend_from_slice(b);
             }
         }
     }
-    let mut record = Vec::with_capacity(8 + payload.len());
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-    record
+    let len = (payload.len() - 8) as u32;
+    let crc = crc32fast::hash(&payload[8..]);
+    payload[0..4].copy_from_slice(&len.to_le_bytes());
+    payload[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes the record at the start of `bytes` into `out`; returns its length.
