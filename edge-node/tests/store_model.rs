@@ -578,3 +578,37 @@ fn segments_left_behind_mid_delete_or_mid_seal_replay_nothing_twice() {
     assert_eq!(drain(&mut store), all[24..]);
     assert_eq!(store.depth(), 0);
 }
+
+/// Found by `segments_at_the_byte_cap_stop_storing`: a segment sealed after an ack cut
+/// into it lost its first samples from its cache, so a later ack inside that record
+/// moved it into the table with every place shifted and removed one sample too many.
+#[test]
+fn a_segment_sealed_after_an_ack_inside_it_keeps_its_places() {
+    let first = (0..12)
+        .map(|_| (0, 0, None))
+        .chain([(0, 0, Some(17)), (1, 0, Some(42))])
+        .collect();
+    let head = Op::Peek {
+        max_samples: 1,
+        max_bytes: 0,
+        held: 0,
+        after_outstanding: false,
+    };
+    let ops = vec![
+        Op::AppendLater(first),
+        head.clone(),
+        Op::Ack(0),
+        // Seals the segment (300 bytes) with its first sample behind the cursor.
+        Op::AppendLater(vec![(0, 0, None), (1, 1, None), (0, 0, None)]),
+        head,
+        Op::Peek {
+            max_samples: 1,
+            max_bytes: 0,
+            held: 0,
+            after_outstanding: true,
+        },
+        // The second batch, acked while the first is still out.
+        Op::Ack(1),
+    ];
+    check_capped(ops, Overflow::StopStoring, 0, 2 * 1024, Some(300)).unwrap();
+}

@@ -70,6 +70,8 @@ pub(crate) struct Segments {
     active: Log,
     /// The active segment's samples not gone yet, sorted.
     entries: Vec<Entry>,
+    /// Whether `entries` lost samples to the cursor: then they are not the whole file.
+    entries_cut: bool,
     cursor: Option<Pos>,
     cache: RefCell<VecDeque<(u64, Arc<[Entry]>)>>,
     /// Samples after the cursor.
@@ -232,6 +234,7 @@ impl Segments {
             active_id,
             sealed,
             entries: Vec::new(),
+            entries_cut: false,
             cursor,
             cache: RefCell::new(VecDeque::new()),
             depth,
@@ -301,6 +304,7 @@ impl Segments {
         // The cursor is in the new file before the old one may go.
         let written = self.write_cursor();
         let entries: Arc<[Entry]> = std::mem::take(&mut self.entries).into();
+        let whole = !std::mem::take(&mut self.entries_cut);
         match entries.last() {
             None if written.is_ok() => remove(old.path()),
             None => {}
@@ -312,7 +316,10 @@ impl Segments {
                     min_ts: entries.iter().map(|e| e.pos.ts).min().unwrap_or(i64::MAX),
                     len: old.len(),
                 });
-                self.cache_put(id - 1, entries);
+                // A file's cache holds all its samples: readers place rows by index.
+                if whole {
+                    self.cache_put(id - 1, entries);
+                }
             }
         }
         written
@@ -340,7 +347,9 @@ impl Segments {
         }
         self.cursor = Some(to);
         self.depth -= removed;
+        let before = self.entries.len();
         self.entries.retain(|e| e.pos > to);
+        self.entries_cut |= self.entries.len() < before;
         // Files go only once the cursor that passes them is written; until then a
         // restart hands those samples out again (at least once, never lost).
         if let Err(e) = self.write_cursor() {
