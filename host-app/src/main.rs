@@ -80,6 +80,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    infra::allocator::hold_mmap_threshold();
     let cli = Cli::parse();
     match cli.command {
         Command::Decode { file, birth } => decode(file, birth),

@@ -19,8 +19,10 @@
 //! - [`metrics`]: Prometheus text exposition and its `/metrics` listener;
 //! - [`panic`]: a panic in any thread ends the process;
 //! - [`reload`]: what a configuration reload on SIGHUP changed;
-//! - [`watchdog`]: systemd watchdog pings while the data path makes progress.
+//! - [`watchdog`]: systemd watchdog pings while the data path makes progress;
+//! - [`allocator`]: the C allocator's settings for small gateways.
 
+pub mod allocator;
 pub mod clock;
 pub mod config_error;
 pub mod durability;

@@ -55,6 +55,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    infra::allocator::hold_mmap_threshold();
     infra::panic::install();
     let args = Args::parse();
     if let Some(Command::User { config, action }) = args.command {
