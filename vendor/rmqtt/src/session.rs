@@ -73,7 +73,7 @@ use async_trait::async_trait;
 use bitflags::Flags;
 use bytestring::ByteString;
 use futures::channel::mpsc::unbounded;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -103,6 +103,12 @@ use crate::shared::RetainLoadCallback;
 use crate::types::*;
 use crate::utils::timestamp_millis;
 use crate::Result;
+
+/// Deliveries queued for one connection that are written out together at most.
+const DELIVER_BATCH: usize = 64;
+/// Payload bytes after which a batch is written out, so large messages do not pile up
+/// in the connection's write buffer.
+const DELIVER_BATCH_BYTES: usize = 64 * 1024;
 
 /// Runtime state for an active MQTT session.
 ///
@@ -382,7 +388,28 @@ impl SessionState {
                     log::debug!("{:?} deliver_packet: {:?}", state.id, deliver_packet);
                     match deliver_packet {
                         Some(Some((from, p))) => {
+                            let mut bytes = p.inner.payload.len();
                             state.deliver(sink, from, p).await?;
+                            // What else is queued already goes out in the same write.
+                            let mut n = 1;
+                            while n < DELIVER_BATCH
+                                && bytes < DELIVER_BATCH_BYTES
+                                && state.out_inflight().read().await.has_credit()
+                            {
+                                match deliver_queue_rx.next().now_or_never() {
+                                    Some(Some(Some((from, p)))) => {
+                                        bytes += p.inner.payload.len();
+                                        state.deliver(sink, from, p).await?;
+                                        n += 1;
+                                    }
+                                    Some(Some(None)) => {
+                                        log::warn!("{:?} No messages received from the delivery queue", state.id);
+                                    }
+                                    // Nothing ready, or the queue closed: the next turn of the loop sees which.
+                                    Some(None) | None => break,
+                                }
+                            }
+                            sink.flush().await?;
                         },
                         Some(None) => {
                             log::warn!("{:?} No messages received from the delivery queue", state.id);

@@ -1451,7 +1451,9 @@ where
     ) -> Result<()> {
         match self {
             Sink::V3(s) => {
-                s.send_publish(p.take()).await?;
+                let send_timeout = s.cfg.send_timeout;
+                feed(&mut s.io, codec::MqttPacket::V3(codec::v3::Packet::Publish(p.take())), send_timeout)
+                    .await?;
             }
             Sink::V5(s) => {
                 let (topic, alias) = {
@@ -1468,8 +1470,20 @@ where
                     properties.message_expiry_interval = message_expiry_interval;
                     properties.topic_alias = alias;
                 }
-                s.send_publish(p.take()).await?;
+                let send_timeout = s.cfg.send_timeout;
+                feed(&mut s.io, codec::MqttPacket::V5(codec::v5::Packet::Publish(p.take())), send_timeout)
+                    .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes out what [`Sink::publish`] queued.
+    #[inline]
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        match self {
+            Sink::V3(s) => s.flush().await?,
+            Sink::V5(s) => s.flush().await?,
         }
         Ok(())
     }
@@ -1553,6 +1567,23 @@ where
         }
         Ok(())
     }
+}
+
+/// Queues `packet` in the connection's write buffer without flushing it: the caller
+/// flushes once it has queued every delivery that is ready, so a burst to one subscriber
+/// goes out in few writes instead of one system call per message.
+async fn feed<S>(io: &mut S, packet: codec::MqttPacket, send_timeout: Duration) -> Result<()>
+where
+    S: futures::Sink<codec::MqttPacket, Error = codec::error::EncodeError> + Unpin,
+{
+    use futures::SinkExt;
+    let fed = if send_timeout.is_zero() {
+        io.feed(packet).await
+    } else {
+        tokio::time::timeout(send_timeout, io.feed(packet)).await.map_err(|_| MqttError::WriteTimeout)?
+    };
+    fed.map_err(|e| MqttError::SendPacket(codec::error::SendPacketError::Encode(e)))?;
+    Ok(())
 }
 
 /// Result of processing a PUBLISH packet.
