@@ -439,13 +439,21 @@ const CERTIFICATES: &str = "$sparkplug/certificates/";
 
 /// `spBv1.0/{group_id}/NBIRTH/{edge_node_id}` or
 /// `spBv1.0/{group_id}/DBIRTH/{edge_node_id}/{device_id}`.
+/// Asked of every message published, so it allocates nothing.
 fn is_birth(topic: &str) -> bool {
-    let levels: Vec<&str> = topic.split('/').collect();
-    match levels.as_slice() {
-        ["spBv1.0", group, "NBIRTH", node] => ![group, node].iter().any(|l| l.is_empty()),
-        ["spBv1.0", group, "DBIRTH", node, device] => {
-            ![group, node, device].iter().any(|l| l.is_empty())
-        }
+    let mut levels = topic.split('/');
+    let (Some("spBv1.0"), Some(group), Some(kind), Some(node)) =
+        (levels.next(), levels.next(), levels.next(), levels.next())
+    else {
+        return false;
+    };
+    let device = levels.next();
+    if levels.next().is_some() || group.is_empty() || node.is_empty() {
+        return false;
+    }
+    match (kind, device) {
+        ("NBIRTH", None) => true,
+        ("DBIRTH", Some(device)) => !device.is_empty(),
         _ => false,
     }
 }
@@ -466,6 +474,31 @@ impl Hooks {
         };
         if let Err(e) = self.retained.set(&topic, retain, None).await {
             warn!(topic = %Escaped(&topic), error = %e, "Sparkplug birth not kept");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_birth;
+
+    #[test]
+    fn only_whole_nbirth_and_dbirth_topics_are_births() {
+        assert!(is_birth("spBv1.0/g/NBIRTH/n"));
+        assert!(is_birth("spBv1.0/g/DBIRTH/n/d"));
+        for not in [
+            "spBv1.0/g/NBIRTH/n/d",
+            "spBv1.0/g/DBIRTH/n",
+            "spBv1.0/g/DBIRTH/n/",
+            "spBv1.0//NBIRTH/n",
+            "spBv1.0/g/NBIRTH/",
+            "spBv1.0/g/NDATA/n",
+            "spBv1.0/g/DBIRTH/n/d/x",
+            "spAv1.0/g/NBIRTH/n",
+            "spBv1.0/g/NBIRTH",
+            "",
+        ] {
+            assert!(!is_birth(not), "{not}");
         }
     }
 }
