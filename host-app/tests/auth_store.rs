@@ -62,7 +62,7 @@ host_app_testkit::backend_suite![
     deleting_an_account_deletes_its_sessions_and_tokens,
     sessions_are_found_touched_ended_and_purged,
     api_tokens_belong_to_their_owner,
-    audit_events_come_newest_first_by_kind_and_are_purged_by_age,
+    audit_events_come_newest_first_by_kind_and_are_purged_by_age_and_count,
     a_second_store_sees_every_change_at_once,
 ];
 
@@ -373,7 +373,7 @@ fn api_tokens_belong_to_their_owner<B: Backend>() {
     );
 }
 
-fn audit_events_come_newest_first_by_kind_and_are_purged_by_age<B: Backend>() {
+fn audit_events_come_newest_first_by_kind_and_are_purged_by_age_and_count<B: Backend>() {
     let (_b, store) = B::create();
     let events = [
         event(T0, AuthEventKind::LoginFailed, Some("mallory")),
@@ -401,10 +401,41 @@ fn audit_events_come_newest_first_by_kind_and_are_purged_by_age<B: Backend>() {
             .is_empty()
     );
 
-    assert_eq!(store.purge_audit(T0 + 2).unwrap(), 2, "strictly older only");
+    assert_eq!(
+        store.purge_audit(T0 + 2, 100).unwrap(),
+        2,
+        "strictly older only"
+    );
     assert_eq!(
         store.recent_audit(None, 10).unwrap(),
         [events[3].clone(), events[2].clone()]
+    );
+
+    let later = [
+        event(T0 + 4, AuthEventKind::LoginFailed, Some("mallory")),
+        event(T0 + 5, AuthEventKind::LoginFailed, Some("mallory")),
+    ];
+    for e in &later {
+        store.append_audit(e).unwrap();
+    }
+    assert_eq!(
+        store.purge_audit(i64::MIN, 3).unwrap(),
+        1,
+        "the oldest beyond the newest 3"
+    );
+    assert_eq!(
+        store.recent_audit(None, 10).unwrap(),
+        [later[1].clone(), later[0].clone(), events[3].clone()]
+    );
+    assert_eq!(
+        store.purge_audit(i64::MIN, 3).unwrap(),
+        0,
+        "3 kept, none over"
+    );
+    assert_eq!(
+        store.purge_audit(i64::MIN, 0).unwrap(),
+        3,
+        "a cap of 0 keeps none"
     );
 }
 

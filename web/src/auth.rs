@@ -299,11 +299,12 @@ impl Auth {
         }
     }
 
-    /// Deletes audit events older than `keep`; returns how many. The
-    /// application calls it now and then to bound the table.
-    pub fn purge_audit(&self, keep: Duration) -> Result<u64, AuthError> {
+    /// Deletes audit events older than `keep`, and the oldest beyond the newest
+    /// `max_rows`; returns how many. Called now and then to bound the table
+    /// ([`crate::state::purge_expired`]).
+    pub fn purge_audit(&self, keep: Duration, max_rows: u64) -> Result<u64, AuthError> {
         let before = self.now().saturating_sub(duration_ms(keep));
-        Ok(self.inner.store.purge_audit(before)?)
+        Ok(self.inner.store.purge_audit(before, max_rows)?)
     }
 
     /// The newest audit events, newest first.

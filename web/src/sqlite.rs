@@ -396,10 +396,13 @@ impl AuthStore for SqliteStore {
         Ok(())
     }
 
-    fn purge_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let n = self
-            .conn()?
-            .execute("DELETE FROM auth_audit WHERE at_ms < ?1", [before_ms])?;
+    fn purge_audit(&self, before_ms: i64, max_rows: u64) -> Result<u64, StoreError> {
+        let max_rows = i64::try_from(max_rows).unwrap_or(i64::MAX);
+        let n = self.conn()?.execute(
+            "DELETE FROM auth_audit WHERE at_ms < ?1 \
+             OR id <= (SELECT id FROM auth_audit ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            [before_ms, max_rows],
+        )?;
         Ok(n as u64)
     }
 

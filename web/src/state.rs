@@ -59,12 +59,19 @@ pub fn begin_setup(auth: &Auth, state_dir: &Path) -> Result<Option<(Secret, Path
     }
 }
 
-/// How often expired sessions are deleted from the accounts database.
-const SESSION_PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
+/// How often expired sessions and old account events are deleted from the accounts
+/// database.
+const PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
+/// Account events (logins, failed logins, account changes) are kept this long...
+pub const AUTH_AUDIT_KEEP: Duration = Duration::from_secs(90 * 24 * 3600);
+/// ...and at most this many, so failed logins from anywhere cannot fill a gateway's disk.
+pub const AUTH_AUDIT_MAX_ROWS: u64 = 100_000;
 
-/// Deletes expired sessions now and then until `shutdown`, so the table holds live ones only.
-pub async fn purge_sessions(auth: Auth, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(SESSION_PURGE_PERIOD);
+/// Deletes expired sessions and account events past [`AUTH_AUDIT_KEEP`] or
+/// [`AUTH_AUDIT_MAX_ROWS`] at once and then now and then until `shutdown`, so the tables
+/// stay bounded.
+pub async fn purge_expired(auth: Auth, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PURGE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -72,6 +79,12 @@ pub async fn purge_sessions(auth: Auth, shutdown: CancellationToken) {
             _ = tick.tick() => {
                 if let Err(e) = auth.blocking(|a| a.purge_expired_sessions()).await {
                     tracing::warn!(error = %e, "expired sessions not purged");
+                }
+                let purged = auth
+                    .blocking(|a| a.purge_audit(AUTH_AUDIT_KEEP, AUTH_AUDIT_MAX_ROWS))
+                    .await;
+                if let Err(e) = purged {
+                    tracing::warn!(error = %e, "old account events not purged");
                 }
             }
         }

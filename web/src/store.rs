@@ -136,8 +136,9 @@ pub trait AuthStore: Send + Sync + 'static {
     fn delete_api_token(&self, user_id: i64, id: i64) -> Result<bool, StoreError>;
 
     fn append_audit(&self, event: &AuthEvent) -> Result<(), StoreError>;
-    /// Deletes events older than `before_ms`; returns how many.
-    fn purge_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes events older than `before_ms`, and the oldest beyond the newest
+    /// `max_rows`; returns how many.
+    fn purge_audit(&self, before_ms: i64, max_rows: u64) -> Result<u64, StoreError>;
     /// The newest `limit` events of `kind` (all kinds when `None`), newest first.
     fn recent_audit(
         &self,

@@ -550,8 +550,43 @@ fn audit_events_are_stored_and_purged_by_age() {
             AuthEventKind::UserCreated
         ]
     );
-    assert_eq!(f.auth.purge_audit(Duration::from_secs(1800)).unwrap(), 2);
+    assert_eq!(
+        f.auth.purge_audit(Duration::from_secs(1800), 100).unwrap(),
+        2
+    );
     let left = f.auth.recent_audit(None, 10).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].kind, AuthEventKind::LoginSucceeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_periodic_purge_deletes_account_events_past_their_keep() {
+    let f = fixture(config());
+    f.add_user("alice", Role::Viewer);
+    f.auth
+        .login("alice", &Secret::new("wrong password!"), None)
+        .unwrap_err();
+    assert!(!f.auth.recent_audit(None, 10).unwrap().is_empty());
+    f.clock
+        .advance(web::state::AUTH_AUDIT_KEEP + Duration::from_secs(60));
+    f.auth.login("alice", &Secret::new(PASSWORD), None).unwrap();
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let purge = tokio::spawn(web::state::purge_expired(f.auth.clone(), shutdown.clone()));
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = f.auth.recent_audit(None, 10).unwrap();
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    purge.await.unwrap();
+    let kinds: Vec<_> = left.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [AuthEventKind::LoginSucceeded],
+        "only the recent login is kept"
+    );
 }
