@@ -537,3 +537,73 @@ fn postgres_accounts_of_a_newer_layout_are_refused() {
         .to_string();
     assert!(refused.contains("newer layout (99"), "{refused}");
 }
+
+/// A host moved from a SQLite to a PostgreSQL history keeps its accounts: the state
+/// directory's `auth.db` is copied into the empty PostgreSQL accounts once (password
+/// hashes and API tokens as stored, so both keep working), and never again.
+#[test]
+fn a_host_moved_to_postgres_takes_its_local_accounts_along() {
+    let state = tempfile::tempdir().unwrap();
+    let config = web::AuthConfig {
+        hash: web::HashParams::insecure_for_tests(),
+        ..web::AuthConfig::default()
+    };
+    let auth = |store: Arc<dyn AuthStore>| {
+        web::Auth::builder(store)
+            .config(config.clone())
+            .build()
+            .unwrap()
+    };
+    let password = web::Secret::new("a long enough password");
+    let token = format!("{}migrated-token-value", web::API_TOKEN_PREFIX);
+    {
+        let local: Arc<dyn AuthStore> =
+            Arc::new(web::state::open_store(&state.path().join("auth.db")).unwrap());
+        let ann = auth(local.clone())
+            .create_user(None, "ann", &password, Role::Admin)
+            .unwrap();
+        local
+            .insert_api_token(&hash_token(&token), ann.id, "scada", Scope::Read, T0)
+            .unwrap();
+        auth(local.clone())
+            .create_user(None, "bob", &password, Role::Viewer)
+            .unwrap();
+    }
+
+    let url = TempPostgres::shared().unwrap().fresh_database().unwrap();
+    let history = host_app::history::HistoryConfig::from_toml(&format!(
+        "[history]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+    ))
+    .unwrap();
+    let moved = host_app::api::access::open_store(state.path(), &history).unwrap();
+    let names: Vec<(String, Role)> = moved
+        .list_users()
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.username, u.role))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ann".to_owned(), Role::Admin),
+            ("bob".to_owned(), Role::Viewer)
+        ]
+    );
+    let auth = auth(moved);
+    auth.login("ann", &password, None)
+        .expect("the old password logs in");
+    let caller = auth
+        .authenticate_bearer(&web::Secret::new(token.clone()))
+        .unwrap()
+        .expect("the old API token is valid");
+    assert_eq!(caller.user, "ann");
+
+    // A later start (or another instance) copies nothing again.
+    auth.delete_user(None, "bob").unwrap();
+    let again = host_app::api::access::open_store(state.path(), &history).unwrap();
+    assert_eq!(
+        again.list_users().unwrap().len(),
+        1,
+        "bob, deleted in PostgreSQL, is not copied back from the file"
+    );
+}

@@ -146,3 +146,40 @@ pub trait AuthStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuthEvent>, StoreError>;
 }
+
+/// Copies every account of `from` (name, role, password hash, creation time) and its API
+/// tokens (stored hashes: the tokens keep working) into `to`, when `to` has no account
+/// yet; returns how many accounts were copied (0 when `to` had some). Sessions are not
+/// copied: their holders log in again. Used once when the accounts move to another store
+/// (the host's move from a SQLite to a PostgreSQL history); an account another process
+/// copied meanwhile is skipped, not an error.
+pub fn copy_accounts(from: &dyn AuthStore, to: &dyn AuthStore) -> Result<usize, StoreError> {
+    if !to.list_users()?.is_empty() {
+        return Ok(0);
+    }
+    let mut copied = 0;
+    for user in from.list_users()? {
+        let new = NewUser {
+            username: &user.username,
+            role: user.role,
+            password_hash: &user.password_hash,
+            created_ms: user.created_ms,
+        };
+        let id = match to.create_user(&new) {
+            Ok(id) => id,
+            Err(StoreError::Duplicate { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for token in from.list_api_tokens(user.id)? {
+            to.insert_api_token(
+                &token.token_hash,
+                id,
+                &token.name,
+                token.scope,
+                token.created_ms,
+            )?;
+        }
+        copied += 1;
+    }
+    Ok(copied)
+}

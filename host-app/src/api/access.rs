@@ -25,18 +25,36 @@ pub fn open_store(state_dir: &Path, history: &HistoryConfig) -> Result<Arc<dyn A
     let local = ApiConfig::auth_db(state_dir);
     match &history.backend {
         HistoryBackend::Postgres(pg) => {
-            if local.exists() {
-                tracing::warn!(
-                    file = %local.display(),
-                    "the panel's accounts are in PostgreSQL with the history; this file's are not used"
-                );
-            }
             let options = pg.options().map_err(|e| e.to_string())?;
             let store = PostgresAuthStore::open(&options).map_err(|e| e.to_string())?;
+            if local.exists() {
+                take_over_local_accounts(&local, &store)?;
+            }
             Ok(Arc::new(store))
         }
         HistoryBackend::Sqlite(_) => Ok(Arc::new(web::state::open_store(&local)?)),
     }
+}
+
+/// A host moved from a SQLite to a PostgreSQL history: the accounts of its state
+/// directory's file (and their API tokens) are copied into PostgreSQL when it has none
+/// yet, so its admins keep their logins; after that the file is no longer used.
+fn take_over_local_accounts(local: &Path, to: &PostgresAuthStore) -> Result<(), String> {
+    let from = web::SqliteStore::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
+    let copied = web::store::copy_accounts(&from, to).map_err(|e| e.to_string())?;
+    if copied > 0 {
+        tracing::info!(
+            file = %local.display(),
+            accounts = copied,
+            "the panel's accounts copied into PostgreSQL, where they live from now on"
+        );
+    } else {
+        tracing::warn!(
+            file = %local.display(),
+            "the panel's accounts are in PostgreSQL with the history; this file's are not used"
+        );
+    }
+    Ok(())
 }
 
 /// The auth settings `[api]` asks for.
