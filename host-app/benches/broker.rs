@@ -18,7 +18,8 @@
 //!   `BROKER_BENCH_MESSAGES` (50,000) 64-byte messages as fast as it can to one
 //!   subscriber (same QoS); rate = messages received / time from the first publish to the
 //!   last message received, with the share delivered; `BROKER_BENCH_ROUNDS` (3) bursts
-//!   per broker, alternating which goes first, each broker's best kept;
+//!   per broker, alternating which goes first, each broker's best kept; each burst's
+//!   broker CPU time per message is printed beside it (threads' scheduler time);
 //! - p99 latency at 2,000 msg/s QoS 0 for 5 s (send time carried in the payload).
 //!
 //! Throughput and latency are also measured, in the same rounds, on a second Mosquitto
@@ -122,6 +123,19 @@ struct Broker {
 }
 
 impl Broker {
+    /// CPU time of all the broker's threads so far (the scheduler's count, in ns); a
+    /// burst's share includes its clients' connects and subscriptions.
+    fn cpu_ns(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -355,7 +369,6 @@ where
     })
 }
 
-/// Delivered messages per second and the share delivered, for one burst at `qos`.
 /// Each broker's best burst over `rounds`, the order alternating round by round, so a
 /// spell of load from other processes does not fall on one broker only. A burst that
 /// delivered less than all counts only if no burst delivered all.
@@ -373,10 +386,14 @@ async fn best_throughput<const N: usize>(
             (0..N).rev().collect()
         };
         for i in order {
+            let cpu_before = brokers[i].cpu_ns();
             let (rate, share) = throughput(brokers[i], qos, count).await;
+            let cpu_us = (brokers[i].cpu_ns().saturating_sub(cpu_before)) as f64 / 1e3;
             eprintln!(
-                "{} {qos:?} round {round}: {rate:.0} msg/s, {share:.1}% delivered",
-                brokers[i].name
+                "{} {qos:?} round {round}: {rate:.0} msg/s, {share:.1}% delivered, \
+                 broker CPU {:.2} us per message",
+                brokers[i].name,
+                cpu_us / count as f64
             );
             let b = &mut best[i];
             if (share, rate) > (b.1, b.0) {
@@ -387,6 +404,7 @@ async fn best_throughput<const N: usize>(
     best
 }
 
+/// Delivered messages per second and the share delivered, for one burst at `qos`.
 async fn throughput(broker: &Broker, qos: QoS, count: usize) -> (f64, f64) {
     let topic = format!("bench/throughput/{qos:?}");
     let received = Arc::new(AtomicU64::new(0));

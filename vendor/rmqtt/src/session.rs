@@ -109,6 +109,10 @@ const DELIVER_BATCH: usize = 64;
 /// Payload bytes after which a batch is written out, so large messages do not pile up
 /// in the connection's write buffer.
 const DELIVER_BATCH_BYTES: usize = 64 * 1024;
+/// Yields to other tasks while gathering a batch in a burst: each lets publishers queue
+/// more before the write (what Nagle's algorithm would join, without its delay for a
+/// lone message).
+const BURST_YIELDS: usize = 4;
 
 /// Runtime state for an active MQTT session.
 ///
@@ -390,8 +394,12 @@ impl SessionState {
                         Some(Some((from, p))) => {
                             let mut bytes = p.inner.payload.len();
                             state.deliver(sink, from, p).await?;
-                            // What else is queued already goes out in the same write.
+                            // What else is queued already goes out in the same write; in a
+                            // burst (more than one was queued), a few yields let the
+                            // publishers' tasks queue more first. A lone message is written
+                            // at once.
                             let mut n = 1;
+                            let mut yields = 0;
                             while n < DELIVER_BATCH
                                 && bytes < DELIVER_BATCH_BYTES
                                 && state.out_inflight().read().await.has_credit()
@@ -405,8 +413,13 @@ impl SessionState {
                                     Some(Some(None)) => {
                                         log::warn!("{:?} No messages received from the delivery queue", state.id);
                                     }
-                                    // Nothing ready, or the queue closed: the next turn of the loop sees which.
-                                    Some(None) | None => break,
+                                    // The queue closed: the next turn of the loop sees it.
+                                    Some(None) => break,
+                                    None if n > 1 && yields < BURST_YIELDS => {
+                                        yields += 1;
+                                        tokio::task::yield_now().await;
+                                    }
+                                    None => break,
                                 }
                             }
                             sink.flush().await?;
