@@ -386,12 +386,13 @@ fn open_bounded(path: &std::path::Path, bound: u64) -> SqliteStore {
     .unwrap()
 }
 
-/// Most bytes of one part row: past 1,002 a row of a 4 KiB page spills to an overflow page.
+/// Most bytes of one part row (0 with no chunk written yet): past 1,002 a row of a 4 KiB
+/// page spills to an overflow page.
 fn largest_part(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
         .unwrap()
         .query_row(
-            "SELECT max(length(data) + 40) FROM sample_chunks",
+            "SELECT coalesce(max(length(data) + 40), 0) FROM sample_chunks",
             [],
             |r| r.get(0),
         )
