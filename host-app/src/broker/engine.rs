@@ -438,8 +438,8 @@ impl Handler for Hooks {
 const CERTIFICATES: &str = "$sparkplug/certificates/";
 
 /// `spBv1.0/{group_id}/NBIRTH/{edge_node_id}` or
-/// `spBv1.0/{group_id}/DBIRTH/{edge_node_id}/{device_id}`.
-/// Asked of every message published, so it allocates nothing.
+/// `spBv1.0/{group_id}/DBIRTH/{edge_node_id}/{device_id}`. Asked of every message
+/// published, so it allocates nothing.
 fn is_birth(topic: &str) -> bool {
     let mut levels = topic.split('/');
     let (Some("spBv1.0"), Some(group), Some(kind), Some(node)) =
