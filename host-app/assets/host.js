@@ -126,7 +126,9 @@
     setupWrites(page);
     const mine = (e) => e.group === page.dataset.group && e.node === page.dataset.node
       && (e.device === null || e.device === undefined || e.device === (page.dataset.device || null));
+    $$("[data-format]", page).forEach((el) => showFigure(el, JSON.parse(el.dataset.value)));
     return (e) => {
+      updateFigures(e);
       if (e.type === "value") {
         const tr = rows.get(keyOf(e));
         if (!tr) return;
@@ -159,6 +161,35 @@
     };
   }
 
+  // ---- figures outside the tag table (the overview's store columns, the node's link bill) ----
+  // A byte count as a bill reads it (as the edge node's status page does): exact below
+  // 10 kB, else three significant digits in decimal units.
+  const bytesText = (n) => {
+    if (n < 10000) return n.toLocaleString("en-US") + " B";
+    const units = ["kB", "MB", "GB", "TB"];
+    let v = n, u = -1;
+    while (v >= 1000 && u < units.length - 1) { v /= 1000; u += 1; }
+    return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
+  };
+  const figureText = {
+    bytes: bytesText,
+    budget: (n) => (n ? bytesText(n) : "none"),
+    replay: (paused) => (paused ? "paused (daily budget spent)" : "running"),
+  };
+  function showFigure(el, value) {
+    const format = figureText[el.dataset.format];
+    if (format && value !== null && value !== undefined) {
+      el.textContent = format(value);
+      if (typeof value === "number") el.title = `${value.toLocaleString("en-US")} bytes`;
+    } else {
+      el.textContent = text(value) + (el.dataset.units ? " " + el.dataset.units : "");
+    }
+  }
+  function updateFigures(e) {
+    if (e.type !== "value" || e.is_historical) return;
+    $$(`[data-metric="${CSS.escape(keyOf(e))}"]`).forEach((el) => showFigure(el, e.value));
+  }
+
   // ---- the overview ----
   function overviewPage() {
     return (e) => {
@@ -174,10 +205,8 @@
           $("td.last-death", tr).innerHTML = "<time></time>";
           setSince($("td.last-death time", tr), null, e.ts);
         }
-      } else if (e.type === "value" && !e.is_historical) {
-        $$(`[data-metric="${CSS.escape(keyOf(e))}"]`).forEach((el) => {
-          el.textContent = text(e.value) + (el.dataset.units ? " " + el.dataset.units : "");
-        });
+      } else {
+        updateFigures(e);
       }
     };
   }

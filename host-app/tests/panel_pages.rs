@@ -160,6 +160,10 @@ async fn the_node_page_shows_the_link_bill_an_edge_node_reports() {
         "432",
         "50000000",
         "daily budget",
+        // The page formats each figure by its kind (host.js), live values included.
+        "data-format=\"bytes\" data-value=\"98765\"",
+        "data-format=\"budget\" data-value=\"50000000\"",
+        "data-format=\"replay\" data-value=\"false\"",
     ] {
         assert!(bill.contains(shown), "{shown} in {bill}");
     }

@@ -77,6 +77,23 @@ const ok = await run(page, [
   }],
   ["07-rebirth", async () => {
     await page.goto(`${url}/node/${group}/${node}`);
+    await page.waitForFunction(() => document.documentElement.dataset.live === "1");
+    await page.evaluate(() => { window.notReloaded = true; });
+    // The link bill as an operator reads it, kept current like the table below it.
+    const sentToday = `#bill [data-metric="${group}/${node}:Link/Bytes Sent Today"]`;
+    const first = (await page.textContent(sentToday)).trim();
+    check(/^[\d,]+ B$|^[\d.]+ [kMGT]B$/.test(first), `bytes sent today in bytes: ${first}`);
+    check((await page.textContent(`#bill [data-format=budget]`)).trim() === "none", "no daily budget set");
+    check((await page.textContent(`#bill [data-format=replay]`)).trim() === "running", "replay not paused");
+    const firstExact = await page.getAttribute(sentToday, "title");
+    await page.waitForFunction(([sel, was]) => document.querySelector(sel).title !== was, [sentToday, firstExact]);
+    // One synchronous read of both: the bill and the table show the same count.
+    const [title, cell] = await page.evaluate(([sel, key]) => [
+      document.querySelector(sel).title,
+      document.querySelector(`tr[data-key="${key}"] td.value`).textContent.trim(),
+    ], [sentToday, `${group}/${node}:Link/Bytes Sent Today`]);
+    check(title === `${Number(cell).toLocaleString("en-US")} bytes`, `bill ${title} = table ${cell}`);
+    check(await page.evaluate(() => window.notReloaded === true), "the bill changed without a reload");
     await page.click("button.rebirth");
     await page.waitForSelector(`#rebirth-status:has-text('Rebirth requested from ${group}/${node}')`);
   }],

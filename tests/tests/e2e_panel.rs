@@ -2,7 +2,7 @@
 //! plant-sim, an edge node and the host as processes: first-run setup from the one-time
 //! token, login, the live tree, a value the simulator changes appearing without reload,
 //! an operator's write confirmed by its echo and a Rebirth request, with their audit
-//! rows, a trend drawn and zoomed, a viewer without write controls refused by the API,
+//! rows, the node's link bill kept current, a trend drawn and zoomed, a viewer without write controls refused by the API,
 //! the edge node killed and shown OFFLINE with STALE values, logout. Screenshots:
 //! `target/screenshots/panel/`.
 
@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use system_tests::browser;
 use system_tests::free_port;
-use system_tests::stack::{Broker, EdgeNode, HostApp, Plant, WAIT, now_ms, publish_history};
+use system_tests::stack::{
+    Broker, EdgeNode, HostApp, Plant, WAIT, edge_config, now_ms, publish_history,
+};
 use system_tests::wait;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -37,7 +39,14 @@ fn panel_in_chromium_from_setup_to_logout() {
     let mut plant = Plant::start();
     let mut host =
         HostApp::start_without_accounts(dir.path(), Broker::Embedded { port: free_port() });
-    let mut edge = EdgeNode::start(dir.path(), host.broker().port(), plant.port());
+    // Node metrics every 2 s: the node page's link bill must be seen to change.
+    let mut config = edge_config(dir.path(), host.broker().port(), plant.port());
+    config.sparkplug.metrics_period_ms = 2_000;
+    let mut edge = EdgeNode::start_config(system_tests::config::write(
+        &config,
+        dir.path(),
+        "edge-node.toml",
+    ));
     // The host writes the one-time setup token into its state directory at start.
     let token_file = dir.path().join("setup-token");
     let token = wait::until("the setup token file", WAIT, || {

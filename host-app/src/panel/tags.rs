@@ -9,7 +9,7 @@ use axum::response::Response;
 use web::shell::Shell;
 use web::{Caller, Role};
 
-use super::overview::{StoreFigure, path_segment, value_text};
+use super::overview::{path_segment, value_text};
 use super::{PanelState, metric_key, shown_state};
 use crate::history::Quality;
 use crate::shared::sample_json;
@@ -43,32 +43,50 @@ struct TagsPage {
     since: u64,
     tags: Vec<TagRow>,
     /// The node's link bill (its `Link/Bytes ... This Hour/Today` metrics), when it has one.
-    bill: Vec<StoreFigure>,
+    bill: Vec<BillFigure>,
     operator: bool,
 }
 
-/// The node metrics an edge node reports its link bill with, and their captions.
-const BILL_METRICS: [(&str, &str); 6] = [
-    ("Link/Bytes Sent This Hour", "sent this hour"),
-    ("Link/Bytes Received This Hour", "received this hour"),
-    ("Link/Bytes Sent Today", "sent today (UTC)"),
-    ("Link/Bytes Received Today", "received today"),
-    ("Link/Daily Budget", "daily budget"),
-    ("Store/Replay Paused", "replay paused (budget spent)"),
+/// The node metrics an edge node reports its link bill with, their captions and how the
+/// page shows them (`host.js` formats: `bytes`, `budget`, `replay`).
+const BILL_METRICS: [(&str, &str, &str); 6] = [
+    ("Link/Bytes Sent This Hour", "sent this hour", "bytes"),
+    (
+        "Link/Bytes Received This Hour",
+        "received this hour",
+        "bytes",
+    ),
+    ("Link/Bytes Sent Today", "sent today (UTC)", "bytes"),
+    ("Link/Bytes Received Today", "received today", "bytes"),
+    ("Link/Daily Budget", "daily budget", "budget"),
+    ("Store/Replay Paused", "historical replay", "replay"),
 ];
 
+/// One figure of the link bill: the exact value as text, and as JSON for the page to format.
+pub struct BillFigure {
+    pub caption: &'static str,
+    pub key: String,
+    pub text: String,
+    pub value_json: String,
+    pub format: &'static str,
+}
+
 /// The bill figures of a node's metrics; empty when it reports none.
-fn bill(group: &str, node: &str, metrics: &Metrics) -> Vec<StoreFigure> {
+fn bill(group: &str, node: &str, metrics: &Metrics) -> Vec<BillFigure> {
     if metrics.get(BILL_METRICS[0].0).is_none() {
         return Vec::new();
     }
     BILL_METRICS
         .iter()
-        .map(|&(name, caption)| StoreFigure {
-            name: caption,
+        .map(|&(name, caption, format)| BillFigure {
+            caption,
             key: metric_key(group, node, None, name),
             text: value_text(metrics, name),
-            units: String::new(),
+            value_json: metrics
+                .get(name)
+                .and_then(|m| m.value.as_ref())
+                .map_or_else(|| "null".into(), |v| sample_json(v).to_string()),
+            format,
         })
         .collect()
 }
