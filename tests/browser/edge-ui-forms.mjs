@@ -5,8 +5,9 @@
 // RTU bus on a serial path that does not exist (valid: the port is opened when polled),
 // a scan class, the Sparkplug ids, MQTT settings, store and forward, a CA uploaded as a
 // PEM file and named by the server form. Then the draft is discarded, one tag is edited
-// and another removed in the tag editor, applied, and the host sees both. One screenshot
-// per step.
+// and another removed in the tag editor, the link-economy levers are turned on
+// (compression, report window), applied, and the host sees both tag changes through
+// them. One screenshot per step.
 import { url, ask, launch, run, check, shot, setup, submit as submitOn } from "./lib.mjs";
 
 const token = process.env.SETUP_TOKEN;
@@ -154,10 +155,27 @@ const ok = await run(page, [
     check(!(await page.isVisible('#tags tr[data-tag="Run Seconds"]')), "the removed tag is gone");
     check(await page.isVisible("#draft-notice"), "the tags page says the draft differs");
   }],
-  ["13-apply-reaches-host", async () => {
+  ["13-economy", async () => {
+    await open("/settings", '#economy a[href="/edit/economy"]');
+    await page.fill("#f-report_window_ms", "99999999");
+    await refused("report_window_ms", "must be 0..=3600000 ms");
+    await shot(page, "13-economy-bad-field");
+    await page.fill("#f-report_window_ms", "1000");
+    await page.selectOption("#f-metric_timestamps", "when_different");
+    await page.selectOption("#f-compression", "deflate");
+    // Small enough that the test devices' births and data go out compressed.
+    await page.fill("#f-compression_min_bytes", "64");
+    await page.fill("#f-daily_budget_bytes", "50000000");
+    await submit("#save");
+    check((await page.textContent("#economy")).includes("deflate"), "the settings page shows the compression");
+    await draftShows("economy");
+  }],
+  ["14-apply-reaches-host", async () => {
     await draftShows(`Tags of ${device}`);
     await submit("#apply");
     check(await page.getAttribute("#outcome", "data-ok") === "true", `applied: ${await page.textContent("#outcome")}`);
+    await page.goto(url + "/settings");
+    check((await page.textContent("#economy")).includes("when_different"), "the running configuration has the levers");
     await ask(`host-sees ${device} ${encodeURIComponent(renamed)}`);
     await ask(`host-lacks ${device} ${encodeURIComponent("Run Seconds")}`);
   }],

@@ -37,6 +37,7 @@ let exported = "";
 const ADMIN_ROUTES = [
   ["GET", "/edit/device"], ["POST", "/edit/device"], ["POST", "/edit/device/remove"],
   ["GET", "/edit/server?index=0"], ["POST", "/edit/mqtt"], ["POST", "/edit/store"],
+  ["GET", "/edit/economy"], ["POST", "/edit/economy"],
   ["POST", "/edit/device/test"], ["POST", "/edit/server/test"], ["POST", "/files"],
   ["GET", "/probe"], ["POST", "/probe"], ["GET", "/tags/edit"], ["POST", "/tags/edit"],
   ["POST", "/tags/remove"], ["POST", "/tags/import"], ["POST", "/tags/read"],
@@ -64,6 +65,10 @@ const ok = await run(page, [
     check((await page.textContent("#host-state")).includes("online"), "the primary host's STATE is shown");
     const requests = Number(await page.textContent('#devices tr[data-device="tank-farm"] td[data-label=Requests]'));
     check(requests > 0, `requests counted (${requests})`);
+    // The link bill: this node has sent its births at least, and has no budget.
+    const today = (await page.textContent("#bill-today")).trim();
+    check(/^[1-9][\d,.]* k?B \/ [1-9][\d,.]* k?B$/.test(today), `bytes sent / received today: ${today}`);
+    check((await page.textContent("#bill-budget")).trim() === "none", "no daily budget");
   }],
   ["03-device-bad-field", async () => {
     await page.goto(url + "/devices");

@@ -2,8 +2,9 @@
 //! (tests/browser/edge-ui-forms.mjs) against plant-sim, the edge node and the host as
 //! processes: the RTU bus, scan class, Sparkplug, MQTT and store-and-forward forms (a bad
 //! value shown next to its field in check-config's words, then a good one in the draft's
-//! diff), a CA uploaded as a PEM file and named by the server form, and the single-tag
-//! editor (edit one tag, remove another, apply, both seen at the host's API).
+//! diff), a CA uploaded as a PEM file and named by the server form, the single-tag
+//! editor (edit one tag, remove another) and the link-economy levers (compression and a
+//! report window), applied, both tag changes seen at the host's API through the levers.
 //! Screenshots: `target/screenshots/edge-ui-forms/`.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use system_tests::edge_ui::UiStack;
 use system_tests::pki::Pki;
 
 /// Every step the script reports, in order.
-const STEPS: [&str; 13] = [
+const STEPS: [&str; 14] = [
     "01-setup",
     "02-bus",
     "03-scan-class",
@@ -26,7 +27,8 @@ const STEPS: [&str; 13] = [
     "10-discard",
     "11-tag-edit",
     "12-tag-remove",
-    "13-apply-reaches-host",
+    "13-economy",
+    "14-apply-reaches-host",
 ];
 
 #[test]

@@ -305,6 +305,8 @@ impl MetricsSource {
             store_oldest_age_ms: g.store_oldest_age_ms.load(Ordering::Relaxed),
             store_replay_rate: g.store_replay_rate.load(Ordering::Relaxed),
             store_dropped: g.store_dropped.load(Ordering::Relaxed),
+            bill: self.bill.figures(),
+            daily_budget: self.bill.budget(),
             devices,
         }
     }
@@ -316,7 +318,7 @@ impl MetricsSource {
 }
 
 /// The node's figures at one moment, for the status page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Figures {
     /// The server the node is born on, if any.
     pub born_on: Option<String>,
@@ -333,6 +335,9 @@ pub struct Figures {
     pub store_oldest_age_ms: u64,
     pub store_replay_rate: u64,
     pub store_dropped: u64,
+    /// Bytes this UTC hour and day, and whether the daily budget paused replay.
+    pub bill: super::bill::Figures,
+    pub daily_budget: Option<u64>,
     pub devices: Vec<DeviceFigures>,
 }
 

@@ -53,6 +53,7 @@ struct SettingsPage {
     mqtt: Vec<FieldView>,
     servers: Vec<Entry>,
     store: Option<Vec<FieldView>>,
+    economy: Option<Vec<FieldView>>,
     files: Vec<String>,
     notice: Option<String>,
     changed: bool,
@@ -135,6 +136,7 @@ pub async fn settings_page(
         mqtt: table(&form::MQTT),
         servers: entries(&form::SERVER, &draft),
         store: has_store.then(|| table(&form::STORE)),
+        economy: doc.get("economy").is_some().then(|| table(&form::ECONOMY)),
         files: draft
             .files
             .keys()

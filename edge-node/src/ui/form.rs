@@ -218,6 +218,45 @@ pub const STORE: Section = Section {
     ],
 };
 
+pub const ECONOMY: Section = Section {
+    id: "economy",
+    title: "Link economy",
+    place: Place::Table(&["economy"]),
+    back: "/settings",
+    fields: &[
+        f(
+            "metric_timestamps",
+            Choice(&["", "always", "when_different"]),
+            "when_different: metrics dated as their payload carry no timestamp",
+        ),
+        f(
+            "narrow_types",
+            Bool,
+            "scaled 16-bit registers born Float, not Double",
+        ),
+        f(
+            "report_window_ms",
+            Int,
+            "changes held per device and sent together; 0: at once",
+        ),
+        f(
+            "compression",
+            Choice(&["", "none", "deflate", "gzip"]),
+            "Sparkplug payload compression",
+        ),
+        f(
+            "compression_min_bytes",
+            Int,
+            "smaller payloads go out as they are",
+        ),
+        f(
+            "daily_budget_bytes",
+            Int,
+            "past it in a UTC day, historical replay waits; live values go on",
+        ),
+    ],
+};
+
 pub const TAG: Section = Section {
     id: "tag",
     title: "Tag",
@@ -280,6 +319,7 @@ pub const SECTIONS: &[&Section] = &[
     &MQTT,
     &SERVER,
     &STORE,
+    &ECONOMY,
 ];
 
 pub fn section(id: &str) -> Option<&'static Section> {

@@ -59,6 +59,16 @@ impl StatusPage {
         ms_text(*ms)
     }
 
+    fn bytes(&self, n: &u64) -> String {
+        bytes_text(*n)
+    }
+
+    fn budget(&self) -> String {
+        self.f
+            .daily_budget
+            .map_or_else(|| "none".to_owned(), bytes_text)
+    }
+
     fn drain(&self) -> String {
         match self.f.drain_eta_s() {
             Some(s) => duration_text(s * 1000),
@@ -105,6 +115,32 @@ pub fn duration_text(ms: u64) -> String {
     }
 }
 
+/// A byte count as a bill reads it: exact below 10 kB (`6,057 B`), else three
+/// significant digits in decimal units (`12.3 kB`, `1.50 GB`).
+pub fn bytes_text(n: u64) -> String {
+    if n < 10_000 {
+        return match n {
+            0..1000 => format!("{n} B"),
+            _ => format!("{},{:03} B", n / 1000, n % 1000),
+        };
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in ["kB", "MB", "GB", "TB"] {
+        if v < 1000.0 {
+            break;
+        }
+        v /= 1000.0;
+        unit = u;
+    }
+    let decimals = match v {
+        ..10.0 => 2,
+        ..100.0 => 1,
+        _ => 0,
+    };
+    format!("{v:.decimals$} {unit}")
+}
+
 /// Microseconds as milliseconds with one decimal.
 pub fn us_text(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
@@ -124,6 +160,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bill_says_when_the_daily_budget_paused_replay() {
+        let shell = Shell {
+            product: "Sparkplug edge node",
+            title: "Status".into(),
+            user: None,
+            csrf_token: String::new(),
+            nav: Vec::new(),
+            styles: Vec::new(),
+            scripts: Vec::new(),
+            icon: String::new(),
+            logout_url: "/logout",
+        };
+        let mut page = StatusPage {
+            shell,
+            f: Figures {
+                daily_budget: Some(50_000_000),
+                ..Figures::default()
+            },
+            now_ms: 0,
+        };
+        page.f.bill.sent_today = 48_700_000;
+        page.f.bill.received_today = 12_345;
+        let running = page.render().unwrap();
+        assert!(running.contains("48.7 MB / 12.3 kB"), "{running}");
+        assert!(running.contains("50.0 MB") && !running.contains("REPLAY PAUSED"));
+        page.f.bill.replay_paused = true;
+        let paused = page.render().unwrap();
+        assert!(paused.contains("REPLAY PAUSED"), "{paused}");
+        page.f.daily_budget = None;
+        assert!(
+            page.render()
+                .unwrap()
+                .contains("<td id=\"bill-budget\">none")
+        );
+    }
+
+    #[test]
     fn times_read_plainly() {
         assert_eq!(ms_text(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(ms_text(1_764_650_000_000), "2025-12-02 04:33:20 UTC");
@@ -131,5 +204,10 @@ mod tests {
         assert_eq!(duration_text(4_500), "4.5 s");
         assert_eq!(duration_text(3_723_000), "1h 2m 3s");
         assert_eq!(us_text(1_250), "1.2 ms");
+        assert_eq!(bytes_text(191), "191 B");
+        assert_eq!(bytes_text(6_057), "6,057 B");
+        assert_eq!(bytes_text(12_345), "12.3 kB");
+        assert_eq!(bytes_text(179_300_000), "179 MB");
+        assert_eq!(bytes_text(1_500_000_000), "1.50 GB");
     }
 }
