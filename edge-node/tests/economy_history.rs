@@ -20,7 +20,7 @@ use infra::clock::now_ms;
 use infra::link::{Endpoint, Link, LinkEvent, LinkOptions};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde_json::Value as Json;
-use sparkplug::{Algorithm, BdSeq, MessageType, Payload};
+use sparkplug::{Algorithm, BdSeq, DecodeLimits, FieldOrder, MessageType, Payload};
 use system_tests::Mosquitto;
 use system_tests::mqtt::Recorder;
 use system_tests::process::Proc;
@@ -335,6 +335,12 @@ async fn history_is_the_same_with_every_lever_on_and_off() {
         &format!("spBv1.0/{GROUP}/DDATA/whole/#"),
     )
     .await;
+    let mut on_ddata = Recorder::start(
+        broker.port(),
+        "on-ddata",
+        &format!("spBv1.0/{GROUP}/DDATA/on/#"),
+    )
+    .await;
     let off = publish_run("off", broker.port(), &Levers::off(), &births, &scans).await;
     let on = publish_run("on", broker.port(), &all_on(), &births, &scans).await;
     let whole = publish_run(
@@ -355,9 +361,8 @@ async fn history_is_the_same_with_every_lever_on_and_off() {
     assert!(whole < on, "a longer window saves more: {whole} vs {on}");
     // The one-window node's DDATA went out tag by tag (smaller there): its metrics are not
     // in time order, and the history below is still the same.
+    let whole_ddata = whole_ddata.drain_for(Duration::from_secs(1)).await;
     let tag_by_tag = whole_ddata
-        .drain_for(Duration::from_secs(1))
-        .await
         .iter()
         .filter(|m| {
             let stamps: Vec<_> = m.sparkplug().metrics.iter().map(|m| m.timestamp).collect();
@@ -367,6 +372,37 @@ async fn history_is_the_same_with_every_lever_on_and_off() {
     assert!(
         tag_by_tag > 0,
         "some DDATA of the one-window node went tag by tag"
+    );
+    // Each compressed DDATA is the deflated inner payload in one of the field orders, and
+    // not all in schema order: the other orders deflated smaller and the readers above
+    // (pysparkplug, the host) took them.
+    let on_ddata = on_ddata.drain_for(Duration::from_secs(1)).await;
+    let mut reordered = 0;
+    for m in on_ddata.iter().chain(&whole_ddata) {
+        let body = Payload::decode_envelope(&m.payload, &DecodeLimits::default())
+            .expect("envelope")
+            .body
+            .expect("a compressed DDATA");
+        let order = [
+            FieldOrder::Schema,
+            FieldOrder::TimestampLast,
+            FieldOrder::AliasLast,
+        ]
+        .into_iter()
+        .find(|&order| {
+            sparkplug::compress_ordered(&m.sparkplug(), Algorithm::Deflate, order)
+                .expect("compress")
+                .body
+                .as_ref()
+                == Some(&body)
+        })
+        .unwrap_or_else(|| panic!("{}: the body is no field order's", m.topic));
+        reordered += usize::from(order != FieldOrder::Schema);
+    }
+    assert!(
+        reordered > 0,
+        "some of {} DDATA in another field order",
+        on_ddata.len() + whole_ddata.len()
     );
 
     // Every tag's history, the same on both nodes; wait (bounded) until both hold the

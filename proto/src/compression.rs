@@ -16,7 +16,7 @@ use flate2::Compression;
 
 use crate::model::{Metric, MetricValue, Payload};
 use crate::value::{Value, WireValue};
-use crate::{DecodeError, DecodeErrorKind, DecodeLimits, EncodeError};
+use crate::{DecodeError, DecodeErrorKind, DecodeLimits, EncodeError, FieldOrder};
 
 /// The `uuid` that marks a compressed envelope.
 pub const COMPRESSED_UUID: &str = "SPBV1.0_COMPRESSED";
@@ -85,8 +85,17 @@ pub enum CompressionError {
 
 /// A compressed envelope around `payload`.
 pub fn compress(payload: &Payload, algorithm: Algorithm) -> Result<Payload, EncodeError> {
+    compress_ordered(payload, algorithm, FieldOrder::Schema)
+}
+
+/// [`compress`] with the inner payload's metric fields in `order`.
+pub fn compress_ordered(
+    payload: &Payload,
+    algorithm: Algorithm,
+    order: FieldOrder,
+) -> Result<Payload, EncodeError> {
     let mut inner = Vec::with_capacity(payload.encoded_len());
-    payload.encode(&mut inner)?;
+    payload.encode_ordered(order, &mut inner)?;
     let body = deflate(&inner, algorithm).map_err(|e| EncodeError::Compress(e.to_string()))?;
     Ok(Payload {
         timestamp: payload.timestamp,
@@ -119,6 +128,16 @@ impl Payload {
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
         compress(self, algorithm)?.encode(out)
+    }
+
+    /// [`Payload::encode_compressed`] with the inner payload's metric fields in `order`.
+    pub fn encode_compressed_ordered(
+        &self,
+        algorithm: Algorithm,
+        order: FieldOrder,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        compress_ordered(self, algorithm, order)?.encode(out)
     }
 }
 

@@ -49,10 +49,10 @@ mod value;
 mod wire;
 
 pub use alias::{AliasError, AliasTable};
-pub use compression::{Algorithm, CompressionError, compress, decompress};
+pub use compression::{Algorithm, CompressionError, compress, compress_ordered, decompress};
 pub use datatype::{DataType, UnknownDataTypeCode, UnknownDataTypeName};
 pub use decode::{DecodeError, DecodeErrorKind, DecodeLimits, PathSegment};
-pub use encode::EncodeError;
+pub use encode::{EncodeError, FieldOrder};
 pub use model::{
     Column, DataSet, DataSetError, MetaData, Metric, MetricValue, Parameter, Payload, Property,
     PropertySet, PropertyValue, Row, Template,

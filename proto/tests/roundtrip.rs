@@ -7,7 +7,7 @@ use system_tests::strategies;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use prost::Message;
-use sparkplug::{DataType, Metric, Payload, PropertySet, PropertyValue};
+use sparkplug::{DataType, FieldOrder, Metric, Payload, PropertySet, PropertyValue};
 
 fn round_trip(p: &Payload) -> Result<(), TestCaseError> {
     let mut buf = Vec::new();
@@ -122,6 +122,23 @@ proptest! {
     #[test]
     fn nested_property_set_lists_round_trip(ps in strategies::property_set(4)) {
         round_trip(&Payload { metrics: vec![Metric::new("m", 1u8).with_properties(ps)], ..Payload::default() })?;
+    }
+
+    #[test]
+    fn every_field_order_decodes_to_the_same_payload(p in strategies::payload()) {
+        // Protobuf readers take fields in any order: ours and prost read each order back
+        // to the same payload, and prost re-encodes it to the schema-order bytes.
+        let schema = p.encode_to_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for order in [FieldOrder::TimestampLast, FieldOrder::AliasLast] {
+            let mut buf = Vec::new();
+            p.encode_ordered(order, &mut buf).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(buf.len(), schema.len());
+            let back = Payload::decode(&buf).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&back, &p);
+            let raw = sparkplug::pb::Payload::decode(&buf[..])
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(raw.encode_to_vec(), schema.clone());
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use infra::link::QoS;
-use sparkplug::{BdSeq, MessageType, Metric, Payload, Seq, Topic};
+use sparkplug::{BdSeq, FieldOrder, MessageType, Metric, Payload, Seq, Topic};
 
 use infra::link::{Link, LinkError};
 
@@ -136,8 +136,9 @@ impl Publisher {
     }
 
     /// Encodes into the buffer as the levers say: timestamps equal to the payload's left
-    /// out, and the compressed envelope from `compression_min_bytes` up, its metrics in
-    /// time order or tag by tag, whichever deflates smaller.
+    /// out, and the compressed envelope from `compression_min_bytes` up, whichever of its
+    /// forms deflates smallest: metrics in time order or (when a tag recurs) tag by tag,
+    /// each with its fields in schema order, or the timestamp or the alias after the value.
     fn encode(&mut self, payload: &mut Payload) -> Result<(), sparkplug::EncodeError> {
         if self.levers.metric_timestamps == MetricTimestamps::WhenDifferent {
             economy::omit_equal_timestamps(payload);
@@ -148,17 +149,22 @@ impl Publisher {
             && self.buffer.len() >= self.levers.compression_min_bytes
         {
             self.buffer.clear();
-            payload.encode_compressed(algorithm, &mut self.buffer)?;
-            // A window that holds a tag more than once may deflate smaller tag by tag.
-            if let Some(by_tag) = economy::tag_ordered(payload) {
-                let mut other = std::mem::take(&mut self.spare);
-                other.clear();
-                by_tag.encode_compressed(algorithm, &mut other)?;
-                if other.len() < self.buffer.len() {
-                    std::mem::swap(&mut self.buffer, &mut other);
+            let by_tag = economy::tag_ordered(payload);
+            let mut other = std::mem::take(&mut self.spare);
+            for form in std::iter::once(&*payload).chain(by_tag.as_ref()) {
+                for order in [
+                    FieldOrder::Schema,
+                    FieldOrder::TimestampLast,
+                    FieldOrder::AliasLast,
+                ] {
+                    other.clear();
+                    form.encode_compressed_ordered(algorithm, order, &mut other)?;
+                    if self.buffer.is_empty() || other.len() < self.buffer.len() {
+                        std::mem::swap(&mut self.buffer, &mut other);
+                    }
                 }
-                self.spare = other;
             }
+            self.spare = other;
         }
         Ok(())
     }
@@ -268,24 +274,42 @@ mod tests {
         let sent = window_payload();
         let mut payload = sent.clone();
         publisher.encode(&mut payload).unwrap();
-        let mut in_time_order = Vec::new();
-        sent.encode_compressed(sparkplug::Algorithm::Deflate, &mut in_time_order)
-            .unwrap();
-        let mut by_tag = Vec::new();
-        economy::tag_ordered(&sent)
-            .unwrap()
-            .encode_compressed(sparkplug::Algorithm::Deflate, &mut by_tag)
-            .unwrap();
-        assert_eq!(
-            publisher.last_payload_len(),
-            in_time_order.len().min(by_tag.len())
-        );
-        // Here a tag recurs about ten times: tag by tag is the smaller.
+        let deflated = |p: &Payload, order| {
+            let mut out = Vec::new();
+            p.encode_compressed_ordered(sparkplug::Algorithm::Deflate, order, &mut out)
+                .unwrap();
+            out.len()
+        };
+        let by_tag = economy::tag_ordered(&sent).unwrap();
+        let [
+            time_schema,
+            time_ts_last,
+            time_alias_last,
+            tag_schema,
+            tag_ts_last,
+            tag_alias_last,
+        ] = [
+            deflated(&sent, FieldOrder::Schema),
+            deflated(&sent, FieldOrder::TimestampLast),
+            deflated(&sent, FieldOrder::AliasLast),
+            deflated(&by_tag, FieldOrder::Schema),
+            deflated(&by_tag, FieldOrder::TimestampLast),
+            deflated(&by_tag, FieldOrder::AliasLast),
+        ];
+        let sizes = [
+            time_schema,
+            time_ts_last,
+            time_alias_last,
+            tag_schema,
+            tag_ts_last,
+            tag_alias_last,
+        ];
+        assert_eq!(publisher.last_payload_len(), *sizes.iter().min().unwrap());
+        // Here a tag recurs about ten times: tag by tag is the smaller; in time order a
+        // scan's shared timestamp after the value repeats with the next metric's framing.
         assert!(
-            by_tag.len() < in_time_order.len(),
-            "{} tag by tag, {} in time order",
-            by_tag.len(),
-            in_time_order.len()
+            tag_schema < time_schema && time_ts_last < time_schema,
+            "{sizes:?}"
         );
         let envelope = Payload::decode(&publisher.buffer).unwrap();
         let got = sparkplug::decompress(&envelope, &sparkplug::DecodeLimits::default()).unwrap();
