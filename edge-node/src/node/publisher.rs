@@ -281,29 +281,18 @@ mod tests {
             out.len()
         };
         let by_tag = economy::tag_ordered(&sent).unwrap();
-        let [
-            time_schema,
-            time_ts_last,
-            time_alias_last,
-            tag_schema,
-            tag_ts_last,
-            tag_alias_last,
-        ] = [
-            deflated(&sent, FieldOrder::Schema),
-            deflated(&sent, FieldOrder::TimestampLast),
-            deflated(&sent, FieldOrder::AliasLast),
-            deflated(&by_tag, FieldOrder::Schema),
-            deflated(&by_tag, FieldOrder::TimestampLast),
-            deflated(&by_tag, FieldOrder::AliasLast),
+        let orders = [
+            FieldOrder::Schema,
+            FieldOrder::TimestampLast,
+            FieldOrder::AliasLast,
         ];
-        let sizes = [
-            time_schema,
-            time_ts_last,
-            time_alias_last,
-            tag_schema,
-            tag_ts_last,
-            tag_alias_last,
-        ];
+        let sizes: Vec<usize> = [&sent, &by_tag]
+            .into_iter()
+            .flat_map(|p| orders.map(|order| deflated(p, order)))
+            .collect();
+        let [time_schema, time_ts_last, _, tag_schema, ..] = sizes[..] else {
+            unreachable!("two forms in three orders")
+        };
         assert_eq!(publisher.last_payload_len(), *sizes.iter().min().unwrap());
         // Here a tag recurs about ten times: tag by tag is the smaller; in time order a
         // scan's shared timestamp after the value repeats with the next metric's framing.
