@@ -23,7 +23,8 @@
 //! row). After the run every link is cut for 2 s: the reconnect's bytes (CONNECT,
 //! subscriptions, births, the TLS handshake, resumed over TLS) are the 15 s after the cut
 //! beyond the run's average rate; the server-to-node bytes of the first connection and of
-//! the reconnect show whether TLS resumed the session (no certificate the second time).
+//! the reconnect show whether TLS resumed the session (no certificate the second time), and
+//! the attempts the cut refused why not (each used up one of the session tickets).
 //!
 //! CPU: user + system time of each edge-node process (/proc/PID/stat) per 1,000 reported
 //! samples; the Modbus polling of 1,000 tags a second is in every row.
@@ -385,8 +386,14 @@ fn main() {
     // subscriptions, births, replay of what the cut held; the TLS handshake over TLS).
     let before = wire_of(&relays);
     let cut_at = Instant::now();
+    let accepted_before: Vec<u64> = relays.iter().map(LinkSim::accepted).collect();
     relays.iter().for_each(LinkSim::cut);
     std::thread::sleep(Duration::from_secs(2));
+    // Attempts the cut refused after accepting them: over TLS each one carried a
+    // ClientHello, and so used up one of the session tickets (each is offered once).
+    let refused: Vec<u64> = (0..relays.len())
+        .map(|i| relays[i].accepted() - accepted_before[i])
+        .collect();
     relays.iter().for_each(LinkSim::restore);
     // Birth bytes on the wire per node after the cut (MQTT framing included).
     let mut births: HashMap<String, u64> = HashMap::new();
@@ -482,8 +489,8 @@ fn main() {
     for (i, setup) in SETUPS.iter().enumerate() {
         if setup.node == "all" || setup.tls {
             println!(
-                "- {}: first connection {} B down, reconnect {} B down",
-                setup.what, first_window[i].1, down_after_cut[i]
+                "- {}: first connection {} B down, reconnect {} B down ({} attempts refused by the cut first)",
+                setup.what, first_window[i].1, down_after_cut[i], refused[i]
             );
         }
     }

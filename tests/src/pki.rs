@@ -44,6 +44,18 @@ fn leaf(
 }
 
 impl Pki {
+    /// Bytes of the server certificate in DER: what a full TLS handshake carries of it and
+    /// a resumed one does not.
+    pub fn server_cert_der_len(&self) -> usize {
+        let pem = std::fs::read_to_string(&self.server_cert).expect("server certificate");
+        let base64: usize = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(|l| l.trim().trim_end_matches('=').len())
+            .sum();
+        base64 * 3 / 4
+    }
+
     pub fn generate() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         // Readable by others: a broker started as root (Mosquitto) drops to its own user.
