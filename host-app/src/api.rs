@@ -219,7 +219,11 @@ impl ApiServer {
         }
         let served = cert.as_ref().map(|c| Arc::clone(&c.cert));
         let acceptor = cert.map(|c| tokio_rustls::TlsAcceptor::from(c.server_config));
-        tokio::spawn(web::state::purge_expired(auth.clone(), shutdown.clone()));
+        tokio::spawn(web::state::purge_expired(
+            auth.clone(),
+            config.account_audit(),
+            shutdown.clone(),
+        ));
         let task = tokio::spawn(web::serve::serve(listener, app, acceptor, limits, shutdown));
         tracing::info!(%addr, url = %base_url, "panel listening");
         let server = ApiServer {

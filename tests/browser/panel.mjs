@@ -41,6 +41,7 @@ const ok = await run(page, [
     await page.fill("#password", "wrong password 000");
     await page.click("button[type=submit]");
     await page.waitForSelector("text=Wrong username or password.");
+    await shot(page, "03-login-refused");
     await login(page, "olivia", password);
     check(await page.textContent("#role") === "operator", "role shown in the nav");
   }],

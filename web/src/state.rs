@@ -62,15 +62,63 @@ pub fn begin_setup(auth: &Auth, state_dir: &Path) -> Result<Option<(Secret, Path
 /// How often expired sessions and old account events are deleted from the accounts
 /// database.
 const PURGE_PERIOD: Duration = Duration::from_secs(10 * 60);
-/// Account events (logins, failed logins, account changes) are kept this long...
-pub const AUTH_AUDIT_KEEP: Duration = Duration::from_secs(90 * 24 * 3600);
-/// ...and at most this many, so failed logins from anywhere cannot fill a gateway's disk.
-pub const AUTH_AUDIT_MAX_ROWS: u64 = 100_000;
+/// How long account events (logins, failed logins, account changes) are kept, and how
+/// many at most, so failed logins from anywhere cannot fill a gateway's disk: both panels'
+/// `account_audit_retention_days` and `account_audit_max_rows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountAuditRetention {
+    pub keep: Duration,
+    pub max_rows: u64,
+}
 
-/// Deletes expired sessions and account events past [`AUTH_AUDIT_KEEP`] or
-/// [`AUTH_AUDIT_MAX_ROWS`] at once and then now and then until `shutdown`, so the tables
-/// stay bounded.
-pub async fn purge_expired(auth: Auth, shutdown: CancellationToken) {
+impl AccountAuditRetention {
+    pub const DEFAULT_DAYS: u64 = 90;
+    pub const DEFAULT_MAX_ROWS: u64 = 100_000;
+
+    /// From the keys as configured (checked by [`check_account_audit_keys`]).
+    pub fn from_keys(retention_days: u64, max_rows: u64) -> AccountAuditRetention {
+        AccountAuditRetention {
+            keep: Duration::from_secs(retention_days.saturating_mul(24 * 3600)),
+            max_rows,
+        }
+    }
+}
+
+impl Default for AccountAuditRetention {
+    fn default() -> Self {
+        AccountAuditRetention::from_keys(Self::DEFAULT_DAYS, Self::DEFAULT_MAX_ROWS)
+    }
+}
+
+/// The checks both panels make of `account_audit_retention_days` and
+/// `account_audit_max_rows` under the table `table` (`api`, `ui`).
+pub fn check_account_audit_keys(
+    table: &str,
+    retention_days: u64,
+    max_rows: u64,
+    problems: &mut infra::Problems,
+) {
+    if !(1..=36_500).contains(&retention_days) {
+        problems.push(
+            format!("{table}.account_audit_retention_days"),
+            "must be 1 to 36500 days",
+        );
+    }
+    if !(1_000..=10_000_000).contains(&max_rows) {
+        problems.push(
+            format!("{table}.account_audit_max_rows"),
+            "must be 1000 to 10000000",
+        );
+    }
+}
+
+/// Deletes expired sessions and account events past `retention` at once and then now and
+/// then until `shutdown`, so the tables stay bounded.
+pub async fn purge_expired(
+    auth: Auth,
+    retention: AccountAuditRetention,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(PURGE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,7 +129,7 @@ pub async fn purge_expired(auth: Auth, shutdown: CancellationToken) {
                     tracing::warn!(error = %e, "expired sessions not purged");
                 }
                 let purged = auth
-                    .blocking(|a| a.purge_audit(AUTH_AUDIT_KEEP, AUTH_AUDIT_MAX_ROWS))
+                    .blocking(move |a| a.purge_audit(retention.keep, retention.max_rows))
                     .await;
                 if let Err(e) = purged {
                     tracing::warn!(error = %e, "old account events not purged");

@@ -560,19 +560,32 @@ fn audit_events_are_stored_and_purged_by_age() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn the_periodic_purge_deletes_account_events_past_their_keep() {
+async fn the_periodic_purge_keeps_account_events_as_long_as_configured() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
     let f = fixture(config());
+    // A year, where the default is 90 days.
+    let retention = web::state::AccountAuditRetention::from_keys(365, 1000);
     f.add_user("alice", Role::Viewer);
     f.auth
         .login("alice", &Secret::new("wrong password!"), None)
         .unwrap_err();
-    assert!(!f.auth.recent_audit(None, 10).unwrap().is_empty());
-    f.clock
-        .advance(web::state::AUTH_AUDIT_KEEP + Duration::from_secs(60));
+    f.clock.advance(100 * DAY);
+    assert_eq!(
+        f.auth
+            .purge_audit(retention.keep, retention.max_rows)
+            .unwrap(),
+        0,
+        "100 days old, past the default, within the configured year"
+    );
+    f.clock.advance(266 * DAY);
     f.auth.login("alice", &Secret::new(PASSWORD), None).unwrap();
 
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let purge = tokio::spawn(web::state::purge_expired(f.auth.clone(), shutdown.clone()));
+    let purge = tokio::spawn(web::state::purge_expired(
+        f.auth.clone(),
+        retention,
+        shutdown.clone(),
+    ));
     let mut left = Vec::new();
     for _ in 0..100 {
         left = f.auth.recent_audit(None, 10).unwrap();
@@ -587,6 +600,6 @@ async fn the_periodic_purge_deletes_account_events_past_their_keep() {
     assert_eq!(
         kinds,
         [AuthEventKind::LoginSucceeded],
-        "only the recent login is kept"
+        "past the configured year only the recent login is kept"
     );
 }

@@ -41,6 +41,12 @@ pub struct UiConfig {
     /// A session ends this long after login, however busy.
     #[serde(default = "defaults::session_lifetime_s")]
     pub session_lifetime_s: u64,
+    /// Account events (logins, failed logins, account changes) older than this go.
+    #[serde(default = "defaults::account_audit_retention_days")]
+    pub account_audit_retention_days: u64,
+    /// At most this many account events are kept, the oldest deleted first.
+    #[serde(default = "defaults::account_audit_max_rows")]
+    pub account_audit_max_rows: u64,
 }
 
 /// `[ui.tls]`: the UI's certificate chain and key (PEM).
@@ -63,6 +69,12 @@ mod defaults {
     }
     pub fn session_lifetime_s() -> u64 {
         12 * 60 * 60
+    }
+    pub fn account_audit_retention_days() -> u64 {
+        web::state::AccountAuditRetention::DEFAULT_DAYS
+    }
+    pub fn account_audit_max_rows() -> u64 {
+        web::state::AccountAuditRetention::DEFAULT_MAX_ROWS
     }
 }
 
@@ -101,6 +113,12 @@ impl UiConfig {
             self.session_lifetime_s,
             &mut problems,
         );
+        web::state::check_account_audit_keys(
+            "ui",
+            self.account_audit_retention_days,
+            self.account_audit_max_rows,
+            &mut problems,
+        );
         problems.finish(self)
     }
 
@@ -110,6 +128,13 @@ impl UiConfig {
 
     pub fn session_lifetime(&self) -> Duration {
         Duration::from_secs(self.session_lifetime_s)
+    }
+
+    pub fn account_audit(&self) -> web::state::AccountAuditRetention {
+        web::state::AccountAuditRetention::from_keys(
+            self.account_audit_retention_days,
+            self.account_audit_max_rows,
+        )
     }
 
     /// The origin of `public_url`, if set.
@@ -131,6 +156,8 @@ https = false
 state_dir = ""
 public_url = "https://x/y"
 idle_timeout_s = 1
+account_audit_retention_days = 36501
+account_audit_max_rows = 0
 [tls]
 cert_file = ""
 key_file = "k"
@@ -147,6 +174,8 @@ key_file = "k"
                 "ui.state_dir",
                 "ui.public_url",
                 "ui.idle_timeout_s",
+                "ui.account_audit_retention_days",
+                "ui.account_audit_max_rows",
             ],
             "{e}"
         );
@@ -159,5 +188,20 @@ key_file = "k"
         assert!(c.https);
         assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(c.state_dir, Path::new("/etc/edge-node/ui"));
+        assert_eq!(
+            c.account_audit(),
+            web::state::AccountAuditRetention::default()
+        );
+    }
+
+    #[test]
+    fn account_events_are_kept_as_configured() {
+        let c: UiConfig = toml::from_str(
+            "state_dir = \"ui\"\naccount_audit_retention_days = 7\naccount_audit_max_rows = 1000",
+        )
+        .unwrap();
+        let kept = c.validate(Path::new("/etc")).unwrap().account_audit();
+        assert_eq!(kept.keep, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(kept.max_rows, 1000);
     }
 }

@@ -262,7 +262,11 @@ impl UiServer {
             max_connections: MAX_CONNECTIONS,
             header_timeout: HEADER_TIMEOUT,
         };
-        tokio::spawn(web::state::purge_expired(auth.clone(), shutdown.clone()));
+        tokio::spawn(web::state::purge_expired(
+            auth.clone(),
+            config.account_audit(),
+            shutdown.clone(),
+        ));
         let task = tokio::spawn(web::serve::serve(
             listener,
             app(state),

@@ -47,6 +47,12 @@ pub struct ApiConfig {
     /// A session ends this long after login, however busy.
     #[serde(default = "defaults::session_lifetime_s")]
     pub session_lifetime_s: u64,
+    /// Account events (logins, failed logins, account changes) older than this go.
+    #[serde(default = "defaults::account_audit_retention_days")]
+    pub account_audit_retention_days: u64,
+    /// At most this many account events are kept, the oldest deleted first.
+    #[serde(default = "defaults::account_audit_max_rows")]
+    pub account_audit_max_rows: u64,
     /// A connection must send a request's headers within this.
     #[serde(default = "defaults::header_timeout_ms")]
     pub header_timeout_ms: u64,
@@ -87,6 +93,12 @@ mod defaults {
     }
     pub fn session_lifetime_s() -> u64 {
         12 * 60 * 60
+    }
+    pub fn account_audit_retention_days() -> u64 {
+        web::state::AccountAuditRetention::DEFAULT_DAYS
+    }
+    pub fn account_audit_max_rows() -> u64 {
+        web::state::AccountAuditRetention::DEFAULT_MAX_ROWS
     }
     pub fn header_timeout_ms() -> u64 {
         10_000
@@ -136,6 +148,12 @@ impl ApiConfig {
             self.session_lifetime_s,
             &mut problems,
         );
+        web::state::check_account_audit_keys(
+            "api",
+            self.account_audit_retention_days,
+            self.account_audit_max_rows,
+            &mut problems,
+        );
         if !(100..=600_000).contains(&self.header_timeout_ms) {
             problems.push("api.header_timeout_ms", "must be 100 to 600000 ms");
         }
@@ -175,6 +193,13 @@ impl ApiConfig {
         Duration::from_secs(self.session_lifetime_s)
     }
 
+    pub fn account_audit(&self) -> web::state::AccountAuditRetention {
+        web::state::AccountAuditRetention::from_keys(
+            self.account_audit_retention_days,
+            self.account_audit_max_rows,
+        )
+    }
+
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
     }
@@ -208,6 +233,19 @@ mod tests {
             Path::new("/var/lib/host-app")
         );
         assert_eq!(c.state_dir(Path::new("history.db")), Path::new("."));
+        assert_eq!(
+            c.account_audit(),
+            web::state::AccountAuditRetention::default()
+        );
+    }
+
+    #[test]
+    fn account_events_are_kept_as_configured() {
+        let c = parse("account_audit_retention_days = 400\naccount_audit_max_rows = 5000");
+        c.validate().unwrap();
+        let kept = c.account_audit();
+        assert_eq!(kept.keep, Duration::from_secs(400 * 24 * 3600));
+        assert_eq!(kept.max_rows, 5000);
     }
 
     #[test]
@@ -219,6 +257,8 @@ https = false
 public_url = "https://x/y"
 idle_timeout_s = 1
 session_lifetime_s = 0
+account_audit_retention_days = 0
+account_audit_max_rows = 10
 header_timeout_ms = 0
 request_timeout_ms = 0
 max_connections = 0
@@ -240,6 +280,8 @@ key_file = "k"
                 "api.public_url",
                 "api.idle_timeout_s",
                 "api.session_lifetime_s",
+                "api.account_audit_retention_days",
+                "api.account_audit_max_rows",
                 "api.header_timeout_ms",
                 "api.request_timeout_ms",
                 "api.max_connections",
