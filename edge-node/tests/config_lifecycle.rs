@@ -2,7 +2,8 @@
 //! Modbus plants, a recording host): a draft that fails validation changes nothing; an
 //! apply touching one device leaves the other polling; new tags make a Rebirth (no
 //! NDEATH) and their values arrive; an MQTT change reconnects; rollback restores the
-//! files byte for byte and the node; the audit records each of them.
+//! files byte for byte and the node; the audit records each of them; a draft begun before
+//! another change is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -163,6 +164,87 @@ async fn a_draft_failing_validation_changes_nothing() {
     assert_eq!(audit[0].who, "alice");
     assert!(!audit[0].applied);
     assert!(audit[0].outcome.to_string().contains("mqtt.keep_alive_s"));
+    rig.node.shutdown().await.unwrap();
+}
+
+/// Two people editing at once: a draft begun before another's apply (or a reload of a
+/// changed file) is refused, naming that change, which stays; a draft begun after it
+/// applies on top of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_begun_before_another_change_is_refused_and_that_change_stays() {
+    let rig = rig().await;
+    let alice_began = rig.configurator.running();
+    let bob_began = rig.configurator.running();
+    let with_tag = |config: &EdgeConfig, device: usize, tag: Tag| {
+        let mut changed = config.clone();
+        changed.modbus.devices[device] = changed.modbus.devices[device].clone().tag(tag);
+        changed
+    };
+    let alice = with_tag(&rig.config, 0, Tag::new("level", "holding", 7, "u16"));
+    let bob = with_tag(&rig.config, 1, Tag::new("pressure", "holding", 3, "u16"));
+    let alice_draft = Draft {
+        main: text(&alice),
+        ..alice_began
+    };
+    let bob_draft = Draft {
+        main: text(&bob),
+        ..bob_began
+    };
+    assert!(rig.configurator.is_current(&bob_draft));
+    rig.configurator
+        .apply(alice_draft, "alice")
+        .await
+        .expect("the first apply");
+
+    assert!(!rig.configurator.is_current(&bob_draft));
+    let refused = rig
+        .configurator
+        .apply(bob_draft, "bob")
+        .await
+        .expect_err("a draft that would undo alice's tag applied");
+    assert!(matches!(refused, ApplyError::Stale { .. }), "{refused}");
+    assert!(refused.to_string().contains("apply by alice"), "{refused}");
+    assert_eq!(
+        file(&rig.path),
+        text(&alice).into_bytes(),
+        "alice's change stays"
+    );
+    let audit = rig.configurator.audit(1);
+    assert_eq!((audit[0].who.as_str(), audit[0].applied), ("bob", false));
+
+    // Bob begins again from what runs now: both changes.
+    let both = with_tag(&alice, 1, Tag::new("pressure", "holding", 3, "u16"));
+    let again = Draft {
+        main: text(&both),
+        ..rig.configurator.running()
+    };
+    // A reload of unchanged files changes nothing, so the draft stays current...
+    rig.configurator.reload("SIGHUP").await.unwrap();
+    assert!(rig.configurator.is_current(&again));
+    // ...and one of a file changed by hand does not.
+    let mut by_hand = alice.clone();
+    by_hand.mqtt.keep_alive_s = 45;
+    std::fs::write(&rig.path, text(&by_hand)).unwrap();
+    rig.configurator.reload("SIGHUP").await.unwrap();
+    let refused = rig
+        .configurator
+        .apply(again, "bob")
+        .await
+        .expect_err("a draft from before the reload applied");
+    assert!(
+        refused.to_string().contains("reload by SIGHUP"),
+        "{refused}"
+    );
+    let both = Draft {
+        main: text(&with_tag(
+            &by_hand,
+            1,
+            Tag::new("pressure", "holding", 3, "u16"),
+        )),
+        ..rig.configurator.running()
+    };
+    rig.configurator.apply(both.clone(), "bob").await.unwrap();
+    assert_eq!(file(&rig.path), both.main.into_bytes());
     rig.node.shutdown().await.unwrap();
 }
 

@@ -7,8 +7,9 @@
 // PEM file and named by the server form. Then the draft is discarded, one tag is edited
 // and another removed in the tag editor, the link-economy levers are turned on
 // (compression, report window), applied, and the host sees both tag changes through
-// them. One screenshot per step.
-import { url, ask, launch, run, check, shot, setup, submit as submitOn } from "./lib.mjs";
+// them. Last, two admins at once: a draft begun before the other's apply is refused and
+// says why, and the other's change stays. One screenshot per step.
+import { url, ask, launch, run, check, shot, setup, login, submit as submitOn, call } from "./lib.mjs";
 
 const token = process.env.SETUP_TOKEN;
 const password = process.env.PANEL_PASSWORD;
@@ -178,6 +179,48 @@ const ok = await run(page, [
     check((await page.textContent("#economy")).includes("when_different"), "the running configuration has the levers");
     await ask(`host-sees ${device} ${encodeURIComponent(renamed)}`);
     await ask(`host-lacks ${device} ${encodeURIComponent("Run Seconds")}`);
+  }],
+  ["15-two-admins", async () => {
+    const r = await call(page, "POST", "/auth/users", { username: "bea", password, role: "admin" });
+    check(r.status === 201, `second admin created: ${r.status} ${r.text}`);
+    // Ada begins a draft...
+    await open("/settings", '#mqtt a[href="/edit/mqtt"]');
+    await page.fill("#f-keep_alive_s", "50");
+    await submit("#save");
+    await draftShows("mqtt.keep_alive_s");
+    check(!(await page.isVisible("#stale")), "a fresh draft is current");
+    // ...while Bea, in a browser of her own, changes the report window and applies.
+    const other = await launch({ ignoreHTTPSErrors: true });
+    try {
+      const bea = other.page;
+      await login(bea, "bea", password);
+      await bea.goto(url + "/edit/economy");
+      await bea.fill("#f-report_window_ms", "2000");
+      await submitOn(bea, "#save");
+      await bea.goto(url + "/config");
+      await submitOn(bea, "#apply");
+      check(await bea.getAttribute("#outcome", "data-ok") === "true", `Bea applied: ${await bea.textContent("#outcome")}`);
+    } finally {
+      await other.close();
+    }
+    // Ada's draft would undo Bea's window: the page says so and Apply is off.
+    await page.goto(url + "/config");
+    await page.waitForSelector("#stale");
+    check(await page.isDisabled("#apply"), "Apply is off for a stale draft");
+    await shot(page, "15-stale-draft");
+    // Sent anyway, the apply is refused and names Bea's (the answer is the page it
+    // redirects to, with the outcome).
+    const sent = await call(page, "POST", "/config/apply", {});
+    check(sent.text.includes('data-ok="false"') && sent.text.includes("apply by bea"),
+      `the refusal names Bea's apply: ${sent.status}`);
+    await page.reload();
+    const refusal = page.locator('#audit tr[data-action="apply"]').first();
+    check((await refusal.textContent()).includes("refused"), "the audit shows the refusal");
+    await submit("#discard");
+    check(!(await page.isVisible("#stale")), "no stale notice without a draft");
+    await page.goto(url + "/settings");
+    const economy = await page.textContent("#economy");
+    check(economy.includes("2000"), `Bea's window stays: ${economy}`);
   }],
 ]);
 

@@ -4,8 +4,8 @@
 //! value shown next to its field in check-config's words, then a good one in the draft's
 //! diff), a CA uploaded as a PEM file and named by the server form, the single-tag
 //! editor (edit one tag, remove another) and the link-economy levers (compression and a
-//! report window), applied, both tag changes seen at the host's API through the levers.
-//! Screenshots: `target/screenshots/edge-ui-forms/`.
+//! report window), applied, both tag changes seen at the host's API through the levers;
+//! two admins at once, the draft begun before the other's apply refused. Screenshots: `target/screenshots/edge-ui-forms/`.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use system_tests::edge_ui::UiStack;
 use system_tests::pki::Pki;
 
 /// Every step the script reports, in order.
-const STEPS: [&str; 14] = [
+const STEPS: [&str; 15] = [
     "01-setup",
     "02-bus",
     "03-scan-class",
@@ -29,6 +29,7 @@ const STEPS: [&str; 14] = [
     "12-tag-remove",
     "13-economy",
     "14-apply-reaches-host",
+    "15-two-admins",
 ];
 
 #[test]

@@ -31,6 +31,9 @@ pub use probe::{ProbeError, test_server};
 /// The last known good configuration, in the state directory.
 const LAST_GOOD: &str = "last-good.json";
 
+/// Audit entries searched for the change that made a draft stale.
+const AUDIT_SEARCHED: usize = 20;
+
 /// The configuration as files: the main TOML text plus any other file it names that the
 /// draft changes or adds (tag CSV files, uploaded TLS PEM files), keyed by the path as
 /// written in the TOML, relative paths relative to the main file's directory.
@@ -38,6 +41,11 @@ const LAST_GOOD: &str = "last-good.json";
 pub struct Draft {
     pub main: String,
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// The revision of the running configuration the draft began from
+    /// ([`Configurator::running`]): an apply refuses the draft once another apply, a
+    /// reload or a rollback has changed the configuration since, so that nobody's change
+    /// is undone unseen. `None`: a whole configuration as given, not checked.
+    pub based_on: Option<u64>,
 }
 
 /// What an apply, reload or rollback did.
@@ -74,6 +82,12 @@ pub enum ApplyError {
     },
     #[error("there is no last known good configuration to roll back to")]
     NothingToRollBack,
+    /// The running configuration changed since the draft began; applying it would undo
+    /// that change.
+    #[error(
+        "the running configuration changed since this draft began ({change}); discard the draft and make the change again"
+    )]
+    Stale { change: String },
     /// The node did not take the configuration (it has stopped); the files were written.
     #[error("the node did not apply the configuration: {0}")]
     Node(String),
@@ -98,6 +112,7 @@ impl serde::Serialize for ApplyError {
             ApplyError::Write { .. } => "write",
             ApplyError::State { .. } => "state",
             ApplyError::NothingToRollBack => "nothing_to_roll_back",
+            ApplyError::Stale { .. } => "stale",
             ApplyError::Node(_) => "node",
         };
         st.serialize_field("kind", kind)?;
@@ -128,6 +143,8 @@ struct Inner {
 
 struct State {
     running: Snapshot,
+    /// Counts the changes of `running` since start (see [`Draft::based_on`]).
+    revision: u64,
     config: Config,
     last_good: Option<Snapshot>,
 }
@@ -165,6 +182,7 @@ impl Configurator {
                 turn: tokio::sync::Mutex::new(()),
                 state: Mutex::new(State {
                     running,
+                    revision: 0,
                     config,
                     last_good,
                 }),
@@ -182,12 +200,24 @@ impl Configurator {
     /// The running configuration as it is on disk now (main text; other files it names
     /// read on demand).
     pub fn running(&self) -> Draft {
-        let main = std::fs::read_to_string(&self.inner.path)
-            .unwrap_or_else(|_| self.state().running.main.clone());
+        let (revision, running_main) = {
+            let state = self.state();
+            (state.revision, state.running.main.clone())
+        };
+        let main = std::fs::read_to_string(&self.inner.path).unwrap_or(running_main);
         Draft {
             main,
             files: BTreeMap::new(),
+            based_on: Some(revision),
         }
+    }
+
+    /// False when the running configuration changed since `draft` began: an apply would
+    /// refuse it.
+    pub fn is_current(&self, draft: &Draft) -> bool {
+        draft
+            .based_on
+            .is_none_or(|revision| revision == self.state().revision)
     }
 
     /// The running configuration as checked (what the node runs).
@@ -277,6 +307,19 @@ impl Configurator {
     }
 
     async fn apply_draft(&self, draft: &Draft) -> Result<ApplyReport, ApplyError> {
+        if !self.is_current(draft) {
+            let change = self
+                .inner
+                .audit
+                .newest(AUDIT_SEARCHED)
+                .into_iter()
+                .find(|e| e.applied)
+                .map_or_else(
+                    || "by another apply, reload or rollback".to_owned(),
+                    |e| format!("{} by {}", e.action, e.who),
+                );
+            return Err(ApplyError::Stale { change });
+        }
         let config = self.validate(draft).map_err(ApplyError::Invalid)?;
         let diff = self.diff(draft);
         let before = self.state().running.clone();
@@ -331,6 +374,7 @@ impl Configurator {
         let draft = Draft {
             main: good.main.clone(),
             files: overlay,
+            based_on: None,
         };
         let config = self.validate(&draft).map_err(ApplyError::Invalid)?;
         let diff = self.diff(&draft);
@@ -357,6 +401,9 @@ impl Configurator {
         }
         {
             let mut state = self.state();
+            if state.running != running {
+                state.revision += 1;
+            }
             state.running = running;
             state.config = config.clone();
             if last_good.is_some() {

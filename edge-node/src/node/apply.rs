@@ -66,7 +66,7 @@ impl std::fmt::Display for Applied {
             ));
         }
         if parts.is_empty() {
-            f.write_str("nothing to do")
+            f.write_str("taken as it runs (no polling restart, Rebirth or reconnect)")
         } else {
             f.write_str(&parts.join("; "))
         }

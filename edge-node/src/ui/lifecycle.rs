@@ -26,6 +26,8 @@ struct ConfigPage {
     shell: Shell,
     admin: bool,
     has_draft: bool,
+    /// The running configuration changed since the draft began (apply refuses it).
+    stale: bool,
     main: String,
     files: Vec<String>,
     problems: Vec<String>,
@@ -78,6 +80,7 @@ fn render(state: &UiState, caller: &Caller, outcome: Option<Result<String, Strin
         shell: state.shell(caller, "Configuration", "/config"),
         admin: caller.has_role(Role::Admin),
         has_draft: state.drafts.has(&caller.user),
+        stale: !state.configurator.is_current(&draft),
         diff: state.configurator.diff(&draft),
         files: draft
             .files
