@@ -1,6 +1,6 @@
 //! The TLS listener (tokio-rustls, ring) with a throwaway PKI, driven by rumqttc over
 //! rustls with the ring provider: server authentication and client certificates
-//! required or optional.
+//! required or optional; a reconnect resumes its session.
 
 use host_app::broker::{
     CertificateName, ClientCertificates, EmbeddedConfig, Secret, TlsListenerConfig, UserConfig,
@@ -8,6 +8,7 @@ use host_app::broker::{
 use host_app_testkit::broker::*;
 use infra::tls::ClientTls;
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+use system_tests::linksim::LinkSim;
 use system_tests::mqtt::client::*;
 use system_tests::pki::Pki;
 
@@ -32,14 +33,23 @@ fn tls_options(
     pki: &Pki,
     client_cert: Option<(&std::path::Path, &std::path::Path)>,
 ) -> MqttOptions {
+    tls_options_to(id, broker.tls_addr().unwrap().port(), pki, client_cert)
+}
+
+/// [`tls_options`] to `localhost:port` (a relay in front of the broker).
+fn tls_options_to(
+    id: &str,
+    port: u16,
+    pki: &Pki,
+    client_cert: Option<(&std::path::Path, &std::path::Path)>,
+) -> MqttOptions {
     let endpoint = ClientTls {
         ca_file: pki.ca.clone(),
         server_name: Some("localhost".to_owned()),
         client_auth: client_cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
     };
     let tls = infra::tls::client_config(&endpoint).unwrap();
-    let addr = broker.tls_addr().unwrap();
-    let mut options = MqttOptions::new(id, ("localhost", addr.port()));
+    let mut options = MqttOptions::new(id, ("localhost", port));
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     options
 }
@@ -87,6 +97,31 @@ async fn tls_listener_carries_mqtt_for_rumqttc_over_rustls_ring() {
     .unwrap();
     wait_puback(&mut edge_loop).await;
     assert_eq!(&next_publish(&mut host_loop).await.payload[..], b"data");
+    broker.stop().await;
+}
+
+/// An edge node that connects again resumes its TLS session: the listener keeps one
+/// server configuration, and so one session cache, for every connection; the second
+/// handshake carries no certificate (bytes that a paid link saves on each reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connecting_again_resumes_its_tls_session() {
+    let pki = Pki::generate();
+    let broker = start(&tls_config(&pki, ClientCertificates::None)).await;
+    let link = LinkSim::start(broker.tls_addr().unwrap()).await.unwrap();
+    let mut down = Vec::new();
+    for _ in 0..2 {
+        let before = link.bytes_down();
+        accepted(tls_options_to("edge-1", link.addr().port(), &pki, None)).await;
+        down.push(link.bytes_down() - before);
+    }
+    let certificate = pki.server_cert_der_len() as u64;
+    assert!(
+        down[1] + certificate < down[0],
+        "server to client: {} B on the first connection, {} B on the second; a resumed \
+         handshake leaves out the {certificate} B certificate",
+        down[0],
+        down[1]
+    );
     broker.stop().await;
 }
 
