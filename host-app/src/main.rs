@@ -161,6 +161,9 @@ fn run(file: &Path) -> ExitCode {
             .map_err(|e| e.to_string())?;
             let watchdog = start_watchdog(&host);
             let mut reloader = infra::reload::Reloader::new(file, metrics);
+            if host.broker().embedded().is_some() {
+                reloader = reloader.with_live_keys(&ACCOUNT_KEYS);
+            }
             // The self-signed panel certificate is the host's own: only configured files
             // are renewed from outside.
             if let Some(cert) = host.api().cert().filter(|_| config.api.tls.is_some()) {
@@ -230,7 +233,9 @@ async fn tell_systemd(
         tokio::select! {
             () = &mut stop => break,
             _ = hangup.recv() => {
-                let line = reloader.reload(HostConfig::load, |c| c.metrics).await;
+                let line = reloader
+                    .reload(HostConfig::load, |c| c.metrics, |c| apply_accounts(host, c))
+                    .await;
                 report(notifier.status(&line));
             }
             _ = tick.tick() => {
@@ -243,6 +248,29 @@ async fn tell_systemd(
         }
     }
     report(notifier.stopping());
+}
+
+/// What a reload applies to the embedded broker while it runs: its accounts and rules.
+const ACCOUNT_KEYS: [&str; 4] = [
+    "broker.embedded.users",
+    "broker.embedded.allow_anonymous",
+    "broker.embedded.anonymous",
+    "broker.embedded.acl_file",
+];
+
+/// A reload's accounts, applied to the running embedded broker (an external broker's
+/// accounts are its own business; a change of mode waits for a restart).
+fn apply_accounts(host: &Host, config: &HostConfig) -> Result<Option<String>, String> {
+    let Some(broker) = host.broker().embedded() else {
+        return Ok(None);
+    };
+    if config.broker.mode != host_app::broker::BrokerMode::Embedded {
+        return Ok(None);
+    }
+    let applied = broker
+        .reload_accounts(&config.broker.embedded)
+        .map_err(|e| format!("broker accounts not applied: {e}"))?;
+    Ok((!applied.changes.is_empty()).then(|| applied.to_string()))
 }
 
 fn status_line(host: &Host) -> String {

@@ -167,16 +167,7 @@ async fn stop_closes_listener_and_connections() {
     let (_client, mut eventloop) = connect(options("host", addr)).await;
     broker.stop().await;
 
-    let poll = async {
-        loop {
-            if eventloop.poll().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, poll)
-        .await
-        .expect("client connection closed by stop");
+    wait_closed(&mut eventloop).await;
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "listener closed by stop"

@@ -1,8 +1,9 @@
 //! Reload on SIGHUP (`systemctl reload`, `ExecReload=kill -HUP $MAINPID`): the service
 //! reads its configuration file again and validates all of it as `check-config` does. A
 //! file with a problem is refused and the running configuration stays, the problem logged
-//! by its key; a valid file applies the tables that can change live and names the others,
-//! which take effect at the next restart.
+//! by its key; a valid file applies what can change live (`[metrics]`, and what the
+//! service's own `apply_live` takes, such as the host's broker accounts) and names the
+//! other tables that changed, which take effect at the next restart.
 //!
 //! Listener certificates ([`ServerCert`]) are read again at every SIGHUP, whatever the
 //! file's fate: files that load and match serve new connections from then on; files that
@@ -23,6 +24,9 @@ pub struct Reloader {
     metrics: Listener,
     /// Listener certificates by their configuration table (`api.tls`).
     certificates: Vec<(String, Arc<ServerCert>)>,
+    /// Dotted keys the service applies live (`broker.embedded.users`): not named as
+    /// waiting for a restart.
+    live_keys: Vec<String>,
 }
 
 impl Reloader {
@@ -32,7 +36,15 @@ impl Reloader {
             running_text: std::fs::read_to_string(path).unwrap_or_default(),
             metrics,
             certificates: Vec::new(),
+            live_keys: Vec::new(),
         }
+    }
+
+    /// Keys (dotted, `broker.embedded.users`) that the `apply_live` given to
+    /// [`Reloader::reload`] applies: their changes do not wait for a restart.
+    pub fn with_live_keys(mut self, keys: &[&str]) -> Reloader {
+        self.live_keys.extend(keys.iter().map(|k| (*k).to_owned()));
+        self
     }
 
     /// Also re-reads this listener certificate at each reload; `table` names it
@@ -43,14 +55,16 @@ impl Reloader {
     }
 
     /// Loads and checks the file with `load`; applies `[metrics]` (from `metrics_of`)
-    /// live; logs the other changed tables, which apply at the next restart. A file with
+    /// live, then `apply_live` (what it applied, for the status line; or why it could
+    /// not); logs the other changed tables, which apply at the next restart. A file with
     /// a problem changes nothing. Returns the status line saying how it went.
     pub async fn reload<C>(
         &mut self,
         load: impl FnOnce(&Path) -> Result<C, ConfigError>,
         metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,
+        apply_live: impl FnOnce(&C) -> Result<Option<String>, String>,
     ) -> String {
-        let line = self.reload_config(load, metrics_of).await;
+        let line = self.reload_config(load, metrics_of, apply_live).await;
         match self.reload_certificates() {
             None => line,
             Some(certificates) => format!("{line}; {certificates}"),
@@ -84,6 +98,7 @@ impl Reloader {
         &mut self,
         load: impl FnOnce(&Path) -> Result<C, ConfigError>,
         metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,
+        apply_live: impl FnOnce(&C) -> Result<Option<String>, String>,
     ) -> String {
         tracing::info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
         let config = match load(&self.path) {
@@ -103,7 +118,17 @@ impl Reloader {
             tracing::error!(error = %e, "reload: metrics.listen not applied; the previous listener stays");
             return format!("reload: metrics.listen not applied: {e}");
         }
-        let changed = changed_tables(&self.running_text, &text);
+        let applied = match apply_live(&config) {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::error!(error = %e, "reload: not applied; the running configuration stays");
+                return format!("reload: {e}; running on the previous configuration");
+            }
+        };
+        if let Some(applied) = &applied {
+            tracing::info!(%applied, "reload: applied while running");
+        }
+        let changed = changed_tables_except(&self.running_text, &text, &self.live_keys);
         let later: Vec<&str> = changed
             .iter()
             .map(String::as_str)
@@ -113,14 +138,13 @@ impl Reloader {
             tracing::warn!(tables = ?later, "reload: these tables changed and apply at the next restart");
         }
         tracing::info!(changed = ?changed, "configuration reloaded");
-        let line = if later.is_empty() {
-            "configuration reloaded".to_owned()
-        } else {
-            format!(
-                "configuration reloaded; restart to apply [{}]",
-                later.join("], [")
-            )
-        };
+        let mut line = "configuration reloaded".to_owned();
+        if let Some(applied) = applied {
+            line = format!("{line}; {applied}");
+        }
+        if !later.is_empty() {
+            line = format!("{line}; restart to apply [{}]", later.join("], ["));
+        }
         self.running_text = text;
         line
     }
@@ -129,7 +153,19 @@ impl Reloader {
 /// The top-level tables whose contents differ between two documents (a table added or
 /// removed counts), in the order of the new document then the removed ones.
 pub fn changed_tables(old: &str, new: &str) -> Vec<String> {
-    let parse = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+    changed_tables_except(old, new, &[])
+}
+
+/// As [`changed_tables`], with the dotted keys `except` (`broker.embedded.users`) left
+/// out of both documents first.
+pub fn changed_tables_except(old: &str, new: &str, except: &[String]) -> Vec<String> {
+    let parse = |text: &str| {
+        let mut table = text.parse::<toml::Table>().unwrap_or_default();
+        for key in except {
+            remove_dotted(&mut table, key);
+        }
+        table
+    };
     let (old, new) = (parse(old), parse(new));
     let mut changed: Vec<String> = new
         .iter()
@@ -140,9 +176,33 @@ pub fn changed_tables(old: &str, new: &str) -> Vec<String> {
     changed
 }
 
+fn remove_dotted(table: &mut toml::Table, key: &str) {
+    match key.split_once('.') {
+        None => {
+            table.remove(key);
+        }
+        Some((first, rest)) => {
+            if let Some(toml::Value::Table(inner)) = table.get_mut(first) {
+                remove_dotted(inner, rest);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_keys_are_left_out_of_the_tables_that_wait_for_a_restart() {
+        let old = "[broker.embedded]\nmax_connections = 10\n[[broker.embedded.users]]\nusername = \"a\"\n";
+        let users = "[broker.embedded]\nmax_connections = 10\n[[broker.embedded.users]]\nusername = \"b\"\n";
+        let live = ["broker.embedded.users".to_owned()];
+        assert!(changed_tables_except(old, users, &live).is_empty());
+        assert_eq!(changed_tables(old, users), ["broker"]);
+        let both = "[broker.embedded]\nmax_connections = 11\n[[broker.embedded.users]]\nusername = \"b\"\n";
+        assert_eq!(changed_tables_except(old, both, &live), ["broker"]);
+    }
 
     #[test]
     fn only_tables_that_differ_are_named() {

@@ -385,6 +385,19 @@ fn edge_watchdog_pings_stop_while_its_store_is_locked_by_another_process_and_res
 }
 
 /// `GET /metrics` on a port: whether it answered 200.
+/// `host-app run --config host_toml` telling `notify`, once it said READY=1.
+fn host_notifying(host_toml: &Path, notify: &mut NotifySocket) -> Proc {
+    let mut cmd = Command::new(bin("host-app"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(host_toml)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NO_COLOR", "1");
+    let host = Proc::spawn("host-app", cmd);
+    notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    host
+}
+
 fn metrics_answer(port: u16) -> bool {
     http_status(port, "/metrics") == Ok(200)
 }
@@ -451,14 +464,7 @@ fn sighup_keeps_the_running_config_on_a_bad_file_and_applies_a_good_one() {
         http_port,
     );
     let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
-    let mut cmd = Command::new(bin("host-app"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&host_toml)
-        .env("NOTIFY_SOCKET", &host_notify.path)
-        .env("NO_COLOR", "1");
-    let mut host = Proc::spawn("host-app", cmd);
-    host_notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    let mut host = host_notifying(&host_toml, &mut host_notify);
     host_cfg.sparkplug.host_id = "a/b".to_owned();
     config::write(&host_cfg, dir.path(), "host-app.toml");
     host.signal("HUP");
@@ -467,6 +473,91 @@ fn sighup_keeps_the_running_config_on_a_bad_file_and_applies_a_good_one() {
     });
     assert!(refused.contains("sparkplug.host_id"), "{refused:?}");
     assert_eq!(http_status(http_port, "/auth/setup"), Ok(200));
+    host.signal("TERM");
+    assert!(host.wait_exit(WAIT).expect("host exits").success());
+}
+
+/// An edge node's MQTT options for `user` (password `user-pw`) as node `node` of the
+/// test group, on the broker at `port`.
+fn edge_login(node: &str, user: &str, password: &str, port: u16) -> rumqttc::MqttOptions {
+    let mut options = system_tests::mqtt::client::options(
+        &format!("{}:{node}", system_tests::stack::GROUP),
+        ([127, 0, 0, 1], port).into(),
+    );
+    options.set_credentials(user.to_owned(), password.to_owned());
+    options
+}
+
+#[test]
+fn sighup_applies_broker_accounts_and_the_other_connections_go_on() {
+    use rumqttc::{ConnectionError, PublishOptions};
+    use system_tests::config::host::User;
+    use system_tests::mqtt::client::{connect, wait_closed, wait_connack, wait_puback};
+    use system_tests::stack::{EDGE_PASSWORD, EDGE_USERNAME, GROUP, NODE};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker_port = free_port();
+    let mut host_cfg = host_config(
+        dir.path(),
+        Broker::Embedded { port: broker_port },
+        free_port(),
+    );
+    fn accounts(cfg: &mut system_tests::config::host::HostConfig) -> &mut Vec<User> {
+        &mut cfg.broker.embedded.as_mut().expect("embedded").users
+    }
+    accounts(&mut host_cfg).push(User::edge("line9", "line9-pw", GROUP, &["Line9"]));
+    let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
+    let mut notify = NotifySocket::bind(dir.path(), "host.sock");
+    let mut host = host_notifying(&host_toml, &mut notify);
+    let (gateway, mut gateway_loop) = rt.block_on(connect(edge_login(
+        NODE,
+        EDGE_USERNAME,
+        EDGE_PASSWORD,
+        broker_port,
+    )));
+    let (_line9, mut line9_loop) = rt.block_on(connect(edge_login(
+        "Line9",
+        "line9",
+        "line9-pw",
+        broker_port,
+    )));
+
+    // line9 leaves, line10 arrives: applied live, nothing waits for a restart.
+    accounts(&mut host_cfg).retain(|u| u.username != "line9");
+    accounts(&mut host_cfg).push(User::edge("line10", "line10-pw", GROUP, &["Line10"]));
+    config::write(&host_cfg, dir.path(), "host-app.toml");
+    host.signal("HUP");
+    let applied = notify.wait_for("reloaded", WAIT, |m| m.contains("configuration reloaded"));
+    assert!(
+        applied.contains("broker accounts applied: 1 added, 1 removed or changed")
+            && applied.contains("1 connection(s) ended")
+            && !applied.contains("restart"),
+        "{applied:?}"
+    );
+    rt.block_on(async {
+        wait_closed(&mut line9_loop).await;
+        let (_again, mut again_loop) =
+            rumqttc::AsyncClient::builder(edge_login("Line9", "line9", "line9-pw", broker_port))
+                .build();
+        assert!(
+            matches!(
+                wait_connack(&mut again_loop).await,
+                Err(ConnectionError::ConnectionRefused(_))
+            ),
+            "line9 logs in no more"
+        );
+        connect(edge_login("Line10", "line10", "line10-pw", broker_port)).await;
+        // The gateway's connection went on through the reload.
+        gateway
+            .publish(
+                format!("spBv1.0/{GROUP}/NDATA/{NODE}"),
+                &b"x"[..],
+                PublishOptions::at_least_once(),
+            )
+            .await
+            .unwrap();
+        wait_puback(&mut gateway_loop).await;
+    });
     host.signal("TERM");
     assert!(host.wait_exit(WAIT).expect("host exits").success());
 }
@@ -539,14 +630,7 @@ fn sighup_serves_renewed_certificates_to_new_connections_and_keeps_them_on_a_bad
     });
     let host_toml = config::write(&host_cfg, dir.path(), "host-app.toml");
     let mut notify = NotifySocket::bind(dir.path(), "host.sock");
-    let mut cmd = Command::new(bin("host-app"));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&host_toml)
-        .env("NOTIFY_SOCKET", &notify.path)
-        .env("NO_COLOR", "1");
-    let mut host = Proc::spawn("host-app", cmd);
-    notify.wait_for("host READY=1", WAIT, |m| m.contains("READY=1"));
+    let mut host = host_notifying(&host_toml, &mut notify);
     for port in [https_port, tls_port] {
         assert_eq!(handshake(port, &old.ca), Ok(()), "port {port}");
         assert!(handshake(port, &new.ca).is_err(), "port {port}");

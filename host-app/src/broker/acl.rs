@@ -56,6 +56,7 @@ pub struct Acl {
     anonymous: Option<Rights>,
 }
 
+#[derive(PartialEq)]
 struct Account {
     name: String,
     /// `None` only for a configuration that was not validated: such an account never logs in.
@@ -64,6 +65,7 @@ struct Account {
     client_ids: Binding,
 }
 
+#[derive(PartialEq)]
 enum Rights {
     Edge {
         group_id: String,
@@ -83,7 +85,7 @@ enum Rights {
 }
 
 /// The client ids an account owns: these ids and those starting with `prefix`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Binding {
     ids: Vec<String>,
     prefix: Option<String>,
@@ -308,11 +310,91 @@ impl Acl {
         }
     }
 
+    /// What differs from `old`: the accounts removed or changed in any way (password,
+    /// role, rights, client ids), those added, and whether anonymous access changed.
+    pub fn changes_since(&self, old: &Acl) -> AclChanges {
+        let same = |a: &Account| old.by_name.get(&a.name).map(|&i| &old.accounts[i]) == Some(a);
+        AclChanges {
+            ended: old
+                .accounts
+                .iter()
+                .filter(|a| {
+                    self.by_name
+                        .get(&a.name)
+                        .is_none_or(|&i| self.accounts[i] != **a)
+                })
+                .map(|a| a.name.clone())
+                .collect(),
+            added: self
+                .accounts
+                .iter()
+                .filter(|a| !old.by_name.contains_key(&a.name))
+                .map(|a| a.name.clone())
+                .collect(),
+            changed_or_added: self.accounts.iter().filter(|a| !same(a)).count(),
+            anonymous: self.anonymous != old.anonymous,
+        }
+    }
+
     fn rights(&self, account: Option<&str>) -> Option<&Rights> {
         match account {
             None => self.anonymous.as_ref(),
             Some(name) => self.by_name.get(name).map(|&i| &self.accounts[i].rights),
         }
+    }
+}
+
+/// What a reload changed of the access rules ([`Acl::changes_since`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclChanges {
+    /// Accounts removed or changed: their open sessions are ended.
+    pub ended: Vec<String>,
+    /// Accounts new in this configuration.
+    pub added: Vec<String>,
+    /// Accounts added or changed.
+    pub changed_or_added: usize,
+    /// Anonymous access turned on or off, or its rights changed: anonymous sessions end.
+    pub anonymous: bool,
+}
+
+impl AclChanges {
+    pub fn is_empty(&self) -> bool {
+        self.changed_or_added == 0 && self.ended.is_empty() && !self.anonymous
+    }
+}
+
+/// The access rules in force, replaced whole by a reload: every login, will, PUBLISH and
+/// SUBSCRIBE is checked against the rules of that moment.
+pub struct LiveAcl(std::sync::RwLock<std::sync::Arc<Acl>>);
+
+impl LiveAcl {
+    pub fn new(acl: Acl) -> LiveAcl {
+        LiveAcl(std::sync::RwLock::new(std::sync::Arc::new(acl)))
+    }
+
+    /// The rules now (a login uses one set from start to end).
+    pub fn current(&self) -> std::sync::Arc<Acl> {
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `acl` in force and says what changed.
+    pub fn replace(&self, acl: Acl) -> AclChanges {
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let changes = acl.changes_since(&current);
+        *current = std::sync::Arc::new(acl);
+        changes
+    }
+}
+
+impl TopicPolicy for LiveAcl {
+    fn may_publish(&self, account: Option<&str>, client_id: &str, topic: &str) -> bool {
+        let acl = self.0.read().unwrap_or_else(|p| p.into_inner());
+        acl.may_publish(account, client_id, topic)
+    }
+
+    fn may_subscribe(&self, account: Option<&str>, client_id: &str, filter: &str) -> bool {
+        let acl = self.0.read().unwrap_or_else(|p| p.into_inner());
+        acl.may_subscribe(account, client_id, filter)
     }
 }
 
@@ -392,7 +474,7 @@ impl Rights {
 }
 
 /// Granted topic filters, `%u` and `%c` standing for the username and client id.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Filters(Vec<String>);
 
 impl Filters {

@@ -12,8 +12,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, info, info_span};
 
 use super::BrokerError;
-use super::acl::Acl;
+use super::acl::{Acl, AclChanges, LiveAcl};
 use super::admission::Limits;
+use super::config::ConfigError;
 use super::config::EmbeddedConfig;
 use super::endpoint::{Credentials, MqttEndpoint};
 use super::engine::{self, Engine, EngineSettings, EngineStore, MessageCounters};
@@ -49,6 +50,36 @@ pub struct EmbeddedBroker {
     engine: Option<Engine>,
 }
 
+/// What [`EmbeddedBroker::reload_accounts`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountsReloaded {
+    pub changes: AclChanges,
+    /// Connections ended because their account was removed or changed.
+    pub connections_ended: usize,
+}
+
+impl std::fmt::Display for AccountsReloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.changes;
+        if c.is_empty() {
+            return f.write_str("broker accounts unchanged");
+        }
+        let removed_or_changed = c.ended.len();
+        write!(
+            f,
+            "broker accounts applied: {} added, {} removed or changed{}; {} connection(s) ended",
+            c.added.len(),
+            removed_or_changed,
+            if c.anonymous {
+                ", anonymous access changed"
+            } else {
+                ""
+            },
+            self.connections_ended
+        )
+    }
+}
+
 impl EmbeddedBroker {
     /// Validates `config`, binds the configured listeners, starts the engine and returns
     /// once both accept MQTT clients. The access rules of `config` decide every login and
@@ -68,7 +99,7 @@ impl EmbeddedBroker {
         let mut config = config.clone();
         config.validate()?;
         let config = &config;
-        let acl = Arc::new(Acl::from_config(config)?);
+        let acl = Arc::new(LiveAcl::new(Acl::from_config(config)?));
         let mut tls_cert = None;
         let tls = match &config.tls {
             Some(tls) => {
@@ -178,6 +209,39 @@ impl EmbeddedBroker {
             counters,
             front,
             engine: Some(engine),
+        })
+    }
+
+    /// Applies the accounts and access rules of `config` (users, anonymous access, the
+    /// ACL file read again) while the broker runs, as a reload does: logins and every
+    /// PUBLISH and SUBSCRIBE check from now on follow them; connections of accounts
+    /// removed or changed (password, role, rights, client ids) are ended, their wills
+    /// published, so nobody keeps what they no longer have; the others go on untouched.
+    /// A configuration with a problem, or one that changes the host's own account (its
+    /// session holds the old login: a restart applies that), changes nothing.
+    pub fn reload_accounts(
+        &self,
+        config: &EmbeddedConfig,
+    ) -> Result<AccountsReloaded, BrokerError> {
+        let mut config = config.clone();
+        config.validate()?;
+        let acl = Acl::from_config(&config)?;
+        // The host's own session logs in with what it read at start.
+        if let Some(host) = &config.host_username
+            && acl
+                .changes_since(&self.front.acl.current())
+                .ended
+                .contains(host)
+        {
+            return Err(BrokerError::Config(ConfigError::new(
+                "broker.embedded.users",
+                format!("the host's own account {host:?} changed; restart to apply the accounts"),
+            )));
+        }
+        let (changes, connections_ended) = self.front.reload_acl(acl);
+        Ok(AccountsReloaded {
+            changes,
+            connections_ended,
         })
     }
 

@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use infra::logging::Escaped;
 
-use super::acl::{Acl, Denied, Login};
+use super::acl::{Acl, AclChanges, Denied, LiveAcl, Login};
 use super::admission::{Admission, Limits, Ticket};
 use super::codec::{self, CodecError, Connect, Ending, LEVEL_5, RawPacket, Refusal};
 use super::config::CertificateName;
@@ -49,7 +49,7 @@ const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(25);
 pub struct Front {
     /// The engine each logged-in connection is handed to.
     pub engine: ServerContext,
-    pub acl: Arc<Acl>,
+    pub acl: Arc<LiveAcl>,
     pub connection_timeout: Duration,
     pub max_packet_size: usize,
     /// Places for logged-in connections (`max_connections`).
@@ -67,6 +67,29 @@ pub struct Front {
     serials: AtomicU64,
     /// The open session of each client id, for session takeover.
     sessions: Mutex<HashMap<Bytes, OpenSession>>,
+    /// Every logged-in connection by serial, with its account: what a reload of the
+    /// access rules may end. The rules are replaced under this lock, so a connection is
+    /// either here before they change or checked against the new ones ([`Front::enrol`]).
+    logged_in: Mutex<HashMap<u64, LoggedIn>>,
+}
+
+/// A logged-in connection's account (`None`: anonymous) and what ends it.
+type LoggedIn = (Option<String>, Arc<Takeover>);
+
+/// Takes a connection off [`Front::logged_in`] when it ends, however it ends.
+struct Enrolled<'a> {
+    front: &'a Front,
+    serial: u64,
+}
+
+impl Drop for Enrolled<'_> {
+    fn drop(&mut self) {
+        self.front
+            .logged_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.serial);
+    }
 }
 
 /// A session as the takeover of its client id sees it.
@@ -84,7 +107,7 @@ struct OpenSession {
 impl Front {
     pub fn new(
         engine: ServerContext,
-        acl: Arc<Acl>,
+        acl: Arc<LiveAcl>,
         connection_timeout: Duration,
         max_packet_size: usize,
         max_connections: usize,
@@ -105,7 +128,54 @@ impl Front {
             tasks: TaskTracker::new(),
             serials: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
+            logged_in: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Puts new access rules in force: logins from now on and every check of a connected
+    /// client follow them, and the connections of accounts removed or changed (and
+    /// anonymous ones, when anonymous access changed) are ended, their wills published.
+    /// Returns what changed and how many connections were ended.
+    pub fn reload_acl(&self, acl: Acl) -> (AclChanges, usize) {
+        let logged_in = self.logged_in.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.acl.replace(acl);
+        let mut ended = 0;
+        for (account, taken_over) in logged_in.values() {
+            let end = match account {
+                Some(name) => changes.ended.contains(name),
+                None => changes.anonymous,
+            };
+            if end {
+                taken_over.take_over();
+                ended += 1;
+            }
+        }
+        (changes, ended)
+    }
+
+    /// Registers a logged-in connection for [`Front::reload_acl`]; when the rules changed
+    /// since `acl` admitted it, the new ones decide again.
+    fn enrol(
+        &self,
+        serial: u64,
+        acl: &Arc<Acl>,
+        login: Login,
+        connect: &Connect,
+        identity: Option<&str>,
+        taken_over: &Arc<Takeover>,
+    ) -> Result<Login, Denied> {
+        let mut logged_in = self.logged_in.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.acl.current();
+        let login = if Arc::ptr_eq(acl, &now) {
+            login
+        } else {
+            self.admit(&now, connect, identity)?
+        };
+        logged_in.insert(
+            serial,
+            (login.account().map(str::to_owned), Arc::clone(taken_over)),
+        );
+        Ok(login)
     }
 
     /// TLS clients with a valid certificate log in as the account it names.
@@ -295,10 +365,10 @@ impl Front {
     /// Who the CONNECT is (login and client id, see [`Acl::login`]; the account its
     /// verified certificate names, when `certificate_username` is set), and whether its
     /// will is its own to leave.
-    fn admit(&self, connect: &Connect, identity: Option<&str>) -> Result<Login, Denied> {
+    fn admit(&self, acl: &Acl, connect: &Connect, identity: Option<&str>) -> Result<Login, Denied> {
         let login = match identity {
-            Some(account) => self.acl.login_certified(account, &connect.client_id)?,
-            None => self.acl.login(
+            Some(account) => acl.login_certified(account, &connect.client_id)?,
+            None => acl.login(
                 connect.username.as_deref(),
                 connect.password.as_deref(),
                 &connect.client_id,
@@ -307,7 +377,7 @@ impl Front {
         if let Some(will) = &connect.will {
             let client_id = std::str::from_utf8(&connect.client_id).unwrap_or_default();
             let mine = std::str::from_utf8(&will.topic)
-                .is_ok_and(|topic| self.acl.may_will(login.account(), client_id, topic));
+                .is_ok_and(|topic| acl.may_will(login.account(), client_id, topic));
             if !mine {
                 return Err(Denied::Will);
             }
@@ -344,14 +414,30 @@ impl Front {
         if let Some(account) = &identity {
             debug!(account = %Escaped(account), "client certificate names the account");
         }
-        let login = match self.admit(&connect, identity.as_deref()) {
+        let acl = self.acl.current();
+        let login = match self.admit(&acl, &connect, identity.as_deref()) {
             Ok(login) => login,
             Err(denied) => return refuse_login(client, &connect, denied).await,
         };
-        debug!(account = ?login.account().map(Escaped), "logged in");
-
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let taken_over = Arc::new(Takeover::default());
+        let login = match self.enrol(
+            serial,
+            &acl,
+            login,
+            &connect,
+            identity.as_deref(),
+            &taken_over,
+        ) {
+            Ok(login) => login,
+            Err(denied) => return refuse_login(client, &connect, denied).await,
+        };
+        let _enrolled = Enrolled {
+            front: self,
+            serial,
+        };
+        debug!(account = ?login.account().map(Escaped), "logged in");
+
         let ended = CancellationToken::new();
         let _ended_on_exit = ended.clone().drop_guard();
         let client_key = connect.client_id.clone();

@@ -127,13 +127,13 @@ mod topic_filter;
 
 pub(crate) use tls::tls_key;
 
-pub use acl::{Acl, Denied, Login};
+pub use acl::{Acl, AclChanges, Denied, Login};
 pub use config::{
     AnonymousConfig, BrokerConfig, BrokerMode, CertificateName, ClientCertificates, ConfigError,
     EmbeddedConfig, ExternalConfig, ExternalTlsConfig, PlainListenerConfig, Role, Secret,
     TlsListenerConfig, UserConfig,
 };
-pub use embedded::{ClientGauge, EmbeddedBroker};
+pub use embedded::{AccountsReloaded, ClientGauge, EmbeddedBroker};
 pub use endpoint::{Broker, Credentials, MqttEndpoint};
 pub use engine::MessageCounters;
 pub use policy::TopicPolicy;

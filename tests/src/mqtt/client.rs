@@ -157,6 +157,14 @@ pub async fn publish_once(
     disconnect(client, eventloop).await;
 }
 
+/// Drives the loop until the connection fails: the broker (or the network) ended it.
+pub async fn wait_closed(eventloop: &mut EventLoop) {
+    let poll = async { while eventloop.poll().await.is_ok() {} };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .expect("the connection was not closed in time");
+}
+
 /// Sends DISCONNECT and drives the loop until the connection is closed.
 pub async fn disconnect(client: AsyncClient, mut eventloop: EventLoop) {
     client.disconnect().await.unwrap();
