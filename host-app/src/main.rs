@@ -234,7 +234,9 @@ async fn tell_systemd(
             () = &mut stop => break,
             _ = hangup.recv() => {
                 let line = reloader
-                    .reload(HostConfig::load, |c| c.metrics, |c| apply_accounts(host, c))
+                    .reload(HostConfig::load, |c| c.metrics, async |c| {
+                        apply_accounts(host, c).await
+                    })
                     .await;
                 report(notifier.status(&line));
             }
@@ -260,7 +262,7 @@ const ACCOUNT_KEYS: [&str; 4] = [
 
 /// A reload's accounts, applied to the running embedded broker (an external broker's
 /// accounts are its own business; a change of mode waits for a restart).
-fn apply_accounts(host: &Host, config: &HostConfig) -> Result<Option<String>, String> {
+async fn apply_accounts(host: &Host, config: &HostConfig) -> Result<Option<String>, String> {
     let Some(broker) = host.broker().embedded() else {
         return Ok(None);
     };
@@ -269,6 +271,7 @@ fn apply_accounts(host: &Host, config: &HostConfig) -> Result<Option<String>, St
     }
     let applied = broker
         .reload_accounts(&config.broker.embedded)
+        .await
         .map_err(|e| format!("broker accounts not applied: {e}"))?;
     Ok((!applied.changes.is_empty()).then(|| applied.to_string()))
 }

@@ -80,6 +80,7 @@ async fn a_removed_account_is_cut_off_a_new_one_logs_in_and_the_others_go_on() {
     // line2 leaves, line3 arrives, line1 stays as it was.
     let reloaded = broker
         .reload_accounts(&plant(vec![line1(), line3()]))
+        .await
         .unwrap();
     assert_eq!(reloaded.changes.ended, ["line2"], "{reloaded}");
     assert_eq!(reloaded.changes.added, ["line3"], "{reloaded}");
@@ -102,6 +103,7 @@ async fn a_removed_account_is_cut_off_a_new_one_logs_in_and_the_others_go_on() {
     // The same accounts again: nothing changes, nobody is cut off.
     let again = broker
         .reload_accounts(&plant(vec![line1(), line3()]))
+        .await
         .unwrap();
     assert!(again.changes.is_empty(), "{again}");
     assert_eq!(again.connections_ended, 0);
@@ -112,6 +114,7 @@ async fn a_removed_account_is_cut_off_a_new_one_logs_in_and_the_others_go_on() {
     let moved = account("line1").edge("Plant1", &["Line4"]);
     let changed = broker
         .reload_accounts(&plant(vec![moved, line3()]))
+        .await
         .unwrap();
     assert_eq!(changed.changes.ended, ["line1"], "{changed}");
     assert_eq!(changed.connections_ended, 1);
@@ -135,6 +138,7 @@ async fn a_changed_password_ends_the_sessions_that_logged_in_with_the_old_one() 
     let (_one, mut one_loop) = connect(edge("Line1", "line1", addr)).await;
     let reloaded = broker
         .reload_accounts(&plant(vec![line1("rotated-pw")]))
+        .await
         .unwrap();
     assert_eq!(reloaded.changes.ended, ["line1"], "{reloaded}");
     wait_closed(&mut one_loop).await;
@@ -145,7 +149,7 @@ async fn a_changed_password_ends_the_sessions_that_logged_in_with_the_old_one() 
     // A configuration with a problem changes nothing.
     let mut bad = plant(vec![line1("rotated-pw")]);
     bad.users.push(account("line1").edge("Plant1", &["Line9"]));
-    let e = broker.reload_accounts(&bad).unwrap_err().to_string();
+    let e = broker.reload_accounts(&bad).await.unwrap_err().to_string();
     assert!(e.contains("listed twice"), "{e}");
     let mut rotated = edge("Line1", "line1", addr);
     rotated.set_credentials("line1", "rotated-pw");
@@ -173,6 +177,7 @@ async fn a_change_of_the_hosts_own_account_waits_for_a_restart() {
     let (host, mut host_loop) = connect(host_options).await;
     let e = broker
         .reload_accounts(&with_host("rotated"))
+        .await
         .unwrap_err()
         .to_string();
     assert!(
@@ -183,5 +188,95 @@ async fn a_change_of_the_hosts_own_account_waits_for_a_restart() {
     subscribe(&host, &mut host_loop, "spBv1.0/#", QoS::AtLeastOnce).await;
     let (one, one_loop) = connect(edge("Line1", "line1", addr)).await;
     disconnect(one, one_loop).await;
+    broker.stop().await;
+}
+
+/// A reader that keeps its session (clean session off) and loses a right: its kept
+/// session goes with the reload, so no subscription made under the old rules brings it
+/// messages it may no longer read; it logs in to a new session and subscribes afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_accounts_kept_session_is_cleared_with_its_subscriptions() {
+    let dash = |filter: &str| {
+        let mut reader = account("dash").reader();
+        reader.subscribe = Some(vec![filter.to_owned()]);
+        reader
+    };
+    let line1 = || account("line1").edge("Plant1", &["Line1"]);
+    let broker = EmbeddedBroker::start(&plant(vec![line1(), dash("spBv1.0/Plant1/#")]))
+        .await
+        .unwrap();
+    let addr = broker.plain_addr().unwrap();
+    let kept = || {
+        let mut options = options("dash-1", addr);
+        options.set_credentials("dash", "dash-pw");
+        options.set_clean_session(false);
+        options
+    };
+    let (reader, mut reader_loop) = connect(kept()).await;
+    subscribe(
+        &reader,
+        &mut reader_loop,
+        "spBv1.0/Plant1/#",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    disconnect(reader, reader_loop).await;
+    let gauge = broker.client_gauge();
+    for _ in 0..100 {
+        if gauge.connected() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(gauge.connected(), 0, "the reader left");
+
+    // While it is away its right to Plant1 goes.
+    let reloaded = broker
+        .reload_accounts(&plant(vec![line1(), dash("spBv1.0/Plant2/#")]))
+        .await
+        .unwrap();
+    assert_eq!(reloaded.changes.ended, ["dash"], "{reloaded}");
+    assert_eq!(reloaded.connections_ended, 0, "{reloaded}");
+    assert_eq!(reloaded.sessions_cleared, 1, "{reloaded}");
+    let (one, mut one_loop) = connect(edge("Line1", "line1", addr)).await;
+    still_publishes(&one, &mut one_loop, "Line1").await;
+
+    // Back: no session kept for it, nothing queued, and the old filter is refused.
+    let (reader, mut reader_loop) = AsyncClient::builder(kept()).build();
+    let present = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::ConnAck(ack)) =
+                reader_loop.poll().await.unwrap()
+            {
+                return ack.session_present;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!present, "the kept session was cleared");
+    reader
+        .subscribe("spBv1.0/Plant1/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let codes = system_tests::mqtt::client::wait_suback(
+        &mut reader_loop,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, [rumqttc::SubscribeReasonCode::Failure]);
+    still_publishes(&one, &mut one_loop, "Line1").await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)) =
+                reader_loop.poll().await.unwrap()
+            {
+                return p;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "a message reached the reader: {quiet:?}");
     broker.stop().await;
 }

@@ -62,7 +62,7 @@ impl Reloader {
         &mut self,
         load: impl FnOnce(&Path) -> Result<C, ConfigError>,
         metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,
-        apply_live: impl FnOnce(&C) -> Result<Option<String>, String>,
+        apply_live: impl AsyncFnOnce(&C) -> Result<Option<String>, String>,
     ) -> String {
         let line = self.reload_config(load, metrics_of, apply_live).await;
         match self.reload_certificates() {
@@ -98,7 +98,7 @@ impl Reloader {
         &mut self,
         load: impl FnOnce(&Path) -> Result<C, ConfigError>,
         metrics_of: impl FnOnce(&C) -> Option<SocketAddr>,
-        apply_live: impl FnOnce(&C) -> Result<Option<String>, String>,
+        apply_live: impl AsyncFnOnce(&C) -> Result<Option<String>, String>,
     ) -> String {
         tracing::info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
         let config = match load(&self.path) {
@@ -118,7 +118,7 @@ impl Reloader {
             tracing::error!(error = %e, "reload: metrics.listen not applied; the previous listener stays");
             return format!("reload: metrics.listen not applied: {e}");
         }
-        let applied = match apply_live(&config) {
+        let applied = match apply_live(&config).await {
             Ok(applied) => applied,
             Err(e) => {
                 tracing::error!(error = %e, "reload: not applied; the running configuration stays");

@@ -361,6 +361,14 @@ impl AclChanges {
     pub fn is_empty(&self) -> bool {
         self.changed_or_added == 0 && self.ended.is_empty() && !self.anonymous
     }
+
+    /// Are the connections and kept sessions of `account` (`None`: anonymous) ended?
+    pub fn ends(&self, account: Option<&str>) -> bool {
+        match account {
+            Some(name) => self.ended.iter().any(|e| e == name),
+            None => self.anonymous,
+        }
+    }
 }
 
 /// The access rules in force, replaced whole by a reload: every login, will, PUBLISH and

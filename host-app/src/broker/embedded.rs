@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::BrokerError;
 use super::acl::{Acl, AclChanges, LiveAcl};
@@ -56,6 +56,8 @@ pub struct AccountsReloaded {
     pub changes: AclChanges,
     /// Connections ended because their account was removed or changed.
     pub connections_ended: usize,
+    /// Sessions of those accounts cleared (kept ones included).
+    pub sessions_cleared: usize,
 }
 
 impl std::fmt::Display for AccountsReloaded {
@@ -67,7 +69,7 @@ impl std::fmt::Display for AccountsReloaded {
         let removed_or_changed = c.ended.len();
         write!(
             f,
-            "broker accounts applied: {} added, {} removed or changed{}; {} connection(s) ended",
+            "broker accounts applied: {} added, {} removed or changed{}; {} connection(s) ended, {} session(s) cleared",
             c.added.len(),
             removed_or_changed,
             if c.anonymous {
@@ -75,10 +77,14 @@ impl std::fmt::Display for AccountsReloaded {
             } else {
                 ""
             },
-            self.connections_ended
+            self.connections_ended,
+            self.sessions_cleared
         )
     }
 }
+
+/// How long a reload waits for each connection it ended to close.
+const SESSION_END_WAIT: Duration = Duration::from_secs(10);
 
 impl EmbeddedBroker {
     /// Validates `config`, binds the configured listeners, starts the engine and returns
@@ -216,10 +222,12 @@ impl EmbeddedBroker {
     /// ACL file read again) while the broker runs, as a reload does: logins and every
     /// PUBLISH and SUBSCRIBE check from now on follow them; connections of accounts
     /// removed or changed (password, role, rights, client ids) are ended, their wills
-    /// published, so nobody keeps what they no longer have; the others go on untouched.
+    /// published, and their kept sessions cleared (subscriptions and queued messages
+    /// made under the old rules), so nobody keeps what they no longer have; the others go
+    /// on untouched.
     /// A configuration with a problem, or one that changes the host's own account (its
     /// session holds the old login: a restart applies that), changes nothing.
-    pub fn reload_accounts(
+    pub async fn reload_accounts(
         &self,
         config: &EmbeddedConfig,
     ) -> Result<AccountsReloaded, BrokerError> {
@@ -238,11 +246,44 @@ impl EmbeddedBroker {
                 format!("the host's own account {host:?} changed; restart to apply the accounts"),
             )));
         }
-        let (changes, connections_ended) = self.front.reload_acl(acl);
+        let (changes, ended) = self.front.reload_acl(acl);
+        let connections_ended = ended.len();
+        // Wills first (the engine ends each connection as a lost one), then the sessions.
+        for done in ended {
+            if tokio::time::timeout(SESSION_END_WAIT, done.cancelled())
+                .await
+                .is_err()
+            {
+                warn!("a connection ended by the reload did not close in time");
+            }
+        }
+        let sessions_cleared = self.clear_sessions(&changes).await;
         Ok(AccountsReloaded {
             changes,
             connections_ended,
+            sessions_cleared,
         })
+    }
+
+    /// Ends and forgets every session (kept offline, or connected again meanwhile) of
+    /// the accounts `changes` ends: a kept session would bring back subscriptions, and
+    /// messages queued under them, that the new rules may not grant.
+    async fn clear_sessions(&self, changes: &AclChanges) -> usize {
+        let shared = self.front.engine.extends.shared().await;
+        let ids: Vec<_> = shared
+            .iter()
+            .filter_map(|entry| entry.session())
+            .filter(|s| changes.ends(s.id.username.as_deref()))
+            .map(|s| s.id.clone())
+            .collect();
+        let mut cleared = 0;
+        for id in ids {
+            match shared.entry(id).kick(true, true, true).await {
+                Ok(_) => cleared += 1,
+                Err(e) => warn!(error = %e, "a session of a changed account not cleared"),
+            }
+        }
+        cleared
     }
 
     /// Counts the connected MQTT clients, for the System page.

@@ -73,8 +73,15 @@ pub struct Front {
     logged_in: Mutex<HashMap<u64, LoggedIn>>,
 }
 
-/// A logged-in connection's account (`None`: anonymous) and what ends it.
-type LoggedIn = (Option<String>, Arc<Takeover>);
+/// A logged-in connection as a reload of the access rules sees it.
+struct LoggedIn {
+    /// `None`: anonymous.
+    account: Option<String>,
+    /// Ends the connection.
+    taken_over: Arc<Takeover>,
+    /// Cancelled once the engine has ended it (will published, session kept or cleaned).
+    ended: CancellationToken,
+}
 
 /// Takes a connection off [`Front::logged_in`] when it ends, however it ends.
 struct Enrolled<'a> {
@@ -135,19 +142,16 @@ impl Front {
     /// Puts new access rules in force: logins from now on and every check of a connected
     /// client follow them, and the connections of accounts removed or changed (and
     /// anonymous ones, when anonymous access changed) are ended, their wills published.
-    /// Returns what changed and how many connections were ended.
-    pub fn reload_acl(&self, acl: Acl) -> (AclChanges, usize) {
+    /// Returns what changed and, for each connection ended, what says the engine is done
+    /// with it.
+    pub fn reload_acl(&self, acl: Acl) -> (AclChanges, Vec<CancellationToken>) {
         let logged_in = self.logged_in.lock().unwrap_or_else(|e| e.into_inner());
         let changes = self.acl.replace(acl);
-        let mut ended = 0;
-        for (account, taken_over) in logged_in.values() {
-            let end = match account {
-                Some(name) => changes.ended.contains(name),
-                None => changes.anonymous,
-            };
-            if end {
-                taken_over.take_over();
-                ended += 1;
+        let mut ended = Vec::new();
+        for connection in logged_in.values() {
+            if changes.ends(connection.account.as_deref()) {
+                connection.taken_over.take_over();
+                ended.push(connection.ended.clone());
             }
         }
         (changes, ended)
@@ -162,7 +166,7 @@ impl Front {
         login: Login,
         connect: &Connect,
         identity: Option<&str>,
-        taken_over: &Arc<Takeover>,
+        (taken_over, ended): (&Arc<Takeover>, &CancellationToken),
     ) -> Result<Login, Denied> {
         let mut logged_in = self.logged_in.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.acl.current();
@@ -173,7 +177,11 @@ impl Front {
         };
         logged_in.insert(
             serial,
-            (login.account().map(str::to_owned), Arc::clone(taken_over)),
+            LoggedIn {
+                account: login.account().map(str::to_owned),
+                taken_over: Arc::clone(taken_over),
+                ended: ended.clone(),
+            },
         );
         Ok(login)
     }
@@ -421,13 +429,15 @@ impl Front {
         };
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let taken_over = Arc::new(Takeover::default());
+        let ended = CancellationToken::new();
+        let _ended_on_exit = ended.clone().drop_guard();
         let login = match self.enrol(
             serial,
             &acl,
             login,
             &connect,
             identity.as_deref(),
-            &taken_over,
+            (&taken_over, &ended),
         ) {
             Ok(login) => login,
             Err(denied) => return refuse_login(client, &connect, denied).await,
@@ -438,8 +448,6 @@ impl Front {
         };
         debug!(account = ?login.account().map(Escaped), "logged in");
 
-        let ended = CancellationToken::new();
-        let _ended_on_exit = ended.clone().drop_guard();
         let client_key = connect.client_id.clone();
         if !client_key.is_empty() {
             let session = OpenSession {
