@@ -313,7 +313,6 @@ impl Acl {
     /// What differs from `old`: the accounts removed or changed in any way (password,
     /// role, rights, client ids), those added, and whether anonymous access changed.
     pub fn changes_since(&self, old: &Acl) -> AclChanges {
-        let same = |a: &Account| old.by_name.get(&a.name).map(|&i| &old.accounts[i]) == Some(a);
         AclChanges {
             ended: old
                 .accounts
@@ -331,7 +330,6 @@ impl Acl {
                 .filter(|a| !old.by_name.contains_key(&a.name))
                 .map(|a| a.name.clone())
                 .collect(),
-            changed_or_added: self.accounts.iter().filter(|a| !same(a)).count(),
             anonymous: self.anonymous != old.anonymous,
         }
     }
@@ -351,15 +349,13 @@ pub struct AclChanges {
     pub ended: Vec<String>,
     /// Accounts new in this configuration.
     pub added: Vec<String>,
-    /// Accounts added or changed.
-    pub changed_or_added: usize,
     /// Anonymous access turned on or off, or its rights changed: anonymous sessions end.
     pub anonymous: bool,
 }
 
 impl AclChanges {
     pub fn is_empty(&self) -> bool {
-        self.changed_or_added == 0 && self.ended.is_empty() && !self.anonymous
+        self.ended.is_empty() && self.added.is_empty() && !self.anonymous
     }
 
     /// Are the connections and kept sessions of `account` (`None`: anonymous) ended?

@@ -66,12 +66,11 @@ impl std::fmt::Display for AccountsReloaded {
         if c.is_empty() {
             return f.write_str("broker accounts unchanged");
         }
-        let removed_or_changed = c.ended.len();
         write!(
             f,
             "broker accounts applied: {} added, {} removed or changed{}; {} connection(s) ended, {} session(s) cleared",
             c.added.len(),
-            removed_or_changed,
+            c.ended.len(),
             if c.anonymous {
                 ", anonymous access changed"
             } else {
